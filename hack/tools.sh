@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Builds the Go tools the tests and benchmarks use, from the Go module proxy, into a cache
+# outside the clone, and reuses them when present. Prints nothing but progress on stderr.
+#
+#   hack/tools.sh [TOOL ...]     default: every tool
+#
+# Cache: $DOCKYARD_TOOLS (default ~/.cache/dockyard/tools)/bin; each binary has a
+# `<name>.version` stamp beside it, so changing a version below rebuilds only that tool.
+# kube-apiserver, kube-controller-manager and etcd are taken from $KUBEBUILDER_ASSETS when
+# that directory has them (the envtest convention), and built otherwise.
+set -euo pipefail
+
+K8S_VERSION=1.35.4
+ETCD_VERSION=3.6.16
+HELM_VERSION=v3.22.0
+CRANE_VERSION=v0.22.1
+ORAS_VERSION=v1.3.6
+DISTRIBUTION_VERSION=v3.1.1
+CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
+
+CACHE=${DOCKYARD_TOOLS:-$HOME/.cache/dockyard/tools}
+BIN=$CACHE/bin
+mkdir -p "$BIN"
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+
+log() { printf 'tools: %s\n' "$*" >&2; }
+fresh() { # fresh NAME VERSION: the cached binary exists and was built from VERSION
+  [ -x "$BIN/$1" ] && [ "$(cat "$BIN/$1.version" 2>/dev/null)" = "$2" ]
+}
+stamp() { printf '%s\n' "$2" >"$BIN/$1.version"; }
+in_assets() { [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/$1" ]; }
+
+go_install() { # go_install NAME PACKAGE VERSION: modules without replace directives
+  local name=$1 pkg=$2 version=$3
+  fresh "$name" "$version" && return 0
+  log "building $name $version (once; cached in $BIN)"
+  GOBIN=$BIN go install -trimpath -ldflags '-s -w' "$pkg@$version"
+  local built
+  built=$(basename "$pkg")
+  [ "$built" = "$name" ] || mv -f "$BIN/$built" "$BIN/$name"
+  stamp "$name" "$version"
+}
+
+build_kube() {
+  if in_assets kube-apiserver && in_assets kube-controller-manager; then return 0; fi
+  fresh kube-apiserver "$K8S_VERSION" && fresh kube-controller-manager "$K8S_VERSION" && return 0
+  log "building kube-apiserver and kube-controller-manager v$K8S_VERSION (once, 10-30 min)"
+  local W; W=$(mktemp -d)
+  (
+    cd "$W"
+    # Read the tag's go.mod before this directory becomes a module (go would add a go line).
+    gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+    echo 'module local/k8sbins' >go.mod
+    minor=${K8S_VERSION#1.}; minor=${minor%%.*}
+    {
+      echo
+      grep -E '^(go|godebug) ' "$gomod"
+      echo "require k8s.io/kubernetes v$K8S_VERSION"
+      echo "replace ("
+      sed -nE 's#^[[:space:]]*(k8s\.io/[A-Za-z0-9._-]+) => \./staging/src/k8s\.io/[A-Za-z0-9._-]+[[:space:]]*$#\t\1 => \1 v0.'"${K8S_VERSION#1.}"'#p' "$gomod"
+      echo ")"
+    } >>go.mod
+    go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" \
+      "k8s.io/kubernetes/cmd/kube-controller-manager@v$K8S_VERSION"
+    ldf="-s -w"
+    for p in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+      ldf+=" -X '$p.gitVersion=v$K8S_VERSION' -X '$p.gitMajor=1' -X '$p.gitMinor=$minor'"
+      ldf+=" -X '$p.gitTreeState=clean' -X '$p.buildDate=1970-01-01T00:00:00Z'"
+    done
+    go build -trimpath -tags=selinux,notest,grpcnotrace -ldflags "$ldf" -o "$BIN/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+  )
+  rm -rf "$W"
+  stamp kube-apiserver "$K8S_VERSION"
+  stamp kube-controller-manager "$K8S_VERSION"
+}
+
+build_etcd() {
+  if in_assets etcd; then return 0; fi
+  fresh etcd "$ETCD_VERSION" && return 0
+  log "building etcd v$ETCD_VERSION (once)"
+  local W; W=$(mktemp -d)
+  (
+    cd "$W"
+    printf 'module local/etcdbins\n\ngo 1.25.0\n' >go.mod
+    go get -tool "go.etcd.io/etcd/server/v3@v$ETCD_VERSION"
+    go build -trimpath -ldflags '-s -w' -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+  )
+  rm -rf "$W"
+  stamp etcd "$ETCD_VERSION"
+}
+
+build_one() {
+  case $1 in
+    conformance) go_install conformance github.com/opencontainers/distribution-spec/conformance "$CONFORMANCE_VERSION" ;;
+    oras) go_install oras oras.land/oras/cmd/oras "$ORAS_VERSION" ;;
+    crane) go_install crane github.com/google/go-containerregistry/cmd/crane "$CRANE_VERSION" ;;
+    helm) go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" ;;
+    distribution) go_install distribution github.com/distribution/distribution/v3/cmd/registry "$DISTRIBUTION_VERSION" ;;
+    etcd) build_etcd ;;
+    kube) build_kube ;;
+    *) log "unknown tool: $1"; exit 2 ;;
+  esac
+}
+
+if [ $# -eq 0 ]; then
+  set -- conformance oras crane etcd kube helm
+fi
+for tool in "$@"; do build_one "$tool"; done
+echo "$BIN"
