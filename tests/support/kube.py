@@ -1,0 +1,539 @@
+"""A real Kubernetes control plane for tests: etcd, kube-apiserver and kube-controller-manager.
+
+Owns: the throwaway PKI (CA, apiserver serving cert, admin client cert, ServiceAccount signing
+key), the three processes (started on free loopback ports, stopped by their own PIDs in reverse
+order), the admin kubeconfig, ServiceAccount token kubeconfigs (TokenRequest), a `kubectl`
+runner, the audit log reader and `eventually()`, the one bounded polling helper tests use
+instead of sleeps.
+
+Must not: know anything about Dockyard (the operator fixture lives in the tests that need it),
+leave a process or a temp dir behind (also when startup fails halfway), download anything, or
+skip when a binary is missing (it raises with the command that builds it).
+
+There is no scheduler and no kubelet: Deployments get ReplicaSets and Pods (KCM), but Pods stay
+Pending forever, so tests that need "available" patch the Deployment status themselves.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections.abc
+import contextlib
+import ctypes
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lightkube
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import oid
+
+import tests.support
+
+T = TypeVar("T")
+
+START_TIMEOUT = 90.0
+STOP_GRACE = 10.0
+SERVICE_CIDR = "10.0.0.0/24"
+# Controllers the tests rely on: ownerReference GC, Deployment -> ReplicaSet -> Pod, namespace
+# deletion, the `default` ServiceAccount (Pod admission needs it) and `kube-root-ca.crt`.
+KCM_CONTROLLERS = (
+    "garbagecollector",
+    "deployment",
+    "replicaset",
+    "namespace",
+    "serviceaccount",
+    "root-ca-cert-publisher",
+    "daemonset",
+)
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata"}],
+}
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not start; the message carries the failing component's log tail."""
+
+
+def eventually(
+    probe: collections.abc.Callable[[], T | None],
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.25,
+    what: str,
+) -> T:
+    """Poll `probe` until it returns something truthy and return that; fail after `timeout` s.
+
+    `probe` may raise AssertionError, LookupError (KeyError, IndexError) or an API error (a 404
+    while things converge): they count as "not yet", and the last one is shown when time runs
+    out, so a failure says what was seen. Anything else is a bug in the test and propagates.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = probe()
+        except (AssertionError, LookupError, lightkube.ApiError) as exc:
+            last, value = exc, None
+        else:
+            last = value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+        time.sleep(interval)
+
+
+def kubectl_binary() -> Path:
+    """The preinstalled kubectl closest to the apiserver (Cloud SDK's `kubectl.1.33`)."""
+    env = os.environ.get("KUBECTL")
+    if env:
+        return Path(env)
+    found = shutil.which("kubectl")
+    if found is None:
+        raise FileNotFoundError("kubectl is not on PATH (set KUBECTL to a kubectl >= 1.33)")
+    # PATH's kubectl is a dispatcher that needs a gcloud config; the versioned one beside it doesn't.
+    versioned = Path(found).resolve().parent / "kubectl.1.33"
+    return versioned if versioned.is_file() else Path(found)
+
+
+# --- PKI -------------------------------------------------------------------------------------
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    # P-256: kube-apiserver accepts it for serving, client and SA signing keys, and it is ~50x
+    # faster to generate than RSA-2048 on a busy 2-core machine.
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+
+
+def _issue(
+    *,
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_name: x509.Name | None,
+    usage: oid.ObjectIdentifier | None,
+    sans: list[x509.GeneralName] | None = None,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_name or subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=usage is None, path_length=None), critical=True)
+    )
+    if usage is None:
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    else:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def write_pki(directory: Path) -> None:
+    """CA, apiserver serving cert (127.0.0.1/localhost), admin client cert, SA key pair."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = _key()
+    ca_name = x509.Name([x509.NameAttribute(oid.NameOID.COMMON_NAME, "dockyard-test-ca")])
+    ca = _issue(subject=ca_name, key=ca_key, ca_key=ca_key, ca_name=None, usage=None)
+    _write_key(directory / "ca.key", ca_key)
+    (directory / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+
+    server_key = _key()
+    server = _issue(
+        subject=x509.Name([x509.NameAttribute(oid.NameOID.COMMON_NAME, "kube-apiserver")]),
+        key=server_key,
+        ca_key=ca_key,
+        ca_name=ca_name,
+        usage=oid.ExtendedKeyUsageOID.SERVER_AUTH,
+        sans=[
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+            x509.DNSName("localhost"),
+            x509.DNSName("kubernetes"),
+            x509.DNSName("kubernetes.default"),
+            x509.DNSName("kubernetes.default.svc"),
+        ],
+    )
+    _write_key(directory / "apiserver.key", server_key)
+    (directory / "apiserver.crt").write_bytes(server.public_bytes(serialization.Encoding.PEM))
+
+    # O=system:masters bypasses authorization (like envtest's and local-up-cluster's admin).
+    admin_key = _key()
+    admin = _issue(
+        subject=x509.Name(
+            [
+                x509.NameAttribute(oid.NameOID.ORGANIZATION_NAME, "system:masters"),
+                x509.NameAttribute(oid.NameOID.COMMON_NAME, "admin"),
+            ]
+        ),
+        key=admin_key,
+        ca_key=ca_key,
+        ca_name=ca_name,
+        usage=oid.ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+    _write_key(directory / "admin.key", admin_key)
+    (directory / "admin.crt").write_bytes(admin.public_bytes(serialization.Encoding.PEM))
+
+    sa_key = _key()
+    _write_key(directory / "sa.key", sa_key)
+    (directory / "sa.pub").write_bytes(
+        sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if pytest itself is killed (SIGKILL, OOM), the kernel
+    # kills the component too, so nothing outlives the session even when teardown never runs.
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def tail(path: Path, *, lines: int = 40) -> str:
+    """The last lines of a log file ('' when it does not exist yet)."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Process:
+    """One child process with its output in a log file, stopped by its own PID."""
+
+    def __init__(self, *, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None):
+        self.name = name
+        self.log = log
+        with log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_parent,  # pytest spawns from its main thread only
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise ControlPlaneError(
+                f"{self.name} (pid {self.pid}) exited with {self.popen.returncode}; "
+                f"last lines of {self.log}:\n{tail(self.log)}"
+            )
+
+    def stop(self, *, grace: float = STOP_GRACE) -> int:
+        """SIGTERM, wait up to `grace` seconds, then SIGKILL; returns the exit code."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+
+# --- the control plane -----------------------------------------------------------------------
+
+
+class ControlPlane:
+    """etcd + kube-apiserver (+ kube-controller-manager) on loopback, for one test session.
+
+    Use as a context manager. CRD files given as `crds` are applied (and awaited Established)
+    before KCM starts, so KCM's garbage collector knows their kinds from its first sync instead
+    of after its 30 s rediscovery.
+    """
+
+    def __init__(
+        self,
+        *,
+        crds: collections.abc.Sequence[Path] = (),
+        with_controller_manager: bool = True,
+        start_timeout: float = START_TIMEOUT,
+        workdir: Path | None = None,
+    ) -> None:
+        self.crds = list(crds)
+        self.with_controller_manager = with_controller_manager
+        self.start_timeout = start_timeout
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="dockyard-cp-"))
+        self.pki = self.workdir / "pki"
+        self.kubeconfig = self.workdir / "admin.kubeconfig"
+        self.audit_log = self.workdir / "audit.log"
+        self.api_port = tests.support.free_port()
+        self.server = f"https://127.0.0.1:{self.api_port}"
+        self.processes: list[Process] = []
+
+    # context manager ------------------------------------------------------------------------
+
+    def __enter__(self) -> ControlPlane:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        for name in ("etcd", "kube-apiserver") + (
+            ("kube-controller-manager",) if self.with_controller_manager else ()
+        ):
+            tests.support.tool(name)  # fail early and clearly when a binary is missing
+        write_pki(self.pki)
+        self._write_admin_kubeconfig()
+        etcd_url = self._start_etcd()
+        self._start_apiserver(etcd_url)
+        for crd in self.crds:
+            self.apply_crd(crd)
+        if self.with_controller_manager:
+            self._start_controller_manager()
+
+    def stop(self) -> None:
+        """Stop every process in reverse start order, then remove the work directory."""
+        errors = []
+        for process in reversed(self.processes):
+            try:
+                process.stop()
+            except Exception as exc:  # keep stopping the others
+                errors.append(f"{process.name}: {exc}")
+        self.processes.clear()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        if errors:
+            raise ControlPlaneError("; ".join(errors))
+
+    # components -----------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str]) -> Process:
+        process = Process(name=name, argv=argv, log=self.workdir / f"{name}.log")
+        self.processes.append(process)
+        return process
+
+    def _start_etcd(self) -> str:
+        client, peer = tests.support.free_port(), tests.support.free_port()
+        url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+        etcd = self._spawn(
+            "etcd",
+            [
+                str(tests.support.tool("etcd")),
+                "--name=test",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={url}",
+                f"--advertise-client-urls={url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=test={peer_url}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+        self._wait_http(etcd, f"{url}/health", tls=False)
+        return url
+
+    def _start_apiserver(self, etcd_url: str) -> None:
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+        argv = [
+            str(tests.support.tool("kube-apiserver")),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.api_port}",
+            f"--tls-cert-file={self.pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={self.pki / 'apiserver.key'}",
+            f"--client-ca-file={self.pki / 'ca.crt'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={self.pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={self.pki / 'sa.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            # The `kubernetes` Endpoints would need a non-loopback advertise address; nothing
+            # here uses the in-cluster Service, so the reconciler is off.
+            "--endpoint-reconciler-type=none",
+            f"--cert-dir={self.workdir / 'apiserver'}",
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+        ]
+        if not self.with_controller_manager:
+            # Without KCM no `default` ServiceAccount is ever created and Pods would be refused.
+            argv.append("--disable-admission-plugins=ServiceAccount")
+        apiserver = self._spawn("kube-apiserver", argv)
+        self._wait_http(apiserver, f"{self.server}/readyz", tls=True)
+
+    def _start_controller_manager(self) -> None:
+        kcm = self._spawn(
+            "kube-controller-manager",
+            [
+                str(tests.support.tool("kube-controller-manager")),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--controllers={','.join(KCM_CONTROLLERS)}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                "--secure-port=0",  # no health endpoint needed: readiness is observed below
+                f"--root-ca-file={self.pki / 'ca.crt'}",
+            ],
+        )
+
+        # The serviceaccount controller creating `default/default` proves KCM is up and syncing.
+        def default_sa() -> bool:
+            kcm.check_alive()
+            done = self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False)
+            return done.returncode == 0
+
+        try:
+            eventually(default_sa, timeout=self.start_timeout, interval=0.5, what="KCM's default SA")
+        except AssertionError as exc:
+            raise ControlPlaneError(f"{exc}\nlast lines of {kcm.log}:\n{tail(kcm.log)}") from None
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        context.load_cert_chain(self.pki / "admin.crt", self.pki / "admin.key")
+        return context
+
+    def _wait_http(self, process: Process, url: str, *, tls: bool) -> None:
+        context = self._ssl_context() if tls else None
+        deadline = time.monotonic() + self.start_timeout
+        last = ""
+        while time.monotonic() < deadline:
+            process.check_alive()
+            try:
+                with urllib.request.urlopen(url, timeout=5, context=context) as response:  # noqa: S310
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(exc)
+            time.sleep(0.5)
+        raise ControlPlaneError(
+            f"{process.name} not ready at {url} after {self.start_timeout:.0f}s ({last}); "
+            f"last lines of {process.log}:\n{tail(process.log)}"
+        )
+
+    # kubeconfigs and clients ----------------------------------------------------------------
+
+    def _kubeconfig(self, user: dict[str, str]) -> dict[str, Any]:
+        ca = base64.b64encode((self.pki / "ca.crt").read_bytes()).decode()
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": "test", "cluster": {"server": self.server, "certificate-authority-data": ca}}
+            ],
+            "users": [{"name": "user", "user": user}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "user"}}],
+            "current-context": "test",
+        }
+
+    def _write_admin_kubeconfig(self) -> None:
+        def data(name: str) -> str:
+            return base64.b64encode((self.pki / name).read_bytes()).decode()
+
+        config = self._kubeconfig(
+            {"client-certificate-data": data("admin.crt"), "client-key-data": data("admin.key")}
+        )
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+        self.kubeconfig.chmod(0o600)
+
+    def service_account_kubeconfig(self, *, namespace: str, name: str, path: Path | None = None) -> Path:
+        """A kubeconfig authenticating as ServiceAccount `namespace/name` (TokenRequest, 1 h)."""
+        token = self.kubectl("create", "token", name, "-n", namespace, "--duration=1h").stdout.strip()
+        path = path or self.workdir / f"sa-{namespace}-{name}.kubeconfig"
+        path.write_text(yaml.safe_dump(self._kubeconfig({"token": token})))
+        path.chmod(0o600)
+        return path
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+        timeout: float = 60.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this control plane; with `check`, a failure raises with stderr."""
+        argv = [str(kubectl_binary()), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
+        done = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} exited {done.returncode}:\n{done.stderr.strip()}")
+        return done
+
+    def apply_crd(self, path: Path) -> None:
+        """Apply one CRD file and wait until every CRD in it is Established."""
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        names = [
+            doc["metadata"]["name"]
+            for doc in yaml.safe_load_all(path.read_text())
+            if doc and doc.get("kind") == "CustomResourceDefinition"
+        ]
+        for name in names:
+            self.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """Every audit event so far (Metadata level: who did what to which object, and the code)."""
+        with contextlib.suppress(FileNotFoundError):
+            return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line.strip()]
+        return []
+
+    def logs(self) -> dict[str, str]:
+        """Last lines of every component's log, for failure messages."""
+        return {process.name: tail(process.log) for process in self.processes}
