@@ -1,0 +1,47 @@
+"""Session fixtures for the real-client tests: one standalone registry with TLS `auto` and basic auth.
+
+The session registry is what every client test that does not need a registry of its own talks to:
+`dockyard-registry serve --tls auto --data-dir <tmp> --listen 127.0.0.1:<free port>`, with one user
+created by `dockyard-registry user add admin --password-stdin`. It is stopped by PID at the end of the
+session (SIGTERM, then SIGKILL). Each test module uses its own repository names, so the modules do not
+depend on each other's content. Tests that kill, reconfigure or garbage-collect a registry start their
+own with `harness.running_registry`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.registry import harness
+
+
+@pytest.fixture(scope="session")
+def admin() -> harness.Credentials:
+    """The session registry's user: `push` on every repository (no access.yaml entry)."""
+    return harness.Credentials(username="admin", password=harness.new_password())
+
+
+@pytest.fixture(scope="session")
+def registry(
+    tmp_path_factory: pytest.TempPathFactory, admin: harness.Credentials
+) -> Iterator[harness.Registry]:
+    tmp = tmp_path_factory.mktemp("session-registry")
+    with harness.running_registry(tmp=tmp, users={admin.username: admin}) as reg:
+        yield reg
+    # Whatever the tests did (wrong passwords included), the password must never reach the log.
+    assert admin.password not in reg.log(), "the registry logged a password"
+
+
+@pytest.fixture(scope="session")
+def client(registry: harness.Registry, admin: harness.Credentials) -> harness.Client:
+    """HTTPS client for the session registry, authenticated as `admin`, verifying the generated CA."""
+    return registry.client(admin)
+
+
+@pytest.fixture(scope="session")
+def cert_dir(registry: harness.Registry, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with only the session registry's CA as `ca.crt` (skopeo/podman `--cert-dir`)."""
+    return harness.ca_dir(ca_file=registry.ca_file, into=tmp_path_factory.mktemp("certs"))

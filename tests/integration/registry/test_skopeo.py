@@ -1,0 +1,207 @@
+"""skopeo (Debian) against the session registry: TLS verified against the generated CA, with credentials.
+
+Covers:
+- pushing a multi-layer OCI image from an image layout built in Python, and copying it back into a
+  fresh layout with the same manifest, config and layer digests and intact blobs;
+- `skopeo inspect` (digest, layers, labels) and `skopeo inspect --raw` (the exact manifest bytes);
+- `skopeo list-tags` after pushing a second tag;
+- `skopeo delete`: the manifest and every tag pointing at it are gone, a second tag of another
+  manifest is not, and the layers of the remaining image still pull;
+- a client that does not trust the CA is refused (TLS really is verified), and a wrong password
+  is refused with an authentication error.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.registry import harness, images
+
+pytestmark = pytest.mark.integration
+
+
+def skopeo(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [harness.require_binary("skopeo"), "--command-timeout", "120s", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    if check:
+        assert done.returncode == 0, f"skopeo {' '.join(args[:2])} exited {done.returncode}: {done.stderr}"
+    return done
+
+
+def push(*, img: images.Image, ref: str, tmp: Path, cert_dir: Path, creds: harness.Credentials) -> None:
+    layout = images.write_layout(directory=tmp / f"src-{img.digest[7:19]}", tag="src", img=img)
+    skopeo(
+        "copy",
+        "--quiet",
+        f"oci:{layout}:src",
+        f"docker://{ref}",
+        "--dest-cert-dir",
+        str(cert_dir),
+        "--dest-creds",
+        creds.colon(),
+    )
+
+
+def pull(*, ref: str, into: Path, cert_dir: Path, creds: harness.Credentials) -> images.LayoutContents:
+    skopeo(
+        "copy",
+        "--quiet",
+        f"docker://{ref}",
+        f"oci:{into}:pulled",
+        "--src-cert-dir",
+        str(cert_dir),
+        "--src-creds",
+        creds.colon(),
+    )
+    return images.read_layout(directory=into, tag="pulled")
+
+
+def test_skopeo_pushes_a_multi_layer_image_and_pulls_back_identical_digests(
+    registry: harness.Registry, admin: harness.Credentials, cert_dir: Path, tmp_path: Path
+) -> None:
+    img = images.random_image(label="skopeo-roundtrip", layer_count=4, layer_size=256 * 1024)
+    ref = f"{registry.address}/skopeo/roundtrip:v1"
+
+    push(img=img, ref=ref, tmp=tmp_path, cert_dir=cert_dir, creds=admin)
+    back = pull(ref=ref, into=tmp_path / "back", cert_dir=cert_dir, creds=admin)
+
+    assert back.manifest_digest == img.digest
+    assert back.config_digest == img.config.digest
+    assert back.layer_digests == [layer.blob.digest for layer in img.layers]
+
+
+def test_skopeo_inspect_reports_the_pushed_digest_layers_and_exact_manifest(
+    registry: harness.Registry, admin: harness.Credentials, cert_dir: Path, tmp_path: Path
+) -> None:
+    img = images.random_image(label="skopeo-inspect", layer_count=2)
+    ref = f"{registry.address}/skopeo/inspect:v1"
+    push(img=img, ref=ref, tmp=tmp_path, cert_dir=cert_dir, creds=admin)
+
+    info = json.loads(
+        skopeo("inspect", "--cert-dir", str(cert_dir), "--creds", admin.colon(), f"docker://{ref}").stdout
+    )
+    raw = skopeo(
+        "inspect", "--raw", "--cert-dir", str(cert_dir), "--creds", admin.colon(), f"docker://{ref}"
+    ).stdout
+
+    assert info["Digest"] == img.digest
+    assert info["Layers"] == [layer.blob.digest for layer in img.layers]
+    assert info["Labels"] == {"dev.dockyard.test": "skopeo-inspect"}
+    assert info["RepoTags"] == ["v1"]
+    assert raw.encode() == img.manifest.data
+
+
+def test_skopeo_list_tags_shows_every_pushed_tag(
+    registry: harness.Registry, admin: harness.Credentials, cert_dir: Path, tmp_path: Path
+) -> None:
+    img = images.random_image(label="skopeo-tags", layer_count=1)
+    for tag in ("v1", "v2", "latest"):
+        push(
+            img=img, ref=f"{registry.address}/skopeo/tags:{tag}", tmp=tmp_path, cert_dir=cert_dir, creds=admin
+        )
+
+    listed = json.loads(
+        skopeo(
+            "list-tags",
+            "--cert-dir",
+            str(cert_dir),
+            "--creds",
+            admin.colon(),
+            f"docker://{registry.address}/skopeo/tags",
+        ).stdout
+    )
+
+    assert sorted(listed["Tags"]) == ["latest", "v1", "v2"]
+
+
+def test_skopeo_delete_removes_the_manifest_and_its_tags_but_not_other_images(
+    registry: harness.Registry,
+    admin: harness.Credentials,
+    client: harness.Client,
+    cert_dir: Path,
+    tmp_path: Path,
+) -> None:
+    doomed = images.random_image(label="skopeo-doomed", layer_count=2)
+    kept = images.random_image(label="skopeo-kept", layer_count=2)
+    repo = "skopeo/delete"
+    push(img=doomed, ref=f"{registry.address}/{repo}:doomed", tmp=tmp_path, cert_dir=cert_dir, creds=admin)
+    push(
+        img=doomed,
+        ref=f"{registry.address}/{repo}:doomed-alias",
+        tmp=tmp_path,
+        cert_dir=cert_dir,
+        creds=admin,
+    )
+    push(img=kept, ref=f"{registry.address}/{repo}:kept", tmp=tmp_path, cert_dir=cert_dir, creds=admin)
+
+    skopeo(
+        "delete",
+        "--cert-dir",
+        str(cert_dir),
+        "--creds",
+        admin.colon(),
+        f"docker://{registry.address}/{repo}:doomed",
+    )
+
+    assert client.get_manifest(repo, doomed.digest).status == 404
+    for tag in ("doomed", "doomed-alias"):
+        gone = client.get_manifest(repo, tag)
+        assert gone.status == 404 and gone.error_codes() == ["MANIFEST_UNKNOWN"], gone.describe()
+    listed = client.request("GET", f"/v2/{repo}/tags/list")
+    assert listed.status == 200 and listed.json() == {"name": repo, "tags": ["kept"]}, listed.describe()
+    back = pull(ref=f"{registry.address}/{repo}:kept", into=tmp_path / "kept", cert_dir=cert_dir, creds=admin)
+    assert back.manifest_digest == kept.digest
+
+
+def test_skopeo_refuses_a_registry_whose_ca_it_does_not_trust(
+    registry: harness.Registry, admin: harness.Credentials, tmp_path: Path
+) -> None:
+    empty_certs = tmp_path / "no-certs"
+    empty_certs.mkdir()
+
+    done = skopeo(
+        "inspect",
+        "--cert-dir",
+        str(empty_certs),
+        "--creds",
+        admin.colon(),
+        f"docker://{registry.address}/skopeo/roundtrip:v1",
+        check=False,
+    )
+
+    assert done.returncode != 0
+    assert "certificate" in done.stderr and "unknown authority" in done.stderr, done.stderr
+
+
+def test_skopeo_with_a_wrong_password_is_refused_as_unauthorized(
+    registry: harness.Registry, admin: harness.Credentials, cert_dir: Path, tmp_path: Path
+) -> None:
+    img = images.random_image(label="skopeo-wrong-password", layer_count=1)
+    layout = images.write_layout(directory=tmp_path / "src", tag="src", img=img)
+    wrong = harness.Credentials(username=admin.username, password="not-" + admin.password)
+
+    done = skopeo(
+        "copy",
+        "--quiet",
+        f"oci:{layout}:src",
+        f"docker://{registry.address}/skopeo/refused:v1",
+        "--dest-cert-dir",
+        str(cert_dir),
+        "--dest-creds",
+        wrong.colon(),
+        check=False,
+    )
+
+    assert done.returncode != 0
+    assert "unauthorized" in done.stderr.lower() or "authentication required" in done.stderr.lower(), (
+        done.stderr
+    )
