@@ -1,0 +1,147 @@
+"""The Dockyard operator running against the session's control plane, and its log on failure.
+
+Why a subprocess and not `kopf.testing.KopfRunner`: KopfRunner runs `kopf run` in a thread of
+the test process, where `-m dockyard_operator.handlers` registers the handlers only on the
+first import (a second runner gets an empty registry), click swaps the process-wide
+stdout/stderr while it runs, and `--verbose` reconfigures the root logger for every later test.
+A subprocess is isolated, is stopped by its PID (SIGTERM, so kopf's cleanup runs, and its exit
+code is checked), and writes a log file that tests can assert on (no password in it) and that
+is attached to the report of a failing test.
+
+The operator starts once per session (`--standalone --all-namespaces`, admin kubeconfig, a 3 s
+drift timer, the cheapest bcrypt cost); every test works in its own namespace.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import tests.support
+from tests.integration.operator import cluster
+from tests.support import kube
+
+OPERATOR_START_TIMEOUT = 60.0
+RESYNC_SECONDS = "3"
+
+
+@dataclasses.dataclass
+class Operator:
+    """The running operator process and its log file."""
+
+    process: kube.Process
+    log: Path
+    liveness: str
+
+    def output(self, *, since: int = 0) -> str:
+        """The operator's log from byte offset `since` on."""
+        with self.log.open("rb") as handle:
+            handle.seek(since)
+            return handle.read().decode(errors="replace")
+
+    def offset(self) -> int:
+        return self.log.stat().st_size
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.liveness, timeout=5) as response:  # noqa: S310 - loopback URL
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+
+_LOG_OFFSET = pytest.StashKey[tuple[Operator, int]]()
+
+
+def start_operator(
+    *, plane: kube.ControlPlane, log: Path, extra_env: dict[str, str] | None = None
+) -> Operator:
+    """Start `kopf run` for dockyard_operator.handlers and wait until its startup handlers finished."""
+    port = tests.support.free_port()
+    liveness = f"http://127.0.0.1:{port}/healthz"
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(plane.kubeconfig),
+        "DOCKYARD_RESYNC_SECONDS": RESYNC_SECONDS,
+        "DOCKYARD_BCRYPT_ROUNDS": "4",
+        "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "kopf",
+        "run",
+        "--standalone",
+        "--all-namespaces",
+        "--verbose",
+        f"--liveness={liveness}",
+        "-m",
+        "dockyard_operator.handlers",
+    ]
+    process = kube.Process(name="dockyard-operator", argv=argv, log=log, env=env)
+    operator = Operator(process=process, log=log, liveness=liveness)
+
+    # kopf serves the liveness endpoint only after every startup handler has finished.
+    def up() -> bool:
+        process.check_alive()
+        return operator.healthy()
+
+    try:
+        kube.eventually(
+            up, timeout=OPERATOR_START_TIMEOUT, interval=0.5, what="the operator's liveness probe"
+        )
+    except BaseException:
+        process.stop()
+        raise
+    return operator
+
+
+@pytest.fixture(scope="session")
+def crd_installed(control_plane: kube.ControlPlane) -> None:
+    """The PrivateRegistry CRD, applied by the control plane fixture from `crds/`."""
+    found = control_plane.kubectl("get", "crd", cluster.CRD_NAME, check=False)
+    if found.returncode != 0:
+        pytest.fail(
+            f"CRD {cluster.CRD_NAME} is not installed: crds/{cluster.CRD_NAME}.yaml is missing "
+            "or invalid (regenerate it with `make crds`)"
+        )
+
+
+@pytest.fixture(scope="session")
+def operator_session(
+    control_plane: kube.ControlPlane, crd_installed: None, tmp_path_factory: pytest.TempPathFactory
+) -> collections.abc.Iterator[Operator]:
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    operator = start_operator(plane=control_plane, log=log)
+    yield operator
+    alive_at_end = operator.process.alive()
+    code = operator.process.stop()
+    assert alive_at_end, f"the operator died during the session:\n{kube.tail(log, lines=80)}"
+    assert code == 0, f"the operator exited {code} on SIGTERM:\n{kube.tail(log, lines=80)}"
+
+
+@pytest.fixture
+def operator(request: pytest.FixtureRequest, operator_session: Operator) -> Operator:
+    """The session's operator, checked alive; its log lines from this test go into a failure report."""
+    operator_session.process.check_alive()
+    request.node.stash[_LOG_OFFSET] = (operator_session, operator_session.offset())
+    return operator_session
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> collections.abc.Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and _LOG_OFFSET in item.stash:
+        operator, offset = item.stash[_LOG_OFFSET]
+        report.sections.append(("operator log (this test)", operator.output(since=offset)[-30000:]))
+    return report
