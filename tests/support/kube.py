@@ -528,6 +528,24 @@ class ControlPlane:
         for name in names:
             self.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
 
+    def mark_pods_ready(self, *, namespace: str, selector: str) -> list[str]:
+        """Play the kubelet: mark every Pod matching `selector` Running and Ready; returns their names.
+
+        The ReplicaSet and Deployment controllers then count them, so the Deployment becomes
+        Available the way it would in a real cluster (patching the Deployment's status instead
+        would be overwritten by the deployment controller on its next sync).
+        """
+        pods = self.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "name").stdout.split()
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ready = [
+            {"type": kind, "status": "True", "lastTransitionTime": now}
+            for kind in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+        ]
+        patch = json.dumps({"status": {"phase": "Running", "conditions": ready}})
+        for pod in pods:
+            self.kubectl("patch", pod, "-n", namespace, "--subresource=status", "--type=merge", "-p", patch)
+        return [pod.removeprefix("pod/") for pod in pods]
+
     def audit_events(self) -> list[dict[str, Any]]:
         """Every audit event so far (Metadata level: who did what to which object, and the code)."""
         with contextlib.suppress(FileNotFoundError):

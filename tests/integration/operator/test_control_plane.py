@@ -6,6 +6,7 @@ Covers:
   is in the audit log, and a RoleBinding then allows exactly what it grants;
 - kube-controller-manager runs: namespace deletion completes, ownerReference garbage
   collection deletes a dependent, and a Deployment gets a ReplicaSet and a Pod;
+- playing the kubelet (marking Pods ready) makes a Deployment Available through KCM;
 - stopping (also after a startup that failed halfway) leaves no process and no temp dir.
 """
 
@@ -172,6 +173,24 @@ def test_deployment_gets_a_replicaset_and_a_pending_pod(
         what="the Deployment's Pod",
     )
     assert pods[0].status is not None and pods[0].status.phase == "Pending"  # no kubelet here
+
+
+def test_marking_pods_ready_makes_their_deployment_available(
+    control_plane: kube.ControlPlane, kube_client: lightkube.Client, namespace: str
+) -> None:
+    control_plane.kubectl("create", "deployment", "web", "--image=example.invalid/web", "-n", namespace)
+    kube.eventually(
+        lambda: control_plane.mark_pods_ready(namespace=namespace, selector="app=web"),
+        timeout=60,
+        what="a Pod to mark ready",
+    )
+
+    def available() -> bool:
+        deployment = kube_client.get(lightkube.resources.apps_v1.Deployment, "web", namespace=namespace)
+        assert deployment.status is not None
+        return deployment.status.availableReplicas == 1 and deployment.status.readyReplicas == 1
+
+    kube.eventually(available, timeout=60, what="the Deployment to count the Pod as available")
 
 
 def test_stop_after_a_failed_start_leaves_no_process_and_no_directory(
