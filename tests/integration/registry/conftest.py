@@ -2,8 +2,8 @@
 
 The session registry is what every client test that does not need a registry of its own talks to:
 `dockyard-registry serve --tls auto --data-dir <tmp> --listen 127.0.0.1:<free port>`, with one user
-created by `dockyard-registry user add admin --password-stdin`. It is stopped by PID at the end of the
-session (SIGTERM, then SIGKILL). Each test module uses its own repository names, so the modules do not
+created by `dockyard-registry user add admin --access admin --password-stdin`. It is stopped by PID
+at the end of the session (SIGTERM, then SIGKILL). Each test module uses its own repository names, so the modules do not
 depend on each other's content. Tests that kill, reconfigure or garbage-collect a registry start their
 own with `harness.running_registry`.
 """
@@ -20,7 +20,7 @@ from tests.integration.registry import harness
 
 @pytest.fixture(scope="session")
 def admin() -> harness.Credentials:
-    """The session registry's user: `push` on every repository (no access.yaml entry)."""
+    """The session registry's user: `admin` (pull, push, delete) on every repository."""
     return harness.Credentials(username="admin", password=harness.new_password())
 
 
@@ -29,7 +29,9 @@ def registry(
     tmp_path_factory: pytest.TempPathFactory, admin: harness.Credentials
 ) -> Iterator[harness.Registry]:
     tmp = tmp_path_factory.mktemp("session-registry")
-    with harness.running_registry(tmp=tmp, users={admin.username: admin}) as reg:
+    # `--access admin`: without an access.yaml entry a user only gets `push`, and the conformance
+    # suite and `skopeo delete` need delete.
+    with harness.running_registry(tmp=tmp, users=[harness.User(admin, access="admin")]) as reg:
         yield reg
     # Whatever the tests did (wrong passwords included), the password must never reach the log.
     assert admin.password not in reg.log(), "the registry logged a password"

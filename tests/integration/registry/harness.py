@@ -76,6 +76,15 @@ class Credentials:
         return f"{self.username}:{self.password}"
 
 
+@dataclasses.dataclass(frozen=True)
+class User:
+    """A user to create with `dockyard-registry user add` before the registry starts."""
+
+    credentials: Credentials
+    access: str | None = None  # None: no access.yaml entry, which the contract makes `push` everywhere
+    repositories: tuple[str, ...] = ()
+
+
 def new_password() -> str:
     """A random password; random so that a leak into a log can be searched for without false hits."""
     return base64.urlsafe_b64encode(os.urandom(18)).decode()
@@ -367,19 +376,25 @@ def make_registry(
 def running_registry(
     *,
     tmp: Path,
-    users: Mapping[str, Credentials] = {},
+    users: Sequence[User] = (),
     access_yaml: str | None = None,
     extra_args: Sequence[str] = (),
     host: str = "127.0.0.1",
     tls_args: Sequence[str] = ("--tls", "auto"),
     ca_file: Path | None = None,
 ) -> Iterator[Registry]:
-    """A registry on a fresh data dir under `tmp` with `users` created (push everywhere unless
-    `access_yaml` says otherwise); stopped by PID when the block ends."""
+    """A registry on a fresh data dir under `tmp` with `users` created by the CLI (and `access_yaml`
+    written over whatever the CLI put there, when given); stopped by PID when the block ends."""
     data_dir = tmp / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    for name, creds in users.items():
-        add_user(data_dir=data_dir, name=name, password=creds.password)
+    for user in users:
+        add_user(
+            data_dir=data_dir,
+            name=user.credentials.username,
+            password=user.credentials.password,
+            access=user.access,
+            repositories=user.repositories,
+        )
     if access_yaml is not None:
         (data_dir / "auth").mkdir(parents=True, exist_ok=True)
         write_atomically(data_dir / "auth" / "access.yaml", access_yaml)

@@ -1,0 +1,264 @@
+"""Who may do what: htpasswd users with access.yaml rules, anonymous pull, and the nginx `/auth` hook.
+
+Covers:
+- a pull-only user pulls (HTTP and skopeo) but every push is 403 DENIED (POST upload, manifest PUT,
+  and skopeo's push reports "denied"), and delete is 403 DENIED for a push user;
+- repository globs: `team/*` allows `team/app` but not `team/a/b` or `other/app`; `tools/**` allows
+  any depth;
+- no credentials: 401 UNAUTHORIZED with `WWW-Authenticate: Basic realm="dockyard"`; a wrong password
+  is 401 too; `/healthz` needs no credentials;
+- `--anonymous-pull`: pulls work without credentials, pushes without credentials are challenged
+  (401), pushes with credentials still work;
+- access.yaml and htpasswd are re-read while running: turning `anonymousPull` on and off and
+  `dockyard-registry user remove` take effect without a restart;
+- `GET /auth` (nginx auth_request) answers 200 / 401 with the Basic challenge / 403 from
+  X-Original-URI and X-Original-Method, with an empty body.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.registry import harness, images
+from tests.integration.registry.test_skopeo import pull as skopeo_pull
+
+pytestmark = pytest.mark.integration
+
+ADMIN = harness.Credentials("boss", harness.new_password())
+PULLER = harness.Credentials("reader", harness.new_password())
+TEAM = harness.Credentials("teammate", harness.new_password())
+PUSHER = harness.Credentials("pusher", harness.new_password())
+
+
+@pytest.fixture(scope="module")
+def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Registry]:
+    users = [
+        harness.User(ADMIN, access="admin"),
+        harness.User(PULLER, access="pull"),
+        harness.User(TEAM, access="push", repositories=("team/*", "tools/**")),
+        harness.User(PUSHER),  # no access.yaml entry: push everywhere, per the contract
+    ]
+    with harness.running_registry(tmp=tmp_path_factory.mktemp("access"), users=users) as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def pushed(reg: harness.Registry) -> images.Image:
+    """One image in `team/app`, `other/app` and `open/app`, pushed by the admin."""
+    admin = reg.client(ADMIN)
+    img = images.random_image(label="access", layer_count=2)
+    for repo in ("team/app", "other/app", "open/app"):
+        for blob in img.blobs():
+            admin.push_blob(repo, blob.data)
+        admin.push_manifest(repo, "v1", img.manifest.data)
+    return img
+
+
+def start_upload(client: harness.Client, repo: str) -> harness.Response:
+    return client.request("POST", f"/v2/{repo}/blobs/uploads/")
+
+
+def assert_denied(resp: harness.Response) -> None:
+    assert resp.status == 403 and resp.error_codes() == ["DENIED"], resp.describe()
+
+
+def assert_challenged(resp: harness.Response) -> None:
+    assert resp.status == 401, resp.describe()
+    assert resp.header("WWW-Authenticate") == 'Basic realm="dockyard"', resp.describe()
+
+
+def test_pull_only_user_pulls_but_every_push_is_denied(
+    reg: harness.Registry, pushed: images.Image, tmp_path: Path
+) -> None:
+    reader = reg.client(PULLER)
+
+    manifest = reader.get_manifest("team/app", "v1")
+    blob = reader.get_blob("team/app", pushed.layers[0].blob.digest)
+    upload = start_upload(reader, "team/app")
+    put = reader.request(
+        "PUT",
+        "/v2/team/app/manifests/v2",
+        body=pushed.manifest.data,
+        headers={"Content-Type": images.MANIFEST},
+    )
+
+    assert manifest.status == 200 and manifest.body == pushed.manifest.data, manifest.describe()
+    assert blob.status == 200 and blob.body == pushed.layers[0].blob.data
+    assert_denied(upload)
+    assert_denied(put)
+    assert reg.client(ADMIN).get_manifest("team/app", "v2").status == 404
+
+
+def test_pull_only_user_pulls_with_skopeo_and_skopeo_push_reports_denied(
+    reg: harness.Registry, pushed: images.Image, tmp_path: Path
+) -> None:
+    cert_dir = harness.ca_dir(ca_file=reg.ca_file, into=tmp_path / "certs")
+    back = skopeo_pull(
+        ref=f"{reg.address}/team/app:v1", into=tmp_path / "back", cert_dir=cert_dir, creds=PULLER
+    )
+    assert back.manifest_digest == pushed.digest
+
+    layout = images.write_layout(directory=tmp_path / "src", tag="src", img=pushed)
+    done = subprocess.run(
+        [
+            harness.require_binary("skopeo"), "copy", "--quiet", f"oci:{layout}:src",
+            f"docker://{reg.address}/team/denied:v1",
+            "--dest-cert-dir", str(cert_dir), "--dest-creds", PULLER.colon(),
+        ],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "denied" in done.stderr.lower(), done.stderr
+
+
+def test_push_user_cannot_delete(reg: harness.Registry, pushed: images.Image) -> None:
+    resp = reg.client(PUSHER).request("DELETE", f"/v2/open/app/manifests/{pushed.digest}")
+
+    assert_denied(resp)
+    assert reg.client(ADMIN).get_manifest("open/app", "v1").status == 200
+
+
+def test_user_without_access_rules_can_push_anywhere(reg: harness.Registry) -> None:
+    digest = reg.client(PUSHER).push_blob("anything/deep/down", b"pushed by a plain htpasswd user")
+
+    assert reg.client(PULLER).get_blob("anything/deep/down", digest).status == 200
+
+
+@pytest.mark.parametrize(
+    ("repo", "allowed"),
+    [
+        ("team/app", True),
+        ("team/a/b", False),  # `*` stays within one path segment
+        ("other/app", False),
+        ("tools/x", True),
+        ("tools/x/y/z", True),  # `**` crosses segments
+        ("teams/app", False),
+    ],
+)
+def test_repository_globs_scope_a_push_user(reg: harness.Registry, repo: str, allowed: bool) -> None:
+    resp = start_upload(reg.client(TEAM), repo)
+
+    if allowed:
+        assert resp.status == 202, resp.describe()
+    else:
+        assert_denied(resp)
+
+
+def test_repository_globs_also_scope_pulls(reg: harness.Registry, pushed: images.Image) -> None:
+    teammate = reg.client(TEAM)
+
+    assert teammate.get_manifest("team/app", "v1").status == 200
+    assert_denied(teammate.get_manifest("other/app", "v1"))
+
+
+def test_requests_without_or_with_wrong_credentials_are_challenged(
+    reg: harness.Registry, pushed: images.Image
+) -> None:
+    anonymous = reg.client(None)
+    wrong = reg.client(harness.Credentials(ADMIN.username, harness.new_password()))
+    unknown = reg.client(harness.Credentials("nobody", harness.new_password()))
+
+    for client in (anonymous, wrong, unknown):
+        base = client.request("GET", "/v2/")
+        assert_challenged(base)
+        manifest = client.get_manifest("team/app", "v1")
+        assert_challenged(manifest)
+        assert manifest.error_codes() == ["UNAUTHORIZED"], manifest.describe()
+    health = anonymous.request("GET", "/healthz")
+    assert health.status == 200 and health.body.strip() == b"ok"
+
+
+def test_access_yaml_changes_take_effect_without_a_restart(
+    reg: harness.Registry, pushed: images.Image
+) -> None:
+    access_file = reg.data_dir / "auth" / "access.yaml"
+    original = access_file.read_text()
+    doc = yaml.safe_load(original) or {}
+    anonymous = reg.client(None)
+    assert_challenged(anonymous.get_manifest("open/app", "v1"))
+
+    harness.write_atomically(access_file, yaml.safe_dump({**doc, "anonymousPull": True}))
+    try:
+        harness.wait_for(
+            "anonymous pull after enabling it in access.yaml",
+            lambda: anonymous.get_manifest("open/app", "v1").status == 200,
+        )
+        assert_challenged(start_upload(anonymous, "open/app"))
+    finally:
+        harness.write_atomically(access_file, original)
+    harness.wait_for(
+        "anonymous pull refused again after restoring access.yaml",
+        lambda: anonymous.get_manifest("open/app", "v1").status == 401,
+    )
+
+
+def test_removed_user_is_refused_without_a_restart(reg: harness.Registry, pushed: images.Image) -> None:
+    leaver = harness.Credentials("leaver", harness.new_password())
+    harness.add_user(data_dir=reg.data_dir, name=leaver.username, password=leaver.password, access="pull")
+    client = reg.client(leaver)
+    harness.wait_for(
+        "a user added while running can pull", lambda: client.get_manifest("open/app", "v1").status == 200
+    )
+
+    done = harness.run_cli("user", "remove", leaver.username, "--data-dir", str(reg.data_dir))
+    assert done.returncode == 0, done.stderr
+
+    harness.wait_for("a removed user is refused", lambda: client.get_manifest("open/app", "v1").status == 401)
+    listed = harness.run_cli("user", "list", "--data-dir", str(reg.data_dir))
+    assert listed.returncode == 0 and "leaver" not in listed.stdout and PULLER.username in listed.stdout
+
+
+def _auth(client: harness.Client, *, method: str, uri: str) -> harness.Response:
+    return client.request("GET", "/auth", headers={"X-Original-URI": uri, "X-Original-Method": method})
+
+
+def test_auth_endpoint_answers_allow_challenge_or_deny_for_nginx(reg: harness.Registry) -> None:
+    reader = reg.client(PULLER)
+
+    allowed = _auth(reader, method="GET", uri="/v2/team/app/manifests/v1")
+    denied = _auth(reader, method="PUT", uri="/v2/team/app/manifests/v1")
+    challenged = _auth(reg.client(None), method="GET", uri="/v2/team/app/manifests/v1")
+    scoped = _auth(reg.client(TEAM), method="POST", uri="/v2/other/app/blobs/uploads/")
+
+    assert allowed.status == 200 and allowed.body == b"", allowed.describe()
+    assert denied.status == 403 and denied.body == b"", denied.describe()
+    assert challenged.status == 401 and challenged.body == b"", challenged.describe()
+    assert challenged.header("WWW-Authenticate") == 'Basic realm="dockyard"'
+    assert scoped.status == 403, scoped.describe()
+
+
+@pytest.fixture(scope="module")
+def anonymous_reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Registry]:
+    with harness.running_registry(
+        tmp=tmp_path_factory.mktemp("anonymous"),
+        users=[harness.User(ADMIN, access="admin")],
+        extra_args=["--anonymous-pull"],
+    ) as r:
+        yield r
+
+
+def test_anonymous_pull_flag_lets_anyone_pull_but_not_push(anonymous_reg: harness.Registry) -> None:
+    admin = anonymous_reg.client(ADMIN)
+    anonymous = anonymous_reg.client(None)
+    img = images.random_image(label="anonymous", layer_count=1)
+    for part in img.blobs():
+        admin.push_blob("public/app", part.data)
+    admin.push_manifest("public/app", "v1", img.manifest.data)
+
+    manifest = anonymous.get_manifest("public/app", "v1")
+    blob = anonymous.get_blob("public/app", img.layers[0].blob.digest)
+    tags = anonymous.request("GET", "/v2/public/app/tags/list")
+    upload = start_upload(anonymous, "public/app")
+    delete = anonymous.request("DELETE", f"/v2/public/app/manifests/{img.digest}")
+
+    assert manifest.status == 200 and manifest.body == img.manifest.data, manifest.describe()
+    assert blob.status == 200 and blob.body == img.layers[0].blob.data
+    assert tags.status == 200 and tags.json() == {"name": "public/app", "tags": ["v1"]}
+    assert_challenged(upload)
+    assert_challenged(delete)
+    assert admin.get_manifest("public/app", "v1").status == 200

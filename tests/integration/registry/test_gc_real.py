@@ -1,0 +1,96 @@
+"""`dockyard-registry gc` on a real data dir, with images pushed by skopeo and the registry running.
+
+Covers:
+- two images sharing two layers, each with one layer and a config of its own; after one image's
+  manifest is deleted (skopeo delete), `gc --dry-run` reports but changes no file in the data dir;
+- `gc --grace 0` then removes the deleted image's own layer and config (no file or link under the
+  data dir names the collected layer any more) and keeps the shared layers and everything of the
+  remaining image;
+- the remaining image still pulls with skopeo with identical digests, its blobs answer 200 and the
+  collected ones 404 BLOB_UNKNOWN from the running registry, and fsck is clean afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.registry import harness, images
+from tests.integration.registry.test_skopeo import pull as skopeo_pull
+from tests.integration.registry.test_skopeo import push as skopeo_push
+from tests.integration.registry.test_skopeo import skopeo
+
+pytestmark = pytest.mark.integration
+
+ADMIN = harness.Credentials("gc-admin", harness.new_password())
+
+
+@pytest.fixture
+def reg(tmp_path: Path) -> Iterator[harness.Registry]:
+    with harness.running_registry(tmp=tmp_path / "reg", users=[harness.User(ADMIN, access="admin")]) as r:
+        yield r
+
+
+def snapshot(data_dir: Path) -> dict[str, str]:
+    """Every file under the data dir (except TLS and auth) with a hash of its content."""
+    files = {}
+    for path in sorted(data_dir.rglob("*")):
+        rel = path.relative_to(data_dir)
+        if path.is_file() and rel.parts[0] not in {"tls", "auth"}:
+            files[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files
+
+
+def test_gc_removes_only_blobs_no_manifest_references_and_dry_run_changes_nothing(
+    reg: harness.Registry, tmp_path: Path
+) -> None:
+    cert_dir = harness.ca_dir(ca_file=reg.ca_file, into=tmp_path / "certs")
+    shared = [images.random_layer(name=f"shared-{i}.bin") for i in range(2)]
+    doomed_layer = images.random_layer(name="doomed.bin")
+    kept_layer = images.random_layer(name="kept.bin")
+    doomed = images.image(layers=[*shared, doomed_layer], label="gc-doomed")
+    kept = images.image(layers=[*shared, kept_layer], label="gc-kept")
+    for img, tag in ((doomed, "doomed"), (kept, "kept")):
+        skopeo_push(img=img, ref=f"{reg.address}/gc/app:{tag}", tmp=tmp_path, cert_dir=cert_dir, creds=ADMIN)
+    skopeo(
+        "delete",
+        "--cert-dir",
+        str(cert_dir),
+        "--creds",
+        ADMIN.colon(),
+        f"docker://{reg.address}/gc/app:doomed",
+    )
+
+    before = snapshot(reg.data_dir)
+    dry = harness.run_cli("gc", "--data-dir", str(reg.data_dir), "--dry-run", "--grace", "0")
+    assert dry.returncode == 0, dry.stderr
+    assert snapshot(reg.data_dir) == before, "gc --dry-run changed the data dir"
+
+    real = harness.run_cli("gc", "--data-dir", str(reg.data_dir), "--grace", "0")
+    assert real.returncode == 0, real.stderr
+
+    client = reg.client(ADMIN)
+    for blob in [*kept.blobs(), *(layer.blob for layer in shared)]:
+        resp = client.request("HEAD", f"/v2/gc/app/blobs/{blob.digest}")
+        assert resp.status == 200, f"gc removed a blob still in use: {blob.digest}"
+    for blob in (doomed_layer.blob, doomed.config):
+        resp = client.get_blob("gc/app", blob.digest)
+        assert resp.status == 404 and resp.error_codes() == ["BLOB_UNKNOWN"], (
+            f"{blob.digest}: {resp.describe()}"
+        )
+    on_disk = "\n".join(snapshot(reg.data_dir))
+    assert doomed_layer.blob.digest.removeprefix("sha256:") not in on_disk, (
+        "collected blob (or a link) left on disk"
+    )
+    assert kept_layer.blob.digest.removeprefix("sha256:") in on_disk
+
+    back = skopeo_pull(
+        ref=f"{reg.address}/gc/app:kept", into=tmp_path / "back", cert_dir=cert_dir, creds=ADMIN
+    )
+    assert back.manifest_digest == kept.digest
+    assert back.layer_digests == [layer.blob.digest for layer in kept.layers]
+    fsck = harness.run_cli("fsck", "--data-dir", str(reg.data_dir))
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
