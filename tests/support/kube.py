@@ -50,7 +50,8 @@ START_TIMEOUT = 90.0
 STOP_GRACE = 10.0
 SERVICE_CIDR = "10.0.0.0/24"
 # Controllers the tests rely on: ownerReference GC, Deployment -> ReplicaSet -> Pod, namespace
-# deletion, the `default` ServiceAccount (Pod admission needs it) and `kube-root-ca.crt`.
+# deletion, the `default` ServiceAccount (Pod admission needs it), `kube-root-ca.crt`, DaemonSets,
+# and binding PersistentVolumeClaims to PersistentVolumes a test creates (there is no provisioner).
 KCM_CONTROLLERS = (
     "garbagecollector",
     "deployment",
@@ -59,6 +60,7 @@ KCM_CONTROLLERS = (
     "serviceaccount",
     "root-ca-cert-publisher",
     "daemonset",
+    "persistentvolume-binder",
 )
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
@@ -545,6 +547,26 @@ class ControlPlane:
         for pod in pods:
             self.kubectl("patch", pod, "-n", namespace, "--subresource=status", "--type=merge", "-p", patch)
         return [pod.removeprefix("pod/") for pod in pods]
+
+    def provide_volume(self, *, name: str, size: str, access_modes: collections.abc.Sequence[str]) -> None:
+        """Create a hostPath PersistentVolume (no storage class) that KCM binds to a matching claim.
+
+        There is no dynamic provisioner here; this is the administrator's part. The path is never
+        used, because no kubelet ever mounts it.
+        """
+        volume = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": size},
+                "accessModes": list(access_modes),
+                "storageClassName": "",
+                "persistentVolumeReclaimPolicy": "Delete",
+                "hostPath": {"path": f"/tmp/dockyard-test-volumes/{name}"},
+            },
+        }
+        self.kubectl("apply", "-f", "-", input=json.dumps(volume))
 
     def audit_events(self) -> list[dict[str, Any]]:
         """Every audit event so far (Metadata level: who did what to which object, and the code)."""

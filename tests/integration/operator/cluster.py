@@ -126,3 +126,28 @@ def events_for(client: lightkube.Client, namespace: str, name: str) -> list[Any]
         for event in client.list(core.Event, namespace=namespace)
         if event.involvedObject.kind == KIND and event.involvedObject.name == name
     ]
+
+
+def create_registry(
+    client: lightkube.Client,
+    *,
+    namespace: str,
+    name: str = "demo",
+    spec: dict[str, Any] | None = None,
+    passwords: dict[str, str] | None = None,
+) -> Any:
+    """Create one password Secret per entry of `passwords` (named `<user>-password`), then the registry."""
+    for user_name, password in (passwords or {}).items():
+        client.create(password_secret(f"{user_name}-password", namespace, password))
+    return client.create(registry(name, namespace, spec or {}))
+
+
+def wait_child(
+    client: lightkube.Client, resource: Any, name: str, namespace: str, *, timeout: float = 60.0
+) -> Any:
+    """Wait until a child exists and return it."""
+    return kube.eventually(
+        lambda: client.get(resource, name, namespace=namespace),
+        timeout=timeout,
+        what=f"{resource.__name__} {namespace}/{name}",
+    )

@@ -6,7 +6,8 @@ Covers:
   is in the audit log, and a RoleBinding then allows exactly what it grants;
 - kube-controller-manager runs: namespace deletion completes, ownerReference garbage
   collection deletes a dependent, and a Deployment gets a ReplicaSet and a Pod;
-- playing the kubelet (marking Pods ready) makes a Deployment Available through KCM;
+- playing the kubelet (marking Pods ready) makes a Deployment Available through KCM, and a
+  PersistentVolume the test provides is bound to a matching claim;
 - stopping (also after a startup that failed halfway) leaves no process and no temp dir.
 """
 
@@ -215,3 +216,26 @@ def test_stop_after_a_failed_start_leaves_no_process_and_no_directory(
     assert [process.name for process in started] == ["etcd", "kube-apiserver"]
     assert not any(_pid_exists(process.pid) for process in started)
     assert not plane.workdir.exists()
+
+
+def test_a_claim_binds_to_a_volume_the_test_provides(
+    control_plane: kube.ControlPlane, kube_client: lightkube.Client, namespace: str
+) -> None:
+    models = lightkube.models.core_v1
+    kube_client.create(
+        core.PersistentVolumeClaim(
+            metadata=meta.ObjectMeta(name="data", namespace=namespace),
+            spec=models.PersistentVolumeClaimSpec(
+                accessModes=["ReadWriteOnce"],
+                storageClassName="",
+                resources=models.VolumeResourceRequirements(requests={"storage": "1Gi"}),
+            ),
+        )
+    )
+    control_plane.provide_volume(name=f"{namespace}-data", size="1Gi", access_modes=["ReadWriteOnce"])
+
+    def bound() -> bool:
+        claim = kube_client.get(core.PersistentVolumeClaim, "data", namespace=namespace)
+        return claim.status is not None and claim.status.phase == "Bound"
+
+    kube.eventually(bound, timeout=60, what="the claim to be bound by KCM")
