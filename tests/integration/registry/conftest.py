@@ -46,4 +46,4 @@ def client(registry: harness.Registry, admin: harness.Credentials) -> harness.Cl
 @pytest.fixture(scope="session")
 def cert_dir(registry: harness.Registry, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory with only the session registry's CA as `ca.crt` (skopeo/podman `--cert-dir`)."""
-    return harness.ca_dir(ca_file=registry.ca_file, into=tmp_path_factory.mktemp("certs"))
+    return harness.ca_dir(ca_file=registry.ca, into=tmp_path_factory.mktemp("certs"))

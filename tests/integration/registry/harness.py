@@ -149,17 +149,25 @@ class Response:
 
 
 class Client:
-    """HTTPS to one registry, verifying its certificate against the CA the test trusts.
+    """HTTPS to one registry, verifying its certificate against the CA the test trusts (plain HTTP
+    only for a registry started with `--no-tls`, where `ca_file` is None).
 
     One connection per request keeps the tests independent of keep-alive behaviour; redirects are
     not followed so that a test sees exactly what the registry answered.
     """
 
-    def __init__(self, *, host: str, port: int, ca_file: Path, credentials: Credentials | None) -> None:
+    def __init__(
+        self, *, host: str, port: int, ca_file: Path | None, credentials: Credentials | None
+    ) -> None:
         self.host = host
         self.port = port
         self.credentials = credentials
-        self.context = ssl.create_default_context(cafile=str(ca_file))
+        self.context = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.context is None:
+            return http.client.HTTPConnection(self.host, self.port, timeout=HTTP_TIMEOUT)
+        return http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=HTTP_TIMEOUT)
 
     def with_credentials(self, credentials: Credentials | None) -> Client:
         clone = Client.__new__(Client)
@@ -181,7 +189,7 @@ class Client:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Response:
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=HTTP_TIMEOUT)
+        conn = self._connection()
         try:
             conn.request(method, path, body=body, headers=self._headers(headers))
             resp = conn.getresponse()
@@ -193,14 +201,15 @@ class Client:
     @contextlib.contextmanager
     def partial_request(
         self, method: str, path: str, *, headers: Mapping[str, str], body_prefix: bytes
-    ) -> Iterator[ssl.SSLSocket]:
+    ) -> Iterator[socket.socket]:
         """Send a request's headers and only the first bytes of its body, then hand the socket over.
 
         `headers` must announce the full Content-Length; the server is left waiting for the rest, which
         is how a client looks when the server dies in the middle of an upload.
         """
-        raw = socket.create_connection((self.host, self.port), timeout=HTTP_TIMEOUT)
-        sock = self.context.wrap_socket(raw, server_hostname=self.host)
+        sock = socket.create_connection((self.host, self.port), timeout=HTTP_TIMEOUT)
+        if self.context is not None:
+            sock = self.context.wrap_socket(sock, server_hostname=self.host)
         try:
             lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
             lines += [f"{k}: {v}" for k, v in self._headers(headers).items()]
@@ -266,10 +275,16 @@ class Registry:
     data_dir: Path
     host: str
     port: int
-    ca_file: Path
+    ca_file: Path | None  # None: started with --no-tls
     log_file: Path
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def ca(self) -> Path:
+        """The CA file clients must trust (DATA/tls/ca.crt for `--tls auto`)."""
+        assert self.ca_file is not None, "this registry runs with --no-tls"
+        return self.ca_file
 
     @property
     def address(self) -> str:
@@ -301,7 +316,7 @@ class Registry:
                 raise RuntimeError(
                     f"dockyard-registry exited {self.process.returncode} on start:\n{self.log_tail()}"
                 )
-            if self.ca_file.exists():
+            if self.ca_file is None or self.ca_file.exists():
                 try:
                     resp = self.client(None).request("GET", "/healthz")
                     if resp.status == 200:
@@ -352,6 +367,10 @@ def make_registry(
 ) -> Registry:
     """Describe (not start) a registry serving `data_dir`; with `--tls auto` its CA is DATA/tls/ca.crt."""
     port = port or support.free_port()
+    if "--no-tls" in tls_args:
+        ca_file = None
+    elif ca_file is None:
+        ca_file = data_dir / "tls" / "ca.crt"
     argv = [
         str(registry_bin()),
         "serve",
@@ -366,7 +385,7 @@ def make_registry(
         data_dir=data_dir,
         host=host,
         port=port,
-        ca_file=ca_file or data_dir / "tls" / "ca.crt",
+        ca_file=ca_file,
         log_file=log_file,
         argv=argv,
     )

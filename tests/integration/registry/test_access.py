@@ -97,7 +97,7 @@ def test_pull_only_user_pulls_but_every_push_is_denied(
 def test_pull_only_user_pulls_with_skopeo_and_skopeo_push_reports_denied(
     reg: harness.Registry, pushed: images.Image, tmp_path: Path
 ) -> None:
-    cert_dir = harness.ca_dir(ca_file=reg.ca_file, into=tmp_path / "certs")
+    cert_dir = harness.ca_dir(ca_file=reg.ca, into=tmp_path / "certs")
     back = skopeo_pull(
         ref=f"{reg.address}/team/app:v1", into=tmp_path / "back", cert_dir=cert_dir, creds=PULLER
     )

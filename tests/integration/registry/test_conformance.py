@@ -63,7 +63,7 @@ def _conformance_env(
         {
             "OCI_REGISTRY": registry.address,
             "OCI_TLS": "enabled",
-            "SSL_CERT_FILE": str(registry.ca_file),
+            "SSL_CERT_FILE": str(registry.ca),
             "OCI_REPO1": "conformance/repo1",
             "OCI_REPO2": "conformance/repo2",
             "OCI_USERNAME": creds.username,

@@ -64,7 +64,7 @@ def trusted(docker_registry: tuple[harness.Registry, harness.Credentials]) -> It
     created = [p for p in (CERTS_D.parent, CERTS_D) if not p.exists()]
     host_dir = CERTS_D / reg.address
     host_dir.mkdir(parents=True)
-    shutil.copyfile(reg.ca_file, host_dir / "ca.crt")
+    shutil.copyfile(reg.ca, host_dir / "ca.crt")
     try:
         yield host_dir
     finally:

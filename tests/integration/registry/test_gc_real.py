@@ -47,7 +47,7 @@ def snapshot(data_dir: Path) -> dict[str, str]:
 def test_gc_removes_only_blobs_no_manifest_references_and_dry_run_changes_nothing(
     reg: harness.Registry, tmp_path: Path
 ) -> None:
-    cert_dir = harness.ca_dir(ca_file=reg.ca_file, into=tmp_path / "certs")
+    cert_dir = harness.ca_dir(ca_file=reg.ca, into=tmp_path / "certs")
     shared = [images.random_layer(name=f"shared-{i}.bin") for i in range(2)]
     doomed_layer = images.random_layer(name="doomed.bin")
     kept_layer = images.random_layer(name="kept.bin")

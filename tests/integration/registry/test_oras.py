@@ -36,7 +36,7 @@ def oras(*args: str, registry: harness.Registry, creds: harness.Credentials, cwd
             str(support.tool("oras")),
             *args,
             "--ca-file",
-            str(registry.ca_file),
+            str(registry.ca),
             "--username",
             creds.username,
             "--password-stdin",

@@ -45,7 +45,7 @@ def reg(tmp_path: Path, admin: harness.Credentials) -> Iterator[harness.Registry
 @pytest.fixture
 def earlier(reg: harness.Registry, admin: harness.Credentials, tmp_path: Path) -> tuple[images.Image, Path]:
     """An image committed (pushed with skopeo) before any crash, and a CA dir to pull it back with."""
-    cert_dir = harness.ca_dir(ca_file=reg.ca_file, into=tmp_path / "certs")
+    cert_dir = harness.ca_dir(ca_file=reg.ca, into=tmp_path / "certs")
     img = images.random_image(label="committed-before-crash", layer_count=3)
     skopeo_push(img=img, ref=f"{reg.address}/keep/me:v1", tmp=tmp_path, cert_dir=cert_dir, creds=admin)
     return img, cert_dir
