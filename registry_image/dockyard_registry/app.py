@@ -1,0 +1,141 @@
+"""The aiohttp application: factory, the one error middleware, and the authorizing dispatcher.
+
+Owns: turning every failure into the OCI error envelope (domain errors via errors.translate; anything
+unknown is logged here with its traceback and answered 500 UNKNOWN without one), authentication and
+authorization of every `/v2/` request, and the nginx `auth_request` endpoint `/auth`.
+Must not: contain endpoint logic (handlers/) or storage rules (store.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from dockyard_registry import auth, errors, reference, routes, state
+from dockyard_registry.errors import Code, OciError
+
+log = logging.getLogger(__name__)
+API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+_SCOPE_ACTION = {
+    routes.Scope.PULL: auth.Action.PULL,
+    routes.Scope.PUSH: auth.Action.PUSH,
+    routes.Scope.DELETE: auth.Action.DELETE,
+}
+
+
+def create_app(settings: state.Settings) -> web.Application:
+    app = web.Application(middlewares=[_errors_middleware], client_max_size=1024**2 * 8)
+    app[state.SETTINGS] = settings
+    app.router.add_get("/healthz", _healthz, allow_head=True)
+    app.router.add_get("/auth", _auth_request, allow_head=False)
+    app.router.add_route("*", "/v2", _dispatch)
+    app.router.add_route("*", "/v2/{tail:.*}", _dispatch)
+    return app
+
+
+def _render(err: OciError, *, request: web.Request, realm: str) -> web.Response:
+    headers = {**API_VERSION, **err.headers}
+    if err.code is Code.UNAUTHORIZED:
+        headers["WWW-Authenticate"] = f'Basic realm="{realm}"'
+    body = None if request.method == "HEAD" else errors.envelope(err)
+    response = web.Response(status=err.status, body=body, headers=headers)
+    if body is not None:
+        response.content_type = "application/json"
+    return response
+
+
+@web.middleware
+async def _errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    realm = request.app[state.SETTINGS].realm
+    try:
+        response = await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        err = errors.translate(exc)
+        if err is None:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            err = OciError(Code.UNKNOWN, "internal server error")
+        return _render(err, request=request, realm=realm)
+    if not response.prepared:
+        response.headers.update(API_VERSION)
+    return response
+
+
+async def _healthz(request: web.Request) -> web.StreamResponse:
+    return web.Response(text="ok")
+
+
+async def _authorize(
+    request: web.Request, *, match: routes.Match, method: str, authorization: str | None
+) -> auth.Identity:
+    """Authenticate and authorize one matched request; raises OciError UNAUTHORIZED/DENIED."""
+    settings = request.app[state.SETTINGS]
+    authenticator = settings.authenticator
+    if authenticator is None:
+        return auth.ANONYMOUS
+    try:
+        identity = await authenticator.authenticate(authorization)
+    except auth.BadCredentialsError as exc:
+        raise OciError(Code.UNAUTHORIZED, str(exc)) from None
+    if match.scope is routes.Scope.LOGIN:
+        if identity.user is None:
+            raise OciError(Code.UNAUTHORIZED)
+        return identity
+    action = _SCOPE_ACTION[match.scope]
+    if not reference.is_valid_name(match.name):
+        # Let the handler answer NAME_INVALID; there is nothing to authorize against. Anonymous callers
+        # still have to log in first so probing names reveals nothing.
+        if identity.user is None and not authenticator.permits(identity, match.name, action):
+            raise OciError(Code.UNAUTHORIZED)
+        return identity
+    if authenticator.permits(identity, match.name, action):
+        return identity
+    if identity.user is None:
+        raise OciError(Code.UNAUTHORIZED)
+    raise OciError(Code.DENIED, f"user may not {action.value} in {match.name}")
+
+
+def _match(method: str, raw_path: str) -> routes.Match:
+    try:
+        found = routes.match(method, raw_path)
+    except routes.MethodNotAllowedError as exc:
+        raise OciError(
+            Code.UNSUPPORTED, f"method {method} not allowed here", headers={"Allow": ", ".join(exc.allowed)}
+        ) from None
+    if found is None:
+        raise OciError(Code.NAME_UNKNOWN, "no such endpoint", status=404)
+    return found
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    match = _match(request.method, request.raw_path)
+    identity = await _authorize(
+        request, match=match, method=request.method, authorization=request.headers.get("Authorization")
+    )
+    request[state.IDENTITY] = identity
+    return await match.handler(request, match)
+
+
+async def _auth_request(request: web.Request) -> web.StreamResponse:
+    """nginx `auth_request`: judge the original request from X-Original-URI/-Method; empty body."""
+    uri = request.headers.get("X-Original-URI", "")
+    method = request.headers.get("X-Original-Method", "GET")
+    realm = request.app[state.SETTINGS].realm
+    try:
+        match = _match(method, uri)
+        await _authorize(request, match=match, method=method, authorization=request.headers.get("Authorization"))
+    except OciError as err:
+        if err.code is Code.UNAUTHORIZED:
+            return web.Response(
+                status=401, headers={**API_VERSION, "WWW-Authenticate": f'Basic realm="{realm}"'}
+            )
+        if err.code is Code.DENIED:
+            return web.Response(status=403, headers=API_VERSION)
+        # Not an API shape we know (404/405): let the registry itself answer with the precise error.
+        return web.Response(status=200, headers=API_VERSION)
+    return web.Response(status=200, headers=API_VERSION)

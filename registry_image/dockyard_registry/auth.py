@@ -1,0 +1,312 @@
+"""Authentication (htpasswd, bcrypt) and authorization (per-user access rules on repository globs).
+
+Owns: deciding who a request is and whether they may pull, push or delete in a repository; reloading
+htpasswd and access.yaml when they change. Must not: know HTTP routing or render responses (handlers do),
+and must never put a password (or anything derived from one without a secret key) into a log, an
+exception message or a cache key.
+
+Cost model: bcrypt is paid once per credential. A verified credential is remembered per user as
+HMAC(process-random key, user NUL password), compared with `hmac.compare_digest`, and dropped when the
+user's htpasswd entry changes. Unknown users are verified against a dummy hash of the same cost so the
+response time does not reveal which users exist. bcrypt runs in a thread so the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import enum
+import functools
+import hmac
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import yaml
+from passlib.hash import bcrypt
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_BCRYPT_COST_RE = re.compile(r"^\$2[abxy]?\$(\d\d)\$")
+_DEFAULT_COST = 10
+MAX_PASSWORD_BYTES = 72  # bcrypt's limit; longer passwords are refused rather than silently truncated
+
+
+class Action(enum.Enum):
+    PULL = "pull"
+    PUSH = "push"
+    DELETE = "delete"
+
+
+class Level(enum.Enum):
+    PULL = "pull"
+    PUSH = "push"
+    ADMIN = "admin"
+
+    @property
+    def actions(self) -> frozenset[Action]:
+        return _LEVEL_ACTIONS[self]
+
+
+_LEVEL_ACTIONS = {
+    Level.PULL: frozenset({Action.PULL}),
+    Level.PUSH: frozenset({Action.PULL, Action.PUSH}),
+    Level.ADMIN: frozenset({Action.PULL, Action.PUSH, Action.DELETE}),
+}
+
+
+class AccessFileError(ValueError):
+    pass
+
+
+class BadCredentialsError(Exception):
+    """Credentials were sent but are wrong or malformed (the message never contains them)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class UserRule:
+    level: Level = Level.PUSH
+    repositories: tuple[str, ...] = ("**",)
+
+    def permits(self, repository: str, action: Action) -> bool:
+        return action in self.level.actions and any(glob_match(g, repository) for g in self.repositories)
+
+
+@dataclasses.dataclass(frozen=True)
+class AccessRules:
+    anonymous_pull: bool = False
+    users: Mapping[str, UserRule] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """Who made a request: a user name, or None for anonymous."""
+
+    user: str | None
+
+
+ANONYMOUS = Identity(user=None)
+
+
+@functools.lru_cache(maxsize=1024)
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("^" + "".join(out) + "$")
+
+
+def glob_match(pattern: str, repository: str) -> bool:
+    """`*` matches within one path segment, `**` across segments (`team/**` matches `team/a/b`)."""
+    return _glob_regex(pattern).match(repository) is not None
+
+
+def parse_access(text: str) -> AccessRules:
+    """Parse access.yaml; raises AccessFileError with a message naming the bad entry."""
+    try:
+        doc = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise AccessFileError(f"access file is not valid YAML: {exc}") from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise AccessFileError("access file must be a mapping")
+    unknown = set(doc) - {"anonymousPull", "users"}
+    if unknown:
+        raise AccessFileError(f"access file has unknown keys: {sorted(unknown)}")
+    anonymous = doc.get("anonymousPull", False)
+    if not isinstance(anonymous, bool):
+        raise AccessFileError("anonymousPull must be true or false")
+    users_doc = doc.get("users") or {}
+    if not isinstance(users_doc, dict):
+        raise AccessFileError("users must be a mapping of user name to rule")
+    users: dict[str, UserRule] = {}
+    for name, rule in users_doc.items():
+        users[str(name)] = _parse_rule(str(name), rule or {})
+    return AccessRules(anonymous_pull=anonymous, users=users)
+
+
+def _parse_rule(name: str, rule: Any) -> UserRule:
+    if not isinstance(rule, dict):
+        raise AccessFileError(f"rule of user {name!r} must be a mapping")
+    unknown = set(rule) - {"access", "repositories"}
+    if unknown:
+        raise AccessFileError(f"rule of user {name!r} has unknown keys: {sorted(unknown)}")
+    try:
+        level = Level(rule.get("access", "push"))
+    except ValueError:
+        raise AccessFileError(f"user {name!r}: access must be one of pull, push, admin") from None
+    repos = rule.get("repositories", ["**"])
+    if not isinstance(repos, list) or not repos or not all(isinstance(r, str) and r for r in repos):
+        raise AccessFileError(f"user {name!r}: repositories must be a non-empty list of globs")
+    return UserRule(level=level, repositories=tuple(repos))
+
+
+def render_access(rules: AccessRules) -> str:
+    users = {
+        name: {"access": rule.level.value, "repositories": list(rule.repositories)}
+        for name, rule in sorted(rules.users.items())
+    }
+    return yaml.safe_dump({"anonymousPull": rules.anonymous_pull, "users": users}, sort_keys=False)
+
+
+def parse_htpasswd(text: str) -> dict[str, str]:
+    entries: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or ":" not in line:
+            continue
+        user, _, hashed = line.partition(":")
+        entries[user] = hashed
+    return entries
+
+
+class Reloading(Generic[T]):
+    """A file parsed on first use and re-parsed when its stat changes (checked at most once a second)."""
+
+    def __init__(
+        self, path: Path | None, parse: Callable[[str], T], empty: T, *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._path, self._parse, self._empty, self._clock = path, parse, empty, clock
+        self._value = empty
+        self._signature: tuple[int, int, int] | None = None
+        self._checked = -1e18
+
+    def get(self) -> T:
+        now = self._clock()
+        if now - self._checked < 1.0:
+            return self._value
+        self._checked = now
+        if self._path is None:
+            return self._value
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            self._value, self._signature = self._empty, None
+            return self._value
+        signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if signature != self._signature:
+            try:
+                self._value = self._parse(self._path.read_text())
+                self._signature = signature
+            except (ValueError, OSError) as exc:
+                if self._signature is None:
+                    raise
+                # Keep serving with the last good rules rather than failing open or closed on a typo.
+                log.error("keeping previous %s: %s", self._path, exc)
+        return self._value
+
+
+class Authenticator:
+    def __init__(
+        self,
+        *,
+        htpasswd: Path | None,
+        access: Path | None,
+        anonymous_pull: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._htpasswd: Reloading[dict[str, str]] = Reloading(htpasswd, parse_htpasswd, {}, clock=clock)
+        self._access = Reloading(access, parse_access, AccessRules(), clock=clock)
+        self._force_anonymous_pull = anonymous_pull
+        self._key = secrets.token_bytes(32)
+        self._verified: dict[str, tuple[str, bytes]] = {}
+        self._dummies: dict[int, str] = {}
+        self._bcrypt_slots = asyncio.Semaphore(max(2, (os.cpu_count() or 2)))
+        # Load eagerly so a broken access file fails at startup, not on the first request.
+        self._htpasswd.get()
+        self._access.get()
+
+    def rules(self) -> AccessRules:
+        return self._access.get()
+
+    async def authenticate(self, authorization: str | None) -> Identity:
+        """Identity for an Authorization header; raises BadCredentialsError when credentials are wrong."""
+        if not authorization:
+            return ANONYMOUS
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "basic":
+            raise BadCredentialsError("only Basic authentication is supported")
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise BadCredentialsError("malformed Basic credentials") from None
+        user, sep, password = decoded.partition(":")
+        if not sep or not user:
+            raise BadCredentialsError("malformed Basic credentials")
+        if await self.verify(user, password):
+            return Identity(user=user)
+        raise BadCredentialsError("invalid username or password")
+
+    async def verify(self, user: str, password: str) -> bool:
+        hashed = self._htpasswd.get().get(user)
+        mac = hmac.new(self._key, user.encode() + b"\0" + password.encode(), "sha256").digest()
+        cached = self._verified.get(user)
+        if hashed is not None and cached is not None and cached[0] == hashed:
+            if hmac.compare_digest(cached[1], mac):
+                return True
+        target = hashed if hashed is not None else self._dummy(self._typical_cost())
+        async with self._bcrypt_slots:
+            ok = await asyncio.to_thread(_bcrypt_verify, password, target)
+        if ok and hashed is not None:
+            self._verified[user] = (hashed, mac)
+            return True
+        return False
+
+    def _typical_cost(self) -> int:
+        for hashed in self._htpasswd.get().values():
+            m = _BCRYPT_COST_RE.match(hashed)
+            if m:
+                return int(m.group(1))
+        return _DEFAULT_COST
+
+    def _dummy(self, cost: int) -> str:
+        if cost not in self._dummies:
+            self._dummies[cost] = hash_password(secrets.token_urlsafe(16), rounds=cost)
+        return self._dummies[cost]
+
+    def permits(self, identity: Identity, repository: str, action: Action) -> bool:
+        rules = self._access.get()
+        if identity.user is None:
+            return action is Action.PULL and (self._force_anonymous_pull or rules.anonymous_pull)
+        rule = rules.users.get(identity.user, UserRule())
+        return rule.permits(repository, action)
+
+
+def _bcrypt_verify(password: str, hashed: str) -> bool:
+    if len(password.encode()) > MAX_PASSWORD_BYTES:
+        return False
+    try:
+        return bool(bcrypt.verify(password, hashed))
+    except ValueError:
+        # A malformed htpasswd entry is a failed login, never a crash; the message has no secret.
+        return False
+
+
+def hash_password(password: str, *, rounds: int = _DEFAULT_COST) -> str:
+    """An htpasswd -B compatible bcrypt hash ($2y$)."""
+    if len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise ValueError(f"password longer than {MAX_PASSWORD_BYTES} bytes")
+    return str(bcrypt.using(ident="2y", rounds=rounds).hash(password))
+
+

@@ -1,0 +1,99 @@
+"""Garbage collection: mark every blob a manifest revision references, sweep the rest.
+
+Owns: deciding which blob data and stale upload sessions can go. Must not: delete anything younger than
+the grace period. That rule is what keeps a running registry safe: a blob just uploaded (or re-linked,
+or referenced by a manifest pushed during the run — the store touches those) has a fresh mtime, and the
+sweep re-reads the mtime right before deleting. Upload sessions count as fresh while bytes still arrive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+
+from dockyard_registry import digest, manifests, paths, store
+
+
+@dataclasses.dataclass
+class Report:
+    blobs: list[str] = dataclasses.field(default_factory=list)
+    uploads: list[str] = dataclasses.field(default_factory=list)
+    bytes: int = 0
+    kept: int = 0
+
+
+def stored_blobs(st: store.Store) -> Iterator[digest.Digest]:
+    """Every blob in the content store, whatever links to it."""
+    driver = st.driver
+    for algorithm in driver.list(paths.BLOBS):
+        for prefix in driver.list(f"{paths.BLOBS}/{algorithm}"):
+            for encoded in driver.list(f"{paths.BLOBS}/{algorithm}/{prefix}"):
+                try:
+                    yield digest.parse(f"{algorithm}:{encoded}")
+                except (digest.DigestInvalidError, digest.DigestUnsupportedError):
+                    continue
+
+
+def linked(st: store.Store, directory: str) -> Iterator[digest.Digest]:
+    """Digests of the `<alg>/<encoded>` link files under a repository directory."""
+    for algorithm in st.driver.list(directory):
+        for encoded in st.driver.list(f"{directory}/{algorithm}"):
+            try:
+                yield digest.parse(f"{algorithm}:{encoded}")
+            except (digest.DigestInvalidError, digest.DigestUnsupportedError):
+                continue
+
+
+def mark(st: store.Store) -> set[digest.Digest]:
+    marked: set[digest.Digest] = set()
+    for repo in st.catalog():
+        for revision in linked(st, paths.revisions(repo)):
+            marked.add(revision)
+            try:
+                found = st.get_manifest(repo, revision)
+                parsed = manifests.parse(found.data, content_type=found.media_type)
+            except (store.ManifestUnknownError, manifests.ManifestInvalidError):
+                continue
+            marked.update(b.digest for b in parsed.blobs)
+    return marked
+
+
+def collect(
+    st: store.Store, *, grace: float, dry_run: bool, clock: Callable[[], float] = time.time
+) -> Report:
+    report = Report()
+    marked = mark(st)
+    cutoff = clock() - grace
+    driver = st.driver
+    doomed: set[digest.Digest] = set()
+    for blob in stored_blobs(st):
+        data = paths.blob_data(blob)
+        if blob in marked:
+            report.kept += 1
+            continue
+        mtime = driver.mtime(data)
+        if mtime is None or mtime > cutoff:
+            report.kept += 1
+            continue
+        report.blobs.append(str(blob))
+        report.bytes += driver.size(data) or 0
+        doomed.add(blob)
+        if not dry_run:
+            # Re-check just before deleting: a push during this run may have touched it.
+            again = driver.mtime(data)
+            if again is not None and again <= cutoff:
+                driver.delete(paths.blob_dir(blob))
+    if not dry_run and doomed:
+        for repo in st.catalog():
+            for blob in linked(st, paths.layers(repo)):
+                if blob in doomed and driver.size(paths.blob_data(blob)) is None:
+                    driver.delete(paths.layer_link(repo, blob))
+    for upload_id in driver.list(paths.UPLOADS):
+        started = st.upload_started(upload_id) or 0.0
+        touched = driver.mtime(paths.upload_data(upload_id)) or 0.0
+        if max(started, touched) <= cutoff:
+            report.uploads.append(upload_id)
+            if not dry_run:
+                driver.delete(paths.upload_dir(upload_id))
+    return report

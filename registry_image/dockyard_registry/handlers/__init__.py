@@ -1,0 +1,1 @@
+"""HTTP handlers: thin (parse -> store -> response). Errors propagate to the middleware in app.py."""

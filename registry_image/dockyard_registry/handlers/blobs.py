@@ -1,0 +1,98 @@
+"""Blob GET/HEAD (with Range) and DELETE.
+
+Blob bytes never pass through Python when they need not: behind nginx we answer with X-Accel-Redirect;
+standalone on the filesystem driver `web.FileResponse` uses sendfile (and handles Range itself); only
+the memory driver streams through here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from dockyard_registry import paths
+from dockyard_registry.errors import Code, OciError
+from dockyard_registry.handlers import common
+
+if TYPE_CHECKING:
+    from dockyard_registry.routes import Match
+
+_OCTET = "application/octet-stream"
+
+
+async def get(request: web.Request, match: Match) -> web.StreamResponse:
+    repo = common.name(match)
+    dgst = common.parse_digest(match.arg)
+    cfg = common.settings(request)
+    size = cfg.store.blob_size(repo, dgst)
+    headers = {
+        "Docker-Content-Digest": str(dgst),
+        "Content-Type": _OCTET,
+        "ETag": f'"{dgst}"',
+        "Accept-Ranges": "bytes",
+        # Content-addressed: the bytes at this URL never change.
+        "Cache-Control": "max-age=31536000",
+    }
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(size)
+        return web.Response(status=200, headers=headers)
+    if cfg.accel_redirect is not None:
+        headers["X-Accel-Redirect"] = cfg.accel_redirect.rstrip("/") + "/" + paths.blob_data(dgst)
+        return web.Response(status=200, headers=headers)
+    local = cfg.store.driver.local_path(paths.blob_data(dgst))
+    if local is not None:
+        return web.FileResponse(local, chunk_size=common.CHUNK, headers=headers)
+    return await _stream(request, match=match, size=size, headers=headers)
+
+
+async def _stream(
+    request: web.Request, *, match: Match, size: int, headers: dict[str, str]
+) -> web.StreamResponse:
+    start, end = 0, size  # end exclusive
+    status = 200
+    if request.headers.get("Range"):
+        try:
+            rng = request.http_range
+        except ValueError:
+            rng = None
+        if rng is None or rng.start is None:
+            raise _unsatisfiable(size)
+        if rng.start < 0:
+            start, end = max(0, size + rng.start), size
+        else:
+            start, end = rng.start, min(rng.stop if rng.stop is not None else size, size)
+        if start >= size:
+            raise _unsatisfiable(size)
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    headers["Content-Length"] = str(end - start)
+    response = web.StreamResponse(status=status, headers=headers)
+    await response.prepare(request)
+    dgst = common.parse_digest(match.arg)
+    with common.settings(request).store.driver.open_reader(paths.blob_data(dgst), offset=start) as f:
+        remaining = end - start
+        while remaining > 0:
+            chunk = f.read(min(common.CHUNK, remaining))
+            if not chunk:
+                break
+            await response.write(chunk)
+            remaining -= len(chunk)
+    await response.write_eof()
+    return response
+
+
+def _unsatisfiable(size: int) -> OciError:
+    return OciError(
+        Code.RANGE_INVALID, "requested range not satisfiable", headers={"Content-Range": f"bytes */{size}"}
+    )
+
+
+async def delete(request: web.Request, match: Match) -> web.StreamResponse:
+    repo = common.name(match)
+    dgst = common.parse_digest(match.arg)
+    cfg = common.settings(request)
+    if not cfg.delete_enabled:
+        raise OciError(Code.UNSUPPORTED, "deletes are disabled on this registry")
+    cfg.store.delete_blob(repo, dgst)
+    return web.Response(status=202, headers={"Docker-Content-Digest": str(dgst)})

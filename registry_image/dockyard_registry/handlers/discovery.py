@@ -1,0 +1,78 @@
+"""`GET /v2/`, the catalog, tag lists and the referrers API (listing endpoints with pagination)."""
+
+from __future__ import annotations
+
+import bisect
+import json
+import urllib.parse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from dockyard_registry import auth, manifests
+from dockyard_registry.errors import Code, OciError
+from dockyard_registry.handlers import common
+
+if TYPE_CHECKING:
+    from dockyard_registry.routes import Match
+
+
+
+async def base(request: web.Request, match: Match) -> web.StreamResponse:
+    return web.json_response({})
+
+
+def _page(request: web.Request, items: Sequence[str]) -> tuple[list[str], str | None]:
+    """Apply `n` and `last` to a sorted list; returns the page and the `last` for the next page."""
+    raw_n = request.query.get("n")
+    last = request.query.get("last")
+    start = bisect.bisect_right(items, last) if last else 0
+    if raw_n is None or raw_n == "":
+        return list(items[start:]), None
+    if not raw_n.isdigit():
+        raise OciError(Code.UNSUPPORTED, "n must be a non-negative integer", status=400)
+    n = int(raw_n)
+    page = list(items[start:start + n])
+    more = start + n < len(items) and n > 0
+    return page, (page[-1] if more and page else None)
+
+
+def _link(path: str, n: str, last: str) -> str:
+    return f'<{path}?{urllib.parse.urlencode({"n": n, "last": last})}>; rel="next"'
+
+
+async def catalog(request: web.Request, match: Match) -> web.StreamResponse:
+    repos = [r for r in common.settings(request).store.catalog() if common.may(request, r, auth.Action.PULL)]
+    page, next_last = _page(request, repos)
+    headers = {}
+    if next_last is not None:
+        headers["Link"] = _link("/v2/_catalog", request.query["n"], next_last)
+    return web.json_response({"repositories": page}, headers=headers)
+
+
+async def tags(request: web.Request, match: Match) -> web.StreamResponse:
+    repo = common.name(match)
+    page, next_last = _page(request, common.settings(request).store.tags(repo))
+    headers = {}
+    if next_last is not None:
+        headers["Link"] = _link(f"/v2/{repo}/tags/list", request.query["n"], next_last)
+    return web.json_response({"name": repo, "tags": page}, headers=headers)
+
+
+async def referrers(request: web.Request, match: Match) -> web.StreamResponse:
+    repo = common.name(match)
+    subject = common.parse_digest(match.arg)
+    found = common.settings(request).store.referrers(repo, subject)
+    headers = {}
+    wanted = request.query.get("artifactType")
+    if wanted is not None:
+        found = [d for d in found if d.get("artifactType") == wanted]
+        headers["OCI-Filters-Applied"] = "artifactType"
+    found.sort(key=lambda d: str(d.get("digest")))
+    body = {"schemaVersion": 2, "mediaType": manifests.OCI_INDEX, "manifests": found}
+    return web.Response(
+        body=json.dumps(body).encode(), content_type=manifests.OCI_INDEX, headers=headers
+    )
+
+

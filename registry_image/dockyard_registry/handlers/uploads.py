@@ -1,0 +1,133 @@
+"""Blob uploads: POST (start, monolithic, mount), PATCH (chunk), PUT (finish), GET (status), DELETE."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from dockyard_registry import auth, digest, reference, store
+from dockyard_registry.errors import Code, OciError
+from dockyard_registry.handlers import common
+
+if TYPE_CHECKING:
+    from dockyard_registry.routes import Match
+
+_CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+
+
+def _upload_headers(repo: str, upload_id: str, size: int) -> dict[str, str]:
+    return {
+        "Location": f"/v2/{repo}/blobs/uploads/{upload_id}",
+        "Docker-Upload-UUID": upload_id,
+        # Range is inclusive; an empty upload reports 0-0 as distribution does (clients accept both).
+        "Range": f"0-{max(size - 1, 0)}",
+    }
+
+
+def _created(repo: str, dgst: digest.Digest) -> web.Response:
+    return web.Response(
+        status=201,
+        headers={"Location": f"/v2/{repo}/blobs/{dgst}", "Docker-Content-Digest": str(dgst)},
+    )
+
+
+def _content_range(request: web.Request) -> tuple[int, int] | None:
+    value = request.headers.get("Content-Range")
+    if value is None:
+        return None
+    m = _CONTENT_RANGE_RE.match(value.strip())
+    if m is None:
+        raise OciError(Code.RANGE_INVALID, f"malformed Content-Range {value[:100]!r}")
+    start, end = int(m.group(1)), int(m.group(2))
+    if end < start:
+        raise OciError(Code.RANGE_INVALID, f"Content-Range end before start: {value[:100]!r}")
+    return start, end
+
+
+async def start(request: web.Request, match: Match) -> web.StreamResponse:
+    repo = common.name(match)
+    cfg = common.settings(request)
+    mount = request.query.get("mount")
+    if mount is not None:
+        dgst = common.parse_digest(mount)
+        source = request.query.get("from")
+        if source is not None:
+            # A source the caller cannot read is treated like a missing one: fall back to an upload.
+            if common.may(request, source, auth.Action.PULL) and cfg.store.mount_blob(
+                repo, source=reference.validate_name(source), dgst=dgst
+            ):
+                return _created(repo, dgst)
+        else:
+            for candidate in cfg.store.repositories_with_blob(dgst):
+                if common.may(request, candidate, auth.Action.PULL) and cfg.store.mount_blob(
+                    repo, source=candidate, dgst=dgst
+                ):
+                    return _created(repo, dgst)
+    monolithic = request.query.get("digest")
+    if monolithic is not None:
+        dgst = common.parse_digest(monolithic)
+        upload_id = cfg.store.start_upload(repo)
+        try:
+            await cfg.store.finish_upload(
+                repo, upload_id, dgst=dgst, body=common.body_chunks(request),
+                length=request.content_length,
+            )
+        except BaseException:
+            # A failed monolithic push leaves nothing behind: the session was never visible to the client.
+            cfg.store.cancel_upload(repo, upload_id)
+            raise
+        return _created(repo, dgst)
+    upload_id = cfg.store.start_upload(repo)
+    return web.Response(status=202, headers=_upload_headers(repo, upload_id, 0))
+
+
+async def status(request: web.Request, match: Match) -> web.StreamResponse:
+    repo = common.name(match)
+    size = common.settings(request).store.upload_size(repo, match.arg)
+    return web.Response(status=204, headers=_upload_headers(repo, match.arg, size))
+
+
+async def patch(request: web.Request, match: Match) -> web.StreamResponse:
+    repo = common.name(match)
+    cfg = common.settings(request)
+    rng = _content_range(request)
+    length = None if rng is None else rng[1] - rng[0] + 1
+    if length is not None and request.content_length is not None and request.content_length != length:
+        raise OciError(Code.RANGE_INVALID, "Content-Range does not match Content-Length")
+    try:
+        size = await cfg.store.write_chunk(
+            repo, match.arg, body=common.body_chunks(request),
+            start=None if rng is None else rng[0], length=length,
+        )
+    except store.RangeInvalidError as exc:
+        raise OciError(Code.RANGE_INVALID, str(exc), headers=_upload_headers(repo, match.arg, exc.size)) from None
+    return web.Response(status=202, headers=_upload_headers(repo, match.arg, size))
+
+
+async def finish(request: web.Request, match: Match) -> web.StreamResponse:
+    repo = common.name(match)
+    cfg = common.settings(request)
+    raw = request.query.get("digest")
+    if raw is None:
+        raise OciError(Code.DIGEST_INVALID, "digest query parameter is required to finish an upload")
+    dgst = common.parse_digest(raw)
+    rng = _content_range(request)
+    has_body = bool(request.content_length) or request.headers.get("Transfer-Encoding", "") == "chunked"
+    try:
+        await cfg.store.finish_upload(
+            repo, match.arg, dgst=dgst,
+            body=common.body_chunks(request) if has_body or rng is not None else None,
+            start=None if rng is None else rng[0],
+            length=None if rng is None else rng[1] - rng[0] + 1,
+        )
+    except store.RangeInvalidError as exc:
+        raise OciError(Code.RANGE_INVALID, str(exc), headers=_upload_headers(repo, match.arg, exc.size)) from None
+    return _created(repo, dgst)
+
+
+async def cancel(request: web.Request, match: Match) -> web.StreamResponse:
+    repo = common.name(match)
+    common.settings(request).store.cancel_upload(repo, match.arg)
+    return web.Response(status=204)

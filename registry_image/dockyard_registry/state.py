@@ -1,0 +1,27 @@
+"""The application's shared state and request-scoped keys (typed aiohttp keys).
+
+Owns: the `Settings` a running registry needs. Must not: do I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from aiohttp import web
+
+from dockyard_registry import auth, store
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    store: store.Store
+    # None means --no-auth: every request is allowed (tests only).
+    authenticator: auth.Authenticator | None
+    delete_enabled: bool = True
+    # X-Accel-Redirect prefix for blob GETs behind nginx; None serves blobs from this process.
+    accel_redirect: str | None = None
+    realm: str = "dockyard"
+
+
+SETTINGS = web.AppKey("settings", Settings)
+IDENTITY = web.RequestKey("identity", auth.Identity)

@@ -1,0 +1,149 @@
+"""Filesystem storage driver: the production driver.
+
+Owns: mapping relative paths under a root directory to files, with crash-safe commits (temp file, fsync,
+rename, fsync of the directory). Must not: accept paths that escape the root (a guard rejects `..`,
+absolute paths and empty components even though `paths.py` never produces them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import shutil
+import uuid
+from typing import BinaryIO
+
+_BUFFER = 1 << 20
+
+
+class FilesystemDriver:
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root.resolve()
+
+    def _path(self, path: str) -> pathlib.Path:
+        parts = path.split("/")
+        if not path or any(p in ("", ".", "..") for p in parts) or "\\" in path or "\0" in path:
+            raise ValueError(f"unsafe storage path {path!r}")
+        return self.root.joinpath(*parts)
+
+    def get(self, path: str, /) -> bytes:
+        return self._path(path).read_bytes()
+
+    def put(self, path: str, data: bytes, /) -> None:
+        target = self._path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+
+    def size(self, path: str, /) -> int | None:
+        try:
+            st = self._path(path).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return st.st_size if not _is_dir(st.st_mode) else None
+
+    def mtime(self, path: str, /) -> float | None:
+        try:
+            return self._path(path).stat().st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def touch(self, path: str, /) -> None:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            os.utime(self._path(path))
+
+    def list(self, path: str, /) -> list[str]:
+        try:
+            names = os.listdir(self._path(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        # temp files of in-flight `put`s are an implementation detail, not children.
+        return sorted(n for n in names if not n.startswith(".tmp-"))
+
+    def delete(self, path: str, /) -> None:
+        target = self._path(path)
+        try:
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(target.parent)
+
+    def open_writer(self, path: str, /) -> FileWriter:
+        target = self._path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return FileWriter(target)
+
+    def open_reader(self, path: str, /, *, offset: int = 0) -> BinaryIO:
+        f = open(self._path(path), "rb")  # noqa: SIM115 - the caller owns and closes the handle
+        if offset:
+            f.seek(offset)
+        return f
+
+    def commit(self, src: str, dst: str, /) -> None:
+        source, target = self._path(src), self._path(dst)
+        with open(source, "rb") as f:
+            os.fsync(f.fileno())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        _fsync_dir(target.parent)
+        if source.parent != target.parent:
+            _fsync_dir(source.parent)
+
+    def local_path(self, path: str, /) -> pathlib.Path | None:
+        return self._path(path)
+
+
+class FileWriter:
+    """Appends to a file; the store tracks the hash, this only moves bytes."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self._file = open(path, "ab", buffering=_BUFFER)  # noqa: SIM115 - closed by close()
+        self._size = self._file.tell()
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes, /) -> None:
+        self._file.write(data)
+        self._size += len(data)
+
+    def truncate(self, size: int, /) -> None:
+        self._file.flush()
+        self._file.truncate(size)
+        self._file.seek(size)
+        self._size = size
+
+    def sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _is_dir(mode: int) -> bool:
+    import stat
+
+    return stat.S_ISDIR(mode)
+
+
+def _fsync_dir(path: pathlib.Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

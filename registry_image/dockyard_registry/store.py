@@ -1,0 +1,422 @@
+"""The registry's domain: repositories, blobs, uploads, manifests, tags and referrers over a driver.
+
+Owns: every rule about what may be stored and when (a manifest only references blobs linked into its
+repository; a digest must match the bytes; a failed or interrupted write leaves earlier state untouched).
+Must not: know HTTP, auth or OCI error codes; it raises the domain errors below and the HTTP edge
+(errors.translate) decides what the client sees.
+
+Hashing: an upload keeps a running hash in memory so each byte is hashed exactly once while it streams
+to disk. hashlib objects cannot be persisted, so after a restart (or when the client finishes with a
+different algorithm than we guessed) the bytes already on disk are re-hashed once; that is the only
+re-read and it is documented as acceptable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import re
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterable, Callable
+from typing import Any
+
+from dockyard_registry import digest, manifests, paths, reference
+from dockyard_registry.storage import base
+
+_UPLOAD_ID_RE = re.compile(r"^[a-f0-9]{32}$")
+_READ_CHUNK = 1 << 20
+
+
+class StoreError(Exception):
+    detail: Any = None
+
+    def __init__(self, message: str, *, detail: Any = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class BlobUnknownError(StoreError):
+    pass
+
+
+class UploadUnknownError(StoreError):
+    pass
+
+
+class UploadInvalidError(StoreError):
+    pass
+
+
+class RangeInvalidError(StoreError):
+    """A chunk does not start where the upload ends; carries the current size for the Range header."""
+
+    def __init__(self, message: str, *, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class DigestMismatchError(StoreError):
+    pass
+
+
+class SizeMismatchError(StoreError):
+    pass
+
+
+class ManifestUnknownError(StoreError):
+    pass
+
+
+class ManifestBlobUnknownError(StoreError):
+    pass
+
+
+class NameUnknownError(StoreError):
+    pass
+
+
+_Digest = digest.Digest  # the dataclasses below have a field named `digest`, shadowing the module
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredManifest:
+    data: bytes
+    media_type: str
+    digest: _Digest
+
+
+@dataclasses.dataclass(frozen=True)
+class PutManifestResult:
+    digest: _Digest
+    subject: _Digest | None
+
+
+@dataclasses.dataclass
+class _HashState:
+    offset: int
+    hasher: digest.Hasher
+    algorithm: str
+
+
+class Store:
+    def __init__(self, driver: base.Driver, *, clock: Callable[[], float] = time.time) -> None:
+        self.driver = driver
+        self._clock = clock
+        self._hash_states: dict[str, _HashState] = {}
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    # ----------------------------------------------------------------------------------- repositories
+    def repository_exists(self, name: str) -> bool:
+        return bool(self.driver.list(paths.repository(name)))
+
+    def catalog(self) -> list[str]:
+        """Every repository that holds a link, sorted."""
+        found: list[str] = []
+
+        def walk(prefix: str) -> None:
+            children = self.driver.list(f"{paths.REPOSITORIES}/{prefix}" if prefix else paths.REPOSITORIES)
+            if any(c in paths.RESERVED for c in children) and prefix:
+                found.append(prefix)
+            for child in children:
+                if child not in paths.RESERVED and reference.is_valid_name(f"{prefix}/{child}".lstrip("/")):
+                    walk(f"{prefix}/{child}".lstrip("/"))
+
+        walk("")
+        return sorted(found)
+
+    # ------------------------------------------------------------------------------------------ blobs
+    def blob_size(self, name: str, dgst: digest.Digest) -> int:
+        """Size of a blob visible in `name`; BlobUnknownError when not linked there or data is gone."""
+        if self.driver.size(paths.layer_link(name, dgst)) is None:
+            raise BlobUnknownError(f"blob {dgst} unknown to repository {name}", detail={"digest": str(dgst)})
+        size = self.driver.size(paths.blob_data(dgst))
+        if size is None:
+            raise BlobUnknownError(f"blob {dgst} data missing", detail={"digest": str(dgst)})
+        return size
+
+    def delete_blob(self, name: str, dgst: digest.Digest) -> None:
+        """Unlink a blob from one repository; the content stays for others and gc decides its fate."""
+        self.blob_size(name, dgst)
+        self.driver.delete(paths.layer_link(name, dgst))
+
+    def _link_blob(self, name: str, dgst: digest.Digest) -> None:
+        self.driver.put(paths.layer_link(name, dgst), str(dgst).encode())
+        # A re-linked blob is "just pushed" for gc's grace period even if its data is old.
+        self.driver.touch(paths.blob_data(dgst))
+
+    def mount_blob(self, name: str, *, source: str, dgst: digest.Digest) -> bool:
+        """Link a blob from `source` into `name`; False when `source` does not have it."""
+        try:
+            self.blob_size(source, dgst)
+        except BlobUnknownError:
+            return False
+        self._link_blob(name, dgst)
+        return True
+
+    def repositories_with_blob(self, dgst: digest.Digest) -> list[str]:
+        return [r for r in self.catalog() if self.driver.size(paths.layer_link(r, dgst)) is not None]
+
+    # ---------------------------------------------------------------------------------------- uploads
+    def start_upload(self, name: str) -> str:
+        upload_id = uuid.uuid4().hex
+        info = {"repository": name, "started": self._clock()}
+        self.driver.put(paths.upload_info(upload_id), json.dumps(info).encode())
+        self.driver.open_writer(paths.upload_data(upload_id)).close()
+        return upload_id
+
+    def upload_size(self, name: str, upload_id: str) -> int:
+        self._check_upload(name, upload_id)
+        size = self.driver.size(paths.upload_data(upload_id))
+        if size is None:
+            raise UploadUnknownError(f"upload {upload_id} unknown")
+        return size
+
+    def cancel_upload(self, name: str, upload_id: str) -> None:
+        self._check_upload(name, upload_id)
+        self._hash_states.pop(upload_id, None)
+        self.driver.delete(paths.upload_dir(upload_id))
+
+    def _check_upload(self, name: str, upload_id: str) -> None:
+        if _UPLOAD_ID_RE.match(upload_id) is None:
+            raise UploadUnknownError(f"upload {upload_id[:64]!r} unknown")
+        try:
+            info = json.loads(self.driver.get(paths.upload_info(upload_id)))
+        except (FileNotFoundError, ValueError):
+            raise UploadUnknownError(f"upload {upload_id} unknown") from None
+        # Upload ids are bearer-like: one must not continue another repository's upload.
+        if info.get("repository") != name:
+            raise UploadUnknownError(f"upload {upload_id} unknown to repository {name}")
+
+    def _lock(self, upload_id: str) -> asyncio.Lock:
+        lock = self._locks.get(upload_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[upload_id] = lock
+        return lock
+
+    async def _hash_state(self, upload_id: str, *, size: int, algorithm: str) -> _HashState:
+        state = self._hash_states.get(upload_id)
+        if state is not None and state.offset == size and state.algorithm == algorithm:
+            return state
+        # No running hash for these bytes (restart, or another algorithm): re-hash what is on disk once.
+        hasher = await asyncio.to_thread(self._hash_file, paths.upload_data(upload_id), algorithm)
+        state = _HashState(offset=size, hasher=hasher, algorithm=algorithm)
+        self._hash_states[upload_id] = state
+        return state
+
+    def _hash_file(self, path: str, algorithm: str) -> digest.Hasher:
+        hasher = digest.new_hasher(algorithm)
+        with self.driver.open_reader(path) as f:
+            while chunk := f.read(_READ_CHUNK):
+                hasher.update(chunk)
+        return hasher
+
+    async def write_chunk(
+        self,
+        name: str,
+        upload_id: str,
+        *,
+        body: AsyncIterable[bytes],
+        start: int | None = None,
+        length: int | None = None,
+        algorithm: str = "sha256",
+    ) -> int:
+        """Append a request body to an upload; returns the new size.
+
+        `start` (from Content-Range) must equal the current size. If the body fails midway (client gone,
+        truncated) or does not have `length` bytes, the upload is rolled back to where it was.
+        """
+        self._check_upload(name, upload_id)
+        async with self._lock(upload_id):
+            return await self._append(upload_id, body=body, start=start, length=length, algorithm=algorithm)
+
+    async def _append(
+        self, upload_id: str, *, body: AsyncIterable[bytes], start: int | None, length: int | None,
+        algorithm: str,
+    ) -> int:
+        data_path = paths.upload_data(upload_id)
+        size = self.driver.size(data_path)
+        if size is None:
+            raise UploadUnknownError(f"upload {upload_id} unknown")
+        if start is not None and start != size:
+            raise RangeInvalidError(f"chunk starts at {start} but upload has {size} bytes", size=size)
+        state = await self._hash_state(upload_id, size=size, algorithm=algorithm)
+        before = state.hasher.copy()
+        writer = self.driver.open_writer(data_path)
+        received = 0
+        try:
+            async for chunk in body:
+                state.hasher.update(chunk)
+                writer.write(chunk)
+                received += len(chunk)
+            if length is not None and received != length:
+                raise SizeMismatchError(f"expected {length} bytes, received {received}")
+        except BaseException:
+            writer.truncate(size)
+            writer.close()
+            state.hasher, state.offset = before, size
+            raise
+        writer.close()
+        state.offset = size + received
+        return state.offset
+
+    async def finish_upload(
+        self,
+        name: str,
+        upload_id: str,
+        *,
+        dgst: digest.Digest,
+        body: AsyncIterable[bytes] | None = None,
+        start: int | None = None,
+        length: int | None = None,
+    ) -> int:
+        """Append the last chunk (if any), verify the digest, and commit the blob into `name`."""
+        self._check_upload(name, upload_id)
+        async with self._lock(upload_id):
+            if body is not None:
+                await self._append(
+                    upload_id, body=body, start=start, length=length, algorithm=dgst.algorithm
+                )
+            data_path = paths.upload_data(upload_id)
+            size = self.driver.size(data_path)
+            if size is None:
+                raise UploadUnknownError(f"upload {upload_id} unknown")
+            state = await self._hash_state(upload_id, size=size, algorithm=dgst.algorithm)
+            actual = state.hasher.copy().hexdigest()
+            if actual != dgst.encoded:
+                raise DigestMismatchError(
+                    f"digest {dgst} does not match uploaded content",
+                    detail={"digest": str(dgst)},
+                )
+            await asyncio.to_thread(self._commit_upload, name, upload_id, dgst)
+            self._hash_states.pop(upload_id, None)
+            return size
+
+    def _commit_upload(self, name: str, upload_id: str, dgst: digest.Digest) -> None:
+        target = paths.blob_data(dgst)
+        if self.driver.size(target) is None:
+            self.driver.commit(paths.upload_data(upload_id), target)
+        self._link_blob(name, dgst)
+        self.driver.delete(paths.upload_dir(upload_id))
+
+    def upload_started(self, upload_id: str) -> float | None:
+        try:
+            info = json.loads(self.driver.get(paths.upload_info(upload_id)))
+        except (FileNotFoundError, ValueError):
+            return None
+        started = info.get("started")
+        return float(started) if isinstance(started, int | float) else None
+
+    # -------------------------------------------------------------------------------------- manifests
+    def _resolve(self, name: str, ref: str | digest.Digest) -> digest.Digest:
+        if isinstance(ref, digest.Digest):
+            return ref
+        try:
+            return digest.parse(self.driver.get(paths.tag_link(name, ref)).decode())
+        except FileNotFoundError:
+            raise ManifestUnknownError(
+                f"manifest {ref!r} unknown to repository {name}", detail={"tag": ref}
+            ) from None
+
+    def get_manifest(self, name: str, ref: str | digest.Digest) -> StoredManifest:
+        dgst = self._resolve(name, ref)
+        try:
+            media_type = self.driver.get(paths.revision_link(name, dgst)).decode()
+            data = self.driver.get(paths.blob_data(dgst))
+        except FileNotFoundError:
+            raise ManifestUnknownError(
+                f"manifest {dgst} unknown to repository {name}", detail={"digest": str(dgst)}
+            ) from None
+        return StoredManifest(data=data, media_type=media_type, digest=dgst)
+
+    def put_manifest(
+        self,
+        name: str,
+        ref: str | digest.Digest,
+        *,
+        data: bytes,
+        content_type: str | None,
+        tags: tuple[str, ...] = (),
+    ) -> PutManifestResult:
+        """Validate and store a manifest under its digest, then point `ref` (if a tag) and `tags` at it."""
+        algorithm = ref.algorithm if isinstance(ref, digest.Digest) else "sha256"
+        dgst = digest.of_bytes(data, algorithm=algorithm)
+        if isinstance(ref, digest.Digest) and dgst != ref:
+            raise DigestMismatchError(
+                f"manifest digest {dgst} does not match {ref}", detail={"digest": str(ref)}
+            )
+        manifest = manifests.parse(data, content_type=content_type)
+        for blob in manifest.required_blobs():
+            if self.driver.size(paths.layer_link(name, blob)) is None:
+                raise ManifestBlobUnknownError(
+                    f"manifest references blob {blob} unknown to repository {name}",
+                    detail={"digest": str(blob)},
+                )
+        for child in manifest.manifests:
+            if self.driver.size(paths.revision_link(name, child.digest)) is None:
+                raise ManifestBlobUnknownError(
+                    f"index references manifest {child.digest} unknown to repository {name}",
+                    detail={"digest": str(child.digest)},
+                )
+        # A manifest pushed while gc runs must keep its blobs: refresh their mtime into the grace window.
+        for blob in manifest.required_blobs():
+            self.driver.touch(paths.blob_data(blob))
+        # Order matters for crash safety: content, then the revision, then what points at it.
+        if self.driver.size(paths.blob_data(dgst)) is None:
+            self.driver.put(paths.blob_data(dgst), data)
+        else:
+            self.driver.touch(paths.blob_data(dgst))
+        self.driver.put(paths.revision_link(name, dgst), manifest.media_type.encode())
+        if manifest.subject is not None:
+            descriptor = manifests.referrer_descriptor(manifest=manifest, dgst=dgst, size=len(data))
+            self.driver.put(
+                paths.referrer_link(name, manifest.subject.digest, dgst), json.dumps(descriptor).encode()
+            )
+        all_tags = (*tags, ref) if isinstance(ref, str) else tags
+        for tag in all_tags:
+            self.driver.put(paths.tag_link(name, tag), str(dgst).encode())
+        return PutManifestResult(
+            digest=dgst, subject=manifest.subject.digest if manifest.subject else None
+        )
+
+    def delete_manifest(self, name: str, dgst: digest.Digest) -> None:
+        """Delete a manifest revision, every tag pointing at it, and its referrer entry."""
+        stored = self.get_manifest(name, dgst)
+        for tag in self.tags(name):
+            try:
+                if self.driver.get(paths.tag_link(name, tag)).decode() == str(dgst):
+                    self.driver.delete(paths.tag_link(name, tag))
+            except FileNotFoundError:
+                continue
+        try:
+            parsed = manifests.parse(stored.data, content_type=stored.media_type)
+        except manifests.ManifestInvalidError:
+            parsed = None
+        if parsed is not None and parsed.subject is not None:
+            self.driver.delete(paths.referrer_link(name, parsed.subject.digest, dgst))
+        self.driver.delete(paths.revision_link(name, dgst))
+
+    def delete_tag(self, name: str, tag: str) -> None:
+        if self.driver.size(paths.tag_link(name, tag)) is None:
+            raise ManifestUnknownError(f"tag {tag!r} unknown to repository {name}", detail={"tag": tag})
+        self.driver.delete(paths.tag_link(name, tag))
+
+    def tags(self, name: str) -> list[str]:
+        if not self.repository_exists(name):
+            raise NameUnknownError(f"repository {name} unknown", detail={"name": name})
+        return sorted(self.driver.list(paths.tags(name)))
+
+    def referrers(self, name: str, subject: digest.Digest) -> list[dict[str, Any]]:
+        """Descriptors of every manifest in `name` whose subject is `subject` (empty when none)."""
+        base_path = paths.referrers(name, subject)
+        out: list[dict[str, Any]] = []
+        for algorithm in self.driver.list(base_path):
+            for encoded in self.driver.list(f"{base_path}/{algorithm}"):
+                try:
+                    out.append(json.loads(self.driver.get(f"{base_path}/{algorithm}/{encoded}")))
+                except (FileNotFoundError, ValueError):
+                    continue
+        return out

@@ -1,0 +1,214 @@
+"""`serve --tls auto`: a self-signed CA and a server certificate under DATA/tls, created once and reused.
+
+Owns: key and certificate generation, renewal of the server certificate (same CA) when it nears expiry,
+and the trust instructions printed for docker, containerd and podman/skopeo. Must not: ever replace an
+existing CA (clients have been told to trust it); a missing or unreadable CA key is an error to report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import ipaddress
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_DAYS = 3650
+SERVER_DAYS = 397  # the longest lifetime browsers and Apple platforms accept
+RENEW_BEFORE = datetime.timedelta(days=30)
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    ca_cert: Path
+    ca_key: Path
+    cert: Path
+    key: Path
+    # A directory holding only ca.crt, for `--cert-dir` (containers/image treats a *.key there without a
+    # matching *.cert as an error, so the server key must not sit next to it).
+    trust_dir: Path
+
+    @classmethod
+    def under(cls, directory: Path) -> TlsFiles:
+        return cls(
+            directory / "ca.crt", directory / "ca.key", directory / "server.crt", directory / "server.key",
+            directory / "trust",
+        )
+
+
+def default_names(extra: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """(DNS names, IP addresses) for the server certificate: loopback, this host's names, and `extra`."""
+    dns = ["localhost"]
+    ips = ["127.0.0.1", "::1"]
+    for host in (socket.gethostname(), socket.getfqdn(), *extra):
+        if not host or host in ("0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
+            continue
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if host not in dns:
+                dns.append(host)
+        else:
+            if host not in ips:
+                ips.append(host)
+    return dns, ips
+
+
+def ensure(
+    directory: Path,
+    *,
+    dns_names: list[str],
+    ip_addresses: list[str],
+    now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+) -> TlsFiles:
+    """Create the CA if absent and (re)issue the server certificate when missing, expiring or lacking a name."""
+    files = TlsFiles.under(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    if not files.ca_cert.exists():
+        if files.ca_key.exists():
+            raise RuntimeError(f"{files.ca_key} exists without {files.ca_cert}; refusing to replace the CA")
+        _write_ca(files, now=now())
+    ca_pem = files.ca_cert.read_bytes()
+    files.trust_dir.mkdir(exist_ok=True)
+    trust_copy = files.trust_dir / "ca.crt"
+    if not trust_copy.exists() or trust_copy.read_bytes() != ca_pem:
+        _atomic_write(trust_copy, ca_pem, mode=0o644)
+    ca_cert = x509.load_pem_x509_certificate(ca_pem)
+    ca_key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise RuntimeError(f"{files.ca_key} is not an EC key")
+    if _needs_server_cert(files, dns_names=dns_names, ip_addresses=ip_addresses, now=now()):
+        _write_server(files, ca_cert=ca_cert, ca_key=ca_key, dns_names=dns_names, ip_addresses=ip_addresses,
+                      now=now())
+    return files
+
+
+def fingerprint(cert_path: Path) -> str:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
+
+
+def _atomic_write(path: Path, data: bytes, *, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _write_ca(files: TlsFiles, *, now: datetime.datetime) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Dockyard registry CA ({socket.gethostname()})")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    # Key first: a CA certificate without its key would block issuing forever.
+    _atomic_write(files.ca_key, _key_pem(key), mode=0o600)
+    _atomic_write(files.ca_cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+
+
+def _needs_server_cert(
+    files: TlsFiles, *, dns_names: list[str], ip_addresses: list[str], now: datetime.datetime
+) -> bool:
+    if not files.cert.exists() or not files.key.exists():
+        return True
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    if cert.not_valid_after_utc - now < RENEW_BEFORE:
+        return True
+    ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    if cert.issuer != ca.subject:
+        return True
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return True
+    have_dns = set(san.get_values_for_type(x509.DNSName))
+    have_ips = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    return not (set(dns_names) <= have_dns and {str(ipaddress.ip_address(i)) for i in ip_addresses} <= have_ips)
+
+
+def _write_server(
+    files: TlsFiles,
+    *,
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    dns_names: list[str],
+    ip_addresses: list[str],
+    now: datetime.datetime,
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ip_addresses]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=SERVER_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    _atomic_write(files.key, _key_pem(key), mode=0o600)
+    _atomic_write(files.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+
+
+def trust_instructions(files: TlsFiles, *, host_port: str) -> str:
+    """How to make docker, containerd and podman/skopeo trust the CA for `host_port`."""
+    ca = files.ca_cert
+    return "\n".join([
+        f"TLS: CA certificate {ca}",
+        f"     SHA-256 fingerprint {fingerprint(ca)}",
+        "Trust it with:",
+        f"  docker:      sudo mkdir -p /etc/docker/certs.d/{host_port} && "
+        f"sudo cp {ca} /etc/docker/certs.d/{host_port}/ca.crt",
+        f"  containerd:  sudo mkdir -p /etc/containerd/certs.d/{host_port} && "
+        f"sudo cp {ca} /etc/containerd/certs.d/{host_port}/ca.crt",
+        f"               and write /etc/containerd/certs.d/{host_port}/hosts.toml:",
+        f'                 server = "https://{host_port}"',
+        f'                 [host."https://{host_port}"]',
+        '                   capabilities = ["pull", "resolve", "push"]',
+        '                   ca = "ca.crt"',
+        f"  podman/skopeo: sudo mkdir -p /etc/containers/certs.d/{host_port} && "
+        f"sudo cp {ca} /etc/containers/certs.d/{host_port}/ca.crt",
+        f"               or pass --cert-dir {files.trust_dir} (skopeo: --src-cert-dir/--dest-cert-dir)",
+    ])
