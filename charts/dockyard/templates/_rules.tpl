@@ -1,16 +1,28 @@
 {{/*
-The operator's own rules: operator/dockyard_operator/kube.py RBAC_RULES, written out (a test compares
-the two), plus kopf's event posting. Same list for the ClusterRole (every namespace) and each Role.
+The operator's own rules: operator/dockyard_operator/kube.py RBAC_RULES, written out so the chart reads
+on its own (tests/integration/install checks the two are equal). Children in the registry's namespace are
+deleted through owner references, so only Ingresses (removed when spec.expose.ingress goes away) need
+"delete". The same list serves the ClusterRole (every namespace) and each per-namespace Role.
 */}}
 {{- define "dockyard.operatorRules" -}}
-# PLACEHOLDER until RBAC_RULES lands.
+# The PrivateRegistry resources: watched, annotated and finalized by kopf, status written by the operator.
 - apiGroups: ["dockyard.dev"]
   resources: ["privateregistries"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["dockyard.dev"]
   resources: ["privateregistries/status"]
   verbs: ["get", "patch"]
-# kopf: events about each PrivateRegistry (kubectl describe shows them).
+# Each registry's children: htpasswd/TLS/CA Secrets, nginx ConfigMap, Service, storage claim, Deployment.
+- apiGroups: [""]
+  resources: ["secrets", "configmaps", "services", "persistentvolumeclaims"]
+  verbs: ["get", "list", "watch", "create", "update"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "update"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["ingresses"]
+  verbs: ["get", "list", "watch", "create", "update", "delete"]
+# Events about each PrivateRegistry (kubectl describe shows them).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

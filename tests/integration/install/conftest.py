@@ -1,0 +1,170 @@
+"""The chart installed into the session's control plane, and the operator running under its ServiceAccount.
+
+`charted_operator` (package scope) does what a user's cluster does with the chart, minus the kubelet:
+`helm install` (no --wait: no Pod ever runs), then a TokenRequest token for the chart's ServiceAccount, then
+the operator process started with exactly the arguments and environment of the chart's Deployment (only the
+health port moves to a free loopback port) and that token as its only credential: not admin. It is exposed
+to tests as the `operator` fixture, so the operator integration scenarios imported by test_rbac_*.py run
+unchanged under the chart's RBAC.
+
+Teardown fails the package when the operator died, exited non-zero, or the audit log shows a single request
+of the ServiceAccount that was forbidden.
+
+Ordering: tests/integration/operator starts its own admin operator once per session. This package's
+operator is stopped when the package ends, which pytest's default order (install before operator) puts
+before that one starts; the two must never run at once, or both would reconcile the same registries.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tests.support
+from tests.integration.install import chart
+from tests.integration.operator.conftest import Operator
+from tests.support import kube
+
+OPERATOR_START_TIMEOUT = 90.0
+# The scenarios wait at most 60 s for drift to be corrected: resync faster than the default minute.
+TEST_ENV = {"DOCKYARD_RESYNC_SECONDS": "3", "DOCKYARD_BCRYPT_ROUNDS": "4", "PYTHONUNBUFFERED": "1"}
+
+
+@dataclasses.dataclass
+class ChartedOperator:
+    """The operator started from the chart's Deployment, with its release and identity."""
+
+    operator: Operator
+    release: str
+    namespace: str
+    service_account: str
+    kubeconfig: Path
+
+    @property
+    def username(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+
+def deployment_command(docs: list[dict[str, Any]], *, health_port: int) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of the chart's operator container, as they would run in the Pod.
+
+    `python` is this virtualenv's interpreter, where the image has its own; values the Pod takes from the
+    downward API (POD_ID) are filled in here.
+    """
+    (container,) = chart.only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    args = [
+        f"--liveness=http://127.0.0.1:{health_port}/healthz" if arg.startswith("--liveness=") else arg
+        for arg in container["args"]
+    ]
+    env = {}
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        elif item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name":
+            env[item["name"]] = "dockyard-operator-test-pod"
+    command = list(container["command"])
+    assert command[0] == "python", f"the chart's command is not a python invocation: {command}"
+    return [sys.executable, *command[1:], *args], env
+
+
+def start(*, argv: list[str], env: dict[str, str], kubeconfig: Path, log: Path, liveness: str) -> Operator:
+    """Start the operator with only `kubeconfig` as credentials; wait until kopf reports healthy."""
+    process = kube.Process(
+        name="dockyard-operator (chart RBAC)",
+        argv=argv,
+        log=log,
+        env={**os.environ, **env, **TEST_ENV, "KUBECONFIG": str(kubeconfig)},
+    )
+    operator = Operator(process=process, log=log, liveness=liveness)
+
+    def up() -> bool:
+        process.check_alive()
+        return operator.healthy()
+
+    try:
+        kube.eventually(
+            up, timeout=OPERATOR_START_TIMEOUT, interval=0.5, what="the operator's liveness probe"
+        )
+    except BaseException:
+        process.stop()
+        raise
+    return operator
+
+
+def forbidden_requests(plane: kube.ControlPlane, username: str) -> list[str]:
+    """`verb resource[/subresource] name` of every request by `username` that RBAC refused."""
+    refused = []
+    for event in plane.audit_events():
+        if event.get("user", {}).get("username") != username:
+            continue
+        if event.get("responseStatus", {}).get("code") != 403:
+            continue
+        ref = event.get("objectRef", {})
+        resource = "/".join(filter(None, [ref.get("resource"), ref.get("subresource")]))
+        refused.append(f"{event.get('verb')} {resource} {ref.get('name', '')}".strip())
+    return refused
+
+
+@pytest.fixture(scope="package")
+def charted_operator(
+    control_plane: kube.ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> collections.abc.Iterator[ChartedOperator]:
+    namespace = f"dockyard-rbac-{secrets.token_hex(3)}"
+    release = "rbac-proof"
+    control_plane.kubectl("create", "namespace", namespace)
+    kubeconfig_flag = f"--kubeconfig={control_plane.kubeconfig}"
+    chart.helm("install", release, str(chart.CHART), "--namespace", namespace, kubeconfig_flag, timeout=180)
+    try:
+        docs = chart.render(release=release, namespace=namespace)
+        account = chart.only(docs, "ServiceAccount")["metadata"]["name"]
+        token_config = control_plane.service_account_kubeconfig(namespace=namespace, name=account)
+        port = tests.support.free_port()
+        argv, env = deployment_command(docs, health_port=port)
+        log = tmp_path_factory.mktemp("charted-operator") / "operator.log"
+        operator = start(
+            argv=argv, env=env, kubeconfig=token_config, log=log, liveness=f"http://127.0.0.1:{port}/healthz"
+        )
+        charted = ChartedOperator(
+            operator=operator,
+            release=release,
+            namespace=namespace,
+            service_account=account,
+            kubeconfig=token_config,
+        )
+        try:
+            yield charted
+        finally:
+            alive_at_end = operator.process.alive()
+            code = operator.process.stop()
+            assert alive_at_end, f"the operator died:\n{kube.tail(log, lines=80)}"
+            assert code == 0, f"the operator exited {code} on SIGTERM:\n{kube.tail(log, lines=80)}"
+            refused = forbidden_requests(control_plane, charted.username)
+            assert not refused, f"the chart's RBAC refused the operator: {sorted(set(refused))}"
+    finally:
+        chart.helm("uninstall", release, "--namespace", namespace, kubeconfig_flag, "--wait", check=False)
+        control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture
+def operator(charted_operator: ChartedOperator) -> Operator:
+    """The operator under the chart's ServiceAccount, in the shape the operator scenarios expect."""
+    charted_operator.operator.process.check_alive()
+    return charted_operator.operator
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> collections.abc.Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    charted = item.funcargs.get("charted_operator") if hasattr(item, "funcargs") else None
+    if report.failed and isinstance(charted, ChartedOperator):
+        report.sections.append(("operator log (chart RBAC)", charted.operator.output()[-30000:]))
+    return report
