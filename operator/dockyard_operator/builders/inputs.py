@@ -1,0 +1,77 @@
+"""The one value every builder reads: a registry's parsed spec plus the material reconcile gathered.
+
+Owns: `Inputs` (what builders may depend on), `Owner` (the registry as an owner reference), and the digests
+that make the pod template change when configuration or secrets change.
+Must not: gather anything itself (that is `reconcile.py`).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+
+from dockyard_operator import crypto, model, names
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Owner:
+    """The `PrivateRegistry` that owns the children."""
+
+    name: str
+    namespace: str
+    uid: str
+    api_version: str = names.API_VERSION
+    kind: str = names.KIND
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TlsMaterial:
+    """The serving certificate, its key and the CA bundle clients should trust."""
+
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Inputs:
+    """Everything the builders need for one registry."""
+
+    registry: str
+    namespace: str
+    spec: model.PrivateRegistrySpec
+    names: names.Names
+    registry_image: str
+    nginx_image: str
+    htpasswd: str
+    access_yaml: str
+    tls_secret_name: str
+    """The Secret the nginx sidecar mounts: <registry>-tls, or the user's Secret in mode Secret."""
+    tls_digest: str
+    """Digest of the served certificate and key, so a renewal rolls the pods."""
+    tls: TlsMaterial | None = None
+    """Set when the operator renders <registry>-tls (SelfSigned mode and a usable CA)."""
+    ca: crypto.KeyPair | None = None
+    """Set when the operator renders <registry>-ca."""
+
+
+def digest(*parts: str | bytes) -> str:
+    """A short, stable digest of several values (length-prefixed, so boundaries cannot shift)."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.hexdigest()[:32]
+
+
+def b64(data: str | bytes) -> str:
+    """Secret `data` encoding."""
+    raw = data.encode() if isinstance(data, str) else data
+    return base64.b64encode(raw).decode("ascii")
+
+
+def metadata(inputs: Inputs, *, name: str, component: str) -> dict[str, object]:
+    """Common child metadata: name and the recommended labels."""
+    return {"name": name, "labels": names.labels(inputs.registry, component=component)}

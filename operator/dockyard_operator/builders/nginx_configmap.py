@@ -1,0 +1,182 @@
+"""The `<registry>-nginx` ConfigMap and the pure renderer of the sidecar's complete `nginx.conf`.
+
+The sidecar terminates TLS (1.2/1.3), asks the registry's `/auth` endpoint about every `/v2/` request
+(`auth_request`, passing X-Original-URI/X-Original-Method and the client's Authorization), streams uploads and
+downloads without buffering, and serves blob bytes itself from the storage volume when the registry answers
+with `X-Accel-Redirect` (sendfile speed, the registry never copies blob bytes). Its own 401/403 answers carry
+`Docker-Distribution-API-Version` and an OCI error body, which `docker login` needs (distribution #397).
+
+Owns: the config text and its parameters (paths, upstream, port default to the pod layout so tests can run
+real `nginx -t` against temp dirs).
+Must not: read files or know about Kubernetes beyond the ConfigMap envelope.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from dockyard_operator import model
+from dockyard_operator.builders import inputs as inputs_mod
+
+CONFIG_KEY = "nginx.conf"
+CONFIG_DIR = "/etc/dockyard/nginx"
+TLS_DIR = "/etc/dockyard/tls"
+DATA_DIR = "/var/lib/registry"
+CACHE_DIR = "/var/cache/nginx"
+TMP_DIR = "/tmp"
+BLOB_PREFIX = "/_dockyard_blobs/"
+UPSTREAM = "127.0.0.1:5000"
+LISTEN_PORT = 5443
+
+_UNAUTHORIZED = '{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}'
+_DENIED = '{"errors":[{"code":"DENIED","message":"requested access to the resource is denied","detail":null}]}'
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NginxPaths:
+    """File system locations in the config; the defaults are the pod's mounts."""
+
+    cert: str = f"{TLS_DIR}/tls.crt"
+    key: str = f"{TLS_DIR}/tls.key"
+    pid: str = f"{TMP_DIR}/nginx.pid"
+    temp_dir: str = CACHE_DIR
+    data_dir: str = DATA_DIR
+
+
+def render(
+    *,
+    nginx: model.Nginx,
+    paths: NginxPaths = NginxPaths(),  # noqa: B008  # frozen dataclass: a safe default
+    upstream: str = UPSTREAM,
+    listen_port: int = LISTEN_PORT,
+) -> str:
+    """The complete nginx.conf for the sidecar."""
+    data_dir = paths.data_dir.rstrip("/") + "/"
+    temp = paths.temp_dir.rstrip("/")
+    api_version_header = "add_header Docker-Distribution-API-Version $dockyard_api_version always;"
+    return f"""\
+# Rendered by the Dockyard operator; edits are overwritten.
+worker_processes auto;
+pid {paths.pid};
+error_log stderr warn;
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    access_log /dev/stdout;
+    server_tokens off;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65s;
+
+    # Writable paths under a read-only root file system.
+    client_body_temp_path {temp}/client_body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+
+    # The registry sets this header on its own answers; add it only where it is missing, never twice.
+    map $upstream_http_docker_distribution_api_version $dockyard_api_version {{
+        "" "registry/2.0";
+        default "";
+    }}
+
+    upstream dockyard_registry {{
+        server {upstream};
+        keepalive 16;
+    }}
+
+    server {{
+        listen {listen_port} ssl;
+        ssl_certificate {paths.cert};
+        ssl_certificate_key {paths.key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_prefer_server_ciphers off;
+        ssl_session_cache shared:dockyard_tls:10m;
+        ssl_session_timeout 1h;
+
+        client_max_body_size {nginx.client_max_body_size};
+        chunked_transfer_encoding on;
+
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $http_host;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_connect_timeout {nginx.proxy_connect_timeout};
+        proxy_read_timeout {nginx.proxy_read_timeout};
+        proxy_send_timeout {nginx.proxy_send_timeout};
+
+        location = /healthz {{
+            proxy_pass http://dockyard_registry/healthz;
+        }}
+
+        location /v2/ {{
+            auth_request /_dockyard_auth;
+            auth_request_set $dockyard_www_authenticate $upstream_http_www_authenticate;
+            error_page 401 = @dockyard_unauthorized;
+            error_page 403 = @dockyard_denied;
+
+            # Stream uploads and downloads: no temp files, no size-dependent latency.
+            proxy_request_buffering off;
+            proxy_buffering off;
+            proxy_pass http://dockyard_registry;
+            {api_version_header}
+        }}
+
+        location = /_dockyard_auth {{
+            internal;
+            proxy_pass http://dockyard_registry/auth;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header X-Original-Method $request_method;
+            proxy_set_header Authorization $http_authorization;
+        }}
+
+        location @dockyard_unauthorized {{
+            default_type application/json;
+            add_header WWW-Authenticate $dockyard_www_authenticate always;
+            add_header Docker-Distribution-API-Version registry/2.0 always;
+            return 401 '{_UNAUTHORIZED}';
+        }}
+
+        location @dockyard_denied {{
+            default_type application/json;
+            add_header Docker-Distribution-API-Version registry/2.0 always;
+            return 403 '{_DENIED}';
+        }}
+
+        # Blob bytes, after the registry authorized the request and answered with X-Accel-Redirect.
+        location {BLOB_PREFIX} {{
+            internal;
+            alias {data_dir};
+            etag off;
+            add_header Docker-Content-Digest $upstream_http_docker_content_digest always;
+            add_header ETag $upstream_http_etag always;
+            add_header Docker-Distribution-API-Version registry/2.0 always;
+        }}
+
+        location / {{
+            default_type application/json;
+            add_header Docker-Distribution-API-Version registry/2.0 always;
+            return 404 '{{"errors":[{{"code":"NOT_FOUND","message":"not found","detail":null}}]}}';
+        }}
+    }}
+}}
+"""
+
+
+def build(inputs: inputs_mod.Inputs) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": inputs_mod.metadata(inputs, name=inputs.names.nginx_configmap, component="nginx"),
+        "data": {CONFIG_KEY: render(nginx=inputs.spec.nginx)},
+    }

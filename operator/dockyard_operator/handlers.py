@@ -1,0 +1,146 @@
+"""kopf wiring: the only module with kopf decorators. Every trigger ends in `Reconciler.reconcile`.
+
+Triggers: create/update/resume of a `PrivateRegistry` (one handler stacked on all three), a periodic timer
+(`DOCKYARD_RESYNC_SECONDS`) that corrects drift nobody told us about, events of referenced password/TLS
+Secrets (found through an in-memory index of which registry references which Secret), and events of owned
+children (a deleted or edited child, or a Deployment becoming available) mapped to their owner through the
+controller owner reference.
+
+kopf bookkeeping goes into `dockyard.dev/*` annotations, not into status: the CRD's structural schema would
+prune `status.kopf`, and status belongs to the reconciler. kopf adds a finalizer only because timers need one
+to stop cleanly; children are removed by garbage collection, never by a finalizer.
+
+Must not: build manifests, decide anything, or call the API other than through `kube.py` (via the reconciler).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+import kopf
+
+from dockyard_operator import kube, names, reconcile, settings
+
+SETTINGS = settings.Settings.from_env()
+_CHILD_LABELS = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=names.GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{names.GROUP}/timers"
+    # Our own Events already say what happened; kopf's per-handler success Events would only add noise.
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = 8
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per API request drowns the rest
+    memo.reconciler = reconcile.Reconciler(
+        client=kube.Kube.connect(field_manager=SETTINGS.field_manager), config=SETTINGS
+    )
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    reconciler = getattr(memo, "reconciler", None)
+    if reconciler is not None:
+        await reconciler.close()
+
+
+async def _run(memo: kopf.Memo, *, namespace: str, name: str) -> None:
+    try:
+        result = await memo.reconciler.reconcile(namespace=namespace, name=name)
+    except kube.Forbidden as exc:
+        raise kopf.TemporaryError(f"{exc} (check the operator's RBAC)", delay=60) from None
+    except kube.KubeError as exc:
+        raise kopf.TemporaryError(str(exc), delay=10) from None
+    if result.retry_after is not None:
+        raise kopf.TemporaryError(result.message or "retrying", delay=result.retry_after)
+
+
+@kopf.on.resume(names.GROUP, names.VERSION, names.PLURAL)
+@kopf.on.create(names.GROUP, names.VERSION, names.PLURAL)
+@kopf.on.update(names.GROUP, names.VERSION, names.PLURAL)
+async def reconcile_registry(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    await _run(memo, namespace=namespace, name=name)
+
+
+@kopf.timer(
+    names.GROUP,
+    names.VERSION,
+    names.PLURAL,
+    interval=SETTINGS.resync_seconds,
+    initial_delay=SETTINGS.resync_seconds,
+)
+async def resync(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    await _run(memo, namespace=namespace, name=name)
+
+
+def referenced_secrets(spec: Mapping[str, Any]) -> set[str]:
+    """Names of the Secrets a registry spec reads (user passwords, a bring-your-own TLS Secret)."""
+    refs = {
+        str(user.get("passwordSecretRef", {}).get("name"))
+        for user in (spec.get("auth") or {}).get("users") or []
+        if user.get("passwordSecretRef", {}).get("name")
+    }
+    tls = spec.get("tls") or {}
+    if tls.get("mode") == "Secret" and tls.get("secretName"):
+        refs.add(str(tls["secretName"]))
+    return refs
+
+
+@kopf.index(names.GROUP, names.VERSION, names.PLURAL)
+def registries_by_secret(namespace: str, name: str, spec: Mapping[str, Any], **_: Any) -> dict[tuple[str, str], str]:
+    return {(namespace, secret): name for secret in referenced_secrets(spec)}
+
+
+def owner_registry(body: Mapping[str, Any]) -> str | None:
+    """The name of the PrivateRegistry controlling this object, if any."""
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("apiVersion") == names.API_VERSION and ref.get("kind") == names.KIND:
+            return str(ref.get("name"))
+    return None
+
+
+async def _reconcile_all(memo: kopf.Memo, namespace: str, registries: Iterable[str]) -> None:
+    for registry in sorted(set(registries)):
+        await _run(memo, namespace=namespace, name=registry)
+
+
+@kopf.on.event("", "v1", "secrets")
+async def secret_changed(
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    memo: kopf.Memo,
+    registries_by_secret: kopf.Index[tuple[str, str], str],
+    **_: Any,
+) -> None:
+    registries: Collection[str] = list(registries_by_secret.get((namespace, name), []))
+    owner = owner_registry(body)
+    await _reconcile_all(memo, namespace, [*registries, *([owner] if owner else [])])
+
+
+@kopf.on.event("", "v1", "configmaps", labels=_CHILD_LABELS)
+@kopf.on.event("", "v1", "services", labels=_CHILD_LABELS)
+@kopf.on.event("", "v1", "persistentvolumeclaims", labels=_CHILD_LABELS)
+@kopf.on.event("apps", "v1", "deployments", labels=_CHILD_LABELS)
+@kopf.on.event("networking.k8s.io", "v1", "ingresses", labels=_CHILD_LABELS)
+async def child_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    owner = owner_registry(body)
+    if owner is not None:
+        await _run(memo, namespace=namespace, name=owner)
+
+
+def run(*, namespaces: Collection[str] = (), liveness_endpoint: str | None = None) -> None:
+    """Run the operator in this process until it is signalled (what `dockyard-operator` does)."""
+    kopf.configure(verbose=False)
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=list(namespaces),
+        liveness_endpoint=liveness_endpoint,
+    )

@@ -1,0 +1,236 @@
+"""All Kubernetes I/O of the operator, through lightkube's AsyncClient, with dict manifests in and out.
+
+Owns: the client (kubeconfig from KUBECONFIG or in-cluster credentials), the mapping of manifest kinds to API
+resources, translating API errors into our error types (404 → `NotFound`, 409 → `Conflict`/`AlreadyExists`,
+422 → `Invalid`, 403 → `Forbidden`), writing the registry's status subresource, and posting Events. Also
+`RBAC_RULES`: every resource and verb the operator uses; the Helm chart's ClusterRole is generated from/checked
+against it, so a new call here must add its verb there.
+Must not: decide anything. What to write and when lives in `reconcile.py`; this module only moves bytes.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any, Final
+
+import httpx2 as httpx
+from lightkube import ApiError, AsyncClient, codecs, generic_resource
+from lightkube.core.resource import NamespacedResource
+from lightkube.resources import apps_v1, core_v1, networking_v1
+from lightkube.types import PatchType
+
+from dockyard_operator import names
+
+# Resources and verbs the operator needs (ClusterRole rules). kopf's own needs are in KOPF_RBAC_RULES.
+RBAC_RULES: Final[list[dict[str, list[str]]]] = [
+    {"apiGroups": [names.GROUP], "resources": [names.PLURAL], "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": [names.GROUP], "resources": [f"{names.PLURAL}/status"], "verbs": ["get", "patch"]},
+    {
+        "apiGroups": [""],
+        "resources": ["secrets", "configmaps", "services", "persistentvolumeclaims"],
+        "verbs": ["get", "list", "watch", "create", "update"],
+    },
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "create", "update"]},
+    {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["ingresses"],
+        "verbs": ["get", "list", "watch", "create", "update", "delete"],
+    },
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+]
+# What kopf itself uses (docs/deployment-rbac.yaml): scanning CRDs and namespaces, its events, and peering
+# objects (only when not run with --standalone).
+KOPF_RBAC_RULES: Final[list[dict[str, list[str]]]] = [
+    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
+    {
+        "apiGroups": ["kopf.dev"],
+        "resources": ["clusterkopfpeerings", "kopfpeerings"],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+]
+
+PrivateRegistry = generic_resource.create_namespaced_resource(
+    names.GROUP, names.VERSION, names.KIND, names.PLURAL
+)
+
+_RESOURCES: Final[dict[tuple[str, str], type[NamespacedResource]]] = {
+    ("v1", "Secret"): core_v1.Secret,
+    ("v1", "ConfigMap"): core_v1.ConfigMap,
+    ("v1", "Service"): core_v1.Service,
+    ("v1", "PersistentVolumeClaim"): core_v1.PersistentVolumeClaim,
+    ("apps/v1", "Deployment"): apps_v1.Deployment,
+    ("networking.k8s.io/v1", "Ingress"): networking_v1.Ingress,
+    (names.API_VERSION, names.KIND): PrivateRegistry,
+}
+
+
+class KubeError(Exception):
+    """An API request failed; `status` is the HTTP status code (0 when the server was unreachable)."""
+
+    def __init__(self, message: str, *, status: int, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class NotFound(KubeError):
+    pass
+
+
+class Conflict(KubeError):
+    """409: a stale resourceVersion, or (as `AlreadyExists`) a create of an existing object."""
+
+
+class AlreadyExists(Conflict):
+    pass
+
+
+class Invalid(KubeError):
+    """422: the server rejected the object (an immutable field, a bad value)."""
+
+
+class Forbidden(KubeError):
+    """403: the operator's ServiceAccount lacks a permission; the message names verb and resource."""
+
+
+class Unavailable(KubeError):
+    """The API server could not be reached or answered 5xx/429."""
+
+
+def _translate(exc: ApiError, *, verb: str, what: str) -> KubeError:
+    status = exc.status.code or 0
+    reason = exc.status.reason or ""
+    message = f"{verb} {what}: {exc.status.message or reason or status}"
+    if status == 404:
+        return NotFound(message, status=status, reason=reason)
+    if status == 409 and reason == "AlreadyExists":
+        return AlreadyExists(message, status=status, reason=reason)
+    if status == 409:
+        return Conflict(message, status=status, reason=reason)
+    if status == 422:
+        return Invalid(message, status=status, reason=reason)
+    if status == 403:
+        return Forbidden(f"forbidden: {message}", status=status, reason=reason)
+    if status == 429 or status >= 500:
+        return Unavailable(message, status=status, reason=reason)
+    return KubeError(message, status=status, reason=reason)
+
+
+def resource_for(api_version: str, kind: str) -> type[NamespacedResource]:
+    try:
+        return _RESOURCES[(api_version, kind)]
+    except KeyError:
+        raise ValueError(f"the operator does not manage {kind} ({api_version})") from None
+
+
+def describe(manifest: Mapping[str, Any]) -> str:
+    meta = manifest.get("metadata", {})
+    return f"{manifest.get('kind')} {meta.get('namespace')}/{meta.get('name')}"
+
+
+class Kube:
+    """A thin async facade over lightkube; every method takes keyword arguments and returns plain dicts."""
+
+    def __init__(self, client: AsyncClient, *, field_manager: str) -> None:
+        self._client = client
+        self._field_manager = field_manager
+
+    @classmethod
+    def connect(cls, *, field_manager: str) -> Kube:
+        """A client from KUBECONFIG (or ~/.kube/config) or the in-cluster ServiceAccount."""
+        return cls(AsyncClient(field_manager=field_manager), field_manager=field_manager)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def _call(self, coro: Any, *, verb: str, what: str) -> Any:
+        try:
+            return await coro
+        except ApiError as exc:
+            raise _translate(exc, verb=verb, what=what) from None
+        except httpx.TransportError as exc:
+            raise Unavailable(f"{verb} {what}: {exc}", status=0) from None
+
+    async def get(self, *, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object as a dict, or None when it does not exist."""
+        res = resource_for(api_version, kind)
+        try:
+            obj = await self._call(
+                self._client.get(res, name, namespace=namespace), verb="get", what=f"{kind} {namespace}/{name}"
+            )
+        except NotFound:
+            return None
+        return _to_dict(obj)
+
+    async def create(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        obj = codecs.from_dict(dict(manifest))
+        return _to_dict(await self._call(self._client.create(obj), verb="create", what=describe(manifest)))
+
+    async def replace(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT the whole object; `metadata.resourceVersion` must be set (optimistic concurrency)."""
+        obj = codecs.from_dict(dict(manifest))
+        return _to_dict(await self._call(self._client.replace(obj), verb="update", what=describe(manifest)))
+
+    async def delete(self, *, api_version: str, kind: str, namespace: str, name: str) -> None:
+        """Delete an object; an already missing object is fine."""
+        res = resource_for(api_version, kind)
+        try:
+            await self._call(
+                self._client.delete(res, name, namespace=namespace), verb="delete", what=f"{kind} {namespace}/{name}"
+            )
+        except NotFound:
+            return
+
+    async def patch_registry_status(self, *, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge-patch the status subresource of a PrivateRegistry."""
+        await self._call(
+            self._client.patch(
+                PrivateRegistry.Status,
+                name,
+                {"status": dict(status)},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            ),
+            verb="patch",
+            what=f"{names.KIND} {namespace}/{name} status",
+        )
+
+    async def emit_event(
+        self,
+        *,
+        involved: Mapping[str, Any],
+        type_: str,
+        reason: str,
+        message: str,
+        now: datetime.datetime,
+    ) -> None:
+        """Post a core/v1 Event about `involved` (a dict with apiVersion, kind, namespace, name, uid)."""
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = core_v1.Event.from_dict(
+            {
+                "metadata": {"generateName": f"{involved['name']}.", "namespace": involved["namespace"]},
+                "involvedObject": dict(involved),
+                "type": type_,
+                "reason": reason,
+                "message": message[:1024],
+                "source": {"component": self._field_manager},
+                "reportingComponent": self._field_manager,
+                "firstTimestamp": stamp,
+                "lastTimestamp": stamp,
+                "count": 1,
+            }
+        )
+        await self._call(
+            self._client.create(event), verb="create", what=f"Event for {involved['kind']} {involved['name']}"
+        )
+
+
+def _to_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return dict(obj)
+    result = obj.to_dict()
+    assert isinstance(result, dict)
+    return result

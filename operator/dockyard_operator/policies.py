@@ -1,0 +1,168 @@
+"""Pure decisions of the reconcile loop, each returning what to do and why (a reason and a message).
+
+Owns: which SANs the serving certificate needs, when it must be (re)issued, what to do about the CA, whether a
+bring-your-own certificate is usable, whether storage fits the replica count, and how Deployment status maps
+to readiness. Every check returns a reason that drives both the action and the condition, in the style of
+cert-manager's policy chain.
+Must not: perform I/O, read the clock (callers pass `now`), or import kopf/lightkube.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+from dockyard_operator import crypto, model, names
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """The outcome of one check: `reason` is CamelCase, `message` is for humans (never contains secrets)."""
+
+    ok: bool
+    reason: str
+    message: str
+
+
+# ------------------------------------------------------------------------------------ certificates
+
+
+def desired_sans(
+    *, spec: model.PrivateRegistrySpec, child_names: names.Names, namespace: str, cluster_domain: str
+) -> tuple[list[str], list[str]]:
+    """(DNS names, IP addresses) the serving certificate must carry, deduplicated in a stable order."""
+    dns: list[str] = [*names.service_hosts(child_names.service, namespace, cluster_domain), "localhost"]
+    if spec.expose.ingress is not None:
+        dns.append(spec.expose.ingress.host)
+    dns.extend(spec.tls.dns_names)
+    ips = ["127.0.0.1", *spec.tls.ip_addresses]
+    return list(dict.fromkeys(dns)), list(dict.fromkeys(ips))
+
+
+class CaAction(enum.Enum):
+    CREATE = "create"  # nothing exists yet: first issuance
+    KEEP = "keep"  # the CA Secret is present and usable
+    REFUSE = "refuse"  # the CA key is gone (or broken) while clients may trust the old CA
+
+
+def ca_action(*, ca_secret: Mapping[str, bytes] | None, tls_secret: Mapping[str, bytes] | None) -> tuple[CaAction, Verdict]:
+    """What to do about the CA.
+
+    The CA is never regenerated silently: clients and nodes have been told to trust it, and a new CA breaks
+    every one of them (the harbor-helm #786 failure). So a missing or broken CA Secret while the TLS Secret
+    still carries a CA is reported (Degraded, reason CAKeyMissing / CAInvalid) and the serving certificate is
+    left alone; the user accepts a new CA by deleting the TLS Secret too. Only when neither exists is a CA
+    created.
+    """
+    ca_pem = (ca_secret or {}).get("ca.crt")
+    ca_key = (ca_secret or {}).get("ca.key")
+    if ca_pem and ca_key:
+        try:
+            info = crypto.inspect(ca_pem)
+            matches = crypto.key_matches(cert_pem=ca_pem, key_pem=ca_key)
+        except crypto.CryptoError as exc:
+            return CaAction.REFUSE, Verdict(False, "CAInvalid", f"the CA Secret is unusable: {exc}")
+        if not matches or not info.is_ca:
+            return CaAction.REFUSE, Verdict(False, "CAInvalid", "the CA Secret's key does not match its certificate")
+        return CaAction.KEEP, Verdict(True, "CAPresent", f"CA {info.fingerprint_sha256} is kept")
+    if tls_secret is not None and tls_secret.get("ca.crt"):
+        return CaAction.REFUSE, Verdict(
+            False,
+            "CAKeyMissing",
+            "the CA Secret is missing or incomplete while the TLS Secret still carries a CA that clients may trust; "
+            "not generating a new CA silently. Delete the TLS Secret as well to accept a new CA.",
+        )
+    return CaAction.CREATE, Verdict(True, "CACreated", "no CA existed; a new one is created")
+
+
+def server_cert_verdict(
+    *,
+    tls_secret: Mapping[str, bytes] | None,
+    ca_pem: bytes,
+    dns_names: list[str],
+    ip_addresses: list[str],
+    now: datetime.datetime,
+    renew_before: datetime.timedelta,
+) -> Verdict:
+    """Whether the current serving certificate can stay (`ok`) or why it must be (re)issued."""
+    if tls_secret is None or not tls_secret.get("tls.crt") or not tls_secret.get("tls.key"):
+        return Verdict(False, "Missing", "no serving certificate yet")
+    cert, key = tls_secret["tls.crt"], tls_secret["tls.key"]
+    try:
+        info = crypto.inspect(cert)
+        if not crypto.key_matches(cert_pem=cert, key_pem=key):
+            return Verdict(False, "KeyMismatch", "tls.key does not belong to tls.crt")
+        if not crypto.signed_by(cert_pem=cert, ca_pem=ca_pem):
+            return Verdict(False, "NotSignedByCA", "the serving certificate was not issued by the current CA")
+    except crypto.CryptoError as exc:
+        return Verdict(False, "Unparseable", f"the serving certificate is unusable: {exc}")
+    if tls_secret.get("ca.crt") != ca_pem:
+        return Verdict(False, "CABundleOutdated", "ca.crt in the TLS Secret is not the current CA")
+    if sorted(info.dns_names) != sorted(dns_names) or sorted(info.ip_addresses) != sorted(ip_addresses):
+        return Verdict(False, "SANsChanged", "the certificate's DNS names or IP addresses differ from the wanted set")
+    if info.not_after - renew_before <= now:
+        return Verdict(False, "Expiring", f"the certificate expires at {info.not_after.isoformat()}; renewing")
+    return Verdict(True, "Valid", f"valid until {info.not_after.isoformat()}")
+
+
+def byo_cert_verdict(*, secret: Mapping[str, bytes] | None, secret_name: str, now: datetime.datetime) -> Verdict:
+    """Whether a bring-your-own `kubernetes.io/tls` Secret is usable."""
+    if secret is None:
+        return Verdict(False, "SecretNotFound", f"TLS Secret {secret_name!r} not found")
+    cert, key = secret.get("tls.crt"), secret.get("tls.key")
+    if not cert or not key:
+        return Verdict(False, "SecretIncomplete", f"TLS Secret {secret_name!r} needs keys tls.crt and tls.key")
+    try:
+        info = crypto.inspect(cert)
+        if not crypto.key_matches(cert_pem=cert, key_pem=key):
+            return Verdict(False, "KeyMismatch", f"tls.key in Secret {secret_name!r} does not belong to tls.crt")
+    except crypto.CryptoError as exc:
+        return Verdict(False, "InvalidCertificate", f"TLS Secret {secret_name!r}: {exc}")
+    if info.not_after <= now:
+        return Verdict(False, "Expired", f"the certificate in Secret {secret_name!r} expired at {info.not_after.isoformat()}")
+    return Verdict(True, "Valid", f"certificate from Secret {secret_name!r} valid until {info.not_after.isoformat()}")
+
+
+# ------------------------------------------------------------------------------------------ storage
+
+
+def storage_verdict(spec: model.PrivateRegistrySpec, *, pvc_phase: str | None) -> Verdict:
+    """Whether the storage is usable for the wanted replica count."""
+    if spec.storage.kind == "emptyDir":
+        if spec.replicas > 1:
+            return Verdict(False, "StorageNotShared", "emptyDir storage is per pod; more than one replica splits the data")
+        return Verdict(True, "EmptyDir", "pod-local emptyDir storage (lost when the pod goes away)")
+    pvc = spec.storage.effective_pvc
+    if spec.replicas > 1 and "ReadWriteMany" not in pvc.access_modes:
+        return Verdict(False, "StorageNotShared", "more than one replica needs a ReadWriteMany claim")
+    if pvc_phase == "Bound":
+        return Verdict(True, "ClaimBound", "the PersistentVolumeClaim is bound")
+    if pvc_phase == "Lost":
+        return Verdict(False, "ClaimLost", "the PersistentVolumeClaim lost its volume")
+    return Verdict(False, "ClaimPending", "waiting for the PersistentVolumeClaim to be bound")
+
+
+# ---------------------------------------------------------------------------------------- readiness
+
+
+def deployment_verdict(deployment: Mapping[str, Any] | None, *, replicas: int) -> Verdict:
+    """Ready follows the Deployment: available and the current generation observed."""
+    if deployment is None:
+        return Verdict(False, "DeploymentMissing", "the registry Deployment does not exist yet")
+    meta = deployment.get("metadata", {})
+    status = deployment.get("status") or {}
+    observed = status.get("observedGeneration", 0)
+    if observed < meta.get("generation", 0):
+        return Verdict(False, "DeploymentProgressing", "the Deployment controller has not observed the latest spec yet")
+    if replicas == 0:
+        return Verdict(False, "ScaledToZero", "spec.replicas is 0")
+    available = status.get("availableReplicas") or 0
+    updated = status.get("updatedReplicas") or 0
+    if available < 1:
+        return Verdict(False, "DeploymentNotAvailable", f"0 of {replicas} registry pods are available")
+    if updated < replicas:
+        return Verdict(True, "RollingOut", f"{available} pods available, {updated} of {replicas} updated")
+    return Verdict(True, "DeploymentAvailable", f"{available} of {replicas} registry pods are available")

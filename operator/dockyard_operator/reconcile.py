@@ -1,0 +1,583 @@
+"""The one reconcile path of a `PrivateRegistry`: read → policies → builders → adopt → ensure → status.
+
+Create, update, resume, the periodic timer and the watches on referenced Secrets and owned children all end
+here, so there is exactly one way state converges. Each pass:
+1. reads the registry fresh (a watch event may be stale) and parses its spec once;
+2. gathers material: user passwords from the referenced Secrets (hashes reused when they still verify), the
+   CA and serving certificate (kept, renewed or refused according to `policies`);
+3. builds every child (`builders.desired_children`), adopts it (controller owner reference) and `ensure`s it:
+   create when absent, rewrite when the spec hash or any owned field differs, and no write otherwise; a 409 on
+   create means someone else created it, so it is re-read and compared like any other live object;
+4. writes status (conditions, endpoint, CA and certificate facts) only when it changed, and posts Events for
+   transitions.
+A problem the schema cannot catch (missing Secret or key, unusable password or certificate) leaves every child
+untouched and is reported as Ready=False/Degraded=True with a message naming it; the watch on Secrets or the
+timer brings the next attempt, so nothing crash-loops.
+
+Must not: import kopf (handlers translate `Result.retry_after` into kopf's retry), talk to the API except through
+`kube.Kube`, or put a password anywhere but into bcrypt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import datetime
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pydantic
+
+from dockyard_operator import builders, conditions, crypto, diff, kube, model, names, policies, settings
+from dockyard_operator.builders import htpasswd_secret, inputs
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime.datetime]
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """What the handler should do after a pass: nothing, or retry after `retry_after` seconds."""
+
+    retry_after: float | None = None
+    message: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Something that makes the spec unusable right now (reason, message); never contains secrets."""
+
+    reason: str
+    message: str
+
+
+class _Blocked(Exception):
+    """Material gathering found problems: keep children untouched and report them."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(p.message for p in problems))
+        self.problems = problems
+
+
+def _decode(secret: Mapping[str, Any] | None) -> dict[str, bytes] | None:
+    if secret is None:
+        return None
+    return {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
+
+
+@dataclasses.dataclass
+class _Pass:
+    """Mutable bookkeeping of one reconcile pass."""
+
+    events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # (type, reason, message)
+    degraded: list[Problem] = dataclasses.field(default_factory=list)
+    certificate: policies.Verdict | None = None
+    storage_problem: Problem | None = None
+    ca_status: model.CaStatus | None = None
+    cert_status: model.CertificateStatus | None = None
+    retry_after: float | None = None
+
+
+class Reconciler:
+    """Holds the client, settings and clock; one instance per operator process."""
+
+    def __init__(
+        self,
+        *,
+        client: kube.Kube,
+        config: settings.Settings,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._kube = client
+        self._settings = config
+        self._clock = clock
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._waiting: dict[tuple[str, str], int] = {}
+
+    async def close(self) -> None:
+        await self._kube.close()
+
+    async def reconcile(self, *, namespace: str, name: str) -> Result:
+        """Bring one registry's children and status in line with its spec (serialized per registry).
+
+        Passes for one registry never overlap. Bursts coalesce: a pass that would only queue behind another
+        queued pass returns at once, because that queued pass reads the registry fresh and covers it.
+        """
+        key = (namespace, name)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        if lock.locked() and self._waiting.get(key, 0) > 0:
+            return Result()
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            async with lock:
+                self._waiting[key] -= 1
+                body = await self._kube.get(
+                    api_version=names.API_VERSION, kind=names.KIND, namespace=namespace, name=name
+                )
+                if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                    return Result()  # deleted: garbage collection removes the children
+                return await self._reconcile_body(body)
+        finally:
+            if self._waiting.get(key) == 0 and not lock.locked():
+                self._waiting.pop(key, None)
+                self._locks.pop(key, None)
+
+    # ----------------------------------------------------------------------------------------- pass
+
+    async def _reconcile_body(self, body: dict[str, Any]) -> Result:
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        generation = meta.get("generation")
+        now = self._clock()
+        state = _Pass()
+        previous = _parse_conditions(body)
+        try:
+            spec = model.parse_spec(body.get("spec") or {})
+        except pydantic.ValidationError as exc:
+            problem = Problem("InvalidSpec", model.spec_error_message(exc))
+            return await self._report_blocked(body, previous, [problem], now=now)
+
+        child_names = names.Names.of(name)
+        owner = inputs.Owner(name=name, namespace=namespace, uid=meta["uid"])
+        try:
+            htpasswd, access = await self._users(spec=spec, namespace=namespace, child_names=child_names)
+            tls_fields = await self._tls(
+                spec=spec, namespace=namespace, child_names=child_names, now=now, state=state
+            )
+        except _Blocked as blocked:
+            return await self._report_blocked(body, previous, blocked.problems, now=now, state=state)
+
+        desired_inputs = inputs.Inputs(
+            registry=name,
+            namespace=namespace,
+            spec=spec,
+            names=child_names,
+            registry_image=self._settings.registry_image,
+            nginx_image=self._settings.nginx_image,
+            htpasswd=htpasswd,
+            access_yaml=access,
+            **tls_fields,
+        )
+        applied: dict[str, dict[str, Any]] = {}
+        for child in builders.desired_children(desired_inputs):
+            adopted = builders.adopt(child, owner=owner)
+            try:
+                applied[adopted["kind"]] = await self._ensure(adopted, state=state)
+            except kube.Invalid as exc:
+                problem = Problem("ChildRejected", str(exc))
+                if adopted["kind"] == "PersistentVolumeClaim":
+                    state.storage_problem = Problem("ClaimUpdateRejected", str(exc))
+                else:
+                    state.degraded.append(problem)
+            except kube.Forbidden as exc:
+                state.degraded.append(Problem("Forbidden", str(exc)))
+                state.retry_after = 60.0
+            except (kube.Conflict, kube.Unavailable) as exc:
+                state.degraded.append(Problem("ApplyFailed", str(exc)))
+                state.retry_after = 5.0
+        if spec.expose.ingress is None:
+            await self._remove_ingress(namespace=namespace, child_names=child_names, owner=owner, state=state)
+
+        status = self._status(
+            body=body,
+            spec=spec,
+            previous=previous,
+            state=state,
+            deployment=applied.get("Deployment"),
+            pvc=applied.get("PersistentVolumeClaim"),
+            now=now,
+            generation=generation,
+        )
+        await self._write_status(body, status, previous=previous, now=now, state=state)
+        return Result(retry_after=state.retry_after, message="; ".join(p.message for p in state.degraded))
+
+    # ------------------------------------------------------------------------------------ material
+
+    async def _secret(self, *, namespace: str, name: str) -> dict[str, bytes] | None:
+        return _decode(await self._kube.get(api_version="v1", kind="Secret", namespace=namespace, name=name))
+
+    async def _users(
+        self, *, spec: model.PrivateRegistrySpec, namespace: str, child_names: names.Names
+    ) -> tuple[str, str]:
+        """(htpasswd, access.yaml); hashes are reused for passwords that did not change."""
+        problems: list[Problem] = []
+        secrets: dict[str, dict[str, bytes] | None] = {}
+        passwords: dict[str, bytes] = {}
+        for user in spec.auth.users:
+            ref = user.password_secret_ref
+            if ref.name not in secrets:
+                secrets[ref.name] = await self._secret(namespace=namespace, name=ref.name)
+            data = secrets[ref.name]
+            if data is None:
+                problems.append(Problem("SecretNotFound", f"user {user.name}: Secret {ref.name!r} not found"))
+                continue
+            if ref.key not in data:
+                problems.append(
+                    Problem("SecretKeyMissing", f"user {user.name}: Secret {ref.name!r} has no key {ref.key!r}")
+                )
+                continue
+            try:
+                crypto.check_password(data[ref.key])
+            except crypto.CryptoError as exc:
+                problems.append(
+                    Problem("InvalidPassword", f"user {user.name}: Secret {ref.name!r} key {ref.key!r}: {exc}")
+                )
+                continue
+            passwords[user.name] = data[ref.key]
+        if problems:
+            raise _Blocked(problems)
+        current = await self._secret(namespace=namespace, name=child_names.htpasswd_secret) or {}
+        existing = crypto.parse_htpasswd(current.get("htpasswd", b"").decode("utf-8", "replace"))
+        rounds = self._settings.bcrypt_rounds
+        hashes: dict[str, str] = {}
+        for user_name, password in passwords.items():
+            # bcrypt is deliberately slow: keep it off the event loop that serves every other registry.
+            hashes[user_name] = await asyncio.to_thread(
+                crypto.reuse_or_hash, user=user_name, password=password, existing=existing, rounds=rounds
+            )
+        return crypto.render_htpasswd(hashes), htpasswd_secret.access_yaml(spec.auth)
+
+    async def _tls(
+        self,
+        *,
+        spec: model.PrivateRegistrySpec,
+        namespace: str,
+        child_names: names.Names,
+        now: datetime.datetime,
+        state: _Pass,
+    ) -> dict[str, Any]:
+        """The TLS-related `Inputs` fields, issuing or renewing certificates as the policies say."""
+        if spec.tls.mode == "Secret":
+            return await self._byo_tls(spec=spec, namespace=namespace, now=now, state=state)
+        ca_data = await self._secret(namespace=namespace, name=child_names.ca_secret)
+        tls_data = await self._secret(namespace=namespace, name=child_names.tls_secret)
+        action, verdict = policies.ca_action(ca_secret=ca_data, tls_secret=tls_data)
+        if action is policies.CaAction.REFUSE:
+            state.degraded.append(Problem(verdict.reason, verdict.message))
+            state.certificate = verdict
+            # Keep serving whatever the pod mounts today; never touch either Secret.
+            existing = tls_data or {}
+            if existing.get("ca.crt"):
+                state.ca_status = _ca_status(existing["ca.crt"], child_names.tls_secret)
+            if existing.get("tls.crt"):
+                state.cert_status = _cert_status(existing["tls.crt"], child_names.tls_secret)
+            return {
+                "tls_secret_name": child_names.tls_secret,
+                "tls_digest": inputs.digest(existing.get("tls.crt", b""), existing.get("tls.key", b"")),
+            }
+        if action is policies.CaAction.CREATE:
+            ca = await asyncio.to_thread(
+                crypto.new_ca,
+                common_name=f"Dockyard CA {namespace}/{child_names.registry}",
+                now=now,
+                duration=model.parse_duration(spec.tls.ca_duration),
+            )
+            state.events.append(("Normal", "CACreated", f"created CA {crypto.inspect(ca.cert_pem).fingerprint_sha256}"))
+        else:
+            assert ca_data is not None
+            ca = crypto.KeyPair(ca_data["ca.crt"], ca_data["ca.key"])
+        dns, ips = policies.desired_sans(
+            spec=spec, child_names=child_names, namespace=namespace, cluster_domain=self._settings.cluster_domain
+        )
+        verdict = policies.server_cert_verdict(
+            tls_secret=tls_data,
+            ca_pem=ca.cert_pem,
+            dns_names=dns,
+            ip_addresses=ips,
+            now=now,
+            renew_before=model.parse_duration(spec.tls.renew_before),
+        )
+        if verdict.ok:
+            assert tls_data is not None
+            server = crypto.KeyPair(tls_data["tls.crt"], tls_data["tls.key"])
+        else:
+            server = await asyncio.to_thread(
+                crypto.issue_server_cert,
+                ca=ca,
+                common_name=dns[0],
+                dns_names=dns,
+                ip_addresses=ips,
+                now=now,
+                duration=model.parse_duration(spec.tls.cert_duration),
+            )
+            state.events.append(("Normal", "CertificateIssued", f"issued the serving certificate ({verdict.reason})"))
+        info = crypto.inspect(server.cert_pem)
+        ca_info = crypto.inspect(ca.cert_pem)
+        if ca_info.not_after <= now:
+            state.certificate = policies.Verdict(
+                False, "CAExpired", f"the CA expired at {ca_info.not_after.isoformat()}; delete both TLS Secrets to rotate"
+            )
+            state.degraded.append(Problem("CAExpired", state.certificate.message))
+        else:
+            state.certificate = policies.Verdict(True, "Issued", f"serving certificate valid until {info.not_after.isoformat()}")
+        state.ca_status = _ca_status(ca.cert_pem, child_names.tls_secret)
+        state.cert_status = _cert_status(server.cert_pem, child_names.tls_secret)
+        return {
+            "tls_secret_name": child_names.tls_secret,
+            "tls_digest": inputs.digest(server.cert_pem, server.key_pem, ca.cert_pem),
+            "tls": inputs.TlsMaterial(cert_pem=server.cert_pem, key_pem=server.key_pem, ca_pem=ca.cert_pem),
+            "ca": ca,
+        }
+
+    async def _byo_tls(
+        self, *, spec: model.PrivateRegistrySpec, namespace: str, now: datetime.datetime, state: _Pass
+    ) -> dict[str, Any]:
+        secret_name = spec.tls.secret_name or ""
+        data = await self._secret(namespace=namespace, name=secret_name)
+        verdict = policies.byo_cert_verdict(secret=data, secret_name=secret_name, now=now)
+        if not verdict.ok:
+            raise _Blocked([Problem(verdict.reason, verdict.message)])
+        assert data is not None
+        state.certificate = verdict
+        state.cert_status = _cert_status(data["tls.crt"], secret_name)
+        if data.get("ca.crt"):
+            try:
+                state.ca_status = _ca_status(data["ca.crt"], secret_name)
+            except crypto.CryptoError:
+                state.ca_status = None
+        return {
+            "tls_secret_name": secret_name,
+            "tls_digest": inputs.digest(data["tls.crt"], data["tls.key"], data.get("ca.crt", b"")),
+        }
+
+    # -------------------------------------------------------------------------------------- ensure
+
+    async def _ensure(self, desired: dict[str, Any], *, state: _Pass) -> dict[str, Any]:
+        """Create or correct one child; no write when every owned field already matches."""
+        want = diff.with_spec_hash(desired)
+        meta = want["metadata"]
+        ref = {"api_version": want["apiVersion"], "kind": want["kind"], "namespace": meta["namespace"], "name": meta["name"]}
+        live = await self._kube.get(**ref)
+        if live is None:
+            try:
+                created = await self._kube.create(manifest=want)
+            except kube.AlreadyExists:
+                live = await self._kube.get(**ref)  # created behind our back: compare like any live object
+                if live is None:
+                    raise kube.Conflict(f"{kube.describe(want)} appeared and vanished", status=409) from None
+            else:
+                state.events.append(("Normal", "Created", f"created {want['kind']} {meta['name']}"))
+                return created
+        for attempt in range(2):
+            reasons = diff.needs_update(want, live)
+            if not reasons:
+                return live
+            try:
+                updated = await self._kube.replace(manifest=diff.replacement(want, live))
+            except kube.Conflict:
+                if attempt:
+                    raise
+                live = await self._kube.get(**ref)  # lost a race with another writer: re-read and retry once
+                if live is None:
+                    return await self._ensure(desired, state=state)
+                continue
+            log.info("updated %s (%s)", kube.describe(want), ", ".join(reasons[:5]))
+            state.events.append(("Normal", "Updated", f"updated {want['kind']} {meta['name']}: {', '.join(reasons[:3])}"))
+            return updated
+        raise AssertionError("unreachable")
+
+    async def _remove_ingress(
+        self, *, namespace: str, child_names: names.Names, owner: inputs.Owner, state: _Pass
+    ) -> None:
+        """Delete our Ingress when spec.expose.ingress was removed (only if we own it)."""
+        ref = {"api_version": "networking.k8s.io/v1", "kind": "Ingress", "namespace": namespace, "name": child_names.ingress}
+        try:
+            live = await self._kube.get(**ref)
+            if live is None:
+                return
+            owners = live.get("metadata", {}).get("ownerReferences") or []
+            if any(o.get("uid") == owner.uid for o in owners):
+                await self._kube.delete(**ref)
+                state.events.append(("Normal", "Deleted", f"deleted Ingress {child_names.ingress}"))
+        except kube.Forbidden as exc:
+            state.degraded.append(Problem("Forbidden", str(exc)))
+
+    # -------------------------------------------------------------------------------------- status
+
+    def _status(
+        self,
+        *,
+        body: Mapping[str, Any],
+        spec: model.PrivateRegistrySpec,
+        previous: list[model.Condition],
+        state: _Pass,
+        deployment: Mapping[str, Any] | None,
+        pvc: Mapping[str, Any] | None,
+        now: datetime.datetime,
+        generation: int | None,
+    ) -> model.PrivateRegistryStatus:
+        child_names = names.Names.of(body["metadata"]["name"])
+        ready = policies.deployment_verdict(deployment, replicas=spec.replicas)
+        pvc_phase = ((pvc or {}).get("status") or {}).get("phase")
+        storage = policies.storage_verdict(spec, pvc_phase=pvc_phase)
+        if state.storage_problem is not None:
+            storage = policies.Verdict(False, state.storage_problem.reason, state.storage_problem.message)
+        if storage.reason in {"StorageNotShared", "ClaimUpdateRejected", "ClaimLost"}:
+            state.degraded.append(Problem(storage.reason, storage.message))
+
+        conds = list(previous)
+
+        def put(type_: str, ok: bool, reason: str, message: str) -> None:
+            nonlocal conds
+            conds = conditions.set_condition(
+                conds,
+                type_=type_,
+                status=conditions.TRUE if ok else conditions.FALSE,
+                reason=reason,
+                message=message,
+                now=now,
+                generation=generation,
+            )
+
+        put(conditions.READY, ready.ok, ready.reason, ready.message)
+        progressing = not ready.ok or ready.reason == "RollingOut"
+        put(
+            conditions.PROGRESSING,
+            progressing and ready.reason not in {"ScaledToZero"},
+            ready.reason if progressing else "ReconcileComplete",
+            ready.message if progressing else "all children are up to date",
+        )
+        if state.degraded:
+            put(conditions.DEGRADED, True, state.degraded[0].reason, "; ".join(p.message for p in state.degraded))
+        else:
+            put(conditions.DEGRADED, False, "AsExpected", "no problems found")
+        if state.certificate is not None:
+            put(conditions.CERTIFICATE_READY, state.certificate.ok, state.certificate.reason, state.certificate.message)
+        put(conditions.STORAGE_READY, storage.ok, storage.reason, storage.message)
+
+        dep_status = (deployment or {}).get("status") or {}
+        return model.PrivateRegistryStatus(
+            observed_generation=generation,
+            conditions=conds,
+            endpoint=_endpoint(spec, child_names, body["metadata"]["namespace"]),
+            ca=state.ca_status,
+            certificate=state.cert_status,
+            replicas=spec.replicas,
+            ready_replicas=dep_status.get("readyReplicas") or 0,
+        )
+
+    async def _report_blocked(
+        self,
+        body: Mapping[str, Any],
+        previous: list[model.Condition],
+        problems: list[Problem],
+        *,
+        now: datetime.datetime,
+        state: _Pass | None = None,
+    ) -> Result:
+        """Ready=False, Degraded=True naming the problems; children are left exactly as they are."""
+        generation = body["metadata"].get("generation")
+        message = "; ".join(p.message for p in problems)
+        conds = previous
+        for type_, ok, reason, text in (
+            (conditions.READY, False, problems[0].reason, message),
+            (conditions.PROGRESSING, False, problems[0].reason, "waiting for the problem to be fixed"),
+            (conditions.DEGRADED, True, problems[0].reason, message),
+        ):
+            conds = conditions.set_condition(
+                conds,
+                type_=type_,
+                status=conditions.TRUE if ok else conditions.FALSE,
+                reason=reason,
+                message=text,
+                now=now,
+                generation=generation,
+            )
+        if problems[0].reason in {"SecretNotFound", "SecretIncomplete", "KeyMismatch", "InvalidCertificate", "Expired"} and (
+            body.get("spec") or {}
+        ).get("tls", {}).get("mode") == "Secret":
+            conds = conditions.set_condition(
+                conds,
+                type_=conditions.CERTIFICATE_READY,
+                status=conditions.FALSE,
+                reason=problems[0].reason,
+                message=message,
+                now=now,
+                generation=generation,
+            )
+        old_status = body.get("status") or {}
+        status = model.PrivateRegistryStatus.model_validate(
+            {**{k: v for k, v in old_status.items() if k != "conditions"}, "observedGeneration": generation}
+        ).model_copy(update={"conditions": conds})
+        await self._write_status(body, status, previous=previous, now=now, state=state or _Pass())
+        return Result(message=message)
+
+    async def _write_status(
+        self,
+        body: Mapping[str, Any],
+        status: model.PrivateRegistryStatus,
+        *,
+        previous: list[model.Condition],
+        now: datetime.datetime,
+        state: _Pass,
+    ) -> None:
+        meta = body["metadata"]
+        rendered = status.model_dump(by_alias=True, exclude_none=True, mode="json")
+        involved = {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+        }
+        before = conditions.find(previous, conditions.DEGRADED)
+        after = conditions.find(status.conditions or [], conditions.DEGRADED)
+        if after is not None and after.status == conditions.TRUE and (
+            before is None or (before.status, before.reason, before.message) != (after.status, after.reason, after.message)
+        ):
+            state.events.append(("Warning", after.reason, after.message))
+        elif after is not None and before is not None and before.status == conditions.TRUE and after.status != conditions.TRUE:
+            state.events.append(("Normal", "Recovered", "the registry is no longer degraded"))
+        if rendered != _comparable_status(body.get("status") or {}):
+            await self._kube.patch_registry_status(namespace=meta["namespace"], name=meta["name"], status=rendered)
+        for type_, reason, message in state.events:
+            try:
+                await self._kube.emit_event(involved=involved, type_=type_, reason=reason, message=message, now=now)
+            except kube.KubeError as exc:  # an Event is best effort; the condition already says it
+                log.warning("could not post event %s: %s", reason, exc)
+
+
+def _comparable_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        parsed = model.PrivateRegistryStatus.model_validate(status)
+    except pydantic.ValidationError:
+        return {}
+    return parsed.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _parse_conditions(body: Mapping[str, Any]) -> list[model.Condition]:
+    parsed: list[model.Condition] = []
+    for raw in (body.get("status") or {}).get("conditions") or []:
+        try:
+            parsed.append(model.Condition.model_validate(raw))
+        except pydantic.ValidationError:
+            continue  # a hand-edited condition we cannot read is rewritten from scratch
+    return parsed
+
+
+def _ca_status(ca_pem: bytes, secret_name: str) -> model.CaStatus:
+    info = crypto.inspect(ca_pem)
+    return model.CaStatus(secret_name=secret_name, fingerprint_sha256=info.fingerprint_sha256, not_after=info.not_after)
+
+
+def _cert_status(cert_pem: bytes, secret_name: str) -> model.CertificateStatus:
+    info = crypto.inspect(cert_pem)
+    return model.CertificateStatus(
+        secret_name=secret_name,
+        not_after=info.not_after,
+        dns_names=list(info.dns_names),
+        ip_addresses=list(info.ip_addresses),
+    )
+
+
+def _endpoint(spec: model.PrivateRegistrySpec, child_names: names.Names, namespace: str) -> str:
+    if spec.expose.ingress is not None:
+        return f"{spec.expose.ingress.host}:443"
+    return f"{child_names.service}.{namespace}.svc:443"

@@ -1,0 +1,60 @@
+"""Operator settings: one documented, immutable dataclass read from the environment once at start-up.
+
+Owns: the names and defaults of every `DOCKYARD_*` environment variable the operator understands.
+Must not: read anything but the given mapping (tests pass their own), or hold per-registry state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value the operator cannot use."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """How the operator behaves; every field maps to one environment variable."""
+
+    registry_image: str = "ghcr.io/dockyard-dev/dockyard-registry:0.1.0"
+    """DOCKYARD_REGISTRY_IMAGE: registry image used when a registry's spec.image is empty."""
+
+    nginx_image: str = "nginx:1.27-alpine"
+    """DOCKYARD_NGINX_IMAGE: the TLS/auth sidecar image (its nginx must have auth_request)."""
+
+    resync_seconds: float = 60.0
+    """DOCKYARD_RESYNC_SECONDS: period of the drift-correcting timer per registry; tests set it low."""
+
+    bcrypt_rounds: int = 12
+    """DOCKYARD_BCRYPT_ROUNDS: bcrypt cost for new htpasswd hashes (4–16); existing hashes are kept."""
+
+    cluster_domain: str = "cluster.local"
+    """DOCKYARD_CLUSTER_DOMAIN: the cluster DNS suffix used in certificate SANs."""
+
+    field_manager: str = "dockyard-operator"
+    """DOCKYARD_FIELD_MANAGER: the fieldManager recorded on every write."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        try:
+            resync = float(env.get("DOCKYARD_RESYNC_SECONDS", defaults.resync_seconds))
+            rounds = int(env.get("DOCKYARD_BCRYPT_ROUNDS", defaults.bcrypt_rounds))
+        except ValueError as exc:
+            raise SettingsError(f"invalid number in the environment: {exc}") from None
+        if resync <= 0:
+            raise SettingsError("DOCKYARD_RESYNC_SECONDS must be > 0")
+        if not 4 <= rounds <= 16:
+            raise SettingsError("DOCKYARD_BCRYPT_ROUNDS must be between 4 and 16")
+        return cls(
+            registry_image=env.get("DOCKYARD_REGISTRY_IMAGE", defaults.registry_image),
+            nginx_image=env.get("DOCKYARD_NGINX_IMAGE", defaults.nginx_image),
+            resync_seconds=resync,
+            bcrypt_rounds=rounds,
+            cluster_domain=env.get("DOCKYARD_CLUSTER_DOMAIN", defaults.cluster_domain),
+            field_manager=env.get("DOCKYARD_FIELD_MANAGER", defaults.field_manager),
+        )
