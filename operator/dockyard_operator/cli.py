@@ -16,7 +16,7 @@ from dockyard_operator import settings
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dockyard-operator",
-        description="Reconcile PrivateRegistry resources (dockyard.dev/v1alpha1) into private OCI registries.",
+        description="Reconcile PrivateRegistry resources (dockyard.dev/v1alpha1) into private registries.",
         epilog="Environment: DOCKYARD_REGISTRY_IMAGE, DOCKYARD_NGINX_IMAGE, DOCKYARD_RESYNC_SECONDS, "
         "DOCKYARD_BCRYPT_ROUNDS, DOCKYARD_CLUSTER_DOMAIN; credentials from KUBECONFIG or the in-cluster "
         "ServiceAccount.",

@@ -15,6 +15,7 @@ import copy
 import sys
 from typing import Any
 
+import pydantic
 import yaml
 
 from dockyard_operator import model, names
@@ -22,16 +23,31 @@ from dockyard_operator import model, names
 CRD_NAME = f"{names.PLURAL}.{names.GROUP}"
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
-    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "description": "host:port of the registry"},
+    {
+        "name": "Endpoint",
+        "type": "string",
+        "jsonPath": ".status.endpoint",
+        "description": "host:port of the registry",
+    },
     {
         "name": "Ready",
         "type": "string",
         "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
         "description": "Whether the registry serves requests",
     },
-    {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas", "description": "Ready registry pods"},
+    {
+        "name": "Replicas",
+        "type": "integer",
+        "jsonPath": ".status.readyReplicas",
+        "description": "Ready registry pods",
+    },
     # A string, not a date: kubectl renders future dates of a `date` column as "<invalid>".
-    {"name": "CA Expiry", "type": "string", "jsonPath": ".status.ca.notAfter", "description": "When the CA expires"},
+    {
+        "name": "CA Expiry",
+        "type": "string",
+        "jsonPath": ".status.ca.notAfter",
+        "description": "When the CA expires",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
@@ -83,7 +99,7 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
-def structural_schema(model_cls: type[model.pydantic.BaseModel]) -> dict[str, Any]:
+def structural_schema(model_cls: type[pydantic.BaseModel]) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of a pydantic model, as Kubernetes accepts it."""
     raw = model_cls.model_json_schema(by_alias=True, mode="serialization")
     defs = raw.pop("$defs", {})
@@ -132,7 +148,10 @@ def crd() -> dict[str, Any]:
                     "storage": True,
                     "subresources": {
                         "status": {},
-                        "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"},
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                        },
                     },
                     "additionalPrinterColumns": PRINTER_COLUMNS,
                     "schema": {
@@ -143,7 +162,10 @@ def crd() -> dict[str, Any]:
                                 "run and kept in shape by the Dockyard operator."
                             ),
                             "properties": {
-                                "apiVersion": {"type": "string", "description": "Versioned schema of this object."},
+                                "apiVersion": {
+                                    "type": "string",
+                                    "description": "Versioned schema of this object.",
+                                },
                                 "kind": {"type": "string", "description": "PrivateRegistry."},
                                 "metadata": {"type": "object"},
                                 "spec": spec_schema,

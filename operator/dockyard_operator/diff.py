@@ -1,11 +1,11 @@
 """Pure comparison of a desired child with the live object: which fields we own have drifted?
 
 Owns: the "fields we own" rule (every field the builder sets must be present with the same value; fields the
-API server adds by defaulting are ignored), Kubernetes quantity equivalence (`1024Mi` == `1Gi`, because the API
-server canonicalizes quantities and a textual comparison would rewrite the object on every pass), the
-spec-hash of a desired object, and the merge that turns a desired object into a full replacement of the live one
-without dropping what others legitimately own (resourceVersion, allocated ClusterIPs and node ports, a bound
-claim's volume, foreign labels/annotations/owner references).
+API server adds by defaulting are ignored), Kubernetes quantity equivalence (`1024Mi` == `1Gi`, because the
+API server canonicalizes quantities and a textual comparison would rewrite the object on every pass), the
+spec-hash of a desired object, and the merge that turns a desired object into a full replacement of the live
+one without dropping what others legitimately own (resourceVersion, allocated ClusterIPs and node ports, a
+bound claim's volume, foreign labels/annotations/owner references).
 Must not: perform I/O.
 """
 
@@ -122,7 +122,9 @@ def needs_update(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[st
     have_annotations = have_meta.get("annotations") or {}
     if have_annotations.get(names.SPEC_HASH) != want_meta.get("annotations", {}).get(names.SPEC_HASH):
         reasons.append("spec changed")
-    reasons += [f"metadata.labels.{p}" for p in drift(want_meta.get("labels", {}), have_meta.get("labels") or {})]
+    reasons += [
+        f"metadata.labels.{p}" for p in drift(want_meta.get("labels", {}), have_meta.get("labels") or {})
+    ]
     reasons += [
         f"metadata.annotations.{p}" for p in drift(want_meta.get("annotations", {}), have_annotations)
     ]
@@ -174,8 +176,13 @@ def replacement(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str
                 port["nodePort"] = previous["nodePort"]  # keep the allocated port stable for clients
     elif kind == "Deployment":
         template_meta = result.get("spec", {}).get("template", {}).setdefault("metadata", {})
-        live_template_annotations = (live_spec.get("template", {}).get("metadata", {}) or {}).get("annotations")
+        live_template_annotations = (live_spec.get("template", {}).get("metadata", {}) or {}).get(
+            "annotations"
+        )
         if live_template_annotations:
             # e.g. kubectl rollout restart's restartedAt: not ours to drop
-            template_meta["annotations"] = {**live_template_annotations, **template_meta.get("annotations", {})}
+            template_meta["annotations"] = {
+                **live_template_annotations,
+                **template_meta.get("annotations", {}),
+            }
     return result

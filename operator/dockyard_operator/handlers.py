@@ -28,7 +28,7 @@ _CHILD_LABELS = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=names.GROUP, key="last-handled-configuration"
@@ -44,13 +44,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 
 @kopf.on.cleanup()
-async def close(memo: kopf.Memo, **_: Any) -> None:
+async def close(memo: Any, **_: Any) -> None:
     reconciler = getattr(memo, "reconciler", None)
     if reconciler is not None:
         await reconciler.close()
 
 
-async def _run(memo: kopf.Memo, *, namespace: str, name: str) -> None:
+async def _run(memo: Any, *, namespace: str | None, name: str) -> None:
+    if namespace is None:
+        return  # PrivateRegistry is namespaced; a cluster-scoped event cannot concern us
     try:
         result = await memo.reconciler.reconcile(namespace=namespace, name=name)
     except kube.Forbidden as exc:
@@ -64,7 +66,7 @@ async def _run(memo: kopf.Memo, *, namespace: str, name: str) -> None:
 @kopf.on.resume(names.GROUP, names.VERSION, names.PLURAL)
 @kopf.on.create(names.GROUP, names.VERSION, names.PLURAL)
 @kopf.on.update(names.GROUP, names.VERSION, names.PLURAL)
-async def reconcile_registry(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def reconcile_registry(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     await _run(memo, namespace=namespace, name=name)
 
 
@@ -75,7 +77,7 @@ async def reconcile_registry(namespace: str, name: str, memo: kopf.Memo, **_: An
     interval=SETTINGS.resync_seconds,
     initial_delay=SETTINGS.resync_seconds,
 )
-async def resync(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     await _run(memo, namespace=namespace, name=name)
 
 
@@ -93,7 +95,9 @@ def referenced_secrets(spec: Mapping[str, Any]) -> set[str]:
 
 
 @kopf.index(names.GROUP, names.VERSION, names.PLURAL)
-def registries_by_secret(namespace: str, name: str, spec: Mapping[str, Any], **_: Any) -> dict[tuple[str, str], str]:
+def registries_by_secret(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str | None, str], str]:
     return {(namespace, secret): name for secret in referenced_secrets(spec)}
 
 
@@ -105,7 +109,7 @@ def owner_registry(body: Mapping[str, Any]) -> str | None:
     return None
 
 
-async def _reconcile_all(memo: kopf.Memo, namespace: str, registries: Iterable[str]) -> None:
+async def _reconcile_all(memo: Any, namespace: str | None, registries: Iterable[str]) -> None:
     for registry in sorted(set(registries)):
         await _run(memo, namespace=namespace, name=registry)
 
@@ -113,13 +117,13 @@ async def _reconcile_all(memo: kopf.Memo, namespace: str, registries: Iterable[s
 @kopf.on.event("", "v1", "secrets")
 async def secret_changed(
     body: kopf.Body,
-    namespace: str,
+    namespace: str | None,
     name: str,
-    memo: kopf.Memo,
-    registries_by_secret: kopf.Index[tuple[str, str], str],
-    **_: Any,
+    memo: Any,
+    **kwargs: Any,
 ) -> None:
-    registries: Collection[str] = list(registries_by_secret.get((namespace, name), []))
+    index: kopf.Index[tuple[str | None, str], str] = kwargs["registries_by_secret"]
+    registries: Collection[str] = list(index.get((namespace, name), []))
     owner = owner_registry(body)
     await _reconcile_all(memo, namespace, [*registries, *([owner] if owner else [])])
 
@@ -129,7 +133,7 @@ async def secret_changed(
 @kopf.on.event("", "v1", "persistentvolumeclaims", labels=_CHILD_LABELS)
 @kopf.on.event("apps", "v1", "deployments", labels=_CHILD_LABELS)
 @kopf.on.event("networking.k8s.io", "v1", "ingresses", labels=_CHILD_LABELS)
-async def child_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+async def child_changed(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
     owner = owner_registry(body)
     if owner is not None:
         await _run(memo, namespace=namespace, name=owner)

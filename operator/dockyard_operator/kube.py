@@ -3,8 +3,8 @@
 Owns: the client (kubeconfig from KUBECONFIG or in-cluster credentials), the mapping of manifest kinds to API
 resources, translating API errors into our error types (404 → `NotFound`, 409 → `Conflict`/`AlreadyExists`,
 422 → `Invalid`, 403 → `Forbidden`), writing the registry's status subresource, and posting Events. Also
-`RBAC_RULES`: every resource and verb the operator uses; the Helm chart's ClusterRole is generated from/checked
-against it, so a new call here must add its verb there.
+`RBAC_RULES`: every resource and verb the operator uses; the Helm chart's ClusterRole is generated
+from/checked against it, so a new call here must add its verb there.
 Must not: decide anything. What to write and when lives in `reconcile.py`; this module only moves bytes.
 """
 
@@ -31,7 +31,11 @@ RBAC_RULES: Final[list[dict[str, list[str]]]] = [
         "resources": ["secrets", "configmaps", "services", "persistentvolumeclaims"],
         "verbs": ["get", "list", "watch", "create", "update"],
     },
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "create", "update"]},
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "verbs": ["get", "list", "watch", "create", "update"],
+    },
     {
         "apiGroups": ["networking.k8s.io"],
         "resources": ["ingresses"],
@@ -42,7 +46,11 @@ RBAC_RULES: Final[list[dict[str, list[str]]]] = [
 # What kopf itself uses (docs/deployment-rbac.yaml): scanning CRDs and namespaces, its events, and peering
 # objects (only when not run with --standalone).
 KOPF_RBAC_RULES: Final[list[dict[str, list[str]]]] = [
-    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "verbs": ["list", "watch"],
+    },
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
     {
@@ -159,7 +167,9 @@ class Kube:
         res = resource_for(api_version, kind)
         try:
             obj = await self._call(
-                self._client.get(res, name, namespace=namespace), verb="get", what=f"{kind} {namespace}/{name}"
+                self._client.get(res, name, namespace=namespace),
+                verb="get",
+                what=f"{kind} {namespace}/{name}",
             )
         except NotFound:
             return None
@@ -179,7 +189,9 @@ class Kube:
         res = resource_for(api_version, kind)
         try:
             await self._call(
-                self._client.delete(res, name, namespace=namespace), verb="delete", what=f"{kind} {namespace}/{name}"
+                self._client.delete(res, name, namespace=namespace),
+                verb="delete",
+                what=f"{kind} {namespace}/{name}",
             )
         except NotFound:
             return

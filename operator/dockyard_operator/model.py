@@ -23,11 +23,12 @@ DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 NGINX_TIME_PATTERN = r"^[0-9]+(ms|s|m|h|d)?$"
 NGINX_SIZE_PATTERN = r"^[0-9]+[kKmMgG]?$"
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 DNS_NAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 RESOURCE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # noqa: S105  # a pattern, not a secret
 USER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]*$"
 REPOSITORY_GLOB_PATTERN = r"^[a-z0-9*][a-z0-9*._/-]*$"
 IP_PATTERN = r"^(([0-9]{1,3}\.){3}[0-9]{1,3}|[0-9a-fA-F:]*:[0-9a-fA-F:.]*)$"
@@ -129,12 +130,15 @@ class EmptyDirStorage(_Model):
 
 
 class Storage(_Model):
-    """Where the registry keeps blobs and manifests. Set at most one of pvc and emptyDir; pvc is the default."""
+    """Where the registry keeps blobs and manifests: at most one of pvc and emptyDir; pvc is the default."""
 
     model_config = pydantic.ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "!(has(self.pvc) && has(self.emptyDir))", "message": "set at most one of pvc and emptyDir"}
+                {
+                    "rule": "!(has(self.pvc) && has(self.emptyDir))",
+                    "message": "set at most one of pvc and emptyDir",
+                }
             ]
         }
     )
@@ -211,7 +215,8 @@ class Tls(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "!has(self.mode) || self.mode != 'Secret' || (has(self.secretName) && self.secretName != '')",
+                    "rule": "!has(self.mode) || self.mode != 'Secret'"
+                    " || (has(self.secretName) && self.secretName != '')",
                     "message": "tls.secretName is required when tls.mode is Secret",
                 },
                 {
@@ -226,10 +231,10 @@ class Tls(_Model):
     mode: Literal["SelfSigned", "Secret"] = "SelfSigned"
     """SelfSigned: the operator keeps a CA (Secret <registry>-ca) and issues the serving certificate
     (Secret <registry>-tls, with ca.crt for clients); Secret: use your own kubernetes.io/tls Secret."""
-    secret_name: Annotated[str, pydantic.StringConstraints(pattern=RESOURCE_NAME_PATTERN, max_length=253)] | None = (
-        None
-    )
-    """With mode Secret: the kubernetes.io/tls Secret (same namespace) holding tls.crt, tls.key (and ca.crt)."""
+    secret_name: (
+        Annotated[str, pydantic.StringConstraints(pattern=RESOURCE_NAME_PATTERN, max_length=253)] | None
+    ) = None
+    """With mode Secret: the kubernetes.io/tls Secret (same namespace) with tls.crt, tls.key (and ca.crt)."""
     dns_names: Annotated[
         list[Annotated[str, pydantic.StringConstraints(pattern=DNS_NAME_PATTERN, max_length=253)]],
         pydantic.Field(max_length=64),
@@ -416,7 +421,7 @@ def parse_spec(spec: dict[str, Any]) -> PrivateRegistrySpec:
 
 
 def spec_error_message(error: pydantic.ValidationError) -> str:
-    """One line per problem, with the camelCase field path users wrote (no input values: they may be secret)."""
+    """One line per problem, with the camelCase field path users wrote (no input values: may be secret)."""
     parts = []
     for item in error.errors():
         path = ".".join(str(p) for p in item["loc"]) or "spec"

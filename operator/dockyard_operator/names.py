@@ -103,7 +103,7 @@ class Names:
 
 
 def selector_labels(registry: str) -> dict[str, str]:
-    """The labels that select a registry's pods; they never change, because Deployment selectors are immutable."""
+    """The labels selecting a registry's pods; they never change (Deployment selectors are immutable)."""
     return {
         LABEL_NAME: APP_NAME,
         LABEL_INSTANCE: label_value(registry),

@@ -48,7 +48,9 @@ class CaAction(enum.Enum):
     REFUSE = "refuse"  # the CA key is gone (or broken) while clients may trust the old CA
 
 
-def ca_action(*, ca_secret: Mapping[str, bytes] | None, tls_secret: Mapping[str, bytes] | None) -> tuple[CaAction, Verdict]:
+def ca_action(
+    *, ca_secret: Mapping[str, bytes] | None, tls_secret: Mapping[str, bytes] | None
+) -> tuple[CaAction, Verdict]:
     """What to do about the CA.
 
     The CA is never regenerated silently: clients and nodes have been told to trust it, and a new CA breaks
@@ -66,13 +68,16 @@ def ca_action(*, ca_secret: Mapping[str, bytes] | None, tls_secret: Mapping[str,
         except crypto.CryptoError as exc:
             return CaAction.REFUSE, Verdict(False, "CAInvalid", f"the CA Secret is unusable: {exc}")
         if not matches or not info.is_ca:
-            return CaAction.REFUSE, Verdict(False, "CAInvalid", "the CA Secret's key does not match its certificate")
+            return CaAction.REFUSE, Verdict(
+                False, "CAInvalid", "the CA Secret's key does not match its certificate"
+            )
         return CaAction.KEEP, Verdict(True, "CAPresent", f"CA {info.fingerprint_sha256} is kept")
     if tls_secret is not None and tls_secret.get("ca.crt"):
         return CaAction.REFUSE, Verdict(
             False,
             "CAKeyMissing",
-            "the CA Secret is missing or incomplete while the TLS Secret still carries a CA that clients may trust; "
+            "the CA Secret is missing or incomplete while the TLS Secret still carries a CA that clients "
+            "may trust; "
             "not generating a new CA silently. Delete the TLS Secret as well to accept a new CA.",
         )
     return CaAction.CREATE, Verdict(True, "CACreated", "no CA existed; a new one is created")
@@ -102,28 +107,44 @@ def server_cert_verdict(
     if tls_secret.get("ca.crt") != ca_pem:
         return Verdict(False, "CABundleOutdated", "ca.crt in the TLS Secret is not the current CA")
     if sorted(info.dns_names) != sorted(dns_names) or sorted(info.ip_addresses) != sorted(ip_addresses):
-        return Verdict(False, "SANsChanged", "the certificate's DNS names or IP addresses differ from the wanted set")
+        return Verdict(
+            False, "SANsChanged", "the certificate's DNS names or IP addresses differ from the wanted set"
+        )
     if info.not_after - renew_before <= now:
-        return Verdict(False, "Expiring", f"the certificate expires at {info.not_after.isoformat()}; renewing")
+        return Verdict(
+            False, "Expiring", f"the certificate expires at {info.not_after.isoformat()}; renewing"
+        )
     return Verdict(True, "Valid", f"valid until {info.not_after.isoformat()}")
 
 
-def byo_cert_verdict(*, secret: Mapping[str, bytes] | None, secret_name: str, now: datetime.datetime) -> Verdict:
+def byo_cert_verdict(
+    *, secret: Mapping[str, bytes] | None, secret_name: str, now: datetime.datetime
+) -> Verdict:
     """Whether a bring-your-own `kubernetes.io/tls` Secret is usable."""
     if secret is None:
         return Verdict(False, "SecretNotFound", f"TLS Secret {secret_name!r} not found")
     cert, key = secret.get("tls.crt"), secret.get("tls.key")
     if not cert or not key:
-        return Verdict(False, "SecretIncomplete", f"TLS Secret {secret_name!r} needs keys tls.crt and tls.key")
+        return Verdict(
+            False, "SecretIncomplete", f"TLS Secret {secret_name!r} needs keys tls.crt and tls.key"
+        )
     try:
         info = crypto.inspect(cert)
         if not crypto.key_matches(cert_pem=cert, key_pem=key):
-            return Verdict(False, "KeyMismatch", f"tls.key in Secret {secret_name!r} does not belong to tls.crt")
+            return Verdict(
+                False, "KeyMismatch", f"tls.key in Secret {secret_name!r} does not belong to tls.crt"
+            )
     except crypto.CryptoError as exc:
         return Verdict(False, "InvalidCertificate", f"TLS Secret {secret_name!r}: {exc}")
     if info.not_after <= now:
-        return Verdict(False, "Expired", f"the certificate in Secret {secret_name!r} expired at {info.not_after.isoformat()}")
-    return Verdict(True, "Valid", f"certificate from Secret {secret_name!r} valid until {info.not_after.isoformat()}")
+        return Verdict(
+            False,
+            "Expired",
+            f"the certificate in Secret {secret_name!r} expired at {info.not_after.isoformat()}",
+        )
+    return Verdict(
+        True, "Valid", f"certificate from Secret {secret_name!r} valid until {info.not_after.isoformat()}"
+    )
 
 
 # ------------------------------------------------------------------------------------------ storage
@@ -133,7 +154,11 @@ def storage_verdict(spec: model.PrivateRegistrySpec, *, pvc_phase: str | None) -
     """Whether the storage is usable for the wanted replica count."""
     if spec.storage.kind == "emptyDir":
         if spec.replicas > 1:
-            return Verdict(False, "StorageNotShared", "emptyDir storage is per pod; more than one replica splits the data")
+            return Verdict(
+                False,
+                "StorageNotShared",
+                "emptyDir storage is per pod; more than one replica splits the data",
+            )
         return Verdict(True, "EmptyDir", "pod-local emptyDir storage (lost when the pod goes away)")
     pvc = spec.storage.effective_pvc
     if spec.replicas > 1 and "ReadWriteMany" not in pvc.access_modes:
@@ -156,7 +181,9 @@ def deployment_verdict(deployment: Mapping[str, Any] | None, *, replicas: int) -
     status = deployment.get("status") or {}
     observed = status.get("observedGeneration", 0)
     if observed < meta.get("generation", 0):
-        return Verdict(False, "DeploymentProgressing", "the Deployment controller has not observed the latest spec yet")
+        return Verdict(
+            False, "DeploymentProgressing", "the Deployment controller has not observed the latest spec yet"
+        )
     if replicas == 0:
         return Verdict(False, "ScaledToZero", "spec.replicas is 0")
     available = status.get("availableReplicas") or 0

@@ -14,8 +14,8 @@ A problem the schema cannot catch (missing Secret or key, unusable password or c
 untouched and is reported as Ready=False/Degraded=True with a message naming it; the watch on Secrets or the
 timer brings the next attempt, so nothing crash-loops.
 
-Must not: import kopf (handlers translate `Result.retry_after` into kopf's retry), talk to the API except through
-`kube.Kube`, or put a password anywhere but into bcrypt.
+Must not: import kopf (handlers translate `Result.retry_after` into kopf's retry), talk to the API except
+through `kube.Kube`, or put a password anywhere but into bcrypt.
 """
 
 from __future__ import annotations
@@ -220,14 +220,18 @@ class Reconciler:
                 continue
             if ref.key not in data:
                 problems.append(
-                    Problem("SecretKeyMissing", f"user {user.name}: Secret {ref.name!r} has no key {ref.key!r}")
+                    Problem(
+                        "SecretKeyMissing", f"user {user.name}: Secret {ref.name!r} has no key {ref.key!r}"
+                    )
                 )
                 continue
             try:
                 crypto.check_password(data[ref.key])
             except crypto.CryptoError as exc:
                 problems.append(
-                    Problem("InvalidPassword", f"user {user.name}: Secret {ref.name!r} key {ref.key!r}: {exc}")
+                    Problem(
+                        "InvalidPassword", f"user {user.name}: Secret {ref.name!r} key {ref.key!r}: {exc}"
+                    )
                 )
                 continue
             passwords[user.name] = data[ref.key]
@@ -279,12 +283,17 @@ class Reconciler:
                 now=now,
                 duration=model.parse_duration(spec.tls.ca_duration),
             )
-            state.events.append(("Normal", "CACreated", f"created CA {crypto.inspect(ca.cert_pem).fingerprint_sha256}"))
+            state.events.append(
+                ("Normal", "CACreated", f"created CA {crypto.inspect(ca.cert_pem).fingerprint_sha256}")
+            )
         else:
             assert ca_data is not None
             ca = crypto.KeyPair(ca_data["ca.crt"], ca_data["ca.key"])
         dns, ips = policies.desired_sans(
-            spec=spec, child_names=child_names, namespace=namespace, cluster_domain=self._settings.cluster_domain
+            spec=spec,
+            child_names=child_names,
+            namespace=namespace,
+            cluster_domain=self._settings.cluster_domain,
         )
         verdict = policies.server_cert_verdict(
             tls_secret=tls_data,
@@ -307,16 +316,22 @@ class Reconciler:
                 now=now,
                 duration=model.parse_duration(spec.tls.cert_duration),
             )
-            state.events.append(("Normal", "CertificateIssued", f"issued the serving certificate ({verdict.reason})"))
+            state.events.append(
+                ("Normal", "CertificateIssued", f"issued the serving certificate ({verdict.reason})")
+            )
         info = crypto.inspect(server.cert_pem)
         ca_info = crypto.inspect(ca.cert_pem)
         if ca_info.not_after <= now:
             state.certificate = policies.Verdict(
-                False, "CAExpired", f"the CA expired at {ca_info.not_after.isoformat()}; delete both TLS Secrets to rotate"
+                False,
+                "CAExpired",
+                f"the CA expired at {ca_info.not_after.isoformat()}; delete both TLS Secrets to rotate",
             )
             state.degraded.append(Problem("CAExpired", state.certificate.message))
         else:
-            state.certificate = policies.Verdict(True, "Issued", f"serving certificate valid until {info.not_after.isoformat()}")
+            state.certificate = policies.Verdict(
+                True, "Issued", f"serving certificate valid until {info.not_after.isoformat()}"
+            )
         state.ca_status = _ca_status(ca.cert_pem, child_names.tls_secret)
         state.cert_status = _cert_status(server.cert_pem, child_names.tls_secret)
         return {
@@ -353,7 +368,12 @@ class Reconciler:
         """Create or correct one child; no write when every owned field already matches."""
         want = diff.with_spec_hash(desired)
         meta = want["metadata"]
-        ref = {"api_version": want["apiVersion"], "kind": want["kind"], "namespace": meta["namespace"], "name": meta["name"]}
+        ref = {
+            "api_version": want["apiVersion"],
+            "kind": want["kind"],
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+        }
         live = await self._kube.get(**ref)
         if live is None:
             try:
@@ -379,7 +399,9 @@ class Reconciler:
                     return await self._ensure(desired, state=state)
                 continue
             log.info("updated %s (%s)", kube.describe(want), ", ".join(reasons[:5]))
-            state.events.append(("Normal", "Updated", f"updated {want['kind']} {meta['name']}: {', '.join(reasons[:3])}"))
+            state.events.append(
+                ("Normal", "Updated", f"updated {want['kind']} {meta['name']}: {', '.join(reasons[:3])}")
+            )
             return updated
         raise AssertionError("unreachable")
 
@@ -387,7 +409,12 @@ class Reconciler:
         self, *, namespace: str, child_names: names.Names, owner: inputs.Owner, state: _Pass
     ) -> None:
         """Delete our Ingress when spec.expose.ingress was removed (only if we own it)."""
-        ref = {"api_version": "networking.k8s.io/v1", "kind": "Ingress", "namespace": namespace, "name": child_names.ingress}
+        ref = {
+            "api_version": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "namespace": namespace,
+            "name": child_names.ingress,
+        }
         try:
             live = await self._kube.get(**ref)
             if live is None:
@@ -445,11 +472,21 @@ class Reconciler:
             ready.message if progressing else "all children are up to date",
         )
         if state.degraded:
-            put(conditions.DEGRADED, True, state.degraded[0].reason, "; ".join(p.message for p in state.degraded))
+            put(
+                conditions.DEGRADED,
+                True,
+                state.degraded[0].reason,
+                "; ".join(p.message for p in state.degraded),
+            )
         else:
             put(conditions.DEGRADED, False, "AsExpected", "no problems found")
         if state.certificate is not None:
-            put(conditions.CERTIFICATE_READY, state.certificate.ok, state.certificate.reason, state.certificate.message)
+            put(
+                conditions.CERTIFICATE_READY,
+                state.certificate.ok,
+                state.certificate.reason,
+                state.certificate.message,
+            )
         put(conditions.STORAGE_READY, storage.ok, storage.reason, storage.message)
 
         dep_status = (deployment or {}).get("status") or {}
@@ -490,9 +527,11 @@ class Reconciler:
                 now=now,
                 generation=generation,
             )
-        if problems[0].reason in {"SecretNotFound", "SecretIncomplete", "KeyMismatch", "InvalidCertificate", "Expired"} and (
-            body.get("spec") or {}
-        ).get("tls", {}).get("mode") == "Secret":
+        if (
+            problems[0].reason
+            in {"SecretNotFound", "SecretIncomplete", "KeyMismatch", "InvalidCertificate", "Expired"}
+            and (body.get("spec") or {}).get("tls", {}).get("mode") == "Secret"
+        ):
             conds = conditions.set_condition(
                 conds,
                 type_=conditions.CERTIFICATE_READY,
@@ -529,17 +568,32 @@ class Reconciler:
         }
         before = conditions.find(previous, conditions.DEGRADED)
         after = conditions.find(status.conditions or [], conditions.DEGRADED)
-        if after is not None and after.status == conditions.TRUE and (
-            before is None or (before.status, before.reason, before.message) != (after.status, after.reason, after.message)
+        if (
+            after is not None
+            and after.status == conditions.TRUE
+            and (
+                before is None
+                or (before.status, before.reason, before.message)
+                != (after.status, after.reason, after.message)
+            )
         ):
             state.events.append(("Warning", after.reason, after.message))
-        elif after is not None and before is not None and before.status == conditions.TRUE and after.status != conditions.TRUE:
+        elif (
+            after is not None
+            and before is not None
+            and before.status == conditions.TRUE
+            and after.status != conditions.TRUE
+        ):
             state.events.append(("Normal", "Recovered", "the registry is no longer degraded"))
         if rendered != _comparable_status(body.get("status") or {}):
-            await self._kube.patch_registry_status(namespace=meta["namespace"], name=meta["name"], status=rendered)
+            await self._kube.patch_registry_status(
+                namespace=meta["namespace"], name=meta["name"], status=rendered
+            )
         for type_, reason, message in state.events:
             try:
-                await self._kube.emit_event(involved=involved, type_=type_, reason=reason, message=message, now=now)
+                await self._kube.emit_event(
+                    involved=involved, type_=type_, reason=reason, message=message, now=now
+                )
             except kube.KubeError as exc:  # an Event is best effort; the condition already says it
                 log.warning("could not post event %s: %s", reason, exc)
 
@@ -564,7 +618,9 @@ def _parse_conditions(body: Mapping[str, Any]) -> list[model.Condition]:
 
 def _ca_status(ca_pem: bytes, secret_name: str) -> model.CaStatus:
     info = crypto.inspect(ca_pem)
-    return model.CaStatus(secret_name=secret_name, fingerprint_sha256=info.fingerprint_sha256, not_after=info.not_after)
+    return model.CaStatus(
+        secret_name=secret_name, fingerprint_sha256=info.fingerprint_sha256, not_after=info.not_after
+    )
 
 
 def _cert_status(cert_pem: bytes, secret_name: str) -> model.CertificateStatus:

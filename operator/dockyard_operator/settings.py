@@ -29,7 +29,7 @@ class Settings:
     """DOCKYARD_RESYNC_SECONDS: period of the drift-correcting timer per registry; tests set it low."""
 
     bcrypt_rounds: int = 12
-    """DOCKYARD_BCRYPT_ROUNDS: bcrypt cost for new htpasswd hashes (4–16); existing hashes are kept."""
+    """DOCKYARD_BCRYPT_ROUNDS: bcrypt cost for new htpasswd hashes (4 to 16); existing hashes are kept."""
 
     cluster_domain: str = "cluster.local"
     """DOCKYARD_CLUSTER_DOMAIN: the cluster DNS suffix used in certificate SANs."""

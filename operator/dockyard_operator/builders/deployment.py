@@ -59,7 +59,10 @@ def registry_args(inputs: inputs_mod.Inputs) -> list[str]:
 def config_hash(inputs: inputs_mod.Inputs) -> str:
     """Digest of everything the pod reads at start-up and that should roll it when it changes."""
     return inputs_mod.digest(
-        nginx_configmap.render(nginx=inputs.spec.nginx), inputs.htpasswd, inputs.access_yaml, inputs.tls_digest
+        nginx_configmap.render(nginx=inputs.spec.nginx),
+        inputs.htpasswd,
+        inputs.access_yaml,
+        inputs.tls_digest,
     )
 
 
@@ -82,7 +85,7 @@ def _registry_container(inputs: inputs_mod.Inputs) -> dict[str, Any]:
         "volumeMounts": [
             {"name": "data", "mountPath": nginx_configmap.DATA_DIR},
             {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
-            {"name": "registry-tmp", "mountPath": "/tmp"},
+            {"name": "registry-tmp", "mountPath": nginx_configmap.TMP_DIR},
         ],
     }
     if inputs.spec.resources is not None:
@@ -96,7 +99,13 @@ def _nginx_container(inputs: inputs_mod.Inputs) -> dict[str, Any]:
     return {
         "name": "nginx",
         "image": inputs.nginx_image,
-        "command": ["nginx", "-e", "stderr", "-c", f"{nginx_configmap.CONFIG_DIR}/{nginx_configmap.CONFIG_KEY}"],
+        "command": [
+            "nginx",
+            "-e",
+            "stderr",
+            "-c",
+            f"{nginx_configmap.CONFIG_DIR}/{nginx_configmap.CONFIG_KEY}",
+        ],
         "args": ["-g", "daemon off;"],
         "ports": [{"name": "https", "containerPort": nginx_configmap.LISTEN_PORT, "protocol": "TCP"}],
         "readinessProbe": _probe(failure_threshold=3, period=5),
@@ -133,7 +142,10 @@ def _strategy(inputs: inputs_mod.Inputs) -> dict[str, Any]:
 
 def build(inputs: inputs_mod.Inputs) -> dict[str, Any]:
     spec = inputs.spec
-    pod_labels = {**names.labels(inputs.registry, component="registry"), **names.selector_labels(inputs.registry)}
+    pod_labels = {
+        **names.labels(inputs.registry, component="registry"),
+        **names.selector_labels(inputs.registry),
+    }
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,

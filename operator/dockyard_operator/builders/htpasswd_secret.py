@@ -28,5 +28,8 @@ def build(inputs: inputs_mod.Inputs) -> dict[str, Any]:
         "kind": "Secret",
         "metadata": inputs_mod.metadata(inputs, name=inputs.names.htpasswd_secret, component="auth"),
         "type": "Opaque",
-        "data": {"htpasswd": inputs_mod.b64(inputs.htpasswd), "access.yaml": inputs_mod.b64(inputs.access_yaml)},
+        "data": {
+            "htpasswd": inputs_mod.b64(inputs.htpasswd),
+            "access.yaml": inputs_mod.b64(inputs.access_yaml),
+        },
     }

@@ -24,13 +24,15 @@ CONFIG_DIR = "/etc/dockyard/nginx"
 TLS_DIR = "/etc/dockyard/tls"
 DATA_DIR = "/var/lib/registry"
 CACHE_DIR = "/var/cache/nginx"
-TMP_DIR = "/tmp"
+TMP_DIR = "/tmp"  # noqa: S108  # an emptyDir mount inside the pod
 BLOB_PREFIX = "/_dockyard_blobs/"
 UPSTREAM = "127.0.0.1:5000"
 LISTEN_PORT = 5443
 
 _UNAUTHORIZED = '{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}'
-_DENIED = '{"errors":[{"code":"DENIED","message":"requested access to the resource is denied","detail":null}]}'
+_DENIED = (
+    '{"errors":[{"code":"DENIED","message":"requested access to the resource is denied","detail":null}]}'
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -47,7 +49,7 @@ class NginxPaths:
 def render(
     *,
     nginx: model.Nginx,
-    paths: NginxPaths = NginxPaths(),  # noqa: B008  # frozen dataclass: a safe default
+    paths: NginxPaths = NginxPaths(),  # frozen dataclass: a safe default
     upstream: str = UPSTREAM,
     listen_port: int = LISTEN_PORT,
 ) -> str:
