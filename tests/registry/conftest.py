@@ -1,0 +1,143 @@
+"""Fixtures for the registry tests: storage drivers, an in-process registry, and OCI content builders.
+
+`driver` runs a test over both storage drivers (memory and filesystem). `registry` starts the real
+aiohttp application on a loopback port through aiohttp's TestServer/TestClient (no subprocess), with
+auth off unless a test builds its own app with `make_client`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import test_utils
+
+from dockyard_registry import app, auth, state, store
+from dockyard_registry.storage import base, filesystem, memory
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(params=["memory", "filesystem"])
+def driver(request: pytest.FixtureRequest, tmp_path: Path) -> base.Driver:
+    if request.param == "memory":
+        return memory.MemoryDriver()
+    return filesystem.FilesystemDriver(tmp_path / "data")
+
+
+@dataclasses.dataclass
+class Image:
+    """A small OCI image: config, one layer, and the manifest bytes referencing them."""
+
+    config: bytes
+    layer: bytes
+    manifest: bytes
+
+    @property
+    def digest(self) -> str:
+        return sha256(self.manifest)
+
+
+def make_manifest(
+    *, config: bytes, layers: list[bytes], subject: dict[str, Any] | None = None,
+    artifact_type: str | None = None, annotations: dict[str, str] | None = None,
+) -> bytes:
+    doc: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
+        "layers": [{"mediaType": OCI_LAYER, "digest": sha256(x), "size": len(x)} for x in layers],
+    }
+    if subject is not None:
+        doc["subject"] = subject
+    if artifact_type is not None:
+        doc["artifactType"] = artifact_type
+    if annotations is not None:
+        doc["annotations"] = annotations
+    return json.dumps(doc).encode()
+
+
+def make_image(seed: str = "a") -> Image:
+    config = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed}).encode()
+    layer = f"layer bytes of {seed}".encode() * 10
+    return Image(config=config, layer=layer, manifest=make_manifest(config=config, layers=[layer]))
+
+
+class Registry:
+    """A TestClient plus the store behind it, with helpers for the common pushes."""
+
+    def __init__(self, client: test_utils.TestClient[Any, Any], settings: state.Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    @property
+    def store(self) -> store.Store:
+        return self.settings.store
+
+    async def push_blob(self, repo: str, data: bytes, **kw: Any) -> str:
+        dgst = sha256(data)
+        resp = await self.client.post(f"/v2/{repo}/blobs/uploads/?digest={dgst}", data=data, **kw)
+        assert resp.status == 201, await resp.text()
+        return dgst
+
+    async def push_image(self, repo: str, image: Image, *, tag: str | None = "latest", **kw: Any) -> str:
+        await self.push_blob(repo, image.config, **kw)
+        await self.push_blob(repo, image.layer, **kw)
+        ref = tag or image.digest
+        resp = await self.client.put(
+            f"/v2/{repo}/manifests/{ref}", data=image.manifest,
+            headers={"Content-Type": OCI_MANIFEST, **kw.pop("headers", {})}, **kw,
+        )
+        assert resp.status == 201, await resp.text()
+        return image.digest
+
+
+ClientFactory = Callable[..., Awaitable[Registry]]
+
+
+@pytest.fixture
+async def make_client(tmp_path: Path) -> AsyncIterator[ClientFactory]:
+    clients: list[test_utils.TestClient[Any, Any]] = []
+
+    async def factory(
+        *, driver: base.Driver | None = None, authenticator: auth.Authenticator | None = None,
+        delete_enabled: bool = True, accel_redirect: str | None = None,
+    ) -> Registry:
+        settings = state.Settings(
+            store=store.Store(driver or filesystem.FilesystemDriver(tmp_path / "data")),
+            authenticator=authenticator,
+            delete_enabled=delete_enabled,
+            accel_redirect=accel_redirect,
+        )
+        client = test_utils.TestClient(test_utils.TestServer(app.create_app(settings)))
+        await client.start_server()
+        clients.append(client)
+        return Registry(client, settings)
+
+    yield factory
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def registry(make_client: ClientFactory, driver: base.Driver) -> Registry:
+    """A registry without auth, over each storage driver in turn."""
+    return await make_client(driver=driver)
+
+
+@pytest.fixture
+async def fs_registry(make_client: ClientFactory) -> Registry:
+    """A registry without auth on the filesystem driver (for tests about files on disk)."""
+    return await make_client()
