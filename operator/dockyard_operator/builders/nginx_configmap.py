@@ -120,8 +120,8 @@ http {{
         }}
 
         location /v2/ {{
+            # On 401 auth_request itself copies the registry's WWW-Authenticate to the answer.
             auth_request /_dockyard_auth;
-            auth_request_set $dockyard_www_authenticate $upstream_http_www_authenticate;
             error_page 401 = @dockyard_unauthorized;
             error_page 403 = @dockyard_denied;
 
@@ -144,7 +144,6 @@ http {{
 
         location @dockyard_unauthorized {{
             default_type application/json;
-            add_header WWW-Authenticate $dockyard_www_authenticate always;
             add_header Docker-Distribution-API-Version registry/2.0 always;
             return 401 '{_UNAUTHORIZED}';
         }}
