@@ -51,7 +51,9 @@ STOP_GRACE = 10.0
 SERVICE_CIDR = "10.0.0.0/24"
 # Controllers the tests rely on: ownerReference GC, Deployment -> ReplicaSet -> Pod, namespace
 # deletion, the `default` ServiceAccount (Pod admission needs it), `kube-root-ca.crt`, DaemonSets,
-# and binding PersistentVolumeClaims to PersistentVolumes a test creates (there is no provisioner).
+# binding PersistentVolumeClaims to PersistentVolumes a test creates (there is no provisioner), and
+# removing the `kubernetes.io/pvc-protection` finalizer, without which a deleted claim (and its
+# namespace) stays Terminating forever.
 KCM_CONTROLLERS = (
     "garbagecollector",
     "deployment",
@@ -61,6 +63,8 @@ KCM_CONTROLLERS = (
     "root-ca-cert-publisher",
     "daemonset",
     "persistentvolume-binder",
+    "pvc-protection",
+    "pv-protection",
 )
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",

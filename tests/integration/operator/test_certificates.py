@@ -6,7 +6,7 @@ Covers:
   the Secret and in status, and the pod template changes so nginx picks it up;
 - a deleted TLS Secret is reissued from the same CA;
 - a deleted CA Secret is reported (Degraded, naming the reason) and never silently replaced
-  while clients may trust the old CA: the TLS Secret stays as it was;
+  while clients may trust the old CA: the TLS Secret stays as it was and the pods do not roll;
 - a bring-your-own TLS Secret (tls.mode Secret) is mounted as is; a missing one makes
   CertificateReady False with a message naming it.
 """
@@ -123,6 +123,8 @@ def test_a_deleted_ca_secret_is_reported_and_the_ca_is_not_silently_replaced(
     cluster.create_registry(kube_client, namespace=namespace)
     first = kube.eventually(lambda: _tls(kube_client, namespace), what="the first certificate")
     cluster.wait_condition(kube_client, "demo", namespace, "CertificateReady", "True")
+    cluster.wait_child(kube_client, apps.Deployment, N.deployment, namespace)
+    annotations = _template(kube_client, namespace)
 
     kube_client.delete(core.Secret, N.ca_secret, namespace=namespace)
 
@@ -133,6 +135,8 @@ def test_a_deleted_ca_secret_is_reported_and_the_ca_is_not_silently_replaced(
     assert _tls(kube_client, namespace) == first
     assert cluster.absent(kube_client, core.Secret, N.ca_secret, namespace)
     assert _reported_fingerprint(kube_client, namespace) == _fingerprint(first["ca.crt"])
+    # The served certificate did not change, so the pods must not roll either.
+    assert _template(kube_client, namespace) == annotations
 
 
 def _self_signed(host: str) -> tuple[bytes, bytes]:

@@ -174,6 +174,14 @@ def test_deployment_runs_the_registry_behind_an_nginx_sidecar_as_the_contract_sa
 
     sidecar = _container(pod, image_part="nginx")
     assert any(port.containerPort == 5443 for port in sidecar.ports or [])
+    # Under a read-only root file system, every directory nginx.conf reads or writes is a mount.
+    mounts = {m.mountPath: m for m in sidecar.volumeMounts}
+    for directory in (nginx_configmap.CONFIG_DIR, nginx_configmap.TLS_DIR, nginx_configmap.DATA_DIR):
+        assert directory in mounts, f"{directory} is not mounted into nginx"
+    for directory in (nginx_configmap.CACHE_DIR, nginx_configmap.TMP_DIR):
+        assert directory in mounts and not mounts[directory].readOnly, f"{directory} is not writable"
+    config_path = f"{nginx_configmap.CONFIG_DIR}/{nginx_configmap.CONFIG_KEY}"
+    assert config_path in (sidecar.command or []) + (sidecar.args or [])
     volumes = {v.name: v for v in pod.volumes}
     secrets = {v.secret.secretName for v in volumes.values() if v.secret}
     assert {n.tls_secret, n.htpasswd_secret} <= secrets
@@ -206,6 +214,7 @@ def test_rendered_nginx_config_passes_nginx_t_with_the_generated_certificate(
     (tmp_path / "tls.crt").write_bytes(tls["tls.crt"])
     (tmp_path / "tls.key").write_bytes(tls["tls.key"])
     (tmp_path / "data").mkdir()
+    (tmp_path / "cache").mkdir()  # an emptyDir in the pod
     paths = nginx_configmap.NginxPaths(
         cert=str(tmp_path / "tls.crt"),
         key=str(tmp_path / "tls.key"),

@@ -7,7 +7,8 @@ Covers:
 - kube-controller-manager runs: namespace deletion completes, ownerReference garbage
   collection deletes a dependent, and a Deployment gets a ReplicaSet and a Pod;
 - playing the kubelet (marking Pods ready) makes a Deployment Available through KCM, and a
-  PersistentVolume the test provides is bound to a matching claim;
+  PersistentVolume the test provides is bound to a matching claim, and a deleted claim does not
+  hang on its protection finalizer;
 - stopping (also after a startup that failed halfway) leaves no process and no temp dir.
 """
 
@@ -239,3 +240,27 @@ def test_a_claim_binds_to_a_volume_the_test_provides(
         return claim.status is not None and claim.status.phase == "Bound"
 
     kube.eventually(bound, timeout=60, what="the claim to be bound by KCM")
+
+
+def test_a_deleted_claim_does_not_hang_on_its_protection_finalizer(
+    kube_client: lightkube.Client, namespace: str
+) -> None:
+    models = lightkube.models.core_v1
+    claim = kube_client.create(
+        core.PersistentVolumeClaim(
+            metadata=meta.ObjectMeta(name="scratch", namespace=namespace),
+            spec=models.PersistentVolumeClaimSpec(
+                accessModes=["ReadWriteOnce"],
+                resources=models.VolumeResourceRequirements(requests={"storage": "1Gi"}),
+            ),
+        )
+    )
+    assert claim.metadata is not None and "kubernetes.io/pvc-protection" in (claim.metadata.finalizers or [])
+
+    kube_client.delete(core.PersistentVolumeClaim, "scratch", namespace=namespace)
+
+    kube.eventually(
+        lambda: _gone(kube_client, core.PersistentVolumeClaim, "scratch", namespace=namespace),
+        timeout=60,
+        what="the claim to be deleted (KCM removes the pvc-protection finalizer)",
+    )
