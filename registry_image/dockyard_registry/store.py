@@ -190,6 +190,10 @@ class Store:
         if info.get("repository") != name:
             raise UploadUnknownError(f"upload {upload_id} unknown to repository {name}")
 
+    def uploads_in_flight(self) -> int:
+        """How many uploads are receiving bytes right now (tests wait on this instead of sleeping)."""
+        return sum(1 for lock in list(self._locks.values()) if lock.locked())
+
     def _lock(self, upload_id: str) -> asyncio.Lock:
         lock = self._locks.get(upload_id)
         if lock is None:
