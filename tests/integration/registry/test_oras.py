@@ -86,8 +86,8 @@ def attach(
 
 
 def _referrers(doc: dict[str, object]) -> list[dict[str, object]]:
-    """The referrer list of `oras discover --format json` (named `referrers`; `manifests` before 1.2)."""
-    found = doc.get("referrers", doc.get("manifests"))
+    """The direct referrers in `oras discover --format json` output (oras 1.3: a `referrers` list)."""
+    found = doc.get("referrers")
     assert isinstance(found, list), doc
     return found
 

@@ -15,8 +15,10 @@ that involves the registry.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,9 +32,12 @@ Podman = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def podman(tmp_path: Path) -> Podman:
-    """podman with all its state (images, run dir, tmp, events) under this test's temp dir."""
-    state = tmp_path / "podman"
+def podman() -> Iterator[Podman]:
+    """podman with all its state (images, run dir, tmp, events) in a fresh temp dir.
+
+    Not under pytest's tmp_path: podman refuses a runroot longer than 50 characters.
+    """
+    state = Path(tempfile.mkdtemp(prefix="dockyard-podman-"))
     base = [
         harness.require_binary("podman"),
         "--root",
@@ -55,10 +60,15 @@ def podman(tmp_path: Path) -> Podman:
             assert done.returncode == 0, f"podman {args[0]} exited {done.returncode}: {done.stderr}"
         return done
 
-    probe = run("images", "--quiet", check=False)
-    if probe.returncode != 0:
-        pytest.skip(f"podman cannot run on this machine (not a registry problem): {probe.stderr.strip()}")
-    return run
+    try:
+        probe = run("images", "--quiet", check=False)
+        if probe.returncode != 0:
+            pytest.skip(f"podman cannot run on this machine (not a registry problem): {probe.stderr.strip()}")
+        yield run
+    finally:
+        # vfs layers are plain directories owned by us; podman's own `system reset` would also work
+        # but needs the same flags and prints a confirmation prompt.
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def test_podman_pulls_pushes_to_another_repository_and_pulls_back_the_same_image(
