@@ -1,0 +1,473 @@
+"""The reconcile pass against an in-memory API (tests/operator/fakes.py), no cluster.
+
+Covers:
+- a first pass creates every child in apply order, each with a controller owner reference and our labels;
+- a second pass over an unchanged registry writes nothing (no child write, no status patch);
+- drift: a deleted child is recreated, a hand-edited child is reverted even though its spec-hash annotation
+  still matches, server-canonicalized quantities are not drift;
+- a 409 on create is not success: the object is re-read and corrected;
+- credentials: unchanged passwords keep their hashes, a changed password rehashes only that user and rolls the
+  pod template; a missing Secret or key is reported (Ready=False, Degraded=True, one Warning Event naming it)
+  and no child is touched; no password reaches a status, an Event or the log;
+- certificates: renewal inside the renewBefore window and on a SAN change keeps the CA; a missing CA Secret
+  while the TLS Secret still has a CA is refused, not regenerated; a bring-your-own Secret is mounted and a
+  missing one is named;
+- status: endpoint, CA and certificate facts, Ready follows the Deployment, observedGeneration;
+- removing spec.expose.ingress deletes the Ingress we own; a 403 is reported and asks for a retry.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import logging
+from typing import Any
+
+import pytest
+
+from dockyard_operator import crypto, names, reconcile, settings
+from tests.operator import fakes
+
+START = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+PASSWORDS = {"alice": b"alice-secret-pw", "bob": b"bob-secret-pw"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime.datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def api() -> fakes.FakeKube:
+    api = fakes.FakeKube()
+    api.put(fakes.password_secret("alice-pw", PASSWORDS["alice"]))
+    api.put(fakes.password_secret("bob-pw", PASSWORDS["bob"], key="pw"))
+    return api
+
+
+@pytest.fixture
+def reconciler(api: fakes.FakeKube, clock: Clock) -> reconcile.Reconciler:
+    return reconcile.Reconciler(
+        client=api,  # type: ignore[arg-type]  # duck-typed stand-in
+        config=settings.Settings(bcrypt_rounds=4, registry_image="registry:test"),
+        clock=clock,
+    )
+
+
+USERS = [
+    {"name": "alice", "access": "push", "passwordSecretRef": {"name": "alice-pw"}},
+    {"name": "bob", "passwordSecretRef": {"name": "bob-pw", "key": "pw"}},
+]
+
+
+def create(api: fakes.FakeKube, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    return api.put(fakes.registry(spec=spec if spec is not None else {"auth": {"users": USERS}}))
+
+
+async def run(reconciler: reconcile.Reconciler) -> reconcile.Result:
+    return await reconciler.reconcile(namespace="ns", name="demo")
+
+
+def secret_data(api: fakes.FakeKube, name: str) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) for k, v in api.obj("Secret", name)["data"].items()}
+
+
+def conditions(api: fakes.FakeKube) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in api.obj(names.KIND, "demo")["status"]["conditions"]}
+
+
+def config_hash(api: fakes.FakeKube) -> str:
+    return str(
+        api.obj("Deployment", "demo")["spec"]["template"]["metadata"]["annotations"][names.CONFIG_HASH]
+    )
+
+
+N = names.Names.of("demo")
+
+
+async def test_first_pass_creates_every_child_in_apply_order_owned_by_the_registry(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    body = create(api)
+    await run(reconciler)
+    created = [(kind, name) for verb, kind, name in api.child_writes() if verb == "create"]
+    assert created == [
+        ("Secret", N.ca_secret),
+        ("Secret", N.tls_secret),
+        ("Secret", N.htpasswd_secret),
+        ("ConfigMap", N.nginx_configmap),
+        ("PersistentVolumeClaim", N.pvc),
+        ("Service", N.service),
+        ("Deployment", N.deployment),
+    ]
+    for kind, name in created:
+        meta = api.obj(kind, name)["metadata"]
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": names.API_VERSION,
+                "kind": names.KIND,
+                "name": "demo",
+                "uid": body["metadata"]["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert meta["labels"][names.LABEL_MANAGED_BY] == "dockyard"
+        assert meta["annotations"][names.SPEC_HASH]
+
+
+async def test_a_second_pass_over_an_unchanged_registry_writes_nothing(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api)
+    await run(reconciler)
+    before = len(api.writes)
+    events = len(api.events)
+    await run(reconciler)
+    assert api.writes[before:] == []
+    assert api.events[events:] == []
+
+
+async def test_a_deleted_child_is_recreated(api: fakes.FakeKube, reconciler: reconcile.Reconciler) -> None:
+    create(api)
+    await run(reconciler)
+    api.remove("Service", N.service)
+    await run(reconciler)
+    assert api.has("Service", N.service)
+    assert ("create", "Service", N.service) in api.writes[-3:]
+
+
+async def test_a_hand_edited_child_is_reverted_although_its_spec_hash_still_matches(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api)
+    await run(reconciler)
+    deployment = api.obj("Deployment", N.deployment)
+    deployment["spec"]["replicas"] = 5
+    deployment["spec"]["template"]["spec"]["containers"][1]["image"] = "evil:latest"
+    configmap = api.obj("ConfigMap", N.nginx_configmap)
+    configmap["data"]["nginx.conf"] = "events {}\n"
+    await run(reconciler)
+    deployment = api.obj("Deployment", N.deployment)
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["template"]["spec"]["containers"][1]["image"] == "nginx:1.27-alpine"
+    assert api.obj("ConfigMap", N.nginx_configmap)["data"]["nginx.conf"].startswith("# Rendered by")
+
+
+async def test_server_defaults_and_canonical_quantities_are_not_drift(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api, {"storage": {"pvc": {"size": "1024Mi"}}})
+    await run(reconciler)
+    assert api.obj("PersistentVolumeClaim", N.pvc)["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    before = len(api.writes)
+    await run(reconciler)
+    assert api.writes[before:] == []
+
+
+async def test_a_conflict_on_create_rereads_the_object_and_corrects_it(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api)
+
+    def someone_else_was_faster(manifest: dict[str, Any]) -> None:
+        if manifest["kind"] == "ConfigMap" and not api.has("ConfigMap", N.nginx_configmap):
+            api.put(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": N.nginx_configmap, "namespace": "ns"},
+                    "data": {"nginx.conf": "stale"},
+                }
+            )
+
+    api.before_create = someone_else_was_faster
+    await run(reconciler)
+    configmap = api.obj("ConfigMap", N.nginx_configmap)
+    assert configmap["data"]["nginx.conf"].startswith("# Rendered by")
+    assert configmap["metadata"]["ownerReferences"][0]["kind"] == names.KIND
+    assert ("update", "ConfigMap", N.nginx_configmap) in api.writes
+
+
+async def test_unchanged_passwords_keep_their_hashes_and_a_changed_one_rehashes_only_that_user(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api)
+    await run(reconciler)
+    first = crypto.parse_htpasswd(secret_data(api, N.htpasswd_secret)["htpasswd"].decode())
+    first_hash = config_hash(api)
+    api.put(fakes.password_secret("bob-pw", b"a-new-password", key="pw"))
+    await run(reconciler)
+    second = crypto.parse_htpasswd(secret_data(api, N.htpasswd_secret)["htpasswd"].decode())
+    assert second["alice"] == first["alice"]
+    assert second["bob"] != first["bob"]
+    assert crypto.verify_password(b"a-new-password", second["bob"])
+    assert config_hash(api) != first_hash
+
+
+async def test_htpasswd_secret_carries_the_access_rules(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    import yaml
+
+    create(api)
+    await run(reconciler)
+    access = yaml.safe_load(secret_data(api, N.htpasswd_secret)["access.yaml"])
+    assert access == {
+        "anonymousPull": False,
+        "users": {
+            "alice": {"access": "push", "repositories": ["**"]},
+            "bob": {"access": "pull", "repositories": ["**"]},
+        },
+    }
+
+
+async def test_a_missing_password_secret_is_named_and_leaves_every_child_untouched(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api)
+    await run(reconciler)
+    api.remove("Secret", "bob-pw")
+    writes = len(api.child_writes())
+    result = await run(reconciler)
+    assert api.child_writes()[writes:] == []
+    conds = conditions(api)
+    assert conds["Ready"]["status"] == "False"
+    assert conds["Degraded"]["status"] == "True"
+    assert conds["Degraded"]["reason"] == "SecretNotFound"
+    assert "bob-pw" in conds["Degraded"]["message"]
+    warnings = [e for e in api.events if e["type"] == "Warning"]
+    assert [e["reason"] for e in warnings] == ["SecretNotFound"]
+    assert result.retry_after is None  # the Secret watch brings the next attempt: no crash loop
+    await run(reconciler)
+    assert [e for e in api.events if e["type"] == "Warning"] == warnings  # not repeated every pass
+
+
+async def test_a_missing_key_names_the_secret_and_the_key(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    api.put(fakes.password_secret("bob-pw", b"x", key="other"))
+    create(api)
+    await run(reconciler)
+    message = conditions(api)["Degraded"]["message"]
+    assert "bob-pw" in message and "'pw'" in message
+    assert conditions(api)["Degraded"]["reason"] == "SecretKeyMissing"
+    assert not api.has("Deployment", N.deployment)
+
+
+async def test_a_password_longer_than_bcrypt_allows_is_reported_not_truncated(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    api.put(fakes.password_secret("alice-pw", b"x" * 73))
+    create(api)
+    await run(reconciler)
+    assert conditions(api)["Degraded"]["reason"] == "InvalidPassword"
+    assert "72 bytes" in conditions(api)["Degraded"]["message"]
+
+
+async def test_no_password_reaches_status_events_children_metadata_or_the_log(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    create(api)
+    await run(reconciler)
+    api.put(fakes.password_secret("bob-pw", b"another-password1", key="pw"))
+    api.remove("Secret", "alice-pw")
+    await run(reconciler)
+    exposed = repr(api.events) + repr(api.status_patches) + caplog.text
+    exposed += repr([o for k, o in api.objects.items() if k[2] not in {"alice-pw", "bob-pw"}])
+    for password in [*PASSWORDS.values(), b"another-password1"]:
+        assert password.decode() not in exposed
+        assert base64.b64encode(password).decode() not in exposed
+
+
+async def test_the_certificate_is_renewed_in_its_window_by_the_same_ca(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler, clock: Clock
+) -> None:
+    create(api, {"tls": {"certDuration": "100h", "renewBefore": "10h"}})
+    await run(reconciler)
+    first = secret_data(api, N.tls_secret)
+    clock.now = START + datetime.timedelta(hours=80)
+    await run(reconciler)
+    assert secret_data(api, N.tls_secret) == first  # outside the window: kept
+    clock.now = START + datetime.timedelta(hours=91)
+    await run(reconciler)
+    renewed = secret_data(api, N.tls_secret)
+    assert renewed["tls.crt"] != first["tls.crt"]
+    assert renewed["ca.crt"] == first["ca.crt"]
+    assert crypto.signed_by(cert_pem=renewed["tls.crt"], ca_pem=first["ca.crt"])
+    assert crypto.inspect(renewed["tls.crt"]).not_after > START + datetime.timedelta(hours=150)
+    assert any(e["reason"] == "CertificateIssued" for e in api.events)
+
+
+async def test_adding_a_dns_name_reissues_the_certificate_from_the_same_ca(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api)
+    await run(reconciler)
+    first = secret_data(api, N.tls_secret)
+    body = api.obj(names.KIND, "demo")
+    body["spec"] = {"tls": {"dnsNames": ["registry.example.com"], "ipAddresses": ["10.1.2.3"]}}
+    body["metadata"]["generation"] = 2
+    await run(reconciler)
+    second = secret_data(api, N.tls_secret)
+    info = crypto.inspect(second["tls.crt"])
+    assert "registry.example.com" in info.dns_names and "10.1.2.3" in info.ip_addresses
+    assert second["ca.crt"] == first["ca.crt"]
+    status = api.obj(names.KIND, "demo")["status"]
+    assert "registry.example.com" in status["certificate"]["dnsNames"]
+    assert status["observedGeneration"] == 2
+
+
+async def test_a_missing_ca_secret_is_reported_and_no_new_ca_is_generated(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api)
+    await run(reconciler)
+    tls_before = secret_data(api, N.tls_secret)
+    api.remove("Secret", N.ca_secret)
+    await run(reconciler)
+    assert not api.has("Secret", N.ca_secret)
+    assert secret_data(api, N.tls_secret) == tls_before
+    conds = conditions(api)
+    assert conds["CertificateReady"]["status"] == "False"
+    assert conds["CertificateReady"]["reason"] == "CAKeyMissing"
+    assert conds["Degraded"]["status"] == "True"
+
+
+async def test_deleting_both_tls_secrets_accepts_a_new_ca(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api)
+    await run(reconciler)
+    old_ca = secret_data(api, N.ca_secret)["ca.crt"]
+    api.remove("Secret", N.ca_secret)
+    api.remove("Secret", N.tls_secret)
+    await run(reconciler)
+    assert secret_data(api, N.ca_secret)["ca.crt"] != old_ca
+    assert conditions(api)["CertificateReady"]["status"] == "True"
+
+
+def _byo_secret(api: fakes.FakeKube, clock: Clock) -> None:
+    ca = crypto.new_ca(common_name="their ca", now=clock.now, duration=datetime.timedelta(days=30))
+    server = crypto.issue_server_cert(
+        ca=ca,
+        common_name="reg",
+        dns_names=["reg"],
+        ip_addresses=[],
+        now=clock.now,
+        duration=datetime.timedelta(days=3),
+    )
+    api.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": "mine", "namespace": "ns"},
+            "data": {
+                "tls.crt": base64.b64encode(server.cert_pem).decode(),
+                "tls.key": base64.b64encode(server.key_pem).decode(),
+                "ca.crt": base64.b64encode(ca.cert_pem).decode(),
+            },
+        }
+    )
+
+
+async def test_a_bring_your_own_secret_is_mounted_and_no_ca_is_created(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler, clock: Clock
+) -> None:
+    _byo_secret(api, clock)
+    create(api, {"tls": {"mode": "Secret", "secretName": "mine"}})
+    await run(reconciler)
+    volumes = api.obj("Deployment", N.deployment)["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tls", "secret": {"secretName": "mine"}} in volumes
+    assert not api.has("Secret", N.ca_secret) and not api.has("Secret", N.tls_secret)
+    assert conditions(api)["CertificateReady"]["status"] == "True"
+
+
+async def test_a_missing_bring_your_own_secret_is_named(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api, {"tls": {"mode": "Secret", "secretName": "absent"}})
+    await run(reconciler)
+    conds = conditions(api)
+    assert conds["Ready"]["status"] == "False"
+    assert "'absent'" in conds["Degraded"]["message"]
+    assert conds["CertificateReady"]["status"] == "False"
+    assert api.child_writes() == []
+
+
+async def test_an_invalid_spec_that_slipped_past_the_schema_is_reported(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api, {"replicas": -3, "tls": {"mode": "Secret"}})
+    await run(reconciler)
+    conds = conditions(api)
+    assert conds["Degraded"]["reason"] == "InvalidSpec"
+    assert "spec.replicas" in conds["Degraded"]["message"]
+    assert api.child_writes() == []
+
+
+async def test_ready_follows_the_deployment_and_status_reports_endpoint_and_ca(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api)
+    await run(reconciler)
+    status = api.obj(names.KIND, "demo")["status"]
+    assert conditions(api)["Ready"]["status"] == "False"  # no controller has observed the Deployment yet
+    assert conditions(api)["Progressing"]["status"] == "True"
+    assert status["endpoint"] == "demo.ns.svc:443"
+    ca = crypto.inspect(secret_data(api, N.tls_secret)["ca.crt"])
+    assert status["ca"]["fingerprintSha256"] == ca.fingerprint_sha256
+    deployment = api.obj("Deployment", N.deployment)
+    deployment["status"] = {
+        "observedGeneration": deployment["metadata"]["generation"],
+        "availableReplicas": 1,
+        "readyReplicas": 1,
+        "updatedReplicas": 1,
+    }
+    await run(reconciler)
+    conds = conditions(api)
+    assert conds["Ready"]["status"] == "True"
+    assert conds["Progressing"]["status"] == "False"
+    assert api.obj(names.KIND, "demo")["status"]["readyReplicas"] == 1
+
+
+async def test_removing_the_ingress_from_the_spec_deletes_our_ingress(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api, {"expose": {"ingress": {"host": "registry.example.com"}}})
+    await run(reconciler)
+    assert api.has("Ingress", N.ingress)
+    assert api.obj(names.KIND, "demo")["status"]["endpoint"] == "registry.example.com:443"
+    body = api.obj(names.KIND, "demo")
+    body["spec"] = {}
+    await run(reconciler)
+    assert not api.has("Ingress", N.ingress)
+
+
+async def test_a_forbidden_write_is_reported_and_asks_for_a_retry(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    api.forbidden_kinds.add("Deployment")
+    create(api)
+    result = await run(reconciler)
+    assert result.retry_after is not None
+    conds = conditions(api)
+    assert conds["Degraded"]["reason"] == "Forbidden"
+    assert "Deployment" in conds["Degraded"]["message"]
+
+
+async def test_a_deleted_registry_is_left_to_garbage_collection(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    assert await reconciler.reconcile(namespace="ns", name="absent") == reconcile.Result()
+    assert api.writes == []
