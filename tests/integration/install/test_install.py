@@ -6,7 +6,8 @@ Deployment, ServiceAccount, RBAC and peering object, and its NOTES tell the user
 `kubectl apply --dry-run=server -f deploy/install.yaml` is accepted; every example is accepted by the
 API server's CRD schema; the chart's ServiceAccount (asked through its own TokenRequest token) may do
 what the operator needs and nothing an admin could (nodes, cluster RBAC, deleting Secrets, other peering
-objects); the running operator keeps its keep-alive in the chart's peering object.
+objects); the running operator keeps its keep-alive in the chart's peering object; the audit check the
+operator fixture's teardown relies on sees RBAC denials and ignores admission refusals.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.install import chart
+from tests.integration.install import chart, conftest
 from tests.integration.install.conftest import ChartedOperator
 from tests.support import kube
 
@@ -136,3 +137,23 @@ def test_the_operator_keeps_its_keep_alive_in_the_charts_peering_object(
 
     entry = kube.eventually(keepalive, what="the operator's keep-alive in the peering object")
     assert entry["priority"] == 0
+
+
+def test_the_audit_check_of_the_operator_teardown_sees_an_rbac_denial_but_not_an_admission_refusal(
+    control_plane: kube.ControlPlane, namespace: str
+) -> None:
+    # The package teardown fails on any request of the chart's ServiceAccount RBAC refused: prove that
+    # check can fire, with another ServiceAccount so the operator's own record stays clean.
+    control_plane.kubectl("create", "serviceaccount", "nobody", "-n", namespace)
+    config = control_plane.service_account_kubeconfig(namespace=namespace, name="nobody")
+    denied = control_plane.kubectl("get", "nodes", kubeconfig=config, check=False)
+    assert denied.returncode != 0 and "Forbidden" in denied.stderr
+    username = f"system:serviceaccount:{namespace}:nobody"
+    kube.eventually(
+        lambda: "list nodes" in conftest.forbidden_requests(control_plane, username),
+        what="the denial in the audit log",
+    )
+    # Admin writes into a terminating namespace are refused by admission (403), not by RBAC.
+    control_plane.kubectl("delete", "namespace", namespace, "--wait=false")
+    control_plane.kubectl("create", "configmap", "late", "-n", namespace, check=False)
+    assert conftest.forbidden_requests(control_plane, "admin") == []
