@@ -1,0 +1,206 @@
+"""The `dockyard-registry` command line, in-process through `cli.main(argv)` and once as a real process.
+
+Covers: usage errors exit 2 with a message on stderr (no command, bad --listen, --tls-key without
+--tls-cert, bad user names, empty stdin password, over-long password, removing an unknown user, bad
+--grace, missing data dir); `user add` with --password-stdin and with a generated password printed once,
+access rules written to access.yaml, files mode 0600, `user list`, `user remove`; `gc --dry-run` and gc;
+`fsck` exit 0 on a clean store and 1 on a corrupted blob; `serve --no-tls` and `serve --tls auto` as
+subprocesses answering /healthz and /v2/ (stopped by PID).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dockyard_registry import auth, cli, paths
+from tests.support import free_port
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str], *, stdin: str = "") -> tuple[int, str, str]:
+    old = sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        try:
+            code = cli.main(argv)
+        except SystemExit as exc:  # argparse exits on its own usage errors
+            code = int(exc.code or 0)
+    finally:
+        sys.stdin = old
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [([], "required"), (["serve"], "--data-dir"), (["serve", "--data-dir", "D", "--listen", "nope"], "HOST:PORT"),
+     (["serve", "--data-dir", "D", "--listen", "h:99999"], "HOST:PORT"),
+     (["serve", "--data-dir", "D", "--tls-key", "k"], "--tls-cert and --tls-key"),
+     (["serve", "--data-dir", "D", "--tls", "manual"], "invalid choice"),
+     (["serve", "--data-dir", "D", "--tls", "auto", "--no-tls"], "not allowed with"),
+     (["user", "add", "bad:name", "--data-dir", "D"], "invalid user name"),
+     (["user", "add", "x", "--data-dir", "D", "--access", "root"], "invalid choice"),
+     (["user", "remove", "ghost", "--data-dir", "D"], "no user"),
+     (["gc", "--data-dir", "D", "--grace", "-1"], "--grace"), (["fsck", "--data-dir", "missing"], "does not exist"),
+     (["gc", "--data-dir", "D", "--grace", "soon"], "invalid int")],
+)
+def test_usage_errors_exit_2_with_a_message(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "D").mkdir()
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert message in err
+
+
+def test_user_add_reads_the_password_from_stdin_and_never_prints_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(["user", "add", "alice", "--data-dir", str(tmp_path), "--password-stdin"], capsys,
+                         stdin="s3cret-pass\n")
+    assert code == 0
+    assert "s3cret-pass" not in out + err
+    htpasswd = tmp_path / "auth" / "htpasswd"
+    entry = auth.parse_htpasswd(htpasswd.read_text())["alice"]
+    assert entry.startswith("$2y$")
+    assert htpasswd.stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "auth" / "access.yaml").exists(), "no rules given: plain htpasswd behaviour"
+
+
+async def test_generated_password_is_printed_once_and_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["user", "add", "bob", "--data-dir", str(tmp_path)], capsys)
+    assert code == 0
+    password = out.split("password: ", 1)[1].strip()
+    assert len(password) >= 20
+    authn = auth.Authenticator(htpasswd=tmp_path / "auth" / "htpasswd", access=None)
+    assert await authn.verify("bob", password)
+
+
+def test_user_add_with_access_rules_then_list_and_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path)
+    run(["user", "add", "alice", "--data-dir", data, "--password-stdin", "--access", "pull",
+         "--repository", "team/*", "--repository", "tools/**"], capsys, stdin="pw1\n")
+    run(["user", "add", "carol", "--data-dir", data, "--password-stdin"], capsys, stdin="pw2\n")
+    rules = auth.parse_access((tmp_path / "auth" / "access.yaml").read_text())
+    assert rules.users["alice"] == auth.UserRule(auth.Level.PULL, ("team/*", "tools/**"))
+    code, out, _ = run(["user", "list", "--data-dir", data], capsys)
+    assert (code, out) == (0, "alice\tpull\tteam/*,tools/**\ncarol\tpush\t**\n")
+    assert run(["user", "remove", "alice", "--data-dir", data], capsys)[0] == 0
+    assert "alice" not in (tmp_path / "auth" / "htpasswd").read_text()
+    assert "alice" not in auth.parse_access((tmp_path / "auth" / "access.yaml").read_text()).users
+    assert run(["user", "list", "--data-dir", data], capsys)[1] == "carol\tpush\t**\n"
+
+
+@pytest.mark.parametrize(("stdin", "message"), [("\n", "empty password"), ("x" * 80 + "\n", "longer than 72")])
+def test_unusable_passwords_are_usage_errors(
+    stdin: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(["user", "add", "u", "--data-dir", str(tmp_path), "--password-stdin"], capsys, stdin=stdin)
+    assert (code, message in err) == (2, True)
+    assert not (tmp_path / "auth" / "htpasswd").exists()
+
+
+def write_blob(data_dir: Path, repo: str, content: bytes, *, age: float = 0) -> str:
+    from dockyard_registry import digest
+
+    dgst = digest.of_bytes(content)
+    blob = data_dir / paths.blob_data(dgst)
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(content)
+    link = data_dir / paths.layer_link(repo, dgst)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.write_text(str(dgst))
+    if age:
+        stamp = time.time() - age
+        os.utime(blob, (stamp, stamp))
+    return str(dgst)
+
+
+def test_gc_dry_run_lists_and_gc_deletes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dgst = write_blob(tmp_path, "r", b"unreferenced", age=7200)
+    code, out, _ = run(["gc", "--data-dir", str(tmp_path), "--dry-run"], capsys)
+    assert code == 0
+    assert f"would delete blob {dgst}" in out
+    assert (tmp_path / "blobs").rglob("data").__next__().exists()
+    code, out, _ = run(["gc", "--data-dir", str(tmp_path)], capsys)
+    assert (code, f"deleted blob {dgst}" in out) == (0, True)
+    assert list((tmp_path / "blobs").rglob("data")) == []
+
+
+def test_fsck_exits_0_when_clean_and_1_on_a_corrupted_blob(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dgst = write_blob(tmp_path, "r", b"precious")
+    assert run(["fsck", "--data-dir", str(tmp_path)], capsys)[0] == 0
+    next((tmp_path / "blobs").rglob("data")).write_bytes(b"tampered")
+    code, out, _ = run(["fsck", "--data-dir", str(tmp_path)], capsys)
+    assert code == 1
+    assert f"blob {dgst}: content does not match its digest" in out
+
+
+def _serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    exe = Path(sys.executable).parent / "dockyard-registry"
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--data-dir", str(tmp_path / "data"), "--listen", f"127.0.0.1:{port}", *extra],
+        stdout=(tmp_path / "serve.log").open("wb"), stderr=subprocess.STDOUT,
+    )
+    return proc, port
+
+
+def _get(url: str, *, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=10) as resp:  # noqa: S310 - test URL
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_serve_without_tls_answers_healthz_and_v2(tmp_path: Path) -> None:
+    proc, port = _serve(tmp_path, "--no-tls", "--no-auth")
+    try:
+        assert _get(f"http://127.0.0.1:{port}/healthz") == (200, b"ok")
+        assert _get(f"http://127.0.0.1:{port}/v2/") == (200, b"{}")
+    finally:
+        _stop(proc)
+
+
+def test_serve_with_tls_auto_is_verifiable_with_the_printed_ca(tmp_path: Path) -> None:
+    proc, port = _serve(tmp_path, "--tls", "auto")
+    try:
+        ca = tmp_path / "data" / "tls" / "ca.crt"
+        deadline = time.monotonic() + 60
+        while not ca.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        context = ssl.create_default_context(cafile=str(ca))
+        assert _get(f"https://localhost:{port}/healthz", context=context) == (200, b"ok")
+        status, _ = _get(f"https://127.0.0.1:{port}/v2/", context=context)
+        assert status == 401
+    finally:
+        _stop(proc)
+    log = (tmp_path / "serve.log").read_text()
+    assert str(ca) in log and "SHA-256 fingerprint" in log

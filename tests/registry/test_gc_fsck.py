@@ -1,0 +1,129 @@
+"""Garbage collection and fsck over the store (both drivers) and through the CLI.
+
+Covers gc: blobs referenced by any manifest revision (config, layers, manifests themselves, index
+children) are kept; unreferenced blobs older than the grace period are deleted along with the layer links
+to them; younger ones (just pushed, or re-linked) are kept; --dry-run reports without deleting; stale
+upload sessions go, active ones stay. fsck: a clean store has no problems; corrupted blob bytes, a
+missing blob, a dangling tag and a manifest whose layer vanished are each reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from dockyard_registry import digest, fsck, gc, paths, store
+from dockyard_registry.storage import base, filesystem, memory
+from tests.registry.conftest import OCI_MANIFEST, make_image, sha256
+
+
+def age(driver: base.Driver, path: str, seconds: float) -> None:
+    """Make a file look `seconds` old."""
+    stamp = time.time() - seconds
+    if isinstance(driver, filesystem.FilesystemDriver):
+        local = driver.local_path(path)
+        assert local is not None
+        os.utime(local, (stamp, stamp))
+    else:
+        assert isinstance(driver, memory.MemoryDriver)
+        driver.set_mtime(path, stamp)
+
+
+async def push(st: store.Store, repo: str, data: bytes) -> digest.Digest:
+    upload = st.start_upload(repo)
+
+    async def body() -> object:
+        yield data
+
+    dgst = digest.of_bytes(data)
+    await st.finish_upload(repo, upload, dgst=dgst, body=body())  # type: ignore[arg-type]
+    return dgst
+
+
+async def seeded_store(driver: base.Driver) -> tuple[store.Store, digest.Digest, digest.Digest]:
+    """A store with one tagged image and one orphan blob; returns (store, manifest digest, orphan)."""
+    st = store.Store(driver)
+    image = make_image()
+    await push(st, "r", image.config)
+    await push(st, "r", image.layer)
+    result = st.put_manifest("r", "v1", data=image.manifest, content_type=OCI_MANIFEST)
+    orphan = await push(st, "r", b"orphan bytes")
+    return st, result.digest, orphan
+
+
+def age_all_blobs(st: store.Store, seconds: float) -> None:
+    for blob in gc.stored_blobs(st):
+        age(st.driver, paths.blob_data(blob), seconds)
+
+
+async def test_gc_deletes_old_unreferenced_blobs_and_their_links(driver: base.Driver) -> None:
+    st, manifest, orphan = await seeded_store(driver)
+    age_all_blobs(st, 7200)
+    report = gc.collect(st, grace=3600, dry_run=False)
+    assert report.blobs == [str(orphan)]
+    assert report.bytes == len(b"orphan bytes")
+    assert driver.size(paths.blob_data(orphan)) is None
+    assert driver.size(paths.layer_link("r", orphan)) is None
+    image = make_image()
+    for kept in (manifest, digest.of_bytes(image.config), digest.of_bytes(image.layer)):
+        assert driver.size(paths.blob_data(kept)) is not None
+    assert st.get_manifest("r", "v1").data == image.manifest
+
+
+async def test_gc_keeps_unreferenced_blobs_inside_the_grace_period(driver: base.Driver) -> None:
+    st, _, orphan = await seeded_store(driver)
+    report = gc.collect(st, grace=3600, dry_run=False)
+    assert report.blobs == []
+    assert driver.size(paths.blob_data(orphan)) is not None
+
+
+async def test_gc_dry_run_reports_but_deletes_nothing(driver: base.Driver) -> None:
+    st, _, orphan = await seeded_store(driver)
+    age_all_blobs(st, 7200)
+    report = gc.collect(st, grace=3600, dry_run=True)
+    assert report.blobs == [str(orphan)]
+    assert driver.size(paths.blob_data(orphan)) is not None
+    assert driver.size(paths.layer_link("r", orphan)) is not None
+
+
+async def test_relinking_an_old_blob_protects_it_for_the_grace_period(driver: base.Driver) -> None:
+    st, _, orphan = await seeded_store(driver)
+    age_all_blobs(st, 7200)
+    assert st.mount_blob("other", source="r", dgst=orphan)
+    assert gc.collect(st, grace=3600, dry_run=False).blobs == []
+
+
+async def test_gc_keeps_untagged_manifests_and_index_children_and_removes_only_stale_uploads(driver: base.Driver) -> None:
+    st, manifest, _ = await seeded_store(driver)
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "manifests": [{"mediaType": OCI_MANIFEST, "digest": str(manifest),
+                                       "size": len(make_image().manifest)}]}).encode()
+    st.put_manifest("r", "multi", data=index, content_type=None)
+    st.delete_tag("r", "v1")
+    stale, active = st.start_upload("r"), st.start_upload("r")
+    driver.put(paths.upload_info(stale), json.dumps({"repository": "r", "started": time.time() - 7200}).encode())
+    age(driver, paths.upload_data(stale), 7200)
+    age_all_blobs(st, 7200)
+    report = gc.collect(st, grace=3600, dry_run=False)
+    assert str(manifest) not in report.blobs
+    assert report.uploads == [stale]
+    assert st.upload_size("r", active) == 0
+
+
+async def test_fsck_finds_nothing_wrong_in_a_clean_store(driver: base.Driver) -> None:
+    st, _, _ = await seeded_store(driver)
+    assert fsck.check(st) == []
+
+
+async def test_fsck_reports_corruption_missing_blobs_and_dangling_tags(driver: base.Driver) -> None:
+    st, manifest, orphan = await seeded_store(driver)
+    layer = digest.of_bytes(make_image().layer)
+    driver.put(paths.blob_data(orphan), b"bit rot")
+    driver.delete(paths.blob_dir(layer))
+    driver.put(paths.tag_link("r", "ghost"), sha256(b"no such manifest").encode())
+    problems = "\n".join(fsck.check(st))
+    assert f"blob {orphan}: content does not match its digest" in problems
+    assert f"layer link to missing blob {layer}" in problems
+    assert f"manifest {manifest} references missing blob {layer}" in problems
+    assert "tag ghost points to missing manifest" in problems

@@ -1,0 +1,100 @@
+"""`--tls auto` material: created once, reused, renewed near expiry with the same CA, never replaced.
+
+Covers: CA and server certificate files and modes; SANs (localhost, loopback IPs, extra names); the server
+certificate verifies against the CA; a second run reuses both byte-for-byte; a certificate close to
+expiry (or missing a requested name) is re-issued by the same CA; a CA key without its certificate is
+refused; the trust directory holds only the CA; printed instructions and fingerprint.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from dockyard_registry import tlsauto
+
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+def make(directory: Path, *, now: datetime.datetime = NOW, dns: tuple[str, ...] = ("localhost",)) -> tlsauto.TlsFiles:
+    return tlsauto.ensure(directory, dns_names=list(dns), ip_addresses=["127.0.0.1", "::1"], now=lambda: now)
+
+
+def load(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def test_creates_a_ca_and_a_server_certificate_it_signed(tmp_path: Path) -> None:
+    files = make(tmp_path / "tls", dns=("localhost", "registry.example"))
+    ca, cert = load(files.ca_cert), load(files.cert)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+    assert cert.issuer == ca.subject
+    pub = ca.public_key()
+    assert isinstance(pub, ec.EllipticCurvePublicKey)
+    cert.verify_directly_issued_by(ca)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(san.get_values_for_type(x509.DNSName)) == {"localhost", "registry.example"}
+    assert set(san.get_values_for_type(x509.IPAddress)) == {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}
+    assert files.key.stat().st_mode & 0o777 == 0o600
+    assert files.ca_key.stat().st_mode & 0o777 == 0o600
+
+
+def test_second_run_reuses_everything(tmp_path: Path) -> None:
+    first = make(tmp_path)
+    before = {p: p.read_bytes() for p in (first.ca_cert, first.ca_key, first.cert, first.key)}
+    make(tmp_path, now=NOW + datetime.timedelta(days=10))
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_server_certificate_near_expiry_is_renewed_by_the_same_ca(tmp_path: Path) -> None:
+    files = make(tmp_path)
+    ca_before, cert_before = files.ca_cert.read_bytes(), files.cert.read_bytes()
+    later = NOW + datetime.timedelta(days=tlsauto.SERVER_DAYS - 10)
+    make(tmp_path, now=later)
+    assert files.ca_cert.read_bytes() == ca_before
+    assert files.cert.read_bytes() != cert_before
+    renewed = load(files.cert)
+    renewed.verify_directly_issued_by(load(files.ca_cert))
+    assert renewed.not_valid_after_utc > later + datetime.timedelta(days=300)
+
+
+def test_a_new_name_reissues_the_server_certificate(tmp_path: Path) -> None:
+    files = make(tmp_path)
+    make(tmp_path, dns=("localhost", "new.example"))
+    san = load(files.cert).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "new.example" in san.get_values_for_type(x509.DNSName)
+
+
+def test_ca_key_without_ca_certificate_is_refused(tmp_path: Path) -> None:
+    files = make(tmp_path)
+    files.ca_cert.unlink()
+    with pytest.raises(RuntimeError, match="refusing to replace the CA"):
+        make(tmp_path)
+
+
+def test_trust_directory_holds_only_the_ca(tmp_path: Path) -> None:
+    files = make(tmp_path)
+    assert sorted(p.name for p in files.trust_dir.iterdir()) == ["ca.crt"]
+    assert (files.trust_dir / "ca.crt").read_bytes() == files.ca_cert.read_bytes()
+
+
+def test_instructions_name_the_ca_fingerprint_and_every_client(tmp_path: Path) -> None:
+    files = make(tmp_path)
+    text = tlsauto.trust_instructions(files, host_port="localhost:5443")
+    assert tlsauto.fingerprint(files.ca_cert) in text
+    assert len(tlsauto.fingerprint(files.ca_cert).split(":")) == 32
+    for needle in ("/etc/docker/certs.d/localhost:5443/ca.crt", "/etc/containerd/certs.d/localhost:5443/hosts.toml",
+                   "/etc/containers/certs.d/localhost:5443/ca.crt", f"--cert-dir {files.trust_dir}"):
+        assert needle in text
+
+
+def test_default_names_include_loopback_and_extra_addresses() -> None:
+    dns, ips = tlsauto.default_names(("10.1.2.3", "reg.local", "0.0.0.0"))
+    assert "localhost" in dns and "reg.local" in dns
+    assert {"127.0.0.1", "::1", "10.1.2.3"} <= set(ips)
+    assert "0.0.0.0" not in ips
