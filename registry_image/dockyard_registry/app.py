@@ -128,7 +128,9 @@ async def _auth_request(request: web.Request) -> web.StreamResponse:
     realm = request.app[state.SETTINGS].realm
     try:
         match = _match(method, uri)
-        await _authorize(request, match=match, method=method, authorization=request.headers.get("Authorization"))
+        await _authorize(
+            request, match=match, method=method, authorization=request.headers.get("Authorization")
+        )
     except OciError as err:
         if err.code is Code.UNAUTHORIZED:
             return web.Response(

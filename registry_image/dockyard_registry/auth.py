@@ -184,7 +184,11 @@ class Reloading(Generic[T]):
     """A file parsed on first use and re-parsed when its stat changes (checked at most once a second)."""
 
     def __init__(
-        self, path: Path | None, parse: Callable[[str], T], empty: T, *,
+        self,
+        path: Path | None,
+        parse: Callable[[str], T],
+        empty: T,
+        *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._path, self._parse, self._empty, self._clock = path, parse, empty, clock
@@ -262,10 +266,15 @@ class Authenticator:
         hashed = self._htpasswd.get().get(user)
         mac = hmac.new(self._key, user.encode() + b"\0" + password.encode(), "sha256").digest()
         cached = self._verified.get(user)
-        if hashed is not None and cached is not None and cached[0] == hashed:
-            if hmac.compare_digest(cached[1], mac):
-                return True
-        target = hashed if hashed is not None else self._dummy(self._typical_cost())
+        if (
+            hashed is not None
+            and cached is not None
+            and cached[0] == hashed
+            and hmac.compare_digest(cached[1], mac)
+        ):
+            return True
+        # Unknown user: same bcrypt work against a dummy hash, so timing does not reveal who exists.
+        target = hashed if hashed is not None else await asyncio.to_thread(self._dummy, self._typical_cost())
         async with self._bcrypt_slots:
             ok = await asyncio.to_thread(_bcrypt_verify, password, target)
         if ok and hashed is not None:
@@ -308,5 +317,3 @@ def hash_password(password: str, *, rounds: int = _DEFAULT_COST) -> str:
     if len(password.encode()) > MAX_PASSWORD_BYTES:
         raise ValueError(f"password longer than {MAX_PASSWORD_BYTES} bytes")
     return str(bcrypt.using(ident="2y", rounds=rounds).hash(password))
-
-

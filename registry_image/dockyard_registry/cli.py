@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", required=True)
     serve.add_argument("--listen", default="127.0.0.1:5000", help="HOST:PORT (default 127.0.0.1:5000)")
     tls = serve.add_mutually_exclusive_group()
-    tls.add_argument("--tls", choices=["auto"], help="create (once) a CA and server certificate under DATA/tls")
+    tls.add_argument(
+        "--tls", choices=["auto"], help="create (once) a CA and server certificate under DATA/tls"
+    )
     tls.add_argument("--tls-cert", help="server certificate (PEM); needs --tls-key")
     tls.add_argument("--no-tls", action="store_true", help="plain HTTP (behind a TLS proxy, or tests)")
     serve.add_argument("--tls-key", help="server key (PEM), with --tls-cert")
@@ -64,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-auth", action="store_true", help="no authentication at all (tests only)")
     serve.add_argument("--anonymous-pull", action="store_true", help="allow pulls without credentials")
     serve.add_argument("--no-delete", action="store_true", help="answer DELETE with 405 UNSUPPORTED")
-    serve.add_argument("--accel-redirect", metavar="PREFIX", help="serve blob GETs via nginx X-Accel-Redirect")
+    serve.add_argument(
+        "--accel-redirect", metavar="PREFIX", help="serve blob GETs via nginx X-Accel-Redirect"
+    )
     serve.add_argument("--realm", default="dockyard", help="Basic auth realm (default dockyard)")
     serve.add_argument("--access-log", action="store_true", help="log every request (off for speed)")
 
@@ -92,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     collect = sub.add_parser("gc", help="delete blobs no manifest references")
     collect.add_argument("--data-dir", required=True)
     collect.add_argument("--dry-run", action="store_true")
-    collect.add_argument("--grace", type=int, default=3600, help="keep anything younger (seconds, default 3600)")
+    collect.add_argument(
+        "--grace", type=int, default=3600, help="keep anything younger (seconds, default 3600)"
+    )
 
     check = sub.add_parser("fsck", help="verify stored content (exit 1 on corruption)")
     check.add_argument("--data-dir", required=True)
@@ -122,7 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
     from dockyard_registry import app
 
     host, port = parse_listen(args.listen)
-    if args.tls_cert and not args.tls_key or args.tls_key and not args.tls_cert:
+    if (args.tls_cert and not args.tls_key) or (args.tls_key and not args.tls_cert):
         raise UsageError("--tls-cert and --tls-key go together")
     if args.tls_key and (args.tls or args.no_tls):
         raise UsageError("--tls-key only goes with --tls-cert")
@@ -136,12 +142,17 @@ def _serve(args: argparse.Namespace) -> int:
     if not args.no_auth:
         htpasswd, access = _auth_paths(args)
         try:
-            authenticator = auth.Authenticator(htpasswd=htpasswd, access=access, anonymous_pull=args.anonymous_pull)
+            authenticator = auth.Authenticator(
+                htpasswd=htpasswd, access=access, anonymous_pull=args.anonymous_pull
+            )
         except (ValueError, OSError) as exc:
             raise UsageError(f"cannot load auth files: {exc}") from None
         if not auth.parse_htpasswd(htpasswd.read_text() if htpasswd.exists() else ""):
-            print(f"warning: no users in {htpasswd}; add one with: dockyard-registry user add NAME "
-                  f"--data-dir {data}", file=sys.stderr)
+            print(
+                f"warning: no users in {htpasswd}; add one with: dockyard-registry user add NAME "
+                f"--data-dir {data}",
+                file=sys.stderr,
+            )
 
     ssl_context = None
     scheme = "http"
@@ -284,8 +295,10 @@ def _gc(args: argparse.Namespace) -> int:
         print(f"{verb} blob {item}")
     for item in report.uploads:
         print(f"{verb} stale upload {item}")
-    print(f"{verb} {len(report.blobs)} blobs ({report.bytes} bytes), {len(report.uploads)} uploads; "
-          f"kept {report.kept} blobs")
+    print(
+        f"{verb} {len(report.blobs)} blobs ({report.bytes} bytes), {len(report.uploads)} uploads; "
+        f"kept {report.kept} blobs"
+    )
     return 0
 
 
@@ -302,4 +315,3 @@ def _fsck(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-

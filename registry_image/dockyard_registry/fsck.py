@@ -42,11 +42,16 @@ def check(st: store.Store) -> list[str]:
                 problems.append(f"repository {repo}: manifest {revision} invalid: {exc}")
                 continue
             for blob in parsed.required_blobs():
-                if driver.size(paths.layer_link(repo, blob)) is None or driver.size(paths.blob_data(blob)) is None:
+                if (
+                    driver.size(paths.layer_link(repo, blob)) is None
+                    or driver.size(paths.blob_data(blob)) is None
+                ):
                     problems.append(f"repository {repo}: manifest {revision} references missing blob {blob}")
             for child in parsed.manifests:
                 if child.digest not in revisions:
-                    problems.append(f"repository {repo}: index {revision} references missing manifest {child.digest}")
+                    problems.append(
+                        f"repository {repo}: index {revision} references missing manifest {child.digest}"
+                    )
         for tag in driver.list(paths.tags(repo)):
             try:
                 target = digest.parse(driver.get(paths.tag_link(repo, tag)).decode().strip())

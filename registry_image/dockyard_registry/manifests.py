@@ -42,10 +42,10 @@ class Descriptor:
 @dataclasses.dataclass(frozen=True)
 class Manifest:
     media_type: str
-    blobs: tuple[Descriptor, ...]       # config + layers of an image manifest
-    manifests: tuple[Descriptor, ...]   # children of an index
+    blobs: tuple[Descriptor, ...]  # config + layers of an image manifest
+    manifests: tuple[Descriptor, ...]  # children of an index
     subject: Descriptor | None
-    artifact_type: str | None           # for the referrers API (image: falls back to config.mediaType)
+    artifact_type: str | None  # for the referrers API (image: falls back to config.mediaType)
     annotations: Mapping[str, str] | None
 
     def required_blobs(self) -> tuple[digest.Digest, ...]:

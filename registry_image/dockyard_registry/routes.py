@@ -44,8 +44,8 @@ class Route:
 class Match:
     handler: Handler
     scope: Scope
-    name: str          # repository name ("" for /v2/ and the catalog)
-    arg: str           # reference, digest or upload id (percent-decoded), else ""
+    name: str  # repository name ("" for /v2/ and the catalog)
+    arg: str  # reference, digest or upload id (percent-decoded), else ""
 
 
 class MethodNotAllowedError(Exception):
@@ -100,7 +100,7 @@ def match(method: str, raw_path: str) -> Match | None:
     path = raw_path.split("?", 1)[0].split("#", 1)[0]
     if not path.startswith("/v2/"):
         return None if path != "/v2" else match(method, "/v2/")
-    rest = path[len("/v2/"):]
+    rest = path[len("/v2/") :]
     for route in ROUTES:
         m = route.pattern.match(rest)
         if m is None:

@@ -238,7 +238,12 @@ class Store:
             return await self._append(upload_id, body=body, start=start, length=length, algorithm=algorithm)
 
     async def _append(
-        self, upload_id: str, *, body: AsyncIterable[bytes], start: int | None, length: int | None,
+        self,
+        upload_id: str,
+        *,
+        body: AsyncIterable[bytes],
+        start: int | None,
+        length: int | None,
         algorithm: str,
     ) -> int:
         data_path = paths.upload_data(upload_id)
@@ -281,9 +286,7 @@ class Store:
         self._check_upload(name, upload_id)
         async with self._lock(upload_id):
             if body is not None:
-                await self._append(
-                    upload_id, body=body, start=start, length=length, algorithm=dgst.algorithm
-                )
+                await self._append(upload_id, body=body, start=start, length=length, algorithm=dgst.algorithm)
             data_path = paths.upload_data(upload_id)
             size = self.driver.size(data_path)
             if size is None:
@@ -382,9 +385,7 @@ class Store:
         all_tags = (*tags, ref) if isinstance(ref, str) else tags
         for tag in all_tags:
             self.driver.put(paths.tag_link(name, tag), str(dgst).encode())
-        return PutManifestResult(
-            digest=dgst, subject=manifest.subject.digest if manifest.subject else None
-        )
+        return PutManifestResult(digest=dgst, subject=manifest.subject.digest if manifest.subject else None)
 
     def delete_manifest(self, name: str, dgst: digest.Digest) -> None:
         """Delete a manifest revision, every tag pointing at it, and its referrer entry."""

@@ -38,7 +38,10 @@ class TlsFiles:
     @classmethod
     def under(cls, directory: Path) -> TlsFiles:
         return cls(
-            directory / "ca.crt", directory / "ca.key", directory / "server.crt", directory / "server.key",
+            directory / "ca.crt",
+            directory / "ca.key",
+            directory / "server.crt",
+            directory / "server.key",
             directory / "trust",
         )
 
@@ -68,7 +71,7 @@ def ensure(
     ip_addresses: list[str],
     now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
 ) -> TlsFiles:
-    """Create the CA if absent and (re)issue the server certificate when missing, expiring or lacking a name."""
+    """Create the CA if absent; (re)issue the server certificate when missing, expiring or lacking a name."""
     files = TlsFiles.under(directory)
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
@@ -86,8 +89,9 @@ def ensure(
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise RuntimeError(f"{files.ca_key} is not an EC key")
     if _needs_server_cert(files, dns_names=dns_names, ip_addresses=ip_addresses, now=now()):
-        _write_server(files, ca_cert=ca_cert, ca_key=ca_key, dns_names=dns_names, ip_addresses=ip_addresses,
-                      now=now())
+        _write_server(
+            files, ca_cert=ca_cert, ca_key=ca_key, dns_names=dns_names, ip_addresses=ip_addresses, now=now()
+        )
     return files
 
 
@@ -114,7 +118,9 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _write_ca(files: TlsFiles, *, now: datetime.datetime) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Dockyard registry CA ({socket.gethostname()})")])
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, f"Dockyard registry CA ({socket.gethostname()})")]
+    )
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -126,9 +132,15 @@ def _write_ca(files: TlsFiles, *, now: datetime.datetime) -> None:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -157,7 +169,9 @@ def _needs_server_cert(
         return True
     have_dns = set(san.get_values_for_type(x509.DNSName))
     have_ips = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
-    return not (set(dns_names) <= have_dns and {str(ipaddress.ip_address(i)) for i in ip_addresses} <= have_ips)
+    return not (
+        set(dns_names) <= have_dns and {str(ipaddress.ip_address(i)) for i in ip_addresses} <= have_ips
+    )
 
 
 def _write_server(
@@ -195,20 +209,22 @@ def _write_server(
 def trust_instructions(files: TlsFiles, *, host_port: str) -> str:
     """How to make docker, containerd and podman/skopeo trust the CA for `host_port`."""
     ca = files.ca_cert
-    return "\n".join([
-        f"TLS: CA certificate {ca}",
-        f"     SHA-256 fingerprint {fingerprint(ca)}",
-        "Trust it with:",
-        f"  docker:      sudo mkdir -p /etc/docker/certs.d/{host_port} && "
-        f"sudo cp {ca} /etc/docker/certs.d/{host_port}/ca.crt",
-        f"  containerd:  sudo mkdir -p /etc/containerd/certs.d/{host_port} && "
-        f"sudo cp {ca} /etc/containerd/certs.d/{host_port}/ca.crt",
-        f"               and write /etc/containerd/certs.d/{host_port}/hosts.toml:",
-        f'                 server = "https://{host_port}"',
-        f'                 [host."https://{host_port}"]',
-        '                   capabilities = ["pull", "resolve", "push"]',
-        '                   ca = "ca.crt"',
-        f"  podman/skopeo: sudo mkdir -p /etc/containers/certs.d/{host_port} && "
-        f"sudo cp {ca} /etc/containers/certs.d/{host_port}/ca.crt",
-        f"               or pass --cert-dir {files.trust_dir} (skopeo: --src-cert-dir/--dest-cert-dir)",
-    ])
+    return "\n".join(
+        [
+            f"TLS: CA certificate {ca}",
+            f"     SHA-256 fingerprint {fingerprint(ca)}",
+            "Trust it with:",
+            f"  docker:      sudo mkdir -p /etc/docker/certs.d/{host_port} && "
+            f"sudo cp {ca} /etc/docker/certs.d/{host_port}/ca.crt",
+            f"  containerd:  sudo mkdir -p /etc/containerd/certs.d/{host_port} && "
+            f"sudo cp {ca} /etc/containerd/certs.d/{host_port}/ca.crt",
+            f"               and write /etc/containerd/certs.d/{host_port}/hosts.toml:",
+            f'                 server = "https://{host_port}"',
+            f'                 [host."https://{host_port}"]',
+            '                   capabilities = ["pull", "resolve", "push"]',
+            '                   ca = "ca.crt"',
+            f"  podman/skopeo: sudo mkdir -p /etc/containers/certs.d/{host_port} && "
+            f"sudo cp {ca} /etc/containers/certs.d/{host_port}/ca.crt",
+            f"               or pass --cert-dir {files.trust_dir} (skopeo: --src-cert-dir/--dest-cert-dir)",
+        ]
+    )

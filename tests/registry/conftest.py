@@ -51,8 +51,12 @@ class Image:
 
 
 def make_manifest(
-    *, config: bytes, layers: list[bytes], subject: dict[str, Any] | None = None,
-    artifact_type: str | None = None, annotations: dict[str, str] | None = None,
+    *,
+    config: bytes,
+    layers: list[bytes],
+    subject: dict[str, Any] | None = None,
+    artifact_type: str | None = None,
+    annotations: dict[str, str] | None = None,
 ) -> bytes:
     doc: dict[str, Any] = {
         "schemaVersion": 2,
@@ -97,8 +101,10 @@ class Registry:
         await self.push_blob(repo, image.layer, **kw)
         ref = tag or image.digest
         resp = await self.client.put(
-            f"/v2/{repo}/manifests/{ref}", data=image.manifest,
-            headers={"Content-Type": OCI_MANIFEST, **kw.pop("headers", {})}, **kw,
+            f"/v2/{repo}/manifests/{ref}",
+            data=image.manifest,
+            headers={"Content-Type": OCI_MANIFEST, **kw.pop("headers", {})},
+            **kw,
         )
         assert resp.status == 201, await resp.text()
         return image.digest
@@ -112,8 +118,11 @@ async def make_client(tmp_path: Path) -> AsyncIterator[ClientFactory]:
     clients: list[test_utils.TestClient[Any, Any]] = []
 
     async def factory(
-        *, driver: base.Driver | None = None, authenticator: auth.Authenticator | None = None,
-        delete_enabled: bool = True, accel_redirect: str | None = None,
+        *,
+        driver: base.Driver | None = None,
+        authenticator: auth.Authenticator | None = None,
+        delete_enabled: bool = True,
+        accel_redirect: str | None = None,
     ) -> Registry:
         settings = state.Settings(
             store=store.Store(driver or filesystem.FilesystemDriver(tmp_path / "data")),

@@ -28,17 +28,28 @@ ROUNDS = 4  # bcrypt's minimum cost: the tests are about behaviour, not hashing 
 
 @pytest.mark.parametrize(
     ("pattern", "repo", "expected"),
-    [("team/*", "team/app", True), ("team/*", "team/app/sub", False), ("team/**", "team/app/sub", True),
-     ("**", "anything/at/all", True), ("*", "a", True), ("*", "a/b", False), ("team/*", "teamx/app", False),
-     ("a.b/*", "axb/c", False), ("tools/**", "tools", False)],
+    [
+        ("team/*", "team/app", True),
+        ("team/*", "team/app/sub", False),
+        ("team/**", "team/app/sub", True),
+        ("**", "anything/at/all", True),
+        ("*", "a", True),
+        ("*", "a/b", False),
+        ("team/*", "teamx/app", False),
+        ("a.b/*", "axb/c", False),
+        ("tools/**", "tools", False),
+    ],
 )
-def test_glob_star_stays_in_a_segment_and_double_star_crosses_them(pattern: str, repo: str, expected: bool) -> None:
+def test_glob_star_stays_in_a_segment_and_double_star_crosses_them(
+    pattern: str, repo: str, expected: bool
+) -> None:
     assert auth.glob_match(pattern, repo) is expected
 
 
 def test_access_file_parses_levels_globs_and_defaults() -> None:
     rules = auth.parse_access(
-        "anonymousPull: true\nusers:\n  alice: {access: push, repositories: ['team/*']}\n  bob: {access: pull}\n"
+        "anonymousPull: true\n"
+        "users:\n  alice: {access: push, repositories: ['team/*']}\n  bob: {access: pull}\n"
     )
     assert rules.anonymous_pull is True
     assert rules.users["alice"] == auth.UserRule(auth.Level.PUSH, ("team/*",))
@@ -48,9 +59,15 @@ def test_access_file_parses_levels_globs_and_defaults() -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("users: {a: {access: owner}}", "access must be one of"), ("users: {a: {repositories: []}}", "non-empty"),
-     ("users: {a: {colour: red}}", "unknown keys"), ("anonymousPull: maybe", "true or false"),
-     ("users: [a, b]", "mapping"), ("foo: 1", "unknown keys"), ("a: [", "not valid YAML")],
+    [
+        ("users: {a: {access: owner}}", "access must be one of"),
+        ("users: {a: {repositories: []}}", "non-empty"),
+        ("users: {a: {colour: red}}", "unknown keys"),
+        ("anonymousPull: maybe", "true or false"),
+        ("users: [a, b]", "mapping"),
+        ("foo: 1", "unknown keys"),
+        ("a: [", "not valid YAML"),
+    ],
 )
 def test_bad_access_files_are_rejected_with_a_clear_message(text: str, message: str) -> None:
     with pytest.raises(auth.AccessFileError, match=message):
@@ -106,7 +123,9 @@ async def test_bcrypt_is_paid_once_per_credential(files: tuple[Path, Path], bcry
     assert len(bcrypt_calls) == 1
 
 
-async def test_wrong_passwords_are_verified_every_time(files: tuple[Path, Path], bcrypt_calls: list[str]) -> None:
+async def test_wrong_passwords_are_verified_every_time(
+    files: tuple[Path, Path], bcrypt_calls: list[str]
+) -> None:
     authn = auth.Authenticator(htpasswd=files[0], access=files[1])
     assert await authn.verify("alice", "alice-pw")
     for _ in range(3):
@@ -114,7 +133,9 @@ async def test_wrong_passwords_are_verified_every_time(files: tuple[Path, Path],
     assert len(bcrypt_calls) == 4
 
 
-async def test_unknown_users_are_checked_against_a_dummy_hash(files: tuple[Path, Path], bcrypt_calls: list[str]) -> None:
+async def test_unknown_users_are_checked_against_a_dummy_hash(
+    files: tuple[Path, Path], bcrypt_calls: list[str]
+) -> None:
     authn = auth.Authenticator(htpasswd=files[0], access=files[1])
     assert not await authn.verify("mallory", "whatever")
     assert len(bcrypt_calls) == 1
@@ -179,7 +200,9 @@ def test_broken_access_file_at_startup_is_an_error(tmp_path: Path) -> None:
         auth.Authenticator(htpasswd=None, access=bad)
 
 
-@pytest.mark.parametrize("header", ["Bearer abc", "Basic !!!notbase64", "Basic " + base64.b64encode(b"nocolon").decode()])
+@pytest.mark.parametrize(
+    "header", ["Bearer abc", "Basic !!!notbase64", "Basic " + base64.b64encode(b"nocolon").decode()]
+)
 async def test_malformed_authorization_is_bad_credentials(files: tuple[Path, Path], header: str) -> None:
     authn = auth.Authenticator(htpasswd=files[0], access=files[1])
     with pytest.raises(auth.BadCredentialsError):
@@ -248,19 +271,25 @@ async def test_mount_from_an_unreadable_repository_is_not_performed(secured: con
 
     hidden = sha256(b"hidden")
     dave = basic("dave", "dave-pw")  # may push to team/*, may not read secret/stuff
-    refused = await secured.client.post(f"/v2/team/app/blobs/uploads/?mount={hidden}&from=secret/stuff", headers=dave)
+    refused = await secured.client.post(
+        f"/v2/team/app/blobs/uploads/?mount={hidden}&from=secret/stuff", headers=dave
+    )
     assert refused.status == 202, "falls back to a plain upload session"
     anonymous_mount = await secured.client.post(f"/v2/team/app/blobs/uploads/?mount={hidden}", headers=dave)
     assert anonymous_mount.status == 202
     assert (await secured.client.head(f"/v2/team/app/blobs/{hidden}", headers=ALICE)).status == 404
-    allowed = await secured.client.post(f"/v2/team/app/blobs/uploads/?mount={hidden}&from=secret/stuff", headers=CAROL)
+    allowed = await secured.client.post(
+        f"/v2/team/app/blobs/uploads/?mount={hidden}&from=secret/stuff", headers=CAROL
+    )
     assert allowed.status == 201
 
 
 async def test_anonymous_pull_allows_reads_but_not_login_or_push(
     make_client: conftest.ClientFactory, files: tuple[Path, Path]
 ) -> None:
-    reg = await make_client(authenticator=auth.Authenticator(htpasswd=files[0], access=files[1], anonymous_pull=True))
+    reg = await make_client(
+        authenticator=auth.Authenticator(htpasswd=files[0], access=files[1], anonymous_pull=True)
+    )
     await reg.push_image("team/app", make_image(), tag="v1", headers=ALICE)
     assert (await reg.client.get("/v2/team/app/manifests/v1")).status == 200
     assert (await reg.client.get("/v2/")).status == 401
@@ -269,10 +298,16 @@ async def test_anonymous_pull_allows_reads_but_not_login_or_push(
 
 @pytest.mark.parametrize(
     ("uri", "method", "headers", "status"),
-    [("/v2/", "GET", {}, 401), ("/v2/", "GET", ALICE, 200), ("/v2/team/app/manifests/v1", "GET", BOB, 200),
-     ("/v2/team/app/blobs/uploads/", "POST", BOB, 403), ("/v2/team/app/manifests/v1", "DELETE", CAROL, 403),
-     ("/v2/team/app/manifests/v1", "DELETE", ALICE, 200), ("/v2/team/app/tags/list?n=1", "GET", {}, 401),
-     ("/v2/team/app/manifests/v1", "GET", basic("bob", "wrong"), 401)],
+    [
+        ("/v2/", "GET", {}, 401),
+        ("/v2/", "GET", ALICE, 200),
+        ("/v2/team/app/manifests/v1", "GET", BOB, 200),
+        ("/v2/team/app/blobs/uploads/", "POST", BOB, 403),
+        ("/v2/team/app/manifests/v1", "DELETE", CAROL, 403),
+        ("/v2/team/app/manifests/v1", "DELETE", ALICE, 200),
+        ("/v2/team/app/tags/list?n=1", "GET", {}, 401),
+        ("/v2/team/app/manifests/v1", "GET", basic("bob", "wrong"), 401),
+    ],
 )
 async def test_auth_request_endpoint_judges_the_original_request(
     secured: conftest.Registry, uri: str, method: str, headers: dict[str, str], status: int
@@ -286,7 +321,9 @@ async def test_auth_request_endpoint_judges_the_original_request(
         assert resp.headers["WWW-Authenticate"] == 'Basic realm="dockyard"'
 
 
-async def test_no_password_reaches_the_log(secured: conftest.Registry, caplog: pytest.LogCaptureFixture) -> None:
+async def test_no_password_reaches_the_log(
+    secured: conftest.Registry, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     await secured.client.get("/v2/", headers=basic("alice", "wrong-secret-xyz"))
     await secured.client.get("/v2/", headers=ALICE)

@@ -51,8 +51,14 @@ async def error_code(resp: Any) -> str:
 
 @pytest.mark.parametrize(
     "path",
-    ["/v2/Team/app/tags/list", "/v2/team//app/tags/list", "/v2/-team/tags/list",
-     "/v2/" + "a" * 256 + "/tags/list", "/v2/team/app%2F..%2F..%2Fx/tags/list", "/v2/a%2e%2e/tags/list"],
+    [
+        "/v2/Team/app/tags/list",
+        "/v2/team//app/tags/list",
+        "/v2/-team/tags/list",
+        "/v2/" + "a" * 256 + "/tags/list",
+        "/v2/team/app%2F..%2F..%2Fx/tags/list",
+        "/v2/a%2e%2e/tags/list",
+    ],
 )
 async def test_invalid_repository_names_are_name_invalid(seeded: Registry, path: str) -> None:
     before = snapshot(root(seeded))
@@ -82,7 +88,9 @@ async def test_push_to_invalid_name_stores_nothing(seeded: Registry) -> None:
 async def test_invalid_tags_are_tag_invalid(seeded: Registry, tag: str) -> None:
     before = snapshot(root(seeded))
     resp = await seeded.client.put(
-        f"/v2/team/app/manifests/{tag}", data=make_image("seed").manifest, headers={"Content-Type": OCI_MANIFEST}
+        f"/v2/team/app/manifests/{tag}",
+        data=make_image("seed").manifest,
+        headers={"Content-Type": OCI_MANIFEST},
     )
     assert (resp.status, await error_code(resp)) == (400, "TAG_INVALID")
     assert snapshot(root(seeded)) == before
@@ -90,14 +98,21 @@ async def test_invalid_tags_are_tag_invalid(seeded: Registry, tag: str) -> None:
 
 async def test_invalid_tag_parameter_is_tag_invalid(seeded: Registry) -> None:
     image = make_image("seed")
-    resp = await seeded.client.put(f"/v2/team/app/manifests/{image.digest}?tag=..bad", data=image.manifest,
-                                   headers={"Content-Type": OCI_MANIFEST})
+    resp = await seeded.client.put(
+        f"/v2/team/app/manifests/{image.digest}?tag=..bad",
+        data=image.manifest,
+        headers={"Content-Type": OCI_MANIFEST},
+    )
     assert (resp.status, await error_code(resp)) == (400, "TAG_INVALID")
 
 
 @pytest.mark.parametrize(
-    "path", ["/v2/team/app/blobs/sha256:nothex", "/v2/team/app/manifests/sha256:baddigeststring",
-             "/v2/team/app/referrers/sha256:short"],
+    "path",
+    [
+        "/v2/team/app/blobs/sha256:nothex",
+        "/v2/team/app/manifests/sha256:baddigeststring",
+        "/v2/team/app/referrers/sha256:short",
+    ],
 )
 async def test_invalid_digests_are_digest_invalid(seeded: Registry, path: str) -> None:
     resp = await seeded.client.get(path)
@@ -106,8 +121,9 @@ async def test_invalid_digests_are_digest_invalid(seeded: Registry, path: str) -
 
 async def test_unknown_digest_algorithm_is_unsupported(seeded: Registry) -> None:
     before = snapshot(root(seeded))
-    resp = await seeded.client.post("/v2/team/app/blobs/uploads/?digest=md5:d41d8cd98f00b204e9800998ecf8427e",
-                                    data=b"")
+    resp = await seeded.client.post(
+        "/v2/team/app/blobs/uploads/?digest=md5:d41d8cd98f00b204e9800998ecf8427e", data=b""
+    )
     assert (resp.status, await error_code(resp)) == (400, "UNSUPPORTED")
     get = await seeded.client.get("/v2/team/app/blobs/md5:d41d8cd98f00b204e9800998ecf8427e")
     assert (get.status, await error_code(get)) == (400, "UNSUPPORTED")
@@ -116,7 +132,9 @@ async def test_unknown_digest_algorithm_is_unsupported(seeded: Registry) -> None
 
 async def test_monolithic_push_with_wrong_digest_stores_nothing(seeded: Registry) -> None:
     before = snapshot(root(seeded))
-    resp = await seeded.client.post(f"/v2/team/app/blobs/uploads/?digest={sha256(b'expected')}", data=b"actual")
+    resp = await seeded.client.post(
+        f"/v2/team/app/blobs/uploads/?digest={sha256(b'expected')}", data=b"actual"
+    )
     assert (resp.status, await error_code(resp)) == (400, "DIGEST_INVALID")
     assert snapshot(root(seeded)) == before
     assert (await seeded.client.head(f"/v2/team/app/blobs/{sha256(b'expected')}")).status == 404
@@ -141,8 +159,11 @@ async def test_finishing_an_upload_without_digest_is_digest_invalid(seeded: Regi
 async def test_manifest_put_by_mismatching_digest_stores_nothing(seeded: Registry) -> None:
     before = snapshot(root(seeded))
     body = make_image("seed").manifest + b"  "
-    resp = await seeded.client.put(f"/v2/team/app/manifests/{make_image('seed').digest}", data=body,
-                                   headers={"Content-Type": OCI_MANIFEST})
+    resp = await seeded.client.put(
+        f"/v2/team/app/manifests/{make_image('seed').digest}",
+        data=body,
+        headers={"Content-Type": OCI_MANIFEST},
+    )
     assert (resp.status, await error_code(resp)) == (400, "DIGEST_INVALID")
     assert snapshot(root(seeded)) == before
 
@@ -150,7 +171,9 @@ async def test_manifest_put_by_mismatching_digest_stores_nothing(seeded: Registr
 async def test_manifest_over_4_mib_is_refused_and_tag_unchanged(seeded: Registry) -> None:
     before = snapshot(root(seeded))
     huge = b'{"schemaVersion": 2, "pad": "' + b"x" * (4 * 1024 * 1024) + b'"}'
-    resp = await seeded.client.put("/v2/team/app/manifests/v1", data=huge, headers={"Content-Type": OCI_MANIFEST})
+    resp = await seeded.client.put(
+        "/v2/team/app/manifests/v1", data=huge, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert (resp.status, await error_code(resp)) == (413, "MANIFEST_INVALID")
     assert snapshot(root(seeded)) == before
 
@@ -160,14 +183,22 @@ async def test_manifest_over_4_mib_sent_chunked_is_refused(seeded: Registry) -> 
         for _ in range(5):
             yield b" " * (1024 * 1024)
 
-    resp = await seeded.client.put("/v2/team/app/manifests/v1", data=body(), headers={"Content-Type": OCI_MANIFEST})
+    resp = await seeded.client.put(
+        "/v2/team/app/manifests/v1", data=body(), headers={"Content-Type": OCI_MANIFEST}
+    )
     assert (resp.status, await error_code(resp)) == (413, "MANIFEST_INVALID")
 
 
-@pytest.mark.parametrize("body", [b"not json at all", b"{}", b'{"schemaVersion": 2, "mediaType": "text/html"}'])
-async def test_unparseable_manifests_are_manifest_invalid_and_tag_unchanged(seeded: Registry, body: bytes) -> None:
+@pytest.mark.parametrize(
+    "body", [b"not json at all", b"{}", b'{"schemaVersion": 2, "mediaType": "text/html"}']
+)
+async def test_unparseable_manifests_are_manifest_invalid_and_tag_unchanged(
+    seeded: Registry, body: bytes
+) -> None:
     before = snapshot(root(seeded))
-    resp = await seeded.client.put("/v2/team/app/manifests/v1", data=body, headers={"Content-Type": OCI_MANIFEST})
+    resp = await seeded.client.put(
+        "/v2/team/app/manifests/v1", data=body, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert (resp.status, await error_code(resp)) == (400, "MANIFEST_INVALID")
     assert snapshot(root(seeded)) == before
 
@@ -175,15 +206,20 @@ async def test_unparseable_manifests_are_manifest_invalid_and_tag_unchanged(seed
 async def test_manifest_referencing_missing_blob_is_manifest_blob_unknown(seeded: Registry) -> None:
     before = snapshot(root(seeded))
     body = make_manifest(config=make_image("seed").config, layers=[b"never pushed"])
-    resp = await seeded.client.put("/v2/team/app/manifests/v1", data=body, headers={"Content-Type": OCI_MANIFEST})
+    resp = await seeded.client.put(
+        "/v2/team/app/manifests/v1", data=body, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert (resp.status, await error_code(resp)) == (400, "MANIFEST_BLOB_UNKNOWN")
     assert (await resp.json())["errors"][0]["detail"] == {"digest": sha256(b"never pushed")}
     assert snapshot(root(seeded)) == before
 
 
-async def test_manifest_referencing_a_blob_of_another_repository_is_manifest_blob_unknown(seeded: Registry) -> None:
-    resp = await seeded.client.put("/v2/other/manifests/v1", data=make_image("seed").manifest,
-                                   headers={"Content-Type": OCI_MANIFEST})
+async def test_manifest_referencing_a_blob_of_another_repository_is_manifest_blob_unknown(
+    seeded: Registry,
+) -> None:
+    resp = await seeded.client.put(
+        "/v2/other/manifests/v1", data=make_image("seed").manifest, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert (resp.status, await error_code(resp)) == (400, "MANIFEST_BLOB_UNKNOWN")
 
 
@@ -218,7 +254,12 @@ async def test_content_range_length_not_matching_body_is_refused(seeded: Registr
 async def test_unknown_upload_ids_are_blob_upload_unknown(seeded: Registry, upload_id: str) -> None:
     before = snapshot(root(seeded))
     base = f"/v2/team/app/blobs/uploads/{upload_id}"
-    for method, url in (("GET", base), ("PATCH", base), ("PUT", f"{base}?digest={sha256(b'')}"), ("DELETE", base)):
+    for method, url in (
+        ("GET", base),
+        ("PATCH", base),
+        ("PUT", f"{base}?digest={sha256(b'')}"),
+        ("DELETE", base),
+    ):
         resp = await seeded.client.request(method, url, data=b"")
         assert (resp.status, await error_code(resp)) == (404, "BLOB_UPLOAD_UNKNOWN"), (method, upload_id)
     assert snapshot(root(seeded)) == before
@@ -233,8 +274,13 @@ async def test_an_upload_cannot_be_continued_from_another_repository(seeded: Reg
 
 @pytest.mark.parametrize(
     "path",
-    ["/v2/team/app/blobs/..%2F..%2F..%2Fetc%2Fpasswd", "/v2/team/app/manifests/..%2F..%2Fx",
-     "/v2/team/app/manifests/%2e%2e", "/v2/%2e%2e%2f%2e%2e/blobs/uploads/", "/v2/team/app/referrers/..%2F.."],
+    [
+        "/v2/team/app/blobs/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/v2/team/app/manifests/..%2F..%2Fx",
+        "/v2/team/app/manifests/%2e%2e",
+        "/v2/%2e%2e%2f%2e%2e/blobs/uploads/",
+        "/v2/team/app/referrers/..%2F..",
+    ],
 )
 async def test_percent_encoded_traversal_in_any_segment_is_refused(seeded: Registry, path: str) -> None:
     before = snapshot(root(seeded))
@@ -243,7 +289,12 @@ async def test_percent_encoded_traversal_in_any_segment_is_refused(seeded: Regis
         assert 400 <= status < 500, (method, path, status)
         if status != 405:
             assert json.loads(body)["errors"][0]["code"] in {
-                "NAME_INVALID", "DIGEST_INVALID", "TAG_INVALID", "NAME_UNKNOWN", "UNSUPPORTED"}
+                "NAME_INVALID",
+                "DIGEST_INVALID",
+                "TAG_INVALID",
+                "NAME_UNKNOWN",
+                "UNSUPPORTED",
+            }
     assert snapshot(root(seeded)) == before
     assert not (root(seeded).parent / "etc").exists()
 
@@ -252,8 +303,11 @@ async def raw_request(reg: Registry, method: str, path: str, *, body: bytes = b"
     """One request over a raw socket, so no client library normalizes the path."""
     server = reg.client.server
     reader, writer = await asyncio.open_connection(server.host, server.port)
-    writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-                 f"Connection: close\r\n\r\n".encode() + body)
+    writer.write(
+        f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        f"Connection: close\r\n\r\n".encode()
+        + body
+    )
     await writer.drain()
     data = await reader.read()
     writer.close()
@@ -276,9 +330,12 @@ async def test_truncated_patch_body_rolls_the_upload_back(seeded: Registry, half
     await seeded.client.patch(location, data=b"A" * 1000)
     before = snapshot(root(seeded))
     server = seeded.client.server
-    reader, writer = await asyncio.open_connection(server.host, server.port)
-    writer.write(f"PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
-                 f"Content-Range: 1000-100999\r\n\r\n".encode() + b"B" * 5000)
+    _, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(
+        f"PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+        f"Content-Range: 1000-100999\r\n\r\n".encode()
+        + b"B" * 5000
+    )
     await writer.drain()
     await wait_for_uploads_to_settle(seeded, started=True)
     if half_close:
@@ -300,9 +357,12 @@ async def test_truncated_monolithic_push_leaves_no_blob_and_no_session(seeded: R
     before = snapshot(root(seeded))
     data = b"D" * 100000
     server = seeded.client.server
-    reader, writer = await asyncio.open_connection(server.host, server.port)
-    writer.write(f"POST /v2/team/app/blobs/uploads/?digest={sha256(data)} HTTP/1.1\r\nHost: x\r\n"
-                 f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:3000])
+    _, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(
+        f"POST /v2/team/app/blobs/uploads/?digest={sha256(data)} HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data[:3000]
+    )
     await writer.drain()
     await wait_for_uploads_to_settle(seeded, started=True)
     writer.transport.abort()

@@ -43,19 +43,28 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str], *, stdin: str = "")
 
 @pytest.mark.parametrize(
     ("argv", "message"),
-    [([], "required"), (["serve"], "--data-dir"), (["serve", "--data-dir", "D", "--listen", "nope"], "HOST:PORT"),
-     (["serve", "--data-dir", "D", "--listen", "h:99999"], "HOST:PORT"),
-     (["serve", "--data-dir", "D", "--tls-key", "k"], "--tls-cert and --tls-key"),
-     (["serve", "--data-dir", "D", "--tls", "manual"], "invalid choice"),
-     (["serve", "--data-dir", "D", "--tls", "auto", "--no-tls"], "not allowed with"),
-     (["user", "add", "bad:name", "--data-dir", "D"], "invalid user name"),
-     (["user", "add", "x", "--data-dir", "D", "--access", "root"], "invalid choice"),
-     (["user", "remove", "ghost", "--data-dir", "D"], "no user"),
-     (["gc", "--data-dir", "D", "--grace", "-1"], "--grace"), (["fsck", "--data-dir", "missing"], "does not exist"),
-     (["gc", "--data-dir", "D", "--grace", "soon"], "invalid int")],
+    [
+        ([], "required"),
+        (["serve"], "--data-dir"),
+        (["serve", "--data-dir", "D", "--listen", "nope"], "HOST:PORT"),
+        (["serve", "--data-dir", "D", "--listen", "h:99999"], "HOST:PORT"),
+        (["serve", "--data-dir", "D", "--tls-key", "k"], "--tls-cert and --tls-key"),
+        (["serve", "--data-dir", "D", "--tls", "manual"], "invalid choice"),
+        (["serve", "--data-dir", "D", "--tls", "auto", "--no-tls"], "not allowed with"),
+        (["user", "add", "bad:name", "--data-dir", "D"], "invalid user name"),
+        (["user", "add", "x", "--data-dir", "D", "--access", "root"], "invalid choice"),
+        (["user", "remove", "ghost", "--data-dir", "D"], "no user"),
+        (["gc", "--data-dir", "D", "--grace", "-1"], "--grace"),
+        (["fsck", "--data-dir", "missing"], "does not exist"),
+        (["gc", "--data-dir", "D", "--grace", "soon"], "invalid int"),
+    ],
 )
 def test_usage_errors_exit_2_with_a_message(
-    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "D").mkdir()
@@ -67,8 +76,11 @@ def test_usage_errors_exit_2_with_a_message(
 def test_user_add_reads_the_password_from_stdin_and_never_prints_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = run(["user", "add", "alice", "--data-dir", str(tmp_path), "--password-stdin"], capsys,
-                         stdin="s3cret-pass\n")
+    code, out, err = run(
+        ["user", "add", "alice", "--data-dir", str(tmp_path), "--password-stdin"],
+        capsys,
+        stdin="s3cret-pass\n",
+    )
     assert code == 0
     assert "s3cret-pass" not in out + err
     htpasswd = tmp_path / "auth" / "htpasswd"
@@ -78,7 +90,9 @@ def test_user_add_reads_the_password_from_stdin_and_never_prints_it(
     assert not (tmp_path / "auth" / "access.yaml").exists(), "no rules given: plain htpasswd behaviour"
 
 
-async def test_generated_password_is_printed_once_and_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_generated_password_is_printed_once_and_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run(["user", "add", "bob", "--data-dir", str(tmp_path)], capsys)
     assert code == 0
     password = out.split("password: ", 1)[1].strip()
@@ -87,10 +101,28 @@ async def test_generated_password_is_printed_once_and_works(tmp_path: Path, caps
     assert await authn.verify("bob", password)
 
 
-def test_user_add_with_access_rules_then_list_and_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_user_add_with_access_rules_then_list_and_remove(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = str(tmp_path)
-    run(["user", "add", "alice", "--data-dir", data, "--password-stdin", "--access", "pull",
-         "--repository", "team/*", "--repository", "tools/**"], capsys, stdin="pw1\n")
+    run(
+        [
+            "user",
+            "add",
+            "alice",
+            "--data-dir",
+            data,
+            "--password-stdin",
+            "--access",
+            "pull",
+            "--repository",
+            "team/*",
+            "--repository",
+            "tools/**",
+        ],
+        capsys,
+        stdin="pw1\n",
+    )
     run(["user", "add", "carol", "--data-dir", data, "--password-stdin"], capsys, stdin="pw2\n")
     rules = auth.parse_access((tmp_path / "auth" / "access.yaml").read_text())
     assert rules.users["alice"] == auth.UserRule(auth.Level.PULL, ("team/*", "tools/**"))
@@ -102,11 +134,15 @@ def test_user_add_with_access_rules_then_list_and_remove(tmp_path: Path, capsys:
     assert run(["user", "list", "--data-dir", data], capsys)[1] == "carol\tpush\t**\n"
 
 
-@pytest.mark.parametrize(("stdin", "message"), [("\n", "empty password"), ("x" * 80 + "\n", "longer than 72")])
+@pytest.mark.parametrize(
+    ("stdin", "message"), [("\n", "empty password"), ("x" * 80 + "\n", "longer than 72")]
+)
 def test_unusable_passwords_are_usage_errors(
     stdin: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run(["user", "add", "u", "--data-dir", str(tmp_path), "--password-stdin"], capsys, stdin=stdin)
+    code, _, err = run(
+        ["user", "add", "u", "--data-dir", str(tmp_path), "--password-stdin"], capsys, stdin=stdin
+    )
     assert (code, message in err) == (2, True)
     assert not (tmp_path / "auth" / "htpasswd").exists()
 
@@ -138,7 +174,9 @@ def test_gc_dry_run_lists_and_gc_deletes(tmp_path: Path, capsys: pytest.CaptureF
     assert list((tmp_path / "blobs").rglob("data")) == []
 
 
-def test_fsck_exits_0_when_clean_and_1_on_a_corrupted_blob(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fsck_exits_0_when_clean_and_1_on_a_corrupted_blob(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     dgst = write_blob(tmp_path, "r", b"precious")
     assert run(["fsck", "--data-dir", str(tmp_path)], capsys)[0] == 0
     next((tmp_path / "blobs").rglob("data")).write_bytes(b"tampered")
@@ -152,7 +190,8 @@ def _serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
     exe = Path(sys.executable).parent / "dockyard-registry"
     proc = subprocess.Popen(
         [str(exe), "serve", "--data-dir", str(tmp_path / "data"), "--listen", f"127.0.0.1:{port}", *extra],
-        stdout=(tmp_path / "serve.log").open("wb"), stderr=subprocess.STDOUT,
+        stdout=(tmp_path / "serve.log").open("wb"),
+        stderr=subprocess.STDOUT,
     )
     return proc, port
 

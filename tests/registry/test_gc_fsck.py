@@ -94,15 +94,25 @@ async def test_relinking_an_old_blob_protects_it_for_the_grace_period(driver: ba
     assert gc.collect(st, grace=3600, dry_run=False).blobs == []
 
 
-async def test_gc_keeps_untagged_manifests_and_index_children_and_removes_only_stale_uploads(driver: base.Driver) -> None:
+async def test_gc_keeps_untagged_manifests_and_index_children_and_removes_only_stale_uploads(
+    driver: base.Driver,
+) -> None:
     st, manifest, _ = await seeded_store(driver)
-    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                        "manifests": [{"mediaType": OCI_MANIFEST, "digest": str(manifest),
-                                       "size": len(make_image().manifest)}]}).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": str(manifest), "size": len(make_image().manifest)}
+            ],
+        }
+    ).encode()
     st.put_manifest("r", "multi", data=index, content_type=None)
     st.delete_tag("r", "v1")
     stale, active = st.start_upload("r"), st.start_upload("r")
-    driver.put(paths.upload_info(stale), json.dumps({"repository": "r", "started": time.time() - 7200}).encode())
+    driver.put(
+        paths.upload_info(stale), json.dumps({"repository": "r", "started": time.time() - 7200}).encode()
+    )
     age(driver, paths.upload_data(stale), 7200)
     age_all_blobs(st, 7200)
     report = gc.collect(st, grace=3600, dry_run=False)

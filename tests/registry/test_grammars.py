@@ -26,8 +26,17 @@ def test_sha256_and_sha512_digests_parse() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["sha256:baddigeststring", "sha256:" + "A" * 64, "sha256:" + "a" * 63, "sha256", ":abc", "sha256:",
-     "SHA256:" + HEX, "sha256:" + HEX + "/..", "sha512:" + HEX],
+    [
+        "sha256:baddigeststring",
+        "sha256:" + "A" * 64,
+        "sha256:" + "a" * 63,
+        "sha256",
+        ":abc",
+        "sha256:",
+        "SHA256:" + HEX,
+        "sha256:" + HEX + "/..",
+        "sha512:" + HEX,
+    ],
 )
 def test_malformed_digests_are_invalid(value: str) -> None:
     with pytest.raises(digest.DigestInvalidError):
@@ -52,8 +61,21 @@ def test_valid_repository_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["Upper", "a/../b", "..", "/leading", "trailing/", "a//b", "-a", "a/_layers", "a%2Fb", "a/.b", "",
-     "a b", "a" * 256],
+    [
+        "Upper",
+        "a/../b",
+        "..",
+        "/leading",
+        "trailing/",
+        "a//b",
+        "-a",
+        "a/_layers",
+        "a%2Fb",
+        "a/.b",
+        "",
+        "a b",
+        "a" * 256,
+    ],
 )
 def test_invalid_repository_names_are_rejected(name: str) -> None:
     with pytest.raises(reference.NameInvalidError):
@@ -97,11 +119,25 @@ def test_reserved_repository_children_cannot_be_repository_components() -> None:
 
 @pytest.mark.parametrize(
     ("code", "status"),
-    [("BLOB_UNKNOWN", 404), ("BLOB_UPLOAD_INVALID", 400), ("BLOB_UPLOAD_UNKNOWN", 404),
-     ("DIGEST_INVALID", 400), ("MANIFEST_BLOB_UNKNOWN", 400), ("MANIFEST_INVALID", 400),
-     ("MANIFEST_UNKNOWN", 404), ("NAME_INVALID", 400), ("NAME_UNKNOWN", 404), ("SIZE_INVALID", 400),
-     ("RANGE_INVALID", 416), ("TAG_INVALID", 400), ("UNAUTHORIZED", 401), ("DENIED", 403),
-     ("UNSUPPORTED", 405), ("TOO_MANY_REQUESTS", 429), ("UNKNOWN", 500)],
+    [
+        ("BLOB_UNKNOWN", 404),
+        ("BLOB_UPLOAD_INVALID", 400),
+        ("BLOB_UPLOAD_UNKNOWN", 404),
+        ("DIGEST_INVALID", 400),
+        ("MANIFEST_BLOB_UNKNOWN", 400),
+        ("MANIFEST_INVALID", 400),
+        ("MANIFEST_UNKNOWN", 404),
+        ("NAME_INVALID", 400),
+        ("NAME_UNKNOWN", 404),
+        ("SIZE_INVALID", 400),
+        ("RANGE_INVALID", 416),
+        ("TAG_INVALID", 400),
+        ("UNAUTHORIZED", 401),
+        ("DENIED", 403),
+        ("UNSUPPORTED", 405),
+        ("TOO_MANY_REQUESTS", 429),
+        ("UNKNOWN", 500),
+    ],
 )
 def test_error_table_has_each_oci_code_with_its_status(code: str, status: int) -> None:
     assert errors.Code[code].status == status
@@ -109,13 +145,21 @@ def test_error_table_has_each_oci_code_with_its_status(code: str, status: int) -
 
 @pytest.mark.parametrize(
     ("exc", "code"),
-    [(store.BlobUnknownError("x"), "BLOB_UNKNOWN"), (store.UploadUnknownError("x"), "BLOB_UPLOAD_UNKNOWN"),
-     (store.DigestMismatchError("x"), "DIGEST_INVALID"), (store.ManifestUnknownError("x"), "MANIFEST_UNKNOWN"),
-     (store.ManifestBlobUnknownError("x"), "MANIFEST_BLOB_UNKNOWN"), (store.NameUnknownError("x"), "NAME_UNKNOWN"),
-     (store.RangeInvalidError("x", size=0), "RANGE_INVALID"), (store.SizeMismatchError("x"), "SIZE_INVALID"),
-     (manifests.ManifestInvalidError("x"), "MANIFEST_INVALID"), (reference.NameInvalidError("x"), "NAME_INVALID"),
-     (reference.TagInvalidError("x"), "TAG_INVALID"), (digest.DigestInvalidError("x"), "DIGEST_INVALID"),
-     (digest.DigestUnsupportedError("x"), "UNSUPPORTED")],
+    [
+        (store.BlobUnknownError("x"), "BLOB_UNKNOWN"),
+        (store.UploadUnknownError("x"), "BLOB_UPLOAD_UNKNOWN"),
+        (store.DigestMismatchError("x"), "DIGEST_INVALID"),
+        (store.ManifestUnknownError("x"), "MANIFEST_UNKNOWN"),
+        (store.ManifestBlobUnknownError("x"), "MANIFEST_BLOB_UNKNOWN"),
+        (store.NameUnknownError("x"), "NAME_UNKNOWN"),
+        (store.RangeInvalidError("x", size=0), "RANGE_INVALID"),
+        (store.SizeMismatchError("x"), "SIZE_INVALID"),
+        (manifests.ManifestInvalidError("x"), "MANIFEST_INVALID"),
+        (reference.NameInvalidError("x"), "NAME_INVALID"),
+        (reference.TagInvalidError("x"), "TAG_INVALID"),
+        (digest.DigestInvalidError("x"), "DIGEST_INVALID"),
+        (digest.DigestUnsupportedError("x"), "UNSUPPORTED"),
+    ],
 )
 def test_domain_errors_translate_to_their_oci_code(exc: Exception, code: str) -> None:
     translated = errors.translate(exc)
@@ -136,9 +180,12 @@ def _desc(media_type: str, data: bytes = b"x", **extra: object) -> dict[str, obj
 
 
 def test_image_manifest_lists_config_and_layers_as_blobs() -> None:
-    doc = {"schemaVersion": 2, "mediaType": manifests.OCI_MANIFEST,
-           "config": _desc("application/vnd.oci.image.config.v1+json", b"c"),
-           "layers": [_desc("application/vnd.oci.image.layer.v1.tar", b"l")]}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": manifests.OCI_MANIFEST,
+        "config": _desc("application/vnd.oci.image.config.v1+json", b"c"),
+        "layers": [_desc("application/vnd.oci.image.layer.v1.tar", b"l")],
+    }
     m = manifests.parse(json.dumps(doc).encode(), content_type=None)
     assert m.media_type == manifests.OCI_MANIFEST
     assert m.required_blobs() == (digest.of_bytes(b"c"), digest.of_bytes(b"l"))
@@ -146,9 +193,14 @@ def test_image_manifest_lists_config_and_layers_as_blobs() -> None:
 
 
 def test_index_lists_child_manifests_and_keeps_subject_artifact_type_and_annotations() -> None:
-    doc = {"schemaVersion": 2, "mediaType": manifests.OCI_INDEX, "artifactType": "application/x-sbom",
-           "manifests": [_desc(manifests.OCI_MANIFEST, b"m")], "subject": _desc(manifests.OCI_MANIFEST, b"s"),
-           "annotations": {"k": "v"}}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": manifests.OCI_INDEX,
+        "artifactType": "application/x-sbom",
+        "manifests": [_desc(manifests.OCI_MANIFEST, b"m")],
+        "subject": _desc(manifests.OCI_MANIFEST, b"s"),
+        "annotations": {"k": "v"},
+    }
     m = manifests.parse(json.dumps(doc).encode(), content_type=manifests.OCI_INDEX)
     assert [c.digest for c in m.manifests] == [digest.of_bytes(b"m")]
     assert m.subject is not None and m.subject.digest == digest.of_bytes(b"s")
@@ -156,7 +208,11 @@ def test_index_lists_child_manifests_and_keeps_subject_artifact_type_and_annotat
 
 
 def test_docker_schema2_types_are_accepted_from_content_type() -> None:
-    doc = {"schemaVersion": 2, "config": _desc("application/vnd.docker.container.image.v1+json"), "layers": []}
+    doc = {
+        "schemaVersion": 2,
+        "config": _desc("application/vnd.docker.container.image.v1+json"),
+        "layers": [],
+    }
     m = manifests.parse(json.dumps(doc).encode(), content_type=manifests.DOCKER_MANIFEST)
     assert m.media_type == manifests.DOCKER_MANIFEST
     lst = {"schemaVersion": 2, "mediaType": manifests.DOCKER_LIST, "manifests": []}
@@ -164,9 +220,15 @@ def test_docker_schema2_types_are_accepted_from_content_type() -> None:
 
 
 def test_nondistributable_layers_are_not_required() -> None:
-    doc = {"schemaVersion": 2, "mediaType": manifests.OCI_MANIFEST, "config": _desc("c/t", b"c"),
-           "layers": [_desc("application/vnd.oci.image.layer.nondistributable.v1.tar", b"n"),
-                      _desc("application/vnd.oci.image.layer.v1.tar", b"u", urls=["https://x"])]}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": manifests.OCI_MANIFEST,
+        "config": _desc("c/t", b"c"),
+        "layers": [
+            _desc("application/vnd.oci.image.layer.nondistributable.v1.tar", b"n"),
+            _desc("application/vnd.oci.image.layer.v1.tar", b"u", urls=["https://x"]),
+        ],
+    }
     assert manifests.parse(json.dumps(doc).encode(), content_type=None).required_blobs() == (
         digest.of_bytes(b"c"),
     )
@@ -174,15 +236,25 @@ def test_nondistributable_layers_are_not_required() -> None:
 
 @pytest.mark.parametrize(
     ("body", "message"),
-    [(b"not json", "not valid JSON"), (b"[]", "JSON object"), (b'{"schemaVersion": 1}', "schemaVersion"),
-     (b'{"schemaVersion": 2, "mediaType": "text/plain"}', "unsupported manifest media type"),
-     (b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}', "no config"),
-     (b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": '
-      b'{"mediaType": "a", "digest": "sha256:bad", "size": 1}}', "config.digest"),
-     (b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": '
-      b'{"mediaType": "a", "digest": "sha256:' + b"a" * 64 + b'", "size": -1}}', "config.size"),
-     (b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json"}', "manifests list"),
-     (b'\xff\xfe', "not valid JSON")],
+    [
+        (b"not json", "not valid JSON"),
+        (b"[]", "JSON object"),
+        (b'{"schemaVersion": 1}', "schemaVersion"),
+        (b'{"schemaVersion": 2, "mediaType": "text/plain"}', "unsupported manifest media type"),
+        (b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}', "no config"),
+        (
+            b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": '
+            b'{"mediaType": "a", "digest": "sha256:bad", "size": 1}}',
+            "config.digest",
+        ),
+        (
+            b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": '
+            b'{"mediaType": "a", "digest": "sha256:' + b"a" * 64 + b'", "size": -1}}',
+            "config.size",
+        ),
+        (b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json"}', "manifests list"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
 )
 def test_invalid_manifests_are_rejected_with_a_reason(body: bytes, message: str) -> None:
     with pytest.raises(manifests.ManifestInvalidError, match=message):

@@ -59,10 +59,14 @@ async def test_chunked_upload_reports_progress_and_finishes_with_empty_put(regis
     location = (await registry.client.post("/v2/r/blobs/uploads/")).headers["Location"]
     data = bytes(range(256)) * 40
     for start in range(0, len(data), 4000):
-        chunk = data[start:start + 4000]
+        chunk = data[start : start + 4000]
         resp = await registry.client.patch(
-            location, data=chunk,
-            headers={"Content-Range": f"{start}-{start + len(chunk) - 1}", "Content-Type": "application/octet-stream"},
+            location,
+            data=chunk,
+            headers={
+                "Content-Range": f"{start}-{start + len(chunk) - 1}",
+                "Content-Type": "application/octet-stream",
+            },
         )
         assert resp.status == 202, await resp.text()
         assert resp.headers["Range"] == f"0-{start + len(chunk) - 1}"
@@ -121,7 +125,9 @@ async def test_mount_without_from_finds_the_blob_in_any_repository(registry: Reg
     assert resp.status == 201
 
 
-async def test_blobs_are_visible_only_in_repositories_they_were_pushed_or_mounted_to(registry: Registry) -> None:
+async def test_blobs_are_visible_only_in_repositories_they_were_pushed_or_mounted_to(
+    registry: Registry,
+) -> None:
     dgst = await registry.push_blob("one", b"private")
     resp = await registry.client.get(f"/v2/two/blobs/{dgst}")
     assert resp.status == 404
@@ -135,8 +141,12 @@ async def _range(registry: Registry, dgst: str, value: str) -> Any:
 async def test_range_requests_answer_206_with_content_range(registry: Registry) -> None:
     data = bytes(range(256)) * 8  # 2048 bytes
     dgst = await registry.push_blob("r", data)
-    cases = {"bytes=500-1499": (500, 1500), "bytes=500-": (500, 2048), "bytes=-500": (1548, 2048),
-             "bytes=2000-5000": (2000, 2048)}
+    cases = {
+        "bytes=500-1499": (500, 1500),
+        "bytes=500-": (500, 2048),
+        "bytes=-500": (1548, 2048),
+        "bytes=2000-5000": (2000, 2048),
+    }
     for header, (start, end) in cases.items():
         resp = await _range(registry, dgst, header)
         assert resp.status == 206, header
@@ -177,7 +187,9 @@ async def test_manifest_put_by_digest_with_tag_parameters_answers_oci_tag(regist
     await registry.push_blob("r", image.config)
     await registry.push_blob("r", image.layer)
     resp = await registry.client.put(
-        f"/v2/r/manifests/{image.digest}?tag=a&tag=b", data=image.manifest, headers={"Content-Type": OCI_MANIFEST}
+        f"/v2/r/manifests/{image.digest}?tag=a&tag=b",
+        data=image.manifest,
+        headers={"Content-Type": OCI_MANIFEST},
     )
     assert resp.status == 201
     assert resp.headers["OCI-Tag"] == "a, b"
@@ -186,23 +198,43 @@ async def test_manifest_put_by_digest_with_tag_parameters_answers_oci_tag(regist
     assert tags == {"name": "r", "tags": ["a", "b"]}
 
 
-async def test_index_is_negotiated_down_for_clients_that_only_accept_image_manifests(registry: Registry) -> None:
+async def test_index_is_negotiated_down_for_clients_that_only_accept_image_manifests(
+    registry: Registry,
+) -> None:
     image = make_image()
     child = await registry.push_image("r", image, tag=None)
-    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        {"mediaType": OCI_MANIFEST, "digest": child, "size": len(image.manifest),
-         "platform": {"os": "linux", "architecture": "amd64"}}]}).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": child,
+                    "size": len(image.manifest),
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                }
+            ],
+        }
+    ).encode()
     put = await registry.client.put("/v2/r/manifests/multi", data=index, headers={"Content-Type": OCI_INDEX})
     assert put.status == 201
     narrow = await registry.client.get("/v2/r/manifests/multi", headers={"Accept": OCI_MANIFEST})
     assert narrow.headers["Docker-Content-Digest"] == child
-    wide = await registry.client.get("/v2/r/manifests/multi", headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"})
+    wide = await registry.client.get(
+        "/v2/r/manifests/multi", headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"}
+    )
     assert await wide.read() == index
 
 
 async def test_index_referencing_an_unknown_manifest_is_refused(registry: Registry) -> None:
-    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        {"mediaType": OCI_MANIFEST, "digest": sha256(b"missing"), "size": 7}]}).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(b"missing"), "size": 7}],
+        }
+    ).encode()
     resp = await registry.client.put("/v2/r/manifests/x", data=index, headers={"Content-Type": OCI_INDEX})
     assert resp.status == 400
     assert (await resp.json())["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
@@ -227,7 +259,9 @@ async def test_tags_list_paginates_with_n_last_and_link(registry: Registry) -> N
     image = make_image()
     await registry.push_image("r", image, tag="a")
     for tag in ("b", "c", "d"):
-        await registry.client.put(f"/v2/r/manifests/{tag}", data=image.manifest, headers={"Content-Type": OCI_MANIFEST})
+        await registry.client.put(
+            f"/v2/r/manifests/{tag}", data=image.manifest, headers={"Content-Type": OCI_MANIFEST}
+        )
     first = await registry.client.get("/v2/r/tags/list?n=2")
     assert (await first.json())["tags"] == ["a", "b"]
     assert first.headers["Link"] == '</v2/r/tags/list?n=2&last=b>; rel="next"'
@@ -246,7 +280,9 @@ async def test_tags_list_of_unknown_repository_is_name_unknown(registry: Registr
 async def test_catalog_lists_repositories_with_pagination(registry: Registry) -> None:
     for repo in ("b/two", "a/one", "c"):
         await registry.push_blob(repo, repo.encode())
-    assert (await (await registry.client.get("/v2/_catalog")).json()) == {"repositories": ["a/one", "b/two", "c"]}
+    assert (await (await registry.client.get("/v2/_catalog")).json()) == {
+        "repositories": ["a/one", "b/two", "c"]
+    }
     page = await registry.client.get("/v2/_catalog?n=1&last=a/one")
     assert (await page.json())["repositories"] == ["b/two"]
     assert page.headers["Link"] == '</v2/_catalog?n=1&last=b%2Ftwo>; rel="next"'
@@ -254,22 +290,37 @@ async def test_catalog_lists_repositories_with_pagination(registry: Registry) ->
 
 async def test_referrers_list_manifests_whose_subject_is_the_digest(registry: Registry) -> None:
     subject_digest = await registry.push_image("r", make_image("subject"), tag="v1")
-    subject = {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": len(make_image("subject").manifest)}
+    subject = {
+        "mediaType": OCI_MANIFEST,
+        "digest": subject_digest,
+        "size": len(make_image("subject").manifest),
+    }
     empty = b"{}"
     await registry.push_blob("r", empty)
-    sbom = make_manifest(config=empty, layers=[], subject=subject, artifact_type="application/x-sbom",
-                         annotations={"org.example": "yes"})
+    sbom = make_manifest(
+        config=empty,
+        layers=[],
+        subject=subject,
+        artifact_type="application/x-sbom",
+        annotations={"org.example": "yes"},
+    )
     sig = make_manifest(config=empty, layers=[], subject=subject, artifact_type="application/x-sig")
     for body in (sbom, sig):
-        resp = await registry.client.put(f"/v2/r/manifests/{sha256(body)}", data=body,
-                                         headers={"Content-Type": OCI_MANIFEST})
+        resp = await registry.client.put(
+            f"/v2/r/manifests/{sha256(body)}", data=body, headers={"Content-Type": OCI_MANIFEST}
+        )
         assert resp.status == 201
         assert resp.headers["OCI-Subject"] == subject_digest
     listing = await registry.client.get(f"/v2/r/referrers/{subject_digest}")
     assert listing.headers["Content-Type"] == OCI_INDEX
     found = {d["digest"]: d for d in (await listing.json())["manifests"]}
-    assert found[sha256(sbom)] == {"mediaType": OCI_MANIFEST, "digest": sha256(sbom), "size": len(sbom),
-                                   "artifactType": "application/x-sbom", "annotations": {"org.example": "yes"}}
+    assert found[sha256(sbom)] == {
+        "mediaType": OCI_MANIFEST,
+        "digest": sha256(sbom),
+        "size": len(sbom),
+        "artifactType": "application/x-sbom",
+        "annotations": {"org.example": "yes"},
+    }
     assert sha256(sig) in found
     filtered = await registry.client.get(f"/v2/r/referrers/{subject_digest}?artifactType=application/x-sig")
     assert filtered.headers["OCI-Filters-Applied"] == "artifactType"
@@ -285,17 +336,25 @@ async def test_referrers_of_unknown_subject_is_an_empty_index(registry: Registry
     assert await resp.json() == {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
 
 
-async def test_no_delete_answers_405_unsupported_and_keeps_content(make_client: conftest.ClientFactory) -> None:
+async def test_no_delete_answers_405_unsupported_and_keeps_content(
+    make_client: conftest.ClientFactory,
+) -> None:
     reg = await make_client(delete_enabled=False)
     dgst = await reg.push_image("r", make_image(), tag="v1")
-    for path in (f"/v2/r/manifests/{dgst}", "/v2/r/manifests/v1", f"/v2/r/blobs/{sha256(make_image().layer)}"):
+    for path in (
+        f"/v2/r/manifests/{dgst}",
+        "/v2/r/manifests/v1",
+        f"/v2/r/blobs/{sha256(make_image().layer)}",
+    ):
         resp = await reg.client.delete(path)
         assert resp.status == 405
         assert (await resp.json())["errors"][0]["code"] == "UNSUPPORTED"
     assert (await reg.client.get("/v2/r/manifests/v1")).status == 200
 
 
-async def test_accel_redirect_answers_empty_body_with_the_blob_file_path(make_client: conftest.ClientFactory) -> None:
+async def test_accel_redirect_answers_empty_body_with_the_blob_file_path(
+    make_client: conftest.ClientFactory,
+) -> None:
     reg = await make_client(accel_redirect="/_dockyard_blobs/")
     dgst = await reg.push_blob("r", b"served by nginx")
     resp = await reg.client.get(f"/v2/r/blobs/{dgst}")

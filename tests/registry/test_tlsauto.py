@@ -21,7 +21,9 @@ from dockyard_registry import tlsauto
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
-def make(directory: Path, *, now: datetime.datetime = NOW, dns: tuple[str, ...] = ("localhost",)) -> tlsauto.TlsFiles:
+def make(
+    directory: Path, *, now: datetime.datetime = NOW, dns: tuple[str, ...] = ("localhost",)
+) -> tlsauto.TlsFiles:
     return tlsauto.ensure(directory, dns_names=list(dns), ip_addresses=["127.0.0.1", "::1"], now=lambda: now)
 
 
@@ -39,7 +41,10 @@ def test_creates_a_ca_and_a_server_certificate_it_signed(tmp_path: Path) -> None
     cert.verify_directly_issued_by(ca)
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert set(san.get_values_for_type(x509.DNSName)) == {"localhost", "registry.example"}
-    assert set(san.get_values_for_type(x509.IPAddress)) == {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}
+    assert set(san.get_values_for_type(x509.IPAddress)) == {
+        ipaddress.ip_address("127.0.0.1"),
+        ipaddress.ip_address("::1"),
+    }
     assert files.key.stat().st_mode & 0o777 == 0o600
     assert files.ca_key.stat().st_mode & 0o777 == 0o600
 
@@ -88,13 +93,17 @@ def test_instructions_name_the_ca_fingerprint_and_every_client(tmp_path: Path) -
     text = tlsauto.trust_instructions(files, host_port="localhost:5443")
     assert tlsauto.fingerprint(files.ca_cert) in text
     assert len(tlsauto.fingerprint(files.ca_cert).split(":")) == 32
-    for needle in ("/etc/docker/certs.d/localhost:5443/ca.crt", "/etc/containerd/certs.d/localhost:5443/hosts.toml",
-                   "/etc/containers/certs.d/localhost:5443/ca.crt", f"--cert-dir {files.trust_dir}"):
+    for needle in (
+        "/etc/docker/certs.d/localhost:5443/ca.crt",
+        "/etc/containerd/certs.d/localhost:5443/hosts.toml",
+        "/etc/containers/certs.d/localhost:5443/ca.crt",
+        f"--cert-dir {files.trust_dir}",
+    ):
         assert needle in text
 
 
 def test_default_names_include_loopback_and_extra_addresses() -> None:
-    dns, ips = tlsauto.default_names(("10.1.2.3", "reg.local", "0.0.0.0"))
+    dns, ips = tlsauto.default_names(("10.1.2.3", "reg.local", "0.0.0.0"))  # noqa: S104 - a name, not a bind
     assert "localhost" in dns and "reg.local" in dns
     assert {"127.0.0.1", "::1", "10.1.2.3"} <= set(ips)
-    assert "0.0.0.0" not in ips
+    assert "0.0.0.0" not in ips  # noqa: S104

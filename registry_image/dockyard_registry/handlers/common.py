@@ -52,8 +52,12 @@ async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
     try:
         async for chunk in request.content.iter_chunked(CHUNK):
             yield chunk
-    except (aiohttp.ClientPayloadError, aiohttp.http_exceptions.HttpProcessingError,
-            ConnectionError, asyncio.IncompleteReadError) as exc:
+    except (
+        aiohttp.ClientPayloadError,
+        aiohttp.http_exceptions.HttpProcessingError,
+        ConnectionError,
+        asyncio.IncompleteReadError,
+    ) as exc:
         raise OciError(Code.BLOB_UPLOAD_INVALID, f"request body incomplete: {type(exc).__name__}") from None
 
 

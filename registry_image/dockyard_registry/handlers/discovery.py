@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from dockyard_registry.routes import Match
 
 
-
 async def base(request: web.Request, match: Match) -> web.StreamResponse:
     return web.json_response({})
 
@@ -33,7 +32,7 @@ def _page(request: web.Request, items: Sequence[str]) -> tuple[list[str], str | 
     if not raw_n.isdigit():
         raise OciError(Code.UNSUPPORTED, "n must be a non-negative integer", status=400)
     n = int(raw_n)
-    page = list(items[start:start + n])
+    page = list(items[start : start + n])
     more = start + n < len(items) and n > 0
     return page, (page[-1] if more and page else None)
 
@@ -71,8 +70,4 @@ async def referrers(request: web.Request, match: Match) -> web.StreamResponse:
         headers["OCI-Filters-Applied"] = "artifactType"
     found.sort(key=lambda d: str(d.get("digest")))
     body = {"schemaVersion": 2, "mediaType": manifests.OCI_INDEX, "manifests": found}
-    return web.Response(
-        body=json.dumps(body).encode(), content_type=manifests.OCI_INDEX, headers=headers
-    )
-
-
+    return web.Response(body=json.dumps(body).encode(), content_type=manifests.OCI_INDEX, headers=headers)

@@ -40,11 +40,20 @@ def _negotiate(request: web.Request, repo: str, found: store.StoredManifest) -> 
         doc = json.loads(found.data)
         for child in doc.get("manifests", []):
             platform = child.get("platform") or {}
-            if platform.get("os") == "linux" and platform.get("architecture") == "amd64" \
-                    and child.get("mediaType") in accepted:
+            if (
+                platform.get("os") == "linux"
+                and platform.get("architecture") == "amd64"
+                and child.get("mediaType") in accepted
+            ):
                 return common.settings(request).store.get_manifest(repo, digest.parse(child["digest"]))
-    except (ValueError, AttributeError, TypeError, store.ManifestUnknownError, digest.DigestInvalidError,
-            digest.DigestUnsupportedError):
+    except (
+        ValueError,
+        AttributeError,
+        TypeError,
+        store.ManifestUnknownError,
+        digest.DigestInvalidError,
+        digest.DigestUnsupportedError,
+    ):
         pass
     return found
 

@@ -71,7 +71,10 @@ async def start(request: web.Request, match: Match) -> web.StreamResponse:
         upload_id = cfg.store.start_upload(repo)
         try:
             await cfg.store.finish_upload(
-                repo, upload_id, dgst=dgst, body=common.body_chunks(request),
+                repo,
+                upload_id,
+                dgst=dgst,
+                body=common.body_chunks(request),
                 length=request.content_length,
             )
         except BaseException:
@@ -98,11 +101,16 @@ async def patch(request: web.Request, match: Match) -> web.StreamResponse:
         raise OciError(Code.RANGE_INVALID, "Content-Range does not match Content-Length")
     try:
         size = await cfg.store.write_chunk(
-            repo, match.arg, body=common.body_chunks(request),
-            start=None if rng is None else rng[0], length=length,
+            repo,
+            match.arg,
+            body=common.body_chunks(request),
+            start=None if rng is None else rng[0],
+            length=length,
         )
     except store.RangeInvalidError as exc:
-        raise OciError(Code.RANGE_INVALID, str(exc), headers=_upload_headers(repo, match.arg, exc.size)) from None
+        raise OciError(
+            Code.RANGE_INVALID, str(exc), headers=_upload_headers(repo, match.arg, exc.size)
+        ) from None
     return web.Response(status=202, headers=_upload_headers(repo, match.arg, size))
 
 
@@ -117,13 +125,17 @@ async def finish(request: web.Request, match: Match) -> web.StreamResponse:
     has_body = bool(request.content_length) or request.headers.get("Transfer-Encoding", "") == "chunked"
     try:
         await cfg.store.finish_upload(
-            repo, match.arg, dgst=dgst,
+            repo,
+            match.arg,
+            dgst=dgst,
             body=common.body_chunks(request) if has_body or rng is not None else None,
             start=None if rng is None else rng[0],
             length=None if rng is None else rng[1] - rng[0] + 1,
         )
     except store.RangeInvalidError as exc:
-        raise OciError(Code.RANGE_INVALID, str(exc), headers=_upload_headers(repo, match.arg, exc.size)) from None
+        raise OciError(
+            Code.RANGE_INVALID, str(exc), headers=_upload_headers(repo, match.arg, exc.size)
+        ) from None
     return _created(repo, dgst)
 
 

@@ -41,6 +41,7 @@ class Driver(Protocol):
     def commit(self, src: str, dst: str, /) -> None:
         """Move a fully written file to `dst` atomically (replacing it); `src` is gone afterwards."""
         ...
+
     def local_path(self, path: str, /) -> pathlib.Path | None:
         """A real file path for zero-copy serving (sendfile, X-Accel-Redirect), when the driver has one."""
         ...

@@ -52,7 +52,7 @@ class MemoryDriver:
     def list(self, path: str, /) -> list[str]:
         prefix = path.rstrip("/") + "/"
         with self._lock:
-            return sorted({p[len(prefix):].split("/", 1)[0] for p in self._files if p.startswith(prefix)})
+            return sorted({p[len(prefix) :].split("/", 1)[0] for p in self._files if p.startswith(prefix)})
 
     def delete(self, path: str, /) -> None:
         prefix = path + "/"
