@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from tests import support
@@ -198,6 +198,37 @@ class Client:
         finally:
             conn.close()
 
+    def upload_stream(
+        self, method: str, path: str, *, chunks: Iterable[bytes], length: int, headers: Mapping[str, str]
+    ) -> Response:
+        """Send a body of `length` bytes produced chunk by chunk (never whole in this process)."""
+        conn = self._connection()
+        try:
+            sent = {**self._headers(headers), "Content-Length": str(length)}
+            conn.request(method, path, body=chunks, headers=sent)
+            resp = conn.getresponse()
+            return Response(status=resp.status, headers=resp.headers, body=resp.read())
+        finally:
+            conn.close()
+
+    def download_digest(self, path: str) -> tuple[Response, str, int]:
+        """GET `path`, hashing the body as it arrives; returns (response sans body, sha256 digest, size)."""
+        conn = self._connection()
+        try:
+            conn.request("GET", path, headers=self._headers(None))
+            resp = conn.getresponse()
+            hasher, size = hashlib.sha256(), 0
+            while chunk := resp.read(1024 * 1024):
+                hasher.update(chunk)
+                size += len(chunk)
+            return (
+                Response(status=resp.status, headers=resp.headers, body=b""),
+                f"sha256:{hasher.hexdigest()}",
+                size,
+            )
+        finally:
+            conn.close()
+
     @contextlib.contextmanager
     def partial_request(
         self, method: str, path: str, *, headers: Mapping[str, str], body_prefix: bytes
@@ -341,6 +372,14 @@ class Registry:
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait(timeout=timeout)
+
+    def peak_rss_bytes(self) -> int:
+        """The process's peak resident memory so far (VmHWM), from /proc."""
+        assert self.process is not None and self.process.poll() is None, "registry is not running"
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM in /proc status")
 
     def kill(self) -> None:
         """SIGKILL: the process gets no chance to flush, rename or clean up anything."""
