@@ -194,6 +194,9 @@ def test_no_password_appears_in_events_status_children_or_the_operator_log(
     ).stdout
     htpasswd = cluster.secret_data(kube_client.get(core.Secret, N.htpasswd_secret, namespace=namespace))
     log = operator.output()
+    # Each text is the real thing (so the checks below can fail): it mentions this registry.
+    assert "CACreated" in events and N.htpasswd_secret in children
+    assert "erin-password" in registry and f"{namespace}/demo" in log
     for password in secrets:
         for where, text in [("events", events), ("registry", registry), ("children", children), ("log", log)]:
             assert password not in text, f"a password appears in the {where}"
