@@ -97,7 +97,10 @@ def drift(desired: Any, live: Any, path: tuple[str, ...] = ()) -> list[str]:
 def spec_hash(desired: Mapping[str, Any]) -> str:
     """Digest of the desired object (without the hash annotation itself), stable across dict orderings."""
     clean = copy.deepcopy(dict(desired))
-    clean.get("metadata", {}).get("annotations", {}).pop(names.SPEC_HASH, None)
+    meta = clean.get("metadata", {})
+    meta.get("annotations", {}).pop(names.SPEC_HASH, None)
+    if meta.get("annotations") == {}:
+        del meta["annotations"]
     text = json.dumps(clean, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

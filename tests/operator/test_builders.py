@@ -1,0 +1,290 @@
+"""Pure builders, tested as dicts.
+
+Covers:
+- desired_children order and optional children (PVC only for pvc storage, Ingress only when asked, CA and TLS
+  Secrets only with material); adopt() sets one controller owner reference and the namespace;
+- the Deployment runs the registry on localhost with the contract's arguments and the nginx sidecar on 5443
+  with probes, both hardened; the sidecar mounts the TLS Secret, the nginx config and the data volume
+  read-only; the config hash changes with config, htpasswd and TLS material; placement passes through;
+- the Service maps 443 to 5443; the Ingress talks HTTPS to the backend; Secrets hold the documented keys.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from dockyard_operator import builders, crypto, model, names
+from dockyard_operator.builders import (
+    deployment,
+    htpasswd_secret,
+    ingress,
+    inputs,
+    nginx_configmap,
+    pvc,
+    service,
+    tls_secret,
+)
+
+
+def make_inputs(spec: dict[str, Any] | None = None, **overrides: Any) -> inputs.Inputs:
+    parsed = model.parse_spec(spec or {})
+    values: dict[str, Any] = {
+        "registry": "demo",
+        "namespace": "ns",
+        "spec": parsed,
+        "names": names.Names.of("demo"),
+        "registry_image": "registry:default",
+        "nginx_image": "nginx:test",
+        "htpasswd": "alice:$2b$04$hash\n",
+        "access_yaml": htpasswd_secret.access_yaml(parsed.auth),
+        "tls_secret_name": "demo-tls",
+        "tls_digest": "d1",
+        "tls": inputs.TlsMaterial(cert_pem=b"CERT", key_pem=b"KEY", ca_pem=b"CA"),
+        "ca": crypto.KeyPair(b"CA", b"CAKEY"),
+    }
+    values.update(overrides)
+    return inputs.Inputs(**values)
+
+
+def container(dep: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == name)
+
+
+def mounts(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in c["volumeMounts"]}
+
+
+def volumes(dep: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+
+
+def decoded(secret: dict[str, Any]) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) for k, v in secret["data"].items()}
+
+
+def test_desired_children_come_in_apply_order() -> None:
+    kinds = [(c["kind"], c["metadata"]["name"]) for c in builders.desired_children(make_inputs())]
+    assert kinds == [
+        ("Secret", "demo-ca"),
+        ("Secret", "demo-tls"),
+        ("Secret", "demo-htpasswd"),
+        ("ConfigMap", "demo-nginx"),
+        ("PersistentVolumeClaim", "demo-data"),
+        ("Service", "demo"),
+        ("Deployment", "demo"),
+    ]
+
+
+def test_optional_children_appear_only_when_wanted() -> None:
+    spec = {"storage": {"emptyDir": {}}, "expose": {"ingress": {"host": "r.example.com"}}}
+    kinds = [c["kind"] for c in builders.desired_children(make_inputs(spec, tls=None, ca=None))]
+    assert kinds == ["Secret", "ConfigMap", "Service", "Deployment", "Ingress"]
+
+
+def test_adopt_sets_one_controller_owner_and_the_namespace() -> None:
+    owner = inputs.Owner(name="demo", namespace="ns", uid="u-1")
+    child = {"metadata": {"name": "x", "ownerReferences": [{"uid": "u-1", "kind": "Old"}, {"uid": "other"}]}}
+    adopted = builders.adopt(child, owner=owner)
+    assert adopted["metadata"]["namespace"] == "ns"
+    refs = adopted["metadata"]["ownerReferences"]
+    assert refs[0] == {"uid": "other"}
+    assert refs[1]["uid"] == "u-1" and refs[1]["controller"] is True and refs[1]["kind"] == names.KIND
+    assert child["metadata"]["ownerReferences"][0]["kind"] == "Old"  # the input is not mutated
+
+
+def test_registry_container_listens_on_localhost_with_the_contract_arguments() -> None:
+    reg = container(deployment.build(make_inputs({"auth": {"anonymousPull": True}})), "registry")
+    assert reg["image"] == "registry:default"
+    assert reg["command"] == ["dockyard-registry"]
+    assert reg["args"] == [
+        "serve", "--listen", "127.0.0.1:5000", "--no-tls", "--data-dir", "/var/lib/registry",
+        "--htpasswd", "/etc/dockyard/auth/htpasswd", "--access", "/etc/dockyard/auth/access.yaml",
+        "--accel-redirect", "/_dockyard_blobs/", "--no-delete", "--anonymous-pull", "--realm", "demo",
+    ]  # fmt: skip
+    assert "ports" not in reg
+    assert mounts(reg)["auth"] == {"name": "auth", "mountPath": "/etc/dockyard/auth", "readOnly": True}
+
+
+def test_delete_enabled_drops_no_delete_and_spec_image_wins() -> None:
+    reg = container(
+        deployment.build(make_inputs({"storage": {"deleteEnabled": True}, "image": "mine:1"})), "registry"
+    )
+    assert "--no-delete" not in reg["args"] and reg["image"] == "mine:1"
+
+
+def test_deployment_mounts_tls_secret_into_sidecar() -> None:
+    dep = deployment.build(make_inputs(tls_secret_name="byo-secret"))
+    nginx = container(dep, "nginx")
+    assert mounts(nginx)["tls"] == {"name": "tls", "mountPath": "/etc/dockyard/tls", "readOnly": True}
+    assert volumes(dep)["tls"] == {"name": "tls", "secret": {"secretName": "byo-secret"}}
+    assert "tls" not in mounts(container(dep, "registry"))
+
+
+def test_sidecar_reads_config_and_blobs_and_writes_only_to_empty_dirs() -> None:
+    dep = deployment.build(make_inputs())
+    nginx = container(dep, "nginx")
+    m = mounts(nginx)
+    assert m["nginx-config"]["mountPath"] == nginx_configmap.CONFIG_DIR and m["nginx-config"]["readOnly"]
+    assert m["data"] == {"name": "data", "mountPath": "/var/lib/registry", "readOnly": True}
+    assert nginx["command"][-1] == f"{nginx_configmap.CONFIG_DIR}/nginx.conf"
+    writable = {name for name, mount in m.items() if not mount.get("readOnly")}
+    assert writable == {"nginx-cache", "nginx-tmp"}
+    assert volumes(dep)["nginx-cache"] == {"name": "nginx-cache", "emptyDir": {}}
+    assert volumes(dep)["nginx-config"] == {"name": "nginx-config", "configMap": {"name": "demo-nginx"}}
+
+
+def test_sidecar_serves_https_on_5443_with_probes_on_healthz() -> None:
+    nginx = container(deployment.build(make_inputs()), "nginx")
+    assert nginx["image"] == "nginx:test"
+    assert nginx["ports"] == [{"name": "https", "containerPort": 5443, "protocol": "TCP"}]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert nginx[probe]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
+
+
+def test_both_containers_are_hardened() -> None:
+    dep = deployment.build(make_inputs())
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    for c in pod["containers"]:
+        ctx = c["securityContext"]
+        assert ctx["readOnlyRootFilesystem"] is True
+        assert ctx["allowPrivilegeEscalation"] is False
+        assert ctx["capabilities"] == {"drop": ["ALL"]}
+        assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] > 0
+    assert container(dep, "nginx")["securityContext"]["runAsUser"] == 101
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"htpasswd": "alice:$2b$04$other\n"},
+        {"access_yaml": "anonymousPull: true\n"},
+        {"tls_digest": "d2"},
+        {"spec": model.parse_spec({"nginx": {"proxyReadTimeout": "10s"}})},
+    ],
+)
+def test_the_config_hash_changes_with_config_credentials_and_certificates(change: dict[str, Any]) -> None:
+    base = deployment.build(make_inputs())["spec"]["template"]["metadata"]["annotations"][names.CONFIG_HASH]
+    changed = deployment.build(make_inputs(**change))["spec"]["template"]["metadata"]["annotations"][
+        names.CONFIG_HASH
+    ]
+    assert base != changed
+
+
+def test_the_config_hash_ignores_replicas() -> None:
+    one = deployment.build(make_inputs({"replicas": 1}))["spec"]["template"]
+    three = deployment.build(make_inputs({"replicas": 3}))["spec"]["template"]
+    assert one == three
+
+
+def test_placement_and_resources_pass_through() -> None:
+    spec = {
+        "nodeSelector": {"disk": "ssd"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"x": 1}},
+        "resources": {"requests": {"memory": "64Mi"}},
+    }
+    dep = deployment.build(make_inputs(spec))
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"disk": "ssd"}
+    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["affinity"] == {"nodeAffinity": {"x": 1}}
+    assert container(dep, "registry")["resources"] == {"requests": {"memory": "64Mi"}}
+
+
+def test_selector_matches_pod_labels_and_storage_picks_the_strategy() -> None:
+    dep = deployment.build(make_inputs())
+    assert (
+        dep["spec"]["selector"]["matchLabels"].items()
+        <= dep["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert dep["spec"]["strategy"] == {
+        "type": "Recreate"
+    }  # a ReadWriteOnce claim cannot be shared by a surge pod
+    assert volumes(dep)["data"] == {"name": "data", "persistentVolumeClaim": {"claimName": "demo-data"}}
+    shared = deployment.build(make_inputs({"storage": {"pvc": {"accessModes": ["ReadWriteMany"]}}}))
+    assert shared["spec"]["strategy"]["type"] == "RollingUpdate"
+    scratch = deployment.build(make_inputs({"storage": {"emptyDir": {"sizeLimit": "1Gi"}}}))
+    assert volumes(scratch)["data"] == {"name": "data", "emptyDir": {"sizeLimit": "1Gi"}}
+
+
+def test_service_maps_443_to_the_sidecar_and_honours_expose() -> None:
+    svc = service.build(make_inputs({"expose": {"type": "NodePort", "nodePort": 30443}}))
+    assert svc["spec"]["type"] == "NodePort"
+    assert svc["spec"]["ports"] == [
+        {"name": "https", "port": 443, "targetPort": 5443, "protocol": "TCP", "nodePort": 30443}
+    ]
+    assert svc["spec"]["selector"] == names.selector_labels("demo")
+
+
+def test_ingress_talks_https_to_the_backend_with_unlimited_bodies() -> None:
+    ing = ingress.build(
+        make_inputs(
+            {
+                "expose": {
+                    "ingress": {"host": "r.example.com", "className": "nginx", "annotations": {"a": "b"}}
+                }
+            }
+        )
+    )
+    annotations = ing["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
+    assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
+    assert annotations["a"] == "b"
+    assert ing["spec"]["ingressClassName"] == "nginx"
+    assert ing["spec"]["tls"] == [{"hosts": ["r.example.com"], "secretName": "demo-tls"}]
+    backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]
+    assert backend == {"service": {"name": "demo", "port": {"name": "https"}}}
+
+
+def test_pvc_requests_the_size_class_and_modes() -> None:
+    claim = pvc.build(make_inputs({"storage": {"pvc": {"size": "5Gi", "storageClassName": "fast"}}}))
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "5Gi"}},
+        "storageClassName": "fast",
+    }
+
+
+def test_secrets_hold_the_documented_keys() -> None:
+    i = make_inputs()
+    assert decoded(htpasswd_secret.build(i)) == {
+        "htpasswd": i.htpasswd.encode(),
+        "access.yaml": i.access_yaml.encode(),
+    }
+    tls = tls_secret.build(i)
+    assert tls["type"] == "kubernetes.io/tls"
+    assert decoded(tls) == {"tls.crt": b"CERT", "tls.key": b"KEY", "ca.crt": b"CA"}
+    assert decoded(tls_secret.build_ca(i)) == {"ca.crt": b"CA", "ca.key": b"CAKEY"}
+
+
+def test_access_yaml_lists_every_user_with_access_and_repositories() -> None:
+    import yaml
+
+    auth = model.parse_spec(
+        {
+            "auth": {
+                "users": [
+                    {
+                        "name": "ci",
+                        "access": "push",
+                        "repositories": ["team/*"],
+                        "passwordSecretRef": {"name": "s"},
+                    }
+                ]
+            }
+        }
+    ).auth
+    assert yaml.safe_load(htpasswd_secret.access_yaml(auth)) == {
+        "anonymousPull": False,
+        "users": {"ci": {"access": "push", "repositories": ["team/*"]}},
+    }
+
+
+def test_builders_are_deterministic() -> None:
+    assert builders.desired_children(make_inputs()) == builders.desired_children(make_inputs())
