@@ -118,7 +118,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         request, match=match, method=request.method, authorization=request.headers.get("Authorization")
     )
     request[state.IDENTITY] = identity
-    return await match.handler(request, match)
+    return await match.handler(request, match.params)
 
 
 async def _auth_request(request: web.Request) -> web.StreamResponse:

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from dockyard_registry.handlers import blobs, discovery, manifests, uploads
+from dockyard_registry.handlers import blobs, common, discovery, manifests, uploads
 
 
 class Scope(enum.Enum):
@@ -31,7 +31,7 @@ class Scope(enum.Enum):
     DELETE = "delete"
 
 
-Handler = Callable[[web.Request, "Match"], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request, common.PathParams], Awaitable[web.StreamResponse]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +44,11 @@ class Route:
 class Match:
     handler: Handler
     scope: Scope
-    name: str  # repository name ("" for /v2/ and the catalog)
-    arg: str  # reference, digest or upload id (percent-decoded), else ""
+    params: common.PathParams
+
+    @property
+    def name(self) -> str:
+        return self.params.name
 
 
 class MethodNotAllowedError(Exception):
@@ -110,5 +113,7 @@ def match(method: str, raw_path: str) -> Match | None:
             raise MethodNotAllowedError(tuple(route.methods))
         groups = m.groupdict()
         arg = urllib.parse.unquote(groups["arg"]) if groups.get("arg") else ""
-        return Match(handler=entry[0], scope=entry[1], name=groups.get("name") or "", arg=arg)
+        return Match(
+            handler=entry[0], scope=entry[1], params=common.PathParams(name=groups.get("name") or "", arg=arg)
+        )
     return None

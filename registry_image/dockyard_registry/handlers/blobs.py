@@ -7,21 +7,16 @@ the memory driver streams through here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
 from dockyard_registry import paths
 from dockyard_registry.errors import Code, OciError
 from dockyard_registry.handlers import common
 
-if TYPE_CHECKING:
-    from dockyard_registry.routes import Match
-
 _OCTET = "application/octet-stream"
 
 
-async def get(request: web.Request, match: Match) -> web.StreamResponse:
+async def get(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     dgst = common.parse_digest(match.arg)
     cfg = common.settings(request)
@@ -47,7 +42,7 @@ async def get(request: web.Request, match: Match) -> web.StreamResponse:
 
 
 async def _stream(
-    request: web.Request, *, match: Match, size: int, headers: dict[str, str]
+    request: web.Request, *, match: common.PathParams, size: int, headers: dict[str, str]
 ) -> web.StreamResponse:
     start, end = 0, size  # end exclusive
     status = 200
@@ -88,7 +83,7 @@ def _unsatisfiable(size: int) -> OciError:
     )
 
 
-async def delete(request: web.Request, match: Match) -> web.StreamResponse:
+async def delete(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     dgst = common.parse_digest(match.arg)
     cfg = common.settings(request)

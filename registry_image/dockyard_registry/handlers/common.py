@@ -1,13 +1,13 @@
 """Helpers every handler shares: settings, validated path parts, body streaming, standard headers.
 
-Must not: hold state or know about routes beyond the `Match` they receive.
+Must not: hold state or know about routes beyond the `PathParams` they receive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -15,17 +15,22 @@ from aiohttp import web
 from dockyard_registry import auth, digest, reference, state
 from dockyard_registry.errors import Code, OciError
 
-if TYPE_CHECKING:
-    from dockyard_registry.routes import Match
-
 CHUNK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class PathParams:
+    """What the route table extracted from the path: repository name and last segment (decoded)."""
+
+    name: str  # repository name, still unvalidated ("" for /v2/ and the catalog)
+    arg: str  # reference, digest or upload id, else ""
 
 
 def settings(request: web.Request) -> state.Settings:
     return request.app[state.SETTINGS]
 
 
-def name(match: Match) -> str:
+def name(match: PathParams) -> str:
     return reference.validate_name(match.name)
 
 

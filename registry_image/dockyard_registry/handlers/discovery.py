@@ -6,7 +6,6 @@ import bisect
 import json
 import urllib.parse
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -14,11 +13,8 @@ from dockyard_registry import auth, manifests
 from dockyard_registry.errors import Code, OciError
 from dockyard_registry.handlers import common
 
-if TYPE_CHECKING:
-    from dockyard_registry.routes import Match
 
-
-async def base(request: web.Request, match: Match) -> web.StreamResponse:
+async def base(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     return web.json_response({})
 
 
@@ -41,7 +37,7 @@ def _link(path: str, n: str, last: str) -> str:
     return f'<{path}?{urllib.parse.urlencode({"n": n, "last": last})}>; rel="next"'
 
 
-async def catalog(request: web.Request, match: Match) -> web.StreamResponse:
+async def catalog(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repos = [r for r in common.settings(request).store.catalog() if common.may(request, r, auth.Action.PULL)]
     page, next_last = _page(request, repos)
     headers = {}
@@ -50,7 +46,7 @@ async def catalog(request: web.Request, match: Match) -> web.StreamResponse:
     return web.json_response({"repositories": page}, headers=headers)
 
 
-async def tags(request: web.Request, match: Match) -> web.StreamResponse:
+async def tags(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     page, next_last = _page(request, common.settings(request).store.tags(repo))
     headers = {}
@@ -59,7 +55,7 @@ async def tags(request: web.Request, match: Match) -> web.StreamResponse:
     return web.json_response({"name": repo, "tags": page}, headers=headers)
 
 
-async def referrers(request: web.Request, match: Match) -> web.StreamResponse:
+async def referrers(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     subject = common.parse_digest(match.arg)
     found = common.settings(request).store.referrers(repo, subject)

@@ -6,16 +6,12 @@ GET serves the exact bytes that were pushed (their digest is the identity); noth
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from dockyard_registry import digest, manifests, reference, store
 from dockyard_registry.errors import Code, OciError
 from dockyard_registry.handlers import common
-
-if TYPE_CHECKING:
-    from dockyard_registry.routes import Match
 
 
 def _accepted(request: web.Request) -> set[str] | None:
@@ -58,7 +54,7 @@ def _negotiate(request: web.Request, repo: str, found: store.StoredManifest) -> 
     return found
 
 
-async def get(request: web.Request, match: Match) -> web.StreamResponse:
+async def get(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     ref = reference.parse_reference(match.arg)
     found = common.settings(request).store.get_manifest(repo, ref)
@@ -71,7 +67,7 @@ async def get(request: web.Request, match: Match) -> web.StreamResponse:
     return web.Response(status=200, body=found.data, headers=headers)
 
 
-async def put(request: web.Request, match: Match) -> web.StreamResponse:
+async def put(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     ref = reference.parse_reference(match.arg)
     extra_tags = tuple(reference.validate_tag(t) for t in request.query.getall("tag", []))
@@ -90,7 +86,7 @@ async def put(request: web.Request, match: Match) -> web.StreamResponse:
     return web.Response(status=201, headers=headers)
 
 
-async def delete(request: web.Request, match: Match) -> web.StreamResponse:
+async def delete(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     ref = reference.parse_reference(match.arg)
     cfg = common.settings(request)

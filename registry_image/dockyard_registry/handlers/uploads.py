@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from dockyard_registry import auth, digest, reference, store
 from dockyard_registry.errors import Code, OciError
 from dockyard_registry.handlers import common
-
-if TYPE_CHECKING:
-    from dockyard_registry.routes import Match
 
 _CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 
@@ -46,7 +42,7 @@ def _content_range(request: web.Request) -> tuple[int, int] | None:
     return start, end
 
 
-async def start(request: web.Request, match: Match) -> web.StreamResponse:
+async def start(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     cfg = common.settings(request)
     mount = request.query.get("mount")
@@ -86,13 +82,13 @@ async def start(request: web.Request, match: Match) -> web.StreamResponse:
     return web.Response(status=202, headers=_upload_headers(repo, upload_id, 0))
 
 
-async def status(request: web.Request, match: Match) -> web.StreamResponse:
+async def status(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     size = common.settings(request).store.upload_size(repo, match.arg)
     return web.Response(status=204, headers=_upload_headers(repo, match.arg, size))
 
 
-async def patch(request: web.Request, match: Match) -> web.StreamResponse:
+async def patch(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     cfg = common.settings(request)
     rng = _content_range(request)
@@ -114,7 +110,7 @@ async def patch(request: web.Request, match: Match) -> web.StreamResponse:
     return web.Response(status=202, headers=_upload_headers(repo, match.arg, size))
 
 
-async def finish(request: web.Request, match: Match) -> web.StreamResponse:
+async def finish(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     cfg = common.settings(request)
     raw = request.query.get("digest")
@@ -139,7 +135,7 @@ async def finish(request: web.Request, match: Match) -> web.StreamResponse:
     return _created(repo, dgst)
 
 
-async def cancel(request: web.Request, match: Match) -> web.StreamResponse:
+async def cancel(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     common.settings(request).store.cancel_upload(repo, match.arg)
     return web.Response(status=204)
