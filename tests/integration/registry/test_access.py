@@ -12,7 +12,8 @@ Covers:
 - access.yaml and htpasswd are re-read while running: turning `anonymousPull` on and off and
   `dockyard-registry user remove` take effect without a restart;
 - `GET /auth` (nginx auth_request) answers 200 / 401 with the Basic challenge / 403 from
-  X-Original-URI and X-Original-Method, with an empty body.
+  X-Original-URI and X-Original-Method, with an empty body;
+- with `--access-log` on, no password and no Basic token (right or wrong) ever reaches the log.
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Registry]:
         harness.User(TEAM, access="push", repositories=("team/*", "tools/**")),
         harness.User(PUSHER),  # no access.yaml entry: push everywhere, per the contract
     ]
-    with harness.running_registry(tmp=tmp_path_factory.mktemp("access"), users=users) as r:
+    # --access-log: every request is logged, so the log test below sees each Authorization header pass by.
+    with harness.running_registry(
+        tmp=tmp_path_factory.mktemp("access"), users=users, extra_args=["--access-log"]
+    ) as r:
         yield r
 
 
@@ -230,6 +234,25 @@ def test_auth_endpoint_answers_allow_challenge_or_deny_for_nginx(reg: harness.Re
     assert challenged.status == 401 and challenged.body == b"", challenged.describe()
     assert challenged.header("WWW-Authenticate") == 'Basic realm="dockyard"'
     assert scoped.status == 403, scoped.describe()
+
+
+def test_no_password_or_basic_token_reaches_the_log_even_with_access_logging(
+    reg: harness.Registry, pushed: images.Image
+) -> None:
+    wrong = harness.Credentials(ADMIN.username, harness.new_password())
+    for creds in (ADMIN, PULLER, TEAM, PUSHER, wrong):
+        reg.client(creds).get_manifest("team/app", "v1")
+        reg.client(creds).request(
+            "GET", "/auth", headers={"X-Original-URI": "/v2/", "X-Original-Method": "GET"}
+        )
+    log = reg.log()
+
+    assert "/v2/team/app/manifests/v1" in log, "access logging is off: this test would prove nothing"
+    for creds in (ADMIN, PULLER, TEAM, PUSHER, wrong):
+        assert creds.password not in log, f"{creds.username}'s password is in the log"
+        assert creds.basic().removeprefix("Basic ") not in log, (
+            f"{creds.username}'s Authorization is in the log"
+        )
 
 
 @pytest.fixture(scope="module")
