@@ -1,0 +1,267 @@
+"""The rendered nginx.conf, run by the real nginx (Debian's /usr/sbin/nginx) in front of a fake registry.
+
+Covers:
+- `nginx -t` accepts the config with a certificate from crypto.py (default and tuned nginx settings);
+- an unauthenticated /v2/ request gets nginx's own 401 with exactly one WWW-Authenticate (the registry's),
+  Docker-Distribution-API-Version and an OCI error body; a denied one gets 403 DENIED the same way;
+- the auth subrequest carries X-Original-URI, X-Original-Method and the client's Authorization;
+- allowed requests are proxied with a single API version header; uploads of any size stream through;
+- a blob answered with X-Accel-Redirect is served by nginx from the data directory, keeping the registry's
+  Docker-Content-Digest, ETag and Content-Type, with Range support;
+- /healthz needs no credentials.
+The fake registry is an aiohttp app in the test's event loop; nginx is a subprocess stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import json
+import os
+import pathlib
+import shutil
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from dockyard_operator import crypto, model
+from dockyard_operator.builders import nginx_configmap
+from tests.support import free_port
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(NGINX), reason="nginx is not installed (make setup installs it)"
+)
+
+GOOD = "Basic " + base64.b64encode(b"alice:pw").decode()
+BLOB = b"layer-bytes-0123456789"
+
+
+def _material(tmp: pathlib.Path) -> nginx_configmap.NginxPaths:
+    now = datetime.datetime.now(datetime.UTC)
+    ca = crypto.new_ca(common_name="test ca", now=now, duration=datetime.timedelta(days=1))
+    server = crypto.issue_server_cert(
+        ca=ca, common_name="localhost", dns_names=["localhost"], ip_addresses=["127.0.0.1"], now=now,
+        duration=datetime.timedelta(hours=1),
+    )  # fmt: skip
+    (tmp / "tls.crt").write_bytes(server.cert_pem)
+    (tmp / "tls.key").write_bytes(server.key_pem)
+    (tmp / "ca.crt").write_bytes(ca.cert_pem)
+    for sub in ("cache", "data/blobs/ab"):
+        (tmp / sub).mkdir(parents=True, exist_ok=True)
+    (tmp / "data/blobs/ab/data").write_bytes(BLOB)
+    return nginx_configmap.NginxPaths(
+        cert=str(tmp / "tls.crt"), key=str(tmp / "tls.key"), pid=str(tmp / "nginx.pid"),
+        temp_dir=str(tmp / "cache"), data_dir=str(tmp / "data"),
+    )  # fmt: skip
+
+
+def _nginx_t(conf: pathlib.Path, prefix: pathlib.Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [NGINX, "-t", "-e", "stderr", "-c", str(conf), "-p", str(prefix)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "nginx",
+    [
+        model.Nginx(),
+        model.Nginx(client_max_body_size="512m", proxy_read_timeout="30m", proxy_connect_timeout="2s"),
+    ],
+)
+def test_nginx_accepts_the_rendered_config_with_a_generated_certificate(
+    tmp_path: pathlib.Path, nginx: model.Nginx
+) -> None:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(nginx_configmap.render(nginx=nginx, paths=_material(tmp_path), listen_port=free_port()))
+    result = _nginx_t(conf, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
+class FakeRegistry:
+    """Answers /auth like the registry's auth endpoint and /v2/ like the registry, recording what it saw."""
+
+    def __init__(self) -> None:
+        self.auth_requests: list[dict[str, str]] = []
+        self.uploaded = 0
+
+    async def auth(self, request: web.Request) -> web.Response:
+        self.auth_requests.append(dict(request.headers))
+        if request.headers.get("Authorization") != GOOD:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="demo"'})
+        if "/forbidden/" in request.headers.get("X-Original-URI", ""):
+            return web.Response(status=403)
+        return web.Response(status=200)
+
+    async def base(self, request: web.Request) -> web.Response:
+        return web.json_response({}, headers={"Docker-Distribution-API-Version": "registry/2.0"})
+
+    async def blob(self, request: web.Request) -> web.Response:
+        return web.Response(
+            status=200,
+            headers={
+                "X-Accel-Redirect": "/_dockyard_blobs/blobs/ab/data",
+                "Docker-Content-Digest": "sha256:ab",
+                "ETag": '"sha256:ab"',
+                "Content-Type": "application/vnd.oci.image.layer.v1.tar+gzip",
+            },
+        )
+
+    async def upload(self, request: web.Request) -> web.Response:
+        async for chunk in request.content.iter_chunked(65536):
+            self.uploaded += len(chunk)
+        return web.Response(status=202, headers={"Docker-Distribution-API-Version": "registry/2.0"})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=0)
+        app.router.add_get("/auth", self.auth)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/v2/", self.base)
+        app.router.add_get("/v2/{repo:.+}/blobs/{digest}", self.blob)
+        app.router.add_patch("/v2/{repo:.+}/blobs/uploads/{id}", self.upload)
+        return app
+
+
+class Front:
+    def __init__(
+        self, url: str, session: aiohttp.ClientSession, registry: FakeRegistry, tls: ssl.SSLContext
+    ) -> None:
+        self.url, self.session, self.registry, self.tls = url, session, registry, tls
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[aiohttp.ClientResponse, bytes]:
+        async with self.session.request(method, self.url + path, ssl=self.tls, **kwargs) as response:
+            return response, await response.read()
+
+
+@pytest.fixture
+async def front(tmp_path: pathlib.Path) -> AsyncIterator[Front]:
+    registry = FakeRegistry()
+    runner = web.AppRunner(registry.app())
+    await runner.setup()
+    upstream_port, port = free_port(), free_port()
+    await web.TCPSite(runner, "127.0.0.1", upstream_port).start()
+    paths = _material(tmp_path)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        nginx_configmap.render(
+            nginx=model.Nginx(), paths=paths, upstream=f"127.0.0.1:{upstream_port}", listen_port=port
+        )
+    )
+    # As root, nginx would drop its workers to `nobody`, who cannot enter pytest's private temp dir.
+    directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+    process = subprocess.Popen(
+        [NGINX, "-e", "stderr", "-c", str(conf), "-p", str(tmp_path), "-g", directives],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    tls = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"https://localhost:{port}"
+            for _ in range(100):
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"nginx exited: {process.stderr.read().decode() if process.stderr else ''}"
+                    )
+                try:
+                    async with session.get(url + "/healthz", ssl=tls):
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            yield Front(url, session, registry, tls)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        await runner.cleanup()
+
+
+async def test_an_unauthenticated_request_gets_one_challenge_the_api_version_and_an_oci_error(
+    front: Front,
+) -> None:
+    response, body = await front.request("GET", "/v2/")
+    assert response.status == 401
+    assert response.headers.getall("WWW-Authenticate") == ['Basic realm="demo"']
+    assert response.headers.getall("Docker-Distribution-API-Version") == ["registry/2.0"]
+    assert json.loads(body)["errors"][0]["code"] == "UNAUTHORIZED"
+
+
+async def test_a_denied_request_gets_an_oci_denied_error(front: Front) -> None:
+    response, body = await front.request(
+        "GET", "/v2/forbidden/blobs/sha256:ab", headers={"Authorization": GOOD}
+    )
+    assert response.status == 403
+    assert response.headers.getall("Docker-Distribution-API-Version") == ["registry/2.0"]
+    assert json.loads(body)["errors"][0]["code"] == "DENIED"
+
+
+async def test_the_auth_subrequest_carries_the_original_uri_method_and_credentials(front: Front) -> None:
+    await front.request("GET", "/v2/team/app/blobs/sha256:ab?x=1", headers={"Authorization": GOOD})
+    seen = front.registry.auth_requests[-1]
+    assert seen["X-Original-URI"] == "/v2/team/app/blobs/sha256:ab?x=1"
+    assert seen["X-Original-Method"] == "GET"
+    assert seen["Authorization"] == GOOD
+
+
+async def test_allowed_requests_are_proxied_with_a_single_api_version_header(front: Front) -> None:
+    response, body = await front.request("GET", "/v2/", headers={"Authorization": GOOD})
+    assert response.status == 200 and json.loads(body) == {}
+    assert response.headers.getall("Docker-Distribution-API-Version") == ["registry/2.0"]
+
+
+async def test_a_large_upload_streams_through_without_a_body_limit(front: Front) -> None:
+    size = 3 * 1024 * 1024 + 7
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for offset in range(0, size, 65536):
+            yield b"x" * min(65536, size - offset)
+
+    response, _ = await front.request(
+        "PATCH", "/v2/team/app/blobs/uploads/u1", headers={"Authorization": GOOD}, data=chunks()
+    )
+    assert response.status == 202
+    assert front.registry.uploaded == size
+
+
+async def test_blobs_are_served_by_nginx_with_the_registrys_headers(front: Front) -> None:
+    response, body = await front.request(
+        "GET", "/v2/team/app/blobs/sha256:ab", headers={"Authorization": GOOD}
+    )
+    assert response.status == 200
+    assert body == BLOB
+    assert response.headers["Docker-Content-Digest"] == "sha256:ab"
+    assert response.headers.getall("ETag") == ['"sha256:ab"']
+    assert response.headers["Content-Type"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    partial, part = await front.request(
+        "GET", "/v2/team/app/blobs/sha256:ab", headers={"Authorization": GOOD, "Range": "bytes=0-4"}
+    )
+    assert partial.status == 206 and part == BLOB[:5]
+
+
+async def test_the_internal_blob_location_is_not_reachable_directly(front: Front) -> None:
+    response, _ = await front.request(
+        "GET", "/_dockyard_blobs/blobs/ab/data", headers={"Authorization": GOOD}
+    )
+    assert response.status == 404
+
+
+async def test_healthz_needs_no_credentials(front: Front) -> None:
+    response, body = await front.request("GET", "/healthz")
+    assert response.status == 200 and body == b"ok"
+    assert front.registry.auth_requests == []
