@@ -162,20 +162,19 @@ async def front(tmp_path: pathlib.Path) -> AsyncIterator[Front]:
     )
     # As root, nginx would drop its workers to `nobody`, who cannot enter pytest's private temp dir.
     directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
-    process = subprocess.Popen(
-        [NGINX, "-e", "stderr", "-c", str(conf), "-p", str(tmp_path), "-g", directives],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    process = await asyncio.create_subprocess_exec(
+        NGINX, "-e", "stderr", "-c", str(conf), "-p", str(tmp_path), "-g", directives,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
     tls = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
     try:
         async with aiohttp.ClientSession() as session:
             url = f"https://localhost:{port}"
             for _ in range(100):
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"nginx exited: {process.stderr.read().decode() if process.stderr else ''}"
-                    )
+                if process.returncode is not None:
+                    errors = await process.stderr.read() if process.stderr else b""
+                    raise RuntimeError(f"nginx exited: {errors.decode()}")
                 try:
                     async with session.get(url + "/healthz", ssl=tls):
                         break
@@ -185,10 +184,10 @@ async def front(tmp_path: pathlib.Path) -> AsyncIterator[Front]:
     finally:
         process.terminate()
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(process.wait(), timeout=10)
+        except TimeoutError:
             process.kill()
-            process.wait()
+            await process.wait()
         await runner.cleanup()
 
 
