@@ -1,0 +1,119 @@
+"""Settings from the environment, the command line, and the small pure helpers of the kopf wiring.
+
+Covers: defaults and overrides of the DOCKYARD_* variables; bad values are a SettingsError and the CLI exits 2
+with a message; `--help` works; which Secrets a spec references (passwords, a BYO TLS Secret); the owning
+registry of a child is found through its controller owner reference only; RBAC_RULES name no wildcard and
+cover every kind the reconciler writes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dockyard_operator import builders, cli, kube, names, settings
+from dockyard_operator import handlers as operator_handlers
+from tests.operator import test_builders
+
+
+def test_settings_have_documented_defaults() -> None:
+    s = settings.Settings.from_env({})
+    assert s.nginx_image == "nginx:1.27-alpine"
+    assert s.resync_seconds == 60.0
+    assert s.bcrypt_rounds == 12
+
+
+def test_settings_come_from_the_environment() -> None:
+    s = settings.Settings.from_env(
+        {
+            "DOCKYARD_REGISTRY_IMAGE": "r:1",
+            "DOCKYARD_NGINX_IMAGE": "n:1",
+            "DOCKYARD_RESYNC_SECONDS": "2.5",
+            "DOCKYARD_BCRYPT_ROUNDS": "4",
+            "DOCKYARD_CLUSTER_DOMAIN": "corp.local",
+        }
+    )
+    assert (s.registry_image, s.nginx_image, s.resync_seconds, s.bcrypt_rounds, s.cluster_domain) == (
+        "r:1",
+        "n:1",
+        2.5,
+        4,
+        "corp.local",
+    )
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"DOCKYARD_RESYNC_SECONDS": "soon"}, {"DOCKYARD_RESYNC_SECONDS": "0"}, {"DOCKYARD_BCRYPT_ROUNDS": "40"}],
+)
+def test_bad_settings_are_an_error(env: dict[str, str]) -> None:
+    with pytest.raises(settings.SettingsError):
+        settings.Settings.from_env(env)
+
+
+def test_the_cli_exits_2_on_bad_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DOCKYARD_RESYNC_SECONDS", "-1")
+    assert cli.main([]) == 2
+    assert "DOCKYARD_RESYNC_SECONDS" in capsys.readouterr().err
+
+
+def test_the_cli_exits_2_on_unknown_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--bogus"])
+    assert info.value.code == 2
+    assert "--bogus" in capsys.readouterr().err
+
+
+def test_referenced_secrets_are_the_password_secrets_and_a_byo_tls_secret() -> None:
+    spec = {
+        "auth": {
+            "users": [
+                {"name": "a", "passwordSecretRef": {"name": "s1"}},
+                {"name": "b", "passwordSecretRef": {"name": "s2"}},
+            ]
+        },
+        "tls": {"mode": "Secret", "secretName": "mine"},
+    }
+    assert operator_handlers.referenced_secrets(spec) == {"s1", "s2", "mine"}
+    assert operator_handlers.referenced_secrets({"tls": {"secretName": "unused"}}) == set()
+
+
+def test_a_child_maps_to_its_registry_through_the_owner_reference_only() -> None:
+    owned = {
+        "metadata": {
+            "ownerReferences": [{"apiVersion": names.API_VERSION, "kind": names.KIND, "name": "demo"}]
+        }
+    }
+    foreign = {
+        "metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "demo"}]}
+    }
+    assert operator_handlers.owner_registry(owned) == "demo"
+    assert operator_handlers.owner_registry(foreign) is None
+    assert operator_handlers.owner_registry({"metadata": {}}) is None
+
+
+def test_rbac_rules_have_no_wildcards_and_cover_every_child_kind() -> None:
+    plural = {
+        "Secret": ("", "secrets"),
+        "ConfigMap": ("", "configmaps"),
+        "Service": ("", "services"),
+        "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
+        "Deployment": ("apps", "deployments"),
+        "Ingress": ("networking.k8s.io", "ingresses"),
+    }
+    granted = {
+        (group, resource, verb)
+        for rule in kube.RBAC_RULES
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert not any("*" in part for entry in granted for part in entry)
+    spec = {"expose": {"ingress": {"host": "r.example.com"}}}
+    for child in builders.desired_children(test_builders.make_inputs(spec)):
+        group, resource = plural[child["kind"]]
+        for verb in ("get", "create", "update", "watch"):
+            assert (group, resource, verb) in granted, (child["kind"], verb)
+    assert (names.GROUP, f"{names.PLURAL}/status", "patch") in granted
+    assert ("", "events", "create") in granted
