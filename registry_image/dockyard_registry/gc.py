@@ -73,7 +73,13 @@ def collect(
             report.kept += 1
             continue
         mtime = driver.mtime(data)
-        if mtime is None or mtime > cutoff:
+        if mtime is None:
+            # Left by a write interrupted before its rename (crash): remove once it is old enough.
+            leftover = driver.mtime(paths.blob_dir(blob))
+            if leftover is not None and leftover <= cutoff and not dry_run:
+                driver.delete(paths.blob_dir(blob))
+            continue
+        if mtime > cutoff:
             report.kept += 1
             continue
         report.blobs.append(str(blob))

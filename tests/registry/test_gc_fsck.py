@@ -3,8 +3,9 @@
 Covers gc: blobs referenced by any manifest revision (config, layers, manifests themselves, index
 children) are kept; unreferenced blobs older than the grace period are deleted along with the layer links
 to them; younger ones (just pushed, or re-linked) are kept; --dry-run reports without deleting; stale
-upload sessions go, active ones stay. fsck: a clean store has no problems; corrupted blob bytes, a
-missing blob, a dangling tag and a manifest whose layer vanished are each reported.
+upload sessions go, active ones stay; blob writes interrupted before their rename (a crash) are removed
+once old. fsck: a clean store has no problems (an interrupted write is not corruption); corrupted blob
+bytes, a missing blob, a dangling tag and a manifest whose layer vanished are each reported.
 """
 
 from __future__ import annotations
@@ -137,3 +138,32 @@ async def test_fsck_reports_corruption_missing_blobs_and_dangling_tags(driver: b
     assert f"layer link to missing blob {layer}" in problems
     assert f"manifest {manifest} references missing blob {layer}" in problems
     assert "tag ghost points to missing manifest" in problems
+
+
+def interrupted_blob_dir(
+    tmp_path: os.PathLike[str], *, age_seconds: float
+) -> tuple[store.Store, digest.Digest]:
+    """A filesystem store where a blob write was killed before its rename: a directory with a temp file."""
+    from pathlib import Path
+
+    st = store.Store(filesystem.FilesystemDriver(Path(tmp_path)))
+    dgst = digest.of_bytes(b"never finished")
+    directory = Path(tmp_path) / paths.blob_dir(dgst)
+    directory.mkdir(parents=True)
+    (directory / ".tmp-123").write_bytes(b"never fin")
+    stamp = time.time() - age_seconds
+    os.utime(directory, (stamp, stamp))
+    return st, dgst
+
+
+def test_fsck_does_not_report_a_blob_write_interrupted_before_its_rename(tmp_path: os.PathLike[str]) -> None:
+    st, _ = interrupted_blob_dir(tmp_path, age_seconds=0)
+    assert fsck.check(st) == []
+
+
+def test_gc_removes_interrupted_blob_writes_once_they_are_old(tmp_path: os.PathLike[str]) -> None:
+    st, dgst = interrupted_blob_dir(tmp_path, age_seconds=7200)
+    gc.collect(st, grace=3600, dry_run=True)
+    assert st.driver.mtime(paths.blob_dir(dgst)) is not None
+    gc.collect(st, grace=3600, dry_run=False)
+    assert st.driver.mtime(paths.blob_dir(dgst)) is None
