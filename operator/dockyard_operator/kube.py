@@ -104,6 +104,10 @@ class Forbidden(KubeError):
     """403: the operator's ServiceAccount lacks a permission; the message names verb and resource."""
 
 
+class NamespaceTerminating(KubeError):
+    """403 on create because the namespace is being deleted: nothing to repair, everything is going away."""
+
+
 class Unavailable(KubeError):
     """The API server could not be reached or answered 5xx/429."""
 
@@ -120,6 +124,8 @@ def _translate(exc: ApiError, *, verb: str, what: str) -> KubeError:
         return Conflict(message, status=status, reason=reason)
     if status == 422:
         return Invalid(message, status=status, reason=reason)
+    if status == 403 and "being terminated" in (exc.status.message or ""):
+        return NamespaceTerminating(message, status=status, reason=reason)
     if status == 403:
         return Forbidden(f"forbidden: {message}", status=status, reason=reason)
     if status == 429 or status >= 500:

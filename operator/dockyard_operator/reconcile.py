@@ -123,7 +123,13 @@ class Reconciler:
                 )
                 if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                     return Result()  # deleted: garbage collection removes the children
-                return await self._reconcile_body(body)
+                try:
+                    return await self._reconcile_body(body)
+                except kube.NamespaceTerminating:
+                    # The namespace is being deleted, children first: recreating them is neither possible
+                    # nor wanted, and the registry itself goes next.
+                    log.debug("namespace %s is terminating; not reconciling %s", namespace, name)
+                    return Result()
         finally:
             if self._waiting.get(key) == 0 and not lock.locked():
                 self._waiting.pop(key, None)

@@ -29,6 +29,7 @@ class FakeKube:
     status_patches: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     before_create: Callable[[dict[str, Any]], None] | None = None
     forbidden_kinds: set[str] = dataclasses.field(default_factory=set)
+    terminating: bool = False  # the namespace is being deleted: creates are refused
     _versions: itertools.count[int] = dataclasses.field(default_factory=lambda: itertools.count(1))
 
     # ------------------------------------------------------------------ helpers for tests
@@ -71,6 +72,8 @@ class FakeKube:
 
     async def create(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]:
         self._check("create", manifest["kind"])
+        if self.terminating:
+            raise kube.NamespaceTerminating("forbidden: namespace is being terminated", status=403)
         if self.before_create is not None:
             self.before_create(dict(manifest))
         meta = manifest["metadata"]

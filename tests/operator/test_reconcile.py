@@ -13,7 +13,8 @@ Covers:
   while the TLS Secret still has a CA is refused, not regenerated; a bring-your-own Secret is mounted and a
   missing one is named;
 - status: endpoint, CA and certificate facts, Ready follows the Deployment, observedGeneration;
-- removing spec.expose.ingress deletes the Ingress we own; a 403 is reported and asks for a retry.
+- removing spec.expose.ingress deletes the Ingress we own; a 403 is reported and asks for a retry; a namespace
+  being deleted ends the pass quietly instead of fighting the namespace controller.
 """
 
 from __future__ import annotations
@@ -471,3 +472,16 @@ async def test_a_deleted_registry_is_left_to_garbage_collection(
 ) -> None:
     assert await reconciler.reconcile(namespace="ns", name="absent") == reconcile.Result()
     assert api.writes == []
+
+
+async def test_a_terminating_namespace_ends_the_pass_quietly(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api)
+    await run(reconciler)
+    api.remove("Service", N.service)  # the namespace controller deletes children before the registry
+    api.terminating = True
+    patches = len(api.status_patches)
+    assert await run(reconciler) == reconcile.Result()
+    assert len(api.status_patches) == patches
+    assert not any(e["reason"] == "Forbidden" for e in api.events)
