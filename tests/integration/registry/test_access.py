@@ -5,6 +5,8 @@ Covers:
   and skopeo's push reports "denied"), and delete is 403 DENIED for a push user;
 - repository globs: `team/*` allows `team/app` but not `team/a/b` or `other/app`; `tools/**` allows
   any depth;
+- a cross-repository mount (with or without `from=`) never copies a blob out of a repository the
+  user cannot pull, and a blob is only visible in repositories it was pushed or mounted to;
 - no credentials: 401 UNAUTHORIZED with `WWW-Authenticate: Basic realm="dockyard"`; a wrong password
   is 401 too; `/healthz` needs no credentials;
 - `--anonymous-pull`: pulls work without credentials, pushes without credentials are challenged
@@ -18,6 +20,7 @@ Covers:
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +161,41 @@ def test_repository_globs_also_scope_pulls(reg: harness.Registry, pushed: images
 
     assert teammate.get_manifest("team/app", "v1").status == 200
     assert_denied(teammate.get_manifest("other/app", "v1"))
+
+
+def test_cross_repository_mount_needs_pull_access_to_the_source(
+    reg: harness.Registry, pushed: images.Image
+) -> None:
+    """A digest is not a capability: knowing one must not copy a blob out of a repository one cannot read."""
+    teammate = reg.client(TEAM)
+    secret = reg.client(ADMIN).push_blob(
+        "other/secret", b"a blob that only other/secret holds: " + os.urandom(16)
+    )
+    shared = pushed.layers[0].blob.digest  # also in team/app, which the teammate may pull
+
+    from_other = teammate.request("POST", f"/v2/team/stolen/blobs/uploads/?mount={secret}&from=other/secret")
+    anonymous_mount = teammate.request("POST", f"/v2/team/stolen2/blobs/uploads/?mount={secret}")
+    from_team = teammate.request("POST", f"/v2/team/copied/blobs/uploads/?mount={shared}&from=team/app")
+
+    assert from_other.status in (202, 403), from_other.describe()  # an upload session instead, or refused
+    assert anonymous_mount.status in (202, 403), anonymous_mount.describe()
+    for repo in ("team/stolen", "team/stolen2"):
+        leaked = teammate.get_blob(repo, secret)
+        assert leaked.status == 404, f"{repo} serves a blob copied from other/secret: {leaked.describe()}"
+    assert from_team.status == 201, from_team.describe()
+    assert teammate.get_blob("team/copied", shared).body == pushed.layers[0].blob.data
+
+
+def test_a_blob_is_only_visible_in_repositories_it_was_pushed_or_mounted_to(
+    reg: harness.Registry, pushed: images.Image
+) -> None:
+    admin = reg.client(ADMIN)
+    digest = admin.push_blob("team/private-blob", b"only in team/private-blob")
+
+    elsewhere = admin.request("HEAD", f"/v2/open/app/blobs/{digest}")
+
+    assert elsewhere.status == 404, elsewhere.describe()
+    assert admin.request("HEAD", f"/v2/team/private-blob/blobs/{digest}").status == 200
 
 
 def test_requests_without_or_with_wrong_credentials_are_challenged(
