@@ -397,6 +397,8 @@ class Reconciler:
                 return live
             try:
                 updated = await self._kube.replace(manifest=diff.replacement(want, live))
+            except kube.NotFound:
+                return await self._ensure(desired, state=state)  # deleted between read and write: create it
             except kube.Conflict:
                 if attempt:
                     raise
@@ -592,9 +594,12 @@ class Reconciler:
         ):
             state.events.append(("Normal", "Recovered", "the registry is no longer degraded"))
         if rendered != _comparable_status(body.get("status") or {}):
-            await self._kube.patch_registry_status(
-                namespace=meta["namespace"], name=meta["name"], status=rendered
-            )
+            try:
+                await self._kube.patch_registry_status(
+                    namespace=meta["namespace"], name=meta["name"], status=rendered
+                )
+            except kube.NotFound:
+                return  # deleted during the pass: no status to write, no one to tell
         for type_, reason, message in state.events:
             try:
                 await self._kube.emit_event(

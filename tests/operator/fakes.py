@@ -109,6 +109,8 @@ class FakeKube:
         self.objects.pop((kind, namespace, name), None)
 
     async def patch_registry_status(self, *, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        if (names.KIND, namespace, name) not in self.objects:
+            raise kube.NotFound(f"{name} not found", status=404)
         self.writes.append(("patch-status", names.KIND, name))
         self.status_patches.append(copy.deepcopy(dict(status)))
         live = self.objects[(names.KIND, namespace, name)]

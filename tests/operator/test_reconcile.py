@@ -485,3 +485,17 @@ async def test_a_terminating_namespace_ends_the_pass_quietly(
     assert await run(reconciler) == reconcile.Result()
     assert len(api.status_patches) == patches
     assert not any(e["reason"] == "Forbidden" for e in api.events)
+
+
+async def test_a_registry_deleted_during_the_pass_ends_it_without_an_error(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api)
+
+    def delete_the_registry(manifest: dict[str, Any]) -> None:
+        if manifest["kind"] == "Deployment":
+            api.remove(names.KIND, "demo")
+
+    api.before_create = delete_the_registry
+    assert await run(reconciler) == reconcile.Result()
+    assert api.status_patches == []
