@@ -7,12 +7,16 @@ Covers:
   data dir names the collected layer any more) and keeps the shared layers and everything of the
   remaining image;
 - the remaining image still pulls with skopeo with identical digests, its blobs answer 200 and the
-  collected ones 404 BLOB_UNKNOWN from the running registry, and fsck is clean afterwards.
+  collected ones 404 BLOB_UNKNOWN from the running registry, and fsck is clean afterwards;
+- the collected image can be pushed again and pulls back (no stale link or cache survives gc);
+- gc with its default grace period keeps the blobs of a push in progress (blobs pushed, manifest
+  not yet) and an open upload session, which can then be completed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +98,44 @@ def test_gc_removes_only_blobs_no_manifest_references_and_dry_run_changes_nothin
     assert back.layer_digests == [layer.blob.digest for layer in kept.layers]
     fsck = harness.run_cli("fsck", "--data-dir", str(reg.data_dir))
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+    # The collected image can be pushed again: nothing (a link, a cache) still claims its blobs exist.
+    skopeo_push(img=doomed, ref=f"{reg.address}/gc/app:doomed", tmp=tmp_path, cert_dir=cert_dir, creds=ADMIN)
+    again = skopeo_pull(
+        ref=f"{reg.address}/gc/app:doomed", into=tmp_path / "again", cert_dir=cert_dir, creds=ADMIN
+    )
+    assert again.manifest_digest == doomed.digest
+
+
+def test_gc_with_the_default_grace_keeps_fresh_blobs_and_open_uploads_of_a_push_in_progress(
+    reg: harness.Registry,
+) -> None:
+    client = reg.client(ADMIN)
+    img = images.random_image(label="gc-in-flight", layer_count=2)
+    for blob in img.blobs():  # every blob pushed, the manifest not yet: a push in progress
+        client.push_blob("gc/inflight", blob.data)
+    extra = os.urandom(256 * 1024)
+    started = client.request("POST", "/v2/gc/inflight/blobs/uploads/")
+    patched = client.request(
+        "PATCH",
+        harness.upload_path(started),
+        body=extra[:1000],
+        headers={"Content-Type": "application/octet-stream", "Content-Range": "0-999"},
+    )
+    assert patched.status == 202, patched.describe()
+
+    gc = harness.run_cli("gc", "--data-dir", str(reg.data_dir))
+    assert gc.returncode == 0, gc.stderr
+
+    for blob in img.blobs():
+        assert client.request("HEAD", f"/v2/gc/inflight/blobs/{blob.digest}").status == 200
+    client.push_manifest("gc/inflight", "v1", img.manifest.data)
+    location = harness.upload_path(patched)
+    sep = "&" if "?" in location else "?"
+    done = client.request(
+        "PUT",
+        f"{location}{sep}digest={harness.sha256(extra)}",
+        body=extra[1000:],
+        headers={"Content-Type": "application/octet-stream", "Content-Range": f"1000-{len(extra) - 1}"},
+    )
+    assert done.status == 201, f"gc broke an open upload: {done.describe()}"
