@@ -26,6 +26,8 @@ from dockyard_operator import names
 RBAC_RULES: Final[list[dict[str, list[str]]]] = [
     {"apiGroups": [names.GROUP], "resources": [names.PLURAL], "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": [names.GROUP], "resources": [f"{names.PLURAL}/status"], "verbs": ["get", "patch"]},
+    # Children carry blockOwnerDeletion; with OwnerReferencesPermissionEnforcement that needs this.
+    {"apiGroups": [names.GROUP], "resources": [f"{names.PLURAL}/finalizers"], "verbs": ["update"]},
     {
         "apiGroups": [""],
         "resources": ["secrets", "configmaps", "services", "persistentvolumeclaims"],

@@ -24,7 +24,9 @@ import asyncio
 import base64
 import dataclasses
 import datetime
+import hmac
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -94,12 +96,17 @@ class Reconciler:
         client: kube.Kube,
         config: settings.Settings,
         clock: Clock = utc_now,
+        cache_key: bytes | None = None,
     ) -> None:
         self._kube = client
         self._settings = config
         self._clock = clock
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._waiting: dict[tuple[str, str], int] = {}
+        # Passwords already proven to match their hash, remembered as keyed HMACs (the key never leaves this
+        # process, so the tags are useless to anyone reading memory dumps without it).
+        self._cache_key = cache_key if cache_key is not None else secrets.token_bytes(32)
+        self._verified: dict[tuple[str, str, str], tuple[bytes, str]] = {}
 
     async def close(self) -> None:
         await self._kube.close()
@@ -248,10 +255,19 @@ class Reconciler:
         rounds = self._settings.bcrypt_rounds
         hashes: dict[str, str] = {}
         for user_name, password in passwords.items():
+            key = (namespace, child_names.registry, user_name)
+            tag = hmac.digest(self._cache_key, password, "sha256")
+            current_hash = existing.get(user_name)
+            if current_hash is not None and self._verified.get(key) == (tag, current_hash):
+                # Verified on an earlier pass: bcrypt costs as much to verify as to hash, and the timer
+                # would otherwise pay it for every user on every resync.
+                hashes[user_name] = current_hash
+                continue
             # bcrypt is deliberately slow: keep it off the event loop that serves every other registry.
             hashes[user_name] = await asyncio.to_thread(
                 crypto.reuse_or_hash, user=user_name, password=password, existing=existing, rounds=rounds
             )
+            self._verified[key] = (tag, hashes[user_name])
         return crypto.render_htpasswd(hashes), htpasswd_secret.access_yaml(spec.auth)
 
     async def _tls(

@@ -499,3 +499,27 @@ async def test_a_registry_deleted_during_the_pass_ends_it_without_an_error(
     api.before_create = delete_the_registry
     assert await run(reconciler) == reconcile.Result()
     assert api.status_patches == []
+
+
+async def test_verified_passwords_are_not_bcrypt_checked_again_on_every_pass(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create(api)
+    await run(reconciler)
+    calls: list[str] = []
+    original = crypto.reuse_or_hash
+
+    def counting(**kwargs: Any) -> str:
+        calls.append(kwargs["user"])
+        return original(**kwargs)
+
+    monkeypatch.setattr(crypto, "reuse_or_hash", counting)
+    await run(reconciler)
+    assert calls == []
+    api.put(fakes.password_secret("bob-pw", b"changed-again", key="pw"))
+    await run(reconciler)
+    assert calls == ["bob"]
+    assert crypto.verify_password(
+        b"changed-again",
+        crypto.parse_htpasswd(secret_data(api, N.htpasswd_secret)["htpasswd"].decode())["bob"],
+    )
