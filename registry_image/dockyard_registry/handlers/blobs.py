@@ -7,6 +7,8 @@ the memory driver streams through here.
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from dockyard_registry import paths
@@ -89,5 +91,5 @@ async def delete(request: web.Request, match: common.PathParams) -> web.StreamRe
     cfg = common.settings(request)
     if not cfg.delete_enabled:
         raise OciError(Code.UNSUPPORTED, "deletes are disabled on this registry")
-    cfg.store.delete_blob(repo, dgst)
+    await asyncio.to_thread(cfg.store.delete_blob, repo, dgst)
     return web.Response(status=202, headers={"Docker-Content-Digest": str(dgst)})

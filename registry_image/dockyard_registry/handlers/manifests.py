@@ -5,6 +5,8 @@ GET serves the exact bytes that were pushed (their digest is the identity); noth
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 
 from aiohttp import web
@@ -72,8 +74,16 @@ async def put(request: web.Request, match: common.PathParams) -> web.StreamRespo
     ref = reference.parse_reference(match.arg)
     extra_tags = tuple(reference.validate_tag(t) for t in request.query.getall("tag", []))
     data = await common.read_limited(request, limit=manifests.MAX_MANIFEST_BYTES)
-    result = common.settings(request).store.put_manifest(
-        repo, ref, data=data, content_type=request.headers.get("Content-Type"), tags=extra_tags
+    # Off the event loop: a manifest write fsyncs several files and directories.
+    result = await asyncio.to_thread(
+        functools.partial(
+            common.settings(request).store.put_manifest,
+            repo,
+            ref,
+            data=data,
+            content_type=request.headers.get("Content-Type"),
+            tags=extra_tags,
+        )
     )
     headers = {
         "Location": f"/v2/{repo}/manifests/{result.digest}",
@@ -93,7 +103,7 @@ async def delete(request: web.Request, match: common.PathParams) -> web.StreamRe
     if not cfg.delete_enabled:
         raise OciError(Code.UNSUPPORTED, "deletes are disabled on this registry")
     if isinstance(ref, digest.Digest):
-        cfg.store.delete_manifest(repo, ref)
+        await asyncio.to_thread(cfg.store.delete_manifest, repo, ref)
     else:
-        cfg.store.delete_tag(repo, ref)
+        await asyncio.to_thread(cfg.store.delete_tag, repo, ref)
     return web.Response(status=202)

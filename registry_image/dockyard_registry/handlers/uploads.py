@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 
 from aiohttp import web
@@ -50,21 +52,20 @@ async def start(request: web.Request, match: common.PathParams) -> web.StreamRes
         dgst = common.parse_digest(mount)
         source = request.query.get("from")
         if source is not None:
+            candidates = [reference.validate_name(source)]
+        else:
+            # Anonymous mount (no `from`): any repository holding the blob that the caller may read.
+            candidates = await asyncio.to_thread(cfg.store.repositories_with_blob, dgst)
+        for candidate in candidates:
             # A source the caller cannot read is treated like a missing one: fall back to an upload.
-            if common.may(request, source, auth.Action.PULL) and cfg.store.mount_blob(
-                repo, source=reference.validate_name(source), dgst=dgst
+            if common.may(request, candidate, auth.Action.PULL) and await asyncio.to_thread(
+                functools.partial(cfg.store.mount_blob, repo, source=candidate, dgst=dgst)
             ):
                 return _created(repo, dgst)
-        else:
-            for candidate in cfg.store.repositories_with_blob(dgst):
-                if common.may(request, candidate, auth.Action.PULL) and cfg.store.mount_blob(
-                    repo, source=candidate, dgst=dgst
-                ):
-                    return _created(repo, dgst)
     monolithic = request.query.get("digest")
     if monolithic is not None:
         dgst = common.parse_digest(monolithic)
-        upload_id = cfg.store.start_upload(repo)
+        upload_id = await asyncio.to_thread(cfg.store.start_upload, repo)
         try:
             await cfg.store.finish_upload(
                 repo,
@@ -75,10 +76,11 @@ async def start(request: web.Request, match: common.PathParams) -> web.StreamRes
             )
         except BaseException:
             # A failed monolithic push leaves nothing behind: the session was never visible to the client.
+            # Synchronous on purpose: this also runs when the task is being cancelled.
             cfg.store.cancel_upload(repo, upload_id)
             raise
         return _created(repo, dgst)
-    upload_id = cfg.store.start_upload(repo)
+    upload_id = await asyncio.to_thread(cfg.store.start_upload, repo)
     return web.Response(status=202, headers=_upload_headers(repo, upload_id, 0))
 
 
@@ -137,5 +139,5 @@ async def finish(request: web.Request, match: common.PathParams) -> web.StreamRe
 
 async def cancel(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
-    common.settings(request).store.cancel_upload(repo, match.arg)
+    await asyncio.to_thread(common.settings(request).store.cancel_upload, repo, match.arg)
     return web.Response(status=204)
