@@ -1,7 +1,8 @@
 """`serve --tls auto`: a self-signed CA and a server certificate under DATA/tls, created once and reused.
 
 Owns: key and certificate generation, renewal of the server certificate (same CA) when it nears expiry,
-and the trust instructions printed for docker, containerd and podman/skopeo. Must not: ever replace an
+the trust instructions printed for docker, containerd and podman/skopeo, and reloading a running
+server's certificate when it is renewed or replaced (CertReloader). Must not: ever replace an
 existing CA (clients have been told to trust it); a missing or unreadable CA key is an error to report.
 """
 
@@ -10,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import ipaddress
+import logging
 import os
 import socket
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 CA_DAYS = 3650
 SERVER_DAYS = 397  # the longest lifetime browsers and Apple platforms accept
 RENEW_BEFORE = datetime.timedelta(days=30)
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,3 +232,49 @@ def trust_instructions(files: TlsFiles, *, host_port: str) -> str:
             f"               or pass --cert-dir {files.trust_dir} (skopeo: --src-cert-dir/--dest-cert-dir)",
         ]
     )
+
+
+class CertReloader:
+    """Keeps a live server SSLContext on the newest certificate files without a restart.
+
+    New handshakes use whatever `load_cert_chain` loaded last, so renewing (here, via `ensure`) or
+    replacing the files (cert-manager, a Secret update) takes effect without dropping connections.
+    A half-written or mismatched pair is logged and the previous certificate stays in use.
+    """
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        *,
+        cert: Path,
+        key: Path,
+        renew: Callable[[], object] | None = None,
+    ) -> None:
+        self._context, self._cert, self._key, self._renew = context, cert, key, renew
+        self._signature = self._stat()
+
+    def _stat(self) -> tuple[int, int, int, int] | None:
+        try:
+            c, k = self._cert.stat(), self._key.stat()
+        except FileNotFoundError:
+            return None
+        return (c.st_mtime_ns, c.st_ino, k.st_mtime_ns, k.st_ino)
+
+    def refresh(self) -> bool:
+        """Renew if due, then reload when the files changed; True when a new certificate was loaded."""
+        if self._renew is not None:
+            try:
+                self._renew()
+            except (OSError, ValueError, RuntimeError) as exc:
+                log.error("could not renew the server certificate: %s", exc)
+        signature = self._stat()
+        if signature is None or signature == self._signature:
+            return False
+        try:
+            self._context.load_cert_chain(self._cert, self._key)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("keeping the previous certificate, cannot load %s: %s", self._cert, exc)
+            return False
+        self._signature = signature
+        log.info("loaded renewed server certificate %s", self._cert)
+        return True

@@ -3,13 +3,15 @@
 Covers: CA and server certificate files and modes; SANs (localhost, loopback IPs, extra names); the server
 certificate verifies against the CA; a second run reuses both byte-for-byte; a certificate close to
 expiry (or missing a requested name) is re-issued by the same CA; a CA key without its certificate is
-refused; the trust directory holds only the CA; printed instructions and fingerprint.
+refused; the trust directory holds only the CA; printed instructions and fingerprint; a running
+server reloads a renewed certificate and keeps the old one when the new pair is broken.
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,31 @@ def test_default_names_include_loopback_and_extra_addresses() -> None:
     assert "localhost" in dns and "reg.local" in dns
     assert {"127.0.0.1", "::1", "10.1.2.3"} <= set(ips)
     assert "0.0.0.0" not in ips  # noqa: S104
+
+
+def server_context(files: tlsauto.TlsFiles) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.cert, files.key)
+    return context
+
+
+def test_reloader_loads_a_renewed_certificate_once(tmp_path: Path) -> None:
+    files = make(tmp_path)
+    later = NOW + datetime.timedelta(days=tlsauto.SERVER_DAYS - 10)
+    reloader = tlsauto.CertReloader(
+        server_context(files), cert=files.cert, key=files.key, renew=lambda: make(tmp_path, now=later)
+    )
+    before = files.cert.read_bytes()
+    assert reloader.refresh() is True
+    assert files.cert.read_bytes() != before
+    assert reloader.refresh() is False, "nothing changed since the last load"
+
+
+def test_reloader_keeps_the_previous_certificate_when_the_new_pair_is_broken(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = make(tmp_path)
+    reloader = tlsauto.CertReloader(server_context(files), cert=files.cert, key=files.key)
+    files.key.write_text("not a key")
+    assert reloader.refresh() is False
+    assert "keeping the previous certificate" in caplog.text
