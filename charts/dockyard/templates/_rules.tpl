@@ -12,6 +12,11 @@ deleted through owner references, so only Ingresses (removed when spec.expose.in
 - apiGroups: ["dockyard.dev"]
   resources: ["privateregistries/status"]
   verbs: ["get", "patch"]
+# Children carry blockOwnerDeletion owner references; clusters enforcing OwnerReferencesPermissionEnforcement
+# (e.g. OpenShift) require this to set them.
+- apiGroups: ["dockyard.dev"]
+  resources: ["privateregistries/finalizers"]
+  verbs: ["update"]
 # Each registry's children: htpasswd/TLS/CA Secrets, nginx ConfigMap, Service, storage claim, Deployment.
 - apiGroups: [""]
   resources: ["secrets", "configmaps", "services", "persistentvolumeclaims"]
