@@ -28,6 +28,7 @@ _SCOPE_ACTION = {
 def create_app(settings: state.Settings) -> web.Application:
     app = web.Application(middlewares=[_errors_middleware], client_max_size=1024**2 * 8)
     app[state.SETTINGS] = settings
+    app.on_response_prepare.append(_api_version_header)
     app.router.add_get("/healthz", _healthz, allow_head=True)
     app.router.add_get("/auth", _auth_request, allow_head=False)
     app.router.add_route("*", "/v2", _dispatch)
@@ -36,7 +37,7 @@ def create_app(settings: state.Settings) -> web.Application:
 
 
 def _render(err: OciError, *, request: web.Request, realm: str) -> web.Response:
-    headers = {**API_VERSION, **err.headers}
+    headers = dict(err.headers)
     if err.code is Code.UNAUTHORIZED:
         headers["WWW-Authenticate"] = f'Basic realm="{realm}"'
     body = None if request.method == "HEAD" else errors.envelope(err)
@@ -61,9 +62,12 @@ async def _errors_middleware(
             log.exception("unhandled error on %s %s", request.method, request.path)
             err = OciError(Code.UNKNOWN, "internal server error")
         return _render(err, request=request, realm=realm)
-    if not response.prepared:
-        response.headers.update(API_VERSION)
     return response
+
+
+async def _api_version_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response (errors and streamed blobs included) says which API it speaks; docker login needs it."""
+    response.headers.update(API_VERSION)
 
 
 async def _healthz(request: web.Request) -> web.StreamResponse:
@@ -133,11 +137,9 @@ async def _auth_request(request: web.Request) -> web.StreamResponse:
         )
     except OciError as err:
         if err.code is Code.UNAUTHORIZED:
-            return web.Response(
-                status=401, headers={**API_VERSION, "WWW-Authenticate": f'Basic realm="{realm}"'}
-            )
+            return web.Response(status=401, headers={"WWW-Authenticate": f'Basic realm="{realm}"'})
         if err.code is Code.DENIED:
-            return web.Response(status=403, headers=API_VERSION)
+            return web.Response(status=403)
         # Not an API shape we know (404/405): let the registry itself answer with the precise error.
-        return web.Response(status=200, headers=API_VERSION)
-    return web.Response(status=200, headers=API_VERSION)
+        return web.Response(status=200)
+    return web.Response(status=200)

@@ -330,3 +330,18 @@ async def test_no_password_reaches_the_log(
     await secured.client.get("/v2/", headers=basic("ghost", "ghost-secret-xyz"))
     assert "secret-xyz" not in caplog.text
     assert "alice-pw" not in caplog.text
+
+
+async def test_entries_made_by_apache_htpasswd_dash_b_are_accepted(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    htpasswd_bin = shutil.which("htpasswd")
+    assert htpasswd_bin, "apache2-utils (htpasswd) is installed by `make setup`"
+    line = subprocess.run(
+        [htpasswd_bin, "-nbB", "-C", "4", "apache", "apache-pw"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (tmp_path / "htpasswd").write_text(line + "\n")
+    authn = auth.Authenticator(htpasswd=tmp_path / "htpasswd", access=None)
+    assert await authn.verify("apache", "apache-pw")
+    assert not await authn.verify("apache", "other")

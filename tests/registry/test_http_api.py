@@ -372,3 +372,16 @@ async def test_unknown_method_on_a_known_path_is_405(registry: Registry) -> None
     resp = await registry.client.post("/v2/r/tags/list")
     assert resp.status == 405
     assert (await resp.json())["errors"][0]["code"] == "UNSUPPORTED"
+
+
+async def test_every_response_carries_the_api_version_header(registry: Registry) -> None:
+    dgst = await registry.push_blob("r", b"v" * 100)
+    responses = [
+        await registry.client.get(f"/v2/r/blobs/{dgst}"),
+        await registry.client.get(f"/v2/r/blobs/{dgst}", headers={"Range": "bytes=0-9"}),
+        await registry.client.get("/v2/r/manifests/missing"),
+        await registry.client.post("/v2/r/blobs/uploads/"),
+        await registry.client.get("/healthz"),
+    ]
+    for resp in responses:
+        assert resp.headers["Docker-Distribution-API-Version"] == "registry/2.0", resp.url
