@@ -126,6 +126,51 @@ def write_layout(*, directory: Path, tag: str, img: Image) -> Path:
     return directory
 
 
+INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def index(*, platforms: Sequence[tuple[str, Image]]) -> Blob:
+    """A multi-platform image index: one `(architecture, image)` per entry, all linux."""
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": INDEX,
+        "manifests": [
+            {**img.manifest.descriptor(), "platform": {"architecture": arch, "os": "linux"}}
+            for arch, img in platforms
+        ],
+    }
+    return Blob(data=json.dumps(doc, sort_keys=True).encode(), media_type=INDEX)
+
+
+def write_index_layout(*, directory: Path, tag: str, idx: Blob, imgs: Sequence[Image]) -> Path:
+    """Write a multi-platform index and its images as an OCI layout tagged `tag`."""
+    blobs = directory / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    for img in imgs:
+        for blob in [*img.blobs(), img.manifest]:
+            (blobs / blob.digest.removeprefix("sha256:")).write_bytes(blob.data)
+    (blobs / idx.digest.removeprefix("sha256:")).write_bytes(idx.data)
+    (directory / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    descriptor = idx.descriptor()
+    descriptor["annotations"] = {"org.opencontainers.image.ref.name": tag}
+    (directory / "index.json").write_text(
+        json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": [descriptor]})
+    )
+    return directory
+
+
+def tagged_digest(*, directory: Path, tag: str) -> str:
+    """The digest a layout's index.json gives for `tag`."""
+    index_doc = json.loads((directory / "index.json").read_text())
+    found = [
+        d["digest"]
+        for d in index_doc["manifests"]
+        if d.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag
+    ]
+    assert len(found) == 1, index_doc
+    return str(found[0])
+
+
 @dataclasses.dataclass(frozen=True)
 class LayoutContents:
     """What a client wrote into a layout: the tagged manifest and every blob digest it references."""

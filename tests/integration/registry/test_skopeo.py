@@ -7,6 +7,8 @@ Covers:
 - `skopeo list-tags` after pushing a second tag;
 - `skopeo delete`: the manifest and every tag pointing at it are gone, a second tag of another
   manifest is not, and the layers of the remaining image still pull;
+- Docker schema2 (`--format v2s2`): stored and served byte for byte with its own media type;
+- a multi-platform OCI index (`--all`): the index and both images round-trip with identical digests;
 - a client that does not trust the CA is refused (TLS really is verified), and a wrong password
   is refused with an authentication error.
 """
@@ -22,6 +24,8 @@ import pytest
 from tests.integration.registry import harness, images
 
 pytestmark = pytest.mark.integration
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 
 def skopeo(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -205,3 +209,62 @@ def test_skopeo_with_a_wrong_password_is_refused_as_unauthorized(
     assert "unauthorized" in done.stderr.lower() or "authentication required" in done.stderr.lower(), (
         done.stderr
     )
+
+
+def test_skopeo_pushes_a_docker_schema2_image_and_the_registry_keeps_its_exact_bytes(
+    registry: harness.Registry,
+    admin: harness.Credentials,
+    client: harness.Client,
+    cert_dir: Path,
+    tmp_path: Path,
+) -> None:
+    img = images.random_image(label="skopeo-docker-v2s2", layer_count=2)
+    layout = images.write_layout(directory=tmp_path / "src", tag="src", img=img)
+    ref = f"docker://{registry.address}/skopeo/docker:v1"
+    tls = ["--cert-dir", str(cert_dir), "--creds", admin.colon()]
+
+    skopeo("copy", "--quiet", "--format", "v2s2", f"oci:{layout}:src", ref,
+           "--dest-cert-dir", str(cert_dir), "--dest-creds", admin.colon())  # fmt: skip
+    raw = skopeo("inspect", "--raw", *tls, ref).stdout.encode()
+    skopeo("copy", "--quiet", ref, f"dir:{tmp_path / 'dir'}", "--src-cert-dir", str(cert_dir),
+           "--src-creds", admin.colon())  # fmt: skip
+    served = client.request("GET", "/v2/skopeo/docker/manifests/v1", headers={"Accept": DOCKER_MANIFEST})
+
+    assert json.loads(raw)["mediaType"] == DOCKER_MANIFEST
+    assert served.status == 200 and served.body == raw, served.describe()
+    assert served.header("Content-Type") == DOCKER_MANIFEST
+    assert served.header("Docker-Content-Digest") == harness.sha256(raw)
+    assert (tmp_path / "dir" / "manifest.json").read_bytes() == raw
+    assert [layer["digest"] for layer in json.loads(raw)["layers"]] == [
+        layer.blob.digest for layer in img.layers
+    ]
+
+
+def test_skopeo_copies_a_multi_platform_index_with_all_its_images_and_back(
+    registry: harness.Registry,
+    admin: harness.Credentials,
+    client: harness.Client,
+    cert_dir: Path,
+    tmp_path: Path,
+) -> None:
+    amd64 = images.random_image(label="multi-amd64", layer_count=2)
+    arm64 = images.random_image(label="multi-arm64", layer_count=2)
+    idx = images.index(platforms=[("amd64", amd64), ("arm64", arm64)])
+    layout = images.write_index_layout(directory=tmp_path / "src", tag="src", idx=idx, imgs=[amd64, arm64])
+    ref = f"docker://{registry.address}/skopeo/multi:v1"
+
+    skopeo("copy", "--quiet", "--all", f"oci:{layout}:src", ref,
+           "--dest-cert-dir", str(cert_dir), "--dest-creds", admin.colon())  # fmt: skip
+    skopeo("copy", "--quiet", "--all", ref, f"oci:{tmp_path / 'back'}:back",
+           "--src-cert-dir", str(cert_dir), "--src-creds", admin.colon())  # fmt: skip
+
+    assert images.tagged_digest(directory=tmp_path / "back", tag="back") == idx.digest
+    served = client.get_manifest("skopeo/multi", "v1")
+    assert served.status == 200 and served.body == idx.data, served.describe()
+    assert served.header("Content-Type") == images.INDEX
+    for img in (amd64, arm64):
+        child = client.get_manifest("skopeo/multi", img.digest)
+        assert child.status == 200 and child.body == img.manifest.data, child.describe()
+        assert (tmp_path / "back" / "blobs" / "sha256" / img.layers[0].blob.digest[7:]).read_bytes() == (
+            img.layers[0].blob.data
+        )
