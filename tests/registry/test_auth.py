@@ -332,7 +332,9 @@ async def test_no_password_reaches_the_log(
     assert "alice-pw" not in caplog.text
 
 
-async def test_entries_made_by_apache_htpasswd_dash_b_are_accepted(tmp_path: Path) -> None:
+@pytest.fixture
+def apache_htpasswd(tmp_path: Path) -> Path:
+    """An htpasswd file written by Apache's own `htpasswd -B` (what admins already have)."""
     import shutil
     import subprocess
 
@@ -341,7 +343,12 @@ async def test_entries_made_by_apache_htpasswd_dash_b_are_accepted(tmp_path: Pat
     line = subprocess.run(
         [htpasswd_bin, "-nbB", "-C", "4", "apache", "apache-pw"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    (tmp_path / "htpasswd").write_text(line + "\n")
-    authn = auth.Authenticator(htpasswd=tmp_path / "htpasswd", access=None)
+    path = tmp_path / "htpasswd"
+    path.write_text(line + "\n")
+    return path
+
+
+async def test_entries_made_by_apache_htpasswd_dash_b_are_accepted(apache_htpasswd: Path) -> None:
+    authn = auth.Authenticator(htpasswd=apache_htpasswd, access=None)
     assert await authn.verify("apache", "apache-pw")
     assert not await authn.verify("apache", "other")
