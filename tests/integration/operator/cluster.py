@@ -151,3 +151,14 @@ def wait_child(
         timeout=timeout,
         what=f"{resource.__name__} {namespace}/{name}",
     )
+
+
+def absent_cluster_scoped(client: lightkube.Client, resource: Any, name: str) -> bool:
+    """True when the cluster-scoped object does not exist (404); other API errors propagate."""
+    try:
+        client.get(resource, name)
+    except lightkube.ApiError as exc:
+        if exc.status.code == 404:
+            return True
+        raise
+    return False

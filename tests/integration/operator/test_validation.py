@@ -1,7 +1,8 @@
 """The CRD's schema and CEL rules, enforced by the real API server (no operator needed).
 
 Covers:
-- out-of-range numbers, unknown enum values and cross-field rules are rejected at admission,
+- out-of-range numbers, unknown enum values, duplicate user names and cross-field rules are
+  rejected at admission,
   with a message that names the field and says what is allowed;
 - a rejected object is not stored;
 - a minimal spec is accepted and the API server fills in the documented defaults.
@@ -56,6 +57,18 @@ REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
         "node-port-on-cluster-ip",
         {"expose": {"type": "ClusterIP", "nodePort": 30500}},
         ["expose.nodePort needs expose.type NodePort or LoadBalancer"],
+    ),
+    (
+        "duplicate-user-names",
+        {
+            "auth": {
+                "users": [
+                    {"name": "alice", "passwordSecretRef": SECRET_REF},
+                    {"name": "alice", "passwordSecretRef": SECRET_REF, "access": "push"},
+                ]
+            }
+        },
+        ["spec.auth.users[1]", 'Duplicate value: {"name":"alice"}'],
     ),
     (
         "user-without-password-ref",
