@@ -4,7 +4,7 @@
 # Needs a Docker engine. Safe to run again: an existing cluster is reused, images are rebuilt and
 # reloaded, and the chart is upgraded in place.
 #
-#   hack/kind-up.sh            environment: KIND_CLUSTER (default dockyard), IMAGE_TAG (default dev)
+#   hack/kind-up.sh     environment: KIND_CLUSTER (default dockyard), IMAGE_TAG (default dev), KUBECTL
 #
 # kind and helm come from PATH, or are built once from the Go module proxy into the tool cache
 # (the same cache hack/tools.sh uses).
@@ -23,7 +23,8 @@ log() { printf 'kind-up: %s\n' "$*" >&2; }
 die() { log "$*"; exit 2; }
 
 docker info >/dev/null 2>&1 || die "no Docker engine answers \`docker info\`; kind needs one"
-command -v kubectl >/dev/null || die "kubectl is not on PATH"
+KUBECTL=${KUBECTL:-kubectl}
+command -v "$KUBECTL" >/dev/null || die "kubectl is not on PATH (or set KUBECTL)"
 
 kind_bin() {
   if command -v kind >/dev/null; then command -v kind; return; fi
@@ -62,7 +63,7 @@ docker build -q -f registry_image/Dockerfile --build-arg REVISION="$revision" -t
 "$KIND" load docker-image --name "$CLUSTER" "$OPERATOR_IMAGE:$TAG" "$REGISTRY_IMAGE:$TAG"
 
 # Helm never upgrades CRDs from crds/; apply them first so a re-run also picks up schema changes.
-kubectl apply --server-side --force-conflicts -f charts/dockyard/crds/ >/dev/null
+"$KUBECTL" apply --server-side --force-conflicts -f charts/dockyard/crds/ >/dev/null
 log "installing the chart into $NAMESPACE"
 # pullPolicy Never: the images exist only on the node (kind load), under a tag no registry has.
 "$HELM" upgrade --install dockyard charts/dockyard \
@@ -70,7 +71,7 @@ log "installing the chart into $NAMESPACE"
   --set image.repository="$OPERATOR_IMAGE" --set image.tag="$TAG" --set image.pullPolicy=Never \
   --set registry.image="$REGISTRY_IMAGE:$TAG" \
   --wait --timeout 5m
-kubectl -n "$NAMESPACE" rollout status deployment/dockyard --timeout=180s
+"$KUBECTL" -n "$NAMESPACE" rollout status deployment/dockyard --timeout=180s
 
 cat >&2 <<MSG
 kind-up: ready. Next:

@@ -88,13 +88,14 @@ class Kind:
     kubeconfig: Path
 
     def kubectl(self, *args: str, input: str | None = None, timeout: float = 300) -> str:
-        return _run("kubectl", f"--kubeconfig={self.kubeconfig}", *args, input=input, timeout=timeout)
+        kubectl = str(kube.kubectl_binary())
+        return _run(kubectl, f"--kubeconfig={self.kubeconfig}", *args, input=input, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def kind(tmp_path_factory: pytest.TempPathFactory) -> collections.abc.Iterator[Kind]:
     """`make kind-up` (hack/kind-up.sh) for a cluster of our own; deleted afterwards."""
-    env = {**os.environ, "KIND_CLUSTER": CLUSTER, "IMAGE_TAG": "dev"}
+    env = {**os.environ, "KIND_CLUSTER": CLUSTER, "IMAGE_TAG": "dev", "KUBECTL": str(kube.kubectl_binary())}
     try:
         done = subprocess.run(
             ["bash", str(tests.support.ROOT / "hack" / "kind-up.sh")],
