@@ -11,8 +11,10 @@ Covers:
   is 401 too; `/healthz` needs no credentials;
 - `--anonymous-pull`: pulls work without credentials, pushes without credentials are challenged
   (401), pushes with credentials still work;
-- access.yaml and htpasswd are re-read while running: turning `anonymousPull` on and off and
-  `dockyard-registry user remove` take effect without a restart;
+- access.yaml and htpasswd are re-read while running: turning `anonymousPull` on and off,
+  `dockyard-registry user remove`, a changed password (the old one stops working) and a narrowed
+  access level take effect without a restart; a broken access.yaml neither opens access nor stops
+  the registry;
 - `GET /auth` (nginx auth_request) answers 200 / 401 with the Basic challenge / 403 from
   X-Original-URI and X-Original-Method, with an empty body;
 - with `--access-log` on, no password and no Basic token (right or wrong) ever reaches the log.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -253,6 +256,63 @@ def test_removed_user_is_refused_without_a_restart(reg: harness.Registry, pushed
     harness.wait_for("a removed user is refused", lambda: client.get_manifest("open/app", "v1").status == 401)
     listed = harness.run_cli("user", "list", "--data-dir", str(reg.data_dir))
     assert listed.returncode == 0 and "leaver" not in listed.stdout and PULLER.username in listed.stdout
+
+
+def test_a_changed_password_takes_effect_without_a_restart(
+    reg: harness.Registry, pushed: images.Image
+) -> None:
+    old = harness.Credentials("rotator", harness.new_password())
+    new = harness.Credentials("rotator", harness.new_password())
+    harness.add_user(data_dir=reg.data_dir, name=old.username, password=old.password, access="pull")
+    harness.wait_for(
+        "the new user can pull", lambda: reg.client(old).get_manifest("open/app", "v1").status == 200
+    )
+
+    harness.add_user(data_dir=reg.data_dir, name=new.username, password=new.password, access="pull")
+
+    harness.wait_for(
+        "the new password works", lambda: reg.client(new).get_manifest("open/app", "v1").status == 200
+    )
+    assert_challenged(reg.client(old).get_manifest("open/app", "v1"))
+
+
+def test_narrowing_a_users_access_takes_effect_without_a_restart(
+    reg: harness.Registry, pushed: images.Image
+) -> None:
+    mover = harness.Credentials("demoted", harness.new_password())
+    harness.add_user(data_dir=reg.data_dir, name=mover.username, password=mover.password, access="push")
+    client = reg.client(mover)
+    harness.wait_for("the push user can push", lambda: start_upload(client, "open/app").status == 202)
+
+    harness.add_user(data_dir=reg.data_dir, name=mover.username, password=mover.password, access="pull")
+
+    harness.wait_for(
+        "the demoted user is denied push", lambda: start_upload(client, "open/app").status == 403
+    )
+    assert client.get_manifest("open/app", "v1").status == 200
+
+
+def test_a_broken_access_yaml_never_opens_access_and_never_stops_the_registry(
+    reg: harness.Registry, pushed: images.Image
+) -> None:
+    access_file = reg.data_dir / "auth" / "access.yaml"
+    original = access_file.read_text()
+    harness.write_atomically(access_file, "anonymousPull: true\nusers: [this is: not: valid yaml\n")
+    try:
+        # The registry stats the file at most once a second: keep checking across several of those.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            assert reg.process is not None and reg.process.poll() is None, reg.log_tail()
+            health = reg.client(None).request("GET", "/healthz")
+            assert health.status == 200, f"registry unhealthy after a broken access.yaml: {reg.log_tail()}"
+            assert_challenged(reg.client(None).get_manifest("open/app", "v1"))
+            assert start_upload(reg.client(PULLER), "open/app").status in (401, 403)
+            time.sleep(0.3)
+    finally:
+        harness.write_atomically(access_file, original)
+    harness.wait_for(
+        "the admin can push again", lambda: start_upload(reg.client(ADMIN), "open/app").status == 202
+    )
 
 
 def _auth(client: harness.Client, *, method: str, uri: str) -> harness.Response:
