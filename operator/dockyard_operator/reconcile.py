@@ -85,6 +85,12 @@ class _Pass:
     ca_status: model.CaStatus | None = None
     cert_status: model.CertificateStatus | None = None
     retry_after: float | None = None
+    reused_key_material: set[str] = dataclasses.field(default_factory=set)
+    """Secrets whose key material this pass read instead of generating: never recreated from memory."""
+
+
+class _Vanished(Exception):
+    """A Secret this pass read its key material from was deleted before the pass could write it back."""
 
 
 class Reconciler:
@@ -181,8 +187,15 @@ class Reconciler:
         applied: dict[str, dict[str, Any]] = {}
         for child in builders.desired_children(desired_inputs):
             adopted = builders.adopt(child, owner=owner)
+            # A key Secret deleted while this pass ran must be decided afresh (reissue, or refuse for the CA)
+            # by the next pass, not silently restored from what this pass happened to read before.
+            may_create = not (
+                adopted["kind"] == "Secret" and adopted["metadata"]["name"] in state.reused_key_material
+            )
             try:
-                applied[adopted["kind"]] = await self._ensure(adopted, state=state)
+                applied[adopted["kind"]] = await self._ensure(adopted, state=state, may_create=may_create)
+            except _Vanished:
+                state.retry_after = 1.0
             except kube.Invalid as exc:
                 problem = Problem("ChildRejected", str(exc))
                 if adopted["kind"] == "PersistentVolumeClaim":
@@ -311,6 +324,7 @@ class Reconciler:
         else:
             assert ca_data is not None
             ca = crypto.KeyPair(ca_data["ca.crt"], ca_data["ca.key"])
+            state.reused_key_material.add(child_names.ca_secret)
         dns, ips = policies.desired_sans(
             spec=spec,
             child_names=child_names,
@@ -328,6 +342,7 @@ class Reconciler:
         if verdict.ok:
             assert tls_data is not None
             server = crypto.KeyPair(tls_data["tls.crt"], tls_data["tls.key"])
+            state.reused_key_material.add(child_names.tls_secret)
         else:
             server = await asyncio.to_thread(
                 crypto.issue_server_cert,
@@ -386,7 +401,9 @@ class Reconciler:
 
     # -------------------------------------------------------------------------------------- ensure
 
-    async def _ensure(self, desired: dict[str, Any], *, state: _Pass) -> dict[str, Any]:
+    async def _ensure(
+        self, desired: dict[str, Any], *, state: _Pass, may_create: bool = True
+    ) -> dict[str, Any]:
         """Create or correct one child; no write when every owned field already matches."""
         want = diff.with_spec_hash(desired)
         meta = want["metadata"]
@@ -397,6 +414,8 @@ class Reconciler:
             "name": meta["name"],
         }
         live = await self._kube.get(**ref)
+        if live is None and not may_create:
+            raise _Vanished(kube.describe(want))
         if live is None:
             try:
                 created = await self._kube.create(manifest=want)
@@ -414,13 +433,14 @@ class Reconciler:
             try:
                 updated = await self._kube.replace(manifest=diff.replacement(want, live))
             except kube.NotFound:
-                return await self._ensure(desired, state=state)  # deleted between read and write: create it
+                # deleted between read and write: create it (unless it held key material we only read)
+                return await self._ensure(desired, state=state, may_create=may_create)
             except kube.Conflict:
                 if attempt:
                     raise
                 live = await self._kube.get(**ref)  # lost a race with another writer: re-read and retry once
                 if live is None:
-                    return await self._ensure(desired, state=state)
+                    return await self._ensure(desired, state=state, may_create=may_create)
                 continue
             log.info("updated %s (%s)", kube.describe(want), ", ".join(reasons[:5]))
             state.events.append(

@@ -523,3 +523,32 @@ async def test_verified_passwords_are_not_bcrypt_checked_again_on_every_pass(
         b"changed-again",
         crypto.parse_htpasswd(secret_data(api, N.htpasswd_secret)["htpasswd"].decode())["bob"],
     )
+
+
+@pytest.mark.parametrize("deleted", [N.tls_secret, N.ca_secret])
+async def test_a_key_secret_deleted_during_a_pass_is_not_restored_from_memory(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler, deleted: str
+) -> None:
+    create(api)
+    await run(reconciler)
+    first = secret_data(api, N.tls_secret)
+    real_get = api.get
+
+    async def get_then_delete(**ref: Any) -> dict[str, Any] | None:
+        found = await real_get(**ref)
+        if ref["kind"] == "Secret" and ref["name"] == N.tls_secret and api.has("Secret", deleted):
+            api.remove("Secret", deleted)  # deleted right after this pass read the key material
+        return found
+
+    api.get = get_then_delete  # type: ignore[method-assign]
+    result = await run(reconciler)
+    api.get = real_get  # type: ignore[method-assign]
+    assert not api.has("Secret", deleted)
+    assert result.retry_after is not None
+    await run(reconciler)  # the next pass decides on what exists now
+    if deleted == N.tls_secret:
+        second = secret_data(api, N.tls_secret)
+        assert second["tls.crt"] != first["tls.crt"] and second["ca.crt"] == first["ca.crt"]
+    else:
+        assert not api.has("Secret", N.ca_secret)
+        assert conditions(api)["CertificateReady"]["reason"] == "CAKeyMissing"
