@@ -75,7 +75,7 @@ async def _healthz(request: web.Request) -> web.StreamResponse:
 
 
 async def _authorize(
-    request: web.Request, *, match: routes.Match, method: str, authorization: str | None
+    request: web.Request, *, match: routes.Match, authorization: str | None
 ) -> auth.Identity:
     """Authenticate and authorize one matched request; raises OciError UNAUTHORIZED/DENIED."""
     settings = request.app[state.SETTINGS]
@@ -118,9 +118,7 @@ def _match(method: str, raw_path: str) -> routes.Match:
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     match = _match(request.method, request.raw_path)
-    identity = await _authorize(
-        request, match=match, method=request.method, authorization=request.headers.get("Authorization")
-    )
+    identity = await _authorize(request, match=match, authorization=request.headers.get("Authorization"))
     request[state.IDENTITY] = identity
     return await match.handler(request, match.params)
 
@@ -132,9 +130,7 @@ async def _auth_request(request: web.Request) -> web.StreamResponse:
     realm = request.app[state.SETTINGS].realm
     try:
         match = _match(method, uri)
-        await _authorize(
-            request, match=match, method=method, authorization=request.headers.get("Authorization")
-        )
+        await _authorize(request, match=match, authorization=request.headers.get("Authorization"))
     except OciError as err:
         if err.code is Code.UNAUTHORIZED:
             return web.Response(status=401, headers={"WWW-Authenticate": f'Basic realm="{realm}"'})

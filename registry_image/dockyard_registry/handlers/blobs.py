@@ -11,7 +11,7 @@ import asyncio
 
 from aiohttp import web
 
-from dockyard_registry import paths
+from dockyard_registry import digest, paths
 from dockyard_registry.errors import Code, OciError
 from dockyard_registry.handlers import common
 
@@ -39,13 +39,16 @@ async def get(request: web.Request, match: common.PathParams) -> web.StreamRespo
         return web.Response(status=200, headers=headers)
     local = cfg.store.driver.local_path(paths.blob_data(dgst))
     if local is not None:
+        # FileResponse sends with sendfile and answers Range itself (206/416); it replaces our ETag with
+        # its mtime-size one, which is as stable for immutable content.
         return web.FileResponse(local, chunk_size=common.CHUNK, headers=headers)
-    return await _stream(request, match=match, size=size, headers=headers)
+    return await _stream(request, dgst=dgst, size=size, headers=headers)
 
 
 async def _stream(
-    request: web.Request, *, match: common.PathParams, size: int, headers: dict[str, str]
+    request: web.Request, *, dgst: digest.Digest, size: int, headers: dict[str, str]
 ) -> web.StreamResponse:
+    """Serve a blob from a driver without local files (memory), with the same Range semantics."""
     start, end = 0, size  # end exclusive
     status = 200
     if request.headers.get("Range"):
@@ -66,7 +69,6 @@ async def _stream(
     headers["Content-Length"] = str(end - start)
     response = web.StreamResponse(status=status, headers=headers)
     await response.prepare(request)
-    dgst = common.parse_digest(match.arg)
     with common.settings(request).store.driver.open_reader(paths.blob_data(dgst), offset=start) as f:
         remaining = end - start
         while remaining > 0:
