@@ -5,7 +5,9 @@ Covers: usage errors exit 2 with a message on stderr (no command, bad --listen, 
 --grace, missing data dir); `user add` with --password-stdin and with a generated password printed once,
 access rules written to access.yaml, files mode 0600, `user list`, `user remove`; `gc --dry-run` and gc;
 `fsck` exit 0 on a clean store and 1 on a corrupted blob; `serve --no-tls` and `serve --tls auto` as
-subprocesses answering /healthz and /v2/ (stopped by PID).
+subprocesses answering /healthz and /v2/ (stopped by PID); hack/run.sh creating the first user once
+(password printed once, saved 0600), printing client instructions, pointing at the saved password on a
+second start, and refusing a bad LISTEN with exit code 2.
 """
 
 from __future__ import annotations
@@ -243,3 +245,71 @@ def test_serve_with_tls_auto_is_verifiable_with_the_printed_ca(tmp_path: Path) -
         _stop(proc)
     log = (tmp_path / "serve.log").read_text()
     assert str(ca) in log and "SHA-256 fingerprint" in log
+
+
+def test_run_script_creates_the_first_user_once_and_serves_tls(tmp_path: Path) -> None:
+    port = free_port()
+    data = tmp_path / "data"
+    script = Path(__file__).resolve().parents[2] / "hack" / "run.sh"
+    log = tmp_path / "run.log"
+    # run.sh execs the server, so the PID we hold is the registry's own.
+    proc = subprocess.Popen(
+        ["bash", str(script), str(data), f"127.0.0.1:{port}", "admin"],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ca = data / "tls" / "ca.crt"
+        deadline = time.monotonic() + 60
+        while not ca.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        context = ssl.create_default_context(cafile=str(ca))
+        assert _get(f"https://localhost:{port}/healthz", context=context) == (200, b"ok")
+    finally:
+        _stop(proc)
+    initial = data / "auth" / "initial-password"
+    password = initial.read_text().strip()
+    assert initial.stat().st_mode & 0o777 == 0o600
+    first = log.read_text()
+    assert first.count(password) == 1, "printed exactly once"
+    for hint in (
+        "skopeo login --cert-dir",
+        "podman login --cert-dir",
+        "docker login",
+        "/etc/docker/certs.d/",
+    ):
+        assert hint in first
+    rerun = subprocess.run(
+        ["bash", str(script), str(data), "nonsense-listen", "admin"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert rerun.returncode == 2 and "HOST:PORT" in rerun.stderr
+    assert (data / "auth" / "htpasswd").read_text().count("admin:") == 1
+
+
+def test_run_script_on_a_second_start_points_at_the_saved_password(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "auth").mkdir(parents=True)
+    (data / "auth" / "htpasswd").write_text(
+        "admin:$2y$04$abcdefghijklmnopqrstuu0123456789012345678901234567890\n"
+    )
+    (data / "auth" / "initial-password").write_text("kept-secret\n")
+    script = Path(__file__).resolve().parents[2] / "hack" / "run.sh"
+    port = free_port()
+    proc = subprocess.Popen(
+        ["bash", str(script), str(data), f"127.0.0.1:{port}", "admin"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        head = proc.stdout.readline().decode() + proc.stdout.readline().decode()
+    finally:
+        _stop(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert "Users exist" in head
+    assert str(data / "auth" / "initial-password") in head
+    assert "kept-secret" not in head
