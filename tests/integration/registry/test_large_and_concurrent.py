@@ -6,11 +6,14 @@ Covers:
 - tag listing pagination: `?n=` pages in lexical order with a `Link: <...>; rel="next"` header that,
   followed to the end, yields every tag exactly once — what skopeo relies on for long tag lists;
 - two skopeo processes pushing images that share layers into the same repository at once both
-  succeed, both images pull back intact and fsck finds the data dir clean.
+  succeed, both images pull back intact and fsck finds the data dir clean;
+- eight clients pushing the same blob at once and six racing to tag "latest": every push succeeds,
+  the tag names one whole racer, every racer stays reachable by digest, fsck is clean.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import os
 import re
@@ -142,5 +145,36 @@ def test_two_clients_pushing_images_with_shared_layers_at_once_both_succeed(
             ref=f"{reg.address}/bulk/race:v{n}", into=tmp_path / f"back{n}", cert_dir=cert_dir, creds=ADMIN
         )
         assert back.manifest_digest == img.digest
+    fsck = harness.run_cli("fsck", "--data-dir", str(reg.data_dir))
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+
+def test_many_clients_pushing_the_same_blob_and_racing_for_one_tag_leave_consistent_data(
+    reg: harness.Registry,
+) -> None:
+    client = reg.client(ADMIN)
+    blob = os.urandom(4 * MIB)
+    racers = [images.random_image(label=f"tag-racer-{n}", layer_count=1) for n in range(6)]
+    for img in racers:
+        for part in img.blobs():
+            client.push_blob("bulk/contended", part.data)
+
+    def push_same_blob(_: int) -> str:
+        return client.push_blob("bulk/contended", blob)
+
+    def push_tag(img: images.Image) -> str:
+        return client.push_manifest("bulk/contended", "latest", img.manifest.data)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        blob_digests = list(pool.map(push_same_blob, range(8)))
+        tag_digests = list(pool.map(push_tag, racers))
+
+    assert set(blob_digests) == {harness.sha256(blob)}
+    fetched = client.get_blob("bulk/contended", harness.sha256(blob))
+    assert fetched.status == 200 and fetched.body == blob
+    latest = client.get_manifest("bulk/contended", "latest")
+    assert latest.status == 200 and harness.sha256(latest.body) in tag_digests, latest.describe()
+    for img in racers:  # every racer's manifest stays reachable by digest
+        assert client.get_manifest("bulk/contended", img.digest).body == img.manifest.data
     fsck = harness.run_cli("fsck", "--data-dir", str(reg.data_dir))
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
