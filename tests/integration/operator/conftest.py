@@ -15,7 +15,6 @@ drift timer, the cheapest bcrypt cost); every test works in its own namespace.
 from __future__ import annotations
 
 import collections.abc
-import dataclasses
 import os
 import sys
 import urllib.error
@@ -32,13 +31,63 @@ OPERATOR_START_TIMEOUT = 60.0
 RESYNC_SECONDS = "3"
 
 
-@dataclasses.dataclass
 class Operator:
-    """The running operator process and its log file."""
+    """The operator under test: one process at a time, all of them logging to one file.
 
-    process: kube.Process
-    log: Path
-    liveness: str
+    `start()` runs `kopf run --verbose` on the handlers module (the most log detail for failure
+    reports and for the password checks), or with `entrypoint=True` the packaged
+    `python -m dockyard_operator` that the chart's image runs.
+    """
+
+    def __init__(self, *, plane: kube.ControlPlane, log: Path) -> None:
+        self.log = log
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": str(plane.kubeconfig),
+            "DOCKYARD_RESYNC_SECONDS": RESYNC_SECONDS,
+            "DOCKYARD_BCRYPT_ROUNDS": "4",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.process: kube.Process | None = None
+        self.liveness = ""
+
+    def start(self, *, entrypoint: bool = False) -> None:
+        """Start the operator and wait until its startup handlers have finished."""
+        assert self.process is None or not self.process.alive(), "the operator is already running"
+        self.liveness = f"http://127.0.0.1:{tests.support.free_port()}/healthz"
+        if entrypoint:
+            argv = [sys.executable, "-m", "dockyard_operator", "--liveness", self.liveness]
+        else:
+            argv = [
+                *(sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces", "--verbose"),
+                f"--liveness={self.liveness}",
+                *("-m", "dockyard_operator.handlers"),
+            ]
+        with self.log.open("a") as out:
+            out.write(f"--- start: {' '.join(argv)}\n")
+        process = self.process = kube.Process(name="dockyard-operator", argv=argv, log=self.log, env=self.env)
+
+        # kopf serves the liveness endpoint only after every startup handler has finished.
+        def up() -> bool:
+            process.check_alive()
+            return self.healthy()
+
+        try:
+            kube.eventually(
+                up, timeout=OPERATOR_START_TIMEOUT, interval=0.5, what="the operator's liveness probe"
+            )
+        except BaseException:
+            process.stop()
+            raise
+
+    def stop(self) -> int:
+        """SIGTERM (kopf's graceful shutdown), SIGKILL after the grace period; the exit code."""
+        assert self.process is not None
+        return self.process.stop()
+
+    def check_alive(self) -> None:
+        assert self.process is not None, "the operator was never started"
+        self.process.check_alive()
 
     def output(self, *, since: int = 0) -> str:
         """The operator's log from byte offset `since` on."""
@@ -60,50 +109,6 @@ class Operator:
 _LOG_OFFSET = pytest.StashKey[tuple[Operator, int]]()
 
 
-def start_operator(
-    *, plane: kube.ControlPlane, log: Path, extra_env: dict[str, str] | None = None
-) -> Operator:
-    """Start `kopf run` for dockyard_operator.handlers and wait until its startup handlers finished."""
-    port = tests.support.free_port()
-    liveness = f"http://127.0.0.1:{port}/healthz"
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(plane.kubeconfig),
-        "DOCKYARD_RESYNC_SECONDS": RESYNC_SECONDS,
-        "DOCKYARD_BCRYPT_ROUNDS": "4",
-        "PYTHONUNBUFFERED": "1",
-        **(extra_env or {}),
-    }
-    argv = [
-        sys.executable,
-        "-m",
-        "kopf",
-        "run",
-        "--standalone",
-        "--all-namespaces",
-        "--verbose",
-        f"--liveness={liveness}",
-        "-m",
-        "dockyard_operator.handlers",
-    ]
-    process = kube.Process(name="dockyard-operator", argv=argv, log=log, env=env)
-    operator = Operator(process=process, log=log, liveness=liveness)
-
-    # kopf serves the liveness endpoint only after every startup handler has finished.
-    def up() -> bool:
-        process.check_alive()
-        return operator.healthy()
-
-    try:
-        kube.eventually(
-            up, timeout=OPERATOR_START_TIMEOUT, interval=0.5, what="the operator's liveness probe"
-        )
-    except BaseException:
-        process.stop()
-        raise
-    return operator
-
-
 @pytest.fixture(scope="session")
 def crd_installed(control_plane: kube.ControlPlane) -> None:
     """The PrivateRegistry CRD, applied by the control plane fixture from `crds/`."""
@@ -119,19 +124,20 @@ def crd_installed(control_plane: kube.ControlPlane) -> None:
 def operator_session(
     control_plane: kube.ControlPlane, crd_installed: None, tmp_path_factory: pytest.TempPathFactory
 ) -> collections.abc.Iterator[Operator]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    operator = start_operator(plane=control_plane, log=log)
+    operator = Operator(plane=control_plane, log=tmp_path_factory.mktemp("operator") / "operator.log")
+    operator.start()
     yield operator
+    assert operator.process is not None
     alive_at_end = operator.process.alive()
-    code = operator.process.stop()
-    assert alive_at_end, f"the operator died during the session:\n{kube.tail(log, lines=80)}"
-    assert code == 0, f"the operator exited {code} on SIGTERM:\n{kube.tail(log, lines=80)}"
+    code = operator.stop()
+    assert alive_at_end, f"the operator died during the session:\n{kube.tail(operator.log, lines=80)}"
+    assert code == 0, f"the operator exited {code} on SIGTERM:\n{kube.tail(operator.log, lines=80)}"
 
 
 @pytest.fixture
 def operator(request: pytest.FixtureRequest, operator_session: Operator) -> Operator:
     """The session's operator, checked alive; its log lines from this test go into a failure report."""
-    operator_session.process.check_alive()
+    operator_session.check_alive()
     request.node.stash[_LOG_OFFSET] = (operator_session, operator_session.offset())
     return operator_session
 

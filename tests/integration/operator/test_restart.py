@@ -1,0 +1,134 @@
+"""Operator downtime and its packaged entry point, against the real API server.
+
+Covers:
+- the operator stops cleanly on SIGTERM (exit code 0);
+- what changed while it was down (a rotated password, a deleted child, a new replica count) is
+  reconciled when it comes back (kopf's resume plus the first pass), by the packaged
+  `python -m dockyard_operator` entry point the image runs;
+- nothing is rewritten on a restart when nothing changed: children keep their resourceVersion.
+
+The session's operator is stopped for these tests and restarted (as `kopf run`) at the end.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import functools
+from typing import Any
+
+import lightkube
+import lightkube.resources.apps_v1
+import lightkube.resources.core_v1
+import lightkube.types
+import pytest
+from passlib import apache
+
+from dockyard_operator import names
+from tests.integration.operator import cluster
+from tests.integration.operator.conftest import Operator
+from tests.support import kube
+
+pytestmark = pytest.mark.integration
+
+core = lightkube.resources.core_v1
+apps = lightkube.resources.apps_v1
+MERGE = lightkube.types.PatchType.MERGE
+N = names.Names.of("demo")
+
+
+@pytest.fixture
+def restarted(operator: Operator) -> collections.abc.Iterator[Operator]:
+    """The operator; whatever a test does to it, the session's `kopf run` operator runs afterwards."""
+    yield operator
+    assert operator.process is not None
+    if operator.process.alive():
+        assert operator.stop() == 0
+    operator.start()
+
+
+def _children(client: lightkube.Client, namespace: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    children: list[tuple[Any, str]] = [
+        (core.Secret, N.tls_secret),
+        (core.Secret, N.htpasswd_secret),
+        (core.ConfigMap, N.nginx_configmap),
+        (core.Service, N.service),
+        (apps.Deployment, N.deployment),
+    ]
+    for resource, name in children:
+        child: Any = client.get(resource, name, namespace=namespace)
+        found[f"{resource.__name__}/{name}"] = child.metadata.resourceVersion
+    return found
+
+
+def _logged(operator: Operator, line: str, *, since: int) -> bool:
+    return line in operator.output(since=since)
+
+
+def test_changes_made_while_the_operator_was_down_are_reconciled_when_it_returns(
+    kube_client: lightkube.Client, namespace: str, restarted: Operator
+) -> None:
+    spec = {
+        "auth": {"users": [cluster.user("alice", "alice-password", access="push")]},
+        "storage": {"pvc": {"accessModes": ["ReadWriteMany"]}},
+    }
+    cluster.create_registry(
+        kube_client, namespace=namespace, spec=spec, passwords={"alice": "alice-Down-pw-14"}
+    )
+    old_service = cluster.wait_child(kube_client, core.Service, N.service, namespace)
+    cluster.wait_condition(kube_client, "demo", namespace, "CertificateReady", "True")
+
+    assert restarted.stop() == 0
+    kube_client.patch(
+        core.Secret,
+        "alice-password",
+        {"stringData": {"password": "alice-Back-pw-15"}},
+        namespace=namespace,
+        patch_type=MERGE,
+    )
+    kube_client.delete(core.Service, N.service, namespace=namespace)
+    kube_client.patch(
+        cluster.PrivateRegistry, "demo", {"spec": {"replicas": 2}}, namespace=namespace, patch_type=MERGE
+    )
+    restarted.start(entrypoint=True)
+
+    def htpasswd() -> apache.HtpasswdFile:
+        data = cluster.secret_data(kube_client.get(core.Secret, N.htpasswd_secret, namespace=namespace))
+        return apache.HtpasswdFile.from_string(data["htpasswd"])
+
+    kube.eventually(
+        lambda: htpasswd().check_password("alice", "alice-Back-pw-15"), what="the rotated password"
+    )
+    kube.eventually(
+        lambda: (
+            cluster.get(kube_client, core.Service, N.service, namespace).metadata.uid
+            != old_service.metadata.uid
+        ),
+        what="the Service to be recreated",
+    )
+    kube.eventually(
+        lambda: kube_client.get(apps.Deployment, N.deployment, namespace=namespace).spec.replicas == 2,
+        what="2 replicas",
+    )
+
+
+def test_a_restart_with_nothing_changed_rewrites_nothing(
+    kube_client: lightkube.Client, namespace: str, restarted: Operator
+) -> None:
+    cluster.create_registry(kube_client, namespace=namespace, passwords={"alice": "alice-Same-pw-16"})
+    cluster.wait_child(kube_client, apps.Deployment, N.deployment, namespace)
+    cluster.wait_condition(kube_client, "demo", namespace, "CertificateReady", "True")
+    before = kube.eventually(lambda: _children(kube_client, namespace), what="every child")
+
+    assert restarted.stop() == 0
+    offset = restarted.offset()
+    restarted.start()
+
+    # Wait until the restarted operator has run the resume handler and a timer pass on it.
+    for handler in ("Handler 'reconcile_registry' succeeded", "Timer 'resync' succeeded"):
+        line = f"[{namespace}/demo] {handler}"
+        kube.eventually(
+            functools.partial(_logged, restarted, line, since=offset),
+            what=f"the restarted operator's log to say: {line}",
+        )
+    assert _children(kube_client, namespace) == before
