@@ -1,0 +1,146 @@
+"""Steady state: once converged, the operator's periodic passes write nothing.
+
+Covers:
+- across several timer passes with nothing changed, no child and not the registry's status is
+  rewritten (resourceVersions stay), so conditions keep their lastTransitionTime;
+- a CA shorter-lived than the certificate's renewal window does not make the operator reissue
+  the certificate (and roll the pods) on every pass;
+- a hand-corrupted serving certificate or htpasswd Secret is repaired.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import lightkube
+import lightkube.resources.apps_v1
+import lightkube.resources.core_v1
+import lightkube.types
+import pytest
+from cryptography import x509
+from passlib import apache
+
+from dockyard_operator import names
+from tests.integration.operator import cluster
+from tests.integration.operator.conftest import Operator
+from tests.support import kube
+
+pytestmark = pytest.mark.integration
+
+core = lightkube.resources.core_v1
+apps = lightkube.resources.apps_v1
+MERGE = lightkube.types.PatchType.MERGE
+N = names.Names.of("demo")
+TIMER_DONE = "Timer 'resync' succeeded"
+
+
+def _timer_passes(operator: Operator, namespace: str, *, since: int) -> int:
+    return operator.output(since=since).count(f"[{namespace}/demo] {TIMER_DONE}")
+
+
+def _await_timer_passes(operator: Operator, namespace: str, count: int) -> None:
+    """Wait until `count` more resync passes over namespace/demo have completed."""
+    since = operator.offset()
+    kube.eventually(
+        lambda: _timer_passes(operator, namespace, since=since) >= count,
+        timeout=60,
+        what=f"{count} timer passes over {namespace}/demo",
+    )
+
+
+def _versions(client: lightkube.Client, namespace: str) -> dict[str, str]:
+    children: list[tuple[Any, str]] = [
+        (core.Secret, N.ca_secret),
+        (core.Secret, N.tls_secret),
+        (core.Secret, N.htpasswd_secret),
+        (core.ConfigMap, N.nginx_configmap),
+        (core.Service, N.service),
+        (apps.Deployment, N.deployment),
+    ]
+    found = {
+        f"{resource.__name__}/{name}": client.get(
+            resource, name, namespace=namespace
+        ).metadata.resourceVersion
+        for resource, name in children
+    }
+    registry = client.get(cluster.PrivateRegistry, "demo", namespace=namespace)
+    found["PrivateRegistry/demo"] = registry["metadata"]["resourceVersion"]
+    return found
+
+
+def _serial(client: lightkube.Client, namespace: str) -> int:
+    data = cluster.secret_data(client.get(core.Secret, N.tls_secret, namespace=namespace))
+    return int(x509.load_pem_x509_certificate(data["tls.crt"]).serial_number)
+
+
+def test_timer_passes_over_a_converged_registry_write_nothing(
+    kube_client: lightkube.Client, namespace: str, operator: Operator
+) -> None:
+    cluster.create_registry(
+        kube_client,
+        namespace=namespace,
+        spec={"auth": {"users": [cluster.user("alice", "alice-password")]}},
+        passwords={"alice": "alice-Steady-pw-17"},
+    )
+    cluster.wait_condition(kube_client, "demo", namespace, "CertificateReady", "True")
+    _await_timer_passes(operator, namespace, 1)  # converged: one full pass after creation
+    before = _versions(kube_client, namespace)
+    conditions = cluster.status_of(kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace))
+
+    _await_timer_passes(operator, namespace, 2)
+
+    assert _versions(kube_client, namespace) == before
+    after = cluster.status_of(kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace))
+    assert after["conditions"] == conditions["conditions"]
+
+
+def test_a_short_lived_ca_does_not_make_every_pass_reissue_the_certificate(
+    kube_client: lightkube.Client, namespace: str, operator: Operator
+) -> None:
+    # The CA lives 2 h; the certificate wants 90 days and renewal 30 days before expiry. A
+    # certificate cannot outlive its CA, so it is always "inside its renewal window".
+    spec = {"tls": {"caDuration": "2h", "certDuration": "2160h", "renewBefore": "720h"}}
+    cluster.create_registry(kube_client, namespace=namespace, spec=spec)
+    cluster.wait_child(kube_client, apps.Deployment, N.deployment, namespace)
+    _await_timer_passes(operator, namespace, 1)
+    serial = _serial(kube_client, namespace)
+    template: Any = kube_client.get(apps.Deployment, N.deployment, namespace=namespace)
+    annotations = template.spec.template.metadata.annotations
+
+    _await_timer_passes(operator, namespace, 2)
+
+    assert _serial(kube_client, namespace) == serial, "the certificate was reissued on a no-op pass"
+    deployment: Any = kube_client.get(apps.Deployment, N.deployment, namespace=namespace)
+    assert deployment.spec.template.metadata.annotations == annotations, "the pods rolled on a no-op pass"
+
+
+def test_a_corrupted_certificate_and_htpasswd_are_repaired(
+    kube_client: lightkube.Client, namespace: str, operator: Operator
+) -> None:
+    cluster.create_registry(
+        kube_client,
+        namespace=namespace,
+        spec={"auth": {"users": [cluster.user("alice", "alice-password")]}},
+        passwords={"alice": "alice-Repair-pw-18"},
+    )
+    cluster.wait_condition(kube_client, "demo", namespace, "CertificateReady", "True")
+    patch = functools.partial(kube_client.patch, namespace=namespace, patch_type=MERGE)
+
+    patch(core.Secret, N.tls_secret, {"stringData": {"tls.crt": "not a certificate"}})
+    patch(core.Secret, N.htpasswd_secret, {"stringData": {"htpasswd": "mallory:plaintext\n"}})
+
+    def certificate_repaired() -> bool:
+        try:
+            return _serial(kube_client, namespace) > 0
+        except ValueError:  # still the corrupted text
+            return False
+
+    kube.eventually(certificate_repaired, what="a parseable certificate again")
+
+    def htpasswd_repaired() -> bool:
+        data = cluster.secret_data(kube_client.get(core.Secret, N.htpasswd_secret, namespace=namespace))
+        file = apache.HtpasswdFile.from_string(data["htpasswd"])
+        return file.users() == ["alice"] and bool(file.check_password("alice", "alice-Repair-pw-18"))
+
+    kube.eventually(htpasswd_repaired, what="the htpasswd Secret to be repaired")
