@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
-import os
 import secrets
 import sys
 from pathlib import Path
@@ -33,19 +32,68 @@ from tests.integration.operator.conftest import Operator
 from tests.support import kube
 
 OPERATOR_START_TIMEOUT = 90.0
-# The scenarios wait at most 60 s for drift to be corrected: resync faster than the default minute.
-TEST_ENV = {"DOCKYARD_RESYNC_SECONDS": "3", "DOCKYARD_BCRYPT_ROUNDS": "4", "PYTHONUNBUFFERED": "1"}
+# What the Pod's downward API would give as POD_ID: kopf's identity in the peering object.
+POD_ID = "dockyard-operator-test-pod"
+
+
+class ChartOperator(Operator):
+    """The operator scenarios' `Operator`, started the way the chart's Deployment starts it.
+
+    Same log file, health check and stop as the admin one; `start()` runs the chart container's command and
+    arguments instead (health port moved to a free loopback port), and the only credential is a kubeconfig
+    holding a token of the chart's ServiceAccount.
+    """
+
+    def __init__(
+        self,
+        *,
+        plane: kube.ControlPlane,
+        log: Path,
+        docs: list[dict[str, Any]],
+        kubeconfig: Path,
+        pod_id: str = POD_ID,
+    ) -> None:
+        super().__init__(plane=plane, log=log)
+        self.docs = docs
+        self.pod_id = pod_id
+        self.env["KUBECONFIG"] = str(kubeconfig)
+
+    def start(self, *, entrypoint: bool = False) -> None:
+        """Start as the chart does (`entrypoint` is ignored: the chart's command is the entry point)."""
+        assert self.process is None or not self.process.alive(), "the operator is already running"
+        port = tests.support.free_port()
+        self.liveness = f"http://127.0.0.1:{port}/healthz"
+        argv, env = deployment_command(self.docs, health_port=port)
+        env = {**self.env, **env, "POD_ID": self.pod_id}
+        with self.log.open("a") as out:
+            out.write(f"--- start (chart RBAC): {' '.join(argv)}\n")
+        process = self.process = kube.Process(
+            name="dockyard-operator (chart)", argv=argv, log=self.log, env=env
+        )
+
+        def up() -> bool:
+            process.check_alive()
+            return self.healthy()
+
+        try:
+            kube.eventually(
+                up, timeout=OPERATOR_START_TIMEOUT, interval=0.5, what="the operator's liveness probe"
+            )
+        except BaseException:
+            process.stop()
+            raise
 
 
 @dataclasses.dataclass
 class ChartedOperator:
     """The operator started from the chart's Deployment, with its release and identity."""
 
-    operator: Operator
+    operator: ChartOperator
     release: str
     namespace: str
     service_account: str
     kubeconfig: Path
+    docs: list[dict[str, Any]]
 
     @property
     def username(self) -> str:
@@ -68,34 +116,10 @@ def deployment_command(docs: list[dict[str, Any]], *, health_port: int) -> tuple
         if "value" in item:
             env[item["name"]] = item["value"]
         elif item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name":
-            env[item["name"]] = "dockyard-operator-test-pod"
+            env[item["name"]] = POD_ID
     command = list(container["command"])
     assert command[0] == "python", f"the chart's command is not a python invocation: {command}"
     return [sys.executable, *command[1:], *args], env
-
-
-def start(*, argv: list[str], env: dict[str, str], kubeconfig: Path, log: Path, liveness: str) -> Operator:
-    """Start the operator with only `kubeconfig` as credentials; wait until kopf reports healthy."""
-    process = kube.Process(
-        name="dockyard-operator (chart RBAC)",
-        argv=argv,
-        log=log,
-        env={**os.environ, **env, **TEST_ENV, "KUBECONFIG": str(kubeconfig)},
-    )
-    operator = Operator(process=process, log=log, liveness=liveness)
-
-    def up() -> bool:
-        process.check_alive()
-        return operator.healthy()
-
-    try:
-        kube.eventually(
-            up, timeout=OPERATOR_START_TIMEOUT, interval=0.5, what="the operator's liveness probe"
-        )
-    except BaseException:
-        process.stop()
-        raise
-    return operator
 
 
 def forbidden_requests(plane: kube.ControlPlane, username: str) -> list[str]:
@@ -129,24 +153,23 @@ def charted_operator(
         docs = chart.render(release=release, namespace=namespace)
         account = chart.only(docs, "ServiceAccount")["metadata"]["name"]
         token_config = control_plane.service_account_kubeconfig(namespace=namespace, name=account)
-        port = tests.support.free_port()
-        argv, env = deployment_command(docs, health_port=port)
         log = tmp_path_factory.mktemp("charted-operator") / "operator.log"
-        operator = start(
-            argv=argv, env=env, kubeconfig=token_config, log=log, liveness=f"http://127.0.0.1:{port}/healthz"
-        )
+        operator = ChartOperator(plane=control_plane, log=log, docs=docs, kubeconfig=token_config)
+        operator.start()
         charted = ChartedOperator(
             operator=operator,
             release=release,
             namespace=namespace,
             service_account=account,
             kubeconfig=token_config,
+            docs=docs,
         )
         try:
             yield charted
         finally:
+            assert operator.process is not None
             alive_at_end = operator.process.alive()
-            code = operator.process.stop()
+            code = operator.stop()
             assert alive_at_end, f"the operator died:\n{kube.tail(log, lines=80)}"
             assert code == 0, f"the operator exited {code} on SIGTERM:\n{kube.tail(log, lines=80)}"
             refused = forbidden_requests(control_plane, charted.username)
@@ -159,7 +182,7 @@ def charted_operator(
 @pytest.fixture
 def operator(charted_operator: ChartedOperator) -> Operator:
     """The operator under the chart's ServiceAccount, in the shape the operator scenarios expect."""
-    charted_operator.operator.process.check_alive()
+    charted_operator.operator.check_alive()
     return charted_operator.operator
 
 

@@ -14,9 +14,8 @@ import lightkube
 import lightkube.resources.apps_v1
 import pytest
 
-import tests.support
 from dockyard_operator import names
-from tests.integration.install import chart, conftest
+from tests.integration.install import conftest
 from tests.integration.operator import cluster
 from tests.integration.operator.conftest import Operator
 from tests.support import kube
@@ -46,16 +45,14 @@ def test_a_second_replica_pauses_both_until_it_is_gone_and_never_reconciles(
 ) -> None:
     first = charted_operator.operator
     since = first.offset()
-    docs = chart.render(release=charted_operator.release, namespace=charted_operator.namespace)
-    port = tests.support.free_port()
-    argv, env = conftest.deployment_command(docs, health_port=port)
-    second = conftest.start(
-        argv=argv,
-        env={**env, "POD_ID": "dockyard-operator-second-pod"},
-        kubeconfig=charted_operator.kubeconfig,
+    second = conftest.ChartOperator(
+        plane=control_plane,
         log=tmp_path / "second.log",
-        liveness=f"http://127.0.0.1:{port}/healthz",
+        docs=charted_operator.docs,
+        kubeconfig=charted_operator.kubeconfig,
+        pod_id="dockyard-operator-second-pod",
     )
+    second.start()
     try:
         kube.eventually(lambda: logged(second, CONFLICT), what="the second operator to see the first")
         kube.eventually(lambda: logged(first, PAUSED, since=since), what="the first operator to pause")
@@ -67,7 +64,7 @@ def test_a_second_replica_pauses_both_until_it_is_gone_and_never_reconciles(
             passwords={"alice": "alice-Peering-pw-1"},
         )
     finally:
-        code = second.process.stop()
+        code = second.stop()
     assert code == 0, second.output()[-5000:]
 
     kube.eventually(lambda: logged(first, RESUMED, since=since), what="the first operator to resume")

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 import yaml
 
-import tests.support
 from tests.integration.install import chart, conftest
 from tests.support import kube
 
@@ -68,16 +67,15 @@ def test_the_service_account_may_act_only_inside_the_watched_namespace(
 def test_the_operator_starts_under_the_scoped_rules_and_keeps_its_namespaced_peering_alive(
     control_plane: kube.ControlPlane, namespace: str, scoped: dict[str, Any], tmp_path: Path
 ) -> None:
-    port = tests.support.free_port()
-    argv, env = conftest.deployment_command(scoped["docs"], health_port=port)
-    assert f"--namespace={namespace}" in argv and "--all-namespaces" not in argv
-    operator = conftest.start(
-        argv=argv,
-        env=env,
-        kubeconfig=scoped["kubeconfig"],
+    operator = conftest.ChartOperator(
+        plane=control_plane,
         log=tmp_path / "operator.log",
-        liveness=f"http://127.0.0.1:{port}/healthz",
+        docs=scoped["docs"],
+        kubeconfig=scoped["kubeconfig"],
     )
+    argv, _ = conftest.deployment_command(scoped["docs"], health_port=0)
+    assert f"--namespace={namespace}" in argv and "--all-namespaces" not in argv
+    operator.start()
     try:
 
         def keepalive() -> dict[str, Any]:
@@ -86,11 +84,11 @@ def test_the_operator_starts_under_the_scoped_rules_and_keeps_its_namespaced_pee
                     "get", "kopfpeering", f"{RELEASE}-dockyard", "-n", namespace, "-o", "yaml"
                 ).stdout
             )
-            return dict(peering["status"][env["POD_ID"]])
+            return dict(peering["status"][conftest.POD_ID])
 
         kube.eventually(keepalive, what="the keep-alive in the namespaced peering object")
     finally:
-        code = operator.process.stop()
+        code = operator.stop()
     assert code == 0, operator.output()[-5000:]
     username = f"system:serviceaccount:{scoped['home']}:{scoped['account']}"
     assert conftest.forbidden_requests(control_plane, username) == [], operator.output()[-5000:]
