@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import subprocess
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -60,16 +61,14 @@ EVERY_API = {
 }  # fmt: skip
 
 
-def _conformance_env(
-    *, registry: harness.Registry, creds: harness.Credentials, results: Path
-) -> dict[str, str]:
+def _conformance_env(*, address: str, ca: Path, creds: harness.Credentials, results: Path) -> dict[str, str]:
     # Start from a clean slate: a stray OCI_* variable in the developer's shell must not change the run.
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCI_")}
     env.update(
         {
-            "OCI_REGISTRY": registry.address,
+            "OCI_REGISTRY": address,
             "OCI_TLS": "enabled",
-            "SSL_CERT_FILE": str(registry.ca),
+            "SSL_CERT_FILE": str(ca),
             "OCI_REPO1": "conformance/repo1",
             "OCI_REPO2": "conformance/repo2",
             "OCI_USERNAME": creds.username,
@@ -95,14 +94,15 @@ def _junit_problems(junit: Path) -> list[str]:
     return problems
 
 
-def test_conformance_suite_passes_every_api_and_data_test_with_tls_and_auth(
-    registry: harness.Registry, admin: harness.Credentials, tmp_path: Path
+def assert_conformance_passes(
+    *, address: str, ca: Path, creds: harness.Credentials, workdir: Path, server_log: Callable[[], str]
 ) -> None:
-    results = tmp_path / "results"
+    """Run the suite against `address` (TLS verified with `ca`); every API and data test must pass."""
+    results = workdir / "results"
     done = subprocess.run(
         [str(support.tool("conformance"))],
-        env=_conformance_env(registry=registry, creds=admin, results=results),
-        cwd=tmp_path,  # the suite also reads ./oci-conformance.yaml: make sure there is none
+        env=_conformance_env(address=address, ca=ca, creds=creds, results=results),
+        cwd=workdir,  # the suite also reads ./oci-conformance.yaml: make sure there is none
         capture_output=True,
         text=True,
         timeout=900,
@@ -114,7 +114,7 @@ def test_conformance_suite_passes_every_api_and_data_test_with_tls_and_auth(
 
     doc = yaml.safe_load(results_yaml.read_text())
     assert doc["config"]["version"] == "1.1"
-    assert doc["config"]["registry"] == registry.address
+    assert doc["config"]["registry"] == address
     assert doc["config"]["tls"] == "enabled", "the suite must verify TLS, not run insecure"
 
     junit_problems = _junit_problems(results / "junit.xml")
@@ -129,11 +129,19 @@ def test_conformance_suite_passes_every_api_and_data_test_with_tls_and_auth(
         + "\n".join(f"  {k}: {v}" for k, v in sorted(not_passed.items()) if k not in DISABLED_ON_PURPOSE)
         + "\nfailing tests:\n"
         + "\n".join(f"  {p}" for p in junit_problems)
-        + f"\nregistry log tail:\n{registry.log_tail()}"
+        + f"\nserver log tail:\n{server_log()}"
     )
     # An API the suite never reached would be missing rather than failed: require all of them.
     assert set(doc["apis"]) == EVERY_API, sorted(EVERY_API ^ set(doc["apis"]))
     assert done.returncode == 0, report
+
+
+def test_conformance_suite_passes_every_api_and_data_test_with_tls_and_auth(
+    registry: harness.Registry, admin: harness.Credentials, tmp_path: Path
+) -> None:
+    assert_conformance_passes(
+        address=registry.address, ca=registry.ca, creds=admin, workdir=tmp_path, server_log=registry.log_tail
+    )
 
 
 def test_a_manifest_naming_a_blob_the_repository_lacks_is_rejected(client: harness.Client) -> None:

@@ -1,0 +1,184 @@
+"""The pod's real topology: nginx (config rendered by the operator) in front of the real registry.
+
+What the Kubernetes pod runs, minus Kubernetes: Debian's nginx with the nginx.conf the operator's
+`nginx_configmap` builder renders (TLS on its port, `auth_request` to the registry's `/auth`, blob
+bytes served from the data dir after the registry answers with X-Accel-Redirect), and
+`dockyard-registry serve --no-tls --htpasswd … --access … --accel-redirect /_dockyard_blobs/ --realm …`
+on a loopback port, exactly the pod's arguments. Clients talk to nginx only, verifying its
+certificate against a test CA.
+
+Covers:
+- the OCI conformance suite, every API, through nginx (uploads streamed, blob GETs and ranges served
+  by nginx from disk, referrers, deletes);
+- skopeo push and pull of a multi-layer image through nginx with identical digests, and a blob GET
+  whose bytes (served by nginx, not the registry) and Docker-Content-Digest are right;
+- an unauthenticated request gets one Basic challenge naming the registry's realm; a pull-only user
+  can pull but skopeo's push is denied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockyard_operator import model
+from dockyard_operator.builders import nginx_configmap
+from tests import support
+from tests.integration.registry import certs, harness, images
+from tests.integration.registry.test_conformance import assert_conformance_passes
+from tests.integration.registry.test_skopeo import pull as skopeo_pull
+from tests.integration.registry.test_skopeo import push as skopeo_push
+from tests.integration.registry.test_skopeo import skopeo
+
+pytestmark = pytest.mark.integration
+
+ADMIN = harness.Credentials("pod-admin", harness.new_password())
+PULLER = harness.Credentials("pod-reader", harness.new_password())
+REALM = "pod-registry"
+
+
+@dataclasses.dataclass
+class Front:
+    """nginx in front of a registry: what clients see."""
+
+    host: str
+    port: int
+    ca: Path
+    registry: harness.Registry
+    nginx_log: Path
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def client(self, credentials: harness.Credentials | None) -> harness.Client:
+        return harness.Client(host=self.host, port=self.port, ca_file=self.ca, credentials=credentials)
+
+    def logs(self) -> str:
+        return f"{self.registry.log_tail()}\n--- nginx:\n" + "\n".join(
+            self.nginx_log.read_text(errors="replace").splitlines()[-30:]
+        )
+
+
+def _nginx() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").is_file() else None)
+    if found is None:
+        raise FileNotFoundError("nginx is not installed: run `make setup` (hack/setup.sh installs it)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
+    tmp = tmp_path_factory.mktemp("pod")
+    data = tmp / "data"
+    data.mkdir()
+    harness.add_user(data_dir=data, name=ADMIN.username, password=ADMIN.password, access="admin")
+    harness.add_user(data_dir=data, name=PULLER.username, password=PULLER.password, access="pull")
+    reg = harness.make_registry(
+        data_dir=data,
+        log_file=tmp / "registry.log",
+        tls_args=["--no-tls"],
+        extra_args=[
+            "--htpasswd", str(data / "auth" / "htpasswd"),
+            "--access", str(data / "auth" / "access.yaml"),
+            "--accel-redirect", "/_dockyard_blobs/",
+            "--realm", REALM,
+        ],
+    )  # fmt: skip
+    tls = certs.write_server_tls(directory=tmp / "tls", ips=["127.0.0.1"])
+    (tmp / "cache").mkdir()
+    port = support.free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        nginx_configmap.render(
+            nginx=model.Nginx(),
+            paths=nginx_configmap.NginxPaths(
+                cert=str(tls.cert_file), key=str(tls.key_file), pid=str(tmp / "nginx.pid"),
+                temp_dir=str(tmp / "cache"), data_dir=str(data),
+            ),
+            upstream=f"127.0.0.1:{reg.port}",
+            listen_port=port,
+        )
+    )  # fmt: skip
+    # As root, nginx would drop its workers to `nobody`, who cannot enter pytest's private temp dir.
+    directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+    nginx_log = tmp / "nginx.log"
+    reg.start()
+    proc = None
+    try:
+        with nginx_log.open("wb") as log:
+            proc = subprocess.Popen(
+                [_nginx(), "-e", "stderr", "-c", str(conf), "-p", str(tmp), "-g", directives],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        result = Front(host="127.0.0.1", port=port, ca=tls.ca_file, registry=reg, nginx_log=nginx_log)
+        harness.wait_for(
+            "nginx to answer /healthz",
+            lambda: proc is not None and proc.poll() is None and _healthy(result),
+            timeout=30,
+        )
+        yield result
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reg.stop()
+
+
+def _healthy(front: Front) -> bool:
+    try:
+        return front.client(None).request("GET", "/healthz").status == 200
+    except OSError:
+        return False
+
+
+def test_conformance_suite_passes_through_nginx(front: Front, tmp_path: Path) -> None:
+    assert_conformance_passes(
+        address=front.address, ca=front.ca, creds=ADMIN, workdir=tmp_path, server_log=front.logs
+    )
+
+
+def test_skopeo_round_trip_through_nginx_with_blobs_served_from_disk(front: Front, tmp_path: Path) -> None:
+    cert_dir = harness.ca_dir(ca_file=front.ca, into=tmp_path / "certs")
+    img = images.random_image(label="behind-nginx", layer_count=3, layer_size=1024 * 1024)
+    ref = f"{front.address}/pod/app:v1"
+
+    skopeo_push(img=img, ref=ref, tmp=tmp_path, cert_dir=cert_dir, creds=ADMIN)
+    back = skopeo_pull(ref=ref, into=tmp_path / "back", cert_dir=cert_dir, creds=PULLER)
+    layer = img.layers[1].blob
+    blob = front.client(PULLER).get_blob("pod/app", layer.digest)
+
+    assert back.manifest_digest == img.digest
+    assert back.layer_digests == [lay.blob.digest for lay in img.layers]
+    assert blob.status == 200 and blob.body == layer.data, blob.describe()
+    assert blob.header("Docker-Content-Digest") == layer.digest
+    assert blob.header("X-Accel-Redirect") is None, "the internal redirect leaked to the client"
+
+
+def test_through_nginx_anonymous_is_challenged_once_and_a_reader_cannot_push(
+    front: Front, tmp_path: Path
+) -> None:
+    anonymous = front.client(None).request("GET", "/v2/")
+    cert_dir = harness.ca_dir(ca_file=front.ca, into=tmp_path / "certs")
+    img = images.random_image(label="behind-nginx-denied", layer_count=1)
+    layout = images.write_layout(directory=tmp_path / "src", tag="src", img=img)
+
+    denied = skopeo(
+        "copy", "--quiet", f"oci:{layout}:src", f"docker://{front.address}/pod/denied:v1",
+        "--dest-cert-dir", str(cert_dir), "--dest-creds", PULLER.colon(), check=False,
+    )  # fmt: skip
+
+    assert anonymous.status == 401, anonymous.describe()
+    assert anonymous.headers.get_all("WWW-Authenticate") == [f'Basic realm="{REALM}"']
+    assert denied.returncode != 0 and "denied" in denied.stderr.lower(), denied.stderr
