@@ -59,14 +59,29 @@ def mark(st: store.Store) -> set[digest.Digest]:
     return marked
 
 
+def layer_links(st: store.Store) -> dict[digest.Digest, list[str]]:
+    """For every linked blob, the repositories that link it."""
+    links: dict[digest.Digest, list[str]] = {}
+    for repo in st.catalog():
+        for blob in linked(st, paths.layers(repo)):
+            links.setdefault(blob, []).append(repo)
+    return links
+
+
 def collect(
     st: store.Store, *, grace: float, dry_run: bool, clock: Callable[[], float] = time.time
 ) -> Report:
+    """One mark-and-sweep run. Safe to kill at any point: the next run finishes the job.
+
+    A blob's links go before its bytes, so a run killed midway leaves at worst an unlinked blob (swept
+    next time), never a link to nothing. Links to blobs already gone (left by older versions or by
+    hand) are removed too, unless a manifest still references the blob: that is fsck's to report.
+    """
     report = Report()
     marked = mark(st)
+    links = layer_links(st)
     cutoff = clock() - grace
     driver = st.driver
-    doomed: set[digest.Digest] = set()
     for blob in stored_blobs(st):
         data = paths.blob_data(blob)
         if blob in marked:
@@ -84,16 +99,19 @@ def collect(
             continue
         report.blobs.append(str(blob))
         report.bytes += driver.size(data) or 0
-        doomed.add(blob)
-        if not dry_run:
-            # Re-check just before deleting: a push during this run may have touched it.
-            again = driver.mtime(data)
-            if again is not None and again <= cutoff:
-                driver.delete(paths.blob_dir(blob))
-    if not dry_run and doomed:
-        for repo in st.catalog():
-            for blob in linked(st, paths.layers(repo)):
-                if blob in doomed and driver.size(paths.blob_data(blob)) is None:
+        if dry_run:
+            continue
+        # Re-check just before deleting: a push or mount during this run refreshes the mtime.
+        again = driver.mtime(data)
+        if again is None or again > cutoff:
+            continue
+        for repo in links.pop(blob, []):
+            driver.delete(paths.layer_link(repo, blob))
+        driver.delete(paths.blob_dir(blob))
+    if not dry_run:
+        for blob, repos in links.items():
+            if blob not in marked and driver.size(paths.blob_data(blob)) is None:
+                for repo in repos:
                     driver.delete(paths.layer_link(repo, blob))
     for upload_id in driver.list(paths.UPLOADS):
         started = st.upload_started(upload_id) or 0.0

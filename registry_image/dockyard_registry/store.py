@@ -304,6 +304,8 @@ class Store:
 
     def _commit_upload(self, name: str, upload_id: str, dgst: digest.Digest) -> None:
         target = paths.blob_data(dgst)
+        # Deduplicated: when the content exists, claim it for gc's grace period before relying on it.
+        self.driver.touch(target)
         if self.driver.size(target) is None:
             self.driver.commit(paths.upload_data(upload_id), target)
         self._link_blob(name, dgst)

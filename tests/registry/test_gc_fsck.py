@@ -167,3 +167,20 @@ def test_gc_removes_interrupted_blob_writes_once_they_are_old(tmp_path: os.PathL
     assert st.driver.mtime(paths.blob_dir(dgst)) is not None
     gc.collect(st, grace=3600, dry_run=False)
     assert st.driver.mtime(paths.blob_dir(dgst)) is None
+
+
+async def test_gc_finishes_a_run_killed_between_a_blob_and_its_links(driver: base.Driver) -> None:
+    st, _, orphan = await seeded_store(driver)
+    driver.delete(paths.blob_dir(orphan))  # what a killed run (or an older version) could leave
+    gc.collect(st, grace=3600, dry_run=False)
+    assert driver.size(paths.layer_link("r", orphan)) is None
+    assert fsck.check(st) == []
+
+
+async def test_gc_leaves_a_link_a_manifest_needs_for_fsck_to_report(driver: base.Driver) -> None:
+    st, _, _ = await seeded_store(driver)
+    layer = digest.of_bytes(make_image().layer)
+    driver.delete(paths.blob_dir(layer))
+    gc.collect(st, grace=0, dry_run=False)
+    assert driver.size(paths.layer_link("r", layer)) is not None
+    assert any("references missing blob" in p for p in fsck.check(st))
