@@ -5,7 +5,8 @@ credential (cache keyed by HMAC, invalidated when the htpasswd entry changes), w
 re-verified, unknown users verified against a dummy hash (same work, no shortcut), no password kept in
 memory; levels pull/push/admin, users missing from access.yaml get push everywhere, anonymous pull;
 reload of both files after a change (at most once a second, injectable clock) and keeping the last good
-rules on a broken edit; entries written by Apache's `htpasswd -B` verify; over HTTP: 401 with `WWW-Authenticate: Basic realm=...`, 403 DENIED, `/v2/` and
+rules on a broken edit; entries written by Apache's `htpasswd -B` verify; over HTTP: 401 with
+`WWW-Authenticate: Basic realm=...`, 403 DENIED, `/v2/` and
 `_catalog` need a login, the catalog only lists pullable repositories, a mount from an unreadable source
 is not performed, the nginx `/auth` endpoint (200/401/403, empty body), and that no password reaches a log.
 """
