@@ -86,6 +86,8 @@ async def _authorize(
         identity = await authenticator.authenticate(authorization)
     except auth.BadCredentialsError as exc:
         raise OciError(Code.UNAUTHORIZED, str(exc)) from None
+    except auth.TooManyVerificationsError as exc:
+        raise OciError(Code.TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": "1"}) from None
     if match.scope is routes.Scope.LOGIN:
         if identity.user is None:
             raise OciError(Code.UNAUTHORIZED)
@@ -136,6 +138,8 @@ async def _auth_request(request: web.Request) -> web.StreamResponse:
             return web.Response(status=401, headers={"WWW-Authenticate": f'Basic realm="{realm}"'})
         if err.code is Code.DENIED:
             return web.Response(status=403)
+        if err.code is Code.TOO_MANY_REQUESTS:
+            return web.Response(status=429, headers=err.headers)
         # Not an API shape we know (404/405): let the registry itself answer with the precise error.
         return web.Response(status=200)
     return web.Response(status=200)

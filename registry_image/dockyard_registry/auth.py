@@ -70,6 +70,10 @@ class BadCredentialsError(Exception):
     """Credentials were sent but are wrong or malformed (the message never contains them)."""
 
 
+class TooManyVerificationsError(Exception):
+    """Too many bcrypt checks are already queued: shed load instead of queueing without bound."""
+
+
 @dataclasses.dataclass(frozen=True)
 class UserRule:
     level: Level = Level.PUSH
@@ -229,6 +233,7 @@ class Authenticator:
         access: Path | None,
         anonymous_pull: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        max_pending: int = 64,
     ) -> None:
         self._htpasswd: Reloading[dict[str, str]] = Reloading(htpasswd, parse_htpasswd, {}, clock=clock)
         self._access = Reloading(access, parse_access, AccessRules(), clock=clock)
@@ -237,6 +242,10 @@ class Authenticator:
         self._verified: dict[str, tuple[str, bytes]] = {}
         self._dummies: dict[int, str] = {}
         self._bcrypt_slots = asyncio.Semaphore(max(2, (os.cpu_count() or 2)))
+        # Fresh credentials (wrong passwords above all) each cost a bcrypt; past this many waiting, answer
+        # 429 rather than let a password-guessing client starve everyone else.
+        self.max_pending = max_pending
+        self._pending = 0
         # Load eagerly so a broken access file fails at startup, not on the first request.
         self._htpasswd.get()
         self._access.get()
@@ -275,8 +284,14 @@ class Authenticator:
             return True
         # Unknown user: same bcrypt work against a dummy hash, so timing does not reveal who exists.
         target = hashed if hashed is not None else await asyncio.to_thread(self._dummy, self._typical_cost())
-        async with self._bcrypt_slots:
-            ok = await asyncio.to_thread(_bcrypt_verify, password, target)
+        if self._pending >= self.max_pending:
+            raise TooManyVerificationsError("too many password checks in progress; retry shortly")
+        self._pending += 1
+        try:
+            async with self._bcrypt_slots:
+                ok = await asyncio.to_thread(_bcrypt_verify, password, target)
+        finally:
+            self._pending -= 1
         if ok and hashed is not None:
             self._verified[user] = (hashed, mac)
             return True

@@ -8,7 +8,8 @@ reload of both files after a change (at most once a second, injectable clock) an
 rules on a broken edit; entries written by Apache's `htpasswd -B` verify; over HTTP: 401 with
 `WWW-Authenticate: Basic realm=...`, 403 DENIED, `/v2/` and
 `_catalog` need a login, the catalog only lists pullable repositories, a mount from an unreadable source
-is not performed, the nginx `/auth` endpoint (200/401/403, empty body), and that no password reaches a log.
+is not performed, the nginx `/auth` endpoint (200/401/403, empty body), that no password reaches a log,
+and that password checks queued beyond a limit are shed with 429 while cached credentials still pass.
 """
 
 from __future__ import annotations
@@ -353,3 +354,18 @@ async def test_entries_made_by_apache_htpasswd_dash_b_are_accepted(apache_htpass
     authn = auth.Authenticator(htpasswd=apache_htpasswd, access=None)
     assert await authn.verify("apache", "apache-pw")
     assert not await authn.verify("apache", "other")
+
+
+async def test_queued_password_checks_beyond_the_limit_get_429_but_known_credentials_pass(
+    make_client: conftest.ClientFactory, files: tuple[Path, Path]
+) -> None:
+    authenticator = auth.Authenticator(htpasswd=files[0], access=files[1])
+    reg = await make_client(authenticator=authenticator)
+    assert (await reg.client.get("/v2/", headers=ALICE)).status == 200
+    authenticator.max_pending = 0  # as if many bcrypt checks were already waiting
+    shed = await reg.client.get("/v2/", headers=basic("alice", "guess"))
+    assert (shed.status, await code(shed)) == (429, "TOO_MANY_REQUESTS")
+    assert shed.headers["Retry-After"] == "1"
+    assert (await reg.client.get("/v2/", headers=ALICE)).status == 200, "cached credentials need no bcrypt"
+    nginx = await reg.client.get("/auth", headers={"X-Original-URI": "/v2/", **basic("bob", "guess")})
+    assert nginx.status == 429
