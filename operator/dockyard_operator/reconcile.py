@@ -38,6 +38,7 @@ from dockyard_operator.builders import htpasswd_secret, inputs
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime.datetime]
+_DRAIN_SECONDS = 10.0  # how long shutdown waits for running passes
 
 
 def utc_now() -> datetime.datetime:
@@ -109,12 +110,26 @@ class Reconciler:
         self._clock = clock
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._waiting: dict[tuple[str, str], int] = {}
+        self._closed = False
         # Passwords already proven to match their hash, remembered as keyed HMACs (the key never leaves this
         # process, so the tags are useless to anyone reading memory dumps without it).
         self._cache_key = cache_key if cache_key is not None else secrets.token_bytes(32)
         self._verified: dict[tuple[str, str, str], tuple[bytes, str]] = {}
 
     async def close(self) -> None:
+        """Stop taking passes, let running ones finish (bounded), then close the client."""
+        self._closed = True
+        running = [lock for lock in list(self._locks.values()) if lock.locked()]
+
+        async def drain() -> None:
+            for lock in running:
+                async with lock:
+                    pass
+
+        try:
+            await asyncio.wait_for(drain(), timeout=_DRAIN_SECONDS)
+        except TimeoutError:
+            log.warning("closing the API client with reconcile passes still running")
         await self._kube.close()
 
     async def reconcile(self, *, namespace: str, name: str) -> Result:
@@ -123,6 +138,8 @@ class Reconciler:
         Passes for one registry never overlap. Bursts coalesce: a pass that would only queue behind another
         queued pass returns at once, because that queued pass reads the registry fresh and covers it.
         """
+        if self._closed:
+            return Result()  # shutting down: the next operator process resumes every registry
         key = (namespace, name)
         lock = self._locks.setdefault(key, asyncio.Lock())
         if lock.locked() and self._waiting.get(key, 0) > 0:
@@ -309,7 +326,10 @@ class Reconciler:
                 state.cert_status = _cert_status(existing["tls.crt"], child_names.tls_secret)
             return {
                 "tls_secret_name": child_names.tls_secret,
-                "tls_digest": inputs.digest(existing.get("tls.crt", b""), existing.get("tls.key", b"")),
+                # The same digest a normal pass computes for this material: the pods must not roll.
+                "tls_digest": _tls_digest(
+                    existing.get("tls.crt", b""), existing.get("tls.key", b""), existing.get("ca.crt", b"")
+                ),
             }
         if action is policies.CaAction.CREATE:
             ca = await asyncio.to_thread(
@@ -373,7 +393,7 @@ class Reconciler:
         state.cert_status = _cert_status(server.cert_pem, child_names.tls_secret)
         return {
             "tls_secret_name": child_names.tls_secret,
-            "tls_digest": inputs.digest(server.cert_pem, server.key_pem, ca.cert_pem),
+            "tls_digest": _tls_digest(server.cert_pem, server.key_pem, ca.cert_pem),
             "tls": inputs.TlsMaterial(cert_pem=server.cert_pem, key_pem=server.key_pem, ca_pem=ca.cert_pem),
             "ca": ca,
         }
@@ -396,7 +416,7 @@ class Reconciler:
                 state.ca_status = None
         return {
             "tls_secret_name": secret_name,
-            "tls_digest": inputs.digest(data["tls.crt"], data["tls.key"], data.get("ca.crt", b"")),
+            "tls_digest": _tls_digest(data["tls.crt"], data["tls.key"], data.get("ca.crt", b"")),
         }
 
     # -------------------------------------------------------------------------------------- ensure
@@ -643,6 +663,11 @@ class Reconciler:
                 )
             except kube.KubeError as exc:  # an Event is best effort; the condition already says it
                 log.warning("could not post event %s: %s", reason, exc)
+
+
+def _tls_digest(cert_pem: bytes, key_pem: bytes, ca_pem: bytes) -> str:
+    """The served TLS material's digest: one formula everywhere, so unchanged material never rolls pods."""
+    return inputs.digest(cert_pem, key_pem, ca_pem)
 
 
 def _comparable_status(status: Mapping[str, Any]) -> dict[str, Any]:

@@ -552,3 +552,22 @@ async def test_a_key_secret_deleted_during_a_pass_is_not_restored_from_memory(
     else:
         assert not api.has("Secret", N.ca_secret)
         assert conditions(api)["CertificateReady"]["reason"] == "CAKeyMissing"
+
+
+async def test_losing_the_ca_secret_does_not_roll_the_pods(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api)
+    await run(reconciler)
+    before = config_hash(api)
+    api.remove("Secret", N.ca_secret)
+    await run(reconciler)
+    assert conditions(api)["Degraded"]["reason"] == "CAKeyMissing"
+    assert config_hash(api) == before
+
+
+async def test_after_close_no_pass_runs(api: fakes.FakeKube, reconciler: reconcile.Reconciler) -> None:
+    create(api)
+    await reconciler.close()
+    assert await run(reconciler) == reconcile.Result()
+    assert api.writes == []
