@@ -319,14 +319,24 @@ class ControlPlane:
         self.crds = list(crds)
         self.with_controller_manager = with_controller_manager
         self.start_timeout = start_timeout
-        self._own_workdir = workdir is None
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="dockyard-cp-"))
-        self.pki = self.workdir / "pki"
-        self.kubeconfig = self.workdir / "admin.kubeconfig"
-        self.audit_log = self.workdir / "audit.log"
+        self._given_workdir = workdir
+        self.workdir = Path()  # set by start(): nothing touches the disk before that
         self.api_port = tests.support.free_port()
         self.server = f"https://127.0.0.1:{self.api_port}"
         self.processes: list[Process] = []
+
+    @property
+    def pki(self) -> Path:
+        return self.workdir / "pki"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin (system:masters) kubeconfig."""
+        return self.workdir / "admin.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
 
     # context manager ------------------------------------------------------------------------
 
@@ -346,6 +356,7 @@ class ControlPlane:
             ("kube-controller-manager",) if self.with_controller_manager else ()
         ):
             tests.support.tool(name)  # fail early and clearly when a binary is missing
+        self.workdir = self._given_workdir or Path(tempfile.mkdtemp(prefix="dockyard-cp-"))
         write_pki(self.pki)
         self._write_admin_kubeconfig()
         etcd_url = self._start_etcd()
@@ -364,7 +375,7 @@ class ControlPlane:
             except Exception as exc:  # keep stopping the others
                 errors.append(f"{process.name}: {exc}")
         self.processes.clear()
-        if self._own_workdir:
+        if self._given_workdir is None and self.workdir != Path():
             shutil.rmtree(self.workdir, ignore_errors=True)
         if errors:
             raise ControlPlaneError("; ".join(errors))

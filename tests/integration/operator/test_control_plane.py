@@ -9,7 +9,8 @@ Covers:
 - playing the kubelet (marking Pods ready) makes a Deployment Available through KCM, and a
   PersistentVolume the test provides is bound to a matching claim, and a deleted claim does not
   hang on its protection finalizer;
-- stopping (also after a startup that failed halfway) leaves no process and no temp dir.
+- stopping (also after a startup that failed halfway) leaves no process and no temp dir, and a
+  missing binary fails (not skips) with the command that builds it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import lightkube.resources.core_v1
 import lightkube.resources.rbac_authorization_v1
 import pytest
 
+import tests.support
 from tests.support import kube
 
 pytestmark = pytest.mark.integration
@@ -264,3 +266,16 @@ def test_a_deleted_claim_does_not_hang_on_its_protection_finalizer(
         timeout=60,
         what="the claim to be deleted (KCM removes the pvc-protection finalizer)",
     )
+
+
+def test_a_missing_binary_fails_with_the_command_that_builds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
+    monkeypatch.setattr(tests.support, "tools_bin", lambda: tmp_path)
+    plane = kube.ControlPlane()
+
+    with pytest.raises(FileNotFoundError, match=r"etcd is missing: run `bash hack/tools.sh`"), plane:
+        pytest.fail("the control plane started without binaries")
+
+    assert plane.workdir == Path()  # nothing was created on disk
