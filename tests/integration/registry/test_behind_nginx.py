@@ -13,7 +13,9 @@ Covers:
 - skopeo push and pull of a multi-layer image through nginx with identical digests, and a blob GET
   whose bytes (served by nginx, not the registry) and Docker-Content-Digest are right;
 - an unauthenticated request gets one Basic challenge naming the registry's realm; a pull-only user
-  can pull but skopeo's push is denied.
+  can pull but skopeo's push is denied;
+- `docker login` through nginx (on this machine's non-loopback address, CA in certs.d) succeeds with
+  the right password and is refused as unauthorized with a wrong one.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dockyard_operator.builders import nginx_configmap
 from tests import support
 from tests.integration.registry import certs, harness, images
 from tests.integration.registry.test_conformance import assert_conformance_passes
+from tests.integration.registry.test_docker_login import docker_login, docker_trusts
 from tests.integration.registry.test_skopeo import pull as skopeo_pull
 from tests.integration.registry.test_skopeo import push as skopeo_push
 from tests.integration.registry.test_skopeo import skopeo
@@ -92,7 +95,9 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
             "--realm", REALM,
         ],
     )  # fmt: skip
-    tls = certs.write_server_tls(directory=tmp / "tls", ips=["127.0.0.1"])
+    # Also certified for this machine's non-loopback address: the Docker CLI verifies TLS only there.
+    lan = certs.non_loopback_ipv4()
+    tls = certs.write_server_tls(directory=tmp / "tls", ips=["127.0.0.1", *([lan] if lan else [])])
     (tmp / "cache").mkdir()
     port = support.free_port()
     conf = tmp / "nginx.conf"
@@ -182,3 +187,23 @@ def test_through_nginx_anonymous_is_challenged_once_and_a_reader_cannot_push(
     assert anonymous.status == 401, anonymous.describe()
     assert anonymous.headers.get_all("WWW-Authenticate") == [f'Basic realm="{REALM}"']
     assert denied.returncode != 0 and "denied" in denied.stderr.lower(), denied.stderr
+
+
+def test_docker_login_through_nginx_succeeds_with_the_right_password_only(
+    front: Front, tmp_path: Path
+) -> None:
+    """The classic failure behind a proxy: docker login needs nginx's own 401 to carry the challenge."""
+    lan = certs.non_loopback_ipv4()
+    if lan is None:
+        pytest.skip("no non-loopback IPv4 address: the Docker CLI never verifies TLS on loopback")
+    address = f"{lan}:{front.port}"
+    with docker_trusts(address=address, ca=front.ca):
+        right = docker_login(
+            address=address, username=ADMIN.username, password=ADMIN.password, config=tmp_path / "a"
+        )
+        wrong = docker_login(
+            address=address, username=ADMIN.username, password=harness.new_password(), config=tmp_path / "b"
+        )
+
+    assert right.returncode == 0 and "Login Succeeded" in right.stdout, right.stdout + right.stderr
+    assert wrong.returncode != 0 and "unauthorized" in (wrong.stdout + wrong.stderr).lower(), wrong.stderr

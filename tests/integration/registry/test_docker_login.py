@@ -18,6 +18,7 @@ parent it had to create) in teardown.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -39,8 +40,7 @@ CERTS_D = Path("/etc/docker/certs.d")
 def docker_registry(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[harness.Registry, harness.Credentials]]:
-    if not DOCKER.is_file() and shutil.which("docker") is None:
-        pytest.skip("the Docker CLI is not installed (make setup does not provide it)")
+    docker_cli()
     address = certs.non_loopback_ipv4()
     if address is None:
         pytest.skip("no non-loopback IPv4 address: the Docker CLI never verifies TLS on loopback")
@@ -57,14 +57,13 @@ def docker_registry(
         yield reg, creds
 
 
-@pytest.fixture
-def trusted(docker_registry: tuple[harness.Registry, harness.Credentials]) -> Iterator[Path]:
-    """`/etc/docker/certs.d/<ip>:<port>/ca.crt` for this registry only; everything created is removed."""
-    reg, _ = docker_registry
+@contextlib.contextmanager
+def docker_trusts(*, address: str, ca: Path) -> Iterator[Path]:
+    """`/etc/docker/certs.d/<address>/ca.crt` for one registry only; everything created is removed."""
     created = [p for p in (CERTS_D.parent, CERTS_D) if not p.exists()]
-    host_dir = CERTS_D / reg.address
+    host_dir = CERTS_D / address
     host_dir.mkdir(parents=True)
-    shutil.copyfile(reg.ca, host_dir / "ca.crt")
+    shutil.copyfile(ca, host_dir / "ca.crt")
     try:
         yield host_dir
     finally:
@@ -73,13 +72,34 @@ def trusted(docker_registry: tuple[harness.Registry, harness.Credentials]) -> It
             path.rmdir()
 
 
+@pytest.fixture
+def trusted(docker_registry: tuple[harness.Registry, harness.Credentials]) -> Iterator[Path]:
+    reg, _ = docker_registry
+    with docker_trusts(address=reg.address, ca=reg.ca) as host_dir:
+        yield host_dir
+
+
+def docker_cli() -> str:
+    """The Docker CLI, or a skip: `make setup` does not install it."""
+    found = str(DOCKER) if DOCKER.is_file() else shutil.which("docker")
+    if found is None:
+        pytest.skip("the Docker CLI is not installed (make setup does not provide it)")
+    return found
+
+
 def docker_login(
-    *, reg: harness.Registry, username: str, password: str, config: Path
+    *,
+    reg: harness.Registry | None = None,
+    address: str | None = None,
+    username: str,
+    password: str,
+    config: Path,
 ) -> subprocess.CompletedProcess[str]:
-    docker = str(DOCKER) if DOCKER.is_file() else str(shutil.which("docker"))
+    target = address if address is not None else reg.address if reg is not None else None
+    assert target is not None, "docker_login needs a registry or an address"
     env = {**os.environ, "DOCKER_CONFIG": str(config), "DOCKER_HOST": f"unix://{config}/no-engine.sock"}
     return subprocess.run(
-        [docker, "login", "--username", username, "--password-stdin", reg.address],
+        [docker_cli(), "login", "--username", username, "--password-stdin", target],
         input=password,
         env=env,
         capture_output=True,
