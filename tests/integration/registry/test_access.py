@@ -16,7 +16,8 @@ Covers:
   access level take effect without a restart; a broken access.yaml neither opens access nor stops
   the registry;
 - `GET /auth` (nginx auth_request) answers 200 / 401 with the Basic challenge / 403 from
-  X-Original-URI and X-Original-Method, with an empty body;
+  X-Original-URI and X-Original-Method, with an empty body, for every kind of API call (pull, push,
+  upload steps, delete, a mount whose source the user cannot read);
 - with `--access-log` on, no password and no Basic token (right or wrong) ever reaches the log.
 """
 
@@ -317,6 +318,40 @@ def test_a_broken_access_yaml_never_opens_access_and_never_stops_the_registry(
 
 def _auth(client: harness.Client, *, method: str, uri: str) -> harness.Response:
     return client.request("GET", "/auth", headers={"X-Original-URI": uri, "X-Original-Method": method})
+
+
+@pytest.mark.parametrize(
+    ("creds", "method", "uri", "status"),
+    [
+        (PULLER, "GET", "/v2/", 200),
+        (PULLER, "HEAD", "/v2/team/app/manifests/v1", 200),
+        (PULLER, "GET", "/v2/team/app/tags/list?n=10", 200),
+        (PULLER, "GET", "/v2/team/app/referrers/sha256:" + "a" * 64, 200),
+        (PULLER, "GET", "/v2/team/app/blobs/sha256:" + "a" * 64, 200),
+        (PULLER, "POST", "/v2/team/app/blobs/uploads/", 403),
+        (PULLER, "PATCH", "/v2/team/app/blobs/uploads/some-session", 403),
+        (PULLER, "PUT", "/v2/team/app/blobs/uploads/some-session?digest=sha256:" + "a" * 64, 403),
+        (PULLER, "DELETE", "/v2/team/app/manifests/sha256:" + "a" * 64, 403),
+        (TEAM, "PATCH", "/v2/team/app/blobs/uploads/some-session", 200),
+        (TEAM, "PUT", "/v2/team/app/manifests/v9", 200),
+        (TEAM, "DELETE", "/v2/team/app/manifests/sha256:" + "a" * 64, 403),
+        (TEAM, "GET", "/v2/other/app/tags/list", 403),
+        # Allowed: the push itself is; the registry then refuses the mount and falls back to an upload
+        # (test_cross_repository_mount_needs_pull_access_to_the_source), as the spec asks.
+        (TEAM, "POST", "/v2/team/x/blobs/uploads/?mount=sha256:" + "a" * 64 + "&from=other/app", 200),
+        (TEAM, "GET", "/v2/tools/a/b/c/manifests/v1", 200),
+        (ADMIN, "DELETE", "/v2/other/app/blobs/sha256:" + "a" * 64, 200),
+        (ADMIN, "DELETE", "/v2/other/app/manifests/sha256:" + "a" * 64, 200),
+        (None, "GET", "/v2/team/app/manifests/v1", 401),
+        (None, "GET", "/v2/", 401),
+    ],
+)
+def test_auth_endpoint_maps_each_api_call_to_the_right_permission(
+    reg: harness.Registry, creds: harness.Credentials | None, method: str, uri: str, status: int
+) -> None:
+    resp = _auth(reg.client(creds), method=method, uri=uri)
+
+    assert resp.status == status, f"{creds and creds.username} {method} {uri}: {resp.describe()}"
 
 
 def test_auth_endpoint_answers_allow_challenge_or_deny_for_nginx(reg: harness.Registry) -> None:

@@ -8,7 +8,8 @@ Covers:
 - a direct `GET /v2/<name>/referrers/<digest>?artifactType=...`: an OCI index with the right
   Content-Type, `OCI-Filters-Applied: artifactType`, only matching descriptors, and an empty (not
   404) index for a type nothing has;
-- `oras pull` of the attached artifact returns the attached file byte for byte.
+- `oras pull` of the attached artifact returns the attached file byte for byte;
+- deleting a referrer's manifest removes it from the subject's referrers list (no dangling entry).
 """
 
 from __future__ import annotations
@@ -213,3 +214,27 @@ def test_referrers_api_filters_by_artifact_type_and_says_so_in_oci_filters_appli
     assert unmatched.status == 200, unmatched.describe()
     assert unmatched.header("OCI-Filters-Applied") == "artifactType"
     assert unmatched.json()["manifests"] == []  # type: ignore[index]
+
+
+def test_a_deleted_referrer_disappears_from_the_referrers_list_and_gc_keeps_the_rest(
+    registry: harness.Registry,
+    admin: harness.Credentials,
+    client: harness.Client,
+    subject: images.Image,
+    tmp_path: Path,
+) -> None:
+    ref = f"{registry.address}/oras/app:v1"
+    kept = attach(registry=registry, creds=admin, cwd=tmp_path, subject=ref, artifact_type=SBOM,
+                  name="sbom.json", content=b'{"packages": ["kept"]}\n')  # fmt: skip
+    dropped = attach(registry=registry, creds=admin, cwd=tmp_path, subject=ref, artifact_type=SIGNATURE,
+                     name="sig.json", content=b'{"sig": "dropped"}\n')  # fmt: skip
+
+    deleted = client.request("DELETE", f"/v2/oras/app/manifests/{dropped['digest']}")
+    listed = client.request("GET", f"/v2/oras/app/referrers/{subject.digest}")
+
+    assert deleted.status == 202, deleted.describe()
+    assert listed.status == 200, listed.describe()
+    digests = [m["digest"] for m in listed.json()["manifests"]]  # type: ignore[index]
+    assert digests == [kept["digest"]], "a deleted referrer is still listed"
+    for entry in listed.json()["manifests"]:  # type: ignore[index]
+        assert client.get_manifest("oras/app", entry["digest"]).status == 200
