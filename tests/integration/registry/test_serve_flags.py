@@ -8,6 +8,7 @@ Covers:
 - `--no-delete`: manifest, tag and blob DELETE answer 405 with UNSUPPORTED and nothing is deleted;
 - `--realm NAME`: the Basic challenge names that realm;
 - `--no-tls`: plain HTTP, the way the registry listens behind the nginx sidecar;
+- `--no-auth`: anyone may push and pull, and `/auth` allows everything;
 - usage errors (`--tls` with a bogus value, `--tls-cert` without `--tls-key`) exit 2 with a message
   on stderr and start nothing.
 """
@@ -93,6 +94,21 @@ def test_no_tls_serves_plain_http(tmp_path: Path) -> None:
 
     assert resp.status == 200, resp.describe()
     assert resp.header("Docker-Distribution-Api-Version") == "registry/2.0"
+
+
+def test_no_auth_lets_anyone_push_and_pull_and_auth_allows_everything(tmp_path: Path) -> None:
+    with harness.running_registry(tmp=tmp_path, extra_args=["--no-auth"]) as open_reg:
+        anonymous = open_reg.client(None)
+        digest = anonymous.push_blob("open/anything", b"pushed without credentials")
+        fetched = anonymous.get_blob("open/anything", digest)
+        auth = anonymous.request(
+            "GET",
+            "/auth",
+            headers={"X-Original-URI": f"/v2/open/anything/blobs/{digest}", "X-Original-Method": "DELETE"},
+        )
+
+    assert fetched.status == 200 and fetched.body == b"pushed without credentials"
+    assert auth.status == 200, auth.describe()
 
 
 @pytest.mark.parametrize(
