@@ -5,7 +5,9 @@ Covers:
 - what changed while it was down (a rotated password, a deleted child, a new replica count) is
   reconciled when it comes back (kopf's resume plus the first pass), by the packaged
   `python -m dockyard_operator` entry point the image runs;
-- nothing is rewritten on a restart when nothing changed: children keep their resourceVersion.
+- nothing is rewritten on a restart when nothing changed: children keep their resourceVersion;
+- a registry deleted while the operator was down (held by kopf's finalizer) is released and its
+  children collected when it returns.
 
 The session's operator is stopped for these tests and restarted (as `kopf run`) at the end.
 """
@@ -132,3 +134,24 @@ def test_a_restart_with_nothing_changed_rewrites_nothing(
             what=f"the restarted operator's log to say: {line}",
         )
     assert _children(kube_client, namespace) == before
+
+
+def test_a_registry_deleted_while_the_operator_was_down_goes_away_when_it_returns(
+    kube_client: lightkube.Client, namespace: str, restarted: Operator
+) -> None:
+    cluster.create_registry(kube_client, namespace=namespace)
+    cluster.wait_child(kube_client, apps.Deployment, N.deployment, namespace)
+
+    assert restarted.stop() == 0
+    kube_client.delete(cluster.PrivateRegistry, "demo", namespace=namespace)
+    restarted.start()
+
+    kube.eventually(
+        functools.partial(cluster.absent, kube_client, cluster.PrivateRegistry, "demo", namespace),
+        what="the registry to be deleted (its finalizer released)",
+    )
+    kube.eventually(
+        functools.partial(cluster.absent, kube_client, apps.Deployment, N.deployment, namespace),
+        timeout=90,
+        what="its Deployment to be garbage-collected",
+    )
