@@ -1,0 +1,381 @@
+"""The node trust agent: the process of the node trust DaemonSet, one per node.
+
+`python -m dockyard_operator.nodetrust.agent --config-dir DIR --host-root /host` keeps, for every host in the
+mounted ConfigMap, each runtime's CA file (and containerd's `hosts.toml`) under the host root, and writes a
+report of the CA fingerprints it installed onto its own Pod (annotation `dockyard.dev/node-trust`), where the
+operator reads it to count nodes that trust a CA (for `status.nodeTrust` and staged CA rotation).
+
+Why a Pod annotation for the report: it lives and dies with the agent (a drained or deleted node leaves no
+stale report behind), needs no extra object per node, and needs only `get`/`patch` on Pods in the operator's
+namespace; a per-node ConfigMap or Lease would need `create`/`delete` plus garbage collection of our own.
+
+Why polling and not inotify: the ConfigMap volume is a few kilobytes that kubelet swaps atomically via the
+`..data` symlink; reading it once a second costs nothing measurable, needs no new dependency, and sees every
+kind of change (including a plain directory in tests). A periodic full resync also repairs files someone
+deleted or edited on the host.
+
+Guarantees: every write is a temp file + fsync + rename + directory fsync (no runtime ever reads half a CA);
+unchanged files are not rewritten; directories are created with a marker file inside (created under a temp
+name and renamed, so a directory without the marker was never ours) and only directories carrying that marker
+are ever changed or removed; a directory someone else made for the same host is left alone and reported.
+Files are never removed on shutdown: a rolling update of the DaemonSet must not make nodes distrust
+registries.
+
+Must not: talk to anything but its own Pod, or write outside `<host-root>/<certs.d dirs of its targets>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from dockyard_operator.nodetrust import layout
+
+log = logging.getLogger("dockyard_operator.nodetrust.agent")
+
+_NEW_DIR_PREFIX = ".dockyard-new-"
+_TMP_SUFFIX = ".dockyard-tmp"
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+
+def read_config(directory: Path) -> dict[str, str] | None:
+    """One consistent snapshot of a mounted ConfigMap (key → text), or None while kubelet swaps it.
+
+    kubelet writes a new timestamped directory and then flips the `..data` symlink; reading through the
+    resolved target means keys and values always come from the same version.
+    """
+    link = directory / "..data"
+    base = directory / os.readlink(link) if link.is_symlink() else directory
+    data: dict[str, str] = {}
+    try:
+        for entry in sorted(base.iterdir()):
+            if entry.name.startswith("..") or not entry.is_file():
+                continue
+            data[entry.name] = entry.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None  # the version we resolved was removed after a newer one was published
+    return data
+
+
+# ------------------------------------------------------------------------------------------- writing
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes) -> bool:
+    """Write `data` to `path` by temp file + fsync + rename; False (no write) when it already holds it."""
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}{_TMP_SUFFIX}")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.chmod(0o644)  # CAs are public; runtimes may read them as any user
+    tmp.replace(path)
+    _fsync_dir(path.parent)
+    return True
+
+
+@dataclasses.dataclass
+class SyncResult:
+    """What one pass did: host → installed fingerprints, problems, and how many files it changed."""
+
+    installed: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    errors: list[str] = dataclasses.field(default_factory=list)
+    written: int = 0
+    removed: int = 0
+
+
+class Installer:
+    """Keeps the certs.d directories of some targets under one host root equal to a `layout.Desired`."""
+
+    def __init__(self, *, host_root: Path, targets: Sequence[layout.Target] = layout.TARGETS) -> None:
+        self.host_root = host_root
+        self.targets = tuple(t for t in layout.TARGETS if t in targets)
+
+    def base(self, target: layout.Target) -> Path:
+        return self.host_root / layout.CERTS_DIRS[target]
+
+    def sync(self, desired: layout.Desired) -> SyncResult:
+        result = SyncResult(errors=list(desired.errors))
+        failed: set[str] = set()
+        for target in self.targets:
+            base = self.base(target)
+            base.mkdir(parents=True, exist_ok=True)
+            wanted = {host: pem for host, (pem, targets) in desired.hosts.items() if target in targets}
+            for host, pem in sorted(wanted.items()):
+                if not self._install(target=target, host=host, pem=pem, result=result):
+                    failed.add(host)
+            self._prune(base=base, keep=set(wanted), result=result)
+        for host, (pem, targets) in sorted(desired.hosts.items()):
+            if host not in failed and set(targets) & set(self.targets):
+                result.installed[host] = tuple(layout.fingerprints(pem))
+        return result
+
+    def _files(self, target: layout.Target, host: str, pem: str) -> dict[str, bytes]:
+        files = {layout.CA_FILE: pem.encode()}
+        if target == "containerd":
+            files[layout.HOSTS_TOML] = layout.hosts_toml(host).encode()
+        return files
+
+    def _install(self, *, target: layout.Target, host: str, pem: str, result: SyncResult) -> bool:
+        directory = self.base(target) / host
+        if directory.exists() and not (directory / layout.MARKER).is_file():
+            result.errors.append(f"{directory.relative_to(self.host_root)}: exists and was not created by us")
+            return False
+        if not directory.exists():
+            self._create_dir(directory)
+            log.info("created %s", directory)
+        for name, content in self._files(target, host, pem).items():
+            if write_atomically(directory / name, content):
+                result.written += 1
+                log.info("wrote %s", directory / name)
+        return True
+
+    def _create_dir(self, directory: Path) -> None:
+        # Built under a temp name with the marker inside, then renamed: a crash can never leave a directory
+        # under the host's name that lacks the marker (and that we would then refuse to touch forever).
+        staging = directory.with_name(f"{_NEW_DIR_PREFIX}{directory.name}")
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(mode=0o755)
+        write_atomically(staging / layout.MARKER, layout.MARKER_TEXT.encode())
+        staging.rename(directory)
+        _fsync_dir(directory.parent)
+
+    def _prune(self, *, base: Path, keep: set[str], result: SyncResult) -> None:
+        for entry in sorted(base.iterdir()):
+            if entry.name.startswith(_NEW_DIR_PREFIX) and entry.is_dir():
+                shutil.rmtree(entry)  # a creation that crashed before its rename
+                continue
+            if entry.name in keep or not entry.is_dir() or entry.is_symlink():
+                continue
+            if not (entry / layout.MARKER).is_file():
+                continue  # not ours: another registry's or the administrator's
+            for name in (layout.CA_FILE, layout.HOSTS_TOML, f".{layout.CA_FILE}{_TMP_SUFFIX}",
+                         f".{layout.HOSTS_TOML}{_TMP_SUFFIX}", layout.MARKER):  # fmt: skip
+                with contextlib.suppress(FileNotFoundError):
+                    (entry / name).unlink()
+            try:
+                entry.rmdir()
+            except OSError:
+                log.warning("left %s: it holds files we did not write", entry)
+            else:
+                log.info("removed %s", entry)
+            _fsync_dir(base)
+            result.removed += 1
+
+
+# ----------------------------------------------------------------------------------------- reporting
+
+
+class Reporter(Protocol):
+    def report(self, report: layout.Report) -> None:
+        """Publish `report`; raise on failure (the agent retries on its next poll)."""
+
+
+class LogReporter:
+    """Only logs the report: for runs outside a Pod (tests, a manual run on a host)."""
+
+    def report(self, report: layout.Report) -> None:
+        log.info("report: %s", report.to_json())
+
+
+class PodAnnotationReporter:
+    """Writes the report as an annotation on the agent's own Pod (merge patch, nothing else touched)."""
+
+    def __init__(self, *, pod: str, namespace: str) -> None:
+        import lightkube  # only a Pod-reporting agent needs an API client
+
+        self._client = lightkube.Client(field_manager="dockyard-node-trust")
+        self._pod = pod
+        self._namespace = namespace
+
+    def report(self, report: layout.Report) -> None:
+        import lightkube.resources.core_v1
+        import lightkube.types
+
+        self._client.patch(
+            lightkube.resources.core_v1.Pod,
+            self._pod,
+            {"metadata": {"annotations": {layout.REPORT_ANNOTATION: report.to_json()}}},
+            namespace=self._namespace,
+            patch_type=lightkube.types.PatchType.MERGE,
+        )
+
+
+# -------------------------------------------------------------------------------------------- the loop
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Options:
+    """How the loop runs (all from the command line)."""
+
+    config_dir: Path
+    node: str
+    poll_interval: float = 1.0
+    resync_interval: float = 60.0
+
+
+class Agent:
+    """Poll the ConfigMap; sync on each change and every `resync_interval`; report when the report changes."""
+
+    def __init__(
+        self,
+        *,
+        options: Options,
+        installer: Installer,
+        reporter: Reporter,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options
+        self.installer = installer
+        self.reporter = reporter
+        self._clock = clock
+        self._applied: Mapping[str, str] | None = None
+        self._synced_at = float("-inf")
+        self._reported: str | None = None
+        self._pending: layout.Report | None = None
+
+    @property
+    def reported(self) -> bool:
+        """True when the latest report was published."""
+        return self._pending is None and self._reported is not None
+
+    def step(self) -> SyncResult | None:
+        """One poll: sync when needed, then (re)try a pending report. The sync's result, None without one."""
+        data = read_config(self.options.config_dir)
+        result: SyncResult | None = None
+        if data is not None and (
+            data != self._applied or self._clock() - self._synced_at >= self.options.resync_interval
+        ):
+            desired = layout.decode(data)
+            result = self.installer.sync(desired)
+            for error in result.errors:
+                log.warning("%s", error)
+            self._applied, self._synced_at = data, self._clock()
+            report = layout.Report(
+                node=self.options.node,
+                applied=layout.content_hash(data),
+                hosts=result.installed,
+                errors=tuple(result.errors),
+            )
+            if report.to_json() != self._reported:
+                self._pending = report
+        if self._pending is not None:
+            try:
+                self.reporter.report(self._pending)
+            except Exception as exc:  # the API may be briefly unreachable; the files are what matter
+                log.warning("could not publish the node report (will retry): %s", exc)
+            else:
+                self._reported, self._pending = self._pending.to_json(), None
+        return result
+
+    def run(self, *, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.step()
+            stop.wait(self.options.poll_interval)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def _targets(text: str) -> tuple[layout.Target, ...]:
+    chosen = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in chosen if t not in layout.TARGETS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"use a comma-separated subset of {','.join(layout.TARGETS)}")
+    return tuple(t for t in layout.TARGETS if t in chosen)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m dockyard_operator.nodetrust.agent",
+        description="Install registry CAs for the node's container runtimes from a mounted ConfigMap.",
+    )
+    p.add_argument("--config-dir", type=Path, required=True, help="the mounted node trust ConfigMap")
+    p.add_argument("--host-root", type=Path, default=Path("/host"), help="where the node's / is mounted")
+    p.add_argument("--targets", type=_targets, default=layout.TARGETS, help="docker,containerd,crio (all)")
+    p.add_argument("--poll-interval", type=_positive, default=1.0, help="seconds between ConfigMap reads")
+    p.add_argument("--resync-interval", type=_positive, default=60.0, help="seconds between full resyncs")
+    p.add_argument("--node-name", default=os.environ.get("NODE_NAME", ""), help="default: $NODE_NAME")
+    p.add_argument("--pod-name", default=os.environ.get("POD_NAME", ""), help="report on this Pod, $POD_NAME")
+    p.add_argument(
+        "--pod-namespace", default=os.environ.get("POD_NAMESPACE", ""), help="its namespace ($POD_NAMESPACE)"
+    )
+    p.add_argument("--once", action="store_true", help="sync once and exit (0 clean, 1 with problems)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    if not args.config_dir.is_dir():
+        print(f"error: --config-dir {args.config_dir} is not a directory", file=sys.stderr)
+        return 2
+    if bool(args.pod_name) != bool(args.pod_namespace):
+        print("error: --pod-name and --pod-namespace go together", file=sys.stderr)
+        return 2
+    reporter: Reporter = LogReporter()
+    if args.pod_name:
+        reporter = PodAnnotationReporter(pod=args.pod_name, namespace=args.pod_namespace)
+    agent = Agent(
+        options=Options(
+            config_dir=args.config_dir,
+            node=args.node_name or os.uname().nodename,
+            poll_interval=args.poll_interval,
+            resync_interval=args.resync_interval,
+        ),
+        installer=Installer(host_root=args.host_root, targets=args.targets),
+        reporter=reporter,
+    )
+    if args.once:
+        result = agent.step()
+        return 0 if result is not None and not result.errors and agent.reported else 1
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        log.info("signal %d: stopping (installed files stay)", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    agent.run(stop=stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
