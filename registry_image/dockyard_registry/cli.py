@@ -133,58 +133,20 @@ def _serve(args: argparse.Namespace) -> int:
     from dockyard_registry import app
 
     host, port = parse_listen(args.listen)
-    if (args.tls_cert and not args.tls_key) or (args.tls_key and not args.tls_cert):
-        raise UsageError("--tls-cert and --tls-key go together")
-    if args.tls_key and (args.tls or args.no_tls):
-        raise UsageError("--tls-key only goes with --tls-cert")
+    if args.accel_redirect is not None and not args.accel_redirect.startswith("/"):
+        raise UsageError("--accel-redirect must be an absolute URI prefix such as /_dockyard_blobs/")
+    if not args.realm or any(c in args.realm for c in '"\\') or not args.realm.isprintable():
+        raise UsageError("--realm must be printable and contain no quote or backslash")
     data = Path(args.data_dir)
     if data.exists() and not data.is_dir():
         raise UsageError(f"--data-dir {data} is not a directory")
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    authenticator = None
-    if not args.no_auth:
-        htpasswd, access = _auth_paths(args)
-        try:
-            authenticator = auth.Authenticator(
-                htpasswd=htpasswd, access=access, anonymous_pull=args.anonymous_pull
-            )
-        except (ValueError, OSError) as exc:
-            raise UsageError(f"cannot load auth files: {exc}") from None
-        if not auth.parse_htpasswd(htpasswd.read_text() if htpasswd.exists() else ""):
-            print(
-                f"warning: no users in {htpasswd}; add one with: dockyard-registry user add NAME "
-                f"--data-dir {data}",
-                file=sys.stderr,
-            )
-
-    ssl_context = None
-    scheme = "http"
     host_port = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    renew: Callable[[], object] | None = None
-    if args.tls == "auto" or not (args.tls_cert or args.no_tls):
-        dns, ips = tlsauto.default_names((host,))
-        files = tlsauto.ensure(data / "tls", dns_names=dns, ip_addresses=ips)
-        cert, key = files.cert, files.key
-        renew = functools.partial(tlsauto.ensure, data / "tls", dns_names=dns, ip_addresses=ips)
-        print(tlsauto.trust_instructions(files, host_port=host_port), flush=True)
-    elif args.tls_cert:
-        cert, key = Path(args.tls_cert), Path(args.tls_key)
-    reloader = None
-    if not args.no_tls:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
-        try:
-            ssl_context.load_cert_chain(cert, key)
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"cannot load TLS certificate/key: {exc}") from None
-        reloader = tlsauto.CertReloader(ssl_context, cert=cert, key=key, renew=renew)
-        scheme = "https"
-
+    ssl_context, reloader = _tls(args, data=data, host=host, host_port=host_port)
     settings = state.Settings(
         store=store.Store(filesystem.FilesystemDriver(data)),
-        authenticator=authenticator,
+        authenticator=None if args.no_auth else _authenticator(args, data=data),
         delete_enabled=not args.no_delete,
         accel_redirect=args.accel_redirect,
         realm=args.realm,
@@ -192,16 +154,69 @@ def _serve(args: argparse.Namespace) -> int:
     application = app.create_app(settings)
     if reloader is not None:
         application.cleanup_ctx.append(functools.partial(_refresh_certificates, reloader=reloader))
+    scheme = "http" if ssl_context is None else "https"
     print(f"dockyard-registry listening on {scheme}://{host_port} (data {data})", flush=True)
-    web.run_app(
-        application,
-        host=host,
-        port=port,
-        ssl_context=ssl_context,
-        print=None,
-        access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
-    )
+    try:
+        web.run_app(
+            application,
+            host=host,
+            port=port,
+            ssl_context=ssl_context,
+            print=None,
+            access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
+        )
+    except OSError as exc:  # the port is taken, the address is not ours, ...
+        print(
+            f"dockyard-registry: error: cannot listen on {host_port}: {exc.strerror or exc}", file=sys.stderr
+        )
+        return 1
     return 0
+
+
+def _authenticator(args: argparse.Namespace, *, data: Path) -> auth.Authenticator:
+    htpasswd, access = _auth_paths(args)
+    try:
+        authenticator = auth.Authenticator(
+            htpasswd=htpasswd, access=access, anonymous_pull=args.anonymous_pull
+        )
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"cannot load auth files: {exc}") from None
+    if not auth.parse_htpasswd(htpasswd.read_text() if htpasswd.exists() else ""):
+        print(
+            f"warning: no users in {htpasswd}; add one with: "
+            f"dockyard-registry user add NAME --data-dir {data}",
+            file=sys.stderr,
+        )
+    return authenticator
+
+
+def _tls(
+    args: argparse.Namespace, *, data: Path, host: str, host_port: str
+) -> tuple[ssl.SSLContext | None, tlsauto.CertReloader | None]:
+    """The server SSLContext (None for --no-tls) and what keeps its certificate fresh."""
+    if (args.tls_cert and not args.tls_key) or (args.tls_key and not args.tls_cert):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if args.no_tls:
+        return None, None
+    renew: Callable[[], object] | None = None
+    if args.tls_cert:
+        cert, key = Path(args.tls_cert), Path(args.tls_key)
+    else:  # --tls auto, also the default
+        dns, ips = tlsauto.default_names((host,))
+        renew = functools.partial(tlsauto.ensure, data / "tls", dns_names=dns, ip_addresses=ips)
+        try:
+            files = tlsauto.ensure(data / "tls", dns_names=dns, ip_addresses=ips)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise UsageError(f"--tls auto: {exc}") from None
+        cert, key = files.cert, files.key
+        print(tlsauto.trust_instructions(files, host_port=host_port), flush=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot load TLS certificate/key: {exc}") from None
+    return context, tlsauto.CertReloader(context, cert=cert, key=key, renew=renew)
 
 
 async def _refresh_certificates(

@@ -7,7 +7,7 @@ access rules written to access.yaml, files mode 0600, `user list`, `user remove`
 `fsck` exit 0 on a clean store and 1 on a corrupted blob; `serve --no-tls` and `serve --tls auto` as
 subprocesses answering /healthz and /v2/ (stopped by PID); hack/run.sh creating the first user once
 (password printed once, saved 0600), printing client instructions, pointing at the saved password on a
-second start, and refusing a bad LISTEN with exit code 2.
+second start, and refusing a bad LISTEN with exit code 2; a taken port exits 1 with a message, no traceback.
 """
 
 from __future__ import annotations
@@ -59,6 +59,10 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str], *, stdin: str = "")
         (["gc", "--data-dir", "D", "--grace", "-1"], "--grace"),
         (["fsck", "--data-dir", "missing"], "does not exist"),
         (["gc", "--data-dir", "D", "--grace", "soon"], "invalid int"),
+        (["serve", "--data-dir", "D", "--accel-redirect", "relative/"], "--accel-redirect"),
+        (["serve", "--data-dir", "D", "--realm", 'say "hi"'], "--realm"),
+        (["serve", "--data-dir", "D", "--tls-cert", "none.crt", "--tls-key", "none.key"], "cannot load TLS"),
+        (["serve", "--data-dir", "D/file"], "not a directory"),
     ],
 )
 def test_usage_errors_exit_2_with_a_message(
@@ -70,6 +74,7 @@ def test_usage_errors_exit_2_with_a_message(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "D").mkdir()
+    (tmp_path / "D" / "file").write_text("not a directory")
     code, _, err = run(argv, capsys)
     assert code == 2
     assert message in err
@@ -313,3 +318,31 @@ def test_run_script_on_a_second_start_points_at_the_saved_password(tmp_path: Pat
     assert "Users exist" in head
     assert str(data / "auth" / "initial-password") in head
     assert "kept-secret" not in head
+
+
+def test_serve_on_a_port_in_use_exits_1_with_a_message(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        exe = Path(sys.executable).parent / "dockyard-registry"
+        done = subprocess.run(
+            [
+                str(exe),
+                "serve",
+                "--data-dir",
+                str(tmp_path),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--no-tls",
+                "--no-auth",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
