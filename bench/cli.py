@@ -1,0 +1,253 @@
+"""`python -m bench`: start every target, run the workloads alternating between them, print and save results.
+
+Order within a run: for each workload, every target once, the order rotating from run to run so that no
+target always goes first (or last, after the page cache and the other helpers' load settled). Each run
+pushes freshly generated random images, so no registry can skip an upload because it already holds a blob.
+
+Owns: the run's plan (sizes, counts, durations), the measurements' bookkeeping and cleanup.
+Must not: leave a process or the temp dir behind, or talk to anything but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from bench import images, loads, prereqs, procs, report, servers, tlsfiles
+
+MiB = 1024 * 1024
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=3, help="runs of every workload per target (default 3)")
+    p.add_argument("--big-mib", type=int, default=1024, help="size of the big image in MiB (default 1024)")
+    p.add_argument("--small-images", type=int, default=50, help="small images per run (default 50)")
+    p.add_argument("--get-seconds", type=int, default=20, help="manifest GET loop length (default 20)")
+    p.add_argument("--blob-seconds", type=int, default=10, help="blob GET loop length (default 10)")
+    p.add_argument("--no-v3", action="store_true", help="skip distribution v3 even when it is built")
+    p.add_argument("--no-operator", action="store_true", help="skip workload 7 (operator)")
+    p.add_argument("--operator-objects", type=int, default=100, help="objects in the operator's big batch")
+    p.add_argument("--only", default="", help="comma-separated workloads (push,pull,small,manifest,blob)")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs) after the run")
+    return p
+
+
+class Recorder:
+    """Samples per target and metric, and CPU seconds per target, workload and process."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        self.cpu: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(list))
+        )
+
+    def add(self, target: str, metric: str, value: float) -> None:
+        self.samples[target][metric].append(value)
+        print(f"  {target:9} {metric:16} {value:10.2f}", flush=True)
+
+    @contextlib.contextmanager
+    def cpu_of(self, target: servers.Target, workload: str) -> Iterator[None]:
+        before = {name: p.cpu_seconds() for name, p in target.processes().items()}
+        yield
+        for name, p in target.processes().items():
+            self.cpu[target.key][workload][name].append(p.cpu_seconds() - before[name])
+
+
+def _rotate(items: list[servers.Target], n: int) -> list[servers.Target]:
+    k = n % len(items)
+    return items[k:] + items[:k]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.runs < 1 or args.big_mib < 4 or args.small_images < 1:
+        print("bench: --runs, --small-images must be >= 1 and --big-mib >= 4", file=sys.stderr)
+        return 2
+    only = {w.strip() for w in args.only.split(",") if w.strip()}
+    unknown = only - {"push", "pull", "small", "manifest", "blob", "none"}
+    if unknown:
+        print(f"bench: unknown workloads in --only: {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    tools = prereqs.ensure(python=sys.executable)
+    workdir = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
+    rec = Recorder()
+    targets: list[servers.Target] = []
+    meta: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+        "args": vars(args),
+    }
+    try:
+        tls, targets, static = _start_all(tools=tools, workdir=workdir, args=args)
+        labels = {t.key: t.label for t in [*targets, static]}
+        meta["targets"] = labels
+        want = (lambda w: w in only) if only else (lambda w: True)
+        _run_registry_workloads(tools=tools, tls=tls, workdir=workdir, args=args, rec=rec, targets=targets,
+                                static=static, want=want)  # fmt: skip
+        static.stop()
+        for t in targets:
+            t.stop()
+        if not args.no_operator:
+            from bench import operator_load
+
+            print("== workload 7: operator against a real kube-apiserver", flush=True)
+            for metric, value in operator_load.run(
+                workdir=workdir / "operator", objects=args.operator_objects
+            ).items():
+                rec.add("dockyard", metric, value)
+        meta["loadavg_end"] = os.getloadavg()
+        meta["seconds"] = time.monotonic() - started
+        references = [k for k in ("dist2", "dist3") if k in labels]
+        print()
+        print(report.table(samples=rec.samples, labels=labels, references=references))
+        print()
+        print(report.cpu_table(cpu=rec.cpu, labels=labels))
+        path = report.write_json({"meta": meta, "samples": rec.samples, "cpu": rec.cpu})
+        print(f"\nbench: {meta['seconds']:.0f} s in total; results in {path}", flush=True)
+        return 0
+    finally:
+        for t in targets:
+            t.stop()
+        if args.keep:
+            print(f"bench: kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _start_all(
+    *, tools: prereqs.Tools, workdir: Path, args: argparse.Namespace
+) -> tuple[tlsfiles.ServerTLS, list[servers.Target], servers.Target]:
+    tls = tlsfiles.write(directory=workdir / "tls")
+
+    def password() -> str:
+        return base64.urlsafe_b64encode(os.urandom(18)).decode()
+
+    targets = [
+        servers.start_dockyard(tools=tools, workdir=workdir / "dockyard", tls=tls, password=password())
+    ]
+    targets.append(servers.start_distribution(
+        key="dist2", label="Distribution 2.8.2", binary=tools.registry_v2, tools=tools,
+        workdir=workdir / "dist2", tls=tls, password=password(),
+    ))  # fmt: skip
+    if tools.registry_v3 and not args.no_v3:
+        targets.append(servers.start_distribution(
+            key="dist3", label="Distribution v3", binary=tools.registry_v3, tools=tools,
+            workdir=workdir / "dist3", tls=tls, password=password(),
+        ))  # fmt: skip
+    else:
+        print("bench: distribution v3 not built (bash hack/tools.sh distribution); skipping it", flush=True)
+    # The 64 MiB blob (and the manifest the GET loop asks for) pushed once to every registry.
+    fixture = images.Layout(workdir / "fixture")
+    fixture.add_image(tag="fixture", layer_sizes=[64 * MiB])
+    for t in targets:
+        loads.skopeo_push(
+            tools=tools, tls=tls, target=t, source=fixture.reference("fixture"), dest="bench/blob:fixture"
+        )
+    static_files = workdir / "static-files"
+    static_files.mkdir()
+    blob = _fixture_blob(fixture)
+    shutil.copyfile(blob.path, static_files / "blob64m")
+    static = servers.start_static(tools=tools, workdir=workdir / "static", tls=tls, files=static_files)
+    return tls, targets, static
+
+
+def _fixture_blob(layout: images.Layout) -> images.Blob:
+    biggest = max(layout.blobs.iterdir(), key=lambda p: p.stat().st_size)
+    return images.Blob(digest=f"sha256:{biggest.name}", size=biggest.stat().st_size, path=biggest)
+
+
+def _run_registry_workloads(
+    *, tools: prereqs.Tools, tls: tlsfiles.ServerTLS, workdir: Path, args: argparse.Namespace, rec: Recorder,
+    targets: list[servers.Target], static: servers.Target, want: Callable[[str], bool],
+) -> None:  # fmt: skip
+    blob = _fixture_blob(images.Layout(workdir / "fixture"))
+    layer = args.big_mib * MiB // 4
+    for run in range(args.runs):
+        order = _rotate(targets, run)
+        print(f"== run {run + 1}/{args.runs}: order {', '.join(t.key for t in order)}", flush=True)
+        big_ref = f"bench/big:r{run}"
+        if want("push") or want("pull"):
+            shutil.rmtree(workdir / "big", ignore_errors=True)
+            big = images.Layout(workdir / "big")
+            big.add_image(tag="big", layer_sizes=[layer] * 4)
+            big_bytes = sum(p.stat().st_size for p in big.blobs.iterdir())
+            for t in order:
+                sampler = procs.RssSampler(t.registry) if t.registry else None
+                with rec.cpu_of(t, "push_1g"), sampler.running() if sampler else contextlib.nullcontext():
+                    seconds = loads.skopeo_push(
+                        tools=tools, tls=tls, target=t, source=big.reference("big"), dest=big_ref
+                    )
+                rec.add(t.key, "push_1g", big_bytes / seconds / 1e6)
+                if sampler:
+                    rec.add(t.key, "push_peak_rss", sampler.peak / 1e6)
+            shutil.rmtree(workdir / "big", ignore_errors=True)
+            if want("pull"):
+                for t in order:
+                    with rec.cpu_of(t, "pull_1g"):
+                        seconds = loads.skopeo_pull(
+                            tools=tools, tls=tls, target=t, ref=big_ref, into=workdir / "pulled"
+                        )
+                    rec.add(t.key, "pull_1g", big_bytes / seconds / 1e6)
+        if want("small"):
+            shutil.rmtree(workdir / "small", ignore_errors=True)
+            small = images.Layout(workdir / "small")
+            for i in range(args.small_images):
+                small.add_image(tag=f"s{i}", layer_sizes=[64 * 1024] * 3)
+            for t in order:
+                with rec.cpu_of(t, "small_push"):
+                    start = time.perf_counter()
+                    for i in range(args.small_images):
+                        loads.skopeo_push(tools=tools, tls=tls, target=t, source=small.reference(f"s{i}"),
+                                          dest=f"bench/small-r{run}:s{i}")  # fmt: skip
+                    seconds = time.perf_counter() - start
+                rec.add(t.key, "small_push", args.small_images / seconds)
+        if want("manifest"):
+            accept = f"{images.MANIFEST_TYPE}, application/vnd.oci.image.index.v1+json"
+            for t in order:
+                with rec.cpu_of(t, "manifest_get"):
+                    result = loads.wrk(
+                        tools=tools,
+                        url=f"https://{t.address}/v2/bench/blob/manifests/fixture",
+                        connections=64,
+                        seconds=args.get_seconds,
+                        headers={"Authorization": t.authorization, "Accept": accept},
+                        script_dir=workdir,
+                    )
+                rec.add(t.key, "manifest_rps", result.rps)
+                rec.add(t.key, "manifest_p50", result.p50_ms)
+                rec.add(t.key, "manifest_p99", result.p99_ms)
+        if want("blob"):
+            ceiling = None
+            for t in [*order, static]:
+                path = "/static/blob64m" if t is static else f"/v2/bench/blob/blobs/{blob.digest}"
+                headers = {} if t is static else {"Authorization": t.authorization}
+                with rec.cpu_of(t, "blob_get"):
+                    result = loads.wrk(
+                        tools=tools,
+                        url=f"https://{t.address}{path}",
+                        connections=16,
+                        seconds=args.blob_seconds,
+                        headers=headers,
+                        script_dir=workdir,
+                    )
+                rec.add(t.key, "blob_mbps", result.mb_per_s)
+                if t is static:
+                    ceiling = result.mb_per_s
+            if ceiling:
+                for t in order:
+                    rec.add(t.key, "blob_of_ceiling", 100 * rec.samples[t.key]["blob_mbps"][-1] / ceiling)

@@ -1,0 +1,155 @@
+"""The results: a table of medians with ratios against the references, and the JSON file to compare runs by.
+
+Owns: the list of rows (metric, unit, which direction is better, the issue's target), medians and ratios,
+formatting, and writing `bench/results/<timestamp>.json`.
+Must not: measure anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    metric: str
+    title: str
+    unit: str
+    higher_is_better: bool
+    ratio_target: float | None = None  # Dockyard / reference (for lower-is-better: at most this)
+    absolute_target: float | None = None  # Dockyard's own value (lower-is-better rows: at most this)
+    note: str = ""
+
+
+ROWS = [
+    Row("push_1g", "1 GiB push, skopeo (4 x 256 MiB)", "MB/s", True, ratio_target=1.5),
+    Row("pull_1g", "1 GiB pull, skopeo into a fresh dir", "MB/s", True, ratio_target=1.2),
+    Row("small_push", "50 small images (3 x 64 KiB), skopeo", "images/s", True, ratio_target=2.0),
+    Row("manifest_rps", "manifest GETs, 64 clients, auth", "req/s", True, ratio_target=2.0),
+    Row("manifest_p50", "  p50 latency", "ms", False),
+    Row("manifest_p99", "  p99 latency", "ms", False, ratio_target=0.5),
+    Row("blob_mbps", "16 concurrent GETs of a 64 MiB blob", "MB/s", True, ratio_target=1.6),
+    Row("blob_of_ceiling", "  share of the static-file ceiling", "%", True, absolute_target=85.0),
+    Row("push_peak_rss", "registry peak RSS during 1 GiB push", "MB", False, absolute_target=150.0),
+    Row("operator_1", "operator: 1 object converged", "s", False, absolute_target=2.0),
+    Row("operator_100", "operator: 100 objects converged", "s", False, absolute_target=30.0),
+    Row("operator_rss", "operator peak RSS", "MB", False, absolute_target=150.0),
+]
+
+
+def median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _verdict(row: Row, mine: float | None, ratio: float | None) -> str:
+    checks: list[bool] = []
+    if row.ratio_target is not None and ratio is not None:
+        checks.append(ratio >= row.ratio_target if row.higher_is_better else ratio <= row.ratio_target)
+    if row.absolute_target is not None and mine is not None:
+        checks.append(mine >= row.absolute_target if row.higher_is_better else mine <= row.absolute_target)
+    if not checks:
+        return ""
+    return "met" if all(checks) else "MISSED"
+
+
+def _target_text(row: Row) -> str:
+    parts = []
+    if row.ratio_target is not None:
+        parts.append(f"{'>=' if row.higher_is_better else '<='} {row.ratio_target}x")
+    if row.absolute_target is not None:
+        parts.append(f"{'>=' if row.higher_is_better else '<='} {row.absolute_target:g} {row.unit}")
+    return ", ".join(parts)
+
+
+def table(*, samples: Mapping[str, Mapping[str, Sequence[float]]], labels: Mapping[str, str],
+          references: Sequence[str]) -> str:  # fmt: skip
+    """Medians per target, the ratio Dockyard / each reference, the target and whether it is met
+    (judged against the first reference, Distribution 2.8.2)."""
+    header = ["workload", "unit", labels["dockyard"]]
+    for ref in references:
+        header += [labels[ref], "ratio"]
+    header += ["target", "verdict", "runs"]
+    lines = [header]
+    for row in ROWS:
+        mine = median(samples.get("dockyard", {}).get(row.metric, []))
+        if mine is None and not any(samples.get(r, {}).get(row.metric) for r in references):
+            continue
+        cells = [row.title, row.unit, _fmt(mine)]
+        first_ratio = None
+        for i, ref in enumerate(references):
+            theirs = median(samples.get(ref, {}).get(row.metric, []))
+            ratio = mine / theirs if mine is not None and theirs else None
+            if i == 0:
+                first_ratio = ratio
+            cells += [_fmt(theirs), f"{ratio:.2f}x" if ratio is not None else "-"]
+        runs = len(samples.get("dockyard", {}).get(row.metric, []))
+        cells += [_target_text(row), _verdict(row, mine, first_ratio), str(runs)]
+        lines.append(cells)
+    return _render(lines)
+
+
+def cpu_table(
+    *, cpu: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], labels: Mapping[str, str]
+) -> str:
+    """Median CPU seconds per workload run, per server process (registry, nginx master + workers)."""
+    workloads = sorted({w for per in cpu.values() for w in per}, key=_workload_order)
+    header = ["CPU seconds (median per run)"] + [
+        f"{labels[t]} {proc}"
+        for t in cpu
+        for proc in ("registry", "nginx")
+        if t != "static" or proc == "nginx"
+    ]
+    lines = [header]
+    for workload in workloads:
+        cells = [workload]
+        for t in cpu:
+            for proc in ("registry", "nginx"):
+                if t == "static" and proc == "registry":
+                    continue
+                cells.append(_fmt(median(cpu[t].get(workload, {}).get(proc, []))))
+        lines.append(cells)
+    return _render(lines)
+
+
+_ORDER = ["push_1g", "pull_1g", "small_push", "manifest_get", "blob_get"]
+
+
+def _workload_order(name: str) -> int:
+    return _ORDER.index(name) if name in _ORDER else len(_ORDER)
+
+
+def _render(lines: list[list[str]]) -> str:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    out = []
+    for n, line in enumerate(lines):
+        out.append("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in
+                             enumerate(zip(line, widths, strict=True))))  # fmt: skip
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def write_json(document: Mapping[str, Any]) -> Path:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS_DIR / f"{stamp}.json"
+    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    return path

@@ -1,0 +1,316 @@
+"""The servers under test, each behind its own nginx on a free loopback port, and the static-file ceiling.
+
+- `dockyard`: `dockyard-registry serve` with the pod's exact arguments (plain HTTP on loopback, htpasswd and
+  access.yaml, `--accel-redirect`), behind the nginx.conf the operator renders (`nginx_configmap.render`):
+  TLS, `auth_request` to `/auth`, blob bytes sent by nginx from the data dir.
+- `dist2` / `dist3`: CNCF Distribution 2.8.2 (Debian's `docker-registry`) and v3 (from the Go tools cache)
+  behind nginx with `auth_basic` and a bcrypt htpasswd, the setup Distribution's docs recommend, given the
+  same TLS settings, upstream keep-alive and unbuffered proxying as Dockyard's nginx so that only the
+  registry and the auth path differ.
+- `static`: nginx with the same TLS settings serving one file, the ceiling for blob GETs.
+
+Owns: config files, users, starting and stopping these processes, waiting until they answer.
+Must not: listen anywhere but 127.0.0.1, or leave a process running (`Target.stop`).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from bench import prereqs, procs, tlsfiles
+from dockyard_operator import model
+from dockyard_operator.builders import nginx_configmap
+
+START_TIMEOUT = 60.0
+USER = "bench"
+REALM = "bench"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclasses.dataclass
+class Target:
+    """One thing clients talk to: nginx on `port`, optionally a registry process behind it."""
+
+    key: str
+    label: str
+    port: int
+    nginx: procs.Proc
+    registry: procs.Proc | None
+    data_dir: Path | None
+    password: str
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def creds(self) -> str:
+        return f"{USER}:{self.password}"
+
+    @property
+    def authorization(self) -> str:
+        return "Basic " + base64.b64encode(self.creds.encode()).decode()
+
+    def processes(self) -> dict[str, procs.Proc]:
+        found = {"nginx": self.nginx}
+        if self.registry is not None:
+            found["registry"] = self.registry
+        return found
+
+    def stop(self) -> None:
+        self.nginx.stop()
+        if self.registry is not None:
+            self.registry.stop()
+
+
+def _nginx_directives() -> str:
+    # As root, nginx would drop its workers to `nobody`, who cannot enter the run's private temp dir.
+    return "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+
+
+def _start_nginx(*, tools: prereqs.Tools, conf: Path, workdir: Path, name: str) -> procs.Proc:
+    return procs.Proc(
+        name=name,
+        argv=[tools.nginx, "-e", "stderr", "-c", str(conf), "-p", str(workdir), "-g", _nginx_directives()],
+        log=workdir / "nginx.log",
+    )
+
+
+def _wait_ready(
+    *, url: str, tls: tlsfiles.ServerTLS, authorization: str | None, watch: list[procs.Proc]
+) -> None:
+    context = ssl.create_default_context(cafile=str(tls.ca_file))
+    deadline = time.monotonic() + START_TIMEOUT
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        for proc in watch:
+            proc.check_alive()
+        request = urllib.request.Request(url)  # noqa: S310  # always an https:// URL built here
+        if authorization:
+            request.add_header("Authorization", authorization)
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=10) as resp:  # noqa: S310  # https
+                if resp.status == 200:
+                    return
+        except (OSError, urllib.error.URLError) as exc:
+            last = repr(exc)
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {START_TIMEOUT}s: {last}")
+
+
+def _tls_server_head(*, port: int, tls: tlsfiles.ServerTLS, zone: str) -> str:
+    """The listen/TLS lines, identical to what the operator renders for Dockyard's sidecar."""
+    return f"""\
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {tls.cert_file};
+        ssl_certificate_key {tls.key_file};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_prefer_server_ciphers off;
+        ssl_session_cache shared:{zone}:10m;
+        ssl_session_timeout 1h;
+"""
+
+
+def _http_head(*, workdir: Path) -> str:
+    """Global and http-level settings, identical to the operator's rendering."""
+    cache = workdir / "cache"
+    cache.mkdir(exist_ok=True)
+    return f"""\
+worker_processes auto;
+pid {workdir}/nginx.pid;
+error_log stderr warn;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log /dev/stdout;
+    server_tokens off;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65s;
+    client_body_temp_path {cache}/client_body;
+    proxy_temp_path {cache}/proxy;
+    fastcgi_temp_path {cache}/fastcgi;
+    uwsgi_temp_path {cache}/uwsgi;
+    scgi_temp_path {cache}/scgi;
+"""
+
+
+def start_dockyard(*, tools: prereqs.Tools, workdir: Path, tls: tlsfiles.ServerTLS, password: str) -> Target:
+    workdir.mkdir(parents=True)
+    data = workdir / "data"
+    data.mkdir()
+    subprocess.run(
+        [tools.dockyard_registry, "user", "add", USER, "--data-dir", str(data), "--access", "admin",
+         "--password-stdin"],
+        input=password + "\n", text=True, check=True, capture_output=True,
+    )  # fmt: skip
+    upstream_port = free_port()
+    registry = procs.Proc(
+        name="dockyard-registry",
+        argv=[
+            tools.dockyard_registry, "serve", "--listen", f"127.0.0.1:{upstream_port}", "--no-tls",
+            "--data-dir", str(data), "--htpasswd", str(data / "auth" / "htpasswd"),
+            "--access", str(data / "auth" / "access.yaml"), "--accel-redirect", nginx_configmap.BLOB_PREFIX,
+            "--realm", REALM,
+        ],
+        log=workdir / "registry.log",
+    )  # fmt: skip
+    port = free_port()
+    (workdir / "cache").mkdir()
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        nginx_configmap.render(
+            nginx=model.Nginx(),
+            paths=nginx_configmap.NginxPaths(
+                cert=str(tls.cert_file), key=str(tls.key_file), pid=str(workdir / "nginx.pid"),
+                temp_dir=str(workdir / "cache"), data_dir=str(data),
+            ),
+            upstream=f"127.0.0.1:{upstream_port}",
+            listen_port=port,
+        )
+    )  # fmt: skip
+    nginx = _start_nginx(tools=tools, conf=conf, workdir=workdir, name="nginx (dockyard)")
+    target = Target(key="dockyard", label="Dockyard", port=port, nginx=nginx, registry=registry,
+                    data_dir=data, password=password)  # fmt: skip
+    try:
+        _wait_ready(url=f"https://{target.address}/v2/", tls=tls, authorization=target.authorization,
+                    watch=[nginx, registry])  # fmt: skip
+    except BaseException:
+        target.stop()
+        raise
+    return target
+
+
+def start_distribution(
+    *,
+    key: str,
+    label: str,
+    binary: str,
+    tools: prereqs.Tools,
+    workdir: Path,
+    tls: tlsfiles.ServerTLS,
+    password: str,
+) -> Target:
+    workdir.mkdir(parents=True)
+    data = workdir / "data"
+    data.mkdir()
+    htpasswd = workdir / "htpasswd"
+    # bcrypt (-B) at htpasswd's default cost, the same as `dockyard-registry user add` writes.
+    subprocess.run([tools.htpasswd, "-B", "-i", "-c", str(htpasswd), USER], input=password, text=True,
+                   check=True, capture_output=True)  # fmt: skip
+    upstream_port = free_port()
+    config = workdir / "config.yml"
+    config.write_text(
+        f"""\
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {data}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{upstream_port}
+  secret: bench-{os.urandom(8).hex()}
+"""
+    )
+    registry = procs.Proc(name=label, argv=[binary, "serve", str(config)], log=workdir / "registry.log",
+                          env={**os.environ, "OTEL_TRACES_EXPORTER": "none"})  # fmt: skip
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        _http_head(workdir=workdir)
+        + f"""\
+    upstream docker-registry {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 16;
+    }}
+    map $upstream_http_docker_distribution_api_version $docker_distribution_api_version {{
+        '' 'registry/2.0';
+    }}
+    server {{
+{_tls_server_head(port=port, tls=tls, zone=f"{key}_tls")}
+        client_max_body_size 0;
+        chunked_transfer_encoding on;
+
+        location /v2/ {{
+            auth_basic "Registry realm";
+            auth_basic_user_file {htpasswd};
+            add_header 'Docker-Distribution-Api-Version' $docker_distribution_api_version always;
+
+            proxy_pass http://docker-registry;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_read_timeout 900;
+            proxy_request_buffering off;
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+    )
+    nginx = _start_nginx(tools=tools, conf=conf, workdir=workdir, name=f"nginx ({label})")
+    target = Target(key=key, label=label, port=port, nginx=nginx, registry=registry, data_dir=data,
+                    password=password)  # fmt: skip
+    try:
+        _wait_ready(url=f"https://{target.address}/v2/", tls=tls, authorization=target.authorization,
+                    watch=[nginx, registry])  # fmt: skip
+    except BaseException:
+        target.stop()
+        raise
+    return target
+
+
+def start_static(*, tools: prereqs.Tools, workdir: Path, tls: tlsfiles.ServerTLS, files: Path) -> Target:
+    """nginx serving `files/` at `/static/` over the same TLS: the ceiling for blob GETs."""
+    workdir.mkdir(parents=True)
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        _http_head(workdir=workdir)
+        + f"""\
+    server {{
+{_tls_server_head(port=port, tls=tls, zone="static_tls")}
+        location /static/ {{
+            alias {files}/;
+        }}
+    }}
+}}
+"""
+    )
+    nginx = _start_nginx(tools=tools, conf=conf, workdir=workdir, name="nginx (static)")
+    target = Target(key="static", label="nginx static file", port=port, nginx=nginx, registry=None,
+                    data_dir=None, password="")  # fmt: skip
+    try:
+        first = next(files.iterdir()).name
+        _wait_ready(
+            url=f"https://{target.address}/static/{first}", tls=tls, authorization=None, watch=[nginx]
+        )
+    except BaseException:
+        target.stop()
+        raise
+    return target
