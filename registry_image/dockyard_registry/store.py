@@ -185,6 +185,8 @@ class Store:
         try:
             info = json.loads(self.driver.get(paths.upload_info(upload_id)))
         except (FileNotFoundError, ValueError):
+            # Gone (cancelled, finished, or collected by gc in another process): drop its running hash.
+            self._hash_states.pop(upload_id, None)
             raise UploadUnknownError(f"upload {upload_id} unknown") from None
         # Upload ids are bearer-like: one must not continue another repository's upload.
         if info.get("repository") != name:
