@@ -14,13 +14,16 @@ Covers:
 - killed while a real `skopeo copy` is pushing a six-layer image (as soon as a first layer landed):
   fsck is clean and simply running the same `skopeo copy` again succeeds and pulls back identical;
 - in every case an image pushed (by skopeo) before the crash is still there, byte for byte;
-- SIGTERM stops the registry cleanly (exit 0), the way Kubernetes stops a pod.
+- SIGTERM stops the registry cleanly (exit 0), the way Kubernetes stops a pod; with an upload in
+  flight it stops accepting connections at once, exits 0 when that client goes away, and the upload's
+  committed chunk is still there after a restart.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -297,6 +300,47 @@ def test_sigkill_during_a_real_skopeo_push_then_the_push_can_simply_be_repeated(
     assert_earlier_image_intact(reg=reg, admin=admin, earlier=earlier, into=tmp_path / "back")
     reg.stop()
     assert_fsck_clean(reg)
+
+
+def test_sigterm_during_an_upload_stops_accepting_then_exits_cleanly_when_the_client_leaves(
+    reg: harness.Registry, admin: harness.Credentials
+) -> None:
+    client = reg.client(admin)
+    blob = os.urandom(2 * MIB)
+    started = client.request("POST", "/v2/crash/sigterm/blobs/uploads/")
+    first = client.request(
+        "PATCH",
+        harness.upload_path(started),
+        body=blob[:MIB],
+        headers={"Content-Type": "application/octet-stream", "Content-Range": f"0-{MIB - 1}"},
+    )
+    assert first.status == 202, first.describe()
+    location = harness.upload_path(first)
+    assert reg.process is not None
+
+    with client.partial_request(
+        "PATCH",
+        location,
+        headers={"Content-Type": "application/octet-stream", "Content-Length": str(MIB)},
+        body_prefix=blob[MIB : MIB + 1000],
+    ):
+        reg.process.send_signal(signal.SIGTERM)
+        harness.wait_for("the registry to stop accepting connections", lambda: not _accepting(client))
+    # The stalled client is gone now; the registry has nothing left to wait for.
+    assert reg.process.wait(timeout=harness.STOP_TIMEOUT) == 0, reg.log_tail()
+    assert_fsck_clean(reg)
+    reg.start()
+
+    status = client.request("GET", location)
+    assert status.status == 204 and _range_end(status) >= MIB - 1, status.describe()
+
+
+def _accepting(client: harness.Client) -> bool:
+    try:
+        client.request("GET", "/healthz")
+    except OSError:
+        return False
+    return True
 
 
 def test_sigterm_stops_the_registry_with_exit_code_zero(reg: harness.Registry) -> None:
