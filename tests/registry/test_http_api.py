@@ -385,3 +385,14 @@ async def test_every_response_carries_the_api_version_header(registry: Registry)
     ]
     for resp in responses:
         assert resp.headers["Docker-Distribution-API-Version"] == "registry/2.0", resp.url
+
+
+async def test_large_blobs_stream_whole_and_small_ones_are_answered_in_one_read(registry: Registry) -> None:
+    for size in (10, 64 * 1024, 64 * 1024 + 1, 3 * 1024 * 1024 + 7):
+        data = bytes(range(256)) * (size // 256) + b"t" * (size % 256)
+        dgst = await registry.push_blob("sizes", data)
+        resp = await registry.client.get(f"/v2/sizes/blobs/{dgst}")
+        assert resp.status == 200
+        assert resp.headers["Content-Length"] == str(size)
+        assert resp.headers["Docker-Content-Digest"] == dgst
+        assert await resp.read() == data

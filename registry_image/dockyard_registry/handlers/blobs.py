@@ -11,11 +11,12 @@ import asyncio
 
 from aiohttp import web
 
-from dockyard_registry import digest, paths
+from dockyard_registry import digest, paths, store
 from dockyard_registry.errors import Code, OciError
 from dockyard_registry.handlers import common
 
 _OCTET = "application/octet-stream"
+_SMALL = 64 * 1024
 
 
 async def get(request: web.Request, match: common.PathParams) -> web.StreamResponse:
@@ -37,6 +38,13 @@ async def get(request: web.Request, match: common.PathParams) -> web.StreamRespo
     if cfg.accel_redirect is not None:
         headers["X-Accel-Redirect"] = cfg.accel_redirect.rstrip("/") + "/" + paths.blob_data(dgst)
         return web.Response(status=200, headers=headers)
+    if size <= _SMALL and "Range" not in request.headers:
+        # Configs and tiny layers: one read beats FileResponse's executor round trips for stat/open/sendfile.
+        try:
+            body = cfg.store.driver.get(paths.blob_data(dgst))
+        except FileNotFoundError:
+            raise store.BlobUnknownError(f"blob {dgst} data missing", detail={"digest": str(dgst)}) from None
+        return web.Response(status=200, body=body, headers=headers)
     local = cfg.store.driver.local_path(paths.blob_data(dgst))
     if local is not None:
         # FileResponse sends with sendfile and answers Range itself (206/416); it replaces our ETag with
