@@ -1,8 +1,9 @@
 """Images, kind configuration, scripts and examples, checked as files (no Docker engine, no cluster).
 
 Covers: both Dockerfiles build in two stages from the same digest-pinned python:3.11-slim-bookworm, end
-as a numeric non-root user (the chart's runAsUser) with no compiler or package manager run in the final
-stage, and carry OCI labels; every COPY source is let in by .dockerignore, which keeps everything else
+as a numeric non-root user (the chart's runAsUser for the operator, the registry Pod's user for the
+registry, whose `dockyard-registry` is on PATH) with no compiler or package manager run in the final stage,
+and carry OCI labels; every COPY source is let in by .dockerignore, which keeps everything else
 (venv, git, tests, caches) out; kind-config.yaml points containerd at certs.d and maps the NodePort the
 node-trust example uses; the shell scripts parse; every example is a valid PrivateRegistry for the
 operator's model and tells how to create each Secret it references.
@@ -54,16 +55,37 @@ def test_both_images_share_one_base_digest() -> None:
     assert len(args) == 1
 
 
+def _user(dockerfile: Path) -> int:
+    users = [line.split()[1] for line in stages(dockerfile)[-1] if line.startswith("USER ")]
+    assert len(users) == 1 and re.fullmatch(r"\d+:\d+", users[0]), (
+        "a numeric user lets Kubernetes check runAsNonRoot"
+    )
+    uid, gid = (int(part) for part in users[0].split(":"))
+    assert uid == gid and uid != 0
+    return uid
+
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_final_stage_runs_non_root_with_no_build_tooling(dockerfile: Path) -> None:
-    final = stages(dockerfile)[-1]
-    users = [line.split()[1] for line in final if line.startswith("USER ")]
-    assert users == ["65532:65532"], "a numeric user lets Kubernetes verify runAsNonRoot"
-    runs = " ".join(line for line in final if line.startswith("RUN "))
+    _user(dockerfile)
+    runs = " ".join(line for line in stages(dockerfile)[-1] if line.startswith("RUN "))
     for tool in ("apt-get", "apk", "pip ", "gcc", "make "):
         assert tool not in runs, f"{tool.strip()} runs in the final stage"
-    deployment = chart.only(chart.render(), "Deployment")["spec"]["template"]["spec"]
-    assert deployment["securityContext"]["runAsUser"] == int(users[0].split(":")[0])
+
+
+def test_operator_image_user_is_the_charts_run_as_user() -> None:
+    pod = chart.only(chart.render(), "Deployment")["spec"]["template"]["spec"]
+    assert _user(DOCKERFILES[0]) == pod["securityContext"]["runAsUser"]
+
+
+def test_registry_image_matches_what_the_operator_runs_in_each_registry_pod() -> None:
+    from dockyard_operator.builders import deployment
+
+    dockerfile = DOCKERFILES[1]
+    assert _user(dockerfile) == deployment.REGISTRY_UID, "the registry Pod's runAsUser and fsGroup"
+    final = stages(dockerfile)[-1]
+    assert 'ENTRYPOINT ["dockyard-registry"]' in final, "the operator runs `dockyard-registry` from PATH"
+    assert any(line.startswith("ENV PATH=/opt/dockyard/bin:") for line in final)
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
