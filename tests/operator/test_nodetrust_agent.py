@@ -43,7 +43,7 @@ class Recorder:
         self.reports: list[layout.Report] = []
         self.fail = False
 
-    def report(self, report: layout.Report) -> None:
+    async def report(self, report: layout.Report) -> None:
         if self.fail:
             raise ConnectionError("API unreachable")
         self.reports.append(report)
@@ -74,11 +74,11 @@ def make_agent(
     return instance, recorder, clock
 
 
-def test_every_target_gets_the_ca_and_containerd_its_hosts_toml(tmp_path: Path) -> None:
+async def test_every_target_gets_the_ca_and_containerd_its_hosts_toml(tmp_path: Path) -> None:
     publish(tmp_path / "config", {HOST: (CA_A, layout.TARGETS)})
     instance, recorder, _ = make_agent(tmp_path)
 
-    result = instance.step()
+    result = await instance.step()
 
     root = tmp_path / "host"
     for target in layout.TARGETS:
@@ -92,37 +92,37 @@ def test_every_target_gets_the_ca_and_containerd_its_hosts_toml(tmp_path: Path) 
     assert recorder.reports[-1].node == "node-1"
 
 
-def test_a_host_narrowed_to_containerd_is_written_only_there(tmp_path: Path) -> None:
+async def test_a_host_narrowed_to_containerd_is_written_only_there(tmp_path: Path) -> None:
     publish(tmp_path / "config", {HOST: (CA_A, ("containerd",))})
     instance, _, _ = make_agent(tmp_path)
 
-    instance.step()
+    await instance.step()
 
     assert (tmp_path / "host" / layout.ca_path("containerd", HOST)).is_file()
     assert not (tmp_path / "host" / "etc/docker/certs.d" / HOST).exists()
     assert not (tmp_path / "host" / "etc/containers/certs.d" / HOST).exists()
 
 
-def test_an_agent_limited_to_some_targets_never_creates_the_others(tmp_path: Path) -> None:
+async def test_an_agent_limited_to_some_targets_never_creates_the_others(tmp_path: Path) -> None:
     publish(tmp_path / "config", {HOST: (CA_A, layout.TARGETS)})
     instance, _, _ = make_agent(tmp_path, targets=("crio",))
 
-    instance.step()
+    await instance.step()
 
     assert (tmp_path / "host" / layout.ca_path("crio", HOST)).is_file()
     assert not (tmp_path / "host" / "etc/docker").exists()
     assert not (tmp_path / "host" / "etc/containerd").exists()
 
 
-def test_unchanged_files_are_not_rewritten(tmp_path: Path) -> None:
+async def test_unchanged_files_are_not_rewritten(tmp_path: Path) -> None:
     publish(tmp_path / "config", {HOST: (CA_A, layout.TARGETS)})
     instance, recorder, clock = make_agent(tmp_path)
-    instance.step()
+    await instance.step()
     ca = tmp_path / "host" / layout.ca_path("docker", HOST)
     before = ca.stat()
 
     clock.now += 3600  # a periodic resync
-    result = instance.step()
+    result = await instance.step()
 
     after = ca.stat()
     assert result is not None and result.written == 0 and result.removed == 0
@@ -130,15 +130,15 @@ def test_unchanged_files_are_not_rewritten(tmp_path: Path) -> None:
     assert len(recorder.reports) == 1, "an unchanged report is not published again"
 
 
-def test_a_new_ca_replaces_the_file_by_rename_and_is_reported(tmp_path: Path) -> None:
+async def test_a_new_ca_replaces_the_file_by_rename_and_is_reported(tmp_path: Path) -> None:
     publish(tmp_path / "config", {HOST: (CA_A, layout.TARGETS)})
     instance, recorder, _ = make_agent(tmp_path)
-    instance.step()
+    await instance.step()
     ca = tmp_path / "host" / layout.ca_path("crio", HOST)
     inode = ca.stat().st_ino
 
     publish(tmp_path / "config", {HOST: (layout.bundle([CA_A, CA_B]), layout.TARGETS)})
-    instance.step()
+    await instance.step()
 
     assert layout.fingerprints(ca.read_text()) == [layout.fingerprint(CA_A), layout.fingerprint(CA_B)]
     assert ca.stat().st_ino != inode, "written in place instead of temp file + rename"
@@ -146,17 +146,17 @@ def test_a_new_ca_replaces_the_file_by_rename_and_is_reported(tmp_path: Path) ->
     assert not list(ca.parent.glob("*.dockyard-tmp"))
 
 
-def test_a_host_leaving_removes_only_its_own_directories(tmp_path: Path) -> None:
+async def test_a_host_leaving_removes_only_its_own_directories(tmp_path: Path) -> None:
     root = tmp_path / "host"
     foreign = root / "etc/docker/certs.d" / "someone-else.example"
     foreign.mkdir(parents=True)
     (foreign / "ca.crt").write_text(CA_B)
     publish(tmp_path / "config", {HOST: (CA_A, layout.TARGETS), OTHER: (CA_B, layout.TARGETS)})
     instance, recorder, _ = make_agent(tmp_path)
-    instance.step()
+    await instance.step()
 
     publish(tmp_path / "config", {OTHER: (CA_B, layout.TARGETS)})
-    result = instance.step()
+    result = await instance.step()
 
     for target in layout.TARGETS:
         assert not (root / layout.CERTS_DIRS[target] / HOST).exists()
@@ -166,26 +166,26 @@ def test_a_host_leaving_removes_only_its_own_directories(tmp_path: Path) -> None
     assert set(recorder.reports[-1].hosts) == {OTHER}
 
 
-def test_an_empty_configmap_removes_everything_the_agent_wrote(tmp_path: Path) -> None:
+async def test_an_empty_configmap_removes_everything_the_agent_wrote(tmp_path: Path) -> None:
     publish(tmp_path / "config", {HOST: (CA_A, layout.TARGETS)})
     instance, _, _ = make_agent(tmp_path)
-    instance.step()
+    await instance.step()
 
     publish(tmp_path / "config", {})
-    instance.step()
+    await instance.step()
 
     for target in layout.TARGETS:
         assert list((tmp_path / "host" / layout.CERTS_DIRS[target]).iterdir()) == []
 
 
-def test_a_directory_we_did_not_create_is_left_alone_and_reported(tmp_path: Path) -> None:
+async def test_a_directory_we_did_not_create_is_left_alone_and_reported(tmp_path: Path) -> None:
     mine = tmp_path / "host" / "etc/containerd/certs.d" / HOST
     mine.mkdir(parents=True)
     (mine / "hosts.toml").write_text("# the administrator's\n")
     publish(tmp_path / "config", {HOST: (CA_A, layout.TARGETS)})
     instance, recorder, _ = make_agent(tmp_path)
 
-    result = instance.step()
+    result = await instance.step()
 
     assert (mine / "hosts.toml").read_text() == "# the administrator's\n"
     assert not (mine / "ca.crt").exists()
@@ -194,84 +194,84 @@ def test_a_directory_we_did_not_create_is_left_alone_and_reported(tmp_path: Path
     assert (tmp_path / "host" / layout.ca_path("docker", HOST)).is_file()
 
 
-def test_files_someone_added_to_our_directory_keep_it_alive(tmp_path: Path) -> None:
+async def test_files_someone_added_to_our_directory_keep_it_alive(tmp_path: Path) -> None:
     publish(tmp_path / "config", {HOST: (CA_A, layout.TARGETS)})
     instance, _, _ = make_agent(tmp_path)
-    instance.step()
+    await instance.step()
     extra = tmp_path / "host" / "etc/docker/certs.d" / HOST / "client.cert"
     extra.write_text("theirs")
 
     publish(tmp_path / "config", {})
-    instance.step()
+    await instance.step()
 
     assert extra.read_text() == "theirs"
     assert not (extra.parent / "ca.crt").exists()
 
 
-def test_a_crashed_creation_is_cleaned_up(tmp_path: Path) -> None:
+async def test_a_crashed_creation_is_cleaned_up(tmp_path: Path) -> None:
     staging = tmp_path / "host" / "etc/docker/certs.d" / f".dockyard-new-{HOST}"
     staging.mkdir(parents=True)
     (staging / "junk").write_text("half")
     publish(tmp_path / "config", {HOST: (CA_A, layout.TARGETS)})
     instance, _, _ = make_agent(tmp_path)
 
-    instance.step()
+    await instance.step()
 
     assert not staging.exists()
     assert (tmp_path / "host" / layout.ca_path("docker", HOST)).read_text() == CA_A
 
 
-def test_the_resync_repairs_files_deleted_or_edited_on_the_host(tmp_path: Path) -> None:
+async def test_the_resync_repairs_files_deleted_or_edited_on_the_host(tmp_path: Path) -> None:
     publish(tmp_path / "config", {HOST: (CA_A, layout.TARGETS)})
     instance, _, clock = make_agent(tmp_path)
-    instance.step()
+    await instance.step()
     root = tmp_path / "host"
     (root / layout.ca_path("docker", HOST)).unlink()
     (root / "etc/containerd/certs.d" / HOST / "hosts.toml").write_text('server = "http://evil"\n')
 
-    assert instance.step() is None, "nothing changed in the ConfigMap and no resync is due yet"
+    assert (await instance.step()) is None, "nothing changed in the ConfigMap and no resync is due yet"
     clock.now += 61
-    result = instance.step()
+    result = await instance.step()
 
     assert result is not None and result.written == 2
     assert (root / layout.ca_path("docker", HOST)).read_text() == CA_A
     assert (root / "etc/containerd/certs.d" / HOST / "hosts.toml").read_text() == layout.hosts_toml(HOST)
 
 
-def test_a_failed_report_is_retried_on_the_next_poll(tmp_path: Path) -> None:
+async def test_a_failed_report_is_retried_on_the_next_poll(tmp_path: Path) -> None:
     publish(tmp_path / "config", {HOST: (CA_A, layout.TARGETS)})
     instance, recorder, _ = make_agent(tmp_path)
     recorder.fail = True
-    instance.step()
+    await instance.step()
     assert not instance.reported
 
     recorder.fail = False
-    instance.step()
+    await instance.step()
 
     assert instance.reported
     assert recorder.reports[-1].hosts == {HOST: (layout.fingerprint(CA_A),)}
 
 
-def test_bad_entries_are_reported_and_never_written(tmp_path: Path) -> None:
+async def test_bad_entries_are_reported_and_never_written(tmp_path: Path) -> None:
     podrunner.write_projected(
         tmp_path / "config", {"bad..5000": b"not a pem", layout.host_key(HOST): CA_A.encode()}
     )
     instance, recorder, _ = make_agent(tmp_path)
 
-    instance.step()
+    await instance.step()
 
     assert not (tmp_path / "host" / "etc/docker/certs.d" / "bad:5000").exists()
     assert (tmp_path / "host" / layout.ca_path("docker", HOST)).is_file()
     assert any("bad..5000" in e for e in recorder.reports[-1].errors)
 
 
-def test_a_plain_directory_works_as_the_config_too(tmp_path: Path) -> None:
+async def test_a_plain_directory_works_as_the_config_too(tmp_path: Path) -> None:
     config = tmp_path / "config"
     config.mkdir()
     (config / layout.host_key(HOST)).write_text(CA_A)
     instance, _, _ = make_agent(tmp_path)
 
-    instance.step()
+    await instance.step()
 
     assert (tmp_path / "host" / layout.ca_path("crio", HOST)).read_text() == CA_A
 

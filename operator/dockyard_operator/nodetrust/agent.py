@@ -6,7 +6,7 @@ report of the CA fingerprints it installed onto its own Pod (annotation `dockyar
 operator reads it to count nodes that trust a CA (for `status.nodeTrust` and staged CA rotation).
 
 Why a Pod annotation for the report: it lives and dies with the agent (a drained or deleted node leaves no
-stale report behind), needs no extra object per node, and needs only `get`/`patch` on Pods in the operator's
+stale report behind), needs no extra object per node, and needs only `get`/`update` on Pods in the operator's
 namespace; a per-node ConfigMap or Lease would need `create`/`delete` plus garbage collection of our own.
 
 Why polling and not inotify: the ConfigMap volume is a few kilobytes that kubelet swaps atomically via the
@@ -27,6 +27,7 @@ Must not: talk to anything but its own Pod, or write outside `<host-root>/<certs
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -34,12 +35,12 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
+from dockyard_operator import kube
 from dockyard_operator.nodetrust import layout
 
 log = logging.getLogger("dockyard_operator.nodetrust.agent")
@@ -193,38 +194,36 @@ class Installer:
 
 
 class Reporter(Protocol):
-    def report(self, report: layout.Report) -> None:
+    async def report(self, report: layout.Report) -> None:
         """Publish `report`; raise on failure (the agent retries on its next poll)."""
 
 
 class LogReporter:
     """Only logs the report: for runs outside a Pod (tests, a manual run on a host)."""
 
-    def report(self, report: layout.Report) -> None:
+    async def report(self, report: layout.Report) -> None:
         log.info("report: %s", report.to_json())
 
 
 class PodAnnotationReporter:
-    """Writes the report as an annotation on the agent's own Pod (merge patch, nothing else touched)."""
+    """Writes the report as an annotation on the agent's own Pod, through the operator's `kube` module.
 
-    def __init__(self, *, pod: str, namespace: str) -> None:
-        import lightkube  # only a Pod-reporting agent needs an API client
+    Read-modify-write with the Pod's resourceVersion: a concurrent change makes the write fail with a
+    conflict, and the next poll retries.
+    """
 
-        self._client = lightkube.Client(field_manager="dockyard-node-trust")
+    def __init__(self, *, client: kube.Kube, pod: str, namespace: str) -> None:
+        self._client = client
         self._pod = pod
         self._namespace = namespace
 
-    def report(self, report: layout.Report) -> None:
-        import lightkube.resources.core_v1
-        import lightkube.types
-
-        self._client.patch(
-            lightkube.resources.core_v1.Pod,
-            self._pod,
-            {"metadata": {"annotations": {layout.REPORT_ANNOTATION: report.to_json()}}},
-            namespace=self._namespace,
-            patch_type=lightkube.types.PatchType.MERGE,
-        )
+    async def report(self, report: layout.Report) -> None:
+        pod = await self._client.get(api_version="v1", kind="Pod", namespace=self._namespace, name=self._pod)
+        if pod is None:
+            raise kube.NotFound(f"Pod {self._namespace}/{self._pod} not found", status=404)
+        annotations = pod["metadata"].setdefault("annotations", {})
+        annotations[layout.REPORT_ANNOTATION] = report.to_json()
+        await self._client.replace(manifest=pod)
 
 
 # -------------------------------------------------------------------------------------------- the loop
@@ -265,7 +264,7 @@ class Agent:
         """True when the latest report was published."""
         return self._pending is None and self._reported is not None
 
-    def step(self) -> SyncResult | None:
+    async def step(self) -> SyncResult | None:
         """One poll: sync when needed, then (re)try a pending report. The sync's result, None without one."""
         data = read_config(self.options.config_dir)
         result: SyncResult | None = None
@@ -287,17 +286,18 @@ class Agent:
                 self._pending = report
         if self._pending is not None:
             try:
-                self.reporter.report(self._pending)
+                await self.reporter.report(self._pending)
             except Exception as exc:  # the API may be briefly unreachable; the files are what matter
                 log.warning("could not publish the node report (will retry): %s", exc)
             else:
                 self._reported, self._pending = self._pending.to_json(), None
         return result
 
-    def run(self, *, stop: threading.Event) -> None:
+    async def run(self, *, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            self.step()
-            stop.wait(self.options.poll_interval)
+            await self.step()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.options.poll_interval)
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -349,9 +349,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bool(args.pod_name) != bool(args.pod_namespace):
         print("error: --pod-name and --pod-namespace go together", file=sys.stderr)
         return 2
+    return asyncio.run(_serve(args))
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    client = kube.Kube.connect(field_manager="dockyard-node-trust") if args.pod_name else None
     reporter: Reporter = LogReporter()
-    if args.pod_name:
-        reporter = PodAnnotationReporter(pod=args.pod_name, namespace=args.pod_namespace)
+    if client is not None:
+        reporter = PodAnnotationReporter(client=client, pod=args.pod_name, namespace=args.pod_namespace)
     agent = Agent(
         options=Options(
             config_dir=args.config_dir,
@@ -362,19 +367,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         installer=Installer(host_root=args.host_root, targets=args.targets),
         reporter=reporter,
     )
-    if args.once:
-        result = agent.step()
-        return 0 if result is not None and not result.errors and agent.reported else 1
-    stop = threading.Event()
+    try:
+        if args.once:
+            result = await agent.step()
+            return 0 if result is not None and not result.errors and agent.reported else 1
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, _stopper(stop, signum))
+        await agent.run(stop=stop)
+        return 0
+    finally:
+        if client is not None:
+            await client.close()
 
-    def _stop(signum: int, frame: Any) -> None:
+
+def _stopper(stop: asyncio.Event, signum: int) -> Callable[[], None]:
+    def handler() -> None:
         log.info("signal %d: stopping (installed files stay)", signum)
         stop.set()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    agent.run(stop=stop)
-    return 0
+    return handler
 
 
 if __name__ == "__main__":

@@ -1,0 +1,170 @@
+"""The node trust children of one operator installation, as manifest dicts: ConfigMap, DaemonSet and the
+agent's ServiceAccount, Role and RoleBinding, all in the operator's namespace.
+
+The DaemonSet runs the operator image's `python -m dockyard_operator.nodetrust.agent` on every Linux node:
+- it tolerates every taint (control-plane and tainted nodes pull images too) and requests next to nothing;
+- it mounts only the certs.d directory of each selected runtime (hostPath `DirectoryOrCreate`, under
+  `/host`), plus the ConfigMap, read-only root file system, no service links;
+- it runs as root because those directories are root-owned `0755` on every distribution; as their owner,
+  root can write there with every capability dropped (no DAC override, no chown), no privilege escalation,
+  the RuntimeDefault seccomp profile, no host network or PID namespace;
+- it keeps a ServiceAccount token only to annotate its own Pod with its report (Role: get/update Pods in
+  this namespace; RBAC cannot narrow that to "its own" Pod, but a Pod annotation grants nothing);
+- no `system-node-critical` priority: the default admission allows it only in kube-system, and a CA
+  installer that waits for room is harmless (a node without it simply does not trust the registry yet).
+
+Must not: perform I/O, read the clock or depend on kopf/lightkube.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dockyard_operator.nodetrust import layout
+
+NAME = "dockyard-node-trust"
+CONFIG_DIR = "/etc/dockyard/node-trust"
+HOST_ROOT = "/host"
+COMPONENT = "node-trust"
+LABELS = {
+    "app.kubernetes.io/name": NAME,
+    "app.kubernetes.io/component": COMPONENT,
+    "app.kubernetes.io/managed-by": "dockyard",
+    "app.kubernetes.io/part-of": "dockyard",
+}
+SELECTOR = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/component": COMPONENT}
+AGENT_MODULE = "dockyard_operator.nodetrust.agent"
+
+
+def _metadata(namespace: str, name: str = NAME) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": dict(LABELS)}
+
+
+def configmap(*, namespace: str, data: Mapping[str, str]) -> dict[str, Any]:
+    """The ConfigMap the agents mount: encoded host → CA bundle (see `layout`)."""
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(namespace), "data": dict(data)}
+
+
+def agent_args(*, targets: Sequence[layout.Target], resync_seconds: float) -> list[str]:
+    return [
+        "--config-dir",
+        CONFIG_DIR,
+        "--host-root",
+        HOST_ROOT,
+        "--targets",
+        ",".join(t for t in layout.TARGETS if t in targets),
+        "--resync-interval",
+        f"{resync_seconds:g}",
+    ]
+
+
+def daemonset(
+    *,
+    namespace: str,
+    image: str,
+    targets: Sequence[layout.Target] = layout.TARGETS,
+    resync_seconds: float = 60.0,
+) -> dict[str, Any]:
+    chosen = [t for t in layout.TARGETS if t in targets]
+    host_volumes = [
+        {
+            "name": f"certs-{target}",
+            "hostPath": {"path": f"/{layout.CERTS_DIRS[target]}", "type": "DirectoryOrCreate"},
+        }
+        for target in chosen
+    ]
+    host_mounts = [
+        {"name": f"certs-{target}", "mountPath": f"{HOST_ROOT}/{layout.CERTS_DIRS[target]}"}
+        for target in chosen
+    ]
+    container = {
+        "name": "agent",
+        "image": image,
+        "command": ["python", "-m", AGENT_MODULE],
+        "args": agent_args(targets=chosen, resync_seconds=resync_seconds),
+        "env": [
+            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        ],
+        "resources": {"requests": {"cpu": "5m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "runAsNonRoot": False,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}, *host_mounts],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": _metadata(namespace),
+        "spec": {
+            "selector": {"matchLabels": dict(SELECTOR)},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
+            "template": {
+                "metadata": {"labels": dict(LABELS)},
+                "spec": {
+                    "serviceAccountName": NAME,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 10,
+                    "nodeSelector": {"kubernetes.io/os": "linux"},
+                    "tolerations": [{"operator": "Exists"}],
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                    "volumes": [{"name": "config", "configMap": {"name": NAME}}, *host_volumes],
+                },
+            },
+        },
+    }
+
+
+def service_account(*, namespace: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(namespace)}
+
+
+RULES = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "update"]}]
+"""What the agent may do: annotate its own Pod with its report (see the module docstring)."""
+
+
+def role(*, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(namespace),
+        "rules": [dict(rule) for rule in RULES],
+    }
+
+
+def role_binding(*, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(namespace),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
+        "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}],
+    }
+
+
+def desired(
+    *,
+    namespace: str,
+    image: str,
+    data: Mapping[str, str],
+    targets: Sequence[layout.Target] = layout.TARGETS,
+    resync_seconds: float = 60.0,
+) -> list[dict[str, Any]]:
+    """Every node trust child in apply order: what the pods use exists before the DaemonSet."""
+    return [
+        service_account(namespace=namespace),
+        role(namespace=namespace),
+        role_binding(namespace=namespace),
+        configmap(namespace=namespace, data=data),
+        daemonset(namespace=namespace, image=image, targets=targets, resync_seconds=resync_seconds),
+    ]
