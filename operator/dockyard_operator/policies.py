@@ -17,6 +17,9 @@ from typing import Any
 
 from dockyard_operator import crypto, model, names
 
+# Two certificates read back from PEM may differ by sub-second rounding of their validity bounds.
+_CLOCK_SLACK = datetime.timedelta(seconds=1)
+
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
@@ -111,10 +114,47 @@ def server_cert_verdict(
             False, "SANsChanged", "the certificate's DNS names or IP addresses differ from the wanted set"
         )
     if info.not_after - renew_before <= now:
+        ca_not_after = crypto.inspect(ca_pem).not_after
+        if info.not_after >= ca_not_after - _CLOCK_SLACK and ca_not_after > now:
+            # A certificate never outlives its CA: reissuing would give the same expiry on every pass.
+            return Verdict(
+                True,
+                "LimitedByCA",
+                f"valid until {info.not_after.isoformat()}, when the CA expires; the CA is never renewed "
+                "silently: delete both TLS Secrets to rotate it",
+            )
         return Verdict(
             False, "Expiring", f"the certificate expires at {info.not_after.isoformat()}; renewing"
         )
     return Verdict(True, "Valid", f"valid until {info.not_after.isoformat()}")
+
+
+def ownership_verdict(live: Mapping[str, Any], *, owner_uid: str, registry: str) -> Verdict:
+    """Whether an existing object with a child's name is ours to manage.
+
+    Ours: it names this registry in an owner reference, or it carries no controller at all but our labels
+    for this registry (an orphan left by `kubectl delete --cascade=orphan`). Anything else belongs to someone
+    else and is never taken over: overwriting a foreign ConfigMap or Secret could destroy their data.
+    """
+    meta = live.get("metadata") or {}
+    refs = meta.get("ownerReferences") or []
+    if any(ref.get("uid") == owner_uid for ref in refs):
+        return Verdict(True, "Owned", "owned by this registry")
+    labels = meta.get("labels") or {}
+    ours = labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY and labels.get(
+        names.LABEL_INSTANCE
+    ) == names.label_value(registry)
+    if ours and not any(ref.get("controller") for ref in refs):
+        return Verdict(True, "Adopted", "an orphaned child of this registry is adopted")
+    kind, name = live.get("kind", "object"), meta.get("name", "?")
+    controller = next((ref for ref in refs if ref.get("controller")), None)
+    holder = f"{controller.get('kind')} {controller.get('name')}" if controller else "something else"
+    return Verdict(
+        False,
+        "NameConflict",
+        f"{kind} {name} already exists and belongs to {holder}, not to this registry; "
+        "rename or remove it, the operator will not take it over",
+    )
 
 
 def byo_cert_verdict(

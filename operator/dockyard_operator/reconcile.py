@@ -38,6 +38,7 @@ from dockyard_operator.builders import htpasswd_secret, inputs
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime.datetime]
+_NEEDS_ALL_CHILDREN = {"Deployment"}
 _DRAIN_SECONDS = 10.0  # how long shutdown waits for running passes
 
 
@@ -88,6 +89,10 @@ class _Pass:
     retry_after: float | None = None
     reused_key_material: set[str] = dataclasses.field(default_factory=set)
     """Secrets whose key material this pass read instead of generating: never recreated from memory."""
+
+
+class _NotOurs(Exception):
+    """An object with a child's name exists and belongs to someone else (the message says whom)."""
 
 
 class _Vanished(Exception):
@@ -183,9 +188,11 @@ class Reconciler:
         child_names = names.Names.of(name)
         owner = inputs.Owner(name=name, namespace=namespace, uid=meta["uid"])
         try:
-            htpasswd, access = await self._users(spec=spec, namespace=namespace, child_names=child_names)
+            htpasswd, access = await self._users(
+                spec=spec, namespace=namespace, child_names=child_names, owner=owner
+            )
             tls_fields = await self._tls(
-                spec=spec, namespace=namespace, child_names=child_names, now=now, state=state
+                spec=spec, namespace=namespace, child_names=child_names, owner=owner, now=now, state=state
             )
         except _Blocked as blocked:
             return await self._report_blocked(body, previous, blocked.problems, now=now, state=state)
@@ -202,15 +209,33 @@ class Reconciler:
             **tls_fields,
         )
         applied: dict[str, dict[str, Any]] = {}
+        conflicts = False
         for child in builders.desired_children(desired_inputs):
             adopted = builders.adopt(child, owner=owner)
+            meta = adopted["metadata"]
+            if conflicts and adopted["kind"] in _NEEDS_ALL_CHILDREN:
+                # Its pods would mount someone else's object: leave the running Deployment as it is.
+                current = await self._kube.get(
+                    api_version=adopted["apiVersion"],
+                    kind=adopted["kind"],
+                    namespace=namespace,
+                    name=meta["name"],
+                )
+                if current is not None:
+                    applied[adopted["kind"]] = current
+                continue
             # A key Secret deleted while this pass ran must be decided afresh (reissue, or refuse for the CA)
             # by the next pass, not silently restored from what this pass happened to read before.
             may_create = not (
                 adopted["kind"] == "Secret" and adopted["metadata"]["name"] in state.reused_key_material
             )
             try:
-                applied[adopted["kind"]] = await self._ensure(adopted, state=state, may_create=may_create)
+                applied[adopted["kind"]] = await self._ensure(
+                    adopted, owner=owner, state=state, may_create=may_create
+                )
+            except _NotOurs as exc:
+                state.degraded.append(Problem("NameConflict", str(exc)))
+                conflicts = True
             except _Vanished:
                 state.retry_after = 1.0
             except kube.Invalid as exc:
@@ -243,11 +268,30 @@ class Reconciler:
 
     # ------------------------------------------------------------------------------------ material
 
+    async def _own_secret(self, *, owner: inputs.Owner, name: str) -> dict[str, bytes] | None:
+        """One of our Secrets, decoded; None when absent.
+
+        Someone else's Secret of that name blocks the pass: its key material must neither be used (a foreign
+        CA signing our certificate) nor overwritten.
+        """
+        live = await self._kube.get(api_version="v1", kind="Secret", namespace=owner.namespace, name=name)
+        if live is None:
+            return None
+        verdict = policies.ownership_verdict(live, owner_uid=owner.uid, registry=owner.name)
+        if not verdict.ok:
+            raise _Blocked([Problem(verdict.reason, verdict.message)])
+        return _decode(live)
+
     async def _secret(self, *, namespace: str, name: str) -> dict[str, bytes] | None:
         return _decode(await self._kube.get(api_version="v1", kind="Secret", namespace=namespace, name=name))
 
     async def _users(
-        self, *, spec: model.PrivateRegistrySpec, namespace: str, child_names: names.Names
+        self,
+        *,
+        spec: model.PrivateRegistrySpec,
+        namespace: str,
+        child_names: names.Names,
+        owner: inputs.Owner,
     ) -> tuple[str, str]:
         """(htpasswd, access.yaml); hashes are reused for passwords that did not change."""
         problems: list[Problem] = []
@@ -280,7 +324,7 @@ class Reconciler:
             passwords[user.name] = data[ref.key]
         if problems:
             raise _Blocked(problems)
-        current = await self._secret(namespace=namespace, name=child_names.htpasswd_secret) or {}
+        current = await self._own_secret(owner=owner, name=child_names.htpasswd_secret) or {}
         existing = crypto.parse_htpasswd(current.get("htpasswd", b"").decode("utf-8", "replace"))
         rounds = self._settings.bcrypt_rounds
         hashes: dict[str, str] = {}
@@ -306,14 +350,15 @@ class Reconciler:
         spec: model.PrivateRegistrySpec,
         namespace: str,
         child_names: names.Names,
+        owner: inputs.Owner,
         now: datetime.datetime,
         state: _Pass,
     ) -> dict[str, Any]:
         """The TLS-related `Inputs` fields, issuing or renewing certificates as the policies say."""
         if spec.tls.mode == "Secret":
             return await self._byo_tls(spec=spec, namespace=namespace, now=now, state=state)
-        ca_data = await self._secret(namespace=namespace, name=child_names.ca_secret)
-        tls_data = await self._secret(namespace=namespace, name=child_names.tls_secret)
+        ca_data = await self._own_secret(owner=owner, name=child_names.ca_secret)
+        tls_data = await self._own_secret(owner=owner, name=child_names.tls_secret)
         action, verdict = policies.ca_action(ca_secret=ca_data, tls_secret=tls_data)
         if action is policies.CaAction.REFUSE:
             state.degraded.append(Problem(verdict.reason, verdict.message))
@@ -385,10 +430,12 @@ class Reconciler:
                 f"the CA expired at {ca_info.not_after.isoformat()}; delete both TLS Secrets to rotate",
             )
             state.degraded.append(Problem("CAExpired", state.certificate.message))
+        elif verdict.ok:
+            state.certificate = verdict  # Valid, or LimitedByCA when the CA expires first
         else:
-            state.certificate = policies.Verdict(
-                True, "Issued", f"serving certificate valid until {info.not_after.isoformat()}"
-            )
+            # Same reason and message as the next pass's "kept" verdict, so status does not flap; the
+            # issuance itself is told by the CertificateIssued Event.
+            state.certificate = policies.Verdict(True, "Valid", f"valid until {info.not_after.isoformat()}")
         state.ca_status = _ca_status(ca.cert_pem, child_names.tls_secret)
         state.cert_status = _cert_status(server.cert_pem, child_names.tls_secret)
         return {
@@ -422,7 +469,7 @@ class Reconciler:
     # -------------------------------------------------------------------------------------- ensure
 
     async def _ensure(
-        self, desired: dict[str, Any], *, state: _Pass, may_create: bool = True
+        self, desired: dict[str, Any], *, owner: inputs.Owner, state: _Pass, may_create: bool = True
     ) -> dict[str, Any]:
         """Create or correct one child; no write when every owned field already matches."""
         want = diff.with_spec_hash(desired)
@@ -446,6 +493,9 @@ class Reconciler:
             else:
                 state.events.append(("Normal", "Created", f"created {want['kind']} {meta['name']}"))
                 return created
+        verdict = policies.ownership_verdict(live, owner_uid=owner.uid, registry=owner.name)
+        if not verdict.ok:
+            raise _NotOurs(verdict.message)
         for attempt in range(2):
             reasons = diff.needs_update(want, live)
             if not reasons:
@@ -454,13 +504,13 @@ class Reconciler:
                 updated = await self._kube.replace(manifest=diff.replacement(want, live))
             except kube.NotFound:
                 # deleted between read and write: create it (unless it held key material we only read)
-                return await self._ensure(desired, state=state, may_create=may_create)
+                return await self._ensure(desired, owner=owner, state=state, may_create=may_create)
             except kube.Conflict:
                 if attempt:
                     raise
                 live = await self._kube.get(**ref)  # lost a race with another writer: re-read and retry once
                 if live is None:
-                    return await self._ensure(desired, state=state, may_create=may_create)
+                    return await self._ensure(desired, owner=owner, state=state, may_create=may_create)
                 continue
             log.info("updated %s (%s)", kube.describe(want), ", ".join(reasons[:5]))
             state.events.append(

@@ -7,7 +7,8 @@ Covers:
 - the serving certificate is renewed when missing, expiring (injected clock), SANs changed, signed by another
   CA, or its key mismatches;
 - a BYO Secret is checked for presence, keys, key match and expiry;
-- storage fits the replica count; readiness follows the Deployment's observed generation and availability.
+- storage fits the replica count; readiness follows the Deployment's observed generation and availability;
+- a certificate capped by a short-lived CA is not renewed forever; ownership: ours, orphans, others.
 """
 
 from __future__ import annotations
@@ -178,3 +179,30 @@ def test_ready_follows_the_deployment() -> None:
     rolling = policies.deployment_verdict(_deployment(available=1, updated=1), replicas=2)
     assert rolling.ok and rolling.reason == "RollingOut"
     assert not policies.deployment_verdict(_deployment(), replicas=0).ok
+
+
+def test_a_certificate_that_already_lasts_as_long_as_its_ca_is_not_renewed() -> None:
+    short_ca = crypto.new_ca(common_name="short", now=NOW, duration=2 * HOUR)
+    tls = _tls(short_ca, ["a"], ["127.0.0.1"])  # capped at the CA's expiry
+    verdict = _verdict(short_ca, tls, dns=["a"], now=NOW + HOUR)
+    assert verdict.ok and verdict.reason == "LimitedByCA"
+    assert not _verdict(short_ca, tls, dns=["a"], now=NOW + 3 * HOUR).ok  # once the CA expired: no pretending
+
+
+def test_ownership_accepts_our_children_and_orphans_and_names_everyone_else() -> None:
+    ours = {"metadata": {"ownerReferences": [{"uid": "u1", "controller": True}]}}
+    orphan = {"metadata": {"labels": names.labels("demo", component="tls")}}
+    theirs = {
+        "kind": "Secret",
+        "metadata": {
+            "name": "demo-tls",
+            "ownerReferences": [{"uid": "x", "kind": "Certificate", "name": "c", "controller": True}],
+        },
+    }
+    stranger = {"kind": "ConfigMap", "metadata": {"name": "demo-nginx"}}
+    assert policies.ownership_verdict(ours, owner_uid="u1", registry="demo").reason == "Owned"
+    assert policies.ownership_verdict(orphan, owner_uid="u1", registry="demo").reason == "Adopted"
+    assert not policies.ownership_verdict(orphan, owner_uid="u1", registry="other").ok
+    verdict = policies.ownership_verdict(theirs, owner_uid="u1", registry="demo")
+    assert not verdict.ok and "Certificate c" in verdict.message and "demo-tls" in verdict.message
+    assert policies.ownership_verdict(stranger, owner_uid="u1", registry="demo").reason == "NameConflict"

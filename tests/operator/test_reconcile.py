@@ -177,25 +177,91 @@ async def test_server_defaults_and_canonical_quantities_are_not_drift(
 async def test_a_conflict_on_create_rereads_the_object_and_corrects_it(
     api: fakes.FakeKube, reconciler: reconcile.Reconciler
 ) -> None:
-    create(api)
+    body = create(api)
 
-    def someone_else_was_faster(manifest: dict[str, Any]) -> None:
+    def a_concurrent_writer_was_faster(manifest: dict[str, Any]) -> None:
         if manifest["kind"] == "ConfigMap" and not api.has("ConfigMap", N.nginx_configmap):
-            api.put(
-                {
-                    "apiVersion": "v1",
-                    "kind": "ConfigMap",
-                    "metadata": {"name": N.nginx_configmap, "namespace": "ns"},
-                    "data": {"nginx.conf": "stale"},
-                }
-            )
+            stale = {**manifest, "data": {"nginx.conf": "stale"}}
+            api.put(stale)
 
-    api.before_create = someone_else_was_faster
+    api.before_create = a_concurrent_writer_was_faster
     await run(reconciler)
     configmap = api.obj("ConfigMap", N.nginx_configmap)
     assert configmap["data"]["nginx.conf"].startswith("# Rendered by")
-    assert configmap["metadata"]["ownerReferences"][0]["kind"] == names.KIND
+    assert configmap["metadata"]["ownerReferences"][0]["uid"] == body["metadata"]["uid"]
     assert ("update", "ConfigMap", N.nginx_configmap) in api.writes
+
+
+async def test_an_object_of_someone_else_with_a_childs_name_is_not_taken_over(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    foreign = api.put(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": N.nginx_configmap, "namespace": "ns", "labels": {"app": "theirs"}},
+            "data": {"nginx.conf": "theirs"},
+        }
+    )
+    create(api)
+    await run(reconciler)
+    assert api.obj("ConfigMap", N.nginx_configmap) == foreign
+    conds = conditions(api)
+    assert conds["Degraded"]["reason"] == "NameConflict"
+    assert N.nginx_configmap in conds["Degraded"]["message"]
+    assert not api.has("Deployment", N.deployment)  # its pods would mount their config
+    assert api.has("Service", N.service)
+
+
+async def test_a_foreign_ca_secret_is_neither_used_nor_overwritten(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler, clock: Clock
+) -> None:
+    theirs = crypto.new_ca(common_name="theirs", now=clock.now, duration=datetime.timedelta(days=1))
+    api.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": N.ca_secret, "namespace": "ns"},
+            "data": {
+                "ca.crt": base64.b64encode(theirs.cert_pem).decode(),
+                "ca.key": base64.b64encode(theirs.key_pem).decode(),
+            },
+        }
+    )
+    create(api)
+    await run(reconciler)
+    assert conditions(api)["Degraded"]["reason"] == "NameConflict"
+    assert api.child_writes() == []
+
+
+async def test_an_orphan_of_this_registry_is_adopted(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api)
+    await run(reconciler)
+    service = api.obj("Service", N.service)
+    service["metadata"]["ownerReferences"] = []  # left behind by `kubectl delete --cascade=orphan`
+    api.remove(names.KIND, "demo")
+    for kind, _, name in [key for key in api.objects if key[0] != "Service" and key[2].startswith("demo")]:
+        api.remove(kind, name)  # garbage collection took the rest
+    body = create(api)  # a new registry object of the same name: a new uid
+    await run(reconciler)
+    refs = api.obj("Service", N.service)["metadata"]["ownerReferences"]
+    assert [r["uid"] for r in refs] == [body["metadata"]["uid"]]
+
+
+async def test_a_certificate_limited_by_a_short_lived_ca_is_not_reissued_on_every_pass(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler, clock: Clock
+) -> None:
+    create(api, {"tls": {"caDuration": "2h", "certDuration": "2160h", "renewBefore": "720h"}})
+    await run(reconciler)
+    first = secret_data(api, N.tls_secret)
+    clock.now += datetime.timedelta(minutes=10)
+    writes = len(api.child_writes())
+    await run(reconciler)
+    assert secret_data(api, N.tls_secret) == first
+    assert api.child_writes()[writes:] == []
+    assert conditions(api)["CertificateReady"]["reason"] == "LimitedByCA"
 
 
 async def test_unchanged_passwords_keep_their_hashes_and_a_changed_one_rehashes_only_that_user(
