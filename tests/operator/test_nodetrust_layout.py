@@ -45,7 +45,7 @@ def test_hosts_round_trip_through_configmap_keys_with_colons_as_double_dots(host
     "host", ["", "[::1]:5000", "a..b", "-bad.example", "host:0", "host:70000", "a:1:2", "with space", "x/y"]
 )
 def test_things_that_are_not_hosts_are_refused_with_their_name(host: str) -> None:
-    with pytest.raises(layout.LayoutError, match="host|port"):
+    with pytest.raises(layout.LayoutError, match=r"host|port"):
         layout.host_key(host)
 
 

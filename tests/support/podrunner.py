@@ -249,11 +249,11 @@ class PodRunner:
             )
             data = {k: base64.b64decode(v) for k, v in (obj.data or {}).items()}
         else:
-            obj = self.client.get(
+            cm = self.client.get(
                 lightkube.resources.core_v1.ConfigMap, source["name"], namespace=self.namespace
             )
-            data = {k: v.encode() for k, v in (obj.data or {}).items()}
-            data.update({k: base64.b64decode(v) for k, v in (obj.binaryData or {}).items()})
+            data = {k: v.encode() for k, v in (cm.data or {}).items()}
+            data.update({k: base64.b64decode(v) for k, v in (cm.binaryData or {}).items()})
         if source.get("items"):
             data = {item["path"]: data[item["key"]] for item in source["items"]}
         if kind == "configMap":
@@ -333,10 +333,10 @@ class PodRunner:
                 env[item["name"]] = base64.b64decode((obj.data or {})[ref["key"]]).decode()
             elif "configMapKeyRef" in source:
                 ref = source["configMapKeyRef"]
-                obj = self.client.get(
+                cm = self.client.get(
                     lightkube.resources.core_v1.ConfigMap, ref["name"], namespace=self.namespace
                 )
-                env[item["name"]] = (obj.data or {})[ref["key"]]
+                env[item["name"]] = (cm.data or {})[ref["key"]]
             else:
                 raise PodRunnerError(f"env {item['name']}: unsupported valueFrom {sorted(source)}")
         return env
