@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
+from dockyard_registry import digest
 from dockyard_registry import store as store_module
+from dockyard_registry.storage import base
 from tests.registry.conftest import OCI_MANIFEST, Registry, make_image, make_manifest, sha256
 
 
@@ -371,7 +373,7 @@ async def test_truncated_monolithic_push_leaves_no_blob_and_no_session(seeded: R
     assert (await seeded.client.head(f"/v2/team/app/blobs/{sha256(data)}")).status == 404
 
 
-async def test_store_rolls_back_an_append_when_the_body_fails(driver: Any) -> None:
+async def test_store_rolls_back_an_append_when_the_body_fails(driver: base.Driver) -> None:
     st = store_module.Store(driver)
     upload = st.start_upload("r")
 
@@ -386,8 +388,8 @@ async def test_store_rolls_back_an_append_when_the_body_fails(driver: Any) -> No
     with pytest.raises(ConnectionResetError):
         await st.write_chunk("r", upload, body=broken())
     assert st.upload_size("r", upload) == 4
-    await st.finish_upload("r", upload, dgst=store_module.digest.of_bytes(b"good"))
-    assert st.blob_size("r", store_module.digest.of_bytes(b"good")) == 4
+    await st.finish_upload("r", upload, dgst=digest.of_bytes(b"good"))
+    assert st.blob_size("r", digest.of_bytes(b"good")) == 4
 
 
 async def test_unknown_exceptions_are_500_unknown_without_traceback(
