@@ -8,6 +8,7 @@ calls `translate`.
 from __future__ import annotations
 
 import enum
+import errno
 import json
 from typing import Any
 
@@ -64,6 +65,8 @@ class OciError(Exception):
         self.headers = headers or {}
 
 
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
 # Domain error -> OCI code; the first matching class wins, so subclasses go first.
 _TABLE: tuple[tuple[type[Exception], Code, int | None], ...] = (
     (store.BlobUnknownError, Code.BLOB_UNKNOWN, None),
@@ -87,6 +90,9 @@ def translate(exc: Exception) -> OciError | None:
     """The OCI form of a domain error, or None when the exception is not one we know (a bug: 500)."""
     if isinstance(exc, OciError):
         return exc
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        # Not the client's fault and not a bug: say so, so operators look at the volume, not the code.
+        return OciError(Code.UNKNOWN, "registry storage is full", status=507)
     for cls, code, status in _TABLE:
         if isinstance(exc, cls):
             detail = getattr(exc, "detail", None)

@@ -7,7 +7,7 @@ separators, over 255 chars), invalid tags and digests, unknown digest algorithms
 (monolithic, chunked, manifest by digest), manifests over 4 MiB / not JSON / referencing missing blobs,
 wrong and malformed Content-Range, unknown and foreign upload ids, path traversal in every path segment
 (also percent-encoded), truncated bodies and client disconnects mid-upload (raw sockets), and unknown
-exceptions (500 UNKNOWN without a traceback).
+exceptions (500 UNKNOWN without a traceback); a full disk (507, the upload left where it was).
 """
 
 from __future__ import annotations
@@ -404,3 +404,32 @@ async def test_unknown_exceptions_are_500_unknown_without_traceback(
     assert resp.status == 500
     assert json.loads(text) == {"errors": [{"code": "UNKNOWN", "message": "internal server error"}]}
     assert "Traceback" not in text and "secret" not in text
+
+
+async def test_a_full_disk_is_507_and_leaves_the_upload_where_it_was(
+    seeded: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    location = (await seeded.client.post("/v2/team/app/blobs/uploads/")).headers["Location"]
+    await seeded.client.patch(location, data=b"A" * 100)
+    before = snapshot(root(seeded))
+    real_open = seeded.store.driver.open_writer
+
+    def full_disk_writer(path: str) -> Any:
+        writer = real_open(path)
+
+        def write(data: bytes) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        writer.write = write  # type: ignore[method-assign]
+        return writer
+
+    monkeypatch.setattr(seeded.store.driver, "open_writer", full_disk_writer)
+    resp = await seeded.client.patch(location, data=b"B" * 100)
+    assert resp.status == 507
+    assert await error_code(resp) == "UNKNOWN"
+    assert "storage is full" in await resp.text()
+    monkeypatch.undo()
+    assert snapshot(root(seeded)) == before
+    assert (await seeded.client.get(location)).headers["Range"] == "0-99"
