@@ -1,8 +1,8 @@
 """Bad input gets the spec's error code and never changes what was stored before.
 
 Each test pushes known-good content first, sends one kind of bad request, checks the status and OCI
-error code, and then compares a snapshot of every stored file (uploads aside where a session is the
-subject) with the one taken before. Covers: invalid repository names (uppercase, `..`, leading
+error code, and then compares a snapshot of every stored file (upload sessions included) with the one
+taken before. Covers: invalid repository names (uppercase, `..`, leading
 separators, over 255 chars), invalid tags and digests, unknown digest algorithms, digest mismatches
 (monolithic, chunked, manifest by digest), manifests over 4 MiB / not JSON / referencing missing blobs,
 wrong and malformed Content-Range, unknown and foreign upload ids, path traversal in every path segment
@@ -26,12 +26,9 @@ from dockyard_registry.storage import base
 from tests.registry.conftest import OCI_MANIFEST, Registry, make_image, make_manifest, sha256
 
 
-def snapshot(root: Path, *, skip_uploads: bool = False) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not (skip_uploads and p.relative_to(root).parts[0] == "uploads")
-    }
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every stored file (upload sessions included) and its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
