@@ -294,7 +294,7 @@ class PodRunner:
             if not link.is_symlink():
                 link.symlink_to(self.volumes[mount["name"]].path)
         command = [*(spec.get("command") or []), *(spec.get("args") or [])]
-        if not command:
+        if not spec.get("command"):
             raise PodRunnerError(f"container {name}: no command (image entrypoints are unknown locally)")
         argv = [self._rewrite(arg, mounts=mounts, rootfs=rootfs) for arg in command]
         argv[0] = _executable(command[0], container=name)
