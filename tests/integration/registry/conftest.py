@@ -10,6 +10,9 @@ garbage-collect a registry start their own with `harness.running_registry`.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,3 +50,38 @@ def client(registry: harness.Registry, admin: harness.Credentials) -> harness.Cl
 def cert_dir(registry: harness.Registry, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory with only the session registry's CA as `ca.crt` (skopeo/podman `--cert-dir`)."""
     return harness.ca_dir(ca_file=registry.ca, into=tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def podman() -> Iterator[harness.Podman]:
+    """podman with all its state (images, run dir, tmp, events) in a fresh temp dir, removed afterwards.
+
+    Not under pytest's tmp_path: podman refuses a runroot longer than 50 characters. Skips (with
+    podman's own error) only when podman cannot run on this machine at all.
+    """
+    state = Path(tempfile.mkdtemp(prefix="dockyard-podman-"))
+    base = [
+        harness.require_binary("podman"),
+        "--root", str(state / "root"),
+        "--runroot", str(state / "run"),
+        "--tmpdir", str(state / "tmp"),
+        "--storage-driver", "vfs",
+        "--events-backend", "file",
+        "--cgroup-manager", "cgroupfs",
+    ]  # fmt: skip
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([*base, *args], capture_output=True, text=True, timeout=240, check=False)
+        if check:
+            assert done.returncode == 0, f"podman {args[0]} exited {done.returncode}: {done.stderr}"
+        return done
+
+    try:
+        probe = run("images", "--quiet", check=False)
+        if probe.returncode != 0:
+            pytest.skip(f"podman cannot run on this machine (not a registry problem): {probe.stderr.strip()}")
+        yield run
+    finally:
+        # vfs layers are plain directories owned by us; podman's own `system reset` would also work
+        # but needs the same flags and asks for confirmation.
+        shutil.rmtree(state, ignore_errors=True)

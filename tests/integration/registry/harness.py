@@ -43,6 +43,10 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
+# `podman(*args, check=True)` from the conftest fixture: podman with its state in a temp dir.
+Podman = Callable[..., subprocess.CompletedProcess[str]]
+
+
 def registry_bin() -> Path:
     """The `dockyard-registry` console script of the virtualenv running the tests."""
     path = Path(sys.executable).parent / "dockyard-registry"

@@ -14,6 +14,8 @@ Covers:
   whose bytes (served by nginx, not the registry) and Docker-Content-Digest are right;
 - an unauthenticated request gets one Basic challenge naming the registry's realm; a pull-only user
   can pull but skopeo's push is denied;
+- podman pulls through nginx (unpacking every layer nginx served from disk), pushes a copy and
+  pulls that back with the same image ID;
 - `docker login` through nginx (on this machine's non-loopback address, CA in certs.d) succeeds with
   the right password and is refused as unauthorized with a wrong one.
 """
@@ -207,3 +209,26 @@ def test_docker_login_through_nginx_succeeds_with_the_right_password_only(
 
     assert right.returncode == 0 and "Login Succeeded" in right.stdout, right.stdout + right.stderr
     assert wrong.returncode != 0 and "unauthorized" in (wrong.stdout + wrong.stderr).lower(), wrong.stderr
+
+
+def test_podman_pulls_through_nginx_and_pushes_back(
+    front: Front, podman: harness.Podman, tmp_path: Path
+) -> None:
+    cert_dir = harness.ca_dir(ca_file=front.ca, into=tmp_path / "certs")
+    img = images.random_image(label="podman-behind-nginx", layer_count=2, layer_size=256 * 1024)
+    skopeo_push(img=img, ref=f"{front.address}/pod/podman:v1", tmp=tmp_path, cert_dir=cert_dir, creds=ADMIN)
+    tls = ["--cert-dir", str(cert_dir), "--creds", ADMIN.colon()]
+
+    podman("pull", "--quiet", *tls, f"{front.address}/pod/podman:v1")
+    podman(
+        "push",
+        "--quiet",
+        *tls,
+        f"{front.address}/pod/podman:v1",
+        f"docker://{front.address}/pod/podman-copy:v1",
+    )
+    podman("rmi", "--all", "--force")
+    podman("pull", "--quiet", *tls, f"{front.address}/pod/podman-copy:v1")
+    image_id = podman("image", "inspect", "--format", "{{.Id}}", f"{front.address}/pod/podman-copy:v1").stdout
+
+    assert f"sha256:{image_id.strip()}" == img.config.digest

@@ -8,17 +8,13 @@ Covers:
   image ID (config digest) and the registry's manifest for the new repository points at that config.
 
 podman runs here without a Docker engine. If podman itself cannot run on this machine (no user
-namespaces, no storage driver) the test is skipped with podman's own error, never for a failure
-that involves the registry.
+namespaces, no storage driver) the `podman` fixture (conftest.py) skips with podman's own error,
+never for a failure that involves the registry.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,55 +24,13 @@ from tests.integration.registry.test_skopeo import push as skopeo_push
 
 pytestmark = pytest.mark.integration
 
-Podman = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def podman() -> Iterator[Podman]:
-    """podman with all its state (images, run dir, tmp, events) in a fresh temp dir.
-
-    Not under pytest's tmp_path: podman refuses a runroot longer than 50 characters.
-    """
-    state = Path(tempfile.mkdtemp(prefix="dockyard-podman-"))
-    base = [
-        harness.require_binary("podman"),
-        "--root",
-        str(state / "root"),
-        "--runroot",
-        str(state / "run"),
-        "--tmpdir",
-        str(state / "tmp"),
-        "--storage-driver",
-        "vfs",
-        "--events-backend",
-        "file",
-        "--cgroup-manager",
-        "cgroupfs",
-    ]
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([*base, *args], capture_output=True, text=True, timeout=240, check=False)
-        if check:
-            assert done.returncode == 0, f"podman {args[0]} exited {done.returncode}: {done.stderr}"
-        return done
-
-    try:
-        probe = run("images", "--quiet", check=False)
-        if probe.returncode != 0:
-            pytest.skip(f"podman cannot run on this machine (not a registry problem): {probe.stderr.strip()}")
-        yield run
-    finally:
-        # vfs layers are plain directories owned by us; podman's own `system reset` would also work
-        # but needs the same flags and prints a confirmation prompt.
-        shutil.rmtree(state, ignore_errors=True)
-
 
 def test_podman_pulls_pushes_to_another_repository_and_pulls_back_the_same_image(
     registry: harness.Registry,
     admin: harness.Credentials,
     client: harness.Client,
     cert_dir: Path,
-    podman: Podman,
+    podman: harness.Podman,
     tmp_path: Path,
 ) -> None:
     img = images.random_image(label="podman", layer_count=3, layer_size=128 * 1024)
