@@ -194,8 +194,10 @@ class Reloading(Generic[T]):
         empty: T,
         *,
         clock: Callable[[], float] = time.monotonic,
+        keep_when_removed: bool = False,
     ) -> None:
         self._path, self._parse, self._empty, self._clock = path, parse, empty, clock
+        self._keep_when_removed = keep_when_removed
         self._value = empty
         self._signature: tuple[int, int, int] | None = None
         self._checked = -1e18
@@ -210,6 +212,9 @@ class Reloading(Generic[T]):
         try:
             st = os.stat(self._path)
         except FileNotFoundError:
+            if self._keep_when_removed and self._signature is not None:
+                log.error("%s disappeared; keeping the rules it last had", self._path)
+                return self._value
             self._value, self._signature = self._empty, None
             return self._value
         signature = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -236,7 +241,9 @@ class Authenticator:
         max_pending: int = 64,
     ) -> None:
         self._htpasswd: Reloading[dict[str, str]] = Reloading(htpasswd, parse_htpasswd, {}, clock=clock)
-        self._access = Reloading(access, parse_access, AccessRules(), clock=clock)
+        # Access rules restrict users; losing the file must not widen anyone's rights (no rules means
+        # push everywhere), so a removed file keeps its last rules. A removed htpasswd fails closed.
+        self._access = Reloading(access, parse_access, AccessRules(), clock=clock, keep_when_removed=True)
         self._force_anonymous_pull = anonymous_pull
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, tuple[str, bytes]] = {}
@@ -249,9 +256,6 @@ class Authenticator:
         # Load eagerly so a broken access file fails at startup, not on the first request.
         self._htpasswd.get()
         self._access.get()
-
-    def rules(self) -> AccessRules:
-        return self._access.get()
 
     async def authenticate(self, authorization: str | None) -> Identity:
         """Identity for an Authorization header; raises BadCredentialsError when credentials are wrong."""

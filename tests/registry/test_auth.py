@@ -9,7 +9,9 @@ rules on a broken edit; entries written by Apache's `htpasswd -B` verify; over H
 `WWW-Authenticate: Basic realm=...`, 403 DENIED, `/v2/` and
 `_catalog` need a login, the catalog only lists pullable repositories, a mount from an unreadable source
 is not performed, the nginx `/auth` endpoint (200/401/403, empty body), that no password reaches a log,
-and that password checks queued beyond a limit are shed with 429 while cached credentials still pass.
+that password checks queued beyond a limit are shed with 429 while cached credentials still pass, and
+that a removed access.yaml keeps its last rules (never widening rights) while a removed htpasswd fails
+closed.
 """
 
 from __future__ import annotations
@@ -369,3 +371,19 @@ async def test_queued_password_checks_beyond_the_limit_get_429_but_known_credent
     assert (await reg.client.get("/v2/", headers=ALICE)).status == 200, "cached credentials need no bcrypt"
     nginx = await reg.client.get("/auth", headers={"X-Original-URI": "/v2/", **basic("bob", "guess")})
     assert nginx.status == 429
+
+
+async def test_a_removed_access_file_keeps_its_rules_and_a_removed_htpasswd_locks_everyone_out(
+    files: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    authn = auth.Authenticator(htpasswd=files[0], access=files[1], clock=clock)
+    bob = auth.Identity("bob")
+    assert await authn.verify("bob", "bob-pw")  # cached now: the removal below must still win
+    files[1].unlink()
+    clock.now += 2
+    assert not authn.permits(bob, "team/app", auth.Action.PUSH), "rules must not widen when the file goes"
+    assert "disappeared" in caplog.text
+    files[0].unlink()
+    clock.now += 2
+    assert not await authn.verify("bob", "bob-pw")
