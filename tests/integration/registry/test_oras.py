@@ -9,7 +9,8 @@ Covers:
   Content-Type, `OCI-Filters-Applied: artifactType`, only matching descriptors, and an empty (not
   404) index for a type nothing has;
 - `oras pull` of the attached artifact returns the attached file byte for byte;
-- deleting a referrer's manifest removes it from the subject's referrers list (no dangling entry).
+- deleting a referrer's manifest removes it from the subject's referrers list (no dangling entry);
+- `oras cp --recursive` copies an image with its referrers into another repository.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def oras(*args: str, registry: harness.Registry, creds: harness.Credentials, cwd
             "--password-stdin",
             "--registry-config",
             str(cwd / "oras-auth.json"),  # never touch ~/.docker
-            "--no-tty",
+            *([] if args[0] == "login" else ["--no-tty"]),  # login has no progress output to disable
         ],
         input=creds.password,
         capture_output=True,
@@ -238,3 +239,36 @@ def test_a_deleted_referrer_disappears_from_the_referrers_list_and_gc_keeps_the_
     assert digests == [kept["digest"]], "a deleted referrer is still listed"
     for entry in listed.json()["manifests"]:  # type: ignore[index]
         assert client.get_manifest("oras/app", entry["digest"]).status == 200
+
+
+def test_oras_copies_an_image_with_its_referrers_to_another_repository(
+    registry: harness.Registry,
+    admin: harness.Credentials,
+    client: harness.Client,
+    subject: images.Image,
+    tmp_path: Path,
+) -> None:
+    ref = f"{registry.address}/oras/app:v1"
+    sbom = attach(registry=registry, creds=admin, cwd=tmp_path, subject=ref, artifact_type=SBOM,
+                  name="sbom.json", content=b'{"packages": ["copied"]}\n')  # fmt: skip
+    oras("login", registry.address, registry=registry, creds=admin, cwd=tmp_path)
+    auth = str(tmp_path / "oras-auth.json")
+
+    done = subprocess.run(
+        [
+            str(support.tool("oras")), "cp", "--recursive", "--no-tty",
+            "--from-ca-file", str(registry.ca), "--to-ca-file", str(registry.ca),
+            "--from-registry-config", auth, "--to-registry-config", auth,
+            "--from-distribution-spec", "v1.1-referrers-api", "--to-distribution-spec", "v1.1-referrers-api",
+            ref, f"{registry.address}/oras/copy:v1",
+        ],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    copied = client.request("GET", f"/v2/oras/copy/referrers/{subject.digest}")
+    assert copied.status == 200, copied.describe()
+    assert [(m["digest"], m["artifactType"]) for m in copied.json()["manifests"]] == [  # type: ignore[index]
+        (sbom["digest"], SBOM)
+    ]
+    assert client.get_manifest("oras/copy", "v1").body == subject.manifest.data
