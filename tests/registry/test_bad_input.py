@@ -7,7 +7,8 @@ separators, over 255 chars), invalid tags and digests, unknown digest algorithms
 (monolithic, chunked, manifest by digest), manifests over 4 MiB / not JSON / referencing missing blobs,
 wrong and malformed Content-Range, unknown and foreign upload ids, path traversal in every path segment
 (also percent-encoded), truncated bodies and client disconnects mid-upload (raw sockets), and unknown
-exceptions (500 UNKNOWN without a traceback); a full disk (507, the upload left where it was).
+exceptions (500 UNKNOWN without a traceback); a full disk (507, the upload left where it was); invalid
+page sizes for tags/list and the catalog.
 """
 
 from __future__ import annotations
@@ -430,3 +431,11 @@ async def test_a_full_disk_is_507_and_leaves_the_upload_where_it_was(
     monkeypatch.undo()
     assert snapshot(root(seeded)) == before
     assert (await seeded.client.get(location)).headers["Range"] == "0-99"
+
+
+@pytest.mark.parametrize("query", ["n=abc", "n=-1", "n=1.5"])
+async def test_invalid_page_sizes_are_refused(seeded: Registry, query: str) -> None:
+    for path in ("/v2/team/app/tags/list", "/v2/_catalog"):
+        resp = await seeded.client.get(f"{path}?{query}")
+        assert resp.status == 400, path
+        assert "n must be a non-negative integer" in await resp.text()
