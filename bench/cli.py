@@ -48,6 +48,7 @@ class Recorder:
     """Samples per target and metric, and CPU seconds per target, workload and process."""
 
     def __init__(self) -> None:
+        self.loadavg: list[float] = []  # 1-minute load average at the start of each run
         self.samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         self.cpu: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(
             lambda: defaultdict(lambda: defaultdict(list))
@@ -63,6 +64,12 @@ class Recorder:
         yield
         for name, p in target.processes().items():
             self.cpu[target.key][workload][name].append(p.cpu_seconds() - before[name])
+
+
+def _settle() -> None:
+    """Flush dirty pages (untimed) so that one target's deferred writeback never lands in the next
+    target's measurement: Distribution does not fsync what it stores, Dockyard does before it answers."""
+    os.sync()
 
 
 def _rotate(items: list[servers.Target], n: int) -> list[servers.Target]:
@@ -111,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             ).items():
                 rec.add("dockyard", metric, value)
         meta["loadavg_end"] = os.getloadavg()
+        meta["loadavg_per_run"] = rec.loadavg
         meta["seconds"] = time.monotonic() - started
         references = [k for k in ("dist2", "dist3") if k in labels]
         print()
@@ -179,19 +187,26 @@ def _run_registry_workloads(
     layer = args.big_mib * MiB // 4
     for run in range(args.runs):
         order = _rotate(targets, run)
-        print(f"== run {run + 1}/{args.runs}: order {', '.join(t.key for t in order)}", flush=True)
+        load = os.getloadavg()[0]
+        rec.loadavg.append(load)
+        print(
+            f"== run {run + 1}/{args.runs}: order {', '.join(t.key for t in order)}; load {load:.1f}",
+            flush=True,
+        )
         big_ref = f"bench/big:r{run}"
         if want("push") or want("pull"):
             shutil.rmtree(workdir / "big", ignore_errors=True)
             big = images.Layout(workdir / "big")
             big.add_image(tag="big", layer_sizes=[layer] * 4)
             big_bytes = sum(p.stat().st_size for p in big.blobs.iterdir())
+            _settle()
             for t in order:
                 sampler = procs.RssSampler(t.registry) if t.registry else None
                 with rec.cpu_of(t, "push_1g"), sampler.running() if sampler else contextlib.nullcontext():
                     seconds = loads.skopeo_push(
                         tools=tools, tls=tls, target=t, source=big.reference("big"), dest=big_ref
                     )
+                _settle()
                 rec.add(t.key, "push_1g", big_bytes / seconds / 1e6)
                 if sampler:
                     rec.add(t.key, "push_peak_rss", sampler.peak / 1e6)
@@ -202,12 +217,14 @@ def _run_registry_workloads(
                         seconds = loads.skopeo_pull(
                             tools=tools, tls=tls, target=t, ref=big_ref, into=workdir / "pulled"
                         )
+                    _settle()
                     rec.add(t.key, "pull_1g", big_bytes / seconds / 1e6)
         if want("small"):
             shutil.rmtree(workdir / "small", ignore_errors=True)
             small = images.Layout(workdir / "small")
             for i in range(args.small_images):
                 small.add_image(tag=f"s{i}", layer_sizes=[64 * 1024] * 3)
+            _settle()
             for t in order:
                 with rec.cpu_of(t, "small_push"):
                     start = time.perf_counter()
