@@ -12,7 +12,8 @@ of the ServiceAccount that was forbidden.
 
 Ordering: tests/integration/operator starts its own admin operator once per session. This package's
 operator is stopped when the package ends, which pytest's default order (install before operator) puts
-before that one starts; the two must never run at once, or both would reconcile the same registries.
+before that one starts; the two must never run at once, or both would reconcile the same registries, so the
+fixture refuses to start when the admin one may already be running.
 """
 
 from __future__ import annotations
@@ -140,10 +141,26 @@ def forbidden_requests(plane: kube.ControlPlane, username: str) -> list[str]:
     return refused
 
 
+def admin_operator_started_earlier(session: pytest.Session) -> bool:
+    """Whether a test collected before this package used the scenarios' session-wide admin operator."""
+    here = Path(__file__).parent
+    for item in session.items:
+        if here in Path(item.path).parents:
+            return False
+        if "operator_session" in getattr(item, "fixturenames", ()):
+            return True
+    return False
+
+
 @pytest.fixture(scope="package")
 def charted_operator(
-    control_plane: kube.ControlPlane, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, control_plane: kube.ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> collections.abc.Iterator[ChartedOperator]:
+    if admin_operator_started_earlier(request.session):
+        pytest.fail(
+            "tests/integration/operator's admin operator is still running (it lives for the session), and "
+            "two operators would reconcile the same registries: run tests/integration/install first"
+        )
     namespace = f"dockyard-rbac-{secrets.token_hex(3)}"
     release = "rbac-proof"
     control_plane.kubectl("create", "namespace", namespace)
