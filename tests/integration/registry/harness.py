@@ -68,7 +68,7 @@ class Credentials:
     """A user name and password known to a running registry."""
 
     username: str
-    password: str
+    password: str = dataclasses.field(repr=False)  # keep it out of assertion messages
 
     def basic(self) -> str:
         """The value of an `Authorization` header for these credentials."""
@@ -172,12 +172,6 @@ class Client:
         if self.context is None:
             return http.client.HTTPConnection(self.host, self.port, timeout=HTTP_TIMEOUT)
         return http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=HTTP_TIMEOUT)
-
-    def with_credentials(self, credentials: Credentials | None) -> Client:
-        clone = Client.__new__(Client)
-        clone.host, clone.port, clone.context = self.host, self.port, self.context
-        clone.credentials = credentials
-        return clone
 
     def _headers(self, headers: Mapping[str, str] | None) -> dict[str, str]:
         out = dict(headers or {})
