@@ -331,6 +331,12 @@ class Store:
             raise ManifestUnknownError(
                 f"manifest {ref!r} unknown to repository {name}", detail={"tag": ref}
             ) from None
+        except (UnicodeDecodeError, digest.DigestInvalidError, digest.DigestUnsupportedError):
+            # A damaged tag file is our problem, not a bad request: the tag is unusable until re-pushed
+            # (fsck reports it).
+            raise ManifestUnknownError(
+                f"tag {ref!r} of repository {name} is damaged; push it again", detail={"tag": ref}
+            ) from None
 
     def get_manifest(self, name: str, ref: str | digest.Digest) -> StoredManifest:
         dgst = self._resolve(name, ref)

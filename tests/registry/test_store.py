@@ -5,7 +5,7 @@ and continues); finishing with another algorithm than the running hash re-hashes
 identical content pushed to two repositories is stored once (deduplicated) and linked twice; manifests
 are stored as the exact bytes with their media type; a referrer entry is written for a subject and
 removed with its manifest; the catalog only lists directories that are repositories; and a finished
-upload leaves no session behind.
+upload leaves no session behind; a damaged tag file reads as an unknown manifest.
 """
 
 from __future__ import annotations
@@ -107,3 +107,10 @@ async def test_catalog_lists_only_repositories(driver: base.Driver) -> None:
         upload = st.start_upload(repo)
         await st.finish_upload(repo, upload, dgst=digest.of_bytes(repo.encode()), body=chunks(repo.encode()))
     assert st.catalog() == ["a", "a/b/c", "x/y"]
+
+
+async def test_a_damaged_tag_file_reads_as_an_unknown_manifest_not_a_bad_request(driver: base.Driver) -> None:
+    st = store.Store(driver)
+    driver.put(paths.tag_link("r", "broken"), b"\xff not a digest")
+    with pytest.raises(store.ManifestUnknownError, match="damaged"):
+        st.get_manifest("r", "broken")
