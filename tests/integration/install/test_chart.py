@@ -5,9 +5,9 @@ crds/; deploy/ is what hack/install-manifest.sh renders now; values.schema.json 
 bad values into clear errors; every top-level value is documented; the operator Deployment is
 non-root, read-only, probed through kopf's health endpoint, single-replica with Recreate and joins
 the peering object the chart creates (cluster-wide or per watched namespace); log levels and image
-digests reach the container; RBAC is exactly the operator's RBAC_RULES plus kopf's own needs, with
-no wildcard (kube.py's RBAC_RULES and KOPF_RBAC_RULES are the upper bound), peering access only to the
-chart's own peering object, and the operator's rules cluster-wide only when every namespace is watched.
+digests reach the container; RBAC grants every rule of kube.py's RBAC_RULES and nothing beyond
+RBAC_RULES plus KOPF_RBAC_RULES, with no wildcard, peering access only to the chart's own peering object, and the operator's rules cluster-wide only when every namespace is watched;
+an existing ServiceAccount must be named, and then no RBAC objects are needed.
 """
 
 from __future__ import annotations
@@ -272,3 +272,16 @@ def test_every_binding_names_the_charts_service_account() -> None:
             assert doc["subjects"] == [
                 {"kind": "ServiceAccount", "name": account, "namespace": "dockyard-system"}
             ]
+
+
+def test_an_existing_service_account_must_be_named_and_is_then_used_without_rbac() -> None:
+    done = chart.helm(
+        "template", "x", str(chart.CHART), "--kube-version", chart.KUBE_VERSION,
+        "--set", "serviceAccount.create=false", check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "serviceAccount.name is required when serviceAccount.create is false" in done.stderr
+    existing = ["serviceAccount.create=false", "serviceAccount.name=mine", "rbac.create=false"]
+    docs = chart.render(set_values=existing)
+    assert {d["kind"] for d in docs} == {"Deployment", "ClusterKopfPeering"}
+    assert chart.only(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
