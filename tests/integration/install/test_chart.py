@@ -6,8 +6,9 @@ bad values into clear errors; every top-level value is documented; the operator 
 non-root, read-only, probed through kopf's health endpoint, single-replica with Recreate and joins
 the peering object the chart creates (cluster-wide or per watched namespace); log levels and image
 digests reach the container; RBAC grants every rule of kube.py's RBAC_RULES and nothing beyond
-RBAC_RULES plus KOPF_RBAC_RULES, with no wildcard, peering access only to the chart's own peering object, and the operator's rules cluster-wide only when every namespace is watched;
-an existing ServiceAccount must be named, and then no RBAC objects are needed.
+RBAC_RULES plus KOPF_RBAC_RULES, with no wildcard, peering access only to the chart's own peering
+object, and the operator's rules cluster-wide only when every namespace is watched; an existing
+ServiceAccount must be named, and then no RBAC objects are needed.
 """
 
 from __future__ import annotations
