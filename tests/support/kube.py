@@ -563,12 +563,16 @@ class ControlPlane:
             self.kubectl("patch", pod, "-n", namespace, "--subresource=status", "--type=merge", "-p", patch)
         return [pod.removeprefix("pod/") for pod in pods]
 
-    def provide_volume(self, *, name: str, size: str, access_modes: collections.abc.Sequence[str]) -> None:
-        """Create a hostPath PersistentVolume (no storage class) that KCM binds to a matching claim.
+    def provide_volume(
+        self, *, namespace: str, claim: str, size: str, access_modes: collections.abc.Sequence[str]
+    ) -> str:
+        """Create a hostPath PersistentVolume reserved for claim `namespace/claim`; KCM binds them.
 
-        There is no dynamic provisioner here; this is the administrator's part. The path is never
-        used, because no kubelet ever mounts it.
+        There is no dynamic provisioner here; this is the administrator's part. The claimRef
+        reserves the volume, so KCM cannot bind it to another test's pending claim that also
+        fits. The path is never used, because no kubelet ever mounts it. Returns the PV name.
         """
+        name = f"{namespace}-{claim}"[:253]
         volume = {
             "apiVersion": "v1",
             "kind": "PersistentVolume",
@@ -578,10 +582,12 @@ class ControlPlane:
                 "accessModes": list(access_modes),
                 "storageClassName": "",
                 "persistentVolumeReclaimPolicy": "Delete",
+                "claimRef": {"namespace": namespace, "name": claim},
                 "hostPath": {"path": f"/tmp/dockyard-test-volumes/{name}"},
             },
         }
         self.kubectl("apply", "-f", "-", input=json.dumps(volume))
+        return name
 
     def audit_events(self) -> list[dict[str, Any]]:
         """Every audit event so far (Metadata level: who did what to which object, and the code)."""

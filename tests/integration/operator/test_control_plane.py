@@ -235,7 +235,9 @@ def test_a_claim_binds_to_a_volume_the_test_provides(
             ),
         )
     )
-    control_plane.provide_volume(name=f"{namespace}-data", size="1Gi", access_modes=["ReadWriteOnce"])
+    control_plane.provide_volume(
+        namespace=namespace, claim="data", size="1Gi", access_modes=["ReadWriteOnce"]
+    )
 
     def bound() -> bool:
         claim = kube_client.get(core.PersistentVolumeClaim, "data", namespace=namespace)

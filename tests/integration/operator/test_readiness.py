@@ -68,6 +68,6 @@ def test_storage_is_ready_once_the_claim_is_bound(
     pending = cluster.wait_condition(kube_client, "demo", namespace, "StorageReady", "False")
     assert pending["reason"]
 
-    control_plane.provide_volume(name=f"{namespace}-data", size="1Gi", access_modes=["ReadWriteOnce"])
+    control_plane.provide_volume(namespace=namespace, claim=N.pvc, size="1Gi", access_modes=["ReadWriteOnce"])
 
     cluster.wait_condition(kube_client, "demo", namespace, "StorageReady", "True")
