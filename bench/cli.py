@@ -16,6 +16,7 @@ import contextlib
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -77,8 +78,15 @@ def _rotate(items: list[servers.Target], n: int) -> list[servers.Target]:
     return items[k:] + items[:k]
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # SIGTERM (and SIGINT, which a shell's background job ignores) must still run the cleanup below.
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     if args.runs < 1 or args.big_mib < 4 or args.small_images < 1:
         print("bench: --runs, --small-images must be >= 1 and --big-mib >= 4", file=sys.stderr)
         return 2
