@@ -143,7 +143,8 @@ class Store:
         self.driver.delete(paths.layer_link(name, dgst))
 
     def _link_blob(self, name: str, dgst: digest.Digest) -> None:
-        self.driver.put(paths.layer_link(name, dgst), str(dgst).encode())
+        # Only the link's existence is ever read, so its name must survive a power loss, not its bytes.
+        self.driver.put(paths.layer_link(name, dgst), str(dgst).encode(), durability=base.Durability.ENTRY)
         # A re-linked blob is "just pushed" for gc's grace period even if its data is old.
         self.driver.touch(paths.blob_data(dgst))
 
@@ -163,7 +164,11 @@ class Store:
     def start_upload(self, name: str) -> str:
         upload_id = uuid.uuid4().hex
         info = {"repository": name, "started": self._clock()}
-        self.driver.put(paths.upload_info(upload_id), json.dumps(info).encode())
+        # Upload sessions survive a restart through the page cache; a power loss may cost the client a
+        # retry, which is cheaper than an fsync on every upload.
+        self.driver.put(
+            paths.upload_info(upload_id), json.dumps(info).encode(), durability=base.Durability.NONE
+        )
         self.driver.open_writer(paths.upload_data(upload_id)).close()
         return upload_id
 
@@ -177,7 +182,7 @@ class Store:
     def cancel_upload(self, name: str, upload_id: str) -> None:
         self._check_upload(name, upload_id)
         self._hash_states.pop(upload_id, None)
-        self.driver.delete(paths.upload_dir(upload_id))
+        self.driver.delete(paths.upload_dir(upload_id), durable=False)
 
     def _check_upload(self, name: str, upload_id: str) -> None:
         if _UPLOAD_ID_RE.match(upload_id) is None:
@@ -311,7 +316,7 @@ class Store:
         if self.driver.size(target) is None:
             self.driver.commit(paths.upload_data(upload_id), target)
         self._link_blob(name, dgst)
-        self.driver.delete(paths.upload_dir(upload_id))
+        self.driver.delete(paths.upload_dir(upload_id), durable=False)
 
     def upload_started(self, upload_id: str) -> float | None:
         try:
@@ -341,12 +346,14 @@ class Store:
     def get_manifest(self, name: str, ref: str | digest.Digest) -> StoredManifest:
         dgst = self._resolve(name, ref)
         try:
-            media_type = self.driver.get(paths.revision_link(name, dgst)).decode()
+            media_type = self.driver.get(paths.revision_link(name, dgst)).decode(errors="replace")
             data = self.driver.get(paths.blob_data(dgst))
         except FileNotFoundError:
             raise ManifestUnknownError(
                 f"manifest {dgst} unknown to repository {name}", detail={"digest": str(dgst)}
             ) from None
+        if media_type not in manifests.MEDIA_TYPES:
+            media_type = _media_type_of(data)
         return StoredManifest(data=data, media_type=media_type, digest=dgst)
 
     def put_manifest(
@@ -386,7 +393,11 @@ class Store:
             self.driver.put(paths.blob_data(dgst), data)
         else:
             self.driver.touch(paths.blob_data(dgst))
-        self.driver.put(paths.revision_link(name, dgst), manifest.media_type.encode())
+        # The media type is a cache of what the bytes say (get_manifest re-derives it if a power loss
+        # emptied the file); the revision's existence is what must survive.
+        self.driver.put(
+            paths.revision_link(name, dgst), manifest.media_type.encode(), durability=base.Durability.ENTRY
+        )
         if manifest.subject is not None:
             descriptor = manifests.referrer_descriptor(manifest=manifest, dgst=dgst, size=len(data))
             self.driver.put(
@@ -435,3 +446,17 @@ class Store:
                 except (FileNotFoundError, ValueError):
                     continue
         return out
+
+
+def _media_type_of(data: bytes) -> str:
+    """Media type of stored manifest bytes, for a revision link whose cached copy was lost."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return manifests.OCI_MANIFEST
+    declared = doc.get("mediaType") if isinstance(doc, dict) else None
+    if isinstance(declared, str) and declared in manifests.MEDIA_TYPES:
+        return declared
+    if isinstance(doc, dict) and "manifests" in doc:
+        return manifests.OCI_INDEX
+    return manifests.OCI_MANIFEST

@@ -3,7 +3,9 @@
 Covers: put/get round trip and replacement, missing paths (get/reader raise, size/mtime None, list
 empty, delete no-op), sorted direct-children listing, recursive delete, append writers with truncate,
 readers with an offset, commit moving a file atomically (replacing the target), touch refreshing mtime,
-and (filesystem only) the path guard and that in-flight temp files are not listed.
+every durability level storing the same bytes; and (filesystem only) the path guard, that in-flight
+temp files are not listed, and that each durability level, commit and scratch delete pay exactly the
+fsyncs they need.
 """
 
 from __future__ import annotations
@@ -127,3 +129,54 @@ def test_filesystem_list_hides_in_flight_temp_files(tmp_path: Path) -> None:
     driver.put("dir/file", b"x")
     (tmp_path / "dir" / ".tmp-123").write_bytes(b"partial")
     assert driver.list("dir") == ["file"]
+
+
+@pytest.mark.parametrize("durability", list(base.Durability))
+def test_every_durability_level_stores_the_same_bytes(
+    driver: base.Driver, durability: base.Durability
+) -> None:
+    driver.put("level/file", b"content", durability=durability)
+    assert driver.get("level/file") == b"content"
+
+
+def count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record every os.fsync (still performing it); returns the list the calls land in."""
+    calls: list[int] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("durability", "fsyncs"),
+    [(base.Durability.NONE, 0), (base.Durability.ENTRY, 1), (base.Durability.FULL, 2)],
+)
+def test_filesystem_pays_only_the_fsyncs_a_durability_level_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durability: base.Durability, fsyncs: int
+) -> None:
+    driver = filesystem.FilesystemDriver(tmp_path)
+    driver.put("d/existing", b"x", durability=base.Durability.NONE)
+    calls = count_fsyncs(monkeypatch)
+    driver.put("d/file", b"x", durability=durability)
+    assert len(calls) == fsyncs
+
+
+def test_filesystem_commit_syncs_the_file_and_its_new_directory_and_scratch_deletes_sync_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver = filesystem.FilesystemDriver(tmp_path)
+    writer = driver.open_writer("uploads/u/data")
+    writer.write(b"blob")
+    writer.close()
+    calls = count_fsyncs(monkeypatch)
+    driver.commit("uploads/u/data", "blobs/b/data")
+    assert len(calls) == 2
+    driver.delete("uploads/u", durable=False)
+    assert len(calls) == 2
+    driver.delete("blobs/b", durable=True)
+    assert len(calls) == 3

@@ -5,7 +5,8 @@ and continues); finishing with another algorithm than the running hash re-hashes
 identical content pushed to two repositories is stored once (deduplicated) and linked twice; manifests
 are stored as the exact bytes with their media type; a referrer entry is written for a subject and
 removed with its manifest; the catalog only lists directories that are repositories; and a finished
-upload leaves no session behind; a damaged tag file reads as an unknown manifest.
+upload leaves no session behind; a damaged tag file reads as an unknown manifest; a revision link
+emptied by a power loss still serves the right media type.
 """
 
 from __future__ import annotations
@@ -114,3 +115,15 @@ async def test_a_damaged_tag_file_reads_as_an_unknown_manifest_not_a_bad_request
     driver.put(paths.tag_link("r", "broken"), b"\xff not a digest")
     with pytest.raises(store.ManifestUnknownError, match="damaged"):
         st.get_manifest("r", "broken")
+
+
+async def test_a_revision_link_emptied_by_a_power_loss_still_serves_the_right_media_type(
+    driver: base.Driver,
+) -> None:
+    st = store.Store(driver)
+    upload = st.start_upload("r")
+    await st.finish_upload("r", upload, dgst=digest.of_bytes(b"{}"), body=chunks(b"{}"))
+    index = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}'
+    result = st.put_manifest("r", "v1", data=index, content_type=None)
+    driver.put(paths.revision_link("r", result.digest), b"")  # what ENTRY durability may leave after a crash
+    assert st.get_manifest("r", "v1").media_type == "application/vnd.oci.image.index.v1+json"

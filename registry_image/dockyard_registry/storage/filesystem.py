@@ -14,6 +14,8 @@ import shutil
 import uuid
 from typing import BinaryIO
 
+from dockyard_registry.storage import base
+
 _BUFFER = 1 << 20
 
 
@@ -30,20 +32,22 @@ class FilesystemDriver:
     def get(self, path: str, /) -> bytes:
         return self._path(path).read_bytes()
 
-    def put(self, path: str, data: bytes, /) -> None:
+    def put(self, path: str, data: bytes, /, *, durability: base.Durability = base.Durability.FULL) -> None:
         target = self._path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                if durability is base.Durability.FULL:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(target.parent)
+        if durability is not base.Durability.NONE:
+            _fsync_dir(target.parent)
 
     def size(self, path: str, /) -> int | None:
         try:
@@ -70,7 +74,7 @@ class FilesystemDriver:
         # temp files of in-flight `put`s are an implementation detail, not children.
         return sorted(n for n in names if not n.startswith(".tmp-"))
 
-    def delete(self, path: str, /) -> None:
+    def delete(self, path: str, /, *, durable: bool = True) -> None:
         target = self._path(path)
         try:
             if target.is_dir() and not target.is_symlink():
@@ -79,7 +83,8 @@ class FilesystemDriver:
                 target.unlink()
         except FileNotFoundError:
             return
-        _fsync_dir(target.parent)
+        if durable:
+            _fsync_dir(target.parent)
 
     def open_writer(self, path: str, /) -> FileWriter:
         target = self._path(path)
@@ -98,9 +103,8 @@ class FilesystemDriver:
             os.fsync(f.fileno())
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)
+        # Only the target's directory: the source's disappearance is scratch state either way.
         _fsync_dir(target.parent)
-        if source.parent != target.parent:
-            _fsync_dir(source.parent)
 
     def local_path(self, path: str, /) -> pathlib.Path | None:
         return self._path(path)

@@ -12,6 +12,8 @@ import threading
 import time
 from typing import BinaryIO
 
+from dockyard_registry.storage import base
+
 
 class MemoryDriver:
     def __init__(self) -> None:
@@ -25,7 +27,7 @@ class MemoryDriver:
                 raise FileNotFoundError(path)
             return bytes(self._files[path])
 
-    def put(self, path: str, data: bytes, /) -> None:
+    def put(self, path: str, data: bytes, /, *, durability: base.Durability = base.Durability.FULL) -> None:
         with self._lock:
             self._files[path] = bytearray(data)
             self._mtimes[path] = time.time()
@@ -54,7 +56,7 @@ class MemoryDriver:
         with self._lock:
             return sorted({p[len(prefix) :].split("/", 1)[0] for p in self._files if p.startswith(prefix)})
 
-    def delete(self, path: str, /) -> None:
+    def delete(self, path: str, /, *, durable: bool = True) -> None:
         prefix = path + "/"
         with self._lock:
             for p in [p for p in self._files if p == path or p.startswith(prefix)]:
