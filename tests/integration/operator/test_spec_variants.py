@@ -119,8 +119,10 @@ def test_kubectl_scale_reaches_the_deployment_and_zero_replicas_is_reported(
 
     control_plane.kubectl("scale", "preg", "demo", "-n", namespace, "--replicas=0")
     kube.eventually(lambda: _deployment(kube_client, namespace).spec.replicas == 0, what="0 replicas")
-    ready = cluster.wait_condition(kube_client, "demo", namespace, "Ready", "False")
-    assert ready["reason"] == "ScaledToZero"
+    # DeploymentProgressing first (KCM has not observed the new generation yet), then this:
+    cluster.wait_condition(
+        kube_client, "demo", namespace, "Ready", "False", match=lambda c: c["reason"] == "ScaledToZero"
+    )
 
 
 def test_removing_the_ingress_from_the_spec_deletes_it(
