@@ -2,7 +2,8 @@
 
 Covers:
 - across several timer passes with nothing changed, no child and not the registry's status is
-  rewritten (resourceVersions stay), so conditions keep their lastTransitionTime;
+  rewritten (resourceVersions stay), conditions keep their lastTransitionTime, and no Event is
+  posted; the same holds for a registry stuck on a missing Secret;
 - a CA shorter-lived than the certificate's renewal window does not make the operator reissue
   the certificate (and roll the pods) on every pass;
 - a hand-corrupted serving certificate or htpasswd Secret is repaired.
@@ -69,6 +70,11 @@ def _versions(client: lightkube.Client, namespace: str) -> dict[str, str]:
     return found
 
 
+def _event_count(client: lightkube.Client, namespace: str) -> int:
+    """Events about namespace/demo, counting repeats the API server folded into one object."""
+    return sum(event.count or 1 for event in cluster.events_for(client, namespace, "demo"))
+
+
 def _serial(client: lightkube.Client, namespace: str) -> int:
     data = cluster.secret_data(client.get(core.Secret, N.tls_secret, namespace=namespace))
     return int(x509.load_pem_x509_certificate(data["tls.crt"]).serial_number)
@@ -88,11 +94,35 @@ def test_timer_passes_over_a_converged_registry_write_nothing(
     before = _versions(kube_client, namespace)
     conditions = cluster.status_of(kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace))
 
+    events = _event_count(kube_client, namespace)
+
     _await_timer_passes(operator, namespace, 2)
 
     assert _versions(kube_client, namespace) == before
     after = cluster.status_of(kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace))
     assert after["conditions"] == conditions["conditions"]
+    assert _event_count(kube_client, namespace) == events
+
+
+def test_a_registry_stuck_on_a_missing_secret_does_not_repeat_itself_every_pass(
+    kube_client: lightkube.Client, namespace: str, operator: Operator
+) -> None:
+    spec = {"auth": {"users": [cluster.user("hank", "hank-password")]}}
+    cluster.create_registry(kube_client, namespace=namespace, spec=spec)
+    cluster.wait_condition(
+        kube_client, "demo", namespace, "Ready", "False", match=lambda c: "hank-password" in c["message"]
+    )
+    _await_timer_passes(operator, namespace, 1)
+    version = kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace)["metadata"][
+        "resourceVersion"
+    ]
+    events = _event_count(kube_client, namespace)
+
+    _await_timer_passes(operator, namespace, 2)
+
+    registry = kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace)
+    assert registry["metadata"]["resourceVersion"] == version, "the status was rewritten on a no-op pass"
+    assert _event_count(kube_client, namespace) == events, "an Event was posted again on a no-op pass"
 
 
 def test_a_short_lived_ca_does_not_make_every_pass_reissue_the_certificate(
