@@ -15,8 +15,9 @@ read from the real API server and, for each container:
   `defaultMode` honoured), emptyDir and PVC volumes are directories under `<root>/volumes/`, hostPath volumes
   live under `<root>/host/` (`host_path("/etc/containers/certs.d")` finds them);
 - remaps ports: every containerPort, and every port in `extra_ports` (ports a pod uses on loopback without
-  declaring them, like the registry's 5000), gets a free loopback port; `127.0.0.1:P`, `localhost:P`,
-  `0.0.0.0:P` and nginx's `listen P` are rewritten in argv and mounted ConfigMap text;
+  declaring them, like the registry's 5000), gets a free loopback port, unless `ports` pins it (a Service's
+  node port, so `localhost:<nodePort>` reaches the pod as kube-proxy would make it); `127.0.0.1:P`,
+  `localhost:P`, `0.0.0.0:P` and nginx's `listen P` are rewritten in argv and mounted ConfigMap text;
 - resolves env: plain values, `fieldRef` (metadata.name/namespace, spec.nodeName, status.podIP), and keys of
   Secrets and ConfigMaps.
 `refresh()` re-fetches Secrets and ConfigMaps and republishes them atomically, as kubelet does on an update.
@@ -132,6 +133,7 @@ class PodRunner:
         pod_name: str = "local-pod",
         node_name: str = "local-node",
         extra_ports: collections.abc.Iterable[int] = (),
+        ports: collections.abc.Mapping[int, int] | None = None,
         env: collections.abc.Mapping[str, str] | None = None,
     ) -> None:
         self.template = template
@@ -145,6 +147,7 @@ class PodRunner:
         containers = spec.get("containers") or []
         declared = [p["containerPort"] for c in containers for p in c.get("ports") or []]
         self.ports = {port: tests.support.free_port() for port in [*declared, *extra_ports]}
+        self.ports.update(ports or {})  # pinned: e.g. the Service's node port, as kube-proxy would forward it
         self.volumes = {v["name"]: self._volume(v) for v in spec.get("volumes") or []}
         self.containers = [self._container(c) for c in containers]
 
