@@ -31,6 +31,7 @@ RESOURCE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # noqa: S105  # a pattern, not a secret
 USER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]*$"
 REPOSITORY_GLOB_PATTERN = r"^[a-z0-9*][a-z0-9*._/-]*$"
+HOST_PORT_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?$"
 IP_PATTERN = r"^(([0-9]{1,3}\.){3}[0-9]{1,3}|[0-9a-fA-F:]*:[0-9a-fA-F:.]*)$"
 
 
@@ -325,6 +326,22 @@ class Nginx(_Model):
     """Timeout between two writes to the registry (long for big uploads)."""
 
 
+class NodeTrust(_Model):
+    """Make every node's container runtimes trust this registry's CA (a DaemonSet writes certs.d files)."""
+
+    enabled: bool = False
+    """Publish the CA to the nodes."""
+    hostnames: Annotated[
+        list[Annotated[str, pydantic.StringConstraints(pattern=HOST_PORT_PATTERN, max_length=253)]],
+        pydantic.Field(max_length=32),
+    ] = []
+    """Extra host[:port] names nodes pull from, besides the Service names and the expose hosts."""
+    targets: Annotated[
+        list[Literal["docker", "containerd", "crio"]], pydantic.Field(min_length=1, max_length=3)
+    ] = ["docker", "containerd", "crio"]
+    """Runtimes whose certs.d directories get the CA."""
+
+
 class PrivateRegistrySpec(_Model):
     """Desired state of a private OCI registry."""
 
@@ -350,6 +367,8 @@ class PrivateRegistrySpec(_Model):
     """Service type and optional Ingress."""
     nginx: Nginx = Nginx()
     """Sidecar tuning."""
+    node_trust: NodeTrust = NodeTrust()
+    """Distribute the CA to the nodes' container runtimes."""
 
 
 # --------------------------------------------------------------------------------------------- status

@@ -208,6 +208,32 @@ class Reconciler:
             access_yaml=access,
             **tls_fields,
         )
+        applied = await self._apply(desired_inputs, owner=owner, state=state)
+        if spec.expose.ingress is None:
+            await self._remove_ingress(namespace=namespace, child_names=child_names, owner=owner, state=state)
+
+        status = self._status(
+            body=body,
+            spec=spec,
+            previous=previous,
+            state=state,
+            deployment=applied.get("Deployment"),
+            pvc=applied.get("PersistentVolumeClaim"),
+            now=now,
+            generation=generation,
+        )
+        await self._write_status(body, status, previous=previous, now=now, state=state)
+        return Result(retry_after=state.retry_after, message="; ".join(p.message for p in state.degraded))
+
+    async def _apply(
+        self, desired_inputs: inputs.Inputs, *, owner: inputs.Owner, state: _Pass
+    ) -> dict[str, dict[str, Any]]:
+        """Ensure every child in apply order; returns the live objects by kind (for status).
+
+        Problems with one child are recorded on `state` and the others are still applied, except that the
+        Deployment is left alone while another child's name belongs to someone else.
+        """
+        namespace = owner.namespace
         applied: dict[str, dict[str, Any]] = {}
         conflicts = False
         for child in builders.desired_children(desired_inputs):
@@ -250,21 +276,7 @@ class Reconciler:
             except (kube.Conflict, kube.Unavailable) as exc:
                 state.degraded.append(Problem("ApplyFailed", str(exc)))
                 state.retry_after = 5.0
-        if spec.expose.ingress is None:
-            await self._remove_ingress(namespace=namespace, child_names=child_names, owner=owner, state=state)
-
-        status = self._status(
-            body=body,
-            spec=spec,
-            previous=previous,
-            state=state,
-            deployment=applied.get("Deployment"),
-            pvc=applied.get("PersistentVolumeClaim"),
-            now=now,
-            generation=generation,
-        )
-        await self._write_status(body, status, previous=previous, now=now, state=state)
-        return Result(retry_after=state.retry_after, message="; ".join(p.message for p in state.degraded))
+        return applied
 
     # ------------------------------------------------------------------------------------ material
 

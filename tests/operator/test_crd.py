@@ -88,7 +88,7 @@ def test_validation_lives_in_the_schema() -> None:
 def test_nested_sections_default_to_empty_objects_so_the_server_fills_them() -> None:
     spec = _schema()["properties"]["spec"]
     assert spec["default"] == {}
-    for section in ("storage", "auth", "tls", "expose", "nginx"):
+    for section in ("storage", "auth", "tls", "expose", "nginx", "nodeTrust"):
         assert spec["properties"][section]["default"] == {}
 
 

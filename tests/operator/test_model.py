@@ -27,6 +27,7 @@ def test_an_empty_spec_gets_the_documented_defaults() -> None:
     assert (spec.tls.mode, spec.tls.cert_duration, spec.tls.renew_before) == ("SelfSigned", "2160h", "720h")
     assert spec.expose.type == "ClusterIP"
     assert spec.nginx.client_max_body_size == "0"
+    assert spec.node_trust.enabled is False and spec.node_trust.targets == ["docker", "containerd", "crio"]
 
 
 def test_fields_are_camel_case_on_the_wire() -> None:
@@ -63,6 +64,8 @@ def test_integer_quantities_are_accepted_as_strings() -> None:
             "access",
         ),
         ({"surprise": 1}, "spec.surprise"),
+        ({"nodeTrust": {"targets": ["podman"]}}, "spec.nodeTrust.targets.0"),
+        ({"nodeTrust": {"hostnames": ["Bad Host"]}}, "spec.nodeTrust.hostnames.0"),
     ],
 )
 def test_invalid_specs_are_rejected_with_a_message_naming_the_field(
