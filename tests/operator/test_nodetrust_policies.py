@@ -7,7 +7,8 @@ Covers:
   (namespace, name), telling the other; unusable hosts and CAs are problems, not ConfigMap entries;
 - rotation: STABLE without a next CA; PUBLISHING (both CAs, server unchanged) until every node reports the
   next CA for every host; SWITCHING (serve from the next CA) once they do; RETIRING (publish only the next,
-  promote) once the live certificate is signed by it; a node missing one host holds the rotation back;
+  promote) once the certificate is signed by it and every pod serves it; a node missing one host holds the
+  rotation back;
 - readiness: no hosts, no nodes, partial installation and full installation, with counts in the message.
 """
 
@@ -173,6 +174,17 @@ def test_when_every_node_trusts_the_next_ca_the_server_switches_and_both_stay_pu
 
     assert plan.phase is rotation.Phase.SWITCHING
     assert plan.publish == (OLD, NEW) and plan.serve_with_next and not plan.promote
+
+
+def test_the_old_ca_stays_while_pods_still_serve_the_old_certificate() -> None:
+    everyone = nodes({h: BOTH for h in HOSTS})
+
+    plan = rotation.plan(
+        current_pem=OLD, next_pem=NEW, server_issuer=FP_NEW, hosts=HOSTS, nodes=everyone, rolled_out=False
+    )
+
+    assert plan.phase is rotation.Phase.SWITCHING
+    assert plan.publish == (OLD, NEW) and not plan.promote
 
 
 def test_once_the_server_uses_the_next_ca_the_old_one_is_retired() -> None:

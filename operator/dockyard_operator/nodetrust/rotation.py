@@ -5,8 +5,9 @@ A CA change must never show any client an untrusted certificate, so it goes in t
    signed by the current CA (nodes trusting both accept it either way);
 2. SWITCHING: once every node reports the next CA for every host of the registry, the serving certificate is
    reissued from the next CA (nodes still trust both);
-3. RETIRING: once the live serving certificate is signed by the next CA, only the next CA is published; the
-   caller then makes it the current CA.
+3. RETIRING: once the serving certificate is signed by the next CA *and* every registry pod serves it (the
+   Deployment has rolled out; until then old pods still present the old certificate), only the next CA is
+   published; the caller then makes it the current CA.
 Without a next CA the plan is STABLE: publish the current CA, serve from it.
 
 Like cert-manager's policy checks, every function returns a verdict with a reason and a message that drive
@@ -73,10 +74,12 @@ def plan(
     server_issuer: str | None,
     hosts: Sequence[str],
     nodes: Nodes,
+    rolled_out: bool = True,
 ) -> Plan:
     """The rotation step for one registry.
 
-    `server_issuer` is the fingerprint of the CA that signed the live serving certificate (None if unknown).
+    `server_issuer` is the fingerprint of the CA that signed the serving certificate in its Secret (None if
+    unknown); `rolled_out` says whether every registry pod already serves that Secret's certificate.
     """
     current = layout.fingerprint(current_pem)
     if next_pem is None or layout.fingerprint(next_pem) == current:
@@ -91,7 +94,7 @@ def plan(
             False,
             f"publishing the next CA {upcoming}: {count}/{nodes.desired} nodes trust it",
         )
-    if server_issuer != upcoming:
+    if server_issuer != upcoming or not rolled_out:
         return Plan(
             Phase.SWITCHING,
             (current_pem, next_pem),
