@@ -1,7 +1,8 @@
 """Spec variants and neighbours: names, scaling, exposure and flags, against the real API server.
 
 Covers:
-- a registry name longer than a Service name may be still gets valid, owned children;
+- a registry name that is no valid Service name (longer than 63, a dot, a leading digit) still
+  gets valid, owned children and a certificate;
 - two registries in one namespace get separate children, and deleting one leaves the other's;
 - `kubectl scale preg` (the scale subresource) reaches the Deployment; replicas 0 is reported;
 - removing spec.expose.ingress deletes the Ingress; NodePort with a fixed port, then back to
@@ -58,10 +59,18 @@ def _registry_argv(deployment: Any) -> list[str]:
     raise AssertionError("no registry container")
 
 
-def test_a_long_registry_name_gets_valid_owned_children(
-    kube_client: lightkube.Client, namespace: str, operator: Operator
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a-registry-name-that-is-much-longer-than-any-service-name-may-be-" + "x" * 20,
+        "team.registry",
+        "7seas",
+    ],
+    ids=["longer-than-63", "with-a-dot", "leading-digit"],
+)
+def test_a_registry_name_that_is_no_service_name_still_gets_valid_owned_children(
+    kube_client: lightkube.Client, namespace: str, operator: Operator, name: str
 ) -> None:
-    name = "a-registry-name-that-is-much-longer-than-any-service-name-may-be-" + "x" * 20
     created = cluster.create_registry(kube_client, namespace=namespace, name=name)
     n = names.Names.of(name)
 
