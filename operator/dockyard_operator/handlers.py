@@ -37,6 +37,10 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     # Our own Events already say what happened; kopf's per-handler success Events would only add noise.
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
+    # Without timeouts a watch silently stalled by a load balancer or an API server restart never resumes.
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 30
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per API request drowns the rest
     memo.reconciler = reconcile.Reconciler(
         client=kube.Kube.connect(field_manager=SETTINGS.field_manager), config=SETTINGS
