@@ -3,14 +3,14 @@
 Covers: defaults and overrides of the DOCKYARD_* variables; bad values are a SettingsError and the CLI exits 2
 with a message; `--help` works; which Secrets a spec references (passwords, a BYO TLS Secret); the owning
 registry of a child is found through its controller owner reference only; RBAC_RULES name no wildcard and
-cover every kind the reconciler writes.
+cover every kind the reconciler writes; the kopf wiring turns failures into delayed retries.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from dockyard_operator import builders, cli, kube, names, settings
+from dockyard_operator import builders, cli, kube, names, reconcile, settings
 from dockyard_operator import handlers as operator_handlers
 from tests.operator import test_builders
 
@@ -117,3 +117,43 @@ def test_rbac_rules_have_no_wildcards_and_cover_every_child_kind() -> None:
             assert (group, resource, verb) in granted, (child["kind"], verb)
     assert (names.GROUP, f"{names.PLURAL}/status", "patch") in granted
     assert ("", "events", "create") in granted
+
+
+class _Memo:
+    def __init__(self, outcome: reconcile.Result | Exception) -> None:
+        self.reconciler = self
+        self.outcome = outcome
+        self.calls: list[tuple[str, str]] = []
+
+    async def reconcile(self, *, namespace: str, name: str) -> reconcile.Result:
+        self.calls.append((namespace, name))
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+@pytest.mark.parametrize(
+    ("outcome", "delay", "needle"),
+    [
+        (kube.Forbidden("forbidden: create Secret ns/x", status=403), 60, "RBAC"),
+        (kube.Unavailable("get Secret ns/x: etcd", status=503), 10, "etcd"),
+        (reconcile.Result(retry_after=5.0, message="ApplyFailed"), 5, "ApplyFailed"),
+    ],
+)
+async def test_the_kopf_wiring_turns_failures_into_retries_with_a_delay(
+    outcome: reconcile.Result | Exception, delay: float, needle: str
+) -> None:
+    import kopf
+
+    memo = _Memo(outcome)
+    with pytest.raises(kopf.TemporaryError) as info:
+        await operator_handlers._run(memo, namespace="ns", name="demo")
+    assert info.value.delay == delay
+    assert needle in str(info.value)
+
+
+async def test_a_clean_pass_or_a_cluster_scoped_event_raises_nothing() -> None:
+    memo = _Memo(reconcile.Result())
+    await operator_handlers._run(memo, namespace="ns", name="demo")
+    await operator_handlers._run(memo, namespace=None, name="demo")
+    assert memo.calls == [("ns", "demo")]
