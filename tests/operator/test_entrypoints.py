@@ -157,3 +157,11 @@ async def test_a_clean_pass_or_a_cluster_scoped_event_raises_nothing() -> None:
     await operator_handlers._run(memo, namespace="ns", name="demo")
     await operator_handlers._run(memo, namespace=None, name="demo")
     assert memo.calls == [("ns", "demo")]
+
+
+def test_help_describes_the_operator_and_its_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "PrivateRegistry" in out and "DOCKYARD_RESYNC_SECONDS" in out
