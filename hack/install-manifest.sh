@@ -38,7 +38,9 @@ GENERATED_CRD=crds/privateregistries.dockyard.dev.yaml
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-[ -f "$GENERATED_CRD" ] || { echo "$GENERATED_CRD is missing: run make crds" >&2; exit 2; }
+# An empty or half-written file (make crds runs right now) must not become the chart's CRD.
+grep -q '^kind: CustomResourceDefinition$' "$GENERATED_CRD" 2>/dev/null ||
+  { echo "$GENERATED_CRD is missing or not a CRD: run make crds" >&2; exit 2; }
 cp "$GENERATED_CRD" "$out/chart-crd.yaml"
 
 {

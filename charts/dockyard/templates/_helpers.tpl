@@ -28,12 +28,21 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end }}
 
-{{- define "dockyard.labels" -}}
-{{ include "dockyard.selectorLabels" . }}
+{{/*
+Labels of every object but the component, which callers add (operator or node-trust).
+*/}}
+{{- define "dockyard.baseLabels" -}}
+app.kubernetes.io/name: {{ include "dockyard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/part-of: dockyard
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{- define "dockyard.labels" -}}
+{{ include "dockyard.baseLabels" . }}
+app.kubernetes.io/component: operator
 {{- end }}
 
 {{- define "dockyard.serviceAccountName" -}}

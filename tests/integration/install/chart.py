@@ -87,6 +87,37 @@ def grants(rules: collections.abc.Iterable[collections.abc.Mapping[str, Any]]) -
     return out
 
 
+def operator_objects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The documents of the operator itself (component label `operator`), without the node-trust agent's."""
+    component = "app.kubernetes.io/component"
+    return [d for d in docs if d["metadata"].get("labels", {}).get(component) == "operator"]
+
+
+def bound_roles(docs: list[dict[str, Any]], *, account: str, namespace: str) -> list[dict[str, Any]]:
+    """The ClusterRoles and Roles that the chart's bindings grant to ServiceAccount `namespace/account`."""
+    subject = {"kind": "ServiceAccount", "name": account, "namespace": namespace}
+    roles = []
+    for binding in docs:
+        if binding["kind"] not in ("ClusterRoleBinding", "RoleBinding") or subject not in binding["subjects"]:
+            continue
+        ref = binding["roleRef"]
+        where = binding["metadata"].get("namespace") if ref["kind"] == "Role" else None
+        (role,) = [
+            d
+            for d in docs
+            if d["kind"] == ref["kind"] and d["metadata"]["name"] == ref["name"]
+            and d["metadata"].get("namespace") == where
+        ]  # fmt: skip
+        roles.append(role)
+    return roles
+
+
+def operator_grants(docs: list[dict[str, Any]], *, kind: str | None = None) -> set[Grant]:
+    """Every grant the chart gives the operator's ServiceAccount (release dockyard in dockyard-system)."""
+    roles = bound_roles(docs, account="dockyard", namespace="dockyard-system")
+    return grants(rule for role in roles if kind in (None, role["kind"]) for rule in role["rules"])
+
+
 def load_yaml(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 

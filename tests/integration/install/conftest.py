@@ -168,7 +168,7 @@ def charted_operator(
     chart.helm("install", release, str(chart.CHART), "--namespace", namespace, kubeconfig_flag, timeout=180)
     try:
         docs = chart.render(release=release, namespace=namespace)
-        account = chart.only(docs, "ServiceAccount")["metadata"]["name"]
+        account = chart.only(chart.operator_objects(docs), "ServiceAccount")["metadata"]["name"]
         token_config = control_plane.service_account_kubeconfig(namespace=namespace, name=account)
         log = tmp_path_factory.mktemp("charted-operator") / "operator.log"
         operator = ChartOperator(plane=control_plane, log=log, docs=docs, kubeconfig=token_config)

@@ -205,25 +205,35 @@ def test_no_rule_of_the_chart_uses_a_wildcard() -> None:
                         )
 
 
-def test_chart_grants_nothing_beyond_the_operator_rules_and_kopfs_needs() -> None:
+def test_chart_grants_the_operator_nothing_beyond_its_rules_and_kopfs_needs() -> None:
     needed, kopf = operator_rules()
     allowed = chart.grants(needed + kopf)
     for values in ([], ["watchNamespaces={team-a,team-b}"]):
-        docs = chart.render(set_values=values)
-        granted = chart.grants(rule for d in docs if d["kind"] in RULE_KINDS for rule in d["rules"])
+        granted = chart.operator_grants(chart.render(set_values=values))
         assert chart.covered(granted, allowed) == set(), f"beyond RBAC_RULES + KOPF_RBAC_RULES with {values}"
 
 
 def test_all_namespaces_mode_grants_every_operator_rule_cluster_wide() -> None:
     needed, _ = operator_rules()
     docs = chart.render(release="dockyard")
-    cluster_wide = chart.grants(rule for d in docs if d["kind"] == "ClusterRole" for rule in d["rules"])
+    cluster_wide = chart.operator_grants(docs, kind="ClusterRole")
     assert chart.grants(needed) - cluster_wide == set(), "the chart misses a permission the operator needs"
-    assert not [d for d in docs if d["kind"] == "Role"]
-    names = {d["roleRef"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"}
-    assert names == {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"}, (
-        "an unbound ClusterRole"
-    )
+    assert chart.operator_grants(docs, kind="Role") == set()
+
+
+def test_every_role_of_the_chart_is_bound_to_one_of_its_service_accounts() -> None:
+    for values in ([], ["watchNamespaces={team-a}"]):
+        docs = chart.render(release="dockyard", set_values=values)
+        accounts = [d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"]
+        bound = [
+            (r["kind"], r["metadata"]["name"], r["metadata"].get("namespace"))
+            for account in accounts
+            for r in chart.bound_roles(docs, account=account, namespace="dockyard-system")
+        ]
+        roles = [(d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")) for d in docs]
+        assert sorted(bound) == sorted(r for r in roles if r[0] in RULE_KINDS), (
+            f"an unbound role with {values}"
+        )
 
 
 def test_peering_access_is_limited_to_the_charts_own_peering_object() -> None:
@@ -241,11 +251,12 @@ def test_peering_access_is_limited_to_the_charts_own_peering_object() -> None:
 def test_watched_namespaces_mode_grants_the_operator_rules_only_inside_those_namespaces() -> None:
     needed, _ = operator_rules()
     docs = chart.render(release="dockyard", set_values=["watchNamespaces={team-a,team-b}"])
-    cluster_wide = chart.grants(rule for d in docs if d["kind"] == "ClusterRole" for rule in d["rules"])
+    cluster_wide = chart.operator_grants(docs, kind="ClusterRole")
     assert cluster_wide == chart.grants(chart.KOPF_DISCOVERY_RULES), "only discovery may be cluster-wide"
-    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
-    assert set(roles) == {"team-a", "team-b"}
-    for role in roles.values():
+    roles = chart.bound_roles(docs, account="dockyard", namespace="dockyard-system")
+    by_namespace = {r["metadata"]["namespace"]: r for r in roles if r["kind"] == "Role"}
+    assert set(by_namespace) == {"team-a", "team-b"}
+    for role in by_namespace.values():
         granted = chart.grants(role["rules"])
         assert chart.grants(needed) - granted == set()
         assert {g for g in granted if g[0] == "kopf.dev"} == {
@@ -254,25 +265,32 @@ def test_watched_namespaces_mode_grants_the_operator_rules_only_inside_those_nam
             ("kopf.dev", "kopfpeerings", "list", ""),
             ("kopf.dev", "kopfpeerings", "watch", ""),
         }
-    bindings = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "RoleBinding"}
-    assert set(bindings) == {"team-a", "team-b"}
-    for binding in bindings.values():
-        assert binding["roleRef"] == {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "Role",
-            "name": "dockyard",
-        }
 
 
-def test_every_binding_names_the_charts_service_account() -> None:
+def test_the_operator_runs_as_the_charts_service_account() -> None:
     docs = chart.render(release="dockyard")
-    account = chart.only(docs, "ServiceAccount")["metadata"]["name"]
+    account = chart.only(docs, "ServiceAccount", "dockyard")["metadata"]["name"]
     assert chart.only(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == account
-    for doc in docs:
-        if doc["kind"] in ("ClusterRoleBinding", "RoleBinding"):
-            assert doc["subjects"] == [
-                {"kind": "ServiceAccount", "name": account, "namespace": "dockyard-system"}
-            ]
+
+
+def test_the_node_trust_agents_identity_is_what_the_operators_daemonset_expects() -> None:
+    from dockyard_operator.nodetrust import builders
+
+    expected = [
+        builders.service_account(namespace="dockyard-system"),
+        builders.role(namespace="dockyard-system"),
+        builders.role_binding(namespace="dockyard-system"),
+    ]
+    docs = chart.render(release="dockyard")
+    shipped = [d for d in docs if d["metadata"]["labels"]["app.kubernetes.io/component"] == "node-trust"]
+
+    def essence(doc: dict[str, Any]) -> dict[str, Any]:
+        meta = {"name": doc["metadata"]["name"], "namespace": doc["metadata"]["namespace"]}
+        rest = {k: v for k, v in doc.items() if k in ("apiVersion", "kind", "rules", "roleRef", "subjects")}
+        return {**rest, "metadata": meta}
+
+    assert [essence(d) for d in shipped] == [essence(d) for d in expected]
+    assert not [d for d in chart.render(set_values=["nodeTrust.enabled=false"]) if "node-trust" in str(d)]
 
 
 def test_an_existing_service_account_must_be_named_and_is_then_used_without_rbac() -> None:
@@ -284,5 +302,9 @@ def test_an_existing_service_account_must_be_named_and_is_then_used_without_rbac
     assert "serviceAccount.name is required when serviceAccount.create is false" in done.stderr
     existing = ["serviceAccount.create=false", "serviceAccount.name=mine", "rbac.create=false"]
     docs = chart.render(set_values=existing)
-    assert {d["kind"] for d in docs} == {"Deployment", "ClusterKopfPeering"}
+    assert {(d["kind"], d["metadata"]["name"]) for d in docs} == {
+        ("Deployment", "dockyard"),
+        ("ClusterKopfPeering", "dockyard"),
+        ("ServiceAccount", "dockyard-node-trust"),  # the agent's, not the operator's
+    }
     assert chart.only(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "mine"

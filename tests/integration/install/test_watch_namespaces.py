@@ -37,7 +37,7 @@ def scoped(control_plane: kube.ControlPlane, namespace: str) -> collections.abc.
     chart.helm("install", RELEASE, str(chart.CHART), "-n", home, "--set", values, config, timeout=180)
     try:
         docs = chart.render(release=RELEASE, namespace=home, set_values=[values])
-        account = chart.only(docs, "ServiceAccount")["metadata"]["name"]
+        account = chart.only(chart.operator_objects(docs), "ServiceAccount")["metadata"]["name"]
         token = control_plane.service_account_kubeconfig(namespace=home, name=account)
         yield {"home": home, "docs": docs, "account": account, "kubeconfig": token}
     finally:
