@@ -1,0 +1,369 @@
+"""Node trust for the whole installation: observe the agents, publish every registry's CA, per pass.
+
+One `sync()` call (made by every registry's reconcile pass, handing in that registry's `Source`, and after a
+registry is deleted):
+1. lists the registries, forgetting deleted ones and reading once any it has no `Source` for;
+2. observes the nodes: the DaemonSet's desired/ready/updated counts and every agent's report (the
+   `dockyard.dev/node-trust` annotation on its Pod);
+3. asks `rotation.plan` which CAs each registry publishes, aggregates (`aggregate`) and ensures the
+   ConfigMap and the DaemonSet in the operator's namespace (spec-hash: no write when nothing changed);
+4. returns, per registry, its hosts, the published fingerprints, its rotation plan and any problem, which the
+   reconciler turns into `status.nodeTrust` and the `NodeTrustReady` condition.
+The ConfigMap is a pure function of all registries' sources, so concurrent passes converge on the same
+content. The agent's ServiceAccount, Role and RoleBinding are static and ship with the chart
+(`builders.desired` renders them), so the operator needs no RBAC-granting rights.
+
+Must not: decide per-registry status wording (that is `rotation`), or call the API except through its client.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import pydantic
+
+from dockyard_operator import crypto, diff, kube, model, names
+from dockyard_operator.nodetrust import aggregate, builders, layout, rotation
+
+log = logging.getLogger(__name__)
+
+NEXT_CA_SUFFIX = "-ca-next"
+
+
+class Client(Protocol):
+    """The part of `kube.Kube` node trust uses."""
+
+    async def get(
+        self, *, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None: ...
+    async def list(
+        self,
+        *,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[dict[str, Any]]: ...
+    async def create(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def replace(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Source:
+    """One registry's node trust inputs: where nodes reach it and which CAs exist."""
+
+    hosts: tuple[str, ...]
+    current_pem: str | None
+    """The CA the registry's clients trust today (`<registry>-ca`, or `ca.crt` of a user's TLS Secret)."""
+    next_pem: str | None = None
+    """A staged next CA (`<registry>-ca-next`), during a rotation."""
+    server_issuer: str | None = None
+    """Fingerprint of whichever of the two CAs signed the live serving certificate."""
+    targets: tuple[layout.Target, ...] = layout.TARGETS
+    rolled_out: bool = True
+    """Whether every registry pod serves the certificate in the TLS Secret (see `rotation`)."""
+
+
+def source(
+    *,
+    spec: model.PrivateRegistrySpec,
+    name: str,
+    namespace: str,
+    service: Mapping[str, Any] | None,
+    current_pem: str | None,
+    next_pem: str | None,
+    server_cert_pem: str | None,
+    cluster_domain: str,
+    deployment: Mapping[str, Any] | None = None,
+) -> Source:
+    """Build a registry's `Source` from what its reconcile pass already holds (pure)."""
+    child_names = names.Names.of(name)
+    hosts = aggregate.default_hosts(
+        _exposure(spec, service, service_name=child_names.service, namespace=namespace,
+                  cluster_domain=cluster_domain),
+        extra=spec.node_trust.hostnames,
+    )  # fmt: skip
+    candidates: list[str] = []
+    for pem in (current_pem, next_pem):
+        try:
+            candidates.append(layout.split_pem(pem)[0] if pem else "")
+        except layout.LayoutError:
+            candidates.append("")
+    current, upcoming = candidates[0] or None, candidates[1] or None
+    return Source(
+        hosts=tuple(hosts),
+        current_pem=current,
+        next_pem=upcoming,
+        server_issuer=_issuer(server_cert_pem, [c for c in (current, upcoming) if c]),
+        targets=tuple(spec.node_trust.targets),
+        rolled_out=rolled_out(deployment),
+    )
+
+
+def rolled_out(deployment: Mapping[str, Any] | None) -> bool:
+    """True when the Deployment runs only pods of its current template, all available (or none wanted)."""
+    if deployment is None:
+        return False
+    want = int((deployment.get("spec") or {}).get("replicas", 1))
+    status = deployment.get("status") or {}
+    current = status.get("observedGeneration", 0) >= (deployment.get("metadata") or {}).get("generation", 0)
+    counts = (
+        status.get("updatedReplicas") or 0,
+        status.get("replicas") or 0,
+        status.get("availableReplicas") or 0,
+    )
+    return current and counts == (want, want, want)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryView:
+    """What one registry's status needs from a node trust pass."""
+
+    hosts: tuple[str, ...]
+    fingerprints: tuple[str, ...]
+    """Fingerprints of the CAs published for its hosts (two while a rotation is staged)."""
+    plan: rotation.Plan | None
+    problems: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    nodes: rotation.Nodes
+    registries: Mapping[tuple[str, str], RegistryView]
+    error: str | None = None
+    """Why publishing failed (missing namespace, forbidden), or None."""
+
+    def view(self, namespace: str, name: str) -> RegistryView | None:
+        return self.registries.get((namespace, name))
+
+
+def next_ca_secret(registry: str) -> str:
+    """The Secret holding a staged next CA (`ca.crt`, `ca.key`) of `registry`."""
+    return names.dns_label(registry, NEXT_CA_SUFFIX)
+
+
+def _decoded(secret: Mapping[str, Any] | None, key: str) -> str | None:
+    raw = ((secret or {}).get("data") or {}).get(key)
+    return base64.b64decode(raw).decode("utf-8", "replace") if raw else None
+
+
+Key = tuple[str, str]
+
+
+class NodeTrust:
+    """Publishes node trust for one operator installation (namespace, agent image).
+
+    Keeps the latest `Source` of every registry in memory: a reconcile pass hands in its own (it already
+    read everything), and a registry not seen since start-up is read once here, so a restarted operator
+    never publishes a partial ConfigMap (which would make nodes drop CAs of registries not reconciled yet).
+    """
+
+    def __init__(
+        self,
+        *,
+        client: Client,
+        namespace: str,
+        image: str,
+        cluster_domain: str = "cluster.local",
+        resync_seconds: float = 60.0,
+    ) -> None:
+        self._client = client
+        self._namespace = namespace
+        self._image = image
+        self._cluster_domain = cluster_domain
+        self._resync = resync_seconds
+        self._sources: dict[Key, Source | None] = {}
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    async def observe(self) -> rotation.Nodes:
+        ds = await self._client.get(
+            api_version="apps/v1", kind="DaemonSet", namespace=self._namespace, name=builders.NAME
+        )
+        status = (ds or {}).get("status") or {}
+        pods = await self._client.list(
+            api_version="v1", kind="Pod", namespace=self._namespace, labels=builders.SELECTOR
+        )
+        reports: list[layout.Report] = []
+        for pod in pods:
+            text = ((pod.get("metadata") or {}).get("annotations") or {}).get(layout.REPORT_ANNOTATION)
+            if text is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
+                continue
+            try:
+                reports.append(layout.Report.from_json(text))
+            except layout.LayoutError as exc:
+                log.warning("ignoring the report on Pod %s: %s", pod["metadata"].get("name"), exc)
+        return rotation.Nodes(
+            desired=int(status.get("desiredNumberScheduled") or 0),
+            ready=int(status.get("numberReady") or 0),
+            updated=int(status.get("updatedNumberScheduled") or 0),
+            reports=reports,
+        )
+
+    async def sync(self, *, key: Key | None = None, update: Source | None = None) -> Observation:
+        """Record `update` for registry `key` (None: it has node trust off), then publish everything."""
+        if key is not None:
+            self._sources[key] = update
+        present: set[Key] = set()
+        for body in await self._client.list(api_version=names.API_VERSION, kind=names.KIND):
+            meta = body.get("metadata") or {}
+            if meta.get("deletionTimestamp"):
+                continue  # a deleted registry's hosts leave the nodes
+            item = (str(meta.get("namespace")), str(meta.get("name")))
+            present.add(item)
+            if item not in self._sources:
+                self._sources[item] = await self._load(body)
+        for gone in set(self._sources) - present:
+            del self._sources[gone]
+        nodes = await self.observe()
+        views: dict[Key, RegistryView] = {}
+        contributions: list[aggregate.RegistryTrust] = []
+        for item, src in sorted(self._sources.items()):
+            if src is None:
+                continue
+            if src.current_pem is None:
+                views[item] = RegistryView(src.hosts, (), None, ("no CA to publish yet",))
+                continue
+            plan = rotation.plan(
+                current_pem=src.current_pem,
+                next_pem=src.next_pem,
+                server_issuer=src.server_issuer,
+                hosts=src.hosts,
+                nodes=nodes,
+                rolled_out=src.rolled_out,
+            )
+            views[item] = RegistryView(src.hosts, tuple(layout.fingerprint(p) for p in plan.publish), plan)
+            contributions.append(
+                aggregate.RegistryTrust(
+                    namespace=item[0],
+                    name=item[1],
+                    hosts=src.hosts,
+                    ca_pems=plan.publish,
+                    targets=src.targets,
+                )
+            )
+        merged = aggregate.aggregate(contributions)
+        for item, problems in merged.problems.items():
+            old = views[item]
+            views[item] = dataclasses.replace(old, problems=(*old.problems, *problems))
+        error = None
+        try:
+            for manifest in self._children(merged.data):
+                await self._ensure(manifest)
+        except kube.KubeError as exc:  # a missing or terminating namespace, RBAC, a conflict: next pass
+            error = f"cannot publish node trust in namespace {self._namespace}: {exc}"
+        return Observation(nodes=nodes, registries=views, error=error)
+
+    def _children(self, data: Mapping[str, str]) -> list[dict[str, Any]]:
+        return [
+            builders.configmap(namespace=self._namespace, data=data),
+            builders.daemonset(namespace=self._namespace, image=self._image, resync_seconds=self._resync),
+        ]
+
+    async def _load(self, body: Mapping[str, Any]) -> Source | None:
+        """Read a registry's Source from the API (a registry no reconcile pass has handed in yet)."""
+        meta = body["metadata"]
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        try:
+            spec = model.parse_spec(body.get("spec") or {})
+        except pydantic.ValidationError:
+            return None  # its own reconcile reports the invalid spec
+        if not spec.node_trust.enabled:
+            return None
+        child_names = names.Names.of(name)
+        if spec.tls.mode == "SelfSigned":
+            tls_name, ca_name = child_names.tls_secret, child_names.ca_secret
+        else:
+            tls_name = ca_name = spec.tls.secret_name or ""
+        tls = await self._secret(namespace, tls_name)
+        ca_secret = tls if ca_name == tls_name else await self._secret(namespace, ca_name)
+        upcoming = None
+        if spec.tls.mode == "SelfSigned":
+            upcoming = _decoded(await self._secret(namespace, next_ca_secret(name)), "ca.crt")
+        service = await self._client.get(
+            api_version="v1", kind="Service", namespace=namespace, name=child_names.service
+        )
+        deployment = await self._client.get(
+            api_version="apps/v1", kind="Deployment", namespace=namespace, name=child_names.deployment
+        )
+        return source(
+            spec=spec,
+            name=name,
+            namespace=namespace,
+            service=service,
+            current_pem=_decoded(ca_secret, "ca.crt"),
+            next_pem=upcoming,
+            server_cert_pem=_decoded(tls, "tls.crt"),
+            cluster_domain=self._cluster_domain,
+            deployment=deployment,
+        )
+
+    async def _secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._client.get(api_version="v1", kind="Secret", namespace=namespace, name=name)
+
+    async def _ensure(self, desired: dict[str, Any]) -> None:
+        want = diff.with_spec_hash(desired)
+        ref = {
+            "api_version": want["apiVersion"],
+            "kind": want["kind"],
+            "namespace": self._namespace,
+            "name": want["metadata"]["name"],
+        }
+        live = await self._client.get(**ref)
+        if live is None:
+            try:
+                await self._client.create(manifest=want)
+                return
+            except kube.AlreadyExists:
+                live = await self._client.get(**ref)
+                if live is None:
+                    raise kube.Conflict(f"{kube.describe(want)} appeared and vanished", status=409) from None
+        if diff.needs_update(want, live):
+            await self._client.replace(manifest=diff.replacement(want, live))
+
+
+def _issuer(cert_pem: str | None, candidates: Sequence[str]) -> str | None:
+    """Fingerprint of the candidate CA that signed the serving certificate, None if none did."""
+    if cert_pem is None:
+        return None
+    for candidate in candidates:
+        try:
+            if crypto.signed_by(cert_pem=cert_pem.encode(), ca_pem=candidate.encode()):
+                return layout.fingerprint(candidate)
+        except crypto.CryptoError:
+            return None
+    return None
+
+
+def _exposure(
+    spec: model.PrivateRegistrySpec,
+    service: Mapping[str, Any] | None,
+    *,
+    service_name: str,
+    namespace: str,
+    cluster_domain: str,
+) -> aggregate.Exposure:
+    live_spec = (service or {}).get("spec") or {}
+    node_port = spec.expose.node_port
+    for port in live_spec.get("ports") or []:
+        if port.get("nodePort"):
+            node_port = int(port["nodePort"])
+    ingress = ((service or {}).get("status") or {}).get("loadBalancer", {}).get("ingress") or []
+    addresses: Sequence[str] = [
+        str(i.get("ip") or i.get("hostname")) for i in ingress if i.get("ip") or i.get("hostname")
+    ]
+    return aggregate.Exposure(
+        service=service_name,
+        namespace=namespace,
+        cluster_domain=cluster_domain,
+        service_type=spec.expose.type,
+        node_port=node_port,
+        load_balancer=addresses,
+        ingress_host=spec.expose.ingress.host if spec.expose.ingress is not None else None,
+    )

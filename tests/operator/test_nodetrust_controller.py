@@ -1,0 +1,224 @@
+"""The node trust controller against an in-memory API: what it publishes and what it reports per registry.
+
+Covers:
+- sources: hosts from the spec and the live Service (allocated node port), the CA that signed the serving
+  certificate, `rolled_out` from Deployment status;
+- sync publishes one ConfigMap (every enabled registry's hosts) and the DaemonSet in the operator's namespace,
+  writes nothing when nothing changed, drops a deleted registry's hosts (also one marked for deletion) and
+  reads a registry it has no source for (after a restart) instead of publishing a partial ConfigMap;
+- node reports on the agent Pods are counted (a broken one ignored); a staged next CA is published beside
+  the current one while a node has not reported it;
+- a missing namespace is an error in the observation, not an exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from dockyard_operator import crypto, kube, model, names
+from dockyard_operator.nodetrust import builders, controller, layout, rotation
+
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+OP_NS = "dockyard-system"
+
+
+def keypair(name: str) -> crypto.KeyPair:
+    return crypto.new_ca(common_name=name, now=NOW, duration=datetime.timedelta(days=30))
+
+
+CA = keypair("current")
+NEXT = keypair("next")
+SERVER = crypto.issue_server_cert(
+    ca=CA, common_name="demo", dns_names=["localhost"], ip_addresses=[], now=NOW,
+    duration=datetime.timedelta(days=1),
+)  # fmt: skip
+
+
+class FakeApi:
+    """Stores dicts by (kind, namespace, name); records writes; namespaces can be missing."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.writes: list[tuple[str, str]] = []
+        self.missing_namespaces: set[str] = set()
+
+    def put(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        self.objects[(obj["kind"], meta.get("namespace", ""), meta["name"])] = copy.deepcopy(obj)
+
+    async def get(self, *, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(found) if found else None
+
+    async def list(
+        self,
+        *,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        return [
+            copy.deepcopy(o)
+            for (k, ns, _), o in sorted(self.objects.items())
+            if k == kind
+            and (namespace is None or ns == namespace)
+            and (labels or {}).items() <= (o["metadata"].get("labels") or {}).items()
+        ]
+
+    async def create(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        if manifest["metadata"]["namespace"] in self.missing_namespaces:
+            raise kube.NotFound(f"namespaces {manifest['metadata']['namespace']} not found", status=404)
+        self.writes.append(("create", manifest["kind"]))
+        self.put(dict(manifest))
+        return dict(manifest)
+
+    async def replace(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        self.writes.append(("replace", manifest["kind"]))
+        self.put(dict(manifest))
+        return dict(manifest)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def add_registry(api: FakeApi, name: str, *, spec: dict[str, Any], node_port: int | None = None) -> None:
+    api.put({"apiVersion": names.API_VERSION, "kind": names.KIND,
+             "metadata": {"name": name, "namespace": "team"}, "spec": spec})  # fmt: skip
+    n = names.Names.of(name)
+    api.put({"kind": "Secret", "metadata": {"name": n.ca_secret, "namespace": "team"},
+             "data": {"ca.crt": b64(CA.cert_pem), "ca.key": b64(CA.key_pem)}})  # fmt: skip
+    api.put({"kind": "Secret", "metadata": {"name": n.tls_secret, "namespace": "team"},
+             "data": {"ca.crt": b64(CA.cert_pem), "tls.crt": b64(SERVER.cert_pem)}})  # fmt: skip
+    ports = [{"name": "https", "port": 443, **({"nodePort": node_port} if node_port else {})}]
+    api.put({"kind": "Service", "metadata": {"name": n.service, "namespace": "team"},
+             "spec": {"type": spec.get("expose", {}).get("type", "ClusterIP"), "ports": ports}})  # fmt: skip
+
+
+def trust(api: FakeApi) -> controller.NodeTrust:
+    return controller.NodeTrust(client=api, namespace=OP_NS, image="operator:test")
+
+
+def published(api: FakeApi) -> layout.Desired:
+    return layout.decode(api.objects[("ConfigMap", OP_NS, builders.NAME)]["data"])
+
+
+NODEPORT = {"expose": {"type": "NodePort"}, "nodeTrust": {"enabled": True, "hostnames": ["reg.example"]}}
+
+
+async def test_sync_publishes_every_enabled_registrys_hosts_and_the_daemonset() -> None:
+    api = FakeApi()
+    add_registry(api, "demo", spec=NODEPORT, node_port=30500)
+    add_registry(api, "off", spec={"nodeTrust": {"enabled": False}})
+
+    observation = await trust(api).sync()
+
+    hosts = published(api).hosts
+    assert set(hosts) == {"demo.team.svc.cluster.local", "localhost:30500", "127.0.0.1:30500", "reg.example"}
+    assert layout.fingerprints(hosts["localhost:30500"][0]) == [
+        crypto.inspect(CA.cert_pem).fingerprint_sha256
+    ]
+    assert ("DaemonSet", OP_NS, builders.NAME) in api.objects
+    view = observation.view("team", "demo")
+    assert view is not None and view.plan is not None and view.plan.phase is rotation.Phase.STABLE
+    assert observation.view("team", "off") is None and observation.error is None
+
+
+async def test_a_second_sync_without_changes_writes_nothing() -> None:
+    api = FakeApi()
+    add_registry(api, "demo", spec=NODEPORT, node_port=30500)
+    nt = trust(api)
+    await nt.sync()
+    before = list(api.writes)
+
+    await nt.sync()
+
+    assert api.writes == before
+
+
+async def test_a_deleted_or_deleting_registry_leaves_the_configmap() -> None:
+    api = FakeApi()
+    add_registry(api, "demo", spec=NODEPORT, node_port=30500)
+    add_registry(api, "going", spec={"nodeTrust": {"enabled": True, "hostnames": ["going.example"]}})
+    nt = trust(api)
+    await nt.sync()
+    api.objects[(names.KIND, "team", "going")]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    del api.objects[(names.KIND, "team", "demo")]
+
+    await nt.sync()
+
+    assert published(api).hosts == {}
+
+
+async def test_a_handed_in_source_wins_over_what_is_read_and_unknown_registries_are_read() -> None:
+    api = FakeApi()
+    add_registry(api, "demo", spec=NODEPORT, node_port=30500)
+    add_registry(api, "other", spec={"nodeTrust": {"enabled": True, "hostnames": ["other.example"]}})
+    spec = model.parse_spec(NODEPORT)
+    src = controller.source(
+        spec=spec, name="demo", namespace="team", service=None, current_pem=CA.cert_pem.decode(),
+        next_pem=NEXT.cert_pem.decode(), server_cert_pem=SERVER.cert_pem.decode(),
+        cluster_domain="cluster.local",
+    )  # fmt: skip
+    ds = builders.daemonset(namespace=OP_NS, image="operator:test")
+    ds["status"] = {"desiredNumberScheduled": 1}  # one node, which has not reported the next CA
+    api.put(ds)
+
+    observation = await trust(api).sync(key=("team", "demo"), update=src)
+
+    hosts = published(api).hosts
+    assert "other.example" in hosts, "a registry without a handed-in source is read, not dropped"
+    assert "localhost:30500" not in hosts, "the handed-in source (no Service yet) is what counts"
+    view = observation.view("team", "demo")
+    assert view is not None and view.plan is not None and view.plan.phase is rotation.Phase.PUBLISHING
+    assert layout.fingerprints(hosts["reg.example"][0]) == [
+        crypto.inspect(CA.cert_pem).fingerprint_sha256,
+        crypto.inspect(NEXT.cert_pem).fingerprint_sha256,
+    ]
+
+
+async def test_agent_reports_and_daemonset_counts_are_observed() -> None:
+    api = FakeApi()
+    ds = builders.daemonset(namespace=OP_NS, image="x")
+    ds["status"] = {"desiredNumberScheduled": 2, "numberReady": 1, "updatedNumberScheduled": 2}
+    api.put(ds)
+    report = layout.Report(node="n1", applied="a", hosts={"h": ("FP",)})
+    for name, notes in (("a", {layout.REPORT_ANNOTATION: report.to_json()}), ("b", {}),
+                        ("c", {layout.REPORT_ANNOTATION: "{broken"})):  # fmt: skip
+        meta = {"name": name, "namespace": OP_NS, "labels": dict(builders.LABELS), "annotations": notes}
+        api.put({"kind": "Pod", "metadata": meta})
+
+    nodes = await trust(api).observe()
+
+    assert (nodes.desired, nodes.ready, nodes.updated) == (2, 1, 2)
+    assert nodes.reports == [report]
+
+
+async def test_a_missing_namespace_is_reported_not_raised() -> None:
+    api = FakeApi()
+    api.missing_namespaces.add(OP_NS)
+    add_registry(api, "demo", spec=NODEPORT, node_port=30500)
+
+    observation = await trust(api).sync()
+
+    assert observation.error is not None and "not found" in observation.error
+    assert observation.view("team", "demo") is not None
+
+
+def test_rolled_out_needs_every_replica_updated_and_available() -> None:
+    def deployment(**status: int) -> dict[str, Any]:
+        return {
+            "metadata": {"generation": 2},
+            "spec": {"replicas": 1},
+            "status": {"observedGeneration": 2, **status},
+        }
+
+    assert controller.rolled_out(deployment(updatedReplicas=1, replicas=1, availableReplicas=1))
+    assert not controller.rolled_out(deployment(updatedReplicas=1, replicas=2, availableReplicas=1))
+    assert not controller.rolled_out(deployment(updatedReplicas=1, replicas=1, availableReplicas=0))
+    assert not controller.rolled_out(None)
