@@ -3,15 +3,17 @@
 Owns: the throwaway PKI (CA, apiserver serving cert, admin client cert, ServiceAccount signing
 key), the three processes (started on free loopback ports, stopped by their own PIDs in reverse
 order), the admin kubeconfig, ServiceAccount token kubeconfigs (TokenRequest), a `kubectl`
-runner, the audit log reader and `eventually()`, the one bounded polling helper tests use
-instead of sleeps.
+runner, the audit log reader, the two jobs of the missing node components that tests play
+(`mark_pods_ready`, `provide_volume`), and `eventually()`, the one bounded polling helper tests
+use instead of sleeps.
 
 Must not: know anything about Dockyard (the operator fixture lives in the tests that need it),
 leave a process or a temp dir behind (also when startup fails halfway), download anything, or
 skip when a binary is missing (it raises with the command that builds it).
 
-There is no scheduler and no kubelet: Deployments get ReplicaSets and Pods (KCM), but Pods stay
-Pending forever, so tests that need "available" patch the Deployment status themselves.
+There is no scheduler, no kubelet and no volume provisioner: Deployments get ReplicaSets and
+Pods (KCM), but Pods stay Pending until a test marks them ready, and a claim binds only to a
+volume a test provides.
 """
 
 from __future__ import annotations
@@ -108,14 +110,18 @@ def eventually(
 
 
 def kubectl_binary() -> Path:
-    """The preinstalled kubectl closest to the apiserver (Cloud SDK's `kubectl.1.33`)."""
+    """The preinstalled kubectl closest to the apiserver: the Cloud SDK's `kubectl.1.33`.
+
+    It is two minors behind the 1.35 apiserver, outside kubectl's official skew of one, which
+    does not matter for the plain get/apply/patch/create-token verbs the tests use.
+    """
     env = os.environ.get("KUBECTL")
     if env:
         return Path(env)
     found = shutil.which("kubectl")
     if found is None:
         raise FileNotFoundError("kubectl is not on PATH (set KUBECTL to a kubectl >= 1.33)")
-    # PATH's kubectl is a dispatcher that needs a gcloud config; the versioned one beside it doesn't.
+    # PATH's kubectl is the Cloud SDK's version dispatcher; the versioned binaries sit beside it.
     versioned = Path(found).resolve().parent / "kubectl.1.33"
     return versioned if versioned.is_file() else Path(found)
 
@@ -124,8 +130,8 @@ def kubectl_binary() -> Path:
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
-    # P-256: kube-apiserver accepts it for serving, client and SA signing keys, and it is ~50x
-    # faster to generate than RSA-2048 on a busy 2-core machine.
+    # P-256: kube-apiserver accepts it for serving, client and SA signing keys, and it is far
+    # cheaper to generate than RSA-2048 on a busy 2-core machine.
     return ec.generate_private_key(ec.SECP256R1())
 
 
@@ -268,7 +274,8 @@ class Process:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
-                preexec_fn=_die_with_parent,  # pytest spawns from its main thread only
+                # PDEATHSIG follows the spawning *thread*; pytest spawns from its main thread.
+                preexec_fn=_die_with_parent,
             )
 
     @property
