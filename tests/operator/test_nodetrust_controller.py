@@ -6,6 +6,7 @@ Covers:
 - sync publishes one ConfigMap (every enabled registry's hosts) and the DaemonSet in the operator's namespace,
   writes nothing when nothing changed, drops a deleted registry's hosts (also one marked for deletion) and
   reads a registry it has no source for (after a restart) instead of publishing a partial ConfigMap;
+  `forget` publishes without a registry whose deletion is running; the last plan per registry is kept;
 - node reports on the agent Pods are counted (a broken one ignored); a staged next CA is published beside
   the current one while a node has not reported it;
 - a missing namespace is an error in the observation, not an exception.
@@ -222,3 +223,18 @@ def test_rolled_out_needs_every_replica_updated_and_available() -> None:
     assert not controller.rolled_out(deployment(updatedReplicas=1, replicas=2, availableReplicas=1))
     assert not controller.rolled_out(deployment(updatedReplicas=1, replicas=1, availableReplicas=0))
     assert not controller.rolled_out(None)
+
+
+async def test_forget_publishes_without_a_registry_being_deleted_and_plans_are_remembered() -> None:
+    api = FakeApi()
+    add_registry(api, "demo", spec=NODEPORT, node_port=30500)
+    nt = trust(api)
+    assert nt.plan_for("team", "demo") is None
+    await nt.sync()
+    plan = nt.plan_for("team", "demo")
+
+    await nt.forget("team", "demo")  # still listed (finalizers run before it disappears)
+
+    assert plan is not None and plan.phase is rotation.Phase.STABLE
+    assert published(api).hosts == {}
+    assert nt.plan_for("team", "demo") is None

@@ -18,6 +18,7 @@ Must not: decide per-registry status wording (that is `rotation`), or call the A
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import logging
@@ -177,6 +178,10 @@ class NodeTrust:
         self._cluster_domain = cluster_domain
         self._resync = resync_seconds
         self._sources: dict[Key, Source | None] = {}
+        self._last: Observation | None = None
+        # Passes of different registries run concurrently; publishing one ConfigMap from each at once would
+        # only produce write conflicts, so syncs queue (each is a handful of reads when nothing changed).
+        self._lock = asyncio.Lock()
 
     @property
     def namespace(self) -> str:
@@ -206,16 +211,33 @@ class NodeTrust:
             reports=reports,
         )
 
+    def plan_for(self, namespace: str, name: str) -> rotation.Plan | None:
+        """The rotation plan of the last sync for a registry (None before its first sync)."""
+        view = self._last.view(namespace, name) if self._last is not None else None
+        return view.plan if view is not None else None
+
+    async def forget(self, namespace: str, name: str) -> Observation:
+        """A registry is being deleted: publish without it."""
+        async with self._lock:
+            self._sources.pop((namespace, name), None)
+            return await self._sync(skip={(namespace, name)})
+
     async def sync(self, *, key: Key | None = None, update: Source | None = None) -> Observation:
         """Record `update` for registry `key` (None: it has node trust off), then publish everything."""
-        if key is not None:
-            self._sources[key] = update
+        async with self._lock:
+            if key is not None:
+                self._sources[key] = update
+            return await self._sync(skip=set())
+
+    async def _sync(self, *, skip: set[Key]) -> Observation:
         present: set[Key] = set()
         for body in await self._client.list(api_version=names.API_VERSION, kind=names.KIND):
             meta = body.get("metadata") or {}
             if meta.get("deletionTimestamp"):
                 continue  # a deleted registry's hosts leave the nodes
             item = (str(meta.get("namespace")), str(meta.get("name")))
+            if item in skip:
+                continue
             present.add(item)
             if item not in self._sources:
                 self._sources[item] = await self._load(body)
@@ -258,7 +280,8 @@ class NodeTrust:
                 await self._ensure(manifest)
         except kube.KubeError as exc:  # a missing or terminating namespace, RBAC, a conflict: next pass
             error = f"cannot publish node trust in namespace {self._namespace}: {exc}"
-        return Observation(nodes=nodes, registries=views, error=error)
+        self._last = Observation(nodes=nodes, registries=views, error=error)
+        return self._last
 
     def _children(self, data: Mapping[str, str]) -> list[dict[str, Any]]:
         return [
