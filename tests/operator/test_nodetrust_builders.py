@@ -117,3 +117,12 @@ def test_the_agents_role_only_reads_and_updates_pods_in_its_namespace() -> None:
 def test_the_configmap_carries_the_data_as_given() -> None:
     data = layout.encode({})
     assert builders.configmap(namespace=NS, data=data)["data"] == {}
+
+
+def test_the_next_ca_secret_is_named_after_the_registry_and_carries_the_pair() -> None:
+    secret = builders.next_ca_secret(registry="demo", cert_pem=b"CERT", key_pem=b"KEY")
+
+    assert secret["metadata"]["name"] == builders.next_ca_name("demo") == "demo-ca-next"
+    assert secret["metadata"]["labels"]["app.kubernetes.io/instance"] == "demo"
+    assert secret["data"] == {"ca.crt": "Q0VSVA==", "ca.key": "S0VZ"}
+    assert "namespace" not in secret["metadata"], "adopted into the registry's namespace by the caller"

@@ -80,8 +80,11 @@ class FakeApi:
 
     async def replace(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]:
         self.writes.append(("replace", manifest["kind"]))
-        self.put(dict(manifest))
-        return dict(manifest)
+        meta = manifest["metadata"]
+        live = self.objects.get((manifest["kind"], meta["namespace"], meta["name"])) or {}
+        stored = {**manifest, **({"status": live["status"]} if "status" in live else {})}  # status is kept
+        self.put(stored)
+        return stored
 
 
 def b64(data: bytes) -> str:
@@ -238,3 +241,32 @@ async def test_forget_publishes_without_a_registry_being_deleted_and_plans_are_r
     assert plan is not None and plan.phase is rotation.Phase.STABLE
     assert published(api).hosts == {}
     assert nt.plan_for("team", "demo") is None
+
+
+async def test_the_verdict_names_publish_failures_host_conflicts_and_counts_trusting_nodes() -> None:
+    api = FakeApi()
+    add_registry(api, "a", spec=NODEPORT, node_port=30500)
+    add_registry(api, "b", spec={"nodeTrust": {"enabled": True, "hostnames": ["reg.example"]}})
+    ds = builders.daemonset(namespace=OP_NS, image="operator:test")
+    ds["status"] = {"desiredNumberScheduled": 1}
+    api.put(ds)
+    nt = trust(api)
+    first = await nt.sync()
+    hosts = first.registries[("team", "a")].hosts
+    fp = crypto.inspect(CA.cert_pem).fingerprint_sha256
+    report = layout.Report(node="n1", applied="x", hosts={h: (fp,) for h in hosts})
+    notes = {layout.REPORT_ANNOTATION: report.to_json()}
+    meta = {"name": "agent", "namespace": OP_NS, "labels": dict(builders.LABELS), "annotations": notes}
+    api.put({"kind": "Pod", "metadata": meta})
+
+    second = await nt.sync()
+    api.missing_namespaces.add(OP_NS)
+    del api.objects[("ConfigMap", OP_NS, builders.NAME)]
+    third = await nt.sync()
+
+    a, b = second.verdict("team", "a"), second.verdict("team", "b")
+    assert a is not None and (a.ok, a.reason) == (True, "Installed") and second.trusted("team", "a") == 1
+    assert b is not None and (b.ok, b.reason) == (False, "NotPublished") and "reg.example" in b.message
+    assert second.verdict("team", "unknown") is None
+    failed = third.verdict("team", "a")
+    assert failed is not None and failed.reason == "PublishFailed"

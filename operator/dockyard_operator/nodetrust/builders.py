@@ -18,9 +18,11 @@ Must not: perform I/O, read the clock or depend on kopf/lightkube.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dockyard_operator import names
 from dockyard_operator.nodetrust import layout
 
 NAME = "dockyard-node-trust"
@@ -149,6 +151,28 @@ def role_binding(*, namespace: str) -> dict[str, Any]:
         "metadata": _metadata(namespace),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
         "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}],
+    }
+
+
+NEXT_CA_SUFFIX = "-ca-next"
+
+
+def next_ca_name(registry: str) -> str:
+    """The Secret holding a registry's staged next CA (`ca.crt`, `ca.key`) during a rotation."""
+    return names.dns_label(registry, NEXT_CA_SUFFIX)
+
+
+def next_ca_secret(*, registry: str, cert_pem: bytes, key_pem: bytes) -> dict[str, Any]:
+    """The staged next CA Secret, in the registry's namespace (the caller adopts it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": next_ca_name(registry), "labels": names.labels(registry, component="ca-next")},
+        "type": "Opaque",
+        "data": {
+            "ca.crt": base64.b64encode(cert_pem).decode(),
+            "ca.key": base64.b64encode(key_pem).decode(),
+        },
     }
 
 

@@ -32,8 +32,6 @@ from dockyard_operator.nodetrust import aggregate, builders, layout, rotation
 
 log = logging.getLogger(__name__)
 
-NEXT_CA_SUFFIX = "-ca-next"
-
 
 class Client(Protocol):
     """The part of `kube.Kube` node trust uses."""
@@ -61,7 +59,7 @@ class Source:
     current_pem: str | None
     """The CA the registry's clients trust today (`<registry>-ca`, or `ca.crt` of a user's TLS Secret)."""
     next_pem: str | None = None
-    """A staged next CA (`<registry>-ca-next`), during a rotation."""
+    """A staged next CA (`builders.next_ca_name`), during a rotation."""
     server_issuer: str | None = None
     """Fingerprint of whichever of the two CAs signed the live serving certificate."""
     targets: tuple[layout.Target, ...] = layout.TARGETS
@@ -141,10 +139,25 @@ class Observation:
     def view(self, namespace: str, name: str) -> RegistryView | None:
         return self.registries.get((namespace, name))
 
+    def verdict(self, namespace: str, name: str) -> rotation.Verdict | None:
+        """`NodeTrustReady` for one registry (None when it does not use node trust)."""
+        view = self.view(namespace, name)
+        if view is None:
+            return None
+        if self.error is not None:
+            return rotation.Verdict(False, "PublishFailed", self.error)
+        if view.problems:
+            return rotation.Verdict(False, "NotPublished", "; ".join(view.problems))
+        return rotation.readiness(nodes=self.nodes, hosts=view.hosts, fingerprints=view.fingerprints)
 
-def next_ca_secret(registry: str) -> str:
-    """The Secret holding a staged next CA (`ca.crt`, `ca.key`) of `registry`."""
-    return names.dns_label(registry, NEXT_CA_SUFFIX)
+    def trusted(self, namespace: str, name: str) -> int:
+        """Nodes that trust every published CA of the registry for every one of its hosts."""
+        view = self.view(namespace, name)
+        if view is None or not view.fingerprints:
+            return 0
+        return min(
+            rotation.trusting(self.nodes, hosts=view.hosts, fingerprint=fp) for fp in view.fingerprints
+        )
 
 
 def _decoded(secret: Mapping[str, Any] | None, key: str) -> str | None:
@@ -308,7 +321,7 @@ class NodeTrust:
         ca_secret = tls if ca_name == tls_name else await self._secret(namespace, ca_name)
         upcoming = None
         if spec.tls.mode == "SelfSigned":
-            upcoming = _decoded(await self._secret(namespace, next_ca_secret(name)), "ca.crt")
+            upcoming = _decoded(await self._secret(namespace, builders.next_ca_name(name)), "ca.crt")
         service = await self._client.get(
             api_version="v1", kind="Service", namespace=namespace, name=child_names.service
         )
