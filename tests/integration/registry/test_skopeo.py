@@ -9,6 +9,7 @@ Covers:
   manifest is not, and the layers of the remaining image still pull;
 - Docker schema2 (`--format v2s2`): stored and served byte for byte with its own media type;
 - a multi-platform OCI index (`--all`): the index and both images round-trip with identical digests;
+- zstd-compressed layers keep their media type and pull back;
 - a client that does not trust the CA is refused (TLS really is verified), and a wrong password
   is refused with an authentication error.
 """
@@ -268,3 +269,26 @@ def test_skopeo_copies_a_multi_platform_index_with_all_its_images_and_back(
         assert (tmp_path / "back" / "blobs" / "sha256" / img.layers[0].blob.digest[7:]).read_bytes() == (
             img.layers[0].blob.data
         )
+
+
+def test_skopeo_pushes_zstd_layers_and_the_registry_keeps_their_media_type(
+    registry: harness.Registry,
+    admin: harness.Credentials,
+    client: harness.Client,
+    cert_dir: Path,
+    tmp_path: Path,
+) -> None:
+    img = images.random_image(label="skopeo-zstd", layer_count=2)
+    layout = images.write_layout(directory=tmp_path / "src", tag="src", img=img)
+    ref = f"{registry.address}/skopeo/zstd:v1"
+
+    skopeo("copy", "--quiet", "--dest-compress", "--dest-compress-format", "zstd", f"oci:{layout}:src",
+           f"docker://{ref}", "--dest-cert-dir", str(cert_dir), "--dest-creds", admin.colon())  # fmt: skip
+    back = pull(ref=ref, into=tmp_path / "back", cert_dir=cert_dir, creds=admin)
+
+    stored = json.loads(client.get_manifest("skopeo/zstd", "v1").body)
+    assert {layer["mediaType"] for layer in stored["layers"]} == {
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    }
+    assert back.config_digest == img.config.digest
+    assert back.layer_digests == [layer["digest"] for layer in stored["layers"]]
