@@ -28,6 +28,7 @@ from dockyard_registry.storage import base
 
 _UPLOAD_ID_RE = re.compile(r"^[a-f0-9]{32}$")
 _READ_CHUNK = 1 << 20
+_BATCH = 1 << 20  # bytes handed to a worker thread at a time while an upload streams in
 
 
 class StoreError(Exception):
@@ -263,14 +264,33 @@ class Store:
         before = state.hasher.copy()
         writer = self.driver.open_writer(data_path)
         received = 0
+        # Hashing and writing a batch runs in a worker thread (hashlib releases the GIL) while the event
+        # loop receives the next one: uploads use a second core and never stall other requests. One batch
+        # in flight per upload keeps the bytes in order; at most two batches are in memory.
+        batch: list[bytes] = []
+        batched = 0
+        in_flight: asyncio.Future[None] | None = None
+        loop = asyncio.get_running_loop()
         try:
             async for chunk in body:
-                state.hasher.update(chunk)
-                writer.write(chunk)
+                batch.append(chunk)
+                batched += len(chunk)
                 received += len(chunk)
+                if batched >= _BATCH:
+                    if in_flight is not None:
+                        await in_flight
+                    in_flight = loop.run_in_executor(None, _consume, state.hasher, writer, batch)
+                    batch, batched = [], 0
+            if in_flight is not None:
+                await in_flight
+                in_flight = None
+            _consume(state.hasher, writer, batch)  # the tail is small: no thread hop
             if length is not None and received != length:
                 raise SizeMismatchError(f"expected {length} bytes, received {received}")
         except BaseException:
+            if in_flight is not None:
+                # Never truncate under a worker that is still writing.
+                await asyncio.wait({in_flight})
             writer.truncate(size)
             writer.close()
             state.hasher, state.offset = before, size
@@ -460,3 +480,10 @@ def _media_type_of(data: bytes) -> str:
     if isinstance(doc, dict) and "manifests" in doc:
         return manifests.OCI_INDEX
     return manifests.OCI_MANIFEST
+
+
+def _consume(hasher: digest.Hasher, writer: base.Writer, chunks: list[bytes]) -> None:
+    """Hash and write one batch of an upload, in order (runs in a worker thread for large bodies)."""
+    for chunk in chunks:
+        hasher.update(chunk)
+        writer.write(chunk)

@@ -6,7 +6,8 @@ identical content pushed to two repositories is stored once (deduplicated) and l
 are stored as the exact bytes with their media type; a referrer entry is written for a subject and
 removed with its manifest; the catalog only lists directories that are repositories; and a finished
 upload leaves no session behind; a damaged tag file reads as an unknown manifest; a revision link
-emptied by a power loss still serves the right media type.
+emptied by a power loss still serves the right media type; a multi-MiB body (hashed and written by a
+worker thread in batches) failing midway is rolled back once the worker is done.
 """
 
 from __future__ import annotations
@@ -127,3 +128,24 @@ async def test_a_revision_link_emptied_by_a_power_loss_still_serves_the_right_me
     result = st.put_manifest("r", "v1", data=index, content_type=None)
     driver.put(paths.revision_link("r", result.digest), b"")  # what ENTRY durability may leave after a crash
     assert st.get_manifest("r", "v1").media_type == "application/vnd.oci.image.index.v1+json"
+
+
+async def test_a_multi_mib_body_failing_midway_is_rolled_back_after_the_worker_finishes(
+    driver: base.Driver,
+) -> None:
+    st = store.Store(driver)
+    upload = st.start_upload("r")
+    await st.write_chunk("r", upload, body=chunks(b"k" * 1000))
+    mib = b"m" * (1 << 20)
+
+    async def failing() -> AsyncIterator[bytes]:
+        for _ in range(3):  # several batches go to the worker thread before the failure
+            yield mib
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await st.write_chunk("r", upload, body=failing())
+    assert st.upload_size("r", upload) == 1000
+    await st.write_chunk("r", upload, body=chunks(mib, mib, b"tail"))
+    expected = b"k" * 1000 + mib + mib + b"tail"
+    assert await st.finish_upload("r", upload, dgst=digest.of_bytes(expected)) == len(expected)
