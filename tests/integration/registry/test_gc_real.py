@@ -12,7 +12,9 @@ Covers:
 - gc with its default grace period keeps the blobs of a push in progress (blobs pushed, manifest
   not yet) and an open upload session, which can then be completed;
 - gc SIGKILLed in the middle of its sweep: running it again finishes the job, fsck is clean and the
-  kept image still pulls.
+  kept image still pulls;
+- gc (default grace) run over and over while three skopeo pushes are under way: every push succeeds
+  and pulls back, fsck is clean.
 """
 
 from __future__ import annotations
@@ -195,3 +197,43 @@ def test_gc_killed_mid_sweep_is_finished_by_the_next_run_and_leaves_a_clean_data
         ref=f"{reg.address}/gc/keep:v1", into=tmp_path / "back", cert_dir=cert_dir, creds=ADMIN
     )
     assert back.manifest_digest == kept.digest
+
+
+def test_gc_running_over_and_over_during_real_pushes_never_breaks_them(
+    reg: harness.Registry, tmp_path: Path
+) -> None:
+    cert_dir = harness.ca_dir(ca_file=reg.ca, into=tmp_path / "certs")
+    imgs = [
+        images.random_image(label=f"pushed-during-gc-{n}", layer_count=4, layer_size=1024 * 1024)
+        for n in range(3)
+    ]
+    pushers = []
+    for n, img in enumerate(imgs):
+        layout = images.write_layout(directory=tmp_path / f"src{n}", tag="src", img=img)
+        pushers.append(
+            subprocess.Popen(
+                [
+                    harness.require_binary("skopeo"), "copy", "--quiet", f"oci:{layout}:src",
+                    f"docker://{reg.address}/gc/busy:v{n}",
+                    "--dest-cert-dir", str(cert_dir), "--dest-creds", ADMIN.colon(),
+                ],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            )
+        )  # fmt: skip
+    runs = 0
+    # gc with its default grace period, again and again until every push is done (at least twice).
+    while runs < 2 or any(p.poll() is None for p in pushers):
+        swept = harness.run_cli("gc", "--data-dir", str(reg.data_dir))
+        assert swept.returncode == 0, swept.stderr
+        runs += 1
+    for p in pushers:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+
+    for n, img in enumerate(imgs):
+        back = skopeo_pull(
+            ref=f"{reg.address}/gc/busy:v{n}", into=tmp_path / f"back{n}", cert_dir=cert_dir, creds=ADMIN
+        )
+        assert back.manifest_digest == img.digest
+    fsck = harness.run_cli("fsck", "--data-dir", str(reg.data_dir))
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
