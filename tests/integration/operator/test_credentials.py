@@ -2,7 +2,8 @@
 
 Covers:
 - changing a password Secret rehashes that user only (the new password verifies, the old one
-  does not, other users keep their hashes) and changes the pod template so pods roll;
+  does not, other users keep their hashes) and changes the pod template so pods roll; rotating
+  back to the earlier password works too;
 - a reference to a missing Secret (or a missing key) makes Ready False with a message naming
   it, posts an Event naming it, and leaves the existing children untouched; creating the Secret
   then completes the reconcile;
@@ -12,6 +13,7 @@ Covers:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import lightkube
@@ -55,6 +57,14 @@ def demo(kube_client: lightkube.Client, namespace: str, operator: Operator) -> A
 def _htpasswd(client: lightkube.Client, namespace: str) -> apache.HtpasswdFile:
     data = cluster.secret_data(client.get(core.Secret, N.htpasswd_secret, namespace=namespace))
     return apache.HtpasswdFile.from_string(data["htpasswd"])
+
+
+def _only_password(client: lightkube.Client, namespace: str, password: str) -> bool:
+    htpasswd = _htpasswd(client, namespace)
+    others = {PASSWORDS["alice"], NEW_ALICE} - {password}
+    return bool(htpasswd.check_password("alice", password)) and not any(
+        htpasswd.check_password("alice", other) for other in others
+    )
 
 
 def _template_annotations(client: lightkube.Client, namespace: str) -> dict[str, str]:
@@ -201,3 +211,20 @@ def test_no_password_appears_in_events_status_children_or_the_operator_log(
         for where, text in [("events", events), ("registry", registry), ("children", children), ("log", log)]:
             assert password not in text, f"a password appears in the {where}"
         assert password.encode() not in htpasswd["htpasswd"] + htpasswd["access.yaml"]
+
+
+def test_rotating_back_to_an_earlier_password_works(
+    kube_client: lightkube.Client, namespace: str, demo: Any
+) -> None:
+    for password in (NEW_ALICE, PASSWORDS["alice"]):
+        kube_client.patch(
+            core.Secret,
+            "alice-password",
+            {"stringData": {"password": password}},
+            namespace=namespace,
+            patch_type=MERGE,
+        )
+        kube.eventually(
+            functools.partial(_only_password, kube_client, namespace, password),
+            what="alice's current password, and only it, in the htpasswd Secret",
+        )
