@@ -17,7 +17,9 @@ Covers:
 - podman pulls through nginx (unpacking every layer nginx served from disk), pushes a copy and
   pulls that back with the same image ID;
 - `docker login` through nginx (on this machine's non-loopback address, CA in certs.d) succeeds with
-  the right password and is refused as unauthorized with a wrong one.
+  the right password and is refused as unauthorized with a wrong one;
+- while the registry process is down, nginx answers a retryable 502/503/504 with an OCI error body,
+  and recovers when the registry is back (last in the module: it restarts the shared registry).
 """
 
 from __future__ import annotations
@@ -232,3 +234,25 @@ def test_podman_pulls_through_nginx_and_pushes_back(
     image_id = podman("image", "inspect", "--format", "{{.Id}}", f"{front.address}/pod/podman-copy:v1").stdout
 
     assert f"sha256:{image_id.strip()}" == img.config.digest
+
+
+def test_while_the_registry_restarts_nginx_answers_a_retryable_oci_error_then_recovers(front: Front) -> None:
+    """The registry container can restart (crash, OOM, liveness probe) while nginx keeps serving.
+
+    Clients must then see a retryable status (the spec: retry on 502/503/504, other 5xx are terminal)
+    with an OCI error body, not nginx's HTML 500 page; and everything works again once it is back.
+    """
+    front.registry.stop()
+    try:
+        answers = [
+            front.client(ADMIN).request("GET", "/v2/"),
+            front.client(None).request("GET", "/v2/pod/app/manifests/v1"),
+            front.client(ADMIN).request("GET", f"/v2/pod/app/blobs/sha256:{'a' * 64}"),
+        ]
+    finally:
+        front.registry.start()
+
+    for resp in answers:
+        assert resp.status in (502, 503, 504), resp.describe()
+        assert resp.header("Content-Type") == "application/json" and resp.error_codes(), resp.describe()
+    assert front.client(ADMIN).request("GET", "/v2/").status == 200
