@@ -14,6 +14,8 @@ Covers:
   whose bytes (served by nginx, not the registry) and Docker-Content-Digest are right;
 - an unauthenticated request gets one Basic challenge naming the registry's realm; a pull-only user
   can pull but skopeo's push is denied;
+- a 96 MiB blob PUT through nginx in one streamed request (no 413, no buffering limit) and read back
+  byte-exact;
 - podman pulls through nginx (unpacking every layer nginx served from disk), pushes a copy and
   pulls that back with the same image ID;
 - `docker login` through nginx (on this machine's non-loopback address, CA in certs.d) succeeds with
@@ -25,6 +27,7 @@ Covers:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import shutil
 import signal
@@ -46,6 +49,7 @@ from tests.integration.registry.test_skopeo import skopeo
 
 pytestmark = pytest.mark.integration
 
+MIB = 1024 * 1024
 ADMIN = harness.Credentials("pod-admin", harness.new_password())
 PULLER = harness.Credentials("pod-reader", harness.new_password())
 REALM = "pod-registry"
@@ -234,6 +238,37 @@ def test_podman_pulls_through_nginx_and_pushes_back(
     image_id = podman("image", "inspect", "--format", "{{.Id}}", f"{front.address}/pod/podman-copy:v1").stdout
 
     assert f"sha256:{image_id.strip()}" == img.config.digest
+
+
+def test_a_big_blob_streams_through_nginx_both_ways(front: Front) -> None:
+    """No 413 and no size limit (client_max_body_size 0, request buffering off), sendfile on the way back."""
+    client = front.client(ADMIN)
+    size, seed = 96 * MIB, os.urandom(MIB)
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(size // MIB):
+            yield i.to_bytes(8, "big") + seed[8:]
+
+    hasher = hashlib.sha256()
+    for chunk in chunks():
+        hasher.update(chunk)
+    digest = f"sha256:{hasher.hexdigest()}"
+
+    started = client.request("POST", "/v2/pod/big/blobs/uploads/")
+    assert started.status == 202, started.describe()
+    location = harness.upload_path(started)
+    sep = "&" if "?" in location else "?"
+    done = client.upload_stream(
+        "PUT",
+        f"{location}{sep}digest={digest}",
+        chunks=chunks(),
+        length=size,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert done.status == 201, done.describe()
+    resp, got_digest, got_size = client.download_digest(f"/v2/pod/big/blobs/{digest}")
+
+    assert resp.status == 200 and got_size == size and got_digest == digest, resp.describe()
 
 
 def test_while_the_registry_restarts_nginx_answers_a_retryable_oci_error_then_recovers(front: Front) -> None:
