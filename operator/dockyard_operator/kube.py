@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import httpx2 as httpx
-from lightkube import ApiError, AsyncClient, codecs, generic_resource
+from lightkube import ALL_NS, ApiError, AsyncClient, codecs, generic_resource
 from lightkube.core.resource import NamespacedResource
 from lightkube.resources import apps_v1, core_v1, networking_v1
 from lightkube.types import PatchType
@@ -44,6 +44,13 @@ RBAC_RULES: Final[list[dict[str, list[str]]]] = [
         "verbs": ["get", "list", "watch", "create", "update", "delete"],
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    # Node trust (in the operator's namespace): the DaemonSet, and its agents' reports on their Pods.
+    {
+        "apiGroups": ["apps"],
+        "resources": ["daemonsets"],
+        "verbs": ["get", "list", "watch", "create", "update"],
+    },
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
 ]
 # What kopf itself uses (docs/deployment-rbac.yaml): scanning CRDs and namespaces, its events, and peering
 # objects (only when not run with --standalone).
@@ -72,6 +79,8 @@ _RESOURCES: Final[dict[tuple[str, str], type[NamespacedResource]]] = {
     ("v1", "Service"): core_v1.Service,
     ("v1", "PersistentVolumeClaim"): core_v1.PersistentVolumeClaim,
     ("apps/v1", "Deployment"): apps_v1.Deployment,
+    ("apps/v1", "DaemonSet"): apps_v1.DaemonSet,
+    ("v1", "Pod"): core_v1.Pod,
     ("networking.k8s.io/v1", "Ingress"): networking_v1.Ingress,
     (names.API_VERSION, names.KIND): PrivateRegistry,
 }
@@ -182,6 +191,29 @@ class Kube:
         except NotFound:
             return None
         return _to_dict(obj)
+
+    async def list(
+        self,
+        *,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every object of a kind in `namespace` (all namespaces when None), optionally selected by labels."""
+        res = resource_for(api_version, kind)
+        where = namespace if namespace is not None else ALL_NS
+
+        async def collect() -> list[dict[str, Any]]:
+            return [
+                _to_dict(obj)
+                async for obj in self._client.list(
+                    res, namespace=where, labels=dict(labels) if labels else None
+                )
+            ]
+
+        result: list[dict[str, Any]] = await self._call(collect(), verb="list", what=f"{kind} in {where}")
+        return result
 
     async def create(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]:
         obj = codecs.from_dict(dict(manifest))

@@ -415,13 +415,28 @@ class CertificateStatus(_Model):
     """IP addresses in the certificate."""
 
 
+class NodeTrustStatus(_Model):
+    """Which nodes' container runtimes trust this registry's CA."""
+
+    hosts: list[str] | None = None
+    """host[:port] names published to the nodes."""
+    desired: int | None = None
+    """Nodes that should run the node trust agent."""
+    ready: int | None = None
+    """Agents that are ready."""
+    trusting: int | None = None
+    """Nodes whose runtimes trust every published CA for every host."""
+    ca_fingerprint_on_nodes: list[str] | None = None
+    """SHA-256 fingerprints of the published CAs that every node has installed."""
+
+
 class PrivateRegistryStatus(_Model):
     """Observed state, written by the operator."""
 
     observed_generation: int | None = None
     """The metadata.generation the operator last reconciled."""
     conditions: list[Condition] | None = None
-    """Ready, Progressing, Degraded, CertificateReady and StorageReady."""
+    """Ready, Progressing, Degraded, CertificateReady, StorageReady (and NodeTrustReady)."""
     endpoint: str | None = None
     """host:port clients use to reach the registry."""
     ca: CaStatus | None = None
@@ -432,6 +447,8 @@ class PrivateRegistryStatus(_Model):
     """Desired registry pods."""
     ready_replicas: int | None = None
     """Registry pods that are ready."""
+    node_trust: NodeTrustStatus | None = None
+    """Node trust of the CA (only with spec.nodeTrust.enabled)."""
 
 
 def parse_spec(spec: dict[str, Any]) -> PrivateRegistrySpec:

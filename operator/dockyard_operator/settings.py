@@ -37,6 +37,13 @@ class Settings:
     field_manager: str = "dockyard-operator"
     """DOCKYARD_FIELD_MANAGER: the fieldManager recorded on every write."""
 
+    namespace: str = "dockyard-system"
+    """DOCKYARD_NAMESPACE (else POD_NAMESPACE): the operator's own namespace, home of the node trust
+    ConfigMap and DaemonSet."""
+
+    node_trust_image: str = "ghcr.io/dockyard-dev/dockyard-operator:0.1.0"
+    """DOCKYARD_NODE_TRUST_IMAGE: image of the node trust agent (it runs this package's agent module)."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -57,4 +64,6 @@ class Settings:
             bcrypt_rounds=rounds,
             cluster_domain=env.get("DOCKYARD_CLUSTER_DOMAIN", defaults.cluster_domain),
             field_manager=env.get("DOCKYARD_FIELD_MANAGER", defaults.field_manager),
+            namespace=env.get("DOCKYARD_NAMESPACE") or env.get("POD_NAMESPACE") or defaults.namespace,
+            node_trust_image=env.get("DOCKYARD_NODE_TRUST_IMAGE", defaults.node_trust_image),
         )

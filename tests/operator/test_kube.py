@@ -60,4 +60,4 @@ def test_every_child_kind_has_an_api_resource() -> None:
 
 def test_an_unknown_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="does not manage"):
-        kube.resource_for("v1", "Pod")
+        kube.resource_for("v1", "Node")
