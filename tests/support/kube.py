@@ -331,6 +331,7 @@ class ControlPlane:
         self.api_port = tests.support.free_port()
         self.server = f"https://127.0.0.1:{self.api_port}"
         self.processes: list[Process] = []
+        self._apiserver_argv: list[str] = []
 
     @property
     def pki(self) -> Path:
@@ -442,8 +443,20 @@ class ControlPlane:
         if not self.with_controller_manager:
             # Without KCM no `default` ServiceAccount is ever created and Pods would be refused.
             argv.append("--disable-admission-plugins=ServiceAccount")
+        self._apiserver_argv = argv
         apiserver = self._spawn("kube-apiserver", argv)
         self._wait_http(apiserver, f"{self.server}/readyz", tls=True)
+
+    def restart_apiserver(self) -> None:
+        """Stop kube-apiserver (SIGTERM) and start it again on the same port and etcd.
+
+        Clients see their watches and connections break, as in an upgrade of the control plane.
+        """
+        (old,) = [process for process in self.processes if process.name == "kube-apiserver"]
+        old.stop()
+        new = Process(name="kube-apiserver", argv=self._apiserver_argv, log=old.log)
+        self.processes[self.processes.index(old)] = new
+        self._wait_http(new, f"{self.server}/readyz", tls=True)
 
     def _start_controller_manager(self) -> None:
         kcm = self._spawn(

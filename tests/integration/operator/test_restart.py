@@ -7,7 +7,9 @@ Covers:
   `python -m dockyard_operator` entry point the image runs;
 - nothing is rewritten on a restart when nothing changed: children keep their resourceVersion;
 - a registry deleted while the operator was down (held by kopf's finalizer) is released and its
-  children collected when it returns.
+  children collected when it returns;
+- the operator survives a kube-apiserver restart and keeps reacting to new registries and to
+  deleted children (its watches reconnect).
 
 The session's operator is stopped for these tests and restarted (as `kopf run`) at the end.
 """
@@ -155,3 +157,20 @@ def test_a_registry_deleted_while_the_operator_was_down_goes_away_when_it_return
         timeout=90,
         what="its Deployment to be garbage-collected",
     )
+
+
+def test_the_operator_keeps_reconciling_across_an_api_server_restart(
+    control_plane: kube.ControlPlane, kube_client: lightkube.Client, namespace: str, operator: Operator
+) -> None:
+    cluster.create_registry(kube_client, namespace=namespace, name="before")
+    cluster.wait_child(kube_client, apps.Deployment, names.Names.of("before").deployment, namespace)
+
+    control_plane.restart_apiserver()
+
+    operator.check_alive()
+    cluster.create_registry(kube_client, namespace=namespace, name="after")
+    cluster.wait_child(
+        kube_client, apps.Deployment, names.Names.of("after").deployment, namespace, timeout=120
+    )
+    kube_client.delete(core.Service, names.Names.of("before").service, namespace=namespace)
+    cluster.wait_child(kube_client, core.Service, names.Names.of("before").service, namespace, timeout=120)
