@@ -22,6 +22,7 @@ from typing import Any
 import kopf
 
 from dockyard_operator import kube, names, reconcile, settings
+from dockyard_operator.nodetrust import controller
 
 SETTINGS = settings.Settings.from_env()
 _CHILD_LABELS = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
@@ -42,9 +43,15 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 30
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per API request drowns the rest
-    memo.reconciler = reconcile.Reconciler(
-        client=kube.Kube.connect(field_manager=SETTINGS.field_manager), config=SETTINGS
+    client = kube.Kube.connect(field_manager=SETTINGS.field_manager)
+    trust = controller.NodeTrust(
+        client=client,
+        namespace=SETTINGS.namespace,
+        image=SETTINGS.node_trust_image,
+        cluster_domain=SETTINGS.cluster_domain,
+        resync_seconds=SETTINGS.resync_seconds,
     )
+    memo.reconciler = reconcile.Reconciler(client=client, config=SETTINGS, node_trust=trust)
 
 
 @kopf.on.cleanup()
@@ -72,6 +79,15 @@ async def _run(memo: Any, *, namespace: str | None, name: str) -> None:
 @kopf.on.update(names.GROUP, names.VERSION, names.PLURAL)
 async def reconcile_registry(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     await _run(memo, namespace=namespace, name=name)
+
+
+@kopf.on.delete(names.GROUP, names.VERSION, names.PLURAL, optional=True)
+async def registry_deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Withdraw the registry's CA from the nodes; its children go by garbage collection."""
+    try:
+        await memo.reconciler.forget(body=body)
+    except kube.KubeError as exc:
+        raise kopf.TemporaryError(str(exc), delay=10) from None
 
 
 @kopf.timer(

@@ -34,6 +34,7 @@ import pydantic
 
 from dockyard_operator import builders, conditions, crypto, diff, kube, model, names, policies, settings
 from dockyard_operator.builders import htpasswd_secret, inputs
+from dockyard_operator.nodetrust import controller, rotation
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,11 @@ class _Pass:
     ca_status: model.CaStatus | None = None
     cert_status: model.CertificateStatus | None = None
     retry_after: float | None = None
+    ca_pem: bytes | None = None
+    """The CA clients should trust (for node trust), when one is known."""
+    server_cert_pem: bytes | None = None
+    node_trust: model.NodeTrustStatus | None = None
+    node_trust_verdict: policies.Verdict | None = None
     reused_key_material: set[str] = dataclasses.field(default_factory=set)
     """Secrets whose key material this pass read instead of generating: never recreated from memory."""
 
@@ -109,6 +115,7 @@ class Reconciler:
         config: settings.Settings,
         clock: Clock = utc_now,
         cache_key: bytes | None = None,
+        node_trust: controller.NodeTrust | None = None,
     ) -> None:
         self._kube = client
         self._settings = config
@@ -120,6 +127,7 @@ class Reconciler:
         # process, so the tags are useless to anyone reading memory dumps without it).
         self._cache_key = cache_key if cache_key is not None else secrets.token_bytes(32)
         self._verified: dict[tuple[str, str, str], tuple[bytes, str]] = {}
+        self._node_trust = node_trust
 
     async def close(self) -> None:
         """Stop taking passes, let running ones finish (bounded), then close the client."""
@@ -212,6 +220,7 @@ class Reconciler:
         if spec.expose.ingress is None:
             await self._remove_ingress(namespace=namespace, child_names=child_names, owner=owner, state=state)
 
+        await self._sync_node_trust(body=body, spec=spec, applied=applied, state=state)
         status = self._status(
             body=body,
             spec=spec,
@@ -277,6 +286,75 @@ class Reconciler:
                 state.degraded.append(Problem("ApplyFailed", str(exc)))
                 state.retry_after = 5.0
         return applied
+
+    # ---------------------------------------------------------------------------------- node trust
+
+    async def forget(self, *, body: Mapping[str, Any]) -> None:
+        """A registry is being deleted: the nodes stop trusting its CA for its hosts (if they did)."""
+        meta = body.get("metadata") or {}
+        used = ((body.get("spec") or {}).get("nodeTrust") or {}).get("enabled") or (
+            (body.get("status") or {}).get("nodeTrust")
+        )
+        if self._node_trust is not None and not self._closed and used:
+            await self._node_trust.forget(str(meta.get("namespace")), str(meta.get("name")))
+
+    async def _sync_node_trust(
+        self,
+        *,
+        body: Mapping[str, Any],
+        spec: model.PrivateRegistrySpec,
+        applied: Mapping[str, Mapping[str, Any]],
+        state: _Pass,
+    ) -> None:
+        """Hand this registry's CA and hosts to node trust and record what the nodes report.
+
+        Registries without node trust cost nothing here, except one pass after it was switched off, which
+        withdraws their CA from the nodes. (Staged CA rotation is not wired into this pass yet: the CA
+        published is always the current one.)
+        """
+        if self._node_trust is None:
+            return
+        enabled = spec.node_trust.enabled
+        if not enabled and not (body.get("status") or {}).get("nodeTrust"):
+            return
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        update = None
+        if enabled:
+            update = controller.source(
+                spec=spec,
+                name=name,
+                namespace=namespace,
+                service=applied.get("Service"),
+                current_pem=state.ca_pem.decode() if state.ca_pem else None,
+                next_pem=None,
+                server_cert_pem=state.server_cert_pem.decode() if state.server_cert_pem else None,
+                cluster_domain=self._settings.cluster_domain,
+                deployment=applied.get("Deployment"),
+            )
+        try:
+            observed = await self._node_trust.sync(key=(namespace, name), update=update)
+        except kube.KubeError as exc:
+            if enabled:
+                state.node_trust_verdict = policies.Verdict(False, "PublishFailed", str(exc))
+            return
+        view = observed.view(namespace, name)
+        verdict = observed.verdict(namespace, name)
+        if not enabled or view is None or verdict is None:
+            return
+        state.node_trust_verdict = policies.Verdict(verdict.ok, verdict.reason, verdict.message)
+        state.node_trust = model.NodeTrustStatus(
+            hosts=list(view.hosts),
+            desired=observed.nodes.desired,
+            ready=observed.nodes.ready,
+            trusting=observed.trusted(namespace, name),
+            ca_fingerprint_on_nodes=[
+                fp
+                for fp in view.fingerprints
+                if observed.nodes.desired
+                and rotation.everywhere(observed.nodes, hosts=view.hosts, fingerprint=fp)
+            ],
+        )
 
     # ------------------------------------------------------------------------------------ material
 
@@ -379,8 +457,10 @@ class Reconciler:
             existing = tls_data or {}
             if existing.get("ca.crt"):
                 state.ca_status = _ca_status(existing["ca.crt"], child_names.tls_secret)
+                state.ca_pem = existing["ca.crt"]
             if existing.get("tls.crt"):
                 state.cert_status = _cert_status(existing["tls.crt"], child_names.tls_secret)
+                state.server_cert_pem = existing["tls.crt"]
             return {
                 "tls_secret_name": child_names.tls_secret,
                 # The same digest a normal pass computes for this material: the pods must not roll.
@@ -450,6 +530,7 @@ class Reconciler:
             state.certificate = policies.Verdict(True, "Valid", f"valid until {info.not_after.isoformat()}")
         state.ca_status = _ca_status(ca.cert_pem, child_names.tls_secret)
         state.cert_status = _cert_status(server.cert_pem, child_names.tls_secret)
+        state.ca_pem, state.server_cert_pem = ca.cert_pem, server.cert_pem
         return {
             "tls_secret_name": child_names.tls_secret,
             "tls_digest": _tls_digest(server.cert_pem, server.key_pem, ca.cert_pem),
@@ -468,9 +549,11 @@ class Reconciler:
         assert data is not None
         state.certificate = verdict
         state.cert_status = _cert_status(data["tls.crt"], secret_name)
+        state.server_cert_pem = data["tls.crt"]
         if data.get("ca.crt"):
             try:
                 state.ca_status = _ca_status(data["ca.crt"], secret_name)
+                state.ca_pem = data["ca.crt"]
             except crypto.CryptoError:
                 state.ca_status = None
         return {
@@ -614,6 +697,11 @@ class Reconciler:
                 state.certificate.message,
             )
         put(conditions.STORAGE_READY, storage.ok, storage.reason, storage.message)
+        if state.node_trust_verdict is not None:
+            verdict = state.node_trust_verdict
+            put(conditions.NODE_TRUST_READY, verdict.ok, verdict.reason, verdict.message)
+        elif not spec.node_trust.enabled:
+            conds = [c for c in conds if c.type != conditions.NODE_TRUST_READY]
 
         dep_status = (deployment or {}).get("status") or {}
         return model.PrivateRegistryStatus(
@@ -624,6 +712,7 @@ class Reconciler:
             certificate=state.cert_status,
             replicas=spec.replicas,
             ready_replicas=dep_status.get("readyReplicas") or 0,
+            node_trust=state.node_trust,
         )
 
     async def _report_blocked(
@@ -685,6 +774,9 @@ class Reconciler:
     ) -> None:
         meta = body["metadata"]
         rendered = status.model_dump(by_alias=True, exclude_none=True, mode="json")
+        patch = dict(rendered)
+        if "nodeTrust" not in rendered and (body.get("status") or {}).get("nodeTrust"):
+            patch["nodeTrust"] = None  # a merge patch only removes what it names
         involved = {
             "apiVersion": names.API_VERSION,
             "kind": names.KIND,
@@ -714,7 +806,7 @@ class Reconciler:
         if rendered != _comparable_status(body.get("status") or {}):
             try:
                 await self._kube.patch_registry_status(
-                    namespace=meta["namespace"], name=meta["name"], status=rendered
+                    namespace=meta["namespace"], name=meta["name"], status=patch
                 )
             except kube.NotFound:
                 return  # deleted during the pass: no status to write, no one to tell

@@ -70,6 +70,26 @@ class FakeKube:
         found = self.objects.get((kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
+    async def list(
+        self,
+        *,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        self._check("list", kind)
+        found = []
+        for (k, ns, _), obj in sorted(self.objects.items()):
+            have = obj.get("metadata", {}).get("labels") or {}
+            if (
+                k == kind
+                and namespace in (None, ns)
+                and all(have.get(a) == b for a, b in (labels or {}).items())
+            ):
+                found.append(copy.deepcopy(obj))
+        return found
+
     async def create(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]:
         self._check("create", manifest["kind"])
         if self.terminating:
