@@ -304,6 +304,8 @@ class PodRunner:
         if Path(command[0]).name == "nginx" and os.geteuid() == 0:
             argv = _nginx_as_root(argv)
         env = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1", **self.base_env}
+        if os.environ.get("PYTHONPATH"):  # the checkout under test, when it is not the installed one
+            env.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
         env.update(self._env(spec))
         return Container(
             name=name,
