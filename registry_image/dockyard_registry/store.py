@@ -32,6 +32,8 @@ _BATCH = 1 << 20  # bytes handed to a worker thread at a time while an upload st
 
 
 class StoreError(Exception):
+    """A domain failure; `detail` is what the client may be told about it (digest, tag, name)."""
+
     detail: Any = None
 
     def __init__(self, message: str, *, detail: Any = None) -> None:
@@ -103,6 +105,9 @@ class _HashState:
 
 
 class Store:
+    """One registry's content over one driver. Safe for one event loop (per-upload asyncio locks) plus
+    the worker threads it starts itself; gc/fsck may run in another process at the same time."""
+
     def __init__(self, driver: base.Driver, *, clock: Callable[[], float] = time.time) -> None:
         self.driver = driver
         self._clock = clock

@@ -1,8 +1,9 @@
 """Filesystem storage driver: the production driver.
 
-Owns: mapping relative paths under a root directory to files, with crash-safe commits (temp file, fsync,
-rename, fsync of the directory). Must not: accept paths that escape the root (a guard rejects `..`,
-absolute paths and empty components even though `paths.py` never produces them).
+Owns: mapping relative paths under a root directory to files, with atomic writes (temp file, rename) and
+the fsyncs each durability level asks for (FULL: file and directory; ENTRY: directory; NONE: none;
+`commit` always syncs the file and its new directory). Must not: accept paths that escape the root (a
+guard rejects `..`, absolute paths and empty components even though `paths.py` never produces them).
 """
 
 from __future__ import annotations
