@@ -49,6 +49,7 @@ import tests.support
 T = TypeVar("T")
 
 START_TIMEOUT = 90.0
+START_ATTEMPTS = 3
 STOP_GRACE = 10.0
 SERVICE_CIDR = "10.0.0.0/24"
 # Controllers the tests rely on: ownerReference GC, Deployment -> ReplicaSet -> Pod, namespace
@@ -349,12 +350,23 @@ class ControlPlane:
     # context manager ------------------------------------------------------------------------
 
     def __enter__(self) -> ControlPlane:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self.start()
+            except ControlPlaneError as exc:
+                self.stop()
+                # A free port picked earlier can be taken by another process before our component
+                # binds it (other test sessions share the machine): pick new ports and start over.
+                if "address already in use" not in str(exc) or attempt == START_ATTEMPTS:
+                    raise
+                self.api_port = tests.support.free_port()
+                self.server = f"https://127.0.0.1:{self.api_port}"
+            except BaseException:
+                self.stop()
+                raise
+            else:
+                return self
+        raise AssertionError("unreachable")
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

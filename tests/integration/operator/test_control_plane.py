@@ -9,14 +9,16 @@ Covers:
 - playing the kubelet (marking Pods ready) makes a Deployment Available through KCM, and a
   PersistentVolume the test provides is bound to a matching claim, and a deleted claim does not
   hang on its protection finalizer;
-- stopping (also after a startup that failed halfway) leaves no process and no temp dir, and a
-  missing binary fails (not skips) with the command that builds it.
+- stopping (also after a startup that failed halfway) leaves no process and no temp dir, a
+  missing binary fails (not skips) with the command that builds it, and a port taken between
+  picking and binding it is replaced by another.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import lightkube
@@ -281,3 +283,15 @@ def test_a_missing_binary_fails_with_the_command_that_builds_it(
         pytest.fail("the control plane started without binaries")
 
     assert plane.workdir == Path()  # nothing was created on disk
+
+
+def test_a_port_taken_before_the_api_server_binds_it_is_replaced_by_another() -> None:
+    plane = kube.ControlPlane(with_controller_manager=False)
+    taken = plane.api_port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+
+        with plane:
+            assert plane.api_port != taken
+            assert plane.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
