@@ -6,7 +6,7 @@ Range (206, suffix, clipped, 416), blob DELETE and per-repository visibility; ma
 digest (`?tag=` -> OCI-Tag), GET/HEAD by tag and digest with exact bytes and headers, Accept
 negotiation for indexes, DELETE of tags and manifests; tags/list and _catalog with n/last pagination
 and Link headers; the referrers API with OCI-Subject and artifactType filtering; --no-delete; and
-X-Accel-Redirect answers.
+X-Accel-Redirect answers; concurrent pushes of the same content (stored once, linked everywhere).
 """
 
 from __future__ import annotations
@@ -396,3 +396,20 @@ async def test_large_blobs_stream_whole_and_small_ones_are_answered_in_one_read(
         assert resp.headers["Content-Length"] == str(size)
         assert resp.headers["Docker-Content-Digest"] == dgst
         assert await resp.read() == data
+
+
+async def test_concurrent_pushes_of_the_same_content_store_it_once_and_link_it_everywhere(
+    registry: Registry,
+) -> None:
+    import asyncio
+
+    data = b"popular layer" * 1000
+    repos = [f"team/app{i}" for i in range(10)]
+    pushed = await asyncio.gather(*(registry.push_blob(repo, data) for repo in repos))
+    assert set(pushed) == {sha256(data)}
+    digest_hex = sha256(data).split(":")[1]
+    assert registry.store.driver.list(f"blobs/sha256/{digest_hex[:2]}") == [digest_hex]
+    for repo in repos:
+        resp = await registry.client.get(f"/v2/{repo}/blobs/{sha256(data)}")
+        assert await resp.read() == data
+    assert registry.store.driver.list("uploads") == []
