@@ -30,8 +30,14 @@ RBAC_RULES: Final[list[dict[str, list[str]]]] = [
     {"apiGroups": [names.GROUP], "resources": [f"{names.PLURAL}/finalizers"], "verbs": ["update"]},
     {
         "apiGroups": [""],
-        "resources": ["secrets", "configmaps", "services", "persistentvolumeclaims"],
+        "resources": ["configmaps", "services", "persistentvolumeclaims"],
         "verbs": ["get", "list", "watch", "create", "update"],
+    },
+    # delete: only the staged next-CA Secret, once a CA rotation has promoted it.
+    {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "verbs": ["get", "list", "watch", "create", "update", "delete"],
     },
     {
         "apiGroups": ["apps"],

@@ -94,8 +94,13 @@ def server_cert_verdict(
     ip_addresses: list[str],
     now: datetime.datetime,
     renew_before: datetime.timedelta,
+    ca_bundle: bytes | None = None,
 ) -> Verdict:
-    """Whether the current serving certificate can stay (`ok`) or why it must be (re)issued."""
+    """Whether the current serving certificate can stay (`ok`) or why it must be (re)issued.
+
+    `ca_pem` is the CA that must have signed it; `ca_bundle` what `ca.crt` must hold (default: `ca_pem`;
+    during a CA rotation both CAs).
+    """
     if tls_secret is None or not tls_secret.get("tls.crt") or not tls_secret.get("tls.key"):
         return Verdict(False, "Missing", "no serving certificate yet")
     cert, key = tls_secret["tls.crt"], tls_secret["tls.key"]
@@ -107,7 +112,7 @@ def server_cert_verdict(
             return Verdict(False, "NotSignedByCA", "the serving certificate was not issued by the current CA")
     except crypto.CryptoError as exc:
         return Verdict(False, "Unparseable", f"the serving certificate is unusable: {exc}")
-    if tls_secret.get("ca.crt") != ca_pem:
+    if tls_secret.get("ca.crt") != (ca_bundle if ca_bundle is not None else ca_pem):
         return Verdict(False, "CABundleOutdated", "ca.crt in the TLS Secret is not the current CA")
     if sorted(info.dns_names) != sorted(dns_names) or sorted(info.ip_addresses) != sorted(ip_addresses):
         return Verdict(

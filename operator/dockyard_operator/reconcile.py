@@ -34,12 +34,15 @@ import pydantic
 
 from dockyard_operator import builders, conditions, crypto, diff, kube, model, names, policies, settings
 from dockyard_operator.builders import htpasswd_secret, inputs
-from dockyard_operator.nodetrust import controller, rotation
+from dockyard_operator.nodetrust import builders as nt_builders
+from dockyard_operator.nodetrust import controller, layout, rotation
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime.datetime]
 _NEEDS_ALL_CHILDREN = {"Deployment"}
+ROTATE_CA = f"{names.GROUP}/rotate-ca"
+"""Annotation requesting a staged CA rotation (any new value); on the CA Secret: the request it satisfies."""
 _DRAIN_SECONDS = 10.0  # how long shutdown waits for running passes
 
 
@@ -94,7 +97,21 @@ class _Pass:
     node_trust: model.NodeTrustStatus | None = None
     node_trust_verdict: policies.Verdict | None = None
     reused_key_material: set[str] = dataclasses.field(default_factory=set)
+    next_ca_pem: bytes | None = None
+    """A staged next CA (rotation in progress), published to nodes beside the current one."""
+    retire_next_ca: str | None = None
+    """The staged next-CA Secret to delete once the promoted CA is written."""
     """Secrets whose key material this pass read instead of generating: never recreated from memory."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Staged:
+    """The CAs of one pass: the current one, the one that signs the serving certificate, the bundle."""
+
+    ca: crypto.KeyPair
+    signer: crypto.KeyPair
+    bundle: bytes
+    handled: str | None
 
 
 class _NotOurs(Exception):
@@ -200,7 +217,13 @@ class Reconciler:
                 spec=spec, namespace=namespace, child_names=child_names, owner=owner
             )
             tls_fields = await self._tls(
-                spec=spec, namespace=namespace, child_names=child_names, owner=owner, now=now, state=state
+                spec=spec,
+                namespace=namespace,
+                child_names=child_names,
+                owner=owner,
+                now=now,
+                state=state,
+                requested_rotation=(meta.get("annotations") or {}).get(ROTATE_CA),
             )
         except _Blocked as blocked:
             return await self._report_blocked(body, previous, blocked.problems, now=now, state=state)
@@ -217,6 +240,11 @@ class Reconciler:
             **tls_fields,
         )
         applied = await self._apply(desired_inputs, owner=owner, state=state)
+        if state.retire_next_ca and not state.degraded:
+            # The promoted CA is in <name>-ca now; only then may the staged copy go.
+            await self._kube.delete(
+                api_version="v1", kind="Secret", namespace=namespace, name=state.retire_next_ca
+            )
         if spec.expose.ingress is None:
             await self._remove_ingress(namespace=namespace, child_names=child_names, owner=owner, state=state)
 
@@ -309,8 +337,8 @@ class Reconciler:
         """Hand this registry's CA and hosts to node trust and record what the nodes report.
 
         Registries without node trust cost nothing here, except one pass after it was switched off, which
-        withdraws their CA from the nodes. (Staged CA rotation is not wired into this pass yet: the CA
-        published is always the current one.)
+        withdraws their CA from the nodes. During a staged rotation the next CA is handed in beside the
+        current one; the plan this sync computes drives the next pass (`_staged_rotation`).
         """
         if self._node_trust is None:
             return
@@ -327,7 +355,7 @@ class Reconciler:
                 namespace=namespace,
                 service=applied.get("Service"),
                 current_pem=state.ca_pem.decode() if state.ca_pem else None,
-                next_pem=None,
+                next_pem=state.next_ca_pem.decode() if state.next_ca_pem else None,
                 server_cert_pem=state.server_cert_pem.decode() if state.server_cert_pem else None,
                 cluster_domain=self._settings.cluster_domain,
                 deployment=applied.get("Deployment"),
@@ -356,6 +384,74 @@ class Reconciler:
             ],
         )
 
+    async def _staged_rotation(
+        self,
+        *,
+        spec: model.PrivateRegistrySpec,
+        owner: inputs.Owner,
+        ca: crypto.KeyPair,
+        handled: str | None,
+        requested: str | None,
+        now: datetime.datetime,
+        state: _Pass,
+    ) -> _Staged:
+        """Staged CA rotation, driven by node trust (see `nodetrust.rotation`).
+
+        A new value of the `dockyard.dev/rotate-ca` annotation creates a next CA in `<name>-ca-next`; node
+        trust publishes it beside the current one; once every node trusts it the serving certificate is
+        reissued from it; once every pod serves that certificate it is promoted into `<name>-ca` (recording
+        the request it satisfied) and the staged Secret is deleted. Clients get `ca.crt` with both CAs
+        meanwhile. Without node trust there is nobody to stage for: the request waits.
+        """
+        stable = _Staged(ca=ca, signer=ca, bundle=ca.cert_pem, handled=handled)
+        if self._node_trust is None or not spec.node_trust.enabled:
+            return stable
+        next_name = nt_builders.next_ca_name(owner.name)
+        staged_object = await self._own_secret_object(owner=owner, name=next_name)
+        data = _decode(staged_object)
+        staged = crypto.KeyPair(data["ca.crt"], data["ca.key"]) if data and "ca.key" in data else None
+        staged_for = ((staged_object or {}).get("metadata", {}).get("annotations") or {}).get(ROTATE_CA)
+        if staged is not None and layout.fingerprint(staged.cert_pem.decode()) == layout.fingerprint(
+            ca.cert_pem.decode()
+        ):
+            # Promoted on an earlier pass that stopped before deleting the staged copy.
+            state.retire_next_ca = next_name
+            return stable
+        if staged is None:
+            if not requested or requested == handled:
+                return stable
+            staged = await asyncio.to_thread(
+                crypto.new_ca,
+                common_name=f"Dockyard CA {owner.namespace}/{owner.name} ({requested})"[:64],
+                now=now,
+                duration=model.parse_duration(spec.tls.ca_duration),
+            )
+            manifest = nt_builders.next_ca_secret(
+                registry=owner.name, cert_pem=staged.cert_pem, key_pem=staged.key_pem
+            )
+            manifest["metadata"]["annotations"] = {ROTATE_CA: requested}
+            staged_for = requested
+            await self._ensure(builders.adopt(manifest, owner=owner), owner=owner, state=state)
+            state.events.append(
+                ("Normal", "CARotationStarted", f"staged a next CA for rotation {requested!r}")
+            )
+        else:
+            state.reused_key_material.add(next_name)
+        plan = self._node_trust.plan_for(owner.namespace, owner.name)
+        staged_pem = staged.cert_pem.decode()
+        publishes_staged = plan is not None and any(
+            layout.fingerprint(pem) == layout.fingerprint(staged_pem) for pem in plan.publish
+        )
+        if plan is not None and publishes_staged and plan.promote:
+            state.retire_next_ca = next_name
+            state.events.append(
+                ("Normal", "CARotated", "the next CA is now the CA; the previous one is retired")
+            )
+            return _Staged(ca=staged, signer=staged, bundle=staged.cert_pem, handled=staged_for or requested)
+        state.next_ca_pem = staged.cert_pem
+        signer = staged if plan is not None and publishes_staged and plan.serve_with_next else ca
+        return _Staged(ca=ca, signer=signer, bundle=ca.cert_pem + staged.cert_pem, handled=handled)
+
     # ------------------------------------------------------------------------------------ material
 
     async def _own_secret(self, *, owner: inputs.Owner, name: str) -> dict[str, bytes] | None:
@@ -364,13 +460,16 @@ class Reconciler:
         Someone else's Secret of that name blocks the pass: its key material must neither be used (a foreign
         CA signing our certificate) nor overwritten.
         """
+        return _decode(await self._own_secret_object(owner=owner, name=name))
+
+    async def _own_secret_object(self, *, owner: inputs.Owner, name: str) -> dict[str, Any] | None:
         live = await self._kube.get(api_version="v1", kind="Secret", namespace=owner.namespace, name=name)
         if live is None:
             return None
         verdict = policies.ownership_verdict(live, owner_uid=owner.uid, registry=owner.name)
         if not verdict.ok:
             raise _Blocked([Problem(verdict.reason, verdict.message)])
-        return _decode(live)
+        return live
 
     async def _secret(self, *, namespace: str, name: str) -> dict[str, bytes] | None:
         return _decode(await self._kube.get(api_version="v1", kind="Secret", namespace=namespace, name=name))
@@ -443,11 +542,13 @@ class Reconciler:
         owner: inputs.Owner,
         now: datetime.datetime,
         state: _Pass,
+        requested_rotation: str | None = None,
     ) -> dict[str, Any]:
         """The TLS-related `Inputs` fields, issuing or renewing certificates as the policies say."""
         if spec.tls.mode == "Secret":
             return await self._byo_tls(spec=spec, namespace=namespace, now=now, state=state)
-        ca_data = await self._own_secret(owner=owner, name=child_names.ca_secret)
+        ca_object = await self._own_secret_object(owner=owner, name=child_names.ca_secret)
+        ca_data = _decode(ca_object)
         tls_data = await self._own_secret(owner=owner, name=child_names.tls_secret)
         action, verdict = policies.ca_action(ca_secret=ca_data, tls_secret=tls_data)
         if action is policies.CaAction.REFUSE:
@@ -482,6 +583,20 @@ class Reconciler:
             assert ca_data is not None
             ca = crypto.KeyPair(ca_data["ca.crt"], ca_data["ca.key"])
             state.reused_key_material.add(child_names.ca_secret)
+        handled = ((ca_object or {}).get("metadata", {}).get("annotations") or {}).get(ROTATE_CA)
+        if action is policies.CaAction.CREATE:
+            handled = requested_rotation  # a request older than the CA is already satisfied by it
+        staged = await self._staged_rotation(
+            spec=spec,
+            owner=owner,
+            ca=ca,
+            handled=handled,
+            requested=requested_rotation,
+            now=now,
+            state=state,
+        )
+        ca, signer, bundle = staged.ca, staged.signer, staged.bundle
+        ca_annotations = {ROTATE_CA: staged.handled} if staged.handled else {}
         dns, ips = policies.desired_sans(
             spec=spec,
             child_names=child_names,
@@ -490,7 +605,8 @@ class Reconciler:
         )
         verdict = policies.server_cert_verdict(
             tls_secret=tls_data,
-            ca_pem=ca.cert_pem,
+            ca_pem=signer.cert_pem,
+            ca_bundle=bundle,
             dns_names=dns,
             ip_addresses=ips,
             now=now,
@@ -503,7 +619,7 @@ class Reconciler:
         else:
             server = await asyncio.to_thread(
                 crypto.issue_server_cert,
-                ca=ca,
+                ca=signer,
                 common_name=dns[0],
                 dns_names=dns,
                 ip_addresses=ips,
@@ -533,9 +649,10 @@ class Reconciler:
         state.ca_pem, state.server_cert_pem = ca.cert_pem, server.cert_pem
         return {
             "tls_secret_name": child_names.tls_secret,
-            "tls_digest": _tls_digest(server.cert_pem, server.key_pem, ca.cert_pem),
-            "tls": inputs.TlsMaterial(cert_pem=server.cert_pem, key_pem=server.key_pem, ca_pem=ca.cert_pem),
+            "tls_digest": _tls_digest(server.cert_pem, server.key_pem, bundle),
+            "tls": inputs.TlsMaterial(cert_pem=server.cert_pem, key_pem=server.key_pem, ca_pem=bundle),
             "ca": ca,
+            "ca_annotations": ca_annotations,
         }
 
     async def _byo_tls(

@@ -7,7 +7,11 @@ Covers:
   agents report, and True once every node reports the CA for every host;
 - switching node trust off withdraws the CA, removes `status.nodeTrust` (an explicit null in the patch) and
   the condition; deleting the registry withdraws it too, and deleting one that never used node trust does
-  nothing.
+  nothing;
+- staged CA rotation (`dockyard.dev/rotate-ca`): the next CA is staged and published beside the current one,
+  `ca.crt` carries both, the serving certificate switches only once every node trusts the next CA, the CA is
+  promoted (and the staged Secret deleted) only once the Deployment serves the new certificate, and the same
+  request never rotates twice; without node trust, or when the request predates the CA, nothing rotates.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from dockyard_operator import names, reconcile, settings
+from dockyard_operator import crypto, names, reconcile, settings
 from dockyard_operator.nodetrust import builders, controller, layout
 from tests.operator import fakes
 
@@ -135,3 +139,103 @@ async def test_deleting_a_registry_withdraws_its_ca_from_the_nodes(
     api.remove(names.KIND, "demo")
     await reconciler.forget(body=body)
     assert not any(v.strip() for k, v in published(api).items() if not k.startswith("_"))
+
+
+def _serve_nodes(api: fakes.FakeKube, fingerprints: list[str]) -> None:
+    """One node whose agent reports `fingerprints` for every published host."""
+    daemonset = api.obj("DaemonSet", builders.NAME, TRUST_NS)
+    daemonset["status"] = {"desiredNumberScheduled": 1, "numberReady": 1, "updatedNumberScheduled": 1}
+    hosts = status(api)["nodeTrust"]["hosts"]
+    report = layout.Report(node="node-1", applied="v", hosts={h: tuple(fingerprints) for h in hosts})
+    api.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "agent-1",
+                "namespace": TRUST_NS,
+                "labels": dict(builders.SELECTOR),
+                "annotations": {layout.REPORT_ANNOTATION: report.to_json()},
+            },
+        }
+    )
+
+
+def _tls(api: fakes.FakeKube) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) for k, v in api.obj("Secret", N.tls_secret)["data"].items()}
+
+
+def _rolled_out(api: fakes.FakeKube) -> None:
+    deployment = api.obj("Deployment", N.deployment)
+    deployment["status"] = {
+        "observedGeneration": deployment["metadata"]["generation"],
+        "replicas": 1,
+        "updatedReplicas": 1,
+        "availableReplicas": 1,
+        "readyReplicas": 1,
+    }
+
+
+async def test_a_ca_rotation_is_staged_through_the_nodes_and_never_serves_an_untrusted_certificate(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    api.put(fakes.registry(spec={"nodeTrust": {"enabled": True}}))
+    await run(reconciler)
+    old_pem = _ca_pem(api)
+    old_fp = layout.fingerprint(old_pem)
+    _serve_nodes(api, [old_fp])
+    _rolled_out(api)
+    await run(reconciler)
+    assert condition(api, "NodeTrustReady")["status"] == "True"  # type: ignore[index]
+
+    api.obj(names.KIND, "demo")["metadata"]["annotations"] = {"dockyard.dev/rotate-ca": "r1"}
+    await run(reconciler)  # stages the next CA
+    next_name = builders.next_ca_name("demo")
+    assert api.has("Secret", next_name)
+    new_pem = base64.b64decode(api.obj("Secret", next_name)["data"]["ca.crt"]).decode()
+    new_fp = layout.fingerprint(new_pem)
+    await run(reconciler)  # node trust publishes both
+    assert layout.fingerprints(_tls(api)["ca.crt"].decode()) == [old_fp, new_fp]  # clients may trust either
+    assert crypto.signed_by(cert_pem=_tls(api)["tls.crt"], ca_pem=old_pem.encode())  # nodes lack the new CA
+    await run(reconciler)
+    assert crypto.signed_by(cert_pem=_tls(api)["tls.crt"], ca_pem=old_pem.encode())
+
+    _serve_nodes(api, [old_fp, new_fp])  # every node now trusts both
+    for _ in range(2):
+        await run(reconciler)
+    assert crypto.signed_by(cert_pem=_tls(api)["tls.crt"], ca_pem=new_pem.encode())  # switched
+    assert _ca_pem(api) == old_pem  # not promoted before the pods serve the new certificate
+
+    _rolled_out(api)
+    for _ in range(3):
+        await run(reconciler)
+    assert _ca_pem(api) == new_pem  # promoted
+    assert not api.has("Secret", next_name)
+    assert layout.fingerprints(_tls(api)["ca.crt"].decode()) == [new_fp]
+    assert api.obj("Secret", N.ca_secret)["metadata"]["annotations"]["dockyard.dev/rotate-ca"] == "r1"
+    writes = len(api.child_writes())
+    await run(reconciler)
+    assert not api.has("Secret", next_name)  # the same request does not rotate again
+    assert [w for w in api.child_writes()[writes:] if w[1] == "Secret" and w[2] == next_name] == []
+
+
+async def test_a_rotation_request_waits_without_node_trust(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    api.put(fakes.registry())
+    await run(reconciler)
+    old = _ca_pem(api)
+    api.obj(names.KIND, "demo")["metadata"]["annotations"] = {"dockyard.dev/rotate-ca": "r1"}
+    await run(reconciler)
+    assert _ca_pem(api) == old and not api.has("Secret", builders.next_ca_name("demo"))
+
+
+async def test_a_rotation_requested_before_the_ca_existed_is_satisfied_by_it(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    body = fakes.registry(spec={"nodeTrust": {"enabled": True}})
+    body["metadata"]["annotations"] = {"dockyard.dev/rotate-ca": "r0"}
+    api.put(body)
+    await run(reconciler)
+    await run(reconciler)
+    assert not api.has("Secret", builders.next_ca_name("demo"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+from collections.abc import Mapping
 
 from dockyard_operator import crypto, model, names
 
@@ -54,6 +55,8 @@ class Inputs:
     """Set when the operator renders <registry>-tls (SelfSigned mode and a usable CA)."""
     ca: crypto.KeyPair | None = None
     """Set when the operator renders <registry>-ca."""
+    ca_annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Annotations of <registry>-ca (the CA rotation request it satisfies)."""
 
 
 def digest(*parts: str | bytes) -> str:

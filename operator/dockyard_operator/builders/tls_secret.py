@@ -30,10 +30,13 @@ def build(inputs: inputs_mod.Inputs) -> dict[str, Any]:
 def build_ca(inputs: inputs_mod.Inputs) -> dict[str, Any]:
     if inputs.ca is None:
         raise ValueError("no CA material to render")
+    meta = inputs_mod.metadata(inputs, name=inputs.names.ca_secret, component="ca")
+    if inputs.ca_annotations:
+        meta["annotations"] = dict(inputs.ca_annotations)
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": inputs_mod.metadata(inputs, name=inputs.names.ca_secret, component="ca"),
+        "metadata": meta,
         "type": "Opaque",
         "data": {"ca.crt": inputs_mod.b64(inputs.ca.cert_pem), "ca.key": inputs_mod.b64(inputs.ca.key_pem)},
     }
