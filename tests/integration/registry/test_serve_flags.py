@@ -9,19 +9,22 @@ Covers:
 - `--realm NAME`: the Basic challenge names that realm;
 - `--no-tls`: plain HTTP, the way the registry listens behind the nginx sidecar;
 - `--no-auth`: anyone may push and pull, and `/auth` allows everything;
-- usage errors (`--tls` with a bogus value, `--tls-cert` without `--tls-key`) exit 2 with a message
-  on stderr and start nothing.
+- usage errors (`--tls` with a bogus value, `--tls-cert` without `--tls-key`, a bad `--listen`), a key
+  that does not match the certificate, a file that is not PEM and an access.yaml that is not YAML
+  exit 2 with a message on stderr (no traceback) and start nothing; a port already in use fails
+  with a message.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import support
-from tests.integration.registry import harness, images
+from tests.integration.registry import certs, harness, images
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +135,47 @@ def test_serve_usage_errors_exit_2_with_a_message(tmp_path: Path, args: list[str
 
     assert done.returncode == 2, f"exit {done.returncode}: {done.stderr}"
     assert done.stderr.strip(), "no message on stderr"
+
+
+def test_serve_refuses_bad_tls_material_and_a_broken_access_file_with_exit_2(tmp_path: Path) -> None:
+    one = certs.write_server_tls(directory=tmp_path / "one", ips=["127.0.0.1"])
+    other = certs.write_server_tls(directory=tmp_path / "other", ips=["127.0.0.1"])
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    broken = tmp_path / "access.yaml"
+    broken.write_text("users: [unclosed\n")
+    listen = ["--listen", f"127.0.0.1:{support.free_port()}"]
+
+    for what, args in {
+        "a key that is not the certificate's": [
+            "--tls-cert",
+            str(one.cert_file),
+            "--tls-key",
+            str(other.key_file),
+        ],
+        "a file that is not PEM": ["--tls-cert", str(garbage), "--tls-key", str(garbage)],
+        "an access.yaml that is not YAML": ["--no-tls", "--access", str(broken)],
+    }.items():
+        done = harness.run_cli("serve", "--data-dir", str(tmp_path / "data"), *listen, *args, timeout=60)
+        assert done.returncode == 2, f"{what}: exit {done.returncode}: {done.stderr}"
+        assert "error" in done.stderr and "Traceback" not in done.stderr, f"{what}: {done.stderr}"
+
+
+def test_serve_on_a_port_already_in_use_fails_with_a_message(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = harness.run_cli(
+            "serve",
+            "--data-dir",
+            str(tmp_path),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--no-tls",
+            "--no-auth",
+            timeout=60,
+        )
+
+    assert done.returncode != 0
+    assert "in use" in done.stderr and "Traceback" not in done.stderr, done.stderr
