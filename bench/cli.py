@@ -258,7 +258,8 @@ def _run_registry_workloads(
                 rec.add(t.key, "manifest_p99", result.p99_ms)
         if want("blob"):
             ceiling = None
-            for t in [*order, static]:
+            # The ceiling takes its turn in the rotation too: the machine's load drifts within a run.
+            for t in _rotate([*targets, static], run):
                 path = "/static/blob64m" if t is static else f"/v2/bench/blob/blobs/{blob.digest}"
                 headers = {} if t is static else {"Authorization": t.authorization}
                 with rec.cpu_of(t, "blob_get"):
