@@ -24,6 +24,7 @@ import hashlib
 import json
 import shutil
 import ssl
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -141,7 +142,8 @@ def pod(kube_client: lightkube.Client, namespace: str, operator: Operator) -> co
     https_port = tests.support.free_port()
     (container,) = [c for c in deployment.spec.template.spec.containers if c.name == "registry"]
     argv = _remap([*container.command, *container.args], paths, upstream)
-    argv[0] = str(Path(tests.support.ROOT) / ".venv" / "bin" / argv[0])
+    # The container's command is the console script; this interpreter's environment has it too.
+    argv[0] = str(Path(sys.executable).parent / argv[0])
     config = root / "nginx.conf"
     config.write_text(
         nginx_configmap.render(
