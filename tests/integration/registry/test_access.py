@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 from tests.integration.registry import harness, images
-from tests.integration.registry.test_skopeo import pull as skopeo_pull
+from tests.integration.registry.clients import skopeo_pull
 
 pytestmark = pytest.mark.integration
 

@@ -41,11 +41,8 @@ from dockyard_operator import model
 from dockyard_operator.builders import nginx_configmap
 from tests import support
 from tests.integration.registry import certs, harness, images
-from tests.integration.registry.test_conformance import assert_conformance_passes
-from tests.integration.registry.test_docker_login import docker_login, docker_trusts
-from tests.integration.registry.test_skopeo import pull as skopeo_pull
-from tests.integration.registry.test_skopeo import push as skopeo_push
-from tests.integration.registry.test_skopeo import skopeo
+from tests.integration.registry.clients import docker_login, docker_trusts, skopeo, skopeo_pull, skopeo_push
+from tests.integration.registry.conformance import assert_conformance_passes
 
 pytestmark = pytest.mark.integration
 

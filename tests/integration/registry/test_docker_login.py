@@ -18,22 +18,16 @@ parent it had to create) in teardown.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.registry import certs, harness
+from tests.integration.registry.clients import CERTS_D, docker_cli, docker_login, docker_trusts
 
 pytestmark = pytest.mark.integration
-
-DOCKER = Path("/usr/local/bin/docker")
-CERTS_D = Path("/etc/docker/certs.d")
 
 
 @pytest.fixture(scope="module")
@@ -57,61 +51,11 @@ def docker_registry(
         yield reg, creds
 
 
-@contextlib.contextmanager
-def docker_trusts(*, address: str, ca: Path) -> Iterator[Path]:
-    """`/etc/docker/certs.d/<address>/ca.crt` for one registry only; everything created is removed."""
-    created = [p for p in (CERTS_D.parent, CERTS_D) if not p.exists()]
-    host_dir = CERTS_D / address
-    try:
-        host_dir.mkdir(parents=True)
-    except PermissionError:
-        pytest.skip(f"writing {CERTS_D} (where the Docker CLI looks for CAs) needs root")
-    shutil.copyfile(ca, host_dir / "ca.crt")
-    try:
-        yield host_dir
-    finally:
-        shutil.rmtree(host_dir)
-        for path in reversed(created):
-            # Another test run may have put its own registry's directory here meanwhile: leave it.
-            with contextlib.suppress(OSError):
-                path.rmdir()
-
-
 @pytest.fixture
 def trusted(docker_registry: tuple[harness.Registry, harness.Credentials]) -> Iterator[Path]:
     reg, _ = docker_registry
     with docker_trusts(address=reg.address, ca=reg.ca) as host_dir:
         yield host_dir
-
-
-def docker_cli() -> str:
-    """The Docker CLI, or a skip: `make setup` does not install it."""
-    found = str(DOCKER) if DOCKER.is_file() else shutil.which("docker")
-    if found is None:
-        pytest.skip("the Docker CLI is not installed (make setup does not provide it)")
-    return found
-
-
-def docker_login(
-    *,
-    reg: harness.Registry | None = None,
-    address: str | None = None,
-    username: str,
-    password: str,
-    config: Path,
-) -> subprocess.CompletedProcess[str]:
-    target = address if address is not None else reg.address if reg is not None else None
-    assert target is not None, "docker_login needs a registry or an address"
-    env = {**os.environ, "DOCKER_CONFIG": str(config), "DOCKER_HOST": f"unix://{config}/no-engine.sock"}
-    return subprocess.run(
-        [docker_cli(), "login", "--username", username, "--password-stdin", target],
-        input=password,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_docker_login_with_the_right_password_succeeds_and_stores_credentials(

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.registry import harness, images
-from tests.integration.registry.test_skopeo import pull as skopeo_pull
+from tests.integration.registry.clients import skopeo_pull
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ import pytest
 
 from tests import support
 from tests.integration.registry import harness, images
-from tests.integration.registry.test_skopeo import push as skopeo_push
+from tests.integration.registry.clients import skopeo_push
 
 pytestmark = pytest.mark.integration
 

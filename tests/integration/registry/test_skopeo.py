@@ -17,57 +17,16 @@ Covers:
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.integration.registry import harness, images
+from tests.integration.registry.clients import skopeo, skopeo_pull, skopeo_push
 
 pytestmark = pytest.mark.integration
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-
-
-def skopeo(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [harness.require_binary("skopeo"), "--command-timeout", "120s", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    if check:
-        assert done.returncode == 0, f"skopeo {' '.join(args[:2])} exited {done.returncode}: {done.stderr}"
-    return done
-
-
-def push(*, img: images.Image, ref: str, tmp: Path, cert_dir: Path, creds: harness.Credentials) -> None:
-    layout = images.write_layout(directory=tmp / f"src-{img.digest[7:19]}", tag="src", img=img)
-    skopeo(
-        "copy",
-        "--quiet",
-        f"oci:{layout}:src",
-        f"docker://{ref}",
-        "--dest-cert-dir",
-        str(cert_dir),
-        "--dest-creds",
-        creds.colon(),
-    )
-
-
-def pull(*, ref: str, into: Path, cert_dir: Path, creds: harness.Credentials) -> images.LayoutContents:
-    skopeo(
-        "copy",
-        "--quiet",
-        f"docker://{ref}",
-        f"oci:{into}:pulled",
-        "--src-cert-dir",
-        str(cert_dir),
-        "--src-creds",
-        creds.colon(),
-    )
-    return images.read_layout(directory=into, tag="pulled")
 
 
 def test_skopeo_pushes_a_multi_layer_image_and_pulls_back_identical_digests(
@@ -76,8 +35,8 @@ def test_skopeo_pushes_a_multi_layer_image_and_pulls_back_identical_digests(
     img = images.random_image(label="skopeo-roundtrip", layer_count=4, layer_size=256 * 1024)
     ref = f"{registry.address}/skopeo/roundtrip:v1"
 
-    push(img=img, ref=ref, tmp=tmp_path, cert_dir=cert_dir, creds=admin)
-    back = pull(ref=ref, into=tmp_path / "back", cert_dir=cert_dir, creds=admin)
+    skopeo_push(img=img, ref=ref, tmp=tmp_path, cert_dir=cert_dir, creds=admin)
+    back = skopeo_pull(ref=ref, into=tmp_path / "back", cert_dir=cert_dir, creds=admin)
 
     assert back.manifest_digest == img.digest
     assert back.config_digest == img.config.digest
@@ -89,7 +48,7 @@ def test_skopeo_inspect_reports_the_pushed_digest_layers_and_exact_manifest(
 ) -> None:
     img = images.random_image(label="skopeo-inspect", layer_count=2)
     ref = f"{registry.address}/skopeo/inspect:v1"
-    push(img=img, ref=ref, tmp=tmp_path, cert_dir=cert_dir, creds=admin)
+    skopeo_push(img=img, ref=ref, tmp=tmp_path, cert_dir=cert_dir, creds=admin)
 
     info = json.loads(
         skopeo("inspect", "--cert-dir", str(cert_dir), "--creds", admin.colon(), f"docker://{ref}").stdout
@@ -110,7 +69,7 @@ def test_skopeo_list_tags_shows_every_pushed_tag(
 ) -> None:
     img = images.random_image(label="skopeo-tags", layer_count=1)
     for tag in ("v1", "v2", "latest"):
-        push(
+        skopeo_push(
             img=img, ref=f"{registry.address}/skopeo/tags:{tag}", tmp=tmp_path, cert_dir=cert_dir, creds=admin
         )
 
@@ -138,15 +97,17 @@ def test_skopeo_delete_removes_the_manifest_and_its_tags_but_not_other_images(
     doomed = images.random_image(label="skopeo-doomed", layer_count=2)
     kept = images.random_image(label="skopeo-kept", layer_count=2)
     repo = "skopeo/delete"
-    push(img=doomed, ref=f"{registry.address}/{repo}:doomed", tmp=tmp_path, cert_dir=cert_dir, creds=admin)
-    push(
+    skopeo_push(
+        img=doomed, ref=f"{registry.address}/{repo}:doomed", tmp=tmp_path, cert_dir=cert_dir, creds=admin
+    )
+    skopeo_push(
         img=doomed,
         ref=f"{registry.address}/{repo}:doomed-alias",
         tmp=tmp_path,
         cert_dir=cert_dir,
         creds=admin,
     )
-    push(img=kept, ref=f"{registry.address}/{repo}:kept", tmp=tmp_path, cert_dir=cert_dir, creds=admin)
+    skopeo_push(img=kept, ref=f"{registry.address}/{repo}:kept", tmp=tmp_path, cert_dir=cert_dir, creds=admin)
 
     skopeo(
         "delete",
@@ -163,7 +124,9 @@ def test_skopeo_delete_removes_the_manifest_and_its_tags_but_not_other_images(
         assert gone.status == 404 and gone.error_codes() == ["MANIFEST_UNKNOWN"], gone.describe()
     listed = client.request("GET", f"/v2/{repo}/tags/list")
     assert listed.status == 200 and listed.json() == {"name": repo, "tags": ["kept"]}, listed.describe()
-    back = pull(ref=f"{registry.address}/{repo}:kept", into=tmp_path / "kept", cert_dir=cert_dir, creds=admin)
+    back = skopeo_pull(
+        ref=f"{registry.address}/{repo}:kept", into=tmp_path / "kept", cert_dir=cert_dir, creds=admin
+    )
     assert back.manifest_digest == kept.digest
 
 
@@ -284,7 +247,7 @@ def test_skopeo_pushes_zstd_layers_and_the_registry_keeps_their_media_type(
 
     skopeo("copy", "--quiet", "--dest-compress", "--dest-compress-format", "zstd", f"oci:{layout}:src",
            f"docker://{ref}", "--dest-cert-dir", str(cert_dir), "--dest-creds", admin.colon())  # fmt: skip
-    back = pull(ref=ref, into=tmp_path / "back", cert_dir=cert_dir, creds=admin)
+    back = skopeo_pull(ref=ref, into=tmp_path / "back", cert_dir=cert_dir, creds=admin)
 
     stored = json.loads(client.get_manifest("skopeo/zstd", "v1").body)
     assert {layer["mediaType"] for layer in stored["layers"]} == {
