@@ -30,14 +30,8 @@ RBAC_RULES: Final[list[dict[str, list[str]]]] = [
     {"apiGroups": [names.GROUP], "resources": [f"{names.PLURAL}/finalizers"], "verbs": ["update"]},
     {
         "apiGroups": [""],
-        "resources": ["configmaps", "services", "persistentvolumeclaims"],
+        "resources": ["secrets", "configmaps", "services", "persistentvolumeclaims"],
         "verbs": ["get", "list", "watch", "create", "update"],
-    },
-    # delete: only the staged next-CA Secret, once a CA rotation has promoted it.
-    {
-        "apiGroups": [""],
-        "resources": ["secrets"],
-        "verbs": ["get", "list", "watch", "create", "update", "delete"],
     },
     {
         "apiGroups": ["apps"],

@@ -99,8 +99,6 @@ class _Pass:
     reused_key_material: set[str] = dataclasses.field(default_factory=set)
     next_ca_pem: bytes | None = None
     """A staged next CA (rotation in progress), published to nodes beside the current one."""
-    retire_next_ca: str | None = None
-    """The staged next-CA Secret to delete once the promoted CA is written."""
     """Secrets whose key material this pass read instead of generating: never recreated from memory."""
 
 
@@ -240,11 +238,6 @@ class Reconciler:
             **tls_fields,
         )
         applied = await self._apply(desired_inputs, owner=owner, state=state)
-        if state.retire_next_ca and not state.degraded:
-            # The promoted CA is in <name>-ca now; only then may the staged copy go.
-            await self._kube.delete(
-                api_version="v1", kind="Secret", namespace=namespace, name=state.retire_next_ca
-            )
         if spec.expose.ingress is None:
             await self._remove_ingress(namespace=namespace, child_names=child_names, owner=owner, state=state)
 
@@ -400,8 +393,9 @@ class Reconciler:
         A new value of the `dockyard.dev/rotate-ca` annotation creates a next CA in `<name>-ca-next`; node
         trust publishes it beside the current one; once every node trusts it the serving certificate is
         reissued from it; once every pod serves that certificate it is promoted into `<name>-ca` (recording
-        the request it satisfied) and the staged Secret is deleted. Clients get `ca.crt` with both CAs
-        meanwhile. Without node trust there is nobody to stage for: the request waits.
+        the request it satisfied), and the staged Secret, now a copy of the CA, means "no rotation" (so the
+        operator needs no right to delete Secrets). Clients get `ca.crt` with both CAs meanwhile. Without
+        node trust there is nobody to stage for: the request waits.
         """
         stable = _Staged(ca=ca, signer=ca, bundle=ca.cert_pem, handled=handled)
         if self._node_trust is None or not spec.node_trust.enabled:
@@ -414,9 +408,9 @@ class Reconciler:
         if staged is not None and layout.fingerprint(staged.cert_pem.decode()) == layout.fingerprint(
             ca.cert_pem.decode()
         ):
-            # Promoted on an earlier pass that stopped before deleting the staged copy.
-            state.retire_next_ca = next_name
-            return stable
+            # Already promoted: the staged Secret stays as an identical copy (no rotation in progress)
+            # instead of being deleted, so the operator needs no right to delete Secrets.
+            staged = None
         if staged is None:
             if not requested or requested == handled:
                 return stable
@@ -443,7 +437,6 @@ class Reconciler:
             layout.fingerprint(pem) == layout.fingerprint(staged_pem) for pem in plan.publish
         )
         if plan is not None and publishes_staged and plan.promote:
-            state.retire_next_ca = next_name
             state.events.append(
                 ("Normal", "CARotated", "the next CA is now the CA; the previous one is retired")
             )
