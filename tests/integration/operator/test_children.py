@@ -9,7 +9,8 @@ Covers:
 - the Deployment runs the registry as the registry/operator contract says, behind an nginx
   sidecar that mounts the certificate, and the Service selects its pods on https/443;
 - the rendered nginx.conf in the ConfigMap passes a real `nginx -t` with that certificate;
-- an exposed host gets an Ingress and is in the certificate;
+- an exposed host gets an Ingress (HTTPS backend, unlimited bodies, the user's annotations
+  kept), is in the certificate and becomes the endpoint in status;
 - status (observedGeneration, endpoint, CA, certificate, conditions) and `kubectl get preg`;
 - deleting the registry garbage-collects every child (KCM), and nothing else.
 """
@@ -239,7 +240,12 @@ def test_rendered_nginx_config_passes_nginx_t_with_the_generated_certificate(
 def test_an_exposed_host_gets_an_ingress_and_is_in_the_certificate(
     kube_client: lightkube.Client, namespace: str, operator: Operator
 ) -> None:
-    spec = {"expose": {"ingress": {"host": "images.example.test", "className": "nginx"}}}
+    ingress_spec = {
+        "host": "images.example.test",
+        "className": "nginx",
+        "annotations": {"nginx.ingress.kubernetes.io/proxy-read-timeout": "1800"},
+    }
+    spec = {"expose": {"ingress": ingress_spec}}
     registry = cluster.create_registry(kube_client, namespace=namespace, name="public", spec=spec)
     n = names.Names.of("public")
 
@@ -250,8 +256,22 @@ def test_an_exposed_host_gets_an_ingress_and_is_in_the_certificate(
     assert rule.http.paths[0].backend.service.name == n.service
     assert ingress.spec.ingressClassName == "nginx"
     assert ingress.spec.tls[0].hosts == ["images.example.test"]
+    # The backend speaks TLS and must take layers of any size; the user's annotations are kept.
+    annotations = ingress.metadata.annotations
+    assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
+    assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
+    assert annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "1800"
     tls = cluster.secret_data(cluster.wait_child(kube_client, core.Secret, n.tls_secret, namespace))
     assert "images.example.test" in _sans(_cert(tls["tls.crt"]))[0]
+    kube.eventually(
+        lambda: (
+            cluster.status_of(kube_client.get(cluster.PrivateRegistry, "public", namespace=namespace)).get(
+                "endpoint"
+            )
+            == "images.example.test:443"
+        ),
+        what="the Ingress host as the endpoint in status",
+    )
 
 
 def test_status_reports_generation_endpoint_and_conditions_and_kubectl_shows_the_columns(
