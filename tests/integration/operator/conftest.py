@@ -1,12 +1,13 @@
 """The Dockyard operator running against the session's control plane, and its log on failure.
 
 Why a subprocess and not `kopf.testing.KopfRunner`: KopfRunner runs `kopf run` in a thread of
-the test process, where `-m dockyard_operator.handlers` registers the handlers only on the
-first import (a second runner gets an empty registry), click swaps the process-wide
-stdout/stderr while it runs, and `--verbose` reconfigures the root logger for every later test.
-A subprocess is isolated, is stopped by its PID (SIGTERM, so kopf's cleanup runs, and its exit
-code is checked), and writes a log file that tests can assert on (no password in it) and that
-is attached to the report of a failing test.
+the test process, so everything import-time is shared with the tests: `handlers.py` reads its
+settings from the environment once, when first imported (by any test module), and registers its
+handlers in kopf's process-global registry; click swaps the process-wide stdout/stderr while it
+runs; `--verbose` reconfigures the root logger for every later test. A subprocess is isolated,
+gets exactly the environment given here, is stopped by its PID (SIGTERM, so kopf's cleanup runs,
+and its exit code is checked), can be restarted (downtime tests), and writes a log file that
+tests assert on (no password in it) and that is attached to the report of a failing test.
 
 The operator starts once per session (`--standalone --all-namespaces`, admin kubeconfig, a 3 s
 drift timer, the cheapest bcrypt cost); every test works in its own namespace.
