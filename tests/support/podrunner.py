@@ -41,6 +41,7 @@ import re
 import shutil
 import ssl
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -62,14 +63,17 @@ class PodRunnerError(RuntimeError):
 
 def write_projected(
     directory: Path, files: collections.abc.Mapping[str, bytes], *, mode: int = 0o644
-) -> None:
-    """Publish `files` in `directory` the way kubelet publishes a Secret/ConfigMap volume.
+) -> bool:
+    """Publish `files` in `directory` the way kubelet publishes a Secret/ConfigMap volume; False if unchanged.
 
     A new `..<timestamp>` directory holds the files, the `..data` symlink is flipped to it with a rename (so a
     reader sees the old or the new version, never a mix), each key is a symlink through `..data`, and the
-    previous version and keys that disappeared are removed afterwards.
+    previous version and keys that disappeared are removed afterwards. Like kubelet, an unchanged volume is
+    left alone (a reader never races a needless swap).
     """
     directory.mkdir(parents=True, exist_ok=True)
+    if _published(directory) == dict(files):
+        return False
     stamp = datetime.datetime.now(datetime.UTC).strftime("..%Y_%m_%d_%H_%M_%S.%f")
     version = directory / stamp
     version.mkdir()
@@ -95,6 +99,20 @@ def write_projected(
             entry.unlink()
     if old is not None and old != stamp:
         shutil.rmtree(directory / old, ignore_errors=True)
+    return True
+
+
+def _published(directory: Path) -> dict[str, bytes] | None:
+    """The files of the current version of a projected volume, None when there is none."""
+    data_link = directory / "..data"
+    if not data_link.is_symlink():
+        return None
+    version = directory / os.readlink(data_link)
+    return {
+        str(path.relative_to(version)): path.read_bytes()
+        for path in sorted(version.rglob("*"))
+        if path.is_file()
+    }
 
 
 @dataclasses.dataclass
@@ -149,6 +167,7 @@ class PodRunner:
         self.ports = {port: tests.support.free_port() for port in [*declared, *extra_ports]}
         self.ports.update(ports or {})  # pinned: e.g. the Service's node port, as kube-proxy would forward it
         self.volumes = {v["name"]: self._volume(v) for v in spec.get("volumes") or []}
+        self._refreshing = threading.Lock()
         self.containers = [self._container(c) for c in containers]
 
     # ------------------------------------------------------------------------------ public
@@ -222,7 +241,14 @@ class PodRunner:
         return codes
 
     def refresh(self) -> None:
-        """(Re)publish every Secret and ConfigMap volume from the API server, atomically per volume."""
+        """(Re)publish every Secret and ConfigMap volume from the API server, atomically per volume.
+
+        Safe to call from a thread playing kubelet's sync loop while the test also calls it.
+        """
+        with self._refreshing:
+            self._refresh()
+
+    def _refresh(self) -> None:
         for volume in self.volumes.values():
             if "secret" in volume.source:
                 self._publish(volume, kind="secret")
