@@ -6,8 +6,9 @@ skipped with the reason "needs a Docker engine: `docker info` failed".
 Covers: hack/kind-up.sh creates the cluster from kind-config.yaml, builds and loads both images and installs
 the chart, and the operator Deployment becomes available; examples/nodeport-node-trust.yaml becomes Ready; an
 image pushed with skopeo to localhost:30500 (the registry's CA, the push user) is pulled by the node's
-containerd, which trusts the CA through certs.d/hosts.toml (written as node trust will), into a Pod that uses
-the pull-only user's imagePullSecret and runs to completion; without the pull secret the pull is refused.
+containerd, which trusts the CA through certs.d/hosts.toml written by the operator's node-trust DaemonSet
+(the example enables it; no manual step), into a Pod that uses the pull-only user's imagePullSecret and runs
+to completion; without the pull secret the pull is refused.
 
 The cluster is named `dockyard-e2e` and deleted afterwards (set DOCKYARD_E2E_KEEP=1 to keep it).
 """
@@ -156,17 +157,13 @@ def test_a_pod_runs_an_image_pulled_from_the_private_registry(kind: Kind, tmp_pa
         f"docker://{PUSHED}",
     )
 
-    # Node trust by hand, as the node-trust DaemonSet will do it: certs.d/<host>/{ca.crt,hosts.toml}.
-    directory = f"/etc/containerd/certs.d/{REGISTRY_HOST}"
-    hosts = (
-        f'server = "https://{REGISTRY_HOST}"\n\n'
-        f'[host."https://{REGISTRY_HOST}"]\n'
-        '  capabilities = ["pull", "resolve"]\n'
-        f'  ca = "{directory}/ca.crt"\n'
-    )
-    _run("docker", "exec", NODE, "mkdir", "-p", directory)
-    _run("docker", "exec", "-i", NODE, "sh", "-c", f"cat > {directory}/ca.crt", input=ca)
-    _run("docker", "exec", "-i", NODE, "sh", "-c", f"cat > {directory}/hosts.toml", input=hosts)
+    # Node trust: the operator's DaemonSet writes certs.d/localhost:30500/hosts.toml and the CA on the node.
+    kind.kubectl(
+        "wait", "--for=condition=NodeTrustReady", "privateregistry/team-registry", "-n", namespace,
+        "--timeout=300s",
+    )  # fmt: skip
+    hosts = _run("docker", "exec", NODE, "cat", f"/etc/containerd/certs.d/{REGISTRY_HOST}/hosts.toml")
+    assert f'server = "https://{REGISTRY_HOST}"' in hosts
 
     pull_config = json.dumps(_docker_config(user="nodes", password=pull_password))
     pull_secret = _secret("team-registry-pull", {".dockerconfigjson": pull_config})

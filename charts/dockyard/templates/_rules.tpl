@@ -1,8 +1,12 @@
 {{/*
 The operator's own rules: operator/dockyard_operator/kube.py RBAC_RULES, written out so the chart reads
-on its own (tests/integration/install checks the two are equal). Children in the registry's namespace are
-deleted through owner references, so only Ingresses (removed when spec.expose.ingress goes away) need
-"delete". The same list serves the ClusterRole (every namespace) and each per-namespace Role.
+on its own (tests/integration/install checks the two agree), in two parts:
+  * dockyard.operatorRules: what it does in the namespaces of the registries; the ClusterRole (every
+    namespace) or each watched namespace's Role. Children are deleted through owner references, so only
+    Ingresses (removed with spec.expose.ingress) need "delete".
+  * dockyard.homeRules: node trust, only in the release namespace: the DaemonSet and ConfigMap it creates
+    there and the agents' Pods it reads reports from. Never cluster-wide: creating DaemonSets anywhere
+    would let the operator run a Pod on every node of any namespace.
 */}}
 {{- define "dockyard.operatorRules" -}}
 # The PrivateRegistry resources: watched, annotated and finalized by kopf, status written by the operator.
@@ -31,4 +35,17 @@ deleted through owner references, so only Ingresses (removed when spec.expose.in
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- end }}
+
+
+{{- define "dockyard.homeRules" -}}
+- apiGroups: ["apps"]
+  resources: ["daemonsets"]
+  verbs: ["get", "list", "watch", "create", "update"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "update"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list"]
 {{- end }}

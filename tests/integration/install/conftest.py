@@ -105,7 +105,7 @@ def deployment_command(docs: list[dict[str, Any]], *, health_port: int) -> tuple
     """argv and environment of the chart's operator container, as they would run in the Pod.
 
     `python` is this virtualenv's interpreter, where the image has its own; values the Pod takes from the
-    downward API (POD_ID) are filled in here.
+    downward API (POD_ID, the namespace) are filled in here.
     """
     (container,) = chart.only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     args = [
@@ -118,6 +118,8 @@ def deployment_command(docs: list[dict[str, Any]], *, health_port: int) -> tuple
             env[item["name"]] = item["value"]
         elif item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name":
             env[item["name"]] = POD_ID
+        elif item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace":
+            env[item["name"]] = chart.only(docs, "Deployment")["metadata"]["namespace"]
     command = list(container["command"])
     assert command[0] == "python", f"the chart's command is not a python invocation: {command}"
     return [sys.executable, *command[1:], *args], env

@@ -25,6 +25,21 @@ import tests.support
 from tests.integration.install import chart
 
 RULE_KINDS = ("ClusterRole", "Role")
+# Resources of RBAC_RULES the operator uses only in its own namespace (node trust's DaemonSet and the agents'
+# Pods): granted there alone, never cluster-wide.
+HOME_ONLY = {("apps", "daemonsets"), ("", "pods")}
+HOME = "dockyard-system"
+
+
+def home_grants(docs: list[dict[str, Any]]) -> set[chart.Grant]:
+    roles = chart.bound_roles(docs, account="dockyard", namespace=HOME)
+    return chart.grants(rule for r in roles if r["metadata"].get("namespace") == HOME for rule in r["rules"])
+
+
+def split(grants: set[chart.Grant]) -> tuple[set[chart.Grant], set[chart.Grant]]:
+    """(grants on the operator's home-only resources, all others)."""
+    home = {g for g in grants if g[:2] in HOME_ONLY}
+    return home, grants - home
 
 
 def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -213,12 +228,16 @@ def test_chart_grants_the_operator_nothing_beyond_its_rules_and_kopfs_needs() ->
         assert chart.covered(granted, allowed) == set(), f"beyond RBAC_RULES + KOPF_RBAC_RULES with {values}"
 
 
-def test_all_namespaces_mode_grants_every_operator_rule_cluster_wide() -> None:
+def test_all_namespaces_mode_grants_every_operator_rule_cluster_wide_but_node_trust_only_at_home() -> None:
     needed, _ = operator_rules()
+    home_needed, elsewhere_needed = split(chart.grants(needed))
     docs = chart.render(release="dockyard")
     cluster_wide = chart.operator_grants(docs, kind="ClusterRole")
-    assert chart.grants(needed) - cluster_wide == set(), "the chart misses a permission the operator needs"
-    assert chart.operator_grants(docs, kind="Role") == set()
+    assert elsewhere_needed - cluster_wide == set(), "the chart misses a permission the operator needs"
+    assert split(cluster_wide)[0] == set(), (
+        "node trust's DaemonSets and Pods must not be granted cluster-wide"
+    )
+    assert home_needed - home_grants(docs) == set(), "node trust misses a permission in the release namespace"
 
 
 def test_every_role_of_the_chart_is_bound_to_one_of_its_service_accounts() -> None:
@@ -250,15 +269,19 @@ def test_peering_access_is_limited_to_the_charts_own_peering_object() -> None:
 
 def test_watched_namespaces_mode_grants_the_operator_rules_only_inside_those_namespaces() -> None:
     needed, _ = operator_rules()
+    home_needed, elsewhere_needed = split(chart.grants(needed))
     docs = chart.render(release="dockyard", set_values=["watchNamespaces={team-a,team-b}"])
     cluster_wide = chart.operator_grants(docs, kind="ClusterRole")
     assert cluster_wide == chart.grants(chart.KOPF_DISCOVERY_RULES), "only discovery may be cluster-wide"
-    roles = chart.bound_roles(docs, account="dockyard", namespace="dockyard-system")
-    by_namespace = {r["metadata"]["namespace"]: r for r in roles if r["kind"] == "Role"}
+    assert home_needed - home_grants(docs) == set(), "node trust misses a permission in the release namespace"
+    roles = chart.bound_roles(docs, account="dockyard", namespace=HOME)
+    namespaced = [r for r in roles if r["kind"] == "Role"]
+    by_namespace = {r["metadata"]["namespace"]: r for r in namespaced if r["metadata"]["namespace"] != HOME}
     assert set(by_namespace) == {"team-a", "team-b"}
     for role in by_namespace.values():
         granted = chart.grants(role["rules"])
-        assert chart.grants(needed) - granted == set()
+        assert elsewhere_needed - granted == set()
+        assert split(granted)[0] == set(), "node trust's resources belong to the release namespace only"
         assert {g for g in granted if g[0] == "kopf.dev"} == {
             ("kopf.dev", "kopfpeerings", "get", "dockyard"),
             ("kopf.dev", "kopfpeerings", "patch", "dockyard"),

@@ -5,9 +5,10 @@ Deployment, ServiceAccount, RBAC and peering object, and its NOTES tell the user
 `helm uninstall` removes the cluster-scoped objects again; deploy/crds.yaml applies and
 `kubectl apply --dry-run=server -f deploy/install.yaml` is accepted; every example is accepted by the
 API server's CRD schema; the chart's ServiceAccount (asked through its own TokenRequest token) may do
-what the operator needs and nothing an admin could (nodes, cluster RBAC, deleting Secrets, other peering
-objects); the running operator keeps its keep-alive in the chart's peering object; the audit check the
-operator fixture's teardown relies on sees RBAC denials and ignores admission refusals.
+what the operator needs and nothing an admin could (nodes, cluster RBAC, deleting Deployments, DaemonSets
+or Pods anywhere, other peering objects), and may run node trust's DaemonSet and read its agents' Pods
+only in its own namespace; the running operator keeps its keep-alive in the chart's peering object; the
+audit check the operator fixture's teardown relies on sees RBAC denials and ignores admission refusals.
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ def test_every_example_is_accepted_by_the_api_server(
         ("update", "deployments.apps", True),
         ("create", "events", True),
         ("delete", "secrets", False),
+        ("delete", "configmaps", False),
+        ("delete", "deployments.apps", False),
+        ("create", "daemonsets.apps", False),
+        ("list", "pods", False),
         ("delete", "privateregistries.dockyard.dev", False),
         ("get", "nodes", False),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io", False),
@@ -157,3 +162,14 @@ def test_the_audit_check_of_the_operator_teardown_sees_an_rbac_denial_but_not_an
     control_plane.kubectl("delete", "namespace", namespace, "--wait=false")
     control_plane.kubectl("create", "configmap", "late", "-n", namespace, check=False)
     assert conftest.forbidden_requests(control_plane, "admin") == []
+
+
+def test_node_trusts_daemonset_and_agent_pods_are_the_operators_business_only_at_home(
+    control_plane: kube.ControlPlane, charted_operator: ChartedOperator
+) -> None:
+    home = charted_operator.namespace
+    for verb, resource in (("create", "daemonsets.apps"), ("update", "daemonsets.apps"), ("list", "pods")):
+        for where, allowed in ((home, "yes"), ("default", "no")):
+            ask = ("auth", "can-i", verb, resource, "-n", where)
+            done = control_plane.kubectl(*ask, kubeconfig=charted_operator.kubeconfig, check=False)
+            assert done.stdout.strip() == allowed, f"{verb} {resource} in {where}: {done.stdout}{done.stderr}"
