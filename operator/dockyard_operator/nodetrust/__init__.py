@@ -6,9 +6,14 @@ The pieces, from the operator to the node:
   the marker file, CA fingerprints and the per-node report format;
 - `aggregate` (pure): every `PrivateRegistry` with `nodeTrust.enabled` → the data of the one ConfigMap;
 - `rotation` (pure): the staged CA rotation policy (publish beside the old → switch → retire);
-- `builders` (pure): the ConfigMap, the DaemonSet and the agent's small RBAC as manifest dicts;
+- `builders` (pure): the ConfigMap, the DaemonSet, the agent's small RBAC (shipped by the chart) and a
+  registry's staged next-CA Secret as manifest dicts;
+- `hosting` (pure): the KEP-1755 `kube-public/local-registry-hosting` ConfigMap;
+- `controller` (I/O through `kube.Kube`, called by the reconciler): observes the agents' reports, keeps
+  every registry's source, publishes the ConfigMap and DaemonSet, and says per registry what nodes trust;
 - `agent` (I/O, runs on every node): the DaemonSet's process: mounted ConfigMap → files under the host
   root, and a report of the installed CA fingerprints on its own Pod.
 
-Must not: import kopf here or in any pure module; only `agent` touches files or the API.
+Must not: import kopf anywhere, or lightkube (the API is reached through `kube.Kube` only); only
+`controller` and `agent` do I/O.
 """
