@@ -2,7 +2,8 @@
 
 Covers:
 - a pull-only user pulls (HTTP and skopeo) but every push is 403 DENIED (POST upload, manifest PUT,
-  and skopeo's push reports "denied"), and delete is 403 DENIED for a push user;
+  and skopeo's push reports "denied"), cannot PATCH, finish or cancel someone else's upload, and
+  delete is 403 DENIED for a push user;
 - repository globs: `team/*` allows `team/app` but not `team/a/b` or `other/app`; `tools/**` allows
   any depth;
 - a cross-repository mount (with or without `from=`) never copies a blob out of a repository the
@@ -125,6 +126,25 @@ def test_pull_only_user_pulls_with_skopeo_and_skopeo_push_reports_denied(
     )  # fmt: skip
     assert done.returncode != 0
     assert "denied" in done.stderr.lower(), done.stderr
+
+
+def test_a_pull_only_user_cannot_write_into_someone_elses_upload(reg: harness.Registry) -> None:
+    admin, reader = reg.client(ADMIN), reg.client(PULLER)
+    started = admin.request("POST", "/v2/open/shared-upload/blobs/uploads/")
+    location = harness.upload_path(started)
+    octets = {"Content-Type": "application/octet-stream"}
+
+    patched = reader.request("PATCH", location, body=b"injected", headers={**octets, "Content-Range": "0-7"})
+    finished = reader.request(
+        "PUT", f"{location}{'&' if '?' in location else '?'}digest={harness.sha256(b'')}"
+    )
+    cancelled = reader.request("DELETE", location)
+
+    for resp in (patched, finished, cancelled):
+        assert_denied(resp)
+    status = admin.request("GET", location)
+    assert status.status == 204 and status.header("Range") in ("0-0", "0--1", None), status.describe()
+    assert admin.push_blob("open/shared-upload", b"the admin's own bytes")
 
 
 def test_push_user_cannot_delete(reg: harness.Registry, pushed: images.Image) -> None:
