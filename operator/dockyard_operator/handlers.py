@@ -4,7 +4,9 @@ Triggers: create/update/resume of a `PrivateRegistry` (one handler stacked on al
 (`DOCKYARD_RESYNC_SECONDS`) that corrects drift nobody told us about, events of referenced password/TLS
 Secrets (found through an in-memory index of which registry references which Secret), and events of owned
 children (a deleted or edited child, or a Deployment becoming available) mapped to their owner through the
-controller owner reference.
+controller owner reference. Deleting a registry only withdraws its CA from node trust (an optional delete
+handler: no finalizer of its own); node trust progress (agents reporting, a staged CA rotation) is picked up by
+the timer.
 
 kopf bookkeeping goes into `dockyard.dev/*` annotations, not into status: the CRD's structural schema would
 prune `status.kopf`, and status belongs to the reconciler. kopf adds a finalizer only because timers need one
