@@ -5,8 +5,8 @@ Triggers: create/update/resume of a `PrivateRegistry` (one handler stacked on al
 Secrets (found through an in-memory index of which registry references which Secret), and events of owned
 children (a deleted or edited child, or a Deployment becoming available) mapped to their owner through the
 controller owner reference. Deleting a registry only withdraws its CA from node trust (an optional delete
-handler: no finalizer of its own); node trust progress (agents reporting, a staged CA rotation) is picked up by
-the timer.
+handler: no finalizer of its own); node trust progress (agents reporting, a staged CA rotation) is picked
+up by the timer.
 
 kopf bookkeeping goes into `dockyard.dev/*` annotations, not into status: the CRD's structural schema would
 prune `status.kopf`, and status belongs to the reconciler. kopf adds a finalizer only because timers need one
