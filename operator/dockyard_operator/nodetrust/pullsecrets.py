@@ -1,0 +1,78 @@
+"""Pull secrets: a `kubernetes.io/dockerconfigjson` Secret per chosen namespace, so Pods there can pull.
+
+Owns (pure): the Secret's content (one `auths` entry per name clients pull by, each with the chosen user's
+credentials), which namespaces get one (listed names plus namespaces matching a label selector, minus those
+being deleted), the labels that find our copies again for clean-up (they live in other namespaces, so owner
+references cannot remove them), and the ServiceAccount change that makes them the default for a namespace.
+
+Must not: perform I/O, or let a password reach anything but the Secret's data (never a label, an
+annotation, a log line or a message).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from dockyard_operator import names
+
+FOR_LABEL = f"{names.GROUP}/pull-secret-for"
+"""Label on every copy: `<namespace>.<registry>` (as a label value) of the registry it belongs to."""
+
+
+def owner_label(namespace: str, registry: str) -> str:
+    return names.label_value(f"{namespace}.{registry}")
+
+
+def dockerconfigjson(*, hosts: Sequence[str], username: str, password: bytes) -> bytes:
+    """The `.dockerconfigjson` document: the same credentials for every host, in a stable order."""
+    token = base64.b64encode(username.encode() + b":" + password).decode()
+    auths = {host: {"username": username, "password": password.decode(), "auth": token} for host in hosts}
+    return json.dumps({"auths": auths}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def secret(
+    *, name: str, namespace: str, registry_namespace: str, registry: str, config: bytes
+) -> dict[str, Any]:
+    labels = {
+        **names.labels(registry, component="pull-secret"),
+        FOR_LABEL: owner_label(registry_namespace, registry),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": base64.b64encode(config).decode()},
+    }
+
+
+def selected(
+    namespaces: Iterable[Mapping[str, Any]],
+    *,
+    listed: Sequence[str],
+    match_labels: Mapping[str, str] | None,
+) -> list[str]:
+    """Names of the namespaces that get a copy: listed or matching `match_labels`, and not terminating."""
+    chosen = []
+    for ns in namespaces:
+        meta = ns.get("metadata") or {}
+        if (ns.get("status") or {}).get("phase") == "Terminating" or meta.get("deletionTimestamp"):
+            continue
+        labels = meta.get("labels") or {}
+        name = str(meta.get("name"))
+        if name in listed or (match_labels and match_labels.items() <= labels.items()):
+            chosen.append(name)
+    return sorted(chosen)
+
+
+def with_pull_secret(service_account: Mapping[str, Any], secret_name: str) -> dict[str, Any] | None:
+    """The ServiceAccount with `secret_name` in imagePullSecrets, or None when it is already there."""
+    current = [ref.get("name") for ref in service_account.get("imagePullSecrets") or []]
+    if secret_name in current:
+        return None
+    updated = dict(service_account)
+    updated["imagePullSecrets"] = [*(service_account.get("imagePullSecrets") or []), {"name": secret_name}]
+    return updated
