@@ -25,6 +25,7 @@ from dockyard_registry.storage import filesystem
 EXIT_USAGE = 2
 # How often a running server checks whether its certificate was renewed or replaced.
 CERT_CHECK_SECONDS = 600
+SHUTDOWN_SECONDS = 20.0  # how long SIGTERM waits for in-flight requests before closing them
 
 
 class UsageError(Exception):
@@ -155,14 +156,18 @@ def _serve(args: argparse.Namespace) -> int:
     if reloader is not None:
         application.cleanup_ctx.append(functools.partial(_refresh_certificates, reloader=reloader))
     scheme = "http" if ssl_context is None else "https"
-    print(f"dockyard-registry listening on {scheme}://{host_port} (data {data})", flush=True)
+    listening = f"dockyard-registry listening on {scheme}://{host_port} (data {data})"
     try:
         web.run_app(
             application,
             host=host,
             port=port,
             ssl_context=ssl_context,
-            print=None,
+            # aiohttp calls this once the socket is bound, so the line never announces a port we lack.
+            print=lambda _started: print(listening, flush=True),
+            # Below Kubernetes' default 30 s grace period: a stalled client must not turn every rollout
+            # into a SIGKILL (which is safe for the data, only slow).
+            shutdown_timeout=SHUTDOWN_SECONDS,
             access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
         )
     except OSError as exc:  # the port is taken, the address is not ours, ...

@@ -17,8 +17,6 @@ from typing import BinaryIO
 
 from dockyard_registry.storage import base
 
-_BUFFER = 1 << 20
-
 
 class FilesystemDriver:
     def __init__(self, root: pathlib.Path) -> None:
@@ -112,28 +110,33 @@ class FilesystemDriver:
 
 
 class FileWriter:
-    """Appends to a file; the store tracks the hash, this only moves bytes."""
+    """Appends to a file; the store tracks the hash, this only moves bytes.
+
+    Unbuffered on purpose: the store already hands over large batches, and with no Python-side buffer a
+    failed write (ENOSPC) leaves nothing pending, so `truncate` can roll the file back without a flush that
+    would fail again, and no stale buffer can be appended after the rollback when the file is closed.
+    """
 
     def __init__(self, path: pathlib.Path) -> None:
-        self._file = open(path, "ab", buffering=_BUFFER)  # noqa: SIM115 - closed by close()
-        self._size = self._file.tell()
+        self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - closed by close()
+        self._size = os.fstat(self._file.fileno()).st_size
 
     @property
     def size(self) -> int:
         return self._size
 
     def write(self, data: bytes, /) -> None:
-        self._file.write(data)
-        self._size += len(data)
+        view = memoryview(data)
+        while view:
+            written = self._file.write(view) or 0  # a raw write may be short; O_APPEND keeps it in order
+            self._size += written
+            view = view[written:]
 
     def truncate(self, size: int, /) -> None:
-        self._file.flush()
-        self._file.truncate(size)
-        self._file.seek(size)
+        os.ftruncate(self._file.fileno(), size)
         self._size = size
 
     def sync(self) -> None:
-        self._file.flush()
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
