@@ -62,9 +62,11 @@ class Recorder:
     @contextlib.contextmanager
     def cpu_of(self, target: servers.Target, workload: str) -> Iterator[None]:
         before = {name: p.cpu_seconds() for name, p in target.processes().items()}
+        client = loads.client_cpu_seconds()
         yield
         for name, p in target.processes().items():
             self.cpu[target.key][workload][name].append(p.cpu_seconds() - before[name])
+        self.cpu[target.key][workload]["client"].append(loads.client_cpu_seconds() - client)
 
 
 def _settle() -> None:
@@ -257,7 +259,6 @@ def _run_registry_workloads(
                 rec.add(t.key, "manifest_p50", result.p50_ms)
                 rec.add(t.key, "manifest_p99", result.p99_ms)
         if want("blob"):
-            ceiling = None
             # The ceiling takes its turn in the rotation too: the machine's load drifts within a run.
             for t in _rotate([*targets, static], run):
                 path = "/static/blob64m" if t is static else f"/v2/bench/blob/blobs/{blob.digest}"
@@ -272,8 +273,3 @@ def _run_registry_workloads(
                         script_dir=workdir,
                     )
                 rec.add(t.key, "blob_mbps", result.mb_per_s)
-                if t is static:
-                    ceiling = result.mb_per_s
-            if ceiling:
-                for t in order:
-                    rec.add(t.key, "blob_of_ceiling", 100 * rec.samples[t.key]["blob_mbps"][-1] / ceiling)

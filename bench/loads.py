@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import resource
 import shutil
 import subprocess
 import time
@@ -36,6 +37,12 @@ end
 
 class LoadError(RuntimeError):
     """A client failed: the workload's numbers would be meaningless."""
+
+
+def client_cpu_seconds() -> float:
+    """User + system CPU of every client process this process has run and reaped so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _run(argv: list[str], *, timeout: float) -> float:

@@ -88,6 +88,7 @@ def table(*, samples: Mapping[str, Mapping[str, Sequence[float]]], labels: Mappi
         header += [labels[ref], "ratio"]
     header += ["target", "verdict", "runs"]
     lines = [header]
+    samples = _with_ceiling_share(samples)
     for row in ROWS:
         mine = median(samples.get("dockyard", {}).get(row.metric, []))
         if mine is None and not any(samples.get(r, {}).get(row.metric) for r in references):
@@ -106,29 +107,39 @@ def table(*, samples: Mapping[str, Mapping[str, Sequence[float]]], labels: Mappi
     return _render(lines)
 
 
+def _with_ceiling_share(
+    samples: Mapping[str, Mapping[str, Sequence[float]]],
+) -> dict[str, dict[str, Sequence[float]]]:
+    """Add each target's blob GET median as a share of the static file's median (one value, not per
+    run: the two loops of one run are seconds apart and the machine's load drifts in between)."""
+    out = {target: dict(metrics) for target, metrics in samples.items()}
+    ceiling = median(samples.get("static", {}).get("blob_mbps", []))
+    if ceiling:
+        for target, metrics in out.items():
+            mbps = median(metrics.get("blob_mbps", []))
+            if target != "static" and mbps is not None:
+                metrics["blob_of_ceiling"] = [100 * mbps / ceiling]
+    return out
+
+
 def cpu_table(
     *, cpu: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], labels: Mapping[str, str]
 ) -> str:
-    """Median CPU seconds per workload run, per server process (registry, nginx master + workers)."""
+    """Median CPU seconds per workload run, per process: the registry, nginx (master + workers), and the
+    client that drove the workload (skopeo or wrk)."""
     workloads = sorted({w for per in cpu.values() for w in per}, key=_workload_order)
-    header = ["CPU seconds (median per run)"] + [
-        f"{labels[t]} {proc}"
-        for t in cpu
-        for proc in ("registry", "nginx")
-        if t != "static" or proc == "nginx"
-    ]
-    lines = [header]
-    for workload in workloads:
-        cells = [workload]
-        for t in cpu:
-            for proc in ("registry", "nginx"):
-                if t == "static" and proc == "registry":
-                    continue
-                cells.append(_fmt(median(cpu[t].get(workload, {}).get(proc, []))))
-        lines.append(cells)
-    return _render(lines)
+    lines = [["CPU seconds, median per run", *workloads]]
+    for target, per in cpu.items():
+        for proc in _PROCS:
+            if not any(proc in per.get(w, {}) for w in workloads):
+                continue
+            cells = [f"{labels[target]}: {proc}"]
+            cells += [_fmt(median(per.get(w, {}).get(proc, []))) for w in workloads]
+            lines.append(cells)
+    return _render(lines, left=1)
 
 
+_PROCS = ("registry", "nginx", "client")
 _ORDER = ["push_1g", "pull_1g", "small_push", "manifest_get", "blob_get"]
 
 
@@ -136,11 +147,12 @@ def _workload_order(name: str) -> int:
     return _ORDER.index(name) if name in _ORDER else len(_ORDER)
 
 
-def _render(lines: list[list[str]]) -> str:
+def _render(lines: list[list[str]], *, left: int = 2) -> str:
+    """Columns padded to their widest cell; the first `left` columns are text (left-aligned)."""
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     out = []
     for n, line in enumerate(lines):
-        out.append("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in
+        out.append("  ".join(cell.ljust(w) if i < left else cell.rjust(w) for i, (cell, w) in
                              enumerate(zip(line, widths, strict=True))))  # fmt: skip
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
