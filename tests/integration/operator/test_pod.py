@@ -13,7 +13,9 @@ Covers, through nginx over TLS verified against the CA the operator published:
 - a pull user pulls the manifest and the blob (bytes served by nginx via X-Accel-Redirect) and
   is denied a push; a wrong password is refused;
 - DELETE is refused: for a push user by the access rules, for an admin because
-  storage.deleteEnabled is false.
+  storage.deleteEnabled is false;
+- with anonymousPull and deleteEnabled, anyone pulls, nobody anonymous pushes, and an admin
+  deletes a manifest.
 """
 
 from __future__ import annotations
@@ -108,17 +110,23 @@ def _remap(argv: list[str], paths: dict[str, Path], upstream: str) -> list[str]:
     return mapped
 
 
+USERS = [
+    cluster.user("alice", "alice-password", access="push", repositories=["team/**"]),
+    cluster.user("bob", "bob-password", access="pull"),
+    cluster.user("olga", "olga-password", access="admin"),
+]
+OPEN_SPEC = {
+    "auth": {"users": USERS, "anonymousPull": True},
+    "storage": {"deleteEnabled": True, "emptyDir": {}},
+}
+
+
 @pytest.fixture
-def pod(kube_client: lightkube.Client, namespace: str, operator: Operator) -> collections.abc.Iterator[Pod]:
-    spec = {
-        "auth": {
-            "users": [
-                cluster.user("alice", "alice-password", access="push", repositories=["team/**"]),
-                cluster.user("bob", "bob-password", access="pull"),
-                cluster.user("olga", "olga-password", access="admin"),
-            ]
-        }
-    }
+def pod(
+    request: pytest.FixtureRequest, kube_client: lightkube.Client, namespace: str, operator: Operator
+) -> collections.abc.Iterator[Pod]:
+    """The simulated pod of registry `demo`; the spec is `{"auth": {"users": USERS}}` unless parametrized."""
+    spec = getattr(request, "param", {"auth": {"users": USERS}})
     cluster.create_registry(kube_client, namespace=namespace, spec=spec, passwords=PASSWORDS)
     deployment: Any = cluster.wait_child(kube_client, apps.Deployment, N.deployment, namespace)
     configmap: Any = cluster.wait_child(kube_client, core.ConfigMap, N.nginx_configmap, namespace)
@@ -189,7 +197,7 @@ def pod(kube_client: lightkube.Client, namespace: str, operator: Operator) -> co
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _push_blob(pod: Pod, repository: str, data: bytes, *, user: str, password: str) -> int:
+def _push_blob(pod: Pod, repository: str, data: bytes, *, user: str | None, password: str | None) -> int:
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     status, headers, _ = pod.request("POST", f"/v2/{repository}/blobs/uploads/", user=user, password=password)
     if status != 202:
@@ -207,6 +215,46 @@ def _push_blob(pod: Pod, repository: str, data: bytes, *, user: str, password: s
     )[0]
 
 
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _push_image(pod: Pod, repository: str, tag: str, *, user: str, password: str) -> tuple[bytes, bytes]:
+    """Push a one-layer image; returns (manifest, layer)."""
+    config = b"{}"
+    layer = b"layer bytes served by nginx from the storage volume\n" * 100
+    for blob in (config, layer):
+        assert _push_blob(pod, repository, blob, user=user, password=password) == 201
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": _digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": _digest(layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    put = pod.request(
+        "PUT",
+        f"/v2/{repository}/manifests/{tag}",
+        user=user,
+        password=password,
+        body=manifest,
+        headers={"Content-Type": OCI_MANIFEST},
+    )
+    assert put[0] == 201
+    return manifest, layer
+
+
 def test_the_operators_children_serve_a_working_registry(pod: Pod) -> None:
     assert pod.request("GET", "/healthz")[0] == 200
     status, headers, _ = pod.request("GET", "/v2/")
@@ -216,39 +264,9 @@ def test_the_operators_children_serve_a_working_registry(pod: Pod) -> None:
     assert pod.request("GET", "/v2/", user="alice", password="wrong-password")[0] == 401
     assert pod.request("GET", "/v2/", user="alice", password=PASSWORDS["alice"])[0] == 200
 
-    config = b"{}"
-    layer = b"layer bytes served by nginx from the storage volume\n" * 100
-    for blob in (config, layer):
-        assert _push_blob(pod, "team/app", blob, user="alice", password=PASSWORDS["alice"]) == 201
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
-                "size": len(config),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": "sha256:" + hashlib.sha256(layer).hexdigest(),
-                    "size": len(layer),
-                }
-            ],
-        }
-    ).encode()
-    put = pod.request(
-        "PUT",
-        "/v2/team/app/manifests/v1",
-        user="alice",
-        password=PASSWORDS["alice"],
-        body=manifest,
-        headers={"Content-Type": OCI_MANIFEST},
-    )
-    assert put[0] == 201
+    manifest, layer = _push_image(pod, "team/app", "v1", user="alice", password=PASSWORDS["alice"])
     # Outside alice's repository globs: authenticated, but denied.
-    assert _push_blob(pod, "other/app", config, user="alice", password=PASSWORDS["alice"]) == 403
+    assert _push_blob(pod, "other/app", b"{}", user="alice", password=PASSWORDS["alice"]) == 403
 
     status, _, body = pod.request(
         "GET",
@@ -258,7 +276,7 @@ def test_the_operators_children_serve_a_working_registry(pod: Pod) -> None:
         headers={"Accept": OCI_MANIFEST},
     )
     assert (status, body) == (200, manifest)
-    layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    layer_digest = _digest(layer)
     status, headers, body = pod.request(
         "GET", f"/v2/team/app/blobs/{layer_digest}", user="bob", password=PASSWORDS["bob"]
     )
@@ -271,3 +289,17 @@ def test_the_operators_children_serve_a_working_registry(pod: Pod) -> None:
     assert pod.request("DELETE", manifest_path, user="alice", password=PASSWORDS["alice"])[0] == 403
     status, _, body = pod.request("DELETE", manifest_path, user="olga", password=PASSWORDS["olga"])
     assert status == 405 and b"UNSUPPORTED" in body
+
+
+@pytest.mark.parametrize("pod", [OPEN_SPEC], indirect=True, ids=["anonymous-pull-and-delete"])
+def test_anonymous_pull_and_delete_work_when_the_spec_allows_them(pod: Pod) -> None:
+    manifest, _ = _push_image(pod, "team/app", "v1", user="alice", password=PASSWORDS["alice"])
+
+    status, _, body = pod.request("GET", "/v2/team/app/manifests/v1", headers={"Accept": OCI_MANIFEST})
+    assert (status, body) == (200, manifest)
+    assert _push_blob(pod, "team/app", b"anonymous", user=None, password=None) == 401
+    deleted = pod.request(
+        "DELETE", f"/v2/team/app/manifests/{_digest(manifest)}", user="olga", password=PASSWORDS["olga"]
+    )
+    assert deleted[0] == 202
+    assert pod.request("GET", "/v2/team/app/manifests/v1", headers={"Accept": OCI_MANIFEST})[0] == 404
