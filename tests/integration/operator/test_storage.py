@@ -4,7 +4,8 @@ Covers:
 - resizing a claim that is not bound yet is refused by the API server; the operator reports it
   (StorageReady False with a readable message), keeps the claim as it was, and still applies
   the rest of the spec (a new user reaches the htpasswd Secret);
-- shrinking a bound claim is refused and reported the same way.
+- shrinking a bound claim is refused and reported the same way;
+- more than one replica on a ReadWriteOnce claim is reported as storage that is not shared.
 """
 
 from __future__ import annotations
@@ -91,3 +92,19 @@ def test_shrinking_a_bound_claim_is_reported_and_the_claim_keeps_its_size(
     storage = cluster.wait_condition(kube_client, "demo", namespace, "StorageReady", "False")
     assert storage["message"]
     assert _claim_size(kube_client, namespace) == "2Gi"
+
+
+def test_more_replicas_than_a_read_write_once_claim_can_serve_are_reported(
+    kube_client: lightkube.Client, namespace: str, operator: Operator
+) -> None:
+    cluster.create_registry(kube_client, namespace=namespace, spec={"replicas": 2})
+
+    storage = cluster.wait_condition(
+        kube_client,
+        "demo",
+        namespace,
+        "StorageReady",
+        "False",
+        match=lambda c: c["reason"] == "StorageNotShared",
+    )
+    assert "ReadWriteMany" in storage["message"]
