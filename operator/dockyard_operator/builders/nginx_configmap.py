@@ -34,6 +34,10 @@ _DENIED = (
     '{"errors":[{"code":"DENIED","message":"requested access to the resource is denied","detail":null}]}'
 )
 
+_UNAVAILABLE = (
+    '{"errors":[{"code":"UNAVAILABLE","message":"registry temporarily unavailable, retry","detail":null}]}'
+)
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class NginxPaths:
@@ -124,6 +128,9 @@ http {{
             auth_request /_dockyard_auth;
             error_page 401 = @dockyard_unauthorized;
             error_page 403 = @dockyard_denied;
+            # nginx's own 5xx (the registry container is restarting, so the auth subrequest or the proxy
+            # fails) becomes a retryable OCI 503; the registry's own JSON errors pass through untouched.
+            error_page 500 502 503 504 = @dockyard_unavailable;
 
             # Stream uploads and downloads: no temp files, no size-dependent latency.
             proxy_request_buffering off;
@@ -152,6 +159,13 @@ http {{
             default_type application/json;
             add_header Docker-Distribution-API-Version registry/2.0 always;
             return 403 '{_DENIED}';
+        }}
+
+        location @dockyard_unavailable {{
+            default_type application/json;
+            add_header Docker-Distribution-API-Version registry/2.0 always;
+            add_header Retry-After 5 always;
+            return 503 '{_UNAVAILABLE}';
         }}
 
         # Blob bytes, after the registry authorized the request and answered with X-Accel-Redirect.
