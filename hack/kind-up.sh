@@ -45,8 +45,10 @@ helm_bin() {
 KIND=$(kind_bin)
 HELM=$(helm_bin)
 
+reused=0
 if "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
   log "reusing kind cluster $CLUSTER"
+  reused=1
 else
   log "creating kind cluster $CLUSTER"
   "$KIND" create cluster --name "$CLUSTER" --config kind-config.yaml --wait 120s
@@ -71,11 +73,15 @@ log "installing the chart into $NAMESPACE"
   --set image.repository="$OPERATOR_IMAGE" --set image.tag="$TAG" --set image.pullPolicy=Never \
   --set registry.image="$REGISTRY_IMAGE:$TAG" \
   --wait --timeout 5m
+# Same tag, new bytes: a reused cluster's operator Pod must restart to run the image just loaded.
+[ "$reused" = 0 ] || "$KUBECTL" -n "$NAMESPACE" rollout restart deployment/dockyard >/dev/null
 "$KUBECTL" -n "$NAMESPACE" rollout status deployment/dockyard --timeout=180s
 
 cat >&2 <<MSG
-kind-up: ready. Next:
+kind-up: ready. Next (docs/install.md, step 4):
   kind get kubeconfig --name $CLUSTER > ~/.kube/dockyard && export KUBECONFIG=~/.kube/dockyard
-  kubectl apply -f examples/nodeport-node-trust.yaml   # a registry on localhost:30500
-  kubectl get preg --watch
+  kubectl create secret generic ci-push --from-literal=password="\$(openssl rand -base64 24)"
+  kubectl create secret generic nodes-pull --from-literal=password="\$(openssl rand -base64 24)"
+  kubectl apply -f examples/nodeport-node-trust.yaml   # a registry on localhost:30500, trusted by the node
+  kubectl wait --for=condition=NodeTrustReady preg/team-registry --timeout=5m
 MSG
