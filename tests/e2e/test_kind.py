@@ -10,7 +10,8 @@ containerd, which trusts the CA through certs.d/hosts.toml written by the operat
 (the example enables it; no manual step), into a Pod that uses the pull-only user's imagePullSecret and runs
 to completion; without the pull secret the pull is refused.
 
-The cluster is named `dockyard-e2e` and deleted afterwards (set DOCKYARD_E2E_KEEP=1 to keep it).
+The cluster is named `dockyard-e2e` and deleted afterwards (set DOCKYARD_E2E_KEEP=1 to keep it). It maps
+127.0.0.1:30500 like kind-config.yaml, so another cluster made by `make kind-up` must be deleted first.
 """
 
 from __future__ import annotations
