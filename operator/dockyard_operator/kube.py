@@ -10,6 +10,7 @@ Must not: decide anything. What to write and when lives in `reconcile.py`; this 
 
 from __future__ import annotations
 
+import builtins
 import datetime
 from collections.abc import Mapping
 from typing import Any, Final
@@ -51,6 +52,12 @@ RBAC_RULES: Final[list[dict[str, list[str]]]] = [
         "verbs": ["get", "list", "watch", "create", "update"],
     },
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    # Pull secrets live in other namespaces (no owner reference can remove them) and
+    # kube-public/local-registry-hosting outlives no registry: both are deleted by the operator.
+    {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["delete"]},
+    # Pull secrets: namespaces matching spec.pullSecrets.namespaceSelector, and ServiceAccounts that use them.
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "update"]},
 ]
 # What kopf itself uses (docs/deployment-rbac.yaml): scanning CRDs and namespaces, its events, and peering
 # objects (only when not run with --standalone).
@@ -81,6 +88,7 @@ _RESOURCES: Final[dict[tuple[str, str], type[NamespacedResource]]] = {
     ("apps/v1", "Deployment"): apps_v1.Deployment,
     ("apps/v1", "DaemonSet"): apps_v1.DaemonSet,
     ("v1", "Pod"): core_v1.Pod,
+    ("v1", "ServiceAccount"): core_v1.ServiceAccount,
     ("networking.k8s.io/v1", "Ingress"): networking_v1.Ingress,
     (names.API_VERSION, names.KIND): PrivateRegistry,
 }
@@ -214,6 +222,15 @@ class Kube:
 
         result: list[dict[str, Any]] = await self._call(collect(), verb="list", what=f"{kind} in {where}")
         return result
+
+    async def list_namespaces(self) -> builtins.list[dict[str, Any]]:
+        """Every Namespace (cluster-scoped, so not through `list`)."""
+
+        async def collect() -> builtins.list[dict[str, Any]]:
+            return [_to_dict(obj) async for obj in self._client.list(core_v1.Namespace)]
+
+        found: builtins.list[dict[str, Any]] = await self._call(collect(), verb="list", what="namespaces")
+        return found
 
     async def create(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]:
         obj = codecs.from_dict(dict(manifest))

@@ -342,6 +342,28 @@ class NodeTrust(_Model):
     """Runtimes whose certs.d directories get the CA."""
 
 
+class PullSecrets(_Model):
+    """Image pull Secrets (kubernetes.io/dockerconfigjson) for one registry user, in chosen namespaces."""
+
+    user: Annotated[str, pydantic.StringConstraints(pattern=USER_NAME_PATTERN, max_length=128)]
+    """The spec.auth.users entry whose credentials the Secrets carry (kept in sync with its password)."""
+    secret_name: (
+        Annotated[str, pydantic.StringConstraints(pattern=RESOURCE_NAME_PATTERN, max_length=253)] | None
+    ) = None
+    """Name of the Secret in each namespace; default <registry>-pull."""
+    namespaces: Annotated[
+        list[Annotated[str, pydantic.StringConstraints(pattern=RESOURCE_NAME_PATTERN, max_length=63)]],
+        pydantic.Field(max_length=256),
+    ] = []
+    """Namespaces that get the Secret."""
+    namespace_selector: dict[str, str] | None = None
+    """Also every namespace carrying all of these labels (matchLabels semantics)."""
+    service_account: (
+        Annotated[str, pydantic.StringConstraints(pattern=RESOURCE_NAME_PATTERN, max_length=253)] | None
+    ) = None
+    """Add the Secret to this ServiceAccount's imagePullSecrets in each namespace (e.g. default)."""
+
+
 class PrivateRegistrySpec(_Model):
     """Desired state of a private OCI registry."""
 
@@ -369,6 +391,12 @@ class PrivateRegistrySpec(_Model):
     """Sidecar tuning."""
     node_trust: NodeTrust = NodeTrust()
     """Distribute the CA to the nodes' container runtimes."""
+    pull_secrets: PullSecrets | None = None
+    """Create image pull Secrets for one user in other namespaces (removed again when this is removed)."""
+    publish_local_registry_hosting: bool = False
+    """Publish kube-public/local-registry-hosting (KEP-1755) naming this registry's localhost:<nodePort>, so
+    tools like Tilt, ctlptl and Skaffold find it; needs expose.type NodePort or LoadBalancer. The first
+    registry to publish it keeps it until it stops (one per cluster)."""
 
 
 # --------------------------------------------------------------------------------------------- status
@@ -447,6 +475,8 @@ class PrivateRegistryStatus(_Model):
     """Desired registry pods."""
     ready_replicas: int | None = None
     """Registry pods that are ready."""
+    node_endpoint: str | None = None
+    """host:port kubelet pulls by on every node (localhost:<nodePort>; NodePort or LoadBalancer only)."""
     node_trust: NodeTrustStatus | None = None
     """Node trust of the CA (only with spec.nodeTrust.enabled)."""
 

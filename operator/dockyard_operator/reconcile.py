@@ -35,7 +35,7 @@ import pydantic
 from dockyard_operator import builders, conditions, crypto, diff, kube, model, names, policies, settings
 from dockyard_operator.builders import htpasswd_secret, inputs
 from dockyard_operator.nodetrust import builders as nt_builders
-from dockyard_operator.nodetrust import controller, layout, rotation
+from dockyard_operator.nodetrust import controller, hosting, layout, pullsecrets, rotation
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,12 @@ class Reconciler:
         self._cache_key = cache_key if cache_key is not None else secrets.token_bytes(32)
         self._verified: dict[tuple[str, str, str], tuple[bytes, str]] = {}
         self._node_trust = node_trust
+        # Whether a registry published the KEP-1755 ConfigMap / pull secrets on an earlier pass of this
+        # process, so registries that never use them cost no API call (and no cluster-wide list that a
+        # namespaced install may not hold). Known gap: a feature switched off while the operator was down
+        # is withdrawn only when the registry is deleted.
+        self._published_hosting: dict[str, bool] = {}
+        self._had_pull_secrets: dict[tuple[str, str], bool] = {}
 
     async def close(self) -> None:
         """Stop taking passes, let running ones finish (bounded), then close the client."""
@@ -242,6 +248,10 @@ class Reconciler:
             await self._remove_ingress(namespace=namespace, child_names=child_names, owner=owner, state=state)
 
         await self._sync_node_trust(body=body, spec=spec, applied=applied, state=state)
+        await self._local_registry_hosting(
+            spec=spec, owner=owner, service=applied.get("Service"), state=state
+        )
+        await self._pull_secrets(spec=spec, owner=owner, service=applied.get("Service"), state=state)
         status = self._status(
             body=body,
             spec=spec,
@@ -251,6 +261,7 @@ class Reconciler:
             pvc=applied.get("PersistentVolumeClaim"),
             now=now,
             generation=generation,
+            service=applied.get("Service"),
         )
         await self._write_status(body, status, previous=previous, now=now, state=state)
         return Result(retry_after=state.retry_after, message="; ".join(p.message for p in state.degraded))
@@ -311,13 +322,202 @@ class Reconciler:
     # ---------------------------------------------------------------------------------- node trust
 
     async def forget(self, *, body: Mapping[str, Any]) -> None:
-        """A registry is being deleted: the nodes stop trusting its CA for its hosts (if they did)."""
+        """A registry is being deleted: the nodes stop trusting its CA for its hosts (if they did), and what
+        it keeps outside its namespace (pull secret copies, kube-public/local-registry-hosting) goes."""
         meta = body.get("metadata") or {}
+        registry_ns, registry = str(meta.get("namespace")), str(meta.get("name"))
+        spec_raw = body.get("spec") or {}
+        if spec_raw.get("pullSecrets"):
+            for copy in await self._pull_secret_copies(namespace=registry_ns, name=registry):
+                where = copy["metadata"]
+                await self._kube.delete(
+                    api_version="v1", kind="Secret", namespace=where["namespace"], name=where["name"]
+                )
+        if spec_raw.get("publishLocalRegistryHosting"):
+            live = await self._kube.get(
+                api_version="v1", kind="ConfigMap", namespace=hosting.NAMESPACE, name=hosting.NAME
+            )
+            if hosting.owned_by(live, hosting.owner_of(registry_ns, registry)):
+                await self._kube.delete(
+                    api_version="v1", kind="ConfigMap", namespace=hosting.NAMESPACE, name=hosting.NAME
+                )
         used = ((body.get("spec") or {}).get("nodeTrust") or {}).get("enabled") or (
             (body.get("status") or {}).get("nodeTrust")
         )
         if self._node_trust is not None and not self._closed and used:
             await self._node_trust.forget(str(meta.get("namespace")), str(meta.get("name")))
+
+    # ------------------------------------------------------------------ reaching the registry from outside
+
+    async def _local_registry_hosting(
+        self,
+        *,
+        spec: model.PrivateRegistrySpec,
+        owner: inputs.Owner,
+        service: Mapping[str, Any] | None,
+        state: _Pass,
+    ) -> None:
+        """Publish (or withdraw) kube-public/local-registry-hosting for this registry (KEP-1755).
+
+        One per cluster: the first registry keeps it; another asking for it is told (Degraded) and never
+        overwrites it. Withdrawn when the spec stops asking for it (and by `forget` on deletion).
+        """
+        me = hosting.owner_of(owner.namespace, owner.name)
+        ref = {"api_version": "v1", "kind": "ConfigMap", "namespace": hosting.NAMESPACE, "name": hosting.NAME}
+        endpoint = _node_endpoint(spec, service)
+        try:
+            if not spec.publish_local_registry_hosting or endpoint is None:
+                if spec.publish_local_registry_hosting:
+                    state.degraded.append(
+                        Problem(
+                            "HostingNeedsNodePort", "publishLocalRegistryHosting needs expose.type NodePort"
+                        )
+                    )
+                live = await self._kube.get(**ref) if self._published_hosting.get(me, False) else None
+                if live is not None and hosting.owned_by(live, me):
+                    await self._kube.delete(**ref)
+                    state.events.append(("Normal", "Deleted", "withdrew kube-public/local-registry-hosting"))
+                self._published_hosting[me] = False
+                return
+            live = await self._kube.get(**ref)
+            if live is not None and not hosting.owned_by(live, me):
+                holder = ((live.get("metadata") or {}).get("annotations") or {}).get(hosting.OWNER_ANNOTATION)
+                state.degraded.append(
+                    Problem(
+                        "HostingTaken",
+                        f"kube-public/local-registry-hosting is published for {holder or 'someone else'}; "
+                        "not overwritten",
+                    )
+                )
+                return
+            want = diff.with_spec_hash(
+                hosting.configmap(
+                    owner=me,
+                    node_endpoint=endpoint,
+                    cluster_endpoint=_endpoint(spec, names.Names.of(owner.name), owner.namespace),
+                )
+            )
+            if live is None:
+                await self._kube.create(manifest=want)
+                state.events.append(("Normal", "Created", "published kube-public/local-registry-hosting"))
+            elif diff.needs_update(want, live):
+                await self._kube.replace(manifest=diff.replacement(want, live))
+            self._published_hosting[me] = True
+        except kube.KubeError as exc:
+            state.degraded.append(Problem("HostingFailed", f"kube-public/local-registry-hosting: {exc}"))
+            state.retry_after = 10.0
+
+    async def _pull_secret_copies(self, *, namespace: str, name: str) -> list[dict[str, Any]]:
+        return await self._kube.list(
+            api_version="v1",
+            kind="Secret",
+            labels={pullsecrets.FOR_LABEL: pullsecrets.owner_label(namespace, name)},
+        )
+
+    async def _pull_secrets(
+        self,
+        *,
+        spec: model.PrivateRegistrySpec,
+        owner: inputs.Owner,
+        service: Mapping[str, Any] | None,
+        state: _Pass,
+    ) -> None:
+        """Keep one dockerconfigjson Secret per chosen namespace, in sync with the user's password; remove
+        copies no longer wanted. They live in other namespaces, so our label (not an owner reference) finds
+        them again. A registry that never asked for pull secrets costs no API call here."""
+        chosen = spec.pull_secrets
+        me = (owner.namespace, owner.name)
+        if chosen is None and not self._had_pull_secrets.get(me, False):
+            return
+        wanted: dict[str, dict[str, Any]] = {}
+        try:
+            if chosen is not None:
+                user = next((u for u in spec.auth.users if u.name == chosen.user), None)
+                if user is None:
+                    state.degraded.append(
+                        Problem(
+                            "PullSecretUserUnknown", f"pullSecrets.user {chosen.user!r} is not in auth.users"
+                        )
+                    )
+                    return
+                ref = user.password_secret_ref
+                password = ((await self._secret(namespace=owner.namespace, name=ref.name)) or {}).get(ref.key)
+                if password is None:
+                    return  # the users step already reports the missing Secret or key
+                hosts = [
+                    host
+                    for host in (
+                        _node_endpoint(spec, service),
+                        _endpoint(spec, names.Names.of(owner.name), owner.namespace),
+                        *spec.node_trust.hostnames,
+                    )
+                    if host
+                ]
+                config = pullsecrets.dockerconfigjson(hosts=hosts, username=user.name, password=password)
+                secret_name = chosen.secret_name or names.dns_label(owner.name, "-pull")
+                targets: list[str] = list(chosen.namespaces)
+                if chosen.namespace_selector:
+                    targets = pullsecrets.selected(
+                        await self._kube.list_namespaces(),
+                        listed=chosen.namespaces,
+                        match_labels=chosen.namespace_selector,
+                    )
+                for target in sorted(set(targets)):
+                    wanted[target] = pullsecrets.secret(
+                        name=secret_name,
+                        namespace=target,
+                        registry_namespace=owner.namespace,
+                        registry=owner.name,
+                        config=config,
+                    )
+            for target, desired in wanted.items():
+                try:
+                    await self._ensure_foreign(desired)
+                    if chosen is not None and chosen.service_account:
+                        await self._add_pull_secret(
+                            namespace=target,
+                            account=chosen.service_account,
+                            secret=desired["metadata"]["name"],
+                        )
+                except (kube.NotFound, kube.NamespaceTerminating):
+                    continue  # no such namespace (yet): a later pass (the timer) brings the Secret
+            for copy in await self._pull_secret_copies(namespace=owner.namespace, name=owner.name):
+                where = copy["metadata"]
+                keep = wanted.get(where["namespace"])
+                if keep is None or keep["metadata"]["name"] != where["name"]:
+                    await self._kube.delete(
+                        api_version="v1", kind="Secret", namespace=where["namespace"], name=where["name"]
+                    )
+            self._had_pull_secrets[me] = chosen is not None
+        except kube.KubeError as exc:
+            state.degraded.append(Problem("PullSecretsFailed", f"pull secrets: {exc}"))
+            state.retry_after = 10.0
+
+    async def _ensure_foreign(self, desired: dict[str, Any]) -> None:
+        """Create or correct an object we keep in another namespace; one that is not ours is left alone."""
+        want = diff.with_spec_hash(desired)
+        meta = want["metadata"]
+        ref = {"api_version": want["apiVersion"], "kind": want["kind"], "namespace": meta["namespace"],
+               "name": meta["name"]}  # fmt: skip
+        live = await self._kube.get(**ref)
+        if live is None:
+            await self._kube.create(manifest=want)
+            return
+        labels = (live.get("metadata") or {}).get("labels") or {}
+        if labels.get(pullsecrets.FOR_LABEL) != meta["labels"][pullsecrets.FOR_LABEL]:
+            raise kube.Conflict(f"{kube.describe(want)} exists and is not ours; left alone", status=409)
+        if diff.needs_update(want, live):
+            await self._kube.replace(manifest=diff.replacement(want, live))
+
+    async def _add_pull_secret(self, *, namespace: str, account: str, secret: str) -> None:
+        live = await self._kube.get(
+            api_version="v1", kind="ServiceAccount", namespace=namespace, name=account
+        )
+        if live is None:
+            return  # e.g. `default` before its controller made it: the next pass adds the Secret
+        updated = pullsecrets.with_pull_secret(live, secret)
+        if updated is not None:
+            await self._kube.replace(manifest=updated)
 
     async def _sync_node_trust(
         self,
@@ -758,6 +958,7 @@ class Reconciler:
         pvc: Mapping[str, Any] | None,
         now: datetime.datetime,
         generation: int | None,
+        service: Mapping[str, Any] | None = None,
     ) -> model.PrivateRegistryStatus:
         child_names = names.Names.of(body["metadata"]["name"])
         ready = policies.deployment_verdict(deployment, replicas=spec.replicas)
@@ -822,6 +1023,7 @@ class Reconciler:
             certificate=state.cert_status,
             replicas=spec.replicas,
             ready_replicas=dep_status.get("readyReplicas") or 0,
+            node_endpoint=_node_endpoint(spec, service),
             node_trust=state.node_trust,
         )
 
@@ -967,6 +1169,16 @@ def _cert_status(cert_pem: bytes, secret_name: str) -> model.CertificateStatus:
         dns_names=list(info.dns_names),
         ip_addresses=list(info.ip_addresses),
     )
+
+
+def _node_endpoint(spec: model.PrivateRegistrySpec, service: Mapping[str, Any] | None) -> str | None:
+    """`localhost:<nodePort>`: what kubelet pulls by on every node (kube-proxy forwards it on loopback)."""
+    if spec.expose.type == "ClusterIP":
+        return None
+    for port in ((service or {}).get("spec") or {}).get("ports") or []:
+        if port.get("nodePort"):
+            return f"localhost:{port['nodePort']}"
+    return None
 
 
 def _endpoint(spec: model.PrivateRegistrySpec, child_names: names.Names, namespace: str) -> str:

@@ -35,6 +35,18 @@ on its own (tests/integration/install checks the two agree), in two parts:
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# Pull secrets live in other namespaces (no owner reference can remove them), and
+# kube-public/local-registry-hosting outlives no registry: the operator deletes both itself.
+- apiGroups: [""]
+  resources: ["secrets", "configmaps"]
+  verbs: ["delete"]
+# spec.pullSecrets: namespaces matching its selector, and the ServiceAccounts that get the Secret.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list"]
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "update"]
 {{- end }}
 
 
