@@ -5,11 +5,14 @@ that reason). Covers:
 - an upload bigger than the free space fails with an error status and an OCI error body (no hang,
   no traceback), the registry stays healthy, and that blob is not visible;
 - the failed upload's bytes are released (rolled back), so a small push right after succeeds;
-- an image pushed earlier with skopeo still pulls byte for byte, and fsck finds the data dir clean.
+- an image pushed earlier with skopeo still pulls byte for byte, and fsck finds the data dir clean;
+- a manifest PUT on a full disk fails with an error status and OCI body and leaves no tag; once an
+  upload is cancelled the same PUT works and fsck is clean.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -95,3 +98,38 @@ def test_a_push_bigger_than_the_free_space_fails_cleanly_and_loses_nothing(
     assert back.manifest_digest == kept.digest
     fsck = harness.run_cli("fsck", "--data-dir", str(reg.data_dir))
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+
+def test_a_manifest_put_on_a_full_disk_fails_cleanly_and_works_once_space_is_freed(
+    reg: harness.Registry, small_disk: Path
+) -> None:
+    client = reg.client(ADMIN)
+    img = images.random_image(label="manifest-on-a-full-disk", layer_count=1)
+    for blob in img.blobs():
+        client.push_blob("full/manifest", blob.data)
+    doc = json.loads(img.manifest.data)
+    doc["annotations"] = {"dev.dockyard.padding": "x" * 100_000}  # bigger than the space left below
+    manifest = json.dumps(doc).encode()
+    # Fill the disk with an open upload, leaving a couple of KiB.
+    filler = harness.upload_path(client.request("POST", "/v2/full/filler/blobs/uploads/"))
+    stat = os.statvfs(small_disk)
+    filled = client.request(
+        "PATCH",
+        filler,
+        body=os.urandom(stat.f_bavail * stat.f_frsize - 2048),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert filled.status == 202, filled.describe()
+
+    refused = client.request(
+        "PUT", "/v2/full/manifest/manifests/v1", body=manifest, headers={"Content-Type": images.MANIFEST}
+    )
+
+    assert refused.status >= 500 and refused.error_codes(), refused.describe()
+    assert client.get_manifest("full/manifest", "v1").status == 404
+    assert client.request("DELETE", filler).status == 204  # cancelling the upload frees its space
+    client.push_manifest("full/manifest", "v1", manifest)
+    assert client.get_manifest("full/manifest", "v1").body == manifest
+    fsck = harness.run_cli("fsck", "--data-dir", str(reg.data_dir))
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    assert "Traceback" not in reg.log(), reg.log_tail()
