@@ -204,10 +204,14 @@ def test_a_registry_is_pulled_by_a_node_over_verified_tls_through_a_ca_rotation(
             seen: list[tuple[str, list[str]]] = []
 
             def switched() -> bool:
+                agent.check_alive()  # a dead agent reports nothing: fail with its log, not a timeout
                 seen.append((signer(kube_client, namespace), node_fingerprints()))
                 return seen[-1][0] == new_fp
 
-            kube.eventually(switched, what="the serving certificate to switch to the next CA")
+            try:
+                kube.eventually(switched, what="the serving certificate to switch to the next CA")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{diagnose(kube_client, trust_namespace, agent)}") from None
             # Old pods still serve the old certificate until the rollout: the old CA must stay on nodes.
             still_both = node_fingerprints()
             # The Deployment rolls to pods with the new certificate; here: the same pod restarted (same data).
@@ -256,6 +260,17 @@ def test_a_registry_is_pulled_by_a_node_over_verified_tls_through_a_ca_rotation(
     assert status_after["desired"] == 1
     assert reports.hosts[host] == (new_fp,)
     assert remaining == {t: [] for t in layout.TARGETS}
+
+
+def diagnose(client: lightkube.Client, namespace: str, agent: podrunner.PodRunner) -> str:
+    """What node trust looked like: the DaemonSet's counts, its Pods and their reports, the agent's log."""
+    ds: Any = client.get(apps.DaemonSet, builders.NAME, namespace=namespace)
+    pods = [
+        f"{pod.metadata.name}: {(pod.metadata.annotations or {}).get(layout.REPORT_ANNOTATION)}"
+        for pod in client.list(core.Pod, namespace=namespace, labels=builders.SELECTOR)
+    ]
+    log = "\n".join(agent.container("agent").output().splitlines()[-30:])
+    return f"DaemonSet status: {ds.status}\nagent Pods: {pods}\nagent log:\n{log}"
 
 
 def _write(path: Path, data: bytes) -> Path:
