@@ -28,6 +28,7 @@ from typing import Any
 from bench import images, loads, prereqs, procs, report, servers, tlsfiles
 
 MiB = 1024 * 1024
+BLOB_SLICE_SECONDS = 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--big-mib", type=int, default=1024, help="size of the big image in MiB (default 1024)")
     p.add_argument("--small-images", type=int, default=50, help="small images per run (default 50)")
     p.add_argument("--get-seconds", type=int, default=20, help="manifest GET loop length (default 20)")
-    p.add_argument("--blob-seconds", type=int, default=10, help="blob GET loop length (default 10)")
+    p.add_argument(
+        "--blob-seconds",
+        type=int,
+        default=12,
+        help="blob GET seconds per target and run, in 4 s slices (default 12)",
+    )
     p.add_argument("--no-v3", action="store_true", help="skip distribution v3 even when it is built")
     p.add_argument("--no-operator", action="store_true", help="skip workload 7 (operator)")
     p.add_argument("--operator-objects", type=int, default=100, help="objects in the operator's big batch")
@@ -259,17 +265,20 @@ def _run_registry_workloads(
                 rec.add(t.key, "manifest_p50", result.p50_ms)
                 rec.add(t.key, "manifest_p99", result.p99_ms)
         if want("blob"):
-            # The ceiling takes its turn in the rotation too: the machine's load drifts within a run.
-            for t in _rotate([*targets, static], run):
-                path = "/static/blob64m" if t is static else f"/v2/bench/blob/blobs/{blob.digest}"
-                headers = {} if t is static else {"Authorization": t.authorization}
-                with rec.cpu_of(t, "blob_get"):
-                    result = loads.wrk(
-                        tools=tools,
-                        url=f"https://{t.address}{path}",
-                        connections=16,
-                        seconds=args.blob_seconds,
-                        headers=headers,
-                        script_dir=workdir,
-                    )
-                rec.add(t.key, "blob_mbps", result.mb_per_s)
+            # Short slices, round robin with the ceiling in the rotation: the machine's load drifts within
+            # seconds, and one long loop per target compared targets under different loads.
+            slices = max(1, args.blob_seconds // BLOB_SLICE_SECONDS)
+            for part in range(slices):
+                for t in _rotate([*targets, static], run + part):
+                    path = "/static/blob64m" if t is static else f"/v2/bench/blob/blobs/{blob.digest}"
+                    headers = {} if t is static else {"Authorization": t.authorization}
+                    with rec.cpu_of(t, "blob_get"):
+                        result = loads.wrk(
+                            tools=tools,
+                            url=f"https://{t.address}{path}",
+                            connections=16,
+                            seconds=args.blob_seconds // slices,
+                            headers=headers,
+                            script_dir=workdir,
+                        )
+                    rec.add(t.key, "blob_mbps", result.mb_per_s)
