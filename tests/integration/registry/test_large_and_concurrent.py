@@ -8,11 +8,14 @@ Covers:
 - two skopeo processes pushing images that share layers into the same repository at once both
   succeed, both images pull back intact and fsck finds the data dir clean;
 - eight clients pushing the same blob at once and six racing to tag "latest": every push succeeds,
-  the tag names one whole racer, every racer stays reachable by digest, fsck is clean.
+  the tag names one whole racer, every racer stays reachable by digest, fsck is clean;
+- 120 requests at once with the same valid, not yet verified credentials all succeed (none shed
+  with 429).
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import hashlib
 import os
@@ -178,3 +181,18 @@ def test_many_clients_pushing_the_same_blob_and_racing_for_one_tag_leave_consist
         assert client.get_manifest("bulk/contended", img.digest).body == img.manifest.data
     fsck = harness.run_cli("fsck", "--data-dir", str(reg.data_dir))
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+
+def test_a_burst_of_clients_with_the_same_fresh_credentials_is_served_not_shed(tmp_path: Path) -> None:
+    """A rollout: many nodes pull with one imagePullSecret right after a registry restart (nothing cached).
+
+    Wrong passwords may be shed with 429 to protect the registry, but one valid credential arriving
+    many times at once must cost one bcrypt, not one per request, and every request must succeed.
+    """
+    puller = harness.Credentials("rollout", harness.new_password())
+    with harness.running_registry(tmp=tmp_path, users=[harness.User(puller, access="pull")]) as fresh:
+        client = fresh.client(puller)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=120) as pool:
+            statuses = list(pool.map(lambda _: client.request("GET", "/v2/").status, range(120)))
+
+    assert statuses == [200] * 120, collections.Counter(statuses)
