@@ -2,8 +2,9 @@
 The operator's own rules: operator/dockyard_operator/kube.py RBAC_RULES, written out so the chart reads
 on its own (tests/integration/install checks the two agree), in two parts:
   * dockyard.operatorRules: what it does in the namespaces of the registries; the ClusterRole (every
-    namespace) or each watched namespace's Role. Children are deleted through owner references, so only
-    Ingresses (removed with spec.expose.ingress) need "delete".
+    namespace) or each watched namespace's Role. Children are deleted through owner references; "delete"
+    is only for what no owner reference can remove: Ingresses dropped from the spec, pull-secret copies in
+    other namespaces, and kube-public/local-registry-hosting.
   * dockyard.homeRules: node trust, only in the release namespace: the DaemonSet and ConfigMap it creates
     there and the agents' Pods it reads reports from. Never cluster-wide: creating DaemonSets anywhere
     would let the operator run a Pod on every node of any namespace.
