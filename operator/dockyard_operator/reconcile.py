@@ -326,13 +326,20 @@ class Reconciler:
         it keeps outside its namespace (pull secret copies, kube-public/local-registry-hosting) goes."""
         meta = body.get("metadata") or {}
         registry_ns, registry = str(meta.get("namespace")), str(meta.get("name"))
+        # A pass that started before the deletion could otherwise re-create what is removed here (a pull
+        # secret copy, the KEP-1755 ConfigMap, the CA on the nodes) after we removed it: wait for it. Later
+        # passes read the registry fresh, see the deletion and stop.
+        key = (registry_ns, registry)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            await self._forget(body=body)
+
+    async def _forget(self, *, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        registry_ns, registry = str(meta.get("namespace")), str(meta.get("name"))
         spec_raw = body.get("spec") or {}
         if spec_raw.get("pullSecrets"):
             for copy in await self._pull_secret_copies(namespace=registry_ns, name=registry):
-                where = copy["metadata"]
-                await self._kube.delete(
-                    api_version="v1", kind="Secret", namespace=where["namespace"], name=where["name"]
-                )
+                await self._remove_pull_secret(copy)
         if spec_raw.get("publishLocalRegistryHosting"):
             live = await self._kube.get(
                 api_version="v1", kind="ConfigMap", namespace=hosting.NAMESPACE, name=hosting.NAME
@@ -470,6 +477,11 @@ class Reconciler:
                         registry=owner.name,
                         config=config,
                     )
+                    if chosen.service_account:
+                        # Remembered on the copy, so removing it later also removes the entry it added.
+                        wanted[target]["metadata"]["annotations"] = {
+                            pullsecrets.ACCOUNT_ANNOTATION: chosen.service_account
+                        }
             for target, desired in wanted.items():
                 try:
                     await self._ensure_foreign(desired)
@@ -485,9 +497,7 @@ class Reconciler:
                 where = copy["metadata"]
                 keep = wanted.get(where["namespace"])
                 if keep is None or keep["metadata"]["name"] != where["name"]:
-                    await self._kube.delete(
-                        api_version="v1", kind="Secret", namespace=where["namespace"], name=where["name"]
-                    )
+                    await self._remove_pull_secret(copy)
             self._had_pull_secrets[me] = chosen is not None
         except kube.KubeError as exc:
             state.degraded.append(Problem("PullSecretsFailed", f"pull secrets: {exc}"))
@@ -508,6 +518,21 @@ class Reconciler:
             raise kube.Conflict(f"{kube.describe(want)} exists and is not ours; left alone", status=409)
         if diff.needs_update(want, live):
             await self._kube.replace(manifest=diff.replacement(want, live))
+
+    async def _remove_pull_secret(self, copy: Mapping[str, Any]) -> None:
+        """Delete one pull secret copy and the ServiceAccount entry it was added to (if any)."""
+        where = copy["metadata"]
+        account = (where.get("annotations") or {}).get(pullsecrets.ACCOUNT_ANNOTATION)
+        if account:
+            live = await self._kube.get(
+                api_version="v1", kind="ServiceAccount", namespace=where["namespace"], name=account
+            )
+            updated = pullsecrets.without_pull_secret(live, where["name"]) if live is not None else None
+            if updated is not None:
+                await self._kube.replace(manifest=updated)
+        await self._kube.delete(
+            api_version="v1", kind="Secret", namespace=where["namespace"], name=where["name"]
+        )
 
     async def _add_pull_secret(self, *, namespace: str, account: str, secret: str) -> None:
         live = await self._kube.get(

@@ -4,7 +4,7 @@ Covers: the dockerconfigjson has one entry per host with the user's credentials 
 user:password); the Secret is typed for image pulls and labelled so copies in other namespaces can be found
 again, without the password in any label; namespaces are chosen by name or label selector and terminating
 ones are skipped; adding the Secret to a ServiceAccount keeps its other pull secrets and is a no-op when
-already present.
+already present, and removing it keeps the others.
 """
 
 from __future__ import annotations
@@ -62,3 +62,15 @@ def test_a_service_account_gains_the_secret_once_and_keeps_its_others() -> None:
     assert updated is not None and updated["imagePullSecrets"] == [{"name": "theirs"}, {"name": "demo-pull"}]
     assert pullsecrets.with_pull_secret(updated, "demo-pull") is None
     assert account["imagePullSecrets"] == [{"name": "theirs"}], "the input is not modified"
+
+
+def test_removing_the_secret_from_a_service_account_keeps_the_others() -> None:
+    account = {
+        "metadata": {"name": "default"},
+        "imagePullSecrets": [{"name": "theirs"}, {"name": "demo-pull"}],
+    }
+
+    updated = pullsecrets.without_pull_secret(account, "demo-pull")
+
+    assert updated is not None and updated["imagePullSecrets"] == [{"name": "theirs"}]
+    assert pullsecrets.without_pull_secret(updated, "demo-pull") is None

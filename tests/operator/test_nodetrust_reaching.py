@@ -5,7 +5,8 @@ Covers:
   skipped), each a dockerconfigjson with the user's current password for the node endpoint and the Service
   endpoint, the ServiceAccount gaining it once; a password change rewrites the copies; a foreign Secret of the
   same name is never overwritten (Degraded); an unknown user is Degraded; removing `pullSecrets` deletes the
-  copies; registries that never used pull secrets make no list call;
+  copies and the ServiceAccount entries they added; registries that never used pull secrets make no list
+  call; a deletion waits for a pass in flight, so nothing it removes is re-created;
 - `publishLocalRegistryHosting`: published for `localhost:<nodePort>`, refused (Degraded HostingTaken) for a
   second registry, withdrawn when the spec stops asking; without a node port it is Degraded;
 - `status.nodeEndpoint` is `localhost:<nodePort>` and absent for ClusterIP;
@@ -14,6 +15,7 @@ Covers:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -140,6 +142,36 @@ async def test_removing_pull_secrets_deletes_every_copy(api: Api, reconciler: re
     api.put(body)
     await run(reconciler)
     await run(reconciler)
+
+    assert not api.has("Secret", "demo-pull", namespace="apps")
+    assert not api.has("Secret", "demo-pull", namespace="ci")
+    assert api.obj("ServiceAccount", "default", namespace="apps")["imagePullSecrets"] == []
+
+
+async def test_a_deletion_waits_for_a_pass_in_flight_so_nothing_is_recreated_after_it(
+    api: Api, reconciler: reconcile.Reconciler
+) -> None:
+    api.put(fakes.registry(spec={**BASE, "pullSecrets": PULL}))
+    await run(reconciler)
+    release = asyncio.Event()
+    started = asyncio.Event()
+    original = api.list_namespaces
+
+    async def slow_list_namespaces() -> list[dict[str, Any]]:
+        started.set()
+        await release.wait()  # the pass is in the middle of placing pull secrets
+        return await original()
+
+    api.list_namespaces = slow_list_namespaces  # type: ignore[method-assign]
+    pass_in_flight = asyncio.create_task(run(reconciler))
+    await started.wait()
+    body = api.obj(names.KIND, "demo")
+    body["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    api.put(body)
+    forgetting = asyncio.create_task(reconciler.forget(body=body))
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(pass_in_flight, forgetting)
 
     assert not api.has("Secret", "demo-pull", namespace="apps")
     assert not api.has("Secret", "demo-pull", namespace="ci")

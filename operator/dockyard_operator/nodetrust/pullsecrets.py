@@ -22,6 +22,10 @@ FOR_LABEL = f"{names.GROUP}/pull-secret-for"
 """Label on every copy: `<namespace>.<registry>` (as a label value) of the registry it belongs to."""
 
 
+ACCOUNT_ANNOTATION = f"{names.GROUP}/pull-secret-service-account"
+"""Annotation on a copy: the ServiceAccount it was added to, so removing the copy removes that entry too."""
+
+
 def owner_label(namespace: str, registry: str) -> str:
     return names.label_value(f"{namespace}.{registry}")
 
@@ -75,4 +79,15 @@ def with_pull_secret(service_account: Mapping[str, Any], secret_name: str) -> di
         return None
     updated = dict(service_account)
     updated["imagePullSecrets"] = [*(service_account.get("imagePullSecrets") or []), {"name": secret_name}]
+    return updated
+
+
+def without_pull_secret(service_account: Mapping[str, Any], secret_name: str) -> dict[str, Any] | None:
+    """The ServiceAccount without `secret_name` in imagePullSecrets, or None when it is not there."""
+    current = list(service_account.get("imagePullSecrets") or [])
+    kept = [ref for ref in current if ref.get("name") != secret_name]
+    if len(kept) == len(current):
+        return None
+    updated = dict(service_account)
+    updated["imagePullSecrets"] = kept
     return updated
