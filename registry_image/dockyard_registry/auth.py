@@ -253,6 +253,7 @@ class Authenticator:
         # 429 rather than let a password-guessing client starve everyone else.
         self.max_pending = max_pending
         self._pending = 0
+        self._inflight: dict[bytes, asyncio.Future[bool]] = {}
         # Load eagerly so a broken access file fails at startup, not on the first request.
         self._htpasswd.get()
         self._access.get()
@@ -286,6 +287,17 @@ class Authenticator:
             and hmac.compare_digest(cached[1], mac)
         ):
             return True
+        # One bcrypt per fresh credential however many requests bring it at once (a client opening many
+        # connections right after login): the others wait for that check instead of queueing their own.
+        inflight = self._inflight.get(mac)
+        if inflight is None:
+            inflight = asyncio.ensure_future(self._check(user, password, hashed=hashed, mac=mac))
+            self._inflight[mac] = inflight
+            inflight.add_done_callback(lambda _done: self._inflight.pop(mac, None))
+        # Shielded: a client that disconnects must not cancel the check others are waiting for.
+        return await asyncio.shield(inflight)
+
+    async def _check(self, user: str, password: str, *, hashed: str | None, mac: bytes) -> bool:
         # Unknown user: same bcrypt work against a dummy hash, so timing does not reveal who exists.
         target = hashed if hashed is not None else await asyncio.to_thread(self._dummy, self._typical_cost())
         if self._pending >= self.max_pending:

@@ -1,7 +1,7 @@
 """Authentication and authorization: globs, access.yaml, the credential cache, reloads, and HTTP behaviour.
 
 Covers: `*`/`**` glob semantics; access.yaml parsing, defaults and clear errors; bcrypt paid once per
-credential (cache keyed by HMAC, invalidated when the htpasswd entry changes), wrong passwords always
+credential (also for a burst of concurrent requests bringing it) (cache keyed by HMAC, invalidated when the htpasswd entry changes), wrong passwords always
 re-verified, unknown users verified against a dummy hash (same work, no shortcut), no password kept in
 memory; levels pull/push/admin, users missing from access.yaml get push everywhere, anonymous pull;
 reload of both files after a change (at most once a second, injectable clock) and keeping the last good
@@ -16,6 +16,7 @@ closed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from pathlib import Path
@@ -124,6 +125,15 @@ async def test_bcrypt_is_paid_once_per_credential(files: tuple[Path, Path], bcry
     authn = auth.Authenticator(htpasswd=files[0], access=files[1])
     for _ in range(5):
         assert await authn.verify("alice", "alice-pw")
+    assert len(bcrypt_calls) == 1
+
+
+async def test_a_burst_of_one_fresh_credential_pays_one_bcrypt_and_is_not_shed(
+    files: tuple[Path, Path], bcrypt_calls: list[str]
+) -> None:
+    authn = auth.Authenticator(htpasswd=files[0], access=files[1], max_pending=2)
+    results = await asyncio.gather(*(authn.verify("alice", "alice-pw") for _ in range(50)))
+    assert all(results)
     assert len(bcrypt_calls) == 1
 
 
