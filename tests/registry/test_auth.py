@@ -1,7 +1,8 @@
 """Authentication and authorization: globs, access.yaml, the credential cache, reloads, and HTTP behaviour.
 
 Covers: `*`/`**` glob semantics; access.yaml parsing, defaults and clear errors; bcrypt paid once per
-credential (also for a burst of concurrent requests bringing it) (cache keyed by HMAC, invalidated when the htpasswd entry changes), wrong passwords always
+credential, also for a burst of concurrent requests bringing it (cache keyed by HMAC, invalidated when
+the htpasswd entry changes), wrong passwords always
 re-verified, unknown users verified against a dummy hash (same work, no shortcut), no password kept in
 memory; levels pull/push/admin, users missing from access.yaml get push everywhere, anonymous pull;
 reload of both files after a change (at most once a second, injectable clock) and keeping the last good
