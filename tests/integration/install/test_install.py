@@ -5,10 +5,11 @@ Deployment, ServiceAccount, RBAC and peering object, and its NOTES tell the user
 `helm uninstall` removes the cluster-scoped objects again; deploy/crds.yaml applies and
 `kubectl apply --dry-run=server -f deploy/install.yaml` is accepted; every example is accepted by the
 API server's CRD schema; the chart's ServiceAccount (asked through its own TokenRequest token) may do
-what the operator needs and nothing an admin could (nodes, cluster RBAC, deleting Deployments, DaemonSets
-or Pods anywhere, other peering objects), and may run node trust's DaemonSet and read its agents' Pods
-only in its own namespace; the running operator keeps its keep-alive in the chart's peering object; the
-audit check the operator fixture's teardown relies on sees RBAC denials and ignores admission refusals.
+what the operator needs and nothing an admin could (nodes, cluster RBAC, namespaces, deleting Services,
+claims, Deployments, DaemonSets or Pods anywhere, other peering objects), and may run node trust's
+DaemonSet and read its agents' Pods only in its own namespace; the running operator keeps its keep-alive in
+the chart's peering object; the audit check the operator fixture's teardown relies on sees RBAC denials and
+ignores admission refusals.
 """
 
 from __future__ import annotations
@@ -96,8 +97,9 @@ def test_every_example_is_accepted_by_the_api_server(
         ("create", "secrets", True),
         ("update", "deployments.apps", True),
         ("create", "events", True),
-        ("delete", "secrets", False),
-        ("delete", "configmaps", False),
+        ("delete", "services", False),
+        ("delete", "persistentvolumeclaims", False),
+        ("create", "namespaces", False),
         ("delete", "deployments.apps", False),
         ("create", "daemonsets.apps", False),
         ("list", "pods", False),
