@@ -33,5 +33,7 @@ lint: setup
 crds: setup
 	$(PY) -m dockyard_operator.crd > crds/privateregistries.dockyard.dev.yaml
 
+## Dockyard against CNCF Distribution (2.8.2 from Debian, v3 from the Go tools cache) behind the same nginx.
 bench: setup-tools
-	$(PY) -m bench
+	bash hack/tools.sh distribution >/dev/null
+	DOCKYARD_TOOLS_BIN="$$(bash hack/tools.sh)" $(PY) -m bench
