@@ -125,6 +125,12 @@ def signer(client: lightkube.Client, namespace: str) -> str:
     raise AssertionError("the serving certificate is signed by none of the CAs in ca.crt")
 
 
+def staged_ca(client: lightkube.Client, namespace: str) -> str:
+    """Fingerprint of the CA in the registry's staged next-CA Secret."""
+    data = cluster.secret_data(client.get(core.Secret, builders.next_ca_name("demo"), namespace=namespace))
+    return layout.fingerprint(data["ca.crt"].decode())
+
+
 def node_trust_status(client: lightkube.Client, namespace: str) -> dict[str, Any]:
     status = cluster.status_of(client.get(cluster.PrivateRegistry, "demo", namespace=namespace))
     return dict(status.get("nodeTrust") or {})
@@ -196,9 +202,14 @@ def test_a_registry_is_pulled_by_a_node_over_verified_tls_through_a_ca_rotation(
                 namespace=namespace,
                 patch_type=lightkube.types.PatchType.MERGE,
             )
-            both = kube.eventually(
-                lambda: len(node_fingerprints()) == 2 and node_fingerprints(), what="both CAs on the node"
-            )
+
+            def staged_on_node() -> list[str] | None:
+                # The next CA is whatever the staged Secret holds now, seen on the node beside the old one.
+                staged = staged_ca(kube_client, namespace)
+                found = node_fingerprints()
+                return found if staged != old_fp and sorted(found) == sorted([old_fp, staged]) else None
+
+            both = kube.eventually(staged_on_node, what="the staged next CA on the node beside the old one")
             mid = pull("during-rotation")
             new_fp = next(fp for fp in both if fp != old_fp)
             seen: list[tuple[str, list[str]]] = []
