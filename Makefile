@@ -6,7 +6,7 @@ DATA ?= $(HOME)/.local/share/dockyard/registry
 LISTEN ?= 127.0.0.1:5443
 USER_NAME ?= admin
 
-.PHONY: setup setup-tools run test test-unit lint crds bench
+.PHONY: setup setup-tools run test test-unit lint crds install-manifest images kind-up bench
 
 setup:
 	bash hack/setup.sh
@@ -32,6 +32,20 @@ lint: setup
 
 crds: setup
 	$(PY) -m dockyard_operator.crd > crds/privateregistries.dockyard.dev.yaml
+
+## The chart's CRD copy and deploy/ (the chart rendered with default values), from crds/ and the chart.
+install-manifest: setup-tools
+	bash hack/install-manifest.sh
+
+IMAGE_TAG ?= dev
+## Container images (needs a Docker engine).
+images:
+	docker build -f operator/Dockerfile -t ghcr.io/dockyard-dev/dockyard-operator:$(IMAGE_TAG) .
+	docker build -f registry_image/Dockerfile -t ghcr.io/dockyard-dev/dockyard-registry:$(IMAGE_TAG) .
+
+## A kind cluster with the images loaded and the chart installed (needs a Docker engine).
+kind-up: setup-tools
+	IMAGE_TAG=$(IMAGE_TAG) bash hack/kind-up.sh
 
 ## Dockyard against CNCF Distribution (2.8.2 from Debian, v3 from the Go tools cache) behind the same nginx.
 bench: setup-tools
