@@ -34,17 +34,18 @@ crds: setup
 	$(PY) -m dockyard_operator.crd > crds/privateregistries.dockyard.dev.yaml
 
 ## The chart's CRD copy and deploy/ (the chart rendered with default values), from crds/ and the chart.
-install-manifest: setup-tools
-	bash hack/install-manifest.sh
+install-manifest: crds
+	DOCKYARD_TOOLS_BIN="$$(bash hack/tools.sh helm)" bash hack/install-manifest.sh
 
 IMAGE_TAG ?= dev
+REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 ## Container images (needs a Docker engine).
 images:
-	docker build -f operator/Dockerfile -t ghcr.io/dockyard-dev/dockyard-operator:$(IMAGE_TAG) .
-	docker build -f registry_image/Dockerfile -t ghcr.io/dockyard-dev/dockyard-registry:$(IMAGE_TAG) .
+	docker build -f operator/Dockerfile --build-arg REVISION=$(REVISION) -t ghcr.io/dockyard-dev/dockyard-operator:$(IMAGE_TAG) .
+	docker build -f registry_image/Dockerfile --build-arg REVISION=$(REVISION) -t ghcr.io/dockyard-dev/dockyard-registry:$(IMAGE_TAG) .
 
 ## A kind cluster with the images loaded and the chart installed (needs a Docker engine).
-kind-up: setup-tools
+kind-up:
 	IMAGE_TAG=$(IMAGE_TAG) bash hack/kind-up.sh
 
 ## Dockyard against CNCF Distribution (2.8.2 from Debian, v3 from the Go tools cache) behind the same nginx.
