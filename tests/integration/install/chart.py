@@ -122,23 +122,16 @@ def load_yaml(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-def scenario(
-    module: types.ModuleType, *, leave_out: collections.abc.Mapping[str, str] | None = None
-) -> dict[str, Any]:
+def scenario(module: types.ModuleType) -> dict[str, Any]:
     """The tests and module-level fixtures of an operator scenario module, to collect them again elsewhere.
 
     Placed into another test module's namespace, pytest collects them there and resolves their fixtures
     (notably `operator`) from that module's conftest, so the same scenario runs under other conditions.
-    `leave_out` maps test names to the reason they are not repeated; a name that no longer exists fails.
     """
-    leave_out = leave_out or {}
-    missing = set(leave_out) - set(vars(module))
-    assert not missing, f"{module.__name__} has no {sorted(missing)}: update leave_out"
     return {
         name: value
         for name, value in vars(module).items()
-        if ((name.startswith("test_") and callable(value)) or isinstance(value, _fixture_type()))
-        and name not in leave_out
+        if (name.startswith("test_") and callable(value)) or isinstance(value, _fixture_type())
     }
 
 
