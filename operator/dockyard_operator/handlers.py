@@ -144,6 +144,8 @@ async def secret_changed(
     memo: Any,
     **kwargs: Any,
 ) -> None:
+    if memo.reconciler.is_own_write(body, deleted=kwargs.get("type") == "DELETED"):
+        return
     index: kopf.Index[tuple[str | None, str], str] = kwargs["registries_by_secret"]
     registries: Collection[str] = list(index.get((namespace, name), []))
     owner = owner_registry(body)
@@ -155,7 +157,11 @@ async def secret_changed(
 @kopf.on.event("", "v1", "persistentvolumeclaims", labels=_CHILD_LABELS)
 @kopf.on.event("apps", "v1", "deployments", labels=_CHILD_LABELS)
 @kopf.on.event("networking.k8s.io", "v1", "ingresses", labels=_CHILD_LABELS)
-async def child_changed(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
+async def child_changed(
+    body: kopf.Body, namespace: str | None, memo: Any, type: str | None, **_: Any
+) -> None:
+    if memo.reconciler.is_own_write(body, deleted=type == "DELETED"):
+        return  # the echo of our own create/update: the pass that wrote it already saw the result
     owner = owner_registry(body)
     if owner is not None:
         await _run(memo, namespace=namespace, name=owner)

@@ -149,6 +149,9 @@ class Reconciler:
         # is withdrawn only when the registry is deleted.
         self._published_hosting: dict[str, bool] = {}
         self._had_pull_secrets: dict[tuple[str, str], bool] = {}
+        # uid -> resourceVersion of every child this process last wrote: the watch echo of our own write
+        # carries exactly that version and needs no new pass (each pass re-reads every child).
+        self._written: dict[str, str] = {}
 
     async def close(self) -> None:
         """Stop taking passes, let running ones finish (bounded), then close the client."""
@@ -165,6 +168,24 @@ class Reconciler:
         except TimeoutError:
             log.warning("closing the API client with reconcile passes still running")
         await self._kube.close()
+
+    def is_own_write(self, body: Mapping[str, Any], *, deleted: bool) -> bool:
+        """Whether a watch event only echoes this process's last write of that object (no pass needed).
+
+        A deletion is never an echo (the child must be restored), and any later change by someone else
+        carries another resourceVersion.
+        """
+        meta = body.get("metadata", {})
+        uid = meta.get("uid")
+        if deleted:
+            self._written.pop(uid, None)
+            return False
+        return uid is not None and self._written.get(uid) == meta.get("resourceVersion")
+
+    def _remember_write(self, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata", {})
+        if meta.get("uid") and meta.get("resourceVersion"):
+            self._written[meta["uid"]] = meta["resourceVersion"]
 
     async def reconcile(self, *, namespace: str, name: str) -> Result:
         """Bring one registry's children and status in line with its spec (serialized per registry).
@@ -922,6 +943,7 @@ class Reconciler:
                     raise kube.Conflict(f"{kube.describe(want)} appeared and vanished", status=409) from None
             else:
                 state.events.append(("Normal", "Created", f"created {want['kind']} {meta['name']}"))
+                self._remember_write(created)
                 return created
         verdict = policies.ownership_verdict(live, owner_uid=owner.uid, registry=owner.name)
         if not verdict.ok:
@@ -946,6 +968,7 @@ class Reconciler:
             state.events.append(
                 ("Normal", "Updated", f"updated {want['kind']} {meta['name']}: {', '.join(reasons[:3])}")
             )
+            self._remember_write(updated)
             return updated
         raise AssertionError("unreachable")
 

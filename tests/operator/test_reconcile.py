@@ -4,7 +4,8 @@ Covers:
 - a first pass creates every child in apply order, each with a controller owner reference and our labels;
 - a second pass over an unchanged registry writes nothing (no child write, no status patch);
 - drift: a deleted child is recreated, a hand-edited child is reverted even though its spec-hash annotation
-  still matches, server-canonicalized quantities are not drift;
+  still matches, server-canonicalized quantities are not drift; the watch echo of the operator's own write
+  is recognised (no extra pass) but a deletion or someone else's later edit is not;
 - a 409 on create is not success: the object is re-read and corrected;
 - credentials: unchanged passwords keep their hashes, a changed password rehashes only that user and rolls the
   pod template; a missing Secret or key is reported (Ready=False, Degraded=True, one Warning Event naming it)
@@ -135,6 +136,19 @@ async def test_a_second_pass_over_an_unchanged_registry_writes_nothing(
     await run(reconciler)
     assert api.writes[before:] == []
     assert api.events[events:] == []
+
+
+async def test_the_watch_echo_of_its_own_write_needs_no_pass_but_a_deletion_or_foreign_edit_does(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api)
+    await run(reconciler)
+    service = api.obj("Service", N.service)
+    assert reconciler.is_own_write(service, deleted=False)
+    edited = {**service, "metadata": {**service["metadata"], "resourceVersion": "written-by-someone-else"}}
+    assert not reconciler.is_own_write(edited, deleted=False)
+    assert not reconciler.is_own_write(service, deleted=True)
+    assert not reconciler.is_own_write(service, deleted=False), "a deleted object is forgotten"
 
 
 async def test_a_deleted_child_is_recreated(api: fakes.FakeKube, reconciler: reconcile.Reconciler) -> None:
