@@ -91,6 +91,20 @@ def _time_batch(plane: kube.ControlPlane, operator: procs.Proc, *, namespace: st
     return time.perf_counter() - start
 
 
+def _wait_served(plane: kube.ControlPlane) -> None:
+    """Wait until the API server serves the fresh CRD's storage.
+
+    Right after a CRD is created the API server answers 429 "storage is (re)initializing" for a moment; the
+    operator's first watch then backs off for a second or more, which would be timed as the first object's
+    reconcile. A cluster a user installs into has long passed that point.
+    """
+    deadline = time.monotonic() + START_TIMEOUT
+    while plane.kubectl("get", names.PLURAL, "-A", check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{names.PLURAL} not served after {START_TIMEOUT}s")
+        time.sleep(0.2)
+
+
 def _wait_healthy(operator: procs.Proc, url: str) -> None:
     import urllib.request
 
@@ -112,6 +126,7 @@ def run(*, workdir: Path, objects: int) -> dict[str, float]:
     workdir.mkdir(parents=True, exist_ok=True)
     results: dict[str, float] = {}
     with kube.ControlPlane(crds=[CRD], with_controller_manager=False, workdir=workdir / "plane") as plane:
+        _wait_served(plane)
         liveness = f"http://127.0.0.1:{servers.free_port()}/healthz"
         operator = procs.Proc(
             name="dockyard-operator",
@@ -121,6 +136,10 @@ def run(*, workdir: Path, objects: int) -> dict[str, float]:
         )
         try:
             _wait_healthy(operator, liveness)
+            # kopf is healthy before it has discovered the CRD and opened its watch; the first object after
+            # a start waits for that (~2 s here). Timed apart: the target is a running operator's latency.
+            cold = _time_batch(plane, operator, namespace="bench-warmup", count=1)
+            print(f"  operator: first object after start (watch not yet open) in {cold:.2f} s", flush=True)
             results["operator_1"] = _time_batch(plane, operator, namespace="bench-one", count=1)
             print(f"  operator: 1 object in {results['operator_1']:.2f} s", flush=True)
             key = "operator_100" if objects == 100 else f"operator_{objects}"
