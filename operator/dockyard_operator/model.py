@@ -329,8 +329,8 @@ class Nginx(_Model):
 class NodeTrust(_Model):
     """Make every node's container runtimes trust this registry's CA (a DaemonSet writes certs.d files)."""
 
-    enabled: bool = False
-    """Publish the CA to the nodes."""
+    enabled: bool = True
+    """Publish the CA to the nodes (on by default; needs an operator with a namespace)."""
     hostnames: Annotated[
         list[Annotated[str, pydantic.StringConstraints(pattern=HOST_PORT_PATTERN, max_length=253)]],
         pydantic.Field(max_length=32),

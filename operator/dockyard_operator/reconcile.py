@@ -580,6 +580,14 @@ class Reconciler:
         current one; the plan this sync computes drives the next pass (`_staged_rotation`).
         """
         if self._node_trust is None:
+            # nodeTrust.enabled is the default, so an operator run without a namespace (no node trust
+            # controller) says so on the registry instead of leaving the default silently unserved.
+            if spec.node_trust.enabled:
+                state.node_trust_verdict = policies.Verdict(
+                    False,
+                    "NotConfigured",
+                    "node trust is not configured for this operator (no operator namespace)",
+                )
             return
         enabled = spec.node_trust.enabled
         if not enabled and not (body.get("status") or {}).get("nodeTrust"):

@@ -27,7 +27,7 @@ def test_an_empty_spec_gets_the_documented_defaults() -> None:
     assert (spec.tls.mode, spec.tls.cert_duration, spec.tls.renew_before) == ("SelfSigned", "2160h", "720h")
     assert spec.expose.type == "ClusterIP"
     assert spec.nginx.client_max_body_size == "0"
-    assert spec.node_trust.enabled is False and spec.node_trust.targets == ["docker", "containerd", "crio"]
+    assert spec.node_trust.enabled is True and spec.node_trust.targets == ["docker", "containerd", "crio"]
 
 
 def test_fields_are_camel_case_on_the_wire() -> None:

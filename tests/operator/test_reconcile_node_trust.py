@@ -2,6 +2,8 @@
 
 Covers:
 - a registry without node trust never touches the operator's namespace (no ConfigMap, no DaemonSet);
+- node trust is on by default; an operator without node trust (no namespace) still makes such a registry
+  Ready and reports `NodeTrustReady` False with reason NotConfigured;
 - with `nodeTrust.enabled` the pass publishes the CA for the registry's hosts (the node trust ConfigMap and
   DaemonSet appear), reports `status.nodeTrust` and a `NodeTrustReady` condition that stays False until the
   agents report, and True once every node reports the CA for every host;
@@ -69,7 +71,7 @@ def _ca_pem(api: fakes.FakeKube) -> str:
 async def test_a_registry_without_node_trust_leaves_the_operator_namespace_alone(
     api: fakes.FakeKube, reconciler: reconcile.Reconciler
 ) -> None:
-    api.put(fakes.registry())
+    api.put(fakes.registry(spec={"nodeTrust": {"enabled": False}}))
     await run(reconciler)
     assert not any(ns == TRUST_NS for _, ns, _ in api.objects)
     assert "nodeTrust" not in status(api)
@@ -123,7 +125,7 @@ async def test_switching_node_trust_off_withdraws_the_ca_and_clears_the_status(
     api.put(fakes.registry(spec={"nodeTrust": {"enabled": True}}))
     await run(reconciler)
     assert published(api)
-    api.obj(names.KIND, "demo")["spec"] = {}
+    api.obj(names.KIND, "demo")["spec"] = {"nodeTrust": {"enabled": False}}
     await run(reconciler)
     assert not any(v.strip() for k, v in published(api).items() if not k.startswith("_"))
     assert api.status_patches[-1]["nodeTrust"] is None
@@ -224,10 +226,36 @@ async def test_a_ca_rotation_is_staged_through_the_nodes_and_never_serves_an_unt
     assert layout.fingerprints(_tls(api)["ca.crt"].decode())[0] == new_fp
 
 
+async def test_the_default_node_trust_without_a_node_trust_operator_is_reported_not_configured(
+    api: fakes.FakeKube,
+) -> None:
+    plain = reconcile.Reconciler(
+        client=api,  # type: ignore[arg-type]
+        config=settings.Settings(bcrypt_rounds=4),
+        clock=lambda: datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+    )
+    api.put(fakes.registry())
+    await plain.reconcile(namespace="ns", name="demo")
+    trust = condition(api, "NodeTrustReady")
+    assert trust is not None and trust["status"] == "False" and trust["reason"] == "NotConfigured"
+    assert "not configured for this operator" in trust["message"]
+    assert not any(ns == TRUST_NS for _, ns, _ in api.objects)
+    deployment = api.obj("Deployment", N.deployment)
+    deployment["status"] = {
+        "observedGeneration": deployment["metadata"]["generation"],
+        "availableReplicas": 1,
+        "readyReplicas": 1,
+        "updatedReplicas": 1,
+    }
+    await plain.reconcile(namespace="ns", name="demo")
+    ready = condition(api, "Ready")
+    assert ready is not None and ready["status"] == "True", ready
+
+
 async def test_a_rotation_request_waits_without_node_trust(
     api: fakes.FakeKube, reconciler: reconcile.Reconciler
 ) -> None:
-    api.put(fakes.registry())
+    api.put(fakes.registry(spec={"nodeTrust": {"enabled": False}}))
     await run(reconciler)
     old = _ca_pem(api)
     api.obj(names.KIND, "demo")["metadata"]["annotations"] = {"dockyard.dev/rotate-ca": "r1"}
