@@ -679,10 +679,18 @@ class Reconciler:
             )
             manifest["metadata"]["annotations"] = {ROTATE_CA: requested}
             staged_for = requested
-            await self._ensure(builders.adopt(manifest, owner=owner), owner=owner, state=state)
-            state.events.append(
-                ("Normal", "CARotationStarted", f"staged a next CA for rotation {requested!r}")
-            )
+            adopted = builders.adopt(manifest, owner=owner)
+            found = None
+            if staged_object is None:
+                found = await self._create_staged(adopted, owner=owner, current=ca, state=state)
+            if found is None:
+                await self._ensure(adopted, owner=owner, state=state)  # created, or replaces a copy of the CA
+                state.events.append(
+                    ("Normal", "CARotationStarted", f"staged a next CA for rotation {requested!r}")
+                )
+            else:
+                staged, staged_for = found
+                state.reused_key_material.add(next_name)
         else:
             state.reused_key_material.add(next_name)
         plan = self._node_trust.plan_for(owner.namespace, owner.name)
@@ -698,6 +706,33 @@ class Reconciler:
         state.next_ca_pem = staged.cert_pem
         signer = staged if plan is not None and publishes_staged and plan.serve_with_next else ca
         return _Staged(ca=ca, signer=signer, bundle=ca.cert_pem + staged.cert_pem, handled=handled)
+
+    async def _create_staged(
+        self, adopted: dict[str, Any], *, owner: inputs.Owner, current: crypto.KeyPair, state: _Pass
+    ) -> tuple[crypto.KeyPair, str | None] | None:
+        """Create the staged next CA Secret that this pass read as absent; never replace one that exists.
+
+        It can exist unseen: an earlier create whose answer was lost was still in flight at the API server
+        when this pass read. Its CA may already be published to the nodes, so overwriting it (as `_ensure`
+        does after AlreadyExists) would stage a second next CA for one request. Returns that Secret's CA
+        and the request it was staged for, or None when ours was created or the Secret found is only the
+        promoted copy of the current CA (then the caller replaces it as usual).
+        """
+        try:
+            created = await self._kube.create(manifest=diff.with_spec_hash(adopted))
+        except kube.AlreadyExists:
+            live = await self._own_secret_object(owner=owner, name=adopted["metadata"]["name"])
+            data = _decode(live)
+            if live is None or not data or "ca.key" not in data:
+                return None
+            kept = crypto.KeyPair(data["ca.crt"], data["ca.key"])
+            if layout.fingerprint(kept.cert_pem.decode()) == layout.fingerprint(current.cert_pem.decode()):
+                return None
+            annotations = live.get("metadata", {}).get("annotations") or {}
+            return kept, annotations.get(ROTATE_CA)
+        state.events.append(("Normal", "Created", f"created Secret {adopted['metadata']['name']}"))
+        self._remember_write(created)
+        return None
 
     # ------------------------------------------------------------------------------------ material
 

@@ -13,7 +13,9 @@ Covers:
 - staged CA rotation (`dockyard.dev/rotate-ca`): the next CA is staged and published beside the current one,
   `ca.crt` carries both, the serving certificate switches only once every node trusts the next CA, the CA is
   promoted only once the Deployment serves the new certificate, the same request never rotates twice and a
-  new one stages a fresh CA; without node trust, or when the request predates the CA, nothing rotates.
+  new one stages a fresh CA; without node trust, or when the request predates the CA, nothing rotates;
+- a staged next CA Secret that a pass did not see (an earlier create still in flight) is used, never replaced
+  by a second next CA for the same request.
 """
 
 from __future__ import annotations
@@ -224,6 +226,36 @@ async def test_a_ca_rotation_is_staged_through_the_nodes_and_never_serves_an_unt
     staged = base64.b64decode(api.obj("Secret", next_name)["data"]["ca.crt"]).decode()
     assert staged not in (old_pem, new_pem)
     assert layout.fingerprints(_tls(api)["ca.crt"].decode())[0] == new_fp
+
+
+async def test_a_staged_ca_that_an_earlier_attempt_created_unseen_is_used_and_never_replaced(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api.put(fakes.registry(spec={"nodeTrust": {"enabled": True}}))
+    await run(reconciler)
+    api.obj(names.KIND, "demo")["metadata"]["annotations"] = {"dockyard.dev/rotate-ca": "r1"}
+    await run(reconciler)  # stages the next CA
+    next_name = builders.next_ca_name("demo")
+    first = api.obj("Secret", next_name)["data"]["ca.crt"]
+
+    # The next pass does not see the staged Secret (an earlier create whose answer was lost, still in
+    # flight at the API server when this pass read), so it creates its own and meets AlreadyExists.
+    real_get = api.get
+    hidden = {"once": True}
+
+    async def get(**ref: Any) -> dict[str, Any] | None:
+        if ref["kind"] == "Secret" and ref["name"] == next_name and hidden.pop("once", False):
+            return None
+        return await real_get(**ref)
+
+    monkeypatch.setattr(api, "get", get)
+    await run(reconciler)
+    assert not hidden  # the staged Secret was hidden from this pass
+    assert api.obj("Secret", next_name)["data"]["ca.crt"] == first  # one request, one next CA
+    await run(reconciler)
+    assert api.obj("Secret", next_name)["data"]["ca.crt"] == first
+    first_pem = base64.b64decode(first).decode()
+    assert layout.fingerprints(_tls(api)["ca.crt"].decode())[1] == layout.fingerprint(first_pem)
 
 
 async def test_the_default_node_trust_without_a_node_trust_operator_is_reported_not_configured(
