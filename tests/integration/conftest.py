@@ -20,6 +20,8 @@ import lightkube.resources.core_v1
 import pytest
 
 import tests.support
+from tests.integration.operator import cluster
+from tests.integration.operator.conftest import Operator
 from tests.support import kube
 
 
@@ -53,3 +55,54 @@ def namespace(request: pytest.FixtureRequest, kube_client: lightkube.Client) -> 
     )
     yield name
     kube_client.delete(lightkube.resources.core_v1.Namespace, name)
+
+
+# The operator fixtures live here, once: a session fixture defined (or imported) in two directories' conftests
+# is two session fixtures, and a second admin operator would keep reconciling behind the tests' backs.
+_LOG_OFFSET = pytest.StashKey[tuple[Operator, int]]()
+
+
+@pytest.fixture(scope="session")
+def crd_installed(control_plane: kube.ControlPlane) -> None:
+    """The PrivateRegistry CRD, applied by the control plane fixture from `crds/`."""
+    found = control_plane.kubectl("get", "crd", cluster.CRD_NAME, check=False)
+    if found.returncode != 0:
+        pytest.fail(
+            f"CRD {cluster.CRD_NAME} is not installed: crds/{cluster.CRD_NAME}.yaml is missing "
+            "or invalid (regenerate it with `make crds`)"
+        )
+
+
+@pytest.fixture(scope="session")
+def operator_session(
+    control_plane: kube.ControlPlane, crd_installed: None, tmp_path_factory: pytest.TempPathFactory
+) -> collections.abc.Iterator[Operator]:
+    operator = Operator(plane=control_plane, log=tmp_path_factory.mktemp("operator") / "operator.log")
+    operator.start()
+    yield operator
+    assert operator.process is not None
+    alive_at_end = operator.process.alive()
+    code = operator.stop()
+    assert alive_at_end, f"the operator died during the session:\n{kube.tail(operator.log, lines=80)}"
+    assert code == 0, f"the operator exited {code} on SIGTERM:\n{kube.tail(operator.log, lines=80)}"
+
+
+@pytest.fixture
+def operator(request: pytest.FixtureRequest, operator_session: Operator) -> Operator:
+    """The session's operator, checked alive; its log lines from this test go into a failure report."""
+    operator_session.check_alive()
+    request.node.stash[_LOG_OFFSET] = (operator_session, operator_session.offset())
+    return operator_session
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> collections.abc.Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and _LOG_OFFSET in item.stash:
+        operator, offset = item.stash[_LOG_OFFSET]
+        # The HTTP client's wire-level debug lines drown kopf's and ours; the file keeps them all.
+        lines = [line for line in operator.output(since=offset).splitlines() if "] httpcore" not in line]
+        report.sections.append(("operator log (this test, last 200 lines)", "\n".join(lines[-200:])))
+    return report

@@ -1,8 +1,5 @@
-"""Fixtures of the node trust integration tests: the operator fixtures of tests/integration/operator, reused,
-and a Node object for the DaemonSet controller to schedule an agent Pod onto.
-
-Importing the operator fixtures here makes pytest register them for this directory too (one operator per
-session: the session fixture is the same object both directories use).
+"""Fixtures of the node trust integration tests: a Node object for the DaemonSet controller to schedule an
+agent Pod onto. The operator fixtures come from tests/integration/conftest.py (one operator per session).
 """
 
 from __future__ import annotations
@@ -14,13 +11,6 @@ import lightkube
 import lightkube.models.meta_v1
 import lightkube.resources.core_v1
 import pytest
-
-from tests.integration.operator.conftest import (  # noqa: F401  # fixtures, registered by import
-    crd_installed,
-    operator,
-    operator_session,
-    pytest_runtest_makereport,
-)
 
 
 @pytest.fixture

@@ -15,17 +15,13 @@ drift timer, the cheapest bcrypt cost); every test works in its own namespace.
 
 from __future__ import annotations
 
-import collections.abc
 import os
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 import tests.support
-from tests.integration.operator import cluster
 from tests.support import kube
 
 OPERATOR_START_TIMEOUT = 60.0
@@ -105,52 +101,3 @@ class Operator:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
-
-
-_LOG_OFFSET = pytest.StashKey[tuple[Operator, int]]()
-
-
-@pytest.fixture(scope="session")
-def crd_installed(control_plane: kube.ControlPlane) -> None:
-    """The PrivateRegistry CRD, applied by the control plane fixture from `crds/`."""
-    found = control_plane.kubectl("get", "crd", cluster.CRD_NAME, check=False)
-    if found.returncode != 0:
-        pytest.fail(
-            f"CRD {cluster.CRD_NAME} is not installed: crds/{cluster.CRD_NAME}.yaml is missing "
-            "or invalid (regenerate it with `make crds`)"
-        )
-
-
-@pytest.fixture(scope="session")
-def operator_session(
-    control_plane: kube.ControlPlane, crd_installed: None, tmp_path_factory: pytest.TempPathFactory
-) -> collections.abc.Iterator[Operator]:
-    operator = Operator(plane=control_plane, log=tmp_path_factory.mktemp("operator") / "operator.log")
-    operator.start()
-    yield operator
-    assert operator.process is not None
-    alive_at_end = operator.process.alive()
-    code = operator.stop()
-    assert alive_at_end, f"the operator died during the session:\n{kube.tail(operator.log, lines=80)}"
-    assert code == 0, f"the operator exited {code} on SIGTERM:\n{kube.tail(operator.log, lines=80)}"
-
-
-@pytest.fixture
-def operator(request: pytest.FixtureRequest, operator_session: Operator) -> Operator:
-    """The session's operator, checked alive; its log lines from this test go into a failure report."""
-    operator_session.check_alive()
-    request.node.stash[_LOG_OFFSET] = (operator_session, operator_session.offset())
-    return operator_session
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> collections.abc.Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.failed and _LOG_OFFSET in item.stash:
-        operator, offset = item.stash[_LOG_OFFSET]
-        # The HTTP client's wire-level debug lines drown kopf's and ours; the file keeps them all.
-        lines = [line for line in operator.output(since=offset).splitlines() if "] httpcore" not in line]
-        report.sections.append(("operator log (this test, last 200 lines)", "\n".join(lines[-200:])))
-    return report
