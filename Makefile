@@ -6,7 +6,7 @@ DATA ?= $(HOME)/.local/share/dockyard/registry
 LISTEN ?= 127.0.0.1:5443
 USER_NAME ?= admin
 
-.PHONY: setup setup-tools run test test-unit lint crds install-manifest images kind-up bench
+.PHONY: setup setup-tools run test test-unit lint crds install-manifest images kind-up bench cluster-up cluster-down
 
 setup:
 	bash hack/setup.sh
@@ -52,3 +52,11 @@ kind-up:
 bench: setup-tools
 	bash hack/tools.sh distribution >/dev/null
 	DOCKYARD_TOOLS_BIN="$$(bash hack/tools.sh)" $(PY) -m bench
+
+## A real single-node cluster on this machine (kubelet, containerd, CoreDNS; no Docker); prints its kubeconfig.
+cluster-up: setup-tools
+	DOCKYARD_TOOLS_BIN="$$(bash hack/tools.sh)" $(PY) -m tests.support.cluster up
+
+## Stop that cluster and remove everything it left on the machine.
+cluster-down: setup
+	$(PY) -m tests.support.cluster down

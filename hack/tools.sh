@@ -16,6 +16,7 @@ HELM_VERSION=v3.22.0
 CRANE_VERSION=v0.22.1
 ORAS_VERSION=v1.3.6
 DISTRIBUTION_VERSION=v3.1.1
+COREDNS_VERSION=v1.12.4
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 
 CACHE=${DOCKYARD_TOOLS:-$HOME/.cache/dockyard/tools}
@@ -41,10 +42,14 @@ go_install() { # go_install NAME PACKAGE VERSION: modules without replace direct
   stamp "$name" "$version"
 }
 
-build_kube() {
-  if in_assets kube-apiserver && in_assets kube-controller-manager; then return 0; fi
-  fresh kube-apiserver "$K8S_VERSION" && fresh kube-controller-manager "$K8S_VERSION" && return 0
-  log "building kube-apiserver and kube-controller-manager v$K8S_VERSION (once, 10-30 min)"
+KUBE_CONTROL=(kube-apiserver kube-controller-manager)
+KUBE_NODE=(kube-scheduler kubelet kube-proxy)
+
+build_k8s() { # build_k8s BINARY...: k8s.io/kubernetes commands, built together from one throwaway module
+  local b missing=()
+  for b in "$@"; do fresh "$b" "$K8S_VERSION" || missing+=("$b"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "building ${missing[*]} v$K8S_VERSION (once, 10-30 min)"
   local W; W=$(mktemp -d)
   (
     cd "$W"
@@ -61,19 +66,29 @@ build_kube() {
       sed -nE 's#^[[:space:]]*(k8s\.io/[A-Za-z0-9._-]+) => \./staging/src/k8s\.io/[A-Za-z0-9._-]+[[:space:]]*$#\t\1 => \1 v0.'"${K8S_VERSION#1.}"'#p' "$gomod"
       echo ")"
     } >>go.mod
-    go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" \
-      "k8s.io/kubernetes/cmd/kube-controller-manager@v$K8S_VERSION"
+    pkgs=()
+    for b in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+    go get -tool "${pkgs[@]/%/@v$K8S_VERSION}"
     ldf="-s -w"
     for p in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
       ldf+=" -X '$p.gitVersion=v$K8S_VERSION' -X '$p.gitMajor=1' -X '$p.gitMinor=$minor'"
       ldf+=" -X '$p.gitTreeState=clean' -X '$p.buildDate=1970-01-01T00:00:00Z'"
     done
-    go build -trimpath -tags=selinux,notest,grpcnotrace -ldflags "$ldf" -o "$BIN/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+    go build -trimpath -tags=selinux,notest,grpcnotrace -ldflags "$ldf" -o "$BIN/" "${pkgs[@]}"
   )
   rm -rf "$W"
-  stamp kube-apiserver "$K8S_VERSION"
-  stamp kube-controller-manager "$K8S_VERSION"
+  for b in "${missing[@]}"; do stamp "$b" "$K8S_VERSION"; done
+}
+
+build_kube() { # the control plane the operator tests use; from $KUBEBUILDER_ASSETS when it has them
+  if in_assets kube-apiserver && in_assets kube-controller-manager; then return 0; fi
+  build_k8s "${KUBE_CONTROL[@]}"
+}
+
+build_node() { # a whole single-node cluster (tests/cluster): control plane, scheduler, kubelet, kube-proxy
+  local all=("${KUBE_NODE[@]}")
+  if ! { in_assets kube-apiserver && in_assets kube-controller-manager; }; then all+=("${KUBE_CONTROL[@]}"); fi
+  build_k8s "${all[@]}"
 }
 
 build_etcd() {
@@ -100,12 +115,14 @@ build_one() {
     distribution) go_install distribution github.com/distribution/distribution/v3/cmd/registry "$DISTRIBUTION_VERSION" ;;
     etcd) build_etcd ;;
     kube) build_kube ;;
+    node) build_node ;;
+    coredns) go_install coredns github.com/coredns/coredns "$COREDNS_VERSION" ;;
     *) log "unknown tool: $1"; exit 2 ;;
   esac
 }
 
 if [ $# -eq 0 ]; then
-  set -- conformance oras crane etcd kube helm
+  set -- conformance oras crane etcd node coredns helm
 fi
 for tool in "$@"; do build_one "$tool"; done
 echo "$BIN"

@@ -189,8 +189,10 @@ def _issue(
     return builder.sign(ca_key, hashes.SHA256())
 
 
-def write_pki(directory: Path) -> None:
-    """CA, apiserver serving cert (127.0.0.1/localhost), admin client cert, SA key pair."""
+def write_pki(
+    directory: Path, *, server_ips: collections.abc.Sequence[str] = ("127.0.0.1", "10.0.0.1")
+) -> None:
+    """CA, apiserver serving cert (`server_ips`, localhost, kubernetes.default…), admin cert, SA keys."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = _key()
     ca_name = x509.Name([x509.NameAttribute(oid.NameOID.COMMON_NAME, "dockyard-test-ca")])
@@ -206,8 +208,7 @@ def write_pki(directory: Path) -> None:
         ca_name=ca_name,
         usage=oid.ExtendedKeyUsageOID.SERVER_AUTH,
         sans=[
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips),
             x509.DNSName("localhost"),
             x509.DNSName("kubernetes"),
             x509.DNSName("kubernetes.default"),
@@ -218,21 +219,7 @@ def write_pki(directory: Path) -> None:
     (directory / "apiserver.crt").write_bytes(server.public_bytes(serialization.Encoding.PEM))
 
     # O=system:masters bypasses authorization (like envtest's and local-up-cluster's admin).
-    admin_key = _key()
-    admin = _issue(
-        subject=x509.Name(
-            [
-                x509.NameAttribute(oid.NameOID.ORGANIZATION_NAME, "system:masters"),
-                x509.NameAttribute(oid.NameOID.COMMON_NAME, "admin"),
-            ]
-        ),
-        key=admin_key,
-        ca_key=ca_key,
-        ca_name=ca_name,
-        usage=oid.ExtendedKeyUsageOID.CLIENT_AUTH,
-    )
-    _write_key(directory / "admin.key", admin_key)
-    (directory / "admin.crt").write_bytes(admin.public_bytes(serialization.Encoding.PEM))
+    issue_client_cert(directory, name="admin", common_name="admin", organizations=("system:masters",))
 
     sa_key = _key()
     _write_key(directory / "sa.key", sa_key)
@@ -241,6 +228,26 @@ def write_pki(directory: Path) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+
+
+def issue_client_cert(
+    directory: Path, *, name: str, common_name: str, organizations: collections.abc.Sequence[str] = ()
+) -> None:
+    """`<name>.crt`/`<name>.key` in `directory`: a client certificate from its CA (user CN, groups O)."""
+    ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+    key = _key()
+    attributes = [x509.NameAttribute(oid.NameOID.ORGANIZATION_NAME, org) for org in organizations]
+    cert = _issue(
+        subject=x509.Name([*attributes, x509.NameAttribute(oid.NameOID.COMMON_NAME, common_name)]),
+        key=key,
+        ca_key=ca_key,
+        ca_name=ca.subject,
+        usage=oid.ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+    _write_key(directory / f"{name}.key", key)
+    (directory / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
 # --- processes -------------------------------------------------------------------------------
