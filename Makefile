@@ -39,10 +39,18 @@ install-manifest: crds
 
 IMAGE_TAG ?= dev
 REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-## Container images (needs a Docker engine).
+## Container images: docker build where a Docker engine runs; otherwise hack/images.sh (podman and mmdebstrap,
+## no outside registry: a local Debian python base as PYTHON_IMAGE, plus nginx, pause and busybox images and an
+## archive of each for `ctr images import`, see docs/images.md).
 images:
-	docker build -f operator/Dockerfile --build-arg REVISION=$(REVISION) -t ghcr.io/dockyard-dev/dockyard-operator:$(IMAGE_TAG) .
-	docker build -f registry_image/Dockerfile --build-arg REVISION=$(REVISION) -t ghcr.io/dockyard-dev/dockyard-registry:$(IMAGE_TAG) .
+	@if docker info >/dev/null 2>&1; then \
+	  set -e; \
+	  docker build -f operator/Dockerfile --build-arg REVISION=$(REVISION) -t ghcr.io/dockyard-dev/dockyard-operator:$(IMAGE_TAG) .; \
+	  docker build -f registry_image/Dockerfile --build-arg REVISION=$(REVISION) -t ghcr.io/dockyard-dev/dockyard-registry:$(IMAGE_TAG) .; \
+	else \
+	  echo "make images: no Docker engine; building with podman (hack/images.sh)" >&2; \
+	  IMAGE_TAG=$(IMAGE_TAG) REVISION=$(REVISION) bash hack/images.sh; \
+	fi
 
 ## A kind cluster with the images loaded and the chart installed (needs a Docker engine).
 kind-up:
