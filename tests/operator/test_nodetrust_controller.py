@@ -9,7 +9,9 @@ Covers:
   `forget` publishes without a registry whose deletion is running; the last plan per registry is kept;
 - node reports on the agent Pods are counted (a broken one ignored); a staged next CA is published beside
   the current one while a node has not reported it;
-- a missing namespace is an error in the observation, not an exception.
+- a missing namespace is an error in the observation, not an exception;
+- the ConfigMap and DaemonSet are owned by the agent's ServiceAccount (the chart's), so uninstalling the chart
+  removes them; without that account nothing is published and the observation names it.
 """
 
 from __future__ import annotations
@@ -104,7 +106,15 @@ def add_registry(api: FakeApi, name: str, *, spec: dict[str, Any], node_port: in
              "spec": {"type": spec.get("expose", {}).get("type", "ClusterIP"), "ports": ports}})  # fmt: skip
 
 
-def trust(api: FakeApi) -> controller.NodeTrust:
+AGENT_ACCOUNT_UID = "4f7e1c3a-0000-4000-8000-00000000a9e7"
+
+
+def trust(api: FakeApi, *, agent_account: bool = True) -> controller.NodeTrust:
+    """The controller, with the agent's ServiceAccount as the chart installs it (unless not `agent_account`)."""
+    if agent_account and ("ServiceAccount", OP_NS, builders.NAME) not in api.objects:
+        account = builders.service_account(namespace=OP_NS)
+        account["metadata"]["uid"] = AGENT_ACCOUNT_UID
+        api.put(account)
     return controller.NodeTrust(client=api, namespace=OP_NS, image="operator:test")
 
 
@@ -270,3 +280,28 @@ async def test_the_verdict_names_publish_failures_host_conflicts_and_counts_trus
     assert second.verdict("team", "unknown") is None
     failed = third.verdict("team", "a")
     assert failed is not None and failed.reason == "PublishFailed"
+
+
+async def test_published_children_are_owned_by_the_agents_service_account() -> None:
+    api = FakeApi()
+    add_registry(api, "demo", spec=NODEPORT, node_port=30500)
+
+    await trust(api).sync()
+
+    for kind in ("ConfigMap", "DaemonSet"):
+        refs = api.objects[(kind, OP_NS, builders.NAME)]["metadata"]["ownerReferences"]
+        assert [(r["kind"], r["name"], r["uid"]) for r in refs] == [
+            ("ServiceAccount", builders.NAME, AGENT_ACCOUNT_UID)
+        ]
+
+
+async def test_without_the_agents_service_account_nothing_is_published_and_the_error_names_it() -> None:
+    api = FakeApi()
+    add_registry(api, "demo", spec=NODEPORT, node_port=30500)
+
+    observation = await trust(api, agent_account=False).sync()
+
+    assert ("ConfigMap", OP_NS, builders.NAME) not in api.objects
+    assert ("DaemonSet", OP_NS, builders.NAME) not in api.objects
+    assert observation.error is not None
+    assert f"{OP_NS}/{builders.NAME}" in observation.error and "nodeTrust.enabled" in observation.error

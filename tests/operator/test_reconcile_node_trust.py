@@ -36,7 +36,9 @@ N = names.Names.of("demo")
 
 @pytest.fixture
 def api() -> fakes.FakeKube:
-    return fakes.FakeKube()
+    kube = fakes.FakeKube()
+    kube.put(builders.service_account(namespace=TRUST_NS))  # the agent's account, as the chart installs it
+    return kube
 
 
 @pytest.fixture
@@ -75,11 +77,11 @@ async def test_a_registry_without_node_trust_leaves_the_operator_namespace_alone
 ) -> None:
     api.put(fakes.registry(spec={"nodeTrust": {"enabled": False}}))
     await run(reconciler)
-    assert not any(ns == TRUST_NS for _, ns, _ in api.objects)
+    assert [key for key in api.objects if key[1] == TRUST_NS] == [("ServiceAccount", TRUST_NS, builders.NAME)]
     assert "nodeTrust" not in status(api)
     assert condition(api, "NodeTrustReady") is None
     await reconciler.forget(body=api.obj(names.KIND, "demo"))
-    assert not any(ns == TRUST_NS for _, ns, _ in api.objects)
+    assert [key for key in api.objects if key[1] == TRUST_NS] == [("ServiceAccount", TRUST_NS, builders.NAME)]
 
 
 async def test_enabling_node_trust_publishes_the_ca_and_reports_until_nodes_trust_it(
@@ -271,7 +273,7 @@ async def test_the_default_node_trust_without_a_node_trust_operator_is_reported_
     trust = condition(api, "NodeTrustReady")
     assert trust is not None and trust["status"] == "False" and trust["reason"] == "NotConfigured"
     assert "not configured for this operator" in trust["message"]
-    assert not any(ns == TRUST_NS for _, ns, _ in api.objects)
+    assert [key for key in api.objects if key[1] == TRUST_NS] == [("ServiceAccount", TRUST_NS, builders.NAME)]
     deployment = api.obj("Deployment", N.deployment)
     deployment["status"] = {
         "observedGeneration": deployment["metadata"]["generation"],

@@ -13,6 +13,10 @@ The DaemonSet runs the operator image's `python -m dockyard_operator.nodetrust.a
 - no `system-node-critical` priority: the default admission allows it only in kube-system, and a CA
   installer that waits for room is harmless (a node without it simply does not trust the registry yet).
 
+The ConfigMap and the DaemonSet are owned by the agent's ServiceAccount, which the chart installs: the
+operator creates them at run time, so `helm uninstall` knows nothing of them, but deleting the chart's
+ServiceAccount lets the garbage collector take them (and every agent Pod) along.
+
 Must not: perform I/O, read the clock or depend on kopf/lightkube.
 """
 
@@ -43,9 +47,33 @@ def _metadata(namespace: str, name: str = NAME) -> dict[str, Any]:
     return {"name": name, "namespace": namespace, "labels": dict(LABELS)}
 
 
-def configmap(*, namespace: str, data: Mapping[str, str]) -> dict[str, Any]:
+def _owned_metadata(namespace: str, owner_uid: str | None) -> dict[str, Any]:
+    meta = _metadata(namespace)
+    if owner_uid is not None:
+        meta["ownerReferences"] = [owner_reference(service_account_uid=owner_uid)]
+    return meta
+
+
+def owner_reference(*, service_account_uid: str) -> dict[str, Any]:
+    """The agent's ServiceAccount (uid of the live one) as the owner of the ConfigMap and DaemonSet."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "name": NAME,
+        "uid": service_account_uid,
+        "controller": True,
+        "blockOwnerDeletion": False,
+    }
+
+
+def configmap(*, namespace: str, data: Mapping[str, str], owner_uid: str | None = None) -> dict[str, Any]:
     """The ConfigMap the agents mount: encoded host → CA bundle (see `layout`)."""
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(namespace), "data": dict(data)}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _owned_metadata(namespace, owner_uid),
+        "data": dict(data),
+    }
 
 
 def agent_args(*, targets: Sequence[layout.Target], resync_seconds: float) -> list[str]:
@@ -67,6 +95,7 @@ def daemonset(
     image: str,
     targets: Sequence[layout.Target] = layout.TARGETS,
     resync_seconds: float = 60.0,
+    owner_uid: str | None = None,
 ) -> dict[str, Any]:
     chosen = [t for t in layout.TARGETS if t in targets]
     host_volumes = [
@@ -106,7 +135,7 @@ def daemonset(
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
-        "metadata": _metadata(namespace),
+        "metadata": _owned_metadata(namespace, owner_uid),
         "spec": {
             "selector": {"matchLabels": dict(SELECTOR)},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},

@@ -289,17 +289,38 @@ class NodeTrust:
             views[item] = dataclasses.replace(old, problems=(*old.problems, *problems))
         error = None
         try:
-            for manifest in self._children(merged.data):
-                await self._ensure(manifest)
+            owner = await self._agent_account_uid()
+            if owner is None:
+                # Pods of a DaemonSet without its ServiceAccount are refused at admission, and a DaemonSet
+                # not owned by the chart's account would outlive `helm uninstall`: publish nothing.
+                error = (
+                    f"the node trust agent's ServiceAccount {self._namespace}/{builders.NAME} does not exist "
+                    "(the chart installs it with nodeTrust.enabled=true)"
+                )
+            else:
+                for manifest in self._children(merged.data, owner_uid=owner):
+                    await self._ensure(manifest)
         except kube.KubeError as exc:  # a missing or terminating namespace, RBAC, a conflict: next pass
             error = f"cannot publish node trust in namespace {self._namespace}: {exc}"
         self._last = Observation(nodes=nodes, registries=views, error=error)
         return self._last
 
-    def _children(self, data: Mapping[str, str]) -> list[dict[str, Any]]:
+    async def _agent_account_uid(self) -> str | None:
+        """The uid of the agent's ServiceAccount (the owner of what is published), None while it is absent."""
+        account = await self._client.get(
+            api_version="v1", kind="ServiceAccount", namespace=self._namespace, name=builders.NAME
+        )
+        meta = (account or {}).get("metadata") or {}
+        if account is None or meta.get("deletionTimestamp"):
+            return None
+        return str(meta["uid"])
+
+    def _children(self, data: Mapping[str, str], *, owner_uid: str) -> list[dict[str, Any]]:
         return [
-            builders.configmap(namespace=self._namespace, data=data),
-            builders.daemonset(namespace=self._namespace, image=self._image, resync_seconds=self._resync),
+            builders.configmap(namespace=self._namespace, data=data, owner_uid=owner_uid),
+            builders.daemonset(
+                namespace=self._namespace, image=self._image, resync_seconds=self._resync, owner_uid=owner_uid
+            ),
         ]
 
     async def _load(self, body: Mapping[str, Any]) -> Source | None:
