@@ -134,7 +134,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
@@ -160,7 +160,7 @@ def _kill_all(pids: collections.abc.Iterable[int], *, grace: float) -> None:
             os.waitpid(pid, 0)
 
 
-def _mounts_under(prefixes: collections.abc.Iterable[str]) -> list[str]:
+def mounts_under(prefixes: collections.abc.Iterable[str]) -> list[str]:
     """Mount points at or under any of `prefixes`, deepest first."""
     points = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
@@ -176,7 +176,7 @@ def _unmount(points: collections.abc.Iterable[str]) -> None:
         libc.umount2(point.encode(), 2)  # MNT_DETACH: a busy mount goes as soon as it can
 
 
-def _kubepods_cgroups() -> list[Path]:
+def kubepods_cgroups() -> list[Path]:
     """Every cgroup directory named kubepods* (and below), in every v1 hierarchy and v2, deepest first."""
     found: list[Path] = []
     if not CGROUP_ROOT.is_dir():
@@ -235,20 +235,20 @@ def clean_up(record: Record, *, log: collections.abc.Callable[[str], None] = lam
     strays = {
         pid
         for pid in (int(p) for p in os.listdir("/proc") if p.isdigit())
-        if pid != os.getpid() and workdir in _cmdline(pid)
+        if pid != os.getpid() and workdir in cmdline(pid)
     }
-    groups = _kubepods_cgroups()
+    groups = kubepods_cgroups()
     _kill_all(strays | _cgroup_pids(groups), grace=2.0)
     # 2. mounts: the run's directory (overlay snapshots, pod volumes), pod netns files, shim state.
     new_netns = [
         name for name in _netns_entries() if name.startswith("cni-") and name not in record.netns_before
     ]
-    _unmount(_mounts_under([workdir, *(f"/run/netns/{name}" for name in new_netns)]))
+    _unmount(mounts_under([workdir, *(f"/run/netns/{name}" for name in new_netns)]))
     for name in new_netns:
         with contextlib.suppress(OSError):
             (Path("/run/netns") / name).unlink()
     # 3. cgroups (empty now), leaf first; a cgroup still busy shows up in `left`.
-    for group in _kubepods_cgroups():
+    for group in kubepods_cgroups():
         with contextlib.suppress(OSError):
             group.rmdir()
     # 4. the node's network namespace: veth pair, bridge, iptables rules and per-namespace sysctls.
@@ -267,16 +267,16 @@ def clean_up(record: Record, *, log: collections.abc.Callable[[str], None] = lam
                     shutil.rmtree(entry, ignore_errors=True)
     for path in (KUBELET_FIXED, CONTAINERD_RUN, *CERTS_DIRS):
         if not record.existed.get(str(path), True):
-            _unmount(_mounts_under([str(path)]))
+            _unmount(mounts_under([str(path)]))
             shutil.rmtree(path, ignore_errors=True)
     shutil.rmtree(workdir, ignore_errors=True)
     RECORD.unlink(missing_ok=True)
     left = []
     if NETNS in _netns_entries():
         left.append(f"network namespace {NETNS}")
-    left += [str(group) for group in _kubepods_cgroups()]
-    left += _mounts_under([workdir])
-    left += [str(pid) for pid in record.pids.values() if _pid_alive(pid) and workdir in _cmdline(pid)]
+    left += [str(group) for group in kubepods_cgroups()]
+    left += mounts_under([workdir])
+    left += [str(pid) for pid in record.pids.values() if _pid_alive(pid) and workdir in cmdline(pid)]
     return left
 
 
@@ -591,7 +591,7 @@ class Cluster:
             json.dumps(
                 {
                     "cniVersion": "0.4.0",
-                    "name": "dockyard",
+                    "name": "node-pods",
                     "plugins": [
                         {
                             "type": "bridge",
@@ -909,6 +909,13 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             volume["spec"]["claimRef"] = {"namespace": claim[0], "name": claim[1]}
         self.kubectl("apply", "-f", "-", input=json.dumps(volume))
         return path
+
+    def pid(self, name: str) -> int:
+        """The PID of a running component (e.g. to prove containerd was never restarted)."""
+        return next(c.pid for c in self.components if c.name == name)
+
+    def alive(self, name: str) -> bool:
+        return next(c for c in self.components if c.name == name).alive()
 
     def logs(self, *, lines: int = 60) -> dict[str, str]:
         """The last lines of every component's log (attached to failing tests)."""

@@ -1,0 +1,79 @@
+"""The real node for the tests in this directory: one `tests.support.cluster.Cluster` per session.
+
+The images the cluster runs are built here, without Docker or any outside registry, by `hack/images.sh`
+(cached; seconds when warm) and imported into containerd before the kubelet starts. A machine that lacks
+a kernel feature or a binary fails here with the missing piece named; nothing is skipped.
+
+When a test that uses the node fails, its report carries what a person would look at first: every
+component's log tail (kubelet, containerd, kube-proxy, …), the cluster's events, the Pods, and the logs
+of every container that ran in them (the operator, the node-trust agent, the registry and its nginx).
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import tests.support
+from tests.support import cluster
+
+
+def _images() -> list[tuple[str, Path]]:
+    done = subprocess.run(
+        ["bash", str(tests.support.ROOT / "hack" / "images.sh")],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"hack/images.sh exited {done.returncode}:\n{done.stderr[-4000:]}", pytrace=False)
+    pairs = [line.split() for line in done.stdout.splitlines() if line.strip()]
+    return [(name, Path(archive)) for name, archive in pairs]
+
+
+@pytest.fixture(scope="session")
+def node() -> collections.abc.Iterator[cluster.Cluster]:
+    missing = cluster.preflight()
+    if missing:
+        pytest.fail("this machine cannot run the real node: " + "; ".join(missing), pytrace=False)
+    with cluster.Cluster(images=_images()) as running:
+        yield running
+
+
+def _diagnostics(node: cluster.Cluster) -> list[tuple[str, str]]:
+    sections = [(f"node: {name} log", text) for name, text in node.logs().items()]
+
+    def kubectl(*args: str) -> str:
+        try:
+            done = node.kubectl(*args, check=False, timeout=30)
+        except subprocess.TimeoutExpired:
+            return "(timed out)"
+        return done.stdout + done.stderr
+
+    sections.append(("node: events", kubectl("get", "events", "-A", "--sort-by=.lastTimestamp")))
+    sections.append(("node: pods", kubectl("get", "pods", "-A", "-o", "wide")))
+    for line in kubectl(
+        "get", "pods", "-A", "--no-headers", "-o", "custom-columns=NS:.metadata.namespace,N:.metadata.name"
+    ).splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            logs = kubectl("logs", "-n", parts[0], parts[1], "--all-containers", "--prefix", "--tail=60")
+            sections.append((f"node: logs of pod {parts[0]}/{parts[1]}", logs))
+    return sections
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> collections.abc.Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and "node" in getattr(item, "fixturenames", ()):
+        running = item.funcargs.get("node") if hasattr(item, "funcargs") else None  # type: ignore[attr-defined]
+        if isinstance(running, cluster.Cluster) and running.components:
+            for title, text in _diagnostics(running):
+                report.sections.append((title, text))
+    return report
