@@ -110,7 +110,7 @@ AGENT_ACCOUNT_UID = "4f7e1c3a-0000-4000-8000-00000000a9e7"
 
 
 def trust(api: FakeApi, *, agent_account: bool = True) -> controller.NodeTrust:
-    """The controller, with the agent's ServiceAccount as the chart installs it (unless not `agent_account`)."""
+    """The controller, with the agent's ServiceAccount the chart installs (none when not `agent_account`)."""
     if agent_account and ("ServiceAccount", OP_NS, builders.NAME) not in api.objects:
         account = builders.service_account(namespace=OP_NS)
         account["metadata"]["uid"] = AGENT_ACCOUNT_UID
