@@ -230,8 +230,10 @@ def _netns_entries() -> list[str]:
 def clean_up(record: Record, *, log: collections.abc.Callable[[str], None] = lambda _: None) -> list[str]:
     """Undo everything a run did (see the module docstring); returns what was left and could not go."""
     workdir = record.workdir
-    # 1. components, then whatever still runs for this node: shims, containers (kubepods cgroups).
-    _kill_all(record.pids.values(), grace=STOP_GRACE)
+    # 1. components, then whatever still runs for this node: shims, containers (kubepods cgroups). A PID is
+    # only trusted while its command line names the run's directory (every component's does): after a
+    # reboot the record may outlive the processes, and their PIDs may belong to anyone.
+    _kill_all([pid for pid in record.pids.values() if workdir in cmdline(pid)], grace=STOP_GRACE)
     strays = {
         pid
         for pid in (int(p) for p in os.listdir("/proc") if p.isdigit())
