@@ -27,6 +27,8 @@ class Code(enum.Enum):
     MANIFEST_UNKNOWN = (404, "manifest unknown to registry")
     NAME_INVALID = (400, "invalid repository name")
     NAME_UNKNOWN = (404, "repository name not known to registry")
+    # Not one of the spec's own codes (it allows others); Distribution answers a bad `n` with it.
+    PAGINATION_NUMBER_INVALID = (400, "invalid number of results requested")
     SIZE_INVALID = (400, "provided length did not match content length")
     RANGE_INVALID = (416, "requested range not satisfiable")
     TAG_INVALID = (400, "manifest tag did not match URI")

@@ -8,7 +8,8 @@ separators, over 255 chars), invalid tags and digests, unknown digest algorithms
 wrong and malformed Content-Range, unknown and foreign upload ids, path traversal in every path segment
 (also percent-encoded), truncated bodies and client disconnects mid-upload (raw sockets), and unknown
 exceptions (500 UNKNOWN without a traceback); a full disk (507, the upload left where it was); invalid
-page sizes for tags/list and the catalog.
+page sizes for tags/list and the catalog (PAGINATION_NUMBER_INVALID: only ASCII digits, at most 19 of
+them; `n=0` is an empty page).
 """
 
 from __future__ import annotations
@@ -433,9 +434,43 @@ async def test_a_full_disk_is_507_and_leaves_the_upload_where_it_was(
     assert (await seeded.client.get(location)).headers["Range"] == "0-99"
 
 
-@pytest.mark.parametrize("query", ["n=abc", "n=-1", "n=1.5"])
-async def test_invalid_page_sizes_are_refused(seeded: Registry, query: str) -> None:
+@pytest.mark.parametrize(
+    "query",
+    [
+        "n=abc",
+        "n=-1",
+        "n=-0",
+        "n=+1",
+        "n=1.5",
+        "n=%20" + "1",
+        # int() accepts these, and str.isdigit() too: a superscript two and an Arabic-Indic three.
+        "n=%C2%B2",
+        "n=%D9%A3",
+        # Past int()'s digit limit (a ValueError deep in the conversion), and past any sane page size.
+        "n=" + "9" * 5000,
+        "n=" + "1" * 20,
+    ],
+)
+async def test_invalid_page_sizes_are_pagination_number_invalid(
+    seeded: Registry, query: str, caplog: pytest.LogCaptureFixture
+) -> None:
     for path in ("/v2/team/app/tags/list", "/v2/_catalog"):
         resp = await seeded.client.get(f"{path}?{query}")
+        text = await resp.text()
         assert resp.status == 400, path
-        assert "n must be a non-negative integer" in await resp.text()
+        assert json.loads(text)["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID"
+        assert "n must be a non-negative integer" in text
+        assert "Traceback" not in text
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("n", ["0", "00", "1" * 19])
+async def test_page_sizes_of_ascii_digits_are_accepted_zero_giving_an_empty_page(
+    seeded: Registry, n: str
+) -> None:
+    tags = await seeded.client.get(f"/v2/team/app/tags/list?n={n}")
+    catalog = await seeded.client.get(f"/v2/_catalog?n={n}")
+    assert (tags.status, catalog.status) == (200, 200)
+    expected = ([], []) if int(n) == 0 else (["v1"], ["team/app"])
+    assert ((await tags.json())["tags"], (await catalog.json())["repositories"]) == expected
+    assert "Link" not in tags.headers and "Link" not in catalog.headers

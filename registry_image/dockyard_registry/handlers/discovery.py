@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 import urllib.parse
 from collections.abc import Sequence
 
@@ -12,6 +13,10 @@ from aiohttp import web
 from dockyard_registry import auth, manifests
 from dockyard_registry.errors import Code, OciError
 from dockyard_registry.handlers import common
+
+# ASCII digits only (str.isdigit and int() also take "²" or "٣"), and few enough that int() never meets
+# its digit limit: 19 digits hold any page size a client means (Go's int64 is what Distribution parses).
+_PAGE_SIZE_RE = re.compile(r"[0-9]{1,19}")
 
 
 async def base(request: web.Request, match: common.PathParams) -> web.StreamResponse:
@@ -25,8 +30,8 @@ def _page(request: web.Request, items: Sequence[str]) -> tuple[list[str], str | 
     start = bisect.bisect_right(items, last) if last else 0
     if raw_n is None or raw_n == "":
         return list(items[start:]), None
-    if not raw_n.isdigit():
-        raise OciError(Code.UNSUPPORTED, "n must be a non-negative integer", status=400)
+    if _PAGE_SIZE_RE.fullmatch(raw_n) is None:
+        raise OciError(Code.PAGINATION_NUMBER_INVALID, "n must be a non-negative integer")
     n = int(raw_n)
     page = list(items[start : start + n])
     more = start + n < len(items) and n > 0
