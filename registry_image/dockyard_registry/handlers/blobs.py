@@ -8,6 +8,7 @@ the memory driver streams through here.
 from __future__ import annotations
 
 import asyncio
+import re
 
 from aiohttp import web
 
@@ -17,6 +18,10 @@ from dockyard_registry.handlers import common
 
 _OCTET = "application/octet-stream"
 _SMALL = 64 * 1024
+# A suffix range of zero bytes ("bytes=-0", "bytes=-000"). aiohttp reads it as "bytes=0-" (-0 == 0) and
+# answers 206 with the whole blob; RFC 9110 14.1.1: a suffix-range is satisfiable only if its length is
+# non-zero. Same syntax as aiohttp's own parser, so every other header means what it means there.
+_EMPTY_SUFFIX_RE = re.compile(r"^bytes=-0+$", re.ASCII | re.IGNORECASE)
 
 
 async def get(request: web.Request, match: common.PathParams) -> web.StreamResponse:
@@ -38,6 +43,8 @@ async def get(request: web.Request, match: common.PathParams) -> web.StreamRespo
     if cfg.accel_redirect is not None:
         headers["X-Accel-Redirect"] = cfg.accel_redirect.rstrip("/") + "/" + paths.blob_data(dgst)
         return web.Response(status=200, headers=headers)
+    if _EMPTY_SUFFIX_RE.match(request.headers.get("Range", "")):
+        raise _unsatisfiable(size)
     if size <= _SMALL and "Range" not in request.headers:
         # Configs and tiny layers: one read beats FileResponse's executor round trips for stat/open/sendfile.
         try:
