@@ -38,7 +38,7 @@ def check(st: store.Store) -> list[str]:
                 problems.append(f"repository {repo}: manifest {revision} data missing")
                 continue
             try:
-                parsed = manifests.parse(found.data, content_type=found.media_type)
+                parsed = manifests.parse(found.data, content_type=found.media_type, strict=False)
             except manifests.ManifestInvalidError as exc:
                 problems.append(f"repository {repo}: manifest {revision} invalid: {exc}")
                 continue

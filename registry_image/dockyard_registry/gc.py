@@ -52,7 +52,7 @@ def mark(st: store.Store) -> set[digest.Digest]:
             marked.add(revision)
             try:
                 found = st.get_manifest(repo, revision)
-                parsed = manifests.parse(found.data, content_type=found.media_type)
+                parsed = manifests.parse(found.data, content_type=found.media_type, strict=False)
             except (store.ManifestUnknownError, manifests.ManifestInvalidError):
                 continue
             marked.update(b.digest for b in parsed.blobs)

@@ -52,14 +52,18 @@ class Manifest:
         return tuple(d.digest for d in self.blobs if not d.external)
 
 
-def parse(data: bytes, *, content_type: str | None) -> Manifest:
-    """Parse and validate manifest bytes; raises ManifestInvalidError with a message fit for a client."""
+def parse(data: bytes, *, content_type: str | None, strict: bool = True) -> Manifest:
+    """Parse and validate manifest bytes; raises ManifestInvalidError with a message fit for a client.
+
+    `strict` (every push) also refuses bytes that other parsers may read differently from us: anything
+    but UTF-8, and an object with a key twice or two keys differing only in case (Go's encoding/json,
+    which most clients and registries use, matches field names ignoring case and keeps the last one).
+    gc, fsck and deletes read stored manifests with `strict=False`: bytes an earlier version accepted
+    must still tell gc which blobs they keep.
+    """
     if len(data) > MAX_MANIFEST_BYTES:
         raise ManifestInvalidError(f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestInvalidError(f"manifest is not valid JSON: {exc}") from None
+    doc = _load(data, strict=strict)
     if not isinstance(doc, dict):
         raise ManifestInvalidError("manifest must be a JSON object")
     if doc.get("schemaVersion") != 2:
@@ -93,6 +97,34 @@ def parse(data: bytes, *, content_type: str | None) -> Manifest:
         raise ManifestInvalidError("index has no manifests list")
     parsed = tuple(_descriptor(x, f"manifests[{i}]") for i, x in enumerate(children))
     return Manifest(media_type, (), parsed, subject, artifact_type, annotations)
+
+
+def _load(data: bytes, *, strict: bool) -> Any:
+    try:
+        if not strict:
+            return json.loads(data)  # json guesses UTF-16/32 from the first bytes
+        return json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except ManifestInvalidError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise ManifestInvalidError(f"manifest is not valid JSON: not UTF-8 at byte {exc.start}") from None
+    except ValueError as exc:
+        raise ManifestInvalidError(f"manifest is not valid JSON: {exc}") from None
+    except RecursionError:
+        # The stdlib parser recurses once per nesting level; no manifest nests more than a few levels.
+        raise ManifestInvalidError("manifest is nested too deeply") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        folded = key.casefold()
+        if folded in seen:
+            raise ManifestInvalidError(
+                f"manifest has the key {key[:100]!r} twice in one object (keys are compared ignoring case)"
+            )
+        seen.add(folded)
+    return dict(pairs)
 
 
 def _descriptor(value: Any, where: str) -> Descriptor:

@@ -443,7 +443,7 @@ class Store:
             except FileNotFoundError:
                 continue
         try:
-            parsed = manifests.parse(stored.data, content_type=stored.media_type)
+            parsed = manifests.parse(stored.data, content_type=stored.media_type, strict=False)
         except manifests.ManifestInvalidError:
             parsed = None
         if parsed is not None and parsed.subject is not None:

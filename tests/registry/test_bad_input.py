@@ -4,7 +4,9 @@ Each test pushes known-good content first, sends one kind of bad request, checks
 error code, and then compares a snapshot of every stored file (upload sessions included) with the one
 taken before. Covers: invalid repository names (uppercase, `..`, leading
 separators, over 255 chars), invalid tags and digests, unknown digest algorithms, digest mismatches
-(monolithic, chunked, manifest by digest), manifests over 4 MiB / not JSON / referencing missing blobs,
+(monolithic, chunked, manifest by digest), manifests over 4 MiB / not JSON / referencing missing blobs /
+nested 200k levels deep / not UTF-8 (UTF-16, UTF-32, a BOM, Latin-1) / with a key twice or two keys
+differing only in case in one object,
 wrong and malformed Content-Range, unknown and foreign upload ids, path traversal in every path segment
 (also percent-encoded), truncated bodies and client disconnects mid-upload (raw sockets), and unknown
 exceptions (500 UNKNOWN without a traceback); a full disk (507, the upload left where it was); invalid
@@ -202,6 +204,65 @@ async def test_unparseable_manifests_are_manifest_invalid_and_tag_unchanged(
     )
     assert (resp.status, await error_code(resp)) == (400, "MANIFEST_INVALID")
     assert snapshot(root(seeded)) == before
+
+
+def _seed_manifest_with(*extra: tuple[str, str], **replace: str) -> bytes:
+    """The seeded image's manifest (every blob present) as JSON text, with members replaced or appended
+    as raw (key, JSON value) text, so one object can hold a key twice."""
+    doc = json.loads(make_image("seed").manifest)
+    members = [(key, replace.get(key, json.dumps(value))) for key, value in doc.items()]
+    return ("{" + ", ".join(f'"{key}": {value}' for key, value in [*members, *extra]) + "}").encode()
+
+
+def _hostile_manifests() -> dict[str, bytes]:
+    seed = make_image("seed")
+    doc = json.loads(seed.manifest)
+    config = doc["config"]
+    # Blobs the repository holds, so only the duplicate decides: the config as the single layer.
+    other_layers = json.dumps([{**doc["layers"][0], "digest": config["digest"], "size": config["size"]}])
+    config_twice = (
+        f'{{"mediaType": "{config["mediaType"]}", "digest": "{config["digest"]}", '
+        f'"Digest": "{doc["layers"][0]["digest"]}", "size": {config["size"]}}}'
+    )
+    text = seed.manifest.decode()
+    return {
+        # 200k levels: the stdlib parser raised RecursionError (500 with a traceback in the log).
+        "nested-200k-deep": b'{"schemaVersion": 2, "x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}",
+        # json.loads(bytes) guesses UTF-16/32 and a UTF-8 BOM: each of these was stored (201).
+        "utf-16-with-bom": text.encode("utf-16"),
+        "utf-16-le": text.encode("utf-16-le"),
+        "utf-32": text.encode("utf-32"),
+        "utf-8-bom": b"\xef\xbb\xbf" + seed.manifest,
+        "latin-1": _seed_manifest_with(("annotations", '{"k": "caf\u00e9"}')).replace(b"\xc3\xa9", b"\xe9"),
+        # Python keeps the last duplicate, Go's encoding/json the last case-insensitive match: two readers
+        # of one digest could see different layers. Each of these was stored (201).
+        "layers-twice": _seed_manifest_with(("layers", other_layers)),
+        "layers-and-Layers": _seed_manifest_with(("Layers", other_layers)),
+        "schemaVersion-and-SCHEMAVERSION": _seed_manifest_with(("SCHEMAVERSION", "2")),
+        "config-digest-and-Digest": _seed_manifest_with(config=config_twice),
+    }
+
+
+@pytest.mark.parametrize("name", list(_hostile_manifests()))
+async def test_manifests_other_parsers_could_read_differently_are_manifest_invalid(
+    seeded: Registry, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = snapshot(root(seeded))
+    resp = await seeded.client.put(
+        "/v2/team/app/manifests/v1", data=_hostile_manifests()[name], headers={"Content-Type": OCI_MANIFEST}
+    )
+    text = await resp.text()
+    assert (resp.status, json.loads(text)["errors"][0]["code"]) == (400, "MANIFEST_INVALID"), text
+    assert "Traceback" not in text and "Traceback" not in caplog.text
+    assert snapshot(root(seeded)) == before
+
+
+async def test_the_seed_manifest_spelled_by_hand_is_accepted(seeded: Registry) -> None:
+    """The control for the test above: the hand-built JSON is valid when nothing hostile is added."""
+    resp = await seeded.client.put(
+        "/v2/team/app/manifests/v2", data=_seed_manifest_with(), headers={"Content-Type": OCI_MANIFEST}
+    )
+    assert resp.status == 201, await resp.text()
 
 
 async def test_manifest_referencing_missing_blob_is_manifest_blob_unknown(seeded: Registry) -> None:

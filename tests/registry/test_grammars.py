@@ -4,7 +4,8 @@ Covers: valid/invalid/unsupported digests; repository names (uppercase, `..`, le
 percent signs, over 255 chars) and tags; that paths.py keeps every path under its own prefixes and
 content-addresses blobs; that every OCI code has the right status and that domain errors translate
 (unknown exceptions do not); manifest parsing of each media type, subject/artifactType/annotations,
-nondistributable layers, size limit and every way a manifest can be invalid.
+nondistributable layers, size limit and every way a manifest can be invalid; stored manifests read
+leniently (strict=False) so gc still sees the blobs of what an earlier version accepted.
 """
 
 from __future__ import annotations
@@ -270,3 +271,28 @@ def test_content_type_contradicting_the_body_media_type_is_rejected() -> None:
 def test_manifest_over_4_mib_is_rejected_before_parsing() -> None:
     with pytest.raises(manifests.ManifestInvalidError, match="larger than"):
         manifests.parse(b" " * (manifests.MAX_MANIFEST_BYTES + 1), content_type=None)
+
+
+def test_stored_manifests_are_read_leniently_so_gc_still_sees_their_blobs() -> None:
+    """A manifest an earlier version accepted (UTF-16, a duplicate key) must still tell gc its blobs."""
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": manifests.OCI_MANIFEST,
+        "config": _desc("c/t", b"c"),
+        "layers": [],
+    }
+    for data in (
+        json.dumps(doc).encode("utf-16"),
+        json.dumps(doc).encode()[:-1] + b', "Layers": []}',
+    ):
+        with pytest.raises(manifests.ManifestInvalidError):
+            manifests.parse(data, content_type=None)
+        lenient = manifests.parse(data, content_type=None, strict=False)
+        assert lenient.required_blobs() == (digest.of_bytes(b"c"),)
+
+
+def test_a_manifest_nested_too_deeply_is_invalid_in_both_modes() -> None:
+    deep = b'{"schemaVersion": 2, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    for strict in (True, False):
+        with pytest.raises(manifests.ManifestInvalidError, match="nested too deeply"):
+            manifests.parse(deep, content_type=None, strict=strict)
