@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from dockyard_registry import auth, errors, reference, routes, state
 from dockyard_registry.errors import Code, OciError
 
 log = logging.getLogger(__name__)
+# aiohttp's server log (parse errors, connection trouble), under our name so the filter below is ours.
+http_log = logging.getLogger("dockyard_registry.http")
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 _SCOPE_ACTION = {
     routes.Scope.PULL: auth.Action.PULL,
@@ -25,8 +27,38 @@ _SCOPE_ACTION = {
 }
 
 
+class _NoRequestBytes(logging.Filter):
+    """Keep what a client sent out of the log when aiohttp cannot parse a request.
+
+    aiohttp answers 400 and logs the parser's exception at ERROR; its message quotes the offending
+    bytes, so an oversized `Authorization` header put the start of `user:password` in the log. The
+    record keeps who and what kind of error, at most WARNING (a client's mistake, not ours).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, http_exceptions.HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = (
+                "malformed request from %s: %s (%s)",
+                (remote, type(exc).__name__, exc.code),
+            )
+            record.exc_info, record.exc_text = None, None
+            if record.levelno > logging.WARNING:
+                record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True
+
+
+_NO_REQUEST_BYTES = _NoRequestBytes()
+
+
 def create_app(settings: state.Settings) -> web.Application:
-    app = web.Application(middlewares=[_errors_middleware], client_max_size=1024**2 * 8)
+    http_log.addFilter(_NO_REQUEST_BYTES)  # once per process: a filter is added only if absent
+    app = web.Application(
+        middlewares=[_errors_middleware],
+        client_max_size=1024**2 * 8,
+        handler_args={"logger": http_log},
+    )
     app[state.SETTINGS] = settings
     app.on_response_prepare.append(_api_version_header)
     app.router.add_get("/healthz", _healthz, allow_head=True)

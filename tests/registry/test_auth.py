@@ -9,7 +9,8 @@ reload of both files after a change (at most once a second, injectable clock) an
 rules on a broken edit; entries written by Apache's `htpasswd -B` verify; over HTTP: 401 with
 `WWW-Authenticate: Basic realm=...`, 403 DENIED, `/v2/` and
 `_catalog` need a login, the catalog only lists pullable repositories, a mount from an unreadable source
-is not performed, the nginx `/auth` endpoint (200/401/403, empty body), that no password reaches a log,
+is not performed, the nginx `/auth` endpoint (200/401/403, empty body), that no password reaches a log
+(also not from an Authorization header too large for aiohttp to parse: 4xx, none of its bytes logged),
 that password checks queued beyond a limit are shed with 429 while cached credentials still pass, and
 that a removed access.yaml keeps its last rules (never widening rights) while a removed htpasswd fails
 closed.
@@ -345,6 +346,30 @@ async def test_no_password_reaches_the_log(
     await secured.client.get("/v2/", headers=basic("ghost", "ghost-secret-xyz"))
     assert "secret-xyz" not in caplog.text
     assert "alice-pw" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Basic " + base64.b64encode(("alice:" + "hunter2-secret-" * 1000).encode()).decode(),
+        "Bearer " + "tok3n-secret-" * 1000,
+    ],
+)
+async def test_an_oversized_authorization_header_is_refused_and_none_of_it_is_logged(
+    secured: conftest.Registry, caplog: pytest.LogCaptureFixture, value: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    resp = await secured.client.get("/v2/", headers={"Authorization": value})
+    assert 400 <= resp.status < 500
+    # aiohttp logged the parser's exception at ERROR, quoting the first ~100 bytes of the value.
+    credential = value.split(" ", 1)[1]
+    for start in range(0, 200, 8):
+        assert credential[start : start + 16] not in caplog.text
+    assert "secret" not in caplog.text and "Traceback" not in caplog.text
+    # The event itself is still logged, as a client's mistake.
+    assert [(r.levelname, r.getMessage().split(":")[0]) for r in caplog.records if "malformed" in r.msg] == [
+        ("WARNING", "malformed request from 127.0.0.1")
+    ]
 
 
 @pytest.fixture
