@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--anonymous-pull", action="store_true", help="allow pulls without credentials")
     serve.add_argument("--no-delete", action="store_true", help="answer DELETE with 405 UNSUPPORTED")
     serve.add_argument(
+        "--allow-foreign-layer-urls",
+        action="store_true",
+        help="accept manifests whose layers carry urls (foreign layers); refused by default",
+    )
+    serve.add_argument(
         "--accel-redirect", metavar="PREFIX", help="serve blob GETs via nginx X-Accel-Redirect"
     )
     serve.add_argument("--realm", default="dockyard", help="Basic auth realm (default dockyard)")
@@ -146,7 +151,9 @@ def _serve(args: argparse.Namespace) -> int:
     host_port = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     ssl_context, reloader = _tls(args, data=data, host=host, host_port=host_port)
     settings = state.Settings(
-        store=store.Store(filesystem.FilesystemDriver(data)),
+        store=store.Store(
+            filesystem.FilesystemDriver(data), foreign_layer_urls=args.allow_foreign_layer_urls
+        ),
         authenticator=None if args.no_auth else _authenticator(args, data=data),
         delete_enabled=not args.no_delete,
         accel_redirect=args.accel_redirect,

@@ -55,7 +55,11 @@ def mark(st: store.Store) -> set[digest.Digest]:
                 parsed = manifests.parse(found.data, content_type=found.media_type, strict=False)
             except (store.ManifestUnknownError, manifests.ManifestInvalidError):
                 continue
-            marked.update(b.digest for b in parsed.blobs)
+            for blob in parsed.blobs:
+                # A foreign layer counts only where the repository links it: a manifest that merely names
+                # another repository's digest must not keep that blob alive.
+                if not blob.external or st.driver.size(paths.layer_link(repo, blob.digest)) is not None:
+                    marked.add(blob.digest)
     return marked
 
 

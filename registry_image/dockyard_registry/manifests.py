@@ -35,7 +35,10 @@ class Descriptor:
     size: int
     artifact_type: str | None = None
     annotations: Mapping[str, str] | None = None
-    # Layers a registry is not expected to hold (nondistributable/foreign, or fetched from `urls`).
+    urls: tuple[str, ...] = ()
+    # A foreign (nondistributable) layer with `urls`: clients fetch it from there, so the repository
+    # need not hold it (Distribution's rule). Any other descriptor, `urls` or not, must be in the
+    # repository; whether `urls` are accepted at all is the store's policy.
     external: bool = False
 
 
@@ -144,14 +147,18 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     except (digest.DigestInvalidError, digest.DigestUnsupportedError) as exc:
         raise ManifestInvalidError(f"{where}.digest: {exc}") from None
     urls = value.get("urls")
-    external = "nondistributable" in media_type or "foreign" in media_type or bool(urls)
+    if urls is not None and (not isinstance(urls, list) or not all(isinstance(u, str) for u in urls)):
+        raise ManifestInvalidError(f"{where}.urls must be a list of strings")
+    urls = tuple(urls or ())
+    foreign = "nondistributable" in media_type or "foreign" in media_type
     return Descriptor(
         media_type=media_type,
         digest=dgst,
         size=size,
         artifact_type=_optional_str(value, "artifactType"),
         annotations=_annotations(value.get("annotations"), f"{where}.annotations"),
-        external=external,
+        urls=urls,
+        external=foreign and bool(urls),
     )
 
 

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import re
 import time
+import urllib.parse
 import uuid
 import weakref
 from collections.abc import AsyncIterable, Callable
@@ -108,9 +109,18 @@ class Store:
     """One registry's content over one driver. Safe for one event loop (per-upload asyncio locks) plus
     the worker threads it starts itself; gc/fsck may run in another process at the same time."""
 
-    def __init__(self, driver: base.Driver, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        driver: base.Driver,
+        *,
+        clock: Callable[[], float] = time.time,
+        foreign_layer_urls: bool = False,
+    ) -> None:
         self.driver = driver
         self._clock = clock
+        # Accept layers that name `urls` to fetch them from (serve --allow-foreign-layer-urls); off, as
+        # in Distribution without `validation.manifests.urls.allow`.
+        self._foreign_layer_urls = foreign_layer_urls
         self._hash_states: dict[str, _HashState] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -398,6 +408,7 @@ class Store:
                 f"manifest digest {dgst} does not match {ref}", detail={"digest": str(ref)}
             )
         manifest = manifests.parse(data, content_type=content_type)
+        self._check_urls(manifest)
         for blob in manifest.required_blobs():
             if self.driver.size(paths.layer_link(name, blob)) is None:
                 raise ManifestBlobUnknownError(
@@ -432,6 +443,35 @@ class Store:
         for tag in all_tags:
             self.driver.put(paths.tag_link(name, tag), str(dgst).encode())
         return PutManifestResult(digest=dgst, subject=manifest.subject.digest if manifest.subject else None)
+
+    def _check_urls(self, manifest: manifests.Manifest) -> None:
+        """Refuse `urls` unless foreign layers are allowed; even then only plain http(s) URLs.
+
+        An accepted foreign layer is neither linked into the repository nor kept from gc on its behalf
+        (gc marks it only where the repository links it): naming another repository's digest gains
+        nothing.
+        """
+        for blob in manifest.blobs:
+            if not blob.urls:
+                continue
+            if not self._foreign_layer_urls:
+                raise manifests.ManifestInvalidError(
+                    f"descriptor {blob.digest} has urls; this registry does not accept foreign layers"
+                )
+            for url in blob.urls:
+                try:
+                    parts = urllib.parse.urlsplit(url)
+                except ValueError:
+                    parts = None
+                if (
+                    parts is None
+                    or parts.scheme not in ("http", "https")
+                    or not parts.netloc
+                    or parts.fragment
+                ):
+                    raise manifests.ManifestInvalidError(
+                        f"descriptor {blob.digest} has a url that is not plain http(s): {url[:200]!r}"
+                    )
 
     def delete_manifest(self, name: str, dgst: digest.Digest) -> None:
         """Delete a manifest revision, every tag pointing at it, and its referrer entry."""

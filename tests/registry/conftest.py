@@ -123,9 +123,13 @@ async def make_client(tmp_path: Path) -> AsyncIterator[ClientFactory]:
         authenticator: auth.Authenticator | None = None,
         delete_enabled: bool = True,
         accel_redirect: str | None = None,
+        foreign_layer_urls: bool = False,
     ) -> Registry:
         settings = state.Settings(
-            store=store.Store(driver or filesystem.FilesystemDriver(tmp_path / "data")),
+            store=store.Store(
+                driver or filesystem.FilesystemDriver(tmp_path / "data"),
+                foreign_layer_urls=foreign_layer_urls,
+            ),
             authenticator=authenticator,
             delete_enabled=delete_enabled,
             accel_redirect=accel_redirect,

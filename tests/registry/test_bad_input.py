@@ -6,7 +6,7 @@ taken before. Covers: invalid repository names (uppercase, `..`, leading
 separators, over 255 chars), invalid tags and digests, unknown digest algorithms, digest mismatches
 (monolithic, chunked, manifest by digest), manifests over 4 MiB / not JSON / referencing missing blobs /
 nested 200k levels deep / not UTF-8 (UTF-16, UTF-32, a BOM, Latin-1) / with a key twice or two keys
-differing only in case in one object,
+differing only in case in one object / with layer `urls` (foreign layers are off by default),
 wrong and malformed Content-Range, unknown and foreign upload ids, path traversal in every path segment
 (also percent-encoded), truncated bodies and client disconnects mid-upload (raw sockets), and unknown
 exceptions (500 UNKNOWN without a traceback); a full disk (507, the upload left where it was); invalid
@@ -263,6 +263,29 @@ async def test_the_seed_manifest_spelled_by_hand_is_accepted(seeded: Registry) -
         "/v2/team/app/manifests/v2", data=_seed_manifest_with(), headers={"Content-Type": OCI_MANIFEST}
     )
     assert resp.status == 201, await resp.text()
+
+
+@pytest.mark.parametrize(
+    "media_type",
+    [
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    ],
+)
+async def test_layers_with_urls_are_manifest_invalid_unless_foreign_layers_are_allowed(
+    seeded: Registry, media_type: str
+) -> None:
+    before = snapshot(root(seeded))
+    doc = json.loads(make_image("seed").manifest)
+    doc["layers"][0] = {**doc["layers"][0], "mediaType": media_type, "urls": ["https://example.com/layer"]}
+    resp = await seeded.client.put(
+        "/v2/team/app/manifests/v1", data=json.dumps(doc).encode(), headers={"Content-Type": OCI_MANIFEST}
+    )
+    text = await resp.text()
+    assert (resp.status, json.loads(text)["errors"][0]["code"]) == (400, "MANIFEST_INVALID"), text
+    assert "foreign layers" in text
+    assert snapshot(root(seeded)) == before
 
 
 async def test_manifest_referencing_missing_blob_is_manifest_blob_unknown(seeded: Registry) -> None:

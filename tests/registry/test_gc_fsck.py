@@ -4,7 +4,10 @@ Covers gc: blobs referenced by any manifest revision (config, layers, manifests 
 children) are kept; unreferenced blobs older than the grace period are deleted along with the layer links
 to them; younger ones (just pushed, or re-linked) are kept; --dry-run reports without deleting; stale
 upload sessions go, active ones stay; blob writes interrupted before their rename (a crash) are removed
-once old. fsck: a clean store has no problems (an interrupted write is not corruption); corrupted blob
+once old; with foreign layers allowed (serve --allow-foreign-layer-urls, over HTTP) a layer with `urls`
+naming another repository's blob is not linked and does not keep that blob, one the repository holds is
+kept, urls must be plain http(s), and only foreign layer types are exempt from being in the repository.
+fsck: a clean store has no problems (an interrupted write is not corruption); corrupted blob
 bytes, a missing blob, a dangling tag and a manifest whose layer vanished are each reported.
 """
 
@@ -13,10 +16,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Any
+
+import pytest
 
 from dockyard_registry import digest, fsck, gc, paths, store
 from dockyard_registry.storage import base, filesystem, memory
-from tests.registry.conftest import OCI_MANIFEST, make_image, sha256
+from tests.registry.conftest import OCI_MANIFEST, ClientFactory, Registry, make_image, sha256
 
 
 def age(driver: base.Driver, path: str, seconds: float) -> None:
@@ -184,3 +190,77 @@ async def test_gc_leaves_a_link_a_manifest_needs_for_fsck_to_report(driver: base
     gc.collect(st, grace=0, dry_run=False)
     assert driver.size(paths.layer_link("r", layer)) is not None
     assert any("references missing blob" in p for p in fsck.check(st))
+
+
+FOREIGN = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+
+
+def with_layer(layer: dict[str, Any]) -> bytes:
+    """The default image's manifest plus one more layer."""
+    doc = json.loads(make_image().manifest)
+    doc["layers"].append(layer)
+    return json.dumps(doc).encode()
+
+
+@pytest.fixture
+async def foreign_ok(make_client: ClientFactory) -> Registry:
+    """A registry accepting foreign layers, holding the default image in `tenant`."""
+    reg = await make_client(foreign_layer_urls=True)
+    await reg.push_image("tenant", make_image(), tag="base")
+    return reg
+
+
+async def put(reg: Registry, repo: str, data: bytes) -> tuple[int, str]:
+    resp = await reg.client.put(f"/v2/{repo}/manifests/v1", data=data, headers={"Content-Type": OCI_MANIFEST})
+    body = await resp.text()
+    return resp.status, (json.loads(body)["errors"][0]["code"] if resp.status >= 400 else "")
+
+
+async def test_a_foreign_layer_naming_another_repositorys_blob_neither_links_nor_keeps_it(
+    foreign_ok: Registry,
+) -> None:
+    private = await foreign_ok.push_blob("victim", b"the victim's private layer")
+    layer = {"mediaType": FOREIGN, "digest": private, "size": 26, "urls": ["https://example.com/l"]}
+    assert await put(foreign_ok, "tenant", with_layer(layer)) == (201, "")
+    resp = await foreign_ok.client.get(f"/v2/tenant/blobs/{private}")
+    assert (resp.status, (await resp.json())["errors"][0]["code"]) == (404, "BLOB_UNKNOWN")
+    # The victim drops it: gc must collect it although tenant's manifest still names the digest.
+    assert (await foreign_ok.client.delete(f"/v2/victim/blobs/{private}")).status == 202
+    age_all_blobs(foreign_ok.store, 7200)
+    report = gc.collect(foreign_ok.store, grace=3600, dry_run=False)
+    assert report.blobs == [private]
+    assert foreign_ok.store.driver.size(paths.blob_data(digest.parse(private))) is None
+    assert (await foreign_ok.client.get("/v2/tenant/manifests/v1")).status == 200
+
+
+async def test_a_foreign_layer_the_repository_holds_is_kept_by_gc(foreign_ok: Registry) -> None:
+    held = await foreign_ok.push_blob("tenant", b"pushed along with its urls")
+    layer = {"mediaType": FOREIGN, "digest": held, "size": 26, "urls": ["http://example.com/l"]}
+    assert await put(foreign_ok, "tenant", with_layer(layer)) == (201, "")
+    age_all_blobs(foreign_ok.store, 7200)
+    assert gc.collect(foreign_ok.store, grace=3600, dry_run=False).blobs == []
+    assert (await foreign_ok.client.get(f"/v2/tenant/blobs/{held}")).status == 200
+
+
+@pytest.mark.parametrize(
+    ("media_type", "urls", "expected"),
+    [
+        (FOREIGN, ["ftp://example.com/l"], "MANIFEST_INVALID"),
+        (FOREIGN, ["https://example.com/l#part"], "MANIFEST_INVALID"),
+        (FOREIGN, ["/relative/path"], "MANIFEST_INVALID"),
+        (FOREIGN, ["https://[::1/l"], "MANIFEST_INVALID"),
+        (FOREIGN, "https://example.com/l", "MANIFEST_INVALID"),
+        # Only a foreign layer with urls is exempt from being in the repository (Distribution's rule).
+        ("application/vnd.oci.image.layer.v1.tar+gzip", ["https://example.com/l"], "MANIFEST_BLOB_UNKNOWN"),
+        (FOREIGN, [], "MANIFEST_BLOB_UNKNOWN"),
+        (FOREIGN, None, "MANIFEST_BLOB_UNKNOWN"),
+    ],
+)
+async def test_with_foreign_layers_allowed_urls_are_plain_http_and_other_layers_must_be_held(
+    foreign_ok: Registry, media_type: str, urls: Any, expected: str
+) -> None:
+    private = await foreign_ok.push_blob("victim", b"the victim's private layer")
+    layer: dict[str, Any] = {"mediaType": media_type, "digest": private, "size": 26}
+    if urls is not None:
+        layer["urls"] = urls
+    assert await put(foreign_ok, "tenant", with_layer(layer)) == (400, expected)

@@ -4,8 +4,8 @@ Covers: valid/invalid/unsupported digests; repository names (uppercase, `..`, le
 percent signs, over 255 chars) and tags; that paths.py keeps every path under its own prefixes and
 content-addresses blobs; that every OCI code has the right status and that domain errors translate
 (unknown exceptions do not); manifest parsing of each media type, subject/artifactType/annotations,
-nondistributable layers, size limit and every way a manifest can be invalid; stored manifests read
-leniently (strict=False) so gc still sees the blobs of what an earlier version accepted.
+foreign layers (exempt only with urls), size limit and every way a manifest can be invalid; stored
+manifests read leniently (strict=False) so gc still sees the blobs of what an earlier version accepted.
 """
 
 from __future__ import annotations
@@ -220,19 +220,21 @@ def test_docker_schema2_types_are_accepted_from_content_type() -> None:
     assert manifests.parse(json.dumps(lst).encode(), content_type=None).media_type == manifests.DOCKER_LIST
 
 
-def test_nondistributable_layers_are_not_required() -> None:
+def test_only_foreign_layers_with_urls_are_not_required() -> None:
+    foreign = "application/vnd.oci.image.layer.nondistributable.v1.tar"
     doc = {
         "schemaVersion": 2,
         "mediaType": manifests.OCI_MANIFEST,
         "config": _desc("c/t", b"c"),
         "layers": [
-            _desc("application/vnd.oci.image.layer.nondistributable.v1.tar", b"n"),
+            _desc(foreign, b"n", urls=["https://x"]),
+            _desc(foreign, b"without urls"),
             _desc("application/vnd.oci.image.layer.v1.tar", b"u", urls=["https://x"]),
         ],
     }
-    assert manifests.parse(json.dumps(doc).encode(), content_type=None).required_blobs() == (
-        digest.of_bytes(b"c"),
-    )
+    parsed = manifests.parse(json.dumps(doc).encode(), content_type=None)
+    assert parsed.required_blobs() == tuple(digest.of_bytes(x) for x in (b"c", b"without urls", b"u"))
+    assert [b.urls for b in parsed.blobs] == [(), ("https://x",), (), ("https://x",)]
 
 
 @pytest.mark.parametrize(
