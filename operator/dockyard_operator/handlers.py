@@ -52,6 +52,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         image=SETTINGS.node_trust_image,
         cluster_domain=SETTINGS.cluster_domain,
         resync_seconds=SETTINGS.resync_seconds,
+        allowed_hosts=SETTINGS.node_trust_allowed_hosts,
     )
     memo.reconciler = reconcile.Reconciler(client=client, config=SETTINGS, node_trust=trust)
 

@@ -606,6 +606,7 @@ class Reconciler:
                 server_cert_pem=state.server_cert_pem.decode() if state.server_cert_pem else None,
                 cluster_domain=self._settings.cluster_domain,
                 deployment=applied.get("Deployment"),
+                created=str(meta.get("creationTimestamp") or ""),
             )
         try:
             observed = await self._node_trust.sync(key=(namespace, name), update=update)

@@ -10,6 +10,8 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
+from dockyard_operator.nodetrust import claims
+
 
 class SettingsError(ValueError):
     """An environment variable has a value the operator cannot use."""
@@ -44,6 +46,12 @@ class Settings:
     node_trust_image: str = "ghcr.io/dockyard-dev/dockyard-operator:0.1.0"
     """DOCKYARD_NODE_TRUST_IMAGE: image of the node trust agent (it runs this package's agent module)."""
 
+    node_trust_allowed_hosts: tuple[str, ...] = ()
+    """DOCKYARD_NODE_TRUST_ALLOWED_HOSTS: comma-separated host patterns (`registry.corp.example`,
+    `*.corp.example` for any name ending in `.corp.example`, `*` for all) that any registry may have the
+    nodes trust its CA for, besides the names it serves; a public registry host (docker.io, ...) only when
+    named explicitly (see `nodetrust.claims`)."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -57,6 +65,17 @@ class Settings:
             raise SettingsError("DOCKYARD_RESYNC_SECONDS must be > 0")
         if not 4 <= rounds <= 16:
             raise SettingsError("DOCKYARD_BCRYPT_ROUNDS must be between 4 and 16")
+        allowed = tuple(
+            p.strip().lower()
+            for p in env.get("DOCKYARD_NODE_TRUST_ALLOWED_HOSTS", "").split(",")
+            if p.strip()
+        )
+        for pattern in allowed:
+            if not claims.PATTERN.fullmatch(pattern):
+                raise SettingsError(
+                    f"DOCKYARD_NODE_TRUST_ALLOWED_HOSTS: {pattern!r} is not a host pattern "
+                    "(use a name, *.suffix or *)"
+                )
         return cls(
             registry_image=env.get("DOCKYARD_REGISTRY_IMAGE", defaults.registry_image),
             nginx_image=env.get("DOCKYARD_NGINX_IMAGE", defaults.nginx_image),
@@ -66,4 +85,5 @@ class Settings:
             field_manager=env.get("DOCKYARD_FIELD_MANAGER", defaults.field_manager),
             namespace=env.get("DOCKYARD_NAMESPACE") or env.get("POD_NAMESPACE") or defaults.namespace,
             node_trust_image=env.get("DOCKYARD_NODE_TRUST_IMAGE", defaults.node_trust_image),
+            node_trust_allowed_hosts=allowed,
         )

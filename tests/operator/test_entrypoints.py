@@ -1,6 +1,7 @@
 """Settings from the environment, the command line, and the small pure helpers of the kopf wiring.
 
-Covers: defaults and overrides of the DOCKYARD_* variables; bad values are a SettingsError and the CLI exits 2
+Covers: defaults and overrides of the DOCKYARD_* variables (DOCKYARD_NODE_TRUST_ALLOWED_HOSTS: comma-separated
+host patterns, lower-cased); bad values are a SettingsError and the CLI exits 2
 with a message; `--help` works; which Secrets a spec references (passwords, a BYO TLS Secret); the owning
 registry of a child is found through its controller owner reference only; RBAC_RULES name no wildcard and
 cover every kind the reconciler writes; the kopf wiring turns failures into delayed retries.
@@ -41,9 +42,21 @@ def test_settings_come_from_the_environment() -> None:
     )
 
 
+def test_node_trust_allowed_hosts_are_a_comma_separated_list_of_patterns() -> None:
+    assert settings.Settings.from_env({}).node_trust_allowed_hosts == ()
+    s = settings.Settings.from_env({"DOCKYARD_NODE_TRUST_ALLOWED_HOSTS": " *.Corp.example, docker.io,,"})
+    assert s.node_trust_allowed_hosts == ("*.corp.example", "docker.io")
+
+
 @pytest.mark.parametrize(
     "env",
-    [{"DOCKYARD_RESYNC_SECONDS": "soon"}, {"DOCKYARD_RESYNC_SECONDS": "0"}, {"DOCKYARD_BCRYPT_ROUNDS": "40"}],
+    [
+        {"DOCKYARD_RESYNC_SECONDS": "soon"},
+        {"DOCKYARD_RESYNC_SECONDS": "0"},
+        {"DOCKYARD_BCRYPT_ROUNDS": "40"},
+        {"DOCKYARD_NODE_TRUST_ALLOWED_HOSTS": "corp.example:5000"},
+        {"DOCKYARD_NODE_TRUST_ALLOWED_HOSTS": "registry.*.example"},
+    ],
 )
 def test_bad_settings_are_an_error(env: dict[str, str]) -> None:
     with pytest.raises(settings.SettingsError):

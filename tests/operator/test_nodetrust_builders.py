@@ -5,7 +5,8 @@ before the DaemonSet); the DaemonSet tolerates every taint, requests little, mou
 runtimes' certs.d directories (DirectoryOrCreate, under /host), runs as root with every capability dropped,
 no privilege escalation and a read-only root file system, no host namespaces; the agent's arguments match
 its CLI (parsed by the agent's own parser) and its env comes from the downward API; the Role only lets the
-agent get and update Pods in its namespace.
+agent get and update Pods in its namespace; the ConfigMap records each host's owner in an annotation that
+reads back (anything unreadable reads as no owners).
 """
 
 from __future__ import annotations
@@ -117,6 +118,21 @@ def test_the_agents_role_only_reads_and_updates_pods_in_its_namespace() -> None:
 def test_the_configmap_carries_the_data_as_given() -> None:
     data = layout.encode({})
     assert builders.configmap(namespace=NS, data=data)["data"] == {}
+
+
+def test_the_configmap_records_each_hosts_owner_and_reads_it_back() -> None:
+    owners = {"b.example": ("team", "b"), "a.example": ("team", "a")}
+
+    cm = builders.configmap(namespace=NS, data={}, owners=owners)
+
+    assert cm["metadata"]["annotations"][builders.OWNERS_ANNOTATION] == (
+        '{"a.example": "team/a", "b.example": "team/b"}'
+    )
+    assert builders.owners_of(cm) == owners
+    assert "annotations" not in builders.configmap(namespace=NS, data={})["metadata"]
+    for broken in ("{", "[]", '{"h": "no-slash"}'):
+        assert builders.owners_of({"metadata": {"annotations": {builders.OWNERS_ANNOTATION: broken}}}) == {}
+    assert builders.owners_of(None) == {}
 
 
 def test_the_next_ca_secret_is_named_after_the_registry_and_carries_the_pair() -> None:

@@ -11,7 +11,12 @@ Covers:
   the current one while a node has not reported it;
 - a missing namespace is an error in the observation, not an exception;
 - the ConfigMap and DaemonSet are owned by the agent's ServiceAccount (the chart's), so uninstalling the chart
-  removes them; without that account nothing is published and the observation names it.
+  removes them; without that account nothing is published and the observation names it;
+- hijacking: a tenant's registry listing public registry hosts or another team's Service name publishes
+  none of them (NodeTrustReady HostRefused names each) and the team keeps its host; the operator's allowed
+  hosts add names a registry does not serve but never a public host by wildcard; a published host stays with
+  its owner (recorded on the ConfigMap) across restarts even when an older registry claims it later, and the
+  later claimant's view leaves the host out (a rotation never waits for it).
 """
 
 from __future__ import annotations
@@ -93,36 +98,53 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def add_registry(api: FakeApi, name: str, *, spec: dict[str, Any], node_port: int | None = None) -> None:
-    api.put({"apiVersion": names.API_VERSION, "kind": names.KIND,
-             "metadata": {"name": name, "namespace": "team"}, "spec": spec})  # fmt: skip
+def add_registry(
+    api: FakeApi,
+    name: str,
+    *,
+    spec: dict[str, Any],
+    node_port: int | None = None,
+    namespace: str = "team",
+    created: str | None = None,
+) -> None:
+    meta = {"name": name, "namespace": namespace, **({"creationTimestamp": created} if created else {})}
+    api.put({"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": meta, "spec": spec})
     n = names.Names.of(name)
-    api.put({"kind": "Secret", "metadata": {"name": n.ca_secret, "namespace": "team"},
+    api.put({"kind": "Secret", "metadata": {"name": n.ca_secret, "namespace": namespace},
              "data": {"ca.crt": b64(CA.cert_pem), "ca.key": b64(CA.key_pem)}})  # fmt: skip
-    api.put({"kind": "Secret", "metadata": {"name": n.tls_secret, "namespace": "team"},
+    api.put({"kind": "Secret", "metadata": {"name": n.tls_secret, "namespace": namespace},
              "data": {"ca.crt": b64(CA.cert_pem), "tls.crt": b64(SERVER.cert_pem)}})  # fmt: skip
     ports = [{"name": "https", "port": 443, **({"nodePort": node_port} if node_port else {})}]
-    api.put({"kind": "Service", "metadata": {"name": n.service, "namespace": "team"},
+    api.put({"kind": "Service", "metadata": {"name": n.service, "namespace": namespace},
              "spec": {"type": spec.get("expose", {}).get("type", "ClusterIP"), "ports": ports}})  # fmt: skip
 
 
 AGENT_ACCOUNT_UID = "4f7e1c3a-0000-4000-8000-00000000a9e7"
 
 
-def trust(api: FakeApi, *, agent_account: bool = True) -> controller.NodeTrust:
+def trust(api: FakeApi, *, agent_account: bool = True, allowed: tuple[str, ...] = ()) -> controller.NodeTrust:
     """The controller, with the agent's ServiceAccount the chart installs (none when not `agent_account`)."""
     if agent_account and ("ServiceAccount", OP_NS, builders.NAME) not in api.objects:
         account = builders.service_account(namespace=OP_NS)
         account["metadata"]["uid"] = AGENT_ACCOUNT_UID
         api.put(account)
-    return controller.NodeTrust(client=api, namespace=OP_NS, image="operator:test")
+    return controller.NodeTrust(client=api, namespace=OP_NS, image="operator:test", allowed_hosts=allowed)
 
 
 def published(api: FakeApi) -> layout.Desired:
     return layout.decode(api.objects[("ConfigMap", OP_NS, builders.NAME)]["data"])
 
 
-NODEPORT = {"expose": {"type": "NodePort"}, "nodeTrust": {"enabled": True, "hostnames": ["reg.example"]}}
+NODEPORT = {
+    "expose": {"type": "NodePort"},
+    "tls": {"dnsNames": ["reg.example"]},
+    "nodeTrust": {"enabled": True, "hostnames": ["reg.example"]},
+}
+
+
+def extra_host(host: str) -> dict[str, Any]:
+    """A ClusterIP registry that serves `host` too (in its certificate) and asks nodes to trust it."""
+    return {"tls": {"dnsNames": [host]}, "nodeTrust": {"enabled": True, "hostnames": [host]}}
 
 
 async def test_sync_publishes_every_enabled_registrys_hosts_and_the_daemonset() -> None:
@@ -158,7 +180,7 @@ async def test_a_second_sync_without_changes_writes_nothing() -> None:
 async def test_a_deleted_or_deleting_registry_leaves_the_configmap() -> None:
     api = FakeApi()
     add_registry(api, "demo", spec=NODEPORT, node_port=30500)
-    add_registry(api, "going", spec={"nodeTrust": {"enabled": True, "hostnames": ["going.example"]}})
+    add_registry(api, "going", spec=extra_host("going.example"))
     nt = trust(api)
     await nt.sync()
     api.objects[(names.KIND, "team", "going")]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
@@ -172,7 +194,7 @@ async def test_a_deleted_or_deleting_registry_leaves_the_configmap() -> None:
 async def test_a_handed_in_source_wins_over_what_is_read_and_unknown_registries_are_read() -> None:
     api = FakeApi()
     add_registry(api, "demo", spec=NODEPORT, node_port=30500)
-    add_registry(api, "other", spec={"nodeTrust": {"enabled": True, "hostnames": ["other.example"]}})
+    add_registry(api, "other", spec=extra_host("other.example"))
     spec = model.parse_spec(NODEPORT)
     src = controller.source(
         spec=spec, name="demo", namespace="team", service=None, current_pem=CA.cert_pem.decode(),
@@ -256,7 +278,7 @@ async def test_forget_publishes_without_a_registry_being_deleted_and_plans_are_r
 async def test_the_verdict_names_publish_failures_host_conflicts_and_counts_trusting_nodes() -> None:
     api = FakeApi()
     add_registry(api, "a", spec=NODEPORT, node_port=30500)
-    add_registry(api, "b", spec={"nodeTrust": {"enabled": True, "hostnames": ["reg.example"]}})
+    add_registry(api, "b", spec=extra_host("reg.example"))
     ds = builders.daemonset(namespace=OP_NS, image="operator:test")
     ds["status"] = {"desiredNumberScheduled": 1}
     api.put(ds)
@@ -276,7 +298,8 @@ async def test_the_verdict_names_publish_failures_host_conflicts_and_counts_trus
 
     a, b = second.verdict("team", "a"), second.verdict("team", "b")
     assert a is not None and (a.ok, a.reason) == (True, "Installed") and second.trusted("team", "a") == 1
-    assert b is not None and (b.ok, b.reason) == (False, "NotPublished") and "reg.example" in b.message
+    assert b is not None and (b.ok, b.reason) == (False, "HostConflict") and "reg.example" in b.message
+    assert "team/a" in b.message
     assert second.verdict("team", "unknown") is None
     failed = third.verdict("team", "a")
     assert failed is not None and failed.reason == "PublishFailed"
@@ -305,3 +328,57 @@ async def test_without_the_agents_service_account_nothing_is_published_and_the_e
     assert ("DaemonSet", OP_NS, builders.NAME) not in api.objects
     assert observation.error is not None
     assert f"{OP_NS}/{builders.NAME}" in observation.error and "nodeTrust.enabled" in observation.error
+
+
+async def test_a_tenant_cannot_take_public_hosts_or_another_teams_service_name() -> None:
+    api = FakeApi()
+    add_registry(api, "registry", namespace="team-b", spec={"nodeTrust": {"enabled": True}},
+                 created="2026-02-01T00:00:00Z")  # fmt: skip
+    stolen = ["docker.io", "registry.k8s.io", "ghcr.io", "registry.team-b.svc.cluster.local"]
+    greedy = {"tls": {"dnsNames": stolen}, "nodeTrust": {"enabled": True, "hostnames": stolen}}
+    add_registry(api, "x", namespace="aaa-tenant", created="2026-01-01T00:00:00Z", spec=greedy)
+
+    observation = await trust(api).sync()
+
+    hosts = published(api).hosts
+    assert set(hosts) == {"registry.team-b.svc.cluster.local", "x.aaa-tenant.svc.cluster.local"}
+    assert observation.registries[("team-b", "registry")].hosts == ("registry.team-b.svc.cluster.local",)
+    team_b = observation.verdict("team-b", "registry")
+    assert team_b is not None and team_b.reason != "HostConflict"
+    tenant = observation.verdict("aaa-tenant", "x")
+    assert tenant is not None and (tenant.ok, tenant.reason) == (False, "HostRefused")
+    for host in stolen:
+        assert host in tenant.message
+    assert observation.registries[("aaa-tenant", "x")].hosts == ("x.aaa-tenant.svc.cluster.local",)
+
+
+async def test_allowed_hosts_let_a_registry_publish_names_it_does_not_serve_but_not_public_ones() -> None:
+    api = FakeApi()
+    hostnames = ["mirror.corp.example:5000", "quay.io"]
+    add_registry(api, "demo", spec={"nodeTrust": {"enabled": True, "hostnames": hostnames}})
+
+    observation = await trust(api, allowed=("*.corp.example", "*")).sync()
+
+    assert "mirror.corp.example:5000" in published(api).hosts and "quay.io" not in published(api).hosts
+    verdict = observation.verdict("team", "demo")
+    assert verdict is not None and verdict.reason == "HostRefused" and "quay.io" in verdict.message
+
+
+async def test_a_published_host_stays_with_its_owner_across_restarts_even_against_an_older_registry() -> None:
+    api = FakeApi()
+    add_registry(api, "young", spec=extra_host("shared.example"), created="2026-03-01T00:00:00Z")
+    add_registry(api, "old", spec={"tls": {"dnsNames": ["shared.example"]}, "nodeTrust": {"enabled": True}},
+                 created="2026-01-01T00:00:00Z")  # fmt: skip
+    await trust(api).sync()
+    assert published(api).hosts["shared.example"]
+    api.objects[(names.KIND, "team", "old")]["spec"] = extra_host("shared.example")  # claims it later
+
+    observation = await trust(api).sync()  # a restarted operator: the owner comes from the ConfigMap
+
+    owners = builders.owners_of(api.objects[("ConfigMap", OP_NS, builders.NAME)])
+    assert owners["shared.example"] == ("team", "young")
+    old = observation.verdict("team", "old")
+    assert old is not None and old.reason == "HostConflict" and "team/young" in old.message
+    assert "shared.example" not in observation.registries[("team", "old")].hosts, (
+        "rotation waits for held hosts"
+    )

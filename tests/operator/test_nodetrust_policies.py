@@ -3,8 +3,10 @@
 Covers:
 - default hosts per expose mode (ClusterIP: the FQDN only; NodePort: localhost/127.0.0.1 with the node port;
   LoadBalancer: plus its addresses; Ingress: its host), `nodeTrust.hostnames` appended, no duplicates;
-- aggregation is deterministic, narrows targets, and gives a host claimed twice to the first registry by
-  (namespace, name), telling the other; unusable hosts and CAs are problems, not ConfigMap entries;
+- aggregation is deterministic, narrows targets, and gives a host claimed twice to the registry that holds
+  it already while it still claims it, else to the oldest (creationTimestamp; unknown last; then namespace and
+  name), telling the other with reason HostConflict and the owner; unusable hosts and CAs are problems, not
+  ConfigMap entries;
 - rotation: STABLE without a next CA; PUBLISHING (both CAs, server unchanged) until every node reports the
   next CA for every host; SWITCHING (serve from the next CA) once they do; RETIRING (publish only the next,
   promote) once the certificate is signed by it and every pod serves it; a node missing one host holds the
@@ -103,7 +105,40 @@ def test_a_host_claimed_twice_goes_to_the_first_registry_and_the_second_is_told(
 
     assert layout.fingerprints(result.data["shared.example"]) == [FP_OLD]
     assert result.owners["shared.example"] == ("a", "early")
-    assert result.problems == {("z", "late"): ["host shared.example is already trusted for a/early"]}
+    assert result.problems == {
+        ("z", "late"): [
+            aggregate.Problem(
+                "HostConflict", "host shared.example is already trusted for a/early, which claimed it first"
+            )
+        ]
+    }
+
+
+def test_an_older_registry_claims_a_host_first_whatever_its_name() -> None:
+    early = trust("zzz-team", "registry", ["shared.example"], created="2026-01-01T00:00:00Z")
+    late = trust("aaa-tenant", "x", ["shared.example"], pem=NEW, created="2026-02-01T00:00:00Z")
+    unknown = trust("aaa", "a", ["shared.example"], pem=NEW)
+
+    result = aggregate.aggregate([late, unknown, early])
+
+    assert result.owners["shared.example"] == ("zzz-team", "registry")
+    assert layout.fingerprints(result.data["shared.example"]) == [FP_OLD]
+    assert [p.reason for p in result.problems[("aaa-tenant", "x")]] == ["HostConflict"]
+    assert "zzz-team/registry" in result.problems[("aaa-tenant", "x")][0].message
+
+
+def test_a_published_host_keeps_its_owner_while_it_still_claims_it() -> None:
+    young = trust("b", "young", ["shared.example"], pem=NEW, created="2026-03-01T00:00:00Z")
+    old = trust("a", "old", ["shared.example"], created="2026-01-01T00:00:00Z")
+
+    kept = aggregate.aggregate([old, young], previous={"shared.example": ("b", "young")})
+    released = aggregate.aggregate(
+        [old, trust("b", "young", [], pem=NEW)], previous={"shared.example": ("b", "young")}
+    )
+
+    assert kept.owners == {"shared.example": ("b", "young")}
+    assert "already trusted for b/young" in kept.problems[("a", "old")][0].message
+    assert released.owners == {"shared.example": ("a", "old")} and released.problems == {}
 
 
 def test_unusable_hosts_and_cas_are_problems_not_entries() -> None:
@@ -115,8 +150,8 @@ def test_unusable_hosts_and_cas_are_problems_not_entries() -> None:
     )
 
     assert set(result.data) == {"ok.example"}
-    assert "not a registry host" in result.problems[("t", "bad-host")][0]
-    assert "CA cannot be published" in result.problems[("t", "bad-ca")][0]
+    assert "not a registry host" in result.problems[("t", "bad-host")][0].message
+    assert "CA cannot be published" in result.problems[("t", "bad-ca")][0].message
 
 
 def test_no_registries_give_an_empty_configmap() -> None:

@@ -15,7 +15,9 @@ Covers:
   promoted only once the Deployment serves the new certificate, the same request never rotates twice and a
   new one stages a fresh CA; without node trust, or when the request predates the CA, nothing rotates;
 - a staged next CA Secret that a pass did not see (an earlier create still in flight) is used, never replaced
-  by a second next CA for the same request.
+  by a second next CA for the same request;
+- a hostname the registry may not claim (a public registry, a name it does not serve) is left out of the
+  ConfigMap and `status.nodeTrust.hosts`, and `NodeTrustReady` is False (HostRefused) naming it and why.
 """
 
 from __future__ import annotations
@@ -87,7 +89,14 @@ async def test_a_registry_without_node_trust_leaves_the_operator_namespace_alone
 async def test_enabling_node_trust_publishes_the_ca_and_reports_until_nodes_trust_it(
     api: fakes.FakeKube, reconciler: reconcile.Reconciler
 ) -> None:
-    api.put(fakes.registry(spec={"nodeTrust": {"enabled": True, "hostnames": ["registry.example.com:5000"]}}))
+    api.put(
+        fakes.registry(
+            spec={
+                "tls": {"dnsNames": ["registry.example.com"]},
+                "nodeTrust": {"enabled": True, "hostnames": ["registry.example.com:5000"]},
+            }
+        )
+    )
     await run(reconciler)
     assert api.has("DaemonSet", builders.NAME, TRUST_NS)
     assert _ca_pem(api).strip() in "\n".join(published(api).values())
@@ -306,3 +315,19 @@ async def test_a_rotation_requested_before_the_ca_existed_is_satisfied_by_it(
     await run(reconciler)
     await run(reconciler)
     assert not api.has("Secret", builders.next_ca_name("demo"))
+
+
+async def test_a_refused_hostname_is_not_published_and_node_trust_ready_names_it(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    api.put(
+        fakes.registry(spec={"nodeTrust": {"enabled": True, "hostnames": ["docker.io", "elsewhere.example"]}})
+    )
+    await run(reconciler)
+
+    assert set(layout.decode(published(api)).hosts) == {"demo.ns.svc.cluster.local"}
+    assert status(api)["nodeTrust"]["hosts"] == ["demo.ns.svc.cluster.local"]
+    refused = condition(api, "NodeTrustReady")
+    assert refused is not None and (refused["status"], refused["reason"]) == ("False", "HostRefused")
+    assert "docker.io" in refused["message"] and "public registry" in refused["message"]
+    assert "elsewhere.example" in refused["message"] and "spec.tls.dnsNames" in refused["message"]

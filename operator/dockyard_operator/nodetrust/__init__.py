@@ -4,7 +4,10 @@ The pieces, from the operator to the node:
 - `layout` (pure): the shared vocabulary of both sides: how a registry host is written as a ConfigMap key
   (`:` as `..`, the OpenShift convention), where each runtime looks for a host's CA, what `hosts.toml` says,
   the marker file, CA fingerprints and the per-node report format;
-- `aggregate` (pure): every `PrivateRegistry` with `nodeTrust.enabled` → the data of the one ConfigMap;
+- `claims` (pure): which hosts a registry may have nodes trust its CA for (names it serves or the installer
+  allows; never a public registry's host or another namespace's Service name);
+- `aggregate` (pure): every `PrivateRegistry` with `nodeTrust.enabled` → the data of the one ConfigMap, a
+  host claimed twice going to the registry that holds it, else to the oldest;
 - `rotation` (pure): the staged CA rotation policy (publish beside the old → switch → retire);
 - `builders` (pure): the ConfigMap, the DaemonSet, the agent's small RBAC (shipped by the chart) and a
   registry's staged next-CA Secret as manifest dicts;

@@ -1,10 +1,11 @@
 """Every `PrivateRegistry` that wants node trust → the data of the one node trust ConfigMap.
 
-Owns: which hosts a registry gets by default (every name a node's runtime may use to pull from it) and the
-merge of all registries into one `host → CA bundle` map, deterministic for the same input (so the operator's
-spec-hash comparison skips no-op writes), with conflicts named instead of resolved silently.
+Owns: which hosts a registry asks for by default (every name a node's runtime may use to pull from it) and
+the merge of all registries into one `host → CA bundle` map, deterministic for the same input (so the
+operator's spec-hash comparison skips no-op writes), with conflicts named instead of resolved silently: a
+published host keeps its owner while that registry still claims it, a new one goes to the oldest claimant.
 
-Default hosts, and why (the serving certificate carries every one of these names):
+Default hosts, and why (the serving certificate carries every one of these names but the load balancer's):
 - NodePort or LoadBalancer with a node port: `localhost:<nodePort>` and `127.0.0.1:<nodePort>`: on every node
   kube-proxy forwards the node port on loopback, so one image reference works on all nodes (the kind recipe's
   `localhost:<port>` form, KEP-1755);
@@ -14,6 +15,7 @@ Default hosts, and why (the serving certificate carries every one of these names
 - always the Service's fully qualified name (`<svc>.<ns>.svc.<domain>`, port 443), for nodes whose resolver
   forwards to cluster DNS;
 - plus `nodeTrust.hostnames` as given.
+`claims` decides which of these a registry may publish at all; this module merges what passed.
 
 Must not: read anything, or decide CA rotation (that is `rotation`): it publishes the bundles it is given.
 """
@@ -21,7 +23,7 @@ Must not: read anything, or decide CA rotation (that is `rotation`): it publishe
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from dockyard_operator.nodetrust import layout
 
@@ -61,9 +63,23 @@ class RegistryTrust:
     namespace: str
     name: str
     hosts: Sequence[str]
+    """Hosts that passed `claims` (a host this function is given is published unless another owns it)."""
     ca_pems: Sequence[str]
     """CA certificates to publish: the current one, plus the next one while a rotation is staged."""
     targets: Sequence[layout.Target] = layout.TARGETS
+    created: str = ""
+    """The registry's `metadata.creationTimestamp` (RFC 3339, UTC), which orders first claims."""
+
+
+Key = tuple[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Why some of a registry's node trust is not published: a CamelCase reason and a message."""
+
+    reason: str
+    message: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,39 +87,62 @@ class Aggregate:
     """The ConfigMap data, who owns each host, and what could not be published (with reasons)."""
 
     data: dict[str, str]
-    owners: dict[str, tuple[str, str]]
+    owners: dict[str, Key]
     """host → (namespace, name) of the registry whose CA it carries."""
-    problems: dict[tuple[str, str], list[str]]
-    """(namespace, name) → messages (a host another registry claimed first, an unusable host or CA)."""
+    problems: dict[Key, list[Problem]]
+    """(namespace, name) → problems (a host another registry holds, an unusable host or CA)."""
 
 
-def aggregate(registries: Iterable[RegistryTrust]) -> Aggregate:
-    """Merge every registry; a host claimed by two registries goes to the first by (namespace, name).
+def first_come(registry: RegistryTrust) -> tuple[bool, str, str, str]:
+    """The claim order: oldest registry first (unknown age last), then namespace and name."""
+    return (not registry.created, registry.created, registry.namespace, registry.name)
 
-    Why first-wins instead of trusting both CAs for the host: that would let either registry's CA vouch
-    for the other's name; the loser is told in its status and can pick another hostname.
+
+def aggregate(registries: Iterable[RegistryTrust], *, previous: Mapping[str, Key] | None = None) -> Aggregate:
+    """Merge every registry; a host claimed by two registries keeps the owner it was published for.
+
+    `previous` is the last published host → owner map: a host stays with that owner as long as it still
+    claims the host. A host nobody held goes to the first claimant by `first_come` (creation time, then
+    namespace and name), not by name alone, so a registry created later cannot take a host away by picking
+    a name that sorts first. Why one owner instead of trusting both CAs for the host: that would let either
+    registry's CA vouch for the other's name; the later claimant is told in its status.
     """
+    ordered = sorted(registries, key=first_come)
     hosts: dict[str, tuple[str, tuple[layout.Target, ...]]] = {}
-    owners: dict[str, tuple[str, str]] = {}
-    problems: dict[tuple[str, str], list[str]] = {}
-    for registry in sorted(registries, key=lambda r: (r.namespace, r.name)):
+    problems: dict[Key, list[Problem]] = {}
+    usable: list[tuple[RegistryTrust, str]] = []
+    for registry in ordered:
         key = (registry.namespace, registry.name)
         try:
-            pem = layout.bundle(registry.ca_pems)
+            usable.append((registry, layout.bundle(registry.ca_pems)))
         except layout.LayoutError as exc:
-            problems.setdefault(key, []).append(f"CA cannot be published: {exc}")
-            continue
+            problems.setdefault(key, []).append(Problem("CAUnusable", f"CA cannot be published: {exc}"))
+    claimed: dict[str, set[Key]] = {}
+    for registry, _ in usable:
+        for host in registry.hosts:
+            claimed.setdefault(host, set()).add((registry.namespace, registry.name))
+    owners: dict[str, Key] = {
+        host: owner for host, owner in (previous or {}).items() if owner in claimed.get(host, set())
+    }
+    for registry, pem in usable:
+        key = (registry.namespace, registry.name)
         targets = tuple(t for t in layout.TARGETS if t in registry.targets)
         for host in registry.hosts:
             try:
                 layout.check_host(host)
             except layout.LayoutError as exc:
-                problems.setdefault(key, []).append(str(exc))
+                problems.setdefault(key, []).append(Problem("HostInvalid", str(exc)))
                 continue
-            if host in owners and owners[host] != key:
-                namespace, name = owners[host]
-                problems.setdefault(key, []).append(f"host {host} is already trusted for {namespace}/{name}")
+            owner = owners.setdefault(host, key)
+            if owner != key:
+                namespace, name = owner
+                problems.setdefault(key, []).append(
+                    Problem(
+                        "HostConflict",
+                        f"host {host} is already trusted for {namespace}/{name}, which claimed it first",
+                    )
+                )
                 continue
-            owners[host] = key
             hosts[host] = (pem, targets)
+    owners = {host: owner for host, owner in owners.items() if host in hosts}
     return Aggregate(data=layout.encode(hosts), owners=owners, problems=problems)

@@ -23,6 +23,7 @@ Must not: perform I/O, read the clock or depend on kopf/lightkube.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,14 +67,42 @@ def owner_reference(*, service_account_uid: str) -> dict[str, Any]:
     }
 
 
-def configmap(*, namespace: str, data: Mapping[str, str], owner_uid: str | None = None) -> dict[str, Any]:
-    """The ConfigMap the agents mount: encoded host → CA bundle (see `layout`)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _owned_metadata(namespace, owner_uid),
-        "data": dict(data),
-    }
+OWNERS_ANNOTATION = f"{names.GROUP}/node-trust-owners"
+"""On the ConfigMap: JSON {host: "namespace/name"}, the registry each published host belongs to, so a host
+keeps its first owner across operator restarts (see `aggregate`); the agent does not read it."""
+
+
+def configmap(
+    *,
+    namespace: str,
+    data: Mapping[str, str],
+    owner_uid: str | None = None,
+    owners: Mapping[str, tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """The ConfigMap the agents mount: encoded host → CA bundle (see `layout`), and who owns each host."""
+    meta = _owned_metadata(namespace, owner_uid)
+    if owners:
+        meta["annotations"] = {
+            OWNERS_ANNOTATION: json.dumps({h: f"{ns}/{n}" for h, (ns, n) in sorted(owners.items())})
+        }
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": dict(data)}
+
+
+def owners_of(live: Mapping[str, Any] | None) -> dict[str, tuple[str, str]]:
+    """The host → (namespace, name) map a published ConfigMap records; empty when absent or unreadable."""
+    text = (((live or {}).get("metadata") or {}).get("annotations") or {}).get(OWNERS_ANNOTATION)
+    try:
+        parsed = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    found: dict[str, tuple[str, str]] = {}
+    for host, owner in parsed.items():
+        namespace, slash, name = str(owner).partition("/")
+        if slash and namespace and name:
+            found[str(host)] = (namespace, name)
+    return found
 
 
 def agent_args(*, targets: Sequence[layout.Target], resync_seconds: float) -> list[str]:

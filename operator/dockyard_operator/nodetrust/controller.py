@@ -5,8 +5,11 @@ registry is deleted):
 1. lists the registries, forgetting deleted ones and reading once any it has no `Source` for;
 2. observes the nodes: the DaemonSet's desired/ready/updated counts and every agent's report (the
    `dockyard.dev/node-trust` annotation on its Pod);
-3. asks `rotation.plan` which CAs each registry publishes, aggregates (`aggregate`) and ensures the
-   ConfigMap and the DaemonSet in the operator's namespace (spec-hash: no write when nothing changed);
+3. keeps only the hosts each registry may claim (`claims`: names it serves or the installer allows, never a
+   public registry's), settles hosts two registries claim (`aggregate`: the owner recorded on the published
+   ConfigMap keeps it, else the oldest registry), asks `rotation.plan` which CAs each registry publishes for
+   the hosts it holds, aggregates and ensures the ConfigMap and the DaemonSet in the operator's namespace
+   (spec-hash: no write when nothing changed);
 4. returns, per registry, its hosts, the published fingerprints, its rotation plan and any problem, which the
    reconciler turns into `status.nodeTrust` and the `NodeTrustReady` condition.
 The ConfigMap is a pure function of all registries' sources, so concurrent passes converge on the same
@@ -27,8 +30,8 @@ from typing import Any, Protocol
 
 import pydantic
 
-from dockyard_operator import crypto, diff, kube, model, names
-from dockyard_operator.nodetrust import aggregate, builders, layout, rotation
+from dockyard_operator import crypto, diff, kube, model, names, policies
+from dockyard_operator.nodetrust import aggregate, builders, claims, layout, rotation
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ class Source:
     """One registry's node trust inputs: where nodes reach it and which CAs exist."""
 
     hosts: tuple[str, ...]
+    """Every host the registry asks for (defaults and `nodeTrust.hostnames`), before `claims` screens them."""
     current_pem: str | None
     """The CA the registry's clients trust today (`<registry>-ca`, or `ca.crt` of a user's TLS Secret)."""
     next_pem: str | None = None
@@ -65,6 +69,10 @@ class Source:
     targets: tuple[layout.Target, ...] = layout.TARGETS
     rolled_out: bool = True
     """Whether every registry pod serves the certificate in the TLS Secret (see `rotation`)."""
+    served: claims.Served
+    """What the registry really serves: `claims` screens `hosts` against it and the allowed hosts."""
+    created: str = ""
+    """`metadata.creationTimestamp`: older registries claim a host first (see `aggregate`)."""
 
 
 def source(
@@ -78,14 +86,23 @@ def source(
     server_cert_pem: str | None,
     cluster_domain: str,
     deployment: Mapping[str, Any] | None = None,
+    created: str = "",
 ) -> Source:
     """Build a registry's `Source` from what its reconcile pass already holds (pure)."""
     child_names = names.Names.of(name)
-    hosts = aggregate.default_hosts(
-        _exposure(spec, service, service_name=child_names.service, namespace=namespace,
-                  cluster_domain=cluster_domain),
-        extra=spec.node_trust.hostnames,
-    )  # fmt: skip
+    exposure = _exposure(
+        spec, service, service_name=child_names.service, namespace=namespace, cluster_domain=cluster_domain
+    )
+    hosts = aggregate.default_hosts(exposure, extra=spec.node_trust.hostnames)
+    dns, ips = policies.desired_sans(
+        spec=spec, child_names=child_names, namespace=namespace, cluster_domain=cluster_domain
+    )
+    served = claims.Served(
+        namespace=namespace,
+        cluster_domain=cluster_domain,
+        names=(*dns, *ips, *exposure.load_balancer),
+        node_port=exposure.node_port if spec.expose.type != "ClusterIP" else None,
+    )
     candidates: list[str] = []
     for pem in (current_pem, next_pem):
         try:
@@ -100,6 +117,8 @@ def source(
         server_issuer=_issuer(server_cert_pem, [c for c in (current, upcoming) if c]),
         targets=tuple(spec.node_trust.targets),
         rolled_out=rolled_out(deployment),
+        served=served,
+        created=created,
     )
 
 
@@ -123,10 +142,11 @@ class RegistryView:
     """What one registry's status needs from a node trust pass."""
 
     hosts: tuple[str, ...]
+    """The hosts published for it (refused hosts and hosts another registry holds are not)."""
     fingerprints: tuple[str, ...]
     """Fingerprints of the CAs published for its hosts (two while a rotation is staged)."""
     plan: rotation.Plan | None
-    problems: tuple[str, ...] = ()
+    problems: tuple[aggregate.Problem, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +167,9 @@ class Observation:
         if self.error is not None:
             return rotation.Verdict(False, "PublishFailed", self.error)
         if view.problems:
-            return rotation.Verdict(False, "NotPublished", "; ".join(view.problems))
+            return rotation.Verdict(
+                False, view.problems[0].reason, "; ".join(p.message for p in view.problems)
+            )
         return rotation.readiness(nodes=self.nodes, hosts=view.hosts, fingerprints=view.fingerprints)
 
     def trusted(self, namespace: str, name: str) -> int:
@@ -184,8 +206,10 @@ class NodeTrust:
         image: str,
         cluster_domain: str = "cluster.local",
         resync_seconds: float = 60.0,
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
         self._client = client
+        self._allowed = tuple(allowed_hosts)
         self._namespace = namespace
         self._image = image
         self._cluster_domain = cluster_domain
@@ -257,33 +281,53 @@ class NodeTrust:
         for gone in set(self._sources) - present:
             del self._sources[gone]
         nodes = await self.observe()
+        previous = await self._published_owners()
         views: dict[Key, RegistryView] = {}
-        contributions: list[aggregate.RegistryTrust] = []
+        wanted: dict[Key, tuple[Source, tuple[str, ...]]] = {}
+        refusals: dict[Key, tuple[aggregate.Problem, ...]] = {}
         for item, src in sorted(self._sources.items()):
             if src is None:
                 continue
             if src.current_pem is None:
-                views[item] = RegistryView(src.hosts, (), None, ("no CA to publish yet",))
+                views[item] = RegistryView((), (), None, (aggregate.Problem("NoCA", "no CA to publish yet"),))
                 continue
-            plan = rotation.plan(
-                current_pem=src.current_pem,
-                next_pem=src.next_pem,
-                server_issuer=src.server_issuer,
-                hosts=src.hosts,
-                nodes=nodes,
-                rolled_out=src.rolled_out,
-            )
-            views[item] = RegistryView(src.hosts, tuple(layout.fingerprint(p) for p in plan.publish), plan)
-            contributions.append(
+            accepted, refused = claims.screen(src.hosts, served=src.served, allowed=self._allowed)
+            wanted[item] = (src, accepted)
+            refusals[item] = tuple(aggregate.Problem("HostRefused", r.message) for r in refused)
+
+        def contributions(pems: Mapping[Key, Sequence[str]]) -> list[aggregate.RegistryTrust]:
+            return [
                 aggregate.RegistryTrust(
                     namespace=item[0],
                     name=item[1],
-                    hosts=src.hosts,
-                    ca_pems=plan.publish,
+                    hosts=accepted,
+                    ca_pems=pems[item],
                     targets=src.targets,
+                    created=src.created,
                 )
+                for item, (src, accepted) in wanted.items()
+            ]
+
+        # Who owns which host does not depend on the CAs, and a rotation must wait for the hosts a
+        # registry holds only: the nodes never report a refused host, or one another registry holds.
+        current = {item: [src.current_pem or ""] for item, (src, _) in wanted.items()}
+        held = aggregate.aggregate(contributions(current), previous=previous).owners
+        plans: dict[Key, rotation.Plan] = {}
+        for item, (src, accepted) in wanted.items():
+            hosts = tuple(h for h in accepted if held.get(h) == item)
+            plans[item] = rotation.plan(
+                current_pem=src.current_pem or "",
+                next_pem=src.next_pem,
+                server_issuer=src.server_issuer,
+                hosts=hosts,
+                nodes=nodes,
+                rolled_out=src.rolled_out,
             )
-        merged = aggregate.aggregate(contributions)
+            fingerprints = tuple(layout.fingerprint(p) for p in plans[item].publish)
+            views[item] = RegistryView(hosts, fingerprints, plans[item], refusals[item])
+        merged = aggregate.aggregate(
+            contributions({item: plan.publish for item, plan in plans.items()}), previous=previous
+        )
         for item, problems in merged.problems.items():
             old = views[item]
             views[item] = dataclasses.replace(old, problems=(*old.problems, *problems))
@@ -298,12 +342,23 @@ class NodeTrust:
                     "(the chart installs it with nodeTrust.enabled=true)"
                 )
             else:
-                for manifest in self._children(merged.data, owner_uid=owner):
+                for manifest in self._children(merged.data, owners=merged.owners, owner_uid=owner):
                     await self._ensure(manifest)
         except kube.KubeError as exc:  # a missing or terminating namespace, RBAC, a conflict: next pass
             error = f"cannot publish node trust in namespace {self._namespace}: {exc}"
         self._last = Observation(nodes=nodes, registries=views, error=error)
         return self._last
+
+    async def _published_owners(self) -> dict[str, Key]:
+        """Who owns each host as last published (empty when nothing is, or it cannot be read: publishing
+        then fails and says why)."""
+        try:
+            live = await self._client.get(
+                api_version="v1", kind="ConfigMap", namespace=self._namespace, name=builders.NAME
+            )
+        except kube.KubeError:
+            return {}
+        return builders.owners_of(live)
 
     async def _agent_account_uid(self) -> str | None:
         """The uid of the agent's ServiceAccount (the owner of what is published), None while it is absent."""
@@ -315,9 +370,11 @@ class NodeTrust:
             return None
         return str(meta["uid"])
 
-    def _children(self, data: Mapping[str, str], *, owner_uid: str) -> list[dict[str, Any]]:
+    def _children(
+        self, data: Mapping[str, str], *, owners: Mapping[str, Key], owner_uid: str
+    ) -> list[dict[str, Any]]:
         return [
-            builders.configmap(namespace=self._namespace, data=data, owner_uid=owner_uid),
+            builders.configmap(namespace=self._namespace, data=data, owner_uid=owner_uid, owners=owners),
             builders.daemonset(
                 namespace=self._namespace, image=self._image, resync_seconds=self._resync, owner_uid=owner_uid
             ),
@@ -359,6 +416,7 @@ class NodeTrust:
             server_cert_pem=_decoded(tls, "tls.crt"),
             cluster_domain=self._cluster_domain,
             deployment=deployment,
+            created=str(meta.get("creationTimestamp") or ""),
         )
 
     async def _secret(self, namespace: str, name: str) -> dict[str, Any] | None:
