@@ -335,7 +335,11 @@ class NodeTrust(_Model):
         list[Annotated[str, pydantic.StringConstraints(pattern=HOST_PORT_PATTERN, max_length=253)]],
         pydantic.Field(max_length=32),
     ] = []
-    """Extra host[:port] names nodes pull from, besides the Service names and the expose hosts."""
+    """Extra host[:port] names nodes pull from, besides the Service names and the expose hosts. Only a name
+    the registry serves (spec.tls.dnsNames or ipAddresses, its Service names in its own namespace, the Ingress
+    host; localhost or 127.0.0.1 only with its own node port) or one the operator's installer allows is
+    published; a public registry (docker.io, ghcr.io, ...) only when the installer allows it by name. A host
+    another registry holds stays with it. NodeTrustReady names every host left out and why."""
     targets: Annotated[
         list[Literal["docker", "containerd", "crio"]], pydantic.Field(min_length=1, max_length=3)
     ] = ["docker", "containerd", "crio"]

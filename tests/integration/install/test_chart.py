@@ -2,7 +2,8 @@
 
 Covers: `helm lint --strict` is clean; the chart's CRD is byte-identical to the generated one in
 crds/; deploy/ is what hack/install-manifest.sh renders now; values.schema.json turns typos and
-bad values into clear errors; every top-level value is documented; the operator Deployment is
+bad values into clear errors; every top-level value is documented; nodeTrust.allowedHosts reaches the
+operator as one comma-separated variable; the operator Deployment is
 non-root, read-only, probed through kopf's health endpoint, single-replica with Recreate and joins
 the peering object the chart creates (cluster-wide or per watched namespace); log levels and image
 digests reach the container; RBAC grants every rule of kube.py's RBAC_RULES and nothing beyond
@@ -108,6 +109,7 @@ def test_deploy_crds_hold_every_crd_of_the_chart_and_install_holds_none() -> Non
         ("logLevel=loud", "/logLevel"),
         ("watchNamespaces[0]=Not_A_Namespace", "/watchNamespaces/0"),
         ("image.digest=latest", "/image/digest"),
+        ("nodeTrust.allowedHosts[0]=corp.example:5000", "/nodeTrust/allowedHosts/0"),
     ],
 )
 def test_values_schema_turns_a_bad_value_into_a_clear_error(setting: str, message: str) -> None:
@@ -207,6 +209,18 @@ def test_registry_and_nginx_images_reach_the_operator_and_nginx_is_pinned_by_dig
     assert env["DOCKYARD_REGISTRY_IMAGE"] == values["registry"]["image"]
     assert env["DOCKYARD_NGINX_IMAGE"] == values["registry"]["nginxImage"]
     assert re.fullmatch(r"nginx:[\w.-]+@sha256:[0-9a-f]{64}", env["DOCKYARD_NGINX_IMAGE"])
+
+
+def test_node_trust_allowed_hosts_reach_the_operator_as_one_comma_separated_setting() -> None:
+    def allowed(*set_values: str) -> str:
+        env = {
+            e["name"]: e.get("value")
+            for e in operator_container(chart.render(set_values=list(set_values)))["env"]
+        }
+        return str(env["DOCKYARD_NODE_TRUST_ALLOWED_HOSTS"])
+
+    assert allowed() == ""
+    assert allowed("nodeTrust.allowedHosts={*.corp.example,docker.io}") == "*.corp.example,docker.io"
 
 
 def test_no_rule_of_the_chart_uses_a_wildcard() -> None:
