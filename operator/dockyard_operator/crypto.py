@@ -54,6 +54,15 @@ class KeyPair:
 
 
 @dataclasses.dataclass(frozen=True)
+class Constraints:
+    """Permitted name constraints of a CA: DNS subtrees (`example.com` covers itself and every name below
+    it) and IP addresses or networks (`127.0.0.1` is one address, `10.0.0.0/8` a network)."""
+
+    dns_names: tuple[str, ...] = ()
+    ip_addresses: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class CertInfo:
     """What the operator needs to know about a certificate."""
 
@@ -64,6 +73,8 @@ class CertInfo:
     ip_addresses: tuple[str, ...]
     fingerprint_sha256: str
     is_ca: bool
+    permitted: Constraints | None = None
+    """The CA's permitted name constraints; None when it has none (it may then issue for any name)."""
 
 
 def _key_pem(key: CertificateIssuerPrivateKeyTypes) -> bytes:
@@ -96,13 +107,25 @@ def new_ca(
     duration: datetime.timedelta,
     key_factory: KeyFactory = default_key,
     serial_factory: SerialFactory = x509.random_serial_number,
+    permitted: Constraints | None = None,
 ) -> KeyPair:
-    """A self-signed CA certificate valid from `now` (minus a small backdate) for `duration`."""
+    """A self-signed CA certificate valid from `now` (minus a small backdate) for `duration`.
+
+    With `permitted`, the CA carries critical X.509 name constraints: clients that verify them (Go, OpenSSL,
+    browsers) accept a certificate it issues only for those DNS names (and names below them) and IP
+    addresses, so a node or user that trusts the CA does not trust it for anyone else's name.
+    """
     key = key_factory()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
+    builder = x509.CertificateBuilder()
+    if permitted is not None:
+        subtrees: list[x509.GeneralName] = [x509.DNSName(d) for d in permitted.dns_names]
+        subtrees += [x509.IPAddress(ipaddress.ip_network(ip)) for ip in permitted.ip_addresses]
+        builder = builder.add_extension(
+            x509.NameConstraints(permitted_subtrees=subtrees, excluded_subtrees=None), critical=True
+        )
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
+        builder.subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(serial_factory())
@@ -195,6 +218,20 @@ def inspect(pem: bytes) -> CertInfo:
         is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
         is_ca = False
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.NameConstraints).value
+        subtrees = constraints.permitted_subtrees or []
+        permitted: Constraints | None = Constraints(
+            dns_names=tuple(n.value for n in subtrees if isinstance(n, x509.DNSName)),
+            ip_addresses=tuple(
+                str(n.value.network_address) if n.value.prefixlen == n.value.max_prefixlen else str(n.value)
+                for n in subtrees
+                if isinstance(n, x509.IPAddress)
+                and isinstance(n.value, ipaddress.IPv4Network | ipaddress.IPv6Network)
+            ),
+        )
+    except x509.ExtensionNotFound:
+        permitted = None
     digest = cert.fingerprint(hashes.SHA256()).hex().upper()
     return CertInfo(
         subject=cert.subject.rfc4514_string(),
@@ -204,6 +241,7 @@ def inspect(pem: bytes) -> CertInfo:
         ip_addresses=ips,
         fingerprint_sha256=":".join(digest[i : i + 2] for i in range(0, len(digest), 2)),
         is_ca=is_ca,
+        permitted=permitted,
     )
 
 

@@ -240,12 +240,14 @@ class Tls(_Model):
         list[Annotated[str, pydantic.StringConstraints(pattern=DNS_NAME_PATTERN, max_length=253)]],
         pydantic.Field(max_length=64),
     ] = []
-    """Extra DNS names for the certificate, besides the Service names, localhost and expose hosts."""
+    """Extra DNS names for the certificate, besides the Service names, localhost and expose hosts. A CA the
+    operator creates vouches only for the names the certificate has then (X.509 name constraints): a name
+    added later, outside them, is left out (Degraded, NamesOutsideCA) until a CA rotation."""
     ip_addresses: Annotated[
         list[Annotated[str, pydantic.StringConstraints(pattern=IP_PATTERN, max_length=45)]],
         pydantic.Field(max_length=64),
     ] = []
-    """Extra IP addresses for the certificate, besides 127.0.0.1."""
+    """Extra IP addresses for the certificate, besides 127.0.0.1 (name constraints as for dnsNames)."""
     ca_duration: Duration = "87600h"
     """Validity of a newly created CA (Go duration, default 10 years). The CA is never renewed silently."""
     cert_duration: Duration = "2160h"

@@ -1,6 +1,7 @@
 """Pure decisions of the reconcile loop, each returning what to do and why (a reason and a message).
 
-Owns: which SANs the serving certificate needs, when it must be (re)issued, what to do about the CA, whether a
+Owns: which SANs the serving certificate needs (and which of them a name-constrained CA may vouch for), the
+name constraints of a new CA, when the certificate must be (re)issued, what to do about the CA, whether a
 bring-your-own certificate is usable, whether storage fits the replica count, and how Deployment status maps
 to readiness. Every check returns a reason that drives both the action and the condition, in the style of
 cert-manager's policy chain.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,6 +45,47 @@ def desired_sans(
     dns.extend(spec.tls.dns_names)
     ips = ["127.0.0.1", *spec.tls.ip_addresses]
     return list(dict.fromkeys(dns)), list(dict.fromkeys(ips))
+
+
+def ca_constraints(dns_names: list[str], ip_addresses: list[str]) -> crypto.Constraints:
+    """The name constraints a new CA gets: the serving certificate's names (`*.x` as the subtree `x`).
+
+    A CA made for one registry then cannot vouch for `docker.io` or another team's name, wherever it is
+    trusted. Only new CAs (first issuance, staged rotation) get them; a name added to the spec later lies
+    outside them until the next rotation (`within_constraints` says which).
+    """
+    dns = [name[2:] if name.startswith("*.") else name for name in dns_names]
+    return crypto.Constraints(
+        dns_names=tuple(dict.fromkeys(name.lower() for name in dns)),
+        ip_addresses=tuple(dict.fromkeys(ip_addresses)),
+    )
+
+
+def within_constraints(
+    permitted: crypto.Constraints | None, *, dns_names: list[str], ip_addresses: list[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """(DNS names, IP addresses) the CA may vouch for, and the names it may not (in order).
+
+    A certificate naming even one name outside the issuer's constraints fails verification as a whole, so
+    such names are left out of it instead.
+    """
+    if permitted is None:
+        return list(dns_names), list(ip_addresses), []
+
+    def dns_ok(name: str) -> bool:
+        name = name.lower().removeprefix("*.")
+        return any(name == c or name.endswith(f".{c}") for c in permitted.dns_names)
+
+    networks = [ipaddress.ip_network(ip, strict=False) for ip in permitted.ip_addresses]
+
+    def ip_ok(ip: str) -> bool:
+        address = ipaddress.ip_address(ip)
+        return any(address.version == n.version and address in n for n in networks)
+
+    dns = [name for name in dns_names if dns_ok(name)]
+    ips = [ip for ip in ip_addresses if ip_ok(ip)]
+    outside = [name for name in dns_names if not dns_ok(name)] + [ip for ip in ip_addresses if not ip_ok(ip)]
+    return dns, ips, outside
 
 
 class CaAction(enum.Enum):

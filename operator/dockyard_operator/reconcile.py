@@ -642,6 +642,7 @@ class Reconciler:
         requested: str | None,
         now: datetime.datetime,
         state: _Pass,
+        permitted: crypto.Constraints | None = None,
     ) -> _Staged:
         """Staged CA rotation, driven by node trust (see `nodetrust.rotation`).
 
@@ -674,6 +675,7 @@ class Reconciler:
                 common_name=f"Dockyard CA {owner.namespace}/{owner.name} ({requested})"[:64],
                 now=now,
                 duration=model.parse_duration(spec.tls.ca_duration),
+                permitted=permitted,
             )
             manifest = nt_builders.next_ca_secret(
                 registry=owner.name, cert_pem=staged.cert_pem, key_pem=staged.key_pem
@@ -852,12 +854,19 @@ class Reconciler:
                     existing.get("tls.crt", b""), existing.get("tls.key", b""), existing.get("ca.crt", b"")
                 ),
             }
+        dns, ips = policies.desired_sans(
+            spec=spec,
+            child_names=child_names,
+            namespace=namespace,
+            cluster_domain=self._settings.cluster_domain,
+        )
         if action is policies.CaAction.CREATE:
             ca = await asyncio.to_thread(
                 crypto.new_ca,
                 common_name=f"Dockyard CA {namespace}/{child_names.registry}",
                 now=now,
                 duration=model.parse_duration(spec.tls.ca_duration),
+                permitted=policies.ca_constraints(dns, ips),
             )
             state.events.append(
                 ("Normal", "CACreated", f"created CA {crypto.inspect(ca.cert_pem).fingerprint_sha256}")
@@ -877,15 +886,23 @@ class Reconciler:
             requested=requested_rotation,
             now=now,
             state=state,
+            permitted=policies.ca_constraints(dns, ips),
         )
         ca, signer, bundle = staged.ca, staged.signer, staged.bundle
         ca_annotations = {ROTATE_CA: staged.handled} if staged.handled else {}
-        dns, ips = policies.desired_sans(
-            spec=spec,
-            child_names=child_names,
-            namespace=namespace,
-            cluster_domain=self._settings.cluster_domain,
+        # A CA made with name constraints vouches only for the names the spec had then (older CAs have none).
+        dns, ips, outside = policies.within_constraints(
+            crypto.inspect(signer.cert_pem).permitted, dns_names=dns, ip_addresses=ips
         )
+        if outside:
+            state.degraded.append(
+                Problem(
+                    "NamesOutsideCA",
+                    f"the CA may only vouch for the names the registry had when it was created, so "
+                    f"{', '.join(outside)} are left out of the serving certificate; request a CA rotation "
+                    f"(annotation {ROTATE_CA}) to include them",
+                )
+            )
         verdict = policies.server_cert_verdict(
             tls_secret=tls_data,
             ca_pem=signer.cert_pem,

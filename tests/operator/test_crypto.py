@@ -30,6 +30,7 @@ def test_a_new_ca_is_a_ca_valid_for_its_duration(ca: crypto.KeyPair) -> None:
     assert info.not_after == NOW + 10 * DAY
     assert info.not_before <= NOW
     assert crypto.key_matches(cert_pem=ca.cert_pem, key_pem=ca.key_pem)
+    assert info.permitted is None, "name constraints only when asked for"
 
 
 def test_a_server_certificate_has_the_sans_and_is_signed_by_the_ca(ca: crypto.KeyPair) -> None:

@@ -10,7 +10,9 @@ Covers:
 - credentials: unchanged passwords keep their hashes, a changed password rehashes only that user and rolls the
   pod template; a missing Secret or key is reported (Ready=False, Degraded=True, one Warning Event naming it)
   and no child is touched; no password reaches a status, an Event or the log;
-- certificates: renewal inside the renewBefore window and on a SAN change keeps the CA; a missing CA Secret
+- certificates: renewal inside the renewBefore window and on a SAN change keeps the CA (one made before name
+  constraints); a new CA carries name constraints of the registry's names, and a name added later is left out
+  of the certificate and reported (Degraded NamesOutsideCA) instead of breaking TLS; a missing CA Secret
   while the TLS Secret still has a CA is refused, not regenerated; a bring-your-own Secret is mounted and a
   missing one is named;
 - status: endpoint, CA and certificate facts, Ready follows the Deployment, observedGeneration;
@@ -389,12 +391,19 @@ async def test_the_certificate_is_renewed_in_its_window_by_the_same_ca(
     assert any(e["reason"] == "CertificateIssued" for e in api.events)
 
 
-async def test_adding_a_dns_name_reissues_the_certificate_from_the_same_ca(
+async def test_adding_a_dns_name_reissues_the_certificate_from_the_same_ca_made_before_name_constraints(
     api: fakes.FakeKube, reconciler: reconcile.Reconciler
 ) -> None:
     create(api)
     await run(reconciler)
+    old_ca = crypto.new_ca(common_name="an older CA", now=START, duration=datetime.timedelta(days=3650))
+    api.obj("Secret", N.ca_secret)["data"] = {
+        "ca.crt": base64.b64encode(old_ca.cert_pem).decode(),
+        "ca.key": base64.b64encode(old_ca.key_pem).decode(),
+    }
+    await run(reconciler)
     first = secret_data(api, N.tls_secret)
+    assert first["ca.crt"] == old_ca.cert_pem
     body = api.obj(names.KIND, "demo")
     body["spec"] = {"tls": {"dnsNames": ["registry.example.com"], "ipAddresses": ["10.1.2.3"]}}
     body["metadata"]["generation"] = 2
@@ -406,6 +415,31 @@ async def test_adding_a_dns_name_reissues_the_certificate_from_the_same_ca(
     status = api.obj(names.KIND, "demo")["status"]
     assert "registry.example.com" in status["certificate"]["dnsNames"]
     assert status["observedGeneration"] == 2
+
+
+async def test_a_new_ca_vouches_only_for_the_registrys_names_and_a_name_added_later_is_left_out(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api, spec={"tls": {"dnsNames": ["registry.example.com"]}})
+    await run(reconciler)
+    permitted = crypto.inspect(secret_data(api, N.ca_secret)["ca.crt"]).permitted
+    assert permitted is not None and "registry.example.com" in permitted.dns_names
+    assert "localhost" in permitted.dns_names and permitted.ip_addresses == ("127.0.0.1",)
+    first = secret_data(api, N.tls_secret)
+
+    body = api.obj(names.KIND, "demo")
+    body["spec"] = {
+        "tls": {"dnsNames": ["registry.example.com", "mirror.example.org"], "ipAddresses": ["10.1.2.3"]}
+    }
+    await run(reconciler)
+    writes = len(api.child_writes())
+    await run(reconciler)
+
+    assert secret_data(api, N.tls_secret) == first, "no certificate the nodes' TLS would refuse"
+    assert api.child_writes()[writes:] == [], "the left-out names do not reissue on every pass"
+    degraded = conditions(api)["Degraded"]
+    assert (degraded["status"], degraded["reason"]) == ("True", "NamesOutsideCA")
+    assert "mirror.example.org, 10.1.2.3" in degraded["message"] and "rotate-ca" in degraded["message"]
 
 
 async def test_a_missing_ca_secret_is_reported_and_no_new_ca_is_generated(

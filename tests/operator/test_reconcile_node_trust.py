@@ -209,6 +209,7 @@ async def test_a_ca_rotation_is_staged_through_the_nodes_and_never_serves_an_unt
     assert api.has("Secret", next_name)
     new_pem = base64.b64decode(api.obj("Secret", next_name)["data"]["ca.crt"]).decode()
     new_fp = layout.fingerprint(new_pem)
+    assert crypto.inspect(new_pem.encode()).permitted is not None, "a staged CA has name constraints too"
     await run(reconciler)  # node trust publishes both
     assert layout.fingerprints(_tls(api)["ca.crt"].decode()) == [old_fp, new_fp]  # clients may trust either
     assert crypto.signed_by(cert_pem=_tls(api)["tls.crt"], ca_pem=old_pem.encode())  # nodes lack the new CA

@@ -4,7 +4,8 @@ Covers:
 - a replicas change reaches the Deployment, and observedGeneration follows metadata.generation;
 - adding a user adds it to the htpasswd Secret and keeps the existing users' hashes byte for
   byte; removing a user removes it from htpasswd and access.yaml;
-- adding a DNS name reissues the serving certificate with it, from the same CA;
+- adding a DNS name inside the CA's name constraints reissues the serving certificate with it, from the same
+  CA; one outside them is left out (Degraded NamesOutsideCA) and the certificate stays;
 - a deleted child (Service, ConfigMap, Deployment, htpasswd Secret) is recreated, owned again;
 - a hand edit of a child (Service port, Deployment replicas, nginx config text) is reverted.
 """
@@ -114,19 +115,35 @@ def test_adding_a_dns_name_reissues_the_certificate_from_the_same_ca(
     kube_client: lightkube.Client, namespace: str, demo: Any
 ) -> None:
     first, first_ca = kube.eventually(lambda: _serving_cert(kube_client, namespace), what="the TLS Secret")
+    inside = f"mirror.demo.{namespace}.svc"  # below a name the CA was made for: inside its name constraints
 
-    _patch_spec(kube_client, namespace, {"tls": {"dnsNames": ["mirror.example.test"]}})
+    _patch_spec(kube_client, namespace, {"tls": {"dnsNames": [inside]}})
 
     def reissued() -> tuple[x509.Certificate, bytes]:
         cert, ca = _serving_cert(kube_client, namespace)
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        assert "mirror.example.test" in sans.get_values_for_type(x509.DNSName)
+        assert inside in sans.get_values_for_type(x509.DNSName)
         return cert, ca
 
-    cert, ca = kube.eventually(reissued, what="a certificate for mirror.example.test")
+    cert, ca = kube.eventually(reissued, what=f"a certificate for {inside}")
     assert ca == first_ca
     assert cert.serial_number != first.serial_number
     cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca))
+
+
+def test_a_dns_name_outside_the_cas_name_constraints_is_left_out_and_reported(
+    kube_client: lightkube.Client, namespace: str, demo: Any
+) -> None:
+    first, first_ca = kube.eventually(lambda: _serving_cert(kube_client, namespace), what="the TLS Secret")
+
+    _patch_spec(kube_client, namespace, {"tls": {"dnsNames": ["mirror.example.test"]}})
+
+    degraded = cluster.wait_condition(
+        kube_client, "demo", namespace, "Degraded", "True", match=lambda c: c["reason"] == "NamesOutsideCA"
+    )
+    assert "mirror.example.test" in degraded["message"] and "rotate-ca" in degraded["message"]
+    cert, ca = _serving_cert(kube_client, namespace)
+    assert (cert.serial_number, ca) == (first.serial_number, first_ca), "TLS keeps verifying as it did"
 
 
 @pytest.mark.parametrize(
