@@ -16,7 +16,8 @@ Covers:
   none of them (NodeTrustReady HostRefused names each) and the team keeps its host; the operator's allowed
   hosts add names a registry does not serve but never a public host by wildcard; a published host stays with
   its owner (recorded on the ConfigMap) across restarts even when an older registry claims it later, and the
-  later claimant's view leaves the host out (a rotation never waits for it).
+  later claimant's view leaves the host out (a rotation never waits for it); a bring-your-own certificate
+  serves the names it carries.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dockyard_operator import crypto, kube, model, names
-from dockyard_operator.nodetrust import builders, controller, layout, rotation
+from dockyard_operator.nodetrust import builders, claims, controller, layout, rotation
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 OP_NS = "dockyard-system"
@@ -382,3 +383,29 @@ async def test_a_published_host_stays_with_its_owner_across_restarts_even_agains
     assert "shared.example" not in observation.registries[("team", "old")].hosts, (
         "rotation waits for held hosts"
     )
+
+
+def test_a_bring_your_own_certificate_serves_the_names_it_carries() -> None:
+    spec = model.parse_spec(
+        {
+            "tls": {"mode": "Secret", "secretName": "mine"},
+            "nodeTrust": {"hostnames": ["localhost:5000", "x.example"]},
+        }
+    )
+    mine = crypto.issue_server_cert(
+        ca=CA,
+        common_name="x",
+        dns_names=["x.example"],
+        ip_addresses=[],
+        now=NOW,
+        duration=datetime.timedelta(days=1),
+    )
+
+    src = controller.source(
+        spec=spec, name="demo", namespace="team", service=None, current_pem=CA.cert_pem.decode(),
+        next_pem=None, server_cert_pem=mine.cert_pem.decode(), cluster_domain="cluster.local",
+    )  # fmt: skip
+
+    assert "x.example" in src.served.names
+    accepted, refused = claims.screen(src.hosts, served=src.served)
+    assert "x.example" in accepted and [r.reason for r in refused] == ["NotOwnNodePort"]

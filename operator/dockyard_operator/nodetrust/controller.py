@@ -97,6 +97,13 @@ def source(
     dns, ips = policies.desired_sans(
         spec=spec, child_names=child_names, namespace=namespace, cluster_domain=cluster_domain
     )
+    if spec.tls.mode == "Secret" and server_cert_pem:
+        # A bring-your-own certificate serves the names it carries, whatever the spec says.
+        try:
+            info = crypto.inspect(server_cert_pem.encode())
+            dns, ips = [*dns, *info.dns_names], [*ips, *info.ip_addresses]
+        except crypto.CryptoError:
+            pass  # its own reconcile reports the unusable certificate
     served = claims.Served(
         namespace=namespace,
         cluster_domain=cluster_domain,
