@@ -35,7 +35,7 @@ import pydantic
 from dockyard_operator import builders, conditions, crypto, diff, kube, model, names, policies, settings
 from dockyard_operator.builders import htpasswd_secret, inputs
 from dockyard_operator.nodetrust import builders as nt_builders
-from dockyard_operator.nodetrust import controller, hosting, layout, pullsecrets, rotation
+from dockyard_operator.nodetrust import claims, controller, hosting, layout, pullsecrets, rotation
 
 log = logging.getLogger(__name__)
 
@@ -442,6 +442,27 @@ class Reconciler:
             labels={pullsecrets.FOR_LABEL: pullsecrets.owner_label(namespace, name)},
         )
 
+    def _claimable(
+        self,
+        *,
+        spec: model.PrivateRegistrySpec,
+        owner: inputs.Owner,
+        service: Mapping[str, Any] | None,
+        state: _Pass,
+    ) -> list[str]:
+        """`nodeTrust.hostnames` node trust would publish (`claims`): the user's password must not go to
+        docker.io or another team's host either (NodeTrustReady names the others)."""
+        served = controller.served(
+            spec=spec,
+            name=owner.name,
+            namespace=owner.namespace,
+            service=service,
+            server_cert_pem=state.server_cert_pem.decode() if state.server_cert_pem else None,
+            cluster_domain=self._settings.cluster_domain,
+        )
+        allowed = self._settings.node_trust_allowed_hosts
+        return [h for h in spec.node_trust.hostnames if claims.verdict(h, served=served, allowed=allowed).ok]
+
     async def _pull_secrets(
         self,
         *,
@@ -477,7 +498,7 @@ class Reconciler:
                     for host in (
                         _node_endpoint(spec, service),
                         _endpoint(spec, names.Names.of(owner.name), owner.namespace),
-                        *spec.node_trust.hostnames,
+                        *self._claimable(spec=spec, owner=owner, service=service, state=state),
                     )
                     if host
                 ]

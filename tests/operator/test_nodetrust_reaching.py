@@ -5,8 +5,9 @@ Covers:
   skipped), each a dockerconfigjson with the user's current password for the node endpoint and the Service
   endpoint, the ServiceAccount gaining it once; a password change rewrites the copies; a foreign Secret of the
   same name is never overwritten (Degraded); an unknown user is Degraded; removing `pullSecrets` deletes the
-  copies and the ServiceAccount entries they added; registries that never used pull secrets make no list
-  call; a deletion waits for a pass in flight, so nothing it removes is re-created;
+  copies and the ServiceAccount entries they added; extra hostnames only as far as node trust would publish
+  them (never docker.io or a name the registry does not serve); registries that never used pull secrets make
+  no list call; a deletion waits for a pass in flight, so nothing it removes is re-created;
 - `publishLocalRegistryHosting`: published for `localhost:<nodePort>`, refused (Degraded HostingTaken) for a
   second registry, withdrawn when the spec stops asking; without a node port it is Degraded;
 - `status.nodeEndpoint` is `localhost:<nodePort>` and absent for ClusterIP;
@@ -130,6 +131,29 @@ async def test_pull_secrets_go_to_listed_and_selected_namespaces_and_follow_the_
     assert account["imagePullSecrets"] == [{"name": "demo-pull"}]
     assert last_status(api)["nodeEndpoint"] == "localhost:30555"
     assert PASSWORD not in json.dumps(api.status_patches) and PASSWORD not in json.dumps(api.events)
+
+
+async def test_pull_secrets_carry_only_hostnames_node_trust_would_publish(
+    api: Api, reconciler: reconcile.Reconciler
+) -> None:
+    spec = {
+        **BASE,
+        "tls": {"dnsNames": ["registry.example.com"]},
+        "nodeTrust": {
+            "enabled": False,
+            "hostnames": ["docker.io", "registry.example.com:5000", "elsewhere.example"],
+        },
+        "pullSecrets": PULL,
+    }
+    api.put(fakes.registry(spec=spec))
+    await run(reconciler)
+
+    auths = config(api, "apps")["auths"]
+
+    assert "registry.example.com:5000" in auths
+    assert "docker.io" not in auths and "elsewhere.example" not in auths, (
+        "the password stays with the registry"
+    )
 
 
 async def test_removing_pull_secrets_deletes_every_copy(api: Api, reconciler: reconcile.Reconciler) -> None:

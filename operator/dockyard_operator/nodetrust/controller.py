@@ -94,21 +94,13 @@ def source(
         spec, service, service_name=child_names.service, namespace=namespace, cluster_domain=cluster_domain
     )
     hosts = aggregate.default_hosts(exposure, extra=spec.node_trust.hostnames)
-    dns, ips = policies.desired_sans(
-        spec=spec, child_names=child_names, namespace=namespace, cluster_domain=cluster_domain
-    )
-    if spec.tls.mode == "Secret" and server_cert_pem:
-        # A bring-your-own certificate serves the names it carries, whatever the spec says.
-        try:
-            info = crypto.inspect(server_cert_pem.encode())
-            dns, ips = [*dns, *info.dns_names], [*ips, *info.ip_addresses]
-        except crypto.CryptoError:
-            pass  # its own reconcile reports the unusable certificate
-    served = claims.Served(
+    served_names = served(
+        spec=spec,
+        name=name,
         namespace=namespace,
+        service=service,
+        server_cert_pem=server_cert_pem,
         cluster_domain=cluster_domain,
-        names=(*dns, *ips, *exposure.load_balancer),
-        node_port=exposure.node_port if spec.expose.type != "ClusterIP" else None,
     )
     candidates: list[str] = []
     for pem in (current_pem, next_pem):
@@ -124,8 +116,40 @@ def source(
         server_issuer=_issuer(server_cert_pem, [c for c in (current, upcoming) if c]),
         targets=tuple(spec.node_trust.targets),
         rolled_out=rolled_out(deployment),
-        served=served,
+        served=served_names,
         created=created,
+    )
+
+
+def served(
+    *,
+    spec: model.PrivateRegistrySpec,
+    name: str,
+    namespace: str,
+    service: Mapping[str, Any] | None,
+    server_cert_pem: str | None,
+    cluster_domain: str,
+) -> claims.Served:
+    """What the registry really serves, for `claims` (pure): its certificate's names and its addresses."""
+    child_names = names.Names.of(name)
+    exposure = _exposure(
+        spec, service, service_name=child_names.service, namespace=namespace, cluster_domain=cluster_domain
+    )
+    dns, ips = policies.desired_sans(
+        spec=spec, child_names=child_names, namespace=namespace, cluster_domain=cluster_domain
+    )
+    if spec.tls.mode == "Secret" and server_cert_pem:
+        # A bring-your-own certificate serves the names it carries, whatever the spec says.
+        try:
+            info = crypto.inspect(server_cert_pem.encode())
+            dns, ips = [*dns, *info.dns_names], [*ips, *info.ip_addresses]
+        except crypto.CryptoError:
+            pass  # its own reconcile reports the unusable certificate
+    return claims.Served(
+        namespace=namespace,
+        cluster_domain=cluster_domain,
+        names=(*dns, *ips, *exposure.load_balancer),
+        node_port=exposure.node_port if spec.expose.type != "ClusterIP" else None,
     )
 
 
