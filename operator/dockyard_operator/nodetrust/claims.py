@@ -70,7 +70,8 @@ class Served:
     namespace: str
     cluster_domain: str = "cluster.local"
     names: Sequence[str] = ()
-    """The serving certificate's DNS names and IP addresses (from the spec), and load-balancer addresses."""
+    """The serving certificate's DNS names and IPs (as the spec makes them, or a BYO certificate's), and
+    the load balancer's addresses."""
     node_port: int | None = None
     """The https node port of its Service (NodePort and LoadBalancer only)."""
 
