@@ -73,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--anonymous-pull", action="store_true", help="allow pulls without credentials")
     serve.add_argument("--no-delete", action="store_true", help="answer DELETE with 405 UNSUPPORTED")
     serve.add_argument(
-        "--allow-foreign-layer-urls",
+        "--refuse-foreign-layer-urls",
         action="store_true",
-        help="accept manifests whose layers carry urls (foreign layers); refused by default",
+        help="refuse manifests whose layers carry urls (foreign layers; accepted by default, per OCI)",
     )
     serve.add_argument(
         "--accel-redirect", metavar="PREFIX", help="serve blob GETs via nginx X-Accel-Redirect"
@@ -152,7 +152,7 @@ def _serve(args: argparse.Namespace) -> int:
     ssl_context, reloader = _tls(args, data=data, host=host, host_port=host_port)
     settings = state.Settings(
         store=store.Store(
-            filesystem.FilesystemDriver(data), foreign_layer_urls=args.allow_foreign_layer_urls
+            filesystem.FilesystemDriver(data), foreign_layer_urls=not args.refuse_foreign_layer_urls
         ),
         authenticator=None if args.no_auth else _authenticator(args, data=data),
         delete_enabled=not args.no_delete,

@@ -118,8 +118,8 @@ class Store:
     ) -> None:
         self.driver = driver
         self._clock = clock
-        # Accept layers that name `urls` to fetch them from (serve --allow-foreign-layer-urls); off, as
-        # in Distribution without `validation.manifests.urls.allow`.
+        # Accept layers that name `urls` to fetch them from: `serve` does unless --refuse-foreign-layer-urls
+        # (the OCI conformance suite pushes non-distributable layers); off by default for a bare Store.
         self._foreign_layer_urls = foreign_layer_urls
         self._hash_states: dict[str, _HashState] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()

@@ -63,8 +63,12 @@ def test_a_crashed_node_is_cleaned_up_by_the_next_start(tmp_path: Path) -> None:
     }
     subprocess.run(
         [str(kube.kubectl_binary()), f"--kubeconfig={kubeconfig}", "apply", "-f", "-"],
-        input=json.dumps(pod), capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+        input=json.dumps(pod),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     kube.eventually(
         lambda: kubectl("get", "pod", "survivor", "-o", "jsonpath={.status.phase}") == "Running",
         timeout=120,

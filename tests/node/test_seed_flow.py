@@ -151,9 +151,26 @@ def _pull_failure(node: cluster.Cluster, name: str, *, needle: str) -> str | Non
 
 
 def _answers(node: cluster.Cluster, host: str) -> bool:
-    probe = node.inside("curl", "-sk", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", f"https://{host}/v2/",
-                        check=False)  # fmt: skip
+    probe = node.inside(
+        "curl", "-sk", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", f"https://{host}/v2/", check=False
+    )
     return probe.stdout == "401"
+
+
+def _digest(node: cluster.Cluster, *, certs: Path, auth: Path) -> str:
+    """The digest of APP as the registry serves it now, TLS verified against `certs`."""
+    done = node.inside(
+        "skopeo",
+        "inspect",
+        "--format",
+        "{{.Digest}}",
+        "--cert-dir",
+        str(certs),
+        "--authfile",
+        str(auth),
+        f"docker://{APP}",
+    )
+    return done.stdout.strip()
 
 
 def _certs_entries() -> dict[str, set[str]]:
@@ -316,17 +333,7 @@ def test_helm_install_to_a_pod_pulling_from_dockyard_through_rotation_and_uninst
             ).stdout
         )
         assert len(manifest["layers"]) == 3, manifest
-        pushed_digest = node.inside(
-            "skopeo",
-            "inspect",
-            "--format",
-            "{{.Digest}}",
-            "--cert-dir",
-            str(certs),
-            "--authfile",
-            str(auth),
-            f"docker://{APP}",
-        ).stdout.strip()
+        pushed_digest = _digest(node, certs=certs, auth=auth)
 
     with step("a Pod in another namespace pulls through node trust"):
         kube.eventually(
@@ -443,19 +450,10 @@ def test_helm_install_to_a_pod_pulling_from_dockyard_through_rotation_and_uninst
         )
 
         def digest_again() -> str | None:
-            done = node.inside(
-                "skopeo",
-                "inspect",
-                "--format",
-                "{{.Digest}}",
-                "--cert-dir",
-                str(certs),
-                "--authfile",
-                str(auth),
-                f"docker://{APP}",
-                check=False,
-            )
-            return done.stdout.strip() if done.returncode == 0 else None
+            try:
+                return _digest(node, certs=certs, auth=auth)
+            except cluster.ClusterError:
+                return None
 
         assert kube.eventually(digest_again, timeout=120, what="the image served again") == pushed_digest
 

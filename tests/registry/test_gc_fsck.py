@@ -4,7 +4,7 @@ Covers gc: blobs referenced by any manifest revision (config, layers, manifests 
 children) are kept; unreferenced blobs older than the grace period are deleted along with the layer links
 to them; younger ones (just pushed, or re-linked) are kept; --dry-run reports without deleting; stale
 upload sessions go, active ones stay; blob writes interrupted before their rename (a crash) are removed
-once old; with foreign layers allowed (serve --allow-foreign-layer-urls, over HTTP) a layer with `urls`
+once old; with foreign layers allowed (the serve default, over HTTP) a layer with `urls`
 naming another repository's blob is not linked and does not keep that blob, one the repository holds is
 kept, urls must be plain http(s), and only foreign layer types are exempt from being in the repository.
 fsck: a clean store has no problems (an interrupted write is not corruption); corrupted blob
