@@ -106,6 +106,16 @@ async def _healthz(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok")
 
 
+async def _authenticate(authenticator: auth.Authenticator, *, authorization: str | None) -> auth.Identity:
+    """Who sent the request; raises OciError UNAUTHORIZED (bad credentials) or TOO_MANY_REQUESTS."""
+    try:
+        return await authenticator.authenticate(authorization)
+    except auth.BadCredentialsError as exc:
+        raise OciError(Code.UNAUTHORIZED, str(exc)) from None
+    except auth.TooManyVerificationsError as exc:
+        raise OciError(Code.TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": "1"}) from None
+
+
 async def _authorize(
     request: web.Request, *, match: routes.Match, authorization: str | None
 ) -> auth.Identity:
@@ -114,12 +124,7 @@ async def _authorize(
     authenticator = settings.authenticator
     if authenticator is None:
         return auth.ANONYMOUS
-    try:
-        identity = await authenticator.authenticate(authorization)
-    except auth.BadCredentialsError as exc:
-        raise OciError(Code.UNAUTHORIZED, str(exc)) from None
-    except auth.TooManyVerificationsError as exc:
-        raise OciError(Code.TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": "1"}) from None
+    identity = await _authenticate(authenticator, authorization=authorization)
     if match.scope is routes.Scope.LOGIN:
         if identity.user is None:
             raise OciError(Code.UNAUTHORIZED)
@@ -158,20 +163,41 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
 
 
 async def _auth_request(request: web.Request) -> web.StreamResponse:
-    """nginx `auth_request`: judge the original request from X-Original-URI/-Method; empty body."""
+    """nginx `auth_request`: judge the original request from X-Original-URI/-Method; empty body.
+
+    Only a request this endpoint can map to a known route and a repository scope passes. Anything else
+    (an unknown path, a method the route lacks, an invalid repository name, no X-Original-URI at all) is
+    refused like any other denial: 401 without valid credentials, 403 with them. The registry would
+    answer such a request with an error anyway; refusing it here keeps a future route or a parsing
+    difference between nginx and us from ever reaching the registry unjudged.
+    """
     uri = request.headers.get("X-Original-URI", "")
     method = request.headers.get("X-Original-Method", "GET")
     realm = request.app[state.SETTINGS].realm
+    authorization = request.headers.get("Authorization")
     try:
-        match = _match(method, uri)
-        await _authorize(request, match=match, authorization=request.headers.get("Authorization"))
+        try:
+            match = routes.match(method, uri)
+        except routes.MethodNotAllowedError:
+            match = None
+        if match is not None and (match.scope is routes.Scope.LOGIN or reference.is_valid_name(match.name)):
+            await _authorize(request, match=match, authorization=authorization)
+        else:
+            await _refuse_unmapped(request, authorization=authorization)
     except OciError as err:
         if err.code is Code.UNAUTHORIZED:
             return web.Response(status=401, headers={"WWW-Authenticate": f'Basic realm="{realm}"'})
-        if err.code is Code.DENIED:
-            return web.Response(status=403)
         if err.code is Code.TOO_MANY_REQUESTS:
             return web.Response(status=429, headers=err.headers)
-        # Not an API shape we know (404/405): let the registry itself answer with the precise error.
-        return web.Response(status=200)
+        return web.Response(status=403)
     return web.Response(status=200)
+
+
+async def _refuse_unmapped(request: web.Request, *, authorization: str | None) -> None:
+    """Raise UNAUTHORIZED for a caller without valid credentials, DENIED for everyone else."""
+    authenticator = request.app[state.SETTINGS].authenticator
+    if authenticator is not None:
+        identity = await _authenticate(authenticator, authorization=authorization)
+        if identity.user is None:
+            raise OciError(Code.UNAUTHORIZED)
+    raise OciError(Code.DENIED, "not a request of the registry API")

@@ -9,7 +9,9 @@ reload of both files after a change (at most once a second, injectable clock) an
 rules on a broken edit; entries written by Apache's `htpasswd -B` verify; over HTTP: 401 with
 `WWW-Authenticate: Basic realm=...`, 403 DENIED, `/v2/` and
 `_catalog` need a login, the catalog only lists pullable repositories, a mount from an unreadable source
-is not performed, the nginx `/auth` endpoint (200/401/403, empty body), that no password reaches a log
+is not performed, the nginx `/auth` endpoint (200/401/403, empty body; what it cannot map to a route,
+a method and a valid repository name is refused: 401 without credentials, 403 with them), that no
+password reaches a log
 (also not from an Authorization header too large for aiohttp to parse: 4xx, none of its bytes logged),
 that password checks queued beyond a limit are shed with 429 while cached credentials still pass, and
 that a removed access.yaml keeps its last rules (never widening rights) while a removed htpasswd fails
@@ -323,6 +325,16 @@ async def test_anonymous_pull_allows_reads_but_not_login_or_push(
         ("/v2/team/app/manifests/v1", "DELETE", ALICE, 200),
         ("/v2/team/app/tags/list?n=1", "GET", {}, 401),
         ("/v2/team/app/manifests/v1", "GET", basic("bob", "wrong"), 401),
+        # What the endpoint cannot map to a route and a scope is refused like any denial, never passed.
+        ("/v2/team/app/unknown", "GET", ALICE, 403),
+        ("/v2/team/app/unknown", "GET", {}, 401),
+        ("/v2/team/app/unknown", "GET", basic("alice", "wrong"), 401),
+        ("/v2/team/app/manifests/v1", "POST", ALICE, 403),
+        ("/v2/team/app/blobs/uploads/", "GET", ALICE, 403),
+        ("/v2/Team/../app/manifests/v1", "GET", ALICE, 403),
+        ("/v2/team%2Fapp/manifests/v1", "GET", {}, 401),
+        ("/auth", "GET", ALICE, 403),
+        ("", "GET", ALICE, 403),
     ],
 )
 async def test_auth_request_endpoint_judges_the_original_request(
@@ -335,6 +347,17 @@ async def test_auth_request_endpoint_judges_the_original_request(
     assert await resp.read() == b""
     if status == 401:
         assert resp.headers["WWW-Authenticate"] == 'Basic realm="dockyard"'
+
+
+async def test_auth_request_endpoint_without_auth_still_refuses_what_it_cannot_map(
+    registry: conftest.Registry,
+) -> None:
+    known = await registry.client.get("/auth", headers={"X-Original-URI": "/v2/a/manifests/v1"})
+    assert known.status == 200
+    for uri in ("/v2/a/unknown", "/v2/A/manifests/v1", "/elsewhere"):
+        resp = await registry.client.get("/auth", headers={"X-Original-URI": uri})
+        assert resp.status == 403, uri
+    assert (await registry.client.get("/auth")).status == 403
 
 
 async def test_no_password_reaches_the_log(
