@@ -111,8 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace", type=int, default=3600, help="keep anything younger (seconds, default 3600)"
     )
 
-    check = sub.add_parser("fsck", help="verify stored content (exit 1 on corruption)")
+    check = sub.add_parser(
+        "fsck",
+        help="verify stored content (exit 1 on corruption; dangling references the API allows are warnings)",
+    )
     check.add_argument("--data-dir", required=True)
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="also exit 1 on dangling references the API allows (an index listing a deleted manifest)",
+    )
     return parser
 
 
@@ -359,12 +367,19 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _fsck(args: argparse.Namespace) -> int:
-    problems = fsck.check(_open_store(args))
-    for problem in problems:
+    report = fsck.check(_open_store(args))
+    for problem in report.corruption:
         print(problem)
-    if problems:
-        print(f"{len(problems)} problems found", file=sys.stderr)
-        return 1
+    for reference in report.dangling:
+        print(f"warning: {reference}")
+    failed = bool(report.corruption) or (args.strict and bool(report.dangling))
+    if report.corruption or report.dangling:
+        print(
+            f"{len(report.corruption)} problems (corruption), {len(report.dangling)} dangling "
+            f"references (warnings{', failing with --strict' if args.strict else ''})",
+            file=sys.stderr,
+        )
+        return 1 if failed else 0
     print("ok: no problems found")
     return 0
 

@@ -1,18 +1,33 @@
 """fsck: re-hash every blob and check every link, tag and manifest reference.
 
-Owns: finding corruption and dangling references and describing each in one line. Must not: repair or
-delete anything (that is a human decision; `gc` removes only unreferenced content).
+Owns: finding corruption and dangling references, describing each in one line, and telling the two apart.
+Corruption is a state no sequence of API calls produces (bytes that do not match their digest, data gone
+under a link, a tag to nothing, an unparsable manifest): only a disk, a crash or a hand can make it.
+A dangling reference is one the API itself leaves behind, so it is reported but is not damage: the
+distribution spec lets a client DELETE a manifest an index still lists, or DELETE a blob from a
+repository whose manifest still names it (the bytes stay: gc keeps every blob a manifest references).
+Must not: repair or delete anything (that is a human decision; `gc` removes only unreferenced content).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from dockyard_registry import digest, gc, manifests, paths, store
 
 _CHUNK = 1 << 20
 
 
-def check(st: store.Store) -> list[str]:
-    problems: list[str] = []
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """What one run found, one line per finding."""
+
+    corruption: list[str] = dataclasses.field(default_factory=list)
+    dangling: list[str] = dataclasses.field(default_factory=list)  # left by API calls; not damage
+
+
+def check(st: store.Store) -> Report:
+    report = Report()
     driver = st.driver
     for blob in gc.stored_blobs(st):
         data = paths.blob_data(blob)
@@ -25,40 +40,50 @@ def check(st: store.Store) -> list[str]:
             while chunk := f.read(_CHUNK):
                 hasher.update(chunk)
         if hasher.hexdigest() != blob.encoded:
-            problems.append(f"blob {blob}: content does not match its digest (corrupt)")
+            report.corruption.append(f"blob {blob}: content does not match its digest (corrupt)")
     for repo in st.catalog():
         for blob in gc.linked(st, paths.layers(repo)):
             if driver.size(paths.blob_data(blob)) is None:
-                problems.append(f"repository {repo}: layer link to missing blob {blob}")
+                report.corruption.append(f"repository {repo}: layer link to missing blob {blob}")
         revisions = set(gc.linked(st, paths.revisions(repo)))
         for revision in sorted(revisions):
-            try:
-                found = st.get_manifest(repo, revision)
-            except store.ManifestUnknownError:
-                problems.append(f"repository {repo}: manifest {revision} data missing")
-                continue
-            try:
-                parsed = manifests.parse(found.data, content_type=found.media_type, strict=False)
-            except manifests.ManifestInvalidError as exc:
-                problems.append(f"repository {repo}: manifest {revision} invalid: {exc}")
-                continue
-            for blob in parsed.required_blobs():
-                if (
-                    driver.size(paths.layer_link(repo, blob)) is None
-                    or driver.size(paths.blob_data(blob)) is None
-                ):
-                    problems.append(f"repository {repo}: manifest {revision} references missing blob {blob}")
-            for child in parsed.manifests:
-                if child.digest not in revisions:
-                    problems.append(
-                        f"repository {repo}: index {revision} references missing manifest {child.digest}"
-                    )
+            _check_manifest(st, report, repo=repo, revision=revision, revisions=revisions)
         for tag in driver.list(paths.tags(repo)):
             try:
                 target = digest.parse(driver.get(paths.tag_link(repo, tag)).decode().strip())
             except (FileNotFoundError, ValueError, UnicodeDecodeError):
-                problems.append(f"repository {repo}: tag {tag} is unreadable")
+                report.corruption.append(f"repository {repo}: tag {tag} is unreadable")
                 continue
             if target not in revisions:
-                problems.append(f"repository {repo}: tag {tag} points to missing manifest {target}")
-    return problems
+                # Deleting a manifest deletes its tags first, so a tag to nothing is never the API's doing.
+                report.corruption.append(f"repository {repo}: tag {tag} points to missing manifest {target}")
+    return report
+
+
+def _check_manifest(
+    st: store.Store, report: Report, *, repo: str, revision: digest.Digest, revisions: set[digest.Digest]
+) -> None:
+    driver = st.driver
+    try:
+        found = st.get_manifest(repo, revision)
+    except store.ManifestUnknownError:
+        report.corruption.append(f"repository {repo}: manifest {revision} data missing")
+        return
+    try:
+        parsed = manifests.parse(found.data, content_type=found.media_type, strict=False)
+    except manifests.ManifestInvalidError as exc:
+        report.corruption.append(f"repository {repo}: manifest {revision} invalid: {exc}")
+        return
+    for blob in parsed.required_blobs():
+        if driver.size(paths.blob_data(blob)) is None:
+            report.corruption.append(f"repository {repo}: manifest {revision} references missing blob {blob}")
+        elif driver.size(paths.layer_link(repo, blob)) is None:
+            report.dangling.append(
+                f"repository {repo}: manifest {revision} references blob {blob}, deleted from the repository"
+            )
+    for child in parsed.manifests:
+        if child.digest not in revisions:
+            report.dangling.append(
+                f"repository {repo}: index {revision} references manifest {child.digest}, "
+                "deleted from the repository"
+            )

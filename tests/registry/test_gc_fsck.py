@@ -8,19 +8,24 @@ once old; with foreign layers allowed (the serve default, over HTTP) a layer wit
 naming another repository's blob is not linked and does not keep that blob, one the repository holds is
 kept, urls must be plain http(s), and only foreign layer types are exempt from being in the repository.
 fsck: a clean store has no problems (an interrupted write is not corruption); corrupted blob
-bytes, a missing blob, a dangling tag and a manifest whose layer vanished are each reported.
+bytes, a missing blob, a dangling tag and a manifest whose layer vanished are each reported as
+corruption; what API DELETEs leave behind (an index listing a deleted manifest, a manifest naming a blob
+deleted from its repository) is reported as dangling, not corruption: the CLI warns and exits 0, or 1
+with --strict.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dockyard_registry import digest, fsck, gc, paths, store
+from dockyard_registry import cli, digest, fsck, gc, paths, store
 from dockyard_registry.storage import base, filesystem, memory
 from tests.registry.conftest import OCI_MANIFEST, ClientFactory, Registry, make_image, sha256
 
@@ -130,7 +135,7 @@ async def test_gc_keeps_untagged_manifests_and_index_children_and_removes_only_s
 
 async def test_fsck_finds_nothing_wrong_in_a_clean_store(driver: base.Driver) -> None:
     st, _, _ = await seeded_store(driver)
-    assert fsck.check(st) == []
+    assert fsck.check(st) == fsck.Report()
 
 
 async def test_fsck_reports_corruption_missing_blobs_and_dangling_tags(driver: base.Driver) -> None:
@@ -139,11 +144,60 @@ async def test_fsck_reports_corruption_missing_blobs_and_dangling_tags(driver: b
     driver.put(paths.blob_data(orphan), b"bit rot")
     driver.delete(paths.blob_dir(layer))
     driver.put(paths.tag_link("r", "ghost"), sha256(b"no such manifest").encode())
-    problems = "\n".join(fsck.check(st))
+    report = fsck.check(st)
+    assert report.dangling == []
+    problems = "\n".join(report.corruption)
     assert f"blob {orphan}: content does not match its digest" in problems
     assert f"layer link to missing blob {layer}" in problems
     assert f"manifest {manifest} references missing blob {layer}" in problems
     assert "tag ghost points to missing manifest" in problems
+
+
+def index_of(*children: digest.Digest) -> bytes:
+    size = len(make_image().manifest)
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": str(c), "size": size} for c in children],
+        }
+    ).encode()
+
+
+async def test_fsck_reports_what_api_deletes_leave_behind_as_dangling_not_corruption(
+    driver: base.Driver,
+) -> None:
+    st, manifest, _ = await seeded_store(driver)
+    index = st.put_manifest("r", "multi", data=index_of(manifest), content_type=None).digest
+    layer = digest.of_bytes(make_image().layer)
+    # Both are DELETEs the distribution API accepts: a blob a manifest names, a child an index lists.
+    st.delete_blob("r", layer)
+    assert fsck.check(st) == fsck.Report(
+        dangling=[f"repository r: manifest {manifest} references blob {layer}, deleted from the repository"]
+    )
+    st.delete_manifest("r", manifest)
+    assert fsck.check(st) == fsck.Report(
+        dangling=[f"repository r: index {index} references manifest {manifest}, deleted from the repository"]
+    )
+
+
+def test_fsck_cli_warns_about_dangling_references_and_fails_on_them_only_with_strict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def deleted_child() -> tuple[digest.Digest, digest.Digest]:
+        st, manifest, _ = await seeded_store(filesystem.FilesystemDriver(tmp_path))
+        index = st.put_manifest("r", "multi", data=index_of(manifest), content_type=None).digest
+        st.delete_manifest("r", manifest)
+        return index, manifest
+
+    index, manifest = asyncio.run(deleted_child())
+    warning = f"warning: repository r: index {index} references manifest {manifest}, deleted"
+    assert cli.main(["fsck", "--data-dir", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert warning in out and "0 problems (corruption), 1 dangling references (warnings)" in err
+    assert cli.main(["fsck", "--data-dir", str(tmp_path), "--strict"]) == 1
+    out, err = capsys.readouterr()
+    assert warning in out and "failing with --strict" in err
 
 
 def interrupted_blob_dir(
@@ -164,7 +218,7 @@ def interrupted_blob_dir(
 
 def test_fsck_does_not_report_a_blob_write_interrupted_before_its_rename(tmp_path: os.PathLike[str]) -> None:
     st, _ = interrupted_blob_dir(tmp_path, age_seconds=0)
-    assert fsck.check(st) == []
+    assert fsck.check(st) == fsck.Report()
 
 
 def test_gc_removes_interrupted_blob_writes_once_they_are_old(tmp_path: os.PathLike[str]) -> None:
@@ -180,7 +234,7 @@ async def test_gc_finishes_a_run_killed_between_a_blob_and_its_links(driver: bas
     driver.delete(paths.blob_dir(orphan))  # what a killed run (or an older version) could leave
     gc.collect(st, grace=3600, dry_run=False)
     assert driver.size(paths.layer_link("r", orphan)) is None
-    assert fsck.check(st) == []
+    assert fsck.check(st) == fsck.Report()
 
 
 async def test_gc_leaves_a_link_a_manifest_needs_for_fsck_to_report(driver: base.Driver) -> None:
@@ -189,7 +243,7 @@ async def test_gc_leaves_a_link_a_manifest_needs_for_fsck_to_report(driver: base
     driver.delete(paths.blob_dir(layer))
     gc.collect(st, grace=0, dry_run=False)
     assert driver.size(paths.layer_link("r", layer)) is not None
-    assert any("references missing blob" in p for p in fsck.check(st))
+    assert any("references missing blob" in p for p in fsck.check(st).corruption)
 
 
 FOREIGN = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
