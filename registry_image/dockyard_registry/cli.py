@@ -230,8 +230,7 @@ def _tls(
             raise UsageError(f"--tls auto: {exc}") from None
         cert, key = files.cert, files.key
         print(tlsauto.trust_instructions(files, host_port=host_port), flush=True)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context = tlsauto.server_context()
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:

@@ -2,7 +2,8 @@
 
 Owns: key and certificate generation, renewal of the server certificate (same CA) when it nears expiry,
 the trust instructions printed for docker, containerd and podman/skopeo, and reloading a running
-server's certificate when it is renewed or replaced (CertReloader). Must not: ever replace an
+server's certificate when it is renewed or replaced (CertReloader), and the server SSLContext's protocol
+and cipher policy (server_context). Must not: ever replace an
 existing CA (clients have been told to trust it); a missing or unreadable CA key is an error to report.
 """
 
@@ -27,6 +28,20 @@ CA_DAYS = 3650
 SERVER_DAYS = 397  # the longest lifetime browsers and Apple platforms accept
 RENEW_BEFORE = datetime.timedelta(days=30)
 log = logging.getLogger(__name__)
+# TLS 1.2 suites the server accepts: forward secret (ECDHE) and AEAD only (AES-GCM, ChaCha20-Poly1305), for
+# ECDSA (our own keys) and RSA (a bring-your-own certificate) keys. No CBC suite: their MAC-then-encrypt
+# construction is what Lucky13-style padding oracles attack. TLS 1.3 suites are all AEAD and are left at
+# OpenSSL's defaults (set_ciphers does not touch them). Mozilla's "intermediate" profile, without DHE.
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +112,14 @@ def ensure(
             files, ca_cert=ca_cert, ca_key=ca_key, dns_names=dns_names, ip_addresses=ip_addresses, now=now()
         )
     return files
+
+
+def server_context() -> ssl.SSLContext:
+    """A server SSLContext without a certificate: TLS 1.2 (ECDHE + AEAD suites only) and TLS 1.3."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
+    return context
 
 
 def fingerprint(cert_path: Path) -> str:

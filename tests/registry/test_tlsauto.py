@@ -4,7 +4,9 @@ Covers: CA and server certificate files and modes; SANs (localhost, loopback IPs
 certificate verifies against the CA; a second run reuses both byte-for-byte; a certificate close to
 expiry (or missing a requested name) is re-issued by the same CA; a CA key without its certificate is
 refused; the trust directory holds only the CA; printed instructions and fingerprint; a running
-server reloads a renewed certificate and keeps the old one when the new pair is broken.
+server reloads a renewed certificate and keeps the old one when the new pair is broken; the server
+context (real handshakes) refuses TLS 1.2 CBC suites and speaks TLS 1.2 with ECDHE + AES-GCM or
+ChaCha20-Poly1305, and TLS 1.3.
 """
 
 from __future__ import annotations
@@ -137,3 +139,65 @@ def test_reloader_keeps_the_previous_certificate_when_the_new_pair_is_broken(
     files.key.write_text("not a key")
     assert reloader.refresh() is False
     assert "keeping the previous certificate" in caplog.text
+
+
+def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> tuple[str, str]:
+    """A real TLS handshake in memory; (protocol, cipher) the two sides agreed on."""
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client_side = client.wrap_bio(to_client, to_server, server_hostname="localhost")
+    server_side = server.wrap_bio(to_server, to_client, server_side=True)
+    done = {"client": False, "server": False}
+    for _ in range(10):
+        for side, conn in (("client", client_side), ("server", server_side)):
+            if done[side]:
+                continue
+            try:
+                conn.do_handshake()
+                done[side] = True
+            except ssl.SSLWantReadError:
+                pass
+        if all(done.values()):
+            cipher = client_side.cipher()
+            assert cipher is not None
+            return cipher[1], cipher[0]
+    raise AssertionError("handshake did not finish")
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    files = make(tmp_path, now=datetime.datetime.now(datetime.UTC))
+    context = tlsauto.server_context()
+    context.load_cert_chain(files.cert, files.key)
+    return context, files.ca_cert
+
+
+def tls12_client(ca: Path, ciphers: str) -> ssl.SSLContext:
+    client = ssl.create_default_context(cafile=ca)
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    client.set_ciphers(ciphers)
+    return client
+
+
+@pytest.mark.parametrize("cipher", ["ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA384"])
+def test_server_context_refuses_tls12_cbc_suites(
+    tls_server: tuple[ssl.SSLContext, Path], cipher: str
+) -> None:
+    server, ca = tls_server
+    with pytest.raises(ssl.SSLError, match=r"NO_SHARED_CIPHER|HANDSHAKE_FAILURE"):
+        handshake(server, tls12_client(ca, cipher))
+
+
+@pytest.mark.parametrize(
+    "cipher",
+    ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305"],
+)
+def test_server_context_speaks_tls12_with_ecdhe_aead_suites(
+    tls_server: tuple[ssl.SSLContext, Path], cipher: str
+) -> None:
+    server, ca = tls_server
+    assert handshake(server, tls12_client(ca, cipher)) == ("TLSv1.2", cipher)
+
+
+def test_server_context_still_speaks_tls13(tls_server: tuple[ssl.SSLContext, Path]) -> None:
+    server, ca = tls_server
+    assert handshake(server, ssl.create_default_context(cafile=ca))[0] == "TLSv1.3"
