@@ -2,6 +2,9 @@
 
 Covers:
 - `nginx -t` accepts the config with a certificate from crypto.py (default and tuned nginx settings);
+- TLS: TLS 1.2 and 1.3 only; the TLS 1.2 cipher list is valid OpenSSL syntax naming only ECDHE + AEAD suites
+  (`openssl ciphers -v`), and the running nginx refuses a TLS 1.2 CBC suite, speaks AES-GCM, ChaCha20-Poly1305
+  and TLS 1.3;
 - an unauthenticated /v2/ request gets nginx's own 401 with exactly one WWW-Authenticate (the registry's),
   Docker-Distribution-API-Version and an OCI error body; a denied one gets 403 DENIED the same way;
 - the auth subrequest carries X-Original-URI, X-Original-Method and the client's Authorization;
@@ -88,6 +91,25 @@ def test_nginx_accepts_the_rendered_config_with_a_generated_certificate(
     assert "test is successful" in result.stderr
 
 
+def test_the_rendered_tls_settings_allow_only_tls12_ecdhe_aead_suites_and_tls13() -> None:
+    text = nginx_configmap.render(nginx=model.Nginx())
+    assert "        ssl_protocols TLSv1.2 TLSv1.3;\n" in text
+    assert f"        ssl_ciphers {nginx_configmap.TLS12_CIPHERS};\n" in text
+    assert text.count("ssl_ciphers") == 1 and "ssl_conf_command" not in text
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    listed = subprocess.run(
+        [openssl, "ciphers", "-v", "-tls1_2", nginx_configmap.TLS12_CIPHERS],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    tls12 = [line.split() for line in listed if " TLSv1.2 " in line]
+    assert len(tls12) == 6, listed
+    for name, _, kx, _, enc, mac in tls12:
+        assert (kx, mac) == ("Kx=ECDH", "Mac=AEAD"), name
+        assert enc.startswith(("Enc=AESGCM", "Enc=CHACHA20/POLY1305")), name
+
+
 class FakeRegistry:
     """Answers /auth like the registry's auth endpoint and /v2/ like the registry, recording what it saw."""
 
@@ -137,9 +159,16 @@ class FakeRegistry:
 
 class Front:
     def __init__(
-        self, url: str, session: aiohttp.ClientSession, registry: FakeRegistry, tls: ssl.SSLContext
+        self,
+        url: str,
+        session: aiohttp.ClientSession,
+        registry: FakeRegistry,
+        tls: ssl.SSLContext,
+        *,
+        ca: str,
     ) -> None:
         self.url, self.session, self.registry, self.tls = url, session, registry, tls
+        self.tls_ca = ca  # the CA file `tls` trusts, for clients with other TLS settings
 
     async def request(self, method: str, path: str, **kwargs: Any) -> tuple[aiohttp.ClientResponse, bytes]:
         async with self.session.request(method, self.url + path, ssl=self.tls, **kwargs) as response:
@@ -180,7 +209,7 @@ async def front(tmp_path: pathlib.Path) -> AsyncIterator[Front]:
                         break
                 except aiohttp.ClientConnectionError:
                     await asyncio.sleep(0.1)
-            yield Front(url, session, registry, tls)
+            yield Front(url, session, registry, tls, ca=str(tmp_path / "ca.crt"))
     finally:
         process.terminate()
         try:
@@ -258,6 +287,34 @@ async def test_the_internal_blob_location_is_not_reachable_directly(front: Front
         "GET", "/_dockyard_blobs/blobs/ab/data", headers={"Authorization": GOOD}
     )
     assert response.status == 404
+
+
+async def _tls_handshake(front: Front, client: ssl.SSLContext) -> tuple[str, str]:
+    """(protocol, cipher) of a real handshake with the running nginx."""
+    port = int(front.url.rsplit(":", 1)[1])
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client, server_hostname="localhost")
+    try:
+        tls = writer.get_extra_info("ssl_object")
+        cipher = tls.cipher()
+        return cipher[1], cipher[0]
+    finally:
+        writer.close()
+
+
+def _tls12_client(front: Front, cipher: str) -> ssl.SSLContext:
+    client = ssl.create_default_context(cafile=front.tls_ca)
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    client.set_ciphers(cipher)
+    return client
+
+
+async def test_nginx_refuses_tls12_cbc_and_speaks_ecdhe_aead_and_tls13(front: Front) -> None:
+    for cbc in ("ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA384"):
+        with pytest.raises(ssl.SSLError):
+            await _tls_handshake(front, _tls12_client(front, cbc))
+    for aead in ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"):
+        assert await _tls_handshake(front, _tls12_client(front, aead)) == ("TLSv1.2", aead)
+    assert (await _tls_handshake(front, front.tls))[0] == "TLSv1.3"
 
 
 async def test_healthz_needs_no_credentials(front: Front) -> None:

@@ -1,10 +1,11 @@
 """The `<registry>-nginx` ConfigMap and the pure renderer of the sidecar's complete `nginx.conf`.
 
-The sidecar terminates TLS (1.2/1.3), asks the registry's `/auth` endpoint about every `/v2/` request
-(`auth_request`, passing X-Original-URI/X-Original-Method and the client's Authorization), streams uploads and
-downloads without buffering, and serves blob bytes itself from the storage volume when the registry answers
-with `X-Accel-Redirect` (sendfile speed, the registry never copies blob bytes). Its own 401/403 answers carry
-`Docker-Distribution-API-Version` and an OCI error body, which `docker login` needs (distribution #397).
+The sidecar terminates TLS (1.2 with ECDHE + AEAD suites only, and 1.3), asks the registry's `/auth`
+endpoint about every `/v2/` request (`auth_request`, passing X-Original-URI/X-Original-Method and the
+client's Authorization), streams uploads and downloads without buffering, and serves blob bytes itself
+from the storage volume when the registry answers with `X-Accel-Redirect` (sendfile speed, the registry
+never copies blob bytes). Its own 401/403 answers carry `Docker-Distribution-API-Version` and an OCI
+error body, which `docker login` needs (distribution #397).
 
 Owns: the config text and its parameters (paths, upstream, port default to the pod layout so tests can run
 real `nginx -t` against temp dirs).
@@ -28,6 +29,21 @@ TMP_DIR = "/tmp"  # noqa: S108  # an emptyDir mount inside the pod
 BLOB_PREFIX = "/_dockyard_blobs/"
 UPSTREAM = "127.0.0.1:5000"
 LISTEN_PORT = 5443
+
+# TLS 1.2 suites: forward secret (ECDHE) and AEAD only (AES-GCM, ChaCha20-Poly1305), for ECDSA (our own
+# keys) and RSA (a bring-your-own certificate) keys; no CBC suite (MAC-then-encrypt, padding oracles).
+# `ssl_ciphers` does not touch TLS 1.3, whose suites are all AEAD and stay at OpenSSL's defaults.
+# Mozilla's "intermediate" profile without DHE; the same list as the registry's own `--tls` server.
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
 
 _UNAUTHORIZED = '{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}'
 _DENIED = (
@@ -102,6 +118,7 @@ http {{
         ssl_certificate {paths.cert};
         ssl_certificate_key {paths.key};
         ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers {TLS12_CIPHERS};
         ssl_prefer_server_ciphers off;
         ssl_session_cache shared:dockyard_tls:10m;
         ssl_session_timeout 1h;
