@@ -45,6 +45,23 @@ def _auth_paths(args: argparse.Namespace) -> tuple[Path, Path]:
     return htpasswd, access
 
 
+def _make_private_dirs(directory: Path) -> None:
+    """Create `directory` and its missing parents with mode 0700; an existing directory keeps its mode.
+
+    The data directory holds blobs, manifests, password hashes and the CA key, so whichever command runs
+    first (often `user add`, before any `serve`) creates it for its owner alone. A mode an operator chose
+    (a group for a local nginx, a Kubernetes volume with fsGroup) is never changed, in either direction.
+    """
+    missing: list[Path] = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    if not directory.is_dir():
+        raise UsageError(f"{directory} is not a directory")
+    for path in reversed(missing):
+        path.mkdir(mode=0o700, exist_ok=True)  # the umask may only narrow this
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
@@ -154,7 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
     data = Path(args.data_dir)
     if data.exists() and not data.is_dir():
         raise UsageError(f"--data-dir {data} is not a directory")
-    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _make_private_dirs(data)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host_port = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     ssl_context, reloader = _tls(args, data=data, host=host, host_port=host_port)
@@ -263,7 +280,7 @@ def _validate_user(name: str) -> str:
 
 
 def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _make_private_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -3,7 +3,8 @@
 Covers: usage errors exit 2 with a message on stderr (no command, bad --listen, --tls-key without
 --tls-cert, bad user names, empty stdin password, over-long password, removing an unknown user, bad
 --grace, missing data dir); `user add` with --password-stdin and with a generated password printed once,
-access rules written to access.yaml, files mode 0600, `user list`, `user remove`; `gc --dry-run` and gc;
+access rules written to access.yaml, files mode 0600, a data dir it creates 0700 (also under umask 022,
+before any `serve`) while an existing one keeps its mode, `user list`, `user remove`; `gc --dry-run` and gc;
 `fsck` exit 0 on a clean store and 1 on a corrupted blob; `serve --no-tls` and `serve --tls auto` as
 subprocesses answering /healthz and /v2/ (stopped by PID); hack/run.sh creating the first user once
 (password printed once, saved 0600), printing client instructions, pointing at the saved password on a
@@ -16,6 +17,7 @@ import io
 import os
 import signal
 import ssl
+import stat
 import subprocess
 import sys
 import time
@@ -95,6 +97,49 @@ def test_user_add_reads_the_password_from_stdin_and_never_prints_it(
     assert entry.startswith("$2y$")
     assert htpasswd.stat().st_mode & 0o777 == 0o600
     assert not (tmp_path / "auth" / "access.yaml").exists(), "no rules given: plain htpasswd behaviour"
+
+
+def test_user_add_before_the_first_serve_creates_the_data_dir_for_its_owner_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "new" / "registry"
+    umask = os.umask(0o022)  # the usual umask, which left the data dir 0755 (blobs world-readable)
+    try:
+        code, _, err = run(
+            ["user", "add", "alice", "--data-dir", str(data), "--password-stdin"], capsys, stdin="pw-123456\n"
+        )
+    finally:
+        os.umask(umask)
+    assert code == 0, err
+    for directory in (tmp_path / "new", data, data / "auth"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+
+
+@pytest.mark.parametrize("mode", [0o750, 0o755, 0o700])
+def test_an_existing_data_dir_keeps_the_mode_its_owner_chose(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: int
+) -> None:
+    data = tmp_path / "registry"
+    data.mkdir()
+    data.chmod(mode)
+    code, _, err = run(
+        ["user", "add", "alice", "--data-dir", str(data), "--password-stdin"], capsys, stdin="pw-123456\n"
+    )
+    assert code == 0, err
+    assert stat.S_IMODE(data.stat().st_mode) == mode
+    assert stat.S_IMODE((data / "auth").stat().st_mode) == 0o700
+
+
+def test_a_data_dir_that_is_a_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("")
+    code, _, err = run(
+        ["user", "add", "alice", "--data-dir", str(tmp_path / "file"), "--password-stdin"],
+        capsys,
+        stdin="pw\n",
+    )
+    assert (code, "is not a directory" in err) == (2, True)
 
 
 async def test_generated_password_is_printed_once_and_works(
