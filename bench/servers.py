@@ -120,6 +120,7 @@ def _tls_server_head(*, port: int, tls: tlsfiles.ServerTLS, zone: str) -> str:
         ssl_certificate {tls.cert_file};
         ssl_certificate_key {tls.key_file};
         ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers {nginx_configmap.TLS12_CIPHERS};
         ssl_prefer_server_ciphers off;
         ssl_session_cache shared:{zone}:10m;
         ssl_session_timeout 1h;
