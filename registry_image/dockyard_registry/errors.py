@@ -46,6 +46,11 @@ class Code(enum.Enum):
     def message(self) -> str:
         return self.value[1]
 
+    @property
+    def wire(self) -> str:
+        """The code as the spec spells it in the envelope (`TOOMANYREQUESTS` has no underscores)."""
+        return "TOOMANYREQUESTS" if self is Code.TOO_MANY_REQUESTS else self.name
+
 
 class OciError(Exception):
     """An error already expressed in OCI terms; raised by handlers and auth, rendered by the middleware."""
@@ -103,7 +108,7 @@ def translate(exc: Exception) -> OciError | None:
 
 
 def envelope(err: OciError) -> bytes:
-    entry: dict[str, Any] = {"code": err.code.name, "message": err.message}
+    entry: dict[str, Any] = {"code": err.code.wire, "message": err.message}
     if err.detail is not None:
         entry["detail"] = err.detail
     return json.dumps({"errors": [entry]}).encode()
