@@ -3,13 +3,16 @@
 Owns: turning every failure into the OCI error envelope (domain errors via errors.translate; anything
 unknown is logged here with its traceback and answered 500 UNKNOWN without one), authentication and
 authorization of every `/v2/` request, and the nginx `auth_request` endpoint `/auth`.
+It also runs the one background task a registry needs: the periodic sweep of expired upload sessions.
 Must not: contain endpoint logic (handlers/) or storage rules (store.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import http_exceptions, web
 
@@ -61,11 +64,39 @@ def create_app(settings: state.Settings) -> web.Application:
     )
     app[state.SETTINGS] = settings
     app.on_response_prepare.append(_api_version_header)
+    if settings.upload_sweep_seconds is not None:
+        app.cleanup_ctx.append(_sweep_uploads)
     app.router.add_get("/healthz", _healthz, allow_head=True)
     app.router.add_get("/auth", _auth_request, allow_head=False)
     app.router.add_route("*", "/v2", _dispatch)
     app.router.add_route("*", "/v2/{tail:.*}", _dispatch)
     return app
+
+
+async def _sweep_uploads(app: web.Application) -> AsyncIterator[None]:
+    """For the app's lifetime: purge expired upload sessions every `upload_sweep_seconds`."""
+    settings = app[state.SETTINGS]
+    interval = settings.upload_sweep_seconds
+    assert interval is not None
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                purged = await settings.store.purge_expired_uploads()
+            except Exception:
+                # The one place an error is logged and not raised: nothing awaits this task until
+                # shutdown, so raising would end the sweeps silently for the process's lifetime.
+                log.exception("sweeping expired upload sessions failed; retrying in %ss", interval)
+                continue
+            if purged:
+                log.info("purged %d expired upload sessions", len(purged))
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _render(err: OciError, *, request: web.Request, realm: str) -> web.Response:

@@ -79,6 +79,9 @@ _TABLE: tuple[tuple[type[Exception], Code, int | None], ...] = (
     (store.BlobUnknownError, Code.BLOB_UNKNOWN, None),
     (store.UploadUnknownError, Code.BLOB_UPLOAD_UNKNOWN, None),
     (store.UploadInvalidError, Code.BLOB_UPLOAD_INVALID, None),
+    # The spec's TOOMANYREQUESTS, not DENIED: the user may push, just not open another session now, and
+    # Distribution-compatible clients show a 429's message instead of reporting a permission problem.
+    (store.TooManyUploadsError, Code.TOO_MANY_REQUESTS, None),
     (store.RangeInvalidError, Code.RANGE_INVALID, None),
     (store.DigestMismatchError, Code.DIGEST_INVALID, None),
     (store.SizeMismatchError, Code.SIZE_INVALID, None),

@@ -118,9 +118,8 @@ def collect(
                 for repo in repos:
                     driver.delete(paths.layer_link(repo, blob))
     for upload_id in driver.list(paths.UPLOADS):
-        started = st.upload_started(upload_id) or 0.0
-        touched = driver.mtime(paths.upload_data(upload_id)) or 0.0
-        if max(started, touched) <= cutoff:
+        last = st.upload_last_active(upload_id)
+        if last is not None and last <= cutoff:
             report.uploads.append(upload_id)
             if not dry_run:
                 driver.delete(paths.upload_dir(upload_id))

@@ -12,7 +12,8 @@ uses `/`; drivers map it onto their medium.
     │   └── _referrers/<subject alg>/<subject encoded>/<alg>/<encoded>   referrer descriptor (JSON)
     └── uploads/<upload id>/
         ├── data                                                  bytes received so far
-        └── info                                                  JSON: repository, start time
+        └── info                                                  JSON: repository, start time, owner,
+                                                                  last write (older versions: no owner)
 
 Repository names never have a component starting with `_` (see reference.py), so the `_layers`,
 `_manifests` and `_referrers` children can never collide with a nested repository.

@@ -21,6 +21,8 @@ class Settings:
     # X-Accel-Redirect prefix for blob GETs behind nginx; None serves blobs from this process.
     accel_redirect: str | None = None
     realm: str = "dockyard"
+    # How often the registry purges expired upload sessions itself; None: never (gc still does).
+    upload_sweep_seconds: float | None = 3600.0
 
 
 SETTINGS = web.AppKey("settings", Settings)

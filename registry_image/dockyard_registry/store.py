@@ -9,14 +9,21 @@ Hashing: an upload keeps a running hash in memory so each byte is hashed exactly
 to disk. hashlib objects cannot be persisted, so after a restart (or when the client finishes with a
 different algorithm than we guessed) the bytes already on disk are re-hashed once; that is the only
 re-read and it is documented as acceptable.
+
+Upload sessions are bounded state: one untouched (no PATCH/PUT) for longer than `upload_expiry` is gone
+(a request to it purges it and answers unknown; `purge_expired_uploads` sweeps the rest on a schedule),
+and each owner may hold at most `max_uploads_per_owner` open sessions. A session's in-memory state (its
+running hash) lives exactly as long as the session: finished, cancelled, expired or collected by gc.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import re
+import threading
 import time
 import urllib.parse
 import uuid
@@ -30,6 +37,10 @@ from dockyard_registry.storage import base
 _UPLOAD_ID_RE = re.compile(r"^[a-f0-9]{32}$")
 _READ_CHUNK = 1 << 20
 _BATCH = 1 << 20  # bytes handed to a worker thread at a time while an upload streams in
+# Distribution purges upload sessions after 168 h (storage.maintenance.uploadpurging.age).
+DEFAULT_UPLOAD_EXPIRY = 168 * 3600.0
+DEFAULT_MAX_UPLOADS_PER_OWNER = 100
+SWEEP_LIMIT = 1000  # sessions one sweep may purge: the rest wait for the next one
 
 
 class StoreError(Exception):
@@ -52,6 +63,10 @@ class UploadUnknownError(StoreError):
 
 class UploadInvalidError(StoreError):
     pass
+
+
+class TooManyUploadsError(StoreError):
+    """The owner already holds the maximum number of open upload sessions; nothing was stored."""
 
 
 class RangeInvalidError(StoreError):
@@ -115,13 +130,22 @@ class Store:
         *,
         clock: Callable[[], float] = time.time,
         foreign_layer_urls: bool = False,
+        upload_expiry: float = DEFAULT_UPLOAD_EXPIRY,
+        max_uploads_per_owner: int | None = DEFAULT_MAX_UPLOADS_PER_OWNER,
     ) -> None:
         self.driver = driver
         self._clock = clock
+        self.upload_expiry = upload_expiry
+        self.max_uploads_per_owner = max_uploads_per_owner
         # Accept layers that name `urls` to fetch them from: `serve` does unless --refuse-foreign-layer-urls
         # (the OCI conformance suite pushes non-distributable layers); off by default for a bare Store.
         self._foreign_layer_urls = foreign_layer_urls
         self._hash_states: dict[str, _HashState] = {}
+        # Owner of each session seen (owners never change), so counting an owner's sessions reads each
+        # info file once, not on every POST. None: a session from before owners were recorded, which
+        # counts for nobody. Entries go with their sessions.
+        self._owners: dict[str, str | None] = {}
+        self._starting = threading.Lock()  # counting an owner's sessions and adding one is one step
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # ----------------------------------------------------------------------------------- repositories
@@ -177,16 +201,44 @@ class Store:
         return [r for r in self.catalog() if self.driver.size(paths.layer_link(r, dgst)) is not None]
 
     # ---------------------------------------------------------------------------------------- uploads
-    def start_upload(self, name: str) -> str:
-        upload_id = uuid.uuid4().hex
-        info = {"repository": name, "started": self._clock()}
-        # Upload sessions survive a restart through the page cache; a power loss may cost the client a
-        # retry, which is cheaper than an fsync on every upload.
-        self.driver.put(
-            paths.upload_info(upload_id), json.dumps(info).encode(), durability=base.Durability.NONE
-        )
-        self.driver.open_writer(paths.upload_data(upload_id)).close()
-        return upload_id
+    def start_upload(self, name: str, *, owner: str = "") -> str:
+        """Open a session for `owner` (a user name; "" for anonymous); TooManyUploadsError at the cap."""
+        with self._starting:
+            if self.max_uploads_per_owner is not None:
+                held = self._open_uploads_of(owner)
+                if held >= self.max_uploads_per_owner:
+                    raise TooManyUploadsError(
+                        f"{held} upload sessions already open (at most {self.max_uploads_per_owner}); "
+                        "finish or cancel (DELETE) one, or wait for an abandoned one to expire"
+                    )
+            upload_id = uuid.uuid4().hex
+            info = {"repository": name, "started": self._clock(), "owner": owner}
+            # Upload sessions survive a restart through the page cache; a power loss may cost the client
+            # a retry, which is cheaper than an fsync on every upload.
+            self.driver.put(
+                paths.upload_info(upload_id), json.dumps(info).encode(), durability=base.Durability.NONE
+            )
+            self.driver.open_writer(paths.upload_data(upload_id)).close()
+            self._owners[upload_id] = owner
+            return upload_id
+
+    def _open_uploads_of(self, owner: str) -> int:
+        """How many unexpired sessions `owner` holds; forgets the owners of sessions gone meanwhile."""
+        present = self.driver.list(paths.UPLOADS)
+        for gone in self._owners.keys() - set(present):
+            self._owners.pop(gone, None)
+        mine: list[str] = []
+        for upload_id in present:
+            if upload_id not in self._owners:
+                info = self._read_info(upload_id)
+                found = info.get("owner") if info is not None else None
+                self._owners[upload_id] = found if isinstance(found, str) else None
+            if self._owners[upload_id] == owner:
+                mine.append(upload_id)
+        if len(mine) < (self.max_uploads_per_owner or 0):
+            return len(mine)
+        # At the cap: sessions past their age are gone for the client already (the sweep removes them).
+        return sum(1 for upload_id in mine if not self._expired(upload_id))
 
     def upload_size(self, name: str, upload_id: str) -> int:
         self._check_upload(name, upload_id)
@@ -197,21 +249,104 @@ class Store:
 
     def cancel_upload(self, name: str, upload_id: str) -> None:
         self._check_upload(name, upload_id)
-        self._hash_states.pop(upload_id, None)
-        self.driver.delete(paths.upload_dir(upload_id), durable=False)
+        self._purge(upload_id)
 
-    def _check_upload(self, name: str, upload_id: str) -> None:
-        if _UPLOAD_ID_RE.match(upload_id) is None:
-            raise UploadUnknownError(f"upload {upload_id[:64]!r} unknown")
+    def _purge(self, upload_id: str) -> None:
+        """Remove a session's data and everything this process remembers about it."""
+        self.driver.delete(paths.upload_dir(upload_id), durable=False)
+        self._forget(upload_id)
+
+    def _forget(self, upload_id: str) -> None:
+        self._hash_states.pop(upload_id, None)
+        self._owners.pop(upload_id, None)
+
+    def _read_info(self, upload_id: str) -> dict[str, Any] | None:
         try:
             info = json.loads(self.driver.get(paths.upload_info(upload_id)))
         except (FileNotFoundError, ValueError):
+            return None
+        return info if isinstance(info, dict) else None
+
+    def _check_upload(self, name: str, upload_id: str) -> dict[str, Any]:
+        if _UPLOAD_ID_RE.match(upload_id) is None:
+            raise UploadUnknownError(f"upload {upload_id[:64]!r} unknown")
+        info = self._read_info(upload_id)
+        if info is None:
             # Gone (cancelled, finished, or collected by gc in another process): drop its running hash.
-            self._hash_states.pop(upload_id, None)
-            raise UploadUnknownError(f"upload {upload_id} unknown") from None
+            self._forget(upload_id)
+            raise UploadUnknownError(f"upload {upload_id} unknown")
         # Upload ids are bearer-like: one must not continue another repository's upload.
         if info.get("repository") != name:
             raise UploadUnknownError(f"upload {upload_id} unknown to repository {name}")
+        if self._expired(upload_id, info=info) and not self._in_use(upload_id):
+            # Expired but not swept yet: the client sees what it would see after the sweep.
+            self._purge(upload_id)
+            raise UploadUnknownError(f"upload {upload_id} expired")
+        return info
+
+    def upload_last_active(self, upload_id: str, *, info: dict[str, Any] | None = None) -> float | None:
+        """When a session was last started or written to (store clock, or the data's mtime where later);
+        None when the session is gone. Sessions from older versions have no `touched`: their start time
+        and the data's mtime say it."""
+        if info is None:
+            info = self._read_info(upload_id)
+        stamps = [
+            float(info[key])
+            for key in ("started", "touched")
+            if info is not None and isinstance(info.get(key), int | float)
+        ]
+        written = self.driver.mtime(paths.upload_data(upload_id))
+        if written is not None:
+            stamps.append(written)
+        if not stamps:
+            # Neither info nor data (a start killed midway): the directory's own age says it.
+            return self.driver.mtime(paths.upload_dir(upload_id))
+        return max(stamps)
+
+    def _expired(self, upload_id: str, *, info: dict[str, Any] | None = None) -> bool:
+        last = self.upload_last_active(upload_id, info=info)
+        return last is not None and last <= self._clock() - self.upload_expiry
+
+    def _in_use(self, upload_id: str) -> bool:
+        lock = self._locks.get(upload_id)
+        return lock is not None and lock.locked()
+
+    def _touch_upload(self, upload_id: str, info: dict[str, Any]) -> None:
+        """Record activity on the store's clock (mtimes follow the wall clock, not an injected one).
+
+        Best effort: the chunk is already stored, so failing the request now (a full disk) would make the
+        client resend bytes we kept; the data file's mtime still says the session is alive.
+        """
+        info = {**info, "touched": self._clock()}
+        with contextlib.suppress(OSError):
+            self.driver.put(
+                paths.upload_info(upload_id), json.dumps(info).encode(), durability=base.Durability.NONE
+            )
+
+    async def purge_expired_uploads(self, *, limit: int = SWEEP_LIMIT) -> list[str]:
+        """Purge up to `limit` sessions untouched for longer than `upload_expiry`; returns their ids.
+
+        A session receiving bytes (its lock held) is skipped; each purge holds the session's lock and
+        re-checks its age, so a request racing the sweep either finishes first or finds it unknown.
+        Also forgets the in-memory state of sessions another process (gc) removed.
+        """
+        present = await asyncio.to_thread(self.driver.list, paths.UPLOADS)
+        for gone in (self._hash_states.keys() | self._owners.keys()) - set(present):
+            self._forget(gone)
+        purged: list[str] = []
+        for upload_id in present:
+            if len(purged) >= limit:
+                break
+            if _UPLOAD_ID_RE.match(upload_id) is None or self._in_use(upload_id):
+                continue
+            if not await asyncio.to_thread(self._expired, upload_id):
+                continue
+            async with self._lock(upload_id):
+                if not await asyncio.to_thread(self._expired, upload_id):
+                    continue
+                await asyncio.to_thread(self._purge, upload_id)
+            purged.append(upload_id)
+        return purged
 
     def uploads_in_flight(self) -> int:
         """How many uploads are receiving bytes right now (tests wait on this instead of sleeping)."""
@@ -256,9 +391,16 @@ class Store:
         `start` (from Content-Range) must equal the current size. If the body fails midway (client gone,
         truncated) or does not have `length` bytes, the upload is rolled back to where it was.
         """
-        self._check_upload(name, upload_id)
+        info = self._check_upload(name, upload_id)
         async with self._lock(upload_id):
-            return await self._append(upload_id, body=body, start=start, length=length, algorithm=algorithm)
+            if self.driver.size(paths.upload_data(upload_id)) is None:
+                # Purged while this request waited for the lock: touching it would bring back its info.
+                self._forget(upload_id)
+                raise UploadUnknownError(f"upload {upload_id} unknown")
+            size = await self._append(upload_id, body=body, start=start, length=length, algorithm=algorithm)
+            # After the bytes, so a failed chunk changes nothing stored; meanwhile the lock marks it in use.
+            self._touch_upload(upload_id, info)
+            return size
 
     async def _append(
         self,
@@ -341,7 +483,7 @@ class Store:
                     detail={"digest": str(dgst)},
                 )
             await asyncio.to_thread(self._commit_upload, name, upload_id, dgst)
-            self._hash_states.pop(upload_id, None)
+            self._forget(upload_id)
             return size
 
     def _commit_upload(self, name: str, upload_id: str, dgst: digest.Digest) -> None:
@@ -352,14 +494,6 @@ class Store:
             self.driver.commit(paths.upload_data(upload_id), target)
         self._link_blob(name, dgst)
         self.driver.delete(paths.upload_dir(upload_id), durable=False)
-
-    def upload_started(self, upload_id: str) -> float | None:
-        try:
-            info = json.loads(self.driver.get(paths.upload_info(upload_id)))
-        except (FileNotFoundError, ValueError):
-            return None
-        started = info.get("started")
-        return float(started) if isinstance(started, int | float) else None
 
     # -------------------------------------------------------------------------------------- manifests
     def _resolve(self, name: str, ref: str | digest.Digest) -> digest.Digest:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,19 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+class Clock:
+    """A clock a test moves by hand (expiry and grace periods without sleeping)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def sha256(data: bytes) -> str:
@@ -124,15 +138,23 @@ async def make_client(tmp_path: Path) -> AsyncIterator[ClientFactory]:
         delete_enabled: bool = True,
         accel_redirect: str | None = None,
         foreign_layer_urls: bool = False,
+        clock: Callable[[], float] = time.time,
+        upload_expiry: float = store.DEFAULT_UPLOAD_EXPIRY,
+        max_uploads_per_owner: int | None = store.DEFAULT_MAX_UPLOADS_PER_OWNER,
+        upload_sweep_seconds: float | None = 3600.0,
     ) -> Registry:
         settings = state.Settings(
             store=store.Store(
                 driver or filesystem.FilesystemDriver(tmp_path / "data"),
                 foreign_layer_urls=foreign_layer_urls,
+                clock=clock,
+                upload_expiry=upload_expiry,
+                max_uploads_per_owner=max_uploads_per_owner,
             ),
             authenticator=authenticator,
             delete_enabled=delete_enabled,
             accel_redirect=accel_redirect,
+            upload_sweep_seconds=upload_sweep_seconds,
         )
         client = test_utils.TestClient(test_utils.TestServer(app.create_app(settings)))
         await client.start_server()

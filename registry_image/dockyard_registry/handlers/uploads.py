@@ -44,6 +44,11 @@ def _content_range(request: web.Request) -> tuple[int, int] | None:
     return start, end
 
 
+def _owner(request: web.Request) -> str:
+    """Whose session cap a new upload counts against: the user, or "" for every anonymous pusher."""
+    return common.identity(request).user or ""
+
+
 async def start(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     cfg = common.settings(request)
@@ -65,7 +70,7 @@ async def start(request: web.Request, match: common.PathParams) -> web.StreamRes
     monolithic = request.query.get("digest")
     if monolithic is not None:
         dgst = common.parse_digest(monolithic)
-        upload_id = await asyncio.to_thread(cfg.store.start_upload, repo)
+        upload_id = await asyncio.to_thread(cfg.store.start_upload, repo, owner=_owner(request))
         try:
             await cfg.store.finish_upload(
                 repo,
@@ -80,7 +85,7 @@ async def start(request: web.Request, match: common.PathParams) -> web.StreamRes
             cfg.store.cancel_upload(repo, upload_id)
             raise
         return _created(repo, dgst)
-    upload_id = await asyncio.to_thread(cfg.store.start_upload, repo)
+    upload_id = await asyncio.to_thread(cfg.store.start_upload, repo, owner=_owner(request))
     return web.Response(status=202, headers=_upload_headers(repo, upload_id, 0))
 
 
