@@ -3,7 +3,9 @@
 Owns: deciding which blob data and stale upload sessions can go. Must not: delete anything younger than
 the grace period. That rule is what keeps a running registry safe: a blob just uploaded (or re-linked,
 or referenced by a manifest pushed during the run — the store touches those) has a fresh mtime, and the
-sweep re-reads the mtime right before deleting. Upload sessions count as fresh while bytes still arrive.
+sweep re-reads the mtime right before deleting. Upload sessions count as fresh while bytes still arrive;
+they go once untouched for `upload_expiry` (the grace period unless given). Temp files of atomic writes
+killed before their rename (kill -9 during a manifest PUT) go once older than the grace period.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dockyard_registry import digest, manifests, paths, store
 class Report:
     blobs: list[str] = dataclasses.field(default_factory=list)
     uploads: list[str] = dataclasses.field(default_factory=list)
+    leftovers: list[str] = dataclasses.field(default_factory=list)
     bytes: int = 0
     kept: int = 0
 
@@ -73,7 +76,12 @@ def layer_links(st: store.Store) -> dict[digest.Digest, list[str]]:
 
 
 def collect(
-    st: store.Store, *, grace: float, dry_run: bool, clock: Callable[[], float] = time.time
+    st: store.Store,
+    *,
+    grace: float,
+    dry_run: bool,
+    clock: Callable[[], float] = time.time,
+    upload_expiry: float | None = None,
 ) -> Report:
     """One mark-and-sweep run. Safe to kill at any point: the next run finishes the job.
 
@@ -117,10 +125,21 @@ def collect(
             if blob not in marked and driver.size(paths.blob_data(blob)) is None:
                 for repo in repos:
                     driver.delete(paths.layer_link(repo, blob))
+    upload_cutoff = clock() - (grace if upload_expiry is None else upload_expiry)
     for upload_id in driver.list(paths.UPLOADS):
         last = st.upload_last_active(upload_id)
-        if last is not None and last <= cutoff:
+        if last is not None and last <= upload_cutoff:
             report.uploads.append(upload_id)
             if not dry_run:
                 driver.delete(paths.upload_dir(upload_id))
+    # After the blobs: a removed temp file refreshes its directory's mtime, which the blob pass reads.
+    for top in (paths.BLOBS, paths.REPOSITORIES, paths.UPLOADS):
+        for temp in driver.leftovers(top):
+            written = driver.mtime(temp)
+            if written is None or written > cutoff:
+                continue  # gone meanwhile, or a write still in flight
+            report.leftovers.append(temp)
+            report.bytes += driver.size(temp) or 0
+            if not dry_run:
+                driver.delete(temp)
     return report

@@ -1,17 +1,18 @@
 """Garbage collection and fsck over the store (both drivers) and through the CLI.
 
-Covers gc: blobs referenced by any manifest revision (config, layers, manifests themselves, index
-children) are kept; unreferenced blobs older than the grace period are deleted along with the layer links
-to them; younger ones (just pushed, or re-linked) are kept; --dry-run reports without deleting; stale
-upload sessions go, active ones stay; blob writes interrupted before their rename (a crash) are removed
-once old; with foreign layers allowed (the serve default, over HTTP) a layer with `urls`
-naming another repository's blob is not linked and does not keep that blob, one the repository holds is
-kept, urls must be plain http(s), and only foreign layer types are exempt from being in the repository.
-fsck: a clean store has no problems (an interrupted write is not corruption); corrupted blob
-bytes, a missing blob, a dangling tag and a manifest whose layer vanished are each reported as
-corruption; what API DELETEs leave behind (an index listing a deleted manifest, a manifest naming a blob
-deleted from its repository) is reported as dangling, not corruption: the CLI warns and exits 0, or 1
-with --strict.
+Covers gc: blobs referenced by any manifest revision (config, layers, manifests themselves, index children)
+are kept; unreferenced blobs older than the grace period are deleted along with the layer links to them;
+younger ones (just pushed, or re-linked) are kept; --dry-run reports without deleting; stale upload sessions
+go, active ones stay (by --upload-expiry when given, else the grace period); blob writes interrupted before
+their rename (a crash) are removed once old, and so are the temp files a kill -9 leaves anywhere in the
+store (a manifest PUT's tag, revision and blob, an upload's info), reported by --dry-run; with foreign
+layers allowed (the serve default, over HTTP) a layer with `urls` naming another repository's blob is not
+linked and does not keep that blob, one the repository holds is kept, urls must be plain http(s), and only
+foreign layer types are exempt from being in the repository.
+fsck: a clean store has no problems (an interrupted write is not corruption); corrupted blob bytes, a
+missing blob, a dangling tag and a manifest whose layer vanished are each reported as corruption; what API
+DELETEs leave behind (an index listing a deleted manifest, a manifest naming a blob deleted from its
+repository) is reported as dangling, not corruption: the CLI warns and exits 0, or 1 with --strict.
 """
 
 from __future__ import annotations
@@ -227,6 +228,43 @@ def test_gc_removes_interrupted_blob_writes_once_they_are_old(tmp_path: os.PathL
     assert st.driver.mtime(paths.blob_dir(dgst)) is not None
     gc.collect(st, grace=3600, dry_run=False)
     assert st.driver.mtime(paths.blob_dir(dgst)) is None
+
+
+async def test_gc_removes_temp_files_a_killed_write_left_once_older_than_the_grace(tmp_path: Path) -> None:
+    st, manifest, _ = await seeded_store(filesystem.FilesystemDriver(tmp_path))
+    upload = st.start_upload("r")
+    # Where a kill -9 during a manifest PUT (blob, revision link, tag) or an upload's info write leaves one.
+    old = [
+        f"{paths.blob_dir(manifest)}/.tmp-1",
+        f"{paths.revisions('r')}/sha256/.tmp-2",
+        f"{paths.tags('r')}/.tmp-3",
+        f"{paths.upload_dir(upload)}/.tmp-4",
+    ]
+    fresh = f"{paths.tags('r')}/.tmp-5"
+    for path in [*old, fresh]:
+        (tmp_path / path).write_bytes(b"half a write")
+    for path in old:
+        age(st.driver, path, 7200)
+    assert sorted(gc.collect(st, grace=3600, dry_run=True).leftovers) == sorted(old)
+    assert len(st.driver.leftovers(paths.REPOSITORIES)) == 3
+    report = gc.collect(st, grace=3600, dry_run=False)
+    assert sorted(report.leftovers) == sorted(old)
+    assert st.driver.leftovers(paths.BLOBS) + st.driver.leftovers(paths.UPLOADS) == ()
+    assert st.driver.leftovers(paths.REPOSITORIES) == (fresh,)
+    assert fsck.check(st) == []
+    assert st.upload_size("r", upload) == 0
+
+
+async def test_gc_upload_expiry_is_separate_from_the_grace_period(driver: base.Driver) -> None:
+    st = store.Store(driver)
+    upload = st.start_upload("r")
+    driver.put(
+        paths.upload_info(upload), json.dumps({"repository": "r", "started": time.time() - 7200}).encode()
+    )
+    age(driver, paths.upload_data(upload), 7200)
+    assert gc.collect(st, grace=3600, dry_run=True, upload_expiry=3 * 3600).uploads == []
+    assert gc.collect(st, grace=3600, dry_run=False, upload_expiry=3600).uploads == [upload]
+    assert driver.list(paths.UPLOADS) == []
 
 
 async def test_gc_finishes_a_run_killed_between_a_blob_and_its_links(driver: base.Driver) -> None:

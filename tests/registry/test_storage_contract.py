@@ -3,8 +3,9 @@
 Covers: put/get round trip and replacement, missing paths (get/reader raise, size/mtime None, list
 empty, delete no-op), sorted direct-children listing, recursive delete, append writers with truncate,
 readers with an offset, commit moving a file atomically (replacing the target), touch refreshing mtime,
-every durability level storing the same bytes; and (filesystem only) the path guard, that in-flight
-temp files are not listed, and that each durability level, commit and scratch delete pay exactly the
+every durability level storing the same bytes, no leftovers after complete writes; and (filesystem only)
+the path guard, that in-flight temp files are not listed but are found as leftovers (which mtime and
+delete handle), and that each durability level, commit and scratch delete pay exactly the
 fsyncs they need.
 """
 
@@ -129,6 +130,31 @@ def test_filesystem_list_hides_in_flight_temp_files(tmp_path: Path) -> None:
     driver.put("dir/file", b"x")
     (tmp_path / "dir" / ".tmp-123").write_bytes(b"partial")
     assert driver.list("dir") == ["file"]
+
+
+def test_complete_writes_leave_no_leftovers(driver: base.Driver) -> None:
+    driver.put("dir/a", b"x")
+    driver.put("dir/sub/b", b"y", durability=base.Durability.NONE)
+    writer = driver.open_writer("dir/upload")
+    writer.write(b"z")
+    writer.close()
+    driver.commit("dir/upload", "dir/sub/c")
+    assert driver.leftovers("dir") == ()
+    assert driver.leftovers("missing") == ()
+
+
+def test_filesystem_leftovers_are_the_temp_files_of_interrupted_writes(tmp_path: Path) -> None:
+    driver = filesystem.FilesystemDriver(tmp_path)
+    driver.put("dir/file", b"x")
+    (tmp_path / "dir" / "sub").mkdir()
+    (tmp_path / "dir" / ".tmp-1").write_bytes(b"partial")
+    (tmp_path / "dir" / "sub" / ".tmp-2").write_bytes(b"partial too")
+    assert driver.leftovers("dir") == ("dir/.tmp-1", "dir/sub/.tmp-2")
+    assert driver.size("dir/sub/.tmp-2") == 11
+    assert driver.mtime("dir/.tmp-1") is not None
+    driver.delete("dir/.tmp-1")
+    assert driver.leftovers("dir") == ("dir/sub/.tmp-2",)
+    assert driver.get("dir/file") == b"x"
 
 
 @pytest.mark.parametrize("durability", list(base.Durability))

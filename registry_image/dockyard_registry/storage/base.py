@@ -10,6 +10,8 @@ Semantics every driver guarantees (the contract suite checks them):
 - Missing paths: `get`/`open_reader` raise FileNotFoundError, `size`/`mtime` return None, `list` returns [],
   `delete` is a no-op.
 - `list` returns the names of the direct children of a directory, sorted.
+- `leftovers` finds what an atomic write killed before its rename (kill -9, power loss) left behind; such
+  a path works with `mtime` and `delete` like any other, and `list` never shows it.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ class Driver(Protocol):
     def open_reader(self, path: str, /, *, offset: int = 0) -> BinaryIO: ...
     def commit(self, src: str, dst: str, /) -> None:
         """Move a fully written file to `dst` atomically (replacing it); `src` is gone afterwards."""
+        ...
+
+    def leftovers(self, path: str, /) -> tuple[str, ...]:
+        """Paths of temp files of interrupted writes anywhere under `path`, sorted (empty when none)."""
         ...
 
     def local_path(self, path: str, /) -> pathlib.Path | None:

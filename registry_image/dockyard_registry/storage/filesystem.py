@@ -17,6 +17,8 @@ from typing import BinaryIO
 
 from dockyard_registry.storage import base
 
+TEMP_PREFIX = ".tmp-"  # the name of a `put` in flight until its rename; `leftovers` after a crash
+
 
 class FilesystemDriver:
     def __init__(self, root: pathlib.Path) -> None:
@@ -34,7 +36,7 @@ class FilesystemDriver:
     def put(self, path: str, data: bytes, /, *, durability: base.Durability = base.Durability.FULL) -> None:
         target = self._path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
+        tmp = target.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
@@ -71,7 +73,7 @@ class FilesystemDriver:
         except (FileNotFoundError, NotADirectoryError):
             return []
         # temp files of in-flight `put`s are an implementation detail, not children.
-        return sorted(n for n in names if not n.startswith(".tmp-"))
+        return sorted(n for n in names if not n.startswith(TEMP_PREFIX))
 
     def delete(self, path: str, /, *, durable: bool = True) -> None:
         target = self._path(path)
@@ -104,6 +106,15 @@ class FilesystemDriver:
         os.replace(source, target)
         # Only the target's directory: the source's disappearance is scratch state either way.
         _fsync_dir(target.parent)
+
+    def leftovers(self, path: str, /) -> tuple[str, ...]:
+        found: list[str] = []
+        top = self._path(path)
+        for directory, _dirs, files in os.walk(top):
+            for name in files:
+                if name.startswith(TEMP_PREFIX):
+                    found.append((pathlib.Path(directory) / name).relative_to(self.root).as_posix())
+        return tuple(sorted(found))
 
     def local_path(self, path: str, /) -> pathlib.Path | None:
         return self._path(path)

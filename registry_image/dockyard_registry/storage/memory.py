@@ -82,6 +82,9 @@ class MemoryDriver:
             self._mtimes.pop(src, None)
             self._mtimes[dst] = time.time()
 
+    def leftovers(self, path: str, /) -> tuple[str, ...]:
+        return ()  # every write here is a dict assignment: nothing is left half-done
+
     def local_path(self, path: str, /) -> pathlib.Path | None:
         return None
 
