@@ -12,6 +12,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import secrets
 import ssl
 import sys
@@ -70,6 +71,18 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(value: str) -> float:
+    """Seconds from `90`, `90s`, `15m`, `168h` or `7d` (argparse type: a bad value is a usage error)."""
+    m = _DURATION_RE.match(value.strip())
+    if m is None:
+        raise argparse.ArgumentTypeError(f"invalid duration {value!r}: use e.g. 3600, 90s, 15m, 168h, 7d")
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dockyard-registry", description="An OCI Distribution v1.1 registry.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -99,6 +112,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--realm", default="dockyard", help="Basic auth realm (default dockyard)")
     serve.add_argument("--access-log", action="store_true", help="log every request (off for speed)")
+    serve.add_argument(
+        "--upload-expiry",
+        type=duration,
+        default=store.DEFAULT_UPLOAD_EXPIRY,
+        metavar="DURATION",
+        help="purge an upload session untouched this long (default 168h, as Distribution)",
+    )
+    serve.add_argument(
+        "--upload-sweep-interval",
+        type=duration,
+        default=3600.0,
+        metavar="DURATION",
+        help="how often to purge expired upload sessions (default 1h; 0 never, leaving it to gc)",
+    )
+    serve.add_argument(
+        "--max-uploads-per-user",
+        type=int,
+        default=store.DEFAULT_MAX_UPLOADS_PER_OWNER,
+        metavar="N",
+        help="open upload sessions one user may hold; one more POST is 429 (default 100; 0 no limit)",
+    )
 
     user = sub.add_parser("user", help="manage users").add_subparsers(
         dest="user_command", required=True, parser_class=_Parser
@@ -126,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--dry-run", action="store_true")
     collect.add_argument(
         "--grace", type=int, default=3600, help="keep anything younger (seconds, default 3600)"
+    )
+    collect.add_argument(
+        "--upload-expiry",
+        type=duration,
+        metavar="DURATION",
+        help="delete upload sessions untouched this long (default: the grace period)",
     )
 
     check = sub.add_parser(
@@ -168,6 +208,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("--accel-redirect must be an absolute URI prefix such as /_dockyard_blobs/")
     if not args.realm or any(c in args.realm for c in '"\\') or not args.realm.isprintable():
         raise UsageError("--realm must be printable and contain no quote or backslash")
+    if args.upload_expiry <= 0:
+        raise UsageError("--upload-expiry must be > 0")
+    if args.max_uploads_per_user < 0:
+        raise UsageError("--max-uploads-per-user must be >= 0")
     data = Path(args.data_dir)
     if data.exists() and not data.is_dir():
         raise UsageError(f"--data-dir {data} is not a directory")
@@ -177,12 +221,16 @@ def _serve(args: argparse.Namespace) -> int:
     ssl_context, reloader = _tls(args, data=data, host=host, host_port=host_port)
     settings = state.Settings(
         store=store.Store(
-            filesystem.FilesystemDriver(data), foreign_layer_urls=not args.refuse_foreign_layer_urls
+            filesystem.FilesystemDriver(data),
+            foreign_layer_urls=not args.refuse_foreign_layer_urls,
+            upload_expiry=args.upload_expiry,
+            max_uploads_per_owner=args.max_uploads_per_user or None,
         ),
         authenticator=None if args.no_auth else _authenticator(args, data=data),
         delete_enabled=not args.no_delete,
         accel_redirect=args.accel_redirect,
         realm=args.realm,
+        upload_sweep_seconds=args.upload_sweep_interval or None,
     )
     application = app.create_app(settings)
     if reloader is not None:
@@ -369,15 +417,21 @@ def _open_store(args: argparse.Namespace) -> store.Store:
 def _gc(args: argparse.Namespace) -> int:
     if args.grace < 0:
         raise UsageError("--grace must be >= 0")
-    report = gc.collect(_open_store(args), grace=args.grace, dry_run=args.dry_run)
+    if args.upload_expiry is not None and args.upload_expiry < 0:
+        raise UsageError("--upload-expiry must be >= 0")
+    report = gc.collect(
+        _open_store(args), grace=args.grace, dry_run=args.dry_run, upload_expiry=args.upload_expiry
+    )
     verb = "would delete" if args.dry_run else "deleted"
     for item in report.blobs:
         print(f"{verb} blob {item}")
     for item in report.uploads:
         print(f"{verb} stale upload {item}")
+    for item in report.leftovers:
+        print(f"{verb} interrupted write {item}")
     print(
-        f"{verb} {len(report.blobs)} blobs ({report.bytes} bytes), {len(report.uploads)} uploads; "
-        f"kept {report.kept} blobs"
+        f"{verb} {len(report.blobs)} blobs, {len(report.uploads)} uploads, "
+        f"{len(report.leftovers)} interrupted writes ({report.bytes} bytes); kept {report.kept} blobs"
     )
     return 0
 

@@ -1,14 +1,16 @@
 """The `dockyard-registry` command line, in-process through `cli.main(argv)` and once as a real process.
 
 Covers: usage errors exit 2 with a message on stderr (no command, bad --listen, --tls-key without
---tls-cert, bad user names, empty stdin password, over-long password, removing an unknown user, bad
---grace, missing data dir); `user add` with --password-stdin and with a generated password printed once,
-access rules written to access.yaml, files mode 0600, a data dir it creates 0700 (also under umask 022,
-before any `serve`) while an existing one keeps its mode, `user list`, `user remove`; `gc --dry-run` and gc;
-`fsck` exit 0 on a clean store and 1 on a corrupted blob; `serve --no-tls` and `serve --tls auto` as
-subprocesses answering /healthz and /v2/ (stopped by PID); hack/run.sh creating the first user once
-(password printed once, saved 0600), printing client instructions, pointing at the saved password on a
-second start, and refusing a bad LISTEN with exit code 2; a taken port exits 1 with a message, no traceback.
+--tls-cert, bad user names, empty stdin password, over-long password, removing an unknown user, bad --grace,
+bad durations and upload limits, missing data dir); durations in seconds or with a unit; `user add` with
+--password-stdin and with a generated password printed once, access rules written to access.yaml, files mode
+0600, a data dir it creates 0700 (also under umask 022, before any `serve`) while an existing one keeps its
+mode, `user list`, `user remove`; `gc --dry-run` and gc, gc removing interrupted writes and sessions by
+--upload-expiry; serve parsing the upload limits; `fsck` exit 0 on a clean store and 1 on a corrupted blob;
+`serve --no-tls` and `serve --tls auto` as subprocesses answering /healthz and /v2/ (stopped by PID);
+hack/run.sh creating the first user once (password printed once, saved 0600), printing client instructions,
+pointing at the saved password on a second start, and refusing a bad LISTEN with exit code 2; a taken port
+exits 1 with a message, no traceback.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str], *, stdin: str = "")
         (["gc", "--data-dir", "D", "--grace", "-1"], "--grace"),
         (["fsck", "--data-dir", "missing"], "does not exist"),
         (["gc", "--data-dir", "D", "--grace", "soon"], "invalid int"),
+        (["gc", "--data-dir", "D", "--upload-expiry", "1w"], "invalid duration"),
+        (["serve", "--data-dir", "D", "--upload-expiry", "soon"], "invalid duration"),
+        (["serve", "--data-dir", "D", "--upload-expiry", "0"], "--upload-expiry must be > 0"),
+        (["serve", "--data-dir", "D", "--max-uploads-per-user", "-1"], "--max-uploads-per-user"),
         (["serve", "--data-dir", "D", "--accel-redirect", "relative/"], "--accel-redirect"),
         (["serve", "--data-dir", "D", "--realm", 'say "hi"'], "--realm"),
         (["serve", "--data-dir", "D", "--tls-cert", "none.crt", "--tls-key", "none.key"], "cannot load TLS"),
@@ -215,6 +221,14 @@ def write_blob(data_dir: Path, repo: str, content: bytes, *, age: float = 0) -> 
     return str(dgst)
 
 
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("90s", 90), ("15m", 900), ("168h", 604800), ("7d", 604800), ("1.5h", 5400)],
+)
+def test_durations_take_seconds_or_a_unit(text: str, seconds: float) -> None:
+    assert cli.duration(text) == seconds
+
+
 def test_gc_dry_run_lists_and_gc_deletes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dgst = write_blob(tmp_path, "r", b"unreferenced", age=7200)
     code, out, _ = run(["gc", "--data-dir", str(tmp_path), "--dry-run"], capsys)
@@ -224,6 +238,36 @@ def test_gc_dry_run_lists_and_gc_deletes(tmp_path: Path, capsys: pytest.CaptureF
     code, out, _ = run(["gc", "--data-dir", str(tmp_path)], capsys)
     assert (code, f"deleted blob {dgst}" in out) == (0, True)
     assert list((tmp_path / "blobs").rglob("data")) == []
+
+
+def test_gc_deletes_interrupted_writes_and_upload_sessions_by_their_expiry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stale = tmp_path / paths.tags("r") / ".tmp-killed"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a tag")
+    stamp = time.time() - 7200
+    os.utime(stale, (stamp, stamp))
+    session = tmp_path / paths.upload_dir("a" * 32)
+    session.mkdir(parents=True)
+    (session / "info").write_text(f'{{"repository": "r", "started": {stamp}, "owner": "alice"}}')
+    (session / "data").write_bytes(b"abandoned")
+    os.utime(session / "data", (stamp, stamp))
+    code, out, _ = run(["gc", "--data-dir", str(tmp_path), "--upload-expiry", "3h"], capsys)
+    assert code == 0
+    assert f"deleted interrupted write {paths.tags('r')}/.tmp-killed" in out
+    assert "0 uploads" in out and session.exists(), "younger than --upload-expiry"
+    code, out, _ = run(["gc", "--data-dir", str(tmp_path), "--upload-expiry", "1h"], capsys)
+    assert (code, f"deleted stale upload {'a' * 32}" in out, session.exists()) == (0, True, False)
+    assert not stale.exists()
+
+
+def test_serve_parses_upload_limits() -> None:
+    args = cli.build_parser().parse_args(
+        ["serve", "--data-dir", "D", "--upload-expiry", "2h", "--upload-sweep-interval", "5m"]
+    )
+    assert (args.upload_expiry, args.upload_sweep_interval, args.max_uploads_per_user) == (7200, 300, 100)
+    assert cli.build_parser().parse_args(["serve", "--data-dir", "D"]).upload_expiry == 168 * 3600
 
 
 def test_fsck_exits_0_when_clean_and_1_on_a_corrupted_blob(
