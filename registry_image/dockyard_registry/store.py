@@ -40,7 +40,7 @@ _BATCH = 1 << 20  # bytes handed to a worker thread at a time while an upload st
 # Distribution purges upload sessions after 168 h (storage.maintenance.uploadpurging.age).
 DEFAULT_UPLOAD_EXPIRY = 168 * 3600.0
 DEFAULT_MAX_UPLOADS_PER_OWNER = 100
-SWEEP_LIMIT = 1000  # sessions one sweep may purge: the rest wait for the next one
+SWEEP_LIMIT = 1000  # sessions one sweep examines: the rest wait for the next one
 
 
 class StoreError(Exception):
@@ -146,6 +146,7 @@ class Store:
         # counts for nobody. Entries go with their sessions.
         self._owners: dict[str, str | None] = {}
         self._starting = threading.Lock()  # counting an owner's sessions and adding one is one step
+        self._sweep_cursor = ""  # the last session id a sweep examined
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # ----------------------------------------------------------------------------------- repositories
@@ -324,19 +325,22 @@ class Store:
             )
 
     async def purge_expired_uploads(self, *, limit: int = SWEEP_LIMIT) -> list[str]:
-        """Purge up to `limit` sessions untouched for longer than `upload_expiry`; returns their ids.
+        """Examine up to `limit` sessions and purge those untouched for longer than `upload_expiry`.
 
-        A session receiving bytes (its lock held) is skipped; each purge holds the session's lock and
-        re-checks its age, so a request racing the sweep either finishes first or finds it unknown.
-        Also forgets the in-memory state of sessions another process (gc) removed.
+        Bounded work: each call resumes after the last session the previous one examined (wrapping
+        around), so fresh sessions never keep a sweep from reaching expired ones. A session receiving
+        bytes (its lock held) is skipped; each purge holds the session's lock and re-checks its age, so
+        a request racing the sweep either finishes first or finds it unknown. Also forgets the in-memory
+        state of sessions another process (gc) removed. Returns the purged ids.
         """
         present = await asyncio.to_thread(self.driver.list, paths.UPLOADS)
         for gone in (self._hash_states.keys() | self._owners.keys()) - set(present):
             self._forget(gone)
+        after = [i for i in present if i > self._sweep_cursor]
+        batch = (after + [i for i in present if i <= self._sweep_cursor])[:limit]
         purged: list[str] = []
-        for upload_id in present:
-            if len(purged) >= limit:
-                break
+        for upload_id in batch:
+            self._sweep_cursor = upload_id
             if _UPLOAD_ID_RE.match(upload_id) is None or self._in_use(upload_id):
                 continue
             if not await asyncio.to_thread(self._expired, upload_id):

@@ -1,12 +1,13 @@
 """Upload sessions are bounded state, over HTTP against the real app on both storage drivers.
 
-Covers: a session untouched for longer than the expiry answers 404 BLOB_UPLOAD_UNKNOWN to status, PATCH,
-PUT and DELETE and is gone from storage; a PATCH keeps a session alive past its start time; the sweep
-purges abandoned sessions with their running hashes (which therefore do not grow with abandoned uploads),
-is bounded per run, never purges a session receiving bytes, and runs by itself on the app's interval;
-finishing or cancelling drops the running hash too; sessions written by older versions (no owner) count
-for nobody's cap and expire by age; the per-user cap answers one more POST (monolithic too) with 429
-TOOMANYREQUESTS and stores nothing, counts per user, frees a slot on DELETE and ignores expired sessions.
+Covers: a session untouched for longer than the expiry answers 404 BLOB_UPLOAD_UNKNOWN to status, PATCH, PUT
+and DELETE and is gone from storage; a PATCH keeps a session alive past its start time; the sweep purges
+abandoned sessions with their running hashes (which therefore do not grow with abandoned uploads), is
+bounded per run (examining a share of the sessions each time, so fresh ones cannot starve it), never purges
+a session receiving bytes, and runs by itself on the app's interval; finishing or cancelling drops the
+running hash too; sessions written by older versions (no owner) count for nobody's cap and expire by age;
+the per-user cap answers one more POST (monolithic too) with 429 TOOMANYREQUESTS and stores nothing, counts
+per user, frees a slot on DELETE and ignores expired sessions.
 """
 
 from __future__ import annotations
@@ -125,6 +126,29 @@ async def test_one_sweep_purges_at_most_its_limit(reg: Registry, clock: Clock) -
     assert len(sessions(reg)) == 3
     assert len(await reg.store.purge_expired_uploads(limit=5)) == 3
     assert sessions(reg) == []
+
+
+async def test_fresh_sessions_do_not_keep_a_bounded_sweep_from_reaching_expired_ones(
+    reg: Registry, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expired = (await open_session(reg)).rsplit("/", 1)[1]
+    clock.advance(EXPIRY + 1)
+    fresh = [(await open_session(reg)).rsplit("/", 1)[1] for _ in range(5)]
+    examined: set[str] = set()
+    real = reg.store._expired
+
+    def spy(upload_id: str, **kw: Any) -> bool:
+        examined.add(upload_id)
+        return real(upload_id, **kw)
+
+    monkeypatch.setattr(reg.store, "_expired", spy)
+    purged: list[str] = []
+    for _ in range(3):  # 6 sessions, 2 examined a sweep: three sweeps see each once
+        examined.clear()
+        purged += await reg.store.purge_expired_uploads(limit=2)
+        assert len(examined) == 2, "one sweep examines at most its limit"
+    assert purged == [expired]
+    assert sorted(sessions(reg)) == sorted(fresh)
 
 
 async def test_the_sweep_never_purges_a_session_receiving_bytes(reg: Registry, clock: Clock) -> None:
