@@ -251,7 +251,7 @@ async def test_gc_removes_temp_files_a_killed_write_left_once_older_than_the_gra
     assert sorted(report.leftovers) == sorted(old)
     assert st.driver.leftovers(paths.BLOBS) + st.driver.leftovers(paths.UPLOADS) == ()
     assert st.driver.leftovers(paths.REPOSITORIES) == (fresh,)
-    assert fsck.check(st) == []
+    assert fsck.check(st) == fsck.Report()
     assert st.upload_size("r", upload) == 0
 
 
