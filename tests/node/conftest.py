@@ -1,4 +1,4 @@
-"""The real node for the tests in this directory: one `tests.support.cluster.Cluster` per session.
+"""The real node for the tests in this directory: one `tests.support.cluster.Cluster`, stopped after them.
 
 The images the cluster runs are built here, without Docker or any outside registry, by `hack/images.sh`
 (cached; seconds when warm) and imported into containerd before the kubelet starts. A machine that lacks
@@ -35,8 +35,9 @@ def _images() -> list[tuple[str, Path]]:
     return [(name, Path(archive)) for name, archive in pairs]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def node() -> collections.abc.Iterator[cluster.Cluster]:
+    """The node, for this directory only: stopped (and cleaned up) once its last test ran."""
     missing = cluster.preflight()
     if missing:
         pytest.fail("this machine cannot run the real node: " + "; ".join(missing), pytrace=False)

@@ -6,7 +6,7 @@ container, mounts, cgroups, the node's network namespace and the run's record be
 removes all of it (and the certs.d entry written during the crashed run), comes up Ready, and its own stop
 leaves nothing: no process, mount, cgroup, network namespace, `/run/containerd`, record or directory.
 
-Runs before the session's node (`node` fixture, used by test_seed_flow.py): two nodes cannot share a machine.
+Runs before this directory's node (the `node` fixture of test_seed_flow.py): two nodes cannot share a machine.
 """
 
 from __future__ import annotations

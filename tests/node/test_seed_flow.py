@@ -203,6 +203,8 @@ def _build_app_image(tmp: Path) -> None:
 def test_helm_install_to_a_pod_pulling_from_dockyard_through_rotation_and_uninstall(
     node: cluster.Cluster, tmp_path: Path
 ) -> None:
+    if not (clients.DOCKER.is_file() or shutil.which("docker")):
+        pytest.fail("the Docker CLI (no engine needed) is missing: `docker login` is one of the steps")
     env = {**os.environ, "KUBECONFIG": str(node.kubeconfig)}
     helm = str(tests.support.tool("helm"))
     foreign = {d: d / FOREIGN for d in (cluster.CERTS_DIRS[0], cluster.CERTS_DIRS[1])}
