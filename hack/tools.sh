@@ -2,7 +2,10 @@
 # Builds the Go tools the tests and benchmarks use, from the Go module proxy, into a cache
 # outside the clone, and reuses them when present. Prints nothing but progress on stderr.
 #
-#   hack/tools.sh [TOOL ...]     default: every tool
+#   hack/tools.sh [TOOL ...]     default: every tool but distribution (bench only)
+#   TOOL: conformance oras crane helm distribution etcd coredns
+#         kube (kube-apiserver, kube-controller-manager: the test control plane)
+#         node (kube also, plus kube-scheduler, kubelet, kube-proxy: tests/support/cluster.py)
 #
 # Cache: $DOCKYARD_TOOLS (default ~/.cache/dockyard/tools)/bin; each binary has a
 # `<name>.version` stamp beside it, so changing a version below rebuilds only that tool.
