@@ -19,6 +19,7 @@ from typing import Any
 
 from dockyard_operator import model
 from dockyard_operator.builders import inputs as inputs_mod
+from dockyard_registry import tlsauto
 
 CONFIG_KEY = "nginx.conf"
 CONFIG_DIR = "/etc/dockyard/nginx"
@@ -30,20 +31,9 @@ BLOB_PREFIX = "/_dockyard_blobs/"
 UPSTREAM = "127.0.0.1:5000"
 LISTEN_PORT = 5443
 
-# TLS 1.2 suites: forward secret (ECDHE) and AEAD only (AES-GCM, ChaCha20-Poly1305), for ECDSA (our own
-# keys) and RSA (a bring-your-own certificate) keys; no CBC suite (MAC-then-encrypt, padding oracles).
-# `ssl_ciphers` does not touch TLS 1.3, whose suites are all AEAD and stay at OpenSSL's defaults.
-# Mozilla's "intermediate" profile without DHE; the same list as the registry's own `--tls` server.
-TLS12_CIPHERS = ":".join(
-    (
-        "ECDHE-ECDSA-AES128-GCM-SHA256",
-        "ECDHE-RSA-AES128-GCM-SHA256",
-        "ECDHE-ECDSA-AES256-GCM-SHA384",
-        "ECDHE-RSA-AES256-GCM-SHA384",
-        "ECDHE-ECDSA-CHACHA20-POLY1305",
-        "ECDHE-RSA-CHACHA20-POLY1305",
-    )
-)
+# TLS 1.2 suites: ECDHE + AEAD only, exactly the registry's own `--tls` server's list (one list for both
+# TLS endpoints). `ssl_ciphers` does not touch TLS 1.3, whose suites are all AEAD.
+TLS12_CIPHERS = tlsauto.TLS12_CIPHERS
 
 _UNAUTHORIZED = '{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}'
 _DENIED = (
