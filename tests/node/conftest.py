@@ -13,26 +13,10 @@ from __future__ import annotations
 
 import collections.abc
 import subprocess
-from pathlib import Path
 
 import pytest
 
-import tests.support
 from tests.support import cluster
-
-
-def _images() -> list[tuple[str, Path]]:
-    done = subprocess.run(
-        ["bash", str(tests.support.ROOT / "hack" / "images.sh")],
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"hack/images.sh exited {done.returncode}:\n{done.stderr[-4000:]}", pytrace=False)
-    pairs = [line.split() for line in done.stdout.splitlines() if line.strip()]
-    return [(name, Path(archive)) for name, archive in pairs]
 
 
 @pytest.fixture(scope="package")
@@ -41,7 +25,11 @@ def node() -> collections.abc.Iterator[cluster.Cluster]:
     missing = cluster.preflight()
     if missing:
         pytest.fail("this machine cannot run the real node: " + "; ".join(missing), pytrace=False)
-    with cluster.Cluster(images=_images()) as running:
+    try:
+        images = cluster.image_list()
+    except cluster.ClusterError as exc:  # names hack/images.sh's exit code and its stderr
+        pytest.fail(str(exc), pytrace=False)
+    with cluster.Cluster(images=images) as running:
         yield running
 
 

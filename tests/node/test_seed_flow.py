@@ -150,6 +150,11 @@ def _pull_failure(node: cluster.Cluster, name: str, *, needle: str) -> str | Non
     return next((m for m in messages if "failed to pull" in m.lower() and needle in m), None)
 
 
+def _node_trust(node: cluster.Cluster, *, enabled: bool) -> None:
+    patch = {"spec": {"nodeTrust": {"enabled": enabled}}}
+    node.kubectl("patch", "preg", REGISTRY, "-n", TEAM, "--type=merge", "-p", json.dumps(patch))
+
+
 def _answers(node: cluster.Cluster, host: str) -> bool:
     probe = node.inside(
         "curl", "-sk", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", f"https://{host}/v2/", check=False
@@ -360,16 +365,7 @@ def test_helm_install_to_a_pod_pulling_from_dockyard_through_rotation_and_uninst
         # Pulled by the node's address, containerd speaks TLS and cannot verify it: x509. Pulled by
         # `localhost`, containerd 1.6 without a hosts.toml speaks plain HTTP to the TLS port (nginx: 400);
         # only the agent's hosts.toml makes it use TLS there at all. Both fail; neither is insecure.
-        node.kubectl(
-            "patch",
-            "preg",
-            REGISTRY,
-            "-n",
-            TEAM,
-            "--type=merge",
-            "-p",
-            '{"spec":{"nodeTrust":{"enabled":false}}}',
-        )
+        _node_trust(node, enabled=False)
         kube.eventually(
             lambda: not any((d / host).exists() for d in cluster.CERTS_DIRS for host in (HOST, BY_IP)),
             timeout=120,
@@ -393,16 +389,7 @@ def test_helm_install_to_a_pod_pulling_from_dockyard_through_rotation_and_uninst
             what="a failed pull in the events of Pod untrusted-localhost",
         )
         node.kubectl("delete", "pod", "untrusted", "untrusted-localhost", "-n", APPS, "--wait=false")
-        node.kubectl(
-            "patch",
-            "preg",
-            REGISTRY,
-            "-n",
-            TEAM,
-            "--type=merge",
-            "-p",
-            '{"spec":{"nodeTrust":{"enabled":true}}}',
-        )
+        _node_trust(node, enabled=True)
         kube.eventually(
             lambda: (cluster.CERTS_DIRS[0] / HOST / "hosts.toml").is_file(),
             timeout=120,

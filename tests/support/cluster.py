@@ -921,7 +921,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 # --- make cluster-up / cluster-down --------------------------------------------------------------------
 
 
-def _image_list() -> list[tuple[str, Path]]:
+def image_list() -> list[tuple[str, Path]]:
+    """`(image name, archive)` of every image the node runs, built (or found cached) by hack/images.sh."""
     out = _run("bash", str(tests.support.ROOT / "hack" / "images.sh"), timeout=3600)
     pairs = []
     for line in out.splitlines():
@@ -938,7 +939,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["up", "down", "status"])
     args = parser.parse_args(argv)
     if args.action == "up":
-        cluster = Cluster(images=_image_list(), detach=True)
+        cluster = Cluster(images=image_list(), detach=True)
         try:
             cluster.start()
         except BaseException:
