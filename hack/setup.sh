@@ -8,10 +8,8 @@ cd "$(dirname "$0")/.."
 want_tools=0
 [ "${1:-}" = "--tools" ] && want_tools=1
 
-# Debian packages: nginx (TLS + auth_request sidecar), skopeo and podman (real clients), openssl,
-# apache2-utils (htpasswd, for comparisons); for hack/images.sh (images with no Docker engine and no outside
-# registry): runc, mmdebstrap, busybox-static, containerd (ctr), gcc and libc6-dev (the static pause binary).
-# Only when something is missing.
+# Debian packages, only when something is missing. For `make run` and every test: nginx (TLS + auth_request
+# sidecar), skopeo and podman (real clients), openssl, apache2-utils (htpasswd, for comparisons).
 installed() { dpkg-query -W -f '${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed; }
 pkgs=()
 command -v nginx >/dev/null || pkgs+=(nginx)
@@ -19,19 +17,23 @@ command -v skopeo >/dev/null || pkgs+=(skopeo)
 command -v podman >/dev/null || pkgs+=(podman)
 command -v openssl >/dev/null || pkgs+=(openssl)
 command -v htpasswd >/dev/null || pkgs+=(apache2-utils)
-installed runc || command -v runc >/dev/null || pkgs+=(runc)  # /usr/sbin: not on a user's PATH
-command -v mmdebstrap >/dev/null || pkgs+=(mmdebstrap)
-installed busybox-static || pkgs+=(busybox-static)
-command -v ctr >/dev/null || pkgs+=(containerd)
-command -v gcc >/dev/null || pkgs+=(gcc)
-installed libc6-dev || pkgs+=(libc6-dev)
-# The real node of tests/node (tests/support/cluster.py): containerd and runc above, CNI plugins, kube-proxy's
-# conntrack and iptables, `ip` for the node's network namespace, curl for probes.
-[ -x /usr/lib/cni/bridge ] || pkgs+=(containernetworking-plugins)
-command -v conntrack >/dev/null || [ -x /usr/sbin/conntrack ] || pkgs+=(conntrack)
-command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || pkgs+=(iptables)
-command -v ip >/dev/null || [ -x /usr/sbin/ip ] || pkgs+=(iproute2)
-command -v curl >/dev/null || pkgs+=(curl)
+if [ "$want_tools" = 1 ]; then
+  # hack/images.sh (images with no Docker engine and no outside registry): runc, mmdebstrap, busybox-static,
+  # containerd (ctr), gcc and libc6-dev (the static pause binary). The real node of tests/node
+  # (tests/support/cluster.py): containerd and runc, CNI plugins, kube-proxy's conntrack and iptables, `ip`
+  # for the node's network namespace, curl for probes.
+  installed runc || command -v runc >/dev/null || pkgs+=(runc)  # /usr/sbin: not on a user's PATH
+  command -v mmdebstrap >/dev/null || pkgs+=(mmdebstrap)
+  installed busybox-static || pkgs+=(busybox-static)
+  command -v ctr >/dev/null || pkgs+=(containerd)
+  command -v gcc >/dev/null || pkgs+=(gcc)
+  installed libc6-dev || pkgs+=(libc6-dev)
+  [ -x /usr/lib/cni/bridge ] || pkgs+=(containernetworking-plugins)
+  command -v conntrack >/dev/null || [ -x /usr/sbin/conntrack ] || pkgs+=(conntrack)
+  command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || pkgs+=(iptables)
+  command -v ip >/dev/null || [ -x /usr/sbin/ip ] || pkgs+=(iproute2)
+  command -v curl >/dev/null || pkgs+=(curl)
+fi
 if [ ${#pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   echo "setup: installing ${pkgs[*]} from Debian" >&2
