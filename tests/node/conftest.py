@@ -29,7 +29,7 @@ def node() -> collections.abc.Iterator[cluster.Cluster]:
         images = cluster.image_list()
     except cluster.ClusterError as exc:  # names hack/images.sh's exit code and its stderr
         pytest.fail(str(exc), pytrace=False)
-    with cluster.Cluster(images=images) as running:
+    with cluster.Cluster(images=images, wait=1800) as running:  # another run's node: wait for it
         yield running
 
 

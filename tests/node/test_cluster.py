@@ -6,7 +6,12 @@ container, mounts, cgroups, the node's network namespace and the run's record be
 removes all of it (and the certs.d entry written during the crashed run), comes up Ready, and its own stop
 leaves nothing: no process, mount, cgroup, network namespace, `/run/containerd`, record or directory.
 
-Runs before this directory's node (the `node` fixture of test_seed_flow.py): two nodes cannot share a machine.
+Also: while that node is live, a second start on the machine is refused (or waits, `wait=`) and leaves the
+live node alone; it is never taken for a crashed run's leftovers.
+
+Runs before this directory's node (the `node` fixture of test_seed_flow.py): two nodes cannot share a machine,
+and a node of another run on this machine (a developer's `make cluster-up`, a second `make test`) is waited
+for.
 """
 
 from __future__ import annotations
@@ -38,8 +43,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_crashed_node_is_cleaned_up_by_the_next_start(tmp_path: Path) -> None:
-    assert cluster.Record.load() is None, "a node is already running on this machine (make cluster-down)"
-    up = _cli("up")
+    up = _cli("up", "--wait", "1800")
     assert up.returncode == 0, up.stderr[-4000:]
     kubeconfig = Path(up.stdout.split()[-1])
     record = cluster.Record.load()
@@ -74,6 +78,19 @@ def test_a_crashed_node_is_cleaned_up_by_the_next_start(tmp_path: Path) -> None:
         timeout=120,
         what="Pod survivor Running",
     )
+    # A second node while this one is live: refused by name, nothing of the live node touched.
+    assert cluster.node_is_live()
+    second = _cli("up")
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert "another node is running on this machine" in second.stderr
+    assert workdir in second.stderr
+    refused = cluster.Cluster(images=[], wait=3)
+    with pytest.raises(cluster.ClusterError, match="another node is running"):
+        refused.start()
+    refused.stop()  # nothing of its own to undo: it must not touch the live node
+    assert cluster.Record.load() == record
+    assert kubectl("get", "pod", "survivor", "-o", "jsonpath={.status.phase}") == "Running"
+
     crashed_entry = cluster.CERTS_DIRS[0] / "crashed.example.test:5000"
     crashed_entry.mkdir(parents=True)
 
@@ -95,6 +112,7 @@ def test_a_crashed_node_is_cleaned_up_by_the_next_start(tmp_path: Path) -> None:
         "no shim survived"
     )
 
+    assert not cluster.node_is_live()  # etcd held the lock; a crash frees it: the record is a leftover now
     with cluster.Cluster(images=[]) as fresh:
         assert fresh.workdir != Path(workdir)
         assert not Path(workdir).exists()

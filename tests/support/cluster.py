@@ -27,7 +27,10 @@ a crashed earlier run left its record behind):
   `/run/containerd`, removed; entries that were there before are never touched.
 
 The record of a run is `/run/dockyard-cluster.json`: one node per machine (the cgroup tree, the certs.d
-directories and containerd's `/run/containerd` are global). `python -m tests.support.cluster up|down`
+directories and containerd's `/run/containerd` are global). A live node holds `/run/dockyard-cluster.lock`
+(flock; the starting process, then the node's etcd, which inherits it): a second start waits for it or is
+refused (`wait`), and never mistakes a live node for a crashed run's leftovers. A record whose lock is free
+is a crash's. `python -m tests.support.cluster up|down`
 (`make cluster-up` / `make cluster-down`) runs the same code for humans, detached from the shell.
 
 Must not: send traffic anywhere but loopback and the node's namespace, skip when a kernel feature is
@@ -44,6 +47,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -72,6 +76,7 @@ KUBERNETES_SERVICE_IP = "10.215.0.1"
 API_PORT = 6443
 BRIDGE = "dockyard0"
 RECORD = Path("/run/dockyard-cluster.json")
+LOCK = Path("/run/dockyard-cluster.lock")
 CERTS_DIRS = (Path("/etc/containerd/certs.d"), Path("/etc/docker/certs.d"), Path("/etc/containers/certs.d"))
 KUBELET_FIXED = Path("/var/lib/kubelet")
 CONTAINERD_RUN = Path("/run/containerd")
@@ -222,6 +227,26 @@ class Record:
             return None
 
 
+def _try_lock() -> int | None:
+    """The machine's node lock as an open descriptor (not inherited unless passed on), or None: held."""
+    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def node_is_live() -> bool:
+    """Whether a node (this run's or another's) holds the machine's node lock right now."""
+    fd = _try_lock()
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
 def _netns_entries() -> list[str]:
     directory = Path("/run/netns")
     return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
@@ -336,9 +361,17 @@ class Cluster:
     image must be among them.
     """
 
-    def __init__(self, *, images: collections.abc.Sequence[tuple[str, Path]] = (), detach: bool = False):
+    def __init__(
+        self,
+        *,
+        images: collections.abc.Sequence[tuple[str, Path]] = (),
+        detach: bool = False,
+        wait: float = 0.0,
+    ):
         self.images = list(images)
         self.detach = detach
+        self.wait = wait  # seconds to wait for another live node on this machine to stop
+        self._lock: int | None = None
         self.workdir = Path()
         self.components: list[Component] = []
         self.record: Record | None = None
@@ -391,7 +424,8 @@ class Cluster:
             if name == "containerd":
                 continue  # Debian's, checked by preflight()
             tests.support.tool(name)  # fail early, naming the build command
-        leftover = Record.load()
+        self._acquire_machine()
+        leftover = Record.load()  # with the lock free, only a crashed run can have left it
         if leftover is not None:
             self._say(f"an earlier run left {leftover.workdir} behind: cleaning it up first")
             left = clean_up(leftover, log=self._say)
@@ -427,9 +461,33 @@ class Cluster:
             f"node {NODE_NAME} Ready in {time.monotonic() - started:.1f}s; kubeconfig {self.kubeconfig}"
         )
 
+    def _acquire_machine(self) -> None:
+        deadline = time.monotonic() + self.wait
+        said = False
+        while (fd := _try_lock()) is None:
+            if time.monotonic() >= deadline:
+                record = Record.load()
+                raise ClusterError(
+                    "another node is running on this machine"
+                    + (f" ({record.workdir})" if record else "")
+                    + (f"; waited {self.wait:.0f}s" if self.wait else "")
+                    + ": `make cluster-down` stops it, or let the run that started it finish"
+                )
+            if not said:
+                self._say(f"another node runs on this machine: waiting up to {self.wait:.0f}s for it to stop")
+                said = True
+            time.sleep(2.0)
+        self._lock = fd
+
+    def _release_machine(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
     def stop(self) -> None:
         """Stop everything and undo what the node changed; raises when something could not be removed."""
         if self.record is None:
+            self._release_machine()
             return
         # Node components and controllers first, the API server and etcd last (it waits for clients).
         order = [
@@ -450,6 +508,7 @@ class Cluster:
                     component.popen.wait(timeout=1)
         self.components.clear()
         self.record = None
+        self._release_machine()
         if left:
             raise ClusterError(f"the node left these behind: {left}")
 
@@ -548,7 +607,8 @@ class Cluster:
 
     # components ---------------------------------------------------------------------------------------------
 
-    def _spawn(self, name: str, argv: list[str]) -> Component:
+    def _spawn(self, name: str, argv: list[str], *, hold_lock: bool = False) -> Component:
+        """Start a component in the node's namespace; `hold_lock`: it inherits the machine's node lock."""
         log = self.component_log(name)
         with log.open("ab") as out:
             popen = subprocess.Popen(
@@ -556,6 +616,7 @@ class Cluster:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                pass_fds=(self._lock,) if hold_lock and self._lock is not None else (),
                 preexec_fn=None if self.detach else _die_with_parent,
                 start_new_session=self.detach,
             )
@@ -682,6 +743,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                 "--log-level=warn",
                 "--listen-metrics-urls=http://127.0.0.1:2381",
             ],
+            hold_lock=True,  # etcd starts no children: the lock is free exactly when it is gone
         )
         self._wait(
             etcd,
@@ -937,11 +999,22 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tests.support.cluster", description=__doc__.split("\n")[0]
     )
     parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="up: wait this long for another live node on this machine to stop (default: refuse at once)",
+    )
     args = parser.parse_args(argv)
     if args.action == "up":
-        cluster = Cluster(images=image_list(), detach=True)
+        cluster = Cluster(images=image_list(), detach=True, wait=args.wait)
         try:
             cluster.start()
+        except ClusterError as exc:
+            cluster.stop()
+            print(f"cluster: {exc}", file=sys.stderr)
+            return 2
         except BaseException:
             cluster.stop()
             raise
@@ -958,7 +1031,7 @@ def main(argv: list[str] | None = None) -> int:
             print("cluster: not running", file=sys.stderr)
             return 1
         alive = {name: _pid_alive(pid) for name, pid in record.pids.items()}
-        print(json.dumps({"workdir": record.workdir, "alive": alive}, indent=1))
+        print(json.dumps({"workdir": record.workdir, "live": node_is_live(), "alive": alive}, indent=1))
         return 0
     if record is None:
         print("cluster: nothing to stop", file=sys.stderr)
