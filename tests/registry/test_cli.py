@@ -6,7 +6,8 @@ bad durations and upload limits, missing data dir); durations in seconds or with
 --password-stdin and with a generated password printed once, access rules written to access.yaml, files mode
 0600, a data dir it creates 0700 (also under umask 022, before any `serve`) while an existing one keeps its
 mode, `user list`, `user remove`; `gc --dry-run` and gc, gc removing interrupted writes and sessions by
---upload-expiry; serve parsing the upload limits and the trusted proxies (loopback by default, `none`); `fsck` exit 0 on a clean store and 1 on a corrupted blob;
+--upload-expiry; serve parsing the upload limits and the trusted proxies (loopback by default, `none`);
+`fsck` exit 0 on a clean store and 1 on a corrupted blob;
 `serve --no-tls` and `serve --tls auto` as subprocesses answering /healthz and /v2/ (stopped by PID);
 hack/run.sh creating the first user once (password printed once, saved 0600), printing client instructions,
 pointing at the saved password on a second start, and refusing a bad LISTEN with exit code 2; a taken port
