@@ -72,7 +72,8 @@ def create_app(settings: state.Settings) -> web.Application:
     app.router.add_get("/healthz", _healthz, allow_head=True)
     app.router.add_get("/auth", _auth_request, allow_head=False)
     app.router.add_route("*", "/v2", _dispatch)
-    app.router.add_route("*", "/v2/{tail:.*}", _dispatch)
+    # [\s\S], not `.`: a path with a percent-encoded newline is still ours to answer (routes.match).
+    app.router.add_route("*", r"/v2/{tail:[\s\S]*}", _dispatch)
     return app
 
 
@@ -120,8 +121,11 @@ async def _errors_middleware(
     realm = request.app[state.SETTINGS].realm
     try:
         response = await handler(request)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # aiohttp's own refusals (no route, a body over client_max_size): the same envelope as ours.
+        return _render(_from_aiohttp(exc), request=request, realm=realm)
     except Exception as exc:
         err = errors.translate(exc)
         if err is None:
@@ -129,6 +133,20 @@ async def _errors_middleware(
             err = OciError(Code.UNKNOWN, "internal server error")
         return _render(err, request=request, realm=realm)
     return response
+
+
+_AIOHTTP_STATUS_CODES = {
+    404: Code.NAME_UNKNOWN,
+    405: Code.UNSUPPORTED,
+    413: Code.SIZE_INVALID,
+    416: Code.RANGE_INVALID,
+}
+
+
+def _from_aiohttp(exc: web.HTTPException) -> OciError:
+    code = _AIOHTTP_STATUS_CODES.get(exc.status, Code.UNSUPPORTED)
+    headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+    return OciError(code, exc.reason.lower(), status=exc.status, headers=headers)
 
 
 async def _api_version_header(request: web.Request, response: web.StreamResponse) -> None:
