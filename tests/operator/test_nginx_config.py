@@ -15,7 +15,9 @@ Covers:
 - allowed requests are proxied with a single API version header; uploads of any size stream through;
 - a blob answered with X-Accel-Redirect is served by nginx from the data directory, keeping the registry's
   Docker-Content-Digest, ETag and Content-Type, with Range support;
-- /healthz needs no credentials.
+- /healthz needs no credentials;
+- an oversized Authorization header is refused by nginx itself (400) without echoing it and never reaches
+  the registry.
 The fake registry is an aiohttp app in the test's event loop; nginx is a subprocess stopped by its PID.
 """
 
@@ -370,4 +372,12 @@ async def test_nginx_refuses_tls12_cbc_and_speaks_ecdhe_aead_and_tls13(front: Fr
 async def test_healthz_needs_no_credentials(front: Front) -> None:
     response, body = await front.request("GET", "/healthz")
     assert response.status == 200 and body == b"ok"
+    assert front.registry.auth_requests == []
+
+
+async def test_an_oversized_authorization_header_is_refused_by_nginx_without_echo(front: Front) -> None:
+    credential = base64.b64encode(b"alice:" + b"hunter2-secret-" * 1500).decode()
+    response, body = await front.request("GET", "/v2/", headers={"Authorization": f"Basic {credential}"})
+    assert response.status == 400
+    assert credential[:16].encode() not in body and b"secret" not in body
     assert front.registry.auth_requests == []
