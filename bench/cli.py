@@ -25,10 +25,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench import images, loads, prereqs, procs, report, servers, tlsfiles
+from bench import auth_flood, images, loads, prereqs, procs, report, servers, tlsfiles
+from dockyard_operator.builders import nginx_configmap
 
 MiB = 1024 * 1024
 BLOB_SLICE_SECONDS = 4
+REGISTRY_WORKLOADS = ("push", "pull", "small", "manifest", "blob")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,7 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-v3", action="store_true", help="skip distribution v3 even when it is built")
     p.add_argument("--no-operator", action="store_true", help="skip workload 7 (operator)")
     p.add_argument("--operator-objects", type=int, default=100, help="objects in the operator's big batch")
-    p.add_argument("--only", default="", help="comma-separated workloads (push,pull,small,manifest,blob)")
+    p.add_argument(
+        "--flood-connections",
+        type=int,
+        default=200,
+        help="connections of the password flood in workload 8 (default 200)",
+    )
+    p.add_argument(
+        "--only", default="", help="comma-separated workloads (push,pull,small,manifest,blob,auth; none)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs) after the run")
     return p
 
@@ -99,12 +109,16 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: --runs, --small-images must be >= 1 and --big-mib >= 4", file=sys.stderr)
         return 2
     only = {w.strip() for w in args.only.split(",") if w.strip()}
-    unknown = only - {"push", "pull", "small", "manifest", "blob", "none"}
+    unknown = only - {*REGISTRY_WORKLOADS, "auth", "none"}
     if unknown:
         print(f"bench: unknown workloads in --only: {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
+
+    def want(workload: str) -> bool:
+        return not only or workload in only
+
     started = time.monotonic()
-    tools = prereqs.ensure(python=sys.executable)
+    tools = prereqs.ensure(python=sys.executable, registry_workloads=any(want(w) for w in REGISTRY_WORKLOADS))
     workdir = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
     rec = Recorder()
     targets: list[servers.Target] = []
@@ -116,15 +130,18 @@ def main(argv: list[str] | None = None) -> int:
         "args": vars(args),
     }
     try:
-        tls, targets, static = _start_all(tools=tools, workdir=workdir, args=args)
-        labels = {t.key: t.label for t in [*targets, static]}
+        labels = {"dockyard": "Dockyard"}
+        if any(want(w) for w in REGISTRY_WORKLOADS):
+            tls, targets, static = _start_all(tools=tools, workdir=workdir, args=args)
+            labels = {t.key: t.label for t in [*targets, static]}
+            _run_registry_workloads(tools=tools, tls=tls, workdir=workdir, args=args, rec=rec,
+                                    targets=targets, static=static, want=want)  # fmt: skip
+            static.stop()
+            for t in targets:
+                t.stop()
         meta["targets"] = labels
-        want = (lambda w: w in only) if only else (lambda w: True)
-        _run_registry_workloads(tools=tools, tls=tls, workdir=workdir, args=args, rec=rec, targets=targets,
-                                static=static, want=want)  # fmt: skip
-        static.stop()
-        for t in targets:
-            t.stop()
+        if want("auth"):
+            _run_auth_flood(tools=tools, workdir=workdir, args=args, rec=rec)
         if not args.no_operator:
             from bench import operator_load
 
@@ -153,13 +170,40 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _password() -> str:
+    return base64.urlsafe_b64encode(os.urandom(18)).decode()
+
+
+def _run_auth_flood(*, tools: prereqs.Tools, workdir: Path, args: argparse.Namespace, rec: Recorder) -> None:
+    """Workload 8 on its own Dockyard with the pod's own per-address limits; six new users per run."""
+    print(
+        f"== workload 8: six first-time logins during a {args.flood_connections}-connection flood", flush=True
+    )
+    tls = tlsfiles.write(directory=workdir / "tls-auth")
+    target = servers.start_dockyard(tools=tools, workdir=workdir / "dockyard-auth", tls=tls,
+                                    password=_password(), limits=nginx_configmap.ClientLimits())  # fmt: skip
+    assert target.data_dir is not None
+    try:
+        for run in range(args.runs):
+            users = {f"login{run}-{i}": _password() for i in range(len(auth_flood.LOGIN_ADDRESSES))}
+            for user, password in users.items():
+                servers.add_user(tools=tools, data=target.data_dir, user=user, password=password)
+            time.sleep(1.1)  # the registry re-reads htpasswd at most once a second
+            with rec.cpu_of(target, "auth_flood"):
+                found = auth_flood.run(
+                    address=target.address, tls=tls, users=users, connections=args.flood_connections
+                )
+            for metric, value in found.items():
+                rec.add("dockyard", metric, value)
+    finally:
+        target.stop()
+
+
 def _start_all(
     *, tools: prereqs.Tools, workdir: Path, args: argparse.Namespace
 ) -> tuple[tlsfiles.ServerTLS, list[servers.Target], servers.Target]:
     tls = tlsfiles.write(directory=workdir / "tls")
-
-    def password() -> str:
-        return base64.urlsafe_b64encode(os.urandom(18)).decode()
+    password = _password
 
     targets = [
         servers.start_dockyard(tools=tools, workdir=workdir / "dockyard", tls=tls, password=password())

@@ -67,13 +67,18 @@ def _distribution_v3() -> str | None:
     return next((str(c) for c in candidates if c.is_file()), None)
 
 
-def ensure(*, python: str) -> Tools:
-    """Install what is missing and return the paths of every program the run uses."""
-    missing = [pkg for binary, pkg in DEBIAN.items() if _which(binary) is None]
+def ensure(*, python: str, registry_workloads: bool = True) -> Tools:
+    """Install what is missing and return the paths of every program the run uses.
+
+    Without the registry workloads (`--only auth`, `--only none`) only nginx is needed: the references
+    and the load generator are neither installed nor required, and their paths are left empty.
+    """
+    needed = DEBIAN if registry_workloads else {"nginx": DEBIAN["nginx"]}
+    missing = [pkg for binary, pkg in needed.items() if _which(binary) is None]
     if missing:
         _apt_install(sorted(set(missing)))
     found = {binary: _which(binary) for binary in DEBIAN}
-    absent = [b for b, p in found.items() if p is None]
+    absent = [b for b, p in found.items() if p is None and b in needed]
     if absent:
         raise SystemExit(f"bench: still missing after apt-get install: {', '.join(absent)}")
     dockyard = Path(python).parent / "dockyard-registry"
@@ -81,10 +86,10 @@ def ensure(*, python: str) -> Tools:
         raise SystemExit(f"bench: {dockyard} is missing: run `make setup`")
     return Tools(
         nginx=str(found["nginx"]),
-        skopeo=str(found["skopeo"]),
-        wrk=str(found["wrk"]),
-        htpasswd=str(found["htpasswd"]),
-        registry_v2=str(found["docker-registry"]),
+        skopeo=found["skopeo"] or "",
+        wrk=found["wrk"] or "",
+        htpasswd=found["htpasswd"] or "",
+        registry_v2=found["docker-registry"] or "",
         registry_v3=_distribution_v3(),
         dockyard_registry=str(dockyard),
     )

@@ -39,6 +39,12 @@ ROWS = [
     Row("blob_mbps", "16 concurrent GETs of a 64 MiB blob", "MB/s", True, ratio_target=1.6),
     Row("blob_of_ceiling", "  share of the static-file ceiling", "%", True, absolute_target=85.0),
     Row("push_peak_rss", "registry peak RSS during 1 GiB push", "MB", False, absolute_target=150.0),
+    Row("auth_logins_ok", "6 first logins, 200-conn password flood", "logins", True, absolute_target=6.0),
+    Row("auth_login_max", "  max login latency", "s", False, absolute_target=2.0),
+    Row("auth_login_p50", "  p50 login latency", "s", False),
+    Row("auth_flood_rps", "  flood requests answered", "req/s", True),
+    Row("auth_flood_429_pct", "  of them 429 (over its budget)", "%", True),
+    Row("auth_flood_401_pct", "  of them 401 (bcrypt checked)", "%", False),
     Row("operator_1", "operator: 1 object converged", "s", False, absolute_target=2.0),
     Row("operator_100", "operator: 100 objects converged", "s", False, absolute_target=30.0),
     Row("operator_rss", "operator peak RSS", "MB", False, absolute_target=150.0),
@@ -140,7 +146,7 @@ def cpu_table(
 
 
 _PROCS = ("registry", "nginx", "client")
-_ORDER = ["push_1g", "pull_1g", "small_push", "manifest_get", "blob_get"]
+_ORDER = ["push_1g", "pull_1g", "small_push", "manifest_get", "blob_get", "auth_flood"]
 
 
 def _workload_order(name: str) -> int:

@@ -153,15 +153,35 @@ http {{
 """
 
 
-def start_dockyard(*, tools: prereqs.Tools, workdir: Path, tls: tlsfiles.ServerTLS, password: str) -> Target:
-    workdir.mkdir(parents=True)
-    data = workdir / "data"
-    data.mkdir()
+# The throughput loops send thousands of requests a second from one address (wrk on loopback), which the
+# pod's per-address limits (nginx_configmap.ClientLimits) would answer with 429; they get these instead.
+# The auth flood workload runs against the pod's own limits.
+THROUGHPUT_LIMITS = nginx_configmap.ClientLimits(
+    rate_per_minute=60_000_000, burst=1_000_000, connections=4096
+)
+
+
+def add_user(*, tools: prereqs.Tools, data: Path, user: str, password: str) -> None:
+    """`dockyard-registry user add` (bcrypt cost 10, as for real users); a running registry reloads it."""
     subprocess.run(
-        [tools.dockyard_registry, "user", "add", USER, "--data-dir", str(data), "--access", "admin",
+        [tools.dockyard_registry, "user", "add", user, "--data-dir", str(data), "--access", "admin",
          "--password-stdin"],
         input=password + "\n", text=True, check=True, capture_output=True,
     )  # fmt: skip
+
+
+def start_dockyard(
+    *,
+    tools: prereqs.Tools,
+    workdir: Path,
+    tls: tlsfiles.ServerTLS,
+    password: str,
+    limits: nginx_configmap.ClientLimits = THROUGHPUT_LIMITS,
+) -> Target:
+    workdir.mkdir(parents=True)
+    data = workdir / "data"
+    data.mkdir()
+    add_user(tools=tools, data=data, user=USER, password=password)
     upstream_port = free_port()
     registry = procs.Proc(
         name="dockyard-registry",
@@ -185,6 +205,7 @@ def start_dockyard(*, tools: prereqs.Tools, workdir: Path, tls: tlsfiles.ServerT
             ),
             upstream=f"127.0.0.1:{upstream_port}",
             listen_port=port,
+            limits=limits,
         )
     )  # fmt: skip
     nginx = _start_nginx(tools=tools, conf=conf, workdir=workdir, name="nginx (dockyard)")

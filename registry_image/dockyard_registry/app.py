@@ -2,7 +2,9 @@
 
 Owns: turning every failure into the OCI error envelope (domain errors via errors.translate; anything
 unknown is logged here with its traceback and answered 500 UNKNOWN without one), authentication and
-authorization of every `/v2/` request, and the nginx `auth_request` endpoint `/auth`.
+authorization of every `/v2/` request, and the nginx `auth_request` endpoint `/auth`; naming the client
+address a request's password checks are charged to (auth's per-client budget; X-Real-IP only from a
+trusted proxy).
 It also runs the one background task a registry needs: the periodic sweep of expired upload sessions.
 Must not: contain endpoint logic (handlers/) or storage rules (store.py).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -69,7 +72,8 @@ def create_app(settings: state.Settings) -> web.Application:
     app.router.add_get("/healthz", _healthz, allow_head=True)
     app.router.add_get("/auth", _auth_request, allow_head=False)
     app.router.add_route("*", "/v2", _dispatch)
-    app.router.add_route("*", "/v2/{tail:.*}", _dispatch)
+    # [\s\S], not `.`: a path with a percent-encoded newline is still ours to answer (routes.match).
+    app.router.add_route("*", r"/v2/{tail:[\s\S]*}", _dispatch)
     return app
 
 
@@ -117,8 +121,11 @@ async def _errors_middleware(
     realm = request.app[state.SETTINGS].realm
     try:
         response = await handler(request)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # aiohttp's own refusals (no route, a body over client_max_size): the same envelope as ours.
+        return _render(_from_aiohttp(exc), request=request, realm=realm)
     except Exception as exc:
         err = errors.translate(exc)
         if err is None:
@@ -126,6 +133,20 @@ async def _errors_middleware(
             err = OciError(Code.UNKNOWN, "internal server error")
         return _render(err, request=request, realm=realm)
     return response
+
+
+_AIOHTTP_STATUS_CODES = {
+    404: Code.NAME_UNKNOWN,
+    405: Code.UNSUPPORTED,
+    413: Code.SIZE_INVALID,
+    416: Code.RANGE_INVALID,
+}
+
+
+def _from_aiohttp(exc: web.HTTPException) -> OciError:
+    code = _AIOHTTP_STATUS_CODES.get(exc.status, Code.UNSUPPORTED)
+    headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+    return OciError(code, exc.reason.lower(), status=exc.status, headers=headers)
 
 
 async def _api_version_header(request: web.Request, response: web.StreamResponse) -> None:
@@ -137,10 +158,40 @@ async def _healthz(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok")
 
 
-async def _authenticate(authenticator: auth.Authenticator, *, authorization: str | None) -> auth.Identity:
-    """Who sent the request; raises OciError UNAUTHORIZED (bad credentials) or TOO_MANY_REQUESTS."""
+def client_address(request: web.Request) -> str:
+    """The address a request's password checks are charged to (auth's per-client budget).
+
+    The TCP peer, unless the peer is a trusted proxy: then nginx's `X-Real-IP` (its `$remote_addr`).
+    IPv6 clients count per /64, the block one host or one customer line usually holds, so rotating
+    through one's own addresses buys no extra budget.
+    """
+    peer = _ip(request.remote)
+    if peer is None:
+        return request.remote or ""
+    client = peer
+    if any(peer in network for network in request.app[state.SETTINGS].trusted_proxies):
+        client = _ip(request.headers.get("X-Real-IP")) or peer
+    if isinstance(client, ipaddress.IPv6Address):
+        if client.ipv4_mapped is not None:
+            return str(client.ipv4_mapped)
+        return str(ipaddress.IPv6Network((client, 64), strict=False))
+    return str(client)
+
+
+def _ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return await authenticator.authenticate(authorization)
+        return ipaddress.ip_address((value or "").strip())
+    except ValueError:
+        return None
+
+
+async def _authenticate(request: web.Request, *, authorization: str | None) -> auth.Identity:
+    """Who sent the request; raises OciError UNAUTHORIZED (bad credentials) or TOO_MANY_REQUESTS."""
+    authenticator = request.app[state.SETTINGS].authenticator
+    if authenticator is None:
+        return auth.ANONYMOUS
+    try:
+        return await authenticator.authenticate(authorization, client=client_address(request))
     except auth.BadCredentialsError as exc:
         raise OciError(Code.UNAUTHORIZED, str(exc)) from None
     except auth.TooManyVerificationsError as exc:
@@ -155,7 +206,7 @@ async def _authorize(
     authenticator = settings.authenticator
     if authenticator is None:
         return auth.ANONYMOUS
-    identity = await _authenticate(authenticator, authorization=authorization)
+    identity = await _authenticate(request, authorization=authorization)
     if match.scope is routes.Scope.LOGIN:
         if identity.user is None:
             raise OciError(Code.UNAUTHORIZED)
@@ -226,9 +277,8 @@ async def _auth_request(request: web.Request) -> web.StreamResponse:
 
 async def _refuse_unmapped(request: web.Request, *, authorization: str | None) -> None:
     """Raise UNAUTHORIZED for a caller without valid credentials, DENIED for everyone else."""
-    authenticator = request.app[state.SETTINGS].authenticator
-    if authenticator is not None:
-        identity = await _authenticate(authenticator, authorization=authorization)
+    if request.app[state.SETTINGS].authenticator is not None:
+        identity = await _authenticate(request, authorization=authorization)
         if identity.user is None:
             raise OciError(Code.UNAUTHORIZED)
     raise OciError(Code.DENIED, "not a request of the registry API")

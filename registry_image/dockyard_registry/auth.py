@@ -9,6 +9,14 @@ Cost model: bcrypt is paid once per credential. A verified credential is remembe
 HMAC(process-random key, user NUL password), compared with `hmac.compare_digest`, and dropped when the
 user's htpasswd entry changes. Unknown users are verified against a dummy hash of the same cost so the
 response time does not reveal which users exist. bcrypt runs in a thread so the event loop keeps serving.
+
+Fairness under a password flood: every fresh-credential check is charged to the client that asked for it
+(its address, chosen by the HTTP edge: the peer, or nginx's X-Real-IP from a trusted proxy). A client has
+a small budget of checks waiting or running (`max_pending_per_client`); beyond it that client alone is
+answered TooManyVerificationsError (429). Waiting checks are served round-robin over clients, so a
+first-time login from one address waits for at most one check of each other busy address, however
+many requests a flooder keeps queued. `max_pending` bounds all waiting checks together (memory), the
+last line against a flood from many addresses.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -25,7 +35,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -238,7 +248,9 @@ class Authenticator:
         access: Path | None,
         anonymous_pull: bool = False,
         clock: Callable[[], float] = time.monotonic,
-        max_pending: int = 64,
+        max_pending: int = 256,
+        max_pending_per_client: int = 8,
+        bcrypt_threads: int | None = None,
     ) -> None:
         self._htpasswd: Reloading[dict[str, str]] = Reloading(htpasswd, parse_htpasswd, {}, clock=clock)
         # Access rules restrict users; losing the file must not widen anyone's rights (no rules means
@@ -248,18 +260,24 @@ class Authenticator:
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, tuple[str, bytes]] = {}
         self._dummies: dict[int, str] = {}
-        self._bcrypt_slots = asyncio.Semaphore(max(2, (os.cpu_count() or 2)))
-        # Fresh credentials (wrong passwords above all) each cost a bcrypt; past this many waiting, answer
-        # 429 rather than let a password-guessing client starve everyone else.
+        self._bcrypt_slots = FairSlots(bcrypt_threads or max(2, (os.cpu_count() or 2)))
+        # Fresh credentials (wrong passwords above all) each cost a bcrypt; past this many waiting from one
+        # client (or this many from all clients together), that client gets 429 rather than a queue spot.
         self.max_pending = max_pending
+        self.max_pending_per_client = max_pending_per_client
         self._pending = 0
+        self._pending_by_client: collections.Counter[str] = collections.Counter()
         self._inflight: dict[bytes, asyncio.Future[bool]] = {}
         # Load eagerly so a broken access file fails at startup, not on the first request.
         self._htpasswd.get()
         self._access.get()
 
-    async def authenticate(self, authorization: str | None) -> Identity:
-        """Identity for an Authorization header; raises BadCredentialsError when credentials are wrong."""
+    async def authenticate(self, authorization: str | None, *, client: str = "") -> Identity:
+        """Identity for an Authorization header; raises BadCredentialsError when credentials are wrong.
+
+        `client` names who sent it (an address) for the fairness budget; TooManyVerificationsError when
+        that client already has its share of fresh-credential checks waiting.
+        """
         if not authorization:
             return ANONYMOUS
         scheme, _, value = authorization.partition(" ")
@@ -272,11 +290,11 @@ class Authenticator:
         user, sep, password = decoded.partition(":")
         if not sep or not user:
             raise BadCredentialsError("malformed Basic credentials")
-        if await self.verify(user, password):
+        if await self.verify(user, password, client=client):
             return Identity(user=user)
         raise BadCredentialsError("invalid username or password")
 
-    async def verify(self, user: str, password: str) -> bool:
+    async def verify(self, user: str, password: str, *, client: str = "") -> bool:
         hashed = self._htpasswd.get().get(user)
         mac = hmac.new(self._key, user.encode() + b"\0" + password.encode(), "sha256").digest()
         cached = self._verified.get(user)
@@ -288,26 +306,45 @@ class Authenticator:
         ):
             return True
         # One bcrypt per fresh credential however many requests bring it at once (a client opening many
-        # connections right after login): the others wait for that check instead of queueing their own.
+        # connections right after login): the others wait for that check instead of queueing their own,
+        # and only the client that started it is charged for it.
         inflight = self._inflight.get(mac)
         if inflight is None:
-            inflight = asyncio.ensure_future(self._check(user, password, hashed=hashed, mac=mac))
+            self._admit(client)
+            inflight = asyncio.ensure_future(
+                self._check(user, password, hashed=hashed, mac=mac, client=client)
+            )
             self._inflight[mac] = inflight
             inflight.add_done_callback(lambda _done: self._inflight.pop(mac, None))
         # Shielded: a client that disconnects must not cancel the check others are waiting for.
         return await asyncio.shield(inflight)
 
-    async def _check(self, user: str, password: str, *, hashed: str | None, mac: bytes) -> bool:
-        # Unknown user: same bcrypt work against a dummy hash, so timing does not reveal who exists.
-        target = hashed if hashed is not None else await asyncio.to_thread(self._dummy, self._typical_cost())
+    def _admit(self, client: str) -> None:
+        """Charge one fresh-credential check to `client`, or refuse it when over a budget."""
+        if self._pending_by_client[client] >= self.max_pending_per_client:
+            raise TooManyVerificationsError("too many password checks from this client; retry shortly")
         if self._pending >= self.max_pending:
             raise TooManyVerificationsError("too many password checks in progress; retry shortly")
         self._pending += 1
+        self._pending_by_client[client] += 1
+
+    def _discharge(self, client: str) -> None:
+        self._pending -= 1
+        self._pending_by_client[client] -= 1
+        if self._pending_by_client[client] <= 0:
+            del self._pending_by_client[client]  # no entry per address ever seen
+
+    async def _check(self, user: str, password: str, *, hashed: str | None, mac: bytes, client: str) -> bool:
         try:
-            async with self._bcrypt_slots:
+            # Unknown user: same bcrypt work against a dummy hash, so timing does not reveal who exists.
+            if hashed is None:
+                target = await asyncio.to_thread(self._dummy, self._typical_cost())
+            else:
+                target = hashed
+            async with self._bcrypt_slots.turn(client):
                 ok = await asyncio.to_thread(_bcrypt_verify, password, target)
         finally:
-            self._pending -= 1
+            self._discharge(client)
         if ok and hashed is not None:
             self._verified[user] = (hashed, mac)
             return True
@@ -331,6 +368,66 @@ class Authenticator:
             return action is Action.PULL and (self._force_anonymous_pull or rules.anonymous_pull)
         rule = rules.users.get(identity.user, UserRule())
         return rule.permits(repository, action)
+
+
+class FairSlots:
+    """At most `size` holders at once; waiters are served round-robin over the keys they wait under.
+
+    One FIFO queue per key (a client address), and the keys themselves in a rotation: a freed slot goes
+    to the oldest waiter of the key at the front, and that key moves to the back if it still waits. A
+    key with a thousand waiters therefore delays another key's first waiter by one turn, not a thousand.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._holders = 0
+        self._waiting: dict[str, collections.deque[asyncio.Future[None]]] = {}  # insertion order: rotation
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(queue) for queue in self._waiting.values())
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: str) -> AsyncIterator[None]:
+        await self._acquire(key)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, key: str) -> None:
+        if self._holders < self._size and not self._waiting:
+            self._holders += 1
+            return
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, collections.deque()).append(granted)
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self._release()  # the slot was handed over just as we were cancelled: pass it on
+            else:
+                self._forget(key, granted)
+            raise
+
+    def _forget(self, key: str, granted: asyncio.Future[None]) -> None:
+        queue = self._waiting.get(key)
+        if queue is not None and granted in queue:
+            queue.remove(granted)
+            if not queue:
+                del self._waiting[key]
+
+    def _release(self) -> None:
+        while self._waiting:
+            key = next(iter(self._waiting))
+            queue = self._waiting.pop(key)
+            granted = queue.popleft()
+            if queue:
+                self._waiting[key] = queue  # to the back of the rotation
+            if not granted.done():
+                granted.set_result(None)  # the slot passes straight to it: holders unchanged
+                return
+        self._holders -= 1
 
 
 def _bcrypt_verify(password: str, hashed: str) -> bool:

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import os
 import re
@@ -83,6 +84,24 @@ def duration(value: str) -> float:
     return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
 
 
+def proxy_network(value: str) -> state.Network | None:
+    """A `--trusted-proxy` value: an address or CIDR block, or `none` (argparse type)."""
+    if value.strip().lower() == "none":
+        return None
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid address or CIDR block {value!r}") from None
+
+
+def _trusted_proxies(values: list[state.Network | None] | None) -> tuple[state.Network, ...]:
+    if values is None:
+        return state.LOOPBACK
+    if None in values and len(values) > 1:
+        raise UsageError("--trusted-proxy none cannot be combined with addresses")
+    return tuple(v for v in values if v is not None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dockyard-registry", description="An OCI Distribution v1.1 registry.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -111,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--accel-redirect", metavar="PREFIX", help="serve blob GETs via nginx X-Accel-Redirect"
     )
     serve.add_argument("--realm", default="dockyard", help="Basic auth realm (default dockyard)")
+    serve.add_argument(
+        "--trusted-proxy",
+        type=proxy_network,
+        action="append",
+        metavar="CIDR",
+        help="a reverse proxy whose X-Real-IP names the client, for the per-client budget of password "
+        "checks; repeatable (default 127.0.0.0/8 and ::1, the pod's nginx; `none` trusts no one)",
+    )
     serve.add_argument("--access-log", action="store_true", help="log every request (off for speed)")
     serve.add_argument(
         "--upload-expiry",
@@ -231,6 +258,7 @@ def _serve(args: argparse.Namespace) -> int:
         accel_redirect=args.accel_redirect,
         realm=args.realm,
         upload_sweep_seconds=args.upload_sweep_interval or None,
+        trusted_proxies=_trusted_proxies(args.trusted_proxy),
     )
     application = app.create_app(settings)
     if reloader is not None:

@@ -6,10 +6,15 @@ Owns: the `Settings` a running registry needs. Must not: do I/O.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 
 from aiohttp import web
 
 from dockyard_registry import auth, store
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The operator's nginx sidecar reaches the registry over the pod's loopback.
+LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +28,9 @@ class Settings:
     realm: str = "dockyard"
     # How often the registry purges expired upload sessions itself; None: never (gc still does).
     upload_sweep_seconds: float | None = 3600.0
+    # Peers whose X-Real-IP names the client (a reverse proxy such as the sidecar); from anyone else the
+    # header is ignored, so a client cannot pick the address its password checks are charged to.
+    trusted_proxies: tuple[Network, ...] = LOOPBACK
 
 
 SETTINGS = web.AppKey("settings", Settings)

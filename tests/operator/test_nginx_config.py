@@ -7,11 +7,17 @@ Covers:
   and TLS 1.3;
 - an unauthenticated /v2/ request gets nginx's own 401 with exactly one WWW-Authenticate (the registry's),
   Docker-Distribution-API-Version and an OCI error body; a denied one gets 403 DENIED the same way;
-- the auth subrequest carries X-Original-URI, X-Original-Method and the client's Authorization;
+- the auth subrequest carries X-Original-URI, X-Original-Method, the client's Authorization and its address
+  (X-Real-IP);
+- per client address, requests beyond `limit_req`'s burst get nginx's own 429 TOOMANYREQUESTS with
+  Retry-After and the API version header while another address is still served; the registry's 429 from
+  `/auth` (that client's password checks are over budget) reaches the client as 429, not 503;
 - allowed requests are proxied with a single API version header; uploads of any size stream through;
 - a blob answered with X-Accel-Redirect is served by nginx from the data directory, keeping the registry's
   Docker-Content-Digest, ETag and Content-Type, with Range support;
-- /healthz needs no credentials.
+- /healthz needs no credentials;
+- an oversized Authorization header is refused by nginx itself (400) without echoing it and never reaches
+  the registry.
 The fake registry is an aiohttp app in the test's event loop; nginx is a subprocess stopped by its PID.
 """
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import json
 import os
@@ -43,6 +50,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 GOOD = "Basic " + base64.b64encode(b"alice:pw").decode()
+FLOODED = "Basic " + base64.b64encode(b"admin:guess").decode()  # the fake registry sheds it with 429
 BLOB = b"layer-bytes-0123456789"
 
 
@@ -119,6 +127,8 @@ class FakeRegistry:
 
     async def auth(self, request: web.Request) -> web.Response:
         self.auth_requests.append(dict(request.headers))
+        if request.headers.get("Authorization") == FLOODED:
+            return web.Response(status=429, headers={"Retry-After": "1"})
         if request.headers.get("Authorization") != GOOD:
             return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="demo"'})
         if "/forbidden/" in request.headers.get("X-Original-URI", ""):
@@ -177,6 +187,12 @@ class Front:
 
 @pytest.fixture
 async def front(tmp_path: pathlib.Path) -> AsyncIterator[Front]:
+    async with _front(tmp_path, limits=nginx_configmap.ClientLimits()) as started:
+        yield started
+
+
+@contextlib.asynccontextmanager
+async def _front(tmp_path: pathlib.Path, *, limits: nginx_configmap.ClientLimits) -> AsyncIterator[Front]:
     registry = FakeRegistry()
     runner = web.AppRunner(registry.app())
     await runner.setup()
@@ -186,7 +202,11 @@ async def front(tmp_path: pathlib.Path) -> AsyncIterator[Front]:
     conf = tmp_path / "nginx.conf"
     conf.write_text(
         nginx_configmap.render(
-            nginx=model.Nginx(), paths=paths, upstream=f"127.0.0.1:{upstream_port}", listen_port=port
+            nginx=model.Nginx(),
+            paths=paths,
+            upstream=f"127.0.0.1:{upstream_port}",
+            listen_port=port,
+            limits=limits,
         )
     )
     # As root, nginx would drop its workers to `nobody`, who cannot enter pytest's private temp dir.
@@ -245,6 +265,38 @@ async def test_the_auth_subrequest_carries_the_original_uri_method_and_credentia
     assert seen["X-Original-URI"] == "/v2/team/app/blobs/sha256:ab?x=1"
     assert seen["X-Original-Method"] == "GET"
     assert seen["Authorization"] == GOOD
+    assert seen["X-Real-IP"] == "127.0.0.1"
+
+
+async def test_the_registrys_429_from_auth_reaches_the_client_as_429_not_503(front: Front) -> None:
+    response, body = await front.request("GET", "/v2/", headers={"Authorization": FLOODED})
+    assert response.status == 429
+    assert json.loads(body)["errors"][0]["code"] == "TOOMANYREQUESTS"
+    assert response.headers.getall("Docker-Distribution-API-Version") == ["registry/2.0"]
+    assert "Retry-After" in response.headers
+
+
+async def test_requests_beyond_the_burst_of_one_address_get_429_while_another_address_is_served(
+    tmp_path: pathlib.Path,
+) -> None:
+    limits = nginx_configmap.ClientLimits(rate_per_minute=1, burst=3, connections=64)
+    async with _front(tmp_path, limits=limits) as front:
+        statuses = []
+        for _ in range(limits.burst + 3):  # one token a minute: none comes back during the loop
+            response, body = await front.request("GET", "/v2/", headers={"Authorization": GOOD})
+            statuses.append(response.status)
+            if response.status == 429:
+                assert json.loads(body)["errors"][0]["code"] == "TOOMANYREQUESTS"
+                assert response.headers["Retry-After"] == "1"
+                assert response.headers.getall("Docker-Distribution-API-Version") == ["registry/2.0"]
+        assert statuses == [200] * (limits.burst + 1) + [429] * 2
+        # Another address (loopback has all of 127/8) has its own bucket.
+        other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with aiohttp.ClientSession(connector=other) as session:
+            resp = await session.get(front.url + "/v2/", headers={"Authorization": GOOD}, ssl=front.tls)
+            assert resp.status == 200
+            resp.release()
+        assert front.registry.auth_requests[-1]["X-Real-IP"] == "127.0.0.2"
 
 
 async def test_allowed_requests_are_proxied_with_a_single_api_version_header(front: Front) -> None:
@@ -320,4 +372,12 @@ async def test_nginx_refuses_tls12_cbc_and_speaks_ecdhe_aead_and_tls13(front: Fr
 async def test_healthz_needs_no_credentials(front: Front) -> None:
     response, body = await front.request("GET", "/healthz")
     assert response.status == 200 and body == b"ok"
+    assert front.registry.auth_requests == []
+
+
+async def test_an_oversized_authorization_header_is_refused_by_nginx_without_echo(front: Front) -> None:
+    credential = base64.b64encode(b"alice:" + b"hunter2-secret-" * 1500).decode()
+    response, body = await front.request("GET", "/v2/", headers={"Authorization": f"Basic {credential}"})
+    assert response.status == 400
+    assert credential[:16].encode() not in body and b"secret" not in body
     assert front.registry.auth_requests == []

@@ -142,6 +142,7 @@ async def make_client(tmp_path: Path) -> AsyncIterator[ClientFactory]:
         upload_expiry: float = store.DEFAULT_UPLOAD_EXPIRY,
         max_uploads_per_owner: int | None = store.DEFAULT_MAX_UPLOADS_PER_OWNER,
         upload_sweep_seconds: float | None = 3600.0,
+        trusted_proxies: tuple[state.Network, ...] = state.LOOPBACK,
     ) -> Registry:
         settings = state.Settings(
             store=store.Store(
@@ -155,6 +156,7 @@ async def make_client(tmp_path: Path) -> AsyncIterator[ClientFactory]:
             delete_enabled=delete_enabled,
             accel_redirect=accel_redirect,
             upload_sweep_seconds=upload_sweep_seconds,
+            trusted_proxies=trusted_proxies,
         )
         client = test_utils.TestClient(test_utils.TestServer(app.create_app(settings)))
         await client.start_server()

@@ -11,7 +11,8 @@ wrong and malformed Content-Range, unknown and foreign upload ids, path traversa
 (also percent-encoded), truncated bodies and client disconnects mid-upload (raw sockets), and unknown
 exceptions (500 UNKNOWN without a traceback); a full disk (507, the upload left where it was); invalid
 page sizes for tags/list and the catalog (PAGINATION_NUMBER_INVALID: only ASCII digits, at most 19 of
-them; `n=0` is an empty page).
+them; `n=0` is an empty page); paths aiohttp's router would refuse itself (a percent-encoded newline, a
+path outside `/v2/`, a method `/auth` lacks) get the OCI envelope too.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from yarl import URL
 
 from dockyard_registry import digest
 from dockyard_registry import store as store_module
@@ -558,3 +560,24 @@ async def test_page_sizes_of_ascii_digits_are_accepted_zero_giving_an_empty_page
     expected = ([], []) if int(n) == 0 else (["v1"], ["team/app"])
     assert ((await tags.json())["tags"], (await catalog.json())["repositories"]) == expected
     assert "Link" not in tags.headers and "Link" not in catalog.headers
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "status", "code"),
+    [
+        ("/v2/%0A", "GET", 404, "NAME_UNKNOWN"),
+        ("/v2/a%0Ab/tags/list", "GET", 400, "NAME_INVALID"),
+        ("/v2/team/app%0A/manifests/v1", "GET", 400, "NAME_INVALID"),
+        ("/nowhere", "GET", 404, "NAME_UNKNOWN"),
+        ("/auth", "POST", 405, "UNSUPPORTED"),
+    ],
+)
+async def test_what_aiohttp_would_refuse_itself_gets_the_oci_envelope(
+    seeded: Registry, path: str, method: str, status: int, code: str
+) -> None:
+    before = snapshot(root(seeded))
+    url = URL(str(seeded.client.make_url("/")).rstrip("/") + path, encoded=True)
+    async with seeded.client.session.request(method, url) as resp:
+        assert resp.status == status
+        assert (await resp.json())["errors"][0]["code"] == code
+    assert snapshot(root(seeded)) == before

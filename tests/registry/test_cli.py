@@ -6,7 +6,8 @@ bad durations and upload limits, missing data dir); durations in seconds or with
 --password-stdin and with a generated password printed once, access rules written to access.yaml, files mode
 0600, a data dir it creates 0700 (also under umask 022, before any `serve`) while an existing one keeps its
 mode, `user list`, `user remove`; `gc --dry-run` and gc, gc removing interrupted writes and sessions by
---upload-expiry; serve parsing the upload limits; `fsck` exit 0 on a clean store and 1 on a corrupted blob;
+--upload-expiry; serve parsing the upload limits and the trusted proxies (loopback by default, `none`);
+`fsck` exit 0 on a clean store and 1 on a corrupted blob;
 `serve --no-tls` and `serve --tls auto` as subprocesses answering /healthz and /v2/ (stopped by PID);
 hack/run.sh creating the first user once (password printed once, saved 0600), printing client instructions,
 pointing at the saved password on a second start, and refusing a bad LISTEN with exit code 2; a taken port
@@ -71,6 +72,11 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str], *, stdin: str = "")
         (["serve", "--data-dir", "D", "--realm", 'say "hi"'], "--realm"),
         (["serve", "--data-dir", "D", "--tls-cert", "none.crt", "--tls-key", "none.key"], "cannot load TLS"),
         (["serve", "--data-dir", "D/file"], "not a directory"),
+        (["serve", "--data-dir", "D", "--trusted-proxy", "nginx"], "invalid address or CIDR block"),
+        (
+            ["serve", "--data-dir", "D", "--trusted-proxy", "none", "--trusted-proxy", "::1"],
+            "cannot be combined",
+        ),
     ],
 )
 def test_usage_errors_exit_2_with_a_message(
@@ -268,6 +274,19 @@ def test_serve_parses_upload_limits() -> None:
     )
     assert (args.upload_expiry, args.upload_sweep_interval, args.max_uploads_per_user) == (7200, 300, 100)
     assert cli.build_parser().parse_args(["serve", "--data-dir", "D"]).upload_expiry == 168 * 3600
+
+
+def test_serve_trusts_x_real_ip_from_loopback_by_default_from_named_proxies_or_from_no_one() -> None:
+    def trusted(*flags: str) -> list[str]:
+        args = cli.build_parser().parse_args(["serve", "--data-dir", "D", *flags])
+        return [str(net) for net in cli._trusted_proxies(args.trusted_proxy)]
+
+    assert trusted() == ["127.0.0.0/8", "::1/128"]
+    assert trusted("--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "fd00::1") == [
+        "10.0.0.0/8",
+        "fd00::1/128",
+    ]
+    assert trusted("--trusted-proxy", "none") == []
 
 
 def test_fsck_exits_0_when_clean_and_1_on_a_corrupted_blob(

@@ -2,7 +2,8 @@
 
 Covers: `GET /v2/` and its API-version header, /healthz; blob monolithic push, POST+PUT, chunked PATCH
 with Content-Range, upload status and cancel, cross-repository and anonymous mount, blob GET/HEAD with
-Range (206, suffix, clipped; 416, also for the empty suffix `bytes=-0`), blob DELETE and per-repository
+Range (206, suffix, clipped; 416 RANGE_INVALID with its envelope, also for the empty suffix `bytes=-0`
+and malformed or empty headers, on every serving path), blob DELETE and per-repository
 visibility; manifest PUT by tag and by digest (`?tag=` -> OCI-Tag), GET/HEAD by tag and digest with
 exact bytes and headers, Accept negotiation for indexes, DELETE of tags and manifests; tags/list and
 _catalog with n/last pagination and Link headers; the referrers API with OCI-Subject and artifactType
@@ -161,10 +162,14 @@ async def test_range_requests_answer_206_with_content_range(registry: Registry) 
 async def test_unsatisfiable_ranges_answer_416(registry: Registry, size: int) -> None:
     dgst = await registry.push_blob("r", b"z" * size)
     # A zero-length suffix (RFC 9110 14.1.1) is unsatisfiable: it was a 206 with the whole blob.
-    for header in ("bytes=500-0", f"bytes={size}-{size + 10}", "bytes=-0", "bytes=-000", "BYTES=-0"):
+    # Malformed ones too (also empty), with the OCI envelope: FileResponse answered them with no body.
+    headers = ("bytes=500-0", f"bytes={size}-{size + 10}", "bytes=-0", "bytes=-000", "BYTES=-0", "bytes=1-0",
+               "", "chars=0-1", "bytes=a-b", "bytes=-")  # fmt: skip
+    for header in headers:
         resp = await _range(registry, dgst, header)
         assert resp.status == 416, header
         assert resp.headers["Content-Range"] == f"bytes */{size}", header
+        assert (await resp.json())["errors"][0]["code"] == "RANGE_INVALID", header
 
 
 async def test_blob_delete_unlinks_it_from_the_repository_only(registry: Registry) -> None:

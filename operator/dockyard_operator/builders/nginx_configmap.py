@@ -7,6 +7,12 @@ from the storage volume when the registry answers with `X-Accel-Redirect` (sendf
 never copies blob bytes). Its own 401/403 answers carry `Docker-Distribution-API-Version` and an OCI
 error body, which `docker login` needs (distribution #397).
 
+Under a flood, per client address (`$binary_remote_addr`, passed to the registry as `X-Real-IP` so its
+per-client budget of password checks counts the real client, not the sidecar): `limit_req` and
+`limit_conn` on `/v2/` at rates no real client reaches, answered 429 TOOMANYREQUESTS; and the registry's
+own 429 from `/auth` (that client's password checks are over budget), which `auth_request` cannot pass
+on, becomes the same 429 instead of a 503 for everyone's eyes.
+
 Owns: the config text and its parameters (paths, upstream, port default to the pod layout so tests can run
 real `nginx -t` against temp dirs).
 Must not: read files or know about Kubernetes beyond the ConfigMap envelope.
@@ -40,6 +46,11 @@ _DENIED = (
     '{"errors":[{"code":"DENIED","message":"requested access to the resource is denied","detail":null}]}'
 )
 
+_TOO_MANY = (
+    '{"errors":[{"code":"TOOMANYREQUESTS","message":"too many requests from this client, retry later",'
+    '"detail":null}]}'
+)
+
 _UNAVAILABLE = (
     '{"errors":[{"code":"UNAVAILABLE","message":"registry temporarily unavailable, retry","detail":null}]}'
 )
@@ -56,12 +67,31 @@ class NginxPaths:
     data_dir: str = DATA_DIR
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClientLimits:
+    """Per client address on `/v2/`: far above real clients, low enough to take the edge off a flood.
+
+    A real client's peak is a push or pull of a many-layer image: a few requests per layer, a handful
+    in parallel (docker: 3 to 5, crane/buildkit: 16 or so); many nodes behind one NAT address pull at
+    once. The registry answers a few thousand cached-credential requests a second in all, so one address
+    held to 1000 leaves the rest to everyone else; fairness among password checks is the registry's
+    own (auth.py), not this. `burst` is how many requests above the rate
+    one address may send at once before it gets 429 (nodelay: never queued); `connections` how many
+    requests it may have in flight at once (idle keep-alive connections do not count).
+    """
+
+    rate_per_minute: int = 60_000  # 1000 requests a second, sustained
+    burst: int = 2000
+    connections: int = 256
+
+
 def render(
     *,
     nginx: model.Nginx,
     paths: NginxPaths = NginxPaths(),  # frozen dataclass: a safe default
     upstream: str = UPSTREAM,
     listen_port: int = LISTEN_PORT,
+    limits: ClientLimits = ClientLimits(),  # frozen dataclass: a safe default
 ) -> str:
     """The complete nginx.conf for the sidecar."""
     data_dir = paths.data_dir.rstrip("/") + "/"
@@ -98,6 +128,12 @@ http {{
         default "";
     }}
 
+    # Per client address; see ClientLimits.
+    limit_req_zone $binary_remote_addr zone=dockyard_requests:10m rate={limits.rate_per_minute}r/m;
+    limit_conn_zone $binary_remote_addr zone=dockyard_connections:10m;
+    limit_req_status 429;
+    limit_conn_status 429;
+
     upstream dockyard_registry {{
         server {upstream};
         keepalive 16;
@@ -131,8 +167,14 @@ http {{
         }}
 
         location /v2/ {{
+            limit_req zone=dockyard_requests burst={limits.burst} nodelay;
+            limit_conn dockyard_connections {limits.connections};
+            error_page 429 = @dockyard_too_many;
             # On 401 auth_request itself copies the registry's WWW-Authenticate to the answer.
             auth_request /_dockyard_auth;
+            # Any other status of /auth is a 500 here; this keeps the registry's 429 (this client's
+            # password checks are over its budget) apart from a registry that is down.
+            auth_request_set $dockyard_auth_status $upstream_status;
             error_page 401 = @dockyard_unauthorized;
             error_page 403 = @dockyard_denied;
             # nginx's own 5xx (the registry container is restarting, so the auth subrequest or the proxy
@@ -151,6 +193,9 @@ http {{
             proxy_pass http://dockyard_registry/auth;
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
+            proxy_set_header Connection "";
+            # The client the registry charges password checks to (it trusts this from loopback only).
+            proxy_set_header X-Real-IP $remote_addr;
             proxy_set_header X-Original-URI $request_uri;
             proxy_set_header X-Original-Method $request_method;
             proxy_set_header Authorization $http_authorization;
@@ -172,7 +217,17 @@ http {{
             default_type application/json;
             add_header Docker-Distribution-API-Version registry/2.0 always;
             add_header Retry-After 5 always;
+            if ($dockyard_auth_status = 429) {{
+                return 429 '{_TOO_MANY}';
+            }}
             return 503 '{_UNAVAILABLE}';
+        }}
+
+        location @dockyard_too_many {{
+            default_type application/json;
+            add_header Docker-Distribution-API-Version registry/2.0 always;
+            add_header Retry-After 1 always;
+            return 429 '{_TOO_MANY}';
         }}
 
         # Blob bytes, after the registry authorized the request and answered with X-Accel-Redirect.

@@ -43,8 +43,8 @@ async def get(request: web.Request, match: common.PathParams) -> web.StreamRespo
     if cfg.accel_redirect is not None:
         headers["X-Accel-Redirect"] = cfg.accel_redirect.rstrip("/") + "/" + paths.blob_data(dgst)
         return web.Response(status=200, headers=headers)
-    if _EMPTY_SUFFIX_RE.match(request.headers.get("Range", "")):
-        raise _unsatisfiable(size)
+    # Judged here for every path: FileResponse would answer a bad Range itself, with an empty 416 body.
+    _byte_range(request, size)
     if size <= _SMALL and "Range" not in request.headers:
         # Configs and tiny layers: one read beats FileResponse's executor round trips for stat/open/sendfile.
         try:
@@ -66,19 +66,9 @@ async def _stream(
     """Serve a blob from a driver without local files (memory), with the same Range semantics."""
     start, end = 0, size  # end exclusive
     status = 200
-    if request.headers.get("Range"):
-        try:
-            rng = request.http_range
-        except ValueError:
-            rng = None
-        if rng is None or rng.start is None:
-            raise _unsatisfiable(size)
-        if rng.start < 0:
-            start, end = max(0, size + rng.start), size
-        else:
-            start, end = rng.start, min(rng.stop if rng.stop is not None else size, size)
-        if start >= size:
-            raise _unsatisfiable(size)
+    wanted = _byte_range(request, size)
+    if wanted is not None:
+        start, end = wanted
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
@@ -94,6 +84,28 @@ async def _stream(
             remaining -= len(chunk)
     await response.write_eof()
     return response
+
+
+def _byte_range(request: web.Request, size: int) -> tuple[int, int] | None:
+    """(start, end exclusive) a Range header asks for, None without one; RANGE_INVALID (416) when it is
+    malformed (also empty) or not satisfiable: the cases aiohttp's FileResponse answers 416 itself."""
+    if "Range" not in request.headers:
+        return None
+    if _EMPTY_SUFFIX_RE.match(request.headers["Range"]):
+        raise _unsatisfiable(size)
+    try:
+        rng = request.http_range
+    except ValueError:
+        raise _unsatisfiable(size) from None
+    if rng.start is None:
+        raise _unsatisfiable(size)
+    if rng.start < 0:
+        start, end = max(0, size + rng.start), size
+    else:
+        start, end = rng.start, min(rng.stop if rng.stop is not None else size, size)
+    if start >= size:
+        raise _unsatisfiable(size)
+    return start, end
 
 
 def _unsatisfiable(size: int) -> OciError:

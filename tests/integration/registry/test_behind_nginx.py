@@ -20,21 +20,31 @@ Covers:
   pulls that back with the same image ID;
 - `docker login` through nginx (on this machine's non-loopback address, CA in certs.d) succeeds with
   the right password and is refused as unauthorized with a wrong one;
+- six first-time logins, each from its own loopback address, all succeed at their first try while one
+  address floods `GET /v2/` with wrong passwords for a real user over 200 connections; the flooder gets
+  429 TOOMANYREQUESTS (its password checks over its budget in the registry, which nginx passes on as 429,
+  or nginx's own per-address limits), never a 5xx;
 - while the registry process is down, nginx answers a retryable 502/503/504 with an OCI error body,
   and recovers when the registry is back (last in the module: it restarts the shared registry).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import collections
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from dockyard_operator import model
@@ -266,6 +276,76 @@ def test_a_big_blob_streams_through_nginx_both_ways(front: Front) -> None:
     resp, got_digest, got_size = client.download_digest(f"/v2/pod/big/blobs/{digest}")
 
     assert resp.status == 200 and got_size == size and got_digest == digest, resp.describe()
+
+
+FLOOD_CONNECTIONS = 200
+
+
+async def _flood_and_log_in(
+    front: Front, logins: dict[str, str]
+) -> tuple[list[int], collections.Counter[str]]:
+    """Statuses of each login's credentialed GET /v2/, and the flood's outcomes ("429 TOOMANYREQUESTS")."""
+    url = f"https://{front.address}/v2/"
+    context = ssl.create_default_context(cafile=str(front.ca))
+    outcomes: collections.Counter[str] = collections.Counter()
+    stop = asyncio.Event()
+
+    def basic(user: str, password: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+    async def describe(resp: aiohttp.ClientResponse) -> str:
+        body = await resp.read()
+        codes = [e["code"] for e in json.loads(body)["errors"]] if resp.status >= 400 else []
+        return " ".join([str(resp.status), *codes])
+
+    async def flood(session: aiohttp.ClientSession) -> None:
+        while not stop.is_set():
+            async with session.get(url, headers=basic(ADMIN.username, f"guess-{os.urandom(6).hex()}")) as r:
+                outcomes[await describe(r)] += 1
+
+    async def login(address: str, user: str, password: str) -> int:
+        connector = aiohttp.TCPConnector(local_addr=(address, 0), ssl=context)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.get(url) as challenge:
+                assert challenge.status == 401
+            async with session.get(url, headers=basic(user, password)) as resp:
+                return resp.status
+
+    flooder = aiohttp.TCPConnector(limit=FLOOD_CONNECTIONS, local_addr=("127.0.0.1", 0), ssl=context)
+    async with aiohttp.ClientSession(connector=flooder) as session:
+        flooding = [asyncio.ensure_future(flood(session)) for _ in range(FLOOD_CONNECTIONS)]
+        try:
+            for _ in range(3000):  # until the flood is over its budget, whatever this machine's speed
+                if outcomes["429 TOOMANYREQUESTS"] or any(f.done() for f in flooding):
+                    break
+                await asyncio.sleep(0.01)
+            statuses = await asyncio.gather(
+                *(login(f"127.0.0.{i + 2}", u, p) for i, (u, p) in enumerate(logins.items()))
+            )
+        finally:
+            stop.set()
+            await asyncio.gather(*flooding)
+    return list(statuses), outcomes
+
+
+def test_six_first_logins_through_nginx_succeed_while_one_address_floods_wrong_passwords(
+    front: Front,
+) -> None:
+    logins = {f"first-login-{i}": harness.new_password() for i in range(7)}
+    for user, password in logins.items():
+        harness.add_user(data_dir=front.registry.data_dir, name=user, password=password, access="pull")
+    canary = harness.Credentials("first-login-6", logins.pop("first-login-6"))
+    harness.wait_for(
+        "the registry to read the new users",
+        lambda: front.client(canary).request("GET", "/v2/").status == 200,
+    )
+
+    statuses, flood = asyncio.run(_flood_and_log_in(front, logins))
+
+    assert statuses == [200] * 6, (statuses, flood, front.logs())
+    assert flood["429 TOOMANYREQUESTS"] > 0, flood
+    assert set(flood) <= {"429 TOOMANYREQUESTS", "401 UNAUTHORIZED"}, flood
+    assert all(password not in front.registry.log() for password in logins.values())
 
 
 def test_while_the_registry_restarts_nginx_answers_a_retryable_oci_error_then_recovers(front: Front) -> None:
