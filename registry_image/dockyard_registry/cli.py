@@ -10,9 +10,9 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
-import re
 import secrets
 import ssl
 import sys
@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from dockyard_registry import auth, fsck, gc, state, store, tlsauto
+from dockyard_registry import auth, fsck, gc, retention, state, store, tlsauto
 from dockyard_registry.storage import filesystem
 
 EXIT_USAGE = 2
@@ -71,16 +71,12 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def duration(value: str) -> float:
     """Seconds from `90`, `90s`, `15m`, `168h` or `7d` (argparse type: a bad value is a usage error)."""
-    m = _DURATION_RE.match(value.strip())
-    if m is None:
-        raise argparse.ArgumentTypeError(f"invalid duration {value!r}: use e.g. 3600, 90s, 15m, 168h, 7d")
-    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    try:
+        return retention.parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,12 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--htpasswd")
     listing.add_argument("--access-file")
 
-    collect = sub.add_parser("gc", help="delete blobs no manifest references")
-    collect.add_argument("--data-dir", required=True)
-    collect.add_argument("--dry-run", action="store_true")
-    collect.add_argument(
-        "--grace", type=int, default=3600, help="keep anything younger (seconds, default 3600)"
+    collect = sub.add_parser(
+        "gc", help="delete retired tags, untagged manifests (when asked) and blobs nothing references"
     )
+    collect.add_argument("--data-dir", required=True)
+    collect.add_argument("--dry-run", action="store_true", help="change nothing; report what would go")
+    _gc_policy_arguments(collect, prefix="")
+    collect.add_argument("--json", action="store_true", help="print the report as one JSON document")
     collect.add_argument(
         "--upload-expiry",
         type=duration,
@@ -179,6 +176,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="also exit 1 on dangling references the API allows (an index listing a deleted manifest)",
     )
     return parser
+
+
+def _gc_policy_arguments(parser: argparse.ArgumentParser, *, prefix: str) -> None:
+    """What a gc run deletes: the same options for `gc` and (with the `gc-` prefix) `serve`."""
+    parser.add_argument(
+        f"--{prefix}grace",
+        type=duration,
+        default=gc.DEFAULT_GRACE,
+        metavar="DURATION",
+        help="keep anything younger (default 1h)",
+    )
+    parser.add_argument(
+        f"--{prefix}delete-untagged",
+        action="store_true",
+        help="also delete manifests no tag reaches (directly, through an index or as a referrer)",
+    )
+    parser.add_argument(
+        f"--{prefix}retention",
+        metavar="FILE",
+        help="retention rules (YAML or JSON): which tags to keep per repository glob",
+    )
+
+
+def _load_policy(path: str | None, *, option: str) -> retention.Policy | None:
+    if path is None:
+        return None
+    try:
+        return retention.parse(Path(path).read_text())
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: {exc.strerror or exc}") from None
+    except (retention.RetentionError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{option} {path}: {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -415,25 +444,42 @@ def _open_store(args: argparse.Namespace) -> store.Store:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    if args.grace < 0:
-        raise UsageError("--grace must be >= 0")
     if args.upload_expiry is not None and args.upload_expiry < 0:
         raise UsageError("--upload-expiry must be >= 0")
+    policy = _load_policy(args.retention, option="--retention")
+    st = _open_store(args)
     report = gc.collect(
-        _open_store(args), grace=args.grace, dry_run=args.dry_run, upload_expiry=args.upload_expiry
+        st,
+        grace=args.grace,
+        dry_run=args.dry_run,
+        upload_expiry=args.upload_expiry,
+        delete_untagged=args.delete_untagged,
+        policy=policy,
     )
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+        return 1 if report.errors else 0
     verb = "would delete" if args.dry_run else "deleted"
-    for item in report.blobs:
-        print(f"{verb} blob {item}")
-    for item in report.uploads:
-        print(f"{verb} stale upload {item}")
-    for item in report.leftovers:
-        print(f"{verb} interrupted write {item}")
+    for kind, items in (
+        ("tag", report.tags),
+        ("manifest", report.manifests),
+        ("blob", report.blobs),
+        ("stale upload", report.uploads),
+        ("interrupted write", report.leftovers),
+    ):
+        for item in items:
+            print(f"{verb} {kind} {item}")
+    for error in report.errors:
+        print(f"error: {error}", file=sys.stderr)
     print(
-        f"{verb} {len(report.blobs)} blobs, {len(report.uploads)} uploads, "
-        f"{len(report.leftovers)} interrupted writes ({report.bytes} bytes); kept {report.kept} blobs"
+        f"{verb} {len(report.tags)} tags, {len(report.manifests)} manifests, {len(report.blobs)} blobs, "
+        f"{len(report.uploads)} uploads, {len(report.leftovers)} interrupted writes "
+        f"({report.bytes} bytes) in {report.duration:.1f}s; kept {report.kept} blobs; "
+        f"{len(report.errors)} errors"
     )
-    return 0
+    if policy is not None and not args.delete_untagged:
+        print("note: without --delete-untagged the manifests of deleted tags stay (and keep their blobs)")
+    return 1 if report.errors else 0
 
 
 def _fsck(args: argparse.Namespace) -> int:
