@@ -66,6 +66,8 @@ def create_app(settings: state.Settings) -> web.Application:
     app.on_response_prepare.append(_api_version_header)
     if settings.upload_sweep_seconds is not None:
         app.cleanup_ctx.append(_sweep_uploads)
+    if settings.gc is not None:
+        app.cleanup_ctx.append(_scheduled_gc)
     app.router.add_get("/healthz", _healthz, allow_head=True)
     app.router.add_get("/auth", _auth_request, allow_head=False)
     app.router.add_route("*", "/v2", _dispatch)
@@ -93,6 +95,17 @@ async def _sweep_uploads(app: web.Application) -> AsyncIterator[None]:
                 log.info("purged %d expired upload sessions", len(purged))
 
     task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _scheduled_gc(app: web.Application) -> AsyncIterator[None]:
+    """For the app's lifetime: the online gc (maintenance.GcRunner) on its schedule."""
+    runner = app[state.SETTINGS].gc
+    assert runner is not None
+    task = asyncio.create_task(runner.run_forever())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -20,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from dockyard_registry import auth, fsck, gc, retention, state, store, tlsauto
+from dockyard_registry import auth, fsck, gc, maintenance, retention, schedule, state, store, tlsauto
 from dockyard_registry.storage import filesystem
 
 EXIT_USAGE = 2
@@ -129,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="open upload sessions one user may hold; one more POST is 429 (default 100; 0 no limit)",
     )
+
+    serve.add_argument(
+        "--gc-schedule",
+        metavar="CRON",
+        help="run gc inside the registry, online: 5-field cron in UTC ('17 3 * * *'), @daily, "
+        "@every 6h (default: never)",
+    )
+    _gc_policy_arguments(serve, prefix="gc-")
+    serve.add_argument("--gc-dry-run", action="store_true", help="scheduled runs only report")
 
     user = sub.add_parser("user", help="manage users").add_subparsers(
         dest="user_command", required=True, parser_class=_Parser
@@ -261,6 +271,7 @@ def _serve(args: argparse.Namespace) -> int:
         realm=args.realm,
         upload_sweep_seconds=args.upload_sweep_interval or None,
     )
+    settings = dataclasses.replace(settings, gc=_gc_runner(args, st=settings.store, data=data))
     application = app.create_app(settings)
     if reloader is not None:
         application.cleanup_ctx.append(functools.partial(_refresh_certificates, reloader=reloader))
@@ -285,6 +296,28 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _gc_runner(args: argparse.Namespace, *, st: store.Store, data: Path) -> maintenance.GcRunner | None:
+    """The online gc `--gc-schedule` asks for (None without it); bad options are usage errors."""
+    if args.gc_schedule is None:
+        if args.gc_retention or args.gc_delete_untagged or args.gc_dry_run:
+            raise UsageError("--gc-retention, --gc-delete-untagged and --gc-dry-run need --gc-schedule")
+        return None
+    try:
+        when = schedule.parse(args.gc_schedule)
+    except schedule.ScheduleError as exc:
+        raise UsageError(f"--gc-schedule {exc}") from None
+    policy = _load_policy(args.gc_retention, option="--gc-retention")
+    settings = maintenance.GcSettings(
+        schedule=when,
+        grace=args.gc_grace,
+        delete_untagged=args.gc_delete_untagged,
+        retention_file=Path(args.gc_retention) if args.gc_retention else None,
+        dry_run=args.gc_dry_run,
+        upload_expiry=args.upload_expiry,  # the sessions' own expiry, not the grace period
+    )
+    return maintenance.GcRunner(st, settings, status_file=data / maintenance.STATUS_FILE, policy=policy)
 
 
 def _authenticator(args: argparse.Namespace, *, data: Path) -> auth.Authenticator:

@@ -56,6 +56,7 @@ class Report:
     dry_run: bool = False
     started: float = 0.0  # wall clock (the run's clock)
     duration: float = 0.0  # seconds
+    stopped: bool = False  # ended early (shutdown); the next run finishes the job
 
     def summary(self) -> dict[str, Any]:
         """Counts only: what a status file, a log line or an operator's status shows."""
@@ -71,6 +72,7 @@ class Report:
             "bytesFreed": self.bytes,
             "blobsKept": self.kept,
             "errors": len(self.errors),
+            "stopped": self.stopped,
         }
 
     def as_json(self) -> dict[str, Any]:
@@ -212,8 +214,12 @@ def collect(
     upload_expiry: float | None = None,
     delete_untagged: bool = False,
     policy: retention.Policy | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> Report:
     """One run (see the module docstring). Safe to kill at any point: the next run finishes the job.
+
+    `should_stop` is asked between repositories and between blobs; when it says so the run ends there
+    (`stopped` in the report): how a shutting-down registry ends an online run quickly.
 
     A blob's links go before its bytes, so a run killed midway leaves at worst an unlinked blob (swept
     next time), never a link to nothing; a manifest's tags go before its revision, its revision before
@@ -225,6 +231,9 @@ def collect(
     cutoff = clock() - grace
     marked: set[digest.Digest] = set()
     for repo in st.catalog():
+        if should_stop():
+            report.stopped = True
+            break
         revisions = _scan(st, repo)
         gone = _collect_repository(
             st,
@@ -241,7 +250,13 @@ def collect(
             if revision not in gone:
                 marked.add(revision)
                 marked.update(rev.blobs)
-    _sweep_blobs(st, report, marked=marked, cutoff=cutoff, dry_run=dry_run)
+    if report.stopped:  # the marks are incomplete: sweeping now would delete what a manifest references
+        report.duration = time.monotonic() - began
+        return report
+    _sweep_blobs(st, report, marked=marked, cutoff=cutoff, dry_run=dry_run, should_stop=should_stop)
+    if report.stopped:
+        report.duration = time.monotonic() - began
+        return report
     _sweep_uploads_and_leftovers(
         st,
         report,
@@ -346,11 +361,20 @@ def _delete_revision(
 
 
 def _sweep_blobs(
-    st: store.Store, report: Report, *, marked: set[digest.Digest], cutoff: float, dry_run: bool
+    st: store.Store,
+    report: Report,
+    *,
+    marked: set[digest.Digest],
+    cutoff: float,
+    dry_run: bool,
+    should_stop: Callable[[], bool],
 ) -> None:
     links = layer_links(st)
     driver = st.driver
     for blob in stored_blobs(st):
+        if should_stop():
+            report.stopped = True
+            return
         data = paths.blob_data(blob)
         if blob in marked:
             report.kept += 1

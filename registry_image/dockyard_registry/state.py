@@ -9,7 +9,7 @@ import dataclasses
 
 from aiohttp import web
 
-from dockyard_registry import auth, store
+from dockyard_registry import auth, maintenance, store
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +23,8 @@ class Settings:
     realm: str = "dockyard"
     # How often the registry purges expired upload sessions itself; None: never (gc still does).
     upload_sweep_seconds: float | None = 3600.0
+    # The online gc (`serve --gc-schedule`); None: no scheduled gc.
+    gc: maintenance.GcRunner | None = None
 
 
 SETTINGS = web.AppKey("settings", Settings)
