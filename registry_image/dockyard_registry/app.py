@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import http_exceptions, web
 
-from dockyard_registry import auth, errors, reference, routes, state
+from dockyard_registry import auth, errors, health, reference, routes, state
 from dockyard_registry.errors import Code, OciError
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,10 @@ def create_app(settings: state.Settings) -> web.Application:
         app.cleanup_ctx.append(_sweep_uploads)
     if settings.gc is not None:
         app.cleanup_ctx.append(_scheduled_gc)
+    if settings.storage is not None:
+        app.cleanup_ctx.append(_storage_checks)
     app.router.add_get("/healthz", _healthz, allow_head=True)
+    app.router.add_get("/readyz", _readyz, allow_head=True)
     app.router.add_get("/auth", _auth_request, allow_head=False)
     app.router.add_route("*", "/v2", _dispatch)
     app.router.add_route("*", "/v2/{tail:.*}", _dispatch)
@@ -112,6 +115,17 @@ async def _scheduled_gc(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def _storage_checks(app: web.Application) -> AsyncIterator[None]:
+    """For the app's lifetime: the storage check (health.StorageMonitor) behind /readyz."""
+    monitor = app[state.SETTINGS].storage
+    assert monitor is not None
+    task = asyncio.create_task(monitor.run_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def _render(err: OciError, *, request: web.Request, realm: str) -> web.Response:
     headers = dict(err.headers)
     if err.code is Code.UNAUTHORIZED:
@@ -147,7 +161,33 @@ async def _api_version_header(request: web.Request, response: web.StreamResponse
 
 
 async def _healthz(request: web.Request) -> web.StreamResponse:
+    """Liveness: the event loop answers. Never touches storage (see health.py)."""
     return web.Response(text="ok")
+
+
+async def _readyz(request: web.Request) -> web.StreamResponse:
+    """Readiness: the last storage check passed (503 with the reason otherwise)."""
+    monitor = request.app[state.SETTINGS].storage
+    if monitor is None:
+        return web.Response(text="ok")
+    verdict = monitor.state
+    return web.Response(status=200 if verdict.ready else 503, text=verdict.message)
+
+
+_WRITES = frozenset({"POST", "PATCH", "PUT"})
+
+
+def _refuse_push_without_storage(request: web.Request, *, match: routes.Match) -> None:
+    """A push while storage cannot take it is refused before a byte is stored (health.py)."""
+    monitor = request.app[state.SETTINGS].storage
+    if monitor is None or match.scope is not routes.Scope.PUSH or request.method not in _WRITES:
+        return
+    verdict = monitor.state
+    if not verdict.refuses_pushes:
+        return
+    if verdict.problem is health.Problem.FULL:
+        raise OciError(Code.UNKNOWN, verdict.message, status=507)
+    raise OciError(Code.UNKNOWN, verdict.message, status=503, headers={"Retry-After": "30"})
 
 
 async def _authenticate(authenticator: auth.Authenticator, *, authorization: str | None) -> auth.Identity:
@@ -203,6 +243,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     match = _match(request.method, request.raw_path)
     identity = await _authorize(request, match=match, authorization=request.headers.get("Authorization"))
     request[state.IDENTITY] = identity
+    _refuse_push_without_storage(request, match=match)
     return await match.handler(request, match.params)
 
 

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from dockyard_registry import auth, fsck, gc, maintenance, retention, schedule, state, store, tlsauto
+from dockyard_registry import auth, fsck, gc, health, maintenance, retention, schedule, state, store, tlsauto
 from dockyard_registry.storage import filesystem
 
 EXIT_USAGE = 2
@@ -139,6 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _gc_policy_arguments(serve, prefix="gc-")
     serve.add_argument("--gc-dry-run", action="store_true", help="scheduled runs only report")
+    serve.add_argument(
+        "--storage-max-fill",
+        type=float,
+        default=100.0,
+        metavar="PERCENT",
+        help="above this fill of the data filesystem /readyz fails and pushes get 507 (default 100: "
+        "only when full)",
+    )
+    serve.add_argument(
+        "--storage-check-interval",
+        type=duration,
+        default=health.DEFAULT_INTERVAL,
+        metavar="DURATION",
+        help="how often /readyz's storage check runs (default 10s)",
+    )
 
     user = sub.add_parser("user", help="manage users").add_subparsers(
         dest="user_command", required=True, parser_class=_Parser
@@ -271,7 +286,17 @@ def _serve(args: argparse.Namespace) -> int:
         realm=args.realm,
         upload_sweep_seconds=args.upload_sweep_interval or None,
     )
-    settings = dataclasses.replace(settings, gc=_gc_runner(args, st=settings.store, data=data))
+    if not 0 < args.storage_max_fill <= 100:
+        raise UsageError("--storage-max-fill must be a percentage in (0, 100]")
+    if args.storage_check_interval <= 0:
+        raise UsageError("--storage-check-interval must be > 0")
+    settings = dataclasses.replace(
+        settings,
+        gc=_gc_runner(args, st=settings.store, data=data),
+        storage=health.StorageMonitor(
+            data, max_fill=args.storage_max_fill, interval=args.storage_check_interval
+        ),
+    )
     application = app.create_app(settings)
     if reloader is not None:
         application.cleanup_ctx.append(functools.partial(_refresh_certificates, reloader=reloader))

@@ -9,7 +9,7 @@ import dataclasses
 
 from aiohttp import web
 
-from dockyard_registry import auth, maintenance, store
+from dockyard_registry import auth, health, maintenance, store
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +25,8 @@ class Settings:
     upload_sweep_seconds: float | None = 3600.0
     # The online gc (`serve --gc-schedule`); None: no scheduled gc.
     gc: maintenance.GcRunner | None = None
+    # The storage check behind /readyz and refusing pushes; None: no check (/readyz answers ok).
+    storage: health.StorageMonitor | None = None
 
 
 SETTINGS = web.AppKey("settings", Settings)
