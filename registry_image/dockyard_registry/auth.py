@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import dataclasses
 import enum
 import functools
@@ -254,6 +255,8 @@ class Authenticator:
         self.max_pending = max_pending
         self._pending = 0
         self._inflight: dict[bytes, asyncio.Future[bool]] = {}
+        # Credential checks by outcome, for the metrics: "hit" (cached), "miss" (bcrypt), "failure" (wrong).
+        self.counts: collections.Counter[str] = collections.Counter()
         # Load eagerly so a broken access file fails at startup, not on the first request.
         self._htpasswd.get()
         self._access.get()
@@ -286,7 +289,9 @@ class Authenticator:
             and cached[0] == hashed
             and hmac.compare_digest(cached[1], mac)
         ):
+            self.counts["hit"] += 1
             return True
+        self.counts["miss"] += 1
         # One bcrypt per fresh credential however many requests bring it at once (a client opening many
         # connections right after login): the others wait for that check instead of queueing their own.
         inflight = self._inflight.get(mac)
@@ -295,7 +300,10 @@ class Authenticator:
             self._inflight[mac] = inflight
             inflight.add_done_callback(lambda _done: self._inflight.pop(mac, None))
         # Shielded: a client that disconnects must not cancel the check others are waiting for.
-        return await asyncio.shield(inflight)
+        ok = await asyncio.shield(inflight)
+        if not ok:
+            self.counts["failure"] += 1
+        return ok
 
     async def _check(self, user: str, password: str, *, hashed: str | None, mac: bytes) -> bool:
         # Unknown user: same bcrypt work against a dummy hash, so timing does not reveal who exists.
