@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import http_exceptions, web
 
 from dockyard_registry import auth, errors, health, reference, routes, state
+from dockyard_registry import metrics as metrics_
 from dockyard_registry.errors import Code, OciError
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,11 @@ class _NoRequestBytes(logging.Filter):
 _NO_REQUEST_BYTES = _NoRequestBytes()
 
 
-def create_app(settings: state.Settings) -> web.Application:
+def create_app(settings: state.Settings, *, metrics: metrics_.Metrics | None = None) -> web.Application:
+    """The registry app; with `metrics`, every request is counted (metrics.py, outermost middleware)."""
     http_log.addFilter(_NO_REQUEST_BYTES)  # once per process: a filter is added only if absent
     app = web.Application(
-        middlewares=[_errors_middleware],
+        middlewares=[_errors_middleware] if metrics is None else [metrics.middleware, _errors_middleware],
         client_max_size=1024**2 * 8,
         handler_args={"logger": http_log},
     )

@@ -21,7 +21,19 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from dockyard_registry import auth, fsck, gc, health, maintenance, retention, schedule, state, store, tlsauto
+from dockyard_registry import (
+    auth,
+    fsck,
+    gc,
+    health,
+    maintenance,
+    metrics,
+    retention,
+    schedule,
+    state,
+    store,
+    tlsauto,
+)
 from dockyard_registry.storage import filesystem
 
 EXIT_USAGE = 2
@@ -146,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PERCENT",
         help="above this fill of the data filesystem /readyz fails and pushes get 507 (default 100: "
         "only when full)",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics and /gc (last gc run, JSON) on this separate address, without "
+        "auth: bind it to loopback or a pod address no proxy forwards (default: no metrics)",
     )
     serve.add_argument(
         "--storage-check-interval",
@@ -297,7 +315,25 @@ def _serve(args: argparse.Namespace) -> int:
             data, max_fill=args.storage_max_fill, interval=args.storage_check_interval
         ),
     )
-    application = app.create_app(settings)
+    measured = None
+    if args.metrics_listen is not None:
+        metrics_host, metrics_port = parse_listen(args.metrics_listen)
+        if (metrics_host, metrics_port) == (host, port):
+            raise UsageError("--metrics-listen must differ from --listen")
+        measured = metrics.Metrics(
+            metrics.Sources(authenticator=settings.authenticator, storage=settings.storage, gc=settings.gc)
+        )
+    application = app.create_app(settings, metrics=measured)
+    if measured is not None:
+        application.cleanup_ctx.append(
+            functools.partial(
+                metrics.listener,
+                metrics=measured,
+                host=metrics_host,
+                port=metrics_port,
+                gc_runner=settings.gc,
+            )
+        )
     if reloader is not None:
         application.cleanup_ctx.append(functools.partial(_refresh_certificates, reloader=reloader))
     scheme = "http" if ssl_context is None else "https"
