@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import prometheus_client
 from aiohttp import web
@@ -37,6 +38,9 @@ from dockyard_registry import auth, health, maintenance, routes
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _UPLOAD_ROUTE = "uploads"
+# Any token is a valid HTTP method to aiohttp: others fold into one label value, so clients cannot grow
+# the number of series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +89,9 @@ class Metrics:
         )
         self.registry.register(_Scraped(sources))
         self._routes: dict[object, str] = {}
+        # Labelled children, looked up once per label set: `labels()` costs more than the increment.
+        self._per_route: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self._per_status: dict[tuple[str, str, int], Any] = {}
 
     def route_class(self, method: str, raw_path: str) -> str:
         if raw_path == "/auth":
@@ -108,8 +115,9 @@ class Metrics:
     async def middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        method = request.method if request.method in _METHODS else "other"
         route = self.route_class(request.method, request.raw_path)
-        uploading = route == _UPLOAD_ROUTE and request.method != "GET" and request.method != "DELETE"
+        uploading = route == _UPLOAD_ROUTE and method in ("POST", "PATCH", "PUT")
         if uploading:
             self.uploads_in_flight.inc()
         began = time.perf_counter()
@@ -126,13 +134,26 @@ class Metrics:
         finally:
             if uploading:
                 self.uploads_in_flight.dec()
-            self.latency.labels(request.method, route).observe(time.perf_counter() - began)
-            self.requests.labels(request.method, route, str(status)).inc()
+            children = self._per_route.get((method, route))
+            if children is None:
+                children = (
+                    self.latency.labels(method, route),
+                    self.bytes_in.labels(route),
+                    self.bytes_out.labels(route),
+                )
+                self._per_route[(method, route)] = children
+            latency, bytes_in, bytes_out = children
+            latency.observe(time.perf_counter() - began)
+            counter = self._per_status.get((method, route, status))
+            if counter is None:
+                counter = self.requests.labels(method, route, str(status))
+                self._per_status[(method, route, status)] = counter
+            counter.inc()
             received = request.content.total_bytes
             if received:
-                self.bytes_in.labels(route).inc(received)
-            if sent and request.method != "HEAD":
-                self.bytes_out.labels(route).inc(sent)
+                bytes_in.inc(received)
+            if sent and method != "HEAD":
+                bytes_out.inc(sent)
 
     def exposition(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)

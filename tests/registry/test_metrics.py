@@ -1,13 +1,13 @@
 """Prometheus metrics: what the registry counts, parsed back with prometheus_client's own parser.
 
-Covers, over HTTP against the real app: requests by method, route class and status (unknown paths fold
-into `other`, so clients cannot grow the label set), latency histograms, body bytes received and sent,
-uploads in flight back at zero, auth checks by outcome (cache hit, bcrypt miss, wrong password),
-storage total/free/used/ready from the storage check, and gc runs, deletions and freed bytes from the
-online gc runner. And through `serve --metrics-listen` as a real process: /metrics and /gc answer on
-the metrics address only (the API port does not serve them), and a metrics address equal to the API
-address is a usage error (exit 2). When promtool is in the tools cache (`make test` builds it),
-`promtool check metrics` accepts the exposition.
+Covers, over HTTP against the real app: requests by method, route class and status (unknown methods
+and paths fold into `other`, so clients cannot grow the label set), latency histograms, body bytes
+received and sent, uploads in flight back at zero, auth checks by outcome (cache hit, bcrypt miss,
+wrong password), storage total/free/used/ready from the storage check, and gc runs, deletions and
+freed bytes from the online gc runner. And through `serve --metrics-listen` as a real process: /metrics
+and /gc answer on the metrics address only (the API port does not serve them), and a metrics address
+equal to the API address is a usage error (exit 2). When promtool is in the tools cache (`make test`
+builds it), `promtool check metrics` accepts the exposition.
 """
 
 from __future__ import annotations
@@ -241,3 +241,16 @@ def test_a_metrics_address_equal_to_the_api_address_is_a_usage_error(
     argv = ["serve", "--data-dir", str(tmp_path / "d"), "--no-tls", "--no-auth", "--listen", "127.0.0.1:5999"]
     assert cli.main([*argv, "--metrics-listen", "127.0.0.1:5999"]) == 2
     assert "--metrics-listen must differ" in capsys.readouterr().err
+
+
+async def test_unknown_methods_and_paths_fold_into_one_label_value(
+    measured: tuple[test_utils.TestClient[Any, Any], metrics.Metrics],
+) -> None:
+    client, m = measured
+    for i, method in enumerate(("PROPFIND", "MKCOL", "LOCK")):  # methods HTTP parsers know, we do not
+        await client.request(method, f"/v2/r/manifests/v{i}")
+        await client.get(f"/nothing/here/{i}")
+    found = samples(m.exposition())
+    methods = {labels for (name, labels) in found if name == "dockyard_registry_http_requests_total"}
+    assert {dict(labels)["method"] for labels in methods} == {"other", "GET"}
+    assert {dict(labels)["route"] for labels in methods} == {"other"}
