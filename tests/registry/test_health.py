@@ -12,6 +12,7 @@ remounting read-write makes the registry ready again with the earlier images int
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import time
@@ -50,6 +51,10 @@ async def start(tmp_path: Path) -> AsyncIterator[Any]:
         client = test_utils.TestClient(test_utils.TestServer(app.create_app(settings)))
         await client.start_server()
         clients.append(client)
+        for _ in range(500):  # the app's own first check: the tests' checks must not race it
+            if monitor.state.problem is not health.Problem.UNCHECKED:
+                break
+            await asyncio.sleep(0.01)
         return Harness(Registry(client, settings), monitor)
 
     yield factory
