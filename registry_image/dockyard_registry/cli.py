@@ -331,7 +331,6 @@ def _serve(args: argparse.Namespace) -> int:
                 metrics=measured,
                 host=metrics_host,
                 port=metrics_port,
-                gc_runner=settings.gc,
             )
         )
     if reloader is not None:

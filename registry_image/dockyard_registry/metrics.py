@@ -87,6 +87,7 @@ class Metrics:
             "Upload requests (POST, PATCH, PUT of blob uploads) in progress.",
             registry=self.registry,
         )
+        self.sources = sources
         self.registry.register(_Scraped(sources))
         self._routes: dict[object, str] = {}
         # Labelled children, looked up once per label set: `labels()` costs more than the increment.
@@ -224,42 +225,59 @@ def _gc(runner: maintenance.GcRunner) -> Iterator[core.Metric]:
         yield _gauge("gc_next_run_timestamp_seconds", "When the next gc run starts.", runner.next_run)
 
 
-def listener_app(metrics: Metrics, *, gc_runner: maintenance.GcRunner | None) -> web.Application:
-    """The metrics listener: `/metrics` and `/gc`; nothing of the registry API."""
+def _gc_status(runner: maintenance.GcRunner | None) -> dict[str, Any]:
+    if runner is None:
+        return {"enabled": False}
+    return {
+        "enabled": True,
+        "schedule": runner.settings.schedule.text,
+        "nextRun": runner.next_run,
+        "lastRun": runner.last,
+    }
+
+
+def _storage_status(monitor: health.StorageMonitor | None) -> dict[str, Any]:
+    if monitor is None:
+        return {"checked": False}
+    state = monitor.state
+    return {
+        "checked": True,
+        "ready": state.ready,
+        "problem": state.problem.value,
+        "message": state.message,
+        "checkedAt": state.checked,
+        "totalBytes": state.total,
+        "usedBytes": state.used,
+        "freeBytes": state.free,
+        "maxFillPercent": monitor.max_fill,
+    }
+
+
+def listener_app(metrics: Metrics) -> web.Application:
+    """The metrics listener: `/metrics`, `/gc` (last gc run) and `/status` (storage and gc) as JSON."""
     app = web.Application()
+    sources = metrics.sources
 
     async def scrape(request: web.Request) -> web.StreamResponse:
         return web.Response(
             body=metrics.exposition(), headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
         )
 
-    async def last_gc(request: web.Request) -> web.StreamResponse:
-        if gc_runner is None:
-            return web.json_response({"enabled": False})
-        return web.json_response(
-            {
-                "enabled": True,
-                "schedule": gc_runner.settings.schedule.text,
-                "nextRun": gc_runner.next_run,
-                "lastRun": gc_runner.last,
-            }
-        )
+    async def gc_status(request: web.Request) -> web.StreamResponse:
+        return web.json_response(_gc_status(sources.gc))
+
+    async def status(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"storage": _storage_status(sources.storage), "gc": _gc_status(sources.gc)})
 
     app.router.add_get("/metrics", scrape)
-    app.router.add_get("/gc", last_gc)
+    app.router.add_get("/gc", gc_status)
+    app.router.add_get("/status", status)
     return app
 
 
-async def listener(
-    app: web.Application,
-    *,
-    metrics: Metrics,
-    host: str,
-    port: int,
-    gc_runner: maintenance.GcRunner | None,
-) -> AsyncIterator[None]:
+async def listener(app: web.Application, *, metrics: Metrics, host: str, port: int) -> AsyncIterator[None]:
     """Cleanup context of the registry app: the metrics listener runs exactly as long as the registry."""
-    runner = web.AppRunner(listener_app(metrics, gc_runner=gc_runner), access_log=None)
+    runner = web.AppRunner(listener_app(metrics), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -4,10 +4,11 @@ Covers, over HTTP against the real app: requests by method, route class and stat
 and paths fold into `other`, so clients cannot grow the label set), latency histograms, body bytes
 received and sent, uploads in flight back at zero, auth checks by outcome (cache hit, bcrypt miss,
 wrong password), storage total/free/used/ready from the storage check, and gc runs, deletions and
-freed bytes from the online gc runner. And through `serve --metrics-listen` as a real process: /metrics
-and /gc answer on the metrics address only (the API port does not serve them), and a metrics address
-equal to the API address is a usage error (exit 2). When promtool is in the tools cache (`make test`
-builds it), `promtool check metrics` accepts the exposition.
+freed bytes from the online gc runner. And through `serve --metrics-listen` as a real process:
+/metrics, /gc and /status (storage capacity and readiness, gc) answer on the metrics address only (the
+API port does not serve them), and a metrics address equal to the API address is a usage error (exit
+2). When promtool is in the tools cache (`make test` builds it), `promtool check metrics` accepts the
+exposition.
 """
 
 from __future__ import annotations
@@ -154,10 +155,8 @@ async def test_storage_and_gc_figures_are_scraped(
 
 
 def m_runner(m: metrics.Metrics) -> maintenance.GcRunner:
-    for collector in list(m.registry._collector_to_names):
-        if isinstance(collector, metrics._Scraped) and collector.sources.gc is not None:
-            return collector.sources.gc
-    raise AssertionError("no gc runner")
+    assert m.sources.gc is not None
+    return m.sources.gc
 
 
 def _get(url: str) -> tuple[int, bytes, str]:
@@ -202,7 +201,13 @@ def test_serve_exposes_metrics_and_gc_on_the_metrics_address_only(tmp_path: Path
         status, body, _ = _get(f"http://127.0.0.1:{metrics_port}/gc")
         doc = json.loads(body)
         assert doc["enabled"] and doc["schedule"] == "@daily" and doc["nextRun"] > time.time()
+        status, body, _ = _get(f"http://127.0.0.1:{metrics_port}/status")
+        doc = json.loads(body)
+        assert doc["gc"]["schedule"] == "@daily" and doc["storage"]["checked"]
+        assert doc["storage"]["totalBytes"] >= doc["storage"]["usedBytes"] > 0
+        assert doc["storage"]["ready"] is True and doc["storage"]["maxFillPercent"] == 100
         assert _get(f"http://127.0.0.1:{port}/metrics")[0] == 404
+        assert _get(f"http://127.0.0.1:{port}/status")[0] == 404
         assert _get(f"http://127.0.0.1:{port}/gc")[0] == 404
         promtool = _promtool()
         if promtool is not None:
