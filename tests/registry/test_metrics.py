@@ -190,9 +190,9 @@ def test_serve_exposes_metrics_and_gc_on_the_metrics_address_only(tmp_path: Path
     )
     try:
         assert _get(f"http://127.0.0.1:{port}/v2/")[0] == 200
-        status, body, content_type = _get(f"http://127.0.0.1:{metrics_port}/metrics")
+        status, exposition, content_type = _get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert status == 200 and content_type.startswith("text/plain")
-        found = samples(body)
+        found = samples(exposition)
         assert (
             value(found, "dockyard_registry_http_requests_total", method="GET", route="base", status="200")
             >= 1
@@ -212,7 +212,7 @@ def test_serve_exposes_metrics_and_gc_on_the_metrics_address_only(tmp_path: Path
         promtool = _promtool()
         if promtool is not None:
             checked = subprocess.run(
-                [str(promtool), "check", "metrics"], input=body, capture_output=True, check=False
+                [str(promtool), "check", "metrics"], input=exposition, capture_output=True, check=False
             )
             assert checked.returncode == 0, checked.stdout + checked.stderr
     finally:
