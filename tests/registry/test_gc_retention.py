@@ -6,15 +6,19 @@ keep every tag). Covers gc: retired tags go but never one younger than the grace
 --delete-untagged, untagged manifests older than the grace period go with their blobs, while tagged
 manifests, an index's children, referrers of kept manifests and young manifests stay; referrers whose
 subject is gone go; a dry run reports exactly what the real run then deletes and changes nothing; an
-index pushed while gc decides (between its scan and its deletions) keeps the manifest it lists; the
-report counts tags, manifests, blobs, bytes, errors and duration; `gc --json` prints it; a bad
-retention file is a usage error (exit 2).
+index pushed while gc decides (between its scan and its deletions) keeps the manifest it lists, and a
+manifest pushed between mark and sweep keeps its old blobs; the store's GcLock lets pushes share it
+while a deletion waits for them and then goes before later pushes; the report counts tags, manifests,
+blobs, bytes, errors and duration; `gc --json` prints it; a bad retention file is a usage error (exit
+2).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -350,3 +354,59 @@ def test_gc_cli_refuses_a_bad_retention_file_with_exit_2(
     assert cli.main(["gc", "--data-dir", str(tmp_path / "data"), "--retention", str(bad)]) == 2
     assert "rules[0]: give keepLast" in capsys.readouterr().err
     assert cli.main(["gc", "--data-dir", str(tmp_path / "data"), "--retention", str(tmp_path / "none")]) == 2
+
+
+async def test_a_manifest_pushed_between_mark_and_sweep_keeps_its_old_blobs(
+    driver: base.Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    st = store.Store(driver)
+    image = make_image("late")
+    await push(st, "r", image.config)
+    await push(st, "r", image.layer)
+    age_everything(driver, st, 2 * HOUR)  # uploaded long ago, referenced by nothing yet
+    links = gc.layer_links
+
+    def push_then_list(s: store.Store) -> dict[digest.Digest, list[str]]:
+        # The client pushes the manifest after gc marked (nothing) and before it sweeps.
+        s.put_manifest("r", "v1", data=image.manifest, content_type=OCI_MANIFEST)
+        return links(s)
+
+    monkeypatch.setattr(gc, "layer_links", push_then_list)
+    report = gc.collect(st, grace=HOUR, dry_run=False, delete_untagged=True)
+    assert report.blobs == []
+    assert st.get_manifest("r", "v1").data == image.manifest
+    assert fsck.check(st) == fsck.Report()
+
+
+def test_gc_lock_lets_pushes_share_and_a_deletion_wait_for_them() -> None:
+    lock = store.GcLock()
+    events: list[str] = []
+    pushing, deleted = threading.Event(), threading.Event()
+
+    def push_a() -> None:
+        with lock.shared():
+            events.append("push a in")
+            pushing.set()
+            time.sleep(0.2)
+            events.append("push a out")
+
+    def delete() -> None:
+        pushing.wait()
+        with lock.exclusive():
+            events.append("delete")
+        deleted.set()
+
+    def push_b() -> None:
+        pushing.wait()
+        while not lock._waiting:  # until the deletion queues behind push a
+            time.sleep(0.001)
+        with lock.shared():  # a deletion is waiting: this push goes after it
+            events.append("push b")
+
+    threads = [threading.Thread(target=f) for f in (push_a, delete, push_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert deleted.is_set()
+    assert events == ["push a in", "push a out", "delete", "push b"]
