@@ -315,23 +315,18 @@ def _serve(args: argparse.Namespace) -> int:
             data, max_fill=args.storage_max_fill, interval=args.storage_check_interval
         ),
     )
-    measured = None
-    if args.metrics_listen is not None:
+    if args.metrics_listen is None:
+        application = app.create_app(settings)
+    else:
         metrics_host, metrics_port = parse_listen(args.metrics_listen)
         if (metrics_host, metrics_port) == (host, port):
             raise UsageError("--metrics-listen must differ from --listen")
         measured = metrics.Metrics(
             metrics.Sources(authenticator=settings.authenticator, storage=settings.storage, gc=settings.gc)
         )
-    application = app.create_app(settings, metrics=measured)
-    if measured is not None:
+        application = app.create_app(settings, metrics=measured)
         application.cleanup_ctx.append(
-            functools.partial(
-                metrics.listener,
-                metrics=measured,
-                host=metrics_host,
-                port=metrics_port,
-            )
+            functools.partial(metrics.listener, metrics=measured, host=metrics_host, port=metrics_port)
         )
     if reloader is not None:
         application.cleanup_ctx.append(functools.partial(_refresh_certificates, reloader=reloader))
