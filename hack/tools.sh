@@ -3,7 +3,7 @@
 # outside the clone, and reuses them when present. Prints nothing but progress on stderr.
 #
 #   hack/tools.sh [TOOL ...]     default: every tool but distribution (bench only)
-#   TOOL: conformance oras crane helm distribution etcd coredns
+#   TOOL: conformance oras crane helm distribution etcd coredns promtool
 #         kube (kube-apiserver, kube-controller-manager: the test control plane)
 #         node (kube also, plus kube-scheduler, kubelet, kube-proxy: tests/support/cluster.py)
 #
@@ -21,6 +21,7 @@ ORAS_VERSION=v1.3.6
 DISTRIBUTION_VERSION=v3.1.1
 COREDNS_VERSION=v1.12.4
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
+PROMTOOL_VERSION=v0.316.0  # the prometheus module's version for Prometheus 3.16.0
 
 CACHE=${DOCKYARD_TOOLS:-$HOME/.cache/dockyard/tools}
 BIN=$CACHE/bin
@@ -120,12 +121,13 @@ build_one() {
     kube) build_kube ;;
     node) build_node ;;
     coredns) go_install coredns github.com/coredns/coredns "$COREDNS_VERSION" ;;
+    promtool) go_install promtool github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_VERSION" ;;
     *) log "unknown tool: $1"; exit 2 ;;
   esac
 }
 
 if [ $# -eq 0 ]; then
-  set -- conformance oras crane etcd node coredns helm
+  set -- conformance oras crane etcd node coredns helm promtool
 fi
 for tool in "$@"; do build_one "$tool"; done
 echo "$BIN"

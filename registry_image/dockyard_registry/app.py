@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import http_exceptions, web
 
-from dockyard_registry import auth, errors, reference, routes, state
+from dockyard_registry import auth, errors, health, reference, routes, state
+from dockyard_registry import metrics as metrics_
 from dockyard_registry.errors import Code, OciError
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,11 @@ class _NoRequestBytes(logging.Filter):
 _NO_REQUEST_BYTES = _NoRequestBytes()
 
 
-def create_app(settings: state.Settings) -> web.Application:
+def create_app(settings: state.Settings, *, metrics: metrics_.Metrics | None = None) -> web.Application:
+    """The registry app; with `metrics`, every request is counted (metrics.py, outermost middleware)."""
     http_log.addFilter(_NO_REQUEST_BYTES)  # once per process: a filter is added only if absent
     app = web.Application(
-        middlewares=[_errors_middleware],
+        middlewares=[_errors_middleware] if metrics is None else [metrics.middleware, _errors_middleware],
         client_max_size=1024**2 * 8,
         handler_args={"logger": http_log},
     )
@@ -69,7 +71,12 @@ def create_app(settings: state.Settings) -> web.Application:
     app.on_response_prepare.append(_api_version_header)
     if settings.upload_sweep_seconds is not None:
         app.cleanup_ctx.append(_sweep_uploads)
+    if settings.gc is not None:
+        app.cleanup_ctx.append(_scheduled_gc)
+    if settings.storage is not None:
+        app.cleanup_ctx.append(_storage_checks)
     app.router.add_get("/healthz", _healthz, allow_head=True)
+    app.router.add_get("/readyz", _readyz, allow_head=True)
     app.router.add_get("/auth", _auth_request, allow_head=False)
     app.router.add_route("*", "/v2", _dispatch)
     # [\s\S], not `.`: a path with a percent-encoded newline is still ours to answer (routes.match).
@@ -97,6 +104,28 @@ async def _sweep_uploads(app: web.Application) -> AsyncIterator[None]:
                 log.info("purged %d expired upload sessions", len(purged))
 
     task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _scheduled_gc(app: web.Application) -> AsyncIterator[None]:
+    """For the app's lifetime: the online gc (maintenance.GcRunner) on its schedule."""
+    runner = app[state.SETTINGS].gc
+    assert runner is not None
+    task = asyncio.create_task(runner.run_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _storage_checks(app: web.Application) -> AsyncIterator[None]:
+    """For the app's lifetime: the storage check (health.StorageMonitor) behind /readyz."""
+    monitor = app[state.SETTINGS].storage
+    assert monitor is not None
+    task = asyncio.create_task(monitor.run_forever())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -155,7 +184,33 @@ async def _api_version_header(request: web.Request, response: web.StreamResponse
 
 
 async def _healthz(request: web.Request) -> web.StreamResponse:
+    """Liveness: the event loop answers. Never touches storage (see health.py)."""
     return web.Response(text="ok")
+
+
+async def _readyz(request: web.Request) -> web.StreamResponse:
+    """Readiness: the last storage check passed (503 with the reason otherwise)."""
+    monitor = request.app[state.SETTINGS].storage
+    if monitor is None:
+        return web.Response(text="ok")
+    verdict = monitor.state
+    return web.Response(status=200 if verdict.ready else 503, text=verdict.message)
+
+
+_WRITES = frozenset({"POST", "PATCH", "PUT"})
+
+
+def _refuse_push_without_storage(request: web.Request, *, match: routes.Match) -> None:
+    """A push while storage cannot take it is refused before a byte is stored (health.py)."""
+    monitor = request.app[state.SETTINGS].storage
+    if monitor is None or match.scope is not routes.Scope.PUSH or request.method not in _WRITES:
+        return
+    verdict = monitor.state
+    if not verdict.refuses_pushes:
+        return
+    if verdict.problem is health.Problem.FULL:
+        raise OciError(Code.UNKNOWN, verdict.message, status=507)
+    raise OciError(Code.UNKNOWN, verdict.message, status=503, headers={"Retry-After": "30"})
 
 
 def client_address(request: web.Request) -> str:
@@ -241,6 +296,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     match = _match(request.method, request.raw_path)
     identity = await _authorize(request, match=match, authorization=request.headers.get("Authorization"))
     request[state.IDENTITY] = identity
+    _refuse_push_without_storage(request, match=match)
     return await match.handler(request, match.params)
 
 

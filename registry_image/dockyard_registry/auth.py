@@ -268,6 +268,8 @@ class Authenticator:
         self._pending = 0
         self._pending_by_client: collections.Counter[str] = collections.Counter()
         self._inflight: dict[bytes, asyncio.Future[bool]] = {}
+        # Credential checks by outcome, for the metrics: "hit" (cached), "miss" (bcrypt), "failure" (wrong).
+        self.counts: collections.Counter[str] = collections.Counter()
         # Load eagerly so a broken access file fails at startup, not on the first request.
         self._htpasswd.get()
         self._access.get()
@@ -304,7 +306,9 @@ class Authenticator:
             and cached[0] == hashed
             and hmac.compare_digest(cached[1], mac)
         ):
+            self.counts["hit"] += 1
             return True
+        self.counts["miss"] += 1
         # One bcrypt per fresh credential however many requests bring it at once (a client opening many
         # connections right after login): the others wait for that check instead of queueing their own,
         # and only the client that started it is charged for it.
@@ -317,7 +321,10 @@ class Authenticator:
             self._inflight[mac] = inflight
             inflight.add_done_callback(lambda _done: self._inflight.pop(mac, None))
         # Shielded: a client that disconnects must not cancel the check others are waiting for.
-        return await asyncio.shield(inflight)
+        ok = await asyncio.shield(inflight)
+        if not ok:
+            self.counts["failure"] += 1
+        return ok
 
     def _admit(self, client: str) -> None:
         """Charge one fresh-credential check to `client`, or refuse it when over a budget."""

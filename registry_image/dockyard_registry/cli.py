@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import ipaddress
+import json
 import logging
 import os
-import re
 import secrets
 import ssl
 import sys
@@ -21,7 +22,19 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from dockyard_registry import auth, fsck, gc, state, store, tlsauto
+from dockyard_registry import (
+    auth,
+    fsck,
+    gc,
+    health,
+    maintenance,
+    metrics,
+    retention,
+    schedule,
+    state,
+    store,
+    tlsauto,
+)
 from dockyard_registry.storage import filesystem
 
 EXIT_USAGE = 2
@@ -72,16 +85,12 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def duration(value: str) -> float:
     """Seconds from `90`, `90s`, `15m`, `168h` or `7d` (argparse type: a bad value is a usage error)."""
-    m = _DURATION_RE.match(value.strip())
-    if m is None:
-        raise argparse.ArgumentTypeError(f"invalid duration {value!r}: use e.g. 3600, 90s, 15m, 168h, 7d")
-    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    try:
+        return retention.parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def proxy_network(value: str) -> state.Network | None:
@@ -161,6 +170,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="open upload sessions one user may hold; one more POST is 429 (default 100; 0 no limit)",
     )
 
+    serve.add_argument(
+        "--gc-schedule",
+        metavar="CRON",
+        help="run gc inside the registry, online: 5-field cron in UTC ('17 3 * * *'), @daily, "
+        "@every 6h (default: never)",
+    )
+    _gc_policy_arguments(serve, prefix="gc-")
+    serve.add_argument("--gc-dry-run", action="store_true", help="scheduled runs only report")
+    serve.add_argument(
+        "--storage-max-fill",
+        type=float,
+        default=100.0,
+        metavar="PERCENT",
+        help="above this fill of the data filesystem /readyz fails and pushes get 507 (default 100: "
+        "only when full)",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics and /gc (last gc run, JSON) on this separate address, without "
+        "auth: bind it to loopback or a pod address no proxy forwards (default: no metrics)",
+    )
+    serve.add_argument(
+        "--storage-check-interval",
+        type=duration,
+        default=health.DEFAULT_INTERVAL,
+        metavar="DURATION",
+        help="how often /readyz's storage check runs (default 10s)",
+    )
+
     user = sub.add_parser("user", help="manage users").add_subparsers(
         dest="user_command", required=True, parser_class=_Parser
     )
@@ -182,12 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--htpasswd")
     listing.add_argument("--access-file")
 
-    collect = sub.add_parser("gc", help="delete blobs no manifest references")
-    collect.add_argument("--data-dir", required=True)
-    collect.add_argument("--dry-run", action="store_true")
-    collect.add_argument(
-        "--grace", type=int, default=3600, help="keep anything younger (seconds, default 3600)"
+    collect = sub.add_parser(
+        "gc", help="delete retired tags, untagged manifests (when asked) and blobs nothing references"
     )
+    collect.add_argument("--data-dir", required=True)
+    collect.add_argument("--dry-run", action="store_true", help="change nothing; report what would go")
+    _gc_policy_arguments(collect, prefix="")
+    collect.add_argument("--json", action="store_true", help="print the report as one JSON document")
     collect.add_argument(
         "--upload-expiry",
         type=duration,
@@ -206,6 +246,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="also exit 1 on dangling references the API allows (an index listing a deleted manifest)",
     )
     return parser
+
+
+def _gc_policy_arguments(parser: argparse.ArgumentParser, *, prefix: str) -> None:
+    """What a gc run deletes: the same options for `gc` and (with the `gc-` prefix) `serve`."""
+    parser.add_argument(
+        f"--{prefix}grace",
+        type=duration,
+        default=gc.DEFAULT_GRACE,
+        metavar="DURATION",
+        help="keep anything younger (default 1h)",
+    )
+    parser.add_argument(
+        f"--{prefix}delete-untagged",
+        action="store_true",
+        help="also delete manifests no tag reaches (directly, through an index or as a referrer)",
+    )
+    parser.add_argument(
+        f"--{prefix}retention",
+        metavar="FILE",
+        help="retention rules (YAML or JSON): which tags to keep per repository glob",
+    )
+
+
+def _load_policy(path: str | None, *, option: str) -> retention.Policy | None:
+    if path is None:
+        return None
+    try:
+        return retention.parse(Path(path).read_text())
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: {exc.strerror or exc}") from None
+    except (retention.RetentionError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{option} {path}: {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -260,7 +332,30 @@ def _serve(args: argparse.Namespace) -> int:
         upload_sweep_seconds=args.upload_sweep_interval or None,
         trusted_proxies=_trusted_proxies(args.trusted_proxy),
     )
-    application = app.create_app(settings)
+    if not 0 < args.storage_max_fill <= 100:
+        raise UsageError("--storage-max-fill must be a percentage in (0, 100]")
+    if args.storage_check_interval <= 0:
+        raise UsageError("--storage-check-interval must be > 0")
+    settings = dataclasses.replace(
+        settings,
+        gc=_gc_runner(args, st=settings.store, data=data),
+        storage=health.StorageMonitor(
+            data, max_fill=args.storage_max_fill, interval=args.storage_check_interval
+        ),
+    )
+    if args.metrics_listen is None:
+        application = app.create_app(settings)
+    else:
+        metrics_host, metrics_port = parse_listen(args.metrics_listen)
+        if (metrics_host, metrics_port) == (host, port):
+            raise UsageError("--metrics-listen must differ from --listen")
+        measured = metrics.Metrics(
+            metrics.Sources(authenticator=settings.authenticator, storage=settings.storage, gc=settings.gc)
+        )
+        application = app.create_app(settings, metrics=measured)
+        application.cleanup_ctx.append(
+            functools.partial(metrics.listener, metrics=measured, host=metrics_host, port=metrics_port)
+        )
     if reloader is not None:
         application.cleanup_ctx.append(functools.partial(_refresh_certificates, reloader=reloader))
     scheme = "http" if ssl_context is None else "https"
@@ -284,6 +379,28 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _gc_runner(args: argparse.Namespace, *, st: store.Store, data: Path) -> maintenance.GcRunner | None:
+    """The online gc `--gc-schedule` asks for (None without it); bad options are usage errors."""
+    if args.gc_schedule is None:
+        if args.gc_retention or args.gc_delete_untagged or args.gc_dry_run:
+            raise UsageError("--gc-retention, --gc-delete-untagged and --gc-dry-run need --gc-schedule")
+        return None
+    try:
+        when = schedule.parse(args.gc_schedule)
+    except schedule.ScheduleError as exc:
+        raise UsageError(f"--gc-schedule {exc}") from None
+    policy = _load_policy(args.gc_retention, option="--gc-retention")
+    settings = maintenance.GcSettings(
+        schedule=when,
+        grace=args.gc_grace,
+        delete_untagged=args.gc_delete_untagged,
+        retention_file=Path(args.gc_retention) if args.gc_retention else None,
+        dry_run=args.gc_dry_run,
+        upload_expiry=args.upload_expiry,  # the sessions' own expiry, not the grace period
+    )
+    return maintenance.GcRunner(st, settings, status_file=data / maintenance.STATUS_FILE, policy=policy)
 
 
 def _authenticator(args: argparse.Namespace, *, data: Path) -> auth.Authenticator:
@@ -443,25 +560,42 @@ def _open_store(args: argparse.Namespace) -> store.Store:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    if args.grace < 0:
-        raise UsageError("--grace must be >= 0")
     if args.upload_expiry is not None and args.upload_expiry < 0:
         raise UsageError("--upload-expiry must be >= 0")
+    policy = _load_policy(args.retention, option="--retention")
+    st = _open_store(args)
     report = gc.collect(
-        _open_store(args), grace=args.grace, dry_run=args.dry_run, upload_expiry=args.upload_expiry
+        st,
+        grace=args.grace,
+        dry_run=args.dry_run,
+        upload_expiry=args.upload_expiry,
+        delete_untagged=args.delete_untagged,
+        policy=policy,
     )
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+        return 1 if report.errors else 0
     verb = "would delete" if args.dry_run else "deleted"
-    for item in report.blobs:
-        print(f"{verb} blob {item}")
-    for item in report.uploads:
-        print(f"{verb} stale upload {item}")
-    for item in report.leftovers:
-        print(f"{verb} interrupted write {item}")
+    for kind, items in (
+        ("tag", report.tags),
+        ("manifest", report.manifests),
+        ("blob", report.blobs),
+        ("stale upload", report.uploads),
+        ("interrupted write", report.leftovers),
+    ):
+        for item in items:
+            print(f"{verb} {kind} {item}")
+    for error in report.errors:
+        print(f"error: {error}", file=sys.stderr)
     print(
-        f"{verb} {len(report.blobs)} blobs, {len(report.uploads)} uploads, "
-        f"{len(report.leftovers)} interrupted writes ({report.bytes} bytes); kept {report.kept} blobs"
+        f"{verb} {len(report.tags)} tags, {len(report.manifests)} manifests, {len(report.blobs)} blobs, "
+        f"{len(report.uploads)} uploads, {len(report.leftovers)} interrupted writes "
+        f"({report.bytes} bytes) in {report.duration:.1f}s; kept {report.kept} blobs; "
+        f"{len(report.errors)} errors"
     )
-    return 0
+    if policy is not None and not args.delete_untagged:
+        print("note: without --delete-untagged the manifests of deleted tags stay (and keep their blobs)")
+    return 1 if report.errors else 0
 
 
 def _fsck(args: argparse.Namespace) -> int:

@@ -1,11 +1,32 @@
-"""Garbage collection: mark every blob a manifest revision references, sweep the rest.
+"""Garbage collection: drop tags a retention policy retires and manifests nothing keeps, then sweep blobs.
 
-Owns: deciding which blob data and stale upload sessions can go. Must not: delete anything younger than
-the grace period. That rule is what keeps a running registry safe: a blob just uploaded (or re-linked,
-or referenced by a manifest pushed during the run — the store touches those) has a fresh mtime, and the
-sweep re-reads the mtime right before deleting. Upload sessions count as fresh while bytes still arrive;
-they go once untouched for `upload_expiry` (the grace period unless given). Temp files of atomic writes
-killed before their rename (kill -9 during a manifest PUT) go once older than the grace period.
+Owns: deciding which tags, manifests, blob data and stale upload sessions can go. Must not: delete
+anything younger than the grace period. That rule is what keeps a running registry safe: a blob just
+uploaded (or re-linked, or referenced by a manifest pushed during the run — the store touches those) has
+a fresh mtime, and the sweep re-reads the mtime right before deleting. Upload sessions count as fresh
+while bytes still arrive; they go once untouched for `upload_expiry` (the grace period unless given).
+Temp files of atomic writes killed before their rename (kill -9 during a manifest PUT) go once older
+than the grace period.
+
+A run has three phases, each one reading what the previous one left:
+1. Tags (with a retention policy): a tag the policy does not keep goes, unless younger than the grace
+   period. A tag's age is its link's mtime: pushing or moving a tag rewrites it.
+2. Manifests (with `delete_untagged`): per repository, the roots are the kept tags and every revision
+   younger than the grace period; what they reach stays — an index's children, and the referrers
+   (manifests whose `subject` is kept), recursively. The rest goes: untagged manifests, and referrers
+   whose subject is gone. A revision's age is its link's mtime, which every push that refers to the
+   manifest refreshes (re-pushing it, tagging it, pushing an index listing it).
+3. Blobs: every blob a remaining manifest revision references is kept; the rest goes once old.
+
+Races with a running registry: each deletion re-checks what made it deletable (the tag still names the
+same manifest and is old; the revision is still old; the blob is still old) just before it deletes, and
+inside the registry's process (the online gc of `serve --gc-schedule`) the re-check and the deletion
+hold the store's `GcLock` exclusively, so no push interleaves with them: a push either refreshed the
+mtime before the re-check, or finds the content gone after and is refused (a manifest naming a blob or
+manifest that was just collected is MANIFEST_BLOB_UNKNOWN, never a half-stored image). Deciding from a
+snapshot is only ever too conservative: a tag moved during the run keeps its old manifest until the next
+run. `gc` run as a separate process (the CLI against a live data directory) relies on the grace period
+alone, as before.
 """
 
 from __future__ import annotations
@@ -13,17 +34,71 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
-from dockyard_registry import digest, manifests, paths, store
+from dockyard_registry import digest, manifests, paths, retention, store
+
+DEFAULT_GRACE = 3600.0
 
 
 @dataclasses.dataclass
 class Report:
+    """What one run deleted (or, dry, would delete). `errors` are deletions that failed; the run goes on."""
+
     blobs: list[str] = dataclasses.field(default_factory=list)
     uploads: list[str] = dataclasses.field(default_factory=list)
     leftovers: list[str] = dataclasses.field(default_factory=list)
+    tags: list[str] = dataclasses.field(default_factory=list)  # `repo:tag`
+    manifests: list[str] = dataclasses.field(default_factory=list)  # `repo@digest`
+    errors: list[str] = dataclasses.field(default_factory=list)
     bytes: int = 0
-    kept: int = 0
+    kept: int = 0  # blobs kept
+    dry_run: bool = False
+    started: float = 0.0  # wall clock (the run's clock)
+    duration: float = 0.0  # seconds
+    stopped: bool = False  # ended early (shutdown); the next run finishes the job
+
+    def summary(self) -> dict[str, Any]:
+        """Counts only: what a status file, a log line or an operator's status shows."""
+        return {
+            "started": self.started,
+            "duration": round(self.duration, 3),
+            "dryRun": self.dry_run,
+            "tagsDeleted": len(self.tags),
+            "manifestsDeleted": len(self.manifests),
+            "blobsDeleted": len(self.blobs),
+            "uploadsDeleted": len(self.uploads),
+            "leftoversDeleted": len(self.leftovers),
+            "bytesFreed": self.bytes,
+            "blobsKept": self.kept,
+            "errors": len(self.errors),
+            "stopped": self.stopped,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        """The summary and every item, for `gc --json`."""
+        return {
+            **self.summary(),
+            "items": {
+                "tags": self.tags,
+                "manifests": self.manifests,
+                "blobs": self.blobs,
+                "uploads": self.uploads,
+                "leftovers": self.leftovers,
+            },
+            "errorMessages": self.errors,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Revision:
+    """What gc needs of one stored manifest revision."""
+
+    mtime: float | None
+    blobs: tuple[digest.Digest, ...]  # the blobs it keeps (foreign layers only where linked)
+    children: tuple[digest.Digest, ...]  # index entries
+    subject: digest.Digest | None
+    readable: bool  # False: missing or unparsable bytes (fsck's to report); such a revision is kept
 
 
 def stored_blobs(st: store.Store) -> Iterator[digest.Digest]:
@@ -48,21 +123,76 @@ def linked(st: store.Store, directory: str) -> Iterator[digest.Digest]:
                 continue
 
 
+def _scan(st: store.Store, repo: str) -> dict[digest.Digest, _Revision]:
+    """Every manifest revision of one repository, parsed once."""
+    found: dict[digest.Digest, _Revision] = {}
+    for revision in linked(st, paths.revisions(repo)):
+        mtime = st.driver.mtime(paths.revision_link(repo, revision))
+        try:
+            stored = st.get_manifest(repo, revision)
+            parsed = manifests.parse(stored.data, content_type=stored.media_type, strict=False)
+        except (store.ManifestUnknownError, manifests.ManifestInvalidError):
+            found[revision] = _Revision(mtime, (), (), None, readable=False)
+            continue
+        # A foreign layer counts only where the repository links it: a manifest that merely names
+        # another repository's digest must not keep that blob alive.
+        blobs = tuple(
+            b.digest
+            for b in parsed.blobs
+            if not b.external or st.driver.size(paths.layer_link(repo, b.digest)) is not None
+        )
+        found[revision] = _Revision(
+            mtime,
+            blobs,
+            tuple(c.digest for c in parsed.manifests),
+            parsed.subject.digest if parsed.subject is not None else None,
+            readable=True,
+        )
+    return found
+
+
+def _tags(st: store.Store, repo: str) -> dict[str, tuple[str, float]]:
+    """Each tag's target (as stored) and mtime; tags gone or unreadable meanwhile are left out."""
+    out: dict[str, tuple[str, float]] = {}
+    for tag in st.driver.list(paths.tags(repo)):
+        path = paths.tag_link(repo, tag)
+        mtime = st.driver.mtime(path)
+        try:
+            target = st.driver.get(path).decode().strip()
+        except (FileNotFoundError, UnicodeDecodeError):
+            continue
+        if mtime is not None:
+            out[tag] = (target, mtime)
+    return out
+
+
+def _reachable(revisions: dict[digest.Digest, _Revision], roots: set[digest.Digest]) -> set[digest.Digest]:
+    """The roots and everything they reach: index children and referrers of reached manifests."""
+    referrers: dict[digest.Digest, list[digest.Digest]] = {}
+    for d, rev in revisions.items():
+        if rev.subject is not None:
+            referrers.setdefault(rev.subject, []).append(d)
+    seen: set[digest.Digest] = set()
+    todo = list(roots)
+    while todo:
+        d = todo.pop()
+        if d in seen:
+            continue
+        seen.add(d)
+        found = revisions.get(d)
+        if found is not None:
+            todo.extend(found.children)
+        todo.extend(referrers.get(d, ()))
+    return seen
+
+
 def mark(st: store.Store) -> set[digest.Digest]:
+    """Every blob (manifests included) some stored manifest revision references."""
     marked: set[digest.Digest] = set()
     for repo in st.catalog():
-        for revision in linked(st, paths.revisions(repo)):
+        for revision, rev in _scan(st, repo).items():
             marked.add(revision)
-            try:
-                found = st.get_manifest(repo, revision)
-                parsed = manifests.parse(found.data, content_type=found.media_type, strict=False)
-            except (store.ManifestUnknownError, manifests.ManifestInvalidError):
-                continue
-            for blob in parsed.blobs:
-                # A foreign layer counts only where the repository links it: a manifest that merely names
-                # another repository's digest must not keep that blob alive.
-                if not blob.external or st.driver.size(paths.layer_link(repo, blob.digest)) is not None:
-                    marked.add(blob.digest)
+            marked.update(rev.blobs)
     return marked
 
 
@@ -82,19 +212,169 @@ def collect(
     dry_run: bool,
     clock: Callable[[], float] = time.time,
     upload_expiry: float | None = None,
+    delete_untagged: bool = False,
+    policy: retention.Policy | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> Report:
-    """One mark-and-sweep run. Safe to kill at any point: the next run finishes the job.
+    """One run (see the module docstring). Safe to kill at any point: the next run finishes the job.
+
+    `should_stop` is asked between repositories and between blobs; when it says so the run ends there
+    (`stopped` in the report): how a shutting-down registry ends an online run quickly.
 
     A blob's links go before its bytes, so a run killed midway leaves at worst an unlinked blob (swept
-    next time), never a link to nothing. Links to blobs already gone (left by older versions or by
-    hand) are removed too, unless a manifest still references the blob: that is fsck's to report.
+    next time), never a link to nothing; a manifest's tags go before its revision, its revision before
+    its bytes. Links to blobs already gone (left by older versions or by hand) are removed too, unless a
+    manifest still references the blob: that is fsck's to report.
     """
-    report = Report()
-    marked = mark(st)
-    links = layer_links(st)
+    began = time.monotonic()
+    report = Report(dry_run=dry_run, started=clock())
     cutoff = clock() - grace
+    marked: set[digest.Digest] = set()
+    for repo in st.catalog():
+        if should_stop():
+            report.stopped = True
+            break
+        revisions = _scan(st, repo)
+        gone = _collect_repository(
+            st,
+            report,
+            repo=repo,
+            revisions=revisions,
+            cutoff=cutoff,
+            now=clock(),
+            dry_run=dry_run,
+            delete_untagged=delete_untagged,
+            policy=policy,
+        )
+        for revision, rev in revisions.items():
+            if revision not in gone:
+                marked.add(revision)
+                marked.update(rev.blobs)
+    if report.stopped:  # the marks are incomplete: sweeping now would delete what a manifest references
+        report.duration = time.monotonic() - began
+        return report
+    _sweep_blobs(st, report, marked=marked, cutoff=cutoff, dry_run=dry_run, should_stop=should_stop)
+    if report.stopped:
+        report.duration = time.monotonic() - began
+        return report
+    _sweep_uploads_and_leftovers(
+        st,
+        report,
+        cutoff=cutoff,
+        upload_cutoff=clock() - (grace if upload_expiry is None else upload_expiry),
+        dry_run=dry_run,
+    )
+    report.duration = time.monotonic() - began
+    return report
+
+
+def _collect_repository(
+    st: store.Store,
+    report: Report,
+    *,
+    repo: str,
+    revisions: dict[digest.Digest, _Revision],
+    cutoff: float,
+    now: float,
+    dry_run: bool,
+    delete_untagged: bool,
+    policy: retention.Policy | None,
+) -> set[digest.Digest]:
+    """Phases 1 and 2 for one repository; returns the revisions deleted (dry: that would be)."""
+    if policy is None and not delete_untagged:
+        return set()
+    tags = _tags(st, repo)
+    retired: set[str] = set()
+    if policy is not None and policy.covers(repo):
+        kept = policy.kept(repo, {tag: mtime for tag, (_, mtime) in tags.items()}, now=now)
+        retired = {tag for tag, (_, mtime) in tags.items() if tag not in kept and mtime <= cutoff}
+    for tag in sorted(retired):
+        target, mtime = tags[tag]
+        if dry_run or _delete_tag(st, report, repo=repo, tag=tag, target=target, mtime=mtime):
+            report.tags.append(f"{repo}:{tag}")
+    if not delete_untagged:
+        return set()
+    roots: set[digest.Digest] = set()
+    for tag, (target, _) in tags.items():
+        if tag in retired and (dry_run or st.driver.size(paths.tag_link(repo, tag)) is None):
+            continue
+        try:
+            roots.add(digest.parse(target))
+        except (digest.DigestInvalidError, digest.DigestUnsupportedError):
+            continue  # a damaged tag keeps nothing; fsck reports it
+    for revision, rev in revisions.items():
+        if not rev.readable or rev.mtime is None or rev.mtime > cutoff:
+            roots.add(revision)
+    reachable = _reachable(revisions, roots)
+    gone: set[digest.Digest] = set()
+    for revision in sorted(set(revisions) - reachable, key=str):
+        rev = revisions[revision]
+        if dry_run or _delete_revision(
+            st, report, repo=repo, revision=revision, subject=rev.subject, cutoff=cutoff
+        ):
+            report.manifests.append(f"{repo}@{revision}")
+            gone.add(revision)
+    return gone
+
+
+def _delete_tag(st: store.Store, report: Report, *, repo: str, tag: str, target: str, mtime: float) -> bool:
+    """Delete a retired tag unless it changed since it was read; False when it stays."""
+    path = paths.tag_link(repo, tag)
+    try:
+        with st.gc_lock.exclusive():
+            try:
+                now_target = st.driver.get(path).decode().strip()
+            except (FileNotFoundError, UnicodeDecodeError):
+                return False
+            if now_target != target or st.driver.mtime(path) != mtime:
+                return False  # pushed or moved during the run: recent now
+            st.driver.delete(path)
+    except OSError as exc:
+        report.errors.append(f"tag {repo}:{tag}: {exc}")
+        return False
+    return True
+
+
+def _delete_revision(
+    st: store.Store,
+    report: Report,
+    *,
+    repo: str,
+    revision: digest.Digest,
+    subject: digest.Digest | None,
+    cutoff: float,
+) -> bool:
+    """Delete an unreachable manifest revision unless a push refreshed it; False when it stays."""
+    link = paths.revision_link(repo, revision)
+    try:
+        with st.gc_lock.exclusive():
+            mtime = st.driver.mtime(link)
+            if mtime is None or mtime > cutoff:
+                return False  # deleted meanwhile, or pushed, tagged or listed by an index during the run
+            if subject is not None:
+                st.driver.delete(paths.referrer_link(repo, subject, revision))
+            st.driver.delete(link)
+    except OSError as exc:
+        report.errors.append(f"manifest {repo}@{revision}: {exc}")
+        return False
+    return True
+
+
+def _sweep_blobs(
+    st: store.Store,
+    report: Report,
+    *,
+    marked: set[digest.Digest],
+    cutoff: float,
+    dry_run: bool,
+    should_stop: Callable[[], bool],
+) -> None:
+    links = layer_links(st)
     driver = st.driver
     for blob in stored_blobs(st):
+        if should_stop():
+            report.stopped = True
+            return
         data = paths.blob_data(blob)
         if blob in marked:
             report.kept += 1
@@ -104,42 +384,70 @@ def collect(
             # Left by a write interrupted before its rename (crash): remove once it is old enough.
             leftover = driver.mtime(paths.blob_dir(blob))
             if leftover is not None and leftover <= cutoff and not dry_run:
-                driver.delete(paths.blob_dir(blob))
+                _delete(st, report, paths.blob_dir(blob))
             continue
         if mtime > cutoff:
             report.kept += 1
             continue
-        report.blobs.append(str(blob))
-        report.bytes += driver.size(data) or 0
+        size = driver.size(data) or 0
         if dry_run:
+            report.blobs.append(str(blob))
+            report.bytes += size
             continue
-        # Re-check just before deleting: a push or mount during this run refreshes the mtime.
-        again = driver.mtime(data)
-        if again is None or again > cutoff:
-            continue
-        for repo in links.pop(blob, []):
-            driver.delete(paths.layer_link(repo, blob))
-        driver.delete(paths.blob_dir(blob))
-    if not dry_run:
-        for blob, repos in links.items():
-            if blob not in marked and driver.size(paths.blob_data(blob)) is None:
-                for repo in repos:
+        try:
+            with st.gc_lock.exclusive():
+                # Re-check just before deleting: a push or mount during this run refreshes the mtime.
+                again = driver.mtime(data)
+                if again is None or again > cutoff:
+                    report.kept += again is not None
+                    continue
+                for repo in links.pop(blob, []):
                     driver.delete(paths.layer_link(repo, blob))
-    upload_cutoff = clock() - (grace if upload_expiry is None else upload_expiry)
+                driver.delete(paths.blob_dir(blob))
+        except OSError as exc:
+            report.errors.append(f"blob {blob}: {exc}")
+            continue
+        report.blobs.append(str(blob))
+        report.bytes += size
+    if dry_run:
+        return
+    for blob, repos in links.items():
+        if blob in marked:
+            continue
+        with st.gc_lock.exclusive():
+            if driver.size(paths.blob_data(blob)) is not None:
+                continue  # committed meanwhile: its link is the new push's
+            for repo in repos:
+                _delete(st, report, paths.layer_link(repo, blob))
+
+
+def _sweep_uploads_and_leftovers(
+    st: store.Store, report: Report, *, cutoff: float, upload_cutoff: float, dry_run: bool
+) -> None:
+    driver = st.driver
     for upload_id in driver.list(paths.UPLOADS):
         last = st.upload_last_active(upload_id)
-        if last is not None and last <= upload_cutoff:
+        if last is None or last > upload_cutoff:
+            continue
+        if dry_run or _delete(st, report, paths.upload_dir(upload_id)):
             report.uploads.append(upload_id)
-            if not dry_run:
-                driver.delete(paths.upload_dir(upload_id))
     # After the blobs: a removed temp file refreshes its directory's mtime, which the blob pass reads.
     for top in (paths.BLOBS, paths.REPOSITORIES, paths.UPLOADS):
         for temp in driver.leftovers(top):
             written = driver.mtime(temp)
             if written is None or written > cutoff:
                 continue  # gone meanwhile, or a write still in flight
-            report.leftovers.append(temp)
-            report.bytes += driver.size(temp) or 0
-            if not dry_run:
-                driver.delete(temp)
-    return report
+            size = driver.size(temp) or 0
+            if dry_run or _delete(st, report, temp):
+                report.leftovers.append(temp)
+                report.bytes += size
+
+
+def _delete(st: store.Store, report: Report, path: str) -> bool:
+    """Delete one path; a failure (permissions, I/O) is reported and the run goes on."""
+    try:
+        st.driver.delete(path)
+    except OSError as exc:
+        report.errors.append(f"{path}: {exc}")
+        return False
+    return True

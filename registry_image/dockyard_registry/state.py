@@ -10,7 +10,7 @@ import ipaddress
 
 from aiohttp import web
 
-from dockyard_registry import auth, store
+from dockyard_registry import auth, health, maintenance, store
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The operator's nginx sidecar reaches the registry over the pod's loopback.
@@ -31,6 +31,10 @@ class Settings:
     # Peers whose X-Real-IP names the client (a reverse proxy such as the sidecar); from anyone else the
     # header is ignored, so a client cannot pick the address its password checks are charged to.
     trusted_proxies: tuple[Network, ...] = LOOPBACK
+    # The online gc (`serve --gc-schedule`); None: no scheduled gc.
+    gc: maintenance.GcRunner | None = None
+    # The storage check behind /readyz and refusing pushes; None: no check (/readyz answers ok).
+    storage: health.StorageMonitor | None = None
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -28,7 +28,7 @@ import time
 import urllib.parse
 import uuid
 import weakref
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Iterator
 from typing import Any
 
 from dockyard_registry import digest, manifests, paths, reference
@@ -120,6 +120,55 @@ class _HashState:
     algorithm: str
 
 
+class GcLock:
+    """Pushes share it; gc takes it alone for each single deletion (re-check, then delete).
+
+    Inside one process this makes "is it still unreferenced and old?" and the deletion one step against
+    every write that could make it referenced again (a manifest naming a blob or a manifest, a tag, a
+    blob committed or mounted): either the push runs first and refreshes the mtime gc re-checks, or gc
+    runs first and the push finds the content gone and says so. Pushes never wait for each other, and
+    gc waits for no push longer than one push takes; a waiting gc keeps new pushes out only for the
+    one deletion it is about to make. A gc in another process relies on the grace period alone.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._waiting = 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive or self._waiting:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                if not self._shared:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._exclusive or self._shared:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
 class Store:
     """One registry's content over one driver. Safe for one event loop (per-upload asyncio locks) plus
     the worker threads it starts itself; gc/fsck may run in another process at the same time."""
@@ -148,6 +197,7 @@ class Store:
         self._starting = threading.Lock()  # counting an owner's sessions and adding one is one step
         self._sweep_cursor = ""  # the last session id a sweep examined
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.gc_lock = GcLock()  # see GcLock: what an online gc and concurrent pushes agree on
 
     # ----------------------------------------------------------------------------------- repositories
     def repository_exists(self, name: str) -> bool:
@@ -191,12 +241,13 @@ class Store:
 
     def mount_blob(self, name: str, *, source: str, dgst: digest.Digest) -> bool:
         """Link a blob from `source` into `name`; False when `source` does not have it."""
-        try:
-            self.blob_size(source, dgst)
-        except BlobUnknownError:
-            return False
-        self._link_blob(name, dgst)
-        return True
+        with self.gc_lock.shared():
+            try:
+                self.blob_size(source, dgst)
+            except BlobUnknownError:
+                return False
+            self._link_blob(name, dgst)
+            return True
 
     def repositories_with_blob(self, dgst: digest.Digest) -> list[str]:
         return [r for r in self.catalog() if self.driver.size(paths.layer_link(r, dgst)) is not None]
@@ -491,6 +542,10 @@ class Store:
             return size
 
     def _commit_upload(self, name: str, upload_id: str, dgst: digest.Digest) -> None:
+        with self.gc_lock.shared():
+            self._commit_upload_locked(name, upload_id, dgst)
+
+    def _commit_upload_locked(self, name: str, upload_id: str, dgst: digest.Digest) -> None:
         target = paths.blob_data(dgst)
         # Deduplicated: when the content exists, claim it for gc's grace period before relying on it.
         self.driver.touch(target)
@@ -539,6 +594,18 @@ class Store:
         tags: tuple[str, ...] = (),
     ) -> PutManifestResult:
         """Validate and store a manifest under its digest, then point `ref` (if a tag) and `tags` at it."""
+        with self.gc_lock.shared():
+            return self._put_manifest(name, ref, data=data, content_type=content_type, tags=tags)
+
+    def _put_manifest(
+        self,
+        name: str,
+        ref: str | digest.Digest,
+        *,
+        data: bytes,
+        content_type: str | None,
+        tags: tuple[str, ...],
+    ) -> PutManifestResult:
         algorithm = ref.algorithm if isinstance(ref, digest.Digest) else "sha256"
         dgst = digest.of_bytes(data, algorithm=algorithm)
         if isinstance(ref, digest.Digest) and dgst != ref:
@@ -562,6 +629,9 @@ class Store:
         # A manifest pushed while gc runs must keep its blobs: refresh their mtime into the grace window.
         for blob in manifest.required_blobs():
             self.driver.touch(paths.blob_data(blob))
+        # Likewise an index's children: gc deletes an untagged manifest only while its revision is old.
+        for child in manifest.manifests:
+            self.driver.touch(paths.revision_link(name, child.digest))
         # Order matters for crash safety: content, then the revision, then what points at it.
         if self.driver.size(paths.blob_data(dgst)) is None:
             self.driver.put(paths.blob_data(dgst), data)

@@ -63,7 +63,7 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str], *, stdin: str = "")
         (["user", "remove", "ghost", "--data-dir", "D"], "no user"),
         (["gc", "--data-dir", "D", "--grace", "-1"], "--grace"),
         (["fsck", "--data-dir", "missing"], "does not exist"),
-        (["gc", "--data-dir", "D", "--grace", "soon"], "invalid int"),
+        (["gc", "--data-dir", "D", "--grace", "soon"], "invalid duration"),
         (["gc", "--data-dir", "D", "--upload-expiry", "1w"], "invalid duration"),
         (["serve", "--data-dir", "D", "--upload-expiry", "soon"], "invalid duration"),
         (["serve", "--data-dir", "D", "--upload-expiry", "0"], "--upload-expiry must be > 0"),

@@ -1,0 +1,215 @@
+"""`python -m bench.metrics_cost`: what Prometheus metrics cost the registry, measured side by side.
+
+Issue 12's target: metrics cost < 5% of authenticated manifest GET throughput and of blob GET throughput.
+
+Two `dockyard-registry serve --no-tls` processes over two data directories with the same user (bcrypt,
+`user add`) and the same image (a small config, one `--blob-mib` layer): one with `--metrics-listen`,
+one without. Each round runs, for each of the two in an order that alternates from round to round,
+authenticated manifest GETs and then authenticated blob GETs for `--seconds` each, with wrk (`-t2`,
+`--connections`) when it is installed; otherwise with an aiohttp client loop in this process, which is
+client-bound on a small machine and only good for a smoke run. Prints every sample, the medians and the
+on/off ratio; the metrics endpoint is scraped at the end to show the requests were counted.
+
+Owns: both servers, the loads and the table. Must not: leave a process or the temp dir behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+
+MiB = 1024 * 1024
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+USER, PASSWORD = "bench", "bench-password-not-secret"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.metrics_cost", description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
+    p.add_argument("--seconds", type=float, default=10.0, help="seconds per load and target (default 10)")
+    p.add_argument("--blob-mib", type=int, default=64, help="size of the blob GET in MiB (default 64)")
+    p.add_argument("--connections", type=int, default=64, help="connections for manifest GETs (default 64)")
+    return p
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, workdir: Path, name: str, *, metrics: bool) -> None:
+        self.name = name
+        self.data = workdir / name
+        exe = str(Path(sys.executable).parent / "dockyard-registry")
+        subprocess.run(
+            [exe, "user", "add", USER, "--data-dir", str(self.data), "--access", "admin", "--password-stdin"],
+            input=PASSWORD + "\n",
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+        self.port = _free_port()
+        self.metrics_port = _free_port() if metrics else None
+        argv = [exe, "serve", "--data-dir", str(self.data), "--listen", f"127.0.0.1:{self.port}", "--no-tls"]
+        if self.metrics_port is not None:
+            argv += ["--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
+        self.log = (workdir / f"{name}.log").open("wb")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
+
+
+async def _prepare(server: Server, *, blob: bytes) -> tuple[str, str]:
+    """Wait for the server, push the image; returns (manifest URL, blob URL)."""
+    config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+    async with aiohttp.ClientSession(headers=AUTH) as http:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                async with http.get(f"{server.base}/v2/") as resp:
+                    if resp.status == 200:
+                        break
+            except aiohttp.ClientConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{server.name} did not start")
+            await asyncio.sleep(0.1)
+        descriptors = []
+        for data in (config, blob):
+            d = "sha256:" + hashlib.sha256(data).hexdigest()
+            async with http.post(f"{server.base}/v2/bench/blobs/uploads/?digest={d}", data=data) as resp:
+                assert resp.status == 201, await resp.text()
+            descriptors.append({"mediaType": "application/octet-stream", "digest": d, "size": len(data)})
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": descriptors[0],
+                "layers": descriptors[1:],
+            }
+        ).encode()
+        headers = {"Content-Type": OCI_MANIFEST}
+        async with http.put(f"{server.base}/v2/bench/manifests/v1", data=manifest, headers=headers) as resp:
+            assert resp.status == 201, await resp.text()
+    return f"{server.base}/v2/bench/manifests/v1", f"{server.base}/v2/bench/blobs/{descriptors[1]['digest']}"
+
+
+def _wrk(wrk: str, url: str, *, seconds: float, connections: int) -> tuple[float, float]:
+    """(requests/s, MB/s) from wrk's summary."""
+    argv = [wrk, "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s"]
+    argv += ["-H", f"Authorization: {AUTH['Authorization']}", "-H", f"Accept: {OCI_MANIFEST}", url]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise SystemExit(f"wrk saw errors:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    m = re.search(r"Transfer/sec:\s+([\d.]+)([KMG]?B)", out)
+    scale = {"B": 1 / MiB, "KB": 1 / 1024, "MB": 1.0, "GB": 1024.0}
+    return rps, float(m.group(1)) * scale[m.group(2)] if m else 0.0
+
+
+async def _python_load(url: str, *, seconds: float, connections: int) -> tuple[float, float]:
+    """A closed-loop aiohttp client (smoke only: client-bound on a small machine)."""
+    done = 0
+    received = 0
+    until = time.monotonic() + seconds
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(headers={**AUTH, "Accept": OCI_MANIFEST}, connector=connector) as http:
+
+        async def worker() -> None:
+            nonlocal done, received
+            while time.monotonic() < until:
+                async with http.get(url) as resp:
+                    if resp.status != 200:
+                        raise SystemExit(f"GET {url}: {resp.status}")
+                    async for chunk in resp.content.iter_chunked(1 << 20):
+                        received += len(chunk)
+                done += 1
+
+        began = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.monotonic() - began
+    return done / elapsed, received / MiB / elapsed
+
+
+def _load(url: str, *, seconds: float, connections: int) -> tuple[float, float]:
+    wrk = shutil.which("wrk")
+    if wrk is not None:
+        return _wrk(wrk, url, seconds=seconds, connections=connections)
+    return asyncio.run(_python_load(url, seconds=seconds, connections=connections))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk not installed: using a Python client (smoke only; `make bench` installs wrk)", flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="dockyard-metrics-bench-"))
+    servers = [Server(workdir, "metrics-on", metrics=True), Server(workdir, "metrics-off", metrics=False)]
+    try:
+        blob = os.urandom(args.blob_mib * MiB)
+        urls = {s.name: asyncio.run(_prepare(s, blob=blob)) for s in servers}
+        samples: dict[tuple[str, str], list[float]] = {}
+        for r in range(args.rounds):
+            order = servers if r % 2 == 0 else servers[::-1]
+            for workload, index, connections, column in (
+                ("manifest GET", 0, args.connections, 0),
+                ("blob GET", 1, min(16, args.connections), 1),
+            ):
+                for s in order:
+                    measured = _load(urls[s.name][index], seconds=args.seconds, connections=connections)
+                    value = measured[column]
+                    samples.setdefault((workload, s.name), []).append(value)
+                    print(f"  round {r + 1} {workload:12} {s.name:11} {value:10.1f}", flush=True)
+        print(f"\n{'workload':14} {'unit':6} {'metrics on':>11} {'metrics off':>12} {'on/off':>7}")
+        for workload, unit in (("manifest GET", "req/s"), ("blob GET", "MB/s")):
+            on = statistics.median(samples[(workload, "metrics-on")])
+            off = statistics.median(samples[(workload, "metrics-off")])
+            print(f"{workload:14} {unit:6} {on:11.1f} {off:12.1f} {on / off:7.3f}")
+        assert servers[0].metrics_port is not None
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{servers[0].metrics_port}/metrics", timeout=10
+        ) as resp:
+            counted = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in resp.read().decode().splitlines()
+                if line.startswith("dockyard_registry_http_requests_total{")
+            )
+        print(f"(metrics-on counted {counted:.0f} requests)")
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
