@@ -10,6 +10,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
+from dockyard_operator import tenancy
 from dockyard_operator.nodetrust import claims
 
 
@@ -52,6 +53,11 @@ class Settings:
     nodes trust its CA for, besides the names it serves; a public registry host (docker.io, ...) only when
     named explicitly (see `nodetrust.claims`)."""
 
+    ingress_annotations_allowed: tuple[str, ...] = tenancy.DEFAULT_INGRESS_ANNOTATIONS
+    """DOCKYARD_INGRESS_ANNOTATIONS_ALLOWED: comma-separated annotation keys (`prefix*` for every key with
+    that prefix) a registry's spec.expose.ingress.annotations may set; unset: `tenancy`'s default, empty:
+    none. A key containing `snippet` is refused whatever this says (see `tenancy`)."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -76,6 +82,12 @@ class Settings:
                     f"DOCKYARD_NODE_TRUST_ALLOWED_HOSTS: {pattern!r} is not a host pattern "
                     "(use a name, *.suffix or *)"
                 )
+        raw_annotations = env.get("DOCKYARD_INGRESS_ANNOTATIONS_ALLOWED")
+        annotations = (
+            defaults.ingress_annotations_allowed
+            if raw_annotations is None
+            else tuple(p.strip() for p in raw_annotations.split(",") if p.strip())
+        )
         return cls(
             registry_image=env.get("DOCKYARD_REGISTRY_IMAGE", defaults.registry_image),
             nginx_image=env.get("DOCKYARD_NGINX_IMAGE", defaults.nginx_image),
@@ -86,4 +98,5 @@ class Settings:
             namespace=env.get("DOCKYARD_NAMESPACE") or env.get("POD_NAMESPACE") or defaults.namespace,
             node_trust_image=env.get("DOCKYARD_NODE_TRUST_IMAGE", defaults.node_trust_image),
             node_trust_allowed_hosts=allowed,
+            ingress_annotations_allowed=annotations,
         )
