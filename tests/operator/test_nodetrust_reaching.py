@@ -1,15 +1,16 @@
 """Pull secrets and KEP-1755 local-registry-hosting through the reconcile pass (in-memory API).
 
 Covers:
-- `pullSecrets`: a copy per listed namespace and per namespace matching the selector, only where the
-  namespace opted in for the registry's namespace (label `pull-secrets-from.dockyard.dev/<ns>: "true"`;
-  a listed one that did not is named in Degraded, a selected one is not; withdrawing the label removes the
-  copy; terminating ones skipped), each a dockerconfigjson with the user's current password for the node endpoint and the Service
-  endpoint, the ServiceAccount gaining it once; a password change rewrites the copies; a foreign Secret of the
-  same name is never overwritten (Degraded); an unknown user is Degraded; removing `pullSecrets` deletes the
-  copies and the ServiceAccount entries they added; extra hostnames only as far as node trust would publish
-  them (never docker.io or a name the registry does not serve); registries that never used pull secrets make
-  no list call; a deletion waits for a pass in flight, so nothing it removes is re-created;
+- `pullSecrets`: a copy per listed namespace and per namespace matching the selector, only where the namespace
+  opted in for the registry's namespace (label `pull-secrets-from.dockyard.dev/<ns>: "true"`; a listed one
+  that did not is named in Degraded, a selected one is not; withdrawing the label removes the copy;
+  terminating ones skipped), each a dockerconfigjson with the user's current password for the node endpoint
+  and the Service endpoint, the ServiceAccount gaining it once; a password change rewrites the copies; a
+  foreign Secret of the same name is never overwritten (Degraded); an unknown user is Degraded; removing
+  `pullSecrets` deletes the copies and the ServiceAccount entries they added; extra hostnames only as far as
+  node trust would publish them (never docker.io or a name the registry does not serve); registries that never
+  used pull secrets make no list call; a deletion waits for a pass in flight, so nothing it removes is
+  re-created;
 - `publishLocalRegistryHosting`: published for `localhost:<nodePort>`, refused (Degraded HostingTaken) for a
   second registry, withdrawn when the spec stops asking; without a node port it is Degraded;
 - `status.nodeEndpoint` is `localhost:<nodePort>` and absent for ClusterIP;
