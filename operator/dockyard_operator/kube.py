@@ -23,10 +23,14 @@ from lightkube.types import PatchType
 
 from dockyard_operator import names
 
+HOSTING_NAME: Final = "local-registry-hosting"
+"""kube-public/local-registry-hosting (KEP-1755), the one ConfigMap the operator deletes (`hosting.NAME`)."""
+
 # Resources and verbs the operator needs (ClusterRole rules). kopf's own needs are in KOPF_RBAC_RULES.
 RBAC_RULES: Final[list[dict[str, list[str]]]] = [
     {"apiGroups": [names.GROUP], "resources": [names.PLURAL], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": [names.GROUP], "resources": [f"{names.PLURAL}/status"], "verbs": ["get", "patch"]},
+    # Status is only ever merge-patched (by us and by kopf); nothing reads the subresource on its own.
+    {"apiGroups": [names.GROUP], "resources": [f"{names.PLURAL}/status"], "verbs": ["patch"]},
     # Children carry blockOwnerDeletion; with OwnerReferencesPermissionEnforcement that needs this.
     {"apiGroups": [names.GROUP], "resources": [f"{names.PLURAL}/finalizers"], "verbs": ["update"]},
     {
@@ -54,7 +58,8 @@ RBAC_RULES: Final[list[dict[str, list[str]]]] = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
     # Pull secrets live in other namespaces (no owner reference can remove them) and
     # kube-public/local-registry-hosting outlives no registry: both are deleted by the operator.
-    {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["delete"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["delete"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [HOSTING_NAME], "verbs": ["delete"]},
     # Pull secrets: which namespaces accept them (labels, `tenancy`): listed when every namespace is watched,
     # each watched one read by name otherwise; and the ServiceAccounts that use them.
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list"]},

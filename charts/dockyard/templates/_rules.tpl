@@ -16,7 +16,7 @@ on its own (tests/integration/install checks the two agree), in three parts:
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["dockyard.dev"]
   resources: ["privateregistries/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 # Children carry blockOwnerDeletion owner references; clusters enforcing OwnerReferencesPermissionEnforcement
 # (e.g. OpenShift) require this to set them.
 - apiGroups: ["dockyard.dev"]
@@ -39,7 +39,11 @@ on its own (tests/integration/install checks the two agree), in three parts:
 # Pull secrets live in other namespaces (no owner reference can remove them), and
 # kube-public/local-registry-hosting outlives no registry: the operator deletes both itself.
 - apiGroups: [""]
-  resources: ["secrets", "configmaps"]
+  resources: ["secrets"]
+  verbs: ["delete"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  resourceNames: ["local-registry-hosting"]
   verbs: ["delete"]
 # spec.pullSecrets: the ServiceAccounts that get the Secret. (The Namespaces whose labels say whether they
 # accept pull secrets are read through dockyard.namespaceRules: a list cluster-wide, a get of each watched one.)
