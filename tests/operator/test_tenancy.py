@@ -8,7 +8,8 @@ Covers:
 - pull secret targets: the registry's own namespace always, another one only with the opt-in label naming the
   source namespace; listed namespaces that did not opt in are named in the verdict; the selector chooses only
   among opted-in namespaces and never reveals the others; terminating namespaces get nothing;
-- settings: DOCKYARD_INGRESS_ANNOTATIONS_ALLOWED unset gives the default, empty gives none.
+- settings: DOCKYARD_INGRESS_ANNOTATIONS_ALLOWED unset gives the default, empty gives none;
+  DOCKYARD_WATCH_NAMESPACES gives the namespaces of a scoped install, and a bad name is an error.
 """
 
 from __future__ import annotations
@@ -151,3 +152,11 @@ def test_terminating_namespaces_get_nothing() -> None:
         match_labels=None,
     )
     assert targets == [] and verdict.ok
+
+
+def test_settings_take_the_watched_namespaces_from_the_environment() -> None:
+    assert settings.Settings.from_env({}).watch_namespaces == ()
+    s = settings.Settings.from_env({"DOCKYARD_WATCH_NAMESPACES": "team-a, team-b,"})
+    assert s.watch_namespaces == ("team-a", "team-b")
+    with pytest.raises(settings.SettingsError, match="Team_A"):
+        settings.Settings.from_env({"DOCKYARD_WATCH_NAMESPACES": "Team_A"})

@@ -6,13 +6,17 @@ started): the chart installed with `watchNamespaces={<ns>}` grants no ClusterRol
 the chart's Deployment under its ServiceAccount token reconciles a PrivateRegistry in the watched namespace
 (certificate, Deployment, the pull secret in its own namespace, its CA published by node trust in the
 release namespace); a registry in a namespace it does not watch is left alone; and the API server's audit
-log shows not one of its requests refused by RBAC.
+log shows not one of its requests refused by RBAC. The install's admission policy binds the watched namespace
+and follows its `nodeTrust.allowedHosts`: a tenant may name `docker.io` there because the installer allowed it
+by name, but not `ghcr.io`.
 """
 
 from __future__ import annotations
 
 import collections.abc
+import json
 import secrets
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +59,11 @@ def scoped(
     home = f"dockyard-scoped-{secrets.token_hex(3)}"
     control_plane.kubectl("create", "namespace", home)
     config = f"--kubeconfig={control_plane.kubeconfig}"
-    values = f"watchNamespaces={{{namespace}}}"
-    chart.helm("install", RELEASE, str(chart.CHART), "-n", home, "--set", values, config, timeout=180)
+    values = [f"watchNamespaces={{{namespace}}}", "nodeTrust.allowedHosts={docker.io}"]
+    flags = [arg for value in values for arg in ("--set", value)]
+    chart.helm("install", RELEASE, str(chart.CHART), "-n", home, *flags, config, timeout=180)
     try:
-        docs = chart.render(release=RELEASE, namespace=home, set_values=[values])
+        docs = chart.render(release=RELEASE, namespace=home, set_values=values)
         account = chart.only(chart.operator_objects(docs), "ServiceAccount")["metadata"]["name"]
         token = control_plane.service_account_kubeconfig(namespace=home, name=account)
         operator = conftest.ChartOperator(
@@ -121,3 +126,38 @@ def test_the_scoped_install_reconciles_a_registry_in_its_namespace_with_roles_on
     other = kube_client.get(cluster.PrivateRegistry, "demo", namespace=unwatched)
     assert not (other.get("status") or {}).get("conditions"), "a registry outside the watched namespace"
     assert cluster.absent(kube_client, apps.Deployment, names.Names.of("demo").deployment, unwatched)
+
+
+def test_the_scoped_policy_lets_a_tenant_name_only_the_public_hosts_the_installer_allowed(
+    control_plane: kube.ControlPlane, namespace: str, scoped: dict[str, Any]
+) -> None:
+    control_plane.kubectl("create", "serviceaccount", "tenant", "-n", namespace)
+    control_plane.kubectl(
+        "create", "role", "registry-owner", "-n", namespace, "--verb=create",
+        "--resource=privateregistries.dockyard.dev",
+    )  # fmt: skip
+    control_plane.kubectl(
+        "create", "rolebinding", "registry-owner", "-n", namespace, "--role=registry-owner",
+        f"--serviceaccount={namespace}:tenant",
+    )  # fmt: skip
+    tenant = control_plane.service_account_kubeconfig(namespace=namespace, name="tenant")
+
+    def create(host: str) -> subprocess.CompletedProcess[str]:
+        manifest = json.dumps(
+            {"apiVersion": "dockyard.dev/v1alpha1", "kind": "PrivateRegistry",
+             "metadata": {"name": "mirror", "namespace": namespace},
+             "spec": {"nodeTrust": {"hostnames": [host]}}}
+        )  # fmt: skip
+        return control_plane.kubectl(
+            "create", "--dry-run=server", "-f", "-", input=manifest, kubeconfig=tenant, check=False
+        )
+
+    def refused() -> str:
+        done = create("ghcr.io")
+        assert done.returncode != 0, "ghcr.io accepted"
+        return done.stderr
+
+    message = kube.eventually(refused, what="the scoped admission policy to refuse ghcr.io")
+    assert "spec.nodeTrust.hostnames: ghcr.io is a public registry" in message, message
+    allowed = create("docker.io")
+    assert allowed.returncode == 0, allowed.stderr
