@@ -45,7 +45,11 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 30
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per API request drowns the rest
-    client = kube.Kube.connect(field_manager=SETTINGS.field_manager)
+    if SETTINGS.watch_namespaces:
+        # A namespace-scoped install has Roles only: no CRD or Namespace watches (kopf then serves exactly
+        # the namespaces it was given), and the client reads only those namespaces.
+        settings.scanning.disabled = True
+    client = kube.Kube.connect(field_manager=SETTINGS.field_manager, namespaces=SETTINGS.watch_namespaces)
     trust = controller.NodeTrust(
         client=client,
         namespace=SETTINGS.namespace,

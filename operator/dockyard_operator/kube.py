@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import builtins
 import datetime
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 import httpx2 as httpx
@@ -23,10 +23,14 @@ from lightkube.types import PatchType
 
 from dockyard_operator import names
 
+HOSTING_NAME: Final = "local-registry-hosting"
+"""kube-public/local-registry-hosting (KEP-1755), the one ConfigMap the operator deletes (`hosting.NAME`)."""
+
 # Resources and verbs the operator needs (ClusterRole rules). kopf's own needs are in KOPF_RBAC_RULES.
 RBAC_RULES: Final[list[dict[str, list[str]]]] = [
     {"apiGroups": [names.GROUP], "resources": [names.PLURAL], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": [names.GROUP], "resources": [f"{names.PLURAL}/status"], "verbs": ["get", "patch"]},
+    # Status is only ever merge-patched (by us and by kopf); nothing reads the subresource on its own.
+    {"apiGroups": [names.GROUP], "resources": [f"{names.PLURAL}/status"], "verbs": ["patch"]},
     # Children carry blockOwnerDeletion; with OwnerReferencesPermissionEnforcement that needs this.
     {"apiGroups": [names.GROUP], "resources": [f"{names.PLURAL}/finalizers"], "verbs": ["update"]},
     {
@@ -54,9 +58,11 @@ RBAC_RULES: Final[list[dict[str, list[str]]]] = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
     # Pull secrets live in other namespaces (no owner reference can remove them) and
     # kube-public/local-registry-hosting outlives no registry: both are deleted by the operator.
-    {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["delete"]},
-    # Pull secrets: namespaces matching spec.pullSecrets.namespaceSelector, and ServiceAccounts that use them.
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["delete"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [HOSTING_NAME], "verbs": ["delete"]},
+    # Pull secrets: which namespaces accept them (labels, `tenancy`): listed when every namespace is watched,
+    # each watched one read by name otherwise; and the ServiceAccounts that use them.
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list"]},
     {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "update"]},
 ]
 # What kopf itself uses (docs/deployment-rbac.yaml): scanning CRDs and namespaces, its events, and peering
@@ -167,14 +173,23 @@ def describe(manifest: Mapping[str, Any]) -> str:
 class Kube:
     """A thin async facade over lightkube; every method takes keyword arguments and returns plain dicts."""
 
-    def __init__(self, client: AsyncClient, *, field_manager: str) -> None:
+    def __init__(
+        self, client: AsyncClient, *, field_manager: str, namespaces: builtins.list[str] | None = None
+    ) -> None:
         self._client = client
         self._field_manager = field_manager
+        self._namespaces = sorted(set(namespaces)) if namespaces else None
 
     @classmethod
-    def connect(cls, *, field_manager: str) -> Kube:
-        """A client from KUBECONFIG (or ~/.kube/config) or the in-cluster ServiceAccount."""
-        return cls(AsyncClient(field_manager=field_manager), field_manager=field_manager)
+    def connect(cls, *, field_manager: str, namespaces: Collection[str] = ()) -> Kube:
+        """A client from KUBECONFIG (or ~/.kube/config) or the in-cluster ServiceAccount.
+
+        `namespaces` (a namespace-scoped install): "every namespace" means these. A list across all
+        namespaces becomes one list per namespace, and `list_namespaces` reads these Namespaces one by one,
+        so nothing needs a ClusterRole.
+        """
+        client = AsyncClient(field_manager=field_manager)
+        return cls(client, field_manager=field_manager, namespaces=list(namespaces))
 
     async def close(self) -> None:
         await self._client.close()
@@ -209,6 +224,11 @@ class Kube:
         labels: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """Every object of a kind in `namespace` (all namespaces when None), optionally selected by labels."""
+        if namespace is None and self._namespaces is not None:
+            found: list[dict[str, Any]] = []
+            for each in self._namespaces:
+                found += await self.list(api_version=api_version, kind=kind, namespace=each, labels=labels)
+            return found
         res = resource_for(api_version, kind)
         where = namespace if namespace is not None else ALL_NS
 
@@ -224,7 +244,19 @@ class Kube:
         return result
 
     async def list_namespaces(self) -> builtins.list[dict[str, Any]]:
-        """Every Namespace (cluster-scoped, so not through `list`)."""
+        """Every Namespace (cluster-scoped, so not through `list`); only the watched ones (those that exist)
+        when the client is limited to some namespaces."""
+        if self._namespaces is not None:
+            watched = []
+            for name in self._namespaces:
+                try:
+                    obj = await self._call(
+                        self._client.get(core_v1.Namespace, name), verb="get", what=f"namespace {name}"
+                    )
+                except NotFound:
+                    continue
+                watched.append(_to_dict(obj))
+            return watched
 
         async def collect() -> builtins.list[dict[str, Any]]:
             return [_to_dict(obj) async for obj in self._client.list(core_v1.Namespace)]

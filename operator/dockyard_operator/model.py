@@ -284,7 +284,9 @@ class Ingress(_Model):
     class_name: str | None = None
     """IngressClass name; empty uses the cluster default."""
     annotations: dict[str, str] | None = None
-    """Extra annotations for the Ingress (merged over the operator's defaults)."""
+    """Extra annotations for the Ingress (merged over the operator's defaults): only keys the operator's
+    installer allows (tenancy.ingressAnnotations.allowed), never one containing "snippet"; Degraded names
+    any key left out."""
 
 
 class Expose(_Model):
@@ -361,9 +363,10 @@ class PullSecrets(_Model):
         list[Annotated[str, pydantic.StringConstraints(pattern=RESOURCE_NAME_PATTERN, max_length=63)]],
         pydantic.Field(max_length=256),
     ] = []
-    """Namespaces that get the Secret."""
+    """Namespaces that get the Secret: this registry's own, and others only if labelled
+    pull-secrets-from.dockyard.dev/<this namespace>: "true" (Degraded names any listed one that is not)."""
     namespace_selector: dict[str, str] | None = None
-    """Also every namespace carrying all of these labels (matchLabels semantics)."""
+    """Also every namespace carrying all of these labels (matchLabels semantics) that opted in likewise."""
     service_account: (
         Annotated[str, pydantic.StringConstraints(pattern=RESOURCE_NAME_PATTERN, max_length=253)] | None
     ) = None

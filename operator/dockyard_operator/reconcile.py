@@ -32,7 +32,18 @@ from typing import Any
 
 import pydantic
 
-from dockyard_operator import builders, conditions, crypto, diff, kube, model, names, policies, settings
+from dockyard_operator import (
+    builders,
+    conditions,
+    crypto,
+    diff,
+    kube,
+    model,
+    names,
+    policies,
+    settings,
+    tenancy,
+)
 from dockyard_operator.builders import htpasswd_secret, inputs
 from dockyard_operator.nodetrust import builders as nt_builders
 from dockyard_operator.nodetrust import claims, controller, hosting, layout, pullsecrets, rotation
@@ -262,8 +273,15 @@ class Reconciler:
             nginx_image=self._settings.nginx_image,
             htpasswd=htpasswd,
             access_yaml=access,
+            ingress_annotations_allowed=self._settings.ingress_annotations_allowed,
             **tls_fields,
         )
+        if spec.expose.ingress is not None:
+            _, annotated = tenancy.ingress_annotations(
+                spec.expose.ingress.annotations, allowed=self._settings.ingress_annotations_allowed
+            )
+            if not annotated.ok:
+                state.degraded.append(Problem(annotated.reason, annotated.message))
         applied = await self._apply(desired_inputs, owner=owner, state=state)
         if spec.expose.ingress is None:
             await self._remove_ingress(namespace=namespace, child_names=child_names, owner=owner, state=state)
@@ -504,13 +522,14 @@ class Reconciler:
                 ]
                 config = pullsecrets.dockerconfigjson(hosts=hosts, username=user.name, password=password)
                 secret_name = chosen.secret_name or names.dns_label(owner.name, "-pull")
-                targets: list[str] = list(chosen.namespaces)
-                if chosen.namespace_selector:
-                    targets = pullsecrets.selected(
-                        await self._kube.list_namespaces(),
-                        listed=chosen.namespaces,
-                        match_labels=chosen.namespace_selector,
-                    )
+                targets, opted_in = tenancy.pull_secret_targets(
+                    await self._kube.list_namespaces(),
+                    source_namespace=owner.namespace,
+                    listed=chosen.namespaces,
+                    match_labels=chosen.namespace_selector,
+                )
+                if not opted_in.ok:
+                    state.degraded.append(Problem(opted_in.reason, opted_in.message))
                 for target in sorted(set(targets)):
                     wanted[target] = pullsecrets.secret(
                         name=secret_name,

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 
+from dockyard_operator import tenancy
 from dockyard_operator.nodetrust import claims
+
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 class SettingsError(ValueError):
@@ -52,6 +56,16 @@ class Settings:
     nodes trust its CA for, besides the names it serves; a public registry host (docker.io, ...) only when
     named explicitly (see `nodetrust.claims`)."""
 
+    watch_namespaces: tuple[str, ...] = ()
+    """DOCKYARD_WATCH_NAMESPACES: comma-separated namespaces of a namespace-scoped install (the chart's
+    watchNamespaces, also passed to kopf as --namespace): the operator then lists and reads only these
+    namespaces and kopf does no cluster-wide scanning, so Roles in them suffice. Empty: every namespace."""
+
+    ingress_annotations_allowed: tuple[str, ...] = tenancy.DEFAULT_INGRESS_ANNOTATIONS
+    """DOCKYARD_INGRESS_ANNOTATIONS_ALLOWED: comma-separated annotation keys (`prefix*` for every key with
+    that prefix) a registry's spec.expose.ingress.annotations may set; unset: `tenancy`'s default, empty:
+    none. A key containing `snippet` is refused whatever this says (see `tenancy`)."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -76,6 +90,16 @@ class Settings:
                     f"DOCKYARD_NODE_TRUST_ALLOWED_HOSTS: {pattern!r} is not a host pattern "
                     "(use a name, *.suffix or *)"
                 )
+        watched = tuple(n.strip() for n in env.get("DOCKYARD_WATCH_NAMESPACES", "").split(",") if n.strip())
+        for name in watched:
+            if not _NAMESPACE.fullmatch(name):
+                raise SettingsError(f"DOCKYARD_WATCH_NAMESPACES: {name!r} is not a namespace name")
+        raw_annotations = env.get("DOCKYARD_INGRESS_ANNOTATIONS_ALLOWED")
+        annotations = (
+            defaults.ingress_annotations_allowed
+            if raw_annotations is None
+            else tuple(p.strip() for p in raw_annotations.split(",") if p.strip())
+        )
         return cls(
             registry_image=env.get("DOCKYARD_REGISTRY_IMAGE", defaults.registry_image),
             nginx_image=env.get("DOCKYARD_NGINX_IMAGE", defaults.nginx_image),
@@ -86,4 +110,6 @@ class Settings:
             namespace=env.get("DOCKYARD_NAMESPACE") or env.get("POD_NAMESPACE") or defaults.namespace,
             node_trust_image=env.get("DOCKYARD_NODE_TRUST_IMAGE", defaults.node_trust_image),
             node_trust_allowed_hosts=allowed,
+            ingress_annotations_allowed=annotations,
+            watch_namespaces=watched,
         )

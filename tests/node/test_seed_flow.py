@@ -43,7 +43,7 @@ from typing import Any
 import pytest
 
 import tests.support
-from dockyard_operator import names
+from dockyard_operator import names, tenancy
 from dockyard_operator.nodetrust import layout
 from tests.integration.registry import clients
 from tests.support import cluster, kube
@@ -250,6 +250,8 @@ def test_helm_install_to_a_pod_pulling_from_dockyard_through_rotation_and_uninst
         push_password, pull_password = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
         for namespace in (TEAM, APPS):
             node.kubectl("create", "namespace", namespace)
+        # apps accepts pull secrets from registries in team (docs/security.md: the opt-in label).
+        node.kubectl("label", "namespace", APPS, f"{tenancy.opt_in_label(TEAM)}=true")
         for name, password in (("ci-push", push_password), ("nodes-pull", pull_password)):
             node.kubectl("apply", "-f", "-", input=_secret(name, TEAM, {"password": password}))
         node.host_volume(name=f"{TEAM}-{N.pvc}", size="2Gi", uid=65532, gid=65532, claim=(TEAM, N.pvc))

@@ -227,7 +227,11 @@ def test_ingress_talks_https_to_the_backend_with_unlimited_bodies() -> None:
         make_inputs(
             {
                 "expose": {
-                    "ingress": {"host": "r.example.com", "className": "nginx", "annotations": {"a": "b"}}
+                    "ingress": {
+                        "host": "r.example.com",
+                        "className": "nginx",
+                        "annotations": {"cert-manager.io/cluster-issuer": "corp"},
+                    }
                 }
             }
         )
@@ -235,11 +239,43 @@ def test_ingress_talks_https_to_the_backend_with_unlimited_bodies() -> None:
     annotations = ing["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
     assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
-    assert annotations["a"] == "b"
+    assert annotations["cert-manager.io/cluster-issuer"] == "corp"
     assert ing["spec"]["ingressClassName"] == "nginx"
     assert ing["spec"]["tls"] == [{"hosts": ["r.example.com"], "secretName": "demo-tls"}]
     backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]
     assert backend == {"service": {"name": "demo", "port": {"name": "https"}}}
+
+
+def test_ingress_copies_only_allowed_annotations_and_never_a_snippet() -> None:
+    requested = {
+        "nginx.ingress.kubernetes.io/configuration-snippet": "more_set_headers x;",
+        "nginx.ingress.kubernetes.io/server-snippet": "location /x {}",
+        "nginx.ingress.kubernetes.io/auth-url": "http://attacker.example/",
+        "example.com/snippet-ish": "x",
+        "example.com/team": "a",
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "600",
+    }
+    ing = ingress.build(
+        make_inputs(
+            {"expose": {"ingress": {"host": "r.example.com", "annotations": requested}}},
+            ingress_annotations_allowed=("nginx.ingress.kubernetes.io/*", "example.com/*"),
+        )
+    )
+    annotations = ing["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "600"
+    assert annotations["nginx.ingress.kubernetes.io/auth-url"] == "http://attacker.example/"
+    assert annotations["example.com/team"] == "a"
+    assert not [key for key in annotations if "snippet" in key]
+
+
+def test_ingress_leaves_out_annotations_the_default_allowlist_does_not_name() -> None:
+    requested = {"nginx.ingress.kubernetes.io/auth-url": "http://attacker.example/", "a": "b"}
+    ing = ingress.build(
+        make_inputs({"expose": {"ingress": {"host": "r.example.com", "annotations": requested}}})
+    )
+    annotations = ing["metadata"]["annotations"]
+    assert "nginx.ingress.kubernetes.io/auth-url" not in annotations and "a" not in annotations
+    assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
 
 
 def test_pvc_requests_the_size_class_and_modes() -> None:

@@ -178,3 +178,11 @@ def test_help_describes_the_operator_and_its_environment(capsys: pytest.CaptureF
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "PrivateRegistry" in out and "DOCKYARD_RESYNC_SECONDS" in out
+
+
+def test_the_only_configmap_the_operator_may_delete_is_kube_public_local_registry_hosting() -> None:
+    from dockyard_operator.nodetrust import hosting
+
+    deletes = [r for r in kube.RBAC_RULES if "configmaps" in r["resources"] and "delete" in r["verbs"]]
+    assert [r.get("resourceNames") for r in deletes] == [[hosting.NAME]]
+    assert kube.HOSTING_NAME == hosting.NAME

@@ -1,13 +1,16 @@
 """Pull secrets and KEP-1755 local-registry-hosting through the reconcile pass (in-memory API).
 
 Covers:
-- `pullSecrets`: a copy per listed namespace and per namespace matching the selector (terminating ones
-  skipped), each a dockerconfigjson with the user's current password for the node endpoint and the Service
-  endpoint, the ServiceAccount gaining it once; a password change rewrites the copies; a foreign Secret of the
-  same name is never overwritten (Degraded); an unknown user is Degraded; removing `pullSecrets` deletes the
-  copies and the ServiceAccount entries they added; extra hostnames only as far as node trust would publish
-  them (never docker.io or a name the registry does not serve); registries that never used pull secrets make
-  no list call; a deletion waits for a pass in flight, so nothing it removes is re-created;
+- `pullSecrets`: a copy per listed namespace and per namespace matching the selector, only where the namespace
+  opted in for the registry's namespace (label `pull-secrets-from.dockyard.dev/<ns>: "true"`; a listed one
+  that did not is named in Degraded, a selected one is not; withdrawing the label removes the copy;
+  terminating ones skipped), each a dockerconfigjson with the user's current password for the node endpoint
+  and the Service endpoint, the ServiceAccount gaining it once; a password change rewrites the copies; a
+  foreign Secret of the same name is never overwritten (Degraded); an unknown user is Degraded; removing
+  `pullSecrets` deletes the copies and the ServiceAccount entries they added; extra hostnames only as far as
+  node trust would publish them (never docker.io or a name the registry does not serve); registries that never
+  used pull secrets make no list call; a deletion waits for a pass in flight, so nothing it removes is
+  re-created;
 - `publishLocalRegistryHosting`: published for `localhost:<nodePort>`, refused (Degraded HostingTaken) for a
   second registry, withdrawn when the spec stops asking; without a node port it is Degraded;
 - `status.nodeEndpoint` is `localhost:<nodePort>` and absent for ClusterIP;
@@ -29,6 +32,7 @@ from dockyard_operator.nodetrust import hosting
 from tests.operator import fakes
 
 PASSWORD = "puller-Secret-pw1"
+OPT_IN = "pull-secrets-from.dockyard.dev/ns"  # the namespace accepts pull secrets from registries in "ns"
 
 
 class Api(fakes.FakeKube):
@@ -57,9 +61,14 @@ def api() -> Api:
             {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name}}
         )
     api.namespaces = [
-        {"metadata": {"name": "apps", "labels": {}}},
-        {"metadata": {"name": "ci", "labels": {"pulls": "demo"}}},
-        {"metadata": {"name": "gone", "labels": {"pulls": "demo"}}, "status": {"phase": "Terminating"}},
+        {"metadata": {"name": "apps", "labels": {OPT_IN: "true"}}},
+        {"metadata": {"name": "ci", "labels": {"pulls": "demo", OPT_IN: "true"}}},
+        {
+            "metadata": {"name": "gone", "labels": {"pulls": "demo", OPT_IN: "true"}},
+            "status": {"phase": "Terminating"},
+        },
+        {"metadata": {"name": "private", "labels": {"pulls": "demo"}}},
+        {"metadata": {"name": "kube-system", "labels": {}}},
     ]
     return api
 
@@ -127,6 +136,7 @@ async def test_pull_secrets_go_to_listed_and_selected_namespaces_and_follow_the_
     assert first["auths"]["localhost:30555"]["password"] == PASSWORD
     assert base64.b64decode(first["auths"]["localhost:30555"]["auth"]) == f"puller:{PASSWORD}".encode()
     assert not api.has("Secret", "demo-pull", namespace="gone")
+    assert not api.has("Secret", "demo-pull", namespace="private")  # matches the selector, did not opt in
     assert second["auths"]["localhost:30555"]["password"] == "another-Secret-pw2"
     assert account["imagePullSecrets"] == [{"name": "demo-pull"}]
     assert last_status(api)["nodeEndpoint"] == "localhost:30555"
@@ -220,6 +230,44 @@ async def test_a_foreign_secret_is_left_alone_and_an_unknown_user_is_reported(
     assert (foreign["status"], foreign["reason"]) == ("True", "PullSecretsFailed")
     assert "not ours" in foreign["message"]
     assert (unknown["status"], unknown["reason"]) == ("True", "PullSecretUserUnknown")
+
+
+async def test_a_listed_namespace_that_did_not_opt_in_gets_nothing_and_is_named(
+    api: Api, reconciler: reconcile.Reconciler
+) -> None:
+    api.put(
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "default", "namespace": "kube-system"},
+        }
+    )
+    pull = {"user": "puller", "namespaces": ["apps", "kube-system"], "serviceAccount": "default",
+            "namespaceSelector": {"pulls": "demo"}}  # fmt: skip
+    api.put(fakes.registry(spec={**BASE, "pullSecrets": pull}))
+    await run(reconciler)
+    degraded = conditions(api)["Degraded"]
+
+    assert api.has("Secret", "demo-pull", namespace="apps")
+    assert not api.has("Secret", "demo-pull", namespace="kube-system")
+    assert not api.has("Secret", "demo-pull", namespace="private")
+    assert not api.obj("ServiceAccount", "default", namespace="kube-system").get("imagePullSecrets")
+    assert (degraded["status"], degraded["reason"]) == ("True", "PullSecretNamespaceNotOptedIn")
+    assert "kube-system" in degraded["message"] and OPT_IN in degraded["message"]
+    assert "private" not in degraded["message"]
+
+
+async def test_a_namespace_that_withdraws_its_opt_in_loses_the_copy(
+    api: Api, reconciler: reconcile.Reconciler
+) -> None:
+    api.put(fakes.registry(spec={**BASE, "pullSecrets": {"user": "puller", "namespaces": ["apps"]}}))
+    await run(reconciler)
+    assert api.has("Secret", "demo-pull", namespace="apps")
+
+    api.namespaces[0]["metadata"]["labels"] = {}
+    await run(reconciler)
+
+    assert not api.has("Secret", "demo-pull", namespace="apps")
 
 
 async def test_registries_without_pull_secrets_or_hosting_make_no_extra_calls(

@@ -64,3 +64,12 @@ app.kubernetes.io/component: operator
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/*
+Public registry hosts node trust never publishes unless nodeTrust.allowedHosts names them explicitly: a JSON
+list, so the admission policy can use it as a CEL list. Must equal PUBLIC_HOSTS in
+operator/dockyard_operator/nodetrust/claims.py (tests/integration/install/test_admission_policy.py compares).
+*/}}
+{{- define "dockyard.publicRegistryHosts" -}}
+["docker.io", "registry-1.docker.io", "index.docker.io", "registry.k8s.io", "k8s.gcr.io", "gcr.io", "*.gcr.io", "ghcr.io", "quay.io", "public.ecr.aws", "*.amazonaws.com", "mcr.microsoft.com", "*.azurecr.io", "*.pkg.dev"]
+{{- end }}

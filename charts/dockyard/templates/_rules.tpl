@@ -1,6 +1,6 @@
 {{/*
 The operator's own rules: operator/dockyard_operator/kube.py RBAC_RULES, written out so the chart reads
-on its own (tests/integration/install checks the two agree), in two parts:
+on its own (tests/integration/install checks the two agree), in three parts:
   * dockyard.operatorRules: what it does in the namespaces of the registries; the ClusterRole (every
     namespace) or each watched namespace's Role. Children are deleted through owner references; "delete"
     is only for what no owner reference can remove: Ingresses dropped from the spec, pull-secret copies in
@@ -16,7 +16,7 @@ on its own (tests/integration/install checks the two agree), in two parts:
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["dockyard.dev"]
   resources: ["privateregistries/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 # Children carry blockOwnerDeletion owner references; clusters enforcing OwnerReferencesPermissionEnforcement
 # (e.g. OpenShift) require this to set them.
 - apiGroups: ["dockyard.dev"]
@@ -39,15 +39,36 @@ on its own (tests/integration/install checks the two agree), in two parts:
 # Pull secrets live in other namespaces (no owner reference can remove them), and
 # kube-public/local-registry-hosting outlives no registry: the operator deletes both itself.
 - apiGroups: [""]
-  resources: ["secrets", "configmaps"]
+  resources: ["secrets"]
   verbs: ["delete"]
-# spec.pullSecrets: namespaces matching its selector, and the ServiceAccounts that get the Secret.
 - apiGroups: [""]
-  resources: ["namespaces"]
-  verbs: ["list"]
+  resources: ["configmaps"]
+  resourceNames: ["local-registry-hosting"]
+  verbs: ["delete"]
+# spec.pullSecrets: the ServiceAccounts that get the Secret. (The Namespaces whose labels say whether they
+# accept pull secrets are read through dockyard.namespaceRules: a list cluster-wide, a get of each watched one.)
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get", "update"]
+{{- end }}
+
+{{/*
+Reading Namespaces (their pull-secret opt-in labels, tenancy.py): every namespace may be listed when every
+namespace is watched; with watchNamespaces each Role lets the operator get its own Namespace only (RBAC
+files a request for Namespace X under namespace X, so a Role can grant it), and the operator reads the
+watched Namespaces one by one (kube.Kube with namespaces).
+*/}}
+{{- define "dockyard.namespaceRules" -}}
+{{- if .namespace -}}
+- apiGroups: [""]
+  resources: ["namespaces"]
+  resourceNames: [{{ .namespace | quote }}]
+  verbs: ["get"]
+{{- else -}}
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list"]
+{{- end }}
 {{- end }}
 
 
@@ -61,4 +82,11 @@ on its own (tests/integration/install checks the two agree), in two parts:
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list"]
+{{- if .Values.nodeTrust.enabled }}
+# The agents' ServiceAccount (shipped by the chart) owns what node trust publishes: its uid is read here.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  resourceNames: ["dockyard-node-trust"]
+  verbs: ["get"]
+{{- end }}
 {{- end }}

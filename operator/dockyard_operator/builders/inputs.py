@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 from collections.abc import Mapping
 
-from dockyard_operator import crypto, model, names
+from dockyard_operator import crypto, model, names, tenancy
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -57,6 +57,8 @@ class Inputs:
     """Set when the operator renders <registry>-ca."""
     ca_annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Annotations of <registry>-ca (the CA rotation request it satisfies)."""
+    ingress_annotations_allowed: tuple[str, ...] = tenancy.DEFAULT_INGRESS_ANNOTATIONS
+    """Which spec.expose.ingress.annotations keys reach the Ingress (the operator's setting)."""
 
 
 def digest(*parts: str | bytes) -> str:

@@ -26,7 +26,8 @@ KUBE_VERSION = "1.35.0"
 # One permission: (API group, resource, verb, resourceName or "" for any name).
 Grant = tuple[str, str, str, str]
 
-# What kopf needs cluster-wide even when it watches a list of namespaces: discovery of CRDs and namespaces.
+# What kopf needs cluster-wide to discover CRDs and namespaces (every namespace watched; with watchNamespaces
+# the operator turns kopf's scanning off and needs none of it).
 KOPF_DISCOVERY_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": ["apiextensions.k8s.io"],

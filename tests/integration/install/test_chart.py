@@ -281,21 +281,26 @@ def test_peering_access_is_limited_to_the_charts_own_peering_object() -> None:
     }
 
 
-def test_watched_namespaces_mode_grants_the_operator_rules_only_inside_those_namespaces() -> None:
+def test_watched_namespaces_mode_is_roles_only_with_the_operator_rules_inside_those_namespaces() -> None:
     needed, _ = operator_rules()
     home_needed, elsewhere_needed = split(chart.grants(needed))
-    docs = chart.render(release="dockyard", set_values=["watchNamespaces={team-a,team-b}"])
-    cluster_wide = chart.operator_grants(docs, kind="ClusterRole")
-    assert cluster_wide == chart.grants(chart.KOPF_DISCOVERY_RULES), "only discovery may be cluster-wide"
+    # Namespaces cannot be listed through a Role: each Role lets the operator get its own Namespace instead.
+    elsewhere_needed -= {("", "namespaces", "list", ""), ("", "namespaces", "get", "")}
+    values = ["watchNamespaces={team-a,team-b}"]
+    docs = chart.render(release="dockyard", set_values=values)
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")], "a cluster-wide grant"
     assert home_needed - home_grants(docs) == set(), "node trust misses a permission in the release namespace"
+    env = {item["name"]: item.get("value") for item in operator_container(docs)["env"]}
+    assert env["DOCKYARD_WATCH_NAMESPACES"] == "team-a,team-b"
     roles = chart.bound_roles(docs, account="dockyard", namespace=HOME)
     namespaced = [r for r in roles if r["kind"] == "Role"]
     by_namespace = {r["metadata"]["namespace"]: r for r in namespaced if r["metadata"]["namespace"] != HOME}
     assert set(by_namespace) == {"team-a", "team-b"}
-    for role in by_namespace.values():
+    for where, role in by_namespace.items():
         granted = chart.grants(role["rules"])
         assert elsewhere_needed - granted == set()
         assert split(granted)[0] == set(), "node trust's resources belong to the release namespace only"
+        assert {g for g in granted if g[1] == "namespaces"} == {("", "namespaces", "get", where)}
         assert {g for g in granted if g[0] == "kopf.dev"} == {
             ("kopf.dev", "kopfpeerings", "get", "dockyard"),
             ("kopf.dev", "kopfpeerings", "patch", "dockyard"),
@@ -343,5 +348,10 @@ def test_an_existing_service_account_must_be_named_and_is_then_used_without_rbac
         ("Deployment", "dockyard"),
         ("ClusterKopfPeering", "dockyard"),
         ("ServiceAccount", "dockyard-node-trust"),  # the agent's, not the operator's
+        # Admission control, not RBAC: it exempts the named ServiceAccount's own writes.
+        ("ValidatingAdmissionPolicy", "dockyard-tenancy"),
+        ("ValidatingAdmissionPolicyBinding", "dockyard-tenancy"),
     }
     assert chart.only(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
+    policy = chart.only(docs, "ValidatingAdmissionPolicy")
+    assert "system:serviceaccount:dockyard-system:mine" in policy["spec"]["matchConditions"][0]["expression"]

@@ -27,6 +27,7 @@ import lightkube.types
 import pytest
 import yaml
 
+from dockyard_operator import tenancy
 from dockyard_operator.nodetrust import hosting
 from tests.integration.operator import cluster
 from tests.integration.operator.conftest import Operator
@@ -39,12 +40,16 @@ meta = lightkube.models.meta_v1
 
 
 @pytest.fixture
-def other_namespaces(kube_client: lightkube.Client) -> collections.abc.Iterator[list[str]]:
-    """Two namespaces to receive pull secrets: `<x>-listed` and `<x>-labelled` (label pulls=demo)."""
+def other_namespaces(kube_client: lightkube.Client, namespace: str) -> collections.abc.Iterator[list[str]]:
+    """Two namespaces to receive pull secrets: `<x>-listed` and `<x>-labelled` (label pulls=<x>), both
+    accepting pull secrets from `namespace` (tenancy.opt_in_label)."""
     base = f"pull-{secrets.token_hex(3)}"
     created = [f"{base}-listed", f"{base}-labelled"]
-    kube_client.create(core.Namespace(metadata=meta.ObjectMeta(name=created[0])))
-    kube_client.create(core.Namespace(metadata=meta.ObjectMeta(name=created[1], labels={"pulls": base})))
+    opt_in = {tenancy.opt_in_label(namespace): "true"}
+    kube_client.create(core.Namespace(metadata=meta.ObjectMeta(name=created[0], labels=opt_in)))
+    kube_client.create(
+        core.Namespace(metadata=meta.ObjectMeta(name=created[1], labels={"pulls": base, **opt_in}))
+    )
     yield created
     for name in created:
         kube_client.delete(core.Namespace, name)

@@ -6,6 +6,9 @@ Covers:
   imagePullSecrets (keeping what was there);
 - rotating the user's password updates the copy;
 - a namespace that gains the selector's labels later gets a copy too;
+- a namespace that did not opt in (label `pull-secrets-from.dockyard.dev/<registry namespace>: "true"`)
+  gets no copy and its ServiceAccount is untouched, whether listed (Degraded names it) or selected (not
+  named); once it opts in, the copy arrives;
 - deleting the registry, or dropping spec.pullSecrets, removes the copies and the
   ServiceAccount entry (they live in other namespaces, so no owner reference can), leaving the
   ServiceAccount's other entries alone.
@@ -26,6 +29,7 @@ import lightkube.resources.core_v1
 import lightkube.types
 import pytest
 
+from dockyard_operator import tenancy
 from tests.integration.operator import cluster
 from tests.integration.operator.conftest import Operator
 from tests.support import kube
@@ -42,13 +46,18 @@ PULL = "demo-pull"
 def app_namespaces(
     kube_client: lightkube.Client, namespace: str
 ) -> collections.abc.Iterator[tuple[str, str]]:
-    """Two namespaces for workloads: one listed by name, one to be selected by label."""
+    """Two namespaces for workloads, both accepting pull secrets from `namespace`: one listed by name, one to
+    be selected by label."""
     created = (f"{namespace}-app", f"{namespace}-web")
     for name in created:
-        kube_client.create(core.Namespace(metadata=meta.ObjectMeta(name=name)))
+        kube_client.create(core.Namespace(metadata=meta.ObjectMeta(name=name, labels=_opt_in(namespace))))
     yield created
     for name in created:
         kube_client.delete(core.Namespace, name)
+
+
+def _opt_in(source: str) -> dict[str, str]:
+    return {tenancy.opt_in_label(source): "true"}
 
 
 def _credentials(client: lightkube.Client, namespace: str) -> set[str]:
@@ -176,3 +185,49 @@ def test_dropping_pull_secrets_from_the_spec_removes_the_copies_and_the_service_
         functools.partial(cluster.absent, kube_client, core.Secret, PULL, app), what="the copy to be removed"
     )
     kube.eventually(lambda: _pull_secret_names(kube_client, app) == [], what="the ServiceAccount entry to go")
+
+
+@pytest.fixture
+def closed_namespace(kube_client: lightkube.Client, namespace: str) -> collections.abc.Iterator[str]:
+    """A namespace that has not opted in to pull secrets from `namespace`."""
+    name = f"{namespace}-closed"
+    kube_client.create(core.Namespace(metadata=meta.ObjectMeta(name=name, labels={"tier": namespace})))
+    yield name
+    kube_client.delete(core.Namespace, name)
+
+
+def test_a_namespace_that_did_not_opt_in_gets_no_copy_until_it_does(
+    kube_client: lightkube.Client, namespace: str, operator: Operator, closed_namespace: str
+) -> None:
+    closed = closed_namespace
+    kube.eventually(
+        lambda: kube_client.get(core.ServiceAccount, "default", namespace=closed),
+        what="KCM's default ServiceAccount",
+    )
+    spec = {
+        "auth": {"users": [cluster.user("puller", "puller-password")]},
+        "pullSecrets": {"user": "puller", "namespaces": [closed, namespace], "serviceAccount": "default"},
+    }
+    cluster.create_registry(
+        kube_client, namespace=namespace, spec=spec, passwords={"puller": "puller-Closed-pw-29"}
+    )
+
+    degraded = cluster.wait_condition(
+        kube_client, "demo", namespace, "Degraded", "True",
+        match=lambda c: c["reason"] == "PullSecretNamespaceNotOptedIn",
+    )  # fmt: skip
+    assert closed in degraded["message"] and tenancy.opt_in_label(namespace) in degraded["message"]
+    kube.eventually(
+        lambda: _credentials(kube_client, namespace) == {"puller:puller-Closed-pw-29"},
+        what="the copy in the registry's own namespace (no opt-in needed)",
+    )
+    assert cluster.absent(kube_client, core.Secret, PULL, closed)
+    assert _pull_secret_names(kube_client, closed) == []
+
+    kube_client.patch(core.Namespace, closed, {"metadata": {"labels": _opt_in(namespace)}}, patch_type=MERGE)
+
+    kube.eventually(
+        lambda: _credentials(kube_client, closed) == {"puller:puller-Closed-pw-29"},
+        what="the copy once the namespace opted in",
+    )
+    cluster.wait_condition(kube_client, "demo", namespace, "Degraded", "False")

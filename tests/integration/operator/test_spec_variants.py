@@ -5,6 +5,8 @@ Covers:
   gets valid, owned children and a certificate;
 - two registries in one namespace get separate children, and deleting one leaves the other's;
 - `kubectl scale preg` (the scale subresource) reaches the Deployment; replicas 0 is reported;
+- ingress annotations that reached the API server without the chart's admission policy: a `*-snippet` key
+  and one the operator's allowlist does not name are not applied, and Degraded names both;
 - removing spec.expose.ingress deletes the Ingress; NodePort with a fixed port, then back to
   ClusterIP, is applied to the Service both ways;
 - anonymousPull and deleteEnabled reach the registry's arguments and access.yaml;
@@ -265,3 +267,30 @@ def test_deleting_a_namespace_with_a_registry_completes(
         timeout=120,
         what="the namespace to be deleted",
     )
+
+
+def test_unallowed_ingress_annotations_are_not_applied_and_degraded_names_them(
+    kube_client: lightkube.Client, namespace: str, operator: Operator
+) -> None:
+    annotations = {
+        "nginx.ingress.kubernetes.io/configuration-snippet": "more_set_headers 'X: y';",
+        "nginx.ingress.kubernetes.io/auth-url": "http://attacker.example/",
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "1800",
+    }
+    spec = {"expose": {"ingress": {"host": "images.example.test", "annotations": annotations}}}
+    cluster.create_registry(kube_client, namespace=namespace, name="tenant", spec=spec)
+
+    ingress: Any = cluster.wait_child(
+        kube_client, networking.Ingress, names.Names.of("tenant").ingress, namespace
+    )
+    applied = ingress.metadata.annotations
+    assert applied["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "1800"
+    assert "nginx.ingress.kubernetes.io/configuration-snippet" not in applied
+    assert "nginx.ingress.kubernetes.io/auth-url" not in applied
+    degraded = cluster.wait_condition(
+        kube_client, "tenant", namespace, "Degraded", "True",
+        match=lambda c: c["reason"] == "IngressAnnotationsRefused",
+    )  # fmt: skip
+    assert "nginx.ingress.kubernetes.io/configuration-snippet" in degraded["message"]
+    assert "nginx.ingress.kubernetes.io/auth-url" in degraded["message"]
+    assert "more_set_headers" not in degraded["message"]

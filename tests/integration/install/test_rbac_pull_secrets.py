@@ -1,0 +1,18 @@
+"""The operator's pull-secrets scenario (tests/integration/operator/test_pull_secrets.py), chart RBAC.
+
+Covers: every test of that module, collected here unchanged; only the `operator` fixture differs: this
+package's conftest runs the operator as the chart's Deployment does, under a token of the chart's
+ServiceAccount. So copies into opted-in namespaces, ServiceAccount entries, reading the Namespaces' opt-in
+labels and removing copies all work with the chart's rules, and any request RBAC refuses fails the package.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.install import chart
+from tests.integration.operator import test_pull_secrets
+
+pytestmark = pytest.mark.integration
+
+globals().update(chart.scenario(test_pull_secrets))
