@@ -32,10 +32,22 @@ from typing import Any
 
 import pydantic
 
-from dockyard_operator import builders, conditions, crypto, diff, kube, model, names, policies, settings
+from dockyard_operator import (
+    builders,
+    conditions,
+    crypto,
+    diff,
+    hosting,
+    kube,
+    model,
+    names,
+    policies,
+    pullsecrets,
+    settings,
+)
 from dockyard_operator.builders import htpasswd_secret, inputs
 from dockyard_operator.nodetrust import builders as nt_builders
-from dockyard_operator.nodetrust import claims, controller, hosting, layout, pullsecrets, rotation
+from dockyard_operator.nodetrust import claims, controller, layout, rotation
 
 log = logging.getLogger(__name__)
 
