@@ -86,6 +86,18 @@ class FakeApi:
         self.put(dict(manifest))
         return dict(manifest)
 
+    async def apply(self, *, manifest: Mapping[str, Any], force: bool = False) -> dict[str, Any]:
+        meta = manifest["metadata"]
+        if meta["namespace"] in self.missing_namespaces:
+            raise kube.NotFound(f"namespaces {meta['namespace']} not found", status=404)
+        if (manifest["kind"], meta["namespace"], meta["name"]) not in self.objects:
+            return await self.create(manifest=manifest)
+        return await self.replace(manifest=manifest)
+
+    async def delete(self, *, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self.writes.append(("delete", kind))
+        self.objects.pop((kind, namespace, name), None)
+
     async def replace(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]:
         self.writes.append(("replace", manifest["kind"]))
         meta = manifest["metadata"]

@@ -8,8 +8,8 @@ registry is deleted):
 3. keeps only the hosts each registry may claim (`claims`: names it serves or the installer allows, never a
    public registry's), settles hosts two registries claim (`aggregate`: the owner recorded on the published
    ConfigMap keeps it, else the oldest registry), asks `rotation.plan` which CAs each registry publishes for
-   the hosts it holds, aggregates and ensures the ConfigMap and the DaemonSet in the operator's namespace
-   (spec-hash: no write when nothing changed);
+   the hosts it holds, aggregates and applies the ConfigMap and the DaemonSet in the operator's namespace
+   through the child writer (spec-hash: no write when nothing changed);
 4. returns, per registry, its hosts, the published fingerprints, its rotation plan and any problem, which the
    reconciler turns into `status.nodeTrust` and the `NodeTrustReady` condition.
 The ConfigMap is a pure function of all registries' sources, so concurrent passes converge on the same
@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import pydantic
 
-from dockyard_operator import crypto, diff, kube, model, names, policies
+from dockyard_operator import crypto, kube, model, names, policies, writer
 from dockyard_operator.nodetrust import aggregate, builders, claims, layout, rotation
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,19 @@ class Client(Protocol):
         namespace: str | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]: ...
+    async def apply(self, *, manifest: Mapping[str, Any], force: bool = False) -> dict[str, Any]: ...
+    async def patch_json(
+        self,
+        *,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        operations: Sequence[Mapping[str, Any]],
+    ) -> dict[str, Any]: ...
     async def create(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
     async def replace(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def delete(self, *, api_version: str, kind: str, namespace: str, name: str) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -240,6 +251,7 @@ class NodeTrust:
         allowed_hosts: Sequence[str] = (),
     ) -> None:
         self._client = client
+        self._writer = writer.Writer(client)
         self._allowed = tuple(allowed_hosts)
         self._namespace = namespace
         self._image = image
@@ -374,7 +386,7 @@ class NodeTrust:
                 )
             else:
                 for manifest in self._children(merged.data, owners=merged.owners, owner_uid=owner):
-                    await self._ensure(manifest)
+                    await self._writer.apply(manifest)
         except kube.KubeError as exc:  # a missing or terminating namespace, RBAC, a conflict: next pass
             error = f"cannot publish node trust in namespace {self._namespace}: {exc}"
         self._last = Observation(nodes=nodes, registries=views, error=error)
@@ -452,26 +464,6 @@ class NodeTrust:
 
     async def _secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._client.get(api_version="v1", kind="Secret", namespace=namespace, name=name)
-
-    async def _ensure(self, desired: dict[str, Any]) -> None:
-        want = diff.with_spec_hash(desired)
-        ref = {
-            "api_version": want["apiVersion"],
-            "kind": want["kind"],
-            "namespace": self._namespace,
-            "name": want["metadata"]["name"],
-        }
-        live = await self._client.get(**ref)
-        if live is None:
-            try:
-                await self._client.create(manifest=want)
-                return
-            except kube.AlreadyExists:
-                live = await self._client.get(**ref)
-                if live is None:
-                    raise kube.Conflict(f"{kube.describe(want)} appeared and vanished", status=409) from None
-        if diff.needs_update(want, live):
-            await self._client.replace(manifest=diff.replacement(want, live))
 
 
 def _issuer(cert_pem: str | None, candidates: Sequence[str]) -> str | None:
