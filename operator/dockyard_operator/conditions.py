@@ -52,6 +52,7 @@ class Reason(enum.StrEnum):
     RECOVERED = "Recovered"
     NOT_CONFIGURED = "NotConfigured"
     PUBLISH_FAILED = "PublishFailed"
+    PUBLISHING = "Publishing"
     HOSTING_NEEDS_NODE_PORT = "HostingNeedsNodePort"
     HOSTING_TAKEN = "HostingTaken"
     HOSTING_FAILED = "HostingFailed"

@@ -55,7 +55,10 @@ def reconciler(api: fakes.FakeKube) -> reconcile.Reconciler:
 
 
 async def run(reconciler: reconcile.Reconciler) -> None:
+    """A pass, then one round of node trust's publisher and the passes it starts (as its task would)."""
     await reconciler.reconcile(namespace="ns", name="demo")
+    if reconciler.node_trust is not None:
+        await reconciler.node_trust.publish_round(on_change=reconciler.node_trust_changed)
 
 
 def status(api: fakes.FakeKube) -> dict[str, Any]:

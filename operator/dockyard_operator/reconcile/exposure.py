@@ -19,7 +19,7 @@ from typing import Any
 
 from dockyard_operator import hosting, kube, names, pullsecrets, settings, writer
 from dockyard_operator.conditions import Reason
-from dockyard_operator.nodetrust import claims, controller
+from dockyard_operator.nodetrust import claims, sources
 from dockyard_operator.reconcile import context
 
 _HOSTING = {"api_version": "v1", "kind": "ConfigMap", "namespace": hosting.NAMESPACE, "name": hosting.NAME}
@@ -162,7 +162,7 @@ class Exposure:
     ) -> list[str]:
         """`nodeTrust.hostnames` node trust would publish (`claims`): the user's password must not go to
         docker.io or another team's host either (NodeTrustReady names the others)."""
-        served = controller.served(
+        served = sources.served(
             spec=run.spec,
             name=run.name,
             namespace=run.namespace,

@@ -77,6 +77,9 @@ class Reconciler:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._waiting: dict[tuple[str, str], int] = {}
         self._closed = False
+        self.node_trust = node_trust
+        """Node trust's publisher, whose task the handlers run (None: an operator without a namespace)."""
+        self._fanout = asyncio.Semaphore(8)  # passes started by node trust at once (kopf runs as many)
         self._writer = writer.Writer(client)
         self._credentials = credentials.Credentials(reader=client, config=config, cache_key=cache_key)
         self._certificates = tls.Certificates(reader=client, config=config)
@@ -195,6 +198,18 @@ class Reconciler:
             if self._waiting.get(key) == 0 and not lock.locked():
                 self._waiting.pop(key, None)
                 self._locks.pop(key, None)
+
+    async def node_trust_changed(self, keys: set[tuple[str, str]]) -> None:
+        """Node trust published something these registries read: a pass each brings their status along."""
+
+        async def one(namespace: str, name: str) -> None:
+            async with self._fanout:
+                try:
+                    await self.reconcile(namespace=namespace, name=name)
+                except kube.KubeError as exc:  # the resync timer brings the next attempt
+                    log.warning("pass of %s/%s after a node trust change: %s", namespace, name, exc)
+
+        await asyncio.gather(*(one(namespace, name) for namespace, name in sorted(keys)))
 
     def is_own_write(self, body: Mapping[str, Any], *, deleted: bool) -> bool:
         """Whether a watch event only echoes this process's last write of that object (no pass needed)."""

@@ -1,8 +1,10 @@
 """Step: hand this registry's CA and hosts to node trust, and read back what the nodes report.
 
-Registries without node trust cost nothing here, except one pass after it was switched off, which withdraws
-their CA from the nodes. During a staged rotation the next CA is handed in beside the current one; the plan
-node trust computes drives the next pass's CA rotation step. An operator run without a namespace has no node
+The pass hands in its `Source` (no I/O, no lock: node trust's one publisher picks it up) and reads the latest
+publication, which the publisher follows with a pass of every registry it changed. Registries without node
+trust cost nothing here, except handing in "off" once after it was switched off, which withdraws their CA
+from the nodes. During a staged rotation the next CA is handed in beside the current one; the plan node trust
+publishes drives the CA rotation step. An operator run without a namespace has no node
 trust, and says so on registries that keep the default `nodeTrust.enabled`.
 Must not: publish anything itself (that is `nodetrust.controller`), or decide the NodeTrustReady wording
 (that is `nodetrust.rotation`).
@@ -10,9 +12,9 @@ Must not: publish anything itself (that is `nodetrust.controller`), or decide th
 
 from __future__ import annotations
 
-from dockyard_operator import kube, model, policies, settings
+from dockyard_operator import model, policies, settings
 from dockyard_operator.conditions import Reason
-from dockyard_operator.nodetrust import controller, rotation
+from dockyard_operator.nodetrust import controller, sources
 from dockyard_operator.reconcile import context
 
 
@@ -40,7 +42,7 @@ class NodeTrustHandOff:
             return context.Trust()
         update = None
         if enabled:
-            update = controller.source(
+            update = sources.source(
                 spec=spec,
                 name=run.name,
                 namespace=run.namespace,
@@ -52,29 +54,28 @@ class NodeTrustHandOff:
                 deployment=applied.get("Deployment"),
                 created=run.created,
             )
-        try:
-            observed = await self._node_trust.sync(key=(run.namespace, run.name), update=update)
-        except kube.KubeError as exc:
-            if enabled:
-                return context.Trust(verdict=policies.Verdict(False, Reason.PUBLISH_FAILED, str(exc)))
+        key = (run.namespace, run.name)
+        self._node_trust.submit(key, update)
+        observed = self._node_trust.latest()
+        if not enabled:
             return context.Trust()
-        view = observed.view(run.namespace, run.name)
-        verdict = observed.verdict(run.namespace, run.name)
-        if not enabled or view is None or verdict is None:
-            return context.Trust()
+        view = observed.view(*key) if observed is not None else None
+        verdict = observed.verdict(*key) if observed is not None else None
+        if observed is None or view is None or verdict is None:
+            # Handed in, not yet published: the publisher's pass over this registry follows.
+            return context.Trust(
+                verdict=policies.Verdict(
+                    False, Reason.PUBLISHING, "waiting for node trust to publish this registry's CA"
+                )
+            )
         return context.Trust(
             verdict=policies.Verdict(verdict.ok, verdict.reason, verdict.message),
             status=model.NodeTrustStatus(
                 hosts=list(view.hosts),
                 desired=observed.nodes.desired,
                 ready=observed.nodes.ready,
-                trusting=observed.trusted(run.namespace, run.name),
-                ca_fingerprint_on_nodes=[
-                    fp
-                    for fp in view.fingerprints
-                    if observed.nodes.desired
-                    and rotation.everywhere(observed.nodes, hosts=view.hosts, fingerprint=fp)
-                ],
+                trusting=observed.trusted(*key),
+                ca_fingerprint_on_nodes=list(observed.on_nodes(view)),
             ),
         )
 
