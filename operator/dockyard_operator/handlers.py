@@ -60,6 +60,15 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     memo.reconciler = reconcile.Reconciler(client=client, config=SETTINGS, node_trust=trust)
     # Node trust's one publisher; it starts a pass of every registry whose node trust view it changed.
     memo.publisher = asyncio.create_task(trust.run(on_change=memo.reconciler.node_trust_changed))
+    memo.publisher.add_done_callback(_publisher_ended)
+
+
+def _publisher_ended(task: asyncio.Task[None]) -> None:
+    """The publisher only ends when cancelled at shutdown; anything else is a bug that must not go unseen."""
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger(__name__).error(
+            "node trust's publisher stopped; node trust is no longer published", exc_info=task.exception()
+        )
 
 
 @kopf.on.cleanup()
