@@ -3,9 +3,9 @@
 Owns: the "fields we own" rule (every field the builder sets must be present with the same value; fields the
 API server adds by defaulting are ignored), Kubernetes quantity equivalence (`1024Mi` == `1Gi`, because the
 API server canonicalizes quantities and a textual comparison would rewrite the object on every pass), the
-spec-hash of a desired object, and the merge that turns a desired object into a full replacement of the live
-one without dropping what others legitimately own (resourceVersion, allocated ClusterIPs and node ports, a
-bound claim's volume, foreign labels/annotations/owner references).
+spec-hash of a desired object, and the JSON-patch repairs of lists that server-side apply cannot make (it
+keeps entries other managers added to a list we set; see `writer.py`). What others legitimately own
+(allocated ClusterIPs and node ports, a bound claim's volume, foreign labels) the API server keeps for us.
 Must not: perform I/O.
 """
 
@@ -138,6 +138,96 @@ def needs_update(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[st
     return reasons
 
 
+def _pointer(path: tuple[str, ...]) -> str:
+    return "".join("/" + part.replace("~", "~0").replace("/", "~1") for part in path)
+
+
+def _match(want: Any, live: list[Any], *, used: set[int]) -> int | None:
+    """The live entry standing for `want`: the first unused one carrying all its fields, else the one of the
+    same name (list entries the operator sets are keyed by name where they have one)."""
+    index = next((i for i, have in enumerate(live) if i not in used and not drift(want, have)), None)
+    if index is None and isinstance(want, Mapping) and "name" in want:
+        index = next(
+            (
+                i
+                for i, have in enumerate(live)
+                if i not in used and isinstance(have, Mapping) and have.get("name") == want["name"]
+            ),
+            None,
+        )
+    return index
+
+
+def foreign_entries(desired: Any, live: Any, path: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """JSON-patch operations that drop list entries `live` holds beyond those `desired` sets.
+
+    Server-side apply keeps entries another field manager added to a list the operator sets (a hand-added
+    Service port, a sidecar container, an env var in our container); the operator's lists are its own, so
+    those entries go. Each desired entry is matched by the first unused live entry carrying all its fields,
+    else by name (so what the server fills in, an allocated nodePort, stays), and matched entries are
+    searched in turn; a list whose entries all match but sit in another order is put in order. No operation
+    for a list with an unmatched entry: that is drift the apply itself failed to correct.
+    """
+    if isinstance(desired, Mapping) and isinstance(live, Mapping):
+        ops: list[dict[str, Any]] = []
+        for key, value in desired.items():
+            if key in live:
+                ops += foreign_entries(value, live[key], (*path, str(key)))
+        return ops
+    if not isinstance(desired, list) or not isinstance(live, list):
+        return []
+    order: list[int] = []
+    for want in desired:
+        index = _match(want, live, used=set(order))
+        if index is None:
+            return []
+        order.append(index)
+    if order != list(range(len(live))):
+        return [{"op": "replace", "path": _pointer(path), "value": [copy.deepcopy(live[i]) for i in order]}]
+    ops = []
+    for index, want in enumerate(desired):
+        ops += foreign_entries(want, live[index], (*path, str(index)))
+    return ops
+
+
+def list_repairs(desired: Any, live: Any, path: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """JSON-patch operations setting every drifted list `desired` sets to its desired entries.
+
+    For when an apply is rejected because entries another manager put in our list clash with ours (a
+    hand-edited Service port that kept our port's name: apply keys ports by number, so it would add ours
+    beside it). Each desired entry is merged over the live entry it matches, or else the one of the same
+    name, so what the server filled in (an allocated nodePort) stays.
+    """
+    if isinstance(desired, Mapping) and isinstance(live, Mapping):
+        ops: list[dict[str, Any]] = []
+        for key, value in desired.items():
+            if key in live:
+                ops += list_repairs(value, live[key], (*path, str(key)))
+        return ops
+    if not isinstance(desired, list) or not isinstance(live, list) or not drift(desired, live):
+        return []
+    repaired: list[Any] = []
+    used: set[int] = set()
+    for want in desired:
+        index = _match(want, live, used=used)
+        if index is None:
+            repaired.append(copy.deepcopy(want))
+            continue
+        used.add(index)
+        repaired.append(_deep_merge(live[index], want))
+    return [{"op": "replace", "path": _pointer(path), "value": repaired}]
+
+
+def owned_list_repairs(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """`list_repairs` outside metadata."""
+    return list_repairs(_owned_body(desired), _owned_body(live))
+
+
+def owned_foreign_entries(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """`foreign_entries` outside metadata (owner references and finalizers of others are theirs)."""
+    return foreign_entries(_owned_body(desired), _owned_body(live))
+
+
 def _deep_merge(base: Any, overlay: Any) -> Any:
     if isinstance(base, Mapping) and isinstance(overlay, Mapping):
         merged = dict(base)
@@ -145,47 +235,3 @@ def _deep_merge(base: Any, overlay: Any) -> Any:
             merged[key] = _deep_merge(base.get(key), value)
         return merged
     return copy.deepcopy(overlay)
-
-
-def replacement(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
-    """The object to PUT: `desired`, plus what the server or other actors own on `live`."""
-    result = copy.deepcopy(dict(desired))
-    meta = result.setdefault("metadata", {})
-    have_meta = live.get("metadata", {})
-    meta["resourceVersion"] = have_meta.get("resourceVersion")
-    meta["labels"] = {**(have_meta.get("labels") or {}), **meta.get("labels", {})}
-    meta["annotations"] = {**(have_meta.get("annotations") or {}), **meta.get("annotations", {})}
-    ours = {ref["uid"] for ref in meta.get("ownerReferences", [])}
-    meta["ownerReferences"] = [
-        ref for ref in have_meta.get("ownerReferences") or [] if ref.get("uid") not in ours
-    ] + meta.get("ownerReferences", [])
-    if have_meta.get("finalizers"):
-        meta["finalizers"] = list(have_meta["finalizers"])
-    kind = desired.get("kind")
-    live_spec = live.get("spec") or {}
-    if kind == "PersistentVolumeClaim":
-        # Almost all of a claim's spec is immutable once bound: keep the live one, overlay what we set.
-        result["spec"] = _deep_merge(live_spec, result.get("spec", {}))
-    elif kind == "Service":
-        spec = result.setdefault("spec", {})
-        for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy", "healthCheckNodePort"):
-            if key in live_spec and key not in spec:
-                spec[key] = copy.deepcopy(live_spec[key])
-        live_ports = {p.get("name"): p for p in live_spec.get("ports") or []}
-        allocates = spec.get("type") in {"NodePort", "LoadBalancer"}
-        for port in spec.get("ports", []):
-            previous = live_ports.get(port.get("name"), {})
-            if allocates and "nodePort" not in port and "nodePort" in previous:
-                port["nodePort"] = previous["nodePort"]  # keep the allocated port stable for clients
-    elif kind == "Deployment":
-        template_meta = result.get("spec", {}).get("template", {}).setdefault("metadata", {})
-        live_template_annotations = (live_spec.get("template", {}).get("metadata", {}) or {}).get(
-            "annotations"
-        )
-        if live_template_annotations:
-            # e.g. kubectl rollout restart's restartedAt: not ours to drop
-            template_meta["annotations"] = {
-                **live_template_annotations,
-                **template_meta.get("annotations", {}),
-            }
-    return result

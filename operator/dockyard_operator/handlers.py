@@ -5,8 +5,9 @@ Triggers: create/update/resume of a `PrivateRegistry` (one handler stacked on al
 Secrets (found through an in-memory index of which registry references which Secret), and events of owned
 children (a deleted or edited child, or a Deployment becoming available) mapped to their owner through the
 controller owner reference. Deleting a registry only withdraws its CA from node trust (an optional delete
-handler: no finalizer of its own); node trust progress (agents reporting, a staged CA rotation) is picked
-up by the timer.
+handler: no finalizer of its own). Node trust runs as one publisher task started here; when a publication
+changes what a registry reads (agents reporting, a staged CA rotation moving on), it starts that registry's
+pass.
 
 kopf bookkeeping goes into `dockyard.dev/*` annotations, not into status: the CRD's structural schema would
 prune `status.kopf`, and status belongs to the reconciler. kopf adds a finalizer only because timers need one
@@ -17,6 +18,8 @@ Must not: build manifests, decide anything, or call the API other than through `
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
@@ -59,10 +62,26 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         allowed_hosts=SETTINGS.node_trust_allowed_hosts,
     )
     memo.reconciler = reconcile.Reconciler(client=client, config=SETTINGS, node_trust=trust)
+    # Node trust's one publisher; it starts a pass of every registry whose node trust view it changed.
+    memo.publisher = asyncio.create_task(trust.run(on_change=memo.reconciler.node_trust_changed))
+    memo.publisher.add_done_callback(_publisher_ended)
+
+
+def _publisher_ended(task: asyncio.Task[None]) -> None:
+    """The publisher only ends when cancelled at shutdown; anything else is a bug that must not go unseen."""
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger(__name__).error(
+            "node trust's publisher stopped; node trust is no longer published", exc_info=task.exception()
+        )
 
 
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
+    publisher = getattr(memo, "publisher", None)
+    if publisher is not None:
+        publisher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher
     reconciler = getattr(memo, "reconciler", None)
     if reconciler is not None:
         await reconciler.close()

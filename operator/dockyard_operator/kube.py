@@ -1,18 +1,19 @@
 """All Kubernetes I/O of the operator, through lightkube's AsyncClient, with dict manifests in and out.
 
 Owns: the client (kubeconfig from KUBECONFIG or in-cluster credentials), the mapping of manifest kinds to API
-resources, translating API errors into our error types (404 → `NotFound`, 409 → `Conflict`/`AlreadyExists`,
-422 → `Invalid`, 403 → `Forbidden`), writing the registry's status subresource, and posting Events. Also
-`RBAC_RULES`: every resource and verb the operator uses; the Helm chart's ClusterRole is generated
-from/checked against it, so a new call here must add its verb there.
-Must not: decide anything. What to write and when lives in `reconcile.py`; this module only moves bytes.
+resources, translating API errors into our error types (404 → `NotFound`, 409 → `Conflict`, `AlreadyExists`
+or `FieldConflict`, 422 → `Invalid`, 403 → `Forbidden`), server-side apply, writing the registry's status
+subresource, and posting Events. Also `RBAC_RULES`: every resource and verb the operator uses; the Helm
+chart's ClusterRole is generated from/checked against it, so a new call here must add its verb there.
+Must not: decide anything. What to write and when lives in `reconcile/` and `writer.py`; this module only
+moves bytes.
 """
 
 from __future__ import annotations
 
 import builtins
 import datetime
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 
 import httpx2 as httpx
@@ -27,6 +28,8 @@ HOSTING_NAME: Final = "local-registry-hosting"
 """kube-public/local-registry-hosting (KEP-1755), the one ConfigMap the operator deletes (`hosting.NAME`)."""
 
 # Resources and verbs the operator needs (ClusterRole rules). kopf's own needs are in KOPF_RBAC_RULES.
+# Objects are written by server-side apply (`patch`; `create` too, which the API server also checks when an
+# apply creates the object); `update` only where a list someone else owns is edited (ServiceAccounts).
 RBAC_RULES: Final[list[dict[str, list[str]]]] = [
     {"apiGroups": [names.GROUP], "resources": [names.PLURAL], "verbs": ["get", "list", "watch", "patch"]},
     # Status is only ever merge-patched (by us and by kopf); nothing reads the subresource on its own.
@@ -36,24 +39,24 @@ RBAC_RULES: Final[list[dict[str, list[str]]]] = [
     {
         "apiGroups": [""],
         "resources": ["secrets", "configmaps", "services", "persistentvolumeclaims"],
-        "verbs": ["get", "list", "watch", "create", "update"],
+        "verbs": ["get", "list", "watch", "create", "patch"],
     },
     {
         "apiGroups": ["apps"],
         "resources": ["deployments"],
-        "verbs": ["get", "list", "watch", "create", "update"],
+        "verbs": ["get", "list", "watch", "create", "patch"],
     },
     {
         "apiGroups": ["networking.k8s.io"],
         "resources": ["ingresses"],
-        "verbs": ["get", "list", "watch", "create", "update", "delete"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     # Node trust (in the operator's namespace): the DaemonSet, and its agents' reports on their Pods.
     {
         "apiGroups": ["apps"],
         "resources": ["daemonsets"],
-        "verbs": ["get", "list", "watch", "create", "update"],
+        "verbs": ["get", "list", "watch", "create", "patch"],
     },
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
     # Pull secrets live in other namespaces (no owner reference can remove them) and
@@ -121,6 +124,16 @@ class AlreadyExists(Conflict):
     pass
 
 
+class FieldConflict(Conflict):
+    """409 on a server-side apply: another field manager owns fields this apply sets (`managers` says who)."""
+
+    def __init__(
+        self, message: str, *, status: int, reason: str = "", managers: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message, status=status, reason=reason)
+        self.managers = managers
+
+
 class Invalid(KubeError):
     """422: the server rejected the object (an immutable field, a bad value)."""
 
@@ -145,6 +158,10 @@ def _translate(exc: ApiError, *, verb: str, what: str) -> KubeError:
         return NotFound(message, status=status, reason=reason)
     if status == 409 and reason == "AlreadyExists":
         return AlreadyExists(message, status=status, reason=reason)
+    causes = (exc.status.details.causes if exc.status.details is not None else None) or []
+    conflicting = tuple(c.message or "" for c in causes if c.reason == "FieldManagerConflict")
+    if status == 409 and conflicting:
+        return FieldConflict(message, status=status, reason=reason, managers=conflicting)
     if status == 409:
         return Conflict(message, status=status, reason=reason)
     if status == 422:
@@ -272,6 +289,51 @@ class Kube:
         """PUT the whole object; `metadata.resourceVersion` must be set (optimistic concurrency)."""
         obj = codecs.from_dict(dict(manifest))
         return _to_dict(await self._call(self._client.replace(obj), verb="update", what=describe(manifest)))
+
+    async def apply(self, *, manifest: Mapping[str, Any], force: bool = False) -> dict[str, Any]:
+        """Server-side apply `manifest` as this client's field manager; creates the object when absent.
+
+        A set `metadata.resourceVersion` is a precondition (409 `Conflict` when the object moved on, 404 when
+        it is gone). Without `force`, fields another manager owns raise `FieldConflict`.
+        """
+        res = resource_for(str(manifest["apiVersion"]), str(manifest["kind"]))
+        meta = manifest["metadata"]
+        return _to_dict(
+            await self._call(
+                self._client.patch(
+                    res,
+                    meta["name"],
+                    dict(manifest),
+                    namespace=meta["namespace"],
+                    patch_type=PatchType.APPLY,
+                    field_manager=self._field_manager,
+                    force=force,
+                ),
+                verb="patch",
+                what=describe(manifest),
+            )
+        )
+
+    async def patch_json(
+        self,
+        *,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        operations: Sequence[Mapping[str, Any]],
+    ) -> dict[str, Any]:
+        """Apply a JSON patch (RFC 6902) to an object."""
+        res = resource_for(api_version, kind)
+        return _to_dict(
+            await self._call(
+                self._client.patch(
+                    res, name, list(operations), namespace=namespace, patch_type=PatchType.JSON
+                ),
+                verb="patch",
+                what=f"{kind} {namespace}/{name}",
+            )
+        )
 
     async def delete(self, *, api_version: str, kind: str, namespace: str, name: str) -> None:
         """Delete an object; an already missing object is fine."""

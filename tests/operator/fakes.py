@@ -1,9 +1,11 @@
 """An in-memory stand-in for `kube.Kube` that behaves like the API server where the reconciler can tell.
 
 It stores dict objects by (kind, namespace, name), assigns uids and resourceVersions, rejects a create of an
-existing object with `AlreadyExists` and a replace with a stale resourceVersion with `Conflict`, applies a few
-server defaults (so "fields the server adds" exist), and records every write so tests can assert that a pass
-performed none.
+existing object with `AlreadyExists` and a replace (or an apply) with a stale resourceVersion with `Conflict`,
+applies a few server defaults (so "fields the server adds" exist), and records every write so tests can assert
+that a pass performed none. Server-side apply is modelled coarsely, for one field manager: maps merge, a map
+key this manager applied before and no longer applies goes, lists are replaced whole (field ownership across
+managers is the real API server's business: tests/integration covers it).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class FakeKube:
     before_create: Callable[[dict[str, Any]], None] | None = None
     forbidden_kinds: set[str] = dataclasses.field(default_factory=set)
     terminating: bool = False  # the namespace is being deleted: creates are refused
+    applied: dict[Key, dict[str, Any]] = dataclasses.field(default_factory=dict)  # last apply per object
     _versions: itertools.count[int] = dataclasses.field(default_factory=lambda: itertools.count(1))
 
     # ------------------------------------------------------------------ helpers for tests
@@ -123,6 +126,51 @@ class FakeKube:
         obj["status"] = live.get("status", {})
         return self.put(obj)
 
+    async def apply(self, *, manifest: Mapping[str, Any], force: bool = False) -> dict[str, Any]:
+        kind, meta = manifest["kind"], manifest["metadata"]
+        self._check("patch", kind)
+        key = (kind, meta["namespace"], meta["name"])
+        want = copy.deepcopy(dict(manifest))
+        precondition = want["metadata"].pop("resourceVersion", None)
+        live = self.objects.get(key)
+        if live is None and precondition is not None:
+            raise kube.NotFound(f"{kind} {meta['name']} not found", status=404)
+        if live is None:
+            if self.terminating:
+                raise kube.NamespaceTerminating("forbidden: namespace is being terminated", status=403)
+            if self.before_create is not None:
+                self.before_create(dict(want))
+            live = self.objects.get(key)
+        if live is not None and precondition not in (None, live["metadata"]["resourceVersion"]):
+            raise kube.Conflict("the object has been modified", status=409, reason="Conflict")
+        self.applied[key], last = want, self.applied.get(key, {})
+        if live is None:
+            self.writes.append(("create", kind, meta["name"]))
+            return self.put(_defaulted(want))
+        self.writes.append(("update", kind, meta["name"]))
+        merged = _merge(live, last, want)
+        obj = _defaulted({k: v for k, v in merged.items() if k != "status"})
+        obj["metadata"]["uid"] = live["metadata"]["uid"]
+        generation = live["metadata"].get("generation", 1)
+        obj["metadata"]["generation"] = generation + (obj.get("spec") != live.get("spec"))
+        obj["status"] = live.get("status", {})
+        return self.put(obj)
+
+    async def patch_json(
+        self, *, api_version: str, kind: str, namespace: str, name: str, operations: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        self._check("patch", kind)
+        obj = copy.deepcopy(self.objects[(kind, namespace, name)])
+        for op in operations:
+            assert op["op"] == "replace", op
+            *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+            target = obj
+            for part in parents:
+                target = target[int(part)] if isinstance(target, list) else target[part]
+            target[int(last) if isinstance(target, list) else last] = copy.deepcopy(op["value"])
+        self.writes.append(("update", kind, name))
+        return self.put(obj)
+
     async def delete(self, *, api_version: str, kind: str, namespace: str, name: str) -> None:
         self._check("delete", kind)
         self.writes.append(("delete", kind, name))
@@ -146,6 +194,17 @@ class FakeKube:
         now: datetime.datetime,
     ) -> None:
         self.events.append({"type": type_, "reason": reason, "message": message, "involved": dict(involved)})
+
+
+def _merge(live: Any, last: Any, want: Any) -> Any:
+    """Server-side apply of `want` over `live` by a manager whose previous apply was `last` (coarse)."""
+    if not isinstance(want, Mapping) or not isinstance(live, Mapping):
+        return copy.deepcopy(want)
+    last = last if isinstance(last, Mapping) else {}
+    merged = {k: copy.deepcopy(v) for k, v in live.items() if not (k in last and k not in want)}
+    for key, value in want.items():
+        merged[key] = _merge(live.get(key), last.get(key), value)
+    return merged
 
 
 def _defaulted(manifest: Mapping[str, Any]) -> dict[str, Any]:

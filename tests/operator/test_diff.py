@@ -1,9 +1,12 @@
-"""Drift detection and the replacement object.
+"""Drift detection, the spec hash, and the list repairs server-side apply cannot make.
 
 Covers: server-added fields are not drift; a changed, missing or removed owned field is; equal quantities in
 different spellings are not drift; the spec hash ignores key order and the hash annotation itself; a matching
-hash does not hide drift; replacement keeps resourceVersion, foreign labels/annotations/owners, allocated
-ClusterIP and node ports, a claim's immutable fields and a Deployment's restartedAt annotation.
+hash does not hide drift; list entries another field manager added to a list we set are found for removal
+(nested lists and escaped keys addressed by JSON pointer, owner references left alone) while server-filled
+fields of our entries stay; a renumbered entry under our name is set back. (What server-side apply itself
+keeps, foreign labels, allocated ports, restartedAt, is tested against a real API server in
+tests/integration/operator/test_writer.py.)
 """
 
 from __future__ import annotations
@@ -86,69 +89,36 @@ def test_a_missing_owner_reference_or_label_needs_an_update() -> None:
     assert diff.needs_update(desired, live) == ["metadata.labels.a"]
 
 
-def test_replacement_keeps_what_the_server_and_others_own() -> None:
-    desired = {
-        "kind": "Service",
-        "metadata": {
-            "name": "s",
-            "labels": {"a": "1"},
-            "annotations": {"h": "2"},
-            "ownerReferences": [{"uid": "u"}],
-        },
-        "spec": {"type": "NodePort", "ports": [{"name": "https", "port": 443}]},
-    }
+def test_list_entries_another_manager_added_are_dropped_keeping_server_fields() -> None:
+    desired = {"spec": {"ports": [{"name": "https", "port": 443}]}}
     live = {
-        "metadata": {
-            "name": "s",
-            "resourceVersion": "7",
-            "labels": {"team": "x", "a": "0"},
-            "annotations": {"note": "y"},
-            "ownerReferences": [{"uid": "other"}, {"uid": "u"}],
-        },
+        "metadata": {"ownerReferences": [{"uid": "other"}, {"uid": "u"}]},
         "spec": {
-            "clusterIP": "10.0.0.9",
+            "ports": [{"name": "extra", "port": 80}, {"name": "https", "port": 443, "nodePort": 31001}],
             "clusterIPs": ["10.0.0.9"],
-            "ports": [{"name": "https", "port": 443, "nodePort": 31001}],
         },
     }
-    out = diff.replacement(desired, live)
-    assert out["metadata"]["resourceVersion"] == "7"
-    assert out["metadata"]["labels"] == {"team": "x", "a": "1"}
-    assert out["metadata"]["annotations"] == {"note": "y", "h": "2"}
-    assert out["metadata"]["ownerReferences"] == [{"uid": "other"}, {"uid": "u"}]
-    assert out["spec"]["clusterIP"] == "10.0.0.9"
-    assert out["spec"]["ports"][0]["nodePort"] == 31001
+    assert diff.owned_foreign_entries(desired, live) == [
+        {"op": "replace", "path": "/spec/ports", "value": [{"name": "https", "port": 443, "nodePort": 31001}]}
+    ]
+    assert diff.owned_foreign_entries(desired, {"spec": {"ports": [{"name": "https", "port": 443}]}}) == []
 
 
-def test_replacement_keeps_a_claims_immutable_fields_and_a_restart_annotation() -> None:
-    claim = diff.replacement(
-        {
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "c"},
-            "spec": {"resources": {"requests": {"storage": "2Gi"}}},
-        },
-        {
-            "metadata": {"resourceVersion": "1"},
-            "spec": {"volumeName": "pv-1", "resources": {"requests": {"storage": "1Gi"}}},
-        },
-    )
-    assert claim["spec"] == {"volumeName": "pv-1", "resources": {"requests": {"storage": "2Gi"}}}
-    dep = diff.replacement(
-        {
-            "kind": "Deployment",
-            "metadata": {"name": "d"},
-            "spec": {"template": {"metadata": {"annotations": {"h": "2"}}}},
-        },
-        {
-            "metadata": {},
-            "spec": {
-                "template": {
-                    "metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "t", "h": "1"}}
-                }
-            },
-        },
-    )
-    assert dep["spec"]["template"]["metadata"]["annotations"] == {
-        "kubectl.kubernetes.io/restartedAt": "t",
-        "h": "2",
+def test_nested_lists_and_escaped_keys_are_addressed_by_json_pointer() -> None:
+    desired = {"spec": {"template": {"a/b": {"containers": [{"name": "c", "env": [{"name": "E"}]}]}}}}
+    live = {
+        "spec": {"template": {"a/b": {"containers": [{"name": "c", "env": [{"name": "E"}, {"name": "F"}]}]}}}
     }
+    assert diff.owned_foreign_entries(desired, live) == [
+        {"op": "replace", "path": "/spec/template/a~1b/containers/0/env", "value": [{"name": "E"}]}
+    ]
+
+
+def test_a_renumbered_entry_under_our_name_is_set_back_keeping_what_the_server_filled_in() -> None:
+    desired = {"spec": {"ports": [{"name": "https", "port": 443}]}}
+    live = {"spec": {"ports": [{"name": "https", "port": 8443, "nodePort": 31001}]}}
+    assert diff.owned_foreign_entries(desired, live) == []  # unmatched: apply's business first
+    assert diff.owned_list_repairs(desired, live) == [
+        {"op": "replace", "path": "/spec/ports", "value": [{"name": "https", "port": 443, "nodePort": 31001}]}
+    ]
+    assert diff.owned_list_repairs(desired, {"spec": {"ports": [{"name": "https", "port": 443}]}}) == []

@@ -126,7 +126,7 @@ def test_rbac_rules_have_no_wildcards_and_cover_every_child_kind() -> None:
     spec = {"expose": {"ingress": {"host": "r.example.com"}}}
     for child in builders.desired_children(test_builders.make_inputs(spec)):
         group, resource = plural[child["kind"]]
-        for verb in ("get", "create", "update", "watch"):
+        for verb in ("get", "create", "patch", "watch"):
             assert (group, resource, verb) in granted, (child["kind"], verb)
     assert (names.GROUP, f"{names.PLURAL}/status", "patch") in granted
     assert ("", "events", "create") in granted
@@ -181,7 +181,7 @@ def test_help_describes_the_operator_and_its_environment(capsys: pytest.CaptureF
 
 
 def test_the_only_configmap_the_operator_may_delete_is_kube_public_local_registry_hosting() -> None:
-    from dockyard_operator.nodetrust import hosting
+    from dockyard_operator import hosting
 
     deletes = [r for r in kube.RBAC_RULES if "configmaps" in r["resources"] and "delete" in r["verbs"]]
     assert [r.get("resourceNames") for r in deletes] == [[hosting.NAME]]

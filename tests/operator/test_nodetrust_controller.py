@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dockyard_operator import crypto, kube, model, names
-from dockyard_operator.nodetrust import builders, claims, controller, layout, rotation
+from dockyard_operator.nodetrust import builders, claims, controller, layout, rotation, sources
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 OP_NS = "dockyard-system"
@@ -85,6 +85,18 @@ class FakeApi:
         self.writes.append(("create", manifest["kind"]))
         self.put(dict(manifest))
         return dict(manifest)
+
+    async def apply(self, *, manifest: Mapping[str, Any], force: bool = False) -> dict[str, Any]:
+        meta = manifest["metadata"]
+        if meta["namespace"] in self.missing_namespaces:
+            raise kube.NotFound(f"namespaces {meta['namespace']} not found", status=404)
+        if (manifest["kind"], meta["namespace"], meta["name"]) not in self.objects:
+            return await self.create(manifest=manifest)
+        return await self.replace(manifest=manifest)
+
+    async def delete(self, *, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self.writes.append(("delete", kind))
+        self.objects.pop((kind, namespace, name), None)
 
     async def replace(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]:
         self.writes.append(("replace", manifest["kind"]))
@@ -153,7 +165,7 @@ async def test_sync_publishes_every_enabled_registrys_hosts_and_the_daemonset() 
     add_registry(api, "demo", spec=NODEPORT, node_port=30500)
     add_registry(api, "off", spec={"nodeTrust": {"enabled": False}})
 
-    observation = await trust(api).sync()
+    observation = await trust(api).publish()
 
     hosts = published(api).hosts
     assert set(hosts) == {"demo.team.svc.cluster.local", "localhost:30500", "127.0.0.1:30500", "reg.example"}
@@ -170,10 +182,10 @@ async def test_a_second_sync_without_changes_writes_nothing() -> None:
     api = FakeApi()
     add_registry(api, "demo", spec=NODEPORT, node_port=30500)
     nt = trust(api)
-    await nt.sync()
+    await nt.publish()
     before = list(api.writes)
 
-    await nt.sync()
+    await nt.publish()
 
     assert api.writes == before
 
@@ -183,11 +195,11 @@ async def test_a_deleted_or_deleting_registry_leaves_the_configmap() -> None:
     add_registry(api, "demo", spec=NODEPORT, node_port=30500)
     add_registry(api, "going", spec=extra_host("going.example"))
     nt = trust(api)
-    await nt.sync()
+    await nt.publish()
     api.objects[(names.KIND, "team", "going")]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     del api.objects[(names.KIND, "team", "demo")]
 
-    await nt.sync()
+    await nt.publish()
 
     assert published(api).hosts == {}
 
@@ -197,7 +209,7 @@ async def test_a_handed_in_source_wins_over_what_is_read_and_unknown_registries_
     add_registry(api, "demo", spec=NODEPORT, node_port=30500)
     add_registry(api, "other", spec=extra_host("other.example"))
     spec = model.parse_spec(NODEPORT)
-    src = controller.source(
+    src = sources.source(
         spec=spec, name="demo", namespace="team", service=None, current_pem=CA.cert_pem.decode(),
         next_pem=NEXT.cert_pem.decode(), server_cert_pem=SERVER.cert_pem.decode(),
         cluster_domain="cluster.local",
@@ -206,7 +218,9 @@ async def test_a_handed_in_source_wins_over_what_is_read_and_unknown_registries_
     ds["status"] = {"desiredNumberScheduled": 1}  # one node, which has not reported the next CA
     api.put(ds)
 
-    observation = await trust(api).sync(key=("team", "demo"), update=src)
+    nt = trust(api)
+    nt.submit(("team", "demo"), src)
+    observation = await nt.publish()
 
     hosts = published(api).hosts
     assert "other.example" in hosts, "a registry without a handed-in source is read, not dropped"
@@ -241,7 +255,7 @@ async def test_a_missing_namespace_is_reported_not_raised() -> None:
     api.missing_namespaces.add(OP_NS)
     add_registry(api, "demo", spec=NODEPORT, node_port=30500)
 
-    observation = await trust(api).sync()
+    observation = await trust(api).publish()
 
     assert observation.error is not None and "not found" in observation.error
     assert observation.view("team", "demo") is not None
@@ -255,10 +269,10 @@ def test_rolled_out_needs_every_replica_updated_and_available() -> None:
             "status": {"observedGeneration": 2, **status},
         }
 
-    assert controller.rolled_out(deployment(updatedReplicas=1, replicas=1, availableReplicas=1))
-    assert not controller.rolled_out(deployment(updatedReplicas=1, replicas=2, availableReplicas=1))
-    assert not controller.rolled_out(deployment(updatedReplicas=1, replicas=1, availableReplicas=0))
-    assert not controller.rolled_out(None)
+    assert sources.rolled_out(deployment(updatedReplicas=1, replicas=1, availableReplicas=1))
+    assert not sources.rolled_out(deployment(updatedReplicas=1, replicas=2, availableReplicas=1))
+    assert not sources.rolled_out(deployment(updatedReplicas=1, replicas=1, availableReplicas=0))
+    assert not sources.rolled_out(None)
 
 
 async def test_forget_publishes_without_a_registry_being_deleted_and_plans_are_remembered() -> None:
@@ -266,7 +280,7 @@ async def test_forget_publishes_without_a_registry_being_deleted_and_plans_are_r
     add_registry(api, "demo", spec=NODEPORT, node_port=30500)
     nt = trust(api)
     assert nt.plan_for("team", "demo") is None
-    await nt.sync()
+    await nt.publish()
     plan = nt.plan_for("team", "demo")
 
     await nt.forget("team", "demo")  # still listed (finalizers run before it disappears)
@@ -284,7 +298,7 @@ async def test_the_verdict_names_publish_failures_host_conflicts_and_counts_trus
     ds["status"] = {"desiredNumberScheduled": 1}
     api.put(ds)
     nt = trust(api)
-    first = await nt.sync()
+    first = await nt.publish()
     hosts = first.registries[("team", "a")].hosts
     fp = crypto.inspect(CA.cert_pem).fingerprint_sha256
     report = layout.Report(node="n1", applied="x", hosts={h: (fp,) for h in hosts})
@@ -292,10 +306,10 @@ async def test_the_verdict_names_publish_failures_host_conflicts_and_counts_trus
     meta = {"name": "agent", "namespace": OP_NS, "labels": dict(builders.LABELS), "annotations": notes}
     api.put({"kind": "Pod", "metadata": meta})
 
-    second = await nt.sync()
+    second = await nt.publish()
     api.missing_namespaces.add(OP_NS)
     del api.objects[("ConfigMap", OP_NS, builders.NAME)]
-    third = await nt.sync()
+    third = await nt.publish()
 
     a, b = second.verdict("team", "a"), second.verdict("team", "b")
     assert a is not None and (a.ok, a.reason) == (True, "Installed") and second.trusted("team", "a") == 1
@@ -310,7 +324,7 @@ async def test_published_children_are_owned_by_the_agents_service_account() -> N
     api = FakeApi()
     add_registry(api, "demo", spec=NODEPORT, node_port=30500)
 
-    await trust(api).sync()
+    await trust(api).publish()
 
     for kind in ("ConfigMap", "DaemonSet"):
         refs = api.objects[(kind, OP_NS, builders.NAME)]["metadata"]["ownerReferences"]
@@ -323,7 +337,7 @@ async def test_without_the_agents_service_account_nothing_is_published_and_the_e
     api = FakeApi()
     add_registry(api, "demo", spec=NODEPORT, node_port=30500)
 
-    observation = await trust(api, agent_account=False).sync()
+    observation = await trust(api, agent_account=False).publish()
 
     assert ("ConfigMap", OP_NS, builders.NAME) not in api.objects
     assert ("DaemonSet", OP_NS, builders.NAME) not in api.objects
@@ -339,7 +353,7 @@ async def test_a_tenant_cannot_take_public_hosts_or_another_teams_service_name()
     greedy = {"tls": {"dnsNames": stolen}, "nodeTrust": {"enabled": True, "hostnames": stolen}}
     add_registry(api, "x", namespace="aaa-tenant", created="2026-01-01T00:00:00Z", spec=greedy)
 
-    observation = await trust(api).sync()
+    observation = await trust(api).publish()
 
     hosts = published(api).hosts
     assert set(hosts) == {"registry.team-b.svc.cluster.local", "x.aaa-tenant.svc.cluster.local"}
@@ -358,7 +372,7 @@ async def test_allowed_hosts_let_a_registry_publish_names_it_does_not_serve_but_
     hostnames = ["mirror.corp.example:5000", "quay.io"]
     add_registry(api, "demo", spec={"nodeTrust": {"enabled": True, "hostnames": hostnames}})
 
-    observation = await trust(api, allowed=("*.corp.example", "*")).sync()
+    observation = await trust(api, allowed=("*.corp.example", "*")).publish()
 
     assert "mirror.corp.example:5000" in published(api).hosts and "quay.io" not in published(api).hosts
     verdict = observation.verdict("team", "demo")
@@ -370,11 +384,11 @@ async def test_a_published_host_stays_with_its_owner_across_restarts_even_agains
     add_registry(api, "young", spec=extra_host("shared.example"), created="2026-03-01T00:00:00Z")
     add_registry(api, "old", spec={"tls": {"dnsNames": ["shared.example"]}, "nodeTrust": {"enabled": True}},
                  created="2026-01-01T00:00:00Z")  # fmt: skip
-    await trust(api).sync()
+    await trust(api).publish()
     assert published(api).hosts["shared.example"]
     api.objects[(names.KIND, "team", "old")]["spec"] = extra_host("shared.example")  # claims it later
 
-    observation = await trust(api).sync()  # a restarted operator: the owner comes from the ConfigMap
+    observation = await trust(api).publish()  # a restarted operator: the owner comes from the ConfigMap
 
     owners = builders.owners_of(api.objects[("ConfigMap", OP_NS, builders.NAME)])
     assert owners["shared.example"] == ("team", "young")
@@ -401,7 +415,7 @@ def test_a_bring_your_own_certificate_serves_the_names_it_carries() -> None:
         duration=datetime.timedelta(days=1),
     )
 
-    src = controller.source(
+    src = sources.source(
         spec=spec, name="demo", namespace="team", service=None, current_pem=CA.cert_pem.decode(),
         next_pem=None, server_cert_pem=mine.cert_pem.decode(), cluster_domain="cluster.local",
     )  # fmt: skip

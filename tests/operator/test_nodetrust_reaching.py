@@ -27,8 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dockyard_operator import names, reconcile, settings
-from dockyard_operator.nodetrust import hosting
+from dockyard_operator import hosting, names, reconcile, settings
 from tests.operator import fakes
 
 PASSWORD = "puller-Secret-pw1"

@@ -1,10 +1,13 @@
 """The reconcile pass handing a registry's CA to node trust, against the in-memory API.
 
+Each `run` is a pass followed by one round of node trust's publisher and the passes it starts, as the
+publisher task does (tests/operator/test_nodetrust_publisher.py covers the publisher on its own).
+
 Covers:
 - a registry without node trust never touches the operator's namespace (no ConfigMap, no DaemonSet);
 - node trust is on by default; an operator without node trust (no namespace) still makes such a registry
   Ready and reports `NodeTrustReady` False with reason NotConfigured;
-- with `nodeTrust.enabled` the pass publishes the CA for the registry's hosts (the node trust ConfigMap and
+- with `nodeTrust.enabled` the CA is published for the registry's hosts (the node trust ConfigMap and
   DaemonSet appear), reports `status.nodeTrust` and a `NodeTrustReady` condition that stays False until the
   agents report, and True once every node reports the CA for every host;
 - switching node trust off withdraws the CA, removes `status.nodeTrust` (an explicit null in the patch) and
@@ -55,7 +58,10 @@ def reconciler(api: fakes.FakeKube) -> reconcile.Reconciler:
 
 
 async def run(reconciler: reconcile.Reconciler) -> None:
+    """A pass, then one round of node trust's publisher and the passes it starts (as its task would)."""
     await reconciler.reconcile(namespace="ns", name="demo")
+    if reconciler.node_trust is not None:
+        await reconciler.node_trust.publish_round(on_change=reconciler.node_trust_changed)
 
 
 def status(api: fakes.FakeKube) -> dict[str, Any]:

@@ -23,15 +23,16 @@ on its own (tests/integration/install checks the two agree), in three parts:
   resources: ["privateregistries/finalizers"]
   verbs: ["update"]
 # Each registry's children: htpasswd/TLS/CA Secrets, nginx ConfigMap, Service, storage claim, Deployment.
+# Written by server-side apply ("patch"; an apply that creates the object also needs "create").
 - apiGroups: [""]
   resources: ["secrets", "configmaps", "services", "persistentvolumeclaims"]
-  verbs: ["get", "list", "watch", "create", "update"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "update"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
-  verbs: ["get", "list", "watch", "create", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Events about each PrivateRegistry (kubectl describe shows them).
 - apiGroups: [""]
   resources: ["events"]
@@ -75,10 +76,10 @@ watched Namespaces one by one (kube.Kube with namespaces).
 {{- define "dockyard.homeRules" -}}
 - apiGroups: ["apps"]
   resources: ["daemonsets"]
-  verbs: ["get", "list", "watch", "create", "update"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "update"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list"]

@@ -4,7 +4,7 @@ Owns: the exact content of every child (`htpasswd_secret`, `ca_secret`/`tls_secr
 `service`, `deployment`, `ingress`), `desired_children()` returning them in apply order, and `adopt()`,
 which adds the owner reference that lets garbage collection delete children with their registry.
 Must not: perform I/O, read the clock, use randomness, or import kopf/lightkube/aiohttp: the same inputs
-always give the same dicts, which is what makes the spec-hash comparison in `reconcile.py` meaningful.
+always give the same dicts, which is what makes the spec-hash comparison in `writer.py` meaningful.
 """
 
 from __future__ import annotations

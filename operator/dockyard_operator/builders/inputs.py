@@ -2,7 +2,7 @@
 
 Owns: `Inputs` (what builders may depend on), `Owner` (the registry as an owner reference), and the digests
 that make the pod template change when configuration or secrets change.
-Must not: gather anything itself (that is `reconcile.py`).
+Must not: gather anything itself (that is the `reconcile/` steps).
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ The pieces, from the operator to the node:
 - `rotation` (pure): the staged CA rotation policy (publish beside the old → switch → retire);
 - `builders` (pure): the ConfigMap, the DaemonSet, the agent's small RBAC (shipped by the chart) and a
   registry's staged next-CA Secret as manifest dicts;
-- `hosting` (pure): the KEP-1755 `kube-public/local-registry-hosting` ConfigMap;
-- `controller` (I/O through `kube.Kube`, called by the reconciler): observes the agents' reports, keeps
-  every registry's source, publishes the ConfigMap and DaemonSet, and says per registry what nodes trust;
+- `sources` (pure): a registry's `Source` (what a reconcile pass hands in) and the `Observation` of a
+  publication (what a pass reads back: hosts, fingerprints on nodes, rotation plan, NodeTrustReady);
+- `controller` (I/O through `kube.Kube`): the one publisher task: keeps every registry's source, observes the
+  agents' reports, publishes the ConfigMap and DaemonSet, and starts a pass of registries whose view changed;
 - `agent` (I/O, runs on every node): the DaemonSet's process: mounted ConfigMap → files under the host
   root, and a report of the installed CA fingerprints on its own Pod.
 

@@ -1,20 +1,23 @@
-"""Node trust for the whole installation: observe the agents, publish every registry's CA, per pass.
+"""Node trust for the whole installation, as one publisher: observe the agents, publish every registry's CA.
 
-One `sync()` call (made by every registry's reconcile pass, handing in that registry's `Source`, and after a
-registry is deleted):
+Registry passes never publish: they hand in their `Source` (`submit`, no I/O) and read the latest
+publication (`latest`, `plan_for`). One task (`run`, started by the handlers) publishes when a source changed,
+and every resync period to observe the agents; each publication
 1. lists the registries, forgetting deleted ones and reading once any it has no `Source` for;
 2. observes the nodes: the DaemonSet's desired/ready/updated counts and every agent's report (the
    `dockyard.dev/node-trust` annotation on its Pod);
 3. keeps only the hosts each registry may claim (`claims`: names it serves or the installer allows, never a
    public registry's), settles hosts two registries claim (`aggregate`: the owner recorded on the published
    ConfigMap keeps it, else the oldest registry), asks `rotation.plan` which CAs each registry publishes for
-   the hosts it holds, aggregates and ensures the ConfigMap and the DaemonSet in the operator's namespace
-   (spec-hash: no write when nothing changed);
-4. returns, per registry, its hosts, the published fingerprints, its rotation plan and any problem, which the
-   reconciler turns into `status.nodeTrust` and the `NodeTrustReady` condition.
-The ConfigMap is a pure function of all registries' sources, so concurrent passes converge on the same
-content. The agent's ServiceAccount, Role and RoleBinding are static and ship with the chart
-(`builders.desired` renders them), so the operator needs no RBAC-granting rights.
+   the hosts it holds, aggregates and applies the ConfigMap and the DaemonSet in the operator's namespace
+   through the child writer (spec-hash: no write when nothing changed);
+4. records, per registry, its hosts, the published fingerprints, its rotation plan and any problem
+   (`sources.Observation`), and tells the reconciler which registries read differently, so their status
+   (`status.nodeTrust`, `NodeTrustReady`) follows without waiting for the resync timer.
+So a resync costs one publication (a handful of reads, O(N) work) instead of one per registry, and no
+registry pass waits on a lock. A deletion publishes at once (`forget`). The agent's ServiceAccount, Role and
+RoleBinding are static and ship with the chart (`builders.desired` renders them), so the operator needs no
+RBAC-granting rights.
 
 Must not: decide per-registry status wording (that is `rotation`), or call the API except through its client.
 """
@@ -23,17 +26,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import pydantic
 
-from dockyard_operator import crypto, diff, kube, model, names, policies
-from dockyard_operator.nodetrust import aggregate, builders, claims, layout, rotation
+from dockyard_operator import kube, model, names, writer
+from dockyard_operator.nodetrust import aggregate, builders, claims, layout, rotation, sources
 
 log = logging.getLogger(__name__)
+
+Key = sources.Key
 
 
 class Client(Protocol):
@@ -50,167 +56,19 @@ class Client(Protocol):
         namespace: str | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]: ...
+    async def apply(self, *, manifest: Mapping[str, Any], force: bool = False) -> dict[str, Any]: ...
+    async def patch_json(
+        self,
+        *,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        operations: Sequence[Mapping[str, Any]],
+    ) -> dict[str, Any]: ...
     async def create(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
     async def replace(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Source:
-    """One registry's node trust inputs: where nodes reach it and which CAs exist."""
-
-    hosts: tuple[str, ...]
-    """Every host the registry asks for (defaults and `nodeTrust.hostnames`), before `claims` screens them."""
-    current_pem: str | None
-    """The CA the registry's clients trust today (`<registry>-ca`, or `ca.crt` of a user's TLS Secret)."""
-    next_pem: str | None = None
-    """A staged next CA (`builders.next_ca_name`), during a rotation."""
-    server_issuer: str | None = None
-    """Fingerprint of whichever of the two CAs signed the live serving certificate."""
-    targets: tuple[layout.Target, ...] = layout.TARGETS
-    rolled_out: bool = True
-    """Whether every registry pod serves the certificate in the TLS Secret (see `rotation`)."""
-    served: claims.Served
-    """What the registry really serves: `claims` screens `hosts` against it and the allowed hosts."""
-    created: str = ""
-    """`metadata.creationTimestamp`: older registries claim a host first (see `aggregate`)."""
-
-
-def source(
-    *,
-    spec: model.PrivateRegistrySpec,
-    name: str,
-    namespace: str,
-    service: Mapping[str, Any] | None,
-    current_pem: str | None,
-    next_pem: str | None,
-    server_cert_pem: str | None,
-    cluster_domain: str,
-    deployment: Mapping[str, Any] | None = None,
-    created: str = "",
-) -> Source:
-    """Build a registry's `Source` from what its reconcile pass already holds (pure)."""
-    child_names = names.Names.of(name)
-    exposure = _exposure(
-        spec, service, service_name=child_names.service, namespace=namespace, cluster_domain=cluster_domain
-    )
-    hosts = aggregate.default_hosts(exposure, extra=spec.node_trust.hostnames)
-    served_names = served(
-        spec=spec,
-        name=name,
-        namespace=namespace,
-        service=service,
-        server_cert_pem=server_cert_pem,
-        cluster_domain=cluster_domain,
-    )
-    candidates: list[str] = []
-    for pem in (current_pem, next_pem):
-        try:
-            candidates.append(layout.split_pem(pem)[0] if pem else "")
-        except layout.LayoutError:
-            candidates.append("")
-    current, upcoming = candidates[0] or None, candidates[1] or None
-    return Source(
-        hosts=tuple(hosts),
-        current_pem=current,
-        next_pem=upcoming,
-        server_issuer=_issuer(server_cert_pem, [c for c in (current, upcoming) if c]),
-        targets=tuple(spec.node_trust.targets),
-        rolled_out=rolled_out(deployment),
-        served=served_names,
-        created=created,
-    )
-
-
-def served(
-    *,
-    spec: model.PrivateRegistrySpec,
-    name: str,
-    namespace: str,
-    service: Mapping[str, Any] | None,
-    server_cert_pem: str | None,
-    cluster_domain: str,
-) -> claims.Served:
-    """What the registry really serves, for `claims` (pure): its certificate's names and its addresses."""
-    child_names = names.Names.of(name)
-    exposure = _exposure(
-        spec, service, service_name=child_names.service, namespace=namespace, cluster_domain=cluster_domain
-    )
-    dns, ips = policies.desired_sans(
-        spec=spec, child_names=child_names, namespace=namespace, cluster_domain=cluster_domain
-    )
-    if spec.tls.mode == "Secret" and server_cert_pem:
-        # A bring-your-own certificate serves the names it carries, whatever the spec says.
-        try:
-            info = crypto.inspect(server_cert_pem.encode())
-            dns, ips = [*dns, *info.dns_names], [*ips, *info.ip_addresses]
-        except crypto.CryptoError:
-            pass  # its own reconcile reports the unusable certificate
-    return claims.Served(
-        namespace=namespace,
-        cluster_domain=cluster_domain,
-        names=(*dns, *ips, *exposure.load_balancer),
-        node_port=exposure.node_port if spec.expose.type != "ClusterIP" else None,
-    )
-
-
-def rolled_out(deployment: Mapping[str, Any] | None) -> bool:
-    """True when the Deployment runs only pods of its current template, all available (or none wanted)."""
-    if deployment is None:
-        return False
-    want = int((deployment.get("spec") or {}).get("replicas", 1))
-    status = deployment.get("status") or {}
-    current = status.get("observedGeneration", 0) >= (deployment.get("metadata") or {}).get("generation", 0)
-    counts = (
-        status.get("updatedReplicas") or 0,
-        status.get("replicas") or 0,
-        status.get("availableReplicas") or 0,
-    )
-    return current and counts == (want, want, want)
-
-
-@dataclasses.dataclass(frozen=True)
-class RegistryView:
-    """What one registry's status needs from a node trust pass."""
-
-    hosts: tuple[str, ...]
-    """The hosts published for it (refused hosts and hosts another registry holds are not)."""
-    fingerprints: tuple[str, ...]
-    """Fingerprints of the CAs published for its hosts (two while a rotation is staged)."""
-    plan: rotation.Plan | None
-    problems: tuple[aggregate.Problem, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class Observation:
-    nodes: rotation.Nodes
-    registries: Mapping[tuple[str, str], RegistryView]
-    error: str | None = None
-    """Why publishing failed (missing namespace, forbidden), or None."""
-
-    def view(self, namespace: str, name: str) -> RegistryView | None:
-        return self.registries.get((namespace, name))
-
-    def verdict(self, namespace: str, name: str) -> rotation.Verdict | None:
-        """`NodeTrustReady` for one registry (None when it does not use node trust)."""
-        view = self.view(namespace, name)
-        if view is None:
-            return None
-        if self.error is not None:
-            return rotation.Verdict(False, "PublishFailed", self.error)
-        if view.problems:
-            return rotation.Verdict(
-                False, view.problems[0].reason, "; ".join(p.message for p in view.problems)
-            )
-        return rotation.readiness(nodes=self.nodes, hosts=view.hosts, fingerprints=view.fingerprints)
-
-    def trusted(self, namespace: str, name: str) -> int:
-        """Nodes that trust every published CA of the registry for every one of its hosts."""
-        view = self.view(namespace, name)
-        if view is None or not view.fingerprints:
-            return 0
-        return min(
-            rotation.trusting(self.nodes, hosts=view.hosts, fingerprint=fp) for fp in view.fingerprints
-        )
+    async def delete(self, *, api_version: str, kind: str, namespace: str, name: str) -> None: ...
 
 
 def _decoded(secret: Mapping[str, Any] | None, key: str) -> str | None:
@@ -218,15 +76,13 @@ def _decoded(secret: Mapping[str, Any] | None, key: str) -> str | None:
     return base64.b64decode(raw).decode("utf-8", "replace") if raw else None
 
 
-Key = tuple[str, str]
-
-
 class NodeTrust:
-    """Publishes node trust for one operator installation (namespace, agent image).
+    """The one publisher of node trust for an operator installation (namespace, agent image).
 
     Keeps the latest `Source` of every registry in memory: a reconcile pass hands in its own (it already
     read everything), and a registry not seen since start-up is read once here, so a restarted operator
     never publishes a partial ConfigMap (which would make nodes drop CAs of registries not reconciled yet).
+    Only `run` (and `forget`, on a deletion) publish; `submit` and the reads (`latest`, `plan_for`) do no I/O.
     """
 
     def __init__(
@@ -240,20 +96,68 @@ class NodeTrust:
         allowed_hosts: Sequence[str] = (),
     ) -> None:
         self._client = client
+        self._writer = writer.Writer(client)
         self._allowed = tuple(allowed_hosts)
         self._namespace = namespace
         self._image = image
         self._cluster_domain = cluster_domain
         self._resync = resync_seconds
-        self._sources: dict[Key, Source | None] = {}
-        self._last: Observation | None = None
-        # Passes of different registries run concurrently; publishing one ConfigMap from each at once would
-        # only produce write conflicts, so syncs queue (each is a handful of reads when nothing changed).
+        self._sources: dict[Key, sources.Source | None] = {}
+        self._last: sources.Observation | None = None
+        self._wanted = asyncio.Event()
+        # Only the publisher task and a deletion publish; the lock keeps the two from interleaving.
         self._lock = asyncio.Lock()
 
     @property
     def namespace(self) -> str:
         return self._namespace
+
+    def submit(self, key: Key, update: sources.Source | None) -> None:
+        """Record a registry's latest `Source` (None: node trust is off for it); a change wakes the
+        publisher. No I/O: this is all a registry's pass does for node trust besides reading `latest`."""
+        if key in self._sources and self._sources[key] == update:
+            return
+        self._sources[key] = update
+        self._wanted.set()
+
+    def latest(self) -> sources.Observation | None:
+        """The last publication (None before the first)."""
+        return self._last
+
+    def plan_for(self, namespace: str, name: str) -> rotation.Plan | None:
+        """The rotation plan of the last publication for a registry (None before it was published)."""
+        view = self._last.view(namespace, name) if self._last is not None else None
+        return view.plan if view is not None else None
+
+    async def run(self, *, on_change: Callable[[set[Key]], Awaitable[None]]) -> None:
+        """The publisher task: publish when a source changed or every `resync_seconds` (agents' reports,
+        the DaemonSet's counts), and tell `on_change` which registries now read differently."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wanted.wait(), timeout=self._resync)
+            try:
+                await self.publish_round(on_change=on_change)
+            except kube.KubeError as exc:  # listing registries failed (API down, RBAC): the next round
+                log.warning("node trust: cannot publish: %s", exc)
+
+    async def publish_round(self, *, on_change: Callable[[set[Key]], Awaitable[None]]) -> None:
+        """One round of the publisher: publish, then tell `on_change` which registries read differently."""
+        before = self._last
+        changed = sources.changed(before, await self.publish())
+        if changed:
+            await on_change(changed)
+
+    async def publish(self) -> sources.Observation:
+        """One publication of every registry's CAs, and what the nodes report."""
+        async with self._lock:
+            self._wanted.clear()  # this publication covers every source handed in so far
+            return await self._sync(skip=set())
+
+    async def forget(self, namespace: str, name: str) -> sources.Observation:
+        """A registry is being deleted: publish without it, now (the deletion waits for the withdrawal)."""
+        async with self._lock:
+            self._sources.pop((namespace, name), None)
+            return await self._sync(skip={(namespace, name)})
 
     async def observe(self) -> rotation.Nodes:
         ds = await self._client.get(
@@ -279,25 +183,7 @@ class NodeTrust:
             reports=reports,
         )
 
-    def plan_for(self, namespace: str, name: str) -> rotation.Plan | None:
-        """The rotation plan of the last sync for a registry (None before its first sync)."""
-        view = self._last.view(namespace, name) if self._last is not None else None
-        return view.plan if view is not None else None
-
-    async def forget(self, namespace: str, name: str) -> Observation:
-        """A registry is being deleted: publish without it."""
-        async with self._lock:
-            self._sources.pop((namespace, name), None)
-            return await self._sync(skip={(namespace, name)})
-
-    async def sync(self, *, key: Key | None = None, update: Source | None = None) -> Observation:
-        """Record `update` for registry `key` (None: it has node trust off), then publish everything."""
-        async with self._lock:
-            if key is not None:
-                self._sources[key] = update
-            return await self._sync(skip=set())
-
-    async def _sync(self, *, skip: set[Key]) -> Observation:
+    async def _sync(self, *, skip: set[Key]) -> sources.Observation:
         present: set[Key] = set()
         for body in await self._client.list(api_version=names.API_VERSION, kind=names.KIND):
             meta = body.get("metadata") or {}
@@ -312,15 +198,16 @@ class NodeTrust:
         for gone in set(self._sources) - present:
             del self._sources[gone]
         nodes = await self.observe()
-        previous = await self._published_owners()
-        views: dict[Key, RegistryView] = {}
-        wanted: dict[Key, tuple[Source, tuple[str, ...]]] = {}
+        published, previous = await self._published()
+        views: dict[Key, sources.RegistryView] = {}
+        wanted: dict[Key, tuple[sources.Source, tuple[str, ...]]] = {}
         refusals: dict[Key, tuple[aggregate.Problem, ...]] = {}
         for item, src in sorted(self._sources.items()):
             if src is None:
                 continue
             if src.current_pem is None:
-                views[item] = RegistryView((), (), None, (aggregate.Problem("NoCA", "no CA to publish yet"),))
+                no_ca = aggregate.Problem("NoCA", "no CA to publish yet")
+                views[item] = sources.RegistryView((), (), None, (no_ca,))
                 continue
             accepted, refused = claims.screen(src.hosts, served=src.served, allowed=self._allowed)
             wanted[item] = (src, accepted)
@@ -355,7 +242,7 @@ class NodeTrust:
                 rolled_out=src.rolled_out,
             )
             fingerprints = tuple(layout.fingerprint(p) for p in plans[item].publish)
-            views[item] = RegistryView(hosts, fingerprints, plans[item], refusals[item])
+            views[item] = sources.RegistryView(hosts, fingerprints, plans[item], refusals[item])
         merged = aggregate.aggregate(
             contributions({item: plan.publish for item, plan in plans.items()}), previous=previous
         )
@@ -365,7 +252,9 @@ class NodeTrust:
         error = None
         try:
             owner = await self._agent_account_uid()
-            if owner is None:
+            if not published and not any(src is not None for src in self._sources.values()):
+                pass  # no registry uses node trust and nothing was published: no DaemonSet on every node
+            elif owner is None:
                 # Pods of a DaemonSet without its ServiceAccount are refused at admission, and a DaemonSet
                 # not owned by the chart's account would outlive `helm uninstall`: publish nothing.
                 error = (
@@ -374,22 +263,22 @@ class NodeTrust:
                 )
             else:
                 for manifest in self._children(merged.data, owners=merged.owners, owner_uid=owner):
-                    await self._ensure(manifest)
+                    await self._writer.apply(manifest)
         except kube.KubeError as exc:  # a missing or terminating namespace, RBAC, a conflict: next pass
             error = f"cannot publish node trust in namespace {self._namespace}: {exc}"
-        self._last = Observation(nodes=nodes, registries=views, error=error)
+        self._last = sources.Observation(nodes=nodes, registries=views, error=error)
         return self._last
 
-    async def _published_owners(self) -> dict[str, Key]:
-        """Who owns each host as last published (empty when nothing is, or it cannot be read: publishing
-        then fails and says why)."""
+    async def _published(self) -> tuple[bool, dict[str, Key]]:
+        """Whether the ConfigMap exists, and who owns each host as last published (nothing when it cannot be
+        read: publishing then fails and says why)."""
         try:
             live = await self._client.get(
                 api_version="v1", kind="ConfigMap", namespace=self._namespace, name=builders.NAME
             )
         except kube.KubeError:
-            return {}
-        return builders.owners_of(live)
+            return True, {}
+        return live is not None, builders.owners_of(live)
 
     async def _agent_account_uid(self) -> str | None:
         """The uid of the agent's ServiceAccount (the owner of what is published), None while it is absent."""
@@ -411,7 +300,7 @@ class NodeTrust:
             ),
         ]
 
-    async def _load(self, body: Mapping[str, Any]) -> Source | None:
+    async def _load(self, body: Mapping[str, Any]) -> sources.Source | None:
         """Read a registry's Source from the API (a registry no reconcile pass has handed in yet)."""
         meta = body["metadata"]
         namespace, name = str(meta["namespace"]), str(meta["name"])
@@ -437,7 +326,7 @@ class NodeTrust:
         deployment = await self._client.get(
             api_version="apps/v1", kind="Deployment", namespace=namespace, name=child_names.deployment
         )
-        return source(
+        return sources.source(
             spec=spec,
             name=name,
             namespace=namespace,
@@ -452,64 +341,3 @@ class NodeTrust:
 
     async def _secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._client.get(api_version="v1", kind="Secret", namespace=namespace, name=name)
-
-    async def _ensure(self, desired: dict[str, Any]) -> None:
-        want = diff.with_spec_hash(desired)
-        ref = {
-            "api_version": want["apiVersion"],
-            "kind": want["kind"],
-            "namespace": self._namespace,
-            "name": want["metadata"]["name"],
-        }
-        live = await self._client.get(**ref)
-        if live is None:
-            try:
-                await self._client.create(manifest=want)
-                return
-            except kube.AlreadyExists:
-                live = await self._client.get(**ref)
-                if live is None:
-                    raise kube.Conflict(f"{kube.describe(want)} appeared and vanished", status=409) from None
-        if diff.needs_update(want, live):
-            await self._client.replace(manifest=diff.replacement(want, live))
-
-
-def _issuer(cert_pem: str | None, candidates: Sequence[str]) -> str | None:
-    """Fingerprint of the candidate CA that signed the serving certificate, None if none did."""
-    if cert_pem is None:
-        return None
-    for candidate in candidates:
-        try:
-            if crypto.signed_by(cert_pem=cert_pem.encode(), ca_pem=candidate.encode()):
-                return layout.fingerprint(candidate)
-        except crypto.CryptoError:
-            return None
-    return None
-
-
-def _exposure(
-    spec: model.PrivateRegistrySpec,
-    service: Mapping[str, Any] | None,
-    *,
-    service_name: str,
-    namespace: str,
-    cluster_domain: str,
-) -> aggregate.Exposure:
-    live_spec = (service or {}).get("spec") or {}
-    node_port = spec.expose.node_port
-    for port in live_spec.get("ports") or []:
-        if port.get("nodePort"):
-            node_port = int(port["nodePort"])
-    ingress = ((service or {}).get("status") or {}).get("loadBalancer", {}).get("ingress") or []
-    addresses: Sequence[str] = [
-        str(i.get("ip") or i.get("hostname")) for i in ingress if i.get("ip") or i.get("hostname")
-    ]
-    return aggregate.Exposure(
-        service=service_name,
-        namespace=namespace,
-        cluster_domain=cluster_domain,
-        service_type=spec.expose.type,
-        node_port=node_port,
-        load_balancer=addresses,
-        ingress_host=spec.expose.ingress.host if spec.expose.ingress is not None else None,
-    )

@@ -95,7 +95,8 @@ def test_every_example_is_accepted_by_the_api_server(
         ("watch", "privateregistries.dockyard.dev", True),
         ("patch", "privateregistries.dockyard.dev/status", True),
         ("create", "secrets", True),
-        ("update", "deployments.apps", True),
+        ("patch", "deployments.apps", True),  # children are written by server-side apply
+        ("update", "deployments.apps", False),
         ("create", "events", True),
         ("delete", "services", False),
         ("delete", "persistentvolumeclaims", False),
@@ -170,7 +171,7 @@ def test_node_trusts_daemonset_and_agent_pods_are_the_operators_business_only_at
     control_plane: kube.ControlPlane, charted_operator: ChartedOperator
 ) -> None:
     home = charted_operator.namespace
-    for verb, resource in (("create", "daemonsets.apps"), ("update", "daemonsets.apps"), ("list", "pods")):
+    for verb, resource in (("create", "daemonsets.apps"), ("patch", "daemonsets.apps"), ("list", "pods")):
         for where, allowed in ((home, "yes"), ("default", "no")):
             ask = ("auth", "can-i", verb, resource, "-n", where)
             done = control_plane.kubectl(*ask, kubeconfig=charted_operator.kubeconfig, check=False)

@@ -32,7 +32,7 @@ import lightkube.types
 import pytest
 
 from dockyard_operator import crypto, names, settings
-from dockyard_operator.nodetrust import builders, controller, layout
+from dockyard_operator.nodetrust import builders, layout, sources
 from tests.integration.nodetrust import nodes
 from tests.integration.operator import cluster
 from tests.integration.operator.conftest import Operator
@@ -236,7 +236,7 @@ def test_a_registry_is_pulled_by_a_node_over_verified_tls_through_a_ca_rotation(
             def rolled_out() -> bool:
                 control_plane.mark_pods_ready(namespace=namespace, selector=selector)
                 deployment: Any = kube_client.get(apps.Deployment, N.deployment, namespace=namespace)
-                return controller.rolled_out(deployment.to_dict())
+                return sources.rolled_out(deployment.to_dict())
 
             kube.eventually(rolled_out, what="the registry Deployment to roll out the new certificate")
             kube.eventually(

@@ -27,8 +27,7 @@ import lightkube.types
 import pytest
 import yaml
 
-from dockyard_operator import tenancy
-from dockyard_operator.nodetrust import hosting
+from dockyard_operator import hosting, tenancy
 from tests.integration.operator import cluster
 from tests.integration.operator.conftest import Operator
 from tests.support import kube

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import yaml
 
-from dockyard_operator.nodetrust import hosting
+from dockyard_operator import hosting
 
 
 def test_the_configmap_tells_tools_where_to_push_and_pull() -> None:

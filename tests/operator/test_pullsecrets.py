@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 
-from dockyard_operator.nodetrust import pullsecrets
+from dockyard_operator import pullsecrets
 
 PASSWORD = b"s3cret-pull-pw"
 

@@ -1,0 +1,15 @@
+"""The reconcile loop of a `PrivateRegistry`: an orchestrator over an ordered list of steps.
+
+- `orchestrator`: `Reconciler`, the pass as the list of what it does, plus scheduling, draining and deletion;
+- `context`: the immutable pass context and the typed results steps hand on (no step imports another);
+- the steps, one module each: `credentials` (htpasswd, with the bcrypt cache), `tls` (CA choice and the
+  serving certificate), `ca_rotation` (the staged rotation), `children` (everything the registry owns, through
+  the child writer), `trust` (the hand-off to node trust), `exposure` (pull secrets, KEP-1755 hosting) and
+  `status` (conditions and Events).
+Must not: import kopf; write to the API except through `writer.Writer` (and status/Events in `status`).
+"""
+
+from dockyard_operator.reconcile.context import ROTATE_CA
+from dockyard_operator.reconcile.orchestrator import Reconciler, Result
+
+__all__ = ["ROTATE_CA", "Reconciler", "Result"]

@@ -1,0 +1,288 @@
+"""What the steps of a pass share: the immutable pass context, what a step adds, and reading Secrets.
+
+Owns: `Pass` (one registry as read at the start of a pass: parsed spec, names, owner, clock reading), the
+typed results steps hand on (`Findings`: problems, Events and a retry delay; `CaChoice`, `Staged`, `Tls`,
+`Applied`), `Blocked` (material is unusable: leave every child as it is), the `Reader` the steps read through,
+and the few pure facts several steps derive (endpoints, CA and certificate status, the TLS digest).
+Must not: write anything, or import a step (steps import this module, never each other).
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from dockyard_operator import conditions, crypto, model, names, policies, writer
+from dockyard_operator.builders import inputs
+
+ROTATE_CA = f"{names.GROUP}/rotate-ca"
+"""Annotation requesting a staged CA rotation (any new value); on the CA Secret: the request it satisfies."""
+
+
+class Reader(Protocol):
+    """The reads a step may make (writes go through `writer.Writer`)."""
+
+    async def get(
+        self, *, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None: ...
+    async def list(
+        self,
+        *,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[dict[str, Any]]: ...
+    async def list_namespaces(self) -> builtins.list[dict[str, Any]]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Something that makes the spec unusable right now (reason, message); never contains secrets."""
+
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Findings:
+    """What a step reports besides its result: problems (Degraded), Events, and when to try again."""
+
+    problems: tuple[Problem, ...] = ()
+    events: tuple[Event, ...] = ()
+    retry_after: float | None = None
+
+    def __add__(self, later: Findings) -> Findings:
+        return Findings(
+            problems=(*self.problems, *later.problems),
+            events=(*self.events, *later.events),
+            retry_after=later.retry_after if later.retry_after is not None else self.retry_after,
+        )
+
+
+def problem(reason: str, message: str, *, retry_after: float | None = None) -> Findings:
+    return Findings(problems=(Problem(reason, message),), retry_after=retry_after)
+
+
+def event(reason: str, message: str, *, type_: str = "Normal") -> Findings:
+    return Findings(events=(Event(type_, reason, message),))
+
+
+def total(findings: Sequence[Findings]) -> Findings:
+    result = Findings()
+    for item in findings:
+        result += item
+    return result
+
+
+class Blocked(Exception):
+    """Material gathering found problems: keep children untouched and report them."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        super().__init__("; ".join(p.message for p in problems))
+        self.problems = tuple(problems)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Pass:
+    """One registry as this pass read it; never changed during the pass."""
+
+    body: Mapping[str, Any]
+    spec: model.PrivateRegistrySpec
+    owner: inputs.Owner
+    names: names.Names
+    now: datetime.datetime
+    previous: tuple[model.Condition, ...]
+
+    @property
+    def namespace(self) -> str:
+        return self.owner.namespace
+
+    @property
+    def name(self) -> str:
+        return self.owner.name
+
+    @property
+    def generation(self) -> int | None:
+        generation = self.body["metadata"].get("generation")
+        return int(generation) if generation is not None else None
+
+    @property
+    def requested_rotation(self) -> str | None:
+        return (self.body["metadata"].get("annotations") or {}).get(ROTATE_CA)
+
+    @property
+    def created(self) -> str:
+        return str(self.body["metadata"].get("creationTimestamp") or "")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Users:
+    htpasswd: str
+    access_yaml: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CaChoice:
+    """The CA a SelfSigned registry keeps or creates, before any staged rotation."""
+
+    ca: crypto.KeyPair
+    handled: str | None
+    """The rotation request the CA already satisfies (from its Secret's annotation)."""
+    permitted: crypto.Constraints
+    dns: tuple[str, ...]
+    ips: tuple[str, ...]
+    tls_data: Mapping[str, bytes] | None
+    reused: frozenset[str]
+    findings: Findings
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Staged:
+    """The CAs of one pass: the current one, the one that signs the serving certificate, the bundle."""
+
+    ca: crypto.KeyPair
+    signer: crypto.KeyPair
+    bundle: bytes
+    handled: str | None
+    next_ca_pem: bytes | None = None
+    """A staged next CA (rotation in progress), published to nodes beside the current one."""
+    reused: frozenset[str] = frozenset()
+    findings: Findings = Findings()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Tls:
+    """Everything the TLS steps decided: what the builders render and what status reports."""
+
+    secret_name: str
+    """The Secret the nginx sidecar mounts: <registry>-tls, or the user's Secret in mode Secret."""
+    digest: str
+    material: inputs.TlsMaterial | None = None
+    ca: crypto.KeyPair | None = None
+    ca_annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    certificate: policies.Verdict | None = None
+    ca_status: model.CaStatus | None = None
+    cert_status: model.CertificateStatus | None = None
+    ca_pem: bytes | None = None
+    """The CA clients should trust (for node trust), when one is known."""
+    next_ca_pem: bytes | None = None
+    server_cert_pem: bytes | None = None
+    reused: frozenset[str] = frozenset()
+    """Secrets whose key material this pass read instead of generating: never recreated from memory."""
+    findings: Findings = Findings()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Applied:
+    """The live children after the children step, by kind, and what went wrong on the way."""
+
+    live: Mapping[str, Mapping[str, Any]]
+    storage_problem: Problem | None = None
+    findings: Findings = Findings()
+
+    def get(self, kind: str) -> Mapping[str, Any] | None:
+        return self.live.get(kind)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Trust:
+    """What node trust says about this registry (status.nodeTrust and NodeTrustReady)."""
+
+    verdict: policies.Verdict | None = None
+    status: model.NodeTrustStatus | None = None
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def decode(secret: Mapping[str, Any] | None) -> dict[str, bytes] | None:
+    if secret is None:
+        return None
+    return {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
+
+
+async def secret(reader: Reader, *, namespace: str, name: str) -> dict[str, bytes] | None:
+    """A Secret's data, decoded; None when absent."""
+    return decode(await reader.get(api_version="v1", kind="Secret", namespace=namespace, name=name))
+
+
+async def own_secret_object(reader: Reader, *, owner: inputs.Owner, name: str) -> dict[str, Any] | None:
+    """One of our Secrets; None when absent.
+
+    Someone else's Secret of that name blocks the pass: its key material must neither be used (a foreign CA
+    signing our certificate) nor overwritten.
+    """
+    live = await reader.get(api_version="v1", kind="Secret", namespace=owner.namespace, name=name)
+    if live is None:
+        return None
+    verdict = policies.ownership_verdict(live, owner_uid=owner.uid, registry=owner.name)
+    if not verdict.ok:
+        raise Blocked([Problem(verdict.reason, verdict.message)])
+    return live
+
+
+def owned_by(owner: inputs.Owner) -> writer.Ownership:
+    """The writer's ownership check for a child of `owner` (controller owner reference, or adoptable)."""
+
+    def check(live: Mapping[str, Any]) -> str | None:
+        verdict = policies.ownership_verdict(live, owner_uid=owner.uid, registry=owner.name)
+        return None if verdict.ok else verdict.message
+
+    return check
+
+
+# ---------------------------------------------------------------------------------- derived facts
+
+
+def tls_digest(cert_pem: bytes, key_pem: bytes, ca_pem: bytes) -> str:
+    """The served TLS material's digest: one formula everywhere, so unchanged material never rolls pods."""
+    return inputs.digest(cert_pem, key_pem, ca_pem)
+
+
+def ca_status(ca_pem: bytes, secret_name: str) -> model.CaStatus:
+    info = crypto.inspect(ca_pem)
+    return model.CaStatus(
+        secret_name=secret_name, fingerprint_sha256=info.fingerprint_sha256, not_after=info.not_after
+    )
+
+
+def cert_status(cert_pem: bytes, secret_name: str) -> model.CertificateStatus:
+    info = crypto.inspect(cert_pem)
+    return model.CertificateStatus(
+        secret_name=secret_name,
+        not_after=info.not_after,
+        dns_names=list(info.dns_names),
+        ip_addresses=list(info.ip_addresses),
+    )
+
+
+def node_endpoint(spec: model.PrivateRegistrySpec, service: Mapping[str, Any] | None) -> str | None:
+    """`localhost:<nodePort>`: what kubelet pulls by on every node (kube-proxy forwards it on loopback)."""
+    if spec.expose.type == "ClusterIP":
+        return None
+    for port in ((service or {}).get("spec") or {}).get("ports") or []:
+        if port.get("nodePort"):
+            return f"localhost:{port['nodePort']}"
+    return None
+
+
+def endpoint(spec: model.PrivateRegistrySpec, child_names: names.Names, namespace: str) -> str:
+    if spec.expose.ingress is not None:
+        return f"{spec.expose.ingress.host}:443"
+    return f"{child_names.service}.{namespace}.svc:443"
+
+
+def reason_of(findings: Findings, default: str = conditions.Reason.AS_EXPECTED) -> str:
+    return findings.problems[0].reason if findings.problems else default

@@ -1,0 +1,94 @@
+"""Step: the users' passwords → htpasswd and access.yaml, hashing only what changed.
+
+Owns: reading each user's password Secret (a missing Secret or key, or an unusable password, blocks the pass
+with a problem naming it), reusing the bcrypt hash already in `<registry>-htpasswd` when the password still
+verifies, and the cache of passwords already proven to match their hash: bcrypt costs as much to verify as to
+hash, and the periodic resync would otherwise pay it for every user of every registry on every pass.
+Must not: put a password anywhere but into bcrypt, or write anything (the children step writes the Secret).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+
+from dockyard_operator import crypto, settings
+from dockyard_operator.builders import htpasswd_secret
+from dockyard_operator.conditions import Reason
+from dockyard_operator.reconcile import context
+
+
+class Credentials:
+    """One per operator process: holds the verified-password cache across passes."""
+
+    def __init__(self, *, reader: context.Reader, config: settings.Settings, cache_key: bytes | None) -> None:
+        self._reader = reader
+        self._rounds = config.bcrypt_rounds
+        # Passwords already proven to match their hash, remembered as keyed HMACs (the key never leaves this
+        # process, so the tags are useless to anyone reading memory dumps without it).
+        self._cache_key = cache_key if cache_key is not None else secrets.token_bytes(32)
+        self._verified: dict[tuple[str, str, str], tuple[bytes, str]] = {}
+
+    async def users(self, run: context.Pass) -> context.Users:
+        """(htpasswd, access.yaml); raises `context.Blocked` naming every unusable password."""
+        problems: list[context.Problem] = []
+        read: dict[str, dict[str, bytes] | None] = {}
+        passwords: dict[str, bytes] = {}
+        for user in run.spec.auth.users:
+            ref = user.password_secret_ref
+            if ref.name not in read:
+                read[ref.name] = await context.secret(self._reader, namespace=run.namespace, name=ref.name)
+            data = read[ref.name]
+            if data is None:
+                problems.append(
+                    context.Problem(
+                        Reason.SECRET_NOT_FOUND, f"user {user.name}: Secret {ref.name!r} not found"
+                    )
+                )
+                continue
+            if ref.key not in data:
+                problems.append(
+                    context.Problem(
+                        Reason.SECRET_KEY_MISSING,
+                        f"user {user.name}: Secret {ref.name!r} has no key {ref.key!r}",
+                    )
+                )
+                continue
+            try:
+                crypto.check_password(data[ref.key])
+            except crypto.CryptoError as exc:
+                problems.append(
+                    context.Problem(
+                        Reason.INVALID_PASSWORD,
+                        f"user {user.name}: Secret {ref.name!r} key {ref.key!r}: {exc}",
+                    )
+                )
+                continue
+            passwords[user.name] = data[ref.key]
+        if problems:
+            raise context.Blocked(problems)
+        current = context.decode(
+            await context.own_secret_object(self._reader, owner=run.owner, name=run.names.htpasswd_secret)
+        )
+        existing = crypto.parse_htpasswd((current or {}).get("htpasswd", b"").decode("utf-8", "replace"))
+        hashes: dict[str, str] = {}
+        for user_name, password in passwords.items():
+            key = (run.namespace, run.names.registry, user_name)
+            tag = hmac.digest(self._cache_key, password, "sha256")
+            current_hash = existing.get(user_name)
+            if current_hash is not None and self._verified.get(key) == (tag, current_hash):
+                hashes[user_name] = current_hash  # verified on an earlier pass
+                continue
+            # bcrypt is deliberately slow: keep it off the event loop that serves every other registry.
+            hashes[user_name] = await asyncio.to_thread(
+                crypto.reuse_or_hash,
+                user=user_name,
+                password=password,
+                existing=existing,
+                rounds=self._rounds,
+            )
+            self._verified[key] = (tag, hashes[user_name])
+        return context.Users(
+            htpasswd=crypto.render_htpasswd(hashes), access_yaml=htpasswd_secret.access_yaml(run.spec.auth)
+        )

@@ -1,0 +1,257 @@
+"""The one reconcile path of a `PrivateRegistry`, as the ordered list of what a pass does.
+
+Create, update, resume, the periodic timer and the watches on referenced Secrets and owned children all end
+here, so there is exactly one way state converges. A pass reads the registry fresh (a watch event may be
+stale), parses its spec once into an immutable `context.Pass`, and runs the steps in order, each returning
+what it adds: credentials → CA → CA rotation → serving certificate → children → node trust → hosting →
+pull secrets → status and Events. A problem the schema cannot catch (a missing Secret or key, an unusable
+password or certificate) blocks the pass before any child is touched and is reported as
+Ready=False/Degraded=True; the watch on Secrets or the timer brings the next attempt, so nothing
+crash-loops.
+
+Also here: passes of one registry never overlap and bursts coalesce; shutdown drains running passes; a
+deleted registry's outside traces are removed (`forget`).
+Must not: import kopf (handlers translate `Result.retry_after` into kopf's retry), talk to the API except
+through the steps, or hold per-pass state in fields (everything a pass knows is in local, immutable values).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pydantic
+
+from dockyard_operator import kube, model, names, settings, tenancy, writer
+from dockyard_operator.builders import inputs
+from dockyard_operator.conditions import Reason
+from dockyard_operator.nodetrust import controller
+from dockyard_operator.reconcile import (
+    ca_rotation,
+    children,
+    context,
+    credentials,
+    exposure,
+    status,
+    tls,
+    trust,
+)
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime.datetime]
+_DRAIN_SECONDS = 10.0  # how long shutdown waits for running passes
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """What the handler should do after a pass: nothing, or retry after `retry_after` seconds."""
+
+    retry_after: float | None = None
+    message: str = ""
+
+
+class Reconciler:
+    """The steps, wired once per operator process, and the per-registry serialisation of passes."""
+
+    def __init__(
+        self,
+        *,
+        client: kube.Kube,
+        config: settings.Settings,
+        clock: Clock = utc_now,
+        cache_key: bytes | None = None,
+        node_trust: controller.NodeTrust | None = None,
+    ) -> None:
+        self._kube = client
+        self._settings = config
+        self._clock = clock
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._waiting: dict[tuple[str, str], int] = {}
+        self._closed = False
+        self.node_trust = node_trust
+        """Node trust's publisher, whose task the handlers run (None: an operator without a namespace)."""
+        self._fanout = asyncio.Semaphore(8)  # passes started by node trust at once (kopf runs as many)
+        self._writer = writer.Writer(client)
+        self._credentials = credentials.Credentials(reader=client, config=config, cache_key=cache_key)
+        self._certificates = tls.Certificates(reader=client, config=config)
+        self._rotation = ca_rotation.CaRotation(reader=client, writes=self._writer, plans=node_trust)
+        self._children = children.Children(reader=client, writes=self._writer)
+        self._trust = trust.NodeTrustHandOff(node_trust=node_trust, config=config)
+        self._exposure = exposure.Exposure(reader=client, writes=self._writer, config=config)
+        self._status = status.Status(client=client)
+
+    async def _pass(self, body: Mapping[str, Any]) -> Result:
+        """One pass over a registry that exists: the ordered list of what reconciling means."""
+        meta = body["metadata"]
+        now, previous = self._clock(), status.previous_conditions(body)
+        try:
+            spec = model.parse_spec(body.get("spec") or {})
+        except pydantic.ValidationError as exc:
+            problem = context.Problem(Reason.INVALID_SPEC, model.spec_error_message(exc))
+            return await self._blocked(body, previous, [problem], now=now)
+        owner = inputs.Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+        run = context.Pass(
+            body=body, spec=spec, owner=owner, names=names.Names.of(owner.name), now=now, previous=previous
+        )
+        told = context.Findings()  # what steps before a blocking one found (a CA created) is still told
+        try:
+            users = await self._credentials.users(run)
+            chosen = await self._certificates.choose_ca(run)
+            if isinstance(chosen, context.CaChoice):
+                told = chosen.findings
+                staged = await self._rotation.stage(run, chosen)
+                told += staged.findings
+                chosen = await self._certificates.serve(run, choice=chosen, staged=staged)
+            material = chosen
+        except context.Blocked as blocked:
+            return await self._blocked(body, previous, blocked.problems, now=now, told=told)
+        applied = await self._children.apply(run, self._inputs(run, users, material), reused=material.reused)
+        nodes = await self._trust.hand_off(run, tls=material, applied=applied)
+        findings = context.total(
+            [
+                material.findings,
+                applied.findings,
+                await self._exposure.local_registry_hosting(run, applied=applied),
+                await self._exposure.pull_secrets(run, tls=material, applied=applied),
+                _refused_annotations(run, allowed=self._settings.ingress_annotations_allowed),
+            ]
+        )
+        reported, findings = self._status.of(
+            run, tls=material, applied=applied, trust=nodes, findings=findings
+        )
+        await self._status.write(body, reported, previous=previous, now=now, events=findings.events)
+        return Result(
+            retry_after=findings.retry_after, message="; ".join(p.message for p in findings.problems)
+        )
+
+    def _inputs(self, run: context.Pass, users: context.Users, material: context.Tls) -> inputs.Inputs:
+        return inputs.Inputs(
+            registry=run.name,
+            namespace=run.namespace,
+            spec=run.spec,
+            names=run.names,
+            registry_image=self._settings.registry_image,
+            nginx_image=self._settings.nginx_image,
+            htpasswd=users.htpasswd,
+            access_yaml=users.access_yaml,
+            ingress_annotations_allowed=self._settings.ingress_annotations_allowed,
+            tls_secret_name=material.secret_name,
+            tls_digest=material.digest,
+            tls=material.material,
+            ca=material.ca,
+            ca_annotations=material.ca_annotations,
+        )
+
+    async def _blocked(
+        self,
+        body: Mapping[str, Any],
+        previous: tuple[model.Condition, ...],
+        problems: tuple[context.Problem, ...] | list[context.Problem],
+        *,
+        now: datetime.datetime,
+        told: context.Findings | None = None,
+    ) -> Result:
+        """Report the problems; children are left exactly as they are."""
+        blocked = self._status.blocked(body, previous, problems, now=now)
+        events = told.events if told is not None else ()
+        await self._status.write(body, blocked, previous=previous, now=now, events=events)
+        return Result(message="; ".join(p.message for p in problems))
+
+    # -------------------------------------------------------------------- scheduling and lifecycle
+
+    async def reconcile(self, *, namespace: str, name: str) -> Result:
+        """Bring one registry's children and status in line with its spec (serialized per registry).
+
+        Passes for one registry never overlap. Bursts coalesce: a pass that would only queue behind another
+        queued pass returns at once, because that queued pass reads the registry fresh and covers it.
+        """
+        if self._closed:
+            return Result()  # shutting down: the next operator process resumes every registry
+        key = (namespace, name)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        if lock.locked() and self._waiting.get(key, 0) > 0:
+            return Result()
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            async with lock:
+                self._waiting[key] -= 1
+                body = await self._kube.get(
+                    api_version=names.API_VERSION, kind=names.KIND, namespace=namespace, name=name
+                )
+                if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                    return Result()  # deleted: garbage collection removes the children
+                try:
+                    return await self._pass(body)
+                except kube.NamespaceTerminating:
+                    # The namespace is being deleted, children first: recreating them is neither possible
+                    # nor wanted, and the registry itself goes next.
+                    log.debug("namespace %s is terminating; not reconciling %s", namespace, name)
+                    return Result()
+        finally:
+            if self._waiting.get(key) == 0 and not lock.locked():
+                self._waiting.pop(key, None)
+                self._locks.pop(key, None)
+
+    async def node_trust_changed(self, keys: set[tuple[str, str]]) -> None:
+        """Node trust published something these registries read: a pass each brings their status along."""
+
+        async def one(namespace: str, name: str) -> None:
+            async with self._fanout:
+                try:
+                    await self.reconcile(namespace=namespace, name=name)
+                except kube.KubeError as exc:  # the resync timer brings the next attempt
+                    log.warning("pass of %s/%s after a node trust change: %s", namespace, name, exc)
+
+        await asyncio.gather(*(one(namespace, name) for namespace, name in sorted(keys)))
+
+    def is_own_write(self, body: Mapping[str, Any], *, deleted: bool) -> bool:
+        """Whether a watch event only echoes this process's last write of that object (no pass needed)."""
+        return self._writer.is_own_write(body, deleted=deleted)
+
+    async def forget(self, *, body: Mapping[str, Any]) -> None:
+        """A registry is being deleted: the nodes stop trusting its CA for its hosts (if they did), and what
+        it keeps outside its namespace (pull secret copies, kube-public/local-registry-hosting) goes."""
+        meta = body.get("metadata") or {}
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        # A pass that started before the deletion could otherwise re-create what is removed here (a pull
+        # secret copy, the KEP-1755 ConfigMap, the CA on the nodes) after we removed it: wait for it. Later
+        # passes read the registry fresh, see the deletion and stop.
+        async with self._locks.setdefault((namespace, name), asyncio.Lock()):
+            spec = body.get("spec") or {}
+            await self._exposure.forget(namespace=namespace, name=name, spec=spec)
+            used = (spec.get("nodeTrust") or {}).get("enabled") or (body.get("status") or {}).get("nodeTrust")
+            if not self._closed and used:
+                await self._trust.forget(namespace=namespace, name=name)
+
+    async def close(self) -> None:
+        """Stop taking passes, let running ones finish (bounded), then close the client."""
+        self._closed = True
+        running = [lock for lock in list(self._locks.values()) if lock.locked()]
+
+        async def drain() -> None:
+            for lock in running:
+                async with lock:
+                    pass
+
+        try:
+            await asyncio.wait_for(drain(), timeout=_DRAIN_SECONDS)
+        except TimeoutError:
+            log.warning("closing the API client with reconcile passes still running")
+        await self._kube.close()
+
+
+def _refused_annotations(run: context.Pass, *, allowed: tuple[str, ...]) -> context.Findings:
+    """Ingress annotations the builder left out (`tenancy`): Degraded names them."""
+    if run.spec.expose.ingress is None:
+        return context.Findings()
+    _, verdict = tenancy.ingress_annotations(run.spec.expose.ingress.annotations, allowed=allowed)
+    return context.Findings() if verdict.ok else context.problem(verdict.reason, verdict.message)

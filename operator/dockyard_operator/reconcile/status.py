@@ -1,0 +1,208 @@
+"""Step: status (conditions, endpoint, CA, certificate, node trust) and the Events of a pass.
+
+Owns: turning what the steps found into conditions (Ready from the Deployment, Progressing, Degraded naming
+every problem, CertificateReady, StorageReady, NodeTrustReady), the blocked status (Ready=False,
+Degraded=True, children left as they are), writing status only when it changed, and posting the pass's Events
+plus a Warning when Degraded changes and a Recovered when it clears.
+Must not: touch children; Events are best effort (the condition already says it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import pydantic
+
+from dockyard_operator import conditions, kube, model, names, policies
+from dockyard_operator.conditions import Reason
+from dockyard_operator.reconcile import context
+
+log = logging.getLogger(__name__)
+
+
+class Client(Protocol):
+    """Status and Events: the only writes outside the child writer."""
+
+    async def patch_registry_status(
+        self, *, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None: ...
+    async def emit_event(
+        self, *, involved: Mapping[str, Any], type_: str, reason: str, message: str, now: datetime.datetime
+    ) -> None: ...
+
+
+def previous_conditions(body: Mapping[str, Any]) -> tuple[model.Condition, ...]:
+    parsed: list[model.Condition] = []
+    for raw in (body.get("status") or {}).get("conditions") or []:
+        try:
+            parsed.append(model.Condition.model_validate(raw))
+        except pydantic.ValidationError:
+            continue  # a hand-edited condition we cannot read is rewritten from scratch
+    return tuple(parsed)
+
+
+class Status:
+    def __init__(self, *, client: Client) -> None:
+        self._client = client
+
+    def of(
+        self,
+        run: context.Pass,
+        *,
+        tls: context.Tls,
+        applied: context.Applied,
+        trust: context.Trust,
+        findings: context.Findings,
+    ) -> tuple[model.PrivateRegistryStatus, context.Findings]:
+        """The status a finished pass reports, and its findings plus the storage problem if any."""
+        spec = run.spec
+        deployment = applied.get("Deployment")
+        ready = policies.deployment_verdict(deployment, replicas=spec.replicas)
+        pvc_phase = ((applied.get("PersistentVolumeClaim") or {}).get("status") or {}).get("phase")
+        storage = policies.storage_verdict(spec, pvc_phase=pvc_phase)
+        if applied.storage_problem is not None:
+            storage = policies.Verdict(False, applied.storage_problem.reason, applied.storage_problem.message)
+        if storage.reason in conditions.STORAGE_DEGRADING:
+            findings += context.problem(storage.reason, storage.message)
+        conds = list(run.previous)
+
+        def put(type_: str, ok: bool, reason: str, message: str) -> None:
+            nonlocal conds
+            conds = conditions.put(conds, type_, ok, reason, message, now=run.now, generation=run.generation)
+
+        put(conditions.READY, ready.ok, ready.reason, ready.message)
+        progressing = not ready.ok or ready.reason == Reason.ROLLING_OUT
+        put(
+            conditions.PROGRESSING,
+            progressing and ready.reason != Reason.SCALED_TO_ZERO,
+            ready.reason if progressing else Reason.RECONCILE_COMPLETE,
+            ready.message if progressing else "all children are up to date",
+        )
+        if findings.problems:
+            put(conditions.DEGRADED, True, findings.problems[0].reason, _joined(findings.problems))
+        else:
+            put(conditions.DEGRADED, False, Reason.AS_EXPECTED, "no problems found")
+        if tls.certificate is not None:
+            put(
+                conditions.CERTIFICATE_READY,
+                tls.certificate.ok,
+                tls.certificate.reason,
+                tls.certificate.message,
+            )
+        put(conditions.STORAGE_READY, storage.ok, storage.reason, storage.message)
+        if trust.verdict is not None:
+            put(conditions.NODE_TRUST_READY, trust.verdict.ok, trust.verdict.reason, trust.verdict.message)
+        elif not spec.node_trust.enabled:
+            conds = [c for c in conds if c.type != conditions.NODE_TRUST_READY]
+        dep_status = (deployment or {}).get("status") or {}
+        status = model.PrivateRegistryStatus(
+            observed_generation=run.generation,
+            conditions=conds,
+            endpoint=context.endpoint(spec, run.names, run.namespace),
+            ca=tls.ca_status,
+            certificate=tls.cert_status,
+            replicas=spec.replicas,
+            ready_replicas=dep_status.get("readyReplicas") or 0,
+            node_endpoint=context.node_endpoint(spec, applied.get("Service")),
+            node_trust=trust.status,
+        )
+        return status, findings
+
+    def blocked(
+        self,
+        body: Mapping[str, Any],
+        previous: Sequence[model.Condition],
+        problems: Sequence[context.Problem],
+        *,
+        now: datetime.datetime,
+    ) -> model.PrivateRegistryStatus:
+        """Ready=False, Degraded=True naming the problems; the rest of status stays as it was."""
+        generation = body["metadata"].get("generation")
+        message = _joined(problems)
+        reason = problems[0].reason
+        conds = list(previous)
+        for type_, ok, text in (
+            (conditions.READY, False, message),
+            (conditions.PROGRESSING, False, "waiting for the problem to be fixed"),
+            (conditions.DEGRADED, True, message),
+        ):
+            conds = conditions.put(conds, type_, ok, reason, text, now=now, generation=generation)
+        if (
+            reason in conditions.BLOCKING_TLS_SECRET
+            and (body.get("spec") or {}).get("tls", {}).get("mode") == "Secret"
+        ):
+            conds = conditions.put(
+                conds, conditions.CERTIFICATE_READY, False, reason, message, now=now, generation=generation
+            )
+        old_status = body.get("status") or {}
+        return model.PrivateRegistryStatus.model_validate(
+            {**{k: v for k, v in old_status.items() if k != "conditions"}, "observedGeneration": generation}
+        ).model_copy(update={"conditions": conds})
+
+    async def write(
+        self,
+        body: Mapping[str, Any],
+        status: model.PrivateRegistryStatus,
+        *,
+        previous: Sequence[model.Condition],
+        now: datetime.datetime,
+        events: Sequence[context.Event],
+    ) -> None:
+        """Patch status when it changed, then post the pass's Events (and Degraded's transitions)."""
+        meta = body["metadata"]
+        rendered = status.model_dump(by_alias=True, exclude_none=True, mode="json")
+        patch = dict(rendered)
+        if "nodeTrust" not in rendered and (body.get("status") or {}).get("nodeTrust"):
+            patch["nodeTrust"] = None  # a merge patch only removes what it names
+        events = [*events, *_degraded_events(previous, status.conditions or [])]
+        if rendered != _comparable(body.get("status") or {}):
+            try:
+                await self._client.patch_registry_status(
+                    namespace=meta["namespace"], name=meta["name"], status=patch
+                )
+            except kube.NotFound:
+                return  # deleted during the pass: no status to write, no one to tell
+        involved = {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+        }
+        for item in events:
+            try:
+                await self._client.emit_event(
+                    involved=involved, type_=item.type, reason=item.reason, message=item.message, now=now
+                )
+            except kube.KubeError as exc:
+                log.warning("could not post event %s: %s", item.reason, exc)
+
+
+def _degraded_events(
+    before_all: Sequence[model.Condition], after_all: Sequence[model.Condition]
+) -> list[context.Event]:
+    before = conditions.find(before_all, conditions.DEGRADED)
+    after = conditions.find(after_all, conditions.DEGRADED)
+    if after is not None and after.status == conditions.TRUE:
+        if before is None or (before.status, before.reason, before.message) != (
+            after.status, after.reason, after.message,
+        ):  # fmt: skip
+            return [context.Event("Warning", after.reason, after.message)]
+    elif after is not None and before is not None and before.status == conditions.TRUE:
+        return [context.Event("Normal", Reason.RECOVERED, "the registry is no longer degraded")]
+    return []
+
+
+def _joined(problems: Sequence[context.Problem]) -> str:
+    return "; ".join(p.message for p in problems)
+
+
+def _comparable(status: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        parsed = model.PrivateRegistryStatus.model_validate(status)
+    except pydantic.ValidationError:
+        return {}
+    return parsed.model_dump(by_alias=True, exclude_none=True, mode="json")
