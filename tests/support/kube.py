@@ -550,6 +550,34 @@ class ControlPlane:
         self.kubeconfig.write_text(yaml.safe_dump(config))
         self.kubeconfig.chmod(0o600)
 
+    def client_kubeconfig(
+        self, *, name: str, groups: collections.abc.Sequence[str] = ("system:masters",)
+    ) -> Path:
+        """A kubeconfig authenticating as user `name` in `groups` with a client certificate.
+
+        A user of its own tells its requests apart from everyone else's in the audit log (`user.username`).
+        """
+        issue_client_cert(self.pki, name=name, common_name=name, organizations=groups)
+
+        def data(suffix: str) -> str:
+            return base64.b64encode((self.pki / f"{name}.{suffix}").read_bytes()).decode()
+
+        path = self.workdir / f"{name}.kubeconfig"
+        config = self._kubeconfig({"client-certificate-data": data("crt"), "client-key-data": data("key")})
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    def api_json(self, path: str, *, accept: str = "application/json", timeout: float = 60.0) -> Any:
+        """GET `path` (e.g. `/api/v1/namespaces`) from kube-apiserver as admin; the decoded JSON.
+
+        Cheaper than `kubectl get -o json` when polled: no process start, no client-side decoding into
+        typed objects.
+        """
+        request = urllib.request.Request(self.server + path, headers={"Accept": accept})  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout, context=self._ssl_context()) as response:  # noqa: S310
+            return json.load(response)
+
     def service_account_kubeconfig(self, *, namespace: str, name: str, path: Path | None = None) -> Path:
         """A kubeconfig authenticating as ServiceAccount `namespace/name` (TokenRequest, 1 h)."""
         token = self.kubectl("create", "token", name, "-n", namespace, "--duration=1h").stdout.strip()
