@@ -22,7 +22,7 @@ import pytest
 import tests.support
 from tests.integration.operator import cluster
 from tests.integration.operator.conftest import Operator
-from tests.support import kube
+from tests.support import kube, procs
 
 
 @pytest.fixture(scope="session")
@@ -83,8 +83,8 @@ def operator_session(
     assert operator.process is not None
     alive_at_end = operator.process.alive()
     code = operator.stop()
-    assert alive_at_end, f"the operator died during the session:\n{kube.tail(operator.log, lines=80)}"
-    assert code == 0, f"the operator exited {code} on SIGTERM:\n{kube.tail(operator.log, lines=80)}"
+    assert alive_at_end, f"the operator died during the session:\n{procs.tail(operator.log, lines=80)}"
+    assert code == 0, f"the operator exited {code} on SIGTERM:\n{procs.tail(operator.log, lines=80)}"
 
 
 @pytest.fixture

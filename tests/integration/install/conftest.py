@@ -27,10 +27,9 @@ from typing import Any
 
 import pytest
 
-import tests.support
 from tests.integration.install import chart
 from tests.integration.operator.conftest import Operator
-from tests.support import kube
+from tests.support import kube, procs
 
 OPERATOR_START_TIMEOUT = 90.0
 # What the Pod's downward API would give as POD_ID: kopf's identity in the peering object.
@@ -62,14 +61,14 @@ class ChartOperator(Operator):
     def start(self, *, entrypoint: bool = False) -> None:
         """Start as the chart does (`entrypoint` is ignored: the chart's command is the entry point)."""
         assert self.process is None or not self.process.alive(), "the operator is already running"
-        port = tests.support.free_port()
-        self.liveness = f"http://127.0.0.1:{port}/healthz"
-        argv, env = deployment_command(self.docs, health_port=port)
+        port = procs.reserve_port()
+        self.liveness = f"http://127.0.0.1:{port.number}/healthz"
+        argv, env = deployment_command(self.docs, health_port=port.number)
         env = {**self.env, **env, "POD_ID": self.pod_id}
         with self.log.open("a") as out:
             out.write(f"--- start (chart RBAC): {' '.join(argv)}\n")
-        process = self.process = kube.Process(
-            name="dockyard-operator (chart)", argv=argv, log=self.log, env=env
+        process = self.process = procs.Process(
+            name="dockyard-operator (chart)", argv=argv, log=self.log, env=env, ports=[port]
         )
 
         def up() -> bool:
@@ -189,8 +188,8 @@ def charted_operator(
             assert operator.process is not None
             alive_at_end = operator.process.alive()
             code = operator.stop()
-            assert alive_at_end, f"the operator died:\n{kube.tail(log, lines=80)}"
-            assert code == 0, f"the operator exited {code} on SIGTERM:\n{kube.tail(log, lines=80)}"
+            assert alive_at_end, f"the operator died:\n{procs.tail(log, lines=80)}"
+            assert code == 0, f"the operator exited {code} on SIGTERM:\n{procs.tail(log, lines=80)}"
             refused = forbidden_requests(control_plane, charted.username)
             assert not refused, f"the chart's RBAC refused the operator: {sorted(set(refused))}"
     finally:

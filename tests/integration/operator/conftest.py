@@ -21,8 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import tests.support
-from tests.support import kube
+from tests.support import kube, procs
 
 OPERATOR_START_TIMEOUT = 60.0
 RESYNC_SECONDS = "3"
@@ -45,13 +44,14 @@ class Operator:
             "DOCKYARD_BCRYPT_ROUNDS": "4",
             "PYTHONUNBUFFERED": "1",
         }
-        self.process: kube.Process | None = None
+        self.process: procs.Process | None = None
         self.liveness = ""
 
     def start(self, *, entrypoint: bool = False) -> None:
         """Start the operator and wait until its startup handlers have finished."""
         assert self.process is None or not self.process.alive(), "the operator is already running"
-        self.liveness = f"http://127.0.0.1:{tests.support.free_port()}/healthz"
+        port = procs.reserve_port()
+        self.liveness = f"http://127.0.0.1:{port.number}/healthz"
         if entrypoint:
             argv = [sys.executable, "-m", "dockyard_operator", "--liveness", self.liveness]
         else:
@@ -62,7 +62,9 @@ class Operator:
             ]
         with self.log.open("a") as out:
             out.write(f"--- start: {' '.join(argv)}\n")
-        process = self.process = kube.Process(name="dockyard-operator", argv=argv, log=self.log, env=self.env)
+        process = self.process = procs.Process(
+            name="dockyard-operator", argv=argv, log=self.log, env=self.env, ports=[port]
+        )
 
         # kopf serves the liveness endpoint only after every startup handler has finished.
         def up() -> bool:
