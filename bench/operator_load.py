@@ -34,15 +34,14 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from tests.support import kube
+from tests.support import procs as support_procs
 
-from bench import procs, servers
+from bench import procs
 from dockyard_operator import names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,20 +133,6 @@ def _wait_served(plane: kube.ControlPlane) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{names.PLURAL} not served after {START_TIMEOUT}s")
         time.sleep(0.2)
-
-
-def _wait_healthy(operator: procs.Proc, url: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        operator.check_alive()
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310  # http://127.0.0.1 built here
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"operator not healthy after {START_TIMEOUT}s:\n{procs.tail(operator.log)}")
 
 
 # --- the steady-state resync cost ---------------------------------------------------------------
@@ -246,7 +231,8 @@ def run(*, workdir: Path, objects: int, resync_seconds: float) -> dict[str, floa
     results: dict[str, float] = {}
     with kube.ControlPlane(crds=[CRD], with_controller_manager=False, workdir=workdir / "plane") as plane:
         _wait_served(plane)
-        liveness = f"http://127.0.0.1:{servers.free_port()}/healthz"
+        port = support_procs.reserve_port()
+        liveness = f"http://127.0.0.1:{port.number}/healthz"
         env = {
             **os.environ,
             "KUBECONFIG": str(plane.client_kubeconfig(name=OPERATOR_USER)),
@@ -259,9 +245,11 @@ def run(*, workdir: Path, objects: int, resync_seconds: float) -> dict[str, floa
             argv=[sys.executable, "-m", "dockyard_operator", "--liveness", liveness],
             log=workdir / "operator.log",
             env=env,
+            ports=[port],
         )
         try:
-            _wait_healthy(operator, liveness)
+            # kopf serves the liveness endpoint once every startup handler has finished.
+            support_procs.wait_http(liveness, watch=[operator], timeout=START_TIMEOUT)
             # kopf is healthy before it has discovered the CRD and opened its watch; the first object after
             # a start waits for that (~2 s here). Timed apart: the target is a running operator's latency.
             cold = _time_batch(plane, operator, namespace="bench-warmup", count=1)

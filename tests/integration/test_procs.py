@@ -51,7 +51,7 @@ def test_the_child_serves_on_its_reserved_port_and_stopping_it_releases_the_port
         ports=[port],
     )
     try:
-        procs.wait_http(server, f"http://127.0.0.1:{port.number}/", timeout=30)
+        procs.wait_http(f"http://127.0.0.1:{port.number}/", watch=[server], timeout=30)
         with pytest.raises(OSError) as taken:  # a listening socket excludes every other bind
             _bind(port.number, reuse=True)
         assert taken.value.errno == errno.EADDRINUSE
@@ -68,4 +68,4 @@ def test_waiting_for_a_child_that_exits_fails_at_once_with_its_log(tmp_path: Pat
     )
     crashing.popen.wait(timeout=30)
     with pytest.raises(procs.ProcessError, match=r"(?s)crashing .* exited with 3.*no config file"):
-        procs.wait_http(crashing, "http://127.0.0.1:9/", timeout=600)
+        procs.wait_http("http://127.0.0.1:9/", watch=[crashing], timeout=600)

@@ -445,7 +445,7 @@ class ControlPlane:
     def _wait_http(self, process: procs.Process, url: str, *, tls: bool) -> None:
         context = self._ssl_context() if tls else None
         try:
-            procs.wait_http(process, url, timeout=self.start_timeout, context=context, interval=0.5)
+            procs.wait_http(url, watch=[process], timeout=self.start_timeout, context=context, interval=0.5)
         except procs.ProcessError as exc:
             raise ControlPlaneError(str(exc)) from None
 

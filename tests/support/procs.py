@@ -141,19 +141,20 @@ class Process:
 
 
 def wait_http(
-    process: Process,
     url: str,
     *,
+    watch: collections.abc.Sequence[Process],
     timeout: float,
     context: ssl.SSLContext | None = None,
     headers: collections.abc.Mapping[str, str] | None = None,
     interval: float = 0.2,
 ) -> None:
-    """Wait until `url` answers 200, failing at once when `process` exits and after `timeout` seconds."""
+    """Wait until `url` answers 200; fail at once when a process in `watch` exits, and after `timeout` s."""
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     while True:
-        process.check_alive()
+        for process in watch:
+            process.check_alive()
         request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310  # our own URLs
         try:
             with urllib.request.urlopen(request, timeout=5, context=context) as response:  # noqa: S310
@@ -163,8 +164,6 @@ def wait_http(
         except (urllib.error.URLError, OSError) as exc:
             last = str(exc)
         if time.monotonic() > deadline:
-            raise ProcessError(
-                f"{process.name} not ready at {url} after {timeout:.0f}s ({last}); "
-                f"last lines of {process.log}:\n{tail(process.log)}"
-            )
+            logs = "\n".join(f"last lines of {p.log}:\n{tail(p.log)}" for p in watch)
+            raise ProcessError(f"{url} not ready after {timeout:.0f}s ({last}); {logs}")
         time.sleep(interval)
