@@ -41,12 +41,12 @@ class ProcessError(RuntimeError):
 
 
 class Port:
-    """A loopback TCP port reserved for a child process until `release()` (or until it is garbage)."""
+    """A TCP port on `host` (IPv4) reserved for a child process until `release()` (or until it is garbage)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        held.bind(("127.0.0.1", 0))
+        held.bind((host, 0))
         self.number = int(held.getsockname()[1])
         # Closed when released, or silently when the reservation is dropped without a release.
         self._release = weakref.finalize(self, held.close)
@@ -61,9 +61,9 @@ class Port:
         return f"Port({self.number})"
 
 
-def reserve_port() -> Port:
-    """A loopback port nobody else gets until it is released (see the module docstring)."""
-    return Port()
+def reserve_port(*, host: str = "127.0.0.1") -> Port:
+    """A port on `host` (loopback by default) no one else gets until released (see the module docstring)."""
+    return Port(host)
 
 
 def tail(path: Path, *, lines: int = 40) -> str:

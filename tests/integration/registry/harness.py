@@ -32,7 +32,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from tests import support
+from tests.support import procs
 
 # The registry may generate its CA and a bcrypt-hashed user on first start: generous on a busy 2-core box.
 START_TIMEOUT = 60.0
@@ -308,6 +308,8 @@ class Registry:
     log_file: Path
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
+    # The port, reserved for this registry's lifetime (restarts included) when make_registry picked it.
+    reserved: procs.Port | None = None
 
     @property
     def ca(self) -> Path:
@@ -403,7 +405,10 @@ def make_registry(
     extra_args: Sequence[str] = (),
 ) -> Registry:
     """Describe (not start) a registry serving `data_dir`; with `--tls auto` its CA is DATA/tls/ca.crt."""
-    port = port or support.free_port()
+    reserved = None
+    if port is None:
+        reserved = procs.reserve_port(host=host)
+        port = reserved.number
     if "--no-tls" in tls_args:
         ca_file = None
     elif ca_file is None:
@@ -425,6 +430,7 @@ def make_registry(
         ca_file=ca_file,
         log_file=log_file,
         argv=argv,
+        reserved=reserved,
     )
 
 
