@@ -15,11 +15,15 @@ drift timer, the cheapest bcrypt cost); every test works in its own namespace.
 
 from __future__ import annotations
 
+import collections.abc
+import contextlib
 import os
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from tests.support import kube, procs
 
@@ -103,3 +107,27 @@ class Operator:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
+
+
+# The session's admin operator (tests/integration/conftest.py), once a test has started it.
+ADMIN_OPERATOR = pytest.StashKey[Operator]()
+
+
+@contextlib.contextmanager
+def admin_operator_stopped(session: pytest.Session) -> collections.abc.Iterator[None]:
+    """The session's admin operator, when running, stopped for the block and started again after it.
+
+    Another operator (the chart's, tests/integration/install) must never run beside it: both would reconcile
+    the same registries. Stopping it here, instead of relying on pytest running install/ first, makes the
+    order of the test directories irrelevant.
+    """
+    admin = session.stash.get(ADMIN_OPERATOR, None)
+    if admin is None or admin.process is None or not admin.process.alive():
+        yield
+        return
+    code = admin.stop()
+    assert code == 0, f"the admin operator exited {code} on SIGTERM:\n{procs.tail(admin.log, lines=80)}"
+    try:
+        yield
+    finally:
+        admin.start()
