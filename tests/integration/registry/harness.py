@@ -307,7 +307,7 @@ class Registry:
     ca_file: Path | None  # None: started with --no-tls
     log_file: Path
     argv: list[str]
-    process: subprocess.Popen[bytes] | None = None
+    process: procs.Process | None = None
     # The port, reserved for this registry's lifetime (restarts included) when make_registry picked it.
     reserved: procs.Port | None = None
 
@@ -333,20 +333,15 @@ class Registry:
 
     def start(self) -> None:
         """Start the process and wait until `/healthz` answers 200 over verified TLS."""
-        assert self.process is None or self.process.poll() is not None, "already running"
+        assert self.process is None or not self.process.alive(), "already running"
         with self.log_file.open("ab") as log:
             log.write(f"--- start: {' '.join(self.argv)}\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+        # The port stays reserved by `reserved` across restarts; the process only binds it.
+        self.process = procs.Process(name="dockyard-registry", argv=self.argv, log=self.log_file)
         deadline = time.monotonic() + START_TIMEOUT
         last_error = "no attempt"
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"dockyard-registry exited {self.process.returncode} on start:\n{self.log_tail()}"
-                )
+            self.process.check_alive()
             if self.ca_file is None or self.ca_file.exists():
                 try:
                     resp = self.client(None).request("GET", "/healthz")
@@ -363,19 +358,11 @@ class Registry:
 
     def stop(self, *, timeout: float = STOP_TIMEOUT) -> int | None:
         """SIGTERM, then SIGKILL if it has not exited within `timeout`; returns the exit code."""
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return None if proc is None else proc.returncode
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait(timeout=timeout)
+        return None if self.process is None else self.process.stop(grace=timeout)
 
     def peak_rss_bytes(self) -> int:
         """The process's peak resident memory so far (VmHWM), from /proc."""
-        assert self.process is not None and self.process.poll() is None, "registry is not running"
+        assert self.process is not None and self.process.alive(), "registry is not running"
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
@@ -383,10 +370,9 @@ class Registry:
 
     def kill(self) -> None:
         """SIGKILL: the process gets no chance to flush, rename or clean up anything."""
-        proc = self.process
-        assert proc is not None and proc.poll() is None, "registry is not running"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=STOP_TIMEOUT)
+        assert self.process is not None and self.process.alive(), "registry is not running"
+        self.process.popen.send_signal(signal.SIGKILL)
+        self.process.popen.wait(timeout=STOP_TIMEOUT)
 
     def restart(self) -> None:
         """Start again on the same data dir and port (upload Locations stay valid)."""
