@@ -3,7 +3,8 @@
 Covers:
 - the API server answers over TLS with the admin client certificate, and reports its version;
 - RBAC is enforced: a ServiceAccount token kubeconfig is authenticated but denied, the denial
-  is in the audit log, and a RoleBinding then allows exactly what it grants;
+  is in the audit log, and a RoleBinding then allows exactly what it grants; a client certificate
+  kubeconfig is a user of its own in the audit log; `api_json` GETs as admin;
 - kube-controller-manager runs: namespace deletion completes, ownerReference garbage
   collection deletes a dependent, and a Deployment gets a ReplicaSet and a Pod;
 - playing the kubelet (marking Pods ready) makes a Deployment Available through KCM, and a
@@ -64,6 +65,29 @@ def test_api_server_answers_with_its_version_over_tls(control_plane: kube.Contro
     assert version["major"] == "1"
     assert version["gitVersion"].startswith("v1.")
     assert control_plane.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
+
+
+def test_a_client_certificate_identity_is_its_own_user_in_the_audit_log(
+    control_plane: kube.ControlPlane, namespace: str
+) -> None:
+    config = control_plane.client_kubeconfig(name="bench-operator")
+
+    control_plane.kubectl("get", "configmaps", "-n", namespace, kubeconfig=config)
+
+    def listed_as_that_user() -> bool:
+        return any(
+            event.get("user", {}).get("username") == "bench-operator"
+            and event.get("verb") == "list"
+            and event.get("objectRef", {}).get("namespace") == namespace
+            for event in control_plane.audit_events()
+        )
+
+    kube.eventually(listed_as_that_user, timeout=30, what="the list by bench-operator in the audit log")
+
+
+def test_api_json_gets_a_decoded_object_as_admin(control_plane: kube.ControlPlane, namespace: str) -> None:
+    found = control_plane.api_json(f"/api/v1/namespaces/{namespace}")
+    assert found["kind"] == "Namespace" and found["metadata"]["name"] == namespace
 
 
 def test_service_account_is_denied_by_rbac_until_a_role_grants_access(
