@@ -15,7 +15,7 @@ read from the real API server and, for each container:
   `defaultMode` honoured), emptyDir and PVC volumes are directories under `<root>/volumes/`, hostPath volumes
   live under `<root>/host/` (`host_path("/etc/containers/certs.d")` finds them);
 - remaps ports: every containerPort, and every port in `extra_ports` (ports a pod uses on loopback without
-  declaring them, like the registry's 5000), gets a free loopback port, unless `ports` pins it (a Service's
+  declaring them, like the registry's 5000), gets a reserved loopback port unless `ports` pins it (a Service's
   node port, so `localhost:<nodePort>` reaches the pod as kube-proxy would make it); `127.0.0.1:P`,
   `localhost:P`, `0.0.0.0:P` and nginx's `listen P` are rewritten in argv and mounted ConfigMap text;
 - resolves env: plain values, `fieldRef` (metadata.name/namespace, spec.nodeName, status.podIP), and keys of

@@ -40,7 +40,7 @@ class ChartOperator(Operator):
     """The operator scenarios' `Operator`, started the way the chart's Deployment starts it.
 
     Same log file, health check and stop as the admin one; `start()` runs the chart container's command and
-    arguments instead (health port moved to a free loopback port), and the only credential is a kubeconfig
+    arguments instead (health port moved to a reserved loopback port), and the only credential is a kubeconfig
     holding a token of the chart's ServiceAccount.
     """
 

@@ -1,6 +1,6 @@
 """Run the real `dockyard-registry` as a subprocess and talk to it over verified TLS.
 
-Owns: starting `dockyard-registry serve` on a free loopback port (TLS `auto` unless told otherwise),
+Owns: starting `dockyard-registry serve` on a reserved loopback port (TLS `auto` unless told otherwise),
 creating users through the real `user add --password-stdin` CLI, waiting for `/healthz`, stopping the
 process by PID (SIGTERM, then SIGKILL), and a small HTTP client that verifies the server against the
 generated CA. Also the handful of raw HTTP steps the tests need (monolithic blob push, manifest push,
