@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         "--operator-resync",
         type=float,
         default=60.0,
-        help="the operator's resync period in s, also the window its steady-state API calls are counted in "
+        help="the operator's resync period in s; its steady-state API calls are counted over two of them "
         "(default 60, the operator's own default)",
     )
     p.add_argument("--only", default="", help="comma-separated workloads (push,pull,small,manifest,blob)")

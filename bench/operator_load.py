@@ -316,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m bench.operator_load", description=main.__doc__)
     parser.add_argument("--objects", type=int, default=1000, help="objects in the big batch (default 1000)")
-    parser.add_argument("--resync", type=float, default=60.0, help="resync period and window, s (default 60)")
+    parser.add_argument(
+        "--resync", type=float, default=60.0, help="resync period in s, counted over two (default 60)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, audit log)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="dockyard-bench-operator-"))
