@@ -169,8 +169,9 @@ class ResyncCost:
 
     def lines(self) -> list[str]:
         """One line per (verb, resource), most frequent first, with the count per object and period."""
+        width = max((len(resource) for _, resource in self.requests), default=0)
         return [
-            f"    {verb:8} {resource:32} {n:7d}  ({self.per_object(n):.2f} per object and period)"
+            f"    {verb:8} {resource:{width}} {n:7d}  ({self.per_object(n):.2f} per object and period)"
             for (verb, resource), n in sorted(self.requests.items(), key=lambda item: (-item[1], item[0]))
         ]
 
