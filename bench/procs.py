@@ -1,8 +1,9 @@
-"""Child processes of the benchmark: started with a log file, stopped by their own PID, measured from /proc.
+"""Child processes of the benchmark, measured from /proc: CPU seconds and resident memory.
 
-Owns: the `Proc` wrapper (SIGTERM, then SIGKILL), CPU seconds of a process and of its direct children
-(nginx's workers), resident memory (current and peak), and a sampler thread that records the largest
-resident size seen while a workload runs.
+Starting, stopping, waiting and ports are `tests/support/procs.py`'s, shared with the tests; this module adds
+what only the benchmark needs: CPU seconds of a process and of its direct children (nginx's workers),
+resident memory (current and peak), and a sampler thread that records the largest resident size seen while a
+workload runs.
 Must not: signal any process it did not start, or leave one running when the benchmark ends.
 """
 
@@ -10,48 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-STOP_GRACE = 15.0
+from tests.support import procs
+
 _TICKS = os.sysconf("SC_CLK_TCK")
+STOP_GRACE = 15.0
 
 
-class Proc:
-    """One server process the benchmark started."""
+class Proc(procs.Process):
+    """One server process the benchmark started (on ports reserved for it), with its CPU and memory."""
 
-    def __init__(self, *, name: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = None):
-        self.name = name
-        self.argv = list(argv)
-        self.log = log
-        with log.open("ab") as out:
-            self.popen = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def check_alive(self) -> None:
-        if not self.alive():
-            raise RuntimeError(f"{self.name} exited {self.popen.returncode}:\n{tail(self.log)}")
-
-    def stop(self) -> None:
-        if not self.alive():
-            return
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(timeout=STOP_GRACE)
+    def stop(self, *, grace: float = STOP_GRACE) -> int:
+        return super().stop(grace=grace)
 
     def cpu_seconds(self) -> float:
         """User + system CPU of this process and its live direct children (nginx workers)."""
@@ -64,13 +38,6 @@ class Proc:
     def peak_rss_bytes(self) -> int:
         """Peak resident memory of this process alone since it started (VmHWM)."""
         return _status_kib(self.pid, "VmHWM:") * 1024
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def children(pid: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""The servers under test, each behind its own nginx on a free loopback port, and the static-file ceiling.
+"""The servers under test, each behind its own nginx on a reserved loopback port, and the static-file ceiling.
 
 - `dockyard`: `dockyard-registry serve` with the pod's exact arguments (plain HTTP on loopback, htpasswd and
   access.yaml, `--accel-redirect`), behind the nginx.conf the operator renders (`nginx_configmap.render`):
@@ -20,10 +20,9 @@ import dataclasses
 import os
 import ssl
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from tests.support import procs as support_procs
 
 from bench import prereqs, procs, tlsfiles
 from dockyard_operator import model
@@ -32,14 +31,6 @@ from dockyard_operator.builders import nginx_configmap
 START_TIMEOUT = 60.0
 USER = "bench"
 REALM = "bench"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclasses.dataclass
@@ -83,34 +74,27 @@ def _nginx_directives() -> str:
     return "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
 
 
-def _start_nginx(*, tools: prereqs.Tools, conf: Path, workdir: Path, name: str) -> procs.Proc:
+def _start_nginx(
+    *, tools: prereqs.Tools, conf: Path, workdir: Path, name: str, port: support_procs.Port
+) -> procs.Proc:
     return procs.Proc(
         name=name,
         argv=[tools.nginx, "-e", "stderr", "-c", str(conf), "-p", str(workdir), "-g", _nginx_directives()],
         log=workdir / "nginx.log",
+        ports=[port],
     )
 
 
 def _wait_ready(
     *, url: str, tls: tlsfiles.ServerTLS, authorization: str | None, watch: list[procs.Proc]
 ) -> None:
-    context = ssl.create_default_context(cafile=str(tls.ca_file))
-    deadline = time.monotonic() + START_TIMEOUT
-    last = "no answer yet"
-    while time.monotonic() < deadline:
-        for proc in watch:
-            proc.check_alive()
-        request = urllib.request.Request(url)  # noqa: S310  # always an https:// URL built here
-        if authorization:
-            request.add_header("Authorization", authorization)
-        try:
-            with urllib.request.urlopen(request, context=context, timeout=10) as resp:  # noqa: S310  # https
-                if resp.status == 200:
-                    return
-        except (OSError, urllib.error.URLError) as exc:
-            last = repr(exc)
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready after {START_TIMEOUT}s: {last}")
+    support_procs.wait_http(
+        url,
+        watch=watch,
+        timeout=START_TIMEOUT,
+        context=ssl.create_default_context(cafile=str(tls.ca_file)),
+        headers={"Authorization": authorization} if authorization else None,
+    )
 
 
 def _tls_server_head(*, port: int, tls: tlsfiles.ServerTLS, zone: str) -> str:
@@ -182,18 +166,19 @@ def start_dockyard(
     data = workdir / "data"
     data.mkdir()
     add_user(tools=tools, data=data, user=USER, password=password)
-    upstream_port = free_port()
+    upstream_port = support_procs.reserve_port()
     registry = procs.Proc(
         name="dockyard-registry",
         argv=[
-            tools.dockyard_registry, "serve", "--listen", f"127.0.0.1:{upstream_port}", "--no-tls",
+            tools.dockyard_registry, "serve", "--listen", f"127.0.0.1:{upstream_port.number}", "--no-tls",
             "--data-dir", str(data), "--htpasswd", str(data / "auth" / "htpasswd"),
             "--access", str(data / "auth" / "access.yaml"), "--accel-redirect", nginx_configmap.BLOB_PREFIX,
             "--realm", REALM,
         ],
         log=workdir / "registry.log",
+        ports=[upstream_port],
     )  # fmt: skip
-    port = free_port()
+    port = support_procs.reserve_port()
     (workdir / "cache").mkdir()
     conf = workdir / "nginx.conf"
     conf.write_text(
@@ -203,13 +188,13 @@ def start_dockyard(
                 cert=str(tls.cert_file), key=str(tls.key_file), pid=str(workdir / "nginx.pid"),
                 temp_dir=str(workdir / "cache"), data_dir=str(data),
             ),
-            upstream=f"127.0.0.1:{upstream_port}",
-            listen_port=port,
+            upstream=f"127.0.0.1:{upstream_port.number}",
+            listen_port=port.number,
             limits=limits,
         )
     )  # fmt: skip
-    nginx = _start_nginx(tools=tools, conf=conf, workdir=workdir, name="nginx (dockyard)")
-    target = Target(key="dockyard", label="Dockyard", port=port, nginx=nginx, registry=registry,
+    nginx = _start_nginx(tools=tools, conf=conf, workdir=workdir, name="nginx (dockyard)", port=port)
+    target = Target(key="dockyard", label="Dockyard", port=port.number, nginx=nginx, registry=registry,
                     data_dir=data, password=password)  # fmt: skip
     try:
         _wait_ready(url=f"https://{target.address}/v2/", tls=tls, authorization=target.authorization,
@@ -238,7 +223,7 @@ def start_distribution(
     # this choice, if anything, favours the reference.
     subprocess.run([tools.htpasswd, "-B", "-i", "-c", str(htpasswd), USER], input=password, text=True,
                    check=True, capture_output=True)  # fmt: skip
-    upstream_port = free_port()
+    upstream_port = support_procs.reserve_port()
     config = workdir / "config.yml"
     config.write_text(
         f"""\
@@ -253,26 +238,31 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:{upstream_port}
+  addr: 127.0.0.1:{upstream_port.number}
   secret: bench-{os.urandom(8).hex()}
 """
     )
-    registry = procs.Proc(name=label, argv=[binary, "serve", str(config)], log=workdir / "registry.log",
-                          env={**os.environ, "OTEL_TRACES_EXPORTER": "none"})  # fmt: skip
-    port = free_port()
+    registry = procs.Proc(
+        name=label,
+        argv=[binary, "serve", str(config)],
+        log=workdir / "registry.log",
+        env={**os.environ, "OTEL_TRACES_EXPORTER": "none"},
+        ports=[upstream_port],
+    )
+    port = support_procs.reserve_port()
     conf = workdir / "nginx.conf"
     conf.write_text(
         _http_head(workdir=workdir)
         + f"""\
     upstream docker-registry {{
-        server 127.0.0.1:{upstream_port};
+        server 127.0.0.1:{upstream_port.number};
         keepalive 16;
     }}
     map $upstream_http_docker_distribution_api_version $docker_distribution_api_version {{
         '' 'registry/2.0';
     }}
     server {{
-{_tls_server_head(port=port, tls=tls, zone=f"{key}_tls")}
+{_tls_server_head(port=port.number, tls=tls, zone=f"{key}_tls")}
         client_max_body_size 0;
         chunked_transfer_encoding on;
 
@@ -296,8 +286,8 @@ http:
 }}
 """
     )
-    nginx = _start_nginx(tools=tools, conf=conf, workdir=workdir, name=f"nginx ({label})")
-    target = Target(key=key, label=label, port=port, nginx=nginx, registry=registry, data_dir=data,
+    nginx = _start_nginx(tools=tools, conf=conf, workdir=workdir, name=f"nginx ({label})", port=port)
+    target = Target(key=key, label=label, port=port.number, nginx=nginx, registry=registry, data_dir=data,
                     password=password)  # fmt: skip
     try:
         _wait_ready(url=f"https://{target.address}/v2/", tls=tls, authorization=target.authorization,
@@ -311,13 +301,13 @@ http:
 def start_static(*, tools: prereqs.Tools, workdir: Path, tls: tlsfiles.ServerTLS, files: Path) -> Target:
     """nginx serving `files/` at `/static/` over the same TLS: the ceiling for blob GETs."""
     workdir.mkdir(parents=True)
-    port = free_port()
+    port = support_procs.reserve_port()
     conf = workdir / "nginx.conf"
     conf.write_text(
         _http_head(workdir=workdir)
         + f"""\
     server {{
-{_tls_server_head(port=port, tls=tls, zone="static_tls")}
+{_tls_server_head(port=port.number, tls=tls, zone="static_tls")}
         location /static/ {{
             alias {files}/;
         }}
@@ -325,8 +315,8 @@ def start_static(*, tools: prereqs.Tools, workdir: Path, tls: tlsfiles.ServerTLS
 }}
 """
     )
-    nginx = _start_nginx(tools=tools, conf=conf, workdir=workdir, name="nginx (static)")
-    target = Target(key="static", label="nginx static file", port=port, nginx=nginx, registry=None,
+    nginx = _start_nginx(tools=tools, conf=conf, workdir=workdir, name="nginx (static)", port=port)
+    target = Target(key="static", label="nginx static file", port=port.number, nginx=nginx, registry=None,
                     data_dir=None, password="")  # fmt: skip
     try:
         first = next(files.iterdir()).name

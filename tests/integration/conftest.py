@@ -21,8 +21,8 @@ import pytest
 
 import tests.support
 from tests.integration.operator import cluster
-from tests.integration.operator.conftest import Operator
-from tests.support import kube
+from tests.integration.operator.conftest import ADMIN_OPERATOR, Operator
+from tests.support import kube, procs
 
 
 @pytest.fixture(scope="session")
@@ -75,16 +75,20 @@ def crd_installed(control_plane: kube.ControlPlane) -> None:
 
 @pytest.fixture(scope="session")
 def operator_session(
-    control_plane: kube.ControlPlane, crd_installed: None, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    control_plane: kube.ControlPlane,
+    crd_installed: None,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> collections.abc.Iterator[Operator]:
     operator = Operator(plane=control_plane, log=tmp_path_factory.mktemp("operator") / "operator.log")
     operator.start()
+    request.session.stash[ADMIN_OPERATOR] = operator  # for fixtures that must stop it for a while
     yield operator
     assert operator.process is not None
     alive_at_end = operator.process.alive()
     code = operator.stop()
-    assert alive_at_end, f"the operator died during the session:\n{kube.tail(operator.log, lines=80)}"
-    assert code == 0, f"the operator exited {code} on SIGTERM:\n{kube.tail(operator.log, lines=80)}"
+    assert alive_at_end, f"the operator died during the session:\n{procs.tail(operator.log, lines=80)}"
+    assert code == 0, f"the operator exited {code} on SIGTERM:\n{procs.tail(operator.log, lines=80)}"
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ from aiohttp import web
 
 from dockyard_operator import crypto, model
 from dockyard_operator.builders import nginx_configmap
-from tests.support import free_port
+from tests.support import procs
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = pytest.mark.skipif(
@@ -93,8 +93,14 @@ def test_nginx_accepts_the_rendered_config_with_a_generated_certificate(
     tmp_path: pathlib.Path, nginx: model.Nginx
 ) -> None:
     conf = tmp_path / "nginx.conf"
-    conf.write_text(nginx_configmap.render(nginx=nginx, paths=_material(tmp_path), listen_port=free_port()))
-    result = _nginx_t(conf, tmp_path)
+    port = procs.reserve_port()
+    try:
+        conf.write_text(
+            nginx_configmap.render(nginx=nginx, paths=_material(tmp_path), listen_port=port.number)
+        )
+        result = _nginx_t(conf, tmp_path)
+    finally:
+        port.release()
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
 
@@ -196,7 +202,8 @@ async def _front(tmp_path: pathlib.Path, *, limits: nginx_configmap.ClientLimits
     registry = FakeRegistry()
     runner = web.AppRunner(registry.app())
     await runner.setup()
-    upstream_port, port = free_port(), free_port()
+    reserved = [procs.reserve_port(), procs.reserve_port()]  # held until nginx and the fake stop
+    upstream_port, port = (r.number for r in reserved)
     await web.TCPSite(runner, "127.0.0.1", upstream_port).start()
     paths = _material(tmp_path)
     conf = tmp_path / "nginx.conf"
@@ -238,6 +245,8 @@ async def _front(tmp_path: pathlib.Path, *, limits: nginx_configmap.ClientLimits
             process.kill()
             await process.wait()
         await runner.cleanup()
+        for r in reserved:
+            r.release()
 
 
 async def test_an_unauthenticated_request_gets_one_challenge_the_api_version_and_an_oci_error(

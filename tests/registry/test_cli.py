@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import ssl
 import stat
 import subprocess
@@ -31,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from dockyard_registry import auth, cli, paths
-from tests.support import free_port
+from tests.support import procs
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str], *, stdin: str = "") -> tuple[int, str, str]:
@@ -300,15 +299,17 @@ def test_fsck_exits_0_when_clean_and_1_on_a_corrupted_blob(
     assert f"blob {dgst}: content does not match its digest" in out
 
 
-def _serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
+def _serve(tmp_path: Path, *extra: str) -> tuple[procs.Process, int]:
+    port = procs.reserve_port()
     exe = Path(sys.executable).parent / "dockyard-registry"
-    proc = subprocess.Popen(
-        [str(exe), "serve", "--data-dir", str(tmp_path / "data"), "--listen", f"127.0.0.1:{port}", *extra],
-        stdout=(tmp_path / "serve.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    return proc, port
+    proc = procs.Process(
+        name="dockyard-registry serve",
+        argv=[str(exe), "serve", "--data-dir", str(tmp_path / "data"), "--listen", f"127.0.0.1:{port.number}",
+              *extra],
+        log=tmp_path / "serve.log",
+        ports=[port],
+    )  # fmt: skip
+    return proc, port.number
 
 
 def _get(url: str, *, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
@@ -325,22 +326,13 @@ def _get(url: str, *, context: ssl.SSLContext | None = None) -> tuple[int, bytes
             time.sleep(0.1)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def test_serve_without_tls_answers_healthz_and_v2(tmp_path: Path) -> None:
     proc, port = _serve(tmp_path, "--no-tls", "--no-auth")
     try:
         assert _get(f"http://127.0.0.1:{port}/healthz") == (200, b"ok")
         assert _get(f"http://127.0.0.1:{port}/v2/") == (200, b"{}")
     finally:
-        _stop(proc)
+        proc.stop()
 
 
 def test_serve_with_tls_auto_is_verifiable_with_the_printed_ca(tmp_path: Path) -> None:
@@ -355,21 +347,22 @@ def test_serve_with_tls_auto_is_verifiable_with_the_printed_ca(tmp_path: Path) -
         status, _ = _get(f"https://127.0.0.1:{port}/v2/", context=context)
         assert status == 401
     finally:
-        _stop(proc)
+        proc.stop()
     log = (tmp_path / "serve.log").read_text()
     assert str(ca) in log and "SHA-256 fingerprint" in log
 
 
 def test_run_script_creates_the_first_user_once_and_serves_tls(tmp_path: Path) -> None:
-    port = free_port()
+    port = procs.reserve_port()
     data = tmp_path / "data"
     script = Path(__file__).resolve().parents[2] / "hack" / "run.sh"
     log = tmp_path / "run.log"
     # run.sh execs the server, so the PID we hold is the registry's own.
-    proc = subprocess.Popen(
-        ["bash", str(script), str(data), f"127.0.0.1:{port}", "admin"],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
+    proc = procs.Process(
+        name="run.sh",
+        argv=["bash", str(script), str(data), f"127.0.0.1:{port.number}", "admin"],
+        log=log,
+        ports=[port],
     )
     try:
         ca = data / "tls" / "ca.crt"
@@ -377,9 +370,9 @@ def test_run_script_creates_the_first_user_once_and_serves_tls(tmp_path: Path) -
         while not ca.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         context = ssl.create_default_context(cafile=str(ca))
-        assert _get(f"https://localhost:{port}/healthz", context=context) == (200, b"ok")
+        assert _get(f"https://localhost:{port.number}/healthz", context=context) == (200, b"ok")
     finally:
-        _stop(proc)
+        proc.stop()
     initial = data / "auth" / "initial-password"
     password = initial.read_text().strip()
     assert initial.stat().st_mode & 0o777 == 0o600
@@ -410,9 +403,9 @@ def test_run_script_on_a_second_start_points_at_the_saved_password(tmp_path: Pat
     )
     (data / "auth" / "initial-password").write_text("kept-secret\n")
     script = Path(__file__).resolve().parents[2] / "hack" / "run.sh"
-    port = free_port()
+    port = procs.reserve_port()
     proc = subprocess.Popen(
-        ["bash", str(script), str(data), f"127.0.0.1:{port}", "admin"],
+        ["bash", str(script), str(data), f"127.0.0.1:{port.number}", "admin"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -420,9 +413,15 @@ def test_run_script_on_a_second_start_points_at_the_saved_password(tmp_path: Pat
         assert proc.stdout is not None
         head = proc.stdout.readline().decode() + proc.stdout.readline().decode()
     finally:
-        _stop(proc)
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+        port.release()
     assert "Users exist" in head
     assert str(data / "auth" / "initial-password") in head
     assert "kept-secret" not in head

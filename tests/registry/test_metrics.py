@@ -33,7 +33,7 @@ from dockyard_registry import app, auth, cli, health, maintenance, metrics, sche
 from dockyard_registry.storage import filesystem
 from tests.registry.conftest import OCI_MANIFEST, make_image, sha256
 from tests.registry.test_gc_retention import age_everything, push_image
-from tests.support import free_port
+from tests.support import procs
 
 
 def samples(exposition: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -174,7 +174,8 @@ def _get(url: str) -> tuple[int, bytes, str]:
 
 
 def test_serve_exposes_metrics_and_gc_on_the_metrics_address_only(tmp_path: Path) -> None:
-    port, metrics_port = free_port(), free_port()
+    reserved = procs.reserve_port(), procs.reserve_port()  # held for the test's lifetime
+    port, metrics_port = reserved[0].number, reserved[1].number
     exe = Path(sys.executable).parent / "dockyard-registry"
     argv = [str(exe), "serve", "--data-dir", str(tmp_path / "data"), "--listen", f"127.0.0.1:{port}"]
     extra = [

@@ -33,7 +33,7 @@ from dockyard_registry.storage import filesystem
 from tests.registry.conftest import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, make_image, sha256
 from tests.registry.test_gc_fsck import age
 from tests.registry.test_gc_retention import age_everything, push_image
-from tests.support import free_port
+from tests.support import procs
 
 HOUR = 3600.0
 
@@ -363,7 +363,8 @@ async def test_online_gc_under_concurrent_pushes_keeps_every_tagged_image_and_re
     data = tmp_path / "data"
     rules = tmp_path / "retention.json"
     rules.write_text(json.dumps(RETENTION))
-    port = free_port()
+    reserved = procs.reserve_port()  # held for the test's lifetime: no other process gets it
+    port = reserved.number
     log_path = tmp_path / "serve.log"
     exe = Path(sys.executable).parent / "dockyard-registry"
     proc = start_registry(

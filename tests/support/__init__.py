@@ -1,4 +1,4 @@
-"""Helpers shared by every test package: where the Go tools are, free loopback ports.
+"""Helpers shared by every test package: where the Go tools are (ports and processes: `procs`).
 
 The Go tools (kube-apiserver, etcd, helm, crane, oras, the OCI conformance suite) are built once
 by `hack/tools.sh` into a cache outside the clone; `make test` exports their directory as
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 import subprocess
 from pathlib import Path
 
@@ -39,10 +38,3 @@ def tool(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `bash hack/tools.sh` (make test does)")
     return path
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -62,7 +62,7 @@ from typing import Any
 import yaml
 
 import tests.support
-from tests.support import kube
+from tests.support import kube, procs
 
 NETNS = "dockyard-node"
 HOST_VETH = "dy-host0"
@@ -350,7 +350,7 @@ class Component:
     def check_alive(self) -> None:
         if not self.alive():
             raise ClusterError(
-                f"{self.name} (pid {self.pid}) exited; last lines of {self.log}:\n{kube.tail(self.log)}"
+                f"{self.name} (pid {self.pid}) exited; last lines of {self.log}:\n{procs.tail(self.log)}"
             )
 
 
@@ -637,7 +637,7 @@ class Cluster:
             time.sleep(0.3)
         raise ClusterError(
             f"{component.name}: {what} not reached after {START_TIMEOUT:.0f}s; "
-            f"last lines of {component.log}:\n{kube.tail(component.log)}"
+            f"last lines of {component.log}:\n{procs.tail(component.log)}"
         )
 
     def _start_containerd(self) -> None:
@@ -977,7 +977,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 
     def logs(self, *, lines: int = 60) -> dict[str, str]:
         """The last lines of every component's log (attached to failing tests)."""
-        return {c.name: kube.tail(c.log, lines=lines) for c in self.components}
+        return {c.name: procs.tail(c.log, lines=lines) for c in self.components}
 
 
 # --- make cluster-up / cluster-down --------------------------------------------------------------------

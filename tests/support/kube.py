@@ -1,10 +1,11 @@
 """A real Kubernetes control plane for tests: etcd, kube-apiserver and kube-controller-manager.
 
 Owns: the throwaway PKI (CA, apiserver serving cert, admin client cert, ServiceAccount signing
-key), the three processes (started on free loopback ports, stopped by their own PIDs in reverse
-order), the admin kubeconfig, ServiceAccount token kubeconfigs (TokenRequest), a `kubectl`
-runner, the audit log reader, the two jobs of the missing node components that tests play
-(`mark_pods_ready`, `provide_volume`), and `eventually()`, the one bounded polling helper tests
+key), the three processes (on loopback ports reserved for the plane's lifetime with
+`procs.reserve_port`, stopped by their own PIDs in reverse order), the admin kubeconfig, client
+certificate and ServiceAccount token kubeconfigs, a `kubectl` runner, an API GET helper, the audit
+log reader, the two jobs of the missing node components that tests play (`mark_pods_ready`,
+`provide_volume`), and `eventually()`, the one bounded polling helper tests
 use instead of sleeps.
 
 Must not: know anything about Dockyard (the operator fixture lives in the tests that need it),
@@ -21,18 +22,15 @@ from __future__ import annotations
 import base64
 import collections.abc
 import contextlib
-import ctypes
 import datetime
 import ipaddress
 import json
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,12 +43,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import oid
 
 import tests.support
+from tests.support import procs
 
 T = TypeVar("T")
 
 START_TIMEOUT = 90.0
-START_ATTEMPTS = 3
-STOP_GRACE = 10.0
 SERVICE_CIDR = "10.0.0.0/24"
 # Controllers the tests rely on: ownerReference GC, Deployment -> ReplicaSet -> Pod, namespace
 # deletion, the `default` ServiceAccount (Pod admission needs it), `kube-root-ca.crt`, DaemonSets,
@@ -77,7 +74,7 @@ AUDIT_POLICY = {
 }
 
 
-class ControlPlaneError(RuntimeError):
+class ControlPlaneError(procs.ProcessError):
     """The control plane could not start; the message carries the failing component's log tail."""
 
 
@@ -250,68 +247,6 @@ def issue_client_cert(
     (directory / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-# --- processes -------------------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    # Runs in the child before exec: if pytest itself is killed (SIGKILL, OOM), the kernel
-    # kills the component too, so nothing outlives the session even when teardown never runs.
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def tail(path: Path, *, lines: int = 40) -> str:
-    """The last lines of a log file ('' when it does not exist yet)."""
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-class Process:
-    """One child process with its output in a log file, stopped by its own PID."""
-
-    def __init__(self, *, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None):
-        self.name = name
-        self.log = log
-        with log.open("ab") as out:
-            self.popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                # PDEATHSIG follows the spawning *thread*; pytest spawns from its main thread.
-                preexec_fn=_die_with_parent,
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def check_alive(self) -> None:
-        if not self.alive():
-            raise ControlPlaneError(
-                f"{self.name} (pid {self.pid}) exited with {self.popen.returncode}; "
-                f"last lines of {self.log}:\n{tail(self.log)}"
-            )
-
-    def stop(self, *, grace: float = STOP_GRACE) -> int:
-        """SIGTERM, wait up to `grace` seconds, then SIGKILL; returns the exit code."""
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        return self.popen.returncode
-
-
 # --- the control plane -----------------------------------------------------------------------
 
 
@@ -336,9 +271,10 @@ class ControlPlane:
         self.start_timeout = start_timeout
         self._given_workdir = workdir
         self.workdir = Path()  # set by start(): nothing touches the disk before that
-        self.api_port = tests.support.free_port()
-        self.server = f"https://127.0.0.1:{self.api_port}"
-        self.processes: list[Process] = []
+        self.api_port = 0  # reserved by start() for the plane's lifetime, restarts of the API server included
+        self.server = ""
+        self._ports: list[procs.Port] = []
+        self.processes: list[procs.Process] = []
         self._apiserver_argv: list[str] = []
 
     @property
@@ -357,23 +293,12 @@ class ControlPlane:
     # context manager ------------------------------------------------------------------------
 
     def __enter__(self) -> ControlPlane:
-        for attempt in range(1, START_ATTEMPTS + 1):
-            try:
-                self.start()
-            except ControlPlaneError as exc:
-                self.stop()
-                # A free port picked earlier can be taken by another process before our component
-                # binds it (other test sessions share the machine): pick new ports and start over.
-                if "address already in use" not in str(exc) or attempt == START_ATTEMPTS:
-                    raise
-                self.api_port = tests.support.free_port()
-                self.server = f"https://127.0.0.1:{self.api_port}"
-            except BaseException:
-                self.stop()
-                raise
-            else:
-                return self
-        raise AssertionError("unreachable")
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -384,6 +309,8 @@ class ControlPlane:
         ):
             tests.support.tool(name)  # fail early and clearly when a binary is missing
         self.workdir = self._given_workdir or Path(tempfile.mkdtemp(prefix="dockyard-cp-"))
+        api = self._reserve()
+        self.api_port, self.server = api.number, f"https://127.0.0.1:{api.number}"
         write_pki(self.pki)
         self._write_admin_kubeconfig()
         etcd_url = self._start_etcd()
@@ -402,6 +329,9 @@ class ControlPlane:
             except Exception as exc:  # keep stopping the others
                 errors.append(f"{process.name}: {exc}")
         self.processes.clear()
+        for port in self._ports:
+            port.release()
+        self._ports.clear()
         if self._given_workdir is None and self.workdir != Path():
             shutil.rmtree(self.workdir, ignore_errors=True)
         if errors:
@@ -409,13 +339,18 @@ class ControlPlane:
 
     # components -----------------------------------------------------------------------------
 
-    def _spawn(self, name: str, argv: list[str]) -> Process:
-        process = Process(name=name, argv=argv, log=self.workdir / f"{name}.log")
+    def _reserve(self) -> procs.Port:
+        port = procs.reserve_port()
+        self._ports.append(port)
+        return port
+
+    def _spawn(self, name: str, argv: list[str]) -> procs.Process:
+        process = procs.Process(name=name, argv=argv, log=self.workdir / f"{name}.log")
         self.processes.append(process)
         return process
 
     def _start_etcd(self) -> str:
-        client, peer = tests.support.free_port(), tests.support.free_port()
+        client, peer = self._reserve().number, self._reserve().number
         url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
         etcd = self._spawn(
             "etcd",
@@ -473,7 +408,7 @@ class ControlPlane:
         """
         (old,) = [process for process in self.processes if process.name == "kube-apiserver"]
         old.stop()
-        new = Process(name="kube-apiserver", argv=self._apiserver_argv, log=old.log)
+        new = procs.Process(name="kube-apiserver", argv=self._apiserver_argv, log=old.log)
         self.processes[self.processes.index(old)] = new
         self._wait_http(new, f"{self.server}/readyz", tls=True)
 
@@ -500,30 +435,19 @@ class ControlPlane:
         try:
             eventually(default_sa, timeout=self.start_timeout, interval=0.5, what="KCM's default SA")
         except AssertionError as exc:
-            raise ControlPlaneError(f"{exc}\nlast lines of {kcm.log}:\n{tail(kcm.log)}") from None
+            raise ControlPlaneError(f"{exc}\nlast lines of {kcm.log}:\n{procs.tail(kcm.log)}") from None
 
     def _ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
         context.load_cert_chain(self.pki / "admin.crt", self.pki / "admin.key")
         return context
 
-    def _wait_http(self, process: Process, url: str, *, tls: bool) -> None:
+    def _wait_http(self, process: procs.Process, url: str, *, tls: bool) -> None:
         context = self._ssl_context() if tls else None
-        deadline = time.monotonic() + self.start_timeout
-        last = ""
-        while time.monotonic() < deadline:
-            process.check_alive()
-            try:
-                with urllib.request.urlopen(url, timeout=5, context=context) as response:  # noqa: S310
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError) as exc:
-                last = str(exc)
-            time.sleep(0.5)
-        raise ControlPlaneError(
-            f"{process.name} not ready at {url} after {self.start_timeout:.0f}s ({last}); "
-            f"last lines of {process.log}:\n{tail(process.log)}"
-        )
+        try:
+            procs.wait_http(url, watch=[process], timeout=self.start_timeout, context=context, interval=0.5)
+        except procs.ProcessError as exc:
+            raise ControlPlaneError(str(exc)) from None
 
     # kubeconfigs and clients ----------------------------------------------------------------
 
@@ -549,6 +473,34 @@ class ControlPlane:
         )
         self.kubeconfig.write_text(yaml.safe_dump(config))
         self.kubeconfig.chmod(0o600)
+
+    def client_kubeconfig(
+        self, *, name: str, groups: collections.abc.Sequence[str] = ("system:masters",)
+    ) -> Path:
+        """A kubeconfig authenticating as user `name` in `groups` with a client certificate.
+
+        A user of its own tells its requests apart from everyone else's in the audit log (`user.username`).
+        """
+        issue_client_cert(self.pki, name=name, common_name=name, organizations=groups)
+
+        def data(suffix: str) -> str:
+            return base64.b64encode((self.pki / f"{name}.{suffix}").read_bytes()).decode()
+
+        path = self.workdir / f"{name}.kubeconfig"
+        config = self._kubeconfig({"client-certificate-data": data("crt"), "client-key-data": data("key")})
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    def api_json(self, path: str, *, accept: str = "application/json", timeout: float = 60.0) -> Any:
+        """GET `path` (e.g. `/api/v1/namespaces`) from kube-apiserver as admin; the decoded JSON.
+
+        Cheaper than `kubectl get -o json` when polled: no process start, no client-side decoding into
+        typed objects.
+        """
+        request = urllib.request.Request(self.server + path, headers={"Accept": accept})  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout, context=self._ssl_context()) as response:  # noqa: S310
+            return json.load(response)
 
     def service_account_kubeconfig(self, *, namespace: str, name: str, path: Path | None = None) -> Path:
         """A kubeconfig authenticating as ServiceAccount `namespace/name` (TokenRequest, 1 h)."""
@@ -636,4 +588,4 @@ class ControlPlane:
 
     def logs(self) -> dict[str, str]:
         """Last lines of every component's log, for failure messages."""
-        return {process.name: tail(process.log) for process in self.processes}
+        return {process.name: procs.tail(process.log) for process in self.processes}

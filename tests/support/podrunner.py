@@ -15,7 +15,7 @@ read from the real API server and, for each container:
   `defaultMode` honoured), emptyDir and PVC volumes are directories under `<root>/volumes/`, hostPath volumes
   live under `<root>/host/` (`host_path("/etc/containers/certs.d")` finds them);
 - remaps ports: every containerPort, and every port in `extra_ports` (ports a pod uses on loopback without
-  declaring them, like the registry's 5000), gets a free loopback port, unless `ports` pins it (a Service's
+  declaring them, like the registry's 5000), gets a reserved loopback port unless `ports` pins it (a Service's
   node port, so `localhost:<nodePort>` reaches the pod as kube-proxy would make it); `127.0.0.1:P`,
   `localhost:P`, `0.0.0.0:P` and nginx's `listen P` are rewritten in argv and mounted ConfigMap text;
 - resolves env: plain values, `fieldRef` (metadata.name/namespace, spec.nodeName, status.podIP), and keys of
@@ -50,8 +50,7 @@ from typing import Any
 import lightkube
 import lightkube.resources.core_v1
 
-import tests.support
-from tests.support import kube
+from tests.support import kube, procs
 
 NGINX = Path("/usr/sbin/nginx")
 START_TIMEOUT = 60.0
@@ -132,7 +131,7 @@ class Container:
     rootfs: Path
     log: Path
     probe: dict[str, Any] | None
-    process: kube.Process | None = None
+    process: procs.Process | None = None
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -164,7 +163,9 @@ class PodRunner:
         spec = template["spec"]
         containers = spec.get("containers") or []
         declared = [p["containerPort"] for c in containers for p in c.get("ports") or []]
-        self.ports = {port: tests.support.free_port() for port in [*declared, *extra_ports]}
+        # Reserved for the runner's lifetime (restarts included), released by `close()` (or `with`'s exit).
+        self._reserved = {port: procs.reserve_port() for port in [*declared, *extra_ports]}
+        self.ports = {port: reserved.number for port, reserved in self._reserved.items()}
         self.ports.update(ports or {})  # pinned: e.g. the Service's node port, as kube-proxy would forward it
         self.volumes = {v["name"]: self._volume(v) for v in spec.get("volumes") or []}
         self._refreshing = threading.Lock()
@@ -178,6 +179,12 @@ class PodRunner:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        self.close()
+
+    def close(self) -> None:
+        """Release the loopback ports reserved for the containers (after `stop()`)."""
+        for reserved in self._reserved.values():
+            reserved.release()
 
     def port(self, container_port: int) -> int:
         """The local loopback port standing in for `container_port`."""
@@ -198,7 +205,7 @@ class PodRunner:
         self.refresh()
         try:
             for container in self.containers:
-                container.process = kube.Process(
+                container.process = procs.Process(
                     name=container.name, argv=container.argv, log=container.log, env=container.env
                 )
             if wait:

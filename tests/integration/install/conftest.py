@@ -3,17 +3,16 @@
 `charted_operator` (package scope) does what a user's cluster does with the chart, minus the kubelet:
 `helm install` (no --wait: no Pod ever runs), then a TokenRequest token for the chart's ServiceAccount, then
 the operator process started with exactly the arguments and environment of the chart's Deployment (only the
-health port moves to a free loopback port) and that token as its only credential: not admin. It is exposed
+health port moves to a reserved loopback port) and that token as its only credential: not admin. It is exposed
 to tests as the `operator` fixture, so the operator integration scenarios imported by test_rbac_*.py run
 unchanged under the chart's RBAC.
 
 Teardown fails the package when the operator died, exited non-zero, or the audit log shows a single request
 of the ServiceAccount that was forbidden.
 
-Ordering: tests/integration/operator starts its own admin operator once per session. This package's
-operator is stopped when the package ends, which pytest's default order (install before operator) puts
-before that one starts; the two must never run at once, or both would reconcile the same registries, so the
-fixture refuses to start when the admin one may already be running.
+Ordering: tests/integration/operator starts its own admin operator once per session. The two must never
+run at once, or both would reconcile the same registries: when the admin operator is running, this
+package's fixture stops it for the package and starts it again afterwards, whichever directory runs first.
 """
 
 from __future__ import annotations
@@ -27,10 +26,10 @@ from typing import Any
 
 import pytest
 
-import tests.support
 from tests.integration.install import chart
+from tests.integration.operator import conftest as operator_conftest
 from tests.integration.operator.conftest import Operator
-from tests.support import kube
+from tests.support import kube, procs
 
 OPERATOR_START_TIMEOUT = 90.0
 # What the Pod's downward API would give as POD_ID: kopf's identity in the peering object.
@@ -41,7 +40,7 @@ class ChartOperator(Operator):
     """The operator scenarios' `Operator`, started the way the chart's Deployment starts it.
 
     Same log file, health check and stop as the admin one; `start()` runs the chart container's command and
-    arguments instead (health port moved to a free loopback port), and the only credential is a kubeconfig
+    arguments instead (health port moved to a reserved loopback port), and the only credential is a kubeconfig
     holding a token of the chart's ServiceAccount.
     """
 
@@ -62,14 +61,14 @@ class ChartOperator(Operator):
     def start(self, *, entrypoint: bool = False) -> None:
         """Start as the chart does (`entrypoint` is ignored: the chart's command is the entry point)."""
         assert self.process is None or not self.process.alive(), "the operator is already running"
-        port = tests.support.free_port()
-        self.liveness = f"http://127.0.0.1:{port}/healthz"
-        argv, env = deployment_command(self.docs, health_port=port)
+        port = procs.reserve_port()
+        self.liveness = f"http://127.0.0.1:{port.number}/healthz"
+        argv, env = deployment_command(self.docs, health_port=port.number)
         env = {**self.env, **env, "POD_ID": self.pod_id}
         with self.log.open("a") as out:
             out.write(f"--- start (chart RBAC): {' '.join(argv)}\n")
-        process = self.process = kube.Process(
-            name="dockyard-operator (chart)", argv=argv, log=self.log, env=env
+        process = self.process = procs.Process(
+            name="dockyard-operator (chart)", argv=argv, log=self.log, env=env, ports=[port]
         )
 
         def up() -> bool:
@@ -143,26 +142,17 @@ def forbidden_requests(plane: kube.ControlPlane, username: str) -> list[str]:
     return refused
 
 
-def admin_operator_started_earlier(session: pytest.Session) -> bool:
-    """Whether a test collected before this package used the scenarios' session-wide admin operator."""
-    here = Path(__file__).parent
-    for item in session.items:
-        if here in Path(item.path).parents:
-            return False
-        if "operator_session" in getattr(item, "fixturenames", ()):
-            return True
-    return False
-
-
 @pytest.fixture(scope="package")
 def charted_operator(
     request: pytest.FixtureRequest, control_plane: kube.ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> collections.abc.Iterator[ChartedOperator]:
-    if admin_operator_started_earlier(request.session):
-        pytest.fail(
-            "tests/integration/operator's admin operator is still running (it lives for the session), and "
-            "two operators would reconcile the same registries: run tests/integration/install first"
-        )
+    with operator_conftest.admin_operator_stopped(request.session):
+        yield from _charted_operator(control_plane, tmp_path_factory)
+
+
+def _charted_operator(
+    control_plane: kube.ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> collections.abc.Iterator[ChartedOperator]:
     namespace = f"dockyard-rbac-{secrets.token_hex(3)}"
     release = "rbac-proof"
     control_plane.kubectl("create", "namespace", namespace)
@@ -189,8 +179,8 @@ def charted_operator(
             assert operator.process is not None
             alive_at_end = operator.process.alive()
             code = operator.stop()
-            assert alive_at_end, f"the operator died:\n{kube.tail(log, lines=80)}"
-            assert code == 0, f"the operator exited {code} on SIGTERM:\n{kube.tail(log, lines=80)}"
+            assert alive_at_end, f"the operator died:\n{procs.tail(log, lines=80)}"
+            assert code == 0, f"the operator exited {code} on SIGTERM:\n{procs.tail(log, lines=80)}"
             refused = forbidden_requests(control_plane, charted.username)
             assert not refused, f"the chart's RBAC refused the operator: {sorted(set(refused))}"
     finally:

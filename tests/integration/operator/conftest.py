@@ -15,14 +15,17 @@ drift timer, the cheapest bcrypt cost); every test works in its own namespace.
 
 from __future__ import annotations
 
+import collections.abc
+import contextlib
 import os
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-import tests.support
-from tests.support import kube
+import pytest
+
+from tests.support import kube, procs
 
 OPERATOR_START_TIMEOUT = 60.0
 RESYNC_SECONDS = "3"
@@ -45,13 +48,14 @@ class Operator:
             "DOCKYARD_BCRYPT_ROUNDS": "4",
             "PYTHONUNBUFFERED": "1",
         }
-        self.process: kube.Process | None = None
+        self.process: procs.Process | None = None
         self.liveness = ""
 
     def start(self, *, entrypoint: bool = False) -> None:
         """Start the operator and wait until its startup handlers have finished."""
         assert self.process is None or not self.process.alive(), "the operator is already running"
-        self.liveness = f"http://127.0.0.1:{tests.support.free_port()}/healthz"
+        port = procs.reserve_port()
+        self.liveness = f"http://127.0.0.1:{port.number}/healthz"
         if entrypoint:
             argv = [sys.executable, "-m", "dockyard_operator", "--liveness", self.liveness]
         else:
@@ -62,7 +66,9 @@ class Operator:
             ]
         with self.log.open("a") as out:
             out.write(f"--- start: {' '.join(argv)}\n")
-        process = self.process = kube.Process(name="dockyard-operator", argv=argv, log=self.log, env=self.env)
+        process = self.process = procs.Process(
+            name="dockyard-operator", argv=argv, log=self.log, env=self.env, ports=[port]
+        )
 
         # kopf serves the liveness endpoint only after every startup handler has finished.
         def up() -> bool:
@@ -101,3 +107,27 @@ class Operator:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
+
+
+# The session's admin operator (tests/integration/conftest.py), once a test has started it.
+ADMIN_OPERATOR = pytest.StashKey[Operator]()
+
+
+@contextlib.contextmanager
+def admin_operator_stopped(session: pytest.Session) -> collections.abc.Iterator[None]:
+    """The session's admin operator, when running, stopped for the block and started again after it.
+
+    Another operator (the chart's, tests/integration/install) must never run beside it: both would reconcile
+    the same registries. Stopping it here, instead of relying on pytest running install/ first, makes the
+    order of the test directories irrelevant.
+    """
+    admin = session.stash.get(ADMIN_OPERATOR, None)
+    if admin is None or admin.process is None or not admin.process.alive():
+        yield
+        return
+    code = admin.stop()
+    assert code == 0, f"the admin operator exited {code} on SIGTERM:\n{procs.tail(admin.log, lines=80)}"
+    try:
+        yield
+    finally:
+        admin.start()

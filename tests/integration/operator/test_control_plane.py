@@ -3,19 +3,21 @@
 Covers:
 - the API server answers over TLS with the admin client certificate, and reports its version;
 - RBAC is enforced: a ServiceAccount token kubeconfig is authenticated but denied, the denial
-  is in the audit log, and a RoleBinding then allows exactly what it grants;
+  is in the audit log, and a RoleBinding then allows exactly what it grants; a client certificate
+  kubeconfig is a user of its own in the audit log; `api_json` GETs as admin;
 - kube-controller-manager runs: namespace deletion completes, ownerReference garbage
   collection deletes a dependent, and a Deployment gets a ReplicaSet and a Pod;
 - playing the kubelet (marking Pods ready) makes a Deployment Available through KCM, and a
   PersistentVolume the test provides is bound to a matching claim, and a deleted claim does not
   hang on its protection finalizer;
 - stopping (also after a startup that failed halfway) leaves no process and no temp dir, a
-  missing binary fails (not skips) with the command that builds it, and a port taken between
-  picking and binding it is replaced by another.
+  missing binary fails (not skips) with the command that builds it, and the plane's ports are
+  reserved while it runs (nobody else can bind them) and released when it stops.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -32,7 +34,7 @@ import lightkube.resources.rbac_authorization_v1
 import pytest
 
 import tests.support
-from tests.support import kube
+from tests.support import kube, procs
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +65,29 @@ def test_api_server_answers_with_its_version_over_tls(control_plane: kube.Contro
     assert version["major"] == "1"
     assert version["gitVersion"].startswith("v1.")
     assert control_plane.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
+
+
+def test_a_client_certificate_identity_is_its_own_user_in_the_audit_log(
+    control_plane: kube.ControlPlane, namespace: str
+) -> None:
+    config = control_plane.client_kubeconfig(name="bench-operator")
+
+    control_plane.kubectl("get", "configmaps", "-n", namespace, kubeconfig=config)
+
+    def listed_as_that_user() -> bool:
+        return any(
+            event.get("user", {}).get("username") == "bench-operator"
+            and event.get("verb") == "list"
+            and event.get("objectRef", {}).get("namespace") == namespace
+            for event in control_plane.audit_events()
+        )
+
+    kube.eventually(listed_as_that_user, timeout=30, what="the list by bench-operator in the audit log")
+
+
+def test_api_json_gets_a_decoded_object_as_admin(control_plane: kube.ControlPlane, namespace: str) -> None:
+    found = control_plane.api_json(f"/api/v1/namespaces/{namespace}")
+    assert found["kind"] == "Namespace" and found["metadata"]["name"] == namespace
 
 
 def test_service_account_is_denied_by_rbac_until_a_role_grants_access(
@@ -204,10 +229,10 @@ def test_stop_after_a_failed_start_leaves_no_process_and_no_directory(
 ) -> None:
     broken_crd = tmp_path / "broken.yaml"
     broken_crd.write_text("apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nspec: {}\n")
-    started: list[kube.Process] = []
+    started: list[procs.Process] = []
     spawn = kube.ControlPlane._spawn
 
-    def recording_spawn(self: kube.ControlPlane, name: str, argv: list[str]) -> kube.Process:
+    def recording_spawn(self: kube.ControlPlane, name: str, argv: list[str]) -> procs.Process:
         process = spawn(self, name, argv)
         started.append(process)
         return process
@@ -285,13 +310,15 @@ def test_a_missing_binary_fails_with_the_command_that_builds_it(
     assert plane.workdir == Path()  # nothing was created on disk
 
 
-def test_a_port_taken_before_the_api_server_binds_it_is_replaced_by_another() -> None:
-    plane = kube.ControlPlane(with_controller_manager=False)
-    taken = plane.api_port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
-        squatter.bind(("127.0.0.1", taken))
-        squatter.listen()
+def test_the_planes_ports_are_reserved_while_it_runs_and_released_when_it_stops() -> None:
+    with kube.ControlPlane(with_controller_manager=False) as plane:
+        assert plane.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
+        port = plane.api_port
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other, pytest.raises(OSError) as taken:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            other.bind(("127.0.0.1", port))
+        assert taken.value.errno == errno.EADDRINUSE
 
-        with plane:
-            assert plane.api_port != taken
-            assert plane.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as after:
+        after.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        after.bind(("127.0.0.1", port))

@@ -38,13 +38,12 @@ import lightkube.resources.apps_v1
 import lightkube.resources.core_v1
 import pytest
 
-import tests.support
 from dockyard_operator import model, names
 from dockyard_operator.builders import deployment as deployment_builder
 from dockyard_operator.builders import nginx_configmap
 from tests.integration.operator import cluster
 from tests.integration.operator.conftest import Operator
-from tests.support import kube
+from tests.support import kube, procs
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +61,7 @@ class Pod:
         self.root = root
         self.base = f"https://localhost:{port}"
         self.context = ssl.create_default_context(cadata=ca.decode())
-        self.processes: list[kube.Process] = []
+        self.processes: list[procs.Process] = []
 
     def request(
         self,
@@ -146,8 +145,8 @@ def pod(
     for key in ("htpasswd", "access.yaml"):
         (paths[deployment_builder.AUTH_DIR] / key).write_bytes(auth[key])
 
-    upstream = f"127.0.0.1:{tests.support.free_port()}"
-    https_port = tests.support.free_port()
+    upstream_port, https_port = procs.reserve_port(), procs.reserve_port()
+    upstream = f"127.0.0.1:{upstream_port.number}"
     (container,) = [c for c in deployment.spec.template.spec.containers if c.name == "registry"]
     argv = _remap([*container.command, *container.args], paths, upstream)
     # The container's command is the console script; this interpreter's environment has it too.
@@ -164,14 +163,16 @@ def pod(
                 data_dir=str(paths[nginx_configmap.DATA_DIR]),
             ),
             upstream=upstream,
-            listen_port=https_port,
+            listen_port=https_port.number,
         )
     )
 
-    simulated = Pod(root=root, port=https_port, ca=tls["ca.crt"])
+    simulated = Pod(root=root, port=https_port.number, ca=tls["ca.crt"])
     try:
         simulated.processes.append(
-            kube.Process(name="dockyard-registry", argv=argv, log=root / "registry.log")
+            procs.Process(
+                name="dockyard-registry", argv=argv, log=root / "registry.log", ports=[upstream_port]
+            )
         )
         nginx = [
             "/usr/sbin/nginx",
@@ -180,7 +181,9 @@ def pod(
             # workers as root too, so they can read what the registry wrote.
             *("-g", "daemon off; user root;"),
         ]
-        simulated.processes.append(kube.Process(name="nginx", argv=nginx, log=root / "nginx.log"))
+        simulated.processes.append(
+            procs.Process(name="nginx", argv=nginx, log=root / "nginx.log", ports=[https_port])
+        )
 
         def healthy() -> bool:
             for process in simulated.processes:

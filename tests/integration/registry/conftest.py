@@ -1,7 +1,7 @@
 """Session fixtures for the real-client tests: one standalone registry with TLS `auto` and basic auth.
 
 The session registry is what every client test that does not need a registry of its own talks to:
-`dockyard-registry serve --tls auto --data-dir <tmp> --listen 127.0.0.1:<free port>`, with one user
+`dockyard-registry serve --tls auto --data-dir <tmp> --listen 127.0.0.1:<reserved port>`, with one user
 created by `dockyard-registry user add admin --access admin --password-stdin`. It is stopped by PID
 at the end of the session (SIGTERM, then SIGKILL). Each test module uses its own repository names,
 so the modules do not depend on each other's content. Tests that kill, reconfigure or

@@ -1,6 +1,6 @@
 """Run the real `dockyard-registry` as a subprocess and talk to it over verified TLS.
 
-Owns: starting `dockyard-registry serve` on a free loopback port (TLS `auto` unless told otherwise),
+Owns: starting `dockyard-registry serve` on a reserved loopback port (TLS `auto` unless told otherwise),
 creating users through the real `user add --password-stdin` CLI, waiting for `/healthz`, stopping the
 process by PID (SIGTERM, then SIGKILL), and a small HTTP client that verifies the server against the
 generated CA. Also the handful of raw HTTP steps the tests need (monolithic blob push, manifest push,
@@ -32,7 +32,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from tests import support
+from tests.support import procs
 
 # The registry may generate its CA and a bcrypt-hashed user on first start: generous on a busy 2-core box.
 START_TIMEOUT = 60.0
@@ -307,7 +307,9 @@ class Registry:
     ca_file: Path | None  # None: started with --no-tls
     log_file: Path
     argv: list[str]
-    process: subprocess.Popen[bytes] | None = None
+    process: procs.Process | None = None
+    # The port, reserved for this registry's lifetime (restarts included) when make_registry picked it.
+    reserved: procs.Port | None = None
 
     @property
     def ca(self) -> Path:
@@ -331,20 +333,15 @@ class Registry:
 
     def start(self) -> None:
         """Start the process and wait until `/healthz` answers 200 over verified TLS."""
-        assert self.process is None or self.process.poll() is not None, "already running"
+        assert self.process is None or not self.process.alive(), "already running"
         with self.log_file.open("ab") as log:
             log.write(f"--- start: {' '.join(self.argv)}\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+        # The port stays reserved by `reserved` across restarts; the process only binds it.
+        self.process = procs.Process(name="dockyard-registry", argv=self.argv, log=self.log_file)
         deadline = time.monotonic() + START_TIMEOUT
         last_error = "no attempt"
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"dockyard-registry exited {self.process.returncode} on start:\n{self.log_tail()}"
-                )
+            self.process.check_alive()
             if self.ca_file is None or self.ca_file.exists():
                 try:
                     resp = self.client(None).request("GET", "/healthz")
@@ -361,19 +358,11 @@ class Registry:
 
     def stop(self, *, timeout: float = STOP_TIMEOUT) -> int | None:
         """SIGTERM, then SIGKILL if it has not exited within `timeout`; returns the exit code."""
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return None if proc is None else proc.returncode
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait(timeout=timeout)
+        return None if self.process is None else self.process.stop(grace=timeout)
 
     def peak_rss_bytes(self) -> int:
         """The process's peak resident memory so far (VmHWM), from /proc."""
-        assert self.process is not None and self.process.poll() is None, "registry is not running"
+        assert self.process is not None and self.process.alive(), "registry is not running"
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
@@ -381,10 +370,9 @@ class Registry:
 
     def kill(self) -> None:
         """SIGKILL: the process gets no chance to flush, rename or clean up anything."""
-        proc = self.process
-        assert proc is not None and proc.poll() is None, "registry is not running"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=STOP_TIMEOUT)
+        assert self.process is not None and self.process.alive(), "registry is not running"
+        self.process.popen.send_signal(signal.SIGKILL)
+        self.process.popen.wait(timeout=STOP_TIMEOUT)
 
     def restart(self) -> None:
         """Start again on the same data dir and port (upload Locations stay valid)."""
@@ -403,7 +391,10 @@ def make_registry(
     extra_args: Sequence[str] = (),
 ) -> Registry:
     """Describe (not start) a registry serving `data_dir`; with `--tls auto` its CA is DATA/tls/ca.crt."""
-    port = port or support.free_port()
+    reserved = None
+    if port is None:
+        reserved = procs.reserve_port(host=host)
+        port = reserved.number
     if "--no-tls" in tls_args:
         ca_file = None
     elif ca_file is None:
@@ -425,6 +416,7 @@ def make_registry(
         ca_file=ca_file,
         log_file=log_file,
         argv=argv,
+        reserved=reserved,
     )
 
 

@@ -323,7 +323,7 @@ def test_a_broken_access_yaml_never_opens_access_and_never_stops_the_registry(
         # The registry stats the file at most once a second: keep checking across several of those.
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
-            assert reg.process is not None and reg.process.poll() is None, reg.log_tail()
+            assert reg.process is not None and reg.process.alive(), reg.log_tail()
             health = reg.client(None).request("GET", "/healthz")
             assert health.status == 200, f"registry unhealthy after a broken access.yaml: {reg.log_tail()}"
             assert_challenged(reg.client(None).get_manifest("open/app", "v1"))

@@ -38,9 +38,7 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,10 +47,10 @@ import pytest
 
 from dockyard_operator import model
 from dockyard_operator.builders import nginx_configmap
-from tests import support
 from tests.integration.registry import certs, harness, images
 from tests.integration.registry.clients import docker_login, docker_trusts, skopeo, skopeo_pull, skopeo_push
 from tests.integration.registry.conformance import assert_conformance_passes
+from tests.support import procs
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +112,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     lan = certs.non_loopback_ipv4()
     tls = certs.write_server_tls(directory=tmp / "tls", ips=["127.0.0.1", *([lan] if lan else [])])
     (tmp / "cache").mkdir()
-    port = support.free_port()
+    port = procs.reserve_port()
     conf = tmp / "nginx.conf"
     conf.write_text(
         nginx_configmap.render(
@@ -124,43 +122,34 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
                 temp_dir=str(tmp / "cache"), data_dir=str(data),
             ),
             upstream=f"127.0.0.1:{reg.port}",
-            listen_port=port,
+            listen_port=port.number,
         )
     )  # fmt: skip
     # As root, nginx would drop its workers to `nobody`, who cannot enter pytest's private temp dir.
     directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
     nginx_log = tmp / "nginx.log"
     reg.start()
-    proc = None
+    nginx = None
     try:
-        with nginx_log.open("wb") as log:
-            proc = subprocess.Popen(
-                [_nginx(), "-e", "stderr", "-c", str(conf), "-p", str(tmp), "-g", directives],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-        result = Front(host="127.0.0.1", port=port, ca=tls.ca_file, registry=reg, nginx_log=nginx_log)
-        harness.wait_for(
-            "nginx to answer /healthz",
-            lambda: proc is not None and proc.poll() is None and _healthy(result),
+        nginx = procs.Process(
+            name="nginx",
+            argv=[_nginx(), "-e", "stderr", "-c", str(conf), "-p", str(tmp), "-g", directives],
+            log=nginx_log,
+            ports=[port],
+        )
+        result = Front(host="127.0.0.1", port=port.number, ca=tls.ca_file, registry=reg, nginx_log=nginx_log)
+        procs.wait_http(
+            f"https://127.0.0.1:{port.number}/healthz",
+            watch=[nginx],
             timeout=30,
+            context=ssl.create_default_context(cafile=str(tls.ca_file)),
         )
         yield result
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if nginx is not None:
+            nginx.stop(grace=15)
+        port.release()
         reg.stop()
-
-
-def _healthy(front: Front) -> bool:
-    try:
-        return front.client(None).request("GET", "/healthz").status == 200
-    except OSError:
-        return False
 
 
 def test_conformance_suite_passes_through_nginx(front: Front, tmp_path: Path) -> None:

@@ -323,10 +323,10 @@ def test_sigterm_during_an_upload_stops_accepting_then_exits_cleanly_when_the_cl
         headers={"Content-Type": "application/octet-stream", "Content-Length": str(MIB)},
         body_prefix=blob[MIB : MIB + 1000],
     ):
-        reg.process.send_signal(signal.SIGTERM)
+        reg.process.popen.send_signal(signal.SIGTERM)
         harness.wait_for("the registry to stop accepting connections", lambda: not _accepting(client))
     # The stalled client is gone now; the registry has nothing left to wait for.
-    assert reg.process.wait(timeout=harness.STOP_TIMEOUT) == 0, reg.log_tail()
+    assert reg.process.popen.wait(timeout=harness.STOP_TIMEOUT) == 0, reg.log_tail()
     assert_fsck_clean(reg)
     reg.start()
 

@@ -116,4 +116,4 @@ def test_a_secret_style_swap_of_htpasswd_and_access_yaml_takes_effect_without_a_
     denied = carol.request("POST", "/v2/team/app/blobs/uploads/")
     assert denied.status == 403 and denied.error_codes() == ["DENIED"], denied.describe()
     assert registry.client(None).request("GET", "/healthz").status == 200
-    assert registry.process is not None and registry.process.poll() is None
+    assert registry.process is not None and registry.process.alive()

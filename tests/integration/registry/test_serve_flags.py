@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import support
 from tests.integration.registry import certs, harness, images
+from tests.support import procs
 
 pytestmark = pytest.mark.integration
 
@@ -123,15 +123,17 @@ def test_no_auth_lets_anyone_push_and_pull_and_auth_allows_everything(tmp_path: 
     ],
 )
 def test_serve_usage_errors_exit_2_with_a_message(tmp_path: Path, args: list[str]) -> None:
+    port = procs.reserve_port()  # held: should serve start by mistake, it binds ours, not someone's
     done = harness.run_cli(
         "serve",
         "--data-dir",
         str(tmp_path),
         "--listen",
-        f"127.0.0.1:{support.free_port()}",
+        f"127.0.0.1:{port.number}",
         *args,
         timeout=60,
     )
+    port.release()
 
     assert done.returncode == 2, f"exit {done.returncode}: {done.stderr}"
     assert done.stderr.strip(), "no message on stderr"
@@ -144,7 +146,8 @@ def test_serve_refuses_bad_tls_material_and_a_broken_access_file_with_exit_2(tmp
     garbage.write_text("not a certificate\n")
     broken = tmp_path / "access.yaml"
     broken.write_text("users: [unclosed\n")
-    listen = ["--listen", f"127.0.0.1:{support.free_port()}"]
+    port = procs.reserve_port()
+    listen = ["--listen", f"127.0.0.1:{port.number}"]
 
     for what, args in {
         "a key that is not the certificate's": [
