@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dockyard_operator import names
@@ -51,25 +51,6 @@ def secret(
         "type": "kubernetes.io/dockerconfigjson",
         "data": {".dockerconfigjson": base64.b64encode(config).decode()},
     }
-
-
-def selected(
-    namespaces: Iterable[Mapping[str, Any]],
-    *,
-    listed: Sequence[str],
-    match_labels: Mapping[str, str] | None,
-) -> list[str]:
-    """Names of the namespaces that get a copy: listed or matching `match_labels`, and not terminating."""
-    chosen = []
-    for ns in namespaces:
-        meta = ns.get("metadata") or {}
-        if (ns.get("status") or {}).get("phase") == "Terminating" or meta.get("deletionTimestamp"):
-            continue
-        labels = meta.get("labels") or {}
-        name = str(meta.get("name"))
-        if name in listed or (match_labels and match_labels.items() <= labels.items()):
-            chosen.append(name)
-    return sorted(chosen)
 
 
 def with_pull_secret(service_account: Mapping[str, Any], secret_name: str) -> dict[str, Any] | None:

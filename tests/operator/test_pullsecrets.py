@@ -42,18 +42,6 @@ def test_the_secret_is_a_dockerconfigjson_labelled_for_its_registry_and_nothing_
     assert PASSWORD.decode() not in json.dumps(secret["metadata"])
 
 
-def test_namespaces_are_chosen_by_name_or_labels_and_terminating_ones_are_skipped() -> None:
-    namespaces = [
-        {"metadata": {"name": "apps", "labels": {}}},
-        {"metadata": {"name": "ci", "labels": {"pulls": "yes"}}},
-        {"metadata": {"name": "gone", "labels": {"pulls": "yes"}}, "status": {"phase": "Terminating"}},
-        {"metadata": {"name": "other", "labels": {"pulls": "no"}}},
-    ]
-
-    assert pullsecrets.selected(namespaces, listed=["apps"], match_labels={"pulls": "yes"}) == ["apps", "ci"]
-    assert pullsecrets.selected(namespaces, listed=[], match_labels=None) == []
-
-
 def test_a_service_account_gains_the_secret_once_and_keeps_its_others() -> None:
     account = {"metadata": {"name": "default"}, "imagePullSecrets": [{"name": "theirs"}]}
 
