@@ -1,0 +1,110 @@
+"""The `PrivateRegistry` API: pydantic models of spec and status, the single source of the CRD schema.
+
+Owns: field names (camelCase on the wire), defaults, validation the schema can express (enums, patterns,
+bounds, CEL rules in `x-kubernetes-validations`) and the same checks at parse time, so a spec that reached the
+operator some other way (an older CRD) still fails with a readable message. Also the small pure helpers that
+interpret fields (durations, which storage kind is in effect).
+Must not: perform I/O, know about children, or import kopf/lightkube.
+
+Field docstrings become the CRD descriptions (`kubectl explain preg.spec.tls` shows them), so they are written
+for users of the API.
+
+The models live in sections (`types`, `storage`, `access`, `serving`, `spec`, `status`); this package
+re-exports them, so callers write `model.Tls`, `model.parse_spec`.
+"""
+
+from __future__ import annotations
+
+from dockyard_operator.model.access import (
+    Auth,
+    PullSecrets,
+    SecretKeyRef,
+    User,
+)
+from dockyard_operator.model.serving import (
+    Expose,
+    Ingress,
+    Nginx,
+    NodeTrust,
+    Tls,
+)
+from dockyard_operator.model.spec import (
+    PrivateRegistrySpec,
+    ResourceRequirements,
+    Toleration,
+    parse_spec,
+    spec_error_message,
+)
+from dockyard_operator.model.status import (
+    CaStatus,
+    CertificateStatus,
+    Condition,
+    NodeTrustStatus,
+    PrivateRegistryStatus,
+)
+from dockyard_operator.model.storage import (
+    EmptyDirStorage,
+    PvcStorage,
+    Storage,
+)
+from dockyard_operator.model.types import (
+    DNS_NAME_PATTERN,
+    DURATION_PATTERN,
+    HOST_PORT_PATTERN,
+    IP_PATTERN,
+    NGINX_SIZE_PATTERN,
+    NGINX_TIME_PATTERN,
+    QUANTITY_PATTERN,
+    REPOSITORY_GLOB_PATTERN,
+    RESOURCE_NAME_PATTERN,
+    SECRET_KEY_PATTERN,
+    USER_NAME_PATTERN,
+    ApiModel,
+    Duration,
+    FreeformObject,
+    NginxTime,
+    Quantity,
+    parse_duration,
+)
+
+__all__ = [
+    "DNS_NAME_PATTERN",
+    "DURATION_PATTERN",
+    "HOST_PORT_PATTERN",
+    "IP_PATTERN",
+    "NGINX_SIZE_PATTERN",
+    "NGINX_TIME_PATTERN",
+    "QUANTITY_PATTERN",
+    "REPOSITORY_GLOB_PATTERN",
+    "RESOURCE_NAME_PATTERN",
+    "SECRET_KEY_PATTERN",
+    "USER_NAME_PATTERN",
+    "ApiModel",
+    "Auth",
+    "CaStatus",
+    "CertificateStatus",
+    "Condition",
+    "Duration",
+    "EmptyDirStorage",
+    "Expose",
+    "FreeformObject",
+    "Ingress",
+    "Nginx",
+    "NginxTime",
+    "NodeTrust",
+    "NodeTrustStatus",
+    "PrivateRegistrySpec",
+    "PrivateRegistryStatus",
+    "PullSecrets",
+    "PvcStorage",
+    "Quantity",
+    "ResourceRequirements",
+    "SecretKeyRef",
+    "Storage",
+    "Tls",
+    "Toleration",
+    "User",
+    "parse_duration",
+    "parse_spec",
+    "spec_error_message",
+]
