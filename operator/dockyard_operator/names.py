@@ -30,6 +30,11 @@ _DIGEST_LEN = 8
 SPEC_HASH = f"{GROUP}/spec-hash"
 CONFIG_HASH = f"{GROUP}/config-hash"
 
+# The registry container's Prometheus /metrics and /status (last gc run, storage) address: a pod port apart
+# from nginx's, never proxied, for the metrics Service, a ServiceMonitor and the operator's status read.
+METRICS_PORT = 9102
+METRICS_PORT_NAME = "metrics"
+
 # Label keys and constant values.
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"

@@ -103,8 +103,9 @@ def test_registry_container_listens_on_localhost_with_the_contract_arguments() -
         "serve", "--listen", "127.0.0.1:5000", "--no-tls", "--data-dir", "/var/lib/registry",
         "--htpasswd", "/etc/dockyard/auth/htpasswd", "--access", "/etc/dockyard/auth/access.yaml",
         "--accel-redirect", "/_dockyard_blobs/", "--no-delete", "--anonymous-pull", "--realm", "demo",
+        "--metrics-listen", "0.0.0.0:9102",
     ]  # fmt: skip
-    assert "ports" not in reg
+    assert reg["ports"] == [{"name": "metrics", "containerPort": 9102, "protocol": "TCP"}]
     assert mounts(reg)["auth"] == {"name": "auth", "mountPath": "/etc/dockyard/auth", "readOnly": True}
 
 

@@ -53,6 +53,7 @@ def registry_args(inputs: inputs_mod.Inputs) -> list[str]:
     if inputs.spec.auth.anonymous_pull:
         args.append("--anonymous-pull")
     args += ["--realm", inputs.registry]
+    args += ["--metrics-listen", f"0.0.0.0:{names.METRICS_PORT}"]
     return args
 
 
@@ -81,6 +82,7 @@ def _registry_container(inputs: inputs_mod.Inputs) -> dict[str, Any]:
         "image": inputs.spec.image or inputs.registry_image,
         "command": ["dockyard-registry"],
         "args": registry_args(inputs),
+        "ports": [{"name": names.METRICS_PORT_NAME, "containerPort": names.METRICS_PORT, "protocol": "TCP"}],
         "securityContext": {**_CONTAINER_SECURITY, "runAsUser": REGISTRY_UID, "runAsGroup": REGISTRY_UID},
         "volumeMounts": [
             {"name": "data", "mountPath": nginx_configmap.DATA_DIR},
