@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dockyard_operator import crypto, model, names, policies
+from dockyard_operator.conditions import Reason
 from dockyard_operator.nodetrust import aggregate, claims, layout, rotation
 
 Key = tuple[str, str]
@@ -162,7 +163,7 @@ class Observation:
         if view is None:
             return None
         if self.error is not None:
-            return rotation.Verdict(False, "PublishFailed", self.error)
+            return rotation.Verdict(False, Reason.PUBLISH_FAILED, self.error)
         if view.problems:
             return rotation.Verdict(
                 False, view.problems[0].reason, "; ".join(p.message for p in view.problems)

@@ -44,14 +44,14 @@ class Reader(Protocol):
 class Problem:
     """Something that makes the spec unusable right now (reason, message); never contains secrets."""
 
-    reason: str
+    reason: conditions.Reason
     message: str
 
 
 @dataclasses.dataclass(frozen=True)
 class Event:
     type: str
-    reason: str
+    reason: conditions.Reason
     message: str
 
 
@@ -71,11 +71,11 @@ class Findings:
         )
 
 
-def problem(reason: str, message: str, *, retry_after: float | None = None) -> Findings:
+def problem(reason: conditions.Reason, message: str, *, retry_after: float | None = None) -> Findings:
     return Findings(problems=(Problem(reason, message),), retry_after=retry_after)
 
 
-def event(reason: str, message: str, *, type_: str = "Normal") -> Findings:
+def event(reason: conditions.Reason, message: str, *, type_: str = "Normal") -> Findings:
     return Findings(events=(Event(type_, reason, message),))
 
 
@@ -282,7 +282,3 @@ def endpoint(spec: model.PrivateRegistrySpec, child_names: names.Names, namespac
     if spec.expose.ingress is not None:
         return f"{spec.expose.ingress.host}:443"
     return f"{child_names.service}.{namespace}.svc:443"
-
-
-def reason_of(findings: Findings, default: str = conditions.Reason.AS_EXPECTED) -> str:
-    return findings.problems[0].reason if findings.problems else default
