@@ -17,7 +17,8 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from dockyard_operator import crypto, model, names
+from dockyard_common import pki
+from dockyard_operator import model, names
 from dockyard_operator.conditions import Reason
 
 # Two certificates read back from PEM may differ by sub-second rounding of their validity bounds.
@@ -48,7 +49,7 @@ def desired_sans(
     return list(dict.fromkeys(dns)), list(dict.fromkeys(ips))
 
 
-def ca_constraints(dns_names: list[str], ip_addresses: list[str]) -> crypto.Constraints:
+def ca_constraints(dns_names: list[str], ip_addresses: list[str]) -> pki.Constraints:
     """The name constraints a new CA gets: the serving certificate's names (`*.x` as the subtree `x`).
 
     A CA made for one registry then cannot vouch for `docker.io` or another team's name, wherever it is
@@ -56,14 +57,14 @@ def ca_constraints(dns_names: list[str], ip_addresses: list[str]) -> crypto.Cons
     outside them until the next rotation (`within_constraints` says which).
     """
     dns = [name[2:] if name.startswith("*.") else name for name in dns_names]
-    return crypto.Constraints(
+    return pki.Constraints(
         dns_names=tuple(dict.fromkeys(name.lower() for name in dns)),
         ip_addresses=tuple(dict.fromkeys(ip_addresses)),
     )
 
 
 def within_constraints(
-    permitted: crypto.Constraints | None, *, dns_names: list[str], ip_addresses: list[str]
+    permitted: pki.Constraints | None, *, dns_names: list[str], ip_addresses: list[str]
 ) -> tuple[list[str], list[str], list[str]]:
     """(DNS names, IP addresses) the CA may vouch for, and the names it may not (in order).
 
@@ -110,9 +111,9 @@ def ca_action(
     ca_key = (ca_secret or {}).get("ca.key")
     if ca_pem and ca_key:
         try:
-            info = crypto.inspect(ca_pem)
-            matches = crypto.key_matches(cert_pem=ca_pem, key_pem=ca_key)
-        except crypto.CryptoError as exc:
+            info = pki.inspect(ca_pem)
+            matches = pki.key_matches(cert_pem=ca_pem, key_pem=ca_key)
+        except pki.PkiError as exc:
             return CaAction.REFUSE, Verdict(False, Reason.CA_INVALID, f"the CA Secret is unusable: {exc}")
         if not matches or not info.is_ca:
             return CaAction.REFUSE, Verdict(
@@ -149,14 +150,14 @@ def server_cert_verdict(
         return Verdict(False, Reason.MISSING, "no serving certificate yet")
     cert, key = tls_secret["tls.crt"], tls_secret["tls.key"]
     try:
-        info = crypto.inspect(cert)
-        if not crypto.key_matches(cert_pem=cert, key_pem=key):
+        info = pki.inspect(cert)
+        if not pki.key_matches(cert_pem=cert, key_pem=key):
             return Verdict(False, Reason.KEY_MISMATCH, "tls.key does not belong to tls.crt")
-        if not crypto.signed_by(cert_pem=cert, ca_pem=ca_pem):
+        if not pki.signed_by(cert_pem=cert, ca_pem=ca_pem):
             return Verdict(
                 False, Reason.NOT_SIGNED_BY_CA, "the serving certificate was not issued by the current CA"
             )
-    except crypto.CryptoError as exc:
+    except pki.PkiError as exc:
         return Verdict(False, Reason.UNPARSEABLE, f"the serving certificate is unusable: {exc}")
     if tls_secret.get("ca.crt") != (ca_bundle if ca_bundle is not None else ca_pem):
         return Verdict(False, Reason.CA_BUNDLE_OUTDATED, "ca.crt in the TLS Secret is not the current CA")
@@ -167,7 +168,7 @@ def server_cert_verdict(
             "the certificate's DNS names or IP addresses differ from the wanted set",
         )
     if info.not_after - renew_before <= now:
-        ca_not_after = crypto.inspect(ca_pem).not_after
+        ca_not_after = pki.inspect(ca_pem).not_after
         if info.not_after >= ca_not_after - _CLOCK_SLACK and ca_not_after > now:
             # A certificate never outlives its CA: reissuing would give the same expiry on every pass.
             return Verdict(
@@ -222,12 +223,12 @@ def byo_cert_verdict(
             False, Reason.SECRET_INCOMPLETE, f"TLS Secret {secret_name!r} needs keys tls.crt and tls.key"
         )
     try:
-        info = crypto.inspect(cert)
-        if not crypto.key_matches(cert_pem=cert, key_pem=key):
+        info = pki.inspect(cert)
+        if not pki.key_matches(cert_pem=cert, key_pem=key):
             return Verdict(
                 False, Reason.KEY_MISMATCH, f"tls.key in Secret {secret_name!r} does not belong to tls.crt"
             )
-    except crypto.CryptoError as exc:
+    except pki.PkiError as exc:
         return Verdict(False, Reason.INVALID_CERTIFICATE, f"TLS Secret {secret_name!r}: {exc}")
     if info.not_after <= now:
         return Verdict(
