@@ -31,6 +31,8 @@ from tests.support import kube, procs
 
 OPERATOR_START_TIMEOUT = 60.0
 RESYNC_SECONDS = "3"
+USER = "dockyard-operator-under-test"
+"""The session operator's user (in system:masters): the audit log tells its requests from the tests'."""
 
 
 class Operator:
@@ -41,14 +43,18 @@ class Operator:
     `python -m dockyard_operator` that the chart's image runs.
     """
 
-    username = "dockyard-operator-under-test"
-    """A user of its own (in system:masters): the audit log tells its requests from the tests'."""
-
-    def __init__(self, *, plane: kube.ControlPlane, log: Path) -> None:
+    def __init__(
+        self, *, plane: kube.ControlPlane, log: Path, kubeconfig: Path | None = None, username: str = ""
+    ) -> None:
+        """Runs as `USER` (system:masters), or with `kubeconfig`, whose user is `username`."""
         self.log = log
+        self.username = username if kubeconfig is not None else USER
+        """Who the API server's audit log says made its requests (`cluster.await_passes`)."""
+        if kubeconfig is None:
+            kubeconfig = plane.client_kubeconfig(name=USER)
         self.env = {
             **os.environ,
-            "KUBECONFIG": str(plane.client_kubeconfig(name=self.username)),
+            "KUBECONFIG": str(kubeconfig),
             "DOCKYARD_RESYNC_SECONDS": RESYNC_SECONDS,
             "DOCKYARD_BCRYPT_ROUNDS": "4",
             "PYTHONUNBUFFERED": "1",
