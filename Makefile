@@ -23,10 +23,10 @@ test: setup-tools
 	DOCKYARD_TOOLS_BIN="$$(bash hack/tools.sh)" $(PY) -m pytest -q -ra
 
 test-unit: setup
-	$(PY) -m pytest -q -ra tests/registry tests/operator
+	$(PY) -m pytest -q -ra tests/registry tests/operator tests/common
 
 lint: setup
-	$(VENV)/bin/ruff check registry_image operator tests
+	$(VENV)/bin/ruff check registry_image operator common tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

@@ -11,7 +11,7 @@ import dataclasses
 import datetime
 from pathlib import Path
 
-from dockyard_operator import crypto
+from dockyard_common import pki
 
 _VALID = datetime.timedelta(days=1)
 
@@ -28,8 +28,8 @@ def write(*, directory: Path, ip: str = "127.0.0.1") -> ServerTLS:
     """The same kind of CA and serving certificate the operator issues, for `ip`."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
-    ca = crypto.new_ca(common_name="dockyard bench CA", now=now, duration=_VALID)
-    server = crypto.issue_server_cert(
+    ca = pki.new_ca(common_name="dockyard bench CA", now=now, duration=_VALID)
+    server = pki.issue_server_cert(
         ca=ca, common_name=ip, dns_names=[], ip_addresses=[ip], now=now, duration=_VALID
     )
     (directory / "ca.crt").write_bytes(ca.cert_pem)

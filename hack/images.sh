@@ -256,7 +256,7 @@ check_operator() {
     expect '^usage: dockyard-operator' "$out"
     # Everything the operator imports at start (kopf, lightkube, pydantic, cryptography, bcrypt) loads.
     pm "${RUN[@]}" "${LOCKED[@]}" --tmpfs /tmp:rw,mode=1777 --user 65532:65532 --entrypoint python \
-        "$OPERATOR_IMAGE" -c 'import dockyard_operator.handlers, dockyard_operator.crypto'
+        "$OPERATOR_IMAGE" -c 'import dockyard_operator.handlers, dockyard_operator.crypto, dockyard_common.pki'
 }
 
 check_registry() {

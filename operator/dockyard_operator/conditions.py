@@ -2,8 +2,8 @@
 
 Owns: setting a condition so that `lastTransitionTime` only moves when the status flips (a new reason or
 message alone is not a transition), a stable order of condition types, and lookups.
-Also `Reason`: the reasons the reconciler sets or matches, named once (a `StrEnum`, so a reason read back from
-a live condition or returned by `policies` compares equal to its member).
+Also `Reason`: every reason the operator sets or matches (policies, tenancy, node trust, the reconcile steps),
+named once; a `StrEnum`, so a reason read back from a live condition compares equal to its member.
 Must not: read the clock itself (callers pass `now`), or know why a condition is set.
 """
 
@@ -24,45 +24,101 @@ NODE_TRUST_READY = "NodeTrustReady"
 ORDER = (READY, PROGRESSING, DEGRADED, CERTIFICATE_READY, STORAGE_READY, NODE_TRUST_READY)
 
 
+@enum.unique
 class Reason(enum.StrEnum):
-    """Condition and Event reasons the reconciler sets itself or decides on (`policies` return the rest)."""
+    """Every condition and Event reason the operator sets or matches, named once.
 
+    Policies return members, steps pass them on, status compares them: a reason is never spelled as a
+    string outside this class (tests/operator/test_conditions.py scans the package). The values are what
+    users see in `kubectl describe` and match on, so a value never changes once released.
+    """
+
+    # spec and referenced Secrets
     INVALID_SPEC = "InvalidSpec"
     SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105  # a reason, not a password
     SECRET_KEY_MISSING = "SecretKeyMissing"  # noqa: S105  # a reason, not a password
     SECRET_INCOMPLETE = "SecretIncomplete"  # noqa: S105  # a reason, not a password
     INVALID_PASSWORD = "InvalidPassword"  # noqa: S105  # a reason, not a password
-    KEY_MISMATCH = "KeyMismatch"
-    INVALID_CERTIFICATE = "InvalidCertificate"
-    EXPIRED = "Expired"
+    # the CA (policies.ca_action)
+    CA_PRESENT = "CAPresent"
+    CA_CREATED = "CACreated"  # also the Event
+    CA_INVALID = "CAInvalid"
+    CA_KEY_MISSING = "CAKeyMissing"
     CA_EXPIRED = "CAExpired"
     NAMES_OUTSIDE_CA = "NamesOutsideCA"
+    # the serving certificate (policies.server_cert_verdict, policies.byo_cert_verdict)
     VALID = "Valid"
+    MISSING = "Missing"
+    KEY_MISMATCH = "KeyMismatch"
+    NOT_SIGNED_BY_CA = "NotSignedByCA"
+    UNPARSEABLE = "Unparseable"
+    CA_BUNDLE_OUTDATED = "CABundleOutdated"
+    SANS_CHANGED = "SANsChanged"
+    LIMITED_BY_CA = "LimitedByCA"
+    EXPIRING = "Expiring"
+    EXPIRED = "Expired"
+    INVALID_CERTIFICATE = "InvalidCertificate"
+    # children (policies.ownership_verdict, the children step)
+    OWNED = "Owned"
+    ADOPTED = "Adopted"
     NAME_CONFLICT = "NameConflict"
     CHILD_REJECTED = "ChildRejected"
+    FORBIDDEN = "Forbidden"
+    APPLY_FAILED = "ApplyFailed"
+    # storage (policies.storage_verdict)
+    EMPTY_DIR = "EmptyDir"
+    CLAIM_BOUND = "ClaimBound"
+    CLAIM_PENDING = "ClaimPending"
     CLAIM_UPDATE_REJECTED = "ClaimUpdateRejected"
     CLAIM_LOST = "ClaimLost"
     STORAGE_NOT_SHARED = "StorageNotShared"
-    FORBIDDEN = "Forbidden"
-    APPLY_FAILED = "ApplyFailed"
+    # readiness (policies.deployment_verdict) and the pass as a whole
+    DEPLOYMENT_MISSING = "DeploymentMissing"
+    DEPLOYMENT_PROGRESSING = "DeploymentProgressing"
+    DEPLOYMENT_NOT_AVAILABLE = "DeploymentNotAvailable"
+    DEPLOYMENT_AVAILABLE = "DeploymentAvailable"
     ROLLING_OUT = "RollingOut"
     SCALED_TO_ZERO = "ScaledToZero"
     RECONCILE_COMPLETE = "ReconcileComplete"
     AS_EXPECTED = "AsExpected"
     RECOVERED = "Recovered"
-    NOT_CONFIGURED = "NotConfigured"
-    PUBLISH_FAILED = "PublishFailed"
-    PUBLISHING = "Publishing"
+    # tenancy (tenancy.ingress_annotations, tenancy.pull_secret_targets)
+    ANNOTATIONS_ALLOWED = "AnnotationsAllowed"
+    INGRESS_ANNOTATIONS_REFUSED = "IngressAnnotationsRefused"
+    PULL_SECRET_TARGETS_ACCEPTED = "PullSecretTargetsAccepted"  # noqa: S105  # a reason, not a password
+    PULL_SECRET_NAMESPACE_NOT_OPTED_IN = "PullSecretNamespaceNotOptedIn"  # noqa: S105  # a reason
+    # exposure (KEP-1755 hosting, pull secrets)
     HOSTING_NEEDS_NODE_PORT = "HostingNeedsNodePort"
     HOSTING_TAKEN = "HostingTaken"
     HOSTING_FAILED = "HostingFailed"
     PULL_SECRET_USER_UNKNOWN = "PullSecretUserUnknown"  # noqa: S105  # a reason, not a password
     PULL_SECRETS_FAILED = "PullSecretsFailed"
-    # Events
+    # node trust: which hosts a registry may claim (nodetrust.claims)
+    ALLOWED = "Allowed"
+    SERVED = "Served"
+    NODE_PORT = "NodePort"
+    PUBLIC_REGISTRY_HOST = "PublicRegistryHost"
+    NOT_OWN_NODE_PORT = "NotOwnNodePort"
+    FOREIGN_SERVICE_NAME = "ForeignServiceName"
+    NOT_SERVED = "NotServed"
+    # node trust: publishing (nodetrust.aggregate, nodetrust.controller, nodetrust.sources)
+    NOT_CONFIGURED = "NotConfigured"
+    PUBLISHING = "Publishing"
+    PUBLISH_FAILED = "PublishFailed"
+    NO_CA = "NoCA"
+    HOST_REFUSED = "HostRefused"
+    HOST_INVALID = "HostInvalid"
+    HOST_CONFLICT = "HostConflict"
+    CA_UNUSABLE = "CAUnusable"
+    # node trust: what the nodes report (nodetrust.rotation.readiness)
+    NO_HOSTS = "NoHosts"
+    NO_NODES = "NoNodes"
+    INSTALLING = "Installing"
+    INSTALLED = "Installed"
+    # Events only
     CREATED = "Created"
     UPDATED = "Updated"
     DELETED = "Deleted"
-    CA_CREATED = "CACreated"
     CERTIFICATE_ISSUED = "CertificateIssued"
     CA_ROTATION_STARTED = "CARotationStarted"
     CA_ROTATED = "CARotated"
@@ -101,7 +157,7 @@ def set_condition(
     *,
     type_: str,
     status: str,
-    reason: str,
+    reason: Reason,
     message: str,
     now: datetime.datetime,
     generation: int | None,
@@ -125,7 +181,7 @@ def put(
     conditions: Sequence[model.Condition],
     type_: str,
     ok: bool,
-    reason: str,
+    reason: Reason,
     message: str,
     *,
     now: datetime.datetime,

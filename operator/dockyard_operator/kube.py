@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import datetime
+import enum
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 
@@ -150,16 +151,23 @@ class Unavailable(KubeError):
     """The API server could not be reached or answered 5xx/429."""
 
 
+class StatusReason(enum.StrEnum):
+    """Reasons of the API server's Status answers that `_translate` tells apart (Kubernetes names them)."""
+
+    ALREADY_EXISTS = "AlreadyExists"
+    FIELD_MANAGER_CONFLICT = "FieldManagerConflict"
+
+
 def _translate(exc: ApiError, *, verb: str, what: str) -> KubeError:
     status = exc.status.code or 0
     reason = exc.status.reason or ""
     message = f"{verb} {what}: {exc.status.message or reason or status}"
     if status == 404:
         return NotFound(message, status=status, reason=reason)
-    if status == 409 and reason == "AlreadyExists":
+    if status == 409 and reason == StatusReason.ALREADY_EXISTS:
         return AlreadyExists(message, status=status, reason=reason)
     causes = (exc.status.details.causes if exc.status.details is not None else None) or []
-    conflicting = tuple(c.message or "" for c in causes if c.reason == "FieldManagerConflict")
+    conflicting = tuple(c.message or "" for c in causes if c.reason == StatusReason.FIELD_MANAGER_CONFLICT)
     if status == 409 and conflicting:
         return FieldConflict(message, status=status, reason=reason, managers=conflicting)
     if status == 409:

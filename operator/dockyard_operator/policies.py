@@ -17,7 +17,9 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from dockyard_operator import crypto, model, names
+from dockyard_common import pki
+from dockyard_operator import model, names
+from dockyard_operator.conditions import Reason
 
 # Two certificates read back from PEM may differ by sub-second rounding of their validity bounds.
 _CLOCK_SLACK = datetime.timedelta(seconds=1)
@@ -25,10 +27,10 @@ _CLOCK_SLACK = datetime.timedelta(seconds=1)
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """The outcome of one check: `reason` is CamelCase, `message` is for humans (never contains secrets)."""
+    """The outcome of one check: a `conditions.Reason` and a message for humans (never contains secrets)."""
 
     ok: bool
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -47,7 +49,7 @@ def desired_sans(
     return list(dict.fromkeys(dns)), list(dict.fromkeys(ips))
 
 
-def ca_constraints(dns_names: list[str], ip_addresses: list[str]) -> crypto.Constraints:
+def ca_constraints(dns_names: list[str], ip_addresses: list[str]) -> pki.Constraints:
     """The name constraints a new CA gets: the serving certificate's names (`*.x` as the subtree `x`).
 
     A CA made for one registry then cannot vouch for `docker.io` or another team's name, wherever it is
@@ -55,14 +57,14 @@ def ca_constraints(dns_names: list[str], ip_addresses: list[str]) -> crypto.Cons
     outside them until the next rotation (`within_constraints` says which).
     """
     dns = [name[2:] if name.startswith("*.") else name for name in dns_names]
-    return crypto.Constraints(
+    return pki.Constraints(
         dns_names=tuple(dict.fromkeys(name.lower() for name in dns)),
         ip_addresses=tuple(dict.fromkeys(ip_addresses)),
     )
 
 
 def within_constraints(
-    permitted: crypto.Constraints | None, *, dns_names: list[str], ip_addresses: list[str]
+    permitted: pki.Constraints | None, *, dns_names: list[str], ip_addresses: list[str]
 ) -> tuple[list[str], list[str], list[str]]:
     """(DNS names, IP addresses) the CA may vouch for, and the names it may not (in order).
 
@@ -109,24 +111,24 @@ def ca_action(
     ca_key = (ca_secret or {}).get("ca.key")
     if ca_pem and ca_key:
         try:
-            info = crypto.inspect(ca_pem)
-            matches = crypto.key_matches(cert_pem=ca_pem, key_pem=ca_key)
-        except crypto.CryptoError as exc:
-            return CaAction.REFUSE, Verdict(False, "CAInvalid", f"the CA Secret is unusable: {exc}")
+            info = pki.inspect(ca_pem)
+            matches = pki.key_matches(cert_pem=ca_pem, key_pem=ca_key)
+        except pki.PkiError as exc:
+            return CaAction.REFUSE, Verdict(False, Reason.CA_INVALID, f"the CA Secret is unusable: {exc}")
         if not matches or not info.is_ca:
             return CaAction.REFUSE, Verdict(
-                False, "CAInvalid", "the CA Secret's key does not match its certificate"
+                False, Reason.CA_INVALID, "the CA Secret's key does not match its certificate"
             )
-        return CaAction.KEEP, Verdict(True, "CAPresent", f"CA {info.fingerprint_sha256} is kept")
+        return CaAction.KEEP, Verdict(True, Reason.CA_PRESENT, f"CA {info.fingerprint_sha256} is kept")
     if tls_secret is not None and tls_secret.get("ca.crt"):
         return CaAction.REFUSE, Verdict(
             False,
-            "CAKeyMissing",
+            Reason.CA_KEY_MISSING,
             "the CA Secret is missing or incomplete while the TLS Secret still carries a CA that clients "
             "may trust; "
             "not generating a new CA silently. Delete the TLS Secret as well to accept a new CA.",
         )
-    return CaAction.CREATE, Verdict(True, "CACreated", "no CA existed; a new one is created")
+    return CaAction.CREATE, Verdict(True, Reason.CA_CREATED, "no CA existed; a new one is created")
 
 
 def server_cert_verdict(
@@ -145,36 +147,40 @@ def server_cert_verdict(
     during a CA rotation both CAs).
     """
     if tls_secret is None or not tls_secret.get("tls.crt") or not tls_secret.get("tls.key"):
-        return Verdict(False, "Missing", "no serving certificate yet")
+        return Verdict(False, Reason.MISSING, "no serving certificate yet")
     cert, key = tls_secret["tls.crt"], tls_secret["tls.key"]
     try:
-        info = crypto.inspect(cert)
-        if not crypto.key_matches(cert_pem=cert, key_pem=key):
-            return Verdict(False, "KeyMismatch", "tls.key does not belong to tls.crt")
-        if not crypto.signed_by(cert_pem=cert, ca_pem=ca_pem):
-            return Verdict(False, "NotSignedByCA", "the serving certificate was not issued by the current CA")
-    except crypto.CryptoError as exc:
-        return Verdict(False, "Unparseable", f"the serving certificate is unusable: {exc}")
+        info = pki.inspect(cert)
+        if not pki.key_matches(cert_pem=cert, key_pem=key):
+            return Verdict(False, Reason.KEY_MISMATCH, "tls.key does not belong to tls.crt")
+        if not pki.signed_by(cert_pem=cert, ca_pem=ca_pem):
+            return Verdict(
+                False, Reason.NOT_SIGNED_BY_CA, "the serving certificate was not issued by the current CA"
+            )
+    except pki.PkiError as exc:
+        return Verdict(False, Reason.UNPARSEABLE, f"the serving certificate is unusable: {exc}")
     if tls_secret.get("ca.crt") != (ca_bundle if ca_bundle is not None else ca_pem):
-        return Verdict(False, "CABundleOutdated", "ca.crt in the TLS Secret is not the current CA")
+        return Verdict(False, Reason.CA_BUNDLE_OUTDATED, "ca.crt in the TLS Secret is not the current CA")
     if sorted(info.dns_names) != sorted(dns_names) or sorted(info.ip_addresses) != sorted(ip_addresses):
         return Verdict(
-            False, "SANsChanged", "the certificate's DNS names or IP addresses differ from the wanted set"
+            False,
+            Reason.SANS_CHANGED,
+            "the certificate's DNS names or IP addresses differ from the wanted set",
         )
     if info.not_after - renew_before <= now:
-        ca_not_after = crypto.inspect(ca_pem).not_after
+        ca_not_after = pki.inspect(ca_pem).not_after
         if info.not_after >= ca_not_after - _CLOCK_SLACK and ca_not_after > now:
             # A certificate never outlives its CA: reissuing would give the same expiry on every pass.
             return Verdict(
                 True,
-                "LimitedByCA",
+                Reason.LIMITED_BY_CA,
                 f"valid until {info.not_after.isoformat()}, when the CA expires; the CA is never renewed "
                 "silently: delete both TLS Secrets to rotate it",
             )
         return Verdict(
-            False, "Expiring", f"the certificate expires at {info.not_after.isoformat()}; renewing"
+            False, Reason.EXPIRING, f"the certificate expires at {info.not_after.isoformat()}; renewing"
         )
-    return Verdict(True, "Valid", f"valid until {info.not_after.isoformat()}")
+    return Verdict(True, Reason.VALID, f"valid until {info.not_after.isoformat()}")
 
 
 def ownership_verdict(live: Mapping[str, Any], *, owner_uid: str, registry: str) -> Verdict:
@@ -187,19 +193,19 @@ def ownership_verdict(live: Mapping[str, Any], *, owner_uid: str, registry: str)
     meta = live.get("metadata") or {}
     refs = meta.get("ownerReferences") or []
     if any(ref.get("uid") == owner_uid for ref in refs):
-        return Verdict(True, "Owned", "owned by this registry")
+        return Verdict(True, Reason.OWNED, "owned by this registry")
     labels = meta.get("labels") or {}
     ours = labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY and labels.get(
         names.LABEL_INSTANCE
     ) == names.label_value(registry)
     if ours and not any(ref.get("controller") for ref in refs):
-        return Verdict(True, "Adopted", "an orphaned child of this registry is adopted")
+        return Verdict(True, Reason.ADOPTED, "an orphaned child of this registry is adopted")
     kind, name = live.get("kind", "object"), meta.get("name", "?")
     controller = next((ref for ref in refs if ref.get("controller")), None)
     holder = f"{controller.get('kind')} {controller.get('name')}" if controller else "something else"
     return Verdict(
         False,
-        "NameConflict",
+        Reason.NAME_CONFLICT,
         f"{kind} {name} already exists and belongs to {holder}, not to this registry; "
         "rename or remove it, the operator will not take it over",
     )
@@ -210,28 +216,30 @@ def byo_cert_verdict(
 ) -> Verdict:
     """Whether a bring-your-own `kubernetes.io/tls` Secret is usable."""
     if secret is None:
-        return Verdict(False, "SecretNotFound", f"TLS Secret {secret_name!r} not found")
+        return Verdict(False, Reason.SECRET_NOT_FOUND, f"TLS Secret {secret_name!r} not found")
     cert, key = secret.get("tls.crt"), secret.get("tls.key")
     if not cert or not key:
         return Verdict(
-            False, "SecretIncomplete", f"TLS Secret {secret_name!r} needs keys tls.crt and tls.key"
+            False, Reason.SECRET_INCOMPLETE, f"TLS Secret {secret_name!r} needs keys tls.crt and tls.key"
         )
     try:
-        info = crypto.inspect(cert)
-        if not crypto.key_matches(cert_pem=cert, key_pem=key):
+        info = pki.inspect(cert)
+        if not pki.key_matches(cert_pem=cert, key_pem=key):
             return Verdict(
-                False, "KeyMismatch", f"tls.key in Secret {secret_name!r} does not belong to tls.crt"
+                False, Reason.KEY_MISMATCH, f"tls.key in Secret {secret_name!r} does not belong to tls.crt"
             )
-    except crypto.CryptoError as exc:
-        return Verdict(False, "InvalidCertificate", f"TLS Secret {secret_name!r}: {exc}")
+    except pki.PkiError as exc:
+        return Verdict(False, Reason.INVALID_CERTIFICATE, f"TLS Secret {secret_name!r}: {exc}")
     if info.not_after <= now:
         return Verdict(
             False,
-            "Expired",
+            Reason.EXPIRED,
             f"the certificate in Secret {secret_name!r} expired at {info.not_after.isoformat()}",
         )
     return Verdict(
-        True, "Valid", f"certificate from Secret {secret_name!r} valid until {info.not_after.isoformat()}"
+        True,
+        Reason.VALID,
+        f"certificate from Secret {secret_name!r} valid until {info.not_after.isoformat()}",
     )
 
 
@@ -244,18 +252,18 @@ def storage_verdict(spec: model.PrivateRegistrySpec, *, pvc_phase: str | None) -
         if spec.replicas > 1:
             return Verdict(
                 False,
-                "StorageNotShared",
+                Reason.STORAGE_NOT_SHARED,
                 "emptyDir storage is per pod; more than one replica splits the data",
             )
-        return Verdict(True, "EmptyDir", "pod-local emptyDir storage (lost when the pod goes away)")
+        return Verdict(True, Reason.EMPTY_DIR, "pod-local emptyDir storage (lost when the pod goes away)")
     pvc = spec.storage.effective_pvc
     if spec.replicas > 1 and "ReadWriteMany" not in pvc.access_modes:
-        return Verdict(False, "StorageNotShared", "more than one replica needs a ReadWriteMany claim")
+        return Verdict(False, Reason.STORAGE_NOT_SHARED, "more than one replica needs a ReadWriteMany claim")
     if pvc_phase == "Bound":
-        return Verdict(True, "ClaimBound", "the PersistentVolumeClaim is bound")
+        return Verdict(True, Reason.CLAIM_BOUND, "the PersistentVolumeClaim is bound")
     if pvc_phase == "Lost":
-        return Verdict(False, "ClaimLost", "the PersistentVolumeClaim lost its volume")
-    return Verdict(False, "ClaimPending", "waiting for the PersistentVolumeClaim to be bound")
+        return Verdict(False, Reason.CLAIM_LOST, "the PersistentVolumeClaim lost its volume")
+    return Verdict(False, Reason.CLAIM_PENDING, "waiting for the PersistentVolumeClaim to be bound")
 
 
 # ---------------------------------------------------------------------------------------- readiness
@@ -264,20 +272,26 @@ def storage_verdict(spec: model.PrivateRegistrySpec, *, pvc_phase: str | None) -
 def deployment_verdict(deployment: Mapping[str, Any] | None, *, replicas: int) -> Verdict:
     """Ready follows the Deployment: available and the current generation observed."""
     if deployment is None:
-        return Verdict(False, "DeploymentMissing", "the registry Deployment does not exist yet")
+        return Verdict(False, Reason.DEPLOYMENT_MISSING, "the registry Deployment does not exist yet")
     meta = deployment.get("metadata", {})
     status = deployment.get("status") or {}
     observed = status.get("observedGeneration", 0)
     if observed < meta.get("generation", 0):
         return Verdict(
-            False, "DeploymentProgressing", "the Deployment controller has not observed the latest spec yet"
+            False,
+            Reason.DEPLOYMENT_PROGRESSING,
+            "the Deployment controller has not observed the latest spec yet",
         )
     if replicas == 0:
-        return Verdict(False, "ScaledToZero", "spec.replicas is 0")
+        return Verdict(False, Reason.SCALED_TO_ZERO, "spec.replicas is 0")
     available = status.get("availableReplicas") or 0
     updated = status.get("updatedReplicas") or 0
     if available < 1:
-        return Verdict(False, "DeploymentNotAvailable", f"0 of {replicas} registry pods are available")
+        return Verdict(False, Reason.DEPLOYMENT_NOT_AVAILABLE, f"0 of {replicas} registry pods are available")
     if updated < replicas:
-        return Verdict(True, "RollingOut", f"{available} pods available, {updated} of {replicas} updated")
-    return Verdict(True, "DeploymentAvailable", f"{available} of {replicas} registry pods are available")
+        return Verdict(
+            True, Reason.ROLLING_OUT, f"{available} pods available, {updated} of {replicas} updated"
+        )
+    return Verdict(
+        True, Reason.DEPLOYMENT_AVAILABLE, f"{available} of {replicas} registry pods are available"
+    )

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from dockyard_operator import names
+from dockyard_operator.conditions import Reason
 
 DEFAULT_INGRESS_ANNOTATIONS: tuple[str, ...] = (
     "cert-manager.io/*",
@@ -56,10 +57,10 @@ namespace lets registries of that source namespace put pull Secrets there."""
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """The outcome of one check: `reason` is CamelCase, `message` is for humans (never contains secrets)."""
+    """The outcome of one check: a `conditions.Reason` and a message for humans (never contains secrets)."""
 
     ok: bool
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -81,10 +82,10 @@ def ingress_annotations(
     kept = {k: v for k, v in (requested or {}).items() if annotation_allowed(k, allowed)}
     refused = sorted(set(requested or {}) - set(kept))
     if not refused:
-        return kept, Verdict(True, "AnnotationsAllowed", "every ingress annotation is allowed")
+        return kept, Verdict(True, Reason.ANNOTATIONS_ALLOWED, "every ingress annotation is allowed")
     return kept, Verdict(
         False,
-        "IngressAnnotationsRefused",
+        Reason.INGRESS_ANNOTATIONS_REFUSED,
         f"spec.expose.ingress.annotations {', '.join(refused)} not applied: keys containing "
         f"{FORBIDDEN_FRAGMENT!r} never are, others only when the operator's allowed ingress annotations "
         "name them",
@@ -139,10 +140,12 @@ def pull_secret_targets(
             refused.append(name)
     chosen.sort()
     if not refused:
-        return chosen, Verdict(True, "PullSecretTargetsAccepted", "every pull secret namespace opted in")
+        return chosen, Verdict(
+            True, Reason.PULL_SECRET_TARGETS_ACCEPTED, "every pull secret namespace opted in"
+        )
     return chosen, Verdict(
         False,
-        "PullSecretNamespaceNotOptedIn",
+        Reason.PULL_SECRET_NAMESPACE_NOT_OPTED_IN,
         f"no pull secret in namespace(s) {', '.join(sorted(refused))}: a namespace accepts them from "
         f"{source_namespace} only with the label {opt_in_label(source_namespace)}=true",
     )

@@ -42,11 +42,12 @@ from typing import Any, Generic, TypeVar
 import yaml
 from passlib.hash import bcrypt
 
+from dockyard_common import htpasswd as htpasswd_file
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _BCRYPT_COST_RE = re.compile(r"^\$2[abxy]?\$(\d\d)\$")
 _DEFAULT_COST = 10
-MAX_PASSWORD_BYTES = 72  # bcrypt's limit; longer passwords are refused rather than silently truncated
 
 
 class Action(enum.Enum):
@@ -183,17 +184,6 @@ def render_access(rules: AccessRules) -> str:
     return yaml.safe_dump({"anonymousPull": rules.anonymous_pull, "users": users}, sort_keys=False)
 
 
-def parse_htpasswd(text: str) -> dict[str, str]:
-    entries: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or ":" not in line:
-            continue
-        user, _, hashed = line.partition(":")
-        entries[user] = hashed
-    return entries
-
-
 class Reloading(Generic[T]):
     """A file parsed on first use and re-parsed when its stat changes (checked at most once a second)."""
 
@@ -252,7 +242,7 @@ class Authenticator:
         max_pending_per_client: int = 8,
         bcrypt_threads: int | None = None,
     ) -> None:
-        self._htpasswd: Reloading[dict[str, str]] = Reloading(htpasswd, parse_htpasswd, {}, clock=clock)
+        self._htpasswd: Reloading[dict[str, str]] = Reloading(htpasswd, htpasswd_file.parse, {}, clock=clock)
         # Access rules restrict users; losing the file must not widen anyone's rights (no rules means
         # push everywhere), so a removed file keeps its last rules. A removed htpasswd fails closed.
         self._access = Reloading(access, parse_access, AccessRules(), clock=clock, keep_when_removed=True)
@@ -438,7 +428,7 @@ class FairSlots:
 
 
 def _bcrypt_verify(password: str, hashed: str) -> bool:
-    if len(password.encode()) > MAX_PASSWORD_BYTES:
+    if len(password.encode()) > htpasswd_file.MAX_PASSWORD_BYTES:
         return False
     try:
         return bool(bcrypt.verify(password, hashed))
@@ -448,7 +438,6 @@ def _bcrypt_verify(password: str, hashed: str) -> bool:
 
 
 def hash_password(password: str, *, rounds: int = _DEFAULT_COST) -> str:
-    """An htpasswd -B compatible bcrypt hash ($2y$)."""
-    if len(password.encode()) > MAX_PASSWORD_BYTES:
-        raise ValueError(f"password longer than {MAX_PASSWORD_BYTES} bytes")
+    """An htpasswd -B compatible bcrypt hash ($2y$); `htpasswd.PasswordError` for an unusable password."""
+    htpasswd_file.check_password(password.encode())
     return str(bcrypt.using(ident="2y", rounds=rounds).hash(password))

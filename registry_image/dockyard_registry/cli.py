@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from dockyard_common import htpasswd as htpasswd_file
 from dockyard_registry import (
     auth,
     fsck,
@@ -411,7 +412,7 @@ def _authenticator(args: argparse.Namespace, *, data: Path) -> auth.Authenticato
         )
     except (ValueError, OSError) as exc:
         raise UsageError(f"cannot load auth files: {exc}") from None
-    if not auth.parse_htpasswd(htpasswd.read_text() if htpasswd.exists() else ""):
+    if not htpasswd_file.parse(htpasswd.read_text() if htpasswd.exists() else ""):
         print(
             f"warning: no users in {htpasswd}; add one with: "
             f"dockyard-registry user add NAME --data-dir {data}",
@@ -508,10 +509,10 @@ def _user_add(args: argparse.Namespace) -> int:
         hashed = auth.hash_password(password)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    entries = auth.parse_htpasswd(htpasswd.read_text()) if htpasswd.exists() else {}
+    entries = htpasswd_file.parse(htpasswd.read_text()) if htpasswd.exists() else {}
     existed = name in entries
     entries[name] = hashed
-    _write_private(htpasswd, "".join(f"{u}:{h}\n" for u, h in entries.items()))
+    _write_private(htpasswd, htpasswd_file.render(entries))
     if args.level or args.repositories:
         rules = _load_access(access)
         users = dict(rules.users)
@@ -528,12 +529,12 @@ def _user_add(args: argparse.Namespace) -> int:
 def _user_remove(args: argparse.Namespace) -> int:
     name = _validate_user(args.name)
     htpasswd, access = _auth_paths(args)
-    entries = auth.parse_htpasswd(htpasswd.read_text()) if htpasswd.exists() else {}
+    entries = htpasswd_file.parse(htpasswd.read_text()) if htpasswd.exists() else {}
     rules = _load_access(access)
     if name not in entries and name not in rules.users:
         raise UsageError(f"no user {name!r} in {htpasswd}")
     entries.pop(name, None)
-    _write_private(htpasswd, "".join(f"{u}:{h}\n" for u, h in entries.items()))
+    _write_private(htpasswd, htpasswd_file.render(entries))
     if name in rules.users:
         users = {u: r for u, r in rules.users.items() if u != name}
         _write_private(access, auth.render_access(auth.AccessRules(rules.anonymous_pull, users)))
@@ -543,7 +544,7 @@ def _user_remove(args: argparse.Namespace) -> int:
 
 def _user_list(args: argparse.Namespace) -> int:
     htpasswd, access = _auth_paths(args)
-    entries = auth.parse_htpasswd(htpasswd.read_text()) if htpasswd.exists() else {}
+    entries = htpasswd_file.parse(htpasswd.read_text()) if htpasswd.exists() else {}
     rules = _load_access(access)
     for user in sorted(entries):
         rule = rules.users.get(user, auth.UserRule())

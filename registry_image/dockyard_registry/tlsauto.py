@@ -1,6 +1,7 @@
 """`serve --tls auto`: a self-signed CA and a server certificate under DATA/tls, created once and reused.
 
-Owns: key and certificate generation, renewal of the server certificate (same CA) when it nears expiry,
+Owns: where the key and certificate files live (certificates are built by `dockyard_common.pki`, as the
+operator builds its own), renewal of the server certificate (same CA) when it nears expiry,
 the trust instructions printed for docker, containerd and podman/skopeo, and reloading a running
 server's certificate when it is renewed or replaced (CertReloader), and the server SSLContext's protocol
 and cipher policy (server_context). Must not: ever replace an
@@ -19,10 +20,7 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from dockyard_common import pki
 
 CA_DAYS = 3650
 SERVER_DAYS = 397  # the longest lifetime browsers and Apple platforms accept
@@ -98,19 +96,32 @@ def ensure(
         if files.ca_key.exists():
             raise RuntimeError(f"{files.ca_key} exists without {files.ca_cert}; refusing to replace the CA")
         _write_ca(files, now=now())
-    ca_pem = files.ca_cert.read_bytes()
+    ca = pki.KeyPair(files.ca_cert.read_bytes(), files.ca_key.read_bytes())
+    try:
+        usable = pki.inspect(ca.cert_pem).is_ca and pki.key_matches(cert_pem=ca.cert_pem, key_pem=ca.key_pem)
+    except pki.PkiError as exc:
+        raise RuntimeError(f"{files.ca_cert} / {files.ca_key}: {exc}; refusing to replace the CA") from None
+    if not usable:
+        raise RuntimeError(
+            f"{files.ca_key} does not belong to CA {files.ca_cert}; refusing to replace the CA"
+        )
     files.trust_dir.mkdir(exist_ok=True)
     trust_copy = files.trust_dir / "ca.crt"
-    if not trust_copy.exists() or trust_copy.read_bytes() != ca_pem:
-        _atomic_write(trust_copy, ca_pem, mode=0o644)
-    ca_cert = x509.load_pem_x509_certificate(ca_pem)
-    ca_key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise RuntimeError(f"{files.ca_key} is not an EC key")
-    if _needs_server_cert(files, dns_names=dns_names, ip_addresses=ip_addresses, now=now()):
-        _write_server(
-            files, ca_cert=ca_cert, ca_key=ca_key, dns_names=dns_names, ip_addresses=ip_addresses, now=now()
+    if not trust_copy.exists() or trust_copy.read_bytes() != ca.cert_pem:
+        _atomic_write(trust_copy, ca.cert_pem, mode=0o644)
+    if _needs_server_cert(
+        files, ca_pem=ca.cert_pem, dns_names=dns_names, ip_addresses=ip_addresses, now=now()
+    ):
+        server = pki.issue_server_cert(
+            ca=ca,
+            common_name=dns_names[0],
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+            now=now(),
+            duration=datetime.timedelta(days=SERVER_DAYS),
         )
+        _atomic_write(files.key, server.key_pem, mode=0o600)
+        _atomic_write(files.cert, server.cert_pem, mode=0o644)
     return files
 
 
@@ -123,8 +134,7 @@ def server_context() -> ssl.SSLContext:
 
 
 def fingerprint(cert_path: Path) -> str:
-    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
+    return pki.inspect(cert_path.read_bytes()).fingerprint_sha256
 
 
 def _atomic_write(path: Path, data: bytes, *, mode: int) -> None:
@@ -137,100 +147,36 @@ def _atomic_write(path: Path, data: bytes, *, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def _write_ca(files: TlsFiles, *, now: datetime.datetime) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, f"Dockyard registry CA ({socket.gethostname()})")]
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+    ca = pki.new_ca(
+        common_name=f"Dockyard registry CA ({socket.gethostname()})",
+        now=now,
+        duration=datetime.timedelta(days=CA_DAYS),
     )
     # Key first: a CA certificate without its key would block issuing forever.
-    _atomic_write(files.ca_key, _key_pem(key), mode=0o600)
-    _atomic_write(files.ca_cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    _atomic_write(files.ca_key, ca.key_pem, mode=0o600)
+    _atomic_write(files.ca_cert, ca.cert_pem, mode=0o644)
 
 
 def _needs_server_cert(
-    files: TlsFiles, *, dns_names: list[str], ip_addresses: list[str], now: datetime.datetime
+    files: TlsFiles, *, ca_pem: bytes, dns_names: list[str], ip_addresses: list[str], now: datetime.datetime
 ) -> bool:
+    """Missing, unreadable, not this CA's, not matching its key, expiring, or lacking a wanted name."""
     if not files.cert.exists() or not files.key.exists():
         return True
-    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
-    if cert.not_valid_after_utc - now < RENEW_BEFORE:
-        return True
-    ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
-    if cert.issuer != ca.subject:
-        return True
+    cert_pem = files.cert.read_bytes()
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
+        info = pki.inspect(cert_pem)
+        if not pki.signed_by(cert_pem=cert_pem, ca_pem=ca_pem):
+            return True
+        if not pki.key_matches(cert_pem=cert_pem, key_pem=files.key.read_bytes()):
+            return True
+    except pki.PkiError:
         return True
-    have_dns = set(san.get_values_for_type(x509.DNSName))
-    have_ips = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
-    return not (
-        set(dns_names) <= have_dns and {str(ipaddress.ip_address(i)) for i in ip_addresses} <= have_ips
-    )
-
-
-def _write_server(
-    files: TlsFiles,
-    *,
-    ca_cert: x509.Certificate,
-    ca_key: ec.EllipticCurvePrivateKey,
-    dns_names: list[str],
-    ip_addresses: list[str],
-    now: datetime.datetime,
-) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
-    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ip_addresses]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=SERVER_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    _atomic_write(files.key, _key_pem(key), mode=0o600)
-    _atomic_write(files.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    if info.expires_within(RENEW_BEFORE, now=now):
+        return True
+    wanted_ips = {str(ipaddress.ip_address(i)) for i in ip_addresses}
+    return not (set(dns_names) <= set(info.dns_names) and wanted_ips <= set(info.ip_addresses))
 
 
 def trust_instructions(files: TlsFiles, *, host_port: str) -> str:

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from dockyard_operator import builders, crypto, model, names
+from dockyard_common import pki
+from dockyard_operator import builders, model, names
 from dockyard_operator.builders import (
     deployment,
     htpasswd_secret,
@@ -43,7 +44,7 @@ def make_inputs(spec: dict[str, Any] | None = None, **overrides: Any) -> inputs.
         "tls_secret_name": "demo-tls",
         "tls_digest": "d1",
         "tls": inputs.TlsMaterial(cert_pem=b"CERT", key_pem=b"KEY", ca_pem=b"CA"),
-        "ca": crypto.KeyPair(b"CA", b"CAKEY"),
+        "ca": pki.KeyPair(b"CA", b"CAKEY"),
     }
     values.update(overrides)
     return inputs.Inputs(**values)

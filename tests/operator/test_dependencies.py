@@ -1,9 +1,10 @@
 """What the shipped packages import is what `pyproject.toml` declares.
 
 Covers:
-- every third-party module imported anywhere in `dockyard_operator` or `dockyard_registry` comes from a
-  distribution named in `[project].dependencies` (not one that only happens to be installed as a
-  dependency of a dependency: `httpx2` came with lightkube 1.x and was imported without being declared).
+- every third-party module imported anywhere in `dockyard_operator`, `dockyard_registry` or
+  `dockyard_common` comes from a distribution named in `[project].dependencies` (not one that only happens
+  to be installed as a dependency of a dependency: `httpx2` came with lightkube 1.x and was imported without
+  being declared).
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ import sys
 import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SOURCES = [ROOT / "operator" / "dockyard_operator", ROOT / "registry_image" / "dockyard_registry"]
-OWN = {"dockyard_operator", "dockyard_registry"}
+SOURCES = [
+    ROOT / "operator" / "dockyard_operator",
+    ROOT / "registry_image" / "dockyard_registry",
+    ROOT / "common" / "dockyard_common",
+]
+OWN = {"dockyard_operator", "dockyard_registry", "dockyard_common"}
 
 
 def _normalized(distribution: str) -> str:

@@ -22,7 +22,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509 import verification
 
-from dockyard_operator import crypto, model, names, policies
+from dockyard_common import pki
+from dockyard_operator import model, names, policies
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 SPEC = model.parse_spec(
@@ -37,8 +38,8 @@ DNS, IPS = policies.desired_sans(
 
 
 @pytest.fixture(scope="module")
-def ca() -> crypto.KeyPair:
-    return crypto.new_ca(
+def ca() -> pki.KeyPair:
+    return pki.new_ca(
         common_name="Dockyard CA team/demo",
         now=NOW,
         duration=datetime.timedelta(days=3650),
@@ -46,8 +47,8 @@ def ca() -> crypto.KeyPair:
     )
 
 
-def issue(ca: crypto.KeyPair, dns: list[str], ips: list[str]) -> crypto.KeyPair:
-    return crypto.issue_server_cert(
+def issue(ca: pki.KeyPair, dns: list[str], ips: list[str]) -> pki.KeyPair:
+    return pki.issue_server_cert(
         ca=ca,
         common_name=(dns or ["x"])[0],
         dns_names=dns,
@@ -57,7 +58,7 @@ def issue(ca: crypto.KeyPair, dns: list[str], ips: list[str]) -> crypto.KeyPair:
     )
 
 
-def verify(ca: crypto.KeyPair, leaf: crypto.KeyPair, subject: x509.DNSName | x509.IPAddress) -> bool:
+def verify(ca: pki.KeyPair, leaf: pki.KeyPair, subject: x509.DNSName | x509.IPAddress) -> bool:
     store = verification.Store([x509.load_pem_x509_certificate(ca.cert_pem)])
     verifier = (
         verification.PolicyBuilder()
@@ -72,7 +73,7 @@ def verify(ca: crypto.KeyPair, leaf: crypto.KeyPair, subject: x509.DNSName | x50
     return True
 
 
-def openssl_verify(tmp_path: pathlib.Path, ca: crypto.KeyPair, leaf: crypto.KeyPair) -> bool:
+def openssl_verify(tmp_path: pathlib.Path, ca: pki.KeyPair, leaf: pki.KeyPair) -> bool:
     (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
     (tmp_path / "leaf.pem").write_bytes(leaf.cert_pem)
     at = str(int((NOW + datetime.timedelta(days=1)).timestamp()))
@@ -85,8 +86,8 @@ def openssl_verify(tmp_path: pathlib.Path, ca: crypto.KeyPair, leaf: crypto.KeyP
     return done.returncode == 0
 
 
-def test_the_constraints_are_the_certificate_names_with_wildcards_as_subtrees(ca: crypto.KeyPair) -> None:
-    permitted = crypto.inspect(ca.cert_pem).permitted
+def test_the_constraints_are_the_certificate_names_with_wildcards_as_subtrees(ca: pki.KeyPair) -> None:
+    permitted = pki.inspect(ca.cert_pem).permitted
 
     assert permitted is not None
     assert permitted.dns_names == tuple(name.removeprefix("*.") for name in DNS)
@@ -97,7 +98,7 @@ def test_the_constraints_are_the_certificate_names_with_wildcards_as_subtrees(ca
 
 
 def test_every_name_of_the_serving_certificate_verifies_against_the_constrained_ca(
-    ca: crypto.KeyPair,
+    ca: pki.KeyPair,
 ) -> None:
     leaf = issue(ca, DNS, IPS)
 
@@ -108,7 +109,7 @@ def test_every_name_of_the_serving_certificate_verifies_against_the_constrained_
         assert verify(ca, leaf, x509.IPAddress(ipaddress.ip_address(ip))), ip
 
 
-def test_a_certificate_for_someone_elses_name_from_the_same_ca_does_not_verify(ca: crypto.KeyPair) -> None:
+def test_a_certificate_for_someone_elses_name_from_the_same_ca_does_not_verify(ca: pki.KeyPair) -> None:
     assert not verify(ca, issue(ca, ["docker.io"], []), x509.DNSName("docker.io"))
     assert not verify(ca, issue(ca, ["localhost", "registry-1.docker.io"], []), x509.DNSName("localhost"))
     assert not verify(ca, issue(ca, [], ["10.9.9.9"]), x509.IPAddress(ipaddress.ip_address("10.9.9.9")))
@@ -116,14 +117,14 @@ def test_a_certificate_for_someone_elses_name_from_the_same_ca_does_not_verify(c
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl binary on this machine")
 def test_openssl_accepts_the_registrys_certificate_and_refuses_one_outside_the_constraints(
-    ca: crypto.KeyPair, tmp_path: pathlib.Path
+    ca: pki.KeyPair, tmp_path: pathlib.Path
 ) -> None:
     assert openssl_verify(tmp_path, ca, issue(ca, DNS, IPS))
     assert not openssl_verify(tmp_path, ca, issue(ca, ["localhost", "docker.io"], ["127.0.0.1"]))
 
 
-def test_within_constraints_keeps_inside_names_and_names_the_rest(ca: crypto.KeyPair) -> None:
-    permitted = crypto.inspect(ca.cert_pem).permitted
+def test_within_constraints_keeps_inside_names_and_names_the_rest(ca: pki.KeyPair) -> None:
+    permitted = pki.inspect(ca.cert_pem).permitted
 
     dns, ips, outside = policies.within_constraints(
         permitted,

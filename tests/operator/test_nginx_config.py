@@ -40,7 +40,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from dockyard_operator import crypto, model
+from dockyard_common import pki
+from dockyard_operator import model
 from dockyard_operator.builders import nginx_configmap
 from tests.support import procs
 
@@ -56,8 +57,8 @@ BLOB = b"layer-bytes-0123456789"
 
 def _material(tmp: pathlib.Path) -> nginx_configmap.NginxPaths:
     now = datetime.datetime.now(datetime.UTC)
-    ca = crypto.new_ca(common_name="test ca", now=now, duration=datetime.timedelta(days=1))
-    server = crypto.issue_server_cert(
+    ca = pki.new_ca(common_name="test ca", now=now, duration=datetime.timedelta(days=1))
+    server = pki.issue_server_cert(
         ca=ca, common_name="localhost", dns_names=["localhost"], ip_addresses=["127.0.0.1"], now=now,
         duration=datetime.timedelta(hours=1),
     )  # fmt: skip

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard_operator import crypto
+from dockyard_common import pki
 from dockyard_operator.nodetrust import agent, layout
 from tests.support import podrunner
 
@@ -31,7 +31,7 @@ OTHER = "reg.example.com"
 
 
 def ca_pem(name: str) -> str:
-    return crypto.new_ca(common_name=name, now=NOW, duration=datetime.timedelta(days=30)).cert_pem.decode()
+    return pki.new_ca(common_name=name, now=NOW, duration=datetime.timedelta(days=30)).cert_pem.decode()
 
 
 CA_A = ca_pem("a")

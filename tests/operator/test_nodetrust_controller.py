@@ -28,20 +28,21 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from dockyard_operator import crypto, kube, model, names
+from dockyard_common import pki
+from dockyard_operator import kube, model, names
 from dockyard_operator.nodetrust import builders, claims, controller, layout, rotation, sources
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 OP_NS = "dockyard-system"
 
 
-def keypair(name: str) -> crypto.KeyPair:
-    return crypto.new_ca(common_name=name, now=NOW, duration=datetime.timedelta(days=30))
+def keypair(name: str) -> pki.KeyPair:
+    return pki.new_ca(common_name=name, now=NOW, duration=datetime.timedelta(days=30))
 
 
 CA = keypair("current")
 NEXT = keypair("next")
-SERVER = crypto.issue_server_cert(
+SERVER = pki.issue_server_cert(
     ca=CA, common_name="demo", dns_names=["localhost"], ip_addresses=[], now=NOW,
     duration=datetime.timedelta(days=1),
 )  # fmt: skip
@@ -169,9 +170,7 @@ async def test_sync_publishes_every_enabled_registrys_hosts_and_the_daemonset() 
 
     hosts = published(api).hosts
     assert set(hosts) == {"demo.team.svc.cluster.local", "localhost:30500", "127.0.0.1:30500", "reg.example"}
-    assert layout.fingerprints(hosts["localhost:30500"][0]) == [
-        crypto.inspect(CA.cert_pem).fingerprint_sha256
-    ]
+    assert layout.fingerprints(hosts["localhost:30500"][0]) == [pki.inspect(CA.cert_pem).fingerprint_sha256]
     assert ("DaemonSet", OP_NS, builders.NAME) in api.objects
     view = observation.view("team", "demo")
     assert view is not None and view.plan is not None and view.plan.phase is rotation.Phase.STABLE
@@ -228,8 +227,8 @@ async def test_a_handed_in_source_wins_over_what_is_read_and_unknown_registries_
     view = observation.view("team", "demo")
     assert view is not None and view.plan is not None and view.plan.phase is rotation.Phase.PUBLISHING
     assert layout.fingerprints(hosts["reg.example"][0]) == [
-        crypto.inspect(CA.cert_pem).fingerprint_sha256,
-        crypto.inspect(NEXT.cert_pem).fingerprint_sha256,
+        pki.inspect(CA.cert_pem).fingerprint_sha256,
+        pki.inspect(NEXT.cert_pem).fingerprint_sha256,
     ]
 
 
@@ -300,7 +299,7 @@ async def test_the_verdict_names_publish_failures_host_conflicts_and_counts_trus
     nt = trust(api)
     first = await nt.publish()
     hosts = first.registries[("team", "a")].hosts
-    fp = crypto.inspect(CA.cert_pem).fingerprint_sha256
+    fp = pki.inspect(CA.cert_pem).fingerprint_sha256
     report = layout.Report(node="n1", applied="x", hosts={h: (fp,) for h in hosts})
     notes = {layout.REPORT_ANNOTATION: report.to_json()}
     meta = {"name": "agent", "namespace": OP_NS, "labels": dict(builders.LABELS), "annotations": notes}
@@ -406,7 +405,7 @@ def test_a_bring_your_own_certificate_serves_the_names_it_carries() -> None:
             "nodeTrust": {"hostnames": ["localhost:5000", "x.example"]},
         }
     )
-    mine = crypto.issue_server_cert(
+    mine = pki.issue_server_cert(
         ca=CA,
         common_name="x",
         dns_names=["x.example"],

@@ -13,14 +13,14 @@ import json
 
 import pytest
 
-from dockyard_operator import crypto
+from dockyard_common import pki
 from dockyard_operator.nodetrust import layout
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
 def ca_pem(name: str = "test") -> str:
-    return crypto.new_ca(common_name=name, now=NOW, duration=datetime.timedelta(days=30)).cert_pem.decode()
+    return pki.new_ca(common_name=name, now=NOW, duration=datetime.timedelta(days=30)).cert_pem.decode()
 
 
 CA_A = ca_pem("a")
@@ -73,7 +73,7 @@ def test_hosts_toml_points_containerd_at_https_and_the_absolute_ca_path() -> Non
 
 
 def test_fingerprints_match_the_operators_status_format() -> None:
-    assert layout.fingerprints(CA_A) == [crypto.inspect(CA_A.encode()).fingerprint_sha256]
+    assert layout.fingerprints(CA_A) == [pki.inspect(CA_A.encode()).fingerprint_sha256]
 
 
 def test_a_bundle_keeps_order_and_drops_duplicates() -> None:

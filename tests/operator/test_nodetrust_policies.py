@@ -19,14 +19,14 @@ from __future__ import annotations
 import datetime
 import json
 
-from dockyard_operator import crypto
+from dockyard_common import pki
 from dockyard_operator.nodetrust import aggregate, layout, rotation
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
 def ca_pem(name: str) -> str:
-    return crypto.new_ca(common_name=name, now=NOW, duration=datetime.timedelta(days=30)).cert_pem.decode()
+    return pki.new_ca(common_name=name, now=NOW, duration=datetime.timedelta(days=30)).cert_pem.decode()
 
 
 OLD = ca_pem("old")

@@ -17,7 +17,8 @@ import datetime
 
 import pytest
 
-from dockyard_operator import crypto, model, names, policies
+from dockyard_common import pki
+from dockyard_operator import model, names, policies
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 HOUR = datetime.timedelta(hours=1)
@@ -25,14 +26,14 @@ N = names.Names.of("demo")
 
 
 @pytest.fixture(scope="module")
-def ca() -> crypto.KeyPair:
-    return crypto.new_ca(common_name="ca", now=NOW, duration=1000 * HOUR)
+def ca() -> pki.KeyPair:
+    return pki.new_ca(common_name="ca", now=NOW, duration=1000 * HOUR)
 
 
 def _tls(
-    ca: crypto.KeyPair, dns: list[str], ips: list[str], *, duration: datetime.timedelta = 100 * HOUR
+    ca: pki.KeyPair, dns: list[str], ips: list[str], *, duration: datetime.timedelta = 100 * HOUR
 ) -> dict[str, bytes]:
-    server = crypto.issue_server_cert(
+    server = pki.issue_server_cert(
         ca=ca, common_name=dns[0], dns_names=dns, ip_addresses=ips, now=NOW, duration=duration
     )
     return {"tls.crt": server.cert_pem, "tls.key": server.key_pem, "ca.crt": ca.cert_pem}
@@ -58,19 +59,19 @@ def test_sans_cover_service_names_localhost_ingress_and_extras_once() -> None:
     assert ips == ["127.0.0.1", "10.0.0.5"]
 
 
-def test_a_ca_is_created_only_when_nothing_exists(ca: crypto.KeyPair) -> None:
+def test_a_ca_is_created_only_when_nothing_exists(ca: pki.KeyPair) -> None:
     assert policies.ca_action(ca_secret=None, tls_secret=None)[0] is policies.CaAction.CREATE
     kept = {"ca.crt": ca.cert_pem, "ca.key": ca.key_pem}
     assert policies.ca_action(ca_secret=kept, tls_secret=None)[0] is policies.CaAction.KEEP
 
 
-def test_a_lost_ca_key_is_refused_while_clients_may_trust_the_old_ca(ca: crypto.KeyPair) -> None:
+def test_a_lost_ca_key_is_refused_while_clients_may_trust_the_old_ca(ca: pki.KeyPair) -> None:
     action, verdict = policies.ca_action(ca_secret=None, tls_secret={"ca.crt": ca.cert_pem})
     assert action is policies.CaAction.REFUSE and verdict.reason == "CAKeyMissing"
 
 
-def test_a_ca_secret_whose_key_does_not_match_is_refused(ca: crypto.KeyPair) -> None:
-    other = crypto.new_ca(common_name="other", now=NOW, duration=HOUR)
+def test_a_ca_secret_whose_key_does_not_match_is_refused(ca: pki.KeyPair) -> None:
+    other = pki.new_ca(common_name="other", now=NOW, duration=HOUR)
     action, verdict = policies.ca_action(
         ca_secret={"ca.crt": ca.cert_pem, "ca.key": other.key_pem}, tls_secret=None
     )
@@ -78,7 +79,7 @@ def test_a_ca_secret_whose_key_does_not_match_is_refused(ca: crypto.KeyPair) -> 
 
 
 def _verdict(
-    ca: crypto.KeyPair, tls: dict[str, bytes] | None, *, dns: list[str], now: datetime.datetime = NOW
+    ca: pki.KeyPair, tls: dict[str, bytes] | None, *, dns: list[str], now: datetime.datetime = NOW
 ) -> policies.Verdict:
     return policies.server_cert_verdict(
         tls_secret=tls,
@@ -90,13 +91,13 @@ def _verdict(
     )
 
 
-def test_a_valid_certificate_is_kept(ca: crypto.KeyPair) -> None:
+def test_a_valid_certificate_is_kept(ca: pki.KeyPair) -> None:
     assert _verdict(ca, _tls(ca, ["a"], ["127.0.0.1"]), dns=["a"]).ok
 
 
 @pytest.mark.parametrize(("hours", "ok"), [(89, True), (90, False), (95, False), (200, False)])
 def test_the_certificate_is_renewed_inside_the_renew_before_window(
-    ca: crypto.KeyPair, hours: int, ok: bool
+    ca: pki.KeyPair, hours: int, ok: bool
 ) -> None:
     verdict = _verdict(ca, _tls(ca, ["a"], ["127.0.0.1"]), dns=["a"], now=NOW + hours * HOUR)
     assert verdict.ok is ok
@@ -104,12 +105,12 @@ def test_the_certificate_is_renewed_inside_the_renew_before_window(
         assert verdict.reason == "Expiring"
 
 
-def test_a_san_change_reissues(ca: crypto.KeyPair) -> None:
+def test_a_san_change_reissues(ca: pki.KeyPair) -> None:
     assert _verdict(ca, _tls(ca, ["a"], ["127.0.0.1"]), dns=["a", "b"]).reason == "SANsChanged"
 
 
-def test_a_certificate_from_another_ca_or_with_a_foreign_key_is_reissued(ca: crypto.KeyPair) -> None:
-    other = crypto.new_ca(common_name="other", now=NOW, duration=1000 * HOUR)
+def test_a_certificate_from_another_ca_or_with_a_foreign_key_is_reissued(ca: pki.KeyPair) -> None:
+    other = pki.new_ca(common_name="other", now=NOW, duration=1000 * HOUR)
     foreign = _tls(other, ["a"], ["127.0.0.1"])
     assert _verdict(ca, {**foreign, "ca.crt": ca.cert_pem}, dns=["a"]).reason == "NotSignedByCA"
     mismatched = {**_tls(ca, ["a"], ["127.0.0.1"]), "tls.key": other.key_pem}
@@ -117,7 +118,7 @@ def test_a_certificate_from_another_ca_or_with_a_foreign_key_is_reissued(ca: cry
     assert _verdict(ca, None, dns=["a"]).reason == "Missing"
 
 
-def test_bring_your_own_certificates_are_checked(ca: crypto.KeyPair) -> None:
+def test_bring_your_own_certificates_are_checked(ca: pki.KeyPair) -> None:
     good = _tls(ca, ["a"], [])
     assert policies.byo_cert_verdict(secret=good, secret_name="mine", now=NOW).ok
     assert policies.byo_cert_verdict(secret=None, secret_name="mine", now=NOW).reason == "SecretNotFound"
@@ -182,7 +183,7 @@ def test_ready_follows_the_deployment() -> None:
 
 
 def test_a_certificate_that_already_lasts_as_long_as_its_ca_is_not_renewed() -> None:
-    short_ca = crypto.new_ca(common_name="short", now=NOW, duration=2 * HOUR)
+    short_ca = pki.new_ca(common_name="short", now=NOW, duration=2 * HOUR)
     tls = _tls(short_ca, ["a"], ["127.0.0.1"])  # capped at the CA's expiry
     verdict = _verdict(short_ca, tls, dns=["a"], now=NOW + HOUR)
     assert verdict.ok and verdict.reason == "LimitedByCA"

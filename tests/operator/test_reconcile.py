@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from dockyard_common import htpasswd, pki
 from dockyard_operator import crypto, names, reconcile, settings
 from tests.operator import fakes
 
@@ -232,7 +233,7 @@ async def test_an_object_of_someone_else_with_a_childs_name_is_not_taken_over(
 async def test_a_foreign_ca_secret_is_neither_used_nor_overwritten(
     api: fakes.FakeKube, reconciler: reconcile.Reconciler, clock: Clock
 ) -> None:
-    theirs = crypto.new_ca(common_name="theirs", now=clock.now, duration=datetime.timedelta(days=1))
+    theirs = pki.new_ca(common_name="theirs", now=clock.now, duration=datetime.timedelta(days=1))
     api.put(
         {
             "apiVersion": "v1",
@@ -285,11 +286,11 @@ async def test_unchanged_passwords_keep_their_hashes_and_a_changed_one_rehashes_
 ) -> None:
     create(api)
     await run(reconciler)
-    first = crypto.parse_htpasswd(secret_data(api, N.htpasswd_secret)["htpasswd"].decode())
+    first = htpasswd.parse(secret_data(api, N.htpasswd_secret)["htpasswd"].decode())
     first_hash = config_hash(api)
     api.put(fakes.password_secret("bob-pw", b"a-new-password", key="pw"))
     await run(reconciler)
-    second = crypto.parse_htpasswd(secret_data(api, N.htpasswd_secret)["htpasswd"].decode())
+    second = htpasswd.parse(secret_data(api, N.htpasswd_secret)["htpasswd"].decode())
     assert second["alice"] == first["alice"]
     assert second["bob"] != first["bob"]
     assert crypto.verify_password(b"a-new-password", second["bob"])
@@ -386,8 +387,8 @@ async def test_the_certificate_is_renewed_in_its_window_by_the_same_ca(
     renewed = secret_data(api, N.tls_secret)
     assert renewed["tls.crt"] != first["tls.crt"]
     assert renewed["ca.crt"] == first["ca.crt"]
-    assert crypto.signed_by(cert_pem=renewed["tls.crt"], ca_pem=first["ca.crt"])
-    assert crypto.inspect(renewed["tls.crt"]).not_after > START + datetime.timedelta(hours=150)
+    assert pki.signed_by(cert_pem=renewed["tls.crt"], ca_pem=first["ca.crt"])
+    assert pki.inspect(renewed["tls.crt"]).not_after > START + datetime.timedelta(hours=150)
     assert any(e["reason"] == "CertificateIssued" for e in api.events)
 
 
@@ -396,7 +397,7 @@ async def test_adding_a_dns_name_reissues_the_certificate_from_the_same_ca_made_
 ) -> None:
     create(api)
     await run(reconciler)
-    old_ca = crypto.new_ca(common_name="an older CA", now=START, duration=datetime.timedelta(days=3650))
+    old_ca = pki.new_ca(common_name="an older CA", now=START, duration=datetime.timedelta(days=3650))
     api.obj("Secret", N.ca_secret)["data"] = {
         "ca.crt": base64.b64encode(old_ca.cert_pem).decode(),
         "ca.key": base64.b64encode(old_ca.key_pem).decode(),
@@ -409,7 +410,7 @@ async def test_adding_a_dns_name_reissues_the_certificate_from_the_same_ca_made_
     body["metadata"]["generation"] = 2
     await run(reconciler)
     second = secret_data(api, N.tls_secret)
-    info = crypto.inspect(second["tls.crt"])
+    info = pki.inspect(second["tls.crt"])
     assert "registry.example.com" in info.dns_names and "10.1.2.3" in info.ip_addresses
     assert second["ca.crt"] == first["ca.crt"]
     status = api.obj(names.KIND, "demo")["status"]
@@ -422,7 +423,7 @@ async def test_a_new_ca_vouches_only_for_the_registrys_names_and_a_name_added_la
 ) -> None:
     create(api, spec={"tls": {"dnsNames": ["registry.example.com"]}})
     await run(reconciler)
-    permitted = crypto.inspect(secret_data(api, N.ca_secret)["ca.crt"]).permitted
+    permitted = pki.inspect(secret_data(api, N.ca_secret)["ca.crt"]).permitted
     assert permitted is not None and "registry.example.com" in permitted.dns_names
     assert "localhost" in permitted.dns_names and permitted.ip_addresses == ("127.0.0.1",)
     first = secret_data(api, N.tls_secret)
@@ -472,8 +473,8 @@ async def test_deleting_both_tls_secrets_accepts_a_new_ca(
 
 
 def _byo_secret(api: fakes.FakeKube, clock: Clock) -> None:
-    ca = crypto.new_ca(common_name="their ca", now=clock.now, duration=datetime.timedelta(days=30))
-    server = crypto.issue_server_cert(
+    ca = pki.new_ca(common_name="their ca", now=clock.now, duration=datetime.timedelta(days=30))
+    server = pki.issue_server_cert(
         ca=ca,
         common_name="reg",
         dns_names=["reg"],
@@ -540,7 +541,7 @@ async def test_ready_follows_the_deployment_and_status_reports_endpoint_and_ca(
     assert conditions(api)["Ready"]["status"] == "False"  # no controller has observed the Deployment yet
     assert conditions(api)["Progressing"]["status"] == "True"
     assert status["endpoint"] == "demo.ns.svc:443"
-    ca = crypto.inspect(secret_data(api, N.tls_secret)["ca.crt"])
+    ca = pki.inspect(secret_data(api, N.tls_secret)["ca.crt"])
     assert status["ca"]["fingerprintSha256"] == ca.fingerprint_sha256
     deployment = api.obj("Deployment", N.deployment)
     deployment["status"] = {
@@ -635,7 +636,7 @@ async def test_verified_passwords_are_not_bcrypt_checked_again_on_every_pass(
     assert calls == ["bob"]
     assert crypto.verify_password(
         b"changed-again",
-        crypto.parse_htpasswd(secret_data(api, N.htpasswd_secret)["htpasswd"].decode())["bob"],
+        htpasswd.parse(secret_data(api, N.htpasswd_secret)["htpasswd"].decode())["bob"],
     )
 
 

@@ -31,7 +31,8 @@ from typing import Any
 
 import pytest
 
-from dockyard_operator import crypto, names, reconcile, settings
+from dockyard_common import pki
+from dockyard_operator import names, reconcile, settings
 from dockyard_operator.nodetrust import builders, controller, layout
 from tests.operator import fakes
 
@@ -215,17 +216,17 @@ async def test_a_ca_rotation_is_staged_through_the_nodes_and_never_serves_an_unt
     assert api.has("Secret", next_name)
     new_pem = base64.b64decode(api.obj("Secret", next_name)["data"]["ca.crt"]).decode()
     new_fp = layout.fingerprint(new_pem)
-    assert crypto.inspect(new_pem.encode()).permitted is not None, "a staged CA has name constraints too"
+    assert pki.inspect(new_pem.encode()).permitted is not None, "a staged CA has name constraints too"
     await run(reconciler)  # node trust publishes both
     assert layout.fingerprints(_tls(api)["ca.crt"].decode()) == [old_fp, new_fp]  # clients may trust either
-    assert crypto.signed_by(cert_pem=_tls(api)["tls.crt"], ca_pem=old_pem.encode())  # nodes lack the new CA
+    assert pki.signed_by(cert_pem=_tls(api)["tls.crt"], ca_pem=old_pem.encode())  # nodes lack the new CA
     await run(reconciler)
-    assert crypto.signed_by(cert_pem=_tls(api)["tls.crt"], ca_pem=old_pem.encode())
+    assert pki.signed_by(cert_pem=_tls(api)["tls.crt"], ca_pem=old_pem.encode())
 
     _serve_nodes(api, [old_fp, new_fp])  # every node now trusts both
     for _ in range(2):
         await run(reconciler)
-    assert crypto.signed_by(cert_pem=_tls(api)["tls.crt"], ca_pem=new_pem.encode())  # switched
+    assert pki.signed_by(cert_pem=_tls(api)["tls.crt"], ca_pem=new_pem.encode())  # switched
     assert _ca_pem(api) == old_pem  # not promoted before the pods serve the new certificate
 
     _rolled_out(api)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common import htpasswd as htpasswd_file
 from dockyard_registry import auth, cli, paths
 from tests.support import procs
 
@@ -104,7 +105,7 @@ def test_user_add_reads_the_password_from_stdin_and_never_prints_it(
     assert code == 0
     assert "s3cret-pass" not in out + err
     htpasswd = tmp_path / "auth" / "htpasswd"
-    entry = auth.parse_htpasswd(htpasswd.read_text())["alice"]
+    entry = htpasswd_file.parse(htpasswd.read_text())["alice"]
     assert entry.startswith("$2y$")
     assert htpasswd.stat().st_mode & 0o777 == 0o600
     assert not (tmp_path / "auth" / "access.yaml").exists(), "no rules given: plain htpasswd behaviour"

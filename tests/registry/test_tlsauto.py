@@ -2,11 +2,11 @@
 
 Covers: CA and server certificate files and modes; SANs (localhost, loopback IPs, extra names); the server
 certificate verifies against the CA; a second run reuses both byte-for-byte; a certificate close to
-expiry (or missing a requested name) is re-issued by the same CA; a CA key without its certificate is
-refused; the trust directory holds only the CA; printed instructions and fingerprint; a running
-server reloads a renewed certificate and keeps the old one when the new pair is broken; the server
-context (real handshakes) refuses TLS 1.2 CBC suites and speaks TLS 1.2 with ECDHE + AES-GCM or
-ChaCha20-Poly1305, and TLS 1.3.
+expiry (or missing a requested name, signed by another CA, or not matching its key) is re-issued by the
+same CA; a CA key without its certificate, or one that does not belong to it, is refused and kept; the
+trust directory holds only the CA; printed instructions and fingerprint; a running server reloads a renewed
+certificate and keeps the old one when the new pair is broken; the server context (real handshakes)
+refuses TLS 1.2 CBC suites and speaks TLS 1.2 with ECDHE + AES-GCM or ChaCha20-Poly1305, and TLS 1.3.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from dockyard_common import pki
 from dockyard_registry import tlsauto
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
@@ -84,6 +85,38 @@ def test_ca_key_without_ca_certificate_is_refused(tmp_path: Path) -> None:
     files.ca_cert.unlink()
     with pytest.raises(RuntimeError, match="refusing to replace the CA"):
         make(tmp_path)
+
+
+def test_a_ca_key_that_does_not_belong_to_the_ca_is_refused_and_kept(tmp_path: Path) -> None:
+    files = make(tmp_path)
+    stranger = pki.new_ca(common_name="stranger", now=NOW, duration=datetime.timedelta(days=1))
+    files.ca_key.write_bytes(stranger.key_pem)
+    ca_before = files.ca_cert.read_bytes()
+    with pytest.raises(RuntimeError, match="refusing to replace the CA"):
+        make(tmp_path)
+    assert files.ca_cert.read_bytes() == ca_before and files.ca_key.read_bytes() == stranger.key_pem
+
+
+def test_a_server_certificate_from_another_ca_or_with_another_key_is_reissued(tmp_path: Path) -> None:
+    files = make(tmp_path)
+    other = pki.new_ca(common_name="other", now=NOW, duration=datetime.timedelta(days=3650))
+    foreign = pki.issue_server_cert(
+        ca=other,
+        common_name="localhost",
+        dns_names=["localhost"],
+        ip_addresses=["127.0.0.1", "::1"],
+        now=NOW,
+        duration=datetime.timedelta(days=300),
+    )
+    files.cert.write_bytes(foreign.cert_pem)
+    files.key.write_bytes(foreign.key_pem)
+    make(tmp_path)
+    assert pki.signed_by(cert_pem=files.cert.read_bytes(), ca_pem=files.ca_cert.read_bytes())
+    own_cert = files.cert.read_bytes()
+    files.key.write_bytes(foreign.key_pem)
+    make(tmp_path)
+    assert files.cert.read_bytes() != own_cert
+    assert pki.key_matches(cert_pem=files.cert.read_bytes(), key_pem=files.key.read_bytes())
 
 
 def test_trust_directory_holds_only_the_ca(tmp_path: Path) -> None:

@@ -580,11 +580,24 @@ class ControlPlane:
         self.kubectl("apply", "-f", "-", input=json.dumps(volume))
         return name
 
-    def audit_events(self) -> list[dict[str, Any]]:
-        """Every audit event so far (Metadata level: who did what to which object, and the code)."""
-        with contextlib.suppress(FileNotFoundError):
-            return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line.strip()]
+    def audit_events(self, *, since: int = 0) -> list[dict[str, Any]]:
+        """Every audit event so far (Metadata level: who did what to which object, and the code).
+
+        `since`, an `audit_offset()`, leaves out what came before; a line still being written is left for
+        the next call.
+        """
+        with contextlib.suppress(FileNotFoundError), self.audit_log.open("rb") as handle:
+            handle.seek(since)
+            complete, _, _ = handle.read().rpartition(b"\n")
+            return [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
         return []
+
+    def audit_offset(self) -> int:
+        """Where the audit log ends now: `audit_events(since=...)` then sees only later requests."""
+        try:
+            return self.audit_log.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def logs(self) -> dict[str, str]:
         """Last lines of every component's log, for failure messages."""

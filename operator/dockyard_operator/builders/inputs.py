@@ -12,7 +12,8 @@ import dataclasses
 import hashlib
 from collections.abc import Mapping
 
-from dockyard_operator import crypto, model, names, tenancy
+from dockyard_common import pki
+from dockyard_operator import model, names, tenancy
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -53,7 +54,7 @@ class Inputs:
     """Digest of the served certificate and key, so a renewal rolls the pods."""
     tls: TlsMaterial | None = None
     """Set when the operator renders <registry>-tls (SelfSigned mode and a usable CA)."""
-    ca: crypto.KeyPair | None = None
+    ca: pki.KeyPair | None = None
     """Set when the operator renders <registry>-ca."""
     ca_annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Annotations of <registry>-ca (the CA rotation request it satisfies)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
+from dockyard_operator.conditions import Reason
 from dockyard_operator.nodetrust import layout
 
 
@@ -76,9 +77,9 @@ Key = tuple[str, str]
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    """Why some of a registry's node trust is not published: a CamelCase reason and a message."""
+    """Why some of a registry's node trust is not published: a `conditions.Reason` and a message."""
 
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -116,7 +117,7 @@ def aggregate(registries: Iterable[RegistryTrust], *, previous: Mapping[str, Key
         try:
             usable.append((registry, layout.bundle(registry.ca_pems)))
         except layout.LayoutError as exc:
-            problems.setdefault(key, []).append(Problem("CAUnusable", f"CA cannot be published: {exc}"))
+            problems.setdefault(key, []).append(Problem(Reason.CA_UNUSABLE, f"CA cannot be published: {exc}"))
     claimed: dict[str, set[Key]] = {}
     for registry, _ in usable:
         for host in registry.hosts:
@@ -131,14 +132,14 @@ def aggregate(registries: Iterable[RegistryTrust], *, previous: Mapping[str, Key
             try:
                 layout.check_host(host)
             except layout.LayoutError as exc:
-                problems.setdefault(key, []).append(Problem("HostInvalid", str(exc)))
+                problems.setdefault(key, []).append(Problem(Reason.HOST_INVALID, str(exc)))
                 continue
             owner = owners.setdefault(host, key)
             if owner != key:
                 namespace, name = owner
                 problems.setdefault(key, []).append(
                     Problem(
-                        "HostConflict",
+                        Reason.HOST_CONFLICT,
                         f"host {host} is already trusted for {namespace}/{name}, which claimed it first",
                     )
                 )

@@ -30,6 +30,8 @@ import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 
+from dockyard_operator.conditions import Reason
+
 PUBLIC_HOSTS: tuple[str, ...] = (
     "docker.io",
     "registry-1.docker.io",
@@ -56,10 +58,10 @@ PATTERN = re.compile(r"^(\*|(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """Whether one host may be published (`ok`), with a CamelCase reason and a message naming the host."""
+    """Whether one host may be published (`ok`), with a `conditions.Reason` and a message naming the host."""
 
     ok: bool
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -128,19 +130,19 @@ def verdict(host: str, *, served: Served, allowed: Sequence[str] = ()) -> Verdic
     public = public_entry(name)
     if public is not None:
         if any(names_explicitly(pattern, name) for pattern in allowed):
-            return Verdict(True, "Allowed", f"host {host} is allowed by the operator's allowed hosts")
+            return Verdict(True, Reason.ALLOWED, f"host {host} is allowed by the operator's allowed hosts")
         return Verdict(
             False,
-            "PublicRegistryHost",
+            Reason.PUBLIC_REGISTRY_HOST,
             f"host {host} is a public registry ({public}); nodes keep trusting it as they do "
             "unless the operator's allowed hosts name it explicitly",
         )
     if name in LOOPBACK:
         if served.node_port is not None and port == str(served.node_port):
-            return Verdict(True, "NodePort", f"host {host} is the registry's own node port")
+            return Verdict(True, Reason.NODE_PORT, f"host {host} is the registry's own node port")
         return Verdict(
             False,
-            "NotOwnNodePort",
+            Reason.NOT_OWN_NODE_PORT,
             f"host {host} is loopback on a port that is not this registry's node port "
             f"({served.node_port if served.node_port is not None else 'none'})",
         )
@@ -148,16 +150,16 @@ def verdict(host: str, *, served: Served, allowed: Sequence[str] = ()) -> Verdic
     if namespace is not None and namespace != served.namespace:
         return Verdict(
             False,
-            "ForeignServiceName",
+            Reason.FOREIGN_SERVICE_NAME,
             f"host {host} is a Service name of namespace {namespace}, not of {served.namespace}",
         )
     if any(_served(pattern.lower(), name) for pattern in served.names):
-        return Verdict(True, "Served", f"host {host} is a name of the registry's serving certificate")
+        return Verdict(True, Reason.SERVED, f"host {host} is a name of the registry's serving certificate")
     if any(matches(pattern, name) for pattern in allowed):
-        return Verdict(True, "Allowed", f"host {host} is allowed by the operator's allowed hosts")
+        return Verdict(True, Reason.ALLOWED, f"host {host} is allowed by the operator's allowed hosts")
     return Verdict(
         False,
-        "NotServed",
+        Reason.NOT_SERVED,
         f"host {host} is neither a name of the registry's certificate (add it to spec.tls.dnsNames or "
         "spec.tls.ipAddresses) nor in the operator's allowed hosts",
     )

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import pydantic
 
 from dockyard_operator import kube, model, names, writer
+from dockyard_operator.conditions import Reason
 from dockyard_operator.nodetrust import aggregate, builders, claims, layout, rotation, sources
 
 log = logging.getLogger(__name__)
@@ -206,12 +207,12 @@ class NodeTrust:
             if src is None:
                 continue
             if src.current_pem is None:
-                no_ca = aggregate.Problem("NoCA", "no CA to publish yet")
+                no_ca = aggregate.Problem(Reason.NO_CA, "no CA to publish yet")
                 views[item] = sources.RegistryView((), (), None, (no_ca,))
                 continue
             accepted, refused = claims.screen(src.hosts, served=src.served, allowed=self._allowed)
             wanted[item] = (src, accepted)
-            refusals[item] = tuple(aggregate.Problem("HostRefused", r.message) for r in refused)
+            refusals[item] = tuple(aggregate.Problem(Reason.HOST_REFUSED, r.message) for r in refused)
 
         def contributions(pems: Mapping[Key, Sequence[str]]) -> list[aggregate.RegistryTrust]:
             return [

@@ -22,6 +22,7 @@ import dataclasses
 import enum
 from collections.abc import Iterable, Sequence
 
+from dockyard_operator.conditions import Reason
 from dockyard_operator.nodetrust import layout
 
 
@@ -114,16 +115,18 @@ def plan(
 @dataclasses.dataclass(frozen=True)
 class Verdict:
     ok: bool
-    reason: str
+    reason: Reason
     message: str
 
 
 def readiness(*, nodes: Nodes, hosts: Sequence[str], fingerprints: Sequence[str]) -> Verdict:
     """`NodeTrustReady`: every node trusts every CA being published for every host of the registry."""
     if not hosts:
-        return Verdict(False, "NoHosts", "no host to publish: set nodeTrust.hostnames or expose the registry")
+        return Verdict(
+            False, Reason.NO_HOSTS, "no host to publish: set nodeTrust.hostnames or expose the registry"
+        )
     if nodes.desired == 0:
-        return Verdict(False, "NoNodes", "the node trust DaemonSet runs on no node yet")
+        return Verdict(False, Reason.NO_NODES, "the node trust DaemonSet runs on no node yet")
     short = [
         (fp, trusting(nodes, hosts=hosts, fingerprint=fp))
         for fp in fingerprints
@@ -132,6 +135,6 @@ def readiness(*, nodes: Nodes, hosts: Sequence[str], fingerprints: Sequence[str]
     if short:
         fp, count = short[0]
         return Verdict(
-            False, "Installing", f"{count}/{nodes.desired} nodes trust CA {fp} for {len(hosts)} hosts"
+            False, Reason.INSTALLING, f"{count}/{nodes.desired} nodes trust CA {fp} for {len(hosts)} hosts"
         )
-    return Verdict(True, "Installed", f"all {nodes.desired} nodes trust the CA for {len(hosts)} hosts")
+    return Verdict(True, Reason.INSTALLED, f"all {nodes.desired} nodes trust the CA for {len(hosts)} hosts")

@@ -13,7 +13,9 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dockyard_operator import crypto, model, names, policies
+from dockyard_common import pki
+from dockyard_operator import model, names, policies
+from dockyard_operator.conditions import Reason
 from dockyard_operator.nodetrust import aggregate, claims, layout, rotation
 
 Key = tuple[str, str]
@@ -107,9 +109,9 @@ def served(
     if spec.tls.mode == "Secret" and server_cert_pem:
         # A bring-your-own certificate serves the names it carries, whatever the spec says.
         try:
-            info = crypto.inspect(server_cert_pem.encode())
+            info = pki.inspect(server_cert_pem.encode())
             dns, ips = [*dns, *info.dns_names], [*ips, *info.ip_addresses]
-        except crypto.CryptoError:
+        except pki.PkiError:
             pass  # its own reconcile reports the unusable certificate
     return claims.Served(
         namespace=namespace,
@@ -162,7 +164,7 @@ class Observation:
         if view is None:
             return None
         if self.error is not None:
-            return rotation.Verdict(False, "PublishFailed", self.error)
+            return rotation.Verdict(False, Reason.PUBLISH_FAILED, self.error)
         if view.problems:
             return rotation.Verdict(
                 False, view.problems[0].reason, "; ".join(p.message for p in view.problems)
@@ -207,9 +209,9 @@ def _issuer(cert_pem: str | None, candidates: Sequence[str]) -> str | None:
         return None
     for candidate in candidates:
         try:
-            if crypto.signed_by(cert_pem=cert_pem.encode(), ca_pem=candidate.encode()):
+            if pki.signed_by(cert_pem=cert_pem.encode(), ca_pem=candidate.encode()):
                 return layout.fingerprint(candidate)
-        except crypto.CryptoError:
+        except pki.PkiError:
             return None
     return None
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from dockyard_operator import builders, crypto, model, writer
+from dockyard_common import pki
+from dockyard_operator import builders, model, writer
 from dockyard_operator.builders import inputs
 from dockyard_operator.conditions import Reason
 from dockyard_operator.nodetrust import builders as nt_builders
@@ -30,7 +31,7 @@ class Plans(Protocol):
     def plan_for(self, namespace: str, name: str) -> rotation.Plan | None: ...
 
 
-def _same(a: crypto.KeyPair, b: crypto.KeyPair) -> bool:
+def _same(a: pki.KeyPair, b: pki.KeyPair) -> bool:
     return layout.fingerprint(a.cert_pem.decode()) == layout.fingerprint(b.cert_pem.decode())
 
 
@@ -56,7 +57,7 @@ class CaRotation:
             if not requested or requested == handled:
                 return stable
             staged = await asyncio.to_thread(
-                crypto.new_ca,
+                pki.new_ca,
                 common_name=f"Dockyard CA {run.namespace}/{run.name} ({requested})"[:64],
                 now=run.now,
                 duration=model.parse_duration(run.spec.tls.ca_duration),
@@ -118,8 +119,8 @@ class CaRotation:
         )
 
     async def _create(
-        self, adopted: dict[str, Any], *, owner: inputs.Owner, current: crypto.KeyPair
-    ) -> tuple[tuple[crypto.KeyPair, str | None] | None, context.Findings]:
+        self, adopted: dict[str, Any], *, owner: inputs.Owner, current: pki.KeyPair
+    ) -> tuple[tuple[pki.KeyPair, str | None] | None, context.Findings]:
         """Create the staged next CA Secret that this pass read as absent; never replace one that exists.
 
         It can exist unseen: an earlier create whose answer was lost was still in flight at the API server
@@ -140,8 +141,8 @@ class CaRotation:
         return (kept, staged_for), context.Findings()
 
 
-def _keypair(secret: dict[str, Any] | None) -> tuple[crypto.KeyPair | None, str | None]:
+def _keypair(secret: dict[str, Any] | None) -> tuple[pki.KeyPair | None, str | None]:
     """The CA in a staged Secret (None without a key) and the rotation request it was staged for."""
     data = context.decode(secret)
-    pair = crypto.KeyPair(data["ca.crt"], data["ca.key"]) if data and "ca.key" in data else None
+    pair = pki.KeyPair(data["ca.crt"], data["ca.key"]) if data and "ca.key" in data else None
     return pair, ((secret or {}).get("metadata", {}).get("annotations") or {}).get(context.ROTATE_CA)

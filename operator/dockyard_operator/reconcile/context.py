@@ -16,7 +16,8 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from dockyard_operator import conditions, crypto, model, names, policies, writer
+from dockyard_common import pki
+from dockyard_operator import conditions, model, names, policies, writer
 from dockyard_operator.builders import inputs
 
 ROTATE_CA = f"{names.GROUP}/rotate-ca"
@@ -44,14 +45,14 @@ class Reader(Protocol):
 class Problem:
     """Something that makes the spec unusable right now (reason, message); never contains secrets."""
 
-    reason: str
+    reason: conditions.Reason
     message: str
 
 
 @dataclasses.dataclass(frozen=True)
 class Event:
     type: str
-    reason: str
+    reason: conditions.Reason
     message: str
 
 
@@ -71,11 +72,11 @@ class Findings:
         )
 
 
-def problem(reason: str, message: str, *, retry_after: float | None = None) -> Findings:
+def problem(reason: conditions.Reason, message: str, *, retry_after: float | None = None) -> Findings:
     return Findings(problems=(Problem(reason, message),), retry_after=retry_after)
 
 
-def event(reason: str, message: str, *, type_: str = "Normal") -> Findings:
+def event(reason: conditions.Reason, message: str, *, type_: str = "Normal") -> Findings:
     return Findings(events=(Event(type_, reason, message),))
 
 
@@ -137,10 +138,10 @@ class Users:
 class CaChoice:
     """The CA a SelfSigned registry keeps or creates, before any staged rotation."""
 
-    ca: crypto.KeyPair
+    ca: pki.KeyPair
     handled: str | None
     """The rotation request the CA already satisfies (from its Secret's annotation)."""
-    permitted: crypto.Constraints
+    permitted: pki.Constraints
     dns: tuple[str, ...]
     ips: tuple[str, ...]
     tls_data: Mapping[str, bytes] | None
@@ -152,8 +153,8 @@ class CaChoice:
 class Staged:
     """The CAs of one pass: the current one, the one that signs the serving certificate, the bundle."""
 
-    ca: crypto.KeyPair
-    signer: crypto.KeyPair
+    ca: pki.KeyPair
+    signer: pki.KeyPair
     bundle: bytes
     handled: str | None
     next_ca_pem: bytes | None = None
@@ -170,7 +171,7 @@ class Tls:
     """The Secret the nginx sidecar mounts: <registry>-tls, or the user's Secret in mode Secret."""
     digest: str
     material: inputs.TlsMaterial | None = None
-    ca: crypto.KeyPair | None = None
+    ca: pki.KeyPair | None = None
     ca_annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
     certificate: policies.Verdict | None = None
     ca_status: model.CaStatus | None = None
@@ -252,14 +253,14 @@ def tls_digest(cert_pem: bytes, key_pem: bytes, ca_pem: bytes) -> str:
 
 
 def ca_status(ca_pem: bytes, secret_name: str) -> model.CaStatus:
-    info = crypto.inspect(ca_pem)
+    info = pki.inspect(ca_pem)
     return model.CaStatus(
         secret_name=secret_name, fingerprint_sha256=info.fingerprint_sha256, not_after=info.not_after
     )
 
 
 def cert_status(cert_pem: bytes, secret_name: str) -> model.CertificateStatus:
-    info = crypto.inspect(cert_pem)
+    info = pki.inspect(cert_pem)
     return model.CertificateStatus(
         secret_name=secret_name,
         not_after=info.not_after,
@@ -282,7 +283,3 @@ def endpoint(spec: model.PrivateRegistrySpec, child_names: names.Names, namespac
     if spec.expose.ingress is not None:
         return f"{spec.expose.ingress.host}:443"
     return f"{child_names.service}.{namespace}.svc:443"
-
-
-def reason_of(findings: Findings, default: str = conditions.Reason.AS_EXPECTED) -> str:
-    return findings.problems[0].reason if findings.problems else default

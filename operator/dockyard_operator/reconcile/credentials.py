@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import secrets
 
+from dockyard_common import htpasswd
 from dockyard_operator import crypto, settings
 from dockyard_operator.builders import htpasswd_secret
 from dockyard_operator.conditions import Reason
@@ -56,8 +57,8 @@ class Credentials:
                 )
                 continue
             try:
-                crypto.check_password(data[ref.key])
-            except crypto.CryptoError as exc:
+                htpasswd.check_password(data[ref.key])
+            except htpasswd.PasswordError as exc:
                 problems.append(
                     context.Problem(
                         Reason.INVALID_PASSWORD,
@@ -71,7 +72,7 @@ class Credentials:
         current = context.decode(
             await context.own_secret_object(self._reader, owner=run.owner, name=run.names.htpasswd_secret)
         )
-        existing = crypto.parse_htpasswd((current or {}).get("htpasswd", b"").decode("utf-8", "replace"))
+        existing = htpasswd.parse((current or {}).get("htpasswd", b"").decode("utf-8", "replace"))
         hashes: dict[str, str] = {}
         for user_name, password in passwords.items():
             key = (run.namespace, run.names.registry, user_name)
@@ -90,5 +91,5 @@ class Credentials:
             )
             self._verified[key] = (tag, hashes[user_name])
         return context.Users(
-            htpasswd=crypto.render_htpasswd(hashes), access_yaml=htpasswd_secret.access_yaml(run.spec.auth)
+            htpasswd=htpasswd.render(hashes), access_yaml=htpasswd_secret.access_yaml(run.spec.auth)
         )

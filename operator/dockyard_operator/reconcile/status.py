@@ -30,7 +30,7 @@ class Client(Protocol):
         self, *, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None: ...
     async def emit_event(
-        self, *, involved: Mapping[str, Any], type_: str, reason: str, message: str, now: datetime.datetime
+        self, *, involved: Mapping[str, Any], type_: str, reason: Reason, message: str, now: datetime.datetime
     ) -> None: ...
 
 
@@ -69,7 +69,7 @@ class Status:
             findings += context.problem(storage.reason, storage.message)
         conds = list(run.previous)
 
-        def put(type_: str, ok: bool, reason: str, message: str) -> None:
+        def put(type_: str, ok: bool, reason: Reason, message: str) -> None:
             nonlocal conds
             conds = conditions.put(conds, type_, ok, reason, message, now=run.now, generation=run.generation)
 
@@ -190,7 +190,7 @@ def _degraded_events(
         if before is None or (before.status, before.reason, before.message) != (
             after.status, after.reason, after.message,
         ):  # fmt: skip
-            return [context.Event("Warning", after.reason, after.message)]
+            return [context.Event("Warning", Reason(after.reason), after.message)]
     elif after is not None and before is not None and before.status == conditions.TRUE:
         return [context.Event("Normal", Reason.RECOVERED, "the registry is no longer degraded")]
     return []

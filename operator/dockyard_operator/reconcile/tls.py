@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 
-from dockyard_operator import crypto, model, policies, settings
+from dockyard_common import pki
+from dockyard_operator import model, policies, settings
 from dockyard_operator.builders import inputs
 from dockyard_operator.conditions import Reason
 from dockyard_operator.reconcile import context
@@ -47,19 +48,19 @@ class Certificates:
         reused: frozenset[str] = frozenset()
         if action is policies.CaAction.CREATE:
             ca = await asyncio.to_thread(
-                crypto.new_ca,
+                pki.new_ca,
                 common_name=f"Dockyard CA {run.namespace}/{child_names.registry}",
                 now=run.now,
                 duration=model.parse_duration(run.spec.tls.ca_duration),
                 permitted=permitted,
             )
             findings = context.event(
-                Reason.CA_CREATED, f"created CA {crypto.inspect(ca.cert_pem).fingerprint_sha256}"
+                Reason.CA_CREATED, f"created CA {pki.inspect(ca.cert_pem).fingerprint_sha256}"
             )
             handled = run.requested_rotation  # a request older than the CA is already satisfied by it
         else:
             assert ca_data is not None
-            ca = crypto.KeyPair(ca_data["ca.crt"], ca_data["ca.key"])
+            ca = pki.KeyPair(ca_data["ca.crt"], ca_data["ca.key"])
             reused = frozenset({child_names.ca_secret})
             handled = ((ca_object or {}).get("metadata", {}).get("annotations") or {}).get(context.ROTATE_CA)
         return context.CaChoice(
@@ -82,7 +83,7 @@ class Certificates:
         findings = choice.findings + staged.findings
         # A CA made with name constraints vouches only for the names the spec had then (older CAs have none).
         dns, ips, outside = policies.within_constraints(
-            crypto.inspect(signer.cert_pem).permitted,
+            pki.inspect(signer.cert_pem).permitted,
             dns_names=list(choice.dns),
             ip_addresses=list(choice.ips),
         )
@@ -106,11 +107,11 @@ class Certificates:
         reused = choice.reused | staged.reused
         if verdict.ok:
             assert tls_data is not None
-            server = crypto.KeyPair(tls_data["tls.crt"], tls_data["tls.key"])
+            server = pki.KeyPair(tls_data["tls.crt"], tls_data["tls.key"])
             reused |= {child_names.tls_secret}
         else:
             server = await asyncio.to_thread(
-                crypto.issue_server_cert,
+                pki.issue_server_cert,
                 ca=signer,
                 common_name=dns[0],
                 dns_names=dns,
@@ -121,8 +122,8 @@ class Certificates:
             findings += context.event(
                 Reason.CERTIFICATE_ISSUED, f"issued the serving certificate ({verdict.reason})"
             )
-        info = crypto.inspect(server.cert_pem)
-        ca_info = crypto.inspect(ca.cert_pem)
+        info = pki.inspect(server.cert_pem)
+        ca_info = pki.inspect(ca.cert_pem)
         if ca_info.not_after <= run.now:
             certificate = policies.Verdict(
                 False,
@@ -163,7 +164,7 @@ class Certificates:
         if data.get("ca.crt"):
             try:
                 ca_status, ca_pem = context.ca_status(data["ca.crt"], secret_name), data["ca.crt"]
-            except crypto.CryptoError:
+            except pki.PkiError:
                 ca_status = None
         return context.Tls(
             secret_name=secret_name,

@@ -51,12 +51,12 @@ class ChartOperator(Operator):
         log: Path,
         docs: list[dict[str, Any]],
         kubeconfig: Path,
+        username: str = "",
         pod_id: str = POD_ID,
     ) -> None:
-        super().__init__(plane=plane, log=log)
+        super().__init__(plane=plane, log=log, kubeconfig=kubeconfig, username=username)
         self.docs = docs
         self.pod_id = pod_id
-        self.env["KUBECONFIG"] = str(kubeconfig)
 
     def start(self, *, entrypoint: bool = False) -> None:
         """Start as the chart does (`entrypoint` is ignored: the chart's command is the entry point)."""
@@ -163,7 +163,13 @@ def _charted_operator(
         account = chart.only(chart.operator_objects(docs), "ServiceAccount")["metadata"]["name"]
         token_config = control_plane.service_account_kubeconfig(namespace=namespace, name=account)
         log = tmp_path_factory.mktemp("charted-operator") / "operator.log"
-        operator = ChartOperator(plane=control_plane, log=log, docs=docs, kubeconfig=token_config)
+        operator = ChartOperator(
+            plane=control_plane,
+            log=log,
+            docs=docs,
+            kubeconfig=token_config,
+            username=f"system:serviceaccount:{namespace}:{account}",
+        )
         operator.start()
         charted = ChartedOperator(
             operator=operator,

@@ -25,7 +25,7 @@ import lightkube.resources.core_v1
 import lightkube.types
 import pytest
 
-from dockyard_operator import crypto
+from dockyard_common import pki
 from dockyard_operator.nodetrust import builders, layout
 from tests.integration.nodetrust import nodes
 from tests.support import kube
@@ -40,7 +40,7 @@ OTHER = "registry.example.test"
 
 
 def ca_pem(name: str) -> str:
-    return crypto.new_ca(common_name=name, now=NOW, duration=datetime.timedelta(days=1)).cert_pem.decode()
+    return pki.new_ca(common_name=name, now=NOW, duration=datetime.timedelta(days=1)).cert_pem.decode()
 
 
 def put_data(

@@ -31,7 +31,8 @@ import lightkube.resources.core_v1
 import lightkube.types
 import pytest
 
-from dockyard_operator import crypto, names, settings
+from dockyard_common import pki
+from dockyard_operator import names, settings
 from dockyard_operator.nodetrust import builders, layout, sources
 from tests.integration.nodetrust import nodes
 from tests.integration.operator import cluster
@@ -120,7 +121,7 @@ def signer(client: lightkube.Client, namespace: str) -> str:
     """Fingerprint of the CA (among those in ca.crt) that signed the serving certificate."""
     data = tls_data(client, namespace)
     for pem in layout.split_pem(data["ca.crt"].decode()):
-        if crypto.signed_by(cert_pem=data["tls.crt"], ca_pem=pem.encode()):
+        if pki.signed_by(cert_pem=data["tls.crt"], ca_pem=pem.encode()):
             return layout.fingerprint(pem)
     raise AssertionError("the serving certificate is signed by none of the CAs in ca.crt")
 

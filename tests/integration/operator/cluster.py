@@ -1,5 +1,6 @@
 """Small typed helpers the operator integration tests share: the PrivateRegistry resource, reading
-children, conditions and Secrets, and waiting on them.
+children, conditions and Secrets, and waiting on them (also for passes that write nothing, through the API
+server's audit log: `await_passes`).
 
 Must not: contain assertions about operator behaviour (those belong in the tests) or sleep for
 a fixed time (everything waits through `kube.eventually`).
@@ -162,3 +163,46 @@ def absent_cluster_scoped(client: lightkube.Client, resource: Any, name: str) ->
             return True
         raise
     return False
+
+
+def passes_started(plane: kube.ControlPlane, *, user: str, namespace: str, name: str, since: int = 0) -> int:
+    """How many passes over namespace/name `user` began after the audit offset `since`.
+
+    Every pass begins by reading the registry (`Reconciler.reconcile` GETs it under the registry's lock), so
+    the API server's audit log counts passes, including those that write nothing.
+    """
+    count = 0
+    for event in plane.audit_events(since=since):
+        ref = event.get("objectRef") or {}
+        if (
+            event.get("verb") == "get"
+            and event.get("user", {}).get("username") == user
+            and (ref.get("apiGroup"), ref.get("resource")) == (GROUP, PLURAL)
+            and (ref.get("namespace"), ref.get("name")) == (namespace, name)
+            and not ref.get("subresource")
+        ):
+            count += 1
+    return count
+
+
+def await_passes(
+    plane: kube.ControlPlane,
+    *,
+    user: str,
+    namespace: str,
+    name: str = "demo",
+    count: int = 1,
+    since: int | None = None,
+    timeout: float = 60.0,
+) -> None:
+    """Wait until `count` passes over namespace/name that began after `since` (an audit offset; default:
+    now) have finished.
+
+    Passes over one registry never overlap, so the pass after them having begun proves they finished.
+    """
+    start = plane.audit_offset() if since is None else since
+    kube.eventually(
+        lambda: passes_started(plane, user=user, namespace=namespace, name=name, since=start) > count,
+        timeout=timeout,
+        what=f"{count} finished passes by {user} over {namespace}/{name}",
+    )

@@ -9,8 +9,10 @@ gets exactly the environment given here, is stopped by its PID (SIGTERM, so kopf
 and its exit code is checked), can be restarted (downtime tests), and writes a log file that
 tests assert on (no password in it) and that is attached to the report of a failing test.
 
-The operator starts once per session (`--standalone --all-namespaces`, admin kubeconfig, a 3 s
-drift timer, the cheapest bcrypt cost); every test works in its own namespace.
+The operator starts once per session (`--standalone --all-namespaces`, a system:masters user of its own, a
+3 s drift timer, the cheapest bcrypt cost); every test works in its own namespace. Tests wait for what the
+operator did through the API (conditions, children, and `cluster.await_passes` for passes that change
+nothing), never for a line in its log.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from tests.support import kube, procs
 
 OPERATOR_START_TIMEOUT = 60.0
 RESYNC_SECONDS = "3"
+USER = "dockyard-operator-under-test"
+"""The session operator's user (in system:masters): the audit log tells its requests from the tests'."""
 
 
 class Operator:
@@ -39,11 +43,18 @@ class Operator:
     `python -m dockyard_operator` that the chart's image runs.
     """
 
-    def __init__(self, *, plane: kube.ControlPlane, log: Path) -> None:
+    def __init__(
+        self, *, plane: kube.ControlPlane, log: Path, kubeconfig: Path | None = None, username: str = ""
+    ) -> None:
+        """Runs as `USER` (system:masters), or with `kubeconfig`, whose user is `username`."""
         self.log = log
+        self.username = username if kubeconfig is not None else USER
+        """Who the API server's audit log says made its requests (`cluster.await_passes`)."""
+        if kubeconfig is None:
+            kubeconfig = plane.client_kubeconfig(name=USER)
         self.env = {
             **os.environ,
-            "KUBECONFIG": str(plane.kubeconfig),
+            "KUBECONFIG": str(kubeconfig),
             "DOCKYARD_RESYNC_SECONDS": RESYNC_SECONDS,
             "DOCKYARD_BCRYPT_ROUNDS": "4",
             "PYTHONUNBUFFERED": "1",

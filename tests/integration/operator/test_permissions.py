@@ -78,8 +78,12 @@ def restricted(
     config = control_plane.service_account_kubeconfig(namespace=namespace, name="operator")
 
     assert operator.stop() == 0
-    limited = Operator(plane=control_plane, log=tmp_path_factory.mktemp("restricted") / "operator.log")
-    limited.env["KUBECONFIG"] = str(config)
+    limited = Operator(
+        plane=control_plane,
+        log=tmp_path_factory.mktemp("restricted") / "operator.log",
+        kubeconfig=config,
+        username=f"system:serviceaccount:{namespace}:operator",
+    )
     try:
         limited.start()
         yield limited

@@ -65,10 +65,6 @@ def _children(client: lightkube.Client, namespace: str) -> dict[str, str]:
     return found
 
 
-def _logged(operator: Operator, line: str, *, since: int) -> bool:
-    return line in operator.output(since=since)
-
-
 def test_changes_made_while_the_operator_was_down_are_reconciled_when_it_returns(
     kube_client: lightkube.Client, namespace: str, restarted: Operator
 ) -> None:
@@ -117,7 +113,7 @@ def test_changes_made_while_the_operator_was_down_are_reconciled_when_it_returns
 
 
 def test_a_restart_with_nothing_changed_rewrites_nothing(
-    kube_client: lightkube.Client, namespace: str, restarted: Operator
+    control_plane: kube.ControlPlane, kube_client: lightkube.Client, namespace: str, restarted: Operator
 ) -> None:
     cluster.create_registry(kube_client, namespace=namespace, passwords={"alice": "alice-Same-pw-16"})
     cluster.wait_child(kube_client, apps.Deployment, N.deployment, namespace)
@@ -125,16 +121,11 @@ def test_a_restart_with_nothing_changed_rewrites_nothing(
     before = kube.eventually(lambda: _children(kube_client, namespace), what="every child")
 
     assert restarted.stop() == 0
-    offset = restarted.offset()
+    since = control_plane.audit_offset()
     restarted.start()
 
-    # Wait until the restarted operator has run the resume handler and a timer pass on it.
-    for handler in ("Handler 'reconcile_registry' succeeded", "Timer 'resync' succeeded"):
-        line = f"[{namespace}/demo] {handler}"
-        kube.eventually(
-            functools.partial(_logged, restarted, line, since=offset),
-            what=f"the restarted operator's log to say: {line}",
-        )
+    # The restarted operator's resume pass and the timer's first pass after it have both finished.
+    cluster.await_passes(control_plane, user=restarted.username, namespace=namespace, count=2, since=since)
     assert _children(kube_client, namespace) == before
 
 

@@ -1,9 +1,10 @@
 """Steady state: once converged, the operator's periodic passes write nothing.
 
 Covers:
-- across several timer passes with nothing changed, no child and not the registry's status is
-  rewritten (resourceVersions stay), conditions keep their lastTransitionTime, and no Event is
-  posted; the same holds for a registry stuck on a missing Secret;
+- across several passes with nothing changed (the resync timer's, counted in the API server's audit log,
+  not in the operator's), no child and not the registry's status is rewritten (resourceVersions stay),
+  conditions keep their lastTransitionTime, and no Event is posted; the same holds for a registry stuck on
+  a missing Secret;
 - a CA shorter-lived than the certificate's renewal window does not make the operator reissue
   the certificate (and roll the pods) on every pass;
 - a hand-corrupted serving certificate or htpasswd Secret is repaired.
@@ -33,21 +34,6 @@ core = lightkube.resources.core_v1
 apps = lightkube.resources.apps_v1
 MERGE = lightkube.types.PatchType.MERGE
 N = names.Names.of("demo")
-TIMER_DONE = "Timer 'resync' succeeded"
-
-
-def _timer_passes(operator: Operator, namespace: str, *, since: int) -> int:
-    return operator.output(since=since).count(f"[{namespace}/demo] {TIMER_DONE}")
-
-
-def _await_timer_passes(operator: Operator, namespace: str, count: int) -> None:
-    """Wait until `count` more resync passes over namespace/demo have completed."""
-    since = operator.offset()
-    kube.eventually(
-        lambda: _timer_passes(operator, namespace, since=since) >= count,
-        timeout=60,
-        what=f"{count} timer passes over {namespace}/demo",
-    )
 
 
 def _versions(client: lightkube.Client, namespace: str) -> dict[str, str]:
@@ -81,7 +67,7 @@ def _serial(client: lightkube.Client, namespace: str) -> int:
 
 
 def test_timer_passes_over_a_converged_registry_write_nothing(
-    kube_client: lightkube.Client, namespace: str, operator: Operator
+    control_plane: kube.ControlPlane, kube_client: lightkube.Client, namespace: str, operator: Operator
 ) -> None:
     cluster.create_registry(
         kube_client,
@@ -90,13 +76,14 @@ def test_timer_passes_over_a_converged_registry_write_nothing(
         passwords={"alice": "alice-Steady-pw-17"},
     )
     cluster.wait_condition(kube_client, "demo", namespace, "CertificateReady", "True")
-    _await_timer_passes(operator, namespace, 1)  # converged: one full pass after creation
+    # Converged: one full pass after creation.
+    cluster.await_passes(control_plane, user=operator.username, namespace=namespace, count=1)
     before = _versions(kube_client, namespace)
     conditions = cluster.status_of(kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace))
 
     events = _event_count(kube_client, namespace)
 
-    _await_timer_passes(operator, namespace, 2)
+    cluster.await_passes(control_plane, user=operator.username, namespace=namespace, count=2)
 
     assert _versions(kube_client, namespace) == before
     after = cluster.status_of(kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace))
@@ -105,20 +92,20 @@ def test_timer_passes_over_a_converged_registry_write_nothing(
 
 
 def test_a_registry_stuck_on_a_missing_secret_does_not_repeat_itself_every_pass(
-    kube_client: lightkube.Client, namespace: str, operator: Operator
+    control_plane: kube.ControlPlane, kube_client: lightkube.Client, namespace: str, operator: Operator
 ) -> None:
     spec = {"auth": {"users": [cluster.user("hank", "hank-password")]}}
     cluster.create_registry(kube_client, namespace=namespace, spec=spec)
     cluster.wait_condition(
         kube_client, "demo", namespace, "Ready", "False", match=lambda c: "hank-password" in c["message"]
     )
-    _await_timer_passes(operator, namespace, 1)
+    cluster.await_passes(control_plane, user=operator.username, namespace=namespace, count=1)
     version = kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace)["metadata"][
         "resourceVersion"
     ]
     events = _event_count(kube_client, namespace)
 
-    _await_timer_passes(operator, namespace, 2)
+    cluster.await_passes(control_plane, user=operator.username, namespace=namespace, count=2)
 
     registry = kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace)
     assert registry["metadata"]["resourceVersion"] == version, "the status was rewritten on a no-op pass"
@@ -126,19 +113,19 @@ def test_a_registry_stuck_on_a_missing_secret_does_not_repeat_itself_every_pass(
 
 
 def test_a_short_lived_ca_does_not_make_every_pass_reissue_the_certificate(
-    kube_client: lightkube.Client, namespace: str, operator: Operator
+    control_plane: kube.ControlPlane, kube_client: lightkube.Client, namespace: str, operator: Operator
 ) -> None:
     # The CA lives 2 h; the certificate wants 90 days and renewal 30 days before expiry. A
     # certificate cannot outlive its CA, so it is always "inside its renewal window".
     spec = {"tls": {"caDuration": "2h", "certDuration": "2160h", "renewBefore": "720h"}}
     cluster.create_registry(kube_client, namespace=namespace, spec=spec)
     cluster.wait_child(kube_client, apps.Deployment, N.deployment, namespace)
-    _await_timer_passes(operator, namespace, 1)
+    cluster.await_passes(control_plane, user=operator.username, namespace=namespace, count=1)
     serial = _serial(kube_client, namespace)
     template: Any = kube_client.get(apps.Deployment, N.deployment, namespace=namespace)
     annotations = template.spec.template.metadata.annotations
 
-    _await_timer_passes(operator, namespace, 2)
+    cluster.await_passes(control_plane, user=operator.username, namespace=namespace, count=2)
 
     assert _serial(kube_client, namespace) == serial, "the certificate was reissued on a no-op pass"
     deployment: Any = kube_client.get(apps.Deployment, N.deployment, namespace=namespace)
@@ -146,7 +133,7 @@ def test_a_short_lived_ca_does_not_make_every_pass_reissue_the_certificate(
 
 
 def test_a_corrupted_certificate_and_htpasswd_are_repaired(
-    kube_client: lightkube.Client, namespace: str, operator: Operator
+    control_plane: kube.ControlPlane, kube_client: lightkube.Client, namespace: str, operator: Operator
 ) -> None:
     cluster.create_registry(
         kube_client,

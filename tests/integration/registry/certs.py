@@ -17,7 +17,7 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from dockyard_operator import crypto
+from dockyard_common import pki
 
 _VALID = datetime.timedelta(days=1)
 
@@ -33,8 +33,8 @@ def write_server_tls(*, directory: Path, ips: Sequence[str]) -> ServerTLS:
     """A CA (ca.crt) and a server certificate (server.crt/server.key) valid for `ips`, for one day."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
-    ca = crypto.new_ca(common_name="dockyard test CA", now=now, duration=_VALID)
-    server = crypto.issue_server_cert(
+    ca = pki.new_ca(common_name="dockyard test CA", now=now, duration=_VALID)
+    server = pki.issue_server_cert(
         ca=ca, common_name=ips[0], dns_names=[], ip_addresses=ips, now=now, duration=_VALID
     )
     tls = ServerTLS(
