@@ -181,6 +181,8 @@ async def secret_changed(
 @kopf.on.event("", "v1", "persistentvolumeclaims", labels=_CHILD_LABELS)
 @kopf.on.event("apps", "v1", "deployments", labels=_CHILD_LABELS)
 @kopf.on.event("networking.k8s.io", "v1", "ingresses", labels=_CHILD_LABELS)
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=_CHILD_LABELS)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=_CHILD_LABELS)
 async def child_changed(
     body: kopf.Body, namespace: str | None, memo: Any, type: str | None, **_: Any
 ) -> None:

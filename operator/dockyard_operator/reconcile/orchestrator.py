@@ -144,6 +144,7 @@ class Reconciler:
             htpasswd=users.htpasswd,
             access_yaml=users.access_yaml,
             ingress_annotations_allowed=self._settings.ingress_annotations_allowed,
+            operator_namespace=self._settings.namespace,
             tls_secret_name=material.secret_name,
             tls_digest=material.digest,
             tls=material.material,
