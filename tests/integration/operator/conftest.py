@@ -10,7 +10,8 @@ and its exit code is checked), can be restarted (downtime tests), and writes a l
 tests assert on (no password in it) and that is attached to the report of a failing test.
 
 The operator starts once per session (`--standalone --all-namespaces`, admin kubeconfig, a 3 s
-drift timer, the cheapest bcrypt cost); every test works in its own namespace.
+drift timer, the cheapest bcrypt cost, its metrics on a reserved loopback port); every test works in its
+own namespace.
 """
 
 from __future__ import annotations
@@ -50,12 +51,17 @@ class Operator:
         }
         self.process: procs.Process | None = None
         self.liveness = ""
+        self.metrics = ""
+        """URL of the operator's Prometheus /metrics (DOCKYARD_METRICS_LISTEN, a reserved loopback port)."""
 
     def start(self, *, entrypoint: bool = False) -> None:
         """Start the operator and wait until its startup handlers have finished."""
         assert self.process is None or not self.process.alive(), "the operator is already running"
         port = procs.reserve_port()
         self.liveness = f"http://127.0.0.1:{port.number}/healthz"
+        metrics_port = procs.reserve_port()
+        self.metrics = f"http://127.0.0.1:{metrics_port.number}/metrics"
+        env = {**self.env, "DOCKYARD_METRICS_LISTEN": f"127.0.0.1:{metrics_port.number}"}
         if entrypoint:
             argv = [sys.executable, "-m", "dockyard_operator", "--liveness", self.liveness]
         else:
@@ -67,7 +73,7 @@ class Operator:
         with self.log.open("a") as out:
             out.write(f"--- start: {' '.join(argv)}\n")
         process = self.process = procs.Process(
-            name="dockyard-operator", argv=argv, log=self.log, env=self.env, ports=[port]
+            name="dockyard-operator", argv=argv, log=self.log, env=env, ports=[port, metrics_port]
         )
 
         # kopf serves the liveness endpoint only after every startup handler has finished.
