@@ -48,7 +48,7 @@ def test_by_default_the_operator_serves_metrics_and_nothing_needs_a_prometheus_c
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["DOCKYARD_METRICS_LISTEN"] == "0.0.0.0:8081"
     assert {"name": "metrics", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
-    service = chart.only(docs, "Service", "dockyard-metrics")
+    service = chart.only(docs, "Service", "dockyard-operator-metrics")
     assert service["spec"]["type"] == "ClusterIP"
     assert service["spec"]["ports"] == [
         {"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}
@@ -81,7 +81,7 @@ def test_the_registries_service_monitor_selects_what_the_operator_creates() -> N
         {"port": names.METRICS_PORT_NAME, "path": "/metrics", "interval": "30s"}
     ]
     operator = chart.only(docs, "ServiceMonitor", "dockyard-operator")
-    service = chart.only(docs, "Service", "dockyard-metrics")
+    service = chart.only(docs, "Service", "dockyard-operator-metrics")
     assert operator["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert operator["spec"]["endpoints"][0]["port"] == "metrics"
 
