@@ -53,6 +53,8 @@ class Operator:
         self.liveness = ""
         self.metrics = ""
         """URL of the operator's Prometheus /metrics (DOCKYARD_METRICS_LISTEN, a reserved loopback port)."""
+        self.home = "dockyard-system"
+        """The operator's own namespace (DOCKYARD_NAMESPACE; unset here, so the settings' default)."""
 
     def start(self, *, entrypoint: bool = False) -> None:
         """Start the operator and wait until its startup handlers have finished."""

@@ -57,7 +57,7 @@ def demo(kube_client: lightkube.Client, namespace: str, operator: Operator) -> A
 
 
 def test_budget_policy_and_metrics_service_come_and_go_with_the_spec(
-    kube_client: lightkube.Client, namespace: str, demo: Any
+    kube_client: lightkube.Client, namespace: str, demo: Any, operator: Operator
 ) -> None:
     owner_uid = demo.metadata.uid
     budget = cluster.wait_child(kube_client, policy.PodDisruptionBudget, N.pod_disruption_budget, namespace)
@@ -72,7 +72,7 @@ def test_budget_policy_and_metrics_service_come_and_go_with_the_spec(
     (peer,) = metrics.from_
     (expression,) = peer.namespaceSelector.matchExpressions
     assert expression.key == "kubernetes.io/metadata.name"
-    assert sorted(expression.values) == ["dockyard-system", "monitoring"]
+    assert sorted(expression.values) == sorted([operator.home, "monitoring"])
 
     service = cluster.wait_child(kube_client, core.Service, N.metrics_service, namespace)
     assert service.spec.type == "ClusterIP"
