@@ -81,19 +81,19 @@ def test_desired_children_come_in_apply_order() -> None:
         ("ConfigMap", "demo-nginx"),
         ("PersistentVolumeClaim", "demo-data"),
         ("Service", "demo"),
-        ("Service", "demo-metrics"),
         ("Deployment", "demo"),
+        ("Service", "demo-metrics"),
     ]
 
 
 def test_optional_children_appear_only_when_wanted() -> None:
     spec = {"storage": {"emptyDir": {}}, "expose": {"ingress": {"host": "r.example.com"}}}
     kinds = [c["kind"] for c in builders.desired_children(make_inputs(spec, tls=None, ca=None))]
-    assert kinds == ["Secret", "ConfigMap", "Service", "Service", "Deployment", "Ingress"]
+    assert kinds == ["Secret", "ConfigMap", "Service", "Deployment", "Service", "Ingress"]
     spec = {"storage": {"emptyDir": {}}, "replicas": 2, "networkPolicy": {"enabled": True}}
     kinds = [c["kind"] for c in builders.desired_children(make_inputs(spec, tls=None, ca=None))]
     assert kinds == [
-        "Secret", "ConfigMap", "Service", "Service", "NetworkPolicy", "Deployment", "PodDisruptionBudget"
+        "Secret", "ConfigMap", "Service", "Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget"
     ]  # fmt: skip
 
 

@@ -112,8 +112,8 @@ async def test_first_pass_creates_every_child_in_apply_order_owned_by_the_regist
         ("ConfigMap", N.nginx_configmap),
         ("PersistentVolumeClaim", N.pvc),
         ("Service", N.service),
-        ("Service", N.metrics_service),
         ("Deployment", N.deployment),
+        ("Service", N.metrics_service),
     ]
     for kind, name in created:
         meta = api.obj(kind, name)["metadata"]
@@ -602,6 +602,26 @@ async def test_an_unwanted_budget_that_is_not_ours_stays(
     )
     await run(reconciler)
     assert api.has("PodDisruptionBudget", N.pod_disruption_budget)
+
+
+async def test_a_foreign_network_policy_is_named_but_does_not_hold_back_the_deployment(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api, {"auth": {"users": USERS}, "networkPolicy": {"enabled": True}})
+    api.put(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": N.network_policy, "namespace": "ns"},
+            "spec": {"podSelector": {}},
+        }
+    )
+    await run(reconciler)
+    assert api.has("Deployment", N.deployment)  # the pods mount nothing of it
+    assert api.obj("NetworkPolicy", N.network_policy)["spec"] == {"podSelector": {}}
+    conds = conditions(api)
+    assert conds["Degraded"]["reason"] == "NameConflict"
+    assert N.network_policy in conds["Degraded"]["message"]
 
 
 async def test_status_reads_the_main_service_not_the_metrics_service(

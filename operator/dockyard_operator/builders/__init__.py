@@ -54,10 +54,11 @@ def desired_children(inputs: Inputs) -> list[dict[str, Any]]:
     if inputs.spec.storage.kind == "pvc":
         children.append(pvc.build(inputs))
     children.append(service.build(inputs))
+    children.append(deployment.build(inputs))
+    # Nothing the pods mount: after the Deployment, so that a name conflict here never holds it back.
     children.append(metrics_service.build(inputs))
     if network_policy.wanted(inputs):
         children.append(network_policy.build(inputs))
-    children.append(deployment.build(inputs))
     if pod_disruption_budget.wanted(inputs):
         children.append(pod_disruption_budget.build(inputs))
     if inputs.spec.expose.ingress is not None:
