@@ -63,10 +63,13 @@ class Operator:
         self.liveness = f"http://127.0.0.1:{port.number}/healthz"
         metrics_port = procs.reserve_port()
         self.metrics = f"http://127.0.0.1:{metrics_port.number}/metrics"
-        env = {**self.env, "DOCKYARD_METRICS_LISTEN": f"127.0.0.1:{metrics_port.number}"}
-        if entrypoint:
+        metrics_address = f"127.0.0.1:{metrics_port.number}"
+        env = dict(self.env)
+        if entrypoint:  # the CLI's flag; kopf run has only the environment variable
             argv = [sys.executable, "-m", "dockyard_operator", "--liveness", self.liveness]
+            argv += ["--metrics-listen", metrics_address]
         else:
+            env["DOCKYARD_METRICS_LISTEN"] = metrics_address
             argv = [
                 *(sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces", "--verbose"),
                 f"--liveness={self.liveness}",
