@@ -31,6 +31,7 @@ from dockyard_operator.builders import nginx_configmap
 MiB = 1024 * 1024
 BLOB_SLICE_SECONDS = 4
 REGISTRY_WORKLOADS = ("push", "pull", "small", "manifest", "blob")
+MAINTENANCE_WORKLOADS = ("metrics", "gc")  # issue 12: standalone registries, no nginx or references
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,7 +68,21 @@ def _parser() -> argparse.ArgumentParser:
         help="connections of the password flood in workload 8 (default 200)",
     )
     p.add_argument(
-        "--only", default="", help="comma-separated workloads (push,pull,small,manifest,blob,auth; none)"
+        "--metrics-seconds",
+        type=float,
+        default=10.0,
+        help="seconds per load and server in workload 9, metrics on/off (default 10)",
+    )
+    p.add_argument(
+        "--gc-manifests",
+        type=int,
+        default=10_000,
+        help="image manifests (each with a config and 4 layers) in workload 10's gc store (default 10000)",
+    )
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma-separated workloads (push,pull,small,manifest,blob,auth,metrics,gc; none)",
     )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs) after the run")
     return p
@@ -121,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: --runs, --small-images must be >= 1 and --big-mib >= 4", file=sys.stderr)
         return 2
     only = {w.strip() for w in args.only.split(",") if w.strip()}
-    unknown = only - {*REGISTRY_WORKLOADS, "auth", "none"}
+    unknown = only - {*REGISTRY_WORKLOADS, *MAINTENANCE_WORKLOADS, "auth", "none"}
     if unknown:
         print(f"bench: unknown workloads in --only: {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
@@ -154,6 +169,22 @@ def main(argv: list[str] | None = None) -> int:
         meta["targets"] = labels
         if want("auth"):
             _run_auth_flood(tools=tools, workdir=workdir, args=args, rec=rec)
+        if want("metrics"):
+            from bench import metrics_cost
+
+            print("== workload 9: the registry with metrics on and off, side by side", flush=True)
+            found = metrics_cost.run(
+                rounds=args.runs, seconds=args.metrics_seconds, blob_mib=64, connections=64
+            )
+            for metric, values in found.items():
+                for value in values:
+                    rec.add("dockyard", metric, value)
+        if want("gc"):
+            from bench import gc_pass
+
+            print(f"== workload 10: gc over {args.gc_manifests} manifests (filesystem driver)", flush=True)
+            for metric, value in gc_pass.run(manifests=args.gc_manifests).items():
+                rec.add("dockyard", metric, value)
         if not args.no_operator:
             from bench import operator_load
 

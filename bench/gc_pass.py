@@ -7,7 +7,7 @@ fsync): `--repositories` repositories holding `--manifests` image manifests in a
 and `--layers` layers of its own (so 10,000 manifests make 50,000 config/layer blobs, plus the 10,000
 manifest blobs), every file dated two hours back. Half the manifests are tagged; the other half are
 untagged. Then, each as a real `dockyard-registry gc` process (the CLI an operator runs), timed, with
-its peak RSS from getrusage:
+its peak RSS (VmHWM, read until it exits):
 1. a mark-and-sweep pass that finds nothing to delete (`gc --grace 1h`: the steady state),
 2. a dry run with `--delete-untagged` (marks, decides, deletes nothing),
 3. the real `--delete-untagged` pass (deletes the untagged half: its manifests and blobs, each with an
@@ -88,55 +88,90 @@ def build(root: Path, *, manifests: int, layers: int, repositories: int, blob_by
     return blobs
 
 
+def _hwm_kib(pid: int) -> int:
+    """The process's resident high-water mark (VmHWM), 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        pass
+    return 0
+
+
 def _gc(data: Path, *extra: str) -> tuple[float, float, dict[str, object]]:
-    """One `dockyard-registry gc --json` process: wall seconds, its peak RSS in MB, its report."""
+    """One `dockyard-registry gc --json` process: wall seconds, its peak RSS in MB, its report.
+
+    The peak is the child's VmHWM, read until it exits: it belongs to the exec'd image alone. getrusage's
+    ru_maxrss of a child is not usable here, because Linux carries the high-water mark across exec, and a
+    child spawned by vfork or fork starts from this (large, when run inside `python -m bench`) process's.
+    """
     exe = Path(sys.executable).parent / "dockyard-registry"
     began = time.monotonic()
+    peak_kib = 0
     with (data.parent / "gc.json").open("wb") as out:
         proc = subprocess.Popen([str(exe), "gc", "--data-dir", str(data), "--json", *extra], stdout=out)
-        _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage: its peak RSS
+        while proc.poll() is None:
+            peak_kib = max(peak_kib, _hwm_kib(proc.pid))  # a high-water mark: the last reading is the peak
+            time.sleep(0.02)
     seconds = time.monotonic() - began
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"gc exited {os.waitstatus_to_exitcode(status)}")
+    if proc.returncode != 0:
+        raise SystemExit(f"gc exited {proc.returncode}")
     report = json.loads((data.parent / "gc.json").read_text())
-    return seconds, usage.ru_maxrss / 1024, report
+    return seconds, peak_kib / 1024, report
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+PASSES = (
+    ("mark", "mark and sweep, nothing to delete", ("--grace", "1h")),
+    ("dry_run", "--delete-untagged --dry-run", ("--grace", "1h", "--delete-untagged", "--dry-run")),
+    ("delete", "--delete-untagged", ("--grace", "1h", "--delete-untagged")),
+)
+
+
+def run(
+    *, manifests: int, layers: int = 4, repositories: int = 100, blob_bytes: int = 512, keep: bool = False
+) -> dict[str, float]:
+    """Build the store and time the three passes: `gc_<pass>_seconds` and `gc_<pass>_peak_mb` for `mark`,
+    `dry_run` and `delete`, and `gc_manifests`/`gc_blobs`, the store's size."""
     workdir = Path(tempfile.mkdtemp(prefix="dockyard-gc-bench-"))
+    out: dict[str, float] = {}
     try:
         data = workdir / "data"
         began = time.monotonic()
         blobs = build(
-            data,
-            manifests=args.manifests,
-            layers=args.layers,
-            repositories=args.repositories,
-            blob_bytes=args.blob_bytes,
+            data, manifests=manifests, layers=layers, repositories=repositories, blob_bytes=blob_bytes
         )
+        out["gc_manifests"], out["gc_blobs"] = float(manifests), float(blobs)
         print(
-            f"store: {args.manifests} manifests, {blobs} blobs in {args.repositories} repositories "
+            f"store: {manifests} manifests, {blobs} blobs in {repositories} repositories "
             f"(built in {time.monotonic() - began:.1f}s, untimed)",
             flush=True,
         )
-        passes = [
-            ("mark and sweep, nothing to delete", ("--grace", "1h")),
-            ("--delete-untagged --dry-run", ("--grace", "1h", "--delete-untagged", "--dry-run")),
-            ("--delete-untagged", ("--grace", "1h", "--delete-untagged")),
-        ]
         print(f"{'pass':36} {'seconds':>8} {'peak MB':>8} {'manifests':>9} {'blobs':>7}")
-        for name, extra in passes:
+        for key, name, extra in PASSES:
             subprocess.run(["sync"], check=False)
             seconds, peak, report = _gc(data, *extra)
+            out[f"gc_{key}_seconds"], out[f"gc_{key}_peak_mb"] = seconds, peak
             deleted = f"{report['manifestsDeleted']:>9} {report['blobsDeleted']:>7}"
             print(f"{name:36} {seconds:8.2f} {peak:8.1f} {deleted}", flush=True)
         print(f"(getrusage's peak of this process for reference: {_self_peak_mb():.1f} MB)")
     finally:
-        if args.keep:
+        if keep:
             print(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    run(
+        manifests=args.manifests,
+        layers=args.layers,
+        repositories=args.repositories,
+        blob_bytes=args.blob_bytes,
+        keep=args.keep,
+    )
     return 0
 
 

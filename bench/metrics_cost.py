@@ -168,32 +168,36 @@ def _load(url: str, *, seconds: float, connections: int) -> tuple[float, float]:
     return asyncio.run(_python_load(url, seconds=seconds, connections=connections))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+WORKLOADS = (("manifest GET", "req/s", "manifest"), ("blob GET", "MB/s", "blob"))
+
+
+def run(*, rounds: int, seconds: float, blob_mib: int, connections: int) -> dict[str, list[float]]:
+    """Measure both servers side by side; per round and workload the on/off throughput share in percent
+    (`metrics_manifest_share`, `metrics_blob_share`, paired within a round so that the machine's drifting
+    load cancels out) and the raw figures (`metrics_<on|off>_<manifest|blob>`)."""
     if shutil.which("wrk") is None:
         print("wrk not installed: using a Python client (smoke only; `make bench` installs wrk)", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="dockyard-metrics-bench-"))
     servers = [Server(workdir, "metrics-on", metrics=True), Server(workdir, "metrics-off", metrics=False)]
+    out: dict[str, list[float]] = {}
     try:
-        blob = os.urandom(args.blob_mib * MiB)
+        blob = os.urandom(blob_mib * MiB)
         urls = {s.name: asyncio.run(_prepare(s, blob=blob)) for s in servers}
-        samples: dict[tuple[str, str], list[float]] = {}
-        for r in range(args.rounds):
+        for r in range(rounds):
             order = servers if r % 2 == 0 else servers[::-1]
-            for workload, index, connections, column in (
-                ("manifest GET", 0, args.connections, 0),
-                ("blob GET", 1, min(16, args.connections), 1),
+            for (workload, _, key), index, conns, column in zip(
+                WORKLOADS, (0, 1), (connections, min(16, connections)), (0, 1), strict=True
             ):
+                got: dict[str, float] = {}
                 for s in order:
-                    measured = _load(urls[s.name][index], seconds=args.seconds, connections=connections)
-                    value = measured[column]
-                    samples.setdefault((workload, s.name), []).append(value)
+                    value = _load(urls[s.name][index], seconds=seconds, connections=conns)[column]
+                    got[s.name] = value
+                    out.setdefault(f"metrics_{s.name.split('-')[1]}_{key}", []).append(value)
                     print(f"  round {r + 1} {workload:12} {s.name:11} {value:10.1f}", flush=True)
-        print(f"\n{'workload':14} {'unit':6} {'metrics on':>11} {'metrics off':>12} {'on/off':>7}")
-        for workload, unit in (("manifest GET", "req/s"), ("blob GET", "MB/s")):
-            on = statistics.median(samples[(workload, "metrics-on")])
-            off = statistics.median(samples[(workload, "metrics-off")])
-            print(f"{workload:14} {unit:6} {on:11.1f} {off:12.1f} {on / off:7.3f}")
+                if got["metrics-off"] > 0:
+                    out.setdefault(f"metrics_{key}_share", []).append(
+                        100 * got["metrics-on"] / got["metrics-off"]
+                    )
         assert servers[0].metrics_port is not None
         with urllib.request.urlopen(
             f"http://127.0.0.1:{servers[0].metrics_port}/metrics", timeout=10
@@ -208,6 +212,22 @@ def main(argv: list[str] | None = None) -> int:
         for s in servers:
             s.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    found = run(
+        rounds=args.rounds, seconds=args.seconds, blob_mib=args.blob_mib, connections=args.connections
+    )
+    print(f"\n{'workload':14} {'unit':6} {'metrics on':>11} {'metrics off':>12} {'on/off':>7}")
+    for workload, unit, key in WORKLOADS:
+        on = statistics.median(found[f"metrics_on_{key}"])
+        off = statistics.median(found[f"metrics_off_{key}"])
+        share = statistics.median(found.get(f"metrics_{key}_share", [0.0]))
+        print(
+            f"{workload:14} {unit:6} {on:11.1f} {off:12.1f} {on / off:7.3f} (per-round median {share:.1f}%)"
+        )
     return 0
 
 

@@ -11,7 +11,7 @@ incl. bcrypt cost 12, so hashing each registry's user is part of what is measure
   server's audit log, per object and period.
 
 "Current status" is `status.observedGeneration == metadata.generation`: the operator writes status only after
-its pass applied every child, and its last child is the Deployment, which is checked too.
+its pass applied every child; the Deployment (what runs the pods) is checked too.
 
 Requests are told apart by user: the operator authenticates with a client certificate of its own
 (`dockyard-operator`, in `system:masters`), the bench's polling as the admin. Writes are create, update,

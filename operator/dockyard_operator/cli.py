@@ -7,6 +7,7 @@ Must not: import kopf directly (handlers.py owns it), or install the CRD (the ch
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -18,8 +19,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="dockyard-operator",
         description="Reconcile PrivateRegistry resources (dockyard.dev/v1alpha1) into private registries.",
         epilog="Environment: DOCKYARD_REGISTRY_IMAGE, DOCKYARD_NGINX_IMAGE, DOCKYARD_RESYNC_SECONDS, "
-        "DOCKYARD_BCRYPT_ROUNDS, DOCKYARD_CLUSTER_DOMAIN; credentials from KUBECONFIG or the in-cluster "
-        "ServiceAccount.",
+        "DOCKYARD_BCRYPT_ROUNDS, DOCKYARD_CLUSTER_DOMAIN, DOCKYARD_METRICS_LISTEN; credentials from "
+        "KUBECONFIG or the in-cluster ServiceAccount.",
     )
     parser.add_argument(
         "--namespace",
@@ -31,11 +32,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--liveness", metavar="URL", help="serve a kopf liveness probe, e.g. http://0.0.0.0:8080/healthz"
     )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on /metrics there, e.g. 0.0.0.0:8081 (default: "
+        "DOCKYARD_METRICS_LISTEN; unset: off)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.metrics_listen is not None:
+        # handlers reads its settings from the environment when imported below.
+        os.environ["DOCKYARD_METRICS_LISTEN"] = args.metrics_listen
     try:
         settings.Settings.from_env()
     except settings.SettingsError as exc:

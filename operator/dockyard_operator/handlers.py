@@ -7,7 +7,7 @@ children (a deleted or edited child, or a Deployment becoming available) mapped 
 controller owner reference. Deleting a registry only withdraws its CA from node trust (an optional delete
 handler: no finalizer of its own). Node trust runs as one publisher task started here; when a publication
 changes what a registry reads (agents reporting, a staged CA rotation moving on), it starts that registry's
-pass.
+pass. With `DOCKYARD_METRICS_LISTEN` set, startup also serves the operator's Prometheus metrics (`metrics`).
 
 kopf bookkeeping goes into `dockyard.dev/*` annotations, not into status: the CRD's structural schema would
 prune `status.kopf`, and status belongs to the reconciler. kopf adds a finalizer only because timers need one
@@ -26,7 +26,7 @@ from typing import Any
 
 import kopf
 
-from dockyard_operator import kube, names, reconcile, settings
+from dockyard_operator import kube, metrics, names, reconcile, settings
 from dockyard_operator.nodetrust import controller
 
 SETTINGS = settings.Settings.from_env()
@@ -61,7 +61,13 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         resync_seconds=SETTINGS.resync_seconds,
         allowed_hosts=SETTINGS.node_trust_allowed_hosts,
     )
-    memo.reconciler = reconcile.Reconciler(client=client, config=SETTINGS, node_trust=trust)
+    measures = metrics.OperatorMetrics()
+    memo.reconciler = reconcile.Reconciler(
+        client=client, config=SETTINGS, node_trust=trust, measures=measures
+    )
+    address = SETTINGS.metrics_address
+    if address is not None:
+        memo.metrics_server = metrics.serve(measures, host=address[0], port=address[1])
     # Node trust's one publisher; it starts a pass of every registry whose node trust view it changed.
     memo.publisher = asyncio.create_task(trust.run(on_change=memo.reconciler.node_trust_changed))
     memo.publisher.add_done_callback(_publisher_ended)
@@ -85,6 +91,9 @@ async def close(memo: Any, **_: Any) -> None:
     reconciler = getattr(memo, "reconciler", None)
     if reconciler is not None:
         await reconciler.close()
+    server = getattr(memo, "metrics_server", None)
+    if server is not None:
+        await asyncio.to_thread(server.stop)
 
 
 async def _run(memo: Any, *, namespace: str | None, name: str) -> None:
@@ -181,6 +190,8 @@ async def secret_changed(
 @kopf.on.event("", "v1", "persistentvolumeclaims", labels=_CHILD_LABELS)
 @kopf.on.event("apps", "v1", "deployments", labels=_CHILD_LABELS)
 @kopf.on.event("networking.k8s.io", "v1", "ingresses", labels=_CHILD_LABELS)
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=_CHILD_LABELS)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=_CHILD_LABELS)
 async def child_changed(
     body: kopf.Body, namespace: str | None, memo: Any, type: str | None, **_: Any
 ) -> None:

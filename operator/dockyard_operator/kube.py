@@ -20,7 +20,7 @@ from typing import Any, Final
 import httpx2 as httpx
 from lightkube import ALL_NS, ApiError, AsyncClient, codecs, generic_resource
 from lightkube.core.resource import NamespacedResource
-from lightkube.resources import apps_v1, core_v1, networking_v1
+from lightkube.resources import apps_v1, core_v1, networking_v1, policy_v1
 from lightkube.types import PatchType
 
 from dockyard_operator import names
@@ -49,7 +49,13 @@ RBAC_RULES: Final[list[dict[str, list[str]]]] = [
     },
     {
         "apiGroups": ["networking.k8s.io"],
-        "resources": ["ingresses"],
+        "resources": ["ingresses", "networkpolicies"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+    },
+    # Optional children deleted when the spec stops wanting them (replicas back to 1, policy disabled).
+    {
+        "apiGroups": ["policy"],
+        "resources": ["poddisruptionbudgets"],
         "verbs": ["get", "list", "watch", "create", "patch", "delete"],
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
@@ -100,6 +106,8 @@ _RESOURCES: Final[dict[tuple[str, str], type[NamespacedResource]]] = {
     ("v1", "Pod"): core_v1.Pod,
     ("v1", "ServiceAccount"): core_v1.ServiceAccount,
     ("networking.k8s.io/v1", "Ingress"): networking_v1.Ingress,
+    ("networking.k8s.io/v1", "NetworkPolicy"): networking_v1.NetworkPolicy,
+    ("policy/v1", "PodDisruptionBudget"): policy_v1.PodDisruptionBudget,
     (names.API_VERSION, names.KIND): PrivateRegistry,
 }
 

@@ -90,6 +90,9 @@ class Names:
     nginx_configmap: str
     pvc: str
     ingress: str
+    metrics_service: str
+    pod_disruption_budget: str
+    network_policy: str
 
     @classmethod
     def of(cls, registry: str) -> Names:
@@ -104,6 +107,9 @@ class Names:
             nginx_configmap=dns_label(registry, "-nginx"),
             pvc=dns_label(registry, "-data"),
             ingress=base,
+            metrics_service=dns_label(registry, "-metrics"),
+            pod_disruption_budget=base,
+            network_policy=base,
         )
 
 

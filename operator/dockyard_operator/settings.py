@@ -66,6 +66,15 @@ class Settings:
     that prefix) a registry's spec.expose.ingress.annotations may set; unset: `tenancy`'s default, empty:
     none. A key containing `snippet` is refused whatever this says (see `tenancy`)."""
 
+    metrics_listen: str = ""
+    """DOCKYARD_METRICS_LISTEN (or `--metrics-listen`): host:port of the operator's Prometheus /metrics
+    (`0.0.0.0:8081`, `[::]:8081`); empty: not served."""
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """(host, port) of the metrics listener, None when off."""
+        return parse_listen(self.metrics_listen) if self.metrics_listen else None
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -100,7 +109,14 @@ class Settings:
             if raw_annotations is None
             else tuple(p.strip() for p in raw_annotations.split(",") if p.strip())
         )
+        metrics_listen = env.get("DOCKYARD_METRICS_LISTEN", "").strip()
+        if metrics_listen:
+            try:
+                parse_listen(metrics_listen)
+            except ValueError as exc:
+                raise SettingsError(f"DOCKYARD_METRICS_LISTEN: {exc}") from None
         return cls(
+            metrics_listen=metrics_listen,
             registry_image=env.get("DOCKYARD_REGISTRY_IMAGE", defaults.registry_image),
             nginx_image=env.get("DOCKYARD_NGINX_IMAGE", defaults.nginx_image),
             resync_seconds=resync,
@@ -113,3 +129,13 @@ class Settings:
             ingress_annotations_allowed=annotations,
             watch_namespaces=watched,
         )
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`host:port` (an IPv6 host in brackets) as (host, port); raises ValueError with a readable message."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not host:port (e.g. 0.0.0.0:8081)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)

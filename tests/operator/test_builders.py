@@ -6,7 +6,11 @@ Covers:
 - the Deployment runs the registry on localhost with the contract's arguments and the nginx sidecar on 5443
   with probes, both hardened; the sidecar mounts the TLS Secret, the nginx config and the data volume
   read-only; the config hash changes with config, htpasswd and TLS material; placement passes through;
-- the Service maps 443 to 5443; the Ingress talks HTTPS to the backend; Secrets hold the documented keys.
+- the Service maps 443 to 5443; the Ingress talks HTTPS to the backend; Secrets hold the documented keys;
+- pod hygiene: the metrics Service targets the registry container's metrics port; a PodDisruptionBudget only
+  with more than one replica; default requests for what spec.resources leaves out; the default topology
+  spread unless the spec sets one; the NetworkPolicy admits nginx's port from anywhere and the metrics port
+  only from the operator's and the listed namespaces; optional_children says which ones a spec does not want.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from dockyard_operator.builders import (
     htpasswd_secret,
     ingress,
     inputs,
+    metrics_service,
+    network_policy,
     nginx_configmap,
+    pod_disruption_budget,
     pvc,
     service,
     tls_secret,
@@ -76,13 +83,19 @@ def test_desired_children_come_in_apply_order() -> None:
         ("PersistentVolumeClaim", "demo-data"),
         ("Service", "demo"),
         ("Deployment", "demo"),
+        ("Service", "demo-metrics"),
     ]
 
 
 def test_optional_children_appear_only_when_wanted() -> None:
     spec = {"storage": {"emptyDir": {}}, "expose": {"ingress": {"host": "r.example.com"}}}
     kinds = [c["kind"] for c in builders.desired_children(make_inputs(spec, tls=None, ca=None))]
-    assert kinds == ["Secret", "ConfigMap", "Service", "Deployment", "Ingress"]
+    assert kinds == ["Secret", "ConfigMap", "Service", "Deployment", "Service", "Ingress"]
+    spec = {"storage": {"emptyDir": {}}, "replicas": 2, "networkPolicy": {"enabled": True}}
+    kinds = [c["kind"] for c in builders.desired_children(make_inputs(spec, tls=None, ca=None))]
+    assert kinds == [
+        "Secret", "ConfigMap", "Service", "Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget"
+    ]  # fmt: skip
 
 
 def test_adopt_sets_one_controller_owner_and_the_namespace() -> None:
@@ -196,7 +209,7 @@ def test_placement_and_resources_pass_through() -> None:
     assert pod["nodeSelector"] == {"disk": "ssd"}
     assert pod["tolerations"] == [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]
     assert pod["affinity"] == {"nodeAffinity": {"x": 1}}
-    assert container(dep, "registry")["resources"] == {"requests": {"memory": "64Mi"}}
+    assert container(dep, "registry")["resources"] == {"requests": {"memory": "64Mi", "cpu": "50m"}}
 
 
 def test_selector_matches_pod_labels_and_storage_picks_the_strategy() -> None:
@@ -326,3 +339,99 @@ def test_access_yaml_lists_every_user_with_access_and_repositories() -> None:
 
 def test_builders_are_deterministic() -> None:
     assert builders.desired_children(make_inputs()) == builders.desired_children(make_inputs())
+
+
+# ------------------------------------------------------------------------------------------- pod hygiene
+
+
+def test_metrics_service_targets_the_registry_containers_metrics_port() -> None:
+    made = make_inputs()
+    svc = metrics_service.build(made)
+    assert svc["metadata"]["name"] == "demo-metrics"
+    assert svc["metadata"]["labels"][names.LABEL_COMPONENT] == "metrics"
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["selector"] == names.selector_labels("demo")
+    assert svc["spec"]["ports"] == [
+        {"name": names.METRICS_PORT_NAME, "port": names.METRICS_PORT, "targetPort": names.METRICS_PORT_NAME,
+         "protocol": "TCP"}
+    ]  # fmt: skip
+    reg_ports = container(deployment.build(made), "registry")["ports"]
+    port = {"name": names.METRICS_PORT_NAME, "containerPort": names.METRICS_PORT, "protocol": "TCP"}
+    assert port in reg_ports
+
+
+def test_pod_disruption_budget_only_with_more_than_one_replica() -> None:
+    assert not pod_disruption_budget.wanted(make_inputs({"replicas": 1}))
+    assert not pod_disruption_budget.wanted(make_inputs({"replicas": 0}))
+    made = make_inputs({"replicas": 3, "storage": {"emptyDir": {}}})
+    assert pod_disruption_budget.wanted(made)
+    pdb = pod_disruption_budget.build(made)
+    assert pdb["apiVersion"] == "policy/v1" and pdb["metadata"]["name"] == "demo"
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": names.selector_labels("demo")}}
+
+
+def test_registry_container_gets_default_requests_for_what_resources_leave_out() -> None:
+    assert container(deployment.build(make_inputs()), "registry")["resources"] == {
+        "requests": {"cpu": "50m", "memory": "64Mi"}
+    }
+    # A limit alone makes Kubernetes request as much: no default request that could exceed it.
+    limited = make_inputs({"resources": {"limits": {"memory": "32Mi"}}})
+    assert container(deployment.build(limited), "registry")["resources"] == {
+        "requests": {"cpu": "50m"},
+        "limits": {"memory": "32Mi"},
+    }
+    both = make_inputs({"resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "2", "memory": "1Gi"}}})
+    assert container(deployment.build(both), "registry")["resources"] == {
+        "requests": {"cpu": "1"},
+        "limits": {"cpu": "2", "memory": "1Gi"},
+    }
+
+
+def test_pods_spread_over_nodes_unless_the_spec_sets_constraints() -> None:
+    pod = deployment.build(make_inputs())["spec"]["template"]["spec"]
+    assert pod["topologySpreadConstraints"] == [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": names.selector_labels("demo")},
+        }
+    ]
+    own = {"maxSkew": 2, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"}
+    pod = deployment.build(make_inputs({"topologySpreadConstraints": [own]}))["spec"]["template"]["spec"]
+    assert pod["topologySpreadConstraints"] == [own]
+    pod = deployment.build(make_inputs({"topologySpreadConstraints": []}))["spec"]["template"]["spec"]
+    assert "topologySpreadConstraints" not in pod
+
+
+def test_network_policy_admits_https_from_anywhere_and_metrics_from_chosen_namespaces() -> None:
+    assert not network_policy.wanted(make_inputs())
+    made = make_inputs(
+        {"networkPolicy": {"enabled": True, "metricsFromNamespaces": ["monitoring", "dockyard-system"]}},
+        operator_namespace="dockyard-system",
+    )
+    assert network_policy.wanted(made)
+    policy = network_policy.build(made)
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchLabels": names.selector_labels("demo")}
+    assert spec["policyTypes"] == ["Ingress"]
+    https, metrics = spec["ingress"]
+    # No `from`: node-port pulls from every node and the ingress controller's namespace are admitted.
+    assert https == {"ports": [{"protocol": "TCP", "port": nginx_configmap.LISTEN_PORT}]}
+    assert metrics["ports"] == [{"protocol": "TCP", "port": names.METRICS_PORT}]
+    namespaces = ["dockyard-system", "monitoring"]  # sorted, once each
+    selector = {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}
+    assert metrics["from"] == [{"namespaceSelector": {"matchExpressions": [selector]}}]
+
+
+def test_optional_children_name_what_a_spec_does_not_want() -> None:
+    plain = {(o.kind, o.name): o.wanted for o in builders.optional_children(make_inputs())}
+    assert plain == {("Ingress", "demo"): False, ("PodDisruptionBudget", "demo"): False,
+                     ("NetworkPolicy", "demo"): False}  # fmt: skip
+    spec = {
+        "replicas": 2,
+        "storage": {"emptyDir": {}},
+        "networkPolicy": {"enabled": True},
+        "expose": {"ingress": {"host": "r.example.com"}},
+    }
+    assert all(o.wanted for o in builders.optional_children(make_inputs(spec)))

@@ -114,6 +114,8 @@ def test_rbac_rules_have_no_wildcards_and_cover_every_child_kind() -> None:
         "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
         "Deployment": ("apps", "deployments"),
         "Ingress": ("networking.k8s.io", "ingresses"),
+        "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
+        "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
     }
     granted = {
         (group, resource, verb)
@@ -123,11 +125,22 @@ def test_rbac_rules_have_no_wildcards_and_cover_every_child_kind() -> None:
         for verb in rule["verbs"]
     }
     assert not any("*" in part for entry in granted for part in entry)
-    spec = {"expose": {"ingress": {"host": "r.example.com"}}}
-    for child in builders.desired_children(test_builders.make_inputs(spec)):
+    spec = {
+        "expose": {"ingress": {"host": "r.example.com"}},
+        "replicas": 2,
+        "storage": {"pvc": {"accessModes": ["ReadWriteMany"]}},
+        "networkPolicy": {"enabled": True},
+    }
+    made = test_builders.make_inputs(spec)
+    kinds = {child["kind"] for child in builders.desired_children(made)}
+    assert kinds == set(plural)
+    for child in builders.desired_children(made):
         group, resource = plural[child["kind"]]
         for verb in ("get", "create", "patch", "watch"):
             assert (group, resource, verb) in granted, (child["kind"], verb)
+    for optional in builders.optional_children(made):  # deleted when no longer wanted
+        group, resource = plural[optional.kind]
+        assert (group, resource, "delete") in granted, optional.kind
     assert (names.GROUP, f"{names.PLURAL}/status", "patch") in granted
     assert ("", "events", "create") in granted
 

@@ -16,7 +16,9 @@ Covers:
   while the TLS Secret still has a CA is refused, not regenerated; a bring-your-own Secret is mounted and a
   missing one is named;
 - status: endpoint, CA and certificate facts, Ready follows the Deployment, observedGeneration;
-- removing spec.expose.ingress deletes the Ingress we own; a 403 is reported and asks for a retry; a namespace
+- removing spec.expose.ingress deletes the Ingress we own, as going back to one replica deletes the
+  PodDisruptionBudget and disabling spec.networkPolicy the NetworkPolicy (someone else's of that name stays);
+  status reads the main Service, not the metrics one; a 403 is reported and asks for a retry; a namespace
   being deleted ends the pass quietly instead of fighting the namespace controller.
 """
 
@@ -112,6 +114,7 @@ async def test_first_pass_creates_every_child_in_apply_order_owned_by_the_regist
         ("PersistentVolumeClaim", N.pvc),
         ("Service", N.service),
         ("Deployment", N.deployment),
+        ("Service", N.metrics_service),
     ]
     for kind, name in created:
         meta = api.obj(kind, name)["metadata"]
@@ -568,6 +571,69 @@ async def test_removing_the_ingress_from_the_spec_deletes_our_ingress(
     body["spec"] = {}
     await run(reconciler)
     assert not api.has("Ingress", N.ingress)
+
+
+async def test_back_to_one_replica_deletes_the_budget_and_disabling_the_policy_deletes_it(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    spec = {"replicas": 2, "storage": {"emptyDir": {}}, "networkPolicy": {"enabled": True}}
+    create(api, spec)
+    await run(reconciler)
+    assert api.has("PodDisruptionBudget", N.pod_disruption_budget)
+    assert api.has("NetworkPolicy", N.network_policy)
+    body = api.obj(names.KIND, "demo")
+    body["spec"] = {"replicas": 1, "storage": {"emptyDir": {}}}
+    await run(reconciler)
+    assert not api.has("PodDisruptionBudget", N.pod_disruption_budget)
+    assert not api.has("NetworkPolicy", N.network_policy)
+    assert api.has("Service", N.metrics_service)
+
+
+async def test_an_unwanted_budget_that_is_not_ours_stays(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api)
+    api.put(
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": N.pod_disruption_budget, "namespace": "ns"},
+            "spec": {"maxUnavailable": 1},
+        }
+    )
+    await run(reconciler)
+    assert api.has("PodDisruptionBudget", N.pod_disruption_budget)
+
+
+async def test_a_foreign_network_policy_is_named_but_does_not_hold_back_the_deployment(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api, {"auth": {"users": USERS}, "networkPolicy": {"enabled": True}})
+    api.put(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": N.network_policy, "namespace": "ns"},
+            "spec": {"podSelector": {}},
+        }
+    )
+    await run(reconciler)
+    assert api.has("Deployment", N.deployment)  # the pods mount nothing of it
+    assert api.obj("NetworkPolicy", N.network_policy)["spec"] == {"podSelector": {}}
+    conds = conditions(api)
+    assert conds["Degraded"]["reason"] == "NameConflict"
+    assert N.network_policy in conds["Degraded"]["message"]
+
+
+async def test_status_reads_the_main_service_not_the_metrics_service(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api, {"expose": {"type": "NodePort"}})
+    await run(reconciler)
+    assert api.has("Service", N.metrics_service)
+    status = api.obj(names.KIND, "demo")["status"]
+    assert status["nodeEndpoint"] == "localhost:31000"  # the metrics Service (ClusterIP) has no node port
+    assert status["endpoint"] == f"{N.service}.ns.svc:443"
 
 
 async def test_a_forbidden_write_is_reported_and_asks_for_a_retry(

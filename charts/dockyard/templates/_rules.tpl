@@ -3,8 +3,9 @@ The operator's own rules: operator/dockyard_operator/kube.py RBAC_RULES, written
 on its own (tests/integration/install checks the two agree), in three parts:
   * dockyard.operatorRules: what it does in the namespaces of the registries; the ClusterRole (every
     namespace) or each watched namespace's Role. Children are deleted through owner references; "delete"
-    is only for what no owner reference can remove: Ingresses dropped from the spec, pull-secret copies in
-    other namespaces, and kube-public/local-registry-hosting.
+    is only for what no owner reference can remove: optional children the spec no longer wants (an
+    Ingress, a PodDisruptionBudget, a NetworkPolicy), pull-secret copies in other namespaces, and
+    kube-public/local-registry-hosting.
   * dockyard.homeRules: node trust, only in the release namespace: the DaemonSet and ConfigMap it creates
     there and the agents' Pods it reads reports from. Never cluster-wide: creating DaemonSets anywhere
     would let the operator run a Pod on every node of any namespace.
@@ -31,7 +32,11 @@ on its own (tests/integration/install checks the two agree), in three parts:
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["networking.k8s.io"]
-  resources: ["ingresses"]
+  resources: ["ingresses", "networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# A PodDisruptionBudget while replicas > 1, deleted when back to 1.
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Events about each PrivateRegistry (kubectl describe shows them).
 - apiGroups: [""]

@@ -1,8 +1,10 @@
 """Pure builders: (spec, names, material) → Kubernetes manifest dicts, one module per child kind.
 
 Owns: the exact content of every child (`htpasswd_secret`, `ca_secret`/`tls_secret`, `nginx_configmap`, `pvc`,
-`service`, `deployment`, `ingress`), `desired_children()` returning them in apply order, and `adopt()`,
-which adds the owner reference that lets garbage collection delete children with their registry.
+`service`, `metrics_service`, `deployment`, `pod_disruption_budget`, `network_policy`, `ingress`),
+`desired_children()` returning them in apply order, `optional_children()` naming those a spec may also not
+want (so the children step deletes ours), and `adopt()`, which adds the owner reference that lets garbage
+collection delete children with their registry.
 Must not: perform I/O, read the clock, use randomness, or import kopf/lightkube/aiohttp: the same inputs
 always give the same dicts, which is what makes the spec-hash comparison in `writer.py` meaningful.
 """
@@ -10,20 +12,34 @@ always give the same dicts, which is what makes the spec-hash comparison in `wri
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 from dockyard_operator.builders import (
     deployment,
     htpasswd_secret,
     ingress,
+    metrics_service,
+    network_policy,
     nginx_configmap,
+    pod_disruption_budget,
     pvc,
     service,
     tls_secret,
 )
 from dockyard_operator.builders.inputs import Inputs, Owner
 
-__all__ = ["Inputs", "Owner", "adopt", "desired_children"]
+__all__ = ["Inputs", "OptionalChild", "Owner", "adopt", "desired_children", "optional_children"]
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionalChild:
+    """A child some specs do not want: which object it is, and whether this spec wants it."""
+
+    api_version: str
+    kind: str
+    name: str
+    wanted: bool
 
 
 def desired_children(inputs: Inputs) -> list[dict[str, Any]]:
@@ -39,9 +55,34 @@ def desired_children(inputs: Inputs) -> list[dict[str, Any]]:
         children.append(pvc.build(inputs))
     children.append(service.build(inputs))
     children.append(deployment.build(inputs))
+    # Nothing the pods mount: after the Deployment, so that a name conflict here never holds it back.
+    children.append(metrics_service.build(inputs))
+    if network_policy.wanted(inputs):
+        children.append(network_policy.build(inputs))
+    if pod_disruption_budget.wanted(inputs):
+        children.append(pod_disruption_budget.build(inputs))
     if inputs.spec.expose.ingress is not None:
         children.append(ingress.build(inputs))
     return children
+
+
+def optional_children(inputs: Inputs) -> list[OptionalChild]:
+    """The children a spec may not want, each saying whether this one does (unwanted ones of ours go)."""
+    child_names = inputs.names
+    return [
+        OptionalChild(
+            "networking.k8s.io/v1", "Ingress", child_names.ingress, inputs.spec.expose.ingress is not None
+        ),
+        OptionalChild(
+            "policy/v1",
+            "PodDisruptionBudget",
+            child_names.pod_disruption_budget,
+            pod_disruption_budget.wanted(inputs),
+        ),
+        OptionalChild(
+            "networking.k8s.io/v1", "NetworkPolicy", child_names.network_policy, network_policy.wanted(inputs)
+        ),
+    ]
 
 
 def adopt(manifest: dict[str, Any], *, owner: Owner) -> dict[str, Any]:

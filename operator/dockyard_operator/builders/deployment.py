@@ -22,6 +22,9 @@ REGISTRY_UID = 65532
 NGINX_UID = 101  # the `nginx` user of the official nginx images
 AUTH_DIR = "/etc/dockyard/auth"
 HEALTH_PATH = "/healthz"
+# Requests a registry container gets for what its spec.resources names neither as request nor as limit:
+# enough for the scheduler to account for it, never above a limit the user set.
+DEFAULT_REQUESTS = {"cpu": "50m", "memory": "64Mi"}
 
 _CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
@@ -90,11 +93,40 @@ def _registry_container(inputs: inputs_mod.Inputs) -> dict[str, Any]:
             {"name": "registry-tmp", "mountPath": nginx_configmap.TMP_DIR},
         ],
     }
-    if inputs.spec.resources is not None:
-        resources = inputs.spec.resources.model_dump(by_alias=True, exclude_none=True)
-        if resources:
-            container["resources"] = resources
+    container["resources"] = _registry_resources(inputs)
     return container
+
+
+def _registry_resources(inputs: inputs_mod.Inputs) -> dict[str, Any]:
+    """spec.resources, with a default request for each of cpu and memory it leaves out entirely (a limit
+    alone already makes Kubernetes request that much)."""
+    given = inputs.spec.resources
+    requests = dict(given.requests or {}) if given is not None else {}
+    limits = dict(given.limits or {}) if given is not None else {}
+    for resource, quantity in DEFAULT_REQUESTS.items():
+        if resource not in requests and resource not in limits:
+            requests[resource] = quantity
+    resources: dict[str, Any] = {}
+    if requests:
+        resources["requests"] = requests
+    if limits:
+        resources["limits"] = limits
+    return resources
+
+
+def _topology_spread(inputs: inputs_mod.Inputs) -> list[dict[str, Any]]:
+    """spec.topologySpreadConstraints as given, else one spreading the pods over nodes where possible."""
+    given = inputs.spec.topology_spread_constraints
+    if given is not None:
+        return [dict(c) for c in given]
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": names.selector_labels(inputs.registry)},
+        }
+    ]
 
 
 def _nginx_container(inputs: inputs_mod.Inputs) -> dict[str, Any]:
@@ -173,6 +205,9 @@ def build(inputs: inputs_mod.Inputs) -> dict[str, Any]:
         pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations]
     if spec.affinity:
         pod_spec["affinity"] = dict(spec.affinity)
+    spread = _topology_spread(inputs)
+    if spread:
+        pod_spec["topologySpreadConstraints"] = spread
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

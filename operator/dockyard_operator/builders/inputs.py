@@ -60,6 +60,8 @@ class Inputs:
     """Annotations of <registry>-ca (the CA rotation request it satisfies)."""
     ingress_annotations_allowed: tuple[str, ...] = tenancy.DEFAULT_INGRESS_ANNOTATIONS
     """Which spec.expose.ingress.annotations keys reach the Ingress (the operator's setting)."""
+    operator_namespace: str = "dockyard-system"
+    """The operator's namespace: its NetworkPolicy rule lets it read the registry's /status."""
 
 
 def digest(*parts: str | bytes) -> str:

@@ -9,7 +9,7 @@ Must not: perform I/O, know about children, or import kopf/lightkube.
 Field docstrings become the CRD descriptions (`kubectl explain preg.spec.tls` shows them), so they are written
 for users of the API.
 
-The models live in sections (`types`, `storage`, `access`, `serving`, `spec`, `status`); this package
+The models live in sections (`types`, `storage`, `access`, `serving`, `pods`, `spec`, `status`); this package
 re-exports them, so callers write `model.Tls`, `model.parse_spec`.
 """
 
@@ -21,6 +21,7 @@ from dockyard_operator.model.access import (
     SecretKeyRef,
     User,
 )
+from dockyard_operator.model.pods import NetworkPolicy
 from dockyard_operator.model.serving import (
     Expose,
     Ingress,
@@ -89,6 +90,7 @@ __all__ = [
     "Expose",
     "FreeformObject",
     "Ingress",
+    "NetworkPolicy",
     "Nginx",
     "NginxTime",
     "NodeTrust",

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from dockyard_operator.model.access import Auth, PullSecrets
+from dockyard_operator.model.pods import NetworkPolicy
 from dockyard_operator.model.serving import Expose, Nginx, NodeTrust, Tls
 from dockyard_operator.model.storage import Storage
 from dockyard_operator.model.types import ApiModel, FreeformObject, Quantity
@@ -44,13 +45,19 @@ class PrivateRegistrySpec(ApiModel):
     image: str | None = None
     """Registry image; empty uses the operator's default."""
     resources: ResourceRequirements | None = None
-    """Compute resources of the registry container."""
+    """Compute resources of the registry container. A CPU or memory request that neither requests nor
+    limits name gets a default (cpu 50m, memory 64Mi), so the scheduler accounts for the registry."""
     node_selector: dict[str, str] | None = None
     """Node labels the registry pods must match."""
     tolerations: list[Toleration] | None = None
     """Tolerations of the registry pods."""
     affinity: FreeformObject | None = None
     """Affinity of the registry pods (core/v1 Affinity)."""
+    topology_spread_constraints: list[FreeformObject] | None = None
+    """Topology spread constraints of the registry pods (core/v1 TopologySpreadConstraint). Unset: spread
+    by node (kubernetes.io/hostname, maxSkew 1, ScheduleAnyway); an empty list: none."""
+    network_policy: NetworkPolicy = NetworkPolicy()
+    """An optional NetworkPolicy restricting who may reach the registry pods."""
     storage: Storage = Storage()
     """Where images are stored."""
     auth: Auth = Auth()

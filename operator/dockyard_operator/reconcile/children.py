@@ -1,10 +1,12 @@
-"""Step: every child in apply order through the child writer, and the Ingress removed when unwanted.
+"""Step: every child in apply order through the child writer, and optional children removed when unwanted.
 
 Owns: adopting each child (controller owner reference), the order rules (a key Secret read this pass may not
 be recreated from memory once deleted; the Deployment is left as it runs while another child's name belongs
 to someone else, since its pods would mount that object), and turning what the API said about one child into
 a problem without stopping the others (a name conflict, a rejected child, a rejected claim update that storage
-reports, missing RBAC, a lost race).
+reports, missing RBAC, a lost race), deleting our optional children the spec no longer wants (Ingress,
+PodDisruptionBudget, NetworkPolicy), and which live object is "the" one of its kind that status and the later
+steps read: `Applied.live` holds the main Service (`<registry>`), never the `<registry>-metrics` one.
 Must not: build manifests (that is `builders`), or write except through `writer.Writer`.
 """
 
@@ -13,12 +15,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dockyard_operator import builders, kube, writer
+from dockyard_operator import builders, kube, names, writer
 from dockyard_operator.builders import inputs
 from dockyard_operator.conditions import Reason
 from dockyard_operator.reconcile import context
 
 _NEEDS_ALL_CHILDREN = {"Deployment"}
+
+
+def _is_main(kind: str, name: str, child_names: names.Names) -> bool:
+    """Whether a child is the one of its kind the later steps read (only Services come in two)."""
+    return kind != "Service" or name == child_names.service
 
 
 class Children:
@@ -42,7 +49,7 @@ class Children:
                 current = await self._reader.get(
                     api_version=adopted["apiVersion"], kind=kind, namespace=run.namespace, name=name
                 )
-                if current is not None:
+                if current is not None and _is_main(kind, name, run.names):
                     live[kind] = current
                 continue
             # A key Secret deleted while this pass ran must be decided afresh (reissue, or refuse for the CA)
@@ -67,24 +74,26 @@ class Children:
             except (kube.Conflict, kube.Unavailable) as exc:
                 findings += context.problem(Reason.APPLY_FAILED, str(exc), retry_after=5.0)
             else:
-                live[kind] = written.live
+                if _is_main(kind, name, run.names):
+                    live[kind] = written.live
                 if written.created:
                     findings += context.event(Reason.CREATED, f"created {kind} {name}")
                 elif written.changed:
                     findings += context.event(
                         Reason.UPDATED, f"updated {kind} {name}: {', '.join(written.changed[:3])}"
                     )
-        if run.spec.expose.ingress is None:
-            findings += await self._remove_ingress(run)
+        for optional in builders.optional_children(desired):
+            if not optional.wanted:
+                findings += await self._remove(run, optional)
         return context.Applied(live=live, storage_problem=storage_problem, findings=findings)
 
-    async def _remove_ingress(self, run: context.Pass) -> context.Findings:
-        """Delete our Ingress when spec.expose.ingress was removed (only if we own it)."""
+    async def _remove(self, run: context.Pass, child: builders.OptionalChild) -> context.Findings:
+        """Delete an optional child the spec no longer wants (only if we own it; someone else's stays)."""
         ref = {
-            "api_version": "networking.k8s.io/v1",
-            "kind": "Ingress",
+            "api_version": child.api_version,
+            "kind": child.kind,
             "namespace": run.namespace,
-            "name": run.names.ingress,
+            "name": child.name,
         }
         try:
             live = await self._reader.get(**ref)
@@ -93,7 +102,7 @@ class Children:
             owners = live.get("metadata", {}).get("ownerReferences") or []
             if any(o.get("uid") == run.owner.uid for o in owners):
                 await self._writer.delete(**ref)
-                return context.event(Reason.DELETED, f"deleted Ingress {run.names.ingress}")
+                return context.event(Reason.DELETED, f"deleted {child.kind} {child.name}")
         except kube.Forbidden as exc:
             return context.problem(Reason.FORBIDDEN, str(exc))
         return context.Findings()

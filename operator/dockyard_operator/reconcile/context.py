@@ -187,7 +187,10 @@ class Tls:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Applied:
-    """The live children after the children step, by kind, and what went wrong on the way."""
+    """The live children after the children step, by kind, and what went wrong on the way.
+
+    One object per kind: of the two Services, the main `<registry>` one (never `<registry>-metrics`), the
+    one status, node trust and pull secrets read."""
 
     live: Mapping[str, Mapping[str, Any]]
     storage_problem: Problem | None = None

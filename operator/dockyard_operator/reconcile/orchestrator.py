@@ -26,7 +26,7 @@ from typing import Any
 
 import pydantic
 
-from dockyard_operator import kube, model, names, settings, tenancy, writer
+from dockyard_operator import kube, metrics, model, names, settings, tenancy, writer
 from dockyard_operator.builders import inputs
 from dockyard_operator.conditions import Reason
 from dockyard_operator.nodetrust import controller
@@ -70,6 +70,7 @@ class Reconciler:
         clock: Clock = utc_now,
         cache_key: bytes | None = None,
         node_trust: controller.NodeTrust | None = None,
+        measures: metrics.OperatorMetrics | None = None,
     ) -> None:
         self._kube = client
         self._settings = config
@@ -78,6 +79,8 @@ class Reconciler:
         self._waiting: dict[tuple[str, str], int] = {}
         self._closed = False
         self.node_trust = node_trust
+        self.metrics = measures if measures is not None else metrics.OperatorMetrics()
+        """Reconcile durations and errors, and each registry's reported status, for /metrics."""
         """Node trust's publisher, whose task the handlers run (None: an operator without a namespace)."""
         self._fanout = asyncio.Semaphore(8)  # passes started by node trust at once (kopf runs as many)
         self._writer = writer.Writer(client)
@@ -103,32 +106,49 @@ class Reconciler:
             body=body, spec=spec, owner=owner, names=names.Names.of(owner.name), now=now, previous=previous
         )
         told = context.Findings()  # what steps before a blocking one found (a CA created) is still told
+        step = self.metrics.step
         try:
-            users = await self._credentials.users(run)
-            chosen = await self._certificates.choose_ca(run)
+            with step("credentials"):
+                users = await self._credentials.users(run)
+            with step("tls"):
+                chosen = await self._certificates.choose_ca(run)
             if isinstance(chosen, context.CaChoice):
                 told = chosen.findings
-                staged = await self._rotation.stage(run, chosen)
+                with step("ca_rotation"):
+                    staged = await self._rotation.stage(run, chosen)
                 told += staged.findings
-                chosen = await self._certificates.serve(run, choice=chosen, staged=staged)
+                with step("tls"):
+                    chosen = await self._certificates.serve(run, choice=chosen, staged=staged)
             material = chosen
         except context.Blocked as blocked:
             return await self._blocked(body, previous, blocked.problems, now=now, told=told)
-        applied = await self._children.apply(run, self._inputs(run, users, material), reused=material.reused)
-        nodes = await self._trust.hand_off(run, tls=material, applied=applied)
+        with step("children"):
+            applied = await self._children.apply(
+                run, self._inputs(run, users, material), reused=material.reused
+            )
+        with step("trust"):
+            nodes = await self._trust.hand_off(run, tls=material, applied=applied)
+        with step("exposure"):
+            exposed = [
+                await self._exposure.local_registry_hosting(run, applied=applied),
+                await self._exposure.pull_secrets(run, tls=material, applied=applied),
+            ]
         findings = context.total(
             [
                 material.findings,
                 applied.findings,
-                await self._exposure.local_registry_hosting(run, applied=applied),
-                await self._exposure.pull_secrets(run, tls=material, applied=applied),
+                *exposed,
                 _refused_annotations(run, allowed=self._settings.ingress_annotations_allowed),
             ]
         )
-        reported, findings = self._status.of(
-            run, tls=material, applied=applied, trust=nodes, findings=findings
-        )
-        await self._status.write(body, reported, previous=previous, now=now, events=findings.events)
+        with step("status"):
+            reported, findings = self._status.of(
+                run, tls=material, applied=applied, trust=nodes, findings=findings
+            )
+            await self._status.write(body, reported, previous=previous, now=now, events=findings.events)
+        self.metrics.observe(namespace=run.namespace, name=run.name, status=reported)
+        if findings.problems:
+            self.metrics.problem(findings.problems[0].reason)
         return Result(
             retry_after=findings.retry_after, message="; ".join(p.message for p in findings.problems)
         )
@@ -144,6 +164,7 @@ class Reconciler:
             htpasswd=users.htpasswd,
             access_yaml=users.access_yaml,
             ingress_annotations_allowed=self._settings.ingress_annotations_allowed,
+            operator_namespace=self._settings.namespace,
             tls_secret_name=material.secret_name,
             tls_digest=material.digest,
             tls=material.material,
@@ -163,7 +184,11 @@ class Reconciler:
         """Report the problems; children are left exactly as they are."""
         blocked = self._status.blocked(body, previous, problems, now=now)
         events = told.events if told is not None else ()
-        await self._status.write(body, blocked, previous=previous, now=now, events=events)
+        with self.metrics.step("status"):
+            await self._status.write(body, blocked, previous=previous, now=now, events=events)
+        meta = body["metadata"]
+        self.metrics.observe(namespace=meta["namespace"], name=meta["name"], status=blocked)
+        self.metrics.problem(problems[0].reason)
         return Result(message="; ".join(p.message for p in problems))
 
     # -------------------------------------------------------------------- scheduling and lifecycle
@@ -188,9 +213,11 @@ class Reconciler:
                     api_version=names.API_VERSION, kind=names.KIND, namespace=namespace, name=name
                 )
                 if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                    self.metrics.forget(namespace=namespace, name=name)
                     return Result()  # deleted: garbage collection removes the children
                 try:
-                    return await self._pass(body)
+                    with self.metrics.step("pass"):
+                        return await self._pass(body)
                 except kube.NamespaceTerminating:
                     # The namespace is being deleted, children first: recreating them is neither possible
                     # nor wanted, and the registry itself goes next.
@@ -226,6 +253,7 @@ class Reconciler:
         # secret copy, the KEP-1755 ConfigMap, the CA on the nodes) after we removed it: wait for it. Later
         # passes read the registry fresh, see the deletion and stop.
         async with self._locks.setdefault((namespace, name), asyncio.Lock()):
+            self.metrics.forget(namespace=namespace, name=name)
             spec = body.get("spec") or {}
             await self._exposure.forget(namespace=namespace, name=name, spec=spec)
             used = (spec.get("nodeTrust") or {}).get("enabled") or (body.get("status") or {}).get("nodeTrust")

@@ -63,12 +63,15 @@ class ChartOperator(Operator):
         assert self.process is None or not self.process.alive(), "the operator is already running"
         port = procs.reserve_port()
         self.liveness = f"http://127.0.0.1:{port.number}/healthz"
-        argv, env = deployment_command(self.docs, health_port=port.number)
+        metrics_port = procs.reserve_port()
+        self.metrics = f"http://127.0.0.1:{metrics_port.number}/metrics"
+        argv, env = deployment_command(self.docs, health_port=port.number, metrics_port=metrics_port.number)
         env = {**self.env, **env, "POD_ID": self.pod_id}
+        self.home = env["DOCKYARD_NAMESPACE"]
         with self.log.open("a") as out:
             out.write(f"--- start (chart RBAC): {' '.join(argv)}\n")
         process = self.process = procs.Process(
-            name="dockyard-operator (chart)", argv=argv, log=self.log, env=env, ports=[port]
+            name="dockyard-operator (chart)", argv=argv, log=self.log, env=env, ports=[port, metrics_port]
         )
 
         def up() -> bool:
@@ -100,11 +103,14 @@ class ChartedOperator:
         return f"system:serviceaccount:{self.namespace}:{self.service_account}"
 
 
-def deployment_command(docs: list[dict[str, Any]], *, health_port: int) -> tuple[list[str], dict[str, str]]:
+def deployment_command(
+    docs: list[dict[str, Any]], *, health_port: int, metrics_port: int | None = None
+) -> tuple[list[str], dict[str, str]]:
     """argv and environment of the chart's operator container, as they would run in the Pod.
 
     `python` is this virtualenv's interpreter, where the image has its own; values the Pod takes from the
-    downward API (POD_ID, the namespace) are filled in here.
+    downward API (POD_ID, the namespace) are filled in here. The health and metrics ports become the given
+    loopback ports: on this shared machine the chart's fixed ports may be taken.
     """
     (container,) = chart.only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     args = [
@@ -119,6 +125,8 @@ def deployment_command(docs: list[dict[str, Any]], *, health_port: int) -> tuple
             env[item["name"]] = POD_ID
         elif item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace":
             env[item["name"]] = chart.only(docs, "Deployment")["metadata"]["namespace"]
+    if "DOCKYARD_METRICS_LISTEN" in env and metrics_port is not None:
+        env["DOCKYARD_METRICS_LISTEN"] = f"127.0.0.1:{metrics_port}"
     command = list(container["command"])
     assert command[0] == "python", f"the chart's command is not a python invocation: {command}"
     return [sys.executable, *command[1:], *args], env

@@ -155,7 +155,8 @@ def test_operator_pod_is_non_root_read_only_and_without_capabilities() -> None:
 def test_probes_use_kopfs_health_endpoint_on_the_port_the_operator_listens_on() -> None:
     container = operator_container(chart.render(set_values=["health.port=9090"]))
     assert "--liveness=http://0.0.0.0:9090/healthz" in container["args"]
-    assert container["ports"] == [{"name": "health", "containerPort": 9090, "protocol": "TCP"}]
+    health = [p for p in container["ports"] if p["name"] == "health"]
+    assert health == [{"name": "health", "containerPort": 9090, "protocol": "TCP"}]
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
 
@@ -351,6 +352,7 @@ def test_an_existing_service_account_must_be_named_and_is_then_used_without_rbac
         # Admission control, not RBAC: it exempts the named ServiceAccount's own writes.
         ("ValidatingAdmissionPolicy", "dockyard-tenancy"),
         ("ValidatingAdmissionPolicyBinding", "dockyard-tenancy"),
+        ("Service", "dockyard-operator-metrics"),  # the operator's /metrics (monitoring.operatorMetricsPort)
     }
     assert chart.only(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
     policy = chart.only(docs, "ValidatingAdmissionPolicy")

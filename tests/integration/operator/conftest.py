@@ -10,9 +10,9 @@ and its exit code is checked), can be restarted (downtime tests), and writes a l
 tests assert on (no password in it) and that is attached to the report of a failing test.
 
 The operator starts once per session (`--standalone --all-namespaces`, a system:masters user of its own, a
-3 s drift timer, the cheapest bcrypt cost); every test works in its own namespace. Tests wait for what the
-operator did through the API (conditions, children, and `cluster.await_passes` for passes that change
-nothing), never for a line in its log.
+3 s drift timer, the cheapest bcrypt cost, its metrics on a reserved loopback port); every test works in its
+own namespace. Tests wait for what the operator did through the API (conditions, children, and
+`cluster.await_passes` for passes that change nothing), never for a line in its log.
 """
 
 from __future__ import annotations
@@ -61,15 +61,25 @@ class Operator:
         }
         self.process: procs.Process | None = None
         self.liveness = ""
+        self.metrics = ""
+        """URL of the operator's Prometheus /metrics (DOCKYARD_METRICS_LISTEN, a reserved loopback port)."""
+        self.home = "dockyard-system"
+        """The operator's own namespace (DOCKYARD_NAMESPACE; unset here, so the settings' default)."""
 
     def start(self, *, entrypoint: bool = False) -> None:
         """Start the operator and wait until its startup handlers have finished."""
         assert self.process is None or not self.process.alive(), "the operator is already running"
         port = procs.reserve_port()
         self.liveness = f"http://127.0.0.1:{port.number}/healthz"
-        if entrypoint:
+        metrics_port = procs.reserve_port()
+        self.metrics = f"http://127.0.0.1:{metrics_port.number}/metrics"
+        metrics_address = f"127.0.0.1:{metrics_port.number}"
+        env = dict(self.env)
+        if entrypoint:  # the CLI's flag; kopf run has only the environment variable
             argv = [sys.executable, "-m", "dockyard_operator", "--liveness", self.liveness]
+            argv += ["--metrics-listen", metrics_address]
         else:
+            env["DOCKYARD_METRICS_LISTEN"] = metrics_address
             argv = [
                 *(sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces", "--verbose"),
                 f"--liveness={self.liveness}",
@@ -78,7 +88,7 @@ class Operator:
         with self.log.open("a") as out:
             out.write(f"--- start: {' '.join(argv)}\n")
         process = self.process = procs.Process(
-            name="dockyard-operator", argv=argv, log=self.log, env=self.env, ports=[port]
+            name="dockyard-operator", argv=argv, log=self.log, env=env, ports=[port, metrics_port]
         )
 
         # kopf serves the liveness endpoint only after every startup handler has finished.

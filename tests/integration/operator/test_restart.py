@@ -4,7 +4,7 @@ Covers:
 - the operator stops cleanly on SIGTERM (exit code 0);
 - what changed while it was down (a rotated password, a deleted child, a new replica count) is
   reconciled when it comes back (kopf's resume plus the first pass), by the packaged
-  `python -m dockyard_operator` entry point the image runs;
+  `python -m dockyard_operator` entry point the image runs, which serves its metrics on `--metrics-listen`;
 - nothing is rewritten on a restart when nothing changed: children keep their resourceVersion;
 - a registry deleted while the operator was down (held by kopf's finalizer) is released and its
   children collected when it returns;
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections.abc
 import functools
+import urllib.request
 from typing import Any
 
 import lightkube
@@ -110,6 +111,8 @@ def test_changes_made_while_the_operator_was_down_are_reconciled_when_it_returns
         lambda: kube_client.get(apps.Deployment, N.deployment, namespace=namespace).spec.replicas == 2,
         what="2 replicas",
     )
+    with urllib.request.urlopen(restarted.metrics, timeout=10) as response:  # noqa: S310 - loopback URL
+        assert b"dockyard_operator_reconcile_duration_seconds" in response.read()
 
 
 def test_a_restart_with_nothing_changed_rewrites_nothing(

@@ -1,0 +1,175 @@
+"""The operator's Prometheus metrics: what reconciling costs and fails with, and what each registry reports.
+
+Owns: the metric names and labels (the chart's rules and dashboard use exactly these; a test checks they
+exist), recording a step's duration and failure, mirroring a registry's reported status (readiness, its
+conditions, certificate expiry, nodes trusting its CA) into gauges and dropping them when it is deleted, and
+serving the exposition on `--metrics-listen` (prometheus-client's own HTTP server, in a thread: a scrape
+never waits for the event loop).
+
+Metrics (labels in braces):
+- `dockyard_operator_reconcile_duration_seconds{step}` histogram: each step of a pass (`credentials`, `tls`,
+  `ca_rotation`, `children`, `trust`, `exposure`, `status`) and the whole `pass`.
+- `dockyard_operator_reconcile_errors_total{step, reason}`: a step that raised (reason: the error's type,
+  e.g. `Forbidden`, `Unavailable`), and passes that ended with a problem (step `pass`, reason: the
+  Degraded condition's reason, e.g. `MissingSecret`).
+- `dockyard_operator_registry_ready{namespace, registry}`: 1 when the Ready condition is True, else 0.
+- `dockyard_operator_registry_condition{namespace, registry, condition}`: 1 True, 0 False or Unknown.
+- `dockyard_operator_certificate_expiry_timestamp_seconds{namespace, registry, certificate}`: `ca` and
+  `server` notAfter as Unix time (only what the registry reports: no `ca` with a bring-your-own Secret).
+- `dockyard_operator_node_trust_nodes{namespace, registry, state}`: node trust's observed agents for the
+  registry's CA: `desired` nodes, `ready` agents, nodes `trusting` it.
+
+Must not: decide anything or talk to the API; label values come only from names and fixed sets (never a
+message, a host or a password), so the number of series stays bounded by the number of registries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+from wsgiref import simple_server
+
+import prometheus_client
+from prometheus_client import registry as prom_registry
+
+from dockyard_operator import model
+
+READY = "Ready"
+_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class OperatorMetrics:
+    """The operator's collectors on a registry of their own (one per process; tests make their own)."""
+
+    def __init__(self) -> None:
+        self.registry = prom_registry.CollectorRegistry()
+        self.reconcile_seconds = prometheus_client.Histogram(
+            "dockyard_operator_reconcile_duration_seconds",
+            "Seconds a reconcile step (or the whole pass, step=pass) took.",
+            ["step"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.reconcile_errors = prometheus_client.Counter(
+            "dockyard_operator_reconcile_errors_total",
+            "Reconcile steps that raised (reason: the error type) and passes that ended with a problem "
+            "(step=pass, reason: the Degraded reason).",
+            ["step", "reason"],
+            registry=self.registry,
+        )
+        self.registry_ready = prometheus_client.Gauge(
+            "dockyard_operator_registry_ready",
+            "1 when the PrivateRegistry's Ready condition is True, else 0.",
+            ["namespace", "registry"],
+            registry=self.registry,
+        )
+        self.registry_condition = prometheus_client.Gauge(
+            "dockyard_operator_registry_condition",
+            "A PrivateRegistry status condition: 1 when True, 0 when False or Unknown.",
+            ["namespace", "registry", "condition"],
+            registry=self.registry,
+        )
+        self.certificate_expiry = prometheus_client.Gauge(
+            "dockyard_operator_certificate_expiry_timestamp_seconds",
+            "When a registry's CA (certificate=ca) or serving certificate (certificate=server) expires, "
+            "as Unix time.",
+            ["namespace", "registry", "certificate"],
+            registry=self.registry,
+        )
+        self.node_trust_nodes = prometheus_client.Gauge(
+            "dockyard_operator_node_trust_nodes",
+            "Node trust of a registry's CA: desired nodes, ready agents, nodes trusting it.",
+            ["namespace", "registry", "state"],
+            registry=self.registry,
+        )
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, str], set[tuple[prometheus_client.Gauge, tuple[str, ...]]]] = {}
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Time a step; count it as an error (by the exception's type) when it raises."""
+        started = time.perf_counter()
+        try:
+            yield
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                self.reconcile_errors.labels(step=name, reason=type(exc).__name__).inc()
+            raise
+        finally:
+            self.reconcile_seconds.labels(step=name).observe(time.perf_counter() - started)
+
+    def problem(self, reason: str) -> None:
+        """A pass ended with a problem (the Degraded reason)."""
+        self.reconcile_errors.labels(step="pass", reason=reason).inc()
+
+    def observe(self, *, namespace: str, name: str, status: model.PrivateRegistryStatus) -> None:
+        """Mirror what a pass reported for one registry; series it no longer has are dropped."""
+        values: list[tuple[prometheus_client.Gauge, tuple[str, ...], float]] = []
+        ready = 0.0
+        for cond in status.conditions or []:
+            on = 1.0 if cond.status == "True" else 0.0
+            values.append((self.registry_condition, (namespace, name, cond.type), on))
+            if cond.type == READY:
+                ready = on
+        values.append((self.registry_ready, (namespace, name), ready))
+        if status.ca is not None and status.ca.not_after is not None:
+            values.append((self.certificate_expiry, (namespace, name, "ca"), status.ca.not_after.timestamp()))
+        if status.certificate is not None and status.certificate.not_after is not None:
+            values.append(
+                (
+                    self.certificate_expiry,
+                    (namespace, name, "server"),
+                    status.certificate.not_after.timestamp(),
+                )
+            )
+        trust = status.node_trust
+        if trust is not None:
+            counts = {"desired": trust.desired, "ready": trust.ready, "trusting": trust.trusting}
+            for state, count in counts.items():
+                if count is not None:
+                    values.append((self.node_trust_nodes, (namespace, name, state), float(count)))
+        with self._lock:
+            now = {(gauge, labels) for gauge, labels, _ in values}
+            for gauge, labels in self._series.get((namespace, name), set()) - now:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*labels)
+            for gauge, labels, value in values:
+                gauge.labels(*labels).set(value)
+            self._series[(namespace, name)] = now
+
+    def forget(self, *, namespace: str, name: str) -> None:
+        """A registry was deleted: its series go."""
+        with self._lock:
+            for gauge, labels in self._series.pop((namespace, name), set()):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*labels)
+
+    def exposition(self) -> bytes:
+        """The text exposition format, as a scrape gets it."""
+        return prometheus_client.generate_latest(self.registry)
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    """A running metrics listener; `stop()` closes it."""
+
+    server: simple_server.WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def serve(metrics: OperatorMetrics, *, host: str, port: int) -> Server:
+    """Serve `metrics` on host:port (port 0: any free one) in a daemon thread."""
+    server, thread = prometheus_client.start_http_server(port, addr=host, registry=metrics.registry)
+    return Server(server, thread)
