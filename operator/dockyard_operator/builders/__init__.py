@@ -1,8 +1,10 @@
 """Pure builders: (spec, names, material) → Kubernetes manifest dicts, one module per child kind.
 
 Owns: the exact content of every child (`htpasswd_secret`, `ca_secret`/`tls_secret`, `nginx_configmap`, `pvc`,
-`service`, `deployment`, `ingress`), `desired_children()` returning them in apply order, and `adopt()`,
-which adds the owner reference that lets garbage collection delete children with their registry.
+`service`, `deployment`, `ingress`, `maintenance_configmap`), `desired_children()` returning them in apply
+order, and `adopt()`, which adds the owner reference that lets garbage collection delete children with their
+registry, except for a child that must outlive it (`retained()`: a claim with deletionPolicy Retain), which
+`adopt()` only places in the registry's namespace.
 Must not: perform I/O, read the clock, use randomness, or import kopf/lightkube/aiohttp: the same inputs
 always give the same dicts, which is what makes the spec-hash comparison in `writer.py` meaningful.
 """
@@ -10,12 +12,15 @@ always give the same dicts, which is what makes the spec-hash comparison in `wri
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
+from dockyard_operator import names
 from dockyard_operator.builders import (
     deployment,
     htpasswd_secret,
     ingress,
+    maintenance_configmap,
     nginx_configmap,
     pvc,
     service,
@@ -23,7 +28,7 @@ from dockyard_operator.builders import (
 )
 from dockyard_operator.builders.inputs import Inputs, Owner
 
-__all__ = ["Inputs", "Owner", "adopt", "desired_children"]
+__all__ = ["Inputs", "Owner", "adopt", "desired_children", "retained"]
 
 
 def desired_children(inputs: Inputs) -> list[dict[str, Any]]:
@@ -35,6 +40,7 @@ def desired_children(inputs: Inputs) -> list[dict[str, Any]]:
         children.append(tls_secret.build(inputs))
     children.append(htpasswd_secret.build(inputs))
     children.append(nginx_configmap.build(inputs))
+    children.append(maintenance_configmap.build(inputs))
     if inputs.spec.storage.kind == "pvc":
         children.append(pvc.build(inputs))
     children.append(service.build(inputs))
@@ -44,12 +50,24 @@ def desired_children(inputs: Inputs) -> list[dict[str, Any]]:
     return children
 
 
+def retained(manifest: Mapping[str, Any]) -> bool:
+    """Whether the child must outlive its registry (it then gets no owner reference)."""
+    return names.RETAINED_FROM in ((manifest.get("metadata") or {}).get("labels") or {})
+
+
 def adopt(manifest: dict[str, Any], *, owner: Owner) -> dict[str, Any]:
-    """A copy of `manifest` in the owner's namespace with a controller owner reference to it."""
+    """A copy of `manifest` in the owner's namespace with a controller owner reference to it (none when the
+    child is `retained`)."""
     adopted = copy.deepcopy(manifest)
     meta = adopted.setdefault("metadata", {})
     meta["namespace"] = owner.namespace
     refs = [r for r in meta.get("ownerReferences", []) if r.get("uid") != owner.uid]
+    if retained(adopted):
+        if refs:
+            meta["ownerReferences"] = refs
+        else:
+            meta.pop("ownerReferences", None)
+        return adopted
     refs.append(
         {
             "apiVersion": owner.api_version,

@@ -9,8 +9,8 @@ Must not: perform I/O, know about children, or import kopf/lightkube.
 Field docstrings become the CRD descriptions (`kubectl explain preg.spec.tls` shows them), so they are written
 for users of the API.
 
-The models live in sections (`types`, `storage`, `access`, `serving`, `spec`, `status`); this package
-re-exports them, so callers write `model.Tls`, `model.parse_spec`.
+The models live in sections (`types`, `storage`, `access`, `serving`, `maintenance`, `spec`, `status`);
+this package re-exports them, so callers write `model.Tls`, `model.parse_spec`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,12 @@ from dockyard_operator.model.access import (
     PullSecrets,
     SecretKeyRef,
     User,
+)
+from dockyard_operator.model.maintenance import (
+    AGE_PATTERN,
+    DEFAULT_SCHEDULE,
+    Maintenance,
+    RetentionRule,
 )
 from dockyard_operator.model.serving import (
     Expose,
@@ -39,8 +45,11 @@ from dockyard_operator.model.status import (
     CaStatus,
     CertificateStatus,
     Condition,
+    GcRunStatus,
+    MaintenanceStatus,
     NodeTrustStatus,
     PrivateRegistryStatus,
+    StorageStatus,
 )
 from dockyard_operator.model.storage import (
     EmptyDirStorage,
@@ -68,6 +77,8 @@ from dockyard_operator.model.types import (
 )
 
 __all__ = [
+    "AGE_PATTERN",
+    "DEFAULT_SCHEDULE",
     "DNS_NAME_PATTERN",
     "DURATION_PATTERN",
     "HOST_PORT_PATTERN",
@@ -88,7 +99,10 @@ __all__ = [
     "EmptyDirStorage",
     "Expose",
     "FreeformObject",
+    "GcRunStatus",
     "Ingress",
+    "Maintenance",
+    "MaintenanceStatus",
     "Nginx",
     "NginxTime",
     "NodeTrust",
@@ -99,8 +113,10 @@ __all__ = [
     "PvcStorage",
     "Quantity",
     "ResourceRequirements",
+    "RetentionRule",
     "SecretKeyRef",
     "Storage",
+    "StorageStatus",
     "Tls",
     "Toleration",
     "User",

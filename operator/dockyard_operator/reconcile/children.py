@@ -4,7 +4,8 @@ Owns: adopting each child (controller owner reference), the order rules (a key S
 be recreated from memory once deleted; the Deployment is left as it runs while another child's name belongs
 to someone else, since its pods would mount that object), and turning what the API said about one child into
 a problem without stopping the others (a name conflict, a rejected child, a rejected claim update that storage
-reports, missing RBAC, a lost race).
+reports, missing RBAC, a lost race), and releasing a child that must outlive the registry (a claim with
+deletionPolicy Retain) from an owner reference an earlier pass or operator version gave it.
 Must not: build manifests (that is `builders`), or write except through `writer.Writer`.
 """
 
@@ -68,6 +69,9 @@ class Children:
                 findings += context.problem(Reason.APPLY_FAILED, str(exc), retry_after=5.0)
             else:
                 live[kind] = written.live
+                if builders.retained(adopted):
+                    live[kind], dropped = await self._release(run, written.live)
+                    findings += dropped
                 if written.created:
                     findings += context.event(Reason.CREATED, f"created {kind} {name}")
                 elif written.changed:
@@ -77,6 +81,18 @@ class Children:
         if run.spec.expose.ingress is None:
             findings += await self._remove_ingress(run)
         return context.Applied(live=live, storage_problem=storage_problem, findings=findings)
+
+    async def _release(
+        self, run: context.Pass, live: Mapping[str, Any]
+    ) -> tuple[Mapping[str, Any], context.Findings]:
+        """A child that must outlive the registry (a retained claim) loses its owner reference to it."""
+        try:
+            released = await self._writer.drop_owner_reference(live, uid=run.owner.uid)
+        except (kube.Invalid, kube.Conflict, kube.Unavailable) as exc:  # its references changed meanwhile
+            return live, context.problem(Reason.APPLY_FAILED, str(exc), retry_after=5.0)
+        except kube.Forbidden as exc:
+            return live, context.problem(Reason.FORBIDDEN, str(exc), retry_after=60.0)
+        return released, context.Findings()
 
     async def _remove_ingress(self, run: context.Pass) -> context.Findings:
         """Delete our Ingress when spec.expose.ingress was removed (only if we own it)."""
