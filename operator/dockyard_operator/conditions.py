@@ -58,6 +58,10 @@ class Reason(enum.StrEnum):
     HOSTING_FAILED = "HostingFailed"
     PULL_SECRET_USER_UNKNOWN = "PullSecretUserUnknown"  # noqa: S105  # a reason, not a password
     PULL_SECRETS_FAILED = "PullSecretsFailed"
+    STORAGE_OK = "StorageOK"
+    STORAGE_ALMOST_FULL = "StorageAlmostFull"
+    STORAGE_FULL = "StorageFull"
+    STORAGE_NOT_WRITABLE = "StorageNotWritable"
     # Events
     CREATED = "Created"
     UPDATED = "Updated"
@@ -66,6 +70,7 @@ class Reason(enum.StrEnum):
     CERTIFICATE_ISSUED = "CertificateIssued"
     CA_ROTATION_STARTED = "CARotationStarted"
     CA_ROTATED = "CARotated"
+    GARBAGE_COLLECTED = "GarbageCollected"
 
 
 BLOCKING_TLS_SECRET = frozenset(
@@ -78,7 +83,15 @@ BLOCKING_TLS_SECRET = frozenset(
     }
 )
 """Reasons a bring-your-own TLS Secret is unusable: they also make CertificateReady False."""
-STORAGE_DEGRADING = frozenset({Reason.STORAGE_NOT_SHARED, Reason.CLAIM_UPDATE_REJECTED, Reason.CLAIM_LOST})
+STORAGE_DEGRADING = frozenset(
+    {
+        Reason.STORAGE_NOT_SHARED,
+        Reason.CLAIM_UPDATE_REJECTED,
+        Reason.CLAIM_LOST,
+        Reason.STORAGE_FULL,
+        Reason.STORAGE_NOT_WRITABLE,
+    }
+)
 """Storage reasons that are a problem to fix (Degraded), not a state to wait out."""
 
 TRUE = "True"

@@ -66,6 +66,11 @@ class Settings:
     that prefix) a registry's spec.expose.ingress.annotations may set; unset: `tenancy`'s default, empty:
     none. A key containing `snippet` is refused whatever this says (see `tenancy`)."""
 
+    metrics_url_override: str | None = None
+    """DOCKYARD_METRICS_URL_OVERRIDE (tests only): read every registry's status document from this URL
+    (`{namespace}` and `{name}` are replaced) instead of `http://<pod IP>:9102/status` of its pods, for a
+    cluster without a pod network."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -112,4 +117,5 @@ class Settings:
             node_trust_allowed_hosts=allowed,
             ingress_annotations_allowed=annotations,
             watch_namespaces=watched,
+            metrics_url_override=env.get("DOCKYARD_METRICS_URL_OVERRIDE") or None,
         )

@@ -3,10 +3,10 @@
 Create, update, resume, the periodic timer and the watches on referenced Secrets and owned children all end
 here, so there is exactly one way state converges. A pass reads the registry fresh (a watch event may be
 stale), parses its spec once into an immutable `context.Pass`, and runs the steps in order, each returning
-what it adds: credentials → CA → CA rotation → serving certificate → children → node trust → hosting →
-pull secrets → status and Events. A problem the schema cannot catch (a missing Secret or key, an unusable
-password or certificate) blocks the pass before any child is touched and is reported as
-Ready=False/Degraded=True; the watch on Secrets or the timer brings the next attempt, so nothing
+what it adds: credentials → CA → CA rotation → serving certificate → children → node trust → what the registry
+reports (storage, gc) → hosting → pull secrets → status and Events. A problem the schema cannot catch (a
+missing Secret or key, an unusable password or certificate) blocks the pass before any child is touched and is
+reported as Ready=False/Degraded=True; the watch on Secrets or the timer brings the next attempt, so nothing
 crash-loops.
 
 Also here: passes of one registry never overlap and bursts coalesce; shutdown drains running passes; a
@@ -26,7 +26,7 @@ from typing import Any
 
 import pydantic
 
-from dockyard_operator import kube, model, names, settings, tenancy, writer
+from dockyard_operator import kube, model, names, registry_status, settings, tenancy, writer
 from dockyard_operator.builders import inputs
 from dockyard_operator.conditions import Reason
 from dockyard_operator.nodetrust import controller
@@ -36,6 +36,7 @@ from dockyard_operator.reconcile import (
     context,
     credentials,
     exposure,
+    observe,
     status,
     tls,
     trust,
@@ -70,6 +71,7 @@ class Reconciler:
         clock: Clock = utc_now,
         cache_key: bytes | None = None,
         node_trust: controller.NodeTrust | None = None,
+        status_reader: observe.Fetch | None = None,
     ) -> None:
         self._kube = client
         self._settings = config
@@ -87,6 +89,9 @@ class Reconciler:
         self._children = children.Children(reader=client, writes=self._writer)
         self._trust = trust.NodeTrustHandOff(node_trust=node_trust, config=config)
         self._exposure = exposure.Exposure(reader=client, writes=self._writer, config=config)
+        self._observe = observe.Observe(
+            reader=client, fetch=status_reader or registry_status.StatusReader(), config=config
+        )
         self._status = status.Status(client=client)
 
     async def _pass(self, body: Mapping[str, Any]) -> Result:
@@ -116,17 +121,19 @@ class Reconciler:
             return await self._blocked(body, previous, blocked.problems, now=now, told=told)
         applied = await self._children.apply(run, self._inputs(run, users, material), reused=material.reused)
         nodes = await self._trust.hand_off(run, tls=material, applied=applied)
+        observed = await self._observe.registry(run, applied=applied)
         findings = context.total(
             [
                 material.findings,
                 applied.findings,
+                observed.findings,
                 await self._exposure.local_registry_hosting(run, applied=applied),
                 await self._exposure.pull_secrets(run, tls=material, applied=applied),
                 _refused_annotations(run, allowed=self._settings.ingress_annotations_allowed),
             ]
         )
         reported, findings = self._status.of(
-            run, tls=material, applied=applied, trust=nodes, findings=findings
+            run, tls=material, applied=applied, trust=nodes, observed=observed, findings=findings
         )
         await self._status.write(body, reported, previous=previous, now=now, events=findings.events)
         return Result(
