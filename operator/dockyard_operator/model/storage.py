@@ -8,6 +8,9 @@ import pydantic
 
 from dockyard_operator.model.types import ApiModel, Quantity
 
+ALMOST_FULL_PERCENT = 85
+MAX_FILL_PERCENT = 95
+
 
 class PvcStorage(ApiModel):
     """A PersistentVolumeClaim created by the operator; by default it outlives the registry."""
@@ -46,7 +49,9 @@ class Storage(ApiModel):
                     "message": "set at most one of pvc and emptyDir",
                 },
                 {
-                    "rule": "self.almostFullPercent <= self.maxFillPercent",
+                    # Defaults apply per field, so either may be absent here (e.g. in the default object).
+                    "rule": f"(has(self.almostFullPercent) ? self.almostFullPercent : {ALMOST_FULL_PERCENT})"
+                    f" <= (has(self.maxFillPercent) ? self.maxFillPercent : {MAX_FILL_PERCENT})",
                     "message": "almostFullPercent must not be above maxFillPercent",
                 },
             ]
@@ -59,10 +64,10 @@ class Storage(ApiModel):
     """Keep data in an emptyDir volume (lost with the pod)."""
     delete_enabled: bool = False
     """Allow DELETE of manifests, tags and blobs through the API (admin users only)."""
-    almost_full_percent: Annotated[int, pydantic.Field(ge=1, le=100)] = 85
+    almost_full_percent: Annotated[int, pydantic.Field(ge=1, le=100)] = ALMOST_FULL_PERCENT
     """Above this fill of the data volume, StorageReady turns False with reason StorageAlmostFull (a warning
     while pushes still work)."""
-    max_fill_percent: Annotated[int, pydantic.Field(ge=1, le=100)] = 95
+    max_fill_percent: Annotated[int, pydantic.Field(ge=1, le=100)] = MAX_FILL_PERCENT
     """Above this fill the registry refuses pushes (507) and its pods turn unready, so they leave the
     Service: pulls stop too until space is freed (delete images, let gc run, or grow the claim)."""
 
