@@ -172,7 +172,7 @@ def test_node_trusts_daemonset_and_agent_pods_are_the_operators_business_only_at
     control_plane: kube.ControlPlane, charted_operator: ChartedOperator
 ) -> None:
     home = charted_operator.namespace
-    for verb, resource in (("create", "daemonsets.apps"), ("patch", "daemonsets.apps"), ("list", "pods")):
+    for verb, resource in (("create", "daemonsets.apps"), ("patch", "daemonsets.apps"), ("get", "pods")):
         for where, allowed in ((home, "yes"), ("default", "no")):
             ask = ("auth", "can-i", verb, resource, "-n", where)
             done = control_plane.kubectl(*ask, kubeconfig=charted_operator.kubeconfig, check=False)
