@@ -4,7 +4,9 @@ The registry serves `/status` on its metrics listener (`dockyard_registry.metric
 (capacity, use, whether it is writable and below `--storage-max-fill`) and the online gc (schedule, next run,
 last run as recorded in its status file). This module reads such documents (one per pod) into
 `status.storage` and `status.maintenance`, decides StorageReady from them against the spec's thresholds, and
-tells a gc run not yet reported (one Event per run) from one already in status.
+tells a gc run not yet reported (one Event per run) from one already in status. The time of the registry's
+last storage check is left out on purpose: it changes every few seconds and would make every pass write
+status.
 
 Owns: the document's field names (the registry/operator contract), the thresholds' meaning, the messages.
 Must not: fetch anything, read the clock, or know about Kubernetes objects; a document that is not what the
@@ -68,7 +70,6 @@ def _storage(doc: Mapping[str, Any]) -> tuple[model.StorageStatus | None, str | 
         used_bytes=used,
         used_percent=percent,
         writable=doc.get("ready") is True,
-        checked_at=_time(doc.get("checkedAt")),
     )
     return status, problem, message
 

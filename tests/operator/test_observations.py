@@ -73,7 +73,6 @@ def test_a_status_document_becomes_status_storage_and_maintenance() -> None:
         used_bytes=333,
         used_percent=33,
         writable=True,
-        checked_at=datetime.datetime.fromtimestamp(int(T0 + 5), tz=datetime.UTC),
     )
     assert reading.maintenance is not None and reading.maintenance.schedule == "17 3 * * *"
     run = reading.maintenance.last_run

@@ -77,8 +77,6 @@ class StorageStatus(ApiModel):
     """used / capacity, in whole percent (rounded down)."""
     writable: bool | None = None
     """Whether the registry's last write probe succeeded and the fill is below spec.storage.maxFillPercent."""
-    checked_at: datetime.datetime | None = None
-    """When the registry measured it."""
 
 
 class GcRunStatus(ApiModel):
