@@ -1,7 +1,8 @@
 """The HTTP reader of registry pods' `/status` documents (`registry_status`), against a local aiohttp server.
 
-Covers: the JSON of every URL that answers 200 comes back in order; a non-200 answer, a body that is not JSON,
-a refused connection and a server slower than the timeout are left out instead of raising; no URLs, no session.
+Covers: the JSON of every URL that answers 200 comes back in order; a non-200 answer, a body that is not
+JSON, a refused connection and a server slower than the timeout are left out instead of raising; no URLs, no
+session.
 """
 
 from __future__ import annotations
