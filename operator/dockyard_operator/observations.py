@@ -185,6 +185,18 @@ def new_run(previous: model.MaintenanceStatus | None, current: model.Maintenance
     return before is None or before.time != run.time
 
 
+def keep_last_run(
+    previous: model.MaintenanceStatus | None, current: model.MaintenanceStatus | None
+) -> model.MaintenanceStatus | None:
+    """`current`, keeping the last run status showed when the registry reports none (gc suspended, or a
+    registry whose status file is gone): a run that happened stays reported."""
+    if current is None:
+        return previous
+    if current.last_run is None and previous is not None and previous.last_run is not None:
+        return current.model_copy(update={"last_run": previous.last_run})
+    return current
+
+
 def run_failed(run: model.GcRunStatus) -> bool:
     return bool(run.errors) or (run.message is not None and not run.message.startswith("retention"))
 

@@ -7,7 +7,8 @@ Covers:
 - StorageReady: ok below almostFullPercent, StorageAlmostFull from it, StorageFull above maxFillPercent or
   when the registry says full, StorageNotWritable when it cannot write (or its check is stuck);
 - several pods: the worst storage and the latest gc run win;
-- a gc run is new only when its finish time differs from what status shows; the Event text;
+- a gc run is new only when its finish time differs from what status shows; a suspended gc keeps the last
+  run status showed; the Event text;
 - the step: reads the override URL (namespace and name filled in), sets status.storage/maintenance and the
   condition (the claim's own verdict still wins while it is not ok), posts GarbageCollected once per run,
   keeps the previous status when no pod answers, and lists no pods while the Deployment reports none.
@@ -163,6 +164,16 @@ def test_a_run_is_new_only_when_status_does_not_show_it_yet() -> None:
     assert not observations.new_run(first, first)
     assert observations.new_run(first, later)
     assert not observations.new_run(first, observations.parse(document(finished=None)).maintenance)
+
+
+def test_a_suspended_gc_keeps_the_last_run_status_showed() -> None:
+    shown = observations.parse(document()).maintenance
+    suspended = observations.parse({"gc": {"enabled": False}}).maintenance
+    kept = observations.keep_last_run(shown, suspended)
+    assert kept is not None and kept.schedule is None
+    assert shown is not None and kept.last_run == shown.last_run
+    assert observations.keep_last_run(shown, None) == shown
+    assert observations.keep_last_run(None, suspended) == suspended
 
 
 def test_event_text_says_what_went_or_would_go() -> None:

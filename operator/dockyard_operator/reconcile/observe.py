@@ -41,7 +41,7 @@ class Observe:
             return context.Observed(storage=previous.storage, maintenance=previous.maintenance)
         reading = observations.combine([observations.parse(doc) for doc in documents])
         verdict = observations.storage_verdict(reading, storage=run.spec.storage)
-        maintenance = reading.maintenance if reading.maintenance is not None else previous.maintenance
+        maintenance = observations.keep_last_run(previous.maintenance, reading.maintenance)
         findings = context.Findings()
         if observations.new_run(previous.maintenance, reading.maintenance):
             assert maintenance is not None and maintenance.last_run is not None  # new_run checked it
