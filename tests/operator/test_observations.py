@@ -11,7 +11,8 @@ Covers:
   run status showed; the Event text;
 - the step: reads the override URL (namespace and name filled in), sets status.storage/maintenance and the
   condition (the claim's own verdict still wins while it is not ok), posts GarbageCollected once per run,
-  keeps the previous status when no pod answers, and lists no pods while the Deployment reports none.
+  keeps the previous status when no pod answers, lists no pods while the Deployment reports none, and reports
+  a refused Pod list (Degraded Forbidden).
 """
 
 from __future__ import annotations
@@ -304,3 +305,15 @@ async def test_pods_are_listed_only_once_the_deployment_reports_some_and_running
     api.obj("Deployment", "demo")["status"] = {"replicas": 3}
     await reconciler.reconcile(namespace="ns", name="demo")
     assert fetch.urls == [["http://10.0.0.5:9102/status", "http://[fd00::7]:9102/status"]]
+
+
+async def test_a_refused_pod_list_is_reported_and_status_kept() -> None:
+    api, fetch, reconciler = make(override=None)
+    api.put(fakes.registry(spec=EMPTY_DIR))
+    await reconciler.reconcile(namespace="ns", name="demo")
+    api.obj("Deployment", "demo")["status"] = {"replicas": 1}
+    api.forbidden_kinds.add("Pod")
+    await reconciler.reconcile(namespace="ns", name="demo")
+    degraded = next(c for c in status(api)["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "Forbidden")
+    assert "cannot list the registry's Pods" in degraded["message"] and fetch.urls == []

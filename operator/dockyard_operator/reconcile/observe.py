@@ -7,11 +7,12 @@ show yet. Pods are listed only when the Deployment reports any. Pods that are ru
 too: a full volume is exactly what makes them unready. Without any answer the previous
 status.storage/maintenance are kept and no verdict is given, so a pod restart does not make status flap.
 Must not: write anything (status and Events are the status step's), or fail a pass because a pod did not
-answer.
+answer (a refused Pod list is reported as Degraded/Forbidden: the operator's RBAC lacks it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -34,11 +35,21 @@ class Observe:
         self._override = config.metrics_url_override
 
     async def registry(self, run: context.Pass, *, applied: context.Applied) -> context.Observed:
-        urls = await self._urls(run, applied=applied)
-        documents = await self._fetch.read_all(urls) if urls else []
         previous = _previous(run.body)
+        try:
+            urls = await self._urls(run, applied=applied)
+        except (
+            kube.Forbidden
+        ) as exc:  # a hand-made Role without `list` on Pods: say so, keep what status shows
+            return dataclasses.replace(
+                previous,
+                findings=context.problem(Reason.FORBIDDEN, f"cannot list the registry's Pods: {exc}"),
+            )
+        except kube.KubeError:
+            urls = []  # the next pass tries again; status keeps what it showed
+        documents = await self._fetch.read_all(urls) if urls else []
         if not documents:
-            return context.Observed(storage=previous.storage, maintenance=previous.maintenance)
+            return previous
         reading = observations.combine([observations.parse(doc) for doc in documents])
         verdict = observations.storage_verdict(reading, storage=run.spec.storage)
         maintenance = observations.keep_last_run(previous.maintenance, reading.maintenance)
@@ -63,12 +74,9 @@ class Observe:
             return [self._override.format(namespace=run.namespace, name=run.name)]
         if not ((applied.get("Deployment") or {}).get("status") or {}).get("replicas"):
             return []  # no pod exists (scaled to zero, or not created yet): no need to list them
-        try:
-            pods = await self._reader.list(
-                api_version="v1", kind="Pod", namespace=run.namespace, labels=names.selector_labels(run.name)
-            )
-        except kube.KubeError:
-            return []  # the next pass tries again; status keeps what it showed
+        pods = await self._reader.list(
+            api_version="v1", kind="Pod", namespace=run.namespace, labels=names.selector_labels(run.name)
+        )
         return [url for pod in pods if (url := _status_url(pod)) is not None]
 
 
