@@ -115,6 +115,11 @@ class Reason(enum.StrEnum):
     NO_NODES = "NoNodes"
     INSTALLING = "Installing"
     INSTALLED = "Installed"
+    # storage health (reconcile.observe)
+    STORAGE_OK = "StorageOK"
+    STORAGE_ALMOST_FULL = "StorageAlmostFull"
+    STORAGE_FULL = "StorageFull"
+    STORAGE_NOT_WRITABLE = "StorageNotWritable"
     # Events only
     CREATED = "Created"
     UPDATED = "Updated"
@@ -122,6 +127,7 @@ class Reason(enum.StrEnum):
     CERTIFICATE_ISSUED = "CertificateIssued"
     CA_ROTATION_STARTED = "CARotationStarted"
     CA_ROTATED = "CARotated"
+    GARBAGE_COLLECTED = "GarbageCollected"
 
 
 BLOCKING_TLS_SECRET = frozenset(
@@ -134,7 +140,15 @@ BLOCKING_TLS_SECRET = frozenset(
     }
 )
 """Reasons a bring-your-own TLS Secret is unusable: they also make CertificateReady False."""
-STORAGE_DEGRADING = frozenset({Reason.STORAGE_NOT_SHARED, Reason.CLAIM_UPDATE_REJECTED, Reason.CLAIM_LOST})
+STORAGE_DEGRADING = frozenset(
+    {
+        Reason.STORAGE_NOT_SHARED,
+        Reason.CLAIM_UPDATE_REJECTED,
+        Reason.CLAIM_LOST,
+        Reason.STORAGE_FULL,
+        Reason.STORAGE_NOT_WRITABLE,
+    }
+)
 """Storage reasons that are a problem to fix (Degraded), not a state to wait out."""
 
 TRUE = "True"

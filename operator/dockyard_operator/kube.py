@@ -59,6 +59,8 @@ RBAC_RULES: Final[list[dict[str, list[str]]]] = [
         "verbs": ["get", "list", "watch", "create", "patch", "delete"],
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    # A registry's Pods: their IPs, to read each one's /status on its metrics port (reconcile/observe.py).
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     # Node trust (in the operator's namespace): the DaemonSet, and its agents' reports on their Pods.
     {
         "apiGroups": ["apps"],

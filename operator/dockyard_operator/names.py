@@ -30,6 +30,9 @@ _DIGEST_LEN = 8
 SPEC_HASH = f"{GROUP}/spec-hash"
 CONFIG_HASH = f"{GROUP}/config-hash"
 
+# On a claim kept after its registry is gone (spec.storage.pvc.deletionPolicy Retain): whose data it holds.
+RETAINED_FROM = f"{GROUP}/retained-from"
+
 # The registry container's Prometheus /metrics and /status (last gc run, storage) address: a pod port apart
 # from nginx's, never proxied, for the metrics Service, a ServiceMonitor and the operator's status read.
 METRICS_PORT = 9102
@@ -88,6 +91,7 @@ class Names:
     tls_secret: str
     ca_secret: str
     nginx_configmap: str
+    maintenance_configmap: str
     pvc: str
     ingress: str
     metrics_service: str
@@ -105,6 +109,7 @@ class Names:
             tls_secret=dns_label(registry, "-tls"),
             ca_secret=dns_label(registry, "-ca"),
             nginx_configmap=dns_label(registry, "-nginx"),
+            maintenance_configmap=dns_label(registry, "-maintenance"),
             pvc=dns_label(registry, "-data"),
             ingress=base,
             metrics_service=dns_label(registry, "-metrics"),

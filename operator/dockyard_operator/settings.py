@@ -70,6 +70,11 @@ class Settings:
     """DOCKYARD_METRICS_LISTEN (or `--metrics-listen`): host:port of the operator's Prometheus /metrics
     (`0.0.0.0:8081`, `[::]:8081`); empty: not served."""
 
+    metrics_url_override: str | None = None
+    """DOCKYARD_METRICS_URL_OVERRIDE (tests only): read every registry's status document from this URL
+    (`{namespace}` and `{name}` are replaced) instead of `http://<pod IP>:9102/status` of its pods, for a
+    cluster without a pod network."""
+
     @property
     def metrics_address(self) -> tuple[str, int] | None:
         """(host, port) of the metrics listener, None when off."""
@@ -128,6 +133,7 @@ class Settings:
             node_trust_allowed_hosts=allowed,
             ingress_annotations_allowed=annotations,
             watch_namespaces=watched,
+            metrics_url_override=env.get("DOCKYARD_METRICS_URL_OVERRIDE") or None,
         )
 
 

@@ -209,6 +209,28 @@ class Writer:
                 if attempt == 2:
                     raise
 
+    async def drop_owner_reference(self, live: Mapping[str, Any], *, uid: str) -> dict[str, Any]:
+        """Remove the owner reference to `uid` from an object that must no longer be garbage-collected with
+        that owner; returns the object as it is afterwards (unchanged when it carries no such reference).
+
+        An apply without the reference removes it only when this field manager alone set it; one an older
+        operator's update (or anyone else) recorded would stay and garbage collection would still delete the
+        object. So the entry is removed by a JSON patch, guarded by a `test` of that very entry: a list that
+        changed since it was read fails the patch instead of losing someone else's reference.
+        """
+        refs = list((live.get("metadata") or {}).get("ownerReferences") or [])
+        index = next((i for i, ref in enumerate(refs) if ref.get("uid") == uid), None)
+        if index is None:
+            return dict(live)
+        path = f"/metadata/ownerReferences/{index}"
+        result = await self._client.patch_json(
+            **_ref(live),
+            operations=[{"op": "test", "path": path, "value": refs[index]}, {"op": "remove", "path": path}],
+        )
+        self._remember(result)
+        log.info("%s: dropped the owner reference to %s", kube.describe(live), uid)
+        return result
+
     async def delete(self, *, api_version: str, kind: str, namespace: str, name: str) -> None:
         """Delete an object; an already missing one is fine."""
         await self._client.delete(api_version=api_version, kind=kind, namespace=namespace, name=name)

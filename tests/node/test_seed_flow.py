@@ -23,7 +23,8 @@ Steps (each failure names its step; the report carries every component's and Pod
 6. staged CA rotation: once the node trusts only the new CA, a new Pod pulls again; containerd was never
    restarted;
 7. the registry Pod is deleted: the pushed image is still there when it comes back (the PersistentVolume);
-8. `kubectl delete preg`: the node's certs.d entries for it are gone, a foreign entry is untouched;
+8. `kubectl delete preg`: the node's certs.d entries for it are gone, a foreign entry is untouched; the claim
+   is retained (deletionPolicy Retain, the default: labelled, no owner reference) and then deleted by hand;
 9. `helm uninstall`: no Dockyard object in the cluster, no file on the node, no iptables rule for it.
 """
 
@@ -448,8 +449,13 @@ def test_helm_install_to_a_pod_pulling_from_dockyard_through_rotation_and_uninst
 
         assert kube.eventually(digest_again, timeout=120, what="the image served again") == pushed_digest
 
-    with step("kubectl delete preg: the node forgets the registry"):
+    with step("kubectl delete preg: the node forgets the registry, the claim and its images stay"):
         node.kubectl("delete", "preg", REGISTRY, "-n", TEAM, "--timeout=180s", timeout=200)
+        # deletionPolicy Retain (the default): no owner reference, so garbage collection keeps the claim.
+        claim = _json(node, "get", "pvc", N.pvc, "-n", TEAM)
+        assert claim["metadata"]["labels"][names.RETAINED_FROM] == REGISTRY, claim["metadata"]
+        assert not claim["metadata"].get("ownerReferences"), claim["metadata"]
+        assert claim["metadata"].get("deletionTimestamp") is None
 
         kube.eventually(
             lambda: _certs_entries() == before,
@@ -458,6 +464,8 @@ def test_helm_install_to_a_pod_pulling_from_dockyard_through_rotation_and_uninst
         )
         for directory in foreign.values():
             assert (directory / "hosts.toml").read_text() == f'server = "https://{FOREIGN}"\n'
+        # Freeing the space is the user's decision (docs/install.md, "Storage survives deletion").
+        node.kubectl("delete", "pvc", N.pvc, "-n", TEAM, "--timeout=120s", timeout=140)
 
     with step("helm uninstall: nothing of Dockyard left"):
         _run(

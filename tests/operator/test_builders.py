@@ -80,6 +80,7 @@ def test_desired_children_come_in_apply_order() -> None:
         ("Secret", "demo-tls"),
         ("Secret", "demo-htpasswd"),
         ("ConfigMap", "demo-nginx"),
+        ("ConfigMap", "demo-maintenance"),
         ("PersistentVolumeClaim", "demo-data"),
         ("Service", "demo"),
         ("Deployment", "demo"),
@@ -90,11 +91,12 @@ def test_desired_children_come_in_apply_order() -> None:
 def test_optional_children_appear_only_when_wanted() -> None:
     spec = {"storage": {"emptyDir": {}}, "expose": {"ingress": {"host": "r.example.com"}}}
     kinds = [c["kind"] for c in builders.desired_children(make_inputs(spec, tls=None, ca=None))]
-    assert kinds == ["Secret", "ConfigMap", "Service", "Deployment", "Service", "Ingress"]
+    assert kinds == ["Secret", "ConfigMap", "ConfigMap", "Service", "Deployment", "Service", "Ingress"]
     spec = {"storage": {"emptyDir": {}}, "replicas": 2, "networkPolicy": {"enabled": True}}
     kinds = [c["kind"] for c in builders.desired_children(make_inputs(spec, tls=None, ca=None))]
     assert kinds == [
-        "Secret", "ConfigMap", "Service", "Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget"
+        "Secret", "ConfigMap", "ConfigMap", "Service", "Deployment", "Service", "NetworkPolicy",
+        "PodDisruptionBudget",
     ]  # fmt: skip
 
 
@@ -117,7 +119,9 @@ def test_registry_container_listens_on_localhost_with_the_contract_arguments() -
         "serve", "--listen", "127.0.0.1:5000", "--no-tls", "--data-dir", "/var/lib/registry",
         "--htpasswd", "/etc/dockyard/auth/htpasswd", "--access", "/etc/dockyard/auth/access.yaml",
         "--accel-redirect", "/_dockyard_blobs/", "--no-delete", "--anonymous-pull", "--realm", "demo",
-        "--metrics-listen", "0.0.0.0:9102",
+        "--metrics-listen", "0.0.0.0:9102", "--storage-max-fill", "95",
+        "--gc-schedule", "17 3 * * *", "--gc-grace", "1h",
+        "--gc-retention", "/etc/dockyard/maintenance/retention.json",
     ]  # fmt: skip
     assert reg["ports"] == [{"name": "metrics", "containerPort": 9102, "protocol": "TCP"}]
     assert mounts(reg)["auth"] == {"name": "auth", "mountPath": "/etc/dockyard/auth", "readOnly": True}
@@ -151,12 +155,13 @@ def test_sidecar_reads_config_and_blobs_and_writes_only_to_empty_dirs() -> None:
     assert volumes(dep)["nginx-config"] == {"name": "nginx-config", "configMap": {"name": "demo-nginx"}}
 
 
-def test_sidecar_serves_https_on_5443_with_probes_on_healthz() -> None:
+def test_sidecar_serves_https_on_5443_ready_on_readyz_and_live_on_healthz() -> None:
     nginx = container(deployment.build(make_inputs()), "nginx")
     assert nginx["image"] == "nginx:test"
     assert nginx["ports"] == [{"name": "https", "containerPort": 5443, "protocol": "TCP"}]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert nginx[probe]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
+    # Readiness follows the registry's storage check; liveness never touches storage.
+    assert nginx["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
+    assert nginx["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
 
 
 def test_both_containers_are_hardened() -> None:

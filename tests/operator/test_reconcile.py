@@ -100,7 +100,7 @@ def config_hash(api: fakes.FakeKube) -> str:
 N = names.Names.of("demo")
 
 
-async def test_first_pass_creates_every_child_in_apply_order_owned_by_the_registry(
+async def test_first_pass_creates_every_child_in_apply_order_owned_by_the_registry_but_the_claim(
     api: fakes.FakeKube, reconciler: reconcile.Reconciler
 ) -> None:
     body = create(api)
@@ -111,13 +111,20 @@ async def test_first_pass_creates_every_child_in_apply_order_owned_by_the_regist
         ("Secret", N.tls_secret),
         ("Secret", N.htpasswd_secret),
         ("ConfigMap", N.nginx_configmap),
+        ("ConfigMap", N.maintenance_configmap),
         ("PersistentVolumeClaim", N.pvc),
         ("Service", N.service),
         ("Deployment", N.deployment),
         ("Service", N.metrics_service),
     ]
+    claim = api.obj("PersistentVolumeClaim", N.pvc)["metadata"]
+    assert "ownerReferences" not in claim and claim["labels"][names.RETAINED_FROM] == "demo"  # Retain
     for kind, name in created:
         meta = api.obj(kind, name)["metadata"]
+        assert meta["labels"][names.LABEL_MANAGED_BY] == "dockyard"
+        assert meta["annotations"][names.SPEC_HASH]
+        if kind == "PersistentVolumeClaim":
+            continue
         assert meta["ownerReferences"] == [
             {
                 "apiVersion": names.API_VERSION,
@@ -128,8 +135,6 @@ async def test_first_pass_creates_every_child_in_apply_order_owned_by_the_regist
                 "blockOwnerDeletion": True,
             }
         ]
-        assert meta["labels"][names.LABEL_MANAGED_BY] == "dockyard"
-        assert meta["annotations"][names.SPEC_HASH]
 
 
 async def test_a_second_pass_over_an_unchanged_registry_writes_nothing(

@@ -42,6 +42,11 @@ on its own (tests/integration/install checks the two agree), in three parts:
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# The registry's Pods, listed for their IPs: the operator reads each one's /status (storage use, last gc run)
+# from the metrics port. Read only; a Pod is never fetched or changed.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 # Pull secrets live in other namespaces (no owner reference can remove them), and
 # kube-public/local-registry-hosting outlives no registry: the operator deletes both itself.
 - apiGroups: [""]

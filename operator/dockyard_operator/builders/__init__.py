@@ -1,10 +1,12 @@
 """Pure builders: (spec, names, material) → Kubernetes manifest dicts, one module per child kind.
 
-Owns: the exact content of every child (`htpasswd_secret`, `ca_secret`/`tls_secret`, `nginx_configmap`, `pvc`,
-`service`, `metrics_service`, `deployment`, `pod_disruption_budget`, `network_policy`, `ingress`),
-`desired_children()` returning them in apply order, `optional_children()` naming those a spec may also not
-want (so the children step deletes ours), and `adopt()`, which adds the owner reference that lets garbage
-collection delete children with their registry.
+Owns: the exact content of every child (`htpasswd_secret`, `ca_secret`/`tls_secret`, `nginx_configmap`,
+`maintenance_configmap`, `pvc`, `service`, `metrics_service`, `deployment`, `pod_disruption_budget`,
+`network_policy`, `ingress`), `desired_children()` returning them in apply order, `optional_children()`
+naming those a spec may also not want (so the children step deletes ours), and `adopt()`, which adds the
+owner reference that lets garbage collection delete children with their registry, except for a child that
+must outlive it (`retained()`: a claim with deletionPolicy Retain), which `adopt()` only places in the
+registry's namespace.
 Must not: perform I/O, read the clock, use randomness, or import kopf/lightkube/aiohttp: the same inputs
 always give the same dicts, which is what makes the spec-hash comparison in `writer.py` meaningful.
 """
@@ -13,12 +15,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
+from dockyard_operator import names
 from dockyard_operator.builders import (
     deployment,
     htpasswd_secret,
     ingress,
+    maintenance_configmap,
     metrics_service,
     network_policy,
     nginx_configmap,
@@ -29,7 +34,7 @@ from dockyard_operator.builders import (
 )
 from dockyard_operator.builders.inputs import Inputs, Owner
 
-__all__ = ["Inputs", "OptionalChild", "Owner", "adopt", "desired_children", "optional_children"]
+__all__ = ["Inputs", "OptionalChild", "Owner", "adopt", "desired_children", "optional_children", "retained"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +56,7 @@ def desired_children(inputs: Inputs) -> list[dict[str, Any]]:
         children.append(tls_secret.build(inputs))
     children.append(htpasswd_secret.build(inputs))
     children.append(nginx_configmap.build(inputs))
+    children.append(maintenance_configmap.build(inputs))
     if inputs.spec.storage.kind == "pvc":
         children.append(pvc.build(inputs))
     children.append(service.build(inputs))
@@ -85,12 +91,24 @@ def optional_children(inputs: Inputs) -> list[OptionalChild]:
     ]
 
 
+def retained(manifest: Mapping[str, Any]) -> bool:
+    """Whether the child must outlive its registry (it then gets no owner reference)."""
+    return names.RETAINED_FROM in ((manifest.get("metadata") or {}).get("labels") or {})
+
+
 def adopt(manifest: dict[str, Any], *, owner: Owner) -> dict[str, Any]:
-    """A copy of `manifest` in the owner's namespace with a controller owner reference to it."""
+    """A copy of `manifest` in the owner's namespace with a controller owner reference to it (none when the
+    child is `retained`)."""
     adopted = copy.deepcopy(manifest)
     meta = adopted.setdefault("metadata", {})
     meta["namespace"] = owner.namespace
     refs = [r for r in meta.get("ownerReferences", []) if r.get("uid") != owner.uid]
+    if retained(adopted):
+        if refs:
+            meta["ownerReferences"] = refs
+        else:
+            meta.pop("ownerReferences", None)
+        return adopted
     refs.append(
         {
             "apiVersion": owner.api_version,

@@ -5,7 +5,13 @@ which terminates TLS, asks the registry's /auth, and serves blobs from the stora
 into nginx). Both containers run as non-root with a read-only root file system, no privilege escalation, no
 capabilities and the RuntimeDefault seccomp profile; emptyDirs provide the few writable paths nginx needs.
 The pod annotation `dockyard.dev/config-hash` digests the nginx config, htpasswd/access rules and TLS
-material, so a change to any of them rolls the pods.
+material, so a change to any of them rolls the pods. The retention file (`maintenance_configmap`) is not in
+it: the registry re-reads it before each gc run.
+
+Probes: readiness asks the registry's `/readyz` through nginx (storage writable and below
+spec.storage.maxFillPercent, checked by the registry in the background, so the probe never waits on the
+disk); liveness asks `/healthz`, which never touches storage: a slow or full disk takes the pod out of the
+Service but never restarts it.
 
 Must not: decide readiness or read anything; it only describes the wanted Deployment.
 """
@@ -14,9 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dockyard_operator import names
+from dockyard_operator import model, names
 from dockyard_operator.builders import inputs as inputs_mod
-from dockyard_operator.builders import nginx_configmap
+from dockyard_operator.builders import maintenance_configmap, nginx_configmap
 
 REGISTRY_UID = 65532
 NGINX_UID = 101  # the `nginx` user of the official nginx images
@@ -25,6 +31,7 @@ HEALTH_PATH = "/healthz"
 # Requests a registry container gets for what its spec.resources names neither as request nor as limit:
 # enough for the scheduler to account for it, never above a limit the user set.
 DEFAULT_REQUESTS = {"cpu": "50m", "memory": "64Mi"}
+READY_PATH = "/readyz"
 
 _CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
@@ -57,6 +64,27 @@ def registry_args(inputs: inputs_mod.Inputs) -> list[str]:
         args.append("--anonymous-pull")
     args += ["--realm", inputs.registry]
     args += ["--metrics-listen", f"0.0.0.0:{names.METRICS_PORT}"]
+    args += ["--storage-max-fill", str(inputs.spec.storage.max_fill_percent)]
+    return args + gc_args(inputs.spec.maintenance)
+
+
+def gc_args(maintenance: model.Maintenance) -> list[str]:
+    """The online gc's `serve` arguments; none when suspended (the registry then schedules nothing)."""
+    if maintenance.suspend:
+        return []
+    args = [
+        "--gc-schedule",
+        maintenance.schedule,
+        "--gc-grace",
+        maintenance.grace_period,
+        # Always given, even without rules: rules added later then reach the pod without a restart.
+        "--gc-retention",
+        maintenance_configmap.RETENTION_PATH,
+    ]
+    if maintenance.delete_untagged:
+        args.append("--gc-delete-untagged")
+    if maintenance.dry_run:
+        args.append("--gc-dry-run")
     return args
 
 
@@ -70,9 +98,9 @@ def config_hash(inputs: inputs_mod.Inputs) -> str:
     )
 
 
-def _probe(*, failure_threshold: int, period: int) -> dict[str, Any]:
+def _probe(*, path: str, failure_threshold: int, period: int) -> dict[str, Any]:
     return {
-        "httpGet": {"path": HEALTH_PATH, "port": "https", "scheme": "HTTPS"},
+        "httpGet": {"path": path, "port": "https", "scheme": "HTTPS"},
         "periodSeconds": period,
         "failureThreshold": failure_threshold,
         "timeoutSeconds": 3,
@@ -91,6 +119,7 @@ def _registry_container(inputs: inputs_mod.Inputs) -> dict[str, Any]:
             {"name": "data", "mountPath": nginx_configmap.DATA_DIR},
             {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
             {"name": "registry-tmp", "mountPath": nginx_configmap.TMP_DIR},
+            {"name": "maintenance", "mountPath": maintenance_configmap.MOUNT_DIR, "readOnly": True},
         ],
     }
     container["resources"] = _registry_resources(inputs)
@@ -142,8 +171,8 @@ def _nginx_container(inputs: inputs_mod.Inputs) -> dict[str, Any]:
         ],
         "args": ["-g", "daemon off;"],
         "ports": [{"name": "https", "containerPort": nginx_configmap.LISTEN_PORT, "protocol": "TCP"}],
-        "readinessProbe": _probe(failure_threshold=3, period=5),
-        "livenessProbe": _probe(failure_threshold=6, period=10),
+        "readinessProbe": _probe(path=READY_PATH, failure_threshold=3, period=5),
+        "livenessProbe": _probe(path=HEALTH_PATH, failure_threshold=6, period=10),
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
         "securityContext": {**_CONTAINER_SECURITY, "runAsUser": NGINX_UID, "runAsGroup": NGINX_UID},
         "volumeMounts": [
@@ -197,6 +226,7 @@ def build(inputs: inputs_mod.Inputs) -> dict[str, Any]:
             {"name": "nginx-cache", "emptyDir": {}},
             {"name": "nginx-tmp", "emptyDir": {}},
             {"name": "registry-tmp", "emptyDir": {}},
+            {"name": "maintenance", "configMap": {"name": inputs.names.maintenance_configmap}},
         ],
     }
     if spec.node_selector:

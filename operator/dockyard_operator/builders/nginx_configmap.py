@@ -162,8 +162,14 @@ http {{
         proxy_read_timeout {nginx.proxy_read_timeout};
         proxy_send_timeout {nginx.proxy_send_timeout};
 
+        # Liveness: the registry answers (never touches storage).
         location = /healthz {{
             proxy_pass http://dockyard_registry/healthz;
+        }}
+
+        # Readiness: the registry's last storage check (writable, below the fill threshold).
+        location = /readyz {{
+            proxy_pass http://dockyard_registry/readyz;
         }}
 
         location /v2/ {{

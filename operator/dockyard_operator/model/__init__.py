@@ -9,8 +9,8 @@ Must not: perform I/O, know about children, or import kopf/lightkube.
 Field docstrings become the CRD descriptions (`kubectl explain preg.spec.tls` shows them), so they are written
 for users of the API.
 
-The models live in sections (`types`, `storage`, `access`, `serving`, `pods`, `spec`, `status`); this package
-re-exports them, so callers write `model.Tls`, `model.parse_spec`.
+The models live in sections (`types`, `storage`, `access`, `serving`, `pods`, `maintenance`, `spec`,
+`status`); this package re-exports them, so callers write `model.Tls`, `model.parse_spec`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,12 @@ from dockyard_operator.model.access import (
     PullSecrets,
     SecretKeyRef,
     User,
+)
+from dockyard_operator.model.maintenance import (
+    AGE_PATTERN,
+    DEFAULT_SCHEDULE,
+    Maintenance,
+    RetentionRule,
 )
 from dockyard_operator.model.pods import NetworkPolicy
 from dockyard_operator.model.serving import (
@@ -40,8 +46,11 @@ from dockyard_operator.model.status import (
     CaStatus,
     CertificateStatus,
     Condition,
+    GcRunStatus,
+    MaintenanceStatus,
     NodeTrustStatus,
     PrivateRegistryStatus,
+    StorageStatus,
 )
 from dockyard_operator.model.storage import (
     EmptyDirStorage,
@@ -69,6 +78,8 @@ from dockyard_operator.model.types import (
 )
 
 __all__ = [
+    "AGE_PATTERN",
+    "DEFAULT_SCHEDULE",
     "DNS_NAME_PATTERN",
     "DURATION_PATTERN",
     "HOST_PORT_PATTERN",
@@ -89,7 +100,10 @@ __all__ = [
     "EmptyDirStorage",
     "Expose",
     "FreeformObject",
+    "GcRunStatus",
     "Ingress",
+    "Maintenance",
+    "MaintenanceStatus",
     "NetworkPolicy",
     "Nginx",
     "NginxTime",
@@ -101,8 +115,10 @@ __all__ = [
     "PvcStorage",
     "Quantity",
     "ResourceRequirements",
+    "RetentionRule",
     "SecretKeyRef",
     "Storage",
+    "StorageStatus",
     "Tls",
     "Toleration",
     "User",

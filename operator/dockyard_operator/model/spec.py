@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from dockyard_operator.model.access import Auth, PullSecrets
+from dockyard_operator.model.maintenance import Maintenance
 from dockyard_operator.model.pods import NetworkPolicy
 from dockyard_operator.model.serving import Expose, Nginx, NodeTrust, Tls
 from dockyard_operator.model.storage import Storage
@@ -60,6 +61,9 @@ class PrivateRegistrySpec(ApiModel):
     """An optional NetworkPolicy restricting who may reach the registry pods."""
     storage: Storage = Storage()
     """Where images are stored."""
+    maintenance: Maintenance = Maintenance()
+    """Online garbage collection and tag retention (by default gc runs daily at 03:17 UTC and deletes only
+    blobs nothing references)."""
     auth: Auth = Auth()
     """Users and anonymous access."""
     tls: Tls = Tls()

@@ -66,6 +66,54 @@ class NodeTrustStatus(ApiModel):
     """SHA-256 fingerprints of the published CAs that every node has installed."""
 
 
+class StorageStatus(ApiModel):
+    """The data volume as the registry last measured it (its filesystem, not the claim's request)."""
+
+    capacity_bytes: int | None = None
+    """Size of the data filesystem."""
+    used_bytes: int | None = None
+    """Bytes in use on it."""
+    used_percent: int | None = None
+    """used / capacity, in whole percent (rounded down)."""
+    writable: bool | None = None
+    """Whether the registry's last write probe succeeded and the fill is below spec.storage.maxFillPercent."""
+
+
+class GcRunStatus(ApiModel):
+    """What one online gc run did (or, in a dry run, would have done)."""
+
+    time: datetime.datetime | None = None
+    """When the run finished."""
+    started: datetime.datetime | None = None
+    """When it started."""
+    dry_run: bool | None = None
+    """Only reported, deleted nothing."""
+    tags_deleted: int | None = None
+    """Tags the retention rules retired."""
+    manifests_deleted: int | None = None
+    """Manifests removed."""
+    blobs_deleted: int | None = None
+    """Blobs removed."""
+    bytes_freed: int | None = None
+    """Bytes the removed blobs took."""
+    errors: int | None = None
+    """Deletions that failed (the next run tries again)."""
+    message: str | None = None
+    """Why the run failed as a whole, or why the retention rules could not be read (the last good ones were
+    used)."""
+
+
+class MaintenanceStatus(ApiModel):
+    """Online garbage collection as the registry reports it."""
+
+    schedule: str | None = None
+    """The schedule the registry runs (empty: gc is suspended)."""
+    next_run: datetime.datetime | None = None
+    """When the next run starts."""
+    last_run: GcRunStatus | None = None
+    """The last run."""
+
+
 class PrivateRegistryStatus(ApiModel):
     """Observed state, written by the operator."""
 
@@ -87,3 +135,7 @@ class PrivateRegistryStatus(ApiModel):
     """host:port kubelet pulls by on every node (localhost:<nodePort>; NodePort or LoadBalancer only)."""
     node_trust: NodeTrustStatus | None = None
     """Node trust of the CA (only with spec.nodeTrust.enabled)."""
+    storage: StorageStatus | None = None
+    """Capacity and use of the data volume, as the registry reports it."""
+    maintenance: MaintenanceStatus | None = None
+    """Online garbage collection: schedule and last run."""

@@ -4,8 +4,8 @@
 - `context`: the immutable pass context and the typed results steps hand on (no step imports another);
 - the steps, one module each: `credentials` (htpasswd, with the bcrypt cache), `tls` (CA choice and the
   serving certificate), `ca_rotation` (the staged rotation), `children` (everything the registry owns, through
-  the child writer), `trust` (the hand-off to node trust), `exposure` (pull secrets, KEP-1755 hosting) and
-  `status` (conditions and Events).
+  the child writer), `trust` (the hand-off to node trust), `exposure` (pull secrets, KEP-1755 hosting),
+  `observe` (the registry's own report on storage and gc) and `status` (conditions and Events).
 Must not: import kopf; write to the API except through `writer.Writer` (and status/Events in `status`).
 """
 

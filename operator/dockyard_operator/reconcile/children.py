@@ -5,8 +5,10 @@ be recreated from memory once deleted; the Deployment is left as it runs while a
 to someone else, since its pods would mount that object), and turning what the API said about one child into
 a problem without stopping the others (a name conflict, a rejected child, a rejected claim update that storage
 reports, missing RBAC, a lost race), deleting our optional children the spec no longer wants (Ingress,
-PodDisruptionBudget, NetworkPolicy), and which live object is "the" one of its kind that status and the later
-steps read: `Applied.live` holds the main Service (`<registry>`), never the `<registry>-metrics` one.
+PodDisruptionBudget, NetworkPolicy), releasing a child that must outlive the registry (a claim with
+deletionPolicy Retain) from an owner reference an earlier pass or operator version gave it, and which live
+object is "the" one of its kind that status and the later steps read: `Applied.live` holds the main Service
+(`<registry>`), never the `<registry>-metrics` one, and the nginx ConfigMap, never the maintenance one.
 Must not: build manifests (that is `builders`), or write except through `writer.Writer`.
 """
 
@@ -24,8 +26,12 @@ _NEEDS_ALL_CHILDREN = {"Deployment"}
 
 
 def _is_main(kind: str, name: str, child_names: names.Names) -> bool:
-    """Whether a child is the one of its kind the later steps read (only Services come in two)."""
-    return kind != "Service" or name == child_names.service
+    """Whether a child is the one of its kind the later steps read (Services and ConfigMaps come in two)."""
+    if kind == "Service":
+        return name == child_names.service
+    if kind == "ConfigMap":
+        return name == child_names.nginx_configmap
+    return True
 
 
 class Children:
@@ -74,8 +80,12 @@ class Children:
             except (kube.Conflict, kube.Unavailable) as exc:
                 findings += context.problem(Reason.APPLY_FAILED, str(exc), retry_after=5.0)
             else:
+                applied: Mapping[str, Any] = written.live
+                if builders.retained(adopted):
+                    applied, dropped = await self._release(run, written.live)
+                    findings += dropped
                 if _is_main(kind, name, run.names):
-                    live[kind] = written.live
+                    live[kind] = applied
                 if written.created:
                     findings += context.event(Reason.CREATED, f"created {kind} {name}")
                 elif written.changed:
@@ -86,6 +96,18 @@ class Children:
             if not optional.wanted:
                 findings += await self._remove(run, optional)
         return context.Applied(live=live, storage_problem=storage_problem, findings=findings)
+
+    async def _release(
+        self, run: context.Pass, live: Mapping[str, Any]
+    ) -> tuple[Mapping[str, Any], context.Findings]:
+        """A child that must outlive the registry (a retained claim) loses its owner reference to it."""
+        try:
+            released = await self._writer.drop_owner_reference(live, uid=run.owner.uid)
+        except (kube.Invalid, kube.Conflict, kube.Unavailable) as exc:  # its references changed meanwhile
+            return live, context.problem(Reason.APPLY_FAILED, str(exc), retry_after=5.0)
+        except kube.Forbidden as exc:
+            return live, context.problem(Reason.FORBIDDEN, str(exc), retry_after=60.0)
+        return released, context.Findings()
 
     async def _remove(self, run: context.Pass, child: builders.OptionalChild) -> context.Findings:
         """Delete an optional child the spec no longer wants (only if we own it; someone else's stays)."""

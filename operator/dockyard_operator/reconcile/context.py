@@ -2,8 +2,9 @@
 
 Owns: `Pass` (one registry as read at the start of a pass: parsed spec, names, owner, clock reading), the
 typed results steps hand on (`Findings`: problems, Events and a retry delay; `CaChoice`, `Staged`, `Tls`,
-`Applied`), `Blocked` (material is unusable: leave every child as it is), the `Reader` the steps read through,
-and the few pure facts several steps derive (endpoints, CA and certificate status, the TLS digest).
+`Applied`, `Observed`), `Blocked` (material is unusable: leave every child as it is), the `Reader` the steps
+read through, and the few pure facts several steps derive (endpoints, CA and certificate status, the TLS
+digest).
 Must not: write anything, or import a step (steps import this module, never each other).
 """
 
@@ -198,6 +199,17 @@ class Applied:
 
     def get(self, kind: str) -> Mapping[str, Any] | None:
         return self.live.get(kind)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Observed:
+    """What the registry reports about itself (status.storage, status.maintenance, StorageReady's say)."""
+
+    storage: model.StorageStatus | None = None
+    maintenance: model.MaintenanceStatus | None = None
+    verdict: policies.Verdict | None = None
+    """From the registry's own storage check; None without a fresh reading."""
+    findings: Findings = Findings()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

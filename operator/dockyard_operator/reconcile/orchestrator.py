@@ -3,10 +3,10 @@
 Create, update, resume, the periodic timer and the watches on referenced Secrets and owned children all end
 here, so there is exactly one way state converges. A pass reads the registry fresh (a watch event may be
 stale), parses its spec once into an immutable `context.Pass`, and runs the steps in order, each returning
-what it adds: credentials → CA → CA rotation → serving certificate → children → node trust → hosting →
-pull secrets → status and Events. A problem the schema cannot catch (a missing Secret or key, an unusable
-password or certificate) blocks the pass before any child is touched and is reported as
-Ready=False/Degraded=True; the watch on Secrets or the timer brings the next attempt, so nothing
+what it adds: credentials → CA → CA rotation → serving certificate → children → node trust → what the registry
+reports (storage, gc) → hosting → pull secrets → status and Events. A problem the schema cannot catch (a
+missing Secret or key, an unusable password or certificate) blocks the pass before any child is touched and is
+reported as Ready=False/Degraded=True; the watch on Secrets or the timer brings the next attempt, so nothing
 crash-loops.
 
 Also here: passes of one registry never overlap and bursts coalesce; shutdown drains running passes; a
@@ -26,7 +26,7 @@ from typing import Any
 
 import pydantic
 
-from dockyard_operator import kube, metrics, model, names, settings, tenancy, writer
+from dockyard_operator import kube, metrics, model, names, registry_status, settings, tenancy, writer
 from dockyard_operator.builders import inputs
 from dockyard_operator.conditions import Reason
 from dockyard_operator.nodetrust import controller
@@ -36,6 +36,7 @@ from dockyard_operator.reconcile import (
     context,
     credentials,
     exposure,
+    observe,
     status,
     tls,
     trust,
@@ -71,6 +72,7 @@ class Reconciler:
         cache_key: bytes | None = None,
         node_trust: controller.NodeTrust | None = None,
         measures: metrics.OperatorMetrics | None = None,
+        status_reader: observe.Fetch | None = None,
     ) -> None:
         self._kube = client
         self._settings = config
@@ -79,9 +81,9 @@ class Reconciler:
         self._waiting: dict[tuple[str, str], int] = {}
         self._closed = False
         self.node_trust = node_trust
+        """Node trust's publisher, whose task the handlers run (None: an operator without a namespace)."""
         self.metrics = measures if measures is not None else metrics.OperatorMetrics()
         """Reconcile durations and errors, and each registry's reported status, for /metrics."""
-        """Node trust's publisher, whose task the handlers run (None: an operator without a namespace)."""
         self._fanout = asyncio.Semaphore(8)  # passes started by node trust at once (kopf runs as many)
         self._writer = writer.Writer(client)
         self._credentials = credentials.Credentials(reader=client, config=config, cache_key=cache_key)
@@ -90,6 +92,9 @@ class Reconciler:
         self._children = children.Children(reader=client, writes=self._writer)
         self._trust = trust.NodeTrustHandOff(node_trust=node_trust, config=config)
         self._exposure = exposure.Exposure(reader=client, writes=self._writer, config=config)
+        self._observe = observe.Observe(
+            reader=client, fetch=status_reader or registry_status.StatusReader(), config=config
+        )
         self._status = status.Status(client=client)
 
     async def _pass(self, body: Mapping[str, Any]) -> Result:
@@ -128,6 +133,8 @@ class Reconciler:
             )
         with step("trust"):
             nodes = await self._trust.hand_off(run, tls=material, applied=applied)
+        with step("observe"):
+            observed = await self._observe.registry(run, applied=applied)
         with step("exposure"):
             exposed = [
                 await self._exposure.local_registry_hosting(run, applied=applied),
@@ -137,13 +144,14 @@ class Reconciler:
             [
                 material.findings,
                 applied.findings,
+                observed.findings,
                 *exposed,
                 _refused_annotations(run, allowed=self._settings.ingress_annotations_allowed),
             ]
         )
         with step("status"):
             reported, findings = self._status.of(
-                run, tls=material, applied=applied, trust=nodes, findings=findings
+                run, tls=material, applied=applied, trust=nodes, observed=observed, findings=findings
             )
             await self._status.write(body, reported, previous=previous, now=now, events=findings.events)
         self.metrics.observe(namespace=run.namespace, name=run.name, status=reported)

@@ -1,7 +1,8 @@
 """Step: status (conditions, endpoint, CA, certificate, node trust) and the Events of a pass.
 
 Owns: turning what the steps found into conditions (Ready from the Deployment, Progressing, Degraded naming
-every problem, CertificateReady, StorageReady, NodeTrustReady), the blocked status (Ready=False,
+every problem, CertificateReady, StorageReady from the claim and then from what the registry reports about its
+volume, NodeTrustReady), status.storage and status.maintenance as observed, the blocked status (Ready=False,
 Degraded=True, children left as they are), writing status only when it changed, and posting the pass's Events
 plus a Warning when Degraded changes and a Recovered when it clears.
 Must not: touch children; Events are best effort (the condition already says it).
@@ -55,6 +56,7 @@ class Status:
         tls: context.Tls,
         applied: context.Applied,
         trust: context.Trust,
+        observed: context.Observed,
         findings: context.Findings,
     ) -> tuple[model.PrivateRegistryStatus, context.Findings]:
         """The status a finished pass reports, and its findings plus the storage problem if any."""
@@ -65,6 +67,8 @@ class Status:
         storage = policies.storage_verdict(spec, pvc_phase=pvc_phase)
         if applied.storage_problem is not None:
             storage = policies.Verdict(False, applied.storage_problem.reason, applied.storage_problem.message)
+        elif storage.ok and observed.verdict is not None:
+            storage = observed.verdict  # the claim is fine: what the registry measured on it decides
         if storage.reason in conditions.STORAGE_DEGRADING:
             findings += context.problem(storage.reason, storage.message)
         conds = list(run.previous)
@@ -108,6 +112,8 @@ class Status:
             ready_replicas=dep_status.get("readyReplicas") or 0,
             node_endpoint=context.node_endpoint(spec, applied.get("Service")),
             node_trust=trust.status,
+            storage=observed.storage,
+            maintenance=observed.maintenance,
         )
         return status, findings
 
@@ -157,6 +163,10 @@ class Status:
         patch = dict(rendered)
         if "nodeTrust" not in rendered and (body.get("status") or {}).get("nodeTrust"):
             patch["nodeTrust"] = None  # a merge patch only removes what it names
+        for key in ("storage", "maintenance"):  # observed documents: a field the registry dropped goes too
+            before = (body.get("status") or {}).get(key)
+            if isinstance(before, Mapping):
+                patch[key] = _with_removals(before, rendered.get(key))
         events = [*events, *_degraded_events(previous, status.conditions or [])]
         if rendered != _comparable(body.get("status") or {}):
             try:
@@ -194,6 +204,18 @@ def _degraded_events(
     elif after is not None and before is not None and before.status == conditions.TRUE:
         return [context.Event("Normal", Reason.RECOVERED, "the registry is no longer degraded")]
     return []
+
+
+def _with_removals(before: Mapping[str, Any], after: Any) -> Any:
+    """`after` as a merge patch over `before`: keys only `before` has become None (merge patches remove only
+    what they name)."""
+    if not isinstance(after, Mapping):
+        return after
+    patch: dict[str, Any] = {key: None for key in before if key not in after}
+    for key, value in after.items():
+        old = before.get(key)
+        patch[key] = _with_removals(old, value) if isinstance(old, Mapping) else value
+    return patch
 
 
 def _joined(problems: Sequence[context.Problem]) -> str:

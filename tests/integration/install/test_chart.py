@@ -26,9 +26,10 @@ import tests.support
 from tests.integration.install import chart
 
 RULE_KINDS = ("ClusterRole", "Role")
-# Resources of RBAC_RULES the operator uses only in its own namespace (node trust's DaemonSet and the agents'
-# Pods): granted there alone, never cluster-wide.
-HOME_ONLY = {("apps", "daemonsets"), ("", "pods")}
+# Grants of RBAC_RULES the operator uses only in its own namespace (node trust's DaemonSets, and `get` of the
+# agents' Pods): granted there alone, never cluster-wide. Listing Pods is needed where registries run (their
+# /status, reconcile/observe.py).
+HOME_ONLY = {("apps", "daemonsets", None), ("", "pods", "get")}
 HOME = "dockyard-system"
 
 
@@ -39,7 +40,7 @@ def home_grants(docs: list[dict[str, Any]]) -> set[chart.Grant]:
 
 def split(grants: set[chart.Grant]) -> tuple[set[chart.Grant], set[chart.Grant]]:
     """(grants on the operator's home-only resources, all others)."""
-    home = {g for g in grants if g[:2] in HOME_ONLY}
+    home = {g for g in grants if (*g[:2], None) in HOME_ONLY or g[:3] in HOME_ONLY}
     return home, grants - home
 
 

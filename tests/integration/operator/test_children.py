@@ -1,8 +1,9 @@
 """What one PrivateRegistry becomes in a real cluster, and what deleting it leaves behind.
 
 Covers:
-- every child (CA and TLS Secrets, htpasswd Secret, nginx ConfigMap, PVC, Service, Deployment)
-  is created with a controller owner reference to the registry; no Ingress unless asked for;
+- every child (CA and TLS Secrets, htpasswd Secret, nginx and maintenance ConfigMaps, Service,
+  Deployment) is created with a controller owner reference to the registry, the PVC without one
+  (deletionPolicy Retain, labelled with the registry's name); no Ingress unless asked for;
 - the htpasswd Secret verifies each user's password (bcrypt) and carries the access rules;
 - the TLS Secret holds a certificate for the Service names (plus extra SANs) signed by the CA
   whose fingerprint the status reports, with the matching key; the CA key is not in it;
@@ -12,7 +13,7 @@ Covers:
 - an exposed host gets an Ingress (HTTPS backend, unlimited bodies, the user's annotations
   kept), is in the certificate and becomes the endpoint in status;
 - status (observedGeneration, endpoint, CA, certificate, conditions) and `kubectl get preg`;
-- deleting the registry garbage-collects every child (KCM), and nothing else.
+- deleting the registry garbage-collects every child (KCM) but the retained PVC, and nothing else.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def _children(n: names.Names) -> list[tuple[Any, str]]:
         (core.Secret, n.tls_secret),
         (core.Secret, n.htpasswd_secret),
         (core.ConfigMap, n.nginx_configmap),
-        (core.PersistentVolumeClaim, n.pvc),
+        (core.ConfigMap, n.maintenance_configmap),
         (core.Service, n.service),
         (apps.Deployment, n.deployment),
     ]
@@ -89,7 +90,7 @@ def _sans(cert: x509.Certificate) -> tuple[set[str], set[str]]:
     }
 
 
-def test_creating_a_registry_creates_every_child_with_a_controller_owner_reference(
+def test_creating_a_registry_creates_every_child_with_a_controller_owner_reference_but_the_claim(
     kube_client: lightkube.Client, namespace: str, demo: Any
 ) -> None:
     n = names.Names.of("demo")
@@ -97,6 +98,9 @@ def test_creating_a_registry_creates_every_child_with_a_controller_owner_referen
         child = cluster.wait_child(kube_client, resource, name, namespace)
         assert cluster.owned_by(child, demo), f"{resource.__name__} {name} is not owned by the registry"
         assert child.metadata.labels[names.LABEL_INSTANCE] == "demo"
+    # deletionPolicy Retain (the default): the images outlive the registry (test_maintenance.py).
+    claim = cluster.wait_child(kube_client, core.PersistentVolumeClaim, n.pvc, namespace)
+    assert not claim.metadata.ownerReferences and claim.metadata.labels[names.RETAINED_FROM] == "demo"
     assert cluster.absent(kube_client, networking.Ingress, n.ingress, namespace)
 
 
@@ -295,7 +299,7 @@ def test_status_reports_generation_endpoint_and_conditions_and_kubectl_shows_the
     assert row[:5] == ["demo", status["endpoint"], "False", "0", status["ca"]["notAfter"]]
 
 
-def test_deleting_the_registry_garbage_collects_every_child_and_nothing_else(
+def test_deleting_the_registry_garbage_collects_every_child_but_the_retained_claim(
     kube_client: lightkube.Client, namespace: str, demo: Any
 ) -> None:
     n = names.Names.of("demo")
@@ -310,6 +314,7 @@ def test_deleting_the_registry_garbage_collects_every_child_and_nothing_else(
             timeout=90,
             what=f"{resource.__name__} {name} to be garbage-collected",
         )
-    # The users' own password Secrets are not children and stay.
+    # The users' own password Secrets are not children and stay; so does the claim (deletionPolicy Retain).
     for user_name in PASSWORDS:
         assert not cluster.absent(kube_client, core.Secret, f"{user_name}-password", namespace)
+    assert not cluster.absent(kube_client, core.PersistentVolumeClaim, n.pvc, namespace)

@@ -7,8 +7,9 @@ certificate from the TLS Secret and htpasswd/access.yaml from the htpasswd Secre
 mount paths onto temp directories, and starts the real `dockyard-registry` and the real nginx.
 
 Covers, through nginx over TLS verified against the CA the operator published:
-- /healthz (the probes' path) answers without credentials; /v2/ asks for Basic credentials with
-  the registry's name as realm and the Docker-Distribution-API-Version header;
+- /healthz (liveness) and /readyz (readiness: the registry's storage check) answer without credentials;
+  /v2/ asks for Basic credentials with the registry's name as realm and the Docker-Distribution-API-Version
+  header;
 - a push user pushes a blob and a manifest inside its repository globs and is denied outside;
 - a pull user pulls the manifest and the blob (bytes served by nginx via X-Accel-Redirect) and
   is denied a push; a wrong password is refused;
@@ -40,7 +41,7 @@ import pytest
 
 from dockyard_operator import model, names
 from dockyard_operator.builders import deployment as deployment_builder
-from dockyard_operator.builders import nginx_configmap
+from dockyard_operator.builders import maintenance_configmap, nginx_configmap
 from tests.integration.operator import cluster
 from tests.integration.operator.conftest import Operator
 from tests.support import kube, procs
@@ -96,15 +97,18 @@ def _pod_paths(root: Path) -> dict[str, Path]:
         deployment_builder.AUTH_DIR: root / "auth",
         nginx_configmap.TLS_DIR: root / "tls",
         nginx_configmap.CACHE_DIR: root / "cache",
+        maintenance_configmap.MOUNT_DIR: root / "maintenance",
     }
 
 
-def _remap(argv: list[str], paths: dict[str, Path], upstream: str) -> list[str]:
+def _remap(argv: list[str], paths: dict[str, Path], upstream: str, metrics: str) -> list[str]:
     mapped = []
     for arg in argv:
         for pod_path, local in paths.items():
             if arg == pod_path or arg.startswith(pod_path + "/"):
                 arg = str(local) + arg[len(pod_path) :]
+        if arg == f"0.0.0.0:{names.METRICS_PORT}":
+            arg = metrics  # a pod port: here a reserved loopback port
         mapped.append(upstream if arg == nginx_configmap.UPSTREAM else arg)
     return mapped
 
@@ -129,6 +133,7 @@ def pod(
     cluster.create_registry(kube_client, namespace=namespace, spec=spec, passwords=PASSWORDS)
     deployment: Any = cluster.wait_child(kube_client, apps.Deployment, N.deployment, namespace)
     configmap: Any = cluster.wait_child(kube_client, core.ConfigMap, N.nginx_configmap, namespace)
+    maintenance: Any = cluster.wait_child(kube_client, core.ConfigMap, N.maintenance_configmap, namespace)
     tls = cluster.secret_data(cluster.wait_child(kube_client, core.Secret, N.tls_secret, namespace))
     auth = cluster.secret_data(cluster.wait_child(kube_client, core.Secret, N.htpasswd_secret, namespace))
     parsed = model.parse_spec(kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace)["spec"])
@@ -144,11 +149,15 @@ def pod(
         (paths[nginx_configmap.TLS_DIR] / key).write_bytes(tls[key])
     for key in ("htpasswd", "access.yaml"):
         (paths[deployment_builder.AUTH_DIR] / key).write_bytes(auth[key])
+    for key, text in maintenance.data.items():
+        (paths[maintenance_configmap.MOUNT_DIR] / key).write_text(text)
 
-    upstream_port, https_port = procs.reserve_port(), procs.reserve_port()
+    upstream_port, https_port, metrics_port = procs.reserve_port(), procs.reserve_port(), procs.reserve_port()
     upstream = f"127.0.0.1:{upstream_port.number}"
     (container,) = [c for c in deployment.spec.template.spec.containers if c.name == "registry"]
-    argv = _remap([*container.command, *container.args], paths, upstream)
+    argv = _remap(
+        [*container.command, *container.args], paths, upstream, metrics=f"127.0.0.1:{metrics_port.number}"
+    )
     # The container's command is the console script; this interpreter's environment has it too.
     argv[0] = str(Path(sys.executable).parent / argv[0])
     config = root / "nginx.conf"
@@ -171,7 +180,10 @@ def pod(
     try:
         simulated.processes.append(
             procs.Process(
-                name="dockyard-registry", argv=argv, log=root / "registry.log", ports=[upstream_port]
+                name="dockyard-registry",
+                argv=argv,
+                log=root / "registry.log",
+                ports=[upstream_port, metrics_port],
             )
         )
         nginx = [
@@ -260,6 +272,7 @@ def _push_image(pod: Pod, repository: str, tag: str, *, user: str, password: str
 
 def test_the_operators_children_serve_a_working_registry(pod: Pod) -> None:
     assert pod.request("GET", "/healthz")[0] == 200
+    kube.eventually(lambda: pod.request("GET", "/readyz")[0] == 200, what="/readyz (storage checked)")
     status, headers, _ = pod.request("GET", "/v2/")
     assert status == 401
     assert headers["WWW-Authenticate"] == 'Basic realm="demo"'

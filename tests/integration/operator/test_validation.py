@@ -76,6 +76,22 @@ REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
         {"auth": {"users": [{"name": "alice"}]}},
         ["spec.auth.users[0].passwordSecretRef", "Required value"],
     ),
+    (
+        "almost-full-above-the-default-max-fill",
+        {"storage": {"almostFullPercent": 96}},
+        ["almostFullPercent must not be above maxFillPercent"],
+    ),
+    (
+        "unknown-deletion-policy",
+        {"storage": {"pvc": {"deletionPolicy": "Orphan"}}},
+        ["spec.storage.pvc.deletionPolicy", 'Unsupported value: "Orphan"', '"Retain"', '"Delete"'],
+    ),
+    ("schedule-not-cron-shaped", {"maintenance": {"schedule": "daily"}}, ["spec.maintenance.schedule"]),
+    (
+        "retention-rule-keeping-nothing",
+        {"maintenance": {"retention": [{"repositories": ["**"]}]}},
+        ["give keepLast, keepWithin or both"],
+    ),
 ]
 
 
@@ -120,6 +136,8 @@ def test_api_server_accepts_a_minimal_spec_and_fills_in_the_defaults(
     assert spec["tls"]["certDuration"] == "2160h"
     assert spec["auth"]["anonymousPull"] is False
     assert spec["expose"]["type"] == "ClusterIP"
+    assert spec["maintenance"]["schedule"] == "17 3 * * *" and spec["maintenance"]["suspend"] is False
+    assert spec["storage"]["almostFullPercent"] == 85 and spec["storage"]["maxFillPercent"] == 95
 
 
 def test_kubectl_explain_serves_the_field_documentation(

@@ -9,7 +9,9 @@ Covers:
   alone cannot fix: it keys ports by number) is set back, keeping the allocated nodePort;
 - a write that lost a race (the object changed between read and apply) is decided again on the newer version;
 - an object that fails the caller's ownership check is never written; an absent object that may not be
-  created raises `Vanished` and stays absent; create-only leaves an existing object untouched.
+  created raises `Vanished` and stays absent; create-only leaves an existing object untouched;
+- an owner reference another manager set is dropped (others stay); dropping from a stale read whose list has
+  changed fails (the guarded patch) instead of removing someone else's reference.
 """
 
 from __future__ import annotations
@@ -173,3 +175,59 @@ async def test_objects_that_are_not_ours_or_may_not_be_created_are_left_alone(
     with pytest.raises(writer.Vanished):
         await writes.apply(configmap(namespace, a="ours"), may_create=False)
     assert await client.get(api_version="v1", kind="ConfigMap", namespace=namespace, name="child") is None
+
+
+def owner(uid: str, name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": uid}
+
+
+async def test_an_owner_reference_another_manager_set_is_dropped_and_the_others_stay(
+    client: operator_kube.Kube, kube_client: lightkube.Client, namespace: str
+) -> None:
+    writes = writer.Writer(client)
+    created = await writes.apply(configmap(namespace, a="1"))
+    ours, theirs = (
+        owner("11111111-1111-1111-1111-111111111111", "a"),
+        owner("22222222-2222-2222-2222-222222222222", "b"),
+    )
+    # Set by someone else (an older operator's update): an apply without it would not remove it.
+    kube_client.patch(
+        core.ConfigMap,
+        "child",
+        {"metadata": {"ownerReferences": [ours, theirs]}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+        field_manager="someone-else",
+    )
+    live = await client.get(api_version="v1", kind="ConfigMap", namespace=namespace, name="child")
+    assert live is not None and created.live["metadata"]["uid"] == live["metadata"]["uid"]
+
+    released = await writes.drop_owner_reference(live, uid=ours["uid"])
+    assert [ref["uid"] for ref in released["metadata"]["ownerReferences"]] == [theirs["uid"]]
+    assert released["data"] == {"a": "1"}
+    # Nothing to drop: no write.
+    again = await writes.drop_owner_reference(released, uid=ours["uid"])
+    assert again["metadata"]["resourceVersion"] == released["metadata"]["resourceVersion"]
+
+
+async def test_dropping_from_a_stale_read_fails_instead_of_removing_another_reference(
+    client: operator_kube.Kube, kube_client: lightkube.Client, namespace: str
+) -> None:
+    writes = writer.Writer(client)
+    await writes.apply(configmap(namespace, a="1"))
+    ours, theirs = (
+        owner("11111111-1111-1111-1111-111111111111", "a"),
+        owner("22222222-2222-2222-2222-222222222222", "b"),
+    )
+    patch = {"metadata": {"ownerReferences": [ours]}}
+    kube_client.patch(core.ConfigMap, "child", patch, namespace=namespace, patch_type=PatchType.MERGE)
+    stale = await client.get(api_version="v1", kind="ConfigMap", namespace=namespace, name="child")
+    assert stale is not None
+    # Meanwhile the list changed: index 0 is now someone else's reference.
+    patch = {"metadata": {"ownerReferences": [theirs, ours]}}
+    kube_client.patch(core.ConfigMap, "child", patch, namespace=namespace, patch_type=PatchType.MERGE)
+
+    with pytest.raises(operator_kube.Invalid):  # what the children step reports and retries
+        await writes.drop_owner_reference(stale, uid=ours["uid"])
+    live: Any = kube_client.get(core.ConfigMap, "child", namespace=namespace)
+    assert [ref.uid for ref in live.metadata.ownerReferences] == [theirs["uid"], ours["uid"]]

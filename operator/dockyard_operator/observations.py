@@ -1,0 +1,218 @@
+"""What the registry says about itself: its `/status` document turned into status fields and a verdict.
+
+The registry serves `/status` on its metrics listener (`dockyard_registry.metrics`): the last storage check
+(capacity, use, whether it is writable and below `--storage-max-fill`) and the online gc (schedule, next run,
+last run as recorded in its status file). This module reads such documents (one per pod) into
+`status.storage` and `status.maintenance`, decides StorageReady from them against the spec's thresholds, and
+tells a gc run not yet reported (one Event per run) from one already in status. The time of the registry's
+last storage check is left out on purpose: it changes every few seconds and would make every pass write
+status.
+
+Owns: the document's field names (the registry/operator contract), the thresholds' meaning, the messages.
+Must not: fetch anything, read the clock, or know about Kubernetes objects; a document that is not what the
+registry writes yields nothing rather than an exception (a half-upgraded pod must not fail a pass).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dockyard_operator import model, policies
+from dockyard_operator.conditions import Reason
+
+_NOT_WRITABLE = ("not-writable", "stuck")
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """One pod's `/status`, parsed."""
+
+    storage: model.StorageStatus | None = None
+    problem: str | None = None
+    """The registry's storage problem (`none`, `unchecked`, `not-writable`, `full`, `stuck`)."""
+    message: str = ""
+    maintenance: model.MaintenanceStatus | None = None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _count(value: Any) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _time(value: Any) -> datetime.datetime | None:
+    seconds = _number(value)
+    if seconds is None or seconds <= 0:
+        return None
+    return datetime.datetime.fromtimestamp(int(seconds), tz=datetime.UTC)
+
+
+def _storage(doc: Mapping[str, Any]) -> tuple[model.StorageStatus | None, str | None, str]:
+    if not doc.get("checked"):
+        return None, None, ""
+    problem, message = _text(doc.get("problem")), _text(doc.get("message")) or ""
+    total, used = _count(doc.get("totalBytes")), _count(doc.get("usedBytes"))
+    if problem == "unchecked" or total is None or used is None:
+        return None, problem, message
+    percent = used * 100 // total if total > 0 else None
+    status = model.StorageStatus(
+        capacity_bytes=total,
+        used_bytes=used,
+        used_percent=percent,
+        writable=doc.get("ready") is True,
+    )
+    return status, problem, message
+
+
+def _last_run(doc: Any) -> model.GcRunStatus | None:
+    if not isinstance(doc, Mapping):
+        return None
+    failure, retention_error = _text(doc.get("failure")), _text(doc.get("retentionError"))
+    message = failure or (
+        f"retention rules unusable, the last good ones were used: {retention_error}"
+        if retention_error
+        else None
+    )
+    finished = _time(doc.get("finished"))
+    if finished is None:
+        return None
+    return model.GcRunStatus(
+        time=finished,
+        started=_time(doc.get("started")),
+        dry_run=doc.get("dryRun") is True,
+        tags_deleted=_count(doc.get("tagsDeleted")),
+        manifests_deleted=_count(doc.get("manifestsDeleted")),
+        blobs_deleted=_count(doc.get("blobsDeleted")),
+        bytes_freed=_count(doc.get("bytesFreed")),
+        errors=_count(doc.get("errors")),
+        message=message[:1024] if message else None,
+    )
+
+
+def _maintenance(doc: Any) -> model.MaintenanceStatus | None:
+    if not isinstance(doc, Mapping):
+        return None
+    if not doc.get("enabled"):
+        return model.MaintenanceStatus(last_run=_last_run(doc.get("lastRun")))
+    return model.MaintenanceStatus(
+        schedule=_text(doc.get("schedule")),
+        next_run=_time(doc.get("nextRun")),
+        last_run=_last_run(doc.get("lastRun")),
+    )
+
+
+def parse(document: Any) -> Reading:
+    """One pod's `/status` document; fields that are missing or malformed are left out."""
+    if not isinstance(document, Mapping):
+        return Reading()
+    storage_doc = document.get("storage")
+    storage, problem, message = (
+        _storage(storage_doc) if isinstance(storage_doc, Mapping) else (None, None, "")
+    )
+    return Reading(
+        storage=storage, problem=problem, message=message, maintenance=_maintenance(document.get("gc"))
+    )
+
+
+def _severity(reading: Reading) -> tuple[int, int]:
+    rank = {"not-writable": 3, "stuck": 3, "full": 2}.get(reading.problem or "", 1 if reading.storage else 0)
+    return rank, (reading.storage.used_percent or 0) if reading.storage else 0
+
+
+def combine(readings: Sequence[Reading]) -> Reading:
+    """Several pods' readings as one: the storage of the pod in the worst state (they share the volume, or
+    the worst one is what to warn about) and the most recent gc run any of them reports."""
+    if not readings:
+        return Reading()
+    worst = max(readings, key=_severity)
+    runs = [r.maintenance for r in readings if r.maintenance is not None]
+    latest = max(
+        runs,
+        key=lambda m: (
+            m.last_run.time
+            if m.last_run and m.last_run.time
+            else datetime.datetime.min.replace(tzinfo=datetime.UTC)
+        ),
+        default=None,
+    )
+    return dataclasses.replace(worst, maintenance=latest)
+
+
+def storage_verdict(reading: Reading, *, storage: model.Storage) -> policies.Verdict | None:
+    """StorageReady from the registry's own check, against spec.storage's thresholds; None without one."""
+    if reading.problem in _NOT_WRITABLE:
+        return policies.Verdict(
+            False, Reason.STORAGE_NOT_WRITABLE, f"the registry cannot write its storage: {reading.message}"
+        )
+    status = reading.storage
+    percent = status.used_percent if status is not None else None
+    if reading.problem == "full" or (percent is not None and percent > storage.max_fill_percent):
+        shown = f"{percent}%" if percent is not None else "completely"
+        return policies.Verdict(
+            False,
+            Reason.STORAGE_FULL,
+            f"the data volume is {shown} full (maxFillPercent {storage.max_fill_percent}): pushes are "
+            "refused and the pods are not ready; delete images, let gc run, or grow the volume",
+        )
+    if percent is None:
+        return None
+    if percent >= storage.almost_full_percent:
+        return policies.Verdict(
+            False,
+            Reason.STORAGE_ALMOST_FULL,
+            f"the data volume is {percent}% full (almostFullPercent {storage.almost_full_percent}); "
+            f"pushes are refused from {storage.max_fill_percent}%",
+        )
+    return policies.Verdict(True, Reason.STORAGE_OK, f"the data volume is {percent}% full")
+
+
+def new_run(previous: model.MaintenanceStatus | None, current: model.MaintenanceStatus | None) -> bool:
+    """Whether `current` reports a gc run that `previous` (what status already shows) does not."""
+    run = current.last_run if current is not None else None
+    if run is None or run.time is None:
+        return False
+    before = previous.last_run if previous is not None else None
+    return before is None or before.time != run.time
+
+
+def keep_last_run(
+    previous: model.MaintenanceStatus | None, current: model.MaintenanceStatus | None
+) -> model.MaintenanceStatus | None:
+    """`current`, keeping the last run status showed when the registry reports none (gc suspended, or a
+    registry whose status file is gone): a run that happened stays reported."""
+    if current is None:
+        return previous
+    if current.last_run is None and previous is not None and previous.last_run is not None:
+        return current.model_copy(update={"last_run": previous.last_run})
+    return current
+
+
+def run_failed(run: model.GcRunStatus) -> bool:
+    return bool(run.errors) or (run.message is not None and not run.message.startswith("retention"))
+
+
+def describe_run(run: model.GcRunStatus) -> str:
+    """One line for the GarbageCollected Event."""
+    verb = "would delete" if run.dry_run else "deleted"
+    counts = ", ".join(
+        f"{number or 0} {kind}"
+        for number, kind in (
+            (run.tags_deleted, "tags"),
+            (run.manifests_deleted, "manifests"),
+            (run.blobs_deleted, "blobs"),
+        )
+    )
+    freed = "would free" if run.dry_run else "freed"
+    text = f"gc{' (dry run)' if run.dry_run else ''} {verb} {counts}; {freed} {run.bytes_freed or 0} bytes"
+    text += f"; {run.errors or 0} errors"
+    return f"{text}: {run.message}" if run.message else text
