@@ -28,6 +28,8 @@ from dockyard_registry import (
     fsck,
     gc,
     health,
+    identity,
+    issuers,
     maintenance,
     metrics,
     retention,
@@ -129,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--htpasswd", help="bcrypt htpasswd file (default DATA/auth/htpasswd)")
     serve.add_argument("--access", dest="access_file", help="access rules (default DATA/auth/access.yaml)")
     serve.add_argument("--no-auth", action="store_true", help="no authentication at all (tests only)")
+    serve.add_argument(
+        "--identities",
+        metavar="FILE",
+        help="token issuers (YAML): ServiceAccount / OIDC tokens accepted as passwords (docs/security.md)",
+    )
     serve.add_argument("--anonymous-pull", action="store_true", help="allow pulls without credentials")
     serve.add_argument("--no-delete", action="store_true", help="answer DELETE with 405 UNSUPPORTED")
     serve.add_argument(
@@ -408,7 +415,7 @@ def _authenticator(args: argparse.Namespace, *, data: Path) -> auth.Authenticato
     htpasswd, access = _auth_paths(args)
     try:
         authenticator = auth.Authenticator(
-            htpasswd=htpasswd, access=access, anonymous_pull=args.anonymous_pull
+            htpasswd=htpasswd, access=access, anonymous_pull=args.anonymous_pull, tokens=_tokens(args)
         )
     except (ValueError, OSError) as exc:
         raise UsageError(f"cannot load auth files: {exc}") from None
@@ -419,6 +426,20 @@ def _authenticator(args: argparse.Namespace, *, data: Path) -> auth.Authenticato
             file=sys.stderr,
         )
     return authenticator
+
+
+def _tokens(args: argparse.Namespace) -> identity.TokenVerifier | None:
+    """The token verifier `--identities` configures (None without it); a bad file is a usage error."""
+    if not getattr(args, "identities", None):
+        return None
+    path = Path(args.identities)
+    try:
+        issuers_ = identity.parse_identities(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read --identities {path}: {exc.strerror}") from None
+    except identity.IdentitiesFileError as exc:
+        raise UsageError(f"--identities {path}: {exc}") from None
+    return identity.TokenVerifier(issuers_, issuers.HttpFetcher())
 
 
 def _tls(

@@ -170,11 +170,12 @@ class _Scraped(registry.Collector):
         if self.sources.authenticator is not None:
             checks = core.CounterMetricFamily(
                 "dockyard_registry_auth_checks",
-                "Credential checks: answered from the cache (hit), by bcrypt (miss), wrong (failure).",
+                "Credential checks: answered from the cache (hit), by bcrypt (miss), wrong (failure); "
+                "tokens verified (token) and refused (token_failure).",
                 labels=["outcome"],
             )
             counts = self.sources.authenticator.counts
-            for outcome in ("hit", "miss", "failure"):
+            for outcome in ("hit", "miss", "failure", "token", "token_failure"):
                 checks.add_metric([outcome], counts[outcome])
             yield checks
         if self.sources.storage is not None:
