@@ -33,7 +33,8 @@ class HttpFetcher:
         return self._contexts[key]
 
     def _headers(self, issuer: identity.Issuer) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+        # The API server serves its JWKS only as application/jwk-set+json.
+        headers = {"Accept": "application/json, application/jwk-set+json"}
         if issuer.token_file is not None:
             try:
                 token = issuer.token_file.read_text().strip()
@@ -71,9 +72,11 @@ class HttpFetcher:
             ):
                 if response.status >= 300:
                     raise identity.FetchError(f"{method} {url}: HTTP {response.status}")
-                raw = await response.content.read(MAX_BODY + 1)
-                if len(raw) > MAX_BODY:
-                    raise identity.FetchError(f"{method} {url}: answer larger than {MAX_BODY} bytes")
+                raw = bytearray()
+                async for chunk in response.content.iter_any():
+                    raw += chunk
+                    if len(raw) > MAX_BODY:
+                        raise identity.FetchError(f"{method} {url}: answer larger than {MAX_BODY} bytes")
                 return json.loads(raw)
         except (aiohttp.ClientError, TimeoutError, ValueError, ssl.SSLError) as exc:
             raise identity.FetchError(f"{method} {url}: {type(exc).__name__}: {exc}") from None

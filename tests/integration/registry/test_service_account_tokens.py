@@ -1,0 +1,130 @@
+"""ServiceAccount tokens from a real kube-apiserver as registry passwords.
+
+Covers, against the session control plane (its own ServiceAccount issuer; TokenRequest issues the tokens,
+the registry reads discovery and JWKS through the API server with a token of its own ServiceAccount, which
+holds `system:service-account-issuer-discovery` and `system:auth-delegator`):
+skopeo pushes and pulls with a TokenRequest token for the registry's audience as the Basic password;
+plain HTTP with the same token as Bearer; a token for another audience (the API server's own) is 401
+naming the audience; a ServiceAccount no rule names is 403 DENIED; after the ServiceAccount is deleted its
+still-unexpired token is refused (TokenReview, `cacheSeconds: 0`); no token reaches the registry's log.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.registry import harness, images
+from tests.integration.registry.clients import skopeo, skopeo_pull, skopeo_push
+from tests.support import kube
+
+pytestmark = pytest.mark.integration
+
+ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+
+def token(plane: kube.ControlPlane, namespace: str, name: str, *, audience: str | None = None) -> str:
+    args = ["create", "token", name, "-n", namespace, "--duration=10m"]
+    if audience is not None:
+        args.append(f"--audience={audience}")
+    return plane.kubectl(*args).stdout.strip()
+
+
+def test_service_account_tokens_push_pull_and_are_refused_for_other_audiences_accounts_and_deletion(
+    control_plane: kube.ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    plane = control_plane
+    audience = f"dockyard.{namespace}"
+    for name in ("registry", "builder", "other"):
+        plane.kubectl("create", "serviceaccount", name, "-n", namespace)
+    for role in ("system:service-account-issuer-discovery", "system:auth-delegator"):
+        plane.kubectl(
+            "create",
+            "clusterrolebinding",
+            f"{namespace}-{role.split(':')[-1]}",
+            f"--clusterrole={role}",
+            f"--serviceaccount={namespace}:registry",
+        )
+    own_token = tmp_path / "registry.token"
+    own_token.write_text(token(plane, namespace, "registry"))
+    identities = tmp_path / "identities.yaml"
+    identities.write_text(
+        yaml.safe_dump(
+            {
+                "issuers": [
+                    {
+                        "name": "kubernetes",
+                        "kind": "kubernetes",
+                        "url": ISSUER,
+                        "audience": audience,
+                        "apiServer": plane.server,
+                        "caFile": str(plane.pki / "ca.crt"),
+                        "tokenFile": str(own_token),
+                        "tokenReview": {"enabled": True, "cacheSeconds": 0},
+                    }
+                ]
+            }
+        )
+    )
+    access = yaml.safe_dump(
+        {
+            "serviceAccounts": [
+                {"namespace": namespace, "name": "builder", "access": "push", "repositories": ["apps/**"]}
+            ]
+        }
+    )
+    builder = harness.Credentials("builder", token(plane, namespace, "builder", audience=audience))
+    with harness.running_registry(
+        tmp=tmp_path, access_yaml=access, extra_args=["--identities", str(identities)]
+    ) as reg:
+        cert_dir = harness.ca_dir(ca_file=reg.ca, into=tmp_path / "certs")
+        ref = f"{reg.address}/apps/web:v1"
+        img = images.random_image(label="sa-token", layer_count=2, layer_size=32 * 1024)
+        skopeo_push(img=img, ref=ref, tmp=tmp_path, cert_dir=cert_dir, creds=builder)
+        pulled = skopeo_pull(ref=ref, into=tmp_path / "pulled", cert_dir=cert_dir, creds=builder)
+        assert pulled.manifest_digest == img.digest
+
+        bearer = reg.client(None).request(
+            "GET", "/v2/apps/web/tags/list", headers={"Authorization": f"Bearer {builder.password}"}
+        )
+        assert bearer.status == 200, bearer.describe()
+
+        api_audience = harness.Credentials("builder", token(plane, namespace, "builder"))
+        refused = reg.client(api_audience).request("GET", "/v2/apps/web/tags/list")
+        assert refused.status == 401, refused.describe()
+        assert refused.error_codes() == ["UNAUTHORIZED"]
+        assert b"audience" in refused.body
+        assert (refused.header("WWW-Authenticate") or "").startswith("Basic realm=")
+
+        other = harness.Credentials("other", token(plane, namespace, "other", audience=audience))
+        denied = reg.client(other).request("GET", "/v2/apps/web/tags/list")
+        assert denied.status == 403, denied.describe()
+        assert denied.error_codes() == ["DENIED"]
+        failed = skopeo(
+            "copy",
+            "--quiet",
+            f"docker://{ref}",
+            f"oci:{tmp_path / 'other'}:x",
+            "--src-cert-dir",
+            str(cert_dir),
+            "--src-creds",
+            other.colon(),
+            check=False,
+        )
+        assert failed.returncode != 0
+
+        plane.kubectl("delete", "serviceaccount", "builder", "-n", namespace)
+        # The API server's ServiceAccount cache may lag the delete by a moment: poll, no fixed sleep.
+        harness.wait_for(
+            "the deleted ServiceAccount's token to be refused",
+            lambda: reg.client(builder).request("GET", "/v2/apps/web/tags/list").status == 401,
+            timeout=60.0,
+        )
+        after = reg.client(builder).request("GET", "/v2/apps/web/tags/list")
+        assert b"no longer accepts" in after.body, after.describe()
+    log = reg.log()
+    for secret in (builder.password, other.password, api_audience.password, own_token.read_text()):
+        assert secret not in log
+        assert secret.split(".")[2] not in log
