@@ -74,7 +74,8 @@ class Issuer:
     name: str
     kind: Kind
     url: str
-    """The `iss` its tokens carry (and the base of its discovery document unless `api_server` is set)."""
+    """The `iss` its tokens carry (and the base of its discovery document unless `api_server` is set);
+    empty for a Kubernetes issuer read through `api_server`: learned from its discovery document then."""
     audience: str
     """The `aud` a token must carry to be accepted here: this registry's audience."""
     api_server: str | None = None
@@ -129,7 +130,7 @@ def parse_identities(text: str) -> tuple[Issuer, ...]:
         raise IdentitiesFileError("issuers must be a list")
     issuers = tuple(_parse_issuer(i, entry) for i, entry in enumerate(entries))
     for attr in ("name", "url"):
-        values = [getattr(i, attr) for i in issuers]
+        values = [getattr(i, attr) for i in issuers if getattr(i, attr)]
         if len(set(values)) != len(values):
             raise IdentitiesFileError(f"two issuers have the same {attr}")
     return issuers
@@ -155,10 +156,11 @@ def _parse_issuer(index: int, entry: Any) -> Issuer:
     unknown = set(entry) - _ISSUER_KEYS
     if unknown:
         raise IdentitiesFileError(f"{where} has unknown keys: {sorted(unknown)}")
-    for key in ("name", "url", "audience"):
+    kind = entry.get("kind", "oidc")
+    learned = kind == "kubernetes" and entry.get("apiServer") is not None and entry.get("url") is None
+    for key in ("name", "audience") if learned else ("name", "url", "audience"):
         if not isinstance(entry.get(key), str) or not entry[key]:
             raise IdentitiesFileError(f"{where}.{key} must be a non-empty string")
-    kind = entry.get("kind", "oidc")
     if kind not in ("kubernetes", "oidc"):
         raise IdentitiesFileError(f"{where}.kind must be kubernetes or oidc")
     for key in ("url", "apiServer"):
@@ -185,7 +187,7 @@ def _parse_issuer(index: int, entry: Any) -> Issuer:
     return Issuer(
         name=entry["name"],
         kind=kind,
-        url=entry["url"],
+        url=entry.get("url") or "",
         audience=entry["audience"],
         api_server=entry.get("apiServer"),
         ca_file=Path(entry["caFile"]) if entry.get("caFile") else None,
@@ -269,6 +271,11 @@ class KeySet:
             raise TokenError("unknown key", f"token signing key is unknown to issuer {self.issuer.name}")
         return found
 
+    async def learn(self) -> None:
+        """Read discovery once (rate-bounded) for an issuer whose URL comes from its discovery document."""
+        if not self.issuer.url and self._may_refresh(self._clock()):
+            await self._refresh()
+
     def _may_refresh(self, now: float) -> bool:
         return self._attempted_at is None or now - self._attempted_at >= self.min_refresh_seconds
 
@@ -283,7 +290,12 @@ class KeySet:
         self.fetches += 1
         try:
             discovery = await self._fetcher.get_json(self.issuer.discovery_url, issuer=self.issuer)
-            if not isinstance(discovery, dict) or discovery.get("issuer") != self.issuer.url:
+            if not isinstance(discovery, dict) or not isinstance(discovery.get("issuer"), str):
+                raise FetchError(f"discovery at {self.issuer.discovery_url} names no issuer")
+            if not self.issuer.url:
+                # Read through the API server with its CA and our own token: as trusted as the keys.
+                self.issuer = dataclasses.replace(self.issuer, url=discovery["issuer"])
+            elif discovery["issuer"] != self.issuer.url:
                 raise FetchError(f"discovery at {self.issuer.discovery_url} names another issuer")
             published = discovery.get("jwks_uri")
             if not isinstance(published, str):
@@ -326,9 +338,8 @@ class TokenVerifier:
         wall: Callable[[], float] = time.time,
         min_refresh_seconds: float = 30.0,
     ) -> None:
-        self.issuers: Mapping[str, Issuer] = {i.url: i for i in issuers}
         self.keysets: Mapping[str, KeySet] = {
-            i.url: KeySet(i, fetcher, clock=clock, min_refresh_seconds=min_refresh_seconds) for i in issuers
+            i.name: KeySet(i, fetcher, clock=clock, min_refresh_seconds=min_refresh_seconds) for i in issuers
         }
         self._fetcher, self._wall = fetcher, wall
         self._key = secrets.token_bytes(32)
@@ -349,10 +360,11 @@ class TokenVerifier:
         alg = header.get("alg")
         if alg not in ALGORITHMS:
             raise TokenError("algorithm", f"token algorithm {str(alg)[:20]!r} is not accepted")
-        issuer = self.issuers.get(str(unverified.get("iss")))
-        if issuer is None:
+        keyset = await self._keyset_of(str(unverified.get("iss")))
+        if keyset is None:
             raise TokenError("unknown issuer", "token issuer is not trusted by this registry")
-        key = await self.keysets[issuer.url].key(header.get("kid"))
+        key = await keyset.key(header.get("kid"))
+        issuer = keyset.issuer
         claims = _decode(token, key=key, alg=alg, issuer=issuer)
         now = self._wall()
         exp = claims["exp"]
@@ -374,6 +386,17 @@ class TokenVerifier:
             until = min(until, now + issuer.review_cache_seconds)
         self._remember(mac, principal, until)
         return principal
+
+    async def _keyset_of(self, iss: str) -> KeySet | None:
+        for keyset in self.keysets.values():
+            if keyset.issuer.url == iss:
+                return keyset
+        for keyset in self.keysets.values():
+            if not keyset.issuer.url:
+                await keyset.learn()
+                if keyset.issuer.url == iss:
+                    return keyset
+        return None
 
     def _remember(self, mac: bytes, principal: Principal, until: float) -> None:
         if len(self._verified) >= CACHE_LIMIT:

@@ -249,7 +249,7 @@ async def test_an_unreachable_issuer_is_named() -> None:
     with pytest.raises(identity.TokenError) as err:
         await check.verify(it.token(sub="x"))
     assert err.value.check == "issuer unreachable"
-    assert check.keysets[config.url].reachable is False
+    assert check.keysets["gone"].reachable is False
 
 
 def test_identities_file_parses_both_kinds() -> None:

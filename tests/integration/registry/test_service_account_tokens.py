@@ -1,6 +1,7 @@
 """ServiceAccount tokens from a real kube-apiserver as registry passwords.
 
-Covers, against the session control plane (its own ServiceAccount issuer; TokenRequest issues the tokens,
+Covers, against the session control plane (its own ServiceAccount issuer, whose URL the registry learns from
+the discovery document it reads through the API server; TokenRequest issues the tokens,
 the registry reads discovery and JWKS through the API server with a token of its own ServiceAccount, which
 holds `system:service-account-issuer-discovery` and `system:auth-delegator`):
 skopeo pushes and pulls with a TokenRequest token for the registry's audience as the Basic password;
@@ -21,8 +22,6 @@ from tests.integration.registry.clients import skopeo, skopeo_pull, skopeo_push
 from tests.support import kube
 
 pytestmark = pytest.mark.integration
-
-ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
 def token(plane: kube.ControlPlane, namespace: str, name: str, *, audience: str | None = None) -> str:
@@ -57,7 +56,6 @@ def test_service_account_tokens_push_pull_and_are_refused_for_other_audiences_ac
                     {
                         "name": "kubernetes",
                         "kind": "kubernetes",
-                        "url": ISSUER,
                         "audience": audience,
                         "apiServer": plane.server,
                         "caFile": str(plane.pki / "ca.crt"),
