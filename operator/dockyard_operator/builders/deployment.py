@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 from dockyard_operator import model, names
+from dockyard_operator.builders import htpasswd_secret, maintenance_configmap, nginx_configmap
 from dockyard_operator.builders import inputs as inputs_mod
-from dockyard_operator.builders import maintenance_configmap, nginx_configmap
 
 REGISTRY_UID = 65532
 NGINX_UID = 101  # the `nginx` user of the official nginx images
@@ -62,6 +62,8 @@ def registry_args(inputs: inputs_mod.Inputs) -> list[str]:
         args.append("--no-delete")
     if inputs.spec.auth.anonymous_pull:
         args.append("--anonymous-pull")
+    if htpasswd_secret.identities(inputs):
+        args += ["--identities", f"{AUTH_DIR}/{htpasswd_secret.IDENTITIES_FILE}"]
     args += ["--realm", inputs.registry]
     args += ["--metrics-listen", f"0.0.0.0:{names.METRICS_PORT}"]
     args += ["--storage-max-fill", str(inputs.spec.storage.max_fill_percent)]
@@ -90,12 +92,11 @@ def gc_args(maintenance: model.Maintenance) -> list[str]:
 
 def config_hash(inputs: inputs_mod.Inputs) -> str:
     """Digest of everything the pod reads at start-up and that should roll it when it changes."""
-    return inputs_mod.digest(
-        nginx_configmap.render(nginx=inputs.spec.nginx),
-        inputs.htpasswd,
-        inputs.access_yaml,
-        inputs.tls_digest,
-    )
+    parts = [nginx_configmap.render(nginx=inputs.spec.nginx), inputs.htpasswd, inputs.access_yaml]
+    identities = htpasswd_secret.identities(inputs)
+    if identities:  # only then: registries without tokens keep their hash (no roll on upgrade)
+        parts.append(identities)
+    return inputs_mod.digest(*parts, inputs.tls_digest)
 
 
 def _probe(*, path: str, failure_threshold: int, period: int) -> dict[str, Any]:
@@ -122,8 +123,30 @@ def _registry_container(inputs: inputs_mod.Inputs) -> dict[str, Any]:
             {"name": "maintenance", "mountPath": maintenance_configmap.MOUNT_DIR, "readOnly": True},
         ],
     }
+    if inputs.spec.auth.service_accounts is not None:
+        container["volumeMounts"].append(
+            {"name": KUBE_IDENTITY_VOLUME, "mountPath": htpasswd_secret.KUBE_DIR, "readOnly": True}
+        )
     container["resources"] = _registry_resources(inputs)
     return container
+
+
+KUBE_IDENTITY_VOLUME = "kube-identity"
+
+
+def kube_identity_volume() -> dict[str, Any]:
+    """The registry's own API token (default audience, 1 h, rotated by the kubelet) and the cluster's CA:
+    enough to read the ServiceAccount issuer's discovery and JWKS (and TokenReviews, if bound), and only
+    in the registry container; the Pod keeps automountServiceAccountToken off."""
+    return {
+        "name": KUBE_IDENTITY_VOLUME,
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            ]
+        },
+    }
 
 
 def _registry_resources(inputs: inputs_mod.Inputs) -> dict[str, Any]:
@@ -229,6 +252,8 @@ def build(inputs: inputs_mod.Inputs) -> dict[str, Any]:
             {"name": "maintenance", "configMap": {"name": inputs.names.maintenance_configmap}},
         ],
     }
+    if spec.auth.service_accounts is not None:
+        pod_spec["volumes"].append(kube_identity_volume())
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:

@@ -17,8 +17,13 @@ from __future__ import annotations
 
 from dockyard_operator.model.access import (
     Auth,
+    OidcClaims,
+    OidcIssuer,
+    OidcRule,
     PullSecrets,
     SecretKeyRef,
+    ServiceAccountRule,
+    ServiceAccounts,
     User,
 )
 from dockyard_operator.model.maintenance import (
@@ -109,6 +114,9 @@ __all__ = [
     "NginxTime",
     "NodeTrust",
     "NodeTrustStatus",
+    "OidcClaims",
+    "OidcIssuer",
+    "OidcRule",
     "PrivateRegistrySpec",
     "PrivateRegistryStatus",
     "PullSecrets",
@@ -117,6 +125,8 @@ __all__ = [
     "ResourceRequirements",
     "RetentionRule",
     "SecretKeyRef",
+    "ServiceAccountRule",
+    "ServiceAccounts",
     "Storage",
     "StorageStatus",
     "Tls",
