@@ -75,6 +75,8 @@ def create_app(settings: state.Settings, *, metrics: metrics_.Metrics | None = N
         app.cleanup_ctx.append(_scheduled_gc)
     if settings.storage is not None:
         app.cleanup_ctx.append(_storage_checks)
+    if settings.authenticator is not None and settings.authenticator.tokens is not None:
+        app.cleanup_ctx.append(_issuer_keys)
     app.router.add_get("/healthz", _healthz, allow_head=True)
     app.router.add_get("/readyz", _readyz, allow_head=True)
     app.router.add_get("/auth", _auth_request, allow_head=False)
@@ -126,6 +128,26 @@ async def _storage_checks(app: web.Application) -> AsyncIterator[None]:
     monitor = app[state.SETTINGS].storage
     assert monitor is not None
     task = asyncio.create_task(monitor.run_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _issuer_keys(app: web.Application) -> AsyncIterator[None]:
+    """For the app's lifetime: read every token issuer's keys at startup and every 10 minutes (retrying an
+    unreachable one at its refresh interval), so /status shows reachability and requests rarely wait."""
+    authenticator = app[state.SETTINGS].authenticator
+    assert authenticator is not None and authenticator.tokens is not None
+    keysets = list(authenticator.tokens.keysets.values())
+
+    async def loop() -> None:
+        while True:
+            await asyncio.gather(*(keyset.warm() for keyset in keysets))
+            unreachable = [k for k in keysets if k.reachable is False]
+            await asyncio.sleep(min((k.min_refresh_seconds for k in unreachable), default=600.0))
+
+    task = asyncio.create_task(loop())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

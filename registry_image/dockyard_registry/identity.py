@@ -250,6 +250,24 @@ class KeySet:
         self.fetches = 0
         self.last_error: str | None = None
 
+    def status(self) -> dict[str, Any]:
+        """What /status reports of this issuer (no secret: names, URLs, key ids count, last error)."""
+        return {
+            "name": self.issuer.name,
+            "kind": self.issuer.kind,
+            "issuer": self.issuer.url or None,
+            "audience": self.issuer.audience,
+            "reachable": self.reachable,
+            "keys": len(self._keys),
+            "error": self.last_error,
+            "tokenReview": self.issuer.token_review,
+        }
+
+    async def warm(self) -> None:
+        """Read the keys now (at startup), so /status shows reachability before the first token."""
+        if self._may_refresh(self._clock()):
+            await self._refresh()
+
     @property
     def reachable(self) -> bool | None:
         """None before the first fetch; then whether the last one succeeded."""
@@ -258,8 +276,8 @@ class KeySet:
     async def key(self, kid: str | None) -> jwt.PyJWK:
         now = self._clock()
         stale = self._loaded_at is None or now - self._loaded_at >= self.max_age_seconds
-        if (kid not in self._keys or stale) and self._may_refresh(now):
-            await self._refresh()
+        if (kid not in self._keys or stale) and (self._refreshing is not None or self._may_refresh(now)):
+            await self._refresh()  # joins a refresh already under way (the startup read) or starts one
         found = self._keys.get(kid)
         if found is None and kid is None and len(self._keys) == 1:
             found = next(iter(self._keys.values()))

@@ -254,6 +254,12 @@ def _storage_status(monitor: health.StorageMonitor | None) -> dict[str, Any]:
     }
 
 
+def _identities_status(authenticator: auth.Authenticator | None) -> list[dict[str, Any]]:
+    if authenticator is None or authenticator.tokens is None:
+        return []
+    return [keyset.status() for keyset in authenticator.tokens.keysets.values()]
+
+
 def listener_app(metrics: Metrics) -> web.Application:
     """The metrics listener: `/metrics`, `/gc` (last gc run) and `/status` (storage and gc) as JSON."""
     app = web.Application()
@@ -268,7 +274,13 @@ def listener_app(metrics: Metrics) -> web.Application:
         return web.json_response(_gc_status(sources.gc))
 
     async def status(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"storage": _storage_status(sources.storage), "gc": _gc_status(sources.gc)})
+        return web.json_response(
+            {
+                "storage": _storage_status(sources.storage),
+                "gc": _gc_status(sources.gc),
+                "identities": _identities_status(sources.authenticator),
+            }
+        )
 
     app.router.add_get("/metrics", scrape)
     app.router.add_get("/gc", gc_status)

@@ -1,14 +1,15 @@
 """Token identities: JWTs verified offline against an issuer's discovery + JWKS, mapped to access rules.
 
-Covers: an in-test OIDC issuer (own RSA/EC keys, discovery and JWKS over real HTTP) whose tokens verify
-and map to `system:serviceaccount:<ns>:<name>` (Kubernetes kind) or a claim-mapped user and groups (OIDC
-kind); each refusal names its check: expired, not yet valid, wrong audience, unknown issuer, tampered
-payload (bad signature), `alg: none` and HMAC with the public key, unknown `kid`; an unknown `kid`
-refreshes the JWKS (key rotation) at most once per interval; keys and verified tokens are cached (no
-fetch per request); the identities file and the access file's `serviceAccounts`/`oidc` rules parse, with
+Covers: an in-test OIDC issuer (own RSA/EC keys, discovery and JWKS over real HTTP) whose tokens verify and
+map to `system:serviceaccount:<ns>:<name>` (Kubernetes kind) or a claim-mapped user and groups (OIDC kind);
+each refusal names its check: expired, not yet valid, wrong audience, unknown issuer, tampered payload (bad
+signature), `alg: none` and HMAC with the public key, unknown `kid`; an unknown `kid` refreshes the JWKS
+(key rotation) at most once per interval; keys and verified tokens are cached (no fetch per request); keys
+can be read ahead of any token, and each issuer's status says whether it was reachable, how many keys it has
+and the last error; the identities file and the access file's `serviceAccounts`/`oidc` rules parse, with
 clear errors, and render back; over HTTP: a token as Basic password or Bearer pushes and pulls within its
-rules, a token without a rule is 403 DENIED, a bad token is 401 UNAUTHORIZED with a Basic challenge and
-the failing check in the body, and the token never reaches a log.
+rules, a token without a rule is 403 DENIED, a bad token is 401 UNAUTHORIZED with a Basic challenge and the
+failing check in the body, and the token never reaches a log.
 """
 
 from __future__ import annotations
@@ -250,6 +251,24 @@ async def test_an_unreachable_issuer_is_named() -> None:
         await check.verify(it.token(sub="x"))
     assert err.value.check == "issuer unreachable"
     assert check.keysets["gone"].reachable is False
+    status = check.keysets["gone"].status()
+    assert (status["reachable"], status["keys"]) == (False, 0)
+    assert "127.0.0.1:9" in status["error"]
+
+
+async def test_warming_reads_the_keys_before_any_token_and_status_reports_them(issuer: Issuer) -> None:
+    check = verifier(issuer, kind="kubernetes")
+    assert check.keysets["test"].status()["reachable"] is None
+    await check.keysets["test"].warm()
+    status = check.keysets["test"].status()
+    assert (status["reachable"], status["keys"], status["issuer"], status["error"]) == (
+        True,
+        1,
+        issuer.url,
+        None,
+    )
+    await check.verify(sa_token(issuer))
+    assert issuer.jwks_requests == 1
 
 
 def test_identities_file_parses_both_kinds() -> None:
