@@ -44,6 +44,7 @@ from passlib.hash import bcrypt
 
 from dockyard_common import htpasswd as htpasswd_file
 from dockyard_registry import identity as identity_
+from dockyard_registry import tokens as tokens_
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -148,6 +149,8 @@ class Identity:
 
     user: str | None
     principal: identity_.Principal | None = None
+    grants: tuple[tokens_.Grant, ...] | None = None
+    """Set for a registry token (`/token`): exactly these grants, nothing from the rules."""
 
 
 ANONYMOUS = Identity(user=None)
@@ -351,7 +354,10 @@ class Authenticator:
         max_pending_per_client: int = 8,
         bcrypt_threads: int | None = None,
         tokens: identity_.TokenVerifier | None = None,
+        registry_tokens: tokens_.RegistryTokens | None = None,
     ) -> None:
+        # Issues and verifies the Docker token flow's Bearer tokens; None: that flow is off.
+        self.registry_tokens = registry_tokens
         # Verifies JWT passwords (ServiceAccount / OIDC tokens); None: every password is an htpasswd one.
         self.tokens = tokens
         self._htpasswd: Reloading[dict[str, str]] = Reloading(htpasswd, htpasswd_file.parse, {}, clock=clock)
@@ -385,6 +391,13 @@ class Authenticator:
         if not authorization:
             return ANONYMOUS
         scheme, _, value = authorization.partition(" ")
+        registry_tokens = self.registry_tokens
+        if scheme.lower() == "bearer" and registry_tokens is not None and registry_tokens.owns(value.strip()):
+            try:
+                verified = registry_tokens.verify(value.strip())
+            except tokens_.RegistryTokenError as exc:
+                raise BadCredentialsError(str(exc)) from None
+            return Identity(user=verified.subject, grants=verified.grants)
         if scheme.lower() == "bearer" and self.tokens is not None:
             return await self._token_identity(value.strip())
         if scheme.lower() != "basic":
@@ -491,6 +504,8 @@ class Authenticator:
         return self._dummies[cost]
 
     def permits(self, identity: Identity, repository: str, action: Action) -> bool:
+        if identity.grants is not None:
+            return any(g.repository == repository and action.value in g.actions for g in identity.grants)
         rules = self._access.get()
         if identity.user is None:
             return action is Action.PULL and (self._force_anonymous_pull or rules.anonymous_pull)

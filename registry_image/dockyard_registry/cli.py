@@ -37,6 +37,7 @@ from dockyard_registry import (
     state,
     store,
     tlsauto,
+    tokens,
 )
 from dockyard_registry.storage import filesystem
 
@@ -135,6 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--identities",
         metavar="FILE",
         help="token issuers (YAML): ServiceAccount / OIDC tokens accepted as passwords (docs/security.md)",
+    )
+    serve.add_argument(
+        "--token-realm",
+        metavar="URL",
+        help="Docker token flow: 401s challenge Bearer realm=URL (our /token as clients reach it)",
+    )
+    serve.add_argument(
+        "--token-key",
+        metavar="FILE",
+        help="key signing /token's tokens, shared by replicas (default: random per process)",
+    )
+    serve.add_argument(
+        "--token-ttl", type=int, default=300, help="seconds a /token token is valid (default 300)"
     )
     serve.add_argument("--anonymous-pull", action="store_true", help="allow pulls without credentials")
     serve.add_argument("--no-delete", action="store_true", help="answer DELETE with 405 UNSUPPORTED")
@@ -339,6 +353,7 @@ def _serve(args: argparse.Namespace) -> int:
         realm=args.realm,
         upload_sweep_seconds=args.upload_sweep_interval or None,
         trusted_proxies=_trusted_proxies(args.trusted_proxy),
+        token_realm=None if args.no_auth else args.token_realm,
     )
     if not 0 < args.storage_max_fill <= 100:
         raise UsageError("--storage-max-fill must be a percentage in (0, 100]")
@@ -415,7 +430,11 @@ def _authenticator(args: argparse.Namespace, *, data: Path) -> auth.Authenticato
     htpasswd, access = _auth_paths(args)
     try:
         authenticator = auth.Authenticator(
-            htpasswd=htpasswd, access=access, anonymous_pull=args.anonymous_pull, tokens=_tokens(args)
+            htpasswd=htpasswd,
+            access=access,
+            anonymous_pull=args.anonymous_pull,
+            tokens=_tokens(args),
+            registry_tokens=_registry_tokens(args),
         )
     except (ValueError, OSError) as exc:
         raise UsageError(f"cannot load auth files: {exc}") from None
@@ -426,6 +445,27 @@ def _authenticator(args: argparse.Namespace, *, data: Path) -> auth.Authenticato
             file=sys.stderr,
         )
     return authenticator
+
+
+def _registry_tokens(args: argparse.Namespace) -> tokens.RegistryTokens | None:
+    """The token flow's issuer when --token-realm asks for it; bad options are usage errors."""
+    if not getattr(args, "token_realm", None):
+        if getattr(args, "token_key", None):
+            raise UsageError("--token-key needs --token-realm")
+        return None
+    if not args.token_realm.startswith(("https://", "http://")) or '"' in args.token_realm:
+        raise UsageError("--token-realm must be an http(s) URL")
+    if not 0 < args.token_ttl <= 86400:
+        raise UsageError("--token-ttl must be in (0, 86400]")
+    key = None
+    if args.token_key:
+        try:
+            key = Path(args.token_key).read_bytes().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read --token-key {args.token_key}: {exc.strerror}") from None
+        if len(key) < 32:
+            raise UsageError("--token-key must hold at least 32 bytes")
+    return tokens.RegistryTokens(service=args.realm, key=key, ttl_seconds=args.token_ttl)
 
 
 def _tokens(args: argparse.Namespace) -> identity.TokenVerifier | None:

@@ -35,7 +35,12 @@ class Settings:
     gc: maintenance.GcRunner | None = None
     # The storage check behind /readyz and refusing pushes; None: no check (/readyz answers ok).
     storage: health.StorageMonitor | None = None
+    # The Docker token flow: 401s challenge `Bearer realm="<token_realm>"` (the URL of our /token as clients
+    # reach it); None: Basic challenges (the flow's /token still works when the authenticator issues tokens).
+    token_realm: str | None = None
 
 
 SETTINGS = web.AppKey("settings", Settings)
 IDENTITY = web.RequestKey("identity", auth.Identity)
+SCOPE = web.RequestKey("scope", str)
+"""The token-flow scope a refused request needed (`repository:<name>:pull`), for the Bearer challenge."""
