@@ -8,6 +8,8 @@ skopeo pushes and pulls with a TokenRequest token for the registry's audience as
 plain HTTP with the same token as Bearer; a token for another audience (the API server's own) is 401
 naming the audience; a ServiceAccount no rule names is 403 DENIED; after the ServiceAccount is deleted its
 still-unexpired token is refused (TokenReview, `cacheSeconds: 0`); no token reaches the registry's log.
+With `--token-realm`, skopeo follows the Bearer challenge to `/token` with the ServiceAccount token as its
+Basic password and pushes and pulls with the registry token it gets.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import yaml
 
 from tests.integration.registry import harness, images
 from tests.integration.registry.clients import skopeo, skopeo_pull, skopeo_push
-from tests.support import kube
+from tests.support import kube, procs
 
 pytestmark = pytest.mark.integration
 
@@ -31,10 +33,12 @@ def token(plane: kube.ControlPlane, namespace: str, name: str, *, audience: str 
     return plane.kubectl(*args).stdout.strip()
 
 
-def test_service_account_tokens_push_pull_and_are_refused_for_other_audiences_accounts_and_deletion(
-    control_plane: kube.ControlPlane, namespace: str, tmp_path: Path
-) -> None:
-    plane = control_plane
+def _issuer_setup(plane: kube.ControlPlane, namespace: str, tmp_path: Path) -> tuple[Path, str, str, Path]:
+    """ServiceAccounts registry/builder/other, the registry's bindings and token, the identities file and
+    access rules (builder: push in apps/**).
+
+    Returns the identities file, the access.yaml text, the audience and the registry's own token file.
+    """
     audience = f"dockyard.{namespace}"
     for name in ("registry", "builder", "other"):
         plane.kubectl("create", "serviceaccount", name, "-n", namespace)
@@ -73,6 +77,14 @@ def test_service_account_tokens_push_pull_and_are_refused_for_other_audiences_ac
             ]
         }
     )
+    return identities, access, audience, own_token
+
+
+def test_service_account_tokens_push_pull_and_are_refused_for_other_audiences_accounts_and_deletion(
+    control_plane: kube.ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    plane = control_plane
+    identities, access, audience, own_token = _issuer_setup(plane, namespace, tmp_path)
     builder = harness.Credentials("builder", token(plane, namespace, "builder", audience=audience))
     with harness.running_registry(
         tmp=tmp_path, access_yaml=access, extra_args=["--identities", str(identities)]
@@ -126,3 +138,43 @@ def test_service_account_tokens_push_pull_and_are_refused_for_other_audiences_ac
     for secret in (builder.password, other.password, api_audience.password, own_token.read_text()):
         assert secret not in log
         assert secret.split(".")[2] not in log
+
+
+def test_skopeo_follows_the_bearer_token_flow_with_a_service_account_token_at_token(
+    control_plane: kube.ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    identities, access, audience, _own = _issuer_setup(control_plane, namespace, tmp_path)
+    port = procs.reserve_port()
+    data = tmp_path / "data"
+    (data / "auth").mkdir(parents=True)
+    harness.write_atomically(data / "auth" / "access.yaml", access)
+    reg = harness.make_registry(
+        data_dir=data,
+        log_file=tmp_path / "registry.log",
+        port=port.number,
+        extra_args=[
+            "--identities",
+            str(identities),
+            "--token-realm",
+            f"https://127.0.0.1:{port.number}/token",
+            "--access-log",
+        ],
+    )
+    builder = harness.Credentials("builder", token(control_plane, namespace, "builder", audience=audience))
+    try:
+        reg.start()
+        challenge = reg.client(None).request("GET", "/v2/apps/web/tags/list")
+        assert challenge.status == 401
+        assert (challenge.header("WWW-Authenticate") or "").startswith("Bearer realm=")
+        cert_dir = harness.ca_dir(ca_file=reg.ca, into=tmp_path / "certs")
+        ref = f"{reg.address}/apps/web:v1"
+        img = images.random_image(label="sa-token-flow", layer_count=1, layer_size=16 * 1024)
+        skopeo_push(img=img, ref=ref, tmp=tmp_path, cert_dir=cert_dir, creds=builder)
+        pulled = skopeo_pull(ref=ref, into=tmp_path / "pulled", cert_dir=cert_dir, creds=builder)
+        assert pulled.manifest_digest == img.digest
+    finally:
+        reg.stop()
+        port.release()
+    log = reg.log()
+    assert "GET /token?" in log, "skopeo did not follow the Bearer challenge"
+    assert builder.password not in log
