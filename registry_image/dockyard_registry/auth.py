@@ -391,13 +391,8 @@ class Authenticator:
         if not authorization:
             return ANONYMOUS
         scheme, _, value = authorization.partition(" ")
-        registry_tokens = self.registry_tokens
-        if scheme.lower() == "bearer" and registry_tokens is not None and registry_tokens.owns(value.strip()):
-            try:
-                verified = registry_tokens.verify(value.strip())
-            except tokens_.RegistryTokenError as exc:
-                raise BadCredentialsError(str(exc)) from None
-            return Identity(user=verified.subject, grants=verified.grants)
+        if scheme.lower() == "bearer" and (own := self._registry_token_identity(value.strip())) is not None:
+            return own
         if scheme.lower() == "bearer" and self.tokens is not None:
             return await self._token_identity(value.strip())
         if scheme.lower() != "basic":
@@ -409,12 +404,27 @@ class Authenticator:
         user, sep, password = decoded.partition(":")
         if not sep or not user:
             raise BadCredentialsError("malformed Basic credentials")
+        # A registry token as a password too: what a pull secret can carry (kubelets send only Basic).
+        if (own := self._registry_token_identity(password)) is not None:
+            return own
         if self.tokens is not None and identity_.looks_like_jwt(password):
             # The user name is whatever the client had to send (docker login wants one); the token says who.
             return await self._token_identity(password)
         if await self.verify(user, password, client=client):
             return Identity(user=user)
         raise BadCredentialsError("invalid username or password")
+
+    def _registry_token_identity(self, token: str) -> Identity | None:
+        """The identity of one of this registry's own tokens; None when it is not one of ours."""
+        issuer = self.registry_tokens
+        if issuer is None or not identity_.looks_like_jwt(token) or not issuer.owns(token):
+            return None
+        try:
+            verified = issuer.verify(token)
+        except tokens_.RegistryTokenError as exc:
+            raise BadCredentialsError(str(exc)) from None
+        self.counts["token"] += 1
+        return Identity(user=verified.subject, grants=verified.grants)
 
     async def _token_identity(self, token: str) -> Identity:
         assert self.tokens is not None
@@ -505,7 +515,10 @@ class Authenticator:
 
     def permits(self, identity: Identity, repository: str, action: Action) -> bool:
         if identity.grants is not None:
-            return any(g.repository == repository and action.value in g.actions for g in identity.grants)
+            # A grant's repository is a name (from /token) or a glob (minted for a pull secret).
+            return any(
+                action.value in g.actions and glob_match(g.repository, repository) for g in identity.grants
+            )
         rules = self._access.get()
         if identity.user is None:
             return action is Action.PULL and (self._force_anonymous_pull or rules.anonymous_pull)

@@ -449,11 +449,10 @@ def _authenticator(args: argparse.Namespace, *, data: Path) -> auth.Authenticato
 
 def _registry_tokens(args: argparse.Namespace) -> tokens.RegistryTokens | None:
     """The token flow's issuer when --token-realm asks for it; bad options are usage errors."""
-    if not getattr(args, "token_realm", None):
-        if getattr(args, "token_key", None):
-            raise UsageError("--token-key needs --token-realm")
+    if not getattr(args, "token_realm", None) and not getattr(args, "token_key", None):
         return None
-    if not args.token_realm.startswith(("https://", "http://")) or '"' in args.token_realm:
+    realm = args.token_realm
+    if realm and (not realm.startswith(("https://", "http://")) or '"' in realm):
         raise UsageError("--token-realm must be an http(s) URL")
     if not 0 < args.token_ttl <= 86400:
         raise UsageError("--token-ttl must be in (0, 86400]")

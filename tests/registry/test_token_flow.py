@@ -5,7 +5,8 @@ Covers: scope parsing (several scopes, `*`, other resource types ignored, malfor
 following the challenge (Basic credentials or a ServiceAccount-style JWT at /token) gets a token granting
 only what its rules allow, pushes and pulls with it, and is refused (403) outside its grants; an anonymous
 caller gets a token with no grants (anonymous pull off); a forged, expired or foreign-service token is 401
-naming why; without the flow configured `/token` is 404 and challenges stay Basic.
+naming why; without the flow configured `/token` is 404 and challenges stay Basic; a minted token whose
+grants are repository globs (what a short-lived pull secret carries) works as a Basic password.
 """
 
 from __future__ import annotations
@@ -129,3 +130,21 @@ async def test_without_the_flow_token_is_404_and_challenges_stay_basic(
     assert (await reg.client.get("/token")).status == 404
     resp = await reg.client.get("/v2/")
     assert resp.headers["WWW-Authenticate"].startswith("Basic realm=")
+
+
+async def test_a_minted_token_with_repository_globs_is_a_basic_password_for_pulls_only(
+    make_client: conftest.ClientFactory, tmp_path: Path
+) -> None:
+    """What a short-lived pull secret carries: a registry token for `team/**`, pull, sent as a password."""
+    issuer = tokens.RegistryTokens(service="dockyard", key=b"k" * 32)
+    authn = auth.Authenticator(htpasswd=tmp_path / "none", access=None, registry_tokens=issuer)
+    reg = await make_client(authenticator=authn)
+    writer = issuer.issue(subject="ci", grants=[tokens.Grant("team/**", frozenset({"pull", "push"}))])[
+        "token"
+    ]
+    await reg.push_image("team/a/b", make_image("glob"), headers=basic("ci", writer))
+    pull = issuer.issue(subject="pull", grants=[tokens.Grant("team/**", frozenset({"pull"}))])["token"]
+    assert (await reg.client.get("/v2/team/a/b/manifests/latest", headers=basic("pull", pull))).status == 200
+    assert (await reg.client.get("/v2/other/x/tags/list", headers=basic("pull", pull))).status == 403
+    pushed = await reg.client.post("/v2/team/a/b/blobs/uploads/", headers=basic("pull", pull))
+    assert pushed.status == 403
