@@ -21,7 +21,9 @@ from typing import Any
 
 import jwt
 
-ALGORITHM = "HS256"
+from dockyard_common import regtoken
+
+ALGORITHM = regtoken.ALGORITHM
 ACTIONS = ("pull", "push", "delete")
 
 
@@ -75,24 +77,20 @@ class RegistryTokens:
     ) -> None:
         self.service, self.ttl_seconds, self._wall = service, ttl_seconds, wall
         self._key = key or secrets.token_bytes(32)
-        self.issuer = f"dockyard-registry/{service}"
+        self.issuer = regtoken.issuer(service)
 
     def issue(self, *, subject: str | None, grants: Iterable[Grant]) -> dict[str, Any]:
         """The `/token` answer: `token` and `access_token` (the same), `expires_in`, `issued_at`."""
         now = int(self._wall())
-        claims = {
-            "iss": self.issuer,
-            "aud": self.service,
-            "sub": subject or "",
-            "iat": now,
-            "nbf": now,
-            "exp": now + self.ttl_seconds,
-            "jti": secrets.token_hex(8),
-            "access": [
-                {"type": "repository", "name": g.repository, "actions": sorted(g.actions)} for g in grants
-            ],
-        }
-        token = jwt.encode(claims, self._key, algorithm=ALGORITHM)
+        token = regtoken.mint(
+            key=self._key,
+            service=self.service,
+            subject=subject or "",
+            grants=[(g.repository, tuple(g.actions)) for g in grants],
+            now=now,
+            ttl_seconds=self.ttl_seconds,
+            jti=secrets.token_hex(8),
+        )
         issued = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
         return {"token": token, "access_token": token, "expires_in": self.ttl_seconds, "issued_at": issued}
 

@@ -12,6 +12,8 @@ from dockyard_operator.model.types import (
     SECRET_KEY_PATTERN,
     USER_NAME_PATTERN,
     ApiModel,
+    Duration,
+    parse_duration,
 )
 
 
@@ -174,3 +176,20 @@ class PullSecrets(ApiModel):
         Annotated[str, pydantic.StringConstraints(pattern=RESOURCE_NAME_PATTERN, max_length=253)] | None
     ) = None
     """Add the Secret to this ServiceAccount's imagePullSecrets in each namespace (e.g. default)."""
+    token_lifetime: Duration | None = None
+    """Short-lived pull secrets: the copies carry a registry token instead of the user's password, granting
+    only pull on the user's repositories and expiring after this long (e.g. 24h; at least 10m). A new token
+    is written every half lifetime, so a copy is replaced well before it expires."""
+
+    @pydantic.field_validator("token_lifetime")
+    @classmethod
+    def _lifetime_bounds(cls, value: str | None) -> str | None:
+        if value is not None and not 600 <= parse_duration(value).total_seconds() <= 31 * 86400:
+            raise ValueError("tokenLifetime must be between 10m and 744h")
+        return value
+
+    @property
+    def token_lifetime_seconds(self) -> int | None:
+        if self.token_lifetime is None:
+            return None
+        return int(parse_duration(self.token_lifetime).total_seconds())
