@@ -64,6 +64,8 @@ def registry_args(inputs: inputs_mod.Inputs) -> list[str]:
         args.append("--anonymous-pull")
     if htpasswd_secret.identities(inputs):
         args += ["--identities", f"{AUTH_DIR}/{htpasswd_secret.IDENTITIES_FILE}"]
+    if inputs.token_key:
+        args += ["--token-key", f"{AUTH_DIR}/{htpasswd_secret.TOKEN_KEY_FILE}"]
     args += ["--realm", inputs.registry]
     args += ["--metrics-listen", f"0.0.0.0:{names.METRICS_PORT}"]
     args += ["--storage-max-fill", str(inputs.spec.storage.max_fill_percent)]
@@ -96,6 +98,8 @@ def config_hash(inputs: inputs_mod.Inputs) -> str:
     identities = htpasswd_secret.identities(inputs)
     if identities:  # only then: registries without tokens keep their hash (no roll on upgrade)
         parts.append(identities)
+    if inputs.token_key:
+        parts.append(inputs.token_key)
     return inputs_mod.digest(*parts, inputs.tls_digest)
 
 

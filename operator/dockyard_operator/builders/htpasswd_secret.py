@@ -21,6 +21,7 @@ KUBERNETES_API = "https://kubernetes.default.svc"
 KUBE_DIR = "/var/run/secrets/dockyard.dev/kube"
 """Where the registry container finds its projected ServiceAccount token and the cluster's CA."""
 IDENTITIES_FILE = "identities.yaml"
+TOKEN_KEY_FILE = "token.key"  # noqa: S105  # a file name, not a secret
 
 
 def default_audience(*, namespace: str, registry: str) -> str:
@@ -109,6 +110,8 @@ def build(inputs: inputs_mod.Inputs) -> dict[str, Any]:
     identities_text = identities(inputs)
     if identities_text:
         data[IDENTITIES_FILE] = inputs_mod.b64(identities_text)
+    if inputs.token_key:
+        data[TOKEN_KEY_FILE] = inputs_mod.b64(inputs.token_key)
     return {
         "apiVersion": "v1",
         "kind": "Secret",

@@ -61,6 +61,8 @@ class Inputs:
     ingress_annotations_allowed: tuple[str, ...] = tenancy.DEFAULT_INGRESS_ANNOTATIONS
     """Which spec.expose.ingress.annotations keys reach the Ingress (the operator's setting)."""
     operator_namespace: str = "dockyard-system"
+    token_key: str = ""
+    """The registry token key (short-lived pull secrets); "" when none is used."""
     """The operator's namespace: its NetworkPolicy rule lets it read the registry's /status."""
 
 

@@ -133,6 +133,8 @@ class Pass:
 class Users:
     htpasswd: str
     access_yaml: str
+    token_key: str = ""
+    """The key signing short-lived pull-secret tokens (in `<registry>-htpasswd`); "" when none is used."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -91,5 +91,17 @@ class Credentials:
             )
             self._verified[key] = (tag, hashes[user_name])
         return context.Users(
-            htpasswd=htpasswd.render(hashes), access_yaml=htpasswd_secret.access_yaml(run.spec.auth)
+            htpasswd=htpasswd.render(hashes),
+            access_yaml=htpasswd_secret.access_yaml(run.spec.auth),
+            token_key=_token_key(run, current),
         )
+
+
+def _token_key(run: context.Pass, current: dict[str, bytes] | None) -> str:
+    """The pull-secret token key: kept once made (tokens already handed out stay valid), made only when
+    spec.pullSecrets.tokenLifetime asks for short-lived pull secrets."""
+    chosen = run.spec.pull_secrets
+    if chosen is None or chosen.token_lifetime is None:
+        return ""
+    existing = (current or {}).get(htpasswd_secret.TOKEN_KEY_FILE, b"").decode("ascii", "replace").strip()
+    return existing if len(existing) >= 64 else secrets.token_hex(32)

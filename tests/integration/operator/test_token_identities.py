@@ -6,13 +6,19 @@ volume; the rendered files, given to a real `dockyard-registry` (with only the i
 would see replaced by the test's: the API server URL, its CA, a token of the namespace's `default`
 ServiceAccount under the chart's issuer-discovery binding), let a TokenRequest token for the default
 audience `dockyard.dev/<ns>/<registry>` push and pull, and refuse one for the API server's audience.
+Short-lived pull secrets (`tokenLifetime`): the copy carries a pull-only registry token for the user's
+repositories with at least half its lifetime left, never the password; the registry, given the rendered
+auth Secret (`token.key`), lets skopeo pull with it and refuses a push.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
+import jwt
 import lightkube
 import lightkube.resources.apps_v1
 import lightkube.resources.core_v1
@@ -117,3 +123,51 @@ def test_rendered_identities_let_a_service_account_token_push_and_pull_through_a
         )
         assert refused.status == 401, refused.describe()
         assert b"audience" in refused.body
+
+
+def test_short_lived_pull_secrets_carry_a_pull_only_token_the_registry_accepts_not_the_password(
+    kube_client: lightkube.Client, namespace: str, operator: Operator, tmp_path: Path
+) -> None:
+    password = harness.new_password()
+    spec = {
+        "auth": {
+            "users": [cluster.user("puller", "puller-password", access="push", repositories=["apps/**"])]
+        },
+        "pullSecrets": {"user": "puller", "namespaces": [namespace], "tokenLifetime": "24h"},
+    }
+    cluster.create_registry(kube_client, namespace=namespace, spec=spec, passwords={"puller": password})
+    copy = cluster.wait_child(kube_client, core.Secret, "demo-pull", namespace)
+    config = json.loads(cluster.secret_data(copy)[".dockerconfigjson"])
+    (entry,) = {json.dumps(v, sort_keys=True) for v in config["auths"].values()}
+    token = json.loads(entry)["password"]
+    assert password not in json.dumps(config)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["access"] == [{"type": "repository", "name": "apps/**", "actions": ["pull"]}]
+    assert claims["exp"] - claims["iat"] == 24 * 3600
+    assert claims["exp"] > time.time() + 12 * 3600  # at least half its lifetime left when written
+
+    data = cluster.secret_data(kube_client.get(core.Secret, N.htpasswd_secret, namespace=namespace))
+    deployment: Any = cluster.wait_child(kube_client, apps.Deployment, N.deployment, namespace)
+    registry_args = next(c for c in deployment.spec.template.spec.containers if c.name == "registry").args
+    assert "--token-key" in registry_args
+
+    # The rendered auth files in a real registry (realm = the registry's name, as the Deployment runs it).
+    auth_dir = tmp_path / "data" / "auth"
+    auth_dir.mkdir(parents=True)
+    for name in ("htpasswd", "token.key"):
+        (auth_dir / name).write_bytes(data[name])
+    with harness.running_registry(
+        tmp=tmp_path,
+        access_yaml=data["access.yaml"].decode(),
+        extra_args=["--token-key", str(auth_dir / "token.key"), "--realm", "demo"],
+    ) as reg:
+        owner = harness.Credentials("puller", password)
+        cert_dir = harness.ca_dir(ca_file=reg.ca, into=tmp_path / "certs")
+        ref = f"{reg.address}/apps/base:v1"
+        img = images.random_image(label="short-lived-pull", layer_count=1, layer_size=16 * 1024)
+        skopeo_push(img=img, ref=ref, tmp=tmp_path, cert_dir=cert_dir, creds=owner)
+        from_secret = harness.Credentials("puller", token)
+        pulled = skopeo_pull(ref=ref, into=tmp_path / "pulled", cert_dir=cert_dir, creds=from_secret)
+        assert pulled.manifest_digest == img.digest
+        push = reg.client(from_secret).request("POST", "/v2/apps/base/blobs/uploads/")
+        assert push.status == 403, push.describe()
