@@ -7,19 +7,24 @@ token and the cluster CA, default audience `dockyard.dev/<ns>/<registry>`; OIDC 
 accepted by the registry's own parsers (the operator/registry contract); the Secret, the registry's
 `--identities` argument and the projected token volume appear only when tokens are configured, so a spec
 without them renders exactly as before (same config hash: no roll on upgrade); no token in any of it.
+Short-lived pull secrets: a token is the same within a half-lifetime window (no churn) and new after it;
+the operator's minted token verifies in the registry as pull on the user's globs; `token.key` and
+`--token-key` appear only with a key; tokenLifetime is bounded (10m to 744h).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pydantic
 import pytest
 import yaml
 
+from dockyard_common import regtoken
 from dockyard_operator import model
 from dockyard_operator.builders import deployment, htpasswd_secret
-from dockyard_registry import auth, identity
+from dockyard_registry import auth, identity, tokens
 from tests.operator.test_builders import container, decoded, make_inputs, mounts, volumes
 
 SPEC: dict[str, Any] = {
@@ -117,3 +122,49 @@ def test_a_custom_audience_is_used() -> None:
 def test_the_model_refuses_bad_token_specs(auth_spec: dict[str, Any]) -> None:
     with pytest.raises(pydantic.ValidationError):
         model.parse_spec({"auth": auth_spec})
+
+
+def test_pull_secret_tokens_are_the_same_within_a_half_lifetime_window_and_new_after_it() -> None:
+    day = 24 * 3600
+    start = regtoken.pull_window(now=1_000_000, lifetime_seconds=day)
+    assert start <= 1_000_000 < start + day // 2
+    assert regtoken.pull_window(now=start + day // 2 - 1, lifetime_seconds=day) == start
+    assert regtoken.pull_window(now=start + day // 2, lifetime_seconds=day) == start + day // 2
+
+    def mint(now: int) -> str:
+        return regtoken.mint(
+            key=b"k" * 32, service="demo", subject="u", grants=[("a/**", ("pull",))], now=now, ttl_seconds=day
+        )
+
+    assert mint(start) == mint(start)  # no churn: passes within a window write the same Secret
+
+
+def test_a_minted_pull_token_verifies_in_the_registry_as_pull_on_the_users_globs() -> None:
+    token = regtoken.mint(
+        key=b"k" * 64,
+        service="demo",
+        subject="puller",
+        grants=[("apps/**", ("pull",))],
+        now=int(time.time()),
+        ttl_seconds=600,
+    )
+    verified = tokens.RegistryTokens(service="demo", key=b"k" * 64).verify(token)
+    assert verified == tokens.Verified("puller", (tokens.Grant("apps/**", frozenset({"pull"})),))
+    with pytest.raises(tokens.RegistryTokenError):
+        tokens.RegistryTokens(service="other", key=b"k" * 64).verify(token)
+
+
+def test_a_token_key_puts_token_key_in_the_secret_and_the_registry_args_only_when_set() -> None:
+    spec = {"auth": {"users": []}, "pullSecrets": {"user": "u", "tokenLifetime": "24h"}}
+    i = make_inputs(spec, token_key="ab" * 32)
+    assert decoded(htpasswd_secret.build(i))["token.key"] == b"ab" * 32
+    args = container(deployment.build(i), "registry")["args"]
+    assert args[args.index("--token-key") + 1] == f"{deployment.AUTH_DIR}/token.key"
+    assert deployment.config_hash(i) != deployment.config_hash(make_inputs(spec))
+    assert "--token-key" not in container(deployment.build(make_inputs(spec)), "registry")["args"]
+
+
+@pytest.mark.parametrize("lifetime", ["5m", "800h"])
+def test_token_lifetime_is_bounded(lifetime: str) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        model.parse_spec({"pullSecrets": {"user": "u", "tokenLifetime": lifetime}})
