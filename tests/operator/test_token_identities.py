@@ -9,7 +9,9 @@ accepted by the registry's own parsers (the operator/registry contract); the Sec
 without them renders exactly as before (same config hash: no roll on upgrade); no token in any of it.
 Short-lived pull secrets: a token is the same within a half-lifetime window (no churn) and new after it;
 the operator's minted token verifies in the registry as pull on the user's globs; `token.key` and
-`--token-key` appear only with a key; tokenLifetime is bounded (10m to 744h).
+`--token-key` appear only with a key; tokenLifetime is bounded (10m to 744h). Issuer status from the
+pods' /status: per issuer the report of a pod that reached it, the unreachable ones named (Degraded
+IssuerUnreachable), none from a registry that reports none.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pytest
 import yaml
 
 from dockyard_common import regtoken
-from dockyard_operator import model
+from dockyard_operator import model, observations
 from dockyard_operator.builders import deployment, htpasswd_secret
 from dockyard_registry import auth, identity, tokens
 from tests.operator.test_builders import container, decoded, make_inputs, mounts, volumes
@@ -168,3 +170,24 @@ def test_a_token_key_puts_token_key_in_the_secret_and_the_registry_args_only_whe
 def test_token_lifetime_is_bounded(lifetime: str) -> None:
     with pytest.raises(pydantic.ValidationError):
         model.parse_spec({"pullSecrets": {"user": "u", "tokenLifetime": lifetime}})
+
+
+def _doc(*issuers: dict[str, Any]) -> dict[str, Any]:
+    return {"storage": {"checked": False}, "gc": {"enabled": False}, "identities": list(issuers)}
+
+
+def test_issuer_status_from_pods_prefers_a_pod_that_reached_the_issuer_and_names_the_unreachable() -> None:
+    down = {"name": "kubernetes", "kind": "kubernetes", "reachable": False, "keys": 0, "error": "HTTP 403"}
+    up = {"name": "kubernetes", "kind": "kubernetes", "issuer": "https://k", "reachable": True, "keys": 2}
+    dex = {"name": "dex", "kind": "oidc", "issuer": "https://dex", "reachable": False, "error": "timeout"}
+    reading = observations.combine([observations.parse(_doc(down, dex)), observations.parse(_doc(up, dex))])
+    assert reading.identities is not None
+    by_name = {i.name: i for i in reading.identities}
+    assert (by_name["kubernetes"].reachable, by_name["kubernetes"].keys) == (True, 2)
+    assert [i.name for i in observations.unreachable_issuers(reading)] == ["dex"]
+    assert by_name["dex"].error == "timeout"
+
+
+def test_a_registry_reporting_no_identities_leaves_them_unknown() -> None:
+    assert observations.parse({"storage": {"checked": False}}).identities is None
+    assert observations.parse(_doc()).identities == ()

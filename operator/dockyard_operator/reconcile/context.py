@@ -209,6 +209,7 @@ class Observed:
 
     storage: model.StorageStatus | None = None
     maintenance: model.MaintenanceStatus | None = None
+    identities: tuple[model.IdentityIssuerStatus, ...] | None = None
     verdict: policies.Verdict | None = None
     """From the registry's own storage check; None without a fresh reading."""
     findings: Findings = Findings()
