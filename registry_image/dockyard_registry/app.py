@@ -175,6 +175,9 @@ async def _token(request: web.Request) -> web.StreamResponse:
     if authenticator is None or authenticator.registry_tokens is None:
         raise OciError(Code.NAME_UNKNOWN, "no token service here", status=404)
     identity = await _authenticate(request, authorization=request.headers.get("Authorization"))
+    if identity.grants is not None:
+        # A registry token never buys another: a leaked one (or a pull secret's) would otherwise live forever.
+        raise OciError(Code.UNAUTHORIZED, "a registry token cannot be exchanged for another; log in again")
     try:
         wanted = tokens.parse_scopes(request.query.getall("scope", []))
     except tokens.ScopeError as exc:

@@ -3,7 +3,7 @@
 Covers: scope parsing (several scopes, `*`, other resource types ignored, malformed refused); with
 `token_realm` a 401 challenges `Bearer realm=...,service=...,scope="repository:<name>:<actions>"`; a client
 following the challenge (Basic credentials or a ServiceAccount-style JWT at /token) gets a token granting
-only what its rules allow, pushes and pulls with it, and is refused (403) outside its grants; an anonymous
+only what its rules allow and cannot exchange it for a fresh one, pushes and pulls with it, and is refused (403) outside its grants; an anonymous
 caller gets a token with no grants (anonymous pull off); a forged, expired or foreign-service token is 401
 naming why; without the flow configured `/token` is 404 and challenges stay Basic; a minted token whose
 grants are repository globs (what a short-lived pull secret carries) works as a Basic password.
@@ -90,6 +90,8 @@ async def test_a_client_following_the_bearer_challenge_pushes_and_pulls_within_i
     await flow.push_image("team/app", make_image("flow"), headers=bearer)
     assert (await flow.client.get("/v2/team/app/manifests/latest", headers=bearer)).status == 200
     assert (await flow.client.get("/v2/", headers=bearer)).status == 200
+    renewed = await flow.client.get("/token", params={"scope": "repository:team/app:pull"}, headers=bearer)
+    assert renewed.status == 401, "a registry token must not be exchanged for a fresh one"
     denied = await flow.client.delete("/v2/team/app/manifests/latest", headers=bearer)
     assert denied.status == 403
     other = await flow.client.get("/v2/team/other/tags/list", headers=bearer)
