@@ -3,10 +3,11 @@
 Covers: scope parsing (several scopes, `*`, other resource types ignored, malformed refused); with
 `token_realm` a 401 challenges `Bearer realm=...,service=...,scope="repository:<name>:<actions>"`; a client
 following the challenge (Basic credentials or a ServiceAccount-style JWT at /token) gets a token granting
-only what its rules allow and cannot exchange it for a fresh one, pushes and pulls with it, and is refused (403) outside its grants; an anonymous
-caller gets a token with no grants (anonymous pull off); a forged, expired or foreign-service token is 401
-naming why; without the flow configured `/token` is 404 and challenges stay Basic; a minted token whose
-grants are repository globs (what a short-lived pull secret carries) works as a Basic password.
+only what its rules allow and cannot exchange it for a fresh one, pushes and pulls with it, and is refused
+(403) outside its grants; an anonymous caller gets a token with no grants (anonymous pull off); a forged,
+expired or foreign-service token is 401 naming why; without the flow configured `/token` is 404 and
+challenges stay Basic; a minted token whose grants are repository globs (what a short-lived pull secret
+carries) works as a Basic password.
 """
 
 from __future__ import annotations
