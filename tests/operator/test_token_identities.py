@@ -191,3 +191,23 @@ def test_issuer_status_from_pods_prefers_a_pod_that_reached_the_issuer_and_names
 def test_a_registry_reporting_no_identities_leaves_them_unknown() -> None:
     assert observations.parse({"storage": {"checked": False}}).identities is None
     assert observations.parse(_doc()).identities == ()
+
+
+def test_a_namespace_selector_rule_becomes_one_rule_per_matching_namespace() -> None:
+    spec = {"auth": {"serviceAccounts": {"rules": [{"namespaceSelector": {"team": "a"}, "access": "push"}]}}}
+    auth_spec = model.parse_spec(spec).auth
+    assert htpasswd_secret.needs_namespaces(auth_spec)
+    namespaces = {"a1": {"team": "a"}, "a2": {"team": "a", "x": "y"}, "b": {"team": "b"}, "plain": {}}
+    rules = auth.parse_access(htpasswd_secret.access_yaml(auth_spec, namespaces=namespaces))
+    assert [(r.namespace, r.name, r.rule.level) for r in rules.service_accounts] == [
+        ("a1", "*", auth.Level.PUSH),
+        ("a2", "*", auth.Level.PUSH),
+    ]
+    assert auth.parse_access(htpasswd_secret.access_yaml(auth_spec)).service_accounts == ()
+    assert not htpasswd_secret.needs_namespaces(model.parse_spec(SPEC).auth)
+
+
+@pytest.mark.parametrize("rule", [{"access": "pull"}, {"namespace": "a", "namespaceSelector": {"team": "a"}}])
+def test_a_service_account_rule_names_exactly_one_of_namespace_and_selector(rule: dict[str, Any]) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        model.parse_spec({"auth": {"serviceAccounts": {"rules": [rule]}}})

@@ -10,6 +10,7 @@ Must not: hash passwords (reconcile gathers hashes through `crypto.reuse_or_hash
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -28,8 +29,12 @@ def default_audience(*, namespace: str, registry: str) -> str:
     return f"dockyard.dev/{namespace}/{registry}"
 
 
-def access_yaml(auth: model.Auth) -> str:
-    """The registry's access.yaml for the spec's users (see the registry/operator contract)."""
+def access_yaml(auth: model.Auth, *, namespaces: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """The registry's access.yaml for the spec's users (see the registry/operator contract).
+
+    `namespaces` (name → labels) resolves ServiceAccount rules with a namespaceSelector into one rule per
+    matching namespace; without it such rules match nothing.
+    """
     document: dict[str, Any] = {
         "anonymousPull": auth.anonymous_pull,
         "users": {u.name: {"access": u.access, "repositories": list(u.repositories)} for u in auth.users},
@@ -38,12 +43,13 @@ def access_yaml(auth: model.Auth) -> str:
     if auth.service_accounts is not None and auth.service_accounts.rules:
         document["serviceAccounts"] = [
             {
-                "namespace": rule.namespace,
+                "namespace": namespace,
                 "name": rule.name,
                 "access": rule.access,
                 "repositories": list(rule.repositories),
             }
             for rule in auth.service_accounts.rules
+            for namespace in _rule_namespaces(rule, namespaces or {})
         ]
     oidc = [
         {
@@ -59,6 +65,21 @@ def access_yaml(auth: model.Auth) -> str:
     if oidc:
         document["oidc"] = oidc
     return yaml.safe_dump(document, sort_keys=True, default_flow_style=False)
+
+
+def needs_namespaces(auth: model.Auth) -> bool:
+    """Whether access.yaml depends on namespaces' labels (a ServiceAccount rule with a namespaceSelector)."""
+    rules = auth.service_accounts.rules if auth.service_accounts is not None else []
+    return any(rule.namespace_selector is not None for rule in rules)
+
+
+def _rule_namespaces(
+    rule: model.ServiceAccountRule, namespaces: Mapping[str, Mapping[str, str]]
+) -> list[str]:
+    if rule.namespace is not None:
+        return [rule.namespace]
+    wanted = rule.namespace_selector or {}
+    return sorted(n for n, labels in namespaces.items() if all(labels.get(k) == v for k, v in wanted.items()))
 
 
 def identities_yaml(*, auth: model.Auth, namespace: str, registry: str) -> str:

@@ -55,14 +55,25 @@ CLAIM_VALUE_PATTERN = r"^[^\s]+$"
 class ServiceAccountRule(ApiModel):
     """Access for Kubernetes ServiceAccounts presenting a token for this registry's audience."""
 
-    namespace: Annotated[str, pydantic.StringConstraints(pattern=NAME_OR_PATTERN, max_length=63)]
+    namespace: (
+        Annotated[str, pydantic.StringConstraints(pattern=NAME_OR_PATTERN, max_length=63)] | None
+    ) = None
     """The ServiceAccounts' namespace, or a pattern (`team-*`; `*` for every namespace)."""
+    namespace_selector: dict[str, str] | None = None
+    """Instead of `namespace`: every namespace carrying all these labels (matchLabels), as the operator
+    sees them; a namespace labelled later is added within one resync period."""
     name: Annotated[str, pydantic.StringConstraints(pattern=NAME_OR_PATTERN, max_length=253)] = "*"
     """The ServiceAccount's name, or a pattern; default every ServiceAccount of the namespace."""
     access: Level = "pull"
     """pull: read only; push: pull and push; admin: pull, push and delete."""
     repositories: Repositories = ["**"]
     """Repository globs: * matches within a path segment, ** across segments."""
+
+    @pydantic.model_validator(mode="after")
+    def _one_namespace_choice(self) -> ServiceAccountRule:
+        if (self.namespace is None) == (self.namespace_selector is None):
+            raise ValueError("a serviceAccounts rule names exactly one of namespace and namespaceSelector")
+        return self
 
 
 class ServiceAccounts(ApiModel):

@@ -90,9 +90,16 @@ class Credentials:
                 rounds=self._rounds,
             )
             self._verified[key] = (tag, hashes[user_name])
+        namespaces: dict[str, dict[str, str]] | None = None
+        if htpasswd_secret.needs_namespaces(run.spec.auth):
+            namespaces = {
+                ns["metadata"]["name"]: dict(ns["metadata"].get("labels") or {})
+                for ns in await self._reader.list_namespaces()
+                if not (ns["metadata"].get("deletionTimestamp"))
+            }
         return context.Users(
             htpasswd=htpasswd.render(hashes),
-            access_yaml=htpasswd_secret.access_yaml(run.spec.auth),
+            access_yaml=htpasswd_secret.access_yaml(run.spec.auth, namespaces=namespaces),
             token_key=_token_key(run, current),
         )
 

@@ -8,7 +8,8 @@ ServiceAccount under the chart's issuer-discovery binding), let a TokenRequest t
 audience `dockyard.dev/<ns>/<registry>` push and pull, and refuse one for the API server's audience.
 Short-lived pull secrets (`tokenLifetime`): the copy carries a pull-only registry token for the user's
 repositories with at least half its lifetime left, never the password; the registry, given the rendered
-auth Secret (`token.key`), lets skopeo pull with it and refuses a push.
+auth Secret (`token.key`), lets skopeo pull with it and refuses a push. A ServiceAccount rule with a
+namespaceSelector gains the namespace once it is labelled (the next pass lists namespaces' labels).
 """
 
 from __future__ import annotations
@@ -171,3 +172,23 @@ def test_short_lived_pull_secrets_carry_a_pull_only_token_the_registry_accepts_n
         assert pulled.manifest_digest == img.digest
         push = reg.client(from_secret).request("POST", "/v2/apps/base/blobs/uploads/")
         assert push.status == 403, push.describe()
+
+
+def test_a_namespace_selector_rule_follows_namespace_labels(
+    kube_client: lightkube.Client, control_plane: kube.ControlPlane, namespace: str, operator: Operator
+) -> None:
+    label = f"builders-{namespace}"[:63]
+    spec = {
+        "auth": {"serviceAccounts": {"rules": [{"namespaceSelector": {"dockyard-test/builders": label}}]}}
+    }
+    cluster.create_registry(kube_client, namespace=namespace, spec=spec)
+
+    def rules() -> list[Any]:
+        data = cluster.secret_data(kube_client.get(core.Secret, N.htpasswd_secret, namespace=namespace))
+        return list(yaml.safe_load(data["access.yaml"]).get("serviceAccounts") or [])
+
+    cluster.wait_child(kube_client, core.Secret, N.htpasswd_secret, namespace)
+    assert rules() == []
+    control_plane.kubectl("label", "namespace", namespace, f"dockyard-test/builders={label}")
+    found = kube.eventually(lambda: rules() or None, what="a rule for the labelled namespace")
+    assert [(r["namespace"], r["name"], r["access"]) for r in found] == [(namespace, "*", "pull")]
