@@ -9,11 +9,15 @@ plain HTTP with the same token as Bearer; a token for another audience (the API 
 naming the audience; a ServiceAccount no rule names is 403 DENIED; after the ServiceAccount is deleted its
 still-unexpired token is refused (TokenReview, `cacheSeconds: 0`); no token reaches the registry's log.
 With `--token-realm`, skopeo follows the Bearer challenge to `/token` with the ServiceAccount token as its
-Basic password and pushes and pulls with the registry token it gets.
+Basic password and pushes and pulls with the registry token it gets. `dockyard-credential-provider`,
+given a TokenRequest token as the kubelet would pass it, answers credentials the registry accepts.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,6 +99,26 @@ def test_service_account_tokens_push_pull_and_are_refused_for_other_audiences_ac
         skopeo_push(img=img, ref=ref, tmp=tmp_path, cert_dir=cert_dir, creds=builder)
         pulled = skopeo_pull(ref=ref, into=tmp_path / "pulled", cert_dir=cert_dir, creds=builder)
         assert pulled.manifest_digest == img.digest
+
+        # The kubelet credential provider (KEP-4412) hands the same kind of token back as the password.
+        request = {
+            "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+            "kind": "CredentialProviderRequest",
+            "image": ref,
+            "serviceAccountToken": token(plane, namespace, "builder", audience=audience),
+        }
+        provider = subprocess.run(
+            [str(Path(sys.executable).parent / "dockyard-credential-provider")],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        given = json.loads(provider.stdout)["auth"][reg.address]
+        kubelet = harness.Credentials(given["username"], given["password"])
+        via_provider = reg.client(kubelet).request("GET", f"/v2/apps/web/manifests/{img.digest}")
+        assert via_provider.status == 200, via_provider.describe()
 
         bearer = reg.client(None).request(
             "GET", "/v2/apps/web/tags/list", headers={"Authorization": f"Bearer {builder.password}"}
