@@ -12,8 +12,8 @@ asking, to that client, a few chunks at a time.
 A blob fetch runs in a task of its own, so the client that started it may go away without cancelling
 it; that client (the "leader") reads the chunks from a small queue as the store writes them. Others
 asking for the same blob meanwhile wait for the fetch to finish and are served from the store. When
-the digest does not match, the store keeps nothing, the leader's response is cut short (its client sees
-a truncated body and discards it, as it would any digest mismatch) and everyone else gets the error.
+the digest does not match, the store keeps nothing, the leader's response is cut short before its last
+chunk (its client sees a truncated body) and everyone else gets the error.
 
 Tag checks are remembered in memory: after a restart every tag is re-checked once (one HEAD).
 """
@@ -245,9 +245,16 @@ class PullThrough:
                 length = response.content_length
                 fetch.started.set_result(length)
 
+                # The leader gets each chunk once the next one arrived, and the last only once the
+                # blob is verified and stored: a client never holds a complete body of wrong bytes,
+                # and once it has all of them, the next request finds the blob here.
+                held: list[bytes] = []
+
                 async def body() -> AsyncIterator[bytes]:
                     async for chunk in response.content.iter_chunked(CHUNK):
-                        await fetch._offer(chunk)
+                        if held:
+                            await fetch._offer(held.pop())
+                        held.append(chunk)
                         yield chunk
 
                 try:
@@ -257,6 +264,8 @@ class PullThrough:
                         f"upstream {mirror.upstream} sent blob {dgst} of {remote} with other content; "
                         "nothing was stored"
                     ) from None
+            if held:
+                await fetch._offer(held.pop())
             await fetch._offer(None)
             return size
         except upstream.NotFoundError:

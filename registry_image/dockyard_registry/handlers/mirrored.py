@@ -48,7 +48,8 @@ async def blob(
     fetch, leader = mirrors.fetch_blob(name, dgst)
     assert fetch.task is not None
     if not leader or "Range" in request.headers:
-        fetch.detach()
+        if leader:
+            fetch.detach()  # a Range is served from the store once the whole blob is there
         await asyncio.shield(fetch.task)
         return None
     try:
