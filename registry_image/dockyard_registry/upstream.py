@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import ipaddress
 import json
 import re
 import ssl
@@ -192,8 +193,18 @@ class Client:
 
     async def _fetch_token(self, params: Mapping[str, str], *, scope: str) -> tuple[str, float]:
         realm = params["realm"]
-        if urllib.parse.urlsplit(realm).scheme not in ("http", "https"):
+        parts = urllib.parse.urlsplit(realm)
+        if parts.scheme not in ("http", "https"):
             raise AuthError(f"upstream {self.mirror.upstream} names a token realm that is not http(s)")
+        if _internal(parts.hostname) and not _internal(urllib.parse.urlsplit(self.mirror.upstream).hostname):
+            # A public upstream must not point the mirror (and its credentials) at the cluster's own
+            # network. Only address literals and localhost are judged: names are not resolved here.
+            raise AuthError(
+                f"upstream {self.mirror.upstream} names a token realm on an internal address; refused"
+            )
+        if parts.scheme == "http" and self.mirror.upstream.startswith("https:") and self.mirror.credentials:
+            # As docker and crane do: credentials for a TLS registry never travel in clear text.
+            raise AuthError(f"upstream {self.mirror.upstream} names a plain-http token realm; refused")
         query = {"scope": params.get("scope") or scope}
         if params.get("service"):
             query["service"] = params["service"]
@@ -224,6 +235,19 @@ class Client:
         if not isinstance(token, str) or not token:
             raise AuthError(f"the token service of upstream {self.mirror.upstream} sent no token")
         return token, started + max(seconds, _DEFAULT_TOKEN_SECONDS) - _TOKEN_MARGIN
+
+
+def _internal(host: str | None) -> bool:
+    """A loopback, private or link-local address literal, or `localhost`."""
+    if not host:
+        return False
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local
 
 
 def _basic(username: str, password: str) -> str:

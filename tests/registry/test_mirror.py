@@ -20,6 +20,8 @@ Aspects covered:
 - fsck reports mirrored references not fetched yet as neither corruption nor dangling; gc keeps cached
   content a tag reaches like any other
 - the mirrors file: validation errors, and `serve --mirrors` with a bad file exits 2
+- token realms: challenge parsing; a public upstream cannot point the credentials at an internal or
+  clear-text realm
 - metrics: upstream requests, errors and stale serves
 """
 
@@ -38,7 +40,7 @@ from typing import Any
 import pytest
 from aiohttp import test_utils, web
 
-from dockyard_registry import app, cli, digest, fsck, gc, metrics, mirror, mirrors, state, store
+from dockyard_registry import app, cli, digest, fsck, gc, metrics, mirror, mirrors, state, store, upstream
 from dockyard_registry.storage import filesystem
 from tests.registry.conftest import OCI_INDEX, OCI_MANIFEST, Clock, make_image, make_manifest, sha256
 
@@ -598,3 +600,40 @@ def test_serve_with_an_invalid_mirrors_file_exits_2(
     )
     assert code == 2
     assert "mirrors[0].upstream" in capsys.readouterr().err
+
+
+def test_a_challenge_header_is_parsed_with_quoted_and_bare_values() -> None:
+    scheme, params = upstream.challenge(
+        'Bearer realm="https://auth.docker.io/token",service=registry.docker.io,scope="repository:a/b:pull"'
+    )
+    assert scheme == "bearer"
+    assert params == {
+        "realm": "https://auth.docker.io/token",
+        "service": "registry.docker.io",
+        "scope": "repository:a/b:pull",
+    }
+
+
+@pytest.mark.parametrize(
+    ("realm", "message"),
+    [
+        ("https://10.0.0.7/token", "internal address"),
+        ("https://localhost:8080/token", "internal address"),
+        ("http://auth.example.org/token", "plain-http token realm"),
+        ("file:///etc/passwd", r"not http\(s\)"),
+    ],
+)
+async def test_a_public_upstream_cannot_send_the_credentials_to_an_internal_or_clear_text_realm(
+    tmp_path: Path, realm: str, message: str
+) -> None:
+    (tmp_path / "u").write_text("user")
+    (tmp_path / "p").write_text("pass")
+    config = mirrors.parse(
+        {"mirrors": [{"prefix": "hub", "upstream": "https://registry.example.org", "usernameFile": "u",
+                      "passwordFile": "p"}]},
+        base=tmp_path,
+    )  # fmt: skip
+    client = upstream.Client(config.entries[0])
+    with pytest.raises(upstream.AuthError, match=message):
+        await client._fetch_token({"realm": realm}, scope="repository:a:pull")
+    await client.close()

@@ -16,25 +16,38 @@ Covers:
 - 20 concurrent pulls of one uncached blob make exactly one upstream GET of it (access log);
 - `crane push` into the mirror's prefix is DENIED; outside it pushes work.
 
-Not covered here: the Bearer token flow against a real token issuer (tests/registry/test_mirror.py
-covers the flow against an in-process upstream).
+- the Docker Bearer token flow against a Distribution with `auth: token`: a real Distribution issues the
+  challenge and verifies the tokens (signed by a small issuer here); one token serves a whole pull, and
+  credentials the token service refuses are a 502 that says so.
 """
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
+import contextlib
 import dataclasses
+import datetime
 import hashlib
 import http.client
+import http.server
 import json
 import os
 import ssl
 import subprocess
-from collections.abc import Callable, Iterator
+import textwrap
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, utils
 
+from dockyard_operator import crypto
 from tests import support
 from tests.integration.registry import certs, harness, images
 from tests.support import procs
@@ -77,17 +90,12 @@ def _crane(*, env: dict[str, str]) -> Crane:
     return run
 
 
-@pytest.fixture
-def upstream(tmp_path: Path) -> Iterator[Upstream]:
-    """A fresh Distribution per test (it starts in well under a second): tests stop it."""
-    tmp = tmp_path / "distribution"
-    tls = certs.write_server_tls(directory=tmp / "tls", ips=["127.0.0.1"])
-    password = harness.new_password()
-    htpasswd = tmp / "htpasswd"
-    subprocess.run(
-        [harness.require_binary("htpasswd"), "-B", "-i", "-c", str(htpasswd), UPSTREAM_USER],
-        input=password, text=True, check=True, capture_output=True,
-    )  # fmt: skip
+@contextlib.contextmanager
+def _distribution(
+    tmp: Path, *, auth: str, password: str, ready: Mapping[str, str], tls: certs.ServerTLS | None = None
+) -> Iterator[Upstream]:
+    """Distribution with TLS (its own CA unless given) and the `auth:` section given; stopped by PID."""
+    tls = tls or certs.write_server_tls(directory=tmp / "tls", ips=["127.0.0.1"])
     port = procs.reserve_port()
     config = tmp / "config.yml"
     config.write_text(
@@ -107,9 +115,7 @@ http:
     certificate: {tls.cert_file}
     key: {tls.key_file}
 auth:
-  htpasswd:
-    realm: upstream
-    path: {htpasswd}
+{textwrap.indent(auth, "  ")}
 """
     )
     log = tmp / "distribution.log"
@@ -123,12 +129,29 @@ auth:
             watch=[process],
             timeout=60,
             context=ssl.create_default_context(cafile=str(tls.ca_file)),
-            headers={"Authorization": harness.Credentials(username=UPSTREAM_USER, password=password).basic()},
+            headers=ready,
         )
         yield Upstream(process=process, address=f"127.0.0.1:{port.number}", tls=tls, data=tmp / "data",
                        log=log, password=password)  # fmt: skip
     finally:
         process.stop()
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[Upstream]:
+    """A fresh Distribution with htpasswd (Basic) auth per test (it starts in well under a second)."""
+    tmp = tmp_path / "distribution"
+    tmp.mkdir()
+    password = harness.new_password()
+    htpasswd = tmp / "htpasswd"
+    subprocess.run(
+        [harness.require_binary("htpasswd"), "-B", "-i", "-c", str(htpasswd), UPSTREAM_USER],
+        input=password, text=True, check=True, capture_output=True,
+    )  # fmt: skip
+    auth = f"htpasswd:\n  realm: upstream\n  path: {htpasswd}"
+    basic = harness.Credentials(username=UPSTREAM_USER, password=password).basic()
+    with _distribution(tmp, auth=auth, password=password, ready={"Authorization": basic}) as up:
+        yield up
 
 
 @pytest.fixture
@@ -252,7 +275,8 @@ def test_a_blob_corrupted_upstream_is_refused_and_not_stored(
     assert client.get_manifest("hub/team/app", "v1").status == 200
     with pytest.raises((http.client.IncompleteRead, ConnectionError)):
         client.get_blob("hub/team/app", layer.digest)  # the first client's body is cut short
-    refused = client.get_blob("hub/team/app", layer.digest)
+    # A client that does not stream (a Range is served from storage) waits for the fetch: the error itself.
+    refused = client.request("GET", f"/v2/hub/team/app/blobs/{layer.digest}", headers={"Range": "bytes=0-99"})
     assert refused.status == 502 and "nothing was stored" in refused.body.decode(), refused.describe()
     stored = mirror.data_dir / "blobs/sha256" / hexdigest[:2] / hexdigest / "data"
     assert not stored.exists()
@@ -278,3 +302,139 @@ def test_twenty_concurrent_pulls_of_one_uncached_blob_make_one_upstream_fetch(
 
     assert all(body == layer.data for body in bodies)
     assert upstream.blob_gets("team/big", layer.digest) == 1, upstream.log.read_text()[-3000:]
+
+
+class TokenIssuer:
+    """The token service a Distribution with `auth: token` sends clients to (Docker's token spec).
+
+    Distribution is the real part: it issues the `Bearer realm=…,service=…,scope=…` challenge and
+    verifies every token (signature through the `x5c` chain to its `rootcertbundle`, issuer, audience,
+    expiry, granted actions). This issuer only checks Basic credentials and signs ES256 JWTs granting
+    what the scope asks; it counts the tokens it issued.
+    """
+
+    ISSUER = "dockyard-test-issuer"
+    SERVICE = "dockyard-test-upstream"
+
+    def __init__(self, *, directory: Path, username: str, password: str, tls: certs.ServerTLS) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        signer = crypto.new_ca(common_name="token signer", now=now, duration=datetime.timedelta(days=1))
+        self.bundle = directory / "token-signer.crt"
+        self.bundle.write_bytes(signer.cert_pem)
+        self._key = serialization.load_pem_private_key(signer.key_pem, password=None)
+        der = x509.load_pem_x509_certificate(signer.cert_pem).public_bytes(serialization.Encoding.DER)
+        self._x5c = base64.b64encode(der).decode()
+        self._basic = harness.Credentials(username=username, password=password).basic()
+        self.issued = 0
+        issuer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                if self.headers.get("Authorization") != issuer._basic:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                body = json.dumps({"token": issuer.token(query.get("scope", [])), "expires_in": 300}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        # https, as clients require for the realm of a TLS registry (the same certificate as Distribution).
+        self.realm = f"https://127.0.0.1:{self._server.server_address[1]}/token"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def token(self, scopes: list[str]) -> str:
+        access = []
+        for scope in scopes:
+            kind, name, actions = scope.split(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {"iss": self.ISSUER, "sub": UPSTREAM_USER, "aud": self.SERVICE, "exp": now + 300,
+                  "nbf": now - 10, "iat": now, "jti": os.urandom(8).hex(), "access": access}  # fmt: skip
+        header = {"alg": "ES256", "typ": "JWT", "x5c": [self._x5c]}
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        assert isinstance(self._key, ec.EllipticCurvePrivateKey)
+        r, s = utils.decode_dss_signature(self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        self.issued += 1
+        return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+    def auth_config(self) -> str:
+        return (
+            f"token:\n  realm: {self.realm}\n  service: {self.SERVICE}\n  issuer: {self.ISSUER}\n"
+            f"  rootcertbundle: {self.bundle}"
+        )
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.fixture
+def token_upstream(tmp_path: Path) -> Iterator[tuple[Upstream, TokenIssuer]]:
+    tmp = tmp_path / "distribution-token"
+    tmp.mkdir()
+    password = harness.new_password()
+    tls = certs.write_server_tls(directory=tmp / "tls", ips=["127.0.0.1"])
+    issuer = TokenIssuer(directory=tmp, username=UPSTREAM_USER, password=password, tls=tls)
+    try:
+        ready = {"Authorization": f"Bearer {issuer.token([])}"}
+        with _distribution(tmp, auth=issuer.auth_config(), password=password, ready=ready, tls=tls) as up:
+            yield up, issuer
+    finally:
+        issuer.close()
+
+
+def test_the_bearer_token_flow_of_a_real_distribution(
+    token_upstream: tuple[Upstream, TokenIssuer], crane: Crane, tmp_path: Path
+) -> None:
+    upstream, issuer = token_upstream
+    img = images.random_image(label="mirror-token", layer_count=2, layer_size=128 * 1024)
+    layout = images.write_layout(directory=tmp_path / "layout", tag="v1", img=img)
+    # skopeo, not crane: crane refuses a token realm on a loopback address (its SSRF guard).
+    certs_dir = harness.ca_dir(ca_file=upstream.tls.ca_file, into=tmp_path / "up-certs")
+    subprocess.run(
+        [harness.require_binary("skopeo"), "copy", "--dest-cert-dir", str(certs_dir),
+         "--dest-creds", f"{UPSTREAM_USER}:{upstream.password}", f"oci:{layout}:v1",
+         f"docker://{upstream.address}/team/app:v1"],
+        check=True, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    (tmp_path / "user").write_text(UPSTREAM_USER)
+    (tmp_path / "pass").write_text(upstream.password)
+    (tmp_path / "wrong").write_text("wrong")
+    common = {"upstream": f"https://{upstream.address}", "caFile": str(upstream.tls.ca_file),
+              "usernameFile": str(tmp_path / "user")}  # fmt: skip
+    doc = {"mirrors": [{"prefix": "hub", **common, "passwordFile": str(tmp_path / "pass")},
+                       {"prefix": "bad", **common, "passwordFile": str(tmp_path / "wrong")}]}  # fmt: skip
+    (tmp_path / "mirrors.yaml").write_text(json.dumps(doc))
+    with harness.running_registry(
+        tmp=tmp_path / "dockyard",
+        tls_args=("--no-tls",),
+        extra_args=["--no-auth", "--mirrors", str(tmp_path / "mirrors.yaml")],
+    ) as mirror:
+        before = issuer.issued
+        through = f"{mirror.address}/hub/team/app:v1"
+        crane("pull", "--insecure", "--format", "oci", through, str(tmp_path / "pulled"))
+        for blob in [*img.blobs(), img.manifest]:
+            pulled = tmp_path / "pulled" / "blobs" / "sha256" / blob.digest.removeprefix("sha256:")
+            assert pulled.read_bytes() == blob.data, blob.digest
+        # One token for the repository's pull scope, reused for the manifest and every blob.
+        assert issuer.issued - before == 1
+
+        refused = mirror.client(None).get_manifest("bad/team/app", "v1")
+        assert refused.status == 502 and "token service" in refused.body.decode(), refused.describe()
+    assert upstream.password not in mirror.log()
