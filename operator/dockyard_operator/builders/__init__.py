@@ -1,8 +1,9 @@
 """Pure builders: (spec, names, material) → Kubernetes manifest dicts, one module per child kind.
 
-Owns: the exact content of every child (`htpasswd_secret`, `ca_secret`/`tls_secret`, `nginx_configmap`, `pvc`,
-`service`, `deployment`, `ingress`), `desired_children()` returning them in apply order, and `adopt()`,
-which adds the owner reference that lets garbage collection delete children with their registry.
+Owns: the exact content of every child (`htpasswd_secret`, `ca_secret`/`tls_secret`, `nginx_configmap`,
+`mirrors_config`, `pvc`, `service`, `deployment`, `ingress`), `desired_children()` returning them in
+apply order, and `adopt()`, which adds the owner reference that lets garbage collection delete children
+with their registry.
 Must not: perform I/O, read the clock, use randomness, or import kopf/lightkube/aiohttp: the same inputs
 always give the same dicts, which is what makes the spec-hash comparison in `writer.py` meaningful.
 """
@@ -16,6 +17,7 @@ from dockyard_operator.builders import (
     deployment,
     htpasswd_secret,
     ingress,
+    mirrors_config,
     nginx_configmap,
     pvc,
     service,
@@ -35,6 +37,8 @@ def desired_children(inputs: Inputs) -> list[dict[str, Any]]:
         children.append(tls_secret.build(inputs))
     children.append(htpasswd_secret.build(inputs))
     children.append(nginx_configmap.build(inputs))
+    if inputs.spec.mirrors:
+        children.append(mirrors_config.build(inputs))
     if inputs.spec.storage.kind == "pvc":
         children.append(pvc.build(inputs))
     children.append(service.build(inputs))

@@ -16,7 +16,7 @@ from typing import Any
 
 from dockyard_operator import names
 from dockyard_operator.builders import inputs as inputs_mod
-from dockyard_operator.builders import nginx_configmap
+from dockyard_operator.builders import mirrors_config, nginx_configmap
 
 REGISTRY_UID = 65532
 NGINX_UID = 101  # the `nginx` user of the official nginx images
@@ -54,16 +54,21 @@ def registry_args(inputs: inputs_mod.Inputs) -> list[str]:
         args.append("--anonymous-pull")
     args += ["--realm", inputs.registry]
     args += ["--metrics-listen", f"0.0.0.0:{names.METRICS_PORT}"]
+    if inputs.spec.mirrors:
+        args += mirrors_config.args()
     return args
 
 
 def config_hash(inputs: inputs_mod.Inputs) -> str:
     """Digest of everything the pod reads at start-up and that should roll it when it changes."""
+    # The mirrors file only when there is one, so registries without mirrors keep their hash.
+    mirrors = [mirrors_config.render(inputs.spec.mirrors)] if inputs.spec.mirrors else []
     return inputs_mod.digest(
         nginx_configmap.render(nginx=inputs.spec.nginx),
         inputs.htpasswd,
         inputs.access_yaml,
         inputs.tls_digest,
+        *mirrors,
     )
 
 
@@ -90,6 +95,8 @@ def _registry_container(inputs: inputs_mod.Inputs) -> dict[str, Any]:
             {"name": "registry-tmp", "mountPath": nginx_configmap.TMP_DIR},
         ],
     }
+    if inputs.spec.mirrors:
+        container["volumeMounts"].append(mirrors_config.mount())
     if inputs.spec.resources is not None:
         resources = inputs.spec.resources.model_dump(by_alias=True, exclude_none=True)
         if resources:
@@ -167,6 +174,8 @@ def build(inputs: inputs_mod.Inputs) -> dict[str, Any]:
             {"name": "registry-tmp", "emptyDir": {}},
         ],
     }
+    if spec.mirrors:
+        pod_spec["volumes"].append(mirrors_config.volume(inputs))
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:

@@ -21,6 +21,11 @@ from dockyard_operator.model.access import (
     SecretKeyRef,
     User,
 )
+from dockyard_operator.model.mirrors import (
+    Mirror,
+    MirrorCa,
+    MirrorCredentials,
+)
 from dockyard_operator.model.serving import (
     Expose,
     Ingress,
@@ -89,6 +94,9 @@ __all__ = [
     "Expose",
     "FreeformObject",
     "Ingress",
+    "Mirror",
+    "MirrorCa",
+    "MirrorCredentials",
     "Nginx",
     "NginxTime",
     "NodeTrust",

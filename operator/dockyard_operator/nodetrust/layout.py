@@ -105,6 +105,31 @@ def hosts_toml(host: str) -> str:
     )
 
 
+def mirror_hosts_toml(*, host: str, upstream: str, registry_host: str, prefix: str) -> str:
+    """containerd's config for an image host a Dockyard pull-through mirror stands in for.
+
+    Pods keep image names of `host` (say `docker.io/library/nginx`); containerd asks the first `[host]`,
+    the registry's mirror prefix (`override_path`: the path, `/v2/<prefix>`, replaces containerd's own
+    `/v2`), for pull and resolve only, verified against the registry's CA as installed for
+    `registry_host`; when that fails it falls back to `server`, the upstream itself.
+    """
+    check_host(host)
+    check_host(registry_host)
+    if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", upstream):
+        raise LayoutError(f"{upstream!r} is not an upstream URL (expected http(s)://host[:port])")
+    if not re.fullmatch(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*", prefix):
+        raise LayoutError(f"{prefix!r} is not a repository prefix")
+    return (
+        "# Written by the Dockyard node trust agent; edits are overwritten.\n"
+        f'server = "{upstream}"\n'
+        "\n"
+        f'[host."https://{registry_host}/v2/{prefix}"]\n'
+        '  capabilities = ["pull", "resolve"]\n'
+        f'  ca = "/{ca_path("containerd", registry_host)}"\n'
+        "  override_path = true\n"
+    )
+
+
 def split_pem(bundle: str) -> list[str]:
     """The certificates of a PEM bundle, each normalized to end in a newline; LayoutError if none/invalid."""
     blocks = re.findall(r"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", bundle, flags=re.S)

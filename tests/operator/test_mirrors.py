@@ -1,0 +1,176 @@
+"""spec.mirrors in the operator: the model, the mirrors ConfigMap and pod wiring, and the node hosts.toml.
+
+Aspects covered:
+- the model: defaults, the node host derived from the upstream, overlapping prefixes and a node host wired
+  twice refused with a message, a bad upstream URL refused by the schema
+- the mirrors file the registry reads: prefix, upstream, TTL in seconds, and file paths (never a password)
+- the Deployment: `--mirrors` argument, a projected volume of the ConfigMap and the user's Secret keys,
+  mounted read-only; no change at all for a registry without mirrors (same config hash, no volume)
+- desired children: the ConfigMap only with mirrors, before the Deployment
+- the registry reads the rendered file (dockyard_registry.mirrors), so both halves agree on the format
+- containerd's hosts.toml for a mirrored host: upstream as `server`, the registry's mirror path first
+  with pull+resolve, its CA, override_path; bad input refused
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+
+from dockyard_operator import builders, model
+from dockyard_operator.builders import deployment, mirrors_config
+from dockyard_operator.nodetrust import layout
+from dockyard_registry import mirrors as registry_mirrors
+from tests.operator.test_builders import container, make_inputs, mounts, volumes
+
+HUB: dict[str, Any] = {
+    "upstream": "https://registry-1.docker.io",
+    "prefix": "hub",
+    "nodeHost": "docker.io",
+    "credentialsSecretRef": {"name": "hub-login"},
+    "caSecretRef": {"name": "hub-ca", "key": "bundle.pem"},
+    "ttl": "1h30m",
+}
+
+
+def test_a_mirror_has_defaults_and_derives_its_node_host_from_the_upstream() -> None:
+    spec = model.parse_spec({"mirrors": [{"upstream": "https://ghcr.io", "prefix": "ghcr"}]})
+    mirror = spec.mirrors[0]
+    assert (mirror.ttl, mirror.wire_nodes, mirror.effective_node_host) == ("5m", True, "ghcr.io")
+    assert mirror.credentials_secret_ref is None and mirror.ca_secret_ref is None
+
+
+@pytest.mark.parametrize(
+    ("mirrors", "message"),
+    [
+        (
+            [{"upstream": "https://a.io", "prefix": "a"}, {"upstream": "https://b.io", "prefix": "a/b"}],
+            "overlap",
+        ),
+        (
+            [
+                {"upstream": "https://a.io", "prefix": "a", "nodeHost": "docker.io"},
+                {"upstream": "https://b.io", "prefix": "b", "nodeHost": "docker.io"},
+            ],
+            "wire node host 'docker.io'",
+        ),
+        ([{"upstream": "ftp://a.io", "prefix": "a"}], "upstream"),
+        ([{"upstream": "https://a.io/path", "prefix": "a"}], "upstream"),
+        ([{"upstream": "https://a.io", "prefix": "Hub"}], "prefix"),
+    ],
+)
+def test_an_invalid_mirror_list_is_refused_with_a_readable_message(mirrors: list[Any], message: str) -> None:
+    with pytest.raises(pydantic.ValidationError) as caught:
+        model.parse_spec({"mirrors": mirrors})
+    assert message in model.spec_error_message(caught.value)
+
+
+def test_the_mirrors_file_names_paths_and_never_a_password() -> None:
+    inputs = make_inputs({"mirrors": [HUB, {"upstream": "https://quay.io", "prefix": "quay"}]})
+    doc = json.loads(mirrors_config.build(inputs)["data"]["mirrors.yaml"])
+    assert doc == {
+        "mirrors": [
+            {
+                "prefix": "hub",
+                "upstream": "https://registry-1.docker.io",
+                "tagTTL": 5400.0,
+                "usernameFile": "/etc/dockyard/mirrors/mirror-0/username",
+                "passwordFile": "/etc/dockyard/mirrors/mirror-0/password",
+                "caFile": "/etc/dockyard/mirrors/mirror-0/ca.crt",
+            },
+            {"prefix": "quay", "upstream": "https://quay.io", "tagTTL": 300.0},
+        ]
+    }
+
+
+def test_the_registry_reads_the_file_the_operator_renders(tmp_path: Path) -> None:
+    text = mirrors_config.render(model.parse_spec({"mirrors": [HUB]}).mirrors)
+    (tmp_path / "mirrors.yaml").write_text(text)
+    parsed = registry_mirrors.load(tmp_path / "mirrors.yaml")
+    entry = parsed.find("hub/library/nginx")
+    assert entry is not None and entry.tag_ttl == 5400.0
+    assert entry.credentials is not None
+    assert entry.credentials.password_file == Path("/etc/dockyard/mirrors/mirror-0/password")
+
+
+def test_the_deployment_mounts_the_file_and_the_secret_keys_and_passes_mirrors() -> None:
+    dep = deployment.build(make_inputs({"mirrors": [HUB]}))
+    registry = container(dep, "registry")
+    assert registry["args"][-2:] == ["--mirrors", "/etc/dockyard/mirrors/mirrors.yaml"]
+    assert mounts(registry)["mirrors"] == {
+        "name": "mirrors",
+        "mountPath": "/etc/dockyard/mirrors",
+        "readOnly": True,
+    }
+    sources = volumes(dep)["mirrors"]["projected"]["sources"]
+    assert sources == [
+        {"configMap": {"name": "demo-mirrors", "items": [{"key": "mirrors.yaml", "path": "mirrors.yaml"}]}},
+        {
+            "secret": {
+                "name": "hub-login",
+                "items": [
+                    {"key": "username", "path": "mirror-0/username"},
+                    {"key": "password", "path": "mirror-0/password"},
+                ],
+            }
+        },
+        {"secret": {"name": "hub-ca", "items": [{"key": "bundle.pem", "path": "mirror-0/ca.crt"}]}},
+    ]
+
+
+def test_a_registry_without_mirrors_is_unchanged() -> None:
+    plain = make_inputs()
+    dep = deployment.build(plain)
+    assert "--mirrors" not in container(dep, "registry")["args"]
+    assert "mirrors" not in volumes(dep)
+    assert [c["kind"] for c in builders.desired_children(plain)].count("ConfigMap") == 1
+    # The hash digests exactly what it did before mirrors existed.
+    assert deployment.config_hash(plain) == deployment.config_hash(make_inputs({"mirrors": []}))
+    assert deployment.config_hash(plain) != deployment.config_hash(make_inputs({"mirrors": [HUB]}))
+
+
+def test_the_mirrors_configmap_is_applied_before_the_deployment() -> None:
+    children = builders.desired_children(make_inputs({"mirrors": [HUB]}))
+    order = [(c["kind"], c["metadata"]["name"]) for c in children]
+    assert order.index(("ConfigMap", "demo-mirrors")) < order.index(("Deployment", "demo"))
+
+
+def test_containerd_hosts_toml_for_a_mirrored_host_tries_the_registry_then_the_upstream() -> None:
+    text = layout.mirror_hosts_toml(
+        host="docker.io",
+        upstream="https://registry-1.docker.io",
+        registry_host="reg.team.svc:443",
+        prefix="hub",
+    )
+    assert text.splitlines()[1:] == [
+        'server = "https://registry-1.docker.io"',
+        "",
+        '[host."https://reg.team.svc:443/v2/hub"]',
+        '  capabilities = ["pull", "resolve"]',
+        '  ca = "/etc/containerd/certs.d/reg.team.svc:443/ca.crt"',
+        "  override_path = true",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"upstream": "https://x.io/path"}, "upstream URL"),
+        ({"upstream": 'https://x.io"\n[evil]'}, "upstream URL"),
+        ({"prefix": "../x"}, "repository prefix"),
+        ({"registry_host": "bad host"}, "not a registry host"),
+    ],
+)
+def test_mirror_hosts_toml_refuses_what_could_break_the_file(kwargs: dict[str, str], message: str) -> None:
+    args = {
+        "host": "docker.io",
+        "upstream": "https://registry-1.docker.io",
+        "registry_host": "reg:443",
+        "prefix": "hub",
+    }
+    with pytest.raises(layout.LayoutError, match=message):
+        layout.mirror_hosts_toml(**{**args, **kwargs})
