@@ -10,6 +10,9 @@ Aspects covered:
 - the registry reads the rendered file (dockyard_registry.mirrors), so both halves agree on the format
 - containerd's hosts.toml for a mirrored host: upstream as `server`, the registry's mirror path first
   with pull+resolve, its CA, override_path; bad input refused
+- the node trust ConfigMap's `_mirrors.json`: round trip, unusable entries reported and never written
+- the node agent writes a mirrored host's hosts.toml for containerd only, removes it when the wiring goes,
+  and never takes over a directory it did not create
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ import pytest
 
 from dockyard_operator import builders, model
 from dockyard_operator.builders import deployment, mirrors_config
-from dockyard_operator.nodetrust import layout
+from dockyard_operator.nodetrust import agent, layout
 from dockyard_registry import mirrors as registry_mirrors
 from tests.operator.test_builders import container, make_inputs, mounts, volumes
+from tests.operator.test_nodetrust_agent import ca_pem
 
+CA = ca_pem("mirror")
 HUB: dict[str, Any] = {
     "upstream": "https://registry-1.docker.io",
     "prefix": "hub",
@@ -174,3 +179,68 @@ def test_mirror_hosts_toml_refuses_what_could_break_the_file(kwargs: dict[str, s
     }
     with pytest.raises(layout.LayoutError, match=message):
         layout.mirror_hosts_toml(**{**args, **kwargs})
+
+
+HUB_WIRING = layout.MirrorWiring(
+    upstream="https://registry-1.docker.io", registry="reg.team.svc:443", prefix="hub"
+)
+
+
+def test_mirror_wiring_round_trips_through_the_node_trust_configmap() -> None:
+    data = layout.encode({"reg.team.svc:443": (CA, layout.TARGETS)}, mirrors={"docker.io": HUB_WIRING})
+    assert json.loads(data[layout.MIRRORS_KEY]) == {
+        "docker.io": {
+            "upstream": "https://registry-1.docker.io",
+            "registry": "reg.team.svc:443",
+            "prefix": "hub",
+        }
+    }
+    desired = layout.decode(data)
+    assert desired.errors == ()
+    assert desired.mirrors == {"docker.io": HUB_WIRING}
+    assert layout.encode({"reg.team.svc:443": (CA, layout.TARGETS)}) == {"reg.team.svc..443": CA}
+
+
+@pytest.mark.parametrize(
+    ("mirrors", "error"),
+    [
+        ({"docker.io": {**HUB_WIRING.to_json(), "registry": "other:443"}}, "whose CA is not published"),
+        ({"reg.team.svc:443": HUB_WIRING.to_json()}, "is also a registry host"),
+        ({"docker.io": {**HUB_WIRING.to_json(), "prefix": "a b"}}, "not a repository prefix"),
+        ({"docker.io": "nope"}, "not an object"),
+    ],
+)
+def test_unusable_mirror_wiring_is_reported_and_never_written(mirrors: dict[str, Any], error: str) -> None:
+    data = {"reg.team.svc..443": CA, layout.MIRRORS_KEY: json.dumps(mirrors)}
+    desired = layout.decode(data)
+    assert desired.mirrors == {}
+    assert len(desired.errors) == 1 and error in desired.errors[0]
+
+
+def test_the_agent_writes_a_mirror_hosts_toml_for_containerd_only_and_removes_it_again(
+    tmp_path: Path,
+) -> None:
+    installer = agent.Installer(host_root=tmp_path)
+    data = layout.encode({"reg.team.svc:443": (CA, layout.TARGETS)}, mirrors={"docker.io": HUB_WIRING})
+    result = installer.sync(layout.decode(data))
+    assert result.errors == []
+    toml = tmp_path / "etc/containerd/certs.d/docker.io/hosts.toml"
+    assert toml.read_text() == HUB_WIRING.hosts_toml("docker.io")
+    assert not (tmp_path / "etc/containerd/certs.d/docker.io/ca.crt").exists()
+    assert (tmp_path / "etc/containerd/certs.d/reg.team.svc:443/ca.crt").read_text() == CA
+    assert not (tmp_path / "etc/docker/certs.d/docker.io").exists()
+    assert not (tmp_path / "etc/containers/certs.d/docker.io").exists()
+
+    installer.sync(layout.decode(layout.encode({"reg.team.svc:443": (CA, layout.TARGETS)})))
+    assert not (tmp_path / "etc/containerd/certs.d/docker.io").exists()
+    assert (tmp_path / "etc/containerd/certs.d/reg.team.svc:443/ca.crt").exists()
+
+
+def test_the_agent_never_takes_over_a_hosts_directory_an_administrator_made(tmp_path: Path) -> None:
+    mine = tmp_path / "etc/containerd/certs.d/docker.io"
+    mine.mkdir(parents=True)
+    (mine / "hosts.toml").write_text('server = "https://registry-1.docker.io"\n')
+    data = layout.encode({"reg.team.svc:443": (CA, layout.TARGETS)}, mirrors={"docker.io": HUB_WIRING})
+    result = agent.Installer(host_root=tmp_path).sync(layout.decode(data))
+    assert any("was not created by us" in e for e in result.errors)
+    assert (mine / "hosts.toml").read_text() == 'server = "https://registry-1.docker.io"\n'
