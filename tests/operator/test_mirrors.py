@@ -13,6 +13,9 @@ Aspects covered:
 - the node trust ConfigMap's `_mirrors.json`: round trip, unusable entries reported and never written
 - the node agent writes a mirrored host's hosts.toml for containerd only, removes it when the wiring goes,
   and never takes over a directory it did not create
+- the node trust publisher wires an image host only when the installer's allowlist names it, at the
+  registry's own node port, first registry first (a later one gets MirrorHostConflict), never with
+  wireNodes false
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dockyard_operator import builders, model
 from dockyard_operator.builders import deployment, mirrors_config
 from dockyard_operator.nodetrust import agent, layout
 from dockyard_registry import mirrors as registry_mirrors
+from tests.operator import test_nodetrust_controller as nodetrust_tests
 from tests.operator.test_builders import container, make_inputs, mounts, volumes
 from tests.operator.test_nodetrust_agent import ca_pem
 
@@ -244,3 +248,53 @@ def test_the_agent_never_takes_over_a_hosts_directory_an_administrator_made(tmp_
     result = agent.Installer(host_root=tmp_path).sync(layout.decode(data))
     assert any("was not created by us" in e for e in result.errors)
     assert (mine / "hosts.toml").read_text() == 'server = "https://registry-1.docker.io"\n'
+
+
+HUB_MIRROR = {"upstream": "https://registry-1.docker.io", "prefix": "hub", "nodeHost": "docker.io"}
+MIRRORED = {**nodetrust_tests.NODEPORT, "mirrors": [HUB_MIRROR]}
+
+
+async def test_node_trust_wires_an_allowed_mirror_host_to_the_registrys_node_port() -> None:
+    api = nodetrust_tests.FakeApi()
+    nodetrust_tests.add_registry(api, "demo", spec=MIRRORED, node_port=30500)
+
+    observation = await nodetrust_tests.trust(api, allowed=("docker.io",)).publish()
+
+    assert nodetrust_tests.published(api).mirrors == {
+        "docker.io": layout.MirrorWiring(
+            upstream="https://registry-1.docker.io", registry="localhost:30500", prefix="hub"
+        )
+    }
+    view = observation.view("team", "demo")
+    assert view is not None and view.problems == ()
+
+
+async def test_node_trust_refuses_to_wire_a_host_the_installer_did_not_allow() -> None:
+    api = nodetrust_tests.FakeApi()
+    nodetrust_tests.add_registry(api, "demo", spec=MIRRORED, node_port=30500)
+
+    observation = await nodetrust_tests.trust(api).publish()
+
+    assert nodetrust_tests.published(api).mirrors == {}
+    view = observation.view("team", "demo")
+    assert view is not None
+    assert [p.reason for p in view.problems] == ["MirrorHostRefused"]
+    assert "docker.io" in view.problems[0].message
+
+
+async def test_a_second_registry_cannot_take_a_wired_host_and_wireNodes_false_wires_nothing() -> None:
+    api = nodetrust_tests.FakeApi()
+    nodetrust_tests.add_registry(api, "first", spec=MIRRORED, node_port=30500, created="2026-01-01T00:00:00Z")
+    nodetrust_tests.add_registry(
+        api, "second", spec=MIRRORED, node_port=30600, created="2026-02-01T00:00:00Z"
+    )
+    quiet = {**nodetrust_tests.NODEPORT, "mirrors": [{**HUB_MIRROR, "wireNodes": False}]}
+    nodetrust_tests.add_registry(api, "quiet", spec=quiet, node_port=30700)
+
+    observation = await nodetrust_tests.trust(api, allowed=("docker.io",)).publish()
+
+    assert nodetrust_tests.published(api).mirrors["docker.io"].registry == "localhost:30500"
+    second = observation.view("team", "second")
+    assert second is not None and "MirrorHostConflict" in [p.reason for p in second.problems]
+    quiet_view = observation.view("team", "quiet")
+    assert quiet_view is not None and not [p for p in quiet_view.problems if p.reason.startswith("Mirror")]
