@@ -289,8 +289,24 @@ def _storage_status(monitor: health.StorageMonitor | None) -> dict[str, Any]:
     }
 
 
+def _mirror_status(pull: mirror_.PullThrough) -> list[dict[str, Any]]:
+    """Per mirror: its upstream, whether the last request reached it (null: none yet), the last error."""
+    return [
+        {
+            "prefix": prefix,
+            "upstream": client.mirror.upstream,
+            "reachable": client.reachable,
+            "lastError": client.last_error,
+            "lastErrorAt": client.last_error_at,
+            "staleServes": pull.stale[prefix],
+        }
+        for prefix, client in sorted(pull.clients.items())
+    ]
+
+
 def listener_app(metrics: Metrics) -> web.Application:
-    """The metrics listener: `/metrics`, `/gc` (last gc run) and `/status` (storage and gc) as JSON."""
+    """The metrics listener: `/metrics`, `/gc` (last gc run) and `/status` (storage, gc and, with
+    mirrors, each mirror's upstream state) as JSON."""
     app = web.Application()
     sources = metrics.sources
 
@@ -303,7 +319,10 @@ def listener_app(metrics: Metrics) -> web.Application:
         return web.json_response(_gc_status(sources.gc))
 
     async def status(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"storage": _storage_status(sources.storage), "gc": _gc_status(sources.gc)})
+        body: dict[str, Any] = {"storage": _storage_status(sources.storage), "gc": _gc_status(sources.gc)}
+        if sources.mirror is not None:
+            body["mirrors"] = _mirror_status(sources.mirror)
+        return web.json_response(body)
 
     app.router.add_get("/metrics", scrape)
     app.router.add_get("/gc", gc_status)

@@ -87,6 +87,11 @@ class Client:
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, expires at, our clock)
         self.requests: collections.Counter[str] = collections.Counter()  # by kind: manifest, blob, token, …
         self.errors: collections.Counter[str] = collections.Counter()  # by reason: unavailable, auth, …
+        # For the status endpoint: whether the last request reached the upstream (None: none sent yet),
+        # and the last failure other than a 404 (a message safe to show), with its time.
+        self.reachable: bool | None = None
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if self.mirror.ca_file is None:
@@ -126,9 +131,13 @@ class Client:
         self.requests[kind] += 1
         try:
             async with self._send(method, path, repository=repository, headers=headers) as response:
+                self.reachable = True
                 yield response
         except UpstreamError as exc:
             self.errors[_reason(exc)] += 1
+            if not isinstance(exc, NotFoundError):
+                self.reachable = not isinstance(exc, UnavailableError)
+                self.last_error, self.last_error_at = str(exc), time.time()
             raise
 
     @contextlib.asynccontextmanager

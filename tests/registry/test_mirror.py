@@ -22,7 +22,7 @@ Aspects covered:
 - the mirrors file: validation errors, and `serve --mirrors` with a bad file exits 2
 - token realms: challenge parsing; a public upstream cannot point the credentials at an internal or
   clear-text realm
-- metrics: upstream requests, errors and stale serves
+- metrics: upstream requests, errors and stale serves; `/status` per mirror (reachable, last error)
 """
 
 from __future__ import annotations
@@ -516,7 +516,7 @@ async def test_gc_treats_cached_content_like_any_other(mirrored: Factory) -> Non
     assert up.count("GET", sha256(image.layer)) == 2
 
 
-async def test_metrics_count_upstream_requests_errors_and_stale_serves(mirrored: Factory) -> None:
+async def test_metrics_and_status_count_upstream_requests_errors_and_stale_serves(mirrored: Factory) -> None:
     up = Upstream()
     up.put_image("library/app", make_image("m"), tag="1.0")
     s = await mirrored(up, ttl=0, credentials=False)
@@ -525,7 +525,8 @@ async def test_metrics_count_upstream_requests_errors_and_stale_serves(mirrored:
     await s.server.close()
     await s.get(f"/v2/{PREFIX}/library/app/manifests/1.0")
 
-    text = metrics.Metrics(metrics.Sources(mirror=s.pull)).exposition().decode()
+    measured = metrics.Metrics(metrics.Sources(mirror=s.pull))
+    text = measured.exposition().decode()
     assert f'dockyard_registry_mirror_upstream_requests_total{{kind="blob",mirror="{PREFIX}"}} 2.0' in text
     assert (
         f'dockyard_registry_mirror_upstream_errors_total{{mirror="{PREFIX}",reason="not_found"}} 1.0' in text
@@ -535,6 +536,16 @@ async def test_metrics_count_upstream_requests_errors_and_stale_serves(mirrored:
         in text
     )
     assert f'dockyard_registry_mirror_stale_serves_total{{mirror="{PREFIX}"}} 1.0' in text
+
+    listener = test_utils.TestClient(test_utils.TestServer(metrics.listener_app(measured)))
+    await listener.start_server()
+    try:
+        async with listener.get("/status") as resp:
+            (entry,) = (await resp.json())["mirrors"]
+    finally:
+        await listener.close()
+    assert (entry["prefix"], entry["reachable"], entry["staleServes"]) == (PREFIX, False, 1)
+    assert "unreachable" in entry["lastError"] and entry["lastErrorAt"] is not None
 
 
 @pytest.mark.parametrize(
