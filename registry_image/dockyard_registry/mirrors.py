@@ -13,7 +13,7 @@ The file (YAML):
         upstream: https://registry-1.docker.io # scheme and host (and port) only
         usernameFile: /run/secrets/hub/username   # optional; both or neither
         passwordFile: /run/secrets/hub/password
-        caFile: /etc/dockyard/hub-ca.pem       # optional: trust this CA bundle for the upstream
+        caFile: /etc/dockyard/hub-ca.pem       # optional: trust this CA bundle too (and the system CAs)
         tagTTL: 5m                             # optional (default 5m): trust a cached tag this long
 
 A prefix is one or more repository-name components; prefixes may not nest (one name, one mirror).

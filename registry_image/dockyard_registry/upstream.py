@@ -96,8 +96,11 @@ class Client:
     def _ssl(self) -> ssl.SSLContext | bool:
         if self.mirror.ca_file is None:
             return True
+        # The system CAs too: an upstream may redirect blob downloads to a CDN with a public certificate.
+        context = ssl.create_default_context()
         try:
-            return ssl.create_default_context(cafile=str(self.mirror.ca_file))
+            context.load_verify_locations(cafile=str(self.mirror.ca_file))
+            return context
         except (OSError, ssl.SSLError) as exc:
             raise UnavailableError(
                 f"cannot load the CA bundle of upstream {self.mirror.upstream}: {exc}"
