@@ -194,7 +194,7 @@ def _mirrors(pull: mirror_.PullThrough) -> Iterator[core.Metric]:
     requests = core.CounterMetricFamily(
         "dockyard_registry_mirror_upstream_requests",
         "Requests a pull-through mirror sent its upstream, by mirror prefix and kind "
-        "(manifest, blob, token, referrers).",
+        "(manifest, blob, token, referrers, tags).",
         labels=["mirror", "kind"],
     )
     errors = core.CounterMetricFamily(
@@ -209,7 +209,7 @@ def _mirrors(pull: mirror_.PullThrough) -> Iterator[core.Metric]:
         labels=["mirror"],
     )
     for prefix, client in sorted(pull.clients.items()):
-        for kind in ("manifest", "blob", "token", "referrers"):
+        for kind in ("manifest", "blob", "token", "referrers", "tags"):
             requests.add_metric([prefix, kind], client.requests[kind])
         for reason in ("unavailable", "auth", "not_found", "digest", "other"):
             errors.add_metric([prefix, reason], client.errors[reason])

@@ -306,6 +306,38 @@ class PullThrough:
             return None
         return _descriptors(data)
 
+    async def tags(self, name: str, *, query: str) -> tuple[list[str], str | None] | None:
+        """The upstream's tag list page for `query` (its `n`/`last`) and its `Link` rewritten to `name`,
+        or None when it cannot say (unreachable, refused): the caller then lists what is cached."""
+        mirror = self._mirror(name)
+        remote = mirror.upstream_name(name)
+        path = f"/v2/{remote}/tags/list" + (f"?{query}" if query else "")
+        try:
+            async with self.clients[mirror.prefix].open(
+                "GET", path, repository=remote, kind="tags"
+            ) as response:
+                data = await _read_limited(
+                    response, limit=manifests.MAX_MANIFEST_BYTES, origin=mirror.upstream
+                )
+                link = response.headers.get("Link")
+        except upstream.NotFoundError:
+            raise store.NameUnknownError(
+                f"repository {remote} not found on upstream {mirror.upstream}", detail={"name": name}
+            ) from None
+        except upstream.UpstreamError:
+            return None
+        try:
+            found = json.loads(data).get("tags") or []
+        except (ValueError, AttributeError):
+            return None
+        if not isinstance(found, list) or not all(isinstance(t, str) for t in found):
+            return None
+        if link is not None:
+            link = link.replace(f"/v2/{remote}/tags/list", f"/v2/{name}/tags/list")
+            if f"/v2/{name}/tags/list" not in link:
+                link = None  # a Link we cannot map onto our name is better left out
+        return found, link
+
     @property
     def fetches_running(self) -> int:
         """Blob fetches in progress (tests wait on this rather than sleep)."""

@@ -17,6 +17,7 @@ Aspects covered:
 - twenty concurrent GETs of one uncached blob make exactly one upstream fetch
 - pushes and deletes under a mirror prefix are DENIED; the rest of the registry still takes pushes
 - a multi-arch index whose children are fetched on demand; referrers listed from the upstream
+- tag lists: the upstream's (paging links rewritten to the mirror's name), the cached ones when it is down
 - fsck reports mirrored references not fetched yet as neither corruption nor dangling; gc keeps cached
   content a tag reaches like any other
 - the mirrors file: validation errors, and `serve --mirrors` with a bad file exits 2
@@ -109,6 +110,17 @@ def _app(up: Upstream) -> web.Application:
             if request.method == "HEAD":
                 return web.Response(headers={**headers, "Content-Length": str(len(data))})
             return web.Response(body=data, headers=headers)
+        if kind == "tags":
+            names = sorted(t for r, t in up.manifests if r == repo and not t.startswith("sha256:"))
+            if not names:
+                return web.json_response({"errors": [{"code": "NAME_UNKNOWN"}]}, status=404)
+            last = request.query.get("last", "")
+            names = [t for t in names if t > last]
+            link = {}
+            if request.query.get("n") and len(names) > int(request.query["n"]):
+                names = names[: int(request.query["n"])]
+                link = {"Link": f'</v2/{repo}/tags/list?n={request.query["n"]}&last={names[-1]}>; rel="next"'}
+            return web.json_response({"name": repo, "tags": names}, headers=link)
         if kind == "referrers":
             return web.json_response(
                 {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": up.referrers.get(ref, [])},
@@ -648,3 +660,26 @@ async def test_a_public_upstream_cannot_send_the_credentials_to_an_internal_or_c
     with pytest.raises(upstream.AuthError, match=message):
         await client._fetch_token({"realm": realm}, scope="repository:a:pull")
     await client.close()
+
+
+async def test_the_tag_list_of_a_mirrored_repository_is_the_upstreams_with_its_paging(
+    mirrored: Factory,
+) -> None:
+    up = Upstream()
+    for tag in ("1.0", "1.1", "2.0"):
+        up.put_image("library/app", make_image(tag), tag=tag)
+    s = await mirrored(up, credentials=False)
+
+    status, body, headers = await s.get(f"/v2/{PREFIX}/library/app/tags/list?n=2")
+    assert status == 200
+    assert json.loads(body) == {"name": f"{PREFIX}/library/app", "tags": ["1.0", "1.1"]}
+    assert headers["Link"] == f'</v2/{PREFIX}/library/app/tags/list?n=2&last=1.1>; rel="next"'
+    status, body, _ = await s.get(f"/v2/{PREFIX}/library/app/tags/list?n=2&last=1.1")
+    assert json.loads(body)["tags"] == ["2.0"]
+    status, body, _ = await s.get(f"/v2/{PREFIX}/library/none/tags/list")
+    assert status == 404 and json.loads(body)["errors"][0]["code"] == "NAME_UNKNOWN"
+
+    await _pull_image(s, "library/app", "1.0")
+    await s.server.close()  # unreachable: what is cached
+    status, body, _ = await s.get(f"/v2/{PREFIX}/library/app/tags/list")
+    assert (status, json.loads(body)["tags"]) == (200, ["1.0"])

@@ -53,6 +53,15 @@ async def catalog(request: web.Request, match: common.PathParams) -> web.StreamR
 
 async def tags(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
+    mirrors = mirrored.pull_through(request, repo)
+    if mirrors is not None:
+        if request.query.get("n") not in (None, "") and _PAGE_SIZE_RE.fullmatch(request.query["n"]) is None:
+            raise OciError(Code.PAGINATION_NUMBER_INVALID, "n must be a non-negative integer")
+        listed = await mirrors.tags(repo, query=request.query_string)
+        if listed is not None:
+            # The upstream's own list (and paging): what a client of the upstream would see.
+            names, link = listed
+            return web.json_response({"name": repo, "tags": names}, headers={"Link": link} if link else {})
     page, next_last = _page(request, common.settings(request).store.tags(repo))
     headers = {}
     if next_last is not None:
