@@ -2,7 +2,7 @@
 # Builds the Go tools the tests and benchmarks use, from the Go module proxy, into a cache
 # outside the clone, and reuses them when present. Prints nothing but progress on stderr.
 #
-#   hack/tools.sh [TOOL ...]     default: every tool but distribution (bench only)
+#   hack/tools.sh [TOOL ...]     default: every tool
 #   TOOL: conformance oras crane helm distribution etcd coredns promtool
 #         kube (kube-apiserver, kube-controller-manager: the test control plane)
 #         node (kube also, plus kube-scheduler, kubelet, kube-proxy: tests/support/cluster.py)
@@ -127,7 +127,7 @@ build_one() {
 }
 
 if [ $# -eq 0 ]; then
-  set -- conformance oras crane etcd node coredns helm promtool
+  set -- conformance oras crane distribution etcd node coredns helm promtool
 fi
 for tool in "$@"; do build_one "$tool"; done
 echo "$BIN"

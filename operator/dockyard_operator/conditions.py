@@ -110,6 +110,11 @@ class Reason(enum.StrEnum):
     HOST_INVALID = "HostInvalid"
     HOST_CONFLICT = "HostConflict"
     CA_UNUSABLE = "CAUnusable"
+    # node trust: mirrors wired into nodes' hosts.toml (nodetrust.aggregate)
+    MIRROR_UNREACHABLE = "MirrorUnreachable"
+    MIRROR_HOST_REFUSED = "MirrorHostRefused"
+    MIRROR_HOST_CONFLICT = "MirrorHostConflict"
+    MIRROR_INVALID = "MirrorInvalid"
     # node trust: what the nodes report (nodetrust.rotation.readiness)
     NO_HOSTS = "NoHosts"
     NO_NODES = "NoNodes"

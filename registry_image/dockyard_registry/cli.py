@@ -30,6 +30,8 @@ from dockyard_registry import (
     health,
     maintenance,
     metrics,
+    mirror,
+    mirrors,
     retention,
     schedule,
     state,
@@ -194,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         "auth: bind it to loopback or a pod address no proxy forwards (default: no metrics)",
     )
     serve.add_argument(
+        "--mirrors",
+        metavar="FILE",
+        help="pull-through mirrors (YAML): repository prefixes that fetch from an upstream registry on a "
+        "miss and refuse pushes (see docs/mirrors.md)",
+    )
+    serve.add_argument(
         "--storage-check-interval",
         type=duration,
         default=health.DEFAULT_INTERVAL,
@@ -339,6 +347,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("--storage-check-interval must be > 0")
     settings = dataclasses.replace(
         settings,
+        mirror=_pull_through(args.mirrors, st=settings.store),
         gc=_gc_runner(args, st=settings.store, data=data),
         storage=health.StorageMonitor(
             data, max_fill=args.storage_max_fill, interval=args.storage_check_interval
@@ -351,7 +360,12 @@ def _serve(args: argparse.Namespace) -> int:
         if (metrics_host, metrics_port) == (host, port):
             raise UsageError("--metrics-listen must differ from --listen")
         measured = metrics.Metrics(
-            metrics.Sources(authenticator=settings.authenticator, storage=settings.storage, gc=settings.gc)
+            metrics.Sources(
+                authenticator=settings.authenticator,
+                storage=settings.storage,
+                gc=settings.gc,
+                mirror=settings.mirror,
+            )
         )
         application = app.create_app(settings, metrics=measured)
         application.cleanup_ctx.append(
@@ -380,6 +394,20 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _pull_through(path: str | None, *, st: store.Store) -> mirror.PullThrough | None:
+    """The mirrors `--mirrors FILE` configures (None without it); an invalid file is a usage error."""
+    if path is None:
+        return None
+    try:
+        config = mirrors.load(Path(path))
+    except mirrors.MirrorConfigError as exc:
+        raise UsageError(str(exc)) from None
+    for entry in config.entries:
+        ttl = f"tags re-checked after {entry.tag_ttl:g}s"
+        print(f"mirror: {entry.prefix}/ pulls through {entry.upstream} ({ttl})", flush=True)
+    return mirror.PullThrough(config, store=st)
 
 
 def _gc_runner(args: argparse.Namespace, *, st: store.Store, data: Path) -> maintenance.GcRunner | None:
@@ -613,6 +641,11 @@ def _fsck(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1 if failed else 0
+    if report.uncached:
+        print(
+            f"ok: no problems found ({len(report.uncached)} references of mirrored content not fetched yet)"
+        )
+        return 0
     print("ok: no problems found")
     return 0
 

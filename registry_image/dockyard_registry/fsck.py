@@ -6,6 +6,9 @@ under a link, a tag to nothing, an unparsable manifest): only a disk, a crash or
 A dangling reference is one the API itself leaves behind, so it is reported but is not damage: the
 distribution spec lets a client DELETE a manifest an index still lists, or DELETE a blob from a
 repository whose manifest still names it (the bytes stay: gc keeps every blob a manifest references).
+Content a pull-through mirror fetched (a repository with the `_mirror` marker) is checked like any
+other, except that what its manifests name but no client asked for yet (a layer, an index's child) is
+"not fetched yet" (`uncached`, counted but not a warning): the mirror fetches it on demand.
 Must not: repair or delete anything (that is a human decision; `gc` removes only unreferenced content).
 """
 
@@ -24,6 +27,8 @@ class Report:
 
     corruption: list[str] = dataclasses.field(default_factory=list)
     dangling: list[str] = dataclasses.field(default_factory=list)  # left by API calls; not damage
+    # A mirror's manifests name blobs and children it fetches only when asked: neither damage nor dangling.
+    uncached: list[str] = dataclasses.field(default_factory=list)
 
 
 def check(st: store.Store) -> Report:
@@ -64,6 +69,7 @@ def _check_manifest(
     st: store.Store, report: Report, *, repo: str, revision: digest.Digest, revisions: set[digest.Digest]
 ) -> None:
     driver = st.driver
+    mirrored = st.is_mirrored(repo)
     try:
         found = st.get_manifest(repo, revision)
     except store.ManifestUnknownError:
@@ -75,14 +81,20 @@ def _check_manifest(
         report.corruption.append(f"repository {repo}: manifest {revision} invalid: {exc}")
         return
     for blob in parsed.required_blobs():
-        if driver.size(paths.blob_data(blob)) is None:
+        if mirrored and driver.size(paths.layer_link(repo, blob)) is None:
+            report.uncached.append(f"repository {repo}: manifest {revision} blob {blob} not fetched yet")
+        elif driver.size(paths.blob_data(blob)) is None:
             report.corruption.append(f"repository {repo}: manifest {revision} references missing blob {blob}")
         elif driver.size(paths.layer_link(repo, blob)) is None:
             report.dangling.append(
                 f"repository {repo}: manifest {revision} references blob {blob}, deleted from the repository"
             )
     for child in parsed.manifests:
-        if child.digest not in revisions:
+        if child.digest not in revisions and mirrored:
+            report.uncached.append(
+                f"repository {repo}: index {revision} manifest {child.digest} not fetched yet"
+            )
+        elif child.digest not in revisions:
             report.dangling.append(
                 f"repository {repo}: index {revision} references manifest {child.digest}, "
                 "deleted from the repository"

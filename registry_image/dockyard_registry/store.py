@@ -253,10 +253,13 @@ class Store:
         return [r for r in self.catalog() if self.driver.size(paths.layer_link(r, dgst)) is not None]
 
     # ---------------------------------------------------------------------------------------- uploads
-    def start_upload(self, name: str, *, owner: str = "") -> str:
-        """Open a session for `owner` (a user name; "" for anonymous); TooManyUploadsError at the cap."""
+    def start_upload(self, name: str, *, owner: str = "", capped: bool = True) -> str:
+        """Open a session for `owner` (a user name; "" for anonymous); TooManyUploadsError at the cap.
+
+        `capped=False` (the mirror's own fetches) opens one whatever the owner holds.
+        """
         with self._starting:
-            if self.max_uploads_per_owner is not None:
+            if capped and self.max_uploads_per_owner is not None:
                 held = self._open_uploads_of(owner)
                 if held >= self.max_uploads_per_owner:
                     raise TooManyUploadsError(
@@ -554,6 +557,48 @@ class Store:
         self._link_blob(name, dgst)
         self.driver.delete(paths.upload_dir(upload_id), durable=False)
 
+    # ---------------------------------------------------------------------------------- mirrored content
+    async def cache_blob(
+        self, name: str, dgst: digest.Digest, *, body: AsyncIterable[bytes], length: int | None = None
+    ) -> int:
+        """Store a blob a mirror fetched from its upstream into `name`, as if pushed; returns its size.
+
+        The bytes go through an upload session (hashed once while written); DigestMismatchError or a
+        failing `body` leave nothing behind. The repository is marked as a mirror's (see is_mirrored).
+        """
+        upload_id = await asyncio.to_thread(self.start_upload, name, capped=False)
+        try:
+            size = await self.finish_upload(name, upload_id, dgst=dgst, body=body, length=length)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._purge, upload_id)
+            raise
+        await asyncio.to_thread(self._mark_mirrored, name)
+        return size
+
+    def cache_manifest(
+        self, name: str, ref: str | digest.Digest, *, data: bytes, content_type: str | None
+    ) -> PutManifestResult:
+        """Store a manifest a mirror fetched, under its digest and (`ref` a tag) that tag.
+
+        Unlike a push, the blobs and child manifests it names need not be here: a mirror fetches them
+        when a client asks. The manifest itself is validated as strictly as a pushed one.
+        """
+        with self.gc_lock.shared():
+            self._mark_mirrored(name)
+            return self._put_manifest(
+                name, ref, data=data, content_type=content_type, tags=(), complete=False
+            )
+
+    def _mark_mirrored(self, name: str) -> None:
+        if self.driver.size(paths.mirror_marker(name)) is None:
+            self.driver.put(paths.mirror_marker(name), b"", durability=base.Durability.ENTRY)
+
+    def is_mirrored(self, name: str) -> bool:
+        """True for a repository holding content a mirror fetched (its manifests may name blobs and
+        children not fetched yet: fsck reports those as not cached, not as damage)."""
+        return self.driver.size(paths.mirror_marker(name)) is not None
+
     # -------------------------------------------------------------------------------------- manifests
     def _resolve(self, name: str, ref: str | digest.Digest) -> digest.Digest:
         if isinstance(ref, digest.Digest):
@@ -605,6 +650,7 @@ class Store:
         data: bytes,
         content_type: str | None,
         tags: tuple[str, ...],
+        complete: bool = True,
     ) -> PutManifestResult:
         algorithm = ref.algorithm if isinstance(ref, digest.Digest) else "sha256"
         dgst = digest.of_bytes(data, algorithm=algorithm)
@@ -614,13 +660,13 @@ class Store:
             )
         manifest = manifests.parse(data, content_type=content_type)
         self._check_urls(manifest)
-        for blob in manifest.required_blobs():
+        for blob in manifest.required_blobs() if complete else ():
             if self.driver.size(paths.layer_link(name, blob)) is None:
                 raise ManifestBlobUnknownError(
                     f"manifest references blob {blob} unknown to repository {name}",
                     detail={"digest": str(blob)},
                 )
-        for child in manifest.manifests:
+        for child in manifest.manifests if complete else ():
             if self.driver.size(paths.revision_link(name, child.digest)) is None:
                 raise ManifestBlobUnknownError(
                     f"index references manifest {child.digest} unknown to repository {name}",

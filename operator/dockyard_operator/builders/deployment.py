@@ -22,7 +22,7 @@ from typing import Any
 
 from dockyard_operator import model, names
 from dockyard_operator.builders import inputs as inputs_mod
-from dockyard_operator.builders import maintenance_configmap, nginx_configmap
+from dockyard_operator.builders import maintenance_configmap, mirrors_config, nginx_configmap
 
 REGISTRY_UID = 65532
 NGINX_UID = 101  # the `nginx` user of the official nginx images
@@ -65,6 +65,8 @@ def registry_args(inputs: inputs_mod.Inputs) -> list[str]:
     args += ["--realm", inputs.registry]
     args += ["--metrics-listen", f"0.0.0.0:{names.METRICS_PORT}"]
     args += ["--storage-max-fill", str(inputs.spec.storage.max_fill_percent)]
+    if inputs.spec.mirrors:
+        args += mirrors_config.args()
     return args + gc_args(inputs.spec.maintenance)
 
 
@@ -90,11 +92,14 @@ def gc_args(maintenance: model.Maintenance) -> list[str]:
 
 def config_hash(inputs: inputs_mod.Inputs) -> str:
     """Digest of everything the pod reads at start-up and that should roll it when it changes."""
+    # The mirrors file only when there is one, so registries without mirrors keep their hash.
+    mirrors = [mirrors_config.render(inputs.spec.mirrors)] if inputs.spec.mirrors else []
     return inputs_mod.digest(
         nginx_configmap.render(nginx=inputs.spec.nginx),
         inputs.htpasswd,
         inputs.access_yaml,
         inputs.tls_digest,
+        *mirrors,
     )
 
 
@@ -122,6 +127,8 @@ def _registry_container(inputs: inputs_mod.Inputs) -> dict[str, Any]:
             {"name": "maintenance", "mountPath": maintenance_configmap.MOUNT_DIR, "readOnly": True},
         ],
     }
+    if inputs.spec.mirrors:
+        container["volumeMounts"].append(mirrors_config.mount())
     container["resources"] = _registry_resources(inputs)
     return container
 
@@ -229,6 +236,8 @@ def build(inputs: inputs_mod.Inputs) -> dict[str, Any]:
             {"name": "maintenance", "configMap": {"name": inputs.names.maintenance_configmap}},
         ],
     }
+    if spec.mirrors:
+        pod_spec["volumes"].append(mirrors_config.volume(inputs))
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:

@@ -27,6 +27,11 @@ from dockyard_operator.model.maintenance import (
     Maintenance,
     RetentionRule,
 )
+from dockyard_operator.model.mirrors import (
+    Mirror,
+    MirrorCa,
+    MirrorCredentials,
+)
 from dockyard_operator.model.pods import NetworkPolicy
 from dockyard_operator.model.serving import (
     Expose,
@@ -104,6 +109,9 @@ __all__ = [
     "Ingress",
     "Maintenance",
     "MaintenanceStatus",
+    "Mirror",
+    "MirrorCa",
+    "MirrorCredentials",
     "NetworkPolicy",
     "Nginx",
     "NginxTime",

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from dockyard_registry import digest, paths, store
 from dockyard_registry.errors import Code, OciError
-from dockyard_registry.handlers import common
+from dockyard_registry.handlers import common, mirrored
 
 _OCTET = "application/octet-stream"
 _SMALL = 64 * 1024
@@ -28,7 +28,6 @@ async def get(request: web.Request, match: common.PathParams) -> web.StreamRespo
     repo = common.name(match)
     dgst = common.parse_digest(match.arg)
     cfg = common.settings(request)
-    size = cfg.store.blob_size(repo, dgst)
     headers = {
         "Docker-Content-Digest": str(dgst),
         "Content-Type": _OCTET,
@@ -37,6 +36,16 @@ async def get(request: web.Request, match: common.PathParams) -> web.StreamRespo
         # Content-addressed: the bytes at this URL never change.
         "Cache-Control": "max-age=31536000",
     }
+    try:
+        size = cfg.store.blob_size(repo, dgst)
+    except store.BlobUnknownError:
+        mirrors = mirrored.pull_through(request, repo)
+        if mirrors is None:
+            raise
+        answered = await mirrored.blob(request, mirrors=mirrors, name=repo, dgst=dgst, headers=headers)
+        if answered is not None:
+            return answered
+        size = cfg.store.blob_size(repo, dgst)
     if request.method == "HEAD":
         headers["Content-Length"] = str(size)
         return web.Response(status=200, headers=headers)
