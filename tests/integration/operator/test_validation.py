@@ -52,7 +52,7 @@ REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
     (
         "two-storage-kinds",
         {"storage": {"pvc": {"size": "1Gi"}, "emptyDir": {}}},
-        ["set at most one of pvc and emptyDir"],
+        ["set at most one of pvc, emptyDir and s3"],
     ),
     (
         "node-port-on-cluster-ip",
