@@ -12,8 +12,8 @@ Covers:
 - replicas 2 on S3: StorageReady is fine, a PodDisruptionBudget and the default topology spread;
 - status.storage.location for pvc, emptyDir and s3;
 - the pass: Deployment with env refs and no claim; a missing credentials Secret, a missing key, a missing or
-  unusable CA bundle block it with a condition naming them and write no child; the credentials' values
-  appear nowhere in what the operator writes; fixing the Secret completes the pass;
+  unusable CA bundle block it with a condition naming them (Degraded, and StorageReady) and write no child;
+  the credentials' values appear nowhere in what the operator writes; fixing the Secret completes the pass;
 - the Secrets an S3 spec references are watched (handlers.referenced_secrets);
 - no bucket operation anywhere in the operator: it has no S3 client and never names one.
 """
@@ -329,6 +329,9 @@ async def test_a_missing_credentials_secret_blocks_the_pass_naming_it_until_it_e
     )
     assert api.child_writes() == []
     assert [e["reason"] for e in api.events if e["type"] == "Warning"] == ["SecretNotFound"]
+    storage = next(c for c in status(api)["conditions"] if c["type"] == "StorageReady")
+    assert (storage["status"], storage["reason"]) == ("False", "SecretNotFound")
+    assert "'bucket-creds'" in storage["message"]
 
     api.put(credentials())
     await reconciler.reconcile(namespace="ns", name="demo")

@@ -3,8 +3,8 @@
 A pod whose `secretKeyRef` names a missing Secret or key never starts (CreateContainerConfigError), and one
 whose CA volume is missing never leaves ContainerCreating; both are only visible on the pod. So, like a
 missing password Secret, a missing credentials Secret or key, or a missing or unusable CA bundle, blocks the
-pass with a problem naming it (Ready=False, Degraded=True), and the watch on Secrets (or the resync timer, for
-a ConfigMap) brings the next attempt.
+pass with a problem naming it (Ready=False, Degraded=True, and StorageReady=False), and the watch on Secrets
+(or the resync timer, for a ConfigMap) brings the next attempt.
 
 Owns: those checks, and the digest that rolls the pods when the credentials or the CA change (the registry
 reads both only when it starts).
@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dockyard_common import pki
-from dockyard_operator import model
+from dockyard_operator import conditions, model
 from dockyard_operator.builders import inputs
 from dockyard_operator.conditions import Reason
 from dockyard_operator.reconcile import context
@@ -65,26 +65,31 @@ class ObjectStorage:
         where = f"{_WHERE}.{field}: {kind} {ref.name!r}"
         if live is None:
             missing = Reason.SECRET_NOT_FOUND if kind == "Secret" else Reason.CONFIG_MAP_NOT_FOUND
-            return b"", [context.Problem(missing, f"{where} not found")]
+            return b"", [_problem(missing, f"{where} not found")]
         pem = _value(live, ref.key, kind=kind)
         if pem is None:
             absent = Reason.SECRET_KEY_MISSING if kind == "Secret" else Reason.CONFIG_MAP_KEY_MISSING
-            return b"", [context.Problem(absent, f"{where} has no key {ref.key!r}")]
+            return b"", [_problem(absent, f"{where} has no key {ref.key!r}")]
         try:
             pki.inspect(pem)
         except pki.PkiError as exc:
-            return b"", [context.Problem(Reason.INVALID_CA_BUNDLE, f"{where} key {ref.key!r}: {exc}")]
+            return b"", [_problem(Reason.INVALID_CA_BUNDLE, f"{where} key {ref.key!r}: {exc}")]
         return pem, []
+
+
+def _problem(reason: Reason, message: str) -> context.Problem:
+    """A problem of the bucket's references: it also turns StorageReady False."""
+    return context.Problem(reason, message, condition=conditions.STORAGE_READY)
 
 
 def credentials_problems(ref: model.S3Credentials, secret: Mapping[str, Any] | None) -> list[context.Problem]:
     """What makes the credentials Secret unusable: absent, or a key missing or empty (values never read)."""
     where = f"{_WHERE}.credentialsSecret: Secret {ref.name!r}"
     if secret is None:
-        return [context.Problem(Reason.SECRET_NOT_FOUND, f"{where} not found")]
+        return [_problem(Reason.SECRET_NOT_FOUND, f"{where} not found")]
     data = secret.get("data") or {}
     return [
-        context.Problem(Reason.SECRET_KEY_MISSING, f"{where} has no key {key!r} (or it is empty)")
+        _problem(Reason.SECRET_KEY_MISSING, f"{where} has no key {key!r} (or it is empty)")
         for key in (ref.access_key_id_key, ref.secret_access_key_key)
         if not data.get(key)
     ]

@@ -141,10 +141,16 @@ class Status:
             conds = conditions.put(conds, type_, ok, reason, text, now=now, generation=generation)
         if (
             reason in conditions.BLOCKING_TLS_SECRET
+            and problems[0].condition is None
             and (body.get("spec") or {}).get("tls", {}).get("mode") == "Secret"
         ):
             conds = conditions.put(
                 conds, conditions.CERTIFICATE_READY, False, reason, message, now=now, generation=generation
+            )
+        for type_ in dict.fromkeys(p.condition for p in problems if p.condition is not None):
+            concerned = [p for p in problems if p.condition == type_]
+            conds = conditions.put(
+                conds, type_, False, concerned[0].reason, _joined(concerned), now=now, generation=generation
             )
         old_status = body.get("status") or {}
         return model.PrivateRegistryStatus.model_validate(

@@ -6,8 +6,9 @@ Covers:
   as env `secretKeyRef`s to that Secret (no value in the Deployment), no data volume, a RollingUpdate
   strategy; no PersistentVolumeClaim; a PodDisruptionBudget; nginx's config without the internal blob
   location; status.storage.location is s3://bucket/prefix and StorageReady says ObjectStorage;
-- no credentials Secret: Ready False and Degraded naming it (spec.storage.s3.credentialsSecret, its name),
-  a Warning Event naming it, no Deployment; creating the Secret (its watch) completes the reconcile;
+- no credentials Secret: Ready False, Degraded and StorageReady naming it (spec.storage.s3.credentialsSecret,
+  its name), a Warning Event naming it, no Deployment; creating the Secret (its watch) completes the
+  reconcile and StorageReady turns True;
 - a key missing from the credentials Secret is named the same way.
 The registry's S3 driver itself is tested against a real S3 server in the registry's own tests.
 """
@@ -105,6 +106,8 @@ def test_a_missing_credentials_secret_is_named_until_it_is_created(
     assert "spec.storage.s3.credentialsSecret" in degraded["message"]
     ready = cluster.wait_condition(kube_client, "demo", namespace, "Ready", "False")
     assert "bucket-creds" in ready["message"]
+    storage = cluster.wait_condition(kube_client, "demo", namespace, "StorageReady", "False")
+    assert storage["reason"] == "SecretNotFound" and "bucket-creds" in storage["message"]
     kube.eventually(
         lambda: any(
             "bucket-creds" in (e.message or "") and e.type == "Warning"
@@ -118,6 +121,8 @@ def test_a_missing_credentials_secret_is_named_until_it_is_created(
 
     cluster.wait_child(kube_client, apps.Deployment, N.deployment, namespace)
     cluster.wait_condition(kube_client, "demo", namespace, "Degraded", "False")
+    recovered = cluster.wait_condition(kube_client, "demo", namespace, "StorageReady", "True")
+    assert recovered["reason"] == "ObjectStorage"
 
 
 def test_a_key_missing_from_the_credentials_secret_is_named(
