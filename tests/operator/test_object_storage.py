@@ -14,7 +14,8 @@ Covers:
 - the pass: Deployment with env refs and no claim; a missing credentials Secret, a missing key, a missing or
   unusable CA bundle block it with a condition naming them (Degraded, and StorageReady) and write no child;
   the credentials' values appear nowhere in what the operator writes; fixing the Secret completes the pass;
-- the Secrets an S3 spec references are watched (handlers.referenced_secrets);
+- the Secrets an S3 spec references are watched (handlers.referenced_secrets); a blocked bucket reference
+  turns StorageReady False and never CertificateReady (also with a bring-your-own TLS Secret);
 - no bucket operation anywhere in the operator: it has no S3 client and never names one.
 """
 
@@ -34,6 +35,9 @@ from dockyard_common import pki
 from dockyard_operator import builders, model, names, policies, reconcile, settings
 from dockyard_operator import handlers as operator_handlers
 from dockyard_operator.builders import deployment, inputs, nginx_configmap, pod_disruption_budget
+from dockyard_operator.conditions import Reason
+from dockyard_operator.reconcile import context
+from dockyard_operator.reconcile import status as status_step
 from tests.operator import fakes
 from tests.operator.test_builders import container, make_inputs, mounts, volumes
 
@@ -389,3 +393,20 @@ async def test_rotating_the_credentials_rolls_the_pods(
     api.put(credentials(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=b"rotated-secret-key-0002"))
     await reconciler.reconcile(namespace="ns", name="demo")
     assert pod_hash() != before
+
+
+def test_a_blocked_bucket_reference_turns_storage_ready_false_but_never_certificate_ready() -> None:
+    body = {
+        "metadata": {"name": "demo", "namespace": "ns", "generation": 3},
+        "spec": {"tls": {"mode": "Secret", "secretName": "mine"}, **s3_spec()},
+    }
+    problem = context.Problem(
+        Reason.SECRET_NOT_FOUND, "Secret 'bucket-creds' not found", condition="StorageReady"
+    )
+    blocked = status_step.Status(client=None).blocked(  # type: ignore[arg-type]  # blocked() never writes
+        body, (), [problem], now=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    )
+    by_type = {c.type: c for c in blocked.conditions or []}
+    assert "CertificateReady" not in by_type
+    assert (by_type["StorageReady"].status, by_type["StorageReady"].reason) == ("False", "SecretNotFound")
+    assert by_type["StorageReady"].message == "Secret 'bucket-creds' not found"
