@@ -43,7 +43,7 @@ class PrivateRegistrySpec(ApiModel):
     """Desired state of a private OCI registry."""
 
     replicas: Annotated[int, pydantic.Field(ge=0, le=20)] = 1
-    """Number of registry pods; more than one needs ReadWriteMany storage."""
+    """Number of registry pods; more than one needs s3 storage or a ReadWriteMany claim."""
     image: str | None = None
     """Registry image; empty uses the operator's default."""
     resources: ResourceRequirements | None = None
