@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import pathlib
 import re
 import threading
 import time
@@ -29,7 +30,7 @@ import urllib.parse
 import uuid
 import weakref
 from collections.abc import AsyncIterable, Callable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from dockyard_registry import digest, manifests, paths, reference
 from dockyard_registry.storage import base
@@ -227,6 +228,24 @@ class Store:
         if size is None:
             raise BlobUnknownError(f"blob {dgst} data missing", detail={"digest": str(dgst)})
         return size
+
+    def read_blob(self, dgst: digest.Digest) -> bytes:
+        """A (small) blob's bytes; BlobUnknownError when its data is gone. Blocking: call from a thread."""
+        try:
+            return self.driver.get(paths.blob_data(dgst))
+        except FileNotFoundError:
+            raise BlobUnknownError(f"blob {dgst} data missing", detail={"digest": str(dgst)}) from None
+
+    def open_blob(self, dgst: digest.Digest, *, offset: int = 0) -> BinaryIO:
+        """A blob's bytes from `offset` (the caller closes it); BlobUnknownError when its data is gone."""
+        try:
+            return self.driver.open_reader(paths.blob_data(dgst), offset=offset)
+        except FileNotFoundError:
+            raise BlobUnknownError(f"blob {dgst} data missing", detail={"digest": str(dgst)}) from None
+
+    def blob_file(self, dgst: digest.Digest) -> pathlib.Path | None:
+        """A local file holding the blob for zero-copy serving (sendfile), when the driver has one. Pure."""
+        return self.driver.local_path(paths.blob_data(dgst))
 
     def delete_blob(self, name: str, dgst: digest.Digest) -> None:
         """Unlink a blob from one repository; the content stays for others and gc decides its fate."""

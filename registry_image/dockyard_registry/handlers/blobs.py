@@ -12,7 +12,7 @@ import re
 
 from aiohttp import web
 
-from dockyard_registry import digest, paths, store
+from dockyard_registry import digest, paths
 from dockyard_registry.errors import Code, OciError
 from dockyard_registry.handlers import common
 
@@ -28,7 +28,7 @@ async def get(request: web.Request, match: common.PathParams) -> web.StreamRespo
     repo = common.name(match)
     dgst = common.parse_digest(match.arg)
     cfg = common.settings(request)
-    size = cfg.store.blob_size(repo, dgst)
+    size = await asyncio.to_thread(cfg.store.blob_size, repo, dgst)
     headers = {
         "Docker-Content-Digest": str(dgst),
         "Content-Type": _OCTET,
@@ -47,12 +47,9 @@ async def get(request: web.Request, match: common.PathParams) -> web.StreamRespo
     _byte_range(request, size)
     if size <= _SMALL and "Range" not in request.headers:
         # Configs and tiny layers: one read beats FileResponse's executor round trips for stat/open/sendfile.
-        try:
-            body = cfg.store.driver.get(paths.blob_data(dgst))
-        except FileNotFoundError:
-            raise store.BlobUnknownError(f"blob {dgst} data missing", detail={"digest": str(dgst)}) from None
+        body = await asyncio.to_thread(cfg.store.read_blob, dgst)
         return web.Response(status=200, body=body, headers=headers)
-    local = cfg.store.driver.local_path(paths.blob_data(dgst))
+    local = cfg.store.blob_file(dgst)
     if local is not None:
         # FileResponse sends with sendfile and answers Range itself (206/416); it replaces our ETag with
         # its mtime-size one, which is as stable for immutable content.
@@ -74,10 +71,11 @@ async def _stream(
     headers["Content-Length"] = str(end - start)
     response = web.StreamResponse(status=status, headers=headers)
     await response.prepare(request)
-    with common.settings(request).store.driver.open_reader(paths.blob_data(dgst), offset=start) as f:
+    f = await asyncio.to_thread(common.settings(request).store.open_blob, dgst, offset=start)
+    with f:
         remaining = end - start
         while remaining > 0:
-            chunk = f.read(min(common.CHUNK, remaining))
+            chunk = await asyncio.to_thread(f.read, min(common.CHUNK, remaining))
             if not chunk:
                 break
             await response.write(chunk)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import json
 import re
@@ -43,7 +44,8 @@ def _link(path: str, n: str, last: str) -> str:
 
 
 async def catalog(request: web.Request, match: common.PathParams) -> web.StreamResponse:
-    repos = [r for r in common.settings(request).store.catalog() if common.may(request, r, auth.Action.PULL)]
+    every = await asyncio.to_thread(common.settings(request).store.catalog)
+    repos = [r for r in every if common.may(request, r, auth.Action.PULL)]
     page, next_last = _page(request, repos)
     headers = {}
     if next_last is not None:
@@ -53,7 +55,7 @@ async def catalog(request: web.Request, match: common.PathParams) -> web.StreamR
 
 async def tags(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
-    page, next_last = _page(request, common.settings(request).store.tags(repo))
+    page, next_last = _page(request, await asyncio.to_thread(common.settings(request).store.tags, repo))
     headers = {}
     if next_last is not None:
         headers["Link"] = _link(f"/v2/{repo}/tags/list", request.query["n"], next_last)
@@ -63,7 +65,7 @@ async def tags(request: web.Request, match: common.PathParams) -> web.StreamResp
 async def referrers(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     subject = common.parse_digest(match.arg)
-    found = common.settings(request).store.referrers(repo, subject)
+    found = await asyncio.to_thread(common.settings(request).store.referrers, repo, subject)
     headers = {}
     wanted = request.query.get("artifactType")
     if wanted is not None:

@@ -59,8 +59,8 @@ def _negotiate(request: web.Request, repo: str, found: store.StoredManifest) -> 
 async def get(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     ref = reference.parse_reference(match.arg)
-    found = common.settings(request).store.get_manifest(repo, ref)
-    found = _negotiate(request, repo, found)
+    found = await asyncio.to_thread(common.settings(request).store.get_manifest, repo, ref)
+    found = await asyncio.to_thread(_negotiate, request, repo, found)
     headers = {
         "Content-Type": found.media_type,
         "Docker-Content-Digest": str(found.digest),
