@@ -393,6 +393,21 @@ async def test_objects_cancel_and_delete_discard_an_upload(objects: base.ObjectD
     assert await objects.get("c/data") == b""
 
 
+async def test_objects_delete_of_a_path_spares_a_sibling_sharing_its_name_prefix(
+    objects: base.ObjectDriver,
+) -> None:
+    w = await objects.writer("u/ab")
+    await w.write(b"sibling")
+    await w.close()
+    await objects.put("u/abc", b"file")
+    await objects.delete("u/a")
+    assert await objects.get("u/abc") == b"file"
+    w = await objects.writer("u/ab")
+    assert w.size == 7
+    await w.commit()
+    assert await objects.get("u/ab") == b"sibling"
+
+
 async def test_objects_redirect_url_only_where_the_backend_serves_reads(
     objects: base.ObjectDriver,
 ) -> None:

@@ -19,6 +19,10 @@ each `close`, so state and tail always agree) and re-read by the next writer on 
 writes the state last: until then nothing the handle wrote counts, which is what `abandon` relies on
 (parts uploaded by an abandoned handle are overwritten or left out of the completed object). `commit`
 completes the upload (or, when it never filled a part, PUTs the tail) and removes the state.
+Two writers opened on the same new path at the same moment (two replicas, one session) each start a
+multipart upload and the last state written wins; the other upload is left for the bucket's lifecycle rule
+(AbortIncompleteMultipartUpload) to reclaim. The store serialises requests on one session, so only a
+client misusing its own session can cause that.
 """
 
 from __future__ import annotations
@@ -178,11 +182,13 @@ class S3Driver:
 
     async def delete(self, path: str, /) -> None:
         # Uploads in progress below `path` first (their parts are invisible to listing), then the objects.
-        writers = self.key(f"{WRITERS}/{path}")
-        for key in await self._keys_under(writers):
+        # With the slash: the writer of `u/ab` is not under `u/a`.
+        writers = self.key(f"{WRITERS}/{path}") + "/"
+        states = await self._keys_under(writers)
+        for key in states:
             if key.endswith("/state"):
                 await self._abort_from_state(key)
-        await self._delete_keys(await self._keys_under(writers + "/") + [writers])
+        await self._delete_keys(states)
         key = self.key(path)
         await self._delete_keys([key, *await self._keys_under(key + "/")])
 
@@ -292,13 +298,14 @@ class S3Writer:
         self._state = state
         self._parts: list[list[Any]] = [list(p) for p in state["parts"]]
         self._buffer = bytearray(tail)
-        self._closed = False
+        self._dirty = False  # written to since opened: `close` has something to record
 
     @property
     def size(self) -> int:
         return sum(int(p[2]) for p in self._parts) + len(self._buffer)
 
     async def write(self, data: bytes, /) -> None:
+        self._dirty = self._dirty or bool(data)
         self._buffer.extend(data)
         part_size = max(self._d.config.part_size, 1)
         while len(self._buffer) >= part_size:
@@ -317,6 +324,8 @@ class S3Writer:
         self._parts.append([number, resp["ETag"], len(data)])
 
     async def close(self) -> None:
+        if not self._dirty:
+            return
         client, bucket = self._d._client, self._d._bucket
         old_tail = self._state.get("tail")
         tail_key = None
@@ -329,10 +338,12 @@ class S3Writer:
         if old_tail and old_tail != tail_key:
             with contextlib.suppress(ClientError):
                 await client.delete_object(Bucket=bucket, Key=old_tail)
-        self._closed = True
+        self._dirty = False
 
     async def abandon(self) -> None:
-        self._closed = True  # nothing recorded: the next writer starts from the stored state
+        # Nothing recorded: the next writer starts from the stored state; parts this handle uploaded are
+        # overwritten by the next ones (same numbers) or left out when the upload completes.
+        self._dirty = False
 
     async def commit(self) -> None:
         client, bucket = self._d._client, self._d._bucket
@@ -364,7 +375,7 @@ class S3Writer:
         writers = self._d.key(f"{WRITERS}/{self._path}")
         keys = [k for k in await self._d._keys_under(writers + "/") if k.count("/") == writers.count("/") + 1]
         await self._d._delete_keys(keys)
-        self._closed = True
+        self._dirty = False
 
 
 def _code(error: ClientError) -> str:
