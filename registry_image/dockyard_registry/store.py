@@ -199,6 +199,7 @@ class Store:
         self._sweep_cursor = ""  # the last session id a sweep examined
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.gc_lock = GcLock()  # see GcLock: what an online gc and concurrent pushes agree on
+        self.maintenance = Maintenance(driver)  # what gc and fsck see of storage
 
     # ----------------------------------------------------------------------------------- repositories
     def repository_exists(self, name: str) -> bool:
@@ -738,6 +739,119 @@ class Store:
                 except (FileNotFoundError, ValueError):
                     continue
         return out
+
+
+class Maintenance:
+    """What gc and fsck read and remove, by what it is (a blob, a revision, a tag), never by driver path.
+
+    The only door from gc.py and fsck.py to storage (`Store.maintenance`): they decide what goes, this
+    says what is there and removes it. Blocking: gc and fsck run in a worker thread or a CLI process.
+    Times are the stored objects' modification times (gc's grace period; see gc.py).
+    """
+
+    def __init__(self, driver: base.Driver) -> None:
+        self._driver = driver
+
+    # -- what is stored
+    def blobs(self) -> Iterator[digest.Digest]:
+        """Every blob directory in the content store (data present or not), whatever links to it."""
+        d = self._driver
+        for algorithm in d.list(paths.BLOBS):
+            for prefix in d.list(f"{paths.BLOBS}/{algorithm}"):
+                for encoded in d.list(f"{paths.BLOBS}/{algorithm}/{prefix}"):
+                    yield from _digest_or_nothing(algorithm, encoded)
+
+    def _linked(self, directory: str) -> Iterator[digest.Digest]:
+        for algorithm in self._driver.list(directory):
+            for encoded in self._driver.list(f"{directory}/{algorithm}"):
+                yield from _digest_or_nothing(algorithm, encoded)
+
+    def layer_links(self, name: str) -> Iterator[digest.Digest]:
+        """The blobs linked into repository `name`."""
+        return self._linked(paths.layers(name))
+
+    def revisions(self, name: str) -> Iterator[digest.Digest]:
+        """The manifest revisions of repository `name`."""
+        return self._linked(paths.revisions(name))
+
+    def links(self, name: str, blob: digest.Digest) -> bool:
+        return self._driver.size(paths.layer_link(name, blob)) is not None
+
+    def blob_size(self, blob: digest.Digest) -> int | None:
+        """Size of a blob's data; None when the data is missing."""
+        return self._driver.size(paths.blob_data(blob))
+
+    def blob_time(self, blob: digest.Digest) -> float | None:
+        return self._driver.mtime(paths.blob_data(blob))
+
+    def blob_dir_time(self, blob: digest.Digest) -> float | None:
+        """When a blob's directory last changed (for data never committed: an interrupted write)."""
+        return self._driver.mtime(paths.blob_dir(blob))
+
+    def hash_blob(self, blob: digest.Digest) -> str:
+        """The hex digest of a blob's stored bytes under its own algorithm; FileNotFoundError when gone."""
+        hasher = digest.new_hasher(blob.algorithm)
+        with self._driver.open_reader(paths.blob_data(blob)) as f:
+            while chunk := f.read(_READ_CHUNK):
+                hasher.update(chunk)
+        return hasher.hexdigest()
+
+    def revision_time(self, name: str, revision: digest.Digest) -> float | None:
+        return self._driver.mtime(paths.revision_link(name, revision))
+
+    def tag_names(self, name: str) -> list[str]:
+        return self._driver.list(paths.tags(name))
+
+    def tag(self, name: str, tag: str) -> tuple[str, float | None]:
+        """A tag's target as stored and its time; FileNotFoundError or UnicodeDecodeError when unusable."""
+        path = paths.tag_link(name, tag)
+        time_ = self._driver.mtime(path)
+        return self._driver.get(path).decode().strip(), time_
+
+    def has_tag(self, name: str, tag: str) -> bool:
+        return self._driver.size(paths.tag_link(name, tag)) is not None
+
+    def upload_ids(self) -> list[str]:
+        return self._driver.list(paths.UPLOADS)
+
+    def leftovers(self) -> list[tuple[str, float | None, int]]:
+        """Interrupted writes (see base.Driver.leftovers): each as (what, time, size)."""
+        found = []
+        for top in (paths.BLOBS, paths.REPOSITORIES, paths.UPLOADS):
+            for temp in self._driver.leftovers(top):
+                found.append((temp, self._driver.mtime(temp), self._driver.size(temp) or 0))
+        return found
+
+    # -- removing (each one step; callers hold Store.gc_lock where a push could race them)
+    def remove_tag(self, name: str, tag: str) -> None:
+        self._driver.delete(paths.tag_link(name, tag))
+
+    def remove_revision(self, name: str, revision: digest.Digest, *, subject: digest.Digest | None) -> None:
+        """A revision and its referrer entry (the entry first: never a referrer to nothing)."""
+        if subject is not None:
+            self._driver.delete(paths.referrer_link(name, subject, revision))
+        self._driver.delete(paths.revision_link(name, revision))
+
+    def remove_layer_link(self, name: str, blob: digest.Digest) -> None:
+        self._driver.delete(paths.layer_link(name, blob))
+
+    def remove_blob(self, blob: digest.Digest) -> None:
+        """A blob's directory: its data, or what an interrupted write left there."""
+        self._driver.delete(paths.blob_dir(blob))
+
+    def remove_upload(self, upload_id: str) -> None:
+        self._driver.delete(paths.upload_dir(upload_id))
+
+    def remove_leftover(self, what: str) -> None:
+        """One path `leftovers` returned."""
+        self._driver.delete(what)
+
+
+def _digest_or_nothing(algorithm: str, encoded: str) -> Iterator[digest.Digest]:
+    try:
+        yield digest.parse(f"{algorithm}:{encoded}")
+    except (digest.DigestInvalidError, digest.DigestUnsupportedError):
+        return
 
 
 def _media_type_of(data: bytes) -> str:
