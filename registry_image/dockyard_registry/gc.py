@@ -2,8 +2,9 @@
 
 Owns: deciding which tags, manifests, blob data and stale upload sessions can go. Must not: delete
 anything younger than the grace period. That rule is what keeps a running registry safe: a blob just
-uploaded (or re-linked, or referenced by a manifest pushed during the run — the store touches those) has
-a fresh mtime, and the sweep re-reads the mtime right before deleting. Upload sessions count as fresh
+uploaded has a fresh mtime, one re-linked or referenced by a manifest pushed during the run has a fresh
+`pushed` record beside it (paths.blob_pushed: the store never touches blob data, which on object storage
+would mean copying it), and the sweep re-reads both right before deleting. Upload sessions count as fresh
 while bytes still arrive; they go once untouched for `upload_expiry` (the grace period unless given).
 Temp files of atomic writes killed before their rename (kill -9 during a manifest PUT) go once older
 than the grace period.

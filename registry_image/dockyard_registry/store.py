@@ -126,7 +126,7 @@ class GcLock:
 
     Inside one process this makes "is it still unreferenced and old?" and the deletion one step against
     every write that could make it referenced again (a manifest naming a blob or a manifest, a tag, a
-    blob committed or mounted): either the push runs first and refreshes the mtime gc re-checks, or gc
+    blob committed or mounted): either the push runs first and refreshes the time gc re-checks, or gc
     runs first and the push finds the content gone and says so. Pushes never wait for each other, and
     gc waits for no push longer than one push takes; a waiting gc keeps new pushes out only for the
     one deletion it is about to make. A gc in another process relies on the grace period alone.
@@ -253,11 +253,20 @@ class Store:
         self.blob_size(name, dgst)
         self.driver.delete(paths.layer_link(name, dgst))
 
-    def _link_blob(self, name: str, dgst: digest.Digest) -> None:
+    def _link_blob(self, name: str, dgst: digest.Digest, *, claim: bool = True) -> None:
         # Only the link's existence is ever read, so its name must survive a power loss, not its bytes.
         self.driver.put(paths.layer_link(name, dgst), str(dgst).encode(), durability=base.Durability.ENTRY)
-        # A re-linked blob is "just pushed" for gc's grace period even if its data is old.
-        self.driver.touch(paths.blob_data(dgst))
+        if claim:
+            # A re-linked blob is "just pushed" for gc's grace period even if its data is old.
+            self._claim(dgst)
+
+    def _claim(self, dgst: digest.Digest) -> None:
+        """Record that a push relies on a blob now (gc's grace period, see paths.blob_pushed).
+
+        A record, not a touch of the data: on object storage a touch is a copy of the whole object. No
+        fsync: like the mtime it replaces, a power loss may cost it, which only shortens the grace.
+        """
+        self.driver.put(paths.blob_pushed(dgst), b"", durability=base.Durability.NONE)
 
     def mount_blob(self, name: str, *, source: str, dgst: digest.Digest) -> bool:
         """Link a blob from `source` into `name`; False when `source` does not have it."""
@@ -567,11 +576,13 @@ class Store:
 
     def _commit_upload_locked(self, name: str, upload_id: str, dgst: digest.Digest) -> None:
         target = paths.blob_data(dgst)
-        # Deduplicated: when the content exists, claim it for gc's grace period before relying on it.
-        self.driver.touch(target)
+        # Deduplicated: when the content exists, claim it for gc's grace period before relying on it;
+        # if gc removed it meanwhile, the check after the claim commits our bytes (fresh by themselves).
+        if self.driver.size(target) is not None:
+            self._claim(dgst)
         if self.driver.size(target) is None:
             self.driver.commit(paths.upload_data(upload_id), target)
-        self._link_blob(name, dgst)
+        self._link_blob(name, dgst, claim=False)
         self.driver.delete(paths.upload_dir(upload_id), durable=False)
 
     # -------------------------------------------------------------------------------------- manifests
@@ -646,17 +657,20 @@ class Store:
                     f"index references manifest {child.digest} unknown to repository {name}",
                     detail={"digest": str(child.digest)},
                 )
-        # A manifest pushed while gc runs must keep its blobs: refresh their mtime into the grace window.
+        # A manifest pushed while gc runs must keep its blobs: claim them into the grace window.
         for blob in manifest.required_blobs():
-            self.driver.touch(paths.blob_data(blob))
+            self._claim(blob)
         # Likewise an index's children: gc deletes an untagged manifest only while its revision is old.
+        # A revision link is a few bytes: rewriting it (not touching it) works on every driver.
         for child in manifest.manifests:
-            self.driver.touch(paths.revision_link(name, child.digest))
+            link = paths.revision_link(name, child.digest)
+            with contextlib.suppress(FileNotFoundError):
+                self.driver.put(link, self.driver.get(link), durability=base.Durability.ENTRY)
         # Order matters for crash safety: content, then the revision, then what points at it.
         if self.driver.size(paths.blob_data(dgst)) is None:
             self.driver.put(paths.blob_data(dgst), data)
         else:
-            self.driver.touch(paths.blob_data(dgst))
+            self._claim(dgst)
         # The media type is a cache of what the bytes say (get_manifest re-derives it if a power loss
         # emptied the file); the revision's existence is what must survive.
         self.driver.put(
@@ -782,7 +796,13 @@ class Maintenance:
         return self._driver.size(paths.blob_data(blob))
 
     def blob_time(self, blob: digest.Digest) -> float | None:
-        return self._driver.mtime(paths.blob_data(blob))
+        """When a blob was last stored or relied on by a push (its data, or its `pushed` record);
+        None when its data is missing."""
+        written = self._driver.mtime(paths.blob_data(blob))
+        if written is None:
+            return None
+        claimed = self._driver.mtime(paths.blob_pushed(blob))
+        return written if claimed is None else max(written, claimed)
 
     def blob_dir_time(self, blob: digest.Digest) -> float | None:
         """When a blob's directory last changed (for data never committed: an interrupted write)."""
