@@ -3,17 +3,17 @@
 Covers gc: blobs referenced by any manifest revision (config, layers, manifests themselves, index children)
 are kept; unreferenced blobs older than the grace period are deleted along with the layer links to them;
 younger ones (just pushed, or re-linked) are kept, and a push relying on an old blob (a dedup commit, a
-mount, a manifest naming it) keeps it by a `pushed` record without touching or rewriting its data;
---dry-run reports without deleting; stale upload sessions go, active ones stay (by --upload-expiry when
-given, else the grace period); blob writes interrupted before their rename (a crash) are removed once old, and so are the temp files a kill -9 leaves anywhere in the
-store (a manifest PUT's tag, revision and blob, an upload's info), reported by --dry-run; with foreign
-layers allowed (the serve default, over HTTP) a layer with `urls` naming another repository's blob is not
-linked and does not keep that blob, one the repository holds is kept, urls must be plain http(s), and only
-foreign layer types are exempt from being in the repository.
-fsck: a clean store has no problems (an interrupted write is not corruption); corrupted blob bytes, a
-missing blob, a dangling tag and a manifest whose layer vanished are each reported as corruption; what API
-DELETEs leave behind (an index listing a deleted manifest, a manifest naming a blob deleted from its
-repository) is reported as dangling, not corruption: the CLI warns and exits 0, or 1 with --strict.
+mount, a manifest naming it) keeps it by a `pushed` record without touching or rewriting its data; --dry-run
+reports without deleting; stale upload sessions go, active ones stay (by --upload-expiry when given, else the
+grace period); blob writes interrupted before their rename (a crash) are removed once old, and so are the temp
+files a kill -9 leaves anywhere in the store (a manifest PUT's tag, revision and blob, an upload's info),
+reported by --dry-run; with foreign layers allowed (the serve default, over HTTP) a layer with `urls` naming
+another repository's blob is not linked and does not keep that blob, one the repository holds is kept, urls
+must be plain http(s), and only foreign layer types are exempt from being in the repository.
+fsck: a clean store has no problems (an interrupted write is not corruption); corrupted blob bytes, a missing
+blob, a dangling tag and a manifest whose layer vanished are each reported as corruption; what API DELETEs
+leave behind (an index listing a deleted manifest, a manifest naming a blob deleted from its repository) is
+reported as dangling, not corruption: the CLI warns and exits 0, or 1 with --strict.
 """
 
 from __future__ import annotations
