@@ -13,7 +13,8 @@ The async object contract (base.ObjectDriver, issue 14) runs over the memory, fi
 key prefix): put/get/stat/list/delete/move semantics, missing paths, readers with offsets, resumable
 writers (close and resume in a fresh driver, abandon forgets a failed chunk, commit, cancel, multi-part
 uploads with a tail), that writers are invisible until commit, and redirect URLs (S3: presigned, on by
-default, off by flag; others: none). S3 only: virtual-hosted addressing and a prefix keep keys apart.
+default, off by flag; others: none). S3 only: a prefix keeps keys apart, redirects turn off by flag, and path-style or virtual-hosted addressing
+puts the bucket in the URL's path or host.
 """
 
 
@@ -455,3 +456,25 @@ async def test_s3_virtual_hosted_addressing_reaches_the_bucket(s3_server: s3serv
 def test_s3_refuses_unknown_addressing() -> None:
     with pytest.raises(ValueError, match="addressing"):
         s3.S3Driver(s3.S3Config(bucket="b", addressing="sideways"))
+
+
+@pytest.mark.parametrize(
+    ("addressing", "expected"),
+    [
+        ("path", "https://s3.example.test:9000/images/team/blob"),
+        ("virtual", "https://images.s3.example.test:9000/team/blob"),
+    ],
+)
+async def test_s3_addressing_decides_where_the_bucket_goes_in_the_url(addressing: str, expected: str) -> None:
+    config = s3.S3Config(
+        bucket="images",
+        endpoint="https://s3.example.test:9000",
+        prefix="team",
+        addressing=addressing,
+        access_key="id",
+        secret_key="secret",
+    )
+    async with s3.S3Driver(config) as driver:  # presigning is local: no server is contacted
+        url = await driver.redirect_url("blob")
+    assert url is not None and url.split("?", 1)[0] == expected
+

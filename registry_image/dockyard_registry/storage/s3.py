@@ -19,6 +19,9 @@ each `close`, so state and tail always agree) and re-read by the next writer on 
 writes the state last: until then nothing the handle wrote counts, which is what `abandon` relies on
 (parts uploaded by an abandoned handle are overwritten or left out of the completed object). `commit`
 completes the upload (or, when it never filled a part, PUTs the tail) and removes the state.
+`move` of an object above CopyObject's 5 GiB limit copies it part by part with UploadPartCopy; the test
+server (gofakes3) does not implement UploadPartCopy, so that branch is exercised only against real S3.
+
 Two writers opened on the same new path at the same moment (two replicas, one session) each start a
 multipart upload and the last state written wins; the other upload is left for the bucket's lifecycle rule
 (AbortIncompleteMultipartUpload) to reclaim. The store serialises requests on one session, so only a
