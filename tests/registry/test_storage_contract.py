@@ -12,9 +12,10 @@ The async object contract (base.ObjectDriver, issue 14) runs over the memory, fi
 (`objects` fixture; S3 against a real gofakes3 server, tests/support/s3server.py, each test under its own
 key prefix): put/get/stat/list/delete/move semantics, missing paths, readers with offsets, resumable
 writers (close and resume in a fresh driver, abandon forgets a failed chunk, commit, cancel, multi-part
-uploads with a tail), that writers are invisible until commit, and redirect URLs (S3: presigned, on by
-default, off by flag; others: none). S3 only: a prefix keeps keys apart, redirects turn off by flag, and path-style or virtual-hosted addressing
-puts the bucket in the URL's path or host.
+uploads with a tail), that writers are invisible until commit, that deleting a path spares a sibling
+sharing its name prefix, and redirect URLs (S3: presigned, on by default; others: none). S3 only: a prefix
+keeps keys apart, redirects turn off by flag, and path-style or virtual-hosted addressing puts the bucket
+in the URL's path or host.
 """
 
 
