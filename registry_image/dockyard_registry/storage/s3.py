@@ -69,6 +69,8 @@ class S3Config:
     access_key: str | None = None
     secret_key: str | None = None
     session_token: str | None = None
+    # Bytes per multipart part: at least MIN_PART where S3 enforces it (AWS, most servers); the tests use
+    # smaller parts against gofakes3, which does not, to exercise several parts with little data.
     part_size: int = DEFAULT_PART_SIZE
 
 
