@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from dockyard_registry import digest, gc, manifests, paths, store
-
-_CHUNK = 1 << 20
+from dockyard_registry import digest, gc, manifests, store
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,29 +31,26 @@ class Report:
 
 def check(st: store.Store) -> Report:
     report = Report()
-    driver = st.driver
+    kept = st.maintenance
     for blob in gc.stored_blobs(st):
-        data = paths.blob_data(blob)
-        if driver.size(data) is None:
+        try:
+            actual = kept.hash_blob(blob)
+        except FileNotFoundError:
             # A blob directory without data is a write interrupted before its atomic rename: clients
             # never saw it and gc removes it. Data missing under a link is reported below.
             continue
-        hasher = digest.new_hasher(blob.algorithm)
-        with driver.open_reader(data) as f:
-            while chunk := f.read(_CHUNK):
-                hasher.update(chunk)
-        if hasher.hexdigest() != blob.encoded:
+        if actual != blob.encoded:
             report.corruption.append(f"blob {blob}: content does not match its digest (corrupt)")
     for repo in st.catalog():
-        for blob in gc.linked(st, paths.layers(repo)):
-            if driver.size(paths.blob_data(blob)) is None:
+        for blob in kept.layer_links(repo):
+            if kept.blob_size(blob) is None:
                 report.corruption.append(f"repository {repo}: layer link to missing blob {blob}")
-        revisions = set(gc.linked(st, paths.revisions(repo)))
+        revisions = set(kept.revisions(repo))
         for revision in sorted(revisions):
             _check_manifest(st, report, repo=repo, revision=revision, revisions=revisions)
-        for tag in driver.list(paths.tags(repo)):
+        for tag in kept.tag_names(repo):
             try:
-                target = digest.parse(driver.get(paths.tag_link(repo, tag)).decode().strip())
+                target = digest.parse(kept.tag(repo, tag)[0])
             except (FileNotFoundError, ValueError, UnicodeDecodeError):
                 report.corruption.append(f"repository {repo}: tag {tag} is unreadable")
                 continue
@@ -68,7 +63,7 @@ def check(st: store.Store) -> Report:
 def _check_manifest(
     st: store.Store, report: Report, *, repo: str, revision: digest.Digest, revisions: set[digest.Digest]
 ) -> None:
-    driver = st.driver
+    kept = st.maintenance
     mirrored = st.is_mirrored(repo)
     try:
         found = st.get_manifest(repo, revision)
@@ -81,11 +76,11 @@ def _check_manifest(
         report.corruption.append(f"repository {repo}: manifest {revision} invalid: {exc}")
         return
     for blob in parsed.required_blobs():
-        if mirrored and driver.size(paths.layer_link(repo, blob)) is None:
+        if mirrored and not kept.links(repo, blob):
             report.uncached.append(f"repository {repo}: manifest {revision} blob {blob} not fetched yet")
-        elif driver.size(paths.blob_data(blob)) is None:
+        elif kept.blob_size(blob) is None:
             report.corruption.append(f"repository {repo}: manifest {revision} references missing blob {blob}")
-        elif driver.size(paths.layer_link(repo, blob)) is None:
+        elif not kept.links(repo, blob):
             report.dangling.append(
                 f"repository {repo}: manifest {revision} references blob {blob}, deleted from the repository"
             )

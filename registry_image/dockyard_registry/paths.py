@@ -38,6 +38,12 @@ def blob_data(d: digest.Digest) -> str:
     return f"{blob_dir(d)}/data"
 
 
+def blob_pushed(d: digest.Digest) -> str:
+    """A tiny record written whenever a push relies on an existing blob: gc's grace period starts anew
+    from its time, so the (possibly huge) data is never touched or copied to say "still in use"."""
+    return f"{blob_dir(d)}/pushed"
+
+
 def repository(name: str) -> str:
     return f"{REPOSITORIES}/{name}"
 

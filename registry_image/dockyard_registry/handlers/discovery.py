@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import json
 import re
@@ -43,7 +44,8 @@ def _link(path: str, n: str, last: str) -> str:
 
 
 async def catalog(request: web.Request, match: common.PathParams) -> web.StreamResponse:
-    repos = [r for r in common.settings(request).store.catalog() if common.may(request, r, auth.Action.PULL)]
+    every = await asyncio.to_thread(common.settings(request).store.catalog)
+    repos = [r for r in every if common.may(request, r, auth.Action.PULL)]
     page, next_last = _page(request, repos)
     headers = {}
     if next_last is not None:
@@ -62,7 +64,7 @@ async def tags(request: web.Request, match: common.PathParams) -> web.StreamResp
             # The upstream's own list (and paging): what a client of the upstream would see.
             names, link = listed
             return web.json_response({"name": repo, "tags": names}, headers={"Link": link} if link else {})
-    page, next_last = _page(request, common.settings(request).store.tags(repo))
+    page, next_last = _page(request, await asyncio.to_thread(common.settings(request).store.tags, repo))
     headers = {}
     if next_last is not None:
         headers["Link"] = _link(f"/v2/{repo}/tags/list", request.query["n"], next_last)
@@ -76,7 +78,10 @@ async def referrers(request: web.Request, match: common.PathParams) -> web.Strea
     # A mirror lists what its upstream knows (the referrers are fetched on demand like anything else),
     # or what is cached when the upstream cannot say.
     upstream = None if mirrors is None else await mirrors.referrers(repo, subject)
-    found = upstream if upstream is not None else common.settings(request).store.referrers(repo, subject)
+    if upstream is not None:
+        found = upstream
+    else:
+        found = await asyncio.to_thread(common.settings(request).store.referrers, repo, subject)
     headers = {}
     wanted = request.query.get("artifactType")
     if wanted is not None:

@@ -62,12 +62,12 @@ async def get(request: web.Request, match: common.PathParams) -> web.StreamRespo
     headers = {}
     mirrors = mirrored.pull_through(request, repo)
     if mirrors is None:
-        found = common.settings(request).store.get_manifest(repo, ref)
+        found = await asyncio.to_thread(common.settings(request).store.get_manifest, repo, ref)
     else:
         served = await mirrors.manifest(repo, ref)
         found = served.manifest
         headers[mirrored.HEADER] = served.source
-    found = _negotiate(request, repo, found)
+    found = await asyncio.to_thread(_negotiate, request, repo, found)
     headers |= {
         "Content-Type": found.media_type,
         "Docker-Content-Digest": str(found.digest),

@@ -47,7 +47,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-from dockyard_operator import crypto
+from dockyard_common import pki
 from tests import support
 from tests.integration.registry import certs, harness, images
 from tests.support import procs
@@ -318,7 +318,7 @@ class TokenIssuer:
 
     def __init__(self, *, directory: Path, username: str, password: str, tls: certs.ServerTLS) -> None:
         now = datetime.datetime.now(datetime.UTC)
-        signer = crypto.new_ca(common_name="token signer", now=now, duration=datetime.timedelta(days=1))
+        signer = pki.new_ca(common_name="token signer", now=now, duration=datetime.timedelta(days=1))
         self.bundle = directory / "token-signer.crt"
         self.bundle.write_bytes(signer.cert_pem)
         self._key = serialization.load_pem_private_key(signer.key_pem, password=None)
