@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 DATA ?= $(HOME)/.local/share/dockyard/registry
 LISTEN ?= 127.0.0.1:5443
 USER_NAME ?= admin
+# Optional pull-through mirrors file (docs/mirrors.md): `make run MIRRORS=mirrors.yaml`.
+MIRRORS ?=
 
 .PHONY: setup setup-tools run test test-unit lint crds install-manifest images kind-up bench cluster-up cluster-down
 
@@ -16,7 +18,7 @@ setup-tools:
 
 ## Start a local registry with TLS and a first user (prints how to push to it).
 run: setup
-	bash hack/run.sh "$(DATA)" "$(LISTEN)" "$(USER_NAME)"
+	bash hack/run.sh "$(DATA)" "$(LISTEN)" "$(USER_NAME)" "$(MIRRORS)"
 
 ## Every test: unit, contract, conformance, real clients, real kube-apiserver.
 test: setup-tools

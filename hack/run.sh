@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Start a local Dockyard registry with TLS (`--tls auto`) and a first user; what `make run` calls.
 #
-#   hack/run.sh DATA LISTEN USER
+#   hack/run.sh DATA LISTEN USER [MIRRORS]
 #
+# MIRRORS (optional, may be empty): a pull-through mirrors file passed as `serve --mirrors` (docs/mirrors.md).
 # First run: creates USER (admin) with a generated password, printed once and saved with mode 0600 to
 # DATA/auth/initial-password. Later runs reuse the users and the CA under DATA/tls (clients keep trusting it).
 set -euo pipefail
 
-if [[ $# -ne 3 ]]; then
-    echo "usage: $0 DATA LISTEN USER   (e.g. $0 ~/.local/share/dockyard/registry 127.0.0.1:5443 admin)" >&2
+if [[ $# -lt 3 || $# -gt 4 ]]; then
+    echo "usage: $0 DATA LISTEN USER [MIRRORS]   (e.g. $0 ~/.local/share/dockyard/registry 127.0.0.1:5443 admin)" >&2
     exit 2
 fi
 DATA=$1
 LISTEN=$2
 USER_NAME=$3
+MIRRORS=${4:-}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN="$ROOT/.venv/bin/dockyard-registry"
 PY="$ROOT/.venv/bin/python"
@@ -68,4 +70,12 @@ Registry: https://$HOSTPORT   (CA: $DATA/tls/ca.crt, created on first start; the
 More users: $BIN user add NAME --data-dir $DATA [--access pull|push|admin] [--repository GLOB]
 INSTRUCTIONS
 
-exec "$BIN" serve --data-dir "$DATA" --listen "$LISTEN" --tls auto
+MIRROR_ARGS=()
+if [[ -n "$MIRRORS" ]]; then
+    if [[ ! -r "$MIRRORS" ]]; then
+        echo "error: MIRRORS file '$MIRRORS' is not readable" >&2
+        exit 2
+    fi
+    MIRROR_ARGS=(--mirrors "$MIRRORS")
+fi
+exec "$BIN" serve --data-dir "$DATA" --listen "$LISTEN" --tls auto "${MIRROR_ARGS[@]}"

@@ -2,8 +2,9 @@
 # Builds the Go tools the tests and benchmarks use, from the Go module proxy, into a cache
 # outside the clone, and reuses them when present. Prints nothing but progress on stderr.
 #
-#   hack/tools.sh [TOOL ...]     default: every tool but distribution (bench only)
+#   hack/tools.sh [TOOL ...]     default: every tool
 #   TOOL: conformance oras crane helm distribution etcd coredns promtool
+#         gofakes3 (a real S3-compatible server for the S3 storage driver's tests)
 #         kube (kube-apiserver, kube-controller-manager: the test control plane)
 #         node (kube also, plus kube-scheduler, kubelet, kube-proxy: tests/support/cluster.py)
 #
@@ -22,6 +23,7 @@ DISTRIBUTION_VERSION=v3.1.1
 COREDNS_VERSION=v1.12.4
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 PROMTOOL_VERSION=v0.316.0  # the prometheus module's version for Prometheus 3.16.0
+GOFAKES3_VERSION=v1.2.0    # the S3-compatible server the S3 driver's tests run against (tests/registry/s3server.py)
 
 CACHE=${DOCKYARD_TOOLS:-$HOME/.cache/dockyard/tools}
 BIN=$CACHE/bin
@@ -122,12 +124,13 @@ build_one() {
     node) build_node ;;
     coredns) go_install coredns github.com/coredns/coredns "$COREDNS_VERSION" ;;
     promtool) go_install promtool github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_VERSION" ;;
+    gofakes3) go_install gofakes3 github.com/johannesboyne/gofakes3/cmd/gofakes3 "$GOFAKES3_VERSION" ;;
     *) log "unknown tool: $1"; exit 2 ;;
   esac
 }
 
 if [ $# -eq 0 ]; then
-  set -- conformance oras crane etcd node coredns helm promtool
+  set -- conformance oras crane distribution etcd node coredns helm promtool gofakes3
 fi
 for tool in "$@"; do build_one "$tool"; done
 echo "$BIN"

@@ -39,6 +39,9 @@ class Reason(enum.StrEnum):
     SECRET_KEY_MISSING = "SecretKeyMissing"  # noqa: S105  # a reason, not a password
     SECRET_INCOMPLETE = "SecretIncomplete"  # noqa: S105  # a reason, not a password
     INVALID_PASSWORD = "InvalidPassword"  # noqa: S105  # a reason, not a password
+    CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
+    CONFIG_MAP_KEY_MISSING = "ConfigMapKeyMissing"
+    INVALID_CA_BUNDLE = "InvalidCABundle"
     # the CA (policies.ca_action)
     CA_PRESENT = "CAPresent"
     CA_CREATED = "CACreated"  # also the Event
@@ -67,6 +70,7 @@ class Reason(enum.StrEnum):
     APPLY_FAILED = "ApplyFailed"
     # storage (policies.storage_verdict)
     EMPTY_DIR = "EmptyDir"
+    OBJECT_STORAGE = "ObjectStorage"
     CLAIM_BOUND = "ClaimBound"
     CLAIM_PENDING = "ClaimPending"
     CLAIM_UPDATE_REJECTED = "ClaimUpdateRejected"
@@ -112,6 +116,11 @@ class Reason(enum.StrEnum):
     HOST_INVALID = "HostInvalid"
     HOST_CONFLICT = "HostConflict"
     CA_UNUSABLE = "CAUnusable"
+    # node trust: mirrors wired into nodes' hosts.toml (nodetrust.aggregate)
+    MIRROR_UNREACHABLE = "MirrorUnreachable"
+    MIRROR_HOST_REFUSED = "MirrorHostRefused"
+    MIRROR_HOST_CONFLICT = "MirrorHostConflict"
+    MIRROR_INVALID = "MirrorInvalid"
     # node trust: what the nodes report (nodetrust.rotation.readiness)
     NO_HOSTS = "NoHosts"
     NO_NODES = "NoNodes"

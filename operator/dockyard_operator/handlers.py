@@ -1,13 +1,14 @@
 """kopf wiring: the only module with kopf decorators. Every trigger ends in `Reconciler.reconcile`.
 
 Triggers: create/update/resume of a `PrivateRegistry` (one handler stacked on all three), a periodic timer
-(`DOCKYARD_RESYNC_SECONDS`) that corrects drift nobody told us about, events of referenced password/TLS
-Secrets (found through an in-memory index of which registry references which Secret), and events of owned
-children (a deleted or edited child, or a Deployment becoming available) mapped to their owner through the
-controller owner reference. Deleting a registry only withdraws its CA from node trust (an optional delete
-handler: no finalizer of its own). Node trust runs as one publisher task started here; when a publication
-changes what a registry reads (agents reporting, a staged CA rotation moving on), it starts that registry's
-pass. With `DOCKYARD_METRICS_LISTEN` set, startup also serves the operator's Prometheus metrics (`metrics`).
+(`DOCKYARD_RESYNC_SECONDS`) that corrects drift nobody told us about, events of referenced password, TLS and
+object storage Secrets (found through an in-memory index of which registry references which Secret), and
+events of owned children (a deleted or edited child, or a Deployment becoming available) mapped to their owner
+through the controller owner reference. Deleting a registry only withdraws its CA from node trust (an optional
+delete handler: no finalizer of its own). Node trust runs as one publisher task started here; when a
+publication changes what a registry reads (agents reporting, a staged CA rotation moving on), it starts that
+registry's pass. With `DOCKYARD_METRICS_LISTEN` set, startup also serves the operator's Prometheus metrics
+(`metrics`).
 
 kopf bookkeeping goes into `dockyard.dev/*` annotations, not into status: the CRD's structural schema would
 prune `status.kopf`, and status belongs to the reconciler. kopf adds a finalizer only because timers need one
@@ -137,7 +138,8 @@ async def resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
 
 
 def referenced_secrets(spec: Mapping[str, Any]) -> set[str]:
-    """Names of the Secrets a registry spec reads (user passwords, a bring-your-own TLS Secret)."""
+    """Names of the Secrets a registry spec reads (user passwords, a bring-your-own TLS Secret, object
+    storage's credentials and CA)."""
     refs = {
         str(user.get("passwordSecretRef", {}).get("name"))
         for user in (spec.get("auth") or {}).get("users") or []
@@ -146,6 +148,10 @@ def referenced_secrets(spec: Mapping[str, Any]) -> set[str]:
     tls = spec.get("tls") or {}
     if tls.get("mode") == "Secret" and tls.get("secretName"):
         refs.add(str(tls["secretName"]))
+    s3 = (spec.get("storage") or {}).get("s3") or {}
+    for field in ("credentialsSecret", "caSecret"):
+        if (s3.get(field) or {}).get("name"):
+            refs.add(str(s3[field]["name"]))
     return refs
 
 

@@ -248,6 +248,9 @@ def byo_cert_verdict(
 
 def storage_verdict(spec: model.PrivateRegistrySpec, *, pvc_phase: str | None) -> Verdict:
     """Whether the storage is usable for the wanted replica count."""
+    s3 = spec.storage.s3
+    if s3 is not None:  # shared by every replica; whether the bucket answers is the registry's to report
+        return Verdict(True, Reason.OBJECT_STORAGE, f"object storage {s3.location} at {s3.endpoint}")
     if spec.storage.kind == "emptyDir":
         if spec.replicas > 1:
             return Verdict(
@@ -267,6 +270,15 @@ def storage_verdict(spec: model.PrivateRegistrySpec, *, pvc_phase: str | None) -
 
 
 # ---------------------------------------------------------------------------------------- readiness
+
+
+def storage_location(spec: model.PrivateRegistrySpec, *, claim: str) -> str:
+    """Where a registry's data lives, as status.storage.location shows it."""
+    if spec.storage.s3 is not None:
+        return spec.storage.s3.location
+    if spec.storage.kind == "emptyDir":
+        return "emptyDir"
+    return f"pvc/{claim}"
 
 
 def deployment_verdict(deployment: Mapping[str, Any] | None, *, replicas: int) -> Verdict:

@@ -5,6 +5,7 @@ unknown is logged here with its traceback and answered 500 UNKNOWN without one),
 authorization of every `/v2/` request, and the nginx `auth_request` endpoint `/auth`; naming the client
 address a request's password checks are charged to (auth's per-client budget; X-Real-IP only from a
 trusted proxy).
+Refuses pushes and deletes under a pull-through mirror's prefix (DENIED, before any handler runs).
 It also runs the one background task a registry needs: the periodic sweep of expired upload sessions.
 Must not: contain endpoint logic (handlers/) or storage rules (store.py).
 """
@@ -75,6 +76,8 @@ def create_app(settings: state.Settings, *, metrics: metrics_.Metrics | None = N
         app.cleanup_ctx.append(_scheduled_gc)
     if settings.storage is not None:
         app.cleanup_ctx.append(_storage_checks)
+    if settings.mirror is not None:
+        app.on_cleanup.append(_close_mirrors)
     if settings.authenticator is not None and settings.authenticator.tokens is not None:
         app.cleanup_ctx.append(_issuer_keys)
     app.router.add_get("/healthz", _healthz, allow_head=True)
@@ -122,6 +125,13 @@ async def _scheduled_gc(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _close_mirrors(app: web.Application) -> None:
+    """Stop running upstream fetches (nothing half-fetched is stored) and close their connections."""
+    mirrors = app[state.SETTINGS].mirror
+    assert mirrors is not None
+    await mirrors.close()
 
 
 async def _storage_checks(app: web.Application) -> AsyncIterator[None]:
@@ -279,6 +289,21 @@ def _refuse_push_without_storage(request: web.Request, *, match: routes.Match) -
     raise OciError(Code.UNKNOWN, verdict.message, status=503, headers={"Retry-After": "30"})
 
 
+def _refuse_mirror_writes(request: web.Request, *, match: routes.Match) -> None:
+    """A mirror's repositories hold what its upstream has: pushes and deletes there are DENIED."""
+    mirrors = request.app[state.SETTINGS].mirror
+    if mirrors is None or match.scope not in (routes.Scope.PUSH, routes.Scope.DELETE):
+        return
+    mirror = mirrors.config.covers(match.name)
+    if mirror is None:
+        return
+    raise OciError(
+        Code.DENIED,
+        f"repository {match.name} is under {mirror.prefix}/, a read-only mirror of {mirror.upstream}: "
+        "pushes and deletes are refused there; push to a repository outside the mirror's prefix",
+    )
+
+
 def client_address(request: web.Request) -> str:
     """The address a request's password checks are charged to (auth's per-client budget).
 
@@ -363,6 +388,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     match = _match(request.method, request.raw_path)
     identity = await _authorize(request, match=match, authorization=request.headers.get("Authorization"))
     request[state.IDENTITY] = identity
+    _refuse_mirror_writes(request, match=match)
     _refuse_push_without_storage(request, match=match)
     return await match.handler(request, match.params)
 
@@ -386,6 +412,7 @@ async def _auth_request(request: web.Request) -> web.StreamResponse:
             match = None
         if match is not None and (match.scope is routes.Scope.LOGIN or reference.is_valid_name(match.name)):
             await _authorize(request, match=match, authorization=authorization)
+            _refuse_mirror_writes(request, match=match)
         else:
             await _refuse_unmapped(request, authorization=authorization)
     except OciError as err:

@@ -18,7 +18,8 @@ import os
 import secrets
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -32,6 +33,8 @@ from dockyard_registry import (
     issuers,
     maintenance,
     metrics,
+    mirror,
+    mirrors,
     retention,
     schedule,
     state,
@@ -40,6 +43,7 @@ from dockyard_registry import (
     tokens,
 )
 from dockyard_registry.storage import filesystem
+from dockyard_registry.storage import s3 as s3_storage
 
 EXIT_USAGE = 2
 # How often a running server checks whether its certificate was renewed or replaced.
@@ -120,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = sub.add_parser("serve", help="run the registry")
-    serve.add_argument("--data-dir", required=True)
+    _storage_arguments(serve)
     serve.add_argument("--listen", default="127.0.0.1:5000", help="HOST:PORT (default 127.0.0.1:5000)")
     tls = serve.add_mutually_exclusive_group()
     tls.add_argument(
@@ -215,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
         "auth: bind it to loopback or a pod address no proxy forwards (default: no metrics)",
     )
     serve.add_argument(
+        "--mirrors",
+        metavar="FILE",
+        help="pull-through mirrors (YAML): repository prefixes that fetch from an upstream registry on a "
+        "miss and refuse pushes (see docs/mirrors.md)",
+    )
+    serve.add_argument(
         "--storage-check-interval",
         type=duration,
         default=health.DEFAULT_INTERVAL,
@@ -246,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect = sub.add_parser(
         "gc", help="delete retired tags, untagged manifests (when asked) and blobs nothing references"
     )
-    collect.add_argument("--data-dir", required=True)
+    _storage_arguments(collect)
     collect.add_argument("--dry-run", action="store_true", help="change nothing; report what would go")
     _gc_policy_arguments(collect, prefix="")
     collect.add_argument("--json", action="store_true", help="print the report as one JSON document")
@@ -261,13 +271,116 @@ def build_parser() -> argparse.ArgumentParser:
         "fsck",
         help="verify stored content (exit 1 on corruption; dangling references the API allows are warnings)",
     )
-    check.add_argument("--data-dir", required=True)
+    _storage_arguments(check)
     check.add_argument(
         "--strict",
         action="store_true",
         help="also exit 1 on dangling references the API allows (an index listing a deleted manifest)",
     )
     return parser
+
+
+def _storage_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where content lives; the same flags for serve, gc and fsck (the operator renders them)."""
+    parser.add_argument(
+        "--storage-driver",
+        choices=["filesystem", "s3"],
+        default="filesystem",
+        help="filesystem (under --data-dir, the default) or an S3-compatible bucket",
+    )
+    parser.add_argument("--data-dir", help="the filesystem driver's root and local state; required with it")
+    parser.add_argument("--s3-endpoint", metavar="URL", help="S3 API endpoint (default: AWS for the region)")
+    parser.add_argument("--s3-bucket", metavar="NAME", help="the bucket (required with --storage-driver s3)")
+    parser.add_argument("--s3-region", metavar="REGION", help=f"default {DEFAULT_S3_REGION}")
+    parser.add_argument("--s3-prefix", metavar="PREFIX", help="keep every key under this prefix")
+    parser.add_argument("--s3-ca", metavar="FILE", help="CA bundle (PEM) to verify the endpoint with")
+    parser.add_argument(
+        "--s3-addressing",
+        choices=["path", "virtual"],
+        help="path-style (default) or virtual-hosted bucket URLs",
+    )
+    parser.add_argument(
+        "--s3-redirect",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="answer blob GETs with a presigned URL into the bucket (default on; off when clients cannot "
+        "reach the endpoint)",
+    )
+
+
+DEFAULT_S3_REGION = "us-east-1"
+_S3_FLAGS = ("s3_endpoint", "s3_bucket", "s3_region", "s3_prefix", "s3_ca", "s3_addressing", "s3_redirect")
+
+
+@dataclasses.dataclass(frozen=True)
+class StorageChoice:
+    """The storage the flags ask for: a directory, or a bucket (credentials from the environment)."""
+
+    data_dir: Path | None
+    s3: s3_storage.S3Config | None = None
+
+
+def storage_choice(args: argparse.Namespace, *, environ: Mapping[str, str]) -> StorageChoice:
+    """Validate the storage flags; UsageError for missing or contradictory ones."""
+    data = Path(args.data_dir) if args.data_dir else None
+    given = [f"--{name.replace('_', '-')}" for name in _S3_FLAGS if getattr(args, name) is not None]
+    if args.storage_driver == "filesystem":
+        if given:
+            raise UsageError(f"{', '.join(given)} need --storage-driver s3")
+        if data is None:
+            raise UsageError("--data-dir is required with --storage-driver filesystem (the default)")
+        return StorageChoice(data_dir=data)
+    if not args.s3_bucket:
+        raise UsageError("--storage-driver s3 needs --s3-bucket")
+    if args.s3_endpoint is not None:
+        parts = urllib.parse.urlsplit(args.s3_endpoint)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise UsageError(
+                f"--s3-endpoint must be an http(s) URL without a path, not {args.s3_endpoint!r}"
+            )
+    ca = Path(args.s3_ca) if args.s3_ca else None
+    if ca is not None and not ca.is_file():
+        raise UsageError(f"--s3-ca {ca} is not a readable file")
+    if ca is not None and args.s3_endpoint is not None and args.s3_endpoint.startswith("http:"):
+        raise UsageError("--s3-ca needs an https --s3-endpoint")
+    access, secret = environ.get("AWS_ACCESS_KEY_ID"), environ.get("AWS_SECRET_ACCESS_KEY")
+    if not access or not secret:
+        raise UsageError(
+            "--storage-driver s3 needs the credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    prefix = (args.s3_prefix or "").strip("/")
+    if any(p in (".", "..") for p in prefix.split("/")) or "//" in prefix:
+        raise UsageError(f"--s3-prefix {args.s3_prefix!r} has an empty, '.' or '..' segment")
+    return StorageChoice(
+        data_dir=data,
+        s3=s3_storage.S3Config(
+            bucket=args.s3_bucket,
+            endpoint=args.s3_endpoint,
+            region=args.s3_region or DEFAULT_S3_REGION,
+            prefix=prefix,
+            ca_file=ca,
+            addressing=args.s3_addressing or "path",
+            redirect=True if args.s3_redirect is None else args.s3_redirect,
+            access_key=access,
+            secret_key=secret,
+            session_token=environ.get("AWS_SESSION_TOKEN") or None,
+        ),
+    )
+
+
+def _filesystem_only(choice: StorageChoice) -> Path:
+    """The data directory; S3 is parsed and validated but the store does not run on it yet (issue 14)."""
+    if choice.s3 is not None:
+        raise StorageUnavailableError(
+            "--storage-driver s3: the registry's store does not run on the S3 driver in this version yet "
+            "(the flags are valid); use --storage-driver filesystem"
+        )
+    assert choice.data_dir is not None
+    return choice.data_dir
+
+
+class StorageUnavailableError(Exception):
+    """Valid flags for a storage this version cannot run on; exit 1 with the message."""
 
 
 def _gc_policy_arguments(parser: argparse.ArgumentParser, *, prefix: str) -> None:
@@ -316,6 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"dockyard-registry: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StorageUnavailableError as exc:
+        print(f"dockyard-registry: error: {exc}", file=sys.stderr)
+        return 1
 
 
 # ------------------------------------------------------------------------------------------------ serve
@@ -333,7 +449,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("--upload-expiry must be > 0")
     if args.max_uploads_per_user < 0:
         raise UsageError("--max-uploads-per-user must be >= 0")
-    data = Path(args.data_dir)
+    data = _filesystem_only(storage_choice(args, environ=os.environ))
     if data.exists() and not data.is_dir():
         raise UsageError(f"--data-dir {data} is not a directory")
     _make_private_dirs(data)
@@ -361,6 +477,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("--storage-check-interval must be > 0")
     settings = dataclasses.replace(
         settings,
+        mirror=_pull_through(args.mirrors, st=settings.store),
         gc=_gc_runner(args, st=settings.store, data=data),
         storage=health.StorageMonitor(
             data, max_fill=args.storage_max_fill, interval=args.storage_check_interval
@@ -373,7 +490,12 @@ def _serve(args: argparse.Namespace) -> int:
         if (metrics_host, metrics_port) == (host, port):
             raise UsageError("--metrics-listen must differ from --listen")
         measured = metrics.Metrics(
-            metrics.Sources(authenticator=settings.authenticator, storage=settings.storage, gc=settings.gc)
+            metrics.Sources(
+                authenticator=settings.authenticator,
+                storage=settings.storage,
+                gc=settings.gc,
+                mirror=settings.mirror,
+            )
         )
         application = app.create_app(settings, metrics=measured)
         application.cleanup_ctx.append(
@@ -402,6 +524,20 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _pull_through(path: str | None, *, st: store.Store) -> mirror.PullThrough | None:
+    """The mirrors `--mirrors FILE` configures (None without it); an invalid file is a usage error."""
+    if path is None:
+        return None
+    try:
+        config = mirrors.load(Path(path))
+    except mirrors.MirrorConfigError as exc:
+        raise UsageError(str(exc)) from None
+    for entry in config.entries:
+        ttl = f"tags re-checked after {entry.tag_ttl:g}s"
+        print(f"mirror: {entry.prefix}/ pulls through {entry.upstream} ({ttl})", flush=True)
+    return mirror.PullThrough(config, store=st)
 
 
 def _gc_runner(args: argparse.Namespace, *, st: store.Store, data: Path) -> maintenance.GcRunner | None:
@@ -614,7 +750,7 @@ def _user_list(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ maintenance
 def _open_store(args: argparse.Namespace) -> store.Store:
-    data = Path(args.data_dir)
+    data = _filesystem_only(storage_choice(args, environ=os.environ))
     if not data.is_dir():
         raise UsageError(f"--data-dir {data} does not exist")
     return store.Store(filesystem.FilesystemDriver(data))
@@ -673,6 +809,11 @@ def _fsck(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1 if failed else 0
+    if report.uncached:
+        print(
+            f"ok: no problems found ({len(report.uncached)} references of mirrored content not fetched yet)"
+        )
+        return 0
     print("ok: no problems found")
     return 0
 

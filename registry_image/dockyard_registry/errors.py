@@ -12,7 +12,7 @@ import errno
 import json
 from typing import Any
 
-from dockyard_registry import digest, manifests, reference, store
+from dockyard_registry import digest, manifests, reference, store, upstream
 
 
 class Code(enum.Enum):
@@ -93,6 +93,9 @@ _TABLE: tuple[tuple[type[Exception], Code, int | None], ...] = (
     (reference.TagInvalidError, Code.TAG_INVALID, None),
     (digest.DigestUnsupportedError, Code.UNSUPPORTED, 400),
     (digest.DigestInvalidError, Code.DIGEST_INVALID, None),
+    # A mirror's upstream failed (unreachable, refused our credentials, sent the wrong bytes) and nothing
+    # cached could stand in: the registry is a gateway here, and the message says which upstream and why.
+    (upstream.UpstreamError, Code.UNKNOWN, 502),
 )
 
 

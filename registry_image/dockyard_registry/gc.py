@@ -2,8 +2,9 @@
 
 Owns: deciding which tags, manifests, blob data and stale upload sessions can go. Must not: delete
 anything younger than the grace period. That rule is what keeps a running registry safe: a blob just
-uploaded (or re-linked, or referenced by a manifest pushed during the run — the store touches those) has
-a fresh mtime, and the sweep re-reads the mtime right before deleting. Upload sessions count as fresh
+uploaded has a fresh mtime, one re-linked or referenced by a manifest pushed during the run has a fresh
+`pushed` record beside it (paths.blob_pushed: the store never touches blob data, which on object storage
+would mean copying it), and the sweep re-reads both right before deleting. Upload sessions count as fresh
 while bytes still arrive; they go once untouched for `upload_expiry` (the grace period unless given).
 Temp files of atomic writes killed before their rename (kill -9 during a manifest PUT) go once older
 than the grace period.
@@ -32,6 +33,7 @@ alone, as before.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -103,31 +105,14 @@ class _Revision:
 
 def stored_blobs(st: store.Store) -> Iterator[digest.Digest]:
     """Every blob in the content store, whatever links to it."""
-    driver = st.driver
-    for algorithm in driver.list(paths.BLOBS):
-        for prefix in driver.list(f"{paths.BLOBS}/{algorithm}"):
-            for encoded in driver.list(f"{paths.BLOBS}/{algorithm}/{prefix}"):
-                try:
-                    yield digest.parse(f"{algorithm}:{encoded}")
-                except (digest.DigestInvalidError, digest.DigestUnsupportedError):
-                    continue
-
-
-def linked(st: store.Store, directory: str) -> Iterator[digest.Digest]:
-    """Digests of the `<alg>/<encoded>` link files under a repository directory."""
-    for algorithm in st.driver.list(directory):
-        for encoded in st.driver.list(f"{directory}/{algorithm}"):
-            try:
-                yield digest.parse(f"{algorithm}:{encoded}")
-            except (digest.DigestInvalidError, digest.DigestUnsupportedError):
-                continue
+    return st.maintenance.blobs()
 
 
 def _scan(st: store.Store, repo: str) -> dict[digest.Digest, _Revision]:
     """Every manifest revision of one repository, parsed once."""
     found: dict[digest.Digest, _Revision] = {}
-    for revision in linked(st, paths.revisions(repo)):
-        mtime = st.driver.mtime(paths.revision_link(repo, revision))
+    for revision in st.maintenance.revisions(repo):
+        mtime = st.maintenance.revision_time(repo, revision)
         try:
             stored = st.get_manifest(repo, revision)
             parsed = manifests.parse(stored.data, content_type=stored.media_type, strict=False)
@@ -139,7 +124,7 @@ def _scan(st: store.Store, repo: str) -> dict[digest.Digest, _Revision]:
         blobs = tuple(
             b.digest
             for b in parsed.blobs
-            if not b.external or st.driver.size(paths.layer_link(repo, b.digest)) is not None
+            if not b.external or st.maintenance.links(repo, b.digest)
         )
         found[revision] = _Revision(
             mtime,
@@ -154,11 +139,9 @@ def _scan(st: store.Store, repo: str) -> dict[digest.Digest, _Revision]:
 def _tags(st: store.Store, repo: str) -> dict[str, tuple[str, float]]:
     """Each tag's target (as stored) and mtime; tags gone or unreadable meanwhile are left out."""
     out: dict[str, tuple[str, float]] = {}
-    for tag in st.driver.list(paths.tags(repo)):
-        path = paths.tag_link(repo, tag)
-        mtime = st.driver.mtime(path)
+    for tag in st.maintenance.tag_names(repo):
         try:
-            target = st.driver.get(path).decode().strip()
+            target, mtime = st.maintenance.tag(repo, tag)
         except (FileNotFoundError, UnicodeDecodeError):
             continue
         if mtime is not None:
@@ -200,7 +183,7 @@ def layer_links(st: store.Store) -> dict[digest.Digest, list[str]]:
     """For every linked blob, the repositories that link it."""
     links: dict[digest.Digest, list[str]] = {}
     for repo in st.catalog():
-        for blob in linked(st, paths.layers(repo)):
+        for blob in st.maintenance.layer_links(repo):
             links.setdefault(blob, []).append(repo)
     return links
 
@@ -296,7 +279,7 @@ def _collect_repository(
         return set()
     roots: set[digest.Digest] = set()
     for tag, (target, _) in tags.items():
-        if tag in retired and (dry_run or st.driver.size(paths.tag_link(repo, tag)) is None):
+        if tag in retired and (dry_run or not st.maintenance.has_tag(repo, tag)):
             continue
         try:
             roots.add(digest.parse(target))
@@ -319,16 +302,15 @@ def _collect_repository(
 
 def _delete_tag(st: store.Store, report: Report, *, repo: str, tag: str, target: str, mtime: float) -> bool:
     """Delete a retired tag unless it changed since it was read; False when it stays."""
-    path = paths.tag_link(repo, tag)
     try:
         with st.gc_lock.exclusive():
             try:
-                now_target = st.driver.get(path).decode().strip()
+                now_target, now_mtime = st.maintenance.tag(repo, tag)
             except (FileNotFoundError, UnicodeDecodeError):
                 return False
-            if now_target != target or st.driver.mtime(path) != mtime:
+            if now_target != target or now_mtime != mtime:
                 return False  # pushed or moved during the run: recent now
-            st.driver.delete(path)
+            st.maintenance.remove_tag(repo, tag)
     except OSError as exc:
         report.errors.append(f"tag {repo}:{tag}: {exc}")
         return False
@@ -345,15 +327,12 @@ def _delete_revision(
     cutoff: float,
 ) -> bool:
     """Delete an unreachable manifest revision unless a push refreshed it; False when it stays."""
-    link = paths.revision_link(repo, revision)
     try:
         with st.gc_lock.exclusive():
-            mtime = st.driver.mtime(link)
+            mtime = st.maintenance.revision_time(repo, revision)
             if mtime is None or mtime > cutoff:
                 return False  # deleted meanwhile, or pushed, tagged or listed by an index during the run
-            if subject is not None:
-                st.driver.delete(paths.referrer_link(repo, subject, revision))
-            st.driver.delete(link)
+            st.maintenance.remove_revision(repo, revision, subject=subject)
     except OSError as exc:
         report.errors.append(f"manifest {repo}@{revision}: {exc}")
         return False
@@ -370,26 +349,25 @@ def _sweep_blobs(
     should_stop: Callable[[], bool],
 ) -> None:
     links = layer_links(st)
-    driver = st.driver
+    kept = st.maintenance
     for blob in stored_blobs(st):
         if should_stop():
             report.stopped = True
             return
-        data = paths.blob_data(blob)
         if blob in marked:
             report.kept += 1
             continue
-        mtime = driver.mtime(data)
+        mtime = kept.blob_time(blob)
         if mtime is None:
             # Left by a write interrupted before its rename (crash): remove once it is old enough.
-            leftover = driver.mtime(paths.blob_dir(blob))
+            leftover = kept.blob_dir_time(blob)
             if leftover is not None and leftover <= cutoff and not dry_run:
-                _delete(st, report, paths.blob_dir(blob))
+                _delete(report, f"blob {blob}", functools.partial(kept.remove_blob, blob))
             continue
         if mtime > cutoff:
             report.kept += 1
             continue
-        size = driver.size(data) or 0
+        size = kept.blob_size(blob) or 0
         if dry_run:
             report.blobs.append(str(blob))
             report.bytes += size
@@ -397,13 +375,13 @@ def _sweep_blobs(
         try:
             with st.gc_lock.exclusive():
                 # Re-check just before deleting: a push or mount during this run refreshes the mtime.
-                again = driver.mtime(data)
+                again = kept.blob_time(blob)
                 if again is None or again > cutoff:
                     report.kept += again is not None
                     continue
                 for repo in links.pop(blob, []):
-                    driver.delete(paths.layer_link(repo, blob))
-                driver.delete(paths.blob_dir(blob))
+                    kept.remove_layer_link(repo, blob)
+                kept.remove_blob(blob)
         except OSError as exc:
             report.errors.append(f"blob {blob}: {exc}")
             continue
@@ -415,39 +393,42 @@ def _sweep_blobs(
         if blob in marked:
             continue
         with st.gc_lock.exclusive():
-            if driver.size(paths.blob_data(blob)) is not None:
+            if kept.blob_size(blob) is not None:
                 continue  # committed meanwhile: its link is the new push's
             for repo in repos:
-                _delete(st, report, paths.layer_link(repo, blob))
+                _delete(
+                    report,
+                    f"layer link {repo}@{blob}",
+                    functools.partial(kept.remove_layer_link, repo, blob),
+                )
 
 
 def _sweep_uploads_and_leftovers(
     st: store.Store, report: Report, *, cutoff: float, upload_cutoff: float, dry_run: bool
 ) -> None:
-    driver = st.driver
-    for upload_id in driver.list(paths.UPLOADS):
+    kept = st.maintenance
+    for upload_id in kept.upload_ids():
         last = st.upload_last_active(upload_id)
         if last is None or last > upload_cutoff:
             continue
-        if dry_run or _delete(st, report, paths.upload_dir(upload_id)):
+        if dry_run or _delete(
+            report, paths.upload_dir(upload_id), functools.partial(kept.remove_upload, upload_id)
+        ):
             report.uploads.append(upload_id)
     # After the blobs: a removed temp file refreshes its directory's mtime, which the blob pass reads.
-    for top in (paths.BLOBS, paths.REPOSITORIES, paths.UPLOADS):
-        for temp in driver.leftovers(top):
-            written = driver.mtime(temp)
-            if written is None or written > cutoff:
-                continue  # gone meanwhile, or a write still in flight
-            size = driver.size(temp) or 0
-            if dry_run or _delete(st, report, temp):
-                report.leftovers.append(temp)
-                report.bytes += size
+    for temp, written, size in kept.leftovers():
+        if written is None or written > cutoff:
+            continue  # gone meanwhile, or a write still in flight
+        if dry_run or _delete(report, temp, functools.partial(kept.remove_leftover, temp)):
+            report.leftovers.append(temp)
+            report.bytes += size
 
 
-def _delete(st: store.Store, report: Report, path: str) -> bool:
-    """Delete one path; a failure (permissions, I/O) is reported and the run goes on."""
+def _delete(report: Report, what: str, remove: Callable[[], None]) -> bool:
+    """Remove one thing; a failure (permissions, I/O) is reported and the run goes on."""
     try:
-        st.driver.delete(path)
+        remove()
     except OSError as exc:
-        report.errors.append(f"{path}: {exc}")
+        report.errors.append(f"{what}: {exc}")
         return False
     return True

@@ -17,6 +17,9 @@ Families (all prefixed `dockyard_registry_`):
   and wrong credentials (`failure`).
 - `storage_total_bytes`, `storage_free_bytes`, `storage_used_bytes`, `storage_ready` (1/0), from the
   last storage check (health.py).
+- `mirror_upstream_requests_total{mirror,kind}`, `mirror_upstream_errors_total{mirror,reason}`,
+  `mirror_stale_serves_total{mirror}`: what pull-through mirrors asked their upstreams, what failed, and
+  how often a cached manifest stood in for an unreachable upstream.
 - `gc_runs_total`, `gc_failures_total`, `gc_errors_total`, `gc_freed_bytes_total`,
   `gc_deleted_total{kind}` (tags, manifests, blobs), since start-up; `gc_last_run_timestamp_seconds`,
   `gc_last_run_duration_seconds`, `gc_last_run_errors`, `gc_last_run_freed_bytes`,
@@ -35,6 +38,7 @@ from aiohttp import web
 from prometheus_client import core, registry
 
 from dockyard_registry import auth, health, maintenance, routes
+from dockyard_registry import mirror as mirror_
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _UPLOAD_ROUTE = "uploads"
@@ -50,6 +54,7 @@ class Sources:
     authenticator: auth.Authenticator | None = None
     storage: health.StorageMonitor | None = None
     gc: maintenance.GcRunner | None = None
+    mirror: mirror_.PullThrough | None = None
 
 
 class Metrics:
@@ -182,6 +187,37 @@ class _Scraped(registry.Collector):
             yield from _storage(self.sources.storage.state)
         if self.sources.gc is not None:
             yield from _gc(self.sources.gc)
+        if self.sources.mirror is not None:
+            yield from _mirrors(self.sources.mirror)
+
+
+def _mirrors(pull: mirror_.PullThrough) -> Iterator[core.Metric]:
+    requests = core.CounterMetricFamily(
+        "dockyard_registry_mirror_upstream_requests",
+        "Requests a pull-through mirror sent its upstream, by mirror prefix and kind "
+        "(manifest, blob, token, referrers, tags).",
+        labels=["mirror", "kind"],
+    )
+    errors = core.CounterMetricFamily(
+        "dockyard_registry_mirror_upstream_errors",
+        "Upstream requests that failed, by mirror prefix and reason "
+        "(unavailable, auth, not_found, digest, other).",
+        labels=["mirror", "reason"],
+    )
+    stale = core.CounterMetricFamily(
+        "dockyard_registry_mirror_stale_serves",
+        "Manifests served from the cache because the upstream could not be asked, by mirror prefix.",
+        labels=["mirror"],
+    )
+    for prefix, client in sorted(pull.clients.items()):
+        for kind in ("manifest", "blob", "token", "referrers", "tags"):
+            requests.add_metric([prefix, kind], client.requests[kind])
+        for reason in ("unavailable", "auth", "not_found", "digest", "other"):
+            errors.add_metric([prefix, reason], client.errors[reason])
+        stale.add_metric([prefix], pull.stale[prefix])
+    yield requests
+    yield errors
+    yield stale
 
 
 def _gauge(name: str, doc: str, value: float) -> core.GaugeMetricFamily:
@@ -260,8 +296,24 @@ def _identities_status(authenticator: auth.Authenticator | None) -> list[dict[st
     return [keyset.status() for keyset in authenticator.tokens.keysets.values()]
 
 
+def _mirror_status(pull: mirror_.PullThrough) -> list[dict[str, Any]]:
+    """Per mirror: its upstream, whether the last request reached it (null: none yet), the last error."""
+    return [
+        {
+            "prefix": prefix,
+            "upstream": client.mirror.upstream,
+            "reachable": client.reachable,
+            "lastError": client.last_error,
+            "lastErrorAt": client.last_error_at,
+            "staleServes": pull.stale[prefix],
+        }
+        for prefix, client in sorted(pull.clients.items())
+    ]
+
+
 def listener_app(metrics: Metrics) -> web.Application:
-    """The metrics listener: `/metrics`, `/gc` (last gc run) and `/status` (storage and gc) as JSON."""
+    """The metrics listener: `/metrics`, `/gc` (last gc run) and `/status` (storage, gc and, with
+    mirrors, each mirror's upstream state) as JSON."""
     app = web.Application()
     sources = metrics.sources
 
@@ -274,13 +326,14 @@ def listener_app(metrics: Metrics) -> web.Application:
         return web.json_response(_gc_status(sources.gc))
 
     async def status(request: web.Request) -> web.StreamResponse:
-        return web.json_response(
-            {
-                "storage": _storage_status(sources.storage),
-                "gc": _gc_status(sources.gc),
-                "identities": _identities_status(sources.authenticator),
-            }
-        )
+        body: dict[str, Any] = {
+            "storage": _storage_status(sources.storage),
+            "gc": _gc_status(sources.gc),
+            "identities": _identities_status(sources.authenticator),
+        }
+        if sources.mirror is not None:
+            body["mirrors"] = _mirror_status(sources.mirror)
+        return web.json_response(body)
 
     app.router.add_get("/metrics", scrape)
     app.router.add_get("/gc", gc_status)

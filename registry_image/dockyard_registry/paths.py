@@ -9,14 +9,15 @@ uses `/`; drivers map it onto their medium.
     │   ├── _layers/<alg>/<encoded>                               link: blob pushed or mounted here
     │   ├── _manifests/revisions/<alg>/<encoded>                  link: manifest (holds its media type)
     │   ├── _manifests/tags/<tag>                                 tag -> manifest digest
-    │   └── _referrers/<subject alg>/<subject encoded>/<alg>/<encoded>   referrer descriptor (JSON)
+    │   ├── _referrers/<subject alg>/<subject encoded>/<alg>/<encoded>   referrer descriptor (JSON)
+    │   └── _mirror                                               empty: holds content a mirror fetched
     └── uploads/<upload id>/
         ├── data                                                  bytes received so far
         └── info                                                  JSON: repository, start time, owner,
                                                                   last write (older versions: no owner)
 
 Repository names never have a component starting with `_` (see reference.py), so the `_layers`,
-`_manifests` and `_referrers` children can never collide with a nested repository.
+`_manifests`, `_referrers` and `_mirror` children can never collide with a nested repository.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dockyard_registry import digest
 BLOBS = "blobs"
 REPOSITORIES = "repositories"
 UPLOADS = "uploads"
-RESERVED = ("_layers", "_manifests", "_referrers")
+RESERVED = ("_layers", "_manifests", "_referrers", "_mirror")
 
 
 def blob_dir(d: digest.Digest) -> str:
@@ -35,6 +36,12 @@ def blob_dir(d: digest.Digest) -> str:
 
 def blob_data(d: digest.Digest) -> str:
     return f"{blob_dir(d)}/data"
+
+
+def blob_pushed(d: digest.Digest) -> str:
+    """A tiny record written whenever a push relies on an existing blob: gc's grace period starts anew
+    from its time, so the (possibly huge) data is never touched or copied to say "still in use"."""
+    return f"{blob_dir(d)}/pushed"
 
 
 def repository(name: str) -> str:
@@ -47,6 +54,10 @@ def layer_link(name: str, d: digest.Digest) -> str:
 
 def layers(name: str) -> str:
     return f"{REPOSITORIES}/{name}/_layers"
+
+
+def mirror_marker(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_mirror"
 
 
 def revision_link(name: str, d: digest.Digest) -> str:

@@ -10,7 +10,7 @@ import ipaddress
 
 from aiohttp import web
 
-from dockyard_registry import auth, health, maintenance, store
+from dockyard_registry import auth, health, maintenance, mirror, store
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The operator's nginx sidecar reaches the registry over the pod's loopback.
@@ -35,6 +35,8 @@ class Settings:
     gc: maintenance.GcRunner | None = None
     # The storage check behind /readyz and refusing pushes; None: no check (/readyz answers ok).
     storage: health.StorageMonitor | None = None
+    # Pull-through mirrors (`serve --mirrors FILE`); None: no repository is a mirror.
+    mirror: mirror.PullThrough | None = None
     # The Docker token flow: 401s challenge `Bearer realm="<token_realm>"` (the URL of our /token as clients
     # reach it); None: Basic challenges (the flow's /token still works when the authenticator issues tokens).
     token_realm: str | None = None

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import pathlib
 import re
 import threading
 import time
@@ -29,7 +30,7 @@ import urllib.parse
 import uuid
 import weakref
 from collections.abc import AsyncIterable, Callable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from dockyard_registry import digest, manifests, paths, reference
 from dockyard_registry.storage import base
@@ -125,7 +126,7 @@ class GcLock:
 
     Inside one process this makes "is it still unreferenced and old?" and the deletion one step against
     every write that could make it referenced again (a manifest naming a blob or a manifest, a tag, a
-    blob committed or mounted): either the push runs first and refreshes the mtime gc re-checks, or gc
+    blob committed or mounted): either the push runs first and refreshes the time gc re-checks, or gc
     runs first and the push finds the content gone and says so. Pushes never wait for each other, and
     gc waits for no push longer than one push takes; a waiting gc keeps new pushes out only for the
     one deletion it is about to make. A gc in another process relies on the grace period alone.
@@ -198,6 +199,7 @@ class Store:
         self._sweep_cursor = ""  # the last session id a sweep examined
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.gc_lock = GcLock()  # see GcLock: what an online gc and concurrent pushes agree on
+        self.maintenance = Maintenance(driver)  # what gc and fsck see of storage
 
     # ----------------------------------------------------------------------------------- repositories
     def repository_exists(self, name: str) -> bool:
@@ -228,16 +230,43 @@ class Store:
             raise BlobUnknownError(f"blob {dgst} data missing", detail={"digest": str(dgst)})
         return size
 
+    def read_blob(self, dgst: digest.Digest) -> bytes:
+        """A (small) blob's bytes; BlobUnknownError when its data is gone. Blocking: call from a thread."""
+        try:
+            return self.driver.get(paths.blob_data(dgst))
+        except FileNotFoundError:
+            raise BlobUnknownError(f"blob {dgst} data missing", detail={"digest": str(dgst)}) from None
+
+    def open_blob(self, dgst: digest.Digest, *, offset: int = 0) -> BinaryIO:
+        """A blob's bytes from `offset` (the caller closes it); BlobUnknownError when its data is gone."""
+        try:
+            return self.driver.open_reader(paths.blob_data(dgst), offset=offset)
+        except FileNotFoundError:
+            raise BlobUnknownError(f"blob {dgst} data missing", detail={"digest": str(dgst)}) from None
+
+    def blob_file(self, dgst: digest.Digest) -> pathlib.Path | None:
+        """A local file holding the blob for zero-copy serving (sendfile), when the driver has one. Pure."""
+        return self.driver.local_path(paths.blob_data(dgst))
+
     def delete_blob(self, name: str, dgst: digest.Digest) -> None:
         """Unlink a blob from one repository; the content stays for others and gc decides its fate."""
         self.blob_size(name, dgst)
         self.driver.delete(paths.layer_link(name, dgst))
 
-    def _link_blob(self, name: str, dgst: digest.Digest) -> None:
+    def _link_blob(self, name: str, dgst: digest.Digest, *, claim: bool = True) -> None:
         # Only the link's existence is ever read, so its name must survive a power loss, not its bytes.
         self.driver.put(paths.layer_link(name, dgst), str(dgst).encode(), durability=base.Durability.ENTRY)
-        # A re-linked blob is "just pushed" for gc's grace period even if its data is old.
-        self.driver.touch(paths.blob_data(dgst))
+        if claim:
+            # A re-linked blob is "just pushed" for gc's grace period even if its data is old.
+            self._claim(dgst)
+
+    def _claim(self, dgst: digest.Digest) -> None:
+        """Record that a push relies on a blob now (gc's grace period, see paths.blob_pushed).
+
+        A record, not a touch of the data: on object storage a touch is a copy of the whole object. No
+        fsync: like the mtime it replaces, a power loss may cost it, which only shortens the grace.
+        """
+        self.driver.put(paths.blob_pushed(dgst), b"", durability=base.Durability.NONE)
 
     def mount_blob(self, name: str, *, source: str, dgst: digest.Digest) -> bool:
         """Link a blob from `source` into `name`; False when `source` does not have it."""
@@ -253,10 +282,13 @@ class Store:
         return [r for r in self.catalog() if self.driver.size(paths.layer_link(r, dgst)) is not None]
 
     # ---------------------------------------------------------------------------------------- uploads
-    def start_upload(self, name: str, *, owner: str = "") -> str:
-        """Open a session for `owner` (a user name; "" for anonymous); TooManyUploadsError at the cap."""
+    def start_upload(self, name: str, *, owner: str = "", capped: bool = True) -> str:
+        """Open a session for `owner` (a user name; "" for anonymous); TooManyUploadsError at the cap.
+
+        `capped=False` (the mirror's own fetches) opens one whatever the owner holds.
+        """
         with self._starting:
-            if self.max_uploads_per_owner is not None:
+            if capped and self.max_uploads_per_owner is not None:
                 held = self._open_uploads_of(owner)
                 if held >= self.max_uploads_per_owner:
                     raise TooManyUploadsError(
@@ -547,12 +579,56 @@ class Store:
 
     def _commit_upload_locked(self, name: str, upload_id: str, dgst: digest.Digest) -> None:
         target = paths.blob_data(dgst)
-        # Deduplicated: when the content exists, claim it for gc's grace period before relying on it.
-        self.driver.touch(target)
+        # Deduplicated: when the content exists, claim it for gc's grace period before relying on it;
+        # if gc removed it meanwhile, the check after the claim commits our bytes (fresh by themselves).
+        if self.driver.size(target) is not None:
+            self._claim(dgst)
         if self.driver.size(target) is None:
             self.driver.commit(paths.upload_data(upload_id), target)
-        self._link_blob(name, dgst)
+        self._link_blob(name, dgst, claim=False)
         self.driver.delete(paths.upload_dir(upload_id), durable=False)
+
+    # ---------------------------------------------------------------------------------- mirrored content
+    async def cache_blob(
+        self, name: str, dgst: digest.Digest, *, body: AsyncIterable[bytes], length: int | None = None
+    ) -> int:
+        """Store a blob a mirror fetched from its upstream into `name`, as if pushed; returns its size.
+
+        The bytes go through an upload session (hashed once while written); DigestMismatchError or a
+        failing `body` leave nothing behind. The repository is marked as a mirror's (see is_mirrored).
+        """
+        upload_id = await asyncio.to_thread(self.start_upload, name, capped=False)
+        try:
+            size = await self.finish_upload(name, upload_id, dgst=dgst, body=body, length=length)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._purge, upload_id)
+            raise
+        await asyncio.to_thread(self._mark_mirrored, name)
+        return size
+
+    def cache_manifest(
+        self, name: str, ref: str | digest.Digest, *, data: bytes, content_type: str | None
+    ) -> PutManifestResult:
+        """Store a manifest a mirror fetched, under its digest and (`ref` a tag) that tag.
+
+        Unlike a push, the blobs and child manifests it names need not be here: a mirror fetches them
+        when a client asks. The manifest itself is validated as strictly as a pushed one.
+        """
+        with self.gc_lock.shared():
+            self._mark_mirrored(name)
+            return self._put_manifest(
+                name, ref, data=data, content_type=content_type, tags=(), complete=False
+            )
+
+    def _mark_mirrored(self, name: str) -> None:
+        if self.driver.size(paths.mirror_marker(name)) is None:
+            self.driver.put(paths.mirror_marker(name), b"", durability=base.Durability.ENTRY)
+
+    def is_mirrored(self, name: str) -> bool:
+        """True for a repository holding content a mirror fetched (its manifests may name blobs and
+        children not fetched yet: fsck reports those as not cached, not as damage)."""
+        return self.driver.size(paths.mirror_marker(name)) is not None
 
     # -------------------------------------------------------------------------------------- manifests
     def _resolve(self, name: str, ref: str | digest.Digest) -> digest.Digest:
@@ -605,6 +681,7 @@ class Store:
         data: bytes,
         content_type: str | None,
         tags: tuple[str, ...],
+        complete: bool = True,
     ) -> PutManifestResult:
         algorithm = ref.algorithm if isinstance(ref, digest.Digest) else "sha256"
         dgst = digest.of_bytes(data, algorithm=algorithm)
@@ -614,29 +691,32 @@ class Store:
             )
         manifest = manifests.parse(data, content_type=content_type)
         self._check_urls(manifest)
-        for blob in manifest.required_blobs():
+        for blob in manifest.required_blobs() if complete else ():
             if self.driver.size(paths.layer_link(name, blob)) is None:
                 raise ManifestBlobUnknownError(
                     f"manifest references blob {blob} unknown to repository {name}",
                     detail={"digest": str(blob)},
                 )
-        for child in manifest.manifests:
+        for child in manifest.manifests if complete else ():
             if self.driver.size(paths.revision_link(name, child.digest)) is None:
                 raise ManifestBlobUnknownError(
                     f"index references manifest {child.digest} unknown to repository {name}",
                     detail={"digest": str(child.digest)},
                 )
-        # A manifest pushed while gc runs must keep its blobs: refresh their mtime into the grace window.
+        # A manifest pushed while gc runs must keep its blobs: claim them into the grace window.
         for blob in manifest.required_blobs():
-            self.driver.touch(paths.blob_data(blob))
+            self._claim(blob)
         # Likewise an index's children: gc deletes an untagged manifest only while its revision is old.
+        # A revision link is a few bytes: rewriting it (not touching it) works on every driver.
         for child in manifest.manifests:
-            self.driver.touch(paths.revision_link(name, child.digest))
+            link = paths.revision_link(name, child.digest)
+            with contextlib.suppress(FileNotFoundError):
+                self.driver.put(link, self.driver.get(link), durability=base.Durability.ENTRY)
         # Order matters for crash safety: content, then the revision, then what points at it.
         if self.driver.size(paths.blob_data(dgst)) is None:
             self.driver.put(paths.blob_data(dgst), data)
         else:
-            self.driver.touch(paths.blob_data(dgst))
+            self._claim(dgst)
         # The media type is a cache of what the bytes say (get_manifest re-derives it if a power loss
         # emptied the file); the revision's existence is what must survive.
         self.driver.put(
@@ -719,6 +799,125 @@ class Store:
                 except (FileNotFoundError, ValueError):
                     continue
         return out
+
+
+class Maintenance:
+    """What gc and fsck read and remove, by what it is (a blob, a revision, a tag), never by driver path.
+
+    The only door from gc.py and fsck.py to storage (`Store.maintenance`): they decide what goes, this
+    says what is there and removes it. Blocking: gc and fsck run in a worker thread or a CLI process.
+    Times are the stored objects' modification times (gc's grace period; see gc.py).
+    """
+
+    def __init__(self, driver: base.Driver) -> None:
+        self._driver = driver
+
+    # -- what is stored
+    def blobs(self) -> Iterator[digest.Digest]:
+        """Every blob directory in the content store (data present or not), whatever links to it."""
+        d = self._driver
+        for algorithm in d.list(paths.BLOBS):
+            for prefix in d.list(f"{paths.BLOBS}/{algorithm}"):
+                for encoded in d.list(f"{paths.BLOBS}/{algorithm}/{prefix}"):
+                    yield from _digest_or_nothing(algorithm, encoded)
+
+    def _linked(self, directory: str) -> Iterator[digest.Digest]:
+        for algorithm in self._driver.list(directory):
+            for encoded in self._driver.list(f"{directory}/{algorithm}"):
+                yield from _digest_or_nothing(algorithm, encoded)
+
+    def layer_links(self, name: str) -> Iterator[digest.Digest]:
+        """The blobs linked into repository `name`."""
+        return self._linked(paths.layers(name))
+
+    def revisions(self, name: str) -> Iterator[digest.Digest]:
+        """The manifest revisions of repository `name`."""
+        return self._linked(paths.revisions(name))
+
+    def links(self, name: str, blob: digest.Digest) -> bool:
+        return self._driver.size(paths.layer_link(name, blob)) is not None
+
+    def blob_size(self, blob: digest.Digest) -> int | None:
+        """Size of a blob's data; None when the data is missing."""
+        return self._driver.size(paths.blob_data(blob))
+
+    def blob_time(self, blob: digest.Digest) -> float | None:
+        """When a blob was last stored or relied on by a push (its data, or its `pushed` record);
+        None when its data is missing."""
+        written = self._driver.mtime(paths.blob_data(blob))
+        if written is None:
+            return None
+        claimed = self._driver.mtime(paths.blob_pushed(blob))
+        return written if claimed is None else max(written, claimed)
+
+    def blob_dir_time(self, blob: digest.Digest) -> float | None:
+        """When a blob's directory last changed (for data never committed: an interrupted write)."""
+        return self._driver.mtime(paths.blob_dir(blob))
+
+    def hash_blob(self, blob: digest.Digest) -> str:
+        """The hex digest of a blob's stored bytes under its own algorithm; FileNotFoundError when gone."""
+        hasher = digest.new_hasher(blob.algorithm)
+        with self._driver.open_reader(paths.blob_data(blob)) as f:
+            while chunk := f.read(_READ_CHUNK):
+                hasher.update(chunk)
+        return hasher.hexdigest()
+
+    def revision_time(self, name: str, revision: digest.Digest) -> float | None:
+        return self._driver.mtime(paths.revision_link(name, revision))
+
+    def tag_names(self, name: str) -> list[str]:
+        return self._driver.list(paths.tags(name))
+
+    def tag(self, name: str, tag: str) -> tuple[str, float | None]:
+        """A tag's target as stored and its time; FileNotFoundError or UnicodeDecodeError when unusable."""
+        path = paths.tag_link(name, tag)
+        time_ = self._driver.mtime(path)
+        return self._driver.get(path).decode().strip(), time_
+
+    def has_tag(self, name: str, tag: str) -> bool:
+        return self._driver.size(paths.tag_link(name, tag)) is not None
+
+    def upload_ids(self) -> list[str]:
+        return self._driver.list(paths.UPLOADS)
+
+    def leftovers(self) -> list[tuple[str, float | None, int]]:
+        """Interrupted writes (see base.Driver.leftovers): each as (what, time, size)."""
+        found = []
+        for top in (paths.BLOBS, paths.REPOSITORIES, paths.UPLOADS):
+            for temp in self._driver.leftovers(top):
+                found.append((temp, self._driver.mtime(temp), self._driver.size(temp) or 0))
+        return found
+
+    # -- removing (each one step; callers hold Store.gc_lock where a push could race them)
+    def remove_tag(self, name: str, tag: str) -> None:
+        self._driver.delete(paths.tag_link(name, tag))
+
+    def remove_revision(self, name: str, revision: digest.Digest, *, subject: digest.Digest | None) -> None:
+        """A revision and its referrer entry (the entry first: never a referrer to nothing)."""
+        if subject is not None:
+            self._driver.delete(paths.referrer_link(name, subject, revision))
+        self._driver.delete(paths.revision_link(name, revision))
+
+    def remove_layer_link(self, name: str, blob: digest.Digest) -> None:
+        self._driver.delete(paths.layer_link(name, blob))
+
+    def remove_blob(self, blob: digest.Digest) -> None:
+        """A blob's directory: its data, or what an interrupted write left there."""
+        self._driver.delete(paths.blob_dir(blob))
+
+    def remove_upload(self, upload_id: str) -> None:
+        self._driver.delete(paths.upload_dir(upload_id))
+
+    def remove_leftover(self, what: str) -> None:
+        """One path `leftovers` returned."""
+        self._driver.delete(what)
+
+
+def _digest_or_nothing(algorithm: str, encoded: str) -> Iterator[digest.Digest]:
+    try:
+        yield digest.parse(f"{algorithm}:{encoded}")
+    except (digest.DigestInvalidError, digest.DigestUnsupportedError):
+        return
 
 
 def _media_type_of(data: bytes) -> str:

@@ -432,11 +432,12 @@ def test_network_policy_admits_https_from_anywhere_and_metrics_from_chosen_names
 def test_optional_children_name_what_a_spec_does_not_want() -> None:
     plain = {(o.kind, o.name): o.wanted for o in builders.optional_children(make_inputs())}
     assert plain == {("Ingress", "demo"): False, ("PodDisruptionBudget", "demo"): False,
-                     ("NetworkPolicy", "demo"): False}  # fmt: skip
+                     ("NetworkPolicy", "demo"): False, ("ConfigMap", "demo-mirrors"): False}  # fmt: skip
     spec = {
         "replicas": 2,
         "storage": {"emptyDir": {}},
         "networkPolicy": {"enabled": True},
         "expose": {"ingress": {"host": "r.example.com"}},
+        "mirrors": [{"upstream": "https://registry-1.docker.io", "prefix": "dockerhub"}],
     }
     assert all(o.wanted for o in builders.optional_children(make_inputs(spec)))

@@ -48,7 +48,7 @@ def test_integer_quantities_are_accepted_as_strings() -> None:
 @pytest.mark.parametrize(
     ("spec", "needle"),
     [
-        ({"storage": {"pvc": {}, "emptyDir": {}}}, "at most one of pvc and emptyDir"),
+        ({"storage": {"pvc": {}, "emptyDir": {}}}, "at most one of pvc, emptyDir and s3"),
         ({"expose": {"nodePort": 30080}}, "nodePort needs expose.type"),
         ({"tls": {"mode": "Secret"}}, "secretName is required"),
         ({"tls": {"certDuration": "10h", "renewBefore": "10h"}}, "renewBefore must be shorter"),

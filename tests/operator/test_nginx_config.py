@@ -15,6 +15,9 @@ Covers:
 - allowed requests are proxied with a single API version header; uploads of any size stream through;
 - a blob answered with X-Accel-Redirect is served by nginx from the data directory, keeping the registry's
   Docker-Content-Digest, ETag and Content-Type, with Range support;
+- the object storage variant (no blob volume): `nginx -t` accepts it without a data directory; the
+  registry's 307 to a presigned bucket URL reaches the client untouched, streamed blob bytes pass through,
+  and an X-Accel-Redirect finds no internal location to serve files from;
 - /healthz needs no credentials;
 - an oversized Authorization header is refused by nginx itself (400) without echoing it and never reaches
   the registry.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -53,6 +57,7 @@ pytestmark = pytest.mark.skipif(
 GOOD = "Basic " + base64.b64encode(b"alice:pw").decode()
 FLOODED = "Basic " + base64.b64encode(b"admin:guess").decode()  # the fake registry sheds it with 429
 BLOB = b"layer-bytes-0123456789"
+PRESIGNED = "https://bucket.example:9000/team-images/blobs/ab?X-Amz-Signature=abc&X-Amz-Expires=1200"
 
 
 def _material(tmp: pathlib.Path) -> nginx_configmap.NginxPaths:
@@ -106,6 +111,23 @@ def test_nginx_accepts_the_rendered_config_with_a_generated_certificate(
     assert "test is successful" in result.stderr
 
 
+def test_nginx_accepts_the_object_storage_variant_without_a_data_directory(tmp_path: pathlib.Path) -> None:
+    conf = tmp_path / "nginx.conf"
+    paths = dataclasses.replace(_material(tmp_path), data_dir=str(tmp_path / "absent"))
+    port = procs.reserve_port()
+    try:
+        conf.write_text(
+            nginx_configmap.render(
+                nginx=model.Nginx(), paths=paths, listen_port=port.number, blobs_from_volume=False
+            )
+        )
+        result = _nginx_t(conf, tmp_path)
+    finally:
+        port.release()
+    assert result.returncode == 0, result.stderr
+    assert "absent" not in conf.read_text()
+
+
 def test_the_rendered_tls_settings_allow_only_tls12_ecdhe_aead_suites_and_tls13() -> None:
     text = nginx_configmap.render(nginx=model.Nginx())
     assert "        ssl_protocols TLSv1.2 TLSv1.3;\n" in text
@@ -145,7 +167,14 @@ class FakeRegistry:
     async def base(self, request: web.Request) -> web.Response:
         return web.json_response({}, headers={"Docker-Distribution-API-Version": "registry/2.0"})
 
-    async def blob(self, request: web.Request) -> web.Response:
+    async def blob(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["repo"].startswith("bucket/"):  # a registry on object storage
+            if request.match_info["digest"] == "sha256:ab":
+                return web.Response(
+                    status=307,
+                    headers={"Location": PRESIGNED, "Docker-Content-Digest": "sha256:ab"},
+                )
+            return web.Response(body=BLOB, headers={"Docker-Content-Digest": "sha256:cd"})
         return web.Response(
             status=200,
             headers={
@@ -198,8 +227,16 @@ async def front(tmp_path: pathlib.Path) -> AsyncIterator[Front]:
         yield started
 
 
+@pytest.fixture
+async def bucket_front(tmp_path: pathlib.Path) -> AsyncIterator[Front]:
+    async with _front(tmp_path, limits=nginx_configmap.ClientLimits(), blobs_from_volume=False) as started:
+        yield started
+
+
 @contextlib.asynccontextmanager
-async def _front(tmp_path: pathlib.Path, *, limits: nginx_configmap.ClientLimits) -> AsyncIterator[Front]:
+async def _front(
+    tmp_path: pathlib.Path, *, limits: nginx_configmap.ClientLimits, blobs_from_volume: bool = True
+) -> AsyncIterator[Front]:
     registry = FakeRegistry()
     runner = web.AppRunner(registry.app())
     await runner.setup()
@@ -215,6 +252,7 @@ async def _front(tmp_path: pathlib.Path, *, limits: nginx_configmap.ClientLimits
             upstream=f"127.0.0.1:{upstream_port}",
             listen_port=port,
             limits=limits,
+            blobs_from_volume=blobs_from_volume,
         )
     )
     # As root, nginx would drop its workers to `nobody`, who cannot enter pytest's private temp dir.
@@ -349,6 +387,32 @@ async def test_the_internal_blob_location_is_not_reachable_directly(front: Front
         "GET", "/_dockyard_blobs/blobs/ab/data", headers={"Authorization": GOOD}
     )
     assert response.status == 404
+
+
+async def test_with_object_storage_the_registrys_redirect_reaches_the_client_untouched(
+    bucket_front: Front,
+) -> None:
+    response, _ = await bucket_front.request(
+        "GET", "/v2/bucket/app/blobs/sha256:ab", headers={"Authorization": GOOD}, allow_redirects=False
+    )
+    assert response.status == 307
+    assert response.headers["Location"] == PRESIGNED
+    assert response.headers["Docker-Content-Digest"] == "sha256:ab"
+    assert response.headers.getall("Docker-Distribution-API-Version") == ["registry/2.0"]
+
+
+async def test_with_object_storage_streamed_blobs_pass_through_and_nothing_is_served_from_disk(
+    bucket_front: Front,
+) -> None:
+    response, body = await bucket_front.request(
+        "GET", "/v2/bucket/app/blobs/sha256:cd", headers={"Authorization": GOOD}
+    )
+    assert (response.status, body) == (200, BLOB)
+    # An X-Accel-Redirect answer (a registry wrongly started with --accel-redirect) finds no file location.
+    accel, data = await bucket_front.request(
+        "GET", "/v2/team/app/blobs/sha256:ab", headers={"Authorization": GOOD}
+    )
+    assert accel.status == 404 and data != BLOB
 
 
 async def _tls_handshake(front: Front, client: ssl.SSLContext) -> tuple[str, str]:

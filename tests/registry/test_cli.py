@@ -11,7 +11,10 @@ mode, `user list`, `user remove`; `gc --dry-run` and gc, gc removing interrupted
 `serve --no-tls` and `serve --tls auto` as subprocesses answering /healthz and /v2/ (stopped by PID);
 hack/run.sh creating the first user once (password printed once, saved 0600), printing client instructions,
 pointing at the saved password on a second start, and refusing a bad LISTEN with exit code 2; a taken port
-exits 1 with a message, no traceback.
+exits 1 with a message, no traceback; the storage flags shared by serve, gc and fsck (filesystem needs
+--data-dir, S3 flags without --storage-driver s3, a missing bucket or credentials, a bad endpoint, prefix or
+CA are usage errors; valid S3 flags give the S3 settings with the documented defaults, credentials from
+AWS_* variables).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import pytest
 
 from dockyard_common import htpasswd as htpasswd_file
 from dockyard_registry import auth, cli, paths
+from dockyard_registry.storage import s3
 from tests.support import procs
 
 
@@ -454,3 +458,101 @@ def test_serve_on_a_port_in_use_exits_1_with_a_message(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["serve"], S3_ENV, "--data-dir is required"),
+        (["fsck", "--data-dir", "d", "--s3-bucket", "b"], S3_ENV, "--s3-bucket need --storage-driver s3"),
+        (["gc", "--data-dir", "d", "--no-s3-redirect"], S3_ENV, "--s3-redirect need --storage-driver s3"),
+        (["serve", "--storage-driver", "s3"], S3_ENV, "needs --s3-bucket"),
+        (["fsck", "--storage-driver", "s3", "--s3-bucket", "b"], {}, "AWS_ACCESS_KEY_ID"),
+        (
+            ["gc", "--storage-driver", "s3", "--s3-bucket", "b"],
+            {"AWS_ACCESS_KEY_ID": "id"},
+            "AWS_SECRET_ACCESS_KEY",
+        ),
+        (
+            ["serve", "--storage-driver", "s3", "--s3-bucket", "b", "--s3-endpoint", "minio:9000"],
+            S3_ENV,
+            "--s3-endpoint must be an http(s) URL",
+        ),
+        (
+            ["serve", "--storage-driver", "s3", "--s3-bucket", "b", "--s3-prefix", "a/../b"],
+            S3_ENV,
+            "--s3-prefix",
+        ),
+        (
+            ["serve", "--storage-driver", "s3", "--s3-bucket", "b", "--s3-ca", "/nonexistent/ca.pem"],
+            S3_ENV,
+            "--s3-ca",
+        ),
+    ],
+)
+def test_bad_storage_flags_are_usage_errors(
+    argv: list[str],
+    env: dict[str, str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, _out, err = run(argv, capsys)
+    assert code == 2
+    assert message in err
+
+
+def test_bad_storage_driver_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = run(["serve", "--storage-driver", "nfs"], capsys)
+    assert code == 2 and "--storage-driver" in err
+
+
+def test_s3_flags_give_the_s3_settings_with_documented_defaults(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("pem")
+    parser = cli.build_parser()
+    minimal = parser.parse_args(["serve", "--storage-driver", "s3", "--s3-bucket", "images"])
+    choice = cli.storage_choice(minimal, environ=S3_ENV)
+    assert choice.s3 is not None and choice.data_dir is None
+    assert (choice.s3.bucket, choice.s3.region, choice.s3.addressing, choice.s3.redirect) == (
+        "images", "us-east-1", "path", True,
+    )
+    assert (choice.s3.endpoint, choice.s3.prefix, choice.s3.ca_file, choice.s3.session_token) == (
+        None, "", None, None,
+    )
+    full = parser.parse_args(
+        [
+            "gc", "--storage-driver", "s3", "--s3-bucket", "images", "--s3-endpoint", "https://s3.example:9000",
+            "--s3-region", "eu-west-3", "--s3-prefix", "/team-a/", "--s3-ca", str(ca),
+            "--s3-addressing", "virtual", "--no-s3-redirect",
+        ]
+    )
+    choice = cli.storage_choice(full, environ={**S3_ENV, "AWS_SESSION_TOKEN": "tok"})
+    assert choice.s3 == s3.S3Config(
+        bucket="images",
+        endpoint="https://s3.example:9000",
+        region="eu-west-3",
+        prefix="team-a",
+        ca_file=ca,
+        addressing="virtual",
+        redirect=False,
+        access_key="id",
+        secret_key="secret",
+        session_token="tok",
+    )
+
+
+def test_valid_s3_flags_say_the_store_cannot_run_on_s3_yet(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in S3_ENV.items():
+        monkeypatch.setenv(name, value)
+    code, _out, err = run(["fsck", "--storage-driver", "s3", "--s3-bucket", "b"], capsys)
+    assert code == 1 and "does not run on the S3 driver" in err and "Traceback" not in err

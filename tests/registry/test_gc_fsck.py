@@ -2,17 +2,18 @@
 
 Covers gc: blobs referenced by any manifest revision (config, layers, manifests themselves, index children)
 are kept; unreferenced blobs older than the grace period are deleted along with the layer links to them;
-younger ones (just pushed, or re-linked) are kept; --dry-run reports without deleting; stale upload sessions
-go, active ones stay (by --upload-expiry when given, else the grace period); blob writes interrupted before
-their rename (a crash) are removed once old, and so are the temp files a kill -9 leaves anywhere in the
-store (a manifest PUT's tag, revision and blob, an upload's info), reported by --dry-run; with foreign
-layers allowed (the serve default, over HTTP) a layer with `urls` naming another repository's blob is not
-linked and does not keep that blob, one the repository holds is kept, urls must be plain http(s), and only
-foreign layer types are exempt from being in the repository.
-fsck: a clean store has no problems (an interrupted write is not corruption); corrupted blob bytes, a
-missing blob, a dangling tag and a manifest whose layer vanished are each reported as corruption; what API
-DELETEs leave behind (an index listing a deleted manifest, a manifest naming a blob deleted from its
-repository) is reported as dangling, not corruption: the CLI warns and exits 0, or 1 with --strict.
+younger ones (just pushed, or re-linked) are kept, and a push relying on an old blob (a dedup commit, a
+mount, a manifest naming it) keeps it by a `pushed` record without touching or rewriting its data; --dry-run
+reports without deleting; stale upload sessions go, active ones stay (by --upload-expiry when given, else the
+grace period); blob writes interrupted before their rename (a crash) are removed once old, and so are the temp
+files a kill -9 leaves anywhere in the store (a manifest PUT's tag, revision and blob, an upload's info),
+reported by --dry-run; with foreign layers allowed (the serve default, over HTTP) a layer with `urls` naming
+another repository's blob is not linked and does not keep that blob, one the repository holds is kept, urls
+must be plain http(s), and only foreign layer types are exempt from being in the repository.
+fsck: a clean store has no problems (an interrupted write is not corruption); corrupted blob bytes, a missing
+blob, a dangling tag and a manifest whose layer vanished are each reported as corruption; what API DELETEs
+leave behind (an index listing a deleted manifest, a manifest naming a blob deleted from its repository) is
+reported as dangling, not corruption: the CLI warns and exits 0, or 1 with --strict.
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ from tests.registry.conftest import OCI_MANIFEST, ClientFactory, Registry, make_
 
 
 def age(driver: base.Driver, path: str, seconds: float) -> None:
-    """Make a file look `seconds` old."""
+    """Make a file look `seconds` old (a blob's data: its `pushed` record too, when it has one)."""
+    if path.startswith(f"{paths.BLOBS}/") and path.endswith("/data"):
+        record = path.removesuffix("data") + "pushed"
+        if driver.size(record) is not None:
+            age(driver, record, seconds)
     stamp = time.time() - seconds
     if isinstance(driver, filesystem.FilesystemDriver):
         local = driver.local_path(path)
@@ -89,6 +94,24 @@ async def test_gc_keeps_unreferenced_blobs_inside_the_grace_period(driver: base.
     report = gc.collect(st, grace=3600, dry_run=False)
     assert report.blobs == []
     assert driver.size(paths.blob_data(orphan)) is not None
+
+
+async def test_pushes_relying_on_an_old_blob_record_it_without_touching_its_data(
+    driver: base.Driver,
+) -> None:
+    st, _, orphan = await seeded_store(driver)
+    age_all_blobs(st, 7200)
+    aged = driver.mtime(paths.blob_data(orphan))
+    assert st.mount_blob("other", source="r", dgst=orphan)  # a mount relies on it ...
+    await push(st, "third", b"orphan bytes")  # ... and so does a deduplicated upload
+    assert driver.mtime(paths.blob_data(orphan)) == aged  # the data was never touched
+    report = gc.collect(st, grace=3600, dry_run=False)
+    assert str(orphan) not in report.blobs
+    assert driver.get(paths.blob_data(orphan)) == b"orphan bytes"
+    age_all_blobs(st, 7200)  # the record ages like anything else: then the blob goes
+    report = gc.collect(st, grace=3600, dry_run=False)
+    assert report.blobs == [str(orphan)]
+    assert driver.size(paths.blob_pushed(orphan)) is None
 
 
 async def test_gc_dry_run_reports_but_deletes_nothing(driver: base.Driver) -> None:

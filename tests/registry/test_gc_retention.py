@@ -135,7 +135,7 @@ def age_everything(driver: base.Driver, st: store.Store, seconds: float) -> None
     for blob in gc.stored_blobs(st):
         age(driver, paths.blob_data(blob), seconds)
     for repo in st.catalog():
-        for revision in gc.linked(st, paths.revisions(repo)):
+        for revision in st.maintenance.revisions(repo):
             age(driver, paths.revision_link(repo, revision), seconds)
         for tag in driver.list(paths.tags(repo)):
             age(driver, paths.tag_link(repo, tag), seconds)
@@ -148,11 +148,11 @@ def snapshot(driver: base.Driver, st: store.Store) -> dict[str, tuple[int | None
         p = paths.blob_data(blob)
         files[p] = (driver.size(p), driver.mtime(p))
     for repo in st.catalog():
-        for directory, link in (
-            (paths.revisions(repo), paths.revision_link),
-            (paths.layers(repo), paths.layer_link),
+        for found, link in (
+            (st.maintenance.revisions(repo), paths.revision_link),
+            (st.maintenance.layer_links(repo), paths.layer_link),
         ):
-            for d in gc.linked(st, directory):
+            for d in found:
                 p = link(repo, d)
                 files[p] = (driver.size(p), driver.mtime(p))
         for tag in driver.list(paths.tags(repo)):

@@ -432,7 +432,7 @@ async def test_online_gc_under_concurrent_pushes_keeps_every_tagged_image_and_re
         assert len([t for t in tags if t.startswith("t-")]) == 3, tags
         assert "latest" in tags and len([t for t in tags if t.startswith("idx-")]) == 1, tags
         # ... exactly the manifests those tags reach (index children, referrers of kept ones) ...
-        stored = {str(d) for d in gc.linked(st, paths.revisions(repo))}
+        stored = {str(d) for d in st.maintenance.revisions(repo)}
         assert stored == expected_revisions(st, repo)
     # ... and exactly the blobs those manifests reference.
     referenced = gc.mark(st)

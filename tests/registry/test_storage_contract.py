@@ -7,16 +7,32 @@ every durability level storing the same bytes, no leftovers after complete write
 the path guard, that in-flight temp files are not listed but are found as leftovers (which mtime and
 delete handle), and that each durability level, commit and scratch delete pay exactly the
 fsyncs they need.
+
+The async object contract (base.ObjectDriver, issue 14) runs over the memory, filesystem and S3 drivers
+(`objects` fixture; S3 against a real gofakes3 server, tests/support/s3server.py, each test under its own
+key prefix): put/get/stat/list/delete/move semantics, missing paths, readers with offsets, resumable
+writers (close and resume in a fresh driver, abandon forgets a failed chunk, commit, cancel, multi-part
+uploads with a tail), that writers are invisible until commit, that deleting a path spares a sibling
+sharing its name prefix, and redirect URLs (S3: presigned, on by default; others: none). S3 only: a prefix
+keeps keys apart, redirects turn off by flag, and path-style or virtual-hosted addressing puts the bucket
+in the URL's path or host.
 """
+
 
 from __future__ import annotations
 
+import asyncio
 import os
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from dockyard_registry.storage import base, filesystem
+from dockyard_registry.storage import base, filesystem, memory, s3
+from tests.support import s3server
 
 
 def test_put_then_get_returns_the_bytes(driver: base.Driver) -> None:
@@ -206,3 +222,260 @@ def test_filesystem_commit_syncs_the_file_and_its_new_directory_and_scratch_dele
     assert len(calls) == 2
     driver.delete("blobs/b", durable=True)
     assert len(calls) == 3
+
+
+# ------------------------------------------------------------------------------- async object contract
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s3server.S3Server]:
+    reason = s3server.available()
+    if reason is not None:
+        pytest.skip(reason)
+    with s3server.running(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+def _s3_config(server: s3server.S3Server, **overrides: object) -> s3.S3Config:
+    settings: dict[str, Any] = {
+        "bucket": server.bucket,
+        "endpoint": server.endpoint,
+        "prefix": f"t-{uuid.uuid4().hex}",
+        "access_key": s3server.ACCESS_KEY,
+        "secret_key": s3server.SECRET_KEY,
+        "part_size": 64 * 1024,  # small parts keep the multipart path exercised by small tests
+    }
+    settings.update(overrides)
+    return s3.S3Config(**settings)
+
+
+OpenDriver = Callable[[], Awaitable[base.ObjectDriver]]
+
+
+@pytest.fixture(params=["memory", "filesystem", "s3"])
+async def open_objects(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[OpenDriver]:
+    """Opens a fresh driver on the same storage each call (a restart, or another replica)."""
+    opened: list[base.ObjectDriver] = []
+    shared_memory = memory.AsyncMemoryDriver()
+    config = _s3_config(request.getfixturevalue("s3_server")) if request.param == "s3" else None
+
+    async def open_() -> base.ObjectDriver:
+        driver: base.ObjectDriver
+        if request.param == "memory":
+            driver = shared_memory
+        elif request.param == "filesystem":
+            driver = filesystem.AsyncFilesystemDriver(tmp_path / "data")
+        else:
+            assert config is not None
+            driver = await s3.S3Driver(config).start()
+        opened.append(driver)
+        return driver
+
+    yield open_
+    for driver in opened:
+        await driver.aclose()
+
+
+@pytest.fixture
+async def objects(open_objects: OpenDriver) -> base.ObjectDriver:
+    return await open_objects()
+
+
+async def _read(driver: base.ObjectDriver, path: str, offset: int = 0) -> bytes:
+    return b"".join([chunk async for chunk in driver.reader(path, offset=offset)])
+
+
+async def test_objects_put_get_stat_and_replace(objects: base.ObjectDriver) -> None:
+    await objects.put("a/b/c", b"hello")
+    assert await objects.get("a/b/c") == b"hello"
+    info = await objects.stat("a/b/c")
+    assert info is not None and info.size == 5 and not info.is_dir and info.modified > 0
+    await objects.put("a/b/c", b"new")
+    assert await objects.get("a/b/c") == b"new"
+    directory = await objects.stat("a/b")
+    assert directory is not None and directory.is_dir
+
+
+async def test_objects_missing_paths_behave_as_documented(objects: base.ObjectDriver) -> None:
+    with pytest.raises(FileNotFoundError):
+        await objects.get("nope")
+    with pytest.raises(FileNotFoundError):
+        await _read(objects, "nope")
+    with pytest.raises(FileNotFoundError):
+        await objects.move("nope", "other")
+    assert await objects.stat("nope") is None
+    assert await objects.list("nope") == []
+    await objects.delete("nope")
+
+
+async def test_objects_list_sorted_direct_children_and_delete_recursively(objects: base.ObjectDriver) -> None:
+    await objects.put("d/b/1", b"1")
+    await objects.put("d/a", b"")
+    await objects.put("d/c/deep/er", b"2")
+    assert await objects.list("d") == ["a", "b", "c"]
+    await objects.delete("d/c")
+    assert await objects.list("d") == ["a", "b"]
+    assert await objects.stat("d/c/deep/er") is None
+
+
+async def test_objects_reader_starts_at_the_offset(objects: base.ObjectDriver) -> None:
+    await objects.put("r", b"0123456789")
+    assert await _read(objects, "r") == b"0123456789"
+    assert await _read(objects, "r", 4) == b"456789"
+    assert await _read(objects, "r", 10) == b""
+
+
+async def test_objects_move_replaces_the_target_and_removes_the_source(objects: base.ObjectDriver) -> None:
+    await objects.put("src/x", b"payload")
+    await objects.put("dst/x", b"old")
+    await objects.move("src/x", "dst/x")
+    assert await objects.get("dst/x") == b"payload"
+    assert await objects.stat("src/x") is None
+
+
+async def test_objects_writer_is_invisible_until_commit(objects: base.ObjectDriver) -> None:
+    w = await objects.writer("up/data")
+    await w.write(b"abc")
+    await w.close()
+    assert await objects.stat("up/data") is None
+    assert await objects.list("up") == []
+    w = await objects.writer("up/data")
+    await w.commit()
+    assert await objects.get("up/data") == b"abc"
+
+
+async def test_objects_writer_resumes_in_a_fresh_driver_across_parts(open_objects: OpenDriver) -> None:
+    first = await open_objects()
+    payload = os.urandom(300 * 1024)  # several 64 KiB parts and a tail on S3
+    w = await first.writer("u/data")
+    await w.write(payload[:100_000])
+    assert w.size == 100_000
+    await w.close()
+    second = await open_objects()  # a restart, or the next PATCH on another replica
+    w = await second.writer("u/data")
+    assert w.size == 100_000
+    await w.write(payload[100_000:])
+    await w.close()
+    w = await (await open_objects()).writer("u/data")
+    assert w.size == len(payload)
+    await w.commit()
+    assert await _read(second, "u/data") == payload
+    # The upload is over: a new writer starts empty.
+    w = await second.writer("u/data")
+    assert w.size == 0
+    await w.cancel()
+
+
+async def test_objects_abandon_forgets_what_the_handle_wrote(objects: base.ObjectDriver) -> None:
+    w = await objects.writer("u/data")
+    await w.write(b"kept-")
+    await w.close()
+    w = await objects.writer("u/data")
+    await w.write(os.urandom(200 * 1024))  # a failed chunk, some of it already in parts
+    await w.abandon()
+    w = await objects.writer("u/data")
+    assert w.size == 5
+    await w.write(b"more")
+    await w.commit()
+    assert await objects.get("u/data") == b"kept-more"
+
+
+async def test_objects_cancel_and_delete_discard_an_upload(objects: base.ObjectDriver) -> None:
+    w = await objects.writer("c/data")
+    await w.write(b"x" * 1000)
+    await w.cancel()
+    w = await objects.writer("c/data")
+    assert w.size == 0
+    await w.write(b"y")
+    await w.close()
+    await objects.delete("c")
+    w = await objects.writer("c/data")
+    assert w.size == 0
+    await w.commit()
+    assert await objects.get("c/data") == b""
+
+
+async def test_objects_delete_of_a_path_spares_a_sibling_sharing_its_name_prefix(
+    objects: base.ObjectDriver,
+) -> None:
+    w = await objects.writer("u/ab")
+    await w.write(b"sibling")
+    await w.close()
+    await objects.put("u/abc", b"file")
+    await objects.delete("u/a")
+    assert await objects.get("u/abc") == b"file"
+    w = await objects.writer("u/ab")
+    assert w.size == 7
+    await w.commit()
+    assert await objects.get("u/ab") == b"sibling"
+
+
+async def test_objects_redirect_url_only_where_the_backend_serves_reads(
+    objects: base.ObjectDriver,
+) -> None:
+    await objects.put("blob", b"direct")
+    url = await objects.redirect_url("blob")
+    if isinstance(objects, s3.S3Driver):
+        assert url is not None and "X-Amz-Signature=" in url
+        fetched = await asyncio.to_thread(_fetch, url)
+        assert fetched == b"direct"
+    else:
+        assert url is None
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310  # our own test server
+        data: bytes = response.read()
+    return data
+
+
+async def test_s3_redirects_are_off_by_flag(s3_server: s3server.S3Server) -> None:
+    async with s3.S3Driver(_s3_config(s3_server, redirect=False)) as driver:
+        await driver.put("blob", b"x")
+        assert await driver.redirect_url("blob") is None
+
+
+async def test_s3_prefix_keeps_drivers_apart(s3_server: s3server.S3Server) -> None:
+    async with (
+        s3.S3Driver(_s3_config(s3_server)) as one,
+        s3.S3Driver(_s3_config(s3_server)) as two,
+    ):
+        await one.put("repo/x", b"1")
+        assert await two.stat("repo/x") is None
+        assert await two.list("repo") == []
+
+
+async def test_s3_virtual_hosted_addressing_reaches_the_bucket(s3_server: s3server.S3Server) -> None:
+    # gofakes3 was started for path-style; a virtual-hosted client must still build the right request.
+    # 127.0.0.1 cannot carry a bucket label, so botocore falls back to path-style for an IP endpoint:
+    # asserting the request round-trips proves the setting is accepted and harmless there.
+    async with s3.S3Driver(_s3_config(s3_server, addressing="virtual")) as driver:
+        await driver.put("v", b"virtual")
+        assert await driver.get("v") == b"virtual"
+
+
+def test_s3_refuses_unknown_addressing() -> None:
+    with pytest.raises(ValueError, match="addressing"):
+        s3.S3Driver(s3.S3Config(bucket="b", addressing="sideways"))
+
+
+@pytest.mark.parametrize(
+    ("addressing", "expected"),
+    [
+        ("path", "https://s3.example.test:9000/images/team/blob"),
+        ("virtual", "https://images.s3.example.test:9000/team/blob"),
+    ],
+)
+async def test_s3_addressing_decides_where_the_bucket_goes_in_the_url(addressing: str, expected: str) -> None:
+    config = s3.S3Config(
+        bucket="images",
+        endpoint="https://s3.example.test:9000",
+        prefix="team",
+        addressing=addressing,
+        access_key="id",
+        secret_key="secret",
+    )
+    async with s3.S3Driver(config) as driver:  # presigning is local: no server is contacted
+        url = await driver.redirect_url("blob")
+    assert url is not None and url.split("?", 1)[0] == expected
+

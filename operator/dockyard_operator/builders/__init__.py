@@ -1,12 +1,12 @@
 """Pure builders: (spec, names, material) → Kubernetes manifest dicts, one module per child kind.
 
 Owns: the exact content of every child (`htpasswd_secret`, `ca_secret`/`tls_secret`, `nginx_configmap`,
-`maintenance_configmap`, `pvc`, `service`, `metrics_service`, `deployment`, `pod_disruption_budget`,
-`network_policy`, `ingress`), `desired_children()` returning them in apply order, `optional_children()`
-naming those a spec may also not want (so the children step deletes ours), and `adopt()`, which adds the
-owner reference that lets garbage collection delete children with their registry, except for a child that
-must outlive it (`retained()`: a claim with deletionPolicy Retain), which `adopt()` only places in the
-registry's namespace.
+`maintenance_configmap`, `mirrors_config`, `pvc`, `service`, `metrics_service`, `deployment`,
+`pod_disruption_budget`, `network_policy`, `ingress`), `desired_children()` returning them in apply
+order, `optional_children()` naming those a spec may also not want (so the children step deletes ours),
+and `adopt()`, which adds the owner reference that lets garbage collection delete children with their
+registry, except for a child that must outlive it (`retained()`: a claim with deletionPolicy Retain),
+which `adopt()` only places in the registry's namespace.
 Must not: perform I/O, read the clock, use randomness, or import kopf/lightkube/aiohttp: the same inputs
 always give the same dicts, which is what makes the spec-hash comparison in `writer.py` meaningful.
 """
@@ -25,6 +25,7 @@ from dockyard_operator.builders import (
     ingress,
     maintenance_configmap,
     metrics_service,
+    mirrors_config,
     network_policy,
     nginx_configmap,
     pod_disruption_budget,
@@ -57,6 +58,8 @@ def desired_children(inputs: Inputs) -> list[dict[str, Any]]:
     children.append(htpasswd_secret.build(inputs))
     children.append(nginx_configmap.build(inputs))
     children.append(maintenance_configmap.build(inputs))
+    if inputs.spec.mirrors:
+        children.append(mirrors_config.build(inputs))
     if inputs.spec.storage.kind == "pvc":
         children.append(pvc.build(inputs))
     children.append(service.build(inputs))
@@ -87,6 +90,9 @@ def optional_children(inputs: Inputs) -> list[OptionalChild]:
         ),
         OptionalChild(
             "networking.k8s.io/v1", "NetworkPolicy", child_names.network_policy, network_policy.wanted(inputs)
+        ),
+        OptionalChild(
+            "v1", "ConfigMap", mirrors_config.configmap_name(inputs.registry), bool(inputs.spec.mirrors)
         ),
     ]
 

@@ -2,10 +2,16 @@
 
 Pod shape: the registry listens on 127.0.0.1:5000 without TLS, so the only way in is the sidecar on 5443,
 which terminates TLS, asks the registry's /auth, and serves blobs from the storage volume (mounted read-only
-into nginx). Both containers run as non-root with a read-only root file system, no privilege escalation, no
+into nginx). With spec.storage.s3 there is no data volume at all: the registry gets the bucket as
+`--storage-driver s3 --s3-*` arguments, its access key as environment variables that reference the
+credentials Secret (`valueFrom.secretKeyRef`: the values never pass through the operator), a custom CA
+mounted from its Secret or ConfigMap, no `--accel-redirect` (nginx cannot read a bucket), and nginx the
+config variant without the internal blob location; only `/tmp` (an emptyDir) is writable for it.
+Both containers run as non-root with a read-only root file system, no privilege escalation, no
 capabilities and the RuntimeDefault seccomp profile; emptyDirs provide the few writable paths nginx needs.
 The pod annotation `dockyard.dev/config-hash` digests the nginx config, htpasswd/access rules and TLS
-material, so a change to any of them rolls the pods. The retention file (`maintenance_configmap`) is not in
+material (and, with S3, the credentials Secret's version and the CA bundle), so a change to any of them
+rolls the pods. The retention file (`maintenance_configmap`) is not in
 it: the registry re-reads it before each gc run.
 
 Probes: readiness asks the registry's `/readyz` through nginx (storage writable and below
@@ -21,12 +27,16 @@ from __future__ import annotations
 from typing import Any
 
 from dockyard_operator import model, names
-from dockyard_operator.builders import htpasswd_secret, maintenance_configmap, nginx_configmap
+from dockyard_operator.builders import htpasswd_secret, maintenance_configmap, mirrors_config, nginx_configmap
 from dockyard_operator.builders import inputs as inputs_mod
 
 REGISTRY_UID = 65532
 NGINX_UID = 101  # the `nginx` user of the official nginx images
 AUTH_DIR = "/etc/dockyard/auth"
+S3_CA_DIR = "/etc/dockyard/s3-ca"
+S3_CA_FILE = "ca.crt"
+ACCESS_KEY_ID_ENV = "AWS_ACCESS_KEY_ID"
+SECRET_ACCESS_KEY_ENV = "AWS_SECRET_ACCESS_KEY"  # noqa: S105  # an environment variable's name
 HEALTH_PATH = "/healthz"
 # Requests a registry container gets for what its spec.resources names neither as request nor as limit:
 # enough for the scheduler to account for it, never above a limit the user set.
@@ -44,20 +54,12 @@ _CONTAINER_SECURITY = {
 
 def registry_args(inputs: inputs_mod.Inputs) -> list[str]:
     """`dockyard-registry serve` arguments per the registry/operator contract."""
-    args = [
-        "serve",
-        "--listen",
-        nginx_configmap.UPSTREAM,
-        "--no-tls",
-        "--data-dir",
-        nginx_configmap.DATA_DIR,
-        "--htpasswd",
-        f"{AUTH_DIR}/htpasswd",
-        "--access",
-        f"{AUTH_DIR}/access.yaml",
-        "--accel-redirect",
-        nginx_configmap.BLOB_PREFIX,
-    ]
+    args = ["serve", "--listen", nginx_configmap.UPSTREAM, "--no-tls"]
+    args += storage_args(inputs.spec.storage)
+    args += ["--htpasswd", f"{AUTH_DIR}/htpasswd", "--access", f"{AUTH_DIR}/access.yaml"]
+    if inputs.spec.storage.kind != "s3":
+        # nginx serves blob bytes from the volume; a bucket it cannot read, so S3 has no accel-redirect.
+        args += ["--accel-redirect", nginx_configmap.BLOB_PREFIX]
     if not inputs.spec.storage.delete_enabled:
         args.append("--no-delete")
     if inputs.spec.auth.anonymous_pull:
@@ -69,7 +71,48 @@ def registry_args(inputs: inputs_mod.Inputs) -> list[str]:
     args += ["--realm", inputs.registry]
     args += ["--metrics-listen", f"0.0.0.0:{names.METRICS_PORT}"]
     args += ["--storage-max-fill", str(inputs.spec.storage.max_fill_percent)]
+    if inputs.spec.mirrors:
+        args += mirrors_config.args()
     return args + gc_args(inputs.spec.maintenance)
+
+
+def storage_args(storage: model.Storage) -> list[str]:
+    """Where the registry keeps its data: the volume's mount, or the bucket (credentials come from env)."""
+    s3 = storage.s3
+    if s3 is None:
+        return ["--data-dir", nginx_configmap.DATA_DIR]
+    args = [
+        "--storage-driver",
+        "s3",
+        "--s3-endpoint",
+        s3.endpoint,
+        "--s3-bucket",
+        s3.bucket,
+        "--s3-region",
+        s3.region,
+        "--s3-addressing",
+        s3.addressing,
+    ]
+    if s3.prefix:
+        args += ["--s3-prefix", s3.prefix]
+    if s3.ca_secret is not None or s3.ca_config_map is not None:
+        args += ["--s3-ca", f"{S3_CA_DIR}/{S3_CA_FILE}"]
+    args.append("--s3-redirect" if s3.redirect else "--no-s3-redirect")
+    return args
+
+
+def s3_env(storage: model.Storage) -> list[dict[str, Any]]:
+    """The bucket's access key as references to the credentials Secret (never its values)."""
+    if storage.s3 is None:
+        return []
+    secret = storage.s3.credentials_secret
+    return [
+        {"name": env, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}}
+        for env, key in (
+            (ACCESS_KEY_ID_ENV, secret.access_key_id_key),
+            (SECRET_ACCESS_KEY_ENV, secret.secret_access_key_key),
+        )
+    ]
 
 
 def gc_args(maintenance: model.Maintenance) -> list[str]:
@@ -94,13 +137,18 @@ def gc_args(maintenance: model.Maintenance) -> list[str]:
 
 def config_hash(inputs: inputs_mod.Inputs) -> str:
     """Digest of everything the pod reads at start-up and that should roll it when it changes."""
-    parts = [nginx_configmap.render(nginx=inputs.spec.nginx), inputs.htpasswd, inputs.access_yaml]
+    parts = [nginx_configmap.render_for(inputs), inputs.htpasswd, inputs.access_yaml, inputs.tls_digest]
+    # Only when there is one: other registries' pods keep their hash.
+    if inputs.spec.mirrors:
+        parts.append(mirrors_config.render(inputs.spec.mirrors))
+    if inputs.object_storage is not None:
+        parts.append(inputs.object_storage.digest)
     identities = htpasswd_secret.identities(inputs)
     if identities:  # only then: registries without tokens keep their hash (no roll on upgrade)
         parts.append(identities)
     if inputs.token_key:
         parts.append(inputs.token_key)
-    return inputs_mod.digest(*parts, inputs.tls_digest)
+    return inputs_mod.digest(*parts)
 
 
 def _probe(*, path: str, failure_threshold: int, period: int) -> dict[str, Any]:
@@ -121,12 +169,19 @@ def _registry_container(inputs: inputs_mod.Inputs) -> dict[str, Any]:
         "ports": [{"name": names.METRICS_PORT_NAME, "containerPort": names.METRICS_PORT, "protocol": "TCP"}],
         "securityContext": {**_CONTAINER_SECURITY, "runAsUser": REGISTRY_UID, "runAsGroup": REGISTRY_UID},
         "volumeMounts": [
-            {"name": "data", "mountPath": nginx_configmap.DATA_DIR},
+            *_data_mounts(inputs, read_only=False),
             {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
             {"name": "registry-tmp", "mountPath": nginx_configmap.TMP_DIR},
             {"name": "maintenance", "mountPath": maintenance_configmap.MOUNT_DIR, "readOnly": True},
         ],
     }
+    if inputs.spec.mirrors:
+        container["volumeMounts"].append(mirrors_config.mount())
+    if _s3_ca_volume(inputs.spec.storage) is not None:
+        container["volumeMounts"].append({"name": "s3-ca", "mountPath": S3_CA_DIR, "readOnly": True})
+    env = s3_env(inputs.spec.storage)
+    if env:
+        container["env"] = env
     if inputs.spec.auth.service_accounts is not None:
         container["volumeMounts"].append(
             {"name": KUBE_IDENTITY_VOLUME, "mountPath": htpasswd_secret.KUBE_DIR, "readOnly": True}
@@ -151,6 +206,30 @@ def kube_identity_volume() -> dict[str, Any]:
             ]
         },
     }
+
+
+def _data_mounts(inputs: inputs_mod.Inputs, *, read_only: bool) -> list[dict[str, Any]]:
+    """The data volume's mount; none with object storage."""
+    if inputs.spec.storage.kind == "s3":
+        return []
+    mount: dict[str, Any] = {"name": "data", "mountPath": nginx_configmap.DATA_DIR}
+    if read_only:
+        mount["readOnly"] = True
+    return [mount]
+
+
+def _s3_ca_volume(storage: model.Storage) -> dict[str, Any] | None:
+    """The custom CA of the bucket's endpoint, as one file `ca.crt` whatever its key is called."""
+    s3 = storage.s3
+    if s3 is None:
+        return None
+    if s3.ca_secret is not None:
+        items = [{"key": s3.ca_secret.key, "path": S3_CA_FILE}]
+        return {"name": "s3-ca", "secret": {"secretName": s3.ca_secret.name, "items": items}}
+    if s3.ca_config_map is not None:
+        items = [{"key": s3.ca_config_map.key, "path": S3_CA_FILE}]
+        return {"name": "s3-ca", "configMap": {"name": s3.ca_config_map.name, "items": items}}
+    return None
 
 
 def _registry_resources(inputs: inputs_mod.Inputs) -> dict[str, Any]:
@@ -205,26 +284,31 @@ def _nginx_container(inputs: inputs_mod.Inputs) -> dict[str, Any]:
         "volumeMounts": [
             {"name": "nginx-config", "mountPath": nginx_configmap.CONFIG_DIR, "readOnly": True},
             {"name": "tls", "mountPath": nginx_configmap.TLS_DIR, "readOnly": True},
-            {"name": "data", "mountPath": nginx_configmap.DATA_DIR, "readOnly": True},
+            *_data_mounts(inputs, read_only=True),
             {"name": "nginx-cache", "mountPath": nginx_configmap.CACHE_DIR},
             {"name": "nginx-tmp", "mountPath": nginx_configmap.TMP_DIR},
         ],
     }
 
 
-def _data_volume(inputs: inputs_mod.Inputs) -> dict[str, Any]:
+def _storage_volumes(inputs: inputs_mod.Inputs) -> list[dict[str, Any]]:
+    """The data volume, or with object storage only the CA bundle (if any)."""
     storage = inputs.spec.storage
+    if storage.kind == "s3":
+        ca = _s3_ca_volume(storage)
+        return [ca] if ca is not None else []
     if storage.kind == "pvc":
-        return {"name": "data", "persistentVolumeClaim": {"claimName": inputs.names.pvc}}
+        return [{"name": "data", "persistentVolumeClaim": {"claimName": inputs.names.pvc}}]
     empty: dict[str, Any] = {}
     if storage.empty_dir is not None and storage.empty_dir.size_limit is not None:
         empty["sizeLimit"] = storage.empty_dir.size_limit
-    return {"name": "data", "emptyDir": empty}
+    return [{"name": "data", "emptyDir": empty}]
 
 
 def _strategy(inputs: inputs_mod.Inputs) -> dict[str, Any]:
     storage = inputs.spec.storage
     # A ReadWriteOnce claim can be attached to one node only: a surge pod elsewhere would hang forever.
+    # A bucket (like a ReadWriteMany claim) is shared, so pods are replaced one at a time, never all at once.
     if storage.kind == "pvc" and "ReadWriteMany" not in storage.effective_pvc.access_modes:
         return {"type": "Recreate"}
     return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
@@ -246,7 +330,7 @@ def build(inputs: inputs_mod.Inputs) -> dict[str, Any]:
         },
         "containers": [_registry_container(inputs), _nginx_container(inputs)],
         "volumes": [
-            _data_volume(inputs),
+            *_storage_volumes(inputs),
             {"name": "auth", "secret": {"secretName": inputs.names.htpasswd_secret}},
             {"name": "tls", "secret": {"secretName": inputs.tls_secret_name}},
             {"name": "nginx-config", "configMap": {"name": inputs.names.nginx_configmap}},
@@ -256,6 +340,8 @@ def build(inputs: inputs_mod.Inputs) -> dict[str, Any]:
             {"name": "maintenance", "configMap": {"name": inputs.names.maintenance_configmap}},
         ],
     }
+    if spec.mirrors:
+        pod_spec["volumes"].append(mirrors_config.volume(inputs))
     if spec.auth.service_accounts is not None:
         pod_spec["volumes"].append(kube_identity_volume())
     if spec.node_selector:

@@ -37,6 +37,15 @@ class TlsMaterial:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class ObjectStorage:
+    """What the reconcile step checked about spec.storage.s3's references (never a credential's value)."""
+
+    digest: str
+    """Changes when the credentials Secret or the CA bundle changes, so pods (which read both only at
+    start) roll: the Secret's uid and resourceVersion, never its values, and the CA bundle's bytes."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Inputs:
     """Everything the builders need for one registry."""
 
@@ -60,6 +69,8 @@ class Inputs:
     """Annotations of <registry>-ca (the CA rotation request it satisfies)."""
     ingress_annotations_allowed: tuple[str, ...] = tenancy.DEFAULT_INGRESS_ANNOTATIONS
     """Which spec.expose.ingress.annotations keys reach the Ingress (the operator's setting)."""
+    object_storage: ObjectStorage | None = None
+    """Set with spec.storage.s3, once its credentials Secret (and CA, if any) were found usable."""
     operator_namespace: str = "dockyard-system"
     token_key: str = ""
     """The registry token key (short-lived pull secrets); "" when none is used."""

@@ -4,8 +4,11 @@ The sidecar terminates TLS (1.2 with ECDHE + AEAD suites only, and 1.3), asks th
 endpoint about every `/v2/` request (`auth_request`, passing X-Original-URI/X-Original-Method and the
 client's Authorization), streams uploads and downloads without buffering, and serves blob bytes itself
 from the storage volume when the registry answers with `X-Accel-Redirect` (sendfile speed, the registry
-never copies blob bytes). Its own 401/403 answers carry `Docker-Distribution-API-Version` and an OCI
-error body, which `docker login` needs (distribution #397).
+never copies blob bytes). With object storage there is no volume to serve from: that variant
+(`blobs_from_volume=False`) has no internal blob location, and blob GETs are the registry's answer as is
+(a 307 to a presigned bucket URL, which passes through untouched, or the streamed bytes).
+Its own 401/403 answers carry `Docker-Distribution-API-Version` and an OCI error body, which
+`docker login` needs (distribution #397).
 
 Under a flood, per client address (`$binary_remote_addr`, passed to the registry as `X-Real-IP` so its
 per-client budget of password checks counts the real client, not the sidecar): `limit_req` and
@@ -92,9 +95,26 @@ def render(
     upstream: str = UPSTREAM,
     listen_port: int = LISTEN_PORT,
     limits: ClientLimits = ClientLimits(),  # frozen dataclass: a safe default
+    blobs_from_volume: bool = True,
 ) -> str:
-    """The complete nginx.conf for the sidecar."""
+    """The complete nginx.conf for the sidecar; `blobs_from_volume=False` for a registry whose blobs are
+    not on a volume nginx can read (object storage)."""
     data_dir = paths.data_dir.rstrip("/") + "/"
+    blob_location = (
+        f"""
+        # Blob bytes, after the registry authorized the request and answered with X-Accel-Redirect.
+        location {BLOB_PREFIX} {{
+            internal;
+            alias {data_dir};
+            etag off;
+            add_header Docker-Content-Digest $upstream_http_docker_content_digest always;
+            add_header ETag $upstream_http_etag always;
+            add_header Docker-Distribution-API-Version registry/2.0 always;
+        }}
+"""
+        if blobs_from_volume
+        else ""
+    )
     temp = paths.temp_dir.rstrip("/")
     api_version_header = "add_header Docker-Distribution-API-Version $dockyard_api_version always;"
     return f"""\
@@ -235,17 +255,7 @@ http {{
             add_header Retry-After 1 always;
             return 429 '{_TOO_MANY}';
         }}
-
-        # Blob bytes, after the registry authorized the request and answered with X-Accel-Redirect.
-        location {BLOB_PREFIX} {{
-            internal;
-            alias {data_dir};
-            etag off;
-            add_header Docker-Content-Digest $upstream_http_docker_content_digest always;
-            add_header ETag $upstream_http_etag always;
-            add_header Docker-Distribution-API-Version registry/2.0 always;
-        }}
-
+{blob_location}
         location / {{
             default_type application/json;
             add_header Docker-Distribution-API-Version registry/2.0 always;
@@ -256,10 +266,15 @@ http {{
 """
 
 
+def render_for(inputs: inputs_mod.Inputs) -> str:
+    """The sidecar's config for this registry: blobs from the volume unless they live in a bucket."""
+    return render(nginx=inputs.spec.nginx, blobs_from_volume=inputs.spec.storage.kind != "s3")
+
+
 def build(inputs: inputs_mod.Inputs) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": inputs_mod.metadata(inputs, name=inputs.names.nginx_configmap, component="nginx"),
-        "data": {CONFIG_KEY: render(nginx=inputs.spec.nginx)},
+        "data": {CONFIG_KEY: render_for(inputs)},
     }

@@ -32,6 +32,11 @@ from dockyard_operator.model.maintenance import (
     Maintenance,
     RetentionRule,
 )
+from dockyard_operator.model.mirrors import (
+    Mirror,
+    MirrorCa,
+    MirrorCredentials,
+)
 from dockyard_operator.model.pods import NetworkPolicy
 from dockyard_operator.model.serving import (
     Expose,
@@ -59,21 +64,28 @@ from dockyard_operator.model.status import (
     StorageStatus,
 )
 from dockyard_operator.model.storage import (
+    CaBundleRef,
     EmptyDirStorage,
     PvcStorage,
+    S3Credentials,
+    S3Storage,
     Storage,
 )
 from dockyard_operator.model.types import (
+    BUCKET_PATTERN,
     DNS_NAME_PATTERN,
     DURATION_PATTERN,
     HOST_PORT_PATTERN,
     IP_PATTERN,
     NGINX_SIZE_PATTERN,
     NGINX_TIME_PATTERN,
+    OBJECT_PREFIX_PATTERN,
     QUANTITY_PATTERN,
+    REGION_PATTERN,
     REPOSITORY_GLOB_PATTERN,
     RESOURCE_NAME_PATTERN,
     SECRET_KEY_PATTERN,
+    URL_PATTERN,
     USER_NAME_PATTERN,
     ApiModel,
     Duration,
@@ -85,6 +97,7 @@ from dockyard_operator.model.types import (
 
 __all__ = [
     "AGE_PATTERN",
+    "BUCKET_PATTERN",
     "DEFAULT_SCHEDULE",
     "DNS_NAME_PATTERN",
     "DURATION_PATTERN",
@@ -92,13 +105,17 @@ __all__ = [
     "IP_PATTERN",
     "NGINX_SIZE_PATTERN",
     "NGINX_TIME_PATTERN",
+    "OBJECT_PREFIX_PATTERN",
     "QUANTITY_PATTERN",
+    "REGION_PATTERN",
     "REPOSITORY_GLOB_PATTERN",
     "RESOURCE_NAME_PATTERN",
     "SECRET_KEY_PATTERN",
+    "URL_PATTERN",
     "USER_NAME_PATTERN",
     "ApiModel",
     "Auth",
+    "CaBundleRef",
     "CaStatus",
     "CertificateStatus",
     "Condition",
@@ -111,6 +128,9 @@ __all__ = [
     "Ingress",
     "Maintenance",
     "MaintenanceStatus",
+    "Mirror",
+    "MirrorCa",
+    "MirrorCredentials",
     "NetworkPolicy",
     "Nginx",
     "NginxTime",
@@ -126,6 +146,8 @@ __all__ = [
     "Quantity",
     "ResourceRequirements",
     "RetentionRule",
+    "S3Credentials",
+    "S3Storage",
     "SecretKeyRef",
     "ServiceAccountRule",
     "ServiceAccounts",

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
+from dockyard_operator.model import mirrors as mirrors_
 from dockyard_operator.model.access import Auth, PullSecrets
 from dockyard_operator.model.maintenance import Maintenance
 from dockyard_operator.model.pods import NetworkPolicy
@@ -42,7 +43,7 @@ class PrivateRegistrySpec(ApiModel):
     """Desired state of a private OCI registry."""
 
     replicas: Annotated[int, pydantic.Field(ge=0, le=20)] = 1
-    """Number of registry pods; more than one needs ReadWriteMany storage."""
+    """Number of registry pods; more than one needs s3 storage or a ReadWriteMany claim."""
     image: str | None = None
     """Registry image; empty uses the operator's default."""
     resources: ResourceRequirements | None = None
@@ -80,6 +81,13 @@ class PrivateRegistrySpec(ApiModel):
     """Publish kube-public/local-registry-hosting (KEP-1755) naming this registry's localhost:<nodePort>, so
     tools like Tilt, ctlptl and Skaffold find it; needs expose.type NodePort or LoadBalancer. The first
     registry to publish it keeps it until it stops (one per cluster)."""
+    mirrors: Annotated[list[mirrors_.Mirror], pydantic.Field(max_length=32)] = []
+    """Pull-through mirrors of upstream registries, each under its own repository prefix (docs/mirrors.md)."""
+
+    @pydantic.model_validator(mode="after")
+    def _unique_mirrors(self) -> PrivateRegistrySpec:
+        mirrors_.check_unique(self.mirrors)
+        return self
 
 
 def parse_spec(spec: dict[str, Any]) -> PrivateRegistrySpec:

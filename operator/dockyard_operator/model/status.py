@@ -67,7 +67,11 @@ class NodeTrustStatus(ApiModel):
 
 
 class StorageStatus(ApiModel):
-    """The data volume as the registry last measured it (its filesystem, not the claim's request)."""
+    """Where the data lives, and the data volume as the registry last measured it (its filesystem, not the
+    claim's request; a bucket reports no capacity)."""
+
+    location: str | None = None
+    """Where blobs and manifests live: pvc/<claim>, emptyDir, or s3://<bucket>/<prefix>."""
 
     capacity_bytes: int | None = None
     """Size of the data filesystem."""
@@ -153,7 +157,7 @@ class PrivateRegistryStatus(ApiModel):
     node_trust: NodeTrustStatus | None = None
     """Node trust of the CA (only with spec.nodeTrust.enabled)."""
     storage: StorageStatus | None = None
-    """Capacity and use of the data volume, as the registry reports it."""
+    """Where the data lives (always), and capacity and use of the data volume as the registry reports it."""
     maintenance: MaintenanceStatus | None = None
     """Online garbage collection: schedule and last run."""
     identities: list[IdentityIssuerStatus] | None = None

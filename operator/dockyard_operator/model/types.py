@@ -22,6 +22,10 @@ SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # noqa: S105  # a pattern, not a secr
 USER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]*$"
 REPOSITORY_GLOB_PATTERN = r"^[a-z0-9*][a-z0-9*._/-]*$"
 HOST_PORT_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?$"
+URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"
+REGION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+OBJECT_PREFIX_PATTERN = r"^[A-Za-z0-9._=+-]+(/[A-Za-z0-9._=+-]+)*$"
 IP_PATTERN = r"^(([0-9]{1,3}\.){3}[0-9]{1,3}|[0-9a-fA-F:]*:[0-9a-fA-F:.]*)$"
 
 

@@ -128,9 +128,16 @@ class Installer:
             base.mkdir(parents=True, exist_ok=True)
             wanted = {host: pem for host, (pem, targets) in desired.hosts.items() if target in targets}
             for host, pem in sorted(wanted.items()):
-                if not self._install(target=target, host=host, pem=pem, result=result):
+                if not self._install(
+                    target=target, host=host, files=self._files(target, host, pem), result=result
+                ):
                     failed.add(host)
-            self._prune(base=base, keep=set(wanted), result=result)
+            wired = dict(desired.mirrors) if target == "containerd" else {}
+            for host, wiring in sorted(wired.items()):
+                # Only hosts.toml: containerd verifies the mirror with the registry host's own ca.crt.
+                files = {layout.HOSTS_TOML: wiring.hosts_toml(host).encode()}
+                self._install(target=target, host=host, files=files, result=result)
+            self._prune(base=base, keep=set(wanted) | set(wired), result=result)
         for host, (pem, targets) in sorted(desired.hosts.items()):
             if host not in failed and set(targets) & set(self.targets):
                 result.installed[host] = tuple(layout.fingerprints(pem))
@@ -142,7 +149,9 @@ class Installer:
             files[layout.HOSTS_TOML] = layout.hosts_toml(host).encode()
         return files
 
-    def _install(self, *, target: layout.Target, host: str, pem: str, result: SyncResult) -> bool:
+    def _install(
+        self, *, target: layout.Target, host: str, files: dict[str, bytes], result: SyncResult
+    ) -> bool:
         directory = self.base(target) / host
         if directory.exists() and not (directory / layout.MARKER).is_file():
             result.errors.append(f"{directory.relative_to(self.host_root)}: exists and was not created by us")
@@ -150,7 +159,7 @@ class Installer:
         if not directory.exists():
             self._create_dir(directory)
             log.info("created %s", directory)
-        for name, content in self._files(target, host, pem).items():
+        for name, content in files.items():
             if write_atomically(directory / name, content):
                 result.written += 1
                 log.info("wrote %s", directory / name)

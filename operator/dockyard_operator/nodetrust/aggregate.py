@@ -23,7 +23,7 @@ Must not: read anything, or decide CA rotation (that is `rotation`): it publishe
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from dockyard_operator.conditions import Reason
 from dockyard_operator.nodetrust import layout
@@ -147,3 +147,68 @@ def aggregate(registries: Iterable[RegistryTrust], *, previous: Mapping[str, Key
             hosts[host] = (pem, targets)
     owners = {host: owner for host, owner in owners.items() if host in hosts}
     return Aggregate(data=layout.encode(hosts), owners=owners, problems=problems)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MirrorClaim:
+    """A registry's pull-through mirrors that want nodes wired: (image host, upstream URL, prefix)."""
+
+    namespace: str
+    name: str
+    mirrors: Sequence[tuple[str, str, str]]
+    created: str = ""
+
+
+def wire_mirrors(
+    claims_: Iterable[MirrorClaim], *, owners: Mapping[str, Key], allowed: Callable[[str, str], str | None]
+) -> tuple[dict[str, layout.MirrorWiring], dict[Key, list[Problem]]]:
+    """Which image hosts nodes pull through which registry's mirror (`_mirrors.json`), and why not others.
+
+    A registry's mirror is reached at one of the hosts it holds in the node trust ConfigMap (its own node
+    port on `localhost` first: kube-proxy forwards it on every node; else the first in order), so a
+    registry none of whose hosts is published wires nothing. `allowed(host, namespace)` screens the image
+    host (None: allowed, else the refusal's message): a mirror decides what every node runs for that host,
+    so the same installer allowlist as for trusted hosts applies. A host that is a registry host itself, or
+    that an older registry already wires, is a conflict.
+    """
+    wired: dict[str, layout.MirrorWiring] = {}
+    problems: dict[Key, list[Problem]] = {}
+    ordered = sorted(claims_, key=lambda c: (not c.created, c.created, c.namespace, c.name))
+    for claim in ordered:
+        key = (claim.namespace, claim.name)
+        held = sorted(
+            (h for h, o in owners.items() if o == key), key=lambda h: (not h.startswith("localhost:"), h)
+        )
+        if claim.mirrors and not held:
+            problems.setdefault(key, []).append(
+                Problem(
+                    Reason.MIRROR_UNREACHABLE,
+                    "no host of this registry is published to nodes; mirrors not wired",
+                )
+            )
+            continue
+        for host, upstream, prefix in claim.mirrors:
+            refusal = allowed(host, claim.namespace)
+            if refusal is not None:
+                problems.setdefault(key, []).append(
+                    Problem(Reason.MIRROR_HOST_REFUSED, f"mirror for {host}: {refusal}")
+                )
+                continue
+            if host in owners or host in wired:
+                problems.setdefault(key, []).append(
+                    Problem(
+                        Reason.MIRROR_HOST_CONFLICT,
+                        f"host {host} is already a registry host or wired to a mirror",
+                    )
+                )
+                continue
+            wiring = layout.MirrorWiring(upstream=upstream, registry=held[0], prefix=prefix)
+            try:
+                wiring.hosts_toml(host)
+            except layout.LayoutError as exc:
+                problems.setdefault(key, []).append(
+                    Problem(Reason.MIRROR_INVALID, f"mirror for {host}: {exc}")
+                )
+                continue
+            wired[host] = wiring
+    return wired, problems

@@ -247,7 +247,19 @@ class NodeTrust:
         merged = aggregate.aggregate(
             contributions({item: plan.publish for item, plan in plans.items()}), previous=previous
         )
-        for item, problems in merged.problems.items():
+        wired, mirror_problems = aggregate.wire_mirrors(
+            [
+                aggregate.MirrorClaim(
+                    namespace=item[0], name=item[1], mirrors=src.mirrors, created=src.created
+                )
+                for item, (src, _) in wanted.items()
+                if src.mirrors
+            ],
+            owners=merged.owners,
+            allowed=self._mirror_refusal,
+        )
+        data = {**merged.data, **layout.encode({}, mirrors=wired)}
+        for item, problems in [*merged.problems.items(), *mirror_problems.items()]:
             old = views[item]
             views[item] = dataclasses.replace(old, problems=(*old.problems, *problems))
         error = None
@@ -263,12 +275,17 @@ class NodeTrust:
                     "(the chart installs it with nodeTrust.enabled=true)"
                 )
             else:
-                for manifest in self._children(merged.data, owners=merged.owners, owner_uid=owner):
+                for manifest in self._children(data, owners=merged.owners, owner_uid=owner):
                     await self._writer.apply(manifest)
         except kube.KubeError as exc:  # a missing or terminating namespace, RBAC, a conflict: next pass
             error = f"cannot publish node trust in namespace {self._namespace}: {exc}"
         self._last = sources.Observation(nodes=nodes, registries=views, error=error)
         return self._last
+
+    def _mirror_refusal(self, host: str, namespace: str) -> str | None:
+        """Why an image host may not be wired to a mirror (None: it may): the installer must allow it."""
+        _, refused = claims.screen([host], served=claims.Served(namespace=namespace), allowed=self._allowed)
+        return refused[0].message if refused else None
 
     async def _published(self) -> tuple[bool, dict[str, Key]]:
         """Whether the ConfigMap exists, and who owns each host as last published (nothing when it cannot be

@@ -36,6 +36,10 @@ TARGETS: tuple[Target, ...] = ("docker", "containerd", "crio")
 TARGETS_KEY = "_targets.json"
 """Reserved ConfigMap key: {host key: [targets]}; hosts missing from it get every target."""
 
+MIRRORS_KEY = "_mirrors.json"
+"""Reserved ConfigMap key: {image host: {"upstream", "registry", "prefix"}}: image hosts containerd pulls
+through a Dockyard pull-through mirror (its `hosts.toml` only; the registry host's CA is its own entry)."""
+
 MARKER = ".dockyard-node-trust"
 """File the agent writes into every directory it created; its content says who and why."""
 MARKER_TEXT = "created by the Dockyard node trust agent; removed when the host leaves its ConfigMap\n"
@@ -105,6 +109,31 @@ def hosts_toml(host: str) -> str:
     )
 
 
+def mirror_hosts_toml(*, host: str, upstream: str, registry_host: str, prefix: str) -> str:
+    """containerd's config for an image host a Dockyard pull-through mirror stands in for.
+
+    Pods keep image names of `host` (say `docker.io/library/nginx`); containerd asks the first `[host]`,
+    the registry's mirror prefix (`override_path`: the path, `/v2/<prefix>`, replaces containerd's own
+    `/v2`), for pull and resolve only, verified against the registry's CA as installed for
+    `registry_host`; when that fails it falls back to `server`, the upstream itself.
+    """
+    check_host(host)
+    check_host(registry_host)
+    if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", upstream):
+        raise LayoutError(f"{upstream!r} is not an upstream URL (expected http(s)://host[:port])")
+    if not re.fullmatch(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*", prefix):
+        raise LayoutError(f"{prefix!r} is not a repository prefix")
+    return (
+        "# Written by the Dockyard node trust agent; edits are overwritten.\n"
+        f'server = "{upstream}"\n'
+        "\n"
+        f'[host."https://{registry_host}/v2/{prefix}"]\n'
+        '  capabilities = ["pull", "resolve"]\n'
+        f'  ca = "/{ca_path("containerd", registry_host)}"\n'
+        "  override_path = true\n"
+    )
+
+
 def split_pem(bundle: str) -> list[str]:
     """The certificates of a PEM bundle, each normalized to end in a newline; LayoutError if none/invalid."""
     blocks = re.findall(r"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", bundle, flags=re.S)
@@ -139,12 +168,32 @@ def bundle(pems: Iterable[str]) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
+class MirrorWiring:
+    """An image host that containerd pulls through a Dockyard mirror, falling back to `upstream`."""
+
+    upstream: str
+    registry: str
+    """The Dockyard registry's host[:port] as nodes reach it (its CA is published under that host)."""
+    prefix: str
+
+    def hosts_toml(self, host: str) -> str:
+        return mirror_hosts_toml(
+            host=host, upstream=self.upstream, registry_host=self.registry, prefix=self.prefix
+        )
+
+    def to_json(self) -> dict[str, str]:
+        return {"upstream": self.upstream, "registry": self.registry, "prefix": self.prefix}
+
+
+@dataclasses.dataclass(frozen=True)
 class Desired:
-    """What one node should hold, decoded from the ConfigMap: host → (CA bundle, targets)."""
+    """What one node should hold, decoded from the ConfigMap: host → (CA bundle, targets), and the image
+    hosts wired to a mirror (containerd only)."""
 
     hosts: Mapping[str, tuple[str, tuple[Target, ...]]]
     errors: tuple[str, ...] = ()
     """Keys that could not be used (bad key, bad PEM, bad target); reported, never written."""
+    mirrors: Mapping[str, MirrorWiring] = dataclasses.field(default_factory=dict)
 
 
 def decode(data: Mapping[str, str]) -> Desired:
@@ -166,7 +215,7 @@ def decode(data: Mapping[str, str]) -> Desired:
             errors.append(f"{TARGETS_KEY}: {exc}")
     hosts: dict[str, tuple[str, tuple[Target, ...]]] = {}
     for key in sorted(data):
-        if key == TARGETS_KEY:
+        if key in (TARGETS_KEY, MIRRORS_KEY):
             continue
         try:
             host = key_host(key)
@@ -175,11 +224,49 @@ def decode(data: Mapping[str, str]) -> Desired:
             errors.append(f"{key}: {exc}")
             continue
         hosts[host] = (pem, targets_of.get(key, TARGETS))
-    return Desired(hosts=hosts, errors=tuple(errors))
+    mirrors = _decode_mirrors(data.get(MIRRORS_KEY), hosts=hosts, errors=errors)
+    return Desired(hosts=hosts, errors=tuple(errors), mirrors=mirrors)
 
 
-def encode(hosts: Mapping[str, tuple[str, Iterable[Target]]]) -> dict[str, str]:
-    """host → (CA bundle, targets) as ConfigMap data; `_targets.json` lists only hosts with fewer targets."""
+def _decode_mirrors(
+    raw: str | None, *, hosts: Mapping[str, tuple[str, tuple[Target, ...]]], errors: list[str]
+) -> dict[str, MirrorWiring]:
+    if raw is None:
+        return {}
+    try:
+        parsed = json.loads(raw)
+        if not isinstance(parsed, dict):
+            raise ValueError("not an object")
+    except ValueError as exc:
+        errors.append(f"{MIRRORS_KEY}: {exc}")
+        return {}
+    mirrors: dict[str, MirrorWiring] = {}
+    for host, entry in sorted(parsed.items()):
+        try:
+            if not isinstance(entry, dict):
+                raise LayoutError("not an object")
+            wiring = MirrorWiring(
+                upstream=str(entry.get("upstream")),
+                registry=str(entry.get("registry")),
+                prefix=str(entry.get("prefix")),
+            )
+            wiring.hosts_toml(str(host))  # validates every part
+            if host in hosts:
+                raise LayoutError("is also a registry host of its own")
+            if wiring.registry not in hosts:
+                raise LayoutError(f"names registry {wiring.registry}, whose CA is not published")
+        except LayoutError as exc:
+            errors.append(f"{MIRRORS_KEY}: {host}: {exc}")
+            continue
+        mirrors[str(host)] = wiring
+    return mirrors
+
+
+def encode(
+    hosts: Mapping[str, tuple[str, Iterable[Target]]], *, mirrors: Mapping[str, MirrorWiring] | None = None
+) -> dict[str, str]:
+    """host → (CA bundle, targets) as ConfigMap data; `_targets.json` lists only hosts with fewer targets;
+    `_mirrors.json` the image hosts wired to a mirror, when there are any."""
     data: dict[str, str] = {}
     narrowed: dict[str, list[Target]] = {}
     for host, (pem, targets) in sorted(hosts.items()):
@@ -190,6 +277,9 @@ def encode(hosts: Mapping[str, tuple[str, Iterable[Target]]]) -> dict[str, str]:
             narrowed[key] = chosen
     if narrowed:
         data[TARGETS_KEY] = json.dumps(narrowed, sort_keys=True, separators=(",", ":"))
+    if mirrors:
+        wired = {host: wiring.to_json() for host, wiring in sorted(mirrors.items())}
+        data[MIRRORS_KEY] = json.dumps(wired, sort_keys=True, separators=(",", ":"))
     return data
 
 

@@ -41,6 +41,8 @@ class Source:
     """What the registry really serves: `claims` screens `hosts` against it and the allowed hosts."""
     created: str = ""
     """`metadata.creationTimestamp`: older registries claim a host first (see `aggregate`)."""
+    mirrors: tuple[tuple[str, str, str], ...] = ()
+    """spec.mirrors with wireNodes: (image host, upstream URL, prefix), see `aggregate.wire_mirrors`."""
 
 
 def source(
@@ -86,6 +88,9 @@ def source(
         rolled_out=rolled_out(deployment),
         served=served_names,
         created=created,
+        mirrors=tuple(
+            (m.effective_node_host, m.upstream.rstrip("/"), m.prefix) for m in spec.mirrors if m.wire_nodes
+        ),
     )
 
 

@@ -48,6 +48,9 @@ class Problem:
 
     reason: conditions.Reason
     message: str
+    condition: str | None = None
+    """A condition besides Ready and Degraded that this problem also turns False (StorageReady for object
+    storage's references); None: only those two."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Create, update, resume, the periodic timer and the watches on referenced Secrets and owned children all end
 here, so there is exactly one way state converges. A pass reads the registry fresh (a watch event may be
 stale), parses its spec once into an immutable `context.Pass`, and runs the steps in order, each returning
-what it adds: credentials → CA → CA rotation → serving certificate → children → node trust → what the registry
+what it adds: credentials (and object storage's references) → CA → CA rotation → serving certificate →
+children → node trust → what the registry
 reports (storage, gc) → hosting → pull secrets → status and Events. A problem the schema cannot catch (a
 missing Secret or key, an unusable password or certificate) blocks the pass before any child is touched and is
 reported as Ready=False/Degraded=True; the watch on Secrets or the timer brings the next attempt, so nothing
@@ -36,6 +37,7 @@ from dockyard_operator.reconcile import (
     context,
     credentials,
     exposure,
+    object_storage,
     observe,
     status,
     tls,
@@ -87,6 +89,7 @@ class Reconciler:
         self._fanout = asyncio.Semaphore(8)  # passes started by node trust at once (kopf runs as many)
         self._writer = writer.Writer(client)
         self._credentials = credentials.Credentials(reader=client, config=config, cache_key=cache_key)
+        self._object_storage = object_storage.ObjectStorage(reader=client)
         self._certificates = tls.Certificates(reader=client, config=config)
         self._rotation = ca_rotation.CaRotation(reader=client, writes=self._writer, plans=node_trust)
         self._children = children.Children(reader=client, writes=self._writer)
@@ -115,6 +118,7 @@ class Reconciler:
         try:
             with step("credentials"):
                 users = await self._credentials.users(run)
+                bucket = await self._object_storage.check(run)
             with step("tls"):
                 chosen = await self._certificates.choose_ca(run)
             if isinstance(chosen, context.CaChoice):
@@ -129,7 +133,7 @@ class Reconciler:
             return await self._blocked(body, previous, blocked.problems, now=now, told=told)
         with step("children"):
             applied = await self._children.apply(
-                run, self._inputs(run, users, material), reused=material.reused
+                run, self._inputs(run, users, material, bucket), reused=material.reused
             )
         with step("trust"):
             nodes = await self._trust.hand_off(run, tls=material, applied=applied)
@@ -163,7 +167,13 @@ class Reconciler:
             retry_after=findings.retry_after, message="; ".join(p.message for p in findings.problems)
         )
 
-    def _inputs(self, run: context.Pass, users: context.Users, material: context.Tls) -> inputs.Inputs:
+    def _inputs(
+        self,
+        run: context.Pass,
+        users: context.Users,
+        material: context.Tls,
+        bucket: inputs.ObjectStorage | None,
+    ) -> inputs.Inputs:
         return inputs.Inputs(
             registry=run.name,
             namespace=run.namespace,
@@ -181,6 +191,7 @@ class Reconciler:
             tls=material.material,
             ca=material.ca,
             ca_annotations=material.ca_annotations,
+            object_storage=bucket,
         )
 
     async def _blocked(

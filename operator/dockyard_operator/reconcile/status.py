@@ -2,7 +2,8 @@
 
 Owns: turning what the steps found into conditions (Ready from the Deployment, Progressing, Degraded naming
 every problem, CertificateReady, StorageReady from the claim and then from what the registry reports about its
-volume, NodeTrustReady), status.storage and status.maintenance as observed, the blocked status (Ready=False,
+volume, NodeTrustReady), status.storage (where the data lives, and the volume as observed) and
+status.maintenance as observed, the blocked status (Ready=False,
 Degraded=True, children left as they are), writing status only when it changed, and posting the pass's Events
 plus a Warning when Degraded changes and a Recovered when it clears.
 Must not: touch children; Events are best effort (the condition already says it).
@@ -112,7 +113,9 @@ class Status:
             ready_replicas=dep_status.get("readyReplicas") or 0,
             node_endpoint=context.node_endpoint(spec, applied.get("Service")),
             node_trust=trust.status,
-            storage=observed.storage,
+            storage=(observed.storage or model.StorageStatus()).model_copy(
+                update={"location": policies.storage_location(spec, claim=run.names.pvc)}
+            ),
             maintenance=observed.maintenance,
             # Only while the spec names token issuers: dropping them clears what the registry reported.
             identities=list(observed.identities) if observed.identities and _token_issuers(spec) else None,
@@ -140,10 +143,16 @@ class Status:
             conds = conditions.put(conds, type_, ok, reason, text, now=now, generation=generation)
         if (
             reason in conditions.BLOCKING_TLS_SECRET
+            and problems[0].condition is None
             and (body.get("spec") or {}).get("tls", {}).get("mode") == "Secret"
         ):
             conds = conditions.put(
                 conds, conditions.CERTIFICATE_READY, False, reason, message, now=now, generation=generation
+            )
+        for type_ in dict.fromkeys(p.condition for p in problems if p.condition is not None):
+            concerned = [p for p in problems if p.condition == type_]
+            conds = conditions.put(
+                conds, type_, False, concerned[0].reason, _joined(concerned), now=now, generation=generation
             )
         old_status = body.get("status") or {}
         return model.PrivateRegistryStatus.model_validate(

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from dockyard_registry import digest, paths, store
 from dockyard_registry.errors import Code, OciError
-from dockyard_registry.handlers import common
+from dockyard_registry.handlers import common, mirrored
 
 _OCTET = "application/octet-stream"
 _SMALL = 64 * 1024
@@ -28,7 +28,6 @@ async def get(request: web.Request, match: common.PathParams) -> web.StreamRespo
     repo = common.name(match)
     dgst = common.parse_digest(match.arg)
     cfg = common.settings(request)
-    size = cfg.store.blob_size(repo, dgst)
     headers = {
         "Docker-Content-Digest": str(dgst),
         "Content-Type": _OCTET,
@@ -37,6 +36,16 @@ async def get(request: web.Request, match: common.PathParams) -> web.StreamRespo
         # Content-addressed: the bytes at this URL never change.
         "Cache-Control": "max-age=31536000",
     }
+    try:
+        size = await asyncio.to_thread(cfg.store.blob_size, repo, dgst)
+    except store.BlobUnknownError:
+        mirrors = mirrored.pull_through(request, repo)
+        if mirrors is None:
+            raise
+        answered = await mirrored.blob(request, mirrors=mirrors, name=repo, dgst=dgst, headers=headers)
+        if answered is not None:
+            return answered
+        size = await asyncio.to_thread(cfg.store.blob_size, repo, dgst)
     if request.method == "HEAD":
         headers["Content-Length"] = str(size)
         return web.Response(status=200, headers=headers)
@@ -47,12 +56,9 @@ async def get(request: web.Request, match: common.PathParams) -> web.StreamRespo
     _byte_range(request, size)
     if size <= _SMALL and "Range" not in request.headers:
         # Configs and tiny layers: one read beats FileResponse's executor round trips for stat/open/sendfile.
-        try:
-            body = cfg.store.driver.get(paths.blob_data(dgst))
-        except FileNotFoundError:
-            raise store.BlobUnknownError(f"blob {dgst} data missing", detail={"digest": str(dgst)}) from None
+        body = await asyncio.to_thread(cfg.store.read_blob, dgst)
         return web.Response(status=200, body=body, headers=headers)
-    local = cfg.store.driver.local_path(paths.blob_data(dgst))
+    local = cfg.store.blob_file(dgst)
     if local is not None:
         # FileResponse sends with sendfile and answers Range itself (206/416); it replaces our ETag with
         # its mtime-size one, which is as stable for immutable content.
@@ -74,10 +80,11 @@ async def _stream(
     headers["Content-Length"] = str(end - start)
     response = web.StreamResponse(status=status, headers=headers)
     await response.prepare(request)
-    with common.settings(request).store.driver.open_reader(paths.blob_data(dgst), offset=start) as f:
+    f = await asyncio.to_thread(common.settings(request).store.open_blob, dgst, offset=start)
+    with f:
         remaining = end - start
         while remaining > 0:
-            chunk = f.read(min(common.CHUNK, remaining))
+            chunk = await asyncio.to_thread(f.read, min(common.CHUNK, remaining))
             if not chunk:
                 break
             await response.write(chunk)

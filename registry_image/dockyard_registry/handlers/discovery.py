@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import json
 import re
@@ -12,7 +13,7 @@ from aiohttp import web
 
 from dockyard_registry import auth, manifests
 from dockyard_registry.errors import Code, OciError
-from dockyard_registry.handlers import common
+from dockyard_registry.handlers import common, mirrored
 
 # ASCII digits only (str.isdigit and int() also take "²" or "٣"), and few enough that int() never meets
 # its digit limit: 19 digits hold any page size a client means (Go's int64 is what Distribution parses).
@@ -43,7 +44,8 @@ def _link(path: str, n: str, last: str) -> str:
 
 
 async def catalog(request: web.Request, match: common.PathParams) -> web.StreamResponse:
-    repos = [r for r in common.settings(request).store.catalog() if common.may(request, r, auth.Action.PULL)]
+    every = await asyncio.to_thread(common.settings(request).store.catalog)
+    repos = [r for r in every if common.may(request, r, auth.Action.PULL)]
     page, next_last = _page(request, repos)
     headers = {}
     if next_last is not None:
@@ -53,7 +55,16 @@ async def catalog(request: web.Request, match: common.PathParams) -> web.StreamR
 
 async def tags(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
-    page, next_last = _page(request, common.settings(request).store.tags(repo))
+    mirrors = mirrored.pull_through(request, repo)
+    if mirrors is not None:
+        if request.query.get("n") not in (None, "") and _PAGE_SIZE_RE.fullmatch(request.query["n"]) is None:
+            raise OciError(Code.PAGINATION_NUMBER_INVALID, "n must be a non-negative integer")
+        listed = await mirrors.tags(repo, query=request.query_string)
+        if listed is not None:
+            # The upstream's own list (and paging): what a client of the upstream would see.
+            names, link = listed
+            return web.json_response({"name": repo, "tags": names}, headers={"Link": link} if link else {})
+    page, next_last = _page(request, await asyncio.to_thread(common.settings(request).store.tags, repo))
     headers = {}
     if next_last is not None:
         headers["Link"] = _link(f"/v2/{repo}/tags/list", request.query["n"], next_last)
@@ -63,7 +74,14 @@ async def tags(request: web.Request, match: common.PathParams) -> web.StreamResp
 async def referrers(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     subject = common.parse_digest(match.arg)
-    found = common.settings(request).store.referrers(repo, subject)
+    mirrors = mirrored.pull_through(request, repo)
+    # A mirror lists what its upstream knows (the referrers are fetched on demand like anything else),
+    # or what is cached when the upstream cannot say.
+    upstream = None if mirrors is None else await mirrors.referrers(repo, subject)
+    if upstream is not None:
+        found = upstream
+    else:
+        found = await asyncio.to_thread(common.settings(request).store.referrers, repo, subject)
     headers = {}
     wanted = request.query.get("artifactType")
     if wanted is not None:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from dockyard_registry import digest, manifests, reference, store
 from dockyard_registry.errors import Code, OciError
-from dockyard_registry.handlers import common
+from dockyard_registry.handlers import common, mirrored
 
 
 def _accepted(request: web.Request) -> set[str] | None:
@@ -59,9 +59,16 @@ def _negotiate(request: web.Request, repo: str, found: store.StoredManifest) -> 
 async def get(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     ref = reference.parse_reference(match.arg)
-    found = common.settings(request).store.get_manifest(repo, ref)
-    found = _negotiate(request, repo, found)
-    headers = {
+    headers = {}
+    mirrors = mirrored.pull_through(request, repo)
+    if mirrors is None:
+        found = await asyncio.to_thread(common.settings(request).store.get_manifest, repo, ref)
+    else:
+        served = await mirrors.manifest(repo, ref)
+        found = served.manifest
+        headers[mirrored.HEADER] = served.source
+    found = await asyncio.to_thread(_negotiate, request, repo, found)
+    headers |= {
         "Content-Type": found.media_type,
         "Docker-Content-Digest": str(found.digest),
         "ETag": f'"{found.digest}"',

@@ -91,7 +91,7 @@ async def start(request: web.Request, match: common.PathParams) -> web.StreamRes
 
 async def status(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
-    size = common.settings(request).store.upload_size(repo, match.arg)
+    size = await asyncio.to_thread(common.settings(request).store.upload_size, repo, match.arg)
     return web.Response(status=204, headers=_upload_headers(repo, match.arg, size))
 
 

@@ -1,6 +1,8 @@
-"""Storage drivers: the narrow interface the store needs, and its implementations.
+"""Storage drivers: the narrow interfaces the store needs, and their implementations.
 
-`base.Driver` is the contract; `filesystem.FilesystemDriver` is what runs in production and
-`memory.MemoryDriver` backs fast tests. Both pass one contract suite
+`base.Driver` is the synchronous contract the store runs on today: `filesystem.FilesystemDriver` in
+production and `memory.MemoryDriver` for fast tests. `base.ObjectDriver` is the async contract in the shape
+of Distribution's StorageDriver that the store moves to (issue 14): `filesystem.AsyncFilesystemDriver`,
+`memory.AsyncMemoryDriver` and `s3.S3Driver`. Each contract has one suite run over all its drivers
 (tests/registry/test_storage_contract.py).
 """

@@ -8,11 +8,13 @@ guard rejects `..`, absolute paths and empty components even though `paths.py` n
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pathlib
 import shutil
 import uuid
+from collections.abc import AsyncIterator
 from typing import BinaryIO
 
 from dockyard_registry.storage import base
@@ -166,3 +168,136 @@ def _fsync_dir(path: pathlib.Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+WRITER_PREFIX = ".upload-"  # a resumable writer's bytes until `commit` renames them onto the path
+
+
+class AsyncFilesystemDriver:
+    """The async object contract (base.ObjectDriver) over a directory.
+
+    Every blocking call runs in a worker thread, so the event loop never waits on the disk. A writer's
+    bytes live in a hidden sibling (`.upload-<name>`, never listed) until `commit` fsyncs and renames it
+    onto the path; `move` is an atomic rename followed by a directory fsync.
+    """
+
+    def __init__(self, root: pathlib.Path) -> None:
+        self.files = FilesystemDriver(root)
+
+    async def get(self, path: str, /) -> bytes:
+        return await asyncio.to_thread(self.files.get, path)
+
+    async def put(self, path: str, data: bytes, /) -> None:
+        await asyncio.to_thread(self.files.put, path, data)
+
+    async def stat(self, path: str, /) -> base.FileInfo | None:
+        return await asyncio.to_thread(self._stat, path)
+
+    def _stat(self, path: str) -> base.FileInfo | None:
+        try:
+            st = self.files._path(path).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if _is_dir(st.st_mode):
+            return base.FileInfo(size=0, modified=st.st_mtime, is_dir=True)
+        return base.FileInfo(size=st.st_size, modified=st.st_mtime)
+
+    async def list(self, path: str, /) -> list[str]:
+        names = await asyncio.to_thread(self.files.list, path)
+        return [n for n in names if not n.startswith(WRITER_PREFIX)]
+
+    async def delete(self, path: str, /) -> None:
+        await asyncio.to_thread(self._delete, path)
+
+    def _delete(self, path: str) -> None:
+        self.files.delete(path)
+        staged = self._staging(path)
+        staged.unlink(missing_ok=True)
+
+    async def move(self, src: str, dst: str, /) -> None:
+        await asyncio.to_thread(self._move, src, dst)
+
+    def _move(self, src: str, dst: str) -> None:
+        source, target = self.files._path(src), self.files._path(dst)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        _fsync_dir(target.parent)
+
+    def _staging(self, path: str) -> pathlib.Path:
+        target = self.files._path(path)
+        return target.parent / f"{WRITER_PREFIX}{target.name}"
+
+    async def writer(self, path: str, /) -> AsyncFileWriter:
+        staged = self._staging(path)
+
+        def open_() -> FileWriter:
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            return FileWriter(staged)
+
+        return AsyncFileWriter(await asyncio.to_thread(open_), staged=staged, target=self.files._path(path))
+
+    async def reader(self, path: str, /, *, offset: int = 0) -> AsyncIterator[bytes]:
+        f = await asyncio.to_thread(self.files.open_reader, path, offset=offset)
+        try:
+            while chunk := await asyncio.to_thread(f.read, CHUNK):
+                yield chunk
+        finally:
+            f.close()
+
+    async def redirect_url(self, path: str, /) -> str | None:
+        return None
+
+    async def aclose(self) -> None:
+        pass
+
+
+CHUNK = 1 << 20
+
+
+class AsyncFileWriter:
+    """A resumable writer on a staging file; `abandon` truncates back to where this handle started."""
+
+    def __init__(self, file: FileWriter, *, staged: pathlib.Path, target: pathlib.Path) -> None:
+        self._file = file
+        self._start = file.size
+        self._staged = staged
+        self._target = target
+
+    @property
+    def size(self) -> int:
+        return self._file.size
+
+    async def write(self, data: bytes, /) -> None:
+        await asyncio.to_thread(self._file.write, data)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._file.close)
+
+    async def abandon(self) -> None:
+        def undo() -> None:
+            try:
+                self._file.truncate(self._start)
+            finally:
+                self._file.close()
+
+        await asyncio.to_thread(undo)
+
+    async def commit(self) -> None:
+        def finish() -> None:
+            self._file.sync()
+            self._file.close()
+            os.replace(self._staged, self._target)
+            _fsync_dir(self._target.parent)
+
+        await asyncio.to_thread(finish)
+
+    async def cancel(self) -> None:
+        def drop() -> None:
+            self._file.close()
+            self._staged.unlink(missing_ok=True)
+
+        await asyncio.to_thread(drop)
+
+
+def _conforms(driver: AsyncFilesystemDriver) -> base.ObjectDriver:
+    return driver  # mypy proves the contract is implemented

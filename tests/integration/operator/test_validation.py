@@ -24,6 +24,7 @@ from tests.support import kube
 pytestmark = pytest.mark.integration
 
 SECRET_REF = {"name": "alice-password"}
+S3 = {"endpoint": "http://minio:9000", "bucket": "images", "credentialsSecret": {"name": "bucket-creds"}}
 
 REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
     ("negative-replicas", {"replicas": -1}, ["spec.replicas", "greater than or equal to 0"]),
@@ -52,7 +53,27 @@ REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
     (
         "two-storage-kinds",
         {"storage": {"pvc": {"size": "1Gi"}, "emptyDir": {}}},
-        ["set at most one of pvc and emptyDir"],
+        ["set at most one of pvc, emptyDir and s3"],
+    ),
+    (
+        "s3-and-pvc",
+        {"storage": {"pvc": {}, "s3": S3}},
+        ["set at most one of pvc, emptyDir and s3"],
+    ),
+    (
+        "s3-ca-from-two-places",
+        {"storage": {"s3": {**S3, "caSecret": {"name": "a"}, "caConfigMap": {"name": "b"}}}},
+        ["set at most one of caSecret and caConfigMap"],
+    ),
+    (
+        "s3-endpoint-not-a-url",
+        {"storage": {"s3": {**S3, "endpoint": "minio:9000"}}},
+        ["spec.storage.s3.endpoint", "should match"],
+    ),
+    (
+        "s3-without-credentials",
+        {"storage": {"s3": {"endpoint": "http://minio:9000", "bucket": "images"}}},
+        ["spec.storage.s3.credentialsSecret", "Required value"],
     ),
     (
         "node-port-on-cluster-ip",

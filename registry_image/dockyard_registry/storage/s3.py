@@ -1,0 +1,398 @@
+"""S3 storage driver: the async object contract (base.ObjectDriver) over an S3-compatible bucket.
+
+Owns: mapping storage paths to object keys under an optional prefix, resumable multipart uploads whose
+state lives in the bucket, server-side copies for `move`, and presigned GET URLs for redirects. Must not:
+keep anything a request on another replica needs in memory (upload sessions must survive a restart and
+PATCHes that land on different replicas), nor hold an object's bytes in memory beyond one part.
+
+Client library: aiobotocore. It is botocore (the AWS SDK core: SigV4 signing, retries, path-style and
+virtual-hosted addressing, custom CA bundles, presigning, every S3-compatible quirk the SDK already knows)
+on aiohttp, which the registry already runs on: one event loop, no thread per request. It is maintained
+alongside botocore's releases and used by s3fs/fsspec. obstore (Rust) was the alternative: fast, but its
+multipart API hides the upload id and parts, which a session resumed on another replica needs to see.
+
+Resumable writers. A writer on `path` is one multipart upload to `path`'s key plus a small state object,
+`_s3writers/<path>/state`: the upload id, the parts that belong to it (number, ETag, size) and the key of
+a "tail" object. S3 parts must be at least 5 MiB (but the last), and a part cannot be read back, so bytes
+that do not fill a part yet are kept in the tail object (a plain object, rewritten under a new key on
+each `close`, so state and tail always agree) and re-read by the next writer on the same path. `close`
+writes the state last: until then nothing the handle wrote counts, which is what `abandon` relies on
+(parts uploaded by an abandoned handle are overwritten or left out of the completed object). `commit`
+completes the upload (or, when it never filled a part, PUTs the tail) and removes the state.
+`move` of an object above CopyObject's 5 GiB limit copies it part by part with UploadPartCopy; the test
+server (gofakes3) does not implement UploadPartCopy, so that branch is exercised only against real S3.
+
+Two writers opened on the same new path at the same moment (two replicas, one session) each start a
+multipart upload and the last state written wins; the other upload is left for the bucket's lifecycle rule
+(AbortIncompleteMultipartUpload) to reclaim. The store serialises requests on one session, so only a
+client misusing its own session can cause that.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import dataclasses
+import json
+import pathlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiobotocore.session import get_session
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from dockyard_registry.storage import base
+
+WRITERS = "_s3writers"  # per-upload writer state, beside the content and never listed
+MIN_PART = 5 << 20  # S3's smallest part but the last
+DEFAULT_PART_SIZE = 8 << 20
+MAX_COPY = 5 << 30  # CopyObject's limit; larger objects are copied part by part (UploadPartCopy)
+COPY_PART = 1 << 30
+_CHUNK = 1 << 20
+_MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Config:
+    """Where the bucket is and how to reach it; credentials come from the environment (AWS_*)."""
+
+    bucket: str
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    prefix: str = ""
+    ca_file: pathlib.Path | None = None
+    addressing: str = "path"  # "path" or "virtual"
+    redirect: bool = True
+    redirect_expiry: int = 20 * 60  # seconds a presigned GET stays valid
+    access_key: str | None = None
+    secret_key: str | None = None
+    session_token: str | None = None
+    # Bytes per multipart part: at least MIN_PART where S3 enforces it (AWS, most servers); the tests use
+    # smaller parts against gofakes3, which does not, to exercise several parts with little data.
+    part_size: int = DEFAULT_PART_SIZE
+
+
+class S3Driver:
+    """Use `async with S3Driver(config) as driver:` or `await driver.start()` / `await driver.aclose()`."""
+
+    def __init__(self, config: S3Config) -> None:
+        if config.addressing not in ("path", "virtual"):
+            raise ValueError(f"addressing must be path or virtual, not {config.addressing!r}")
+        self.config = config
+        self._prefix = config.prefix.strip("/")
+        self._stack = contextlib.AsyncExitStack()
+        self._client: Any = None
+
+    async def start(self) -> S3Driver:
+        c = self.config
+        creator = get_session().create_client(
+            "s3",
+            endpoint_url=c.endpoint,
+            region_name=c.region,
+            aws_access_key_id=c.access_key,
+            aws_secret_access_key=c.secret_key,
+            aws_session_token=c.session_token,
+            verify=str(c.ca_file) if c.ca_file is not None else None,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": c.addressing},
+                retries={"max_attempts": 5, "mode": "standard"},
+                # botocore >= 1.36 adds CRC checksums to every request and checks them on every response;
+                # many S3-compatible servers send a whole-object checksum on ranged GETs or reject the
+                # headers. Content is verified by digest above us, so only ask where S3 requires them.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
+        self._client = await self._stack.enter_async_context(creator)
+        return self
+
+    async def __aenter__(self) -> S3Driver:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+    # ------------------------------------------------------------------------------------------ keys
+    def key(self, path: str) -> str:
+        parts = path.split("/")
+        if not path or any(p in ("", ".", "..") for p in parts) or "\0" in path:
+            raise ValueError(f"unsafe storage path {path!r}")
+        return f"{self._prefix}/{path}" if self._prefix else path
+
+    @property
+    def _bucket(self) -> str:
+        return self.config.bucket
+
+    # --------------------------------------------------------------------------------------- objects
+    async def get(self, path: str, /) -> bytes:
+        try:
+            resp = await self._client.get_object(Bucket=self._bucket, Key=self.key(path))
+        except ClientError as e:
+            raise _not_found(e, path) from None
+        async with resp["Body"] as body:
+            data: bytes = await body.read()
+        return data
+
+    async def put(self, path: str, data: bytes, /) -> None:
+        # A PUT is atomic on S3: readers see the old object or the new one.
+        await self._client.put_object(Bucket=self._bucket, Key=self.key(path), Body=data)
+
+    async def stat(self, path: str, /) -> base.FileInfo | None:
+        try:
+            head = await self._client.head_object(Bucket=self._bucket, Key=self.key(path))
+        except ClientError as e:
+            _not_found(e, path)
+        else:
+            return base.FileInfo(size=int(head["ContentLength"]), modified=head["LastModified"].timestamp())
+        listed = await self._client.list_objects_v2(
+            Bucket=self._bucket, Prefix=self.key(path) + "/", MaxKeys=1
+        )
+        contents = listed.get("Contents") or []
+        if not contents:
+            return None
+        return base.FileInfo(size=0, modified=contents[0]["LastModified"].timestamp(), is_dir=True)
+
+    async def list(self, path: str, /) -> list[str]:
+        prefix = self.key(path) + "/"
+        names: set[str] = set()
+        async for page in self._pages(Prefix=prefix, Delimiter="/"):
+            for common in page.get("CommonPrefixes") or []:
+                names.add(common["Prefix"][len(prefix) :].rstrip("/"))
+            for item in page.get("Contents") or []:
+                names.add(item["Key"][len(prefix) :])
+        names.discard("")
+        return sorted(names)
+
+    async def _pages(self, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self._bucket, **kwargs):
+            yield page
+
+    async def _keys_under(self, prefix: str) -> builtins.list[str]:
+        keys: builtins.list[str] = []
+        async for page in self._pages(Prefix=prefix):
+            keys.extend(item["Key"] for item in page.get("Contents") or [])
+        return keys
+
+    async def _delete_keys(self, keys: builtins.list[str]) -> None:
+        for i in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[i : i + 1000]]
+            await self._client.delete_objects(Bucket=self._bucket, Delete={"Objects": batch, "Quiet": True})
+
+    async def delete(self, path: str, /) -> None:
+        # Uploads in progress below `path` first (their parts are invisible to listing), then the objects.
+        # With the slash: the writer of `u/ab` is not under `u/a`.
+        writers = self.key(f"{WRITERS}/{path}") + "/"
+        states = await self._keys_under(writers)
+        for key in states:
+            if key.endswith("/state"):
+                await self._abort_from_state(key)
+        await self._delete_keys(states)
+        key = self.key(path)
+        await self._delete_keys([key, *await self._keys_under(key + "/")])
+
+    async def _abort_from_state(self, state_key: str) -> None:
+        try:
+            resp = await self._client.get_object(Bucket=self._bucket, Key=state_key)
+            async with resp["Body"] as body:
+                state = json.loads(await body.read())
+        except (ClientError, ValueError):
+            return
+        target = self.key(state_key[len(self.key(WRITERS)) + 1 : -len("/state")])
+        with contextlib.suppress(ClientError):
+            await self._client.abort_multipart_upload(
+                Bucket=self._bucket, Key=target, UploadId=state["upload_id"]
+            )
+
+    async def move(self, src: str, dst: str, /) -> None:
+        info = await self.stat(src)
+        if info is None or info.is_dir:
+            raise FileNotFoundError(src)
+        source = {"Bucket": self._bucket, "Key": self.key(src)}
+        if info.size <= MAX_COPY:
+            await self._client.copy_object(Bucket=self._bucket, Key=self.key(dst), CopySource=source)
+        else:
+            await self._copy_in_parts(source, dst, info.size)
+        await self._client.delete_object(Bucket=self._bucket, Key=self.key(src))
+
+    async def _copy_in_parts(self, source: dict[str, str], dst: str, size: int) -> None:
+        created = await self._client.create_multipart_upload(Bucket=self._bucket, Key=self.key(dst))
+        upload_id = created["UploadId"]
+        parts = []
+        try:
+            for number, start in enumerate(range(0, size, COPY_PART), start=1):
+                end = min(start + COPY_PART, size) - 1
+                copied = await self._client.upload_part_copy(
+                    Bucket=self._bucket,
+                    Key=self.key(dst),
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource=source,
+                    CopySourceRange=f"bytes={start}-{end}",
+                )
+                parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
+            await self._client.complete_multipart_upload(
+                Bucket=self._bucket, Key=self.key(dst), UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            with contextlib.suppress(ClientError):
+                await self._client.abort_multipart_upload(
+                    Bucket=self._bucket, Key=self.key(dst), UploadId=upload_id
+                )
+            raise
+
+    async def reader(self, path: str, /, *, offset: int = 0) -> AsyncIterator[bytes]:
+        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Key": self.key(path)}
+        if offset:
+            kwargs["Range"] = f"bytes={offset}-"
+        try:
+            resp = await self._client.get_object(**kwargs)
+        except ClientError as e:
+            if _code(e) == "InvalidRange":
+                return  # offset at (or past) the end: nothing left to read
+            raise _not_found(e, path) from None
+        async with resp["Body"] as body:
+            while chunk := await body.read(_CHUNK):
+                yield chunk
+
+    async def redirect_url(self, path: str, /) -> str | None:
+        if not self.config.redirect:
+            return None
+        url: str = await self._client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self._bucket, "Key": self.key(path)},
+            ExpiresIn=self.config.redirect_expiry,
+        )
+        return url
+
+    # --------------------------------------------------------------------------------------- writers
+    async def writer(self, path: str, /) -> S3Writer:
+        state_key = self.key(f"{WRITERS}/{path}/state")
+        try:
+            resp = await self._client.get_object(Bucket=self._bucket, Key=state_key)
+            async with resp["Body"] as body:
+                state: dict[str, Any] = json.loads(await body.read())
+        except ClientError as e:
+            _not_found(e, path)
+            created = await self._client.create_multipart_upload(Bucket=self._bucket, Key=self.key(path))
+            state = {"upload_id": created["UploadId"], "parts": [], "tail": None, "tail_size": 0}
+            # Recorded at once, so a writer on another replica resumes this upload instead of a new one.
+            await self._client.put_object(Bucket=self._bucket, Key=state_key, Body=json.dumps(state).encode())
+        tail = b""
+        if state.get("tail"):
+            resp = await self._client.get_object(Bucket=self._bucket, Key=state["tail"])
+            async with resp["Body"] as body:
+                tail = await body.read()
+        return S3Writer(self, path=path, state_key=state_key, state=state, tail=tail)
+
+
+class S3Writer:
+    def __init__(
+        self, driver: S3Driver, *, path: str, state_key: str, state: dict[str, Any], tail: bytes
+    ) -> None:
+        self._d = driver
+        self._path = path
+        self._key = driver.key(path)
+        self._state_key = state_key
+        self._state = state
+        self._parts: list[list[Any]] = [list(p) for p in state["parts"]]
+        self._buffer = bytearray(tail)
+        self._dirty = False  # written to since opened: `close` has something to record
+
+    @property
+    def size(self) -> int:
+        return sum(int(p[2]) for p in self._parts) + len(self._buffer)
+
+    async def write(self, data: bytes, /) -> None:
+        self._dirty = self._dirty or bool(data)
+        self._buffer.extend(data)
+        part_size = max(self._d.config.part_size, 1)
+        while len(self._buffer) >= part_size:
+            await self._upload_part(bytes(self._buffer[:part_size]))
+            del self._buffer[:part_size]
+
+    async def _upload_part(self, data: bytes) -> None:
+        number = len(self._parts) + 1
+        resp = await self._d._client.upload_part(
+            Bucket=self._d._bucket,
+            Key=self._key,
+            UploadId=self._state["upload_id"],
+            PartNumber=number,
+            Body=data,
+        )
+        self._parts.append([number, resp["ETag"], len(data)])
+
+    async def close(self) -> None:
+        if not self._dirty:
+            return
+        client, bucket = self._d._client, self._d._bucket
+        old_tail = self._state.get("tail")
+        tail_key = None
+        if self._buffer:
+            tail_key = self._d.key(f"{WRITERS}/{self._path}/tail-{uuid.uuid4().hex}")
+            await client.put_object(Bucket=bucket, Key=tail_key, Body=bytes(self._buffer))
+        state = {**self._state, "parts": self._parts, "tail": tail_key, "tail_size": len(self._buffer)}
+        await client.put_object(Bucket=bucket, Key=self._state_key, Body=json.dumps(state).encode())
+        self._state = state
+        if old_tail and old_tail != tail_key:
+            with contextlib.suppress(ClientError):
+                await client.delete_object(Bucket=bucket, Key=old_tail)
+        self._dirty = False
+
+    async def abandon(self) -> None:
+        # Nothing recorded: the next writer starts from the stored state; parts this handle uploaded are
+        # overwritten by the next ones (same numbers) or left out when the upload completes.
+        self._dirty = False
+
+    async def commit(self) -> None:
+        client, bucket = self._d._client, self._d._bucket
+        upload_id = self._state["upload_id"]
+        if not self._parts:
+            await client.put_object(Bucket=bucket, Key=self._key, Body=bytes(self._buffer))
+            with contextlib.suppress(ClientError):
+                await client.abort_multipart_upload(Bucket=bucket, Key=self._key, UploadId=upload_id)
+        else:
+            if self._buffer:
+                await self._upload_part(bytes(self._buffer))
+            await client.complete_multipart_upload(
+                Bucket=bucket,
+                Key=self._key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": int(n), "ETag": e} for n, e, _ in self._parts]},
+            )
+        self._buffer.clear()
+        await self._forget()
+
+    async def cancel(self) -> None:
+        with contextlib.suppress(ClientError):
+            await self._d._client.abort_multipart_upload(
+                Bucket=self._d._bucket, Key=self._key, UploadId=self._state["upload_id"]
+            )
+        await self._forget()
+
+    async def _forget(self) -> None:
+        writers = self._d.key(f"{WRITERS}/{self._path}")
+        keys = [k for k in await self._d._keys_under(writers + "/") if k.count("/") == writers.count("/") + 1]
+        await self._d._delete_keys(keys)
+        self._dirty = False
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _not_found(error: ClientError, path: str) -> FileNotFoundError:
+    """The FileNotFoundError for a missing object; any other S3 error propagates unchanged."""
+    if _code(error) in _MISSING:
+        return FileNotFoundError(path)
+    raise error
+
+
+def _conforms(driver: S3Driver) -> base.ObjectDriver:
+    return driver  # mypy proves the contract is implemented
