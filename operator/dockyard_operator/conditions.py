@@ -97,6 +97,8 @@ class Reason(enum.StrEnum):
     HOSTING_FAILED = "HostingFailed"
     PULL_SECRET_USER_UNKNOWN = "PullSecretUserUnknown"  # noqa: S105  # a reason, not a password
     PULL_SECRETS_FAILED = "PullSecretsFailed"
+    # token identities (the registry's /status)
+    ISSUER_UNREACHABLE = "IssuerUnreachable"
     # node trust: which hosts a registry may claim (nodetrust.claims)
     ALLOWED = "Allowed"
     SERVED = "Served"

@@ -35,6 +35,34 @@ class Reading:
     """The registry's storage problem (`none`, `unchecked`, `not-writable`, `full`, `stuck`)."""
     message: str = ""
     maintenance: model.MaintenanceStatus | None = None
+    identities: tuple[model.IdentityIssuerStatus, ...] | None = None
+    """Token issuers as the registry reports them; None from a registry that reports none."""
+
+
+def _identities(doc: Any) -> tuple[model.IdentityIssuerStatus, ...] | None:
+    if not isinstance(doc, list):
+        return None
+    out = []
+    for entry in doc:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+            continue
+        reachable = entry.get("reachable")
+        out.append(
+            model.IdentityIssuerStatus(
+                name=entry["name"],
+                kind=_text(entry.get("kind")),
+                issuer=_text(entry.get("issuer")),
+                reachable=reachable if isinstance(reachable, bool) else None,
+                keys=_count(entry.get("keys")),
+                error=(_text(entry.get("error")) or "")[:500] or None,
+            )
+        )
+    return tuple(out)
+
+
+def unreachable_issuers(reading: Reading) -> list[model.IdentityIssuerStatus]:
+    """Issuers no pod could read (each pod tries them itself; one that reaches an issuer is enough)."""
+    return [i for i in reading.identities or () if i.reachable is False]
 
 
 def _number(value: Any) -> float | None:
@@ -120,7 +148,11 @@ def parse(document: Any) -> Reading:
         _storage(storage_doc) if isinstance(storage_doc, Mapping) else (None, None, "")
     )
     return Reading(
-        storage=storage, problem=problem, message=message, maintenance=_maintenance(document.get("gc"))
+        storage=storage,
+        problem=problem,
+        message=message,
+        maintenance=_maintenance(document.get("gc")),
+        identities=_identities(document.get("identities")),
     )
 
 
@@ -145,7 +177,20 @@ def combine(readings: Sequence[Reading]) -> Reading:
         ),
         default=None,
     )
-    return dataclasses.replace(worst, maintenance=latest)
+    return dataclasses.replace(worst, maintenance=latest, identities=_best_identities(readings))
+
+
+def _best_identities(readings: Sequence[Reading]) -> tuple[model.IdentityIssuerStatus, ...] | None:
+    """Per issuer, the pod's report that reached it, if any did."""
+    reported = [r.identities for r in readings if r.identities is not None]
+    if not reported:
+        return None
+    best: dict[str, model.IdentityIssuerStatus] = {}
+    for issuers in reported:
+        for issuer in issuers:
+            if issuer.name not in best or (issuer.reachable and not best[issuer.name].reachable):
+                best[issuer.name] = issuer
+    return tuple(best[name] for name in sorted(best))
 
 
 def storage_verdict(reading: Reading, *, storage: model.Storage) -> policies.Verdict | None:

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import http_exceptions, web
 
-from dockyard_registry import auth, errors, health, reference, routes, state
+from dockyard_registry import auth, errors, health, reference, routes, state, tokens
 from dockyard_registry import metrics as metrics_
 from dockyard_registry.errors import Code, OciError
 
@@ -78,9 +78,12 @@ def create_app(settings: state.Settings, *, metrics: metrics_.Metrics | None = N
         app.cleanup_ctx.append(_storage_checks)
     if settings.mirror is not None:
         app.on_cleanup.append(_close_mirrors)
+    if settings.authenticator is not None and settings.authenticator.tokens is not None:
+        app.cleanup_ctx.append(_issuer_keys)
     app.router.add_get("/healthz", _healthz, allow_head=True)
     app.router.add_get("/readyz", _readyz, allow_head=True)
     app.router.add_get("/auth", _auth_request, allow_head=False)
+    app.router.add_get("/token", _token, allow_head=False)
     app.router.add_route("*", "/v2", _dispatch)
     # [\s\S], not `.`: a path with a percent-encoded newline is still ours to answer (routes.match).
     app.router.add_route("*", r"/v2/{tail:[\s\S]*}", _dispatch)
@@ -142,10 +145,73 @@ async def _storage_checks(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def _issuer_keys(app: web.Application) -> AsyncIterator[None]:
+    """For the app's lifetime: read every token issuer's keys at startup and every 10 minutes (retrying an
+    unreachable one at its refresh interval), so /status shows reachability and requests rarely wait."""
+    authenticator = app[state.SETTINGS].authenticator
+    assert authenticator is not None and authenticator.tokens is not None
+    keysets = list(authenticator.tokens.keysets.values())
+
+    async def loop() -> None:
+        while True:
+            await asyncio.gather(*(keyset.warm() for keyset in keysets))
+            unreachable = [k for k in keysets if k.reachable is False]
+            await asyncio.sleep(min((k.min_refresh_seconds for k in unreachable), default=600.0))
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+_SCOPE_ACTIONS = {auth.Action.PULL: "pull", auth.Action.PUSH: "pull,push", auth.Action.DELETE: "delete"}
+
+
+def challenge(request: web.Request) -> str:
+    """The WWW-Authenticate of a 401: Basic, or with --token-realm the token flow's Bearer challenge."""
+    settings = request.app[state.SETTINGS]
+    if settings.token_realm is None:
+        return f'Basic realm="{settings.realm}"'
+    value = f'Bearer realm="{settings.token_realm}",service="{settings.realm}"'
+    scope = request.get(state.SCOPE)
+    return value + (f',scope="{scope}"' if scope else "")
+
+
+async def _token(request: web.Request) -> web.StreamResponse:
+    """The Docker token flow's endpoint: a short registry token granting what the caller may do of the
+    `scope`s it asks for (none it may not; anonymous callers what anonymous pull allows)."""
+    authenticator = request.app[state.SETTINGS].authenticator
+    if authenticator is None or authenticator.registry_tokens is None:
+        raise OciError(Code.NAME_UNKNOWN, "no token service here", status=404)
+    identity = await _authenticate(request, authorization=request.headers.get("Authorization"))
+    if identity.grants is not None:
+        # A registry token never buys another: a leaked one (or a pull secret's) would otherwise live forever.
+        raise OciError(Code.UNAUTHORIZED, "a registry token cannot be exchanged for another; log in again")
+    try:
+        wanted = tokens.parse_scopes(request.query.getall("scope", []))
+    except tokens.ScopeError as exc:
+        raise OciError(Code.UNSUPPORTED, str(exc), status=400) from None
+    granted = [
+        tokens.Grant(
+            repository=g.repository,
+            actions=frozenset(
+                a
+                for a in g.actions
+                if reference.is_valid_name(g.repository)
+                and authenticator.permits(identity, g.repository, auth.Action(a))
+            ),
+        )
+        for g in wanted
+    ]
+    answer = authenticator.registry_tokens.issue(subject=identity.user, grants=granted)
+    return web.json_response(answer, headers={"Cache-Control": "no-store"})
+
+
 def _render(err: OciError, *, request: web.Request, realm: str) -> web.Response:
     headers = dict(err.headers)
     if err.code is Code.UNAUTHORIZED:
-        headers["WWW-Authenticate"] = f'Basic realm="{realm}"'
+        headers["WWW-Authenticate"] = challenge(request)
     body = None if request.method == "HEAD" else errors.envelope(err)
     response = web.Response(status=err.status, body=body, headers=headers)
     if body is not None:
@@ -288,7 +354,7 @@ async def _authorize(
         return auth.ANONYMOUS
     identity = await _authenticate(request, authorization=authorization)
     if match.scope is routes.Scope.LOGIN:
-        if identity.user is None:
+        if identity.user is None and identity.grants is None:  # any registry token may see /v2/
             raise OciError(Code.UNAUTHORIZED)
         return identity
     action = _SCOPE_ACTION[match.scope]
@@ -300,6 +366,7 @@ async def _authorize(
         return identity
     if authenticator.permits(identity, match.name, action):
         return identity
+    request[state.SCOPE] = f"repository:{match.name}:{_SCOPE_ACTIONS[action]}"
     if identity.user is None:
         raise OciError(Code.UNAUTHORIZED)
     raise OciError(Code.DENIED, f"user may not {action.value} in {match.name}")
@@ -337,7 +404,6 @@ async def _auth_request(request: web.Request) -> web.StreamResponse:
     """
     uri = request.headers.get("X-Original-URI", "")
     method = request.headers.get("X-Original-Method", "GET")
-    realm = request.app[state.SETTINGS].realm
     authorization = request.headers.get("Authorization")
     try:
         try:
@@ -351,7 +417,7 @@ async def _auth_request(request: web.Request) -> web.StreamResponse:
             await _refuse_unmapped(request, authorization=authorization)
     except OciError as err:
         if err.code is Code.UNAUTHORIZED:
-            return web.Response(status=401, headers={"WWW-Authenticate": f'Basic realm="{realm}"'})
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge(request)})
         if err.code is Code.TOO_MANY_REQUESTS:
             return web.Response(status=429, headers=err.headers)
         return web.Response(status=403)

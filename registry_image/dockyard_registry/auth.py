@@ -43,6 +43,8 @@ import yaml
 from passlib.hash import bcrypt
 
 from dockyard_common import htpasswd as htpasswd_file
+from dockyard_registry import identity as identity_
+from dockyard_registry import tokens as tokens_
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,16 +97,60 @@ class UserRule:
 
 
 @dataclasses.dataclass(frozen=True)
+class ServiceAccountRule:
+    """Access for Kubernetes ServiceAccounts: `namespace` and `name` are exact names or `*`/`?` patterns."""
+
+    namespace: str
+    name: str = "*"
+    rule: UserRule = UserRule(level=Level.PULL)
+
+    def matches(self, principal: identity_.Principal) -> bool:
+        return (
+            principal.kind == "kubernetes"
+            and principal.namespace is not None
+            and principal.service_account is not None
+            and identity_.name_matches(self.namespace, principal.namespace)
+            and identity_.name_matches(self.name, principal.service_account)
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class OidcRule:
+    """Access for users or groups of one OIDC issuer (its name in the identities file); patterns allowed."""
+
+    issuer: str
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    rule: UserRule = UserRule(level=Level.PULL)
+
+    def matches(self, principal: identity_.Principal) -> bool:
+        if principal.kind != "oidc" or principal.issuer != self.issuer:
+            return False
+        return any(identity_.name_matches(u, principal.subject) for u in self.users) or any(
+            identity_.name_matches(g, group) for g in self.groups for group in principal.groups
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class AccessRules:
     anonymous_pull: bool = False
     users: Mapping[str, UserRule] = dataclasses.field(default_factory=dict)
+    service_accounts: tuple[ServiceAccountRule, ...] = ()
+    oidc: tuple[OidcRule, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class Identity:
-    """Who made a request: a user name, or None for anonymous."""
+    """Who made a request: a user name, or None for anonymous; `principal` for a verified token.
+
+    A token's `user` is its principal's subject (`system:serviceaccount:ns:name`, or `oidc:<issuer>:<sub>`),
+    which no htpasswd user can have (`:` separates htpasswd fields), so upload budgets never mix them.
+    """
 
     user: str | None
+    principal: identity_.Principal | None = None
+    grants: tuple[tokens_.Grant, ...] | None = None
+    """Set for a registry token (`/token`): exactly these grants, nothing from the rules."""
 
 
 ANONYMOUS = Identity(user=None)
@@ -145,7 +191,7 @@ def parse_access(text: str) -> AccessRules:
         doc = {}
     if not isinstance(doc, dict):
         raise AccessFileError("access file must be a mapping")
-    unknown = set(doc) - {"anonymousPull", "users"}
+    unknown = set(doc) - {"anonymousPull", "users", "serviceAccounts", "oidc"}
     if unknown:
         raise AccessFileError(f"access file has unknown keys: {sorted(unknown)}")
     anonymous = doc.get("anonymousPull", False)
@@ -157,17 +203,69 @@ def parse_access(text: str) -> AccessRules:
     users: dict[str, UserRule] = {}
     for name, rule in users_doc.items():
         users[str(name)] = _parse_rule(str(name), rule or {})
-    return AccessRules(anonymous_pull=anonymous, users=users)
+    return AccessRules(
+        anonymous_pull=anonymous,
+        users=users,
+        service_accounts=tuple(_parse_sa_rules(doc.get("serviceAccounts") or [])),
+        oidc=tuple(_parse_oidc_rules(doc.get("oidc") or [])),
+    )
 
 
-def _parse_rule(name: str, rule: Any) -> UserRule:
+def _parse_sa_rules(entries: Any) -> list[ServiceAccountRule]:
+    if not isinstance(entries, list):
+        raise AccessFileError("serviceAccounts must be a list of rules")
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"serviceAccounts[{i}]"
+        if not isinstance(entry, dict):
+            raise AccessFileError(f"{where} must be a mapping")
+        namespace, name = entry.get("namespace"), entry.get("name", "*")
+        if not isinstance(namespace, str) or not namespace or not isinstance(name, str) or not name:
+            raise AccessFileError(f"{where}: namespace (and name, if given) must be non-empty strings")
+        rest = {k: v for k, v in entry.items() if k not in ("namespace", "name")}
+        out.append(ServiceAccountRule(namespace=namespace, name=name, rule=_parse_rule(where, rest, "pull")))
+    return out
+
+
+def _parse_oidc_rules(entries: Any) -> list[OidcRule]:
+    if not isinstance(entries, list):
+        raise AccessFileError("oidc must be a list of rules")
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"oidc[{i}]"
+        if not isinstance(entry, dict):
+            raise AccessFileError(f"{where} must be a mapping")
+        issuer = entry.get("issuer")
+        if not isinstance(issuer, str) or not issuer:
+            raise AccessFileError(f"{where}: issuer must name an issuer of the identities file")
+        names: dict[str, tuple[str, ...]] = {}
+        for key in ("users", "groups"):
+            value = entry.get(key) or []
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise AccessFileError(f"{where}: {key} must be a list of names")
+            names[key] = tuple(value)
+        if not names["users"] and not names["groups"]:
+            raise AccessFileError(f"{where}: name at least one user or group")
+        rest = {k: v for k, v in entry.items() if k not in ("issuer", "users", "groups")}
+        out.append(
+            OidcRule(
+                issuer=issuer,
+                users=names["users"],
+                groups=names["groups"],
+                rule=_parse_rule(where, rest, "pull"),
+            )
+        )
+    return out
+
+
+def _parse_rule(name: str, rule: Any, default: str = "push") -> UserRule:
     if not isinstance(rule, dict):
         raise AccessFileError(f"rule of user {name!r} must be a mapping")
     unknown = set(rule) - {"access", "repositories"}
     if unknown:
         raise AccessFileError(f"rule of user {name!r} has unknown keys: {sorted(unknown)}")
     try:
-        level = Level(rule.get("access", "push"))
+        level = Level(rule.get("access", default))
     except ValueError:
         raise AccessFileError(f"user {name!r}: access must be one of pull, push, admin") from None
     repos = rule.get("repositories", ["**"])
@@ -181,7 +279,21 @@ def render_access(rules: AccessRules) -> str:
         name: {"access": rule.level.value, "repositories": list(rule.repositories)}
         for name, rule in sorted(rules.users.items())
     }
-    return yaml.safe_dump({"anonymousPull": rules.anonymous_pull, "users": users}, sort_keys=False)
+    doc: dict[str, Any] = {"anonymousPull": rules.anonymous_pull, "users": users}
+    if rules.service_accounts:
+        doc["serviceAccounts"] = [
+            {"namespace": r.namespace, "name": r.name, **_render_rule(r.rule)} for r in rules.service_accounts
+        ]
+    if rules.oidc:
+        doc["oidc"] = [
+            {"issuer": r.issuer, "users": list(r.users), "groups": list(r.groups), **_render_rule(r.rule)}
+            for r in rules.oidc
+        ]
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _render_rule(rule: UserRule) -> dict[str, Any]:
+    return {"access": rule.level.value, "repositories": list(rule.repositories)}
 
 
 class Reloading(Generic[T]):
@@ -241,7 +353,13 @@ class Authenticator:
         max_pending: int = 256,
         max_pending_per_client: int = 8,
         bcrypt_threads: int | None = None,
+        tokens: identity_.TokenVerifier | None = None,
+        registry_tokens: tokens_.RegistryTokens | None = None,
     ) -> None:
+        # Issues and verifies the Docker token flow's Bearer tokens; None: that flow is off.
+        self.registry_tokens = registry_tokens
+        # Verifies JWT passwords (ServiceAccount / OIDC tokens); None: every password is an htpasswd one.
+        self.tokens = tokens
         self._htpasswd: Reloading[dict[str, str]] = Reloading(htpasswd, htpasswd_file.parse, {}, clock=clock)
         # Access rules restrict users; losing the file must not widen anyone's rights (no rules means
         # push everywhere), so a removed file keeps its last rules. A removed htpasswd fails closed.
@@ -273,6 +391,10 @@ class Authenticator:
         if not authorization:
             return ANONYMOUS
         scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and (own := self._registry_token_identity(value.strip())) is not None:
+            return own
+        if scheme.lower() == "bearer" and self.tokens is not None:
+            return await self._token_identity(value.strip())
         if scheme.lower() != "basic":
             raise BadCredentialsError("only Basic authentication is supported")
         try:
@@ -282,9 +404,41 @@ class Authenticator:
         user, sep, password = decoded.partition(":")
         if not sep or not user:
             raise BadCredentialsError("malformed Basic credentials")
+        # A registry token as a password too: what a pull secret can carry (kubelets send only Basic).
+        if (own := self._registry_token_identity(password)) is not None:
+            return own
+        if self.tokens is not None and identity_.looks_like_jwt(password):
+            # The user name is whatever the client had to send (docker login wants one); the token says who.
+            return await self._token_identity(password)
         if await self.verify(user, password, client=client):
             return Identity(user=user)
         raise BadCredentialsError("invalid username or password")
+
+    def _registry_token_identity(self, token: str) -> Identity | None:
+        """The identity of one of this registry's own tokens; None when it is not one of ours."""
+        issuer = self.registry_tokens
+        if issuer is None or not identity_.looks_like_jwt(token) or not issuer.owns(token):
+            return None
+        try:
+            verified = issuer.verify(token)
+        except tokens_.RegistryTokenError as exc:
+            raise BadCredentialsError(str(exc)) from None
+        self.counts["token"] += 1
+        return Identity(user=verified.subject, grants=verified.grants)
+
+    async def _token_identity(self, token: str) -> Identity:
+        assert self.tokens is not None
+        try:
+            principal = await self.tokens.verify(token)
+        except identity_.TokenError as exc:
+            self.counts["token_failure"] += 1
+            log.info("token refused (%s): %s", exc.check, exc)
+            raise BadCredentialsError(str(exc)) from None
+        self.counts["token"] += 1
+        user = principal.subject
+        if principal.kind == "oidc":
+            user = f"oidc:{principal.issuer}:{principal.subject}"
+        return Identity(user=user, principal=principal)
 
     async def verify(self, user: str, password: str, *, client: str = "") -> bool:
         hashed = self._htpasswd.get().get(user)
@@ -360,11 +514,21 @@ class Authenticator:
         return self._dummies[cost]
 
     def permits(self, identity: Identity, repository: str, action: Action) -> bool:
+        if identity.grants is not None:
+            # A grant's repository is a name (from /token) or a glob (minted for a pull secret).
+            return any(
+                action.value in g.actions and glob_match(g.repository, repository) for g in identity.grants
+            )
         rules = self._access.get()
         if identity.user is None:
             return action is Action.PULL and (self._force_anonymous_pull or rules.anonymous_pull)
-        rule = rules.users.get(identity.user, UserRule())
-        return rule.permits(repository, action)
+        principal = identity.principal
+        if principal is None:
+            rule = rules.users.get(identity.user, UserRule())
+            return rule.permits(repository, action)
+        # A token holder has exactly what the rules naming it grant: no rule, no access.
+        token_rules: tuple[ServiceAccountRule | OidcRule, ...] = (*rules.service_accounts, *rules.oidc)
+        return any(r.matches(principal) and r.rule.permits(repository, action) for r in token_rules)
 
 
 class FairSlots:

@@ -29,6 +29,8 @@ from dockyard_registry import (
     fsck,
     gc,
     health,
+    identity,
+    issuers,
     maintenance,
     metrics,
     mirror,
@@ -38,6 +40,7 @@ from dockyard_registry import (
     state,
     store,
     tlsauto,
+    tokens,
 )
 from dockyard_registry.storage import filesystem
 from dockyard_registry.storage import s3 as s3_storage
@@ -133,6 +136,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--htpasswd", help="bcrypt htpasswd file (default DATA/auth/htpasswd)")
     serve.add_argument("--access", dest="access_file", help="access rules (default DATA/auth/access.yaml)")
     serve.add_argument("--no-auth", action="store_true", help="no authentication at all (tests only)")
+    serve.add_argument(
+        "--identities",
+        metavar="FILE",
+        help="token issuers (YAML): ServiceAccount / OIDC tokens accepted as passwords (docs/security.md)",
+    )
+    serve.add_argument(
+        "--token-realm",
+        metavar="URL",
+        help="Docker token flow: 401s challenge Bearer realm=URL (our /token as clients reach it)",
+    )
+    serve.add_argument(
+        "--token-key",
+        metavar="FILE",
+        help="key signing /token's tokens, shared by replicas (default: random per process)",
+    )
+    serve.add_argument(
+        "--token-ttl", type=int, default=300, help="seconds a /token token is valid (default 300)"
+    )
     serve.add_argument("--anonymous-pull", action="store_true", help="allow pulls without credentials")
     serve.add_argument("--no-delete", action="store_true", help="answer DELETE with 405 UNSUPPORTED")
     serve.add_argument(
@@ -448,6 +469,7 @@ def _serve(args: argparse.Namespace) -> int:
         realm=args.realm,
         upload_sweep_seconds=args.upload_sweep_interval or None,
         trusted_proxies=_trusted_proxies(args.trusted_proxy),
+        token_realm=None if args.no_auth else args.token_realm,
     )
     if not 0 < args.storage_max_fill <= 100:
         raise UsageError("--storage-max-fill must be a percentage in (0, 100]")
@@ -544,7 +566,11 @@ def _authenticator(args: argparse.Namespace, *, data: Path) -> auth.Authenticato
     htpasswd, access = _auth_paths(args)
     try:
         authenticator = auth.Authenticator(
-            htpasswd=htpasswd, access=access, anonymous_pull=args.anonymous_pull
+            htpasswd=htpasswd,
+            access=access,
+            anonymous_pull=args.anonymous_pull,
+            tokens=_tokens(args),
+            registry_tokens=_registry_tokens(args),
         )
     except (ValueError, OSError) as exc:
         raise UsageError(f"cannot load auth files: {exc}") from None
@@ -555,6 +581,40 @@ def _authenticator(args: argparse.Namespace, *, data: Path) -> auth.Authenticato
             file=sys.stderr,
         )
     return authenticator
+
+
+def _registry_tokens(args: argparse.Namespace) -> tokens.RegistryTokens | None:
+    """The token flow's issuer when --token-realm asks for it; bad options are usage errors."""
+    if not getattr(args, "token_realm", None) and not getattr(args, "token_key", None):
+        return None
+    realm = args.token_realm
+    if realm and (not realm.startswith(("https://", "http://")) or '"' in realm):
+        raise UsageError("--token-realm must be an http(s) URL")
+    if not 0 < args.token_ttl <= 86400:
+        raise UsageError("--token-ttl must be in (0, 86400]")
+    key = None
+    if args.token_key:
+        try:
+            key = Path(args.token_key).read_bytes().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read --token-key {args.token_key}: {exc.strerror}") from None
+        if len(key) < 32:
+            raise UsageError("--token-key must hold at least 32 bytes")
+    return tokens.RegistryTokens(service=args.realm, key=key, ttl_seconds=args.token_ttl)
+
+
+def _tokens(args: argparse.Namespace) -> identity.TokenVerifier | None:
+    """The token verifier `--identities` configures (None without it); a bad file is a usage error."""
+    if not getattr(args, "identities", None):
+        return None
+    path = Path(args.identities)
+    try:
+        issuers_ = identity.parse_identities(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read --identities {path}: {exc.strerror}") from None
+    except identity.IdentitiesFileError as exc:
+        raise UsageError(f"--identities {path}: {exc}") from None
+    return identity.TokenVerifier(issuers_, issuers.HttpFetcher())
 
 
 def _tls(

@@ -175,11 +175,12 @@ class _Scraped(registry.Collector):
         if self.sources.authenticator is not None:
             checks = core.CounterMetricFamily(
                 "dockyard_registry_auth_checks",
-                "Credential checks: answered from the cache (hit), by bcrypt (miss), wrong (failure).",
+                "Credential checks: answered from the cache (hit), by bcrypt (miss), wrong (failure); "
+                "tokens verified (token) and refused (token_failure).",
                 labels=["outcome"],
             )
             counts = self.sources.authenticator.counts
-            for outcome in ("hit", "miss", "failure"):
+            for outcome in ("hit", "miss", "failure", "token", "token_failure"):
                 checks.add_metric([outcome], counts[outcome])
             yield checks
         if self.sources.storage is not None:
@@ -289,6 +290,12 @@ def _storage_status(monitor: health.StorageMonitor | None) -> dict[str, Any]:
     }
 
 
+def _identities_status(authenticator: auth.Authenticator | None) -> list[dict[str, Any]]:
+    if authenticator is None or authenticator.tokens is None:
+        return []
+    return [keyset.status() for keyset in authenticator.tokens.keysets.values()]
+
+
 def _mirror_status(pull: mirror_.PullThrough) -> list[dict[str, Any]]:
     """Per mirror: its upstream, whether the last request reached it (null: none yet), the last error."""
     return [
@@ -319,7 +326,11 @@ def listener_app(metrics: Metrics) -> web.Application:
         return web.json_response(_gc_status(sources.gc))
 
     async def status(request: web.Request) -> web.StreamResponse:
-        body: dict[str, Any] = {"storage": _storage_status(sources.storage), "gc": _gc_status(sources.gc)}
+        body: dict[str, Any] = {
+            "storage": _storage_status(sources.storage),
+            "gc": _gc_status(sources.gc),
+            "identities": _identities_status(sources.authenticator),
+        }
         if sources.mirror is not None:
             body["mirrors"] = _mirror_status(sources.mirror)
         return web.json_response(body)

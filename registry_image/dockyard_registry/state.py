@@ -37,7 +37,12 @@ class Settings:
     storage: health.StorageMonitor | None = None
     # Pull-through mirrors (`serve --mirrors FILE`); None: no repository is a mirror.
     mirror: mirror.PullThrough | None = None
+    # The Docker token flow: 401s challenge `Bearer realm="<token_realm>"` (the URL of our /token as clients
+    # reach it); None: Basic challenges (the flow's /token still works when the authenticator issues tokens).
+    token_realm: str | None = None
 
 
 SETTINGS = web.AppKey("settings", Settings)
 IDENTITY = web.RequestKey("identity", auth.Identity)
+SCOPE = web.RequestKey("scope", str)
+"""The token-flow scope a refused request needed (`repository:<name>:pull`), for the Bearer challenge."""

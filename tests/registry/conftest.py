@@ -143,6 +143,7 @@ async def make_client(tmp_path: Path) -> AsyncIterator[ClientFactory]:
         max_uploads_per_owner: int | None = store.DEFAULT_MAX_UPLOADS_PER_OWNER,
         upload_sweep_seconds: float | None = 3600.0,
         trusted_proxies: tuple[state.Network, ...] = state.LOOPBACK,
+        token_realm: str | None = None,
     ) -> Registry:
         settings = state.Settings(
             store=store.Store(
@@ -157,6 +158,7 @@ async def make_client(tmp_path: Path) -> AsyncIterator[ClientFactory]:
             accel_redirect=accel_redirect,
             upload_sweep_seconds=upload_sweep_seconds,
             trusted_proxies=trusted_proxies,
+            token_realm=token_realm,
         )
         client = test_utils.TestClient(test_utils.TestServer(app.create_app(settings)))
         await client.start_server()

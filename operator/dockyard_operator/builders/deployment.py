@@ -27,8 +27,8 @@ from __future__ import annotations
 from typing import Any
 
 from dockyard_operator import model, names
+from dockyard_operator.builders import htpasswd_secret, maintenance_configmap, mirrors_config, nginx_configmap
 from dockyard_operator.builders import inputs as inputs_mod
-from dockyard_operator.builders import maintenance_configmap, mirrors_config, nginx_configmap
 
 REGISTRY_UID = 65532
 NGINX_UID = 101  # the `nginx` user of the official nginx images
@@ -64,6 +64,10 @@ def registry_args(inputs: inputs_mod.Inputs) -> list[str]:
         args.append("--no-delete")
     if inputs.spec.auth.anonymous_pull:
         args.append("--anonymous-pull")
+    if htpasswd_secret.identities(inputs):
+        args += ["--identities", f"{AUTH_DIR}/{htpasswd_secret.IDENTITIES_FILE}"]
+    if inputs.token_key:
+        args += ["--token-key", f"{AUTH_DIR}/{htpasswd_secret.TOKEN_KEY_FILE}"]
     args += ["--realm", inputs.registry]
     args += ["--metrics-listen", f"0.0.0.0:{names.METRICS_PORT}"]
     args += ["--storage-max-fill", str(inputs.spec.storage.max_fill_percent)]
@@ -139,6 +143,11 @@ def config_hash(inputs: inputs_mod.Inputs) -> str:
         parts.append(mirrors_config.render(inputs.spec.mirrors))
     if inputs.object_storage is not None:
         parts.append(inputs.object_storage.digest)
+    identities = htpasswd_secret.identities(inputs)
+    if identities:  # only then: registries without tokens keep their hash (no roll on upgrade)
+        parts.append(identities)
+    if inputs.token_key:
+        parts.append(inputs.token_key)
     return inputs_mod.digest(*parts)
 
 
@@ -173,8 +182,30 @@ def _registry_container(inputs: inputs_mod.Inputs) -> dict[str, Any]:
     env = s3_env(inputs.spec.storage)
     if env:
         container["env"] = env
+    if inputs.spec.auth.service_accounts is not None:
+        container["volumeMounts"].append(
+            {"name": KUBE_IDENTITY_VOLUME, "mountPath": htpasswd_secret.KUBE_DIR, "readOnly": True}
+        )
     container["resources"] = _registry_resources(inputs)
     return container
+
+
+KUBE_IDENTITY_VOLUME = "kube-identity"
+
+
+def kube_identity_volume() -> dict[str, Any]:
+    """The registry's own API token (default audience, 1 h, rotated by the kubelet) and the cluster's CA:
+    enough to read the ServiceAccount issuer's discovery and JWKS (and TokenReviews, if bound), and only
+    in the registry container; the Pod keeps automountServiceAccountToken off."""
+    return {
+        "name": KUBE_IDENTITY_VOLUME,
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            ]
+        },
+    }
 
 
 def _data_mounts(inputs: inputs_mod.Inputs, *, read_only: bool) -> list[dict[str, Any]]:
@@ -311,6 +342,8 @@ def build(inputs: inputs_mod.Inputs) -> dict[str, Any]:
     }
     if spec.mirrors:
         pod_spec["volumes"].append(mirrors_config.volume(inputs))
+    if spec.auth.service_accounts is not None:
+        pod_spec["volumes"].append(kube_identity_volume())
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:

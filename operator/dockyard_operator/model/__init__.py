@@ -17,8 +17,13 @@ from __future__ import annotations
 
 from dockyard_operator.model.access import (
     Auth,
+    OidcClaims,
+    OidcIssuer,
+    OidcRule,
     PullSecrets,
     SecretKeyRef,
+    ServiceAccountRule,
+    ServiceAccounts,
     User,
 )
 from dockyard_operator.model.maintenance import (
@@ -52,6 +57,7 @@ from dockyard_operator.model.status import (
     CertificateStatus,
     Condition,
     GcRunStatus,
+    IdentityIssuerStatus,
     MaintenanceStatus,
     NodeTrustStatus,
     PrivateRegistryStatus,
@@ -118,6 +124,7 @@ __all__ = [
     "Expose",
     "FreeformObject",
     "GcRunStatus",
+    "IdentityIssuerStatus",
     "Ingress",
     "Maintenance",
     "MaintenanceStatus",
@@ -129,6 +136,9 @@ __all__ = [
     "NginxTime",
     "NodeTrust",
     "NodeTrustStatus",
+    "OidcClaims",
+    "OidcIssuer",
+    "OidcRule",
     "PrivateRegistrySpec",
     "PrivateRegistryStatus",
     "PullSecrets",
@@ -139,6 +149,8 @@ __all__ = [
     "S3Credentials",
     "S3Storage",
     "SecretKeyRef",
+    "ServiceAccountRule",
+    "ServiceAccounts",
     "Storage",
     "StorageStatus",
     "Tls",

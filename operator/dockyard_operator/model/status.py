@@ -118,6 +118,23 @@ class MaintenanceStatus(ApiModel):
     """The last run."""
 
 
+class IdentityIssuerStatus(ApiModel):
+    """One token issuer the registry trusts, as it reports it."""
+
+    name: str
+    """The issuer's name (`kubernetes`, or spec.auth.oidc[].name)."""
+    kind: str | None = None
+    """kubernetes or oidc."""
+    issuer: str | None = None
+    """The issuer URL (for kubernetes, as learned from the cluster's discovery document)."""
+    reachable: bool | None = None
+    """Whether the registry could read its discovery document and keys (unset before its first try)."""
+    keys: int | None = None
+    """Signing keys known."""
+    error: str | None = None
+    """Why the last read failed."""
+
+
 class PrivateRegistryStatus(ApiModel):
     """Observed state, written by the operator."""
 
@@ -143,3 +160,5 @@ class PrivateRegistryStatus(ApiModel):
     """Where the data lives (always), and capacity and use of the data volume as the registry reports it."""
     maintenance: MaintenanceStatus | None = None
     """Online garbage collection: schedule and last run."""
+    identities: list[IdentityIssuerStatus] | None = None
+    """Token issuers (spec.auth.serviceAccounts, spec.auth.oidc) and whether the registry reaches them."""

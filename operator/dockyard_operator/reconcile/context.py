@@ -136,6 +136,8 @@ class Pass:
 class Users:
     htpasswd: str
     access_yaml: str
+    token_key: str = ""
+    """The key signing short-lived pull-secret tokens (in `<registry>-htpasswd`); "" when none is used."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -210,6 +212,7 @@ class Observed:
 
     storage: model.StorageStatus | None = None
     maintenance: model.MaintenanceStatus | None = None
+    identities: tuple[model.IdentityIssuerStatus, ...] | None = None
     verdict: policies.Verdict | None = None
     """From the registry's own storage check; None without a fresh reading."""
     findings: Findings = Findings()

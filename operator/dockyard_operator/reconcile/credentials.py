@@ -90,6 +90,25 @@ class Credentials:
                 rounds=self._rounds,
             )
             self._verified[key] = (tag, hashes[user_name])
+        namespaces: dict[str, dict[str, str]] | None = None
+        if htpasswd_secret.needs_namespaces(run.spec.auth):
+            namespaces = {
+                ns["metadata"]["name"]: dict(ns["metadata"].get("labels") or {})
+                for ns in await self._reader.list_namespaces()
+                if not (ns["metadata"].get("deletionTimestamp"))
+            }
         return context.Users(
-            htpasswd=htpasswd.render(hashes), access_yaml=htpasswd_secret.access_yaml(run.spec.auth)
+            htpasswd=htpasswd.render(hashes),
+            access_yaml=htpasswd_secret.access_yaml(run.spec.auth, namespaces=namespaces),
+            token_key=_token_key(run, current),
         )
+
+
+def _token_key(run: context.Pass, current: dict[str, bytes] | None) -> str:
+    """The pull-secret token key: kept once made (tokens already handed out stay valid), made only when
+    spec.pullSecrets.tokenLifetime asks for short-lived pull secrets."""
+    chosen = run.spec.pull_secrets
+    if chosen is None or chosen.token_lifetime is None:
+        return ""
+    existing = (current or {}).get(htpasswd_secret.TOKEN_KEY_FILE, b"").decode("ascii", "replace").strip()
+    return existing if len(existing) >= 64 else secrets.token_hex(32)

@@ -17,6 +17,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
+from dockyard_common import regtoken
 from dockyard_operator import hosting, kube, names, pullsecrets, settings, tenancy, writer
 from dockyard_operator.conditions import Reason
 from dockyard_operator.nodetrust import claims, sources
@@ -79,9 +80,13 @@ class Exposure:
     # ---------------------------------------------------------------------------------- pull secrets
 
     async def pull_secrets(
-        self, run: context.Pass, *, tls: context.Tls, applied: context.Applied
+        self, run: context.Pass, *, tls: context.Tls, applied: context.Applied, token_key: str = ""
     ) -> context.Findings:
-        """Keep one dockerconfigjson Secret per chosen namespace; remove copies no longer wanted."""
+        """Keep one dockerconfigjson Secret per chosen namespace; remove copies no longer wanted.
+
+        With `tokenLifetime` the copies carry a registry token (pull on the user's repositories, minted
+        for the current half-lifetime window: the same token all window long, a fresh one after it), never
+        the user's password."""
         spec, chosen = run.spec, run.spec.pull_secrets
         me = (run.namespace, run.name)
         if chosen is None and not self._had_pull_secrets.get(me, False):
@@ -97,13 +102,25 @@ class Exposure:
                         Reason.PULL_SECRET_USER_UNKNOWN,
                         f"pullSecrets.user {chosen.user!r} is not in auth.users",
                     )
-                ref = user.password_secret_ref
-                data = await context.secret(self._reader, namespace=run.namespace, name=ref.name)
-                password = (data or {}).get(ref.key)
-                if password is None:
-                    return (
-                        context.Findings()
-                    )  # the credentials step already reports the missing Secret or key
+                lifetime = chosen.token_lifetime_seconds
+                if lifetime is not None and token_key:
+                    password = regtoken.mint(
+                        key=token_key.encode(),
+                        service=run.name,
+                        subject=user.name,
+                        grants=[(glob, ("pull",)) for glob in user.repositories],
+                        now=regtoken.pull_window(now=run.now.timestamp(), lifetime_seconds=lifetime),
+                        ttl_seconds=lifetime,
+                    ).encode()
+                else:
+                    ref = user.password_secret_ref
+                    data = await context.secret(self._reader, namespace=run.namespace, name=ref.name)
+                    found = (data or {}).get(ref.key)
+                    if found is None:
+                        return (
+                            context.Findings()
+                        )  # the credentials step already reports the missing Secret or key
+                    password = found
                 hosts = [
                     host
                     for host in (

@@ -62,9 +62,16 @@ class Observe:
                 observations.describe_run(last),
                 type_="Warning" if observations.run_failed(last) else "Normal",
             )
+        for issuer in observations.unreachable_issuers(reading):
+            findings += context.problem(
+                Reason.ISSUER_UNREACHABLE,
+                f"the registry cannot read the keys of token issuer {issuer.name}: "
+                f"{issuer.error or 'unknown error'}",
+            )
         return context.Observed(
             storage=reading.storage or previous.storage,
             maintenance=maintenance,
+            identities=reading.identities if reading.identities is not None else previous.identities,
             verdict=verdict,
             findings=findings,
         )
@@ -106,4 +113,10 @@ def _previous(body: Mapping[str, Any]) -> context.Observed:
         )
     except pydantic.ValidationError:
         maintenance = None
-    return context.Observed(storage=storage, maintenance=maintenance)
+    try:
+        identities = tuple(
+            model.IdentityIssuerStatus.model_validate(i) for i in status.get("identities") or []
+        )
+    except pydantic.ValidationError:
+        identities = ()
+    return context.Observed(storage=storage, maintenance=maintenance, identities=identities or None)

@@ -142,7 +142,9 @@ class Reconciler:
         with step("exposure"):
             exposed = [
                 await self._exposure.local_registry_hosting(run, applied=applied),
-                await self._exposure.pull_secrets(run, tls=material, applied=applied),
+                await self._exposure.pull_secrets(
+                    run, tls=material, applied=applied, token_key=users.token_key
+                ),
             ]
         findings = context.total(
             [
@@ -181,6 +183,7 @@ class Reconciler:
             nginx_image=self._settings.nginx_image,
             htpasswd=users.htpasswd,
             access_yaml=users.access_yaml,
+            token_key=users.token_key,
             ingress_annotations_allowed=self._settings.ingress_annotations_allowed,
             operator_namespace=self._settings.namespace,
             tls_secret_name=material.secret_name,

@@ -117,6 +117,8 @@ class Status:
                 update={"location": policies.storage_location(spec, claim=run.names.pvc)}
             ),
             maintenance=observed.maintenance,
+            # Only while the spec names token issuers: dropping them clears what the registry reported.
+            identities=list(observed.identities) if observed.identities and _token_issuers(spec) else None,
         )
         return status, findings
 
@@ -170,8 +172,9 @@ class Status:
         meta = body["metadata"]
         rendered = status.model_dump(by_alias=True, exclude_none=True, mode="json")
         patch = dict(rendered)
-        if "nodeTrust" not in rendered and (body.get("status") or {}).get("nodeTrust"):
-            patch["nodeTrust"] = None  # a merge patch only removes what it names
+        for key in ("nodeTrust", "identities"):
+            if key not in rendered and (body.get("status") or {}).get(key):
+                patch[key] = None  # a merge patch only removes what it names
         for key in ("storage", "maintenance"):  # observed documents: a field the registry dropped goes too
             before = (body.get("status") or {}).get(key)
             if isinstance(before, Mapping):
@@ -237,3 +240,7 @@ def _comparable(status: Mapping[str, Any]) -> dict[str, Any]:
     except pydantic.ValidationError:
         return {}
     return parsed.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _token_issuers(spec: model.PrivateRegistrySpec) -> bool:
+    return spec.auth.service_accounts is not None or bool(spec.auth.oidc)

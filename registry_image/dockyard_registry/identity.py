@@ -1,0 +1,483 @@
+"""Token identities: Kubernetes ServiceAccount tokens and external OIDC ID tokens as registry credentials.
+
+Owns: the identities file (`serve --identities`), verifying a JWT offline against its issuer's published
+keys (OIDC discovery + JWKS, cached per issuer), and mapping verified claims to a `Principal`. Must not:
+know HTTP serving (auth and app do), do I/O except through the injected `Fetcher` (issuers.py fetches
+over HTTP), or put a token, or anything derived from one without a secret key, into a log, an exception
+message or a cache key.
+
+Verification order, each failure a `TokenError` naming the failing check: shape; algorithm (asymmetric
+only: `none` and HMAC are never accepted, so a public key can never be used as a shared secret); issuer
+(the unverified `iss` selects one configured issuer, nothing else is trusted); the signing key (`kid` in
+the cached JWKS; an unknown `kid` refreshes the JWKS, at most once per `min_refresh_seconds` per issuer,
+so a flood of forged `kid`s costs the issuer one request per interval); signature; `aud` (the issuer's
+configured audience, i.e. this registry); `exp` and `nbf` against the wall clock with `LEEWAY_SECONDS`.
+
+No API call per request: keys come from the cache, and a verified token is remembered (by HMAC under a
+process-random key) until it expires. With `tokenReview` on a Kubernetes issuer, the first use of a token
+is also checked by a TokenReview (the API server refuses a token whose Pod or ServiceAccount was deleted),
+and that answer is reused for at most `cacheSeconds`: a bound token is refused within that bound after
+its object is gone. Without it, a token stays valid until its own `exp`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import fnmatch
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+import jwt
+import yaml
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["kubernetes", "oidc"]
+ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+LEEWAY_SECONDS = 30.0
+"""Clock skew allowed on `exp` and `nbf` (Kubernetes' own authenticator allows more)."""
+SA_PREFIX = "system:serviceaccount:"
+CACHE_LIMIT = 10000
+
+
+class IdentitiesFileError(ValueError):
+    pass
+
+
+class TokenError(Exception):
+    """A token was refused; `check` names the failing check. The message never contains the token."""
+
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(message)
+        self.check = check
+
+
+@dataclasses.dataclass(frozen=True)
+class Claims:
+    """Which claims name an OIDC user and its groups (`groups` None: no groups)."""
+
+    user: str = "sub"
+    groups: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Issuer:
+    """One trusted issuer from the identities file."""
+
+    name: str
+    kind: Kind
+    url: str
+    """The `iss` its tokens carry (and the base of its discovery document unless `api_server` is set);
+    empty for a Kubernetes issuer read through `api_server`: learned from its discovery document then."""
+    audience: str
+    """The `aud` a token must carry to be accepted here: this registry's audience."""
+    api_server: str | None = None
+    """Kubernetes only: read discovery and JWKS through this API server URL (in-cluster) instead of `url`."""
+    ca_file: Path | None = None
+    token_file: Path | None = None
+    """Bearer token for discovery, JWKS and reviews (re-read on every fetch: projected tokens rotate)."""
+    claims: Claims = Claims()
+    token_review: bool = False
+    review_cache_seconds: float = 60.0
+
+    @property
+    def discovery_url(self) -> str:
+        return f"{(self.api_server or self.url).rstrip('/')}/.well-known/openid-configuration"
+
+    def jwks_url(self, published: str) -> str:
+        """Where to read the JWKS the discovery document names: through the API server when one is given
+        (the issuer's own host, e.g. kubernetes.default.svc.cluster.local, is often not reachable)."""
+        if self.api_server is None:
+            return published
+        path = urlsplit(published).path or "/openid/v1/jwks"
+        return self.api_server.rstrip("/") + path
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """A verified token's identity."""
+
+    issuer: str
+    """The issuer's name in the identities file."""
+    kind: Kind
+    subject: str
+    """`system:serviceaccount:<ns>:<name>` for Kubernetes, the mapped user claim for OIDC."""
+    groups: tuple[str, ...] = ()
+    namespace: str | None = None
+    service_account: str | None = None
+    expires: float = 0.0
+
+
+# ------------------------------------------------------------------------------------------- the file
+def parse_identities(text: str) -> tuple[Issuer, ...]:
+    """Parse the identities YAML; IdentitiesFileError names the bad entry."""
+    try:
+        doc = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise IdentitiesFileError(f"identities file is not valid YAML: {exc}") from None
+    doc = doc or {}
+    if not isinstance(doc, dict) or set(doc) - {"issuers"}:
+        raise IdentitiesFileError("identities file must be a mapping with one key, issuers")
+    entries = doc.get("issuers") or []
+    if not isinstance(entries, list):
+        raise IdentitiesFileError("issuers must be a list")
+    issuers = tuple(_parse_issuer(i, entry) for i, entry in enumerate(entries))
+    for attr in ("name", "url"):
+        values = [getattr(i, attr) for i in issuers if getattr(i, attr)]
+        if len(set(values)) != len(values):
+            raise IdentitiesFileError(f"two issuers have the same {attr}")
+    return issuers
+
+
+_ISSUER_KEYS = {
+    "name",
+    "kind",
+    "url",
+    "audience",
+    "apiServer",
+    "caFile",
+    "tokenFile",
+    "claims",
+    "tokenReview",
+}
+
+
+def _parse_issuer(index: int, entry: Any) -> Issuer:
+    where = f"issuers[{index}]"
+    if not isinstance(entry, dict):
+        raise IdentitiesFileError(f"{where} must be a mapping")
+    unknown = set(entry) - _ISSUER_KEYS
+    if unknown:
+        raise IdentitiesFileError(f"{where} has unknown keys: {sorted(unknown)}")
+    kind = entry.get("kind", "oidc")
+    learned = kind == "kubernetes" and entry.get("apiServer") is not None and entry.get("url") is None
+    for key in ("name", "audience") if learned else ("name", "url", "audience"):
+        if not isinstance(entry.get(key), str) or not entry[key]:
+            raise IdentitiesFileError(f"{where}.{key} must be a non-empty string")
+    if kind not in ("kubernetes", "oidc"):
+        raise IdentitiesFileError(f"{where}.kind must be kubernetes or oidc")
+    for key in ("url", "apiServer"):
+        value = entry.get(key)
+        if value is not None and (
+            not isinstance(value, str) or urlsplit(value).scheme not in ("https", "http")
+        ):
+            raise IdentitiesFileError(f"{where}.{key} must be an http(s) URL")
+    if entry.get("apiServer") is not None and kind != "kubernetes":
+        raise IdentitiesFileError(f"{where}.apiServer is for kind kubernetes only")
+    claims_doc = entry.get("claims") or {}
+    if not isinstance(claims_doc, dict) or set(claims_doc) - {"user", "groups"}:
+        raise IdentitiesFileError(f"{where}.claims may have user and groups only")
+    if kind == "kubernetes" and claims_doc:
+        raise IdentitiesFileError(f"{where}.claims: a kubernetes issuer maps its own claims")
+    review = entry.get("tokenReview") or {}
+    if not isinstance(review, dict) or set(review) - {"enabled", "cacheSeconds"}:
+        raise IdentitiesFileError(f"{where}.tokenReview may have enabled and cacheSeconds only")
+    if review.get("enabled") and (kind != "kubernetes" or not entry.get("apiServer")):
+        raise IdentitiesFileError(f"{where}.tokenReview needs kind kubernetes and apiServer")
+    cache_seconds = review.get("cacheSeconds", 60)
+    if not isinstance(cache_seconds, int | float) or cache_seconds < 0:
+        raise IdentitiesFileError(f"{where}.tokenReview.cacheSeconds must be a number >= 0")
+    return Issuer(
+        name=entry["name"],
+        kind=kind,
+        url=entry.get("url") or "",
+        audience=entry["audience"],
+        api_server=entry.get("apiServer"),
+        ca_file=Path(entry["caFile"]) if entry.get("caFile") else None,
+        token_file=Path(entry["tokenFile"]) if entry.get("tokenFile") else None,
+        claims=Claims(user=str(claims_doc.get("user", "sub")), groups=claims_doc.get("groups")),
+        token_review=bool(review.get("enabled", False)),
+        review_cache_seconds=float(cache_seconds),
+    )
+
+
+def looks_like_jwt(value: str) -> bool:
+    """A compact JWS (three base64url parts, a JSON header): the only passwords sent to `TokenVerifier`."""
+    parts = value.split(".")
+    return len(parts) == 3 and value.startswith("eyJ") and all(parts[:2])
+
+
+def name_matches(pattern: str, value: str) -> bool:
+    """Namespace / ServiceAccount / user / group patterns: exact, or shell-style `*` and `?`."""
+    return fnmatch.fnmatchcase(value, pattern)
+
+
+# ------------------------------------------------------------------------------------------- fetching
+class Fetcher(Protocol):
+    """The I/O verification needs; issuers.HttpFetcher does it over HTTP."""
+
+    async def get_json(self, url: str, *, issuer: Issuer) -> Any: ...
+
+    async def review(self, token: str, *, issuer: Issuer) -> bool:
+        """TokenReview: does the API server still accept this token for the issuer's audience?"""
+        ...
+
+
+class FetchError(Exception):
+    """The issuer could not be read (network, HTTP status, not JSON); the message names the URL."""
+
+
+class KeySet:
+    """One issuer's signing keys, read from its discovery document and JWKS and kept.
+
+    Refreshed when a token names an unknown `kid` or the keys are older than `max_age_seconds`, never
+    more often than `min_refresh_seconds` (monotonic clock injected); concurrent refreshes share one.
+    A failed refresh keeps the keys already known.
+    """
+
+    def __init__(
+        self,
+        issuer: Issuer,
+        fetcher: Fetcher,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        min_refresh_seconds: float = 30.0,
+        max_age_seconds: float = 3600.0,
+    ) -> None:
+        self.issuer, self._fetcher, self._clock = issuer, fetcher, clock
+        self.min_refresh_seconds, self.max_age_seconds = min_refresh_seconds, max_age_seconds
+        self._keys: dict[str | None, jwt.PyJWK] = {}
+        self._loaded_at: float | None = None
+        self._attempted_at: float | None = None
+        self._refreshing: asyncio.Future[None] | None = None
+        self.fetches = 0
+        self.last_error: str | None = None
+
+    def status(self) -> dict[str, Any]:
+        """What /status reports of this issuer (no secret: names, URLs, key ids count, last error)."""
+        return {
+            "name": self.issuer.name,
+            "kind": self.issuer.kind,
+            "issuer": self.issuer.url or None,
+            "audience": self.issuer.audience,
+            "reachable": self.reachable,
+            "keys": len(self._keys),
+            "error": self.last_error,
+            "tokenReview": self.issuer.token_review,
+        }
+
+    async def warm(self) -> None:
+        """Read the keys now (at startup), so /status shows reachability before the first token."""
+        if self._may_refresh(self._clock()):
+            await self._refresh()
+
+    @property
+    def reachable(self) -> bool | None:
+        """None before the first fetch; then whether the last one succeeded."""
+        return None if self._attempted_at is None else self.last_error is None
+
+    async def key(self, kid: str | None) -> jwt.PyJWK:
+        now = self._clock()
+        stale = self._loaded_at is None or now - self._loaded_at >= self.max_age_seconds
+        if (kid not in self._keys or stale) and (self._refreshing is not None or self._may_refresh(now)):
+            await self._refresh()  # joins a refresh already under way (the startup read) or starts one
+        found = self._keys.get(kid)
+        if found is None and kid is None and len(self._keys) == 1:
+            found = next(iter(self._keys.values()))
+        if found is None:
+            if self._loaded_at is None and self.last_error is not None:
+                raise TokenError(
+                    "issuer unreachable", f"issuer {self.issuer.name} unreachable: {self.last_error}"
+                )
+            raise TokenError("unknown key", f"token signing key is unknown to issuer {self.issuer.name}")
+        return found
+
+    async def learn(self) -> None:
+        """Read discovery once (rate-bounded) for an issuer whose URL comes from its discovery document."""
+        if not self.issuer.url and self._may_refresh(self._clock()):
+            await self._refresh()
+
+    def _may_refresh(self, now: float) -> bool:
+        return self._attempted_at is None or now - self._attempted_at >= self.min_refresh_seconds
+
+    async def _refresh(self) -> None:
+        if self._refreshing is None:
+            self._refreshing = asyncio.ensure_future(self._load())
+            self._refreshing.add_done_callback(lambda _f: setattr(self, "_refreshing", None))
+        await asyncio.shield(self._refreshing)
+
+    async def _load(self) -> None:
+        self._attempted_at = self._clock()
+        self.fetches += 1
+        try:
+            discovery = await self._fetcher.get_json(self.issuer.discovery_url, issuer=self.issuer)
+            if not isinstance(discovery, dict) or not isinstance(discovery.get("issuer"), str):
+                raise FetchError(f"discovery at {self.issuer.discovery_url} names no issuer")
+            if not self.issuer.url:
+                # Read through the API server with its CA and our own token: as trusted as the keys.
+                self.issuer = dataclasses.replace(self.issuer, url=discovery["issuer"])
+            elif discovery["issuer"] != self.issuer.url:
+                raise FetchError(f"discovery at {self.issuer.discovery_url} names another issuer")
+            published = discovery.get("jwks_uri")
+            if not isinstance(published, str):
+                raise FetchError(f"discovery at {self.issuer.discovery_url} has no jwks_uri")
+            jwks = await self._fetcher.get_json(self.issuer.jwks_url(published), issuer=self.issuer)
+            keys = _parse_jwks(jwks)
+        except FetchError as exc:
+            self.last_error = str(exc)
+            log.warning("cannot refresh keys of issuer %s: %s", self.issuer.name, exc)
+            return
+        self._keys, self._loaded_at, self.last_error = keys, self._clock(), None
+
+
+def _parse_jwks(doc: Any) -> dict[str | None, jwt.PyJWK]:
+    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+        raise FetchError("JWKS is not a JSON object with a keys list")
+    keys: dict[str | None, jwt.PyJWK] = {}
+    for entry in doc["keys"]:
+        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+            continue
+        try:
+            key = jwt.PyJWK(entry)
+        except (jwt.PyJWKError, jwt.InvalidKeyError):
+            continue  # a key type this registry cannot use; others may still verify
+        if key.algorithm_name in ALGORITHMS:
+            keys[entry.get("kid")] = key
+    return keys
+
+
+# ------------------------------------------------------------------------------------------- verifying
+class TokenVerifier:
+    """Verifies tokens of the configured issuers; see the module docstring for the checks and caching."""
+
+    def __init__(
+        self,
+        issuers: Sequence[Issuer],
+        fetcher: Fetcher,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        min_refresh_seconds: float = 30.0,
+    ) -> None:
+        self.keysets: Mapping[str, KeySet] = {
+            i.name: KeySet(i, fetcher, clock=clock, min_refresh_seconds=min_refresh_seconds) for i in issuers
+        }
+        self._fetcher, self._wall = fetcher, wall
+        self._key = secrets.token_bytes(32)
+        self._verified: dict[bytes, tuple[Principal, float]] = {}
+        self.reviews = 0
+
+    async def verify(self, token: str) -> Principal:
+        mac = hmac.new(self._key, token.encode(), "sha256").digest()
+        now = self._wall()
+        cached = self._verified.get(mac)
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.DecodeError:
+            raise TokenError("malformed", "token is not a well-formed JWT") from None
+        alg = header.get("alg")
+        if alg not in ALGORITHMS:
+            raise TokenError("algorithm", f"token algorithm {str(alg)[:20]!r} is not accepted")
+        keyset = await self._keyset_of(str(unverified.get("iss")))
+        if keyset is None:
+            raise TokenError("unknown issuer", "token issuer is not trusted by this registry")
+        key = await keyset.key(header.get("kid"))
+        issuer = keyset.issuer
+        claims = _decode(token, key=key, alg=alg, issuer=issuer)
+        now = self._wall()
+        exp = claims["exp"]
+        if not isinstance(exp, int | float) or now > exp + LEEWAY_SECONDS:
+            raise TokenError("expired", "token has expired")
+        nbf = claims.get("nbf")
+        if nbf is not None and (not isinstance(nbf, int | float) or now + LEEWAY_SECONDS < nbf):
+            raise TokenError("not yet valid", "token is not valid yet (nbf)")
+        principal = _principal(issuer, claims, expires=float(exp))
+        until = float(exp)
+        if issuer.token_review:
+            self.reviews += 1
+            try:
+                ok = await self._fetcher.review(token, issuer=issuer)
+            except FetchError as exc:
+                raise TokenError("token review", f"token review failed: {exc}") from None
+            if not ok:
+                raise TokenError("revoked", "the API server no longer accepts this token (token review)")
+            until = min(until, now + issuer.review_cache_seconds)
+        self._remember(mac, principal, until)
+        return principal
+
+    async def _keyset_of(self, iss: str) -> KeySet | None:
+        for keyset in self.keysets.values():
+            if keyset.issuer.url == iss:
+                return keyset
+        for keyset in self.keysets.values():
+            if not keyset.issuer.url:
+                await keyset.learn()
+                if keyset.issuer.url == iss:
+                    return keyset
+        return None
+
+    def _remember(self, mac: bytes, principal: Principal, until: float) -> None:
+        if len(self._verified) >= CACHE_LIMIT:
+            now = self._wall()
+            self._verified = {k: v for k, v in self._verified.items() if v[1] > now}
+            if len(self._verified) >= CACHE_LIMIT:
+                self._verified.clear()
+        self._verified[mac] = (principal, until)
+
+
+def _decode(token: str, *, key: jwt.PyJWK, alg: str, issuer: Issuer) -> dict[str, Any]:
+    if key.algorithm_name != alg:
+        raise TokenError("bad signature", "token algorithm does not match its signing key")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key=key.key,
+            algorithms=[alg],
+            audience=issuer.audience,
+            issuer=issuer.url,
+            # exp and nbf are checked by the caller against the injected wall clock.
+            options={
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+                "require": ["exp", "sub"],
+            },
+        )
+    except jwt.InvalidSignatureError:
+        raise TokenError("bad signature", "token signature is invalid") from None
+    except jwt.InvalidAudienceError:
+        raise TokenError("wrong audience", "token audience is not this registry's") from None
+    except jwt.InvalidIssuerError:
+        raise TokenError("unknown issuer", "token issuer is not trusted by this registry") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise TokenError("malformed", f"token has no {exc.claim} claim") from None
+    except jwt.PyJWTError:
+        raise TokenError("bad signature", "token cannot be verified with the issuer's key") from None
+    return claims
+
+
+def _principal(issuer: Issuer, claims: Mapping[str, Any], *, expires: float) -> Principal:
+    if issuer.kind == "kubernetes":
+        subject = str(claims["sub"])
+        parts = subject.split(":")
+        if not subject.startswith(SA_PREFIX) or len(parts) != 4 or not all(parts[2:]):
+            raise TokenError("not a service account", "token subject is not a ServiceAccount")
+        namespace, name = parts[2], parts[3]
+        groups: tuple[str, ...] = ("system:serviceaccounts", f"system:serviceaccounts:{namespace}")
+        return Principal(
+            issuer=issuer.name,
+            kind="kubernetes",
+            subject=subject,
+            groups=groups,
+            namespace=namespace,
+            service_account=name,
+            expires=expires,
+        )
+    user = claims.get(issuer.claims.user)
+    if not isinstance(user, str) or not user:
+        raise TokenError("unmapped", f"token has no string {issuer.claims.user} claim")
+    groups_claim = claims.get(issuer.claims.groups) if issuer.claims.groups else None
+    if isinstance(groups_claim, str):
+        groups_claim = [groups_claim]
+    oidc_groups = tuple(g for g in groups_claim or () if isinstance(g, str))
+    return Principal(issuer=issuer.name, kind="oidc", subject=user, groups=oidc_groups, expires=expires)

@@ -1,0 +1,125 @@
+"""The Docker token (Bearer) flow: short registry tokens issued at `/token` and accepted as `Bearer`.
+
+Owns: parsing `scope` parameters (`repository:<name>:pull,push`), signing a token that lists exactly the
+access granted (never more than the caller's rules allow: the HTTP edge asks `Authenticator.permits` for
+each action), and verifying such a token on later requests. Must not: authenticate the caller (auth does),
+know HTTP, or log a token.
+
+Tokens are HS256 JWTs under a key only this registry knows (`serve --token-key FILE`, shared by replicas;
+else a random key per process, so they fail over to a fresh login). They carry their grants, so a rule
+removed later still holds for at most `ttl_seconds` (300 by default). External issuers' HMAC tokens stay
+refused (identity.py): this key is never published.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jwt
+
+from dockyard_common import regtoken
+
+ALGORITHM = regtoken.ALGORITHM
+ACTIONS = ("pull", "push", "delete")
+
+
+class ScopeError(ValueError):
+    pass
+
+
+class RegistryTokenError(Exception):
+    """A Bearer token of this registry is not valid (the message names why, never the token)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    repository: str
+    actions: frozenset[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Verified:
+    subject: str | None
+    grants: tuple[Grant, ...]
+
+
+def parse_scopes(values: Iterable[str]) -> list[Grant]:
+    """`repository:<name>:<actions>` scopes (several per parameter, space-separated); `*` is every action.
+
+    Other resource types (`registry:catalog:*`) are ignored, as Distribution does for unknown ones.
+    """
+    out: list[Grant] = []
+    for value in values:
+        for scope in value.split():
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            if kind != "repository":
+                continue
+            if not name:
+                raise ScopeError(f"scope {scope[:200]!r} is not repository:<name>:<actions>")
+            wanted = set(ACTIONS) if actions == "*" else {a for a in actions.split(",") if a}
+            out.append(Grant(repository=name, actions=frozenset(wanted & set(ACTIONS))))
+    return out
+
+
+class RegistryTokens:
+    def __init__(
+        self,
+        *,
+        service: str,
+        key: bytes | None = None,
+        ttl_seconds: int = 300,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.service, self.ttl_seconds, self._wall = service, ttl_seconds, wall
+        self._key = key or secrets.token_bytes(32)
+        self.issuer = regtoken.issuer(service)
+
+    def issue(self, *, subject: str | None, grants: Iterable[Grant]) -> dict[str, Any]:
+        """The `/token` answer: `token` and `access_token` (the same), `expires_in`, `issued_at`."""
+        now = int(self._wall())
+        token = regtoken.mint(
+            key=self._key,
+            service=self.service,
+            subject=subject or "",
+            grants=[(g.repository, tuple(g.actions)) for g in grants],
+            now=now,
+            ttl_seconds=self.ttl_seconds,
+            jti=secrets.token_hex(8),
+        )
+        issued = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        return {"token": token, "access_token": token, "expires_in": self.ttl_seconds, "issued_at": issued}
+
+    def owns(self, token: str) -> bool:
+        """Whether a Bearer token claims to be ours (then only `verify` may accept it)."""
+        try:
+            return bool(jwt.decode(token, options={"verify_signature": False}).get("iss") == self.issuer)
+        except jwt.PyJWTError:
+            return False
+
+    def verify(self, token: str) -> Verified:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=self.service,
+                issuer=self.issuer,
+                options={"verify_exp": False, "verify_nbf": False, "require": ["exp", "access"]},
+            )
+        except jwt.InvalidSignatureError:
+            raise RegistryTokenError("registry token signature is invalid") from None
+        except jwt.PyJWTError:
+            raise RegistryTokenError("registry token is not valid here") from None
+        if not isinstance(claims["exp"], int | float) or self._wall() > claims["exp"]:
+            raise RegistryTokenError("registry token has expired; ask /token for a new one")
+        grants = tuple(
+            Grant(repository=str(a.get("name")), actions=frozenset(map(str, a.get("actions") or ())))
+            for a in claims["access"]
+            if isinstance(a, dict) and a.get("type") == "repository"
+        )
+        return Verified(subject=claims.get("sub") or None, grants=grants)
