@@ -434,9 +434,10 @@ def _serve(args: argparse.Namespace) -> int:
     if args.max_uploads_per_user < 0:
         raise UsageError("--max-uploads-per-user must be >= 0")
     choice = storage_choice(args, environ=os.environ)
-    data = choice.data_dir  # the filesystem driver's root; with S3 an optional local directory
-    local = Path(args.state_dir) if args.state_dir else data  # TLS auto and gc status live here
-    for directory, flag in ((data, "--data-dir"), (local, "--state-dir")):
+    data = choice.data_dir if choice.s3 is None else None  # the filesystem driver's root
+    # TLS auto, the default auth files and gc's status live here (with S3: --state-dir or --data-dir).
+    local = Path(args.state_dir) if args.state_dir else choice.data_dir
+    for directory, flag in ((choice.data_dir, "--data-dir"), (local, "--state-dir")):
         if directory is not None and directory.exists() and not directory.is_dir():
             raise UsageError(f"{flag} {directory} is not a directory")
     if choice.s3 is not None:
@@ -452,7 +453,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "with --storage-driver s3 and no --state-dir or --data-dir, give --htpasswd and --access "
                 "(or --no-auth)"
             )
-    for directory in {d for d in (data, local) if d is not None}:
+    for directory in {d for d in (local, choice.data_dir) if d is not None}:
         _make_private_dirs(directory)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host_port = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
