@@ -7,7 +7,9 @@ Covers:
 - a blob GET is a 307 to a presigned URL that serves the blob; with --no-s3-redirect the registry
   streams it (a second process without any local directory: --no-tls, --no-auth);
 - an upload whose PATCHes go to two registry processes on the same bucket completes, and both serve it;
-- `gc --storage-driver s3` removes an unreferenced blob and keeps a tagged image; `fsck` is clean after.
+- `gc --storage-driver s3` removes an unreferenced blob and keeps a tagged image; `fsck` is clean after;
+- a registry SIGKILLed mid-chunk and restarted resumes the upload from the last whole chunk, and the blob
+  (hashed once committed, since the running hash died with the process) is intact.
 """
 
 from __future__ import annotations
@@ -210,3 +212,51 @@ def test_gc_on_s3_removes_an_unreferenced_blob_and_fsck_is_clean(
 
     fsck = harness.run_cli("fsck", *_s3_flags(s3_server))
     assert fsck.returncode == 0 and "ok: no problems found" in fsck.stdout, fsck.stdout + fsck.stderr
+
+
+def test_sigkill_mid_chunk_on_s3_then_restart_resumes_the_upload_from_the_last_whole_chunk(
+    s3_registry: harness.Registry, plain_replica: harness.Registry, admin: harness.Credentials
+) -> None:
+    client = s3_registry.client(admin)
+    mib = 1024 * 1024
+    blob = os.urandom(3 * mib)
+    dgst = harness.sha256(blob)
+    started = client.request("POST", "/v2/s3/crash/blobs/uploads/")
+    assert started.status == 202, started.describe()
+    first = client.request(
+        "PATCH",
+        harness.upload_path(started),
+        body=blob[:mib],
+        headers={"Content-Type": "application/octet-stream", "Content-Range": f"0-{mib - 1}"},
+    )
+    assert first.status == 202, first.describe()
+    location = harness.upload_path(first)
+    with client.partial_request(
+        "PATCH",
+        location,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"{mib}-{2 * mib - 1}",
+            "Content-Length": str(mib),
+        },
+        body_prefix=blob[mib : mib + mib // 4],
+    ):
+        s3_registry.kill()
+    s3_registry.start()
+
+    status = client.request("GET", location)
+    # What an interrupted chunk wrote never counts on S3: the upload ends where the last whole chunk did.
+    assert status.status == 204 and status.header("Range") == f"0-{mib - 1}", status.describe()
+    rest = client.request(
+        "PATCH",
+        location,
+        body=blob[mib:],
+        headers={"Content-Type": "application/octet-stream", "Content-Range": f"{mib}-{len(blob) - 1}"},
+    )
+    assert rest.status == 202, rest.describe()
+    location = harness.upload_path(rest)
+    sep = "&" if "?" in location else "?"
+    done = client.request("PUT", f"{location}{sep}digest={dgst}", headers={"Content-Length": "0"})
+    assert done.status == 201, done.describe()
+    _resp, got, size = plain_replica.client(None).download_digest(f"/v2/s3/crash/blobs/{dgst}")
+    assert (got, size) == (dgst, len(blob))
