@@ -3,7 +3,8 @@
 Covers:
 - the OCI conformance suite against a registry on S3 (TLS auto and auth files in a local --data-dir,
   content in the bucket; redirects off, as the suite checks our headers on the final blob response);
-- a skopeo push and pull round trip with identical digests (pulls follow presigned 307s);
+- a skopeo push and pull round trip with identical digests (pulls follow presigned 307s); crane push
+  (streamed PATCHes), `validate --remote` (every layer downloaded and checked) and copy (a mount);
 - a blob GET is a 307 to a presigned URL that serves the blob; with --no-s3-redirect the registry
   streams it (a second process without any local directory: --no-tls, --no-auth);
 - an upload whose PATCHes go to two registry processes on the same bucket completes, and both serve it;
@@ -15,12 +16,14 @@ Covers:
 from __future__ import annotations
 
 import os
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import support
 from tests.integration.registry import harness, images
 from tests.integration.registry.clients import skopeo_pull, skopeo_push
 from tests.integration.registry.conformance import assert_conformance_passes
@@ -260,3 +263,34 @@ def test_sigkill_mid_chunk_on_s3_then_restart_resumes_the_upload_from_the_last_w
     assert done.status == 201, done.describe()
     _resp, got, size = plain_replica.client(None).download_digest(f"/v2/s3/crash/blobs/{dgst}")
     assert (got, size) == (dgst, len(blob))
+
+
+def test_crane_push_validate_and_copy_on_s3(
+    s3_registry: harness.Registry, admin: harness.Credentials, tmp_path: Path
+) -> None:
+    env = {**os.environ, "DOCKER_CONFIG": str(tmp_path / "docker"), "SSL_CERT_FILE": str(s3_registry.ca)}
+
+    def crane(*args: str, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            [str(support.tool("crane")), *args],
+            input=stdin,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert done.returncode == 0, f"crane {args[0]} exited {done.returncode}: {done.stderr}"
+        return done.stdout.strip()
+
+    login = ("auth", "login", s3_registry.address, "--username", admin.username, "--password-stdin")
+    crane(*login, stdin=admin.password)
+    img = images.random_image(label="s3-crane", layer_count=2, layer_size=6 * 1024 * 1024)
+    layout = images.write_layout(directory=tmp_path / "layout", tag="v1", img=img)
+    src, dst = f"{s3_registry.address}/s3/crane-src:v1", f"{s3_registry.address}/s3/crane-dst:v1"
+
+    crane("push", str(layout), src)  # streamed PATCHes without Content-Range
+    assert crane("digest", src) == img.digest
+    crane("validate", "--remote", src)  # every layer downloaded (following presigned redirects), checked
+    crane("copy", src, dst)  # a cross-repository mount
+    assert crane("digest", dst) == img.digest
