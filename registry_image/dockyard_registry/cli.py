@@ -19,7 +19,7 @@ import secrets
 import ssl
 import sys
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -42,7 +42,7 @@ from dockyard_registry import (
     tlsauto,
     tokens,
 )
-from dockyard_registry.storage import filesystem
+from dockyard_registry.storage import base, blocking, filesystem
 from dockyard_registry.storage import s3 as s3_storage
 
 EXIT_USAGE = 2
@@ -61,8 +61,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _auth_paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    data = Path(args.data_dir)
+def _auth_paths(args: argparse.Namespace, *, data: Path | None = None) -> tuple[Path, Path]:
+    """The htpasswd and access files: the flags', else under `data` (default --data-dir)."""
+    if data is None:
+        data = Path(args.data_dir)
     htpasswd = Path(args.htpasswd) if getattr(args, "htpasswd", None) else data / "auth" / "htpasswd"
     access = Path(args.access_file) if getattr(args, "access_file", None) else data / "auth" / "access.yaml"
     return htpasswd, access
@@ -128,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", default="127.0.0.1:5000", help="HOST:PORT (default 127.0.0.1:5000)")
     tls = serve.add_mutually_exclusive_group()
     tls.add_argument(
-        "--tls", choices=["auto"], help="create (once) a CA and server certificate under DATA/tls"
+        "--tls", choices=["auto"], help="create (once) a CA and server certificate under STATE/tls"
     )
     tls.add_argument("--tls-cert", help="server certificate (PEM); needs --tls-key")
     tls.add_argument("--no-tls", action="store_true", help="plain HTTP (behind a TLS proxy, or tests)")
@@ -153,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--token-ttl", type=int, default=300, help="seconds a /token token is valid (default 300)"
+    )
+    serve.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="local state: --tls auto's CA and certificate, the default auth files, gc's last-run status "
+        "(default: --data-dir; with --storage-driver s3 and --tls auto one of them is required)",
     )
     serve.add_argument("--anonymous-pull", action="store_true", help="allow pulls without credentials")
     serve.add_argument("--no-delete", action="store_true", help="answer DELETE with 405 UNSUPPORTED")
@@ -368,19 +376,19 @@ def storage_choice(args: argparse.Namespace, *, environ: Mapping[str, str]) -> S
     )
 
 
-def _filesystem_only(choice: StorageChoice) -> Path:
-    """The data directory; S3 is parsed and validated but the store does not run on it yet (issue 14)."""
-    if choice.s3 is not None:
-        raise StorageUnavailableError(
-            "--storage-driver s3: the registry's store does not run on the S3 driver in this version yet "
-            "(the flags are valid); use --storage-driver filesystem"
-        )
-    assert choice.data_dir is not None
-    return choice.data_dir
+def _driver(choice: StorageChoice) -> tuple[base.Driver, Callable[[], None]]:
+    """The store's driver for `choice` and what releases it (S3: the client and its loop thread)."""
+    if choice.s3 is None:
+        assert choice.data_dir is not None
+        return filesystem.FilesystemDriver(choice.data_dir), lambda: None
+    s3_driver = blocking.BlockingS3Driver.start(choice.s3)
+    return s3_driver, s3_driver.close
 
 
-class StorageUnavailableError(Exception):
-    """Valid flags for a storage this version cannot run on; exit 1 with the message."""
+def _where(choice: StorageChoice) -> str:
+    if choice.s3 is None:
+        return str(choice.data_dir)
+    return f"s3://{choice.s3.bucket}/{choice.s3.prefix}".rstrip("/")
 
 
 def _gc_policy_arguments(parser: argparse.ArgumentParser, *, prefix: str) -> None:
@@ -429,9 +437,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"dockyard-registry: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except StorageUnavailableError as exc:
-        print(f"dockyard-registry: error: {exc}", file=sys.stderr)
-        return 1
 
 
 # ------------------------------------------------------------------------------------------------ serve
@@ -449,21 +454,41 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("--upload-expiry must be > 0")
     if args.max_uploads_per_user < 0:
         raise UsageError("--max-uploads-per-user must be >= 0")
-    data = _filesystem_only(storage_choice(args, environ=os.environ))
-    if data.exists() and not data.is_dir():
-        raise UsageError(f"--data-dir {data} is not a directory")
-    _make_private_dirs(data)
+    choice = storage_choice(args, environ=os.environ)
+    data = choice.data_dir if choice.s3 is None else None  # the filesystem driver's root
+    # TLS auto, the default auth files and gc's status live here (with S3: --state-dir or --data-dir).
+    local = Path(args.state_dir) if args.state_dir else choice.data_dir
+    for directory, flag in ((choice.data_dir, "--data-dir"), (local, "--state-dir")):
+        if directory is not None and directory.exists() and not directory.is_dir():
+            raise UsageError(f"{flag} {directory} is not a directory")
+    if choice.s3 is not None:
+        if args.accel_redirect is not None:
+            raise UsageError("--accel-redirect needs the filesystem driver (S3 blobs are not local files)")
+        if local is None and not args.no_tls and not args.tls_cert:
+            raise UsageError(
+                "--tls auto keeps its CA in a local directory: with --storage-driver s3 give --state-dir "
+                "(or --data-dir), or use --tls-cert/--tls-key or --no-tls"
+            )
+        if local is None and not args.no_auth and not (args.htpasswd and args.access_file):
+            raise UsageError(
+                "with --storage-driver s3 and no --state-dir or --data-dir, give --htpasswd and --access "
+                "(or --no-auth)"
+            )
+    for directory in {d for d in (local, choice.data_dir) if d is not None}:
+        _make_private_dirs(directory)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host_port = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    ssl_context, reloader = _tls(args, data=data, host=host, host_port=host_port)
+    ssl_context, reloader = _tls(args, data=local, host=host, host_port=host_port)
+    authenticator = None if args.no_auth else _authenticator(args, data=local)
+    driver, release = _driver(choice)
     settings = state.Settings(
         store=store.Store(
-            filesystem.FilesystemDriver(data),
+            driver,
             foreign_layer_urls=not args.refuse_foreign_layer_urls,
             upload_expiry=args.upload_expiry,
             max_uploads_per_owner=args.max_uploads_per_user or None,
         ),
-        authenticator=None if args.no_auth else _authenticator(args, data=data),
+        authenticator=authenticator,
         delete_enabled=not args.no_delete,
         accel_redirect=args.accel_redirect,
         realm=args.realm,
@@ -478,10 +503,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(
         settings,
         mirror=_pull_through(args.mirrors, st=settings.store),
-        gc=_gc_runner(args, st=settings.store, data=data),
-        storage=health.StorageMonitor(
-            data, max_fill=args.storage_max_fill, interval=args.storage_check_interval
-        ),
+        gc=_gc_runner(args, st=settings.store, data=local),
+        storage=_storage_monitor(args, data=data),
     )
     if args.metrics_listen is None:
         application = app.create_app(settings)
@@ -504,7 +527,7 @@ def _serve(args: argparse.Namespace) -> int:
     if reloader is not None:
         application.cleanup_ctx.append(functools.partial(_refresh_certificates, reloader=reloader))
     scheme = "http" if ssl_context is None else "https"
-    listening = f"dockyard-registry listening on {scheme}://{host_port} (data {data})"
+    listening = f"dockyard-registry listening on {scheme}://{host_port} (data {_where(choice)})"
     try:
         web.run_app(
             application,
@@ -523,7 +546,16 @@ def _serve(args: argparse.Namespace) -> int:
             f"dockyard-registry: error: cannot listen on {host_port}: {exc.strerror or exc}", file=sys.stderr
         )
         return 1
+    finally:
+        release()
     return 0
+
+
+def _storage_monitor(args: argparse.Namespace, *, data: Path | None) -> health.StorageMonitor | None:
+    """The fill check of the data filesystem; None on S3 (a bucket has no fill to check)."""
+    if data is None:
+        return None
+    return health.StorageMonitor(data, max_fill=args.storage_max_fill, interval=args.storage_check_interval)
 
 
 def _pull_through(path: str | None, *, st: store.Store) -> mirror.PullThrough | None:
@@ -540,7 +572,9 @@ def _pull_through(path: str | None, *, st: store.Store) -> mirror.PullThrough | 
     return mirror.PullThrough(config, store=st)
 
 
-def _gc_runner(args: argparse.Namespace, *, st: store.Store, data: Path) -> maintenance.GcRunner | None:
+def _gc_runner(
+    args: argparse.Namespace, *, st: store.Store, data: Path | None
+) -> maintenance.GcRunner | None:
     """The online gc `--gc-schedule` asks for (None without it); bad options are usage errors."""
     if args.gc_schedule is None:
         if args.gc_retention or args.gc_delete_untagged or args.gc_dry_run:
@@ -559,11 +593,12 @@ def _gc_runner(args: argparse.Namespace, *, st: store.Store, data: Path) -> main
         dry_run=args.gc_dry_run,
         upload_expiry=args.upload_expiry,  # the sessions' own expiry, not the grace period
     )
-    return maintenance.GcRunner(st, settings, status_file=data / maintenance.STATUS_FILE, policy=policy)
+    status_file = data / maintenance.STATUS_FILE if data is not None else None  # None: kept in memory
+    return maintenance.GcRunner(st, settings, status_file=status_file, policy=policy)
 
 
-def _authenticator(args: argparse.Namespace, *, data: Path) -> auth.Authenticator:
-    htpasswd, access = _auth_paths(args)
+def _authenticator(args: argparse.Namespace, *, data: Path | None) -> auth.Authenticator:
+    htpasswd, access = _auth_paths(args, data=data)
     try:
         authenticator = auth.Authenticator(
             htpasswd=htpasswd,
@@ -577,7 +612,7 @@ def _authenticator(args: argparse.Namespace, *, data: Path) -> auth.Authenticato
     if not htpasswd_file.parse(htpasswd.read_text() if htpasswd.exists() else ""):
         print(
             f"warning: no users in {htpasswd}; add one with: "
-            f"dockyard-registry user add NAME --data-dir {data}",
+            f"dockyard-registry user add NAME --htpasswd {htpasswd}",
             file=sys.stderr,
         )
     return authenticator
@@ -618,7 +653,7 @@ def _tokens(args: argparse.Namespace) -> identity.TokenVerifier | None:
 
 
 def _tls(
-    args: argparse.Namespace, *, data: Path, host: str, host_port: str
+    args: argparse.Namespace, *, data: Path | None, host: str, host_port: str
 ) -> tuple[ssl.SSLContext | None, tlsauto.CertReloader | None]:
     """The server SSLContext (None for --no-tls) and what keeps its certificate fresh."""
     if (args.tls_cert and not args.tls_key) or (args.tls_key and not args.tls_cert):
@@ -629,6 +664,7 @@ def _tls(
     if args.tls_cert:
         cert, key = Path(args.tls_cert), Path(args.tls_key)
     else:  # --tls auto, also the default
+        assert data is not None  # _serve requires a local directory for it
         dns, ips = tlsauto.default_names((host,))
         renew = functools.partial(tlsauto.ensure, data / "tls", dns_names=dns, ip_addresses=ips)
         try:
@@ -749,26 +785,31 @@ def _user_list(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ maintenance
-def _open_store(args: argparse.Namespace) -> store.Store:
-    data = _filesystem_only(storage_choice(args, environ=os.environ))
-    if not data.is_dir():
-        raise UsageError(f"--data-dir {data} does not exist")
-    return store.Store(filesystem.FilesystemDriver(data))
+@contextlib.contextmanager
+def _open_store(args: argparse.Namespace) -> Iterator[store.Store]:
+    choice = storage_choice(args, environ=os.environ)
+    if choice.data_dir is not None and choice.s3 is None and not choice.data_dir.is_dir():
+        raise UsageError(f"--data-dir {choice.data_dir} does not exist")
+    driver, release = _driver(choice)
+    try:
+        yield store.Store(driver)
+    finally:
+        release()
 
 
 def _gc(args: argparse.Namespace) -> int:
     if args.upload_expiry is not None and args.upload_expiry < 0:
         raise UsageError("--upload-expiry must be >= 0")
     policy = _load_policy(args.retention, option="--retention")
-    st = _open_store(args)
-    report = gc.collect(
-        st,
-        grace=args.grace,
-        dry_run=args.dry_run,
-        upload_expiry=args.upload_expiry,
-        delete_untagged=args.delete_untagged,
-        policy=policy,
-    )
+    with _open_store(args) as st:
+        report = gc.collect(
+            st,
+            grace=args.grace,
+            dry_run=args.dry_run,
+            upload_expiry=args.upload_expiry,
+            delete_untagged=args.delete_untagged,
+            policy=policy,
+        )
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
         return 1 if report.errors else 0
@@ -796,7 +837,8 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _fsck(args: argparse.Namespace) -> int:
-    report = fsck.check(_open_store(args))
+    with _open_store(args) as st:
+        report = fsck.check(st)
     for problem in report.corruption:
         print(problem)
     for reference in report.dangling:

@@ -8,7 +8,15 @@ Must not: know HTTP, auth or OCI error codes; it raises the domain errors below 
 Hashing: an upload keeps a running hash in memory so each byte is hashed exactly once while it streams
 to disk. hashlib objects cannot be persisted, so after a restart (or when the client finishes with a
 different algorithm than we guessed) the bytes already on disk are re-hashed once; that is the only
-re-read and it is documented as acceptable.
+re-read and it is documented as acceptable. Where a driver cannot read an upload before it is committed
+(S3: a multipart upload's parts are invisible), the chunks after a restart, or sent to another replica,
+are written unhashed and `finish_upload` hashes the committed object once before moving it into place.
+
+Drivers: the store is blocking code its async callers run in worker threads (`asyncio.to_thread`), over
+the synchronous `base.Driver`. On S3 that driver is `storage.blocking.BlockingS3Driver`, a facade of the
+async S3 driver whose client runs on its own event loop thread: no S3 call ever runs on the serving loop,
+and the store's rules (gc's lock, upload sessions, manifest checks) stay one tested implementation for
+every driver rather than a blocking and an async copy.
 
 Upload sessions are bounded state: one untouched (no PATCH/PUT) for longer than `upload_expiry` is gone
 (a request to it purges it and answers unknown; `purge_expired_uploads` sweeps the rest on a schedule),
@@ -116,8 +124,11 @@ class PutManifestResult:
 
 @dataclasses.dataclass
 class _HashState:
+    """The running hash of an upload's first `offset` bytes; `hasher` None: those bytes could not be read
+    back (not committed yet), so they are hashed once committed (see finish_upload)."""
+
     offset: int
-    hasher: digest.Hasher
+    hasher: digest.Hasher | None
     algorithm: str
 
 
@@ -243,6 +254,10 @@ class Store:
             return self.driver.open_reader(paths.blob_data(dgst), offset=offset)
         except FileNotFoundError:
             raise BlobUnknownError(f"blob {dgst} data missing", detail={"digest": str(dgst)}) from None
+
+    def blob_redirect_url(self, dgst: digest.Digest) -> str | None:
+        """A URL the client may fetch a blob from directly (a presigned S3 URL), or None. Blocking."""
+        return self.driver.redirect_url(paths.blob_data(dgst))
 
     def blob_file(self, dgst: digest.Digest) -> pathlib.Path | None:
         """A local file holding the blob for zero-copy serving (sendfile), when the driver has one. Pure."""
@@ -450,8 +465,14 @@ class Store:
         state = self._hash_states.get(upload_id)
         if state is not None and state.offset == size and state.algorithm == algorithm:
             return state
-        # No running hash for these bytes (restart, or another algorithm): re-hash what is on disk once.
-        hasher = await asyncio.to_thread(self._hash_file, paths.upload_data(upload_id), algorithm)
+        # No running hash for these bytes (restart, or another algorithm): re-hash what is on disk once;
+        # a driver that cannot read an open upload has it hashed once committed.
+        hasher: digest.Hasher | None = digest.new_hasher(algorithm)
+        if size:
+            try:
+                hasher = await asyncio.to_thread(self._hash_file, paths.upload_data(upload_id), algorithm)
+            except FileNotFoundError:
+                hasher = None
         state = _HashState(offset=size, hasher=hasher, algorithm=algorithm)
         self._hash_states[upload_id] = state
         return state
@@ -478,15 +499,15 @@ class Store:
         `start` (from Content-Range) must equal the current size. If the body fails midway (client gone,
         truncated) or does not have `length` bytes, the upload is rolled back to where it was.
         """
-        info = self._check_upload(name, upload_id)
+        info = await asyncio.to_thread(self._check_upload, name, upload_id)
         async with self._lock(upload_id):
-            if self.driver.size(paths.upload_data(upload_id)) is None:
+            if await asyncio.to_thread(self.driver.size, paths.upload_data(upload_id)) is None:
                 # Purged while this request waited for the lock: touching it would bring back its info.
                 self._forget(upload_id)
                 raise UploadUnknownError(f"upload {upload_id} unknown")
             size = await self._append(upload_id, body=body, start=start, length=length, algorithm=algorithm)
             # After the bytes, so a failed chunk changes nothing stored; meanwhile the lock marks it in use.
-            self._touch_upload(upload_id, info)
+            await asyncio.to_thread(self._touch_upload, upload_id, info)
             return size
 
     async def _append(
@@ -499,14 +520,15 @@ class Store:
         algorithm: str,
     ) -> int:
         data_path = paths.upload_data(upload_id)
-        size = self.driver.size(data_path)
+        size = await asyncio.to_thread(self.driver.size, data_path)
         if size is None:
             raise UploadUnknownError(f"upload {upload_id} unknown")
         if start is not None and start != size:
             raise RangeInvalidError(f"chunk starts at {start} but upload has {size} bytes", size=size)
         state = await self._hash_state(upload_id, size=size, algorithm=algorithm)
-        before = state.hasher.copy()
-        writer = self.driver.open_writer(data_path)
+        before = state.hasher.copy() if state.hasher is not None else None
+        # Driver calls run in worker threads: none may block the serving loop (on S3 each is a request).
+        writer = await asyncio.to_thread(self.driver.open_writer, data_path)
         received = 0
         # Hashing and writing a batch runs in a worker thread (hashlib releases the GIL) while the event
         # loop receives the next one: uploads use a second core and never stall other requests. One batch
@@ -528,18 +550,21 @@ class Store:
             if in_flight is not None:
                 await in_flight
                 in_flight = None
-            _consume(state.hasher, writer, batch)  # the tail is small: no thread hop
+            in_flight = loop.run_in_executor(None, _consume, state.hasher, writer, batch)
+            await in_flight
+            in_flight = None
             if length is not None and received != length:
                 raise SizeMismatchError(f"expected {length} bytes, received {received}")
         except BaseException:
             if in_flight is not None:
                 # Never truncate under a worker that is still writing.
                 await asyncio.wait({in_flight})
+            # Synchronous on purpose: this also runs when the task is being cancelled.
             writer.truncate(size)
             writer.close()
             state.hasher, state.offset = before, size
             raise
-        writer.close()
+        await asyncio.to_thread(writer.close)
         state.offset = size + received
         return state.offset
 
@@ -554,16 +579,21 @@ class Store:
         length: int | None = None,
     ) -> int:
         """Append the last chunk (if any), verify the digest, and commit the blob into `name`."""
-        self._check_upload(name, upload_id)
+        await asyncio.to_thread(self._check_upload, name, upload_id)
         async with self._lock(upload_id):
             if body is not None:
                 await self._append(upload_id, body=body, start=start, length=length, algorithm=dgst.algorithm)
             data_path = paths.upload_data(upload_id)
-            size = self.driver.size(data_path)
+            size = await asyncio.to_thread(self.driver.size, data_path)
             if size is None:
                 raise UploadUnknownError(f"upload {upload_id} unknown")
             state = await self._hash_state(upload_id, size=size, algorithm=dgst.algorithm)
-            actual = state.hasher.copy().hexdigest()
+            if state.hasher is not None:
+                actual = state.hasher.copy().hexdigest()
+            else:
+                actual = await asyncio.to_thread(self._hash_committed, upload_id, algorithm=dgst.algorithm)
+                if actual != dgst.encoded:
+                    await asyncio.to_thread(self._purge, upload_id)
             if actual != dgst.encoded:
                 raise DigestMismatchError(
                     f"digest {dgst} does not match uploaded content",
@@ -572,6 +602,16 @@ class Store:
             await asyncio.to_thread(self._commit_upload, name, upload_id, dgst)
             self._forget(upload_id)
             return size
+
+    def _hash_committed(self, upload_id: str, *, algorithm: str) -> str:
+        """Commit an upload whose bytes could not be read while open, then hash them: the only re-read.
+
+        A committed upload takes no more chunks, so on a digest mismatch the caller purges the session
+        (the client starts over, as it would after any DIGEST_INVALID).
+        """
+        data_path = paths.upload_data(upload_id)
+        self.driver.commit(data_path, data_path)
+        return self._hash_file(data_path, algorithm).hexdigest()
 
     def _commit_upload(self, name: str, upload_id: str, dgst: digest.Digest) -> None:
         with self.gc_lock.shared():
@@ -934,8 +974,9 @@ def _media_type_of(data: bytes) -> str:
     return manifests.OCI_MANIFEST
 
 
-def _consume(hasher: digest.Hasher, writer: base.Writer, chunks: list[bytes]) -> None:
+def _consume(hasher: digest.Hasher | None, writer: base.Writer, chunks: list[bytes]) -> None:
     """Hash and write one batch of an upload, in order (runs in a worker thread for large bodies)."""
     for chunk in chunks:
-        hasher.update(chunk)
+        if hasher is not None:
+            hasher.update(chunk)
         writer.write(chunk)

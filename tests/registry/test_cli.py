@@ -14,7 +14,8 @@ pointing at the saved password on a second start, and refusing a bad LISTEN with
 exits 1 with a message, no traceback; the storage flags shared by serve, gc and fsck (filesystem needs
 --data-dir, S3 flags without --storage-driver s3, a missing bucket or credentials, a bad endpoint, prefix or
 CA are usage errors; valid S3 flags give the S3 settings with the documented defaults, credentials from
-AWS_* variables).
+AWS_* variables); `serve` on S3 without a local directory names what it needs instead (--state-dir or
+--data-dir for --tls auto, --htpasswd and --access) and refuses --accel-redirect.
 """
 
 from __future__ import annotations
@@ -549,10 +550,19 @@ def test_s3_flags_give_the_s3_settings_with_documented_defaults(tmp_path: Path) 
     )
 
 
-def test_valid_s3_flags_say_the_store_cannot_run_on_s3_yet(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "--tls auto keeps its CA in a local directory"),
+        (["--no-tls"], "give --htpasswd and --access"),
+        (["--no-tls", "--htpasswd", "h"], "give --htpasswd and --access"),
+        (["--no-tls", "--no-auth", "--accel-redirect", "/_b/"], "--accel-redirect needs the filesystem"),
+    ],
+)
+def test_serve_on_s3_without_a_local_directory_names_what_it_needs(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name, value in S3_ENV.items():
         monkeypatch.setenv(name, value)
-    code, _out, err = run(["fsck", "--storage-driver", "s3", "--s3-bucket", "b"], capsys)
-    assert code == 1 and "does not run on the S3 driver" in err and "Traceback" not in err
+    code, _out, err = run(["serve", "--storage-driver", "s3", "--s3-bucket", "b", *extra], capsys)
+    assert code == 2 and message in err and "Traceback" not in err

@@ -1,8 +1,9 @@
 """Blob GET/HEAD (with Range) and DELETE.
 
 Blob bytes never pass through Python when they need not: behind nginx we answer with X-Accel-Redirect;
-standalone on the filesystem driver `web.FileResponse` uses sendfile (and handles Range itself); only
-the memory driver streams through here.
+standalone on the filesystem driver `web.FileResponse` uses sendfile (and handles Range itself); on S3
+with redirects on we answer 307 to a presigned URL; S3 without redirects and the memory driver stream
+through here.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ async def get(request: web.Request, match: common.PathParams) -> web.StreamRespo
     if request.method == "HEAD":
         headers["Content-Length"] = str(size)
         return web.Response(status=200, headers=headers)
+    redirect = await asyncio.to_thread(cfg.store.blob_redirect_url, dgst)
+    if redirect is not None:
+        # Object storage serves the bytes (and Range) itself; the URL is presigned and short-lived.
+        return web.Response(status=307, headers={"Location": redirect, "Docker-Content-Digest": str(dgst)})
     if cfg.accel_redirect is not None:
         headers["X-Accel-Redirect"] = cfg.accel_redirect.rstrip("/") + "/" + paths.blob_data(dgst)
         return web.Response(status=200, headers=headers)

@@ -71,6 +71,10 @@ class Driver(Protocol):
         """A real file path for zero-copy serving (sendfile, X-Accel-Redirect), when the driver has one."""
         ...
 
+    def redirect_url(self, path: str, /) -> str | None:
+        """A URL a client may fetch the bytes from directly (a presigned S3 URL), or None."""
+        ...
+
 
 # ------------------------------------------------------------------------------------------------------
 # The async object contract (issue 14), in the shape of Distribution's StorageDriver.

@@ -121,6 +121,9 @@ class FilesystemDriver:
     def local_path(self, path: str, /) -> pathlib.Path | None:
         return self._path(path)
 
+    def redirect_url(self, path: str, /) -> str | None:
+        return None
+
 
 class FileWriter:
     """Appends to a file; the store tracks the hash, this only moves bytes.

@@ -89,6 +89,9 @@ class MemoryDriver:
     def local_path(self, path: str, /) -> pathlib.Path | None:
         return None
 
+    def redirect_url(self, path: str, /) -> str | None:
+        return None
+
 
 class MemoryWriter:
     def __init__(self, buf: bytearray) -> None:

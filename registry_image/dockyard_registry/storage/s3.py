@@ -272,6 +272,19 @@ class S3Driver:
         return url
 
     # --------------------------------------------------------------------------------------- writers
+    async def writer_stat(self, path: str, /) -> base.FileInfo | None:
+        """Size and last `close` of the resumable upload open at `path` (from its state object, without
+        resuming it), or None when none is open. What the store needs of an upload between requests."""
+        try:
+            resp = await self._client.get_object(Bucket=self._bucket, Key=self.key(f"{WRITERS}/{path}/state"))
+        except ClientError as e:
+            _not_found(e, path)
+            return None
+        async with resp["Body"] as body:
+            state = json.loads(await body.read())
+        size = sum(int(part[2]) for part in state["parts"]) + int(state.get("tail_size") or 0)
+        return base.FileInfo(size=size, modified=resp["LastModified"].timestamp())
+
     async def writer(self, path: str, /) -> S3Writer:
         state_key = self.key(f"{WRITERS}/{path}/state")
         try:
