@@ -63,10 +63,17 @@ class _Parser(argparse.ArgumentParser):
 
 def _auth_paths(args: argparse.Namespace, *, data: Path | None = None) -> tuple[Path, Path]:
     """The htpasswd and access files: the flags', else under `data` (default --data-dir)."""
+    given_htpasswd, given_access = getattr(args, "htpasswd", None), getattr(args, "access_file", None)
+    if given_htpasswd and given_access:
+        return Path(given_htpasswd), Path(given_access)
     if data is None:
+        if not args.data_dir:
+            raise UsageError(
+                "give --htpasswd and --access, or a directory (--state-dir or --data-dir) for them"
+            )
         data = Path(args.data_dir)
-    htpasswd = Path(args.htpasswd) if getattr(args, "htpasswd", None) else data / "auth" / "htpasswd"
-    access = Path(args.access_file) if getattr(args, "access_file", None) else data / "auth" / "access.yaml"
+    htpasswd = Path(given_htpasswd) if given_htpasswd else data / "auth" / "htpasswd"
+    access = Path(given_access) if given_access else data / "auth" / "access.yaml"
     return htpasswd, access
 
 
@@ -343,9 +350,7 @@ def storage_choice(args: argparse.Namespace, *, environ: Mapping[str, str]) -> S
     if args.s3_endpoint is not None:
         parts = urllib.parse.urlsplit(args.s3_endpoint)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
-            raise UsageError(
-                f"--s3-endpoint must be an http(s) URL without a path, not {args.s3_endpoint!r}"
-            )
+            raise UsageError(f"--s3-endpoint must be an http(s) URL without a path, not {args.s3_endpoint!r}")
     ca = Path(args.s3_ca) if args.s3_ca else None
     if ca is not None and not ca.is_file():
         raise UsageError(f"--s3-ca {ca} is not a readable file")

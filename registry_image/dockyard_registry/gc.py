@@ -122,9 +122,7 @@ def _scan(st: store.Store, repo: str) -> dict[digest.Digest, _Revision]:
         # A foreign layer counts only where the repository links it: a manifest that merely names
         # another repository's digest must not keep that blob alive.
         blobs = tuple(
-            b.digest
-            for b in parsed.blobs
-            if not b.external or st.maintenance.links(repo, b.digest)
+            b.digest for b in parsed.blobs if not b.external or st.maintenance.links(repo, b.digest)
         )
         found[revision] = _Revision(
             mtime,

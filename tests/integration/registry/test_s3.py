@@ -294,3 +294,60 @@ def test_crane_push_validate_and_copy_on_s3(
     crane("validate", "--remote", src)  # every layer downloaded (following presigned redirects), checked
     crane("copy", src, dst)  # a cross-repository mount
     assert crane("digest", dst) == img.digest
+
+
+def test_the_operators_arguments_for_an_s3_spec_start_a_registry_that_serves(
+    s3_server: s3server.S3Server, s3_env: None, admin: harness.Credentials, tmp_path: Path
+) -> None:
+    """The operator/registry contract on S3: `deployment.registry_args` of a spec with `storage.s3`, the
+    pod's file paths pointed at local copies, start a registry that takes a push and serves it back."""
+    from dockyard_operator import names
+    from dockyard_operator.builders import deployment, maintenance_configmap, nginx_configmap
+    from tests.operator.test_builders import make_inputs
+
+    s3 = {
+        "endpoint": s3_server.endpoint,
+        "bucket": s3_server.bucket,
+        "prefix": "from-operator",
+        "credentialsSecret": {"name": "bucket"},
+        "redirect": False,
+    }
+    spec = {"storage": {"s3": s3}, "maintenance": {"retention": [{"repositories": ["*"], "keepLast": 3}]}}
+    built = make_inputs(spec)
+    state = tmp_path / "state"
+    harness.add_user(data_dir=state, name=admin.username, password=admin.password, access="admin")
+    retention = tmp_path / "retention.json"
+    retention.write_text(maintenance_configmap.build(built)["data"][maintenance_configmap.RETENTION_KEY])
+    port, metrics_port = procs.reserve_port(), procs.reserve_port()
+    local = {
+        nginx_configmap.UPSTREAM: f"127.0.0.1:{port.number}",
+        f"0.0.0.0:{names.METRICS_PORT}": f"127.0.0.1:{metrics_port.number}",
+        f"{deployment.AUTH_DIR}/htpasswd": str(state / "auth" / "htpasswd"),
+        f"{deployment.AUTH_DIR}/access.yaml": str(state / "auth" / "access.yaml"),
+        maintenance_configmap.RETENTION_PATH: str(retention),
+    }
+    args = [local.get(arg, arg) for arg in deployment.registry_args(built)]
+    assert not [a for a in args if a.startswith("/etc/") or a.startswith("/var/")], args  # all mapped
+    assert "--data-dir" not in args and "--accel-redirect" not in args
+    reg = harness.Registry(
+        data_dir=tmp_path,
+        host="127.0.0.1",
+        port=port.number,
+        ca_file=None,
+        log_file=tmp_path / "registry.log",
+        argv=[str(harness.registry_bin()), *args],
+        reserved=port,
+    )
+    reg.start()
+    try:
+        client = reg.client(admin)
+        data = os.urandom(300 * 1024)
+        dgst = client.push_blob("team/app", data)
+        got = client.get_blob("team/app", dgst)
+        assert got.status == 200 and got.body == data, got.describe()
+        s3_flags = _s3_flags(s3_server, prefix="from-operator")
+        checked = harness.run_cli("fsck", *s3_flags)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+    finally:
+        reg.stop()
+        metrics_port.release()
