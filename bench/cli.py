@@ -32,6 +32,7 @@ MiB = 1024 * 1024
 BLOB_SLICE_SECONDS = 4
 REGISTRY_WORKLOADS = ("push", "pull", "small", "manifest", "blob")
 MAINTENANCE_WORKLOADS = ("metrics", "gc")  # issue 12: standalone registries, no nginx or references
+MIRROR_WORKLOADS = ("mirror",)  # issue 13: a pull-through mirror in front of Distribution v3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: --runs, --small-images must be >= 1 and --big-mib >= 4", file=sys.stderr)
         return 2
     only = {w.strip() for w in args.only.split(",") if w.strip()}
-    unknown = only - {*REGISTRY_WORKLOADS, *MAINTENANCE_WORKLOADS, "auth", "none"}
+    unknown = only - {*REGISTRY_WORKLOADS, *MAINTENANCE_WORKLOADS, *MIRROR_WORKLOADS, "auth", "none"}
     if unknown:
         print(f"bench: unknown workloads in --only: {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
@@ -184,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"== workload 10: gc over {args.gc_manifests} manifests (filesystem driver)", flush=True)
             for metric, value in gc_pass.run(manifests=args.gc_manifests).items():
+                rec.add("dockyard", metric, value)
+        if want("mirror") and tools.registry_v3 is not None:
+            from bench import mirror_pull
+
+            print("== workload 11: pulls through a pull-through mirror and from its upstream", flush=True)
+            for metric, value in mirror_pull.run(runs=args.runs, layers=4, layer_mib=64).items():
                 rec.add("dockyard", metric, value)
         if not args.no_operator:
             from bench import operator_load

@@ -70,6 +70,14 @@ def maintenance_rows(gc_manifests: int | None) -> list[Row]:
     ]  # fmt: skip
 
 
+# Issue 13's targets: a pull through a pull-through mirror against the same pull from its upstream.
+MIRROR_ROWS = [
+    Row("mirror_cold_ratio", "mirror: cold pull / upstream pull", "x", False, absolute_target=1.2),
+    Row("mirror_warm_ratio", "mirror: warm pull / upstream pull", "x", False, absolute_target=1.0),
+    Row("mirror_upstream_seconds", "  the upstream pull (256 MiB)", "s", False),
+]
+
+
 # The operator's targets by batch size: issue 6 asked for 100 objects, issue 11 for 1,000.
 OPERATOR_TARGETS = {100: (30.0, 150.0), 1000: (120.0, 200.0)}
 
@@ -134,6 +142,7 @@ def table(*, samples: Mapping[str, Mapping[str, Sequence[float]]], labels: Mappi
     rows = [
         *ROWS,
         *maintenance_rows(int(gc_manifests[0]) if gc_manifests else None),
+        *(MIRROR_ROWS if "mirror_cold_ratio" in samples.get("dockyard", {}) else []),
         *(operator_rows(int(objects[0])) if objects else []),
     ]
     header = ["workload", "unit", labels["dockyard"]]

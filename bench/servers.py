@@ -20,6 +20,7 @@ import dataclasses
 import os
 import ssl
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support import procs as support_procs
@@ -161,7 +162,9 @@ def start_dockyard(
     tls: tlsfiles.ServerTLS,
     password: str,
     limits: nginx_configmap.ClientLimits = THROUGHPUT_LIMITS,
+    extra_args: Sequence[str] = (),
 ) -> Target:
+    """Dockyard's registry behind the operator's nginx.conf; `extra_args` go to `serve` (e.g. --mirrors)."""
     workdir.mkdir(parents=True)
     data = workdir / "data"
     data.mkdir()
@@ -173,7 +176,7 @@ def start_dockyard(
             tools.dockyard_registry, "serve", "--listen", f"127.0.0.1:{upstream_port.number}", "--no-tls",
             "--data-dir", str(data), "--htpasswd", str(data / "auth" / "htpasswd"),
             "--access", str(data / "auth" / "access.yaml"), "--accel-redirect", nginx_configmap.BLOB_PREFIX,
-            "--realm", REALM,
+            "--realm", REALM, *extra_args,
         ],
         log=workdir / "registry.log",
         ports=[upstream_port],

@@ -57,12 +57,14 @@ async def _measure(samples: int) -> dict[str, list[float]]:
         now = time.time()
 
         def token(i: int) -> str:
-            claims = {"iss": ISSUER, "aud": "dockyard", "sub": f"system:serviceaccount:ns:sa{i}", "exp": now + 3600}
+            subject = f"system:serviceaccount:ns:sa{i}"
+            claims = {"iss": ISSUER, "aud": "dockyard", "sub": subject, "exp": now + 3600}
             return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
 
         await authn.authenticate(_basic("x", token(-1)))  # warms the key cache
         tokens = [token(i) for i in range(samples)]
-        out: dict[str, list[float]] = {"bcrypt (fresh password)": [], "token (fresh, warm keys)": [], "token (cached)": []}
+        kinds = ("bcrypt (fresh password)", "token (fresh, warm keys)", "token (cached)")
+        out: dict[str, list[float]] = {kind: [] for kind in kinds}
         for i in range(samples):
             authn._verified.clear()  # a fresh password each time: the cost of one bcrypt
             start = time.perf_counter()
