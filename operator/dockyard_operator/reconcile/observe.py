@@ -1,4 +1,5 @@
-"""Step: what the registry reports about its storage and its online gc (status.storage, status.maintenance).
+"""Step: what the registry reports about its storage, its online gc and its mirrors (status.storage,
+status.maintenance, the registry's half of status.mirrors).
 
 Reads `/status` from the metrics listener of each running registry pod (`http://<pod IP>:9102/status`; the
 setting `metrics_url_override` replaces this for clusters without a pod network), reads it into status fields
@@ -66,6 +67,8 @@ class Observe:
             storage=reading.storage or previous.storage,
             maintenance=maintenance,
             verdict=verdict,
+            mirrors=reading.mirrors if reading.mirrors is not None else previous.mirrors,
+            mirrors_observed=reading.mirrors is not None,
             findings=findings,
         )
 
@@ -106,4 +109,10 @@ def _previous(body: Mapping[str, Any]) -> context.Observed:
         )
     except pydantic.ValidationError:
         maintenance = None
-    return context.Observed(storage=storage, maintenance=maintenance)
+    mirrors: list[model.MirrorStatus] = []
+    for raw in status.get("mirrors") or []:
+        try:
+            mirrors.append(model.MirrorStatus.model_validate(raw))
+        except pydantic.ValidationError:
+            continue
+    return context.Observed(storage=storage, maintenance=maintenance, mirrors=tuple(mirrors) or None)
