@@ -138,6 +138,17 @@ def daemonset(
         {"name": f"certs-{target}", "mountPath": f"{HOST_ROOT}/{layout.CERTS_DIRS[target]}"}
         for target in chosen
     ]
+    if "crio" in chosen:
+        # The mirrors drop-in for podman/CRI-O: only that directory, never registries.conf or policy.json.
+        host_volumes.append(
+            {
+                "name": "registries-conf-d",
+                "hostPath": {"path": f"/{layout.REGISTRIES_CONF_DIR}", "type": "DirectoryOrCreate"},
+            }
+        )
+        host_mounts.append(
+            {"name": "registries-conf-d", "mountPath": f"{HOST_ROOT}/{layout.REGISTRIES_CONF_DIR}"}
+        )
     container = {
         "name": "agent",
         "image": image,

@@ -122,7 +122,9 @@ class Status:
                 status=(
                     conditions.UNKNOWN
                     if mirrors_verdict.reason == Reason.MIRRORS_UNOBSERVED
-                    else conditions.TRUE if mirrors_verdict.ok else conditions.FALSE
+                    else conditions.TRUE
+                    if mirrors_verdict.ok
+                    else conditions.FALSE
                 ),
                 reason=mirrors_verdict.reason,
                 message=mirrors_verdict.message,
