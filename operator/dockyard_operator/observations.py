@@ -369,6 +369,7 @@ def mirrors_verdict(
         f"{s.node_host} wired on {s.nodes_wired or 0}"
         + (f"/{wiring_desired}" if wiring_desired is not None else "")
         + " nodes"
+        + (f" ({'; '.join(s.runtimes_not_wired)})" if s.runtimes_not_wired else "")
         for s in statuses
         if s.node_host is not None
     ]

@@ -102,7 +102,7 @@ def test_the_message_counts_nodes_wired_to_each_image_host() -> None:
     assert (shown[0].node_host, shown[0].nodes_wired) == ("docker.io", 2)
     assert shown[0].runtimes_not_wired == ["n1: docker: not wired"]
     verdict = observations.mirrors_verdict([mirror()], shown, observed=True, wiring_desired=3)
-    assert verdict.ok and "docker.io wired on 2/3 nodes" in verdict.message
+    assert verdict.ok and "docker.io wired on 2/3 nodes (n1: docker: not wired)" in verdict.message
     unwired = observations.mirror_statuses(
         [mirror(wireNodes=False)], observed=statuses(entry()), previous=None, wiring=wiring
     )
