@@ -4,7 +4,8 @@ agent's ServiceAccount, Role and RoleBinding, all in the operator's namespace.
 The DaemonSet runs the operator image's `python -m dockyard_operator.nodetrust.agent` on every Linux node:
 - it tolerates every taint (control-plane and tainted nodes pull images too) and requests next to nothing;
 - it mounts only the certs.d directory of each selected runtime (hostPath `DirectoryOrCreate`, under
-  `/host`), plus the ConfigMap, read-only root file system, no service links;
+  `/host`), with the crio target also `/etc/containers/registries.conf.d` (its mirrors drop-in, never
+  registries.conf or policy.json), plus the ConfigMap, read-only root file system, no service links;
 - it runs as root because those directories are root-owned `0755` on every distribution; as their owner,
   root can write there with every capability dropped (no DAC override, no chown), no privilege escalation,
   the RuntimeDefault seccomp profile, no host network or PID namespace;
