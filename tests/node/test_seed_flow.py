@@ -247,7 +247,7 @@ def test_helm_install_to_a_pod_pulling_from_dockyard_through_rotation_and_uninst
             "--set",
             f"registry.nginxImage={NGINX_IMAGE}",
             "--set-json",
-            f'nodeTrust.allowedHosts=["{UPSTREAM}"]',  # the mirror step wires this image host
+            f'nodeTrust.allowedHosts=["{cluster.NODE_IP}"]',  # the mirror step wires {UPSTREAM}
             "--wait",
             "--timeout=5m",
             env=env,
