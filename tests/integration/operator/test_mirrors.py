@@ -77,7 +77,8 @@ def test_a_registry_with_a_mirror_gets_the_file_and_the_secret_keys_mounted(
     deployment = cluster.wait_child(kube_client, apps.Deployment, n.deployment, namespace)
     pod = deployment.spec.template.spec
     (registry_container,) = [c for c in pod.containers if c.name == "registry"]
-    assert registry_container.args[-2:] == ["--mirrors", "/etc/dockyard/mirrors/mirrors.yaml"]
+    args = list(registry_container.args)
+    assert args[args.index("--mirrors") + 1] == "/etc/dockyard/mirrors/mirrors.yaml"  # gc's args follow
     mount = {m.name: m for m in registry_container.volumeMounts}["mirrors"]
     assert (mount.mountPath, mount.readOnly) == ("/etc/dockyard/mirrors", True)
     volume = {v.name: v for v in pod.volumes}["mirrors"]
