@@ -21,7 +21,8 @@ DEGRADED = "Degraded"
 CERTIFICATE_READY = "CertificateReady"
 STORAGE_READY = "StorageReady"
 NODE_TRUST_READY = "NodeTrustReady"
-ORDER = (READY, PROGRESSING, DEGRADED, CERTIFICATE_READY, STORAGE_READY, NODE_TRUST_READY)
+MIRRORS_READY = "MirrorsReady"
+ORDER = (READY, PROGRESSING, DEGRADED, CERTIFICATE_READY, STORAGE_READY, NODE_TRUST_READY, MIRRORS_READY)
 
 
 @enum.unique
@@ -131,6 +132,12 @@ class Reason(enum.StrEnum):
     STORAGE_ALMOST_FULL = "StorageAlmostFull"
     STORAGE_FULL = "StorageFull"
     STORAGE_NOT_WRITABLE = "StorageNotWritable"
+    # pull-through mirrors (observations.mirrors_verdict)
+    MIRRORS_OK = "MirrorsOK"
+    MIRRORS_UNOBSERVED = "MirrorsUnobserved"
+    MIRROR_UPSTREAM_UNREACHABLE = "MirrorUpstreamUnreachable"
+    MIRROR_UPSTREAM_AUTH_FAILED = "MirrorUpstreamAuthFailed"
+    MIRROR_UPSTREAM_FAILED = "MirrorUpstreamFailed"
     # Events only
     CREATED = "Created"
     UPDATED = "Updated"

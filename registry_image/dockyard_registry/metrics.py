@@ -297,7 +297,8 @@ def _identities_status(authenticator: auth.Authenticator | None) -> list[dict[st
 
 
 def _mirror_status(pull: mirror_.PullThrough) -> list[dict[str, Any]]:
-    """Per mirror: its upstream, whether the last request reached it (null: none yet), the last error."""
+    """Per mirror: its upstream, whether the last request reached it (null: none yet), the last error (with
+    its reason: unavailable, auth, digest, other) and the last answered request (Unix times)."""
     return [
         {
             "prefix": prefix,
@@ -305,6 +306,8 @@ def _mirror_status(pull: mirror_.PullThrough) -> list[dict[str, Any]]:
             "reachable": client.reachable,
             "lastError": client.last_error,
             "lastErrorAt": client.last_error_at,
+            "lastErrorReason": client.last_error_reason,
+            "lastSuccessAt": client.last_success_at,
             "staleServes": pull.stale[prefix],
         }
         for prefix, client in sorted(pull.clients.items())

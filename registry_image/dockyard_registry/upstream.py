@@ -88,10 +88,14 @@ class Client:
         self.requests: collections.Counter[str] = collections.Counter()  # by kind: manifest, blob, token, …
         self.errors: collections.Counter[str] = collections.Counter()  # by reason: unavailable, auth, …
         # For the status endpoint: whether the last request reached the upstream (None: none sent yet),
-        # and the last failure other than a 404 (a message safe to show), with its time.
+        # the last failure other than a 404 (a message safe to show), with its time and its metrics reason
+        # (the operator tells an unreachable upstream from one refusing the credentials by it), and the
+        # time of the last answered request.
         self.reachable: bool | None = None
         self.last_error: str | None = None
         self.last_error_at: float | None = None
+        self.last_error_reason: str | None = None
+        self.last_success_at: float | None = None
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if self.mirror.ca_file is None:
@@ -135,12 +139,14 @@ class Client:
         try:
             async with self._send(method, path, repository=repository, headers=headers) as response:
                 self.reachable = True
+                self.last_success_at = time.time()
                 yield response
         except UpstreamError as exc:
             self.errors[_reason(exc)] += 1
             if not isinstance(exc, NotFoundError):
                 self.reachable = not isinstance(exc, UnavailableError)
                 self.last_error, self.last_error_at = str(exc), time.time()
+                self.last_error_reason = _reason(exc)
             raise
 
     @contextlib.asynccontextmanager

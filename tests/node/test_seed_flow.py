@@ -17,6 +17,12 @@ Steps (each failure names its step; the report carries every component's and Pod
 4. a Pod in another namespace runs that image, by `localhost:<nodePort>` and by `<node IP>:<nodePort>` (an
    extra `nodeTrust.hostnames` entry), pulled by kubelet → containerd → the agent's `hosts.toml` with the
    operator's pull-secret copy; nothing anywhere says insecure or skip_verify;
+4b. pull-through mirror: a real Distribution on the node's network (plain HTTP, `UPSTREAM`) holds the app
+   image; the registry mirrors it (`spec.mirrors` with wireNodes, the host in the chart's
+   `nodeTrust.allowedHosts`, anonymous pulls), the image is pulled once through Dockyard, the upstream is
+   stopped, and a Pod whose image is the upstream's own name (`<upstream>/lib/app:1`) runs: kubelet →
+   containerd → the agent's `hosts.toml` for the upstream host → the registry's mirror; status.mirrors
+   counts the node as wired and MirrorsReady reports it;
 5. negative control: with node trust disabled, `docker login` fails on the certificate, the pull by node IP
    fails with an x509 error in the Pod's events, and the pull by `localhost` fails too (containerd 1.6 speaks
    plain HTTP to localhost without a `hosts.toml`; the agent's file is what makes it use verified TLS);
@@ -47,7 +53,7 @@ import tests.support
 from dockyard_operator import names, tenancy
 from dockyard_operator.nodetrust import layout
 from tests.integration.registry import clients
-from tests.support import cluster, kube
+from tests.support import cluster, kube, procs
 
 pytestmark = [pytest.mark.integration, pytest.mark.node, pytest.mark.timeout(1500)]
 
@@ -65,6 +71,8 @@ APP = f"{HOST}/team/app:1"
 BY_IP = f"{cluster.NODE_IP}:{NODE_PORT}"  # the same registry by the node's address: TLS on every containerd
 APP_BY_IP = f"{BY_IP}/team/app:1"
 FOREIGN = "foreign.example.test:5000"
+UPSTREAM = f"{cluster.NODE_IP}:5001"  # a real Distribution in the node's network namespace
+MIRRORED_APP = f"{UPSTREAM}/lib/app:1"
 N = names.Names.of(REGISTRY)
 
 
@@ -238,6 +246,8 @@ def test_helm_install_to_a_pod_pulling_from_dockyard_through_rotation_and_uninst
             f"registry.image={REGISTRY_IMAGE}",
             "--set",
             f"registry.nginxImage={NGINX_IMAGE}",
+            "--set-json",
+            f'nodeTrust.allowedHosts=["{cluster.NODE_IP}"]',  # the mirror step wires {UPSTREAM}
             "--wait",
             "--timeout=5m",
             env=env,
@@ -363,6 +373,9 @@ def test_helm_install_to_a_pod_pulling_from_dockyard_through_rotation_and_uninst
             timeout=60,
             what="the app's greeting in its log",
         )
+
+    with step("a Pod with the upstream's own image name runs through the mirror, upstream stopped"):
+        _mirror_flow(node, tmp_path, certs=certs, auth=auth)
 
     with step("negative control: no node trust, an x509 error"):
         # Pulled by the node's address, containerd speaks TLS and cannot verify it: x509. Pulled by
@@ -498,8 +511,89 @@ def test_helm_install_to_a_pod_pulling_from_dockyard_through_rotation_and_uninst
 
         kube.eventually(nothing_left, timeout=120, what="no Dockyard object or iptables rule")
         assert _certs_entries() == before
+        drop_in = Path("/") / layout.REGISTRIES_CONF_DIR / layout.REGISTRIES_CONF_FILE
+        assert not drop_in.exists(), drop_in.read_text()  # the mirrors drop-in went with the registry
         for d in cluster.CERTS_DIRS:
             marked = [p for p in d.glob(f"*/{layout.MARKER}")] if d.is_dir() else []
             assert not marked, marked
     for directory in foreign.values():
         shutil.rmtree(directory)
+
+
+@contextlib.contextmanager
+def _upstream(tmp: Path) -> collections.abc.Iterator[procs.Process]:
+    """CNCF Distribution (the tool cache's) on the node's address: plain HTTP, anonymous, stopped by PID."""
+    (tmp / "upstream").mkdir()
+    config = tmp / "upstream" / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {tmp / 'upstream' / 'data'}\n"
+        f"http:\n  addr: {UPSTREAM}\n  secret: node-mirror-{secrets.token_hex(8)}\n"
+    )
+    process = procs.Process(
+        name="upstream",
+        argv=[
+            "nsenter", f"--net=/run/netns/{cluster.NETNS}", "--",
+            str(tests.support.tool("distribution")), "serve", str(config),
+        ],
+        log=tmp / "upstream" / "distribution.log",
+        env={**os.environ, "OTEL_TRACES_EXPORTER": "none"},
+    )  # fmt: skip
+    try:
+        procs.wait_http(f"http://{UPSTREAM}/v2/", watch=[process], timeout=60)
+        yield process
+    finally:
+        process.stop()
+
+
+def _mirror_flow(node: cluster.Cluster, tmp: Path, *, certs: Path, auth: Path) -> None:
+    with _upstream(tmp) as upstream:
+        node.inside(
+            "skopeo", "copy", "--quiet", "--dest-tls-verify=false",
+            "containers-storage:localhost/dockyard-e2e/app:1", f"docker://{MIRRORED_APP}", timeout=300,
+        )  # fmt: skip
+        patch = {
+            "spec": {
+                "auth": {"anonymousPull": True},  # containerd sends the mirror no credentials of its own
+                "mirrors": [{"upstream": f"http://{UPSTREAM}", "prefix": "upstream", "wireNodes": True}],
+            }
+        }
+        node.kubectl("patch", "preg", REGISTRY, "-n", TEAM, "--type=merge", "-p", json.dumps(patch))
+        hosts_toml = cluster.CERTS_DIRS[0] / UPSTREAM / "hosts.toml"
+        kube.eventually(hosts_toml.is_file, timeout=120, what=f"the agent's hosts.toml for {UPSTREAM}")
+        text = hosts_toml.read_text()
+        assert f'server = "http://{UPSTREAM}"' in text and f"https://{HOST}/v2/upstream" in text, text
+        node.kubectl(
+            "rollout", "status", f"deployment/{N.deployment}", "-n", TEAM, "--timeout=180s", timeout=200
+        )
+        _wait_condition(node, "Ready")
+
+        def pulled_once() -> bool:  # through Dockyard: fills the mirror's cache with every blob
+            done = node.inside(
+                "skopeo", "copy", "--quiet", "--src-cert-dir", str(certs), "--src-authfile", str(auth),
+                f"docker://{HOST}/upstream/lib/app:1", f"dir:{tmp / 'through-mirror'}",
+                check=False, timeout=300,
+            )  # fmt: skip
+            return done.returncode == 0
+
+        kube.eventually(pulled_once, timeout=120, what="a pull through the mirror")
+        upstream.stop()
+    assert node.inside("curl", "-s", "-m", "3", f"http://{UPSTREAM}/v2/", check=False).returncode != 0
+
+    node.kubectl("apply", "-f", "-", input=_pod("mirrored", MIRRORED_APP, pull_policy="Always"))
+    kube.eventually(lambda: _pod_running(node, "mirrored"), timeout=180, what="Pod mirrored Running")
+    pod = _json(node, "get", "pod", "mirrored", "-n", APPS)
+    assert pod["spec"]["containers"][0]["image"] == MIRRORED_APP  # the upstream's own name, unchanged
+
+    def wired() -> dict[str, Any] | None:
+        status = _json(node, "get", "preg", REGISTRY, "-n", TEAM)["status"]
+        mirrors = status.get("mirrors") or []
+        ready = _condition({"status": status}, "MirrorsReady")
+        if mirrors and mirrors[0].get("nodesWired") == 1 and ready is not None:
+            return {"mirror": mirrors[0], "condition": ready}
+        return None
+
+    found = kube.eventually(wired, timeout=120, what="status.mirrors to count the wired node")
+    assert found["mirror"]["nodeHost"] == UPSTREAM, found
+    assert f"{UPSTREAM} wired on 1/1 nodes" in found["condition"]["message"], found
+    node.kubectl("delete", "pod", "mirrored", "-n", APPS, "--wait=false")

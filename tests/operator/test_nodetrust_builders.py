@@ -68,8 +68,18 @@ def test_only_the_selected_runtimes_certs_dirs_are_mounted() -> None:
     assert host_paths == {
         "/etc/containerd/certs.d": "DirectoryOrCreate",
         "/etc/containers/certs.d": "DirectoryOrCreate",
+        "/etc/containers/registries.conf.d": "DirectoryOrCreate",  # the crio target's mirrors drop-in
     }
-    assert mounts == {builders.CONFIG_DIR, "/host/etc/containerd/certs.d", "/host/etc/containers/certs.d"}
+    assert mounts == {
+        builders.CONFIG_DIR,
+        "/host/etc/containerd/certs.d",
+        "/host/etc/containers/certs.d",
+        "/host/etc/containers/registries.conf.d",
+    }
+    containerd_only = pod_spec(builders.daemonset(namespace=NS, image=IMAGE, targets=("containerd",)))
+    assert [v["hostPath"]["path"] for v in containerd_only["volumes"] if "hostPath" in v] == [
+        "/etc/containerd/certs.d"
+    ]
 
 
 def test_the_agent_arguments_are_accepted_by_the_agents_own_parser() -> None:

@@ -523,16 +523,35 @@ def test_s3_flags_give_the_s3_settings_with_documented_defaults(tmp_path: Path) 
     choice = cli.storage_choice(minimal, environ=S3_ENV)
     assert choice.s3 is not None and choice.data_dir is None
     assert (choice.s3.bucket, choice.s3.region, choice.s3.addressing, choice.s3.redirect) == (
-        "images", "us-east-1", "path", True,
+        "images",
+        "us-east-1",
+        "path",
+        True,
     )
     assert (choice.s3.endpoint, choice.s3.prefix, choice.s3.ca_file, choice.s3.session_token) == (
-        None, "", None, None,
+        None,
+        "",
+        None,
+        None,
     )
     full = parser.parse_args(
         [
-            "gc", "--storage-driver", "s3", "--s3-bucket", "images", "--s3-endpoint", "https://s3.example:9000",
-            "--s3-region", "eu-west-3", "--s3-prefix", "/team-a/", "--s3-ca", str(ca),
-            "--s3-addressing", "virtual", "--no-s3-redirect",
+            "gc",
+            "--storage-driver",
+            "s3",
+            "--s3-bucket",
+            "images",
+            "--s3-endpoint",
+            "https://s3.example:9000",
+            "--s3-region",
+            "eu-west-3",
+            "--s3-prefix",
+            "/team-a/",
+            "--s3-ca",
+            str(ca),
+            "--s3-addressing",
+            "virtual",
+            "--no-s3-redirect",
         ]
     )
     choice = cli.storage_choice(full, environ={**S3_ENV, "AWS_SESSION_TOKEN": "tok"})

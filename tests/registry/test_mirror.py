@@ -558,6 +558,8 @@ async def test_metrics_and_status_count_upstream_requests_errors_and_stale_serve
         await listener.close()
     assert (entry["prefix"], entry["reachable"], entry["staleServes"]) == (PREFIX, False, 1)
     assert "unreachable" in entry["lastError"] and entry["lastErrorAt"] is not None
+    assert entry["lastErrorReason"] == "unavailable"
+    assert entry["lastSuccessAt"] is not None and entry["lastSuccessAt"] <= entry["lastErrorAt"]
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,6 @@ keeps keys apart, redirects turn off by flag, and path-style or virtual-hosted a
 in the URL's path or host.
 """
 
-
 from __future__ import annotations
 
 import asyncio
@@ -251,9 +250,7 @@ OpenDriver = Callable[[], Awaitable[base.ObjectDriver]]
 
 
 @pytest.fixture(params=["memory", "filesystem", "s3"])
-async def open_objects(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[OpenDriver]:
+async def open_objects(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenDriver]:
     """Opens a fresh driver on the same storage each call (a restart, or another replica)."""
     opened: list[base.ObjectDriver] = []
     shared_memory = memory.AsyncMemoryDriver()
@@ -478,4 +475,3 @@ async def test_s3_addressing_decides_where_the_bucket_goes_in_the_url(addressing
     async with s3.S3Driver(config) as driver:  # presigning is local: no server is contacted
         url = await driver.redirect_url("blob")
     assert url is not None and url.split("?", 1)[0] == expected
-

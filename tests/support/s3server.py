@@ -45,12 +45,16 @@ def running(tmp: Path, *, bucket: str = "dockyard") -> Iterator[S3Server]:
         name="gofakes3",
         argv=[
             str(tool("gofakes3")),
-            "-host", f"127.0.0.1:{port.number}",
+            "-host",
+            f"127.0.0.1:{port.number}",
             # In memory: bolt's CopyObject reads an object's hash after its transaction ends (gofakes3
             # v1.2.0 then dies with "fatal error: fault" copying a completed multipart upload), and the
             # fs backend answers NoSuchBucket to a listing of a missing prefix.
-            "-backend", "memory",
-            "-initialbucket", bucket, "-quiet",
+            "-backend",
+            "memory",
+            "-initialbucket",
+            bucket,
+            "-quiet",
         ],
         log=tmp / "gofakes3.log",
         ports=[port],

@@ -55,9 +55,9 @@ CLAIM_VALUE_PATTERN = r"^[^\s]+$"
 class ServiceAccountRule(ApiModel):
     """Access for Kubernetes ServiceAccounts presenting a token for this registry's audience."""
 
-    namespace: (
-        Annotated[str, pydantic.StringConstraints(pattern=NAME_OR_PATTERN, max_length=63)] | None
-    ) = None
+    namespace: Annotated[str, pydantic.StringConstraints(pattern=NAME_OR_PATTERN, max_length=63)] | None = (
+        None
+    )
     """The ServiceAccounts' namespace, or a pattern (`team-*`; `*` for every namespace)."""
     namespace_selector: dict[str, str] | None = None
     """Instead of `namespace`: every namespace carrying all these labels (matchLabels), as the operator

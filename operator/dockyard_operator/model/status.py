@@ -135,6 +135,32 @@ class IdentityIssuerStatus(ApiModel):
     """Why the last read failed."""
 
 
+class MirrorStatus(ApiModel):
+    """One pull-through mirror as the registry pods report it (and, with wireNodes, the nodes)."""
+
+    prefix: str
+    """The mirror's repository prefix."""
+    upstream: str | None = None
+    """The upstream registry's URL."""
+    reachable: bool | None = None
+    """False when the last upstream request failed (unreachable, refused credentials, bad bytes); unset
+    before the first request."""
+    last_error: str | None = None
+    """The last upstream failure other than a 404 (never contains credentials)."""
+    last_error_reason: str | None = None
+    """Its kind: unavailable, auth, digest or other."""
+    last_error_time: datetime.datetime | None = None
+    """When it happened."""
+    last_success_time: datetime.datetime | None = None
+    """When the upstream last answered a request."""
+    node_host: str | None = None
+    """The image host nodes pull through this mirror (wireNodes only)."""
+    nodes_wired: int | None = None
+    """Nodes whose containerd pulls node_host through this mirror (wireNodes only)."""
+    runtimes_not_wired: list[str] | None = None
+    """Per node, container runtimes found there that are not wired (and why), e.g. Docker."""
+
+
 class PrivateRegistryStatus(ApiModel):
     """Observed state, written by the operator."""
 
@@ -162,3 +188,5 @@ class PrivateRegistryStatus(ApiModel):
     """Online garbage collection: schedule and last run."""
     identities: list[IdentityIssuerStatus] | None = None
     """Token issuers (spec.auth.serviceAccounts, spec.auth.oidc) and whether the registry reaches them."""
+    mirrors: list[MirrorStatus] | None = None
+    """Pull-through mirrors: upstream reachability and last error, and the nodes wired to each."""

@@ -21,7 +21,14 @@ are ever changed or removed; a directory someone else made for the same host is 
 Files are never removed on shutdown: a rolling update of the DaemonSet must not make nodes distrust
 registries.
 
-Must not: talk to anything but its own Pod, or write outside `<host-root>/<certs.d dirs of its targets>`.
+Mirrors: containerd's `hosts.toml` per wired image host; with the crio target, one drop-in
+`registries.conf.d/50-dockyard-mirrors.conf` where the node has that directory (podman reads it on each run,
+CRI-O on reload, which the agent reports instead of doing); with the docker target, a report that Docker is
+not wired (its `registry-mirrors` needs daemon.json and a restart). The report lists which runtimes were
+wired for which image host.
+
+Must not: talk to anything but its own Pod, or write outside `<host-root>/<certs.d dirs of its targets>`
+and its own drop-in in `<host-root>/etc/containers/registries.conf.d`.
 """
 
 from __future__ import annotations
@@ -106,6 +113,10 @@ class SyncResult:
 
     installed: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     errors: list[str] = dataclasses.field(default_factory=list)
+    mirrors: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    """Image host → runtimes now pulling it through its mirror."""
+    notes: list[str] = dataclasses.field(default_factory=list)
+    """Runtimes not wired, or needing a reload to see the wiring."""
     written: int = 0
     removed: int = 0
 
@@ -136,12 +147,48 @@ class Installer:
             for host, wiring in sorted(wired.items()):
                 # Only hosts.toml: containerd verifies the mirror with the registry host's own ca.crt.
                 files = {layout.HOSTS_TOML: wiring.hosts_toml(host).encode()}
-                self._install(target=target, host=host, files=files, result=result)
+                if self._install(target=target, host=host, files=files, result=result):
+                    result.mirrors[host] = (*result.mirrors.get(host, ()), "containerd")
             self._prune(base=base, keep=set(wanted) | set(wired), result=result)
+        if "crio" in self.targets:
+            self._registries_conf(desired.mirrors, result=result)
+        if "docker" in self.targets and desired.mirrors:
+            # Docker's registry-mirrors lives in daemon.json, covers docker.io only and needs a daemon
+            # restart: the agent never touches it and says so.
+            result.notes.append(layout.DOCKER_NOT_WIRED)
         for host, (pem, targets) in sorted(desired.hosts.items()):
             if host not in failed and set(targets) & set(self.targets):
                 result.installed[host] = tuple(layout.fingerprints(pem))
         return result
+
+    def _registries_conf(self, mirrors: Mapping[str, layout.MirrorWiring], *, result: SyncResult) -> None:
+        """Our drop-in in the node's registries.conf.d (podman, skopeo, CRI-O), only where the node has that
+        directory; removed (when it is ours) once no mirror is wired."""
+        directory = self.host_root / layout.REGISTRIES_CONF_DIR
+        path = directory / layout.REGISTRIES_CONF_FILE
+        if not directory.is_dir():
+            return
+        if path.exists() and not path.read_text(errors="replace").startswith(layout.REGISTRIES_CONF_HEADER):
+            result.errors.append(f"{path.relative_to(self.host_root)}: exists and was not written by us")
+            return
+        if not mirrors:
+            if path.exists():
+                path.unlink()
+                _fsync_dir(directory)
+                result.removed += 1
+                log.info("removed %s", path)
+            return
+        try:
+            text = layout.registries_conf(mirrors)
+        except layout.LayoutError as exc:
+            result.errors.append(f"{path.relative_to(self.host_root)}: {exc}")
+            return
+        if write_atomically(path, text.encode()):
+            result.written += 1
+            log.info("wrote %s", path)
+        for host in sorted(mirrors):
+            result.mirrors[host] = (*result.mirrors.get(host, ()), "cri-o/podman")
+        result.notes.append(layout.CRIO_RELOAD)
 
     def _files(self, target: layout.Target, host: str, pem: str) -> dict[str, bytes]:
         files = {layout.CA_FILE: pem.encode()}
@@ -290,6 +337,8 @@ class Agent:
                 applied=layout.content_hash(data),
                 hosts=result.installed,
                 errors=tuple(result.errors),
+                mirrors=result.mirrors,
+                notes=tuple(result.notes),
             )
             if report.to_json() != self._reported:
                 self._pending = report

@@ -4,7 +4,8 @@ agent's ServiceAccount, Role and RoleBinding, all in the operator's namespace.
 The DaemonSet runs the operator image's `python -m dockyard_operator.nodetrust.agent` on every Linux node:
 - it tolerates every taint (control-plane and tainted nodes pull images too) and requests next to nothing;
 - it mounts only the certs.d directory of each selected runtime (hostPath `DirectoryOrCreate`, under
-  `/host`), plus the ConfigMap, read-only root file system, no service links;
+  `/host`), with the crio target also `/etc/containers/registries.conf.d` (its mirrors drop-in, never
+  registries.conf or policy.json), plus the ConfigMap, read-only root file system, no service links;
 - it runs as root because those directories are root-owned `0755` on every distribution; as their owner,
   root can write there with every capability dropped (no DAC override, no chown), no privilege escalation,
   the RuntimeDefault seccomp profile, no host network or PID namespace;
@@ -138,6 +139,17 @@ def daemonset(
         {"name": f"certs-{target}", "mountPath": f"{HOST_ROOT}/{layout.CERTS_DIRS[target]}"}
         for target in chosen
     ]
+    if "crio" in chosen:
+        # The mirrors drop-in for podman/CRI-O: only that directory, never registries.conf or policy.json.
+        host_volumes.append(
+            {
+                "name": "registries-conf-d",
+                "hostPath": {"path": f"/{layout.REGISTRIES_CONF_DIR}", "type": "DirectoryOrCreate"},
+            }
+        )
+        host_mounts.append(
+            {"name": "registries-conf-d", "mountPath": f"{HOST_ROOT}/{layout.REGISTRIES_CONF_DIR}"}
+        )
     container = {
         "name": "agent",
         "image": image,

@@ -262,6 +262,11 @@ class NodeTrust:
         for item, problems in [*merged.problems.items(), *mirror_problems.items()]:
             old = views[item]
             views[item] = dataclasses.replace(old, problems=(*old.problems, *problems))
+        for host, wiring in wired.items():  # which registry each wired image host belongs to
+            holder = merged.owners.get(wiring.registry)
+            if holder is not None and holder in views:
+                old = views[holder]
+                views[holder] = dataclasses.replace(old, mirror_hosts=(*old.mirror_hosts, host))
         error = None
         try:
             owner = await self._agent_account_uid()

@@ -134,6 +134,40 @@ def mirror_hosts_toml(*, host: str, upstream: str, registry_host: str, prefix: s
     )
 
 
+REGISTRIES_CONF_DIR = "etc/containers/registries.conf.d"
+"""containers-registries.conf(5) drop-ins: podman/skopeo/buildah read them on each run, CRI-O on reload."""
+REGISTRIES_CONF_FILE = "50-dockyard-mirrors.conf"
+"""The one drop-in the agent owns there (its first line says so); any other file is left alone."""
+REGISTRIES_CONF_HEADER = "# Written by the Dockyard node trust agent; edits are overwritten.\n"
+DOCKER_NOT_WIRED = "docker: not wired (needs daemon.json registry-mirrors and a restart; docker.io only)"
+CRIO_RELOAD = (
+    "cri-o/podman: registries.conf.d drop-in written (podman reads it on its next run; "
+    "CRI-O only after `systemctl reload crio`)"
+)
+
+
+def registries_conf(mirrors: Mapping[str, MirrorWiring]) -> str:
+    """The containers-registries.conf v2 drop-in for the image hosts wired to mirrors: each host keeps its
+    own location (the fallback) and gets the registry's mirror prefix as its first mirror. The mirror's CA is
+    the one already published for the registry host under /etc/containers/certs.d."""
+    lines = [REGISTRIES_CONF_HEADER.rstrip("\n")]
+    for host, wiring in sorted(mirrors.items()):
+        check_host(host)
+        check_host(wiring.registry)
+        if not re.fullmatch(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*", wiring.prefix):
+            raise LayoutError(f"{wiring.prefix!r} is not a repository prefix")
+        lines += [
+            "",
+            "[[registry]]",
+            f'prefix = "{host}"',
+            f'location = "{host}"',
+            "",
+            "[[registry.mirror]]",
+            f'location = "{wiring.registry}/{wiring.prefix}"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def split_pem(bundle: str) -> list[str]:
     """The certificates of a PEM bundle, each normalized to end in a newline; LayoutError if none/invalid."""
     blocks = re.findall(r"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", bundle, flags=re.S)
@@ -297,15 +331,24 @@ class Report:
     applied: str
     hosts: Mapping[str, tuple[str, ...]]
     errors: tuple[str, ...] = ()
+    mirrors: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    """Image host wired to a mirror → the runtimes wired for it (containerd, cri-o/podman)."""
+    notes: tuple[str, ...] = ()
+    """Runtimes that are not wired or need a reload to see the wiring (one line each)."""
 
     def to_json(self) -> str:
+        doc: dict[str, object] = {
+            "node": self.node,
+            "applied": self.applied,
+            "hosts": {h: list(f) for h, f in sorted(self.hosts.items())},
+            "errors": list(self.errors),
+        }
+        if self.mirrors:  # only then: reports of agents without mirrors stay as they were
+            doc["mirrors"] = {h: list(r) for h, r in sorted(self.mirrors.items())}
+        if self.notes:
+            doc["notes"] = list(self.notes)
         return json.dumps(
-            {
-                "node": self.node,
-                "applied": self.applied,
-                "hosts": {h: list(f) for h, f in sorted(self.hosts.items())},
-                "errors": list(self.errors),
-            },
+            doc,
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -321,6 +364,10 @@ class Report:
                 applied=str(raw["applied"]),
                 hosts=hosts,
                 errors=tuple(str(e) for e in raw.get("errors") or []),
+                mirrors={
+                    str(h): tuple(str(r) for r in rs) for h, rs in dict(raw.get("mirrors") or {}).items()
+                },
+                notes=tuple(str(n) for n in raw.get("notes") or []),
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise LayoutError(f"not a node trust report: {exc}") from None

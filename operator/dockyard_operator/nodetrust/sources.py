@@ -151,6 +151,17 @@ class RegistryView:
     """Fingerprints of the CAs published for its hosts (two while a rotation is staged)."""
     plan: rotation.Plan | None
     problems: tuple[aggregate.Problem, ...] = ()
+    mirror_hosts: tuple[str, ...] = ()
+    """Image hosts wired to this registry's mirrors on the nodes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MirrorNodes:
+    """What the agents report for one wired image host: nodes with at least one runtime wired, and the
+    notes of runtimes not wired or waiting for a reload, each with how many nodes said it."""
+
+    wired: int
+    notes: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +193,31 @@ class Observation:
         if view is None:
             return ()
         nodes = (self.nodes.desired, self.nodes.ready)
-        return (view, self.verdict(*key), self.trusted(*key), nodes, self.error, self.on_nodes(view))
+        return (
+            view,
+            self.verdict(*key),
+            self.trusted(*key),
+            nodes,
+            self.error,
+            self.on_nodes(view),
+            tuple(sorted(self.mirror_nodes(*key).items())),
+        )
+
+    def mirror_nodes(self, namespace: str, name: str) -> dict[str, MirrorNodes]:
+        """Per image host wired to the registry's mirrors, what the nodes report."""
+        view = self.view(namespace, name)
+        if view is None:
+            return {}
+        found: dict[str, MirrorNodes] = {}
+        for host in view.mirror_hosts:
+            reports = [r for r in self.nodes.reports if host in r.mirrors]
+            counted: dict[str, int] = {}
+            for report in self.nodes.reports:  # agents note runtimes only while some mirror is wired
+                for note in report.notes:
+                    counted[note] = counted.get(note, 0) + 1
+            notes = tuple(f"{note} ({count} nodes)" for note, count in sorted(counted.items()))
+            found[host] = MirrorNodes(wired=len(reports), notes=notes)
+        return found
 
     def on_nodes(self, view: RegistryView) -> tuple[str, ...]:
         """Fingerprints every node reports for every host of the registry."""

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from dockyard_common import pki
-from dockyard_operator import conditions, model, names, policies, writer
+from dockyard_operator import conditions, model, names, observations, policies, writer
 from dockyard_operator.builders import inputs
 
 ROTATE_CA = f"{names.GROUP}/rotate-ca"
@@ -215,6 +215,10 @@ class Observed:
     identities: tuple[model.IdentityIssuerStatus, ...] | None = None
     verdict: policies.Verdict | None = None
     """From the registry's own storage check; None without a fresh reading."""
+    mirrors: tuple[model.MirrorStatus, ...] | None = None
+    """Per mirror, the upstream's state as the pods report it (or status showed, without an answer)."""
+    mirrors_observed: bool = False
+    """Whether `mirrors` comes from a fresh reading."""
     findings: Findings = Findings()
 
 
@@ -224,6 +228,8 @@ class Trust:
 
     verdict: policies.Verdict | None = None
     status: model.NodeTrustStatus | None = None
+    mirror_wiring: Mapping[str, observations.Wiring] | None = None
+    """Per image host wired to one of this registry's mirrors, what the nodes report."""
 
 
 # ----------------------------------------------------------------------------------------- reading

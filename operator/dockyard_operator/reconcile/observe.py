@@ -1,4 +1,5 @@
-"""Step: what the registry reports about its storage and its online gc (status.storage, status.maintenance).
+"""Step: what the registry reports about its storage, its online gc and its mirrors (status.storage,
+status.maintenance, the registry's half of status.mirrors).
 
 Reads `/status` from the metrics listener of each running registry pod (`http://<pod IP>:9102/status`; the
 setting `metrics_url_override` replaces this for clusters without a pod network), reads it into status fields
@@ -73,6 +74,8 @@ class Observe:
             maintenance=maintenance,
             identities=reading.identities if reading.identities is not None else previous.identities,
             verdict=verdict,
+            mirrors=reading.mirrors if reading.mirrors is not None else previous.mirrors,
+            mirrors_observed=reading.mirrors is not None,
             findings=findings,
         )
 
@@ -119,4 +122,15 @@ def _previous(body: Mapping[str, Any]) -> context.Observed:
         )
     except pydantic.ValidationError:
         identities = ()
-    return context.Observed(storage=storage, maintenance=maintenance, identities=identities or None)
+    mirrors: list[model.MirrorStatus] = []
+    for raw in status.get("mirrors") or []:
+        try:
+            mirrors.append(model.MirrorStatus.model_validate(raw))
+        except pydantic.ValidationError:
+            continue
+    return context.Observed(
+        storage=storage,
+        maintenance=maintenance,
+        identities=identities or None,
+        mirrors=tuple(mirrors) or None,
+    )

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import pydantic
 
-from dockyard_operator import conditions, kube, model, names, policies
+from dockyard_operator import conditions, kube, model, names, observations, policies
 from dockyard_operator.conditions import Reason
 from dockyard_operator.reconcile import context
 
@@ -102,6 +102,38 @@ class Status:
             put(conditions.NODE_TRUST_READY, trust.verdict.ok, trust.verdict.reason, trust.verdict.message)
         elif not spec.node_trust.enabled:
             conds = [c for c in conds if c.type != conditions.NODE_TRUST_READY]
+        mirrors: list[model.MirrorStatus] | None = None
+        if spec.mirrors:
+            mirrors = observations.mirror_statuses(
+                spec.mirrors,
+                observed=observed.mirrors if observed.mirrors_observed else None,
+                previous=observed.mirrors,
+                wiring=trust.mirror_wiring,
+            )
+            wiring_desired = trust.status.desired if trust.status is not None else None
+            mirrors_verdict = observations.mirrors_verdict(
+                spec.mirrors,
+                mirrors,
+                observed=observed.mirrors_observed or observed.mirrors is not None,
+                wiring_desired=wiring_desired,
+            )
+            conds = conditions.set_condition(
+                conds,
+                type_=conditions.MIRRORS_READY,
+                status=(
+                    conditions.UNKNOWN
+                    if mirrors_verdict.reason == Reason.MIRRORS_UNOBSERVED
+                    else conditions.TRUE
+                    if mirrors_verdict.ok
+                    else conditions.FALSE
+                ),
+                reason=mirrors_verdict.reason,
+                message=mirrors_verdict.message,
+                now=run.now,
+                generation=run.generation,
+            )
+        else:
+            conds = [c for c in conds if c.type != conditions.MIRRORS_READY]
         dep_status = (deployment or {}).get("status") or {}
         status = model.PrivateRegistryStatus(
             observed_generation=run.generation,
@@ -119,6 +151,7 @@ class Status:
             maintenance=observed.maintenance,
             # Only while the spec names token issuers: dropping them clears what the registry reported.
             identities=list(observed.identities) if observed.identities and _token_issuers(spec) else None,
+            mirrors=mirrors,
         )
         return status, findings
 
@@ -172,7 +205,7 @@ class Status:
         meta = body["metadata"]
         rendered = status.model_dump(by_alias=True, exclude_none=True, mode="json")
         patch = dict(rendered)
-        for key in ("nodeTrust", "identities"):
+        for key in ("nodeTrust", "identities", "mirrors"):
             if key not in rendered and (body.get("status") or {}).get(key):
                 patch[key] = None  # a merge patch only removes what it names
         for key in ("storage", "maintenance"):  # observed documents: a field the registry dropped goes too
