@@ -22,6 +22,7 @@ from typing import Any
 import lightkube
 import lightkube.resources.core_v1
 import pytest
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.types import PatchType
 
 from dockyard_operator import kube as operator_kube
@@ -177,8 +178,13 @@ async def test_objects_that_are_not_ours_or_may_not_be_created_are_left_alone(
     assert await client.get(api_version="v1", kind="ConfigMap", namespace=namespace, name="child") is None
 
 
-def owner(uid: str, name: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": uid}
+def owner(kube_client: lightkube.Client, namespace: str, name: str) -> dict[str, Any]:
+    """A reference to a ConfigMap that exists: the control plane's garbage collector deletes a child
+    whose owners are all gone, so made-up UIDs would race it."""
+    made: Any = kube_client.create(
+        core.ConfigMap(metadata=ObjectMeta(name=name, namespace=namespace)), namespace=namespace
+    )
+    return {"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": made.metadata.uid}
 
 
 async def test_an_owner_reference_another_manager_set_is_dropped_and_the_others_stay(
@@ -186,10 +192,7 @@ async def test_an_owner_reference_another_manager_set_is_dropped_and_the_others_
 ) -> None:
     writes = writer.Writer(client)
     created = await writes.apply(configmap(namespace, a="1"))
-    ours, theirs = (
-        owner("11111111-1111-1111-1111-111111111111", "a"),
-        owner("22222222-2222-2222-2222-222222222222", "b"),
-    )
+    ours, theirs = owner(kube_client, namespace, "a"), owner(kube_client, namespace, "b")
     # Set by someone else (an older operator's update): an apply without it would not remove it.
     kube_client.patch(
         core.ConfigMap,
@@ -215,10 +218,7 @@ async def test_dropping_from_a_stale_read_fails_instead_of_removing_another_refe
 ) -> None:
     writes = writer.Writer(client)
     await writes.apply(configmap(namespace, a="1"))
-    ours, theirs = (
-        owner("11111111-1111-1111-1111-111111111111", "a"),
-        owner("22222222-2222-2222-2222-222222222222", "b"),
-    )
+    ours, theirs = owner(kube_client, namespace, "a"), owner(kube_client, namespace, "b")
     patch = {"metadata": {"ownerReferences": [ours]}}
     kube_client.patch(core.ConfigMap, "child", patch, namespace=namespace, patch_type=PatchType.MERGE)
     stale = await client.get(api_version="v1", kind="ConfigMap", namespace=namespace, name="child")
