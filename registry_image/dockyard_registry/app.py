@@ -386,6 +386,7 @@ def _match(method: str, raw_path: str) -> routes.Match:
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     match = _match(request.method, request.raw_path)
+    request[state.HANDLER] = match.handler
     identity = await _authorize(request, match=match, authorization=request.headers.get("Authorization"))
     request[state.IDENTITY] = identity
     _refuse_mirror_writes(request, match=match)

@@ -37,7 +37,7 @@ import prometheus_client
 from aiohttp import web
 from prometheus_client import core, registry
 
-from dockyard_registry import auth, health, maintenance, routes
+from dockyard_registry import auth, health, maintenance, routes, state
 from dockyard_registry import mirror as mirror_
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -99,22 +99,27 @@ class Metrics:
         self._per_route: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         self._per_status: dict[tuple[str, str, int], Any] = {}
 
-    def route_class(self, method: str, raw_path: str) -> str:
+    def route_class(self, method: str, raw_path: str, *, handler: object = None) -> str:
+        """The route class of a request; `handler`: the one the app dispatched it to, when it did (then
+        the path is not matched again)."""
         if raw_path == "/auth":
             return "auth"
         if raw_path in ("/healthz", "/readyz"):
             return "health"
-        try:
-            match = routes.match(method, raw_path)
-        except routes.MethodNotAllowedError:
-            match = None
-        if match is None:
-            return "other"
-        found = self._routes.get(match.handler)
+        if handler is None:
+            try:
+                match = routes.match(method, raw_path)
+            except routes.MethodNotAllowedError:
+                match = None
+            if match is None:
+                return "other"
+            handler = match.handler
+        found = self._routes.get(handler)
         if found is None:
-            module = match.handler.__module__.rsplit(".", 1)[-1]
-            found = match.handler.__name__ if module == "discovery" else module
-            self._routes[match.handler] = found
+            module = getattr(handler, "__module__", "").rsplit(".", 1)[-1]
+            name = getattr(handler, "__name__", "other")
+            found = name if module == "discovery" else module
+            self._routes[handler] = found
         return found
 
     @web.middleware
@@ -122,8 +127,10 @@ class Metrics:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         method = request.method if request.method in _METHODS else "other"
-        route = self.route_class(request.method, request.raw_path)
-        uploading = route == _UPLOAD_ROUTE and method in ("POST", "PATCH", "PUT")
+        # Only uploads need their route before the handler runs (uploads in flight); every other request
+        # is classed afterwards by the handler the app dispatched it to.
+        uploading = method in ("POST", "PATCH", "PUT") and "/blobs/uploads/" in request.raw_path
+        uploading = uploading and self.route_class(request.method, request.raw_path) == _UPLOAD_ROUTE
         if uploading:
             self.uploads_in_flight.inc()
         began = time.perf_counter()
@@ -140,6 +147,7 @@ class Metrics:
         finally:
             if uploading:
                 self.uploads_in_flight.dec()
+            route = self.route_class(request.method, request.raw_path, handler=request.get(state.HANDLER))
             children = self._per_route.get((method, route))
             if children is None:
                 children = (

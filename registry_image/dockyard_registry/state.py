@@ -46,3 +46,6 @@ SETTINGS = web.AppKey("settings", Settings)
 IDENTITY = web.RequestKey("identity", auth.Identity)
 SCOPE = web.RequestKey("scope", str)
 """The token-flow scope a refused request needed (`repository:<name>:pull`), for the Bearer challenge."""
+HANDLER = web.RequestKey("handler", object)
+"""The handler `_dispatch` routed the request to (metrics.py names the route class from it, without
+matching the path a second time)."""
