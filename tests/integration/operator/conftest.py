@@ -152,3 +152,32 @@ def admin_operator_stopped(session: pytest.Session) -> collections.abc.Iterator[
         yield
     finally:
         admin.start()
+
+
+@pytest.fixture(scope="module")
+def metrics_port() -> collections.abc.Iterator[procs.Port]:
+    """A reserved loopback port where a module's stand-in registry serves its /status (and /metrics)."""
+    port = procs.reserve_port()
+    yield port
+    port.release()
+
+
+@pytest.fixture(scope="module")
+def observing_operator(
+    request: pytest.FixtureRequest,
+    control_plane: kube.ControlPlane,
+    crd_installed: None,
+    tmp_path_factory: pytest.TempPathFactory,
+    metrics_port: procs.Port,
+) -> collections.abc.Iterator[Operator]:
+    """An operator (the admin one stopped meanwhile) that reads every registry's /status from
+    `metrics_port`, where the module runs a real registry process: the test cluster has no pod network."""
+    with admin_operator_stopped(request.session):
+        operator = Operator(plane=control_plane, log=tmp_path_factory.mktemp("observing") / "operator.log")
+        operator.env["DOCKYARD_METRICS_URL_OVERRIDE"] = f"http://127.0.0.1:{metrics_port.number}/status"
+        operator.start()
+        try:
+            yield operator
+        finally:
+            code = operator.stop()
+            assert code == 0, procs.tail(operator.log, lines=80)

@@ -10,7 +10,6 @@ Degraded is True with reason IssuerUnreachable naming the unreachable one; no to
 
 from __future__ import annotations
 
-import collections.abc
 from pathlib import Path
 from typing import Any
 
@@ -24,35 +23,6 @@ from tests.integration.registry import harness
 from tests.support import kube, procs
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def metrics_port() -> collections.abc.Iterator[procs.Port]:
-    port = procs.reserve_port()
-    yield port
-    port.release()
-
-
-@pytest.fixture(scope="module")
-def observing_operator(
-    request: pytest.FixtureRequest,
-    control_plane: kube.ControlPlane,
-    crd_installed: None,
-    tmp_path_factory: pytest.TempPathFactory,
-    metrics_port: procs.Port,
-) -> collections.abc.Iterator[operator_conftest.Operator]:
-    """An operator reading every registry's /status from the module's registry metrics port."""
-    with operator_conftest.admin_operator_stopped(request.session):
-        operator = operator_conftest.Operator(
-            plane=control_plane, log=tmp_path_factory.mktemp("issuers") / "operator.log"
-        )
-        operator.env["DOCKYARD_METRICS_URL_OVERRIDE"] = f"http://127.0.0.1:{metrics_port.number}/status"
-        operator.start()
-        try:
-            yield operator
-        finally:
-            code = operator.stop()
-            assert code == 0, procs.tail(operator.log, lines=80)
 
 
 def test_status_lists_token_issuers_and_degraded_names_an_unreachable_one(

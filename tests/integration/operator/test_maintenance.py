@@ -22,7 +22,6 @@ Covers:
 
 from __future__ import annotations
 
-import collections.abc
 import os
 import ssl
 import urllib.error
@@ -55,35 +54,6 @@ def _fill_percent(path: Path) -> float:
     fs = os.statvfs(path)
     total, free = fs.f_blocks * fs.f_frsize, fs.f_bavail * fs.f_frsize
     return 100.0 * (total - free) / total
-
-
-@pytest.fixture(scope="module")
-def metrics_port() -> collections.abc.Iterator[procs.Port]:
-    port = procs.reserve_port()
-    yield port
-    port.release()
-
-
-@pytest.fixture(scope="module")
-def observing_operator(
-    request: pytest.FixtureRequest,
-    control_plane: kube.ControlPlane,
-    crd_installed: None,
-    tmp_path_factory: pytest.TempPathFactory,
-    metrics_port: procs.Port,
-) -> collections.abc.Iterator[operator_conftest.Operator]:
-    """An operator reading every registry's /status from the module's pod metrics port."""
-    with operator_conftest.admin_operator_stopped(request.session):
-        operator = operator_conftest.Operator(
-            plane=control_plane, log=tmp_path_factory.mktemp("observing") / "operator.log"
-        )
-        operator.env["DOCKYARD_METRICS_URL_OVERRIDE"] = f"http://127.0.0.1:{metrics_port.number}/status"
-        operator.start()
-        try:
-            yield operator
-        finally:
-            code = operator.stop()
-            assert code == 0, procs.tail(operator.log, lines=80)
 
 
 def _registry(client: lightkube.Client, namespace: str) -> Any:

@@ -31,41 +31,12 @@ from tests.integration.operator import cluster
 from tests.integration.operator import conftest as operator_conftest
 from tests.integration.registry import harness
 from tests.integration.registry import test_mirror_real as real
-from tests.support import kube, procs
+from tests.support import procs
 
 pytestmark = pytest.mark.integration
 
 core = lightkube.resources.core_v1
 WRONG_PASSWORD = "not-the-Upstream-password-7"
-
-
-@pytest.fixture(scope="module")
-def metrics_port() -> collections.abc.Iterator[procs.Port]:
-    port = procs.reserve_port()
-    yield port
-    port.release()
-
-
-@pytest.fixture(scope="module")
-def observing_operator(
-    request: pytest.FixtureRequest,
-    control_plane: kube.ControlPlane,
-    crd_installed: None,
-    tmp_path_factory: pytest.TempPathFactory,
-    metrics_port: procs.Port,
-) -> collections.abc.Iterator[operator_conftest.Operator]:
-    """An operator reading every registry's /status from the module's registry metrics port."""
-    with operator_conftest.admin_operator_stopped(request.session):
-        operator = operator_conftest.Operator(
-            plane=control_plane, log=tmp_path_factory.mktemp("mirror-status") / "operator.log"
-        )
-        operator.env["DOCKYARD_METRICS_URL_OVERRIDE"] = f"http://127.0.0.1:{metrics_port.number}/status"
-        operator.start()
-        try:
-            yield operator
-        finally:
-            code = operator.stop()
-            assert code == 0, procs.tail(operator.log, lines=80)
 
 
 @pytest.fixture
