@@ -42,7 +42,10 @@ def _versions(client: lightkube.Client, namespace: str) -> dict[str, str]:
         (core.Secret, N.tls_secret),
         (core.Secret, N.htpasswd_secret),
         (core.ConfigMap, N.nginx_configmap),
+        (core.ConfigMap, N.maintenance_configmap),
+        (core.PersistentVolumeClaim, N.pvc),
         (core.Service, N.service),
+        (core.Service, N.metrics_service),
         (apps.Deployment, N.deployment),
     ]
     found = {
