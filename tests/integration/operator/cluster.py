@@ -206,3 +206,16 @@ def await_passes(
         timeout=timeout,
         what=f"{count} finished passes by {user} over {namespace}/{name}",
     )
+
+
+def issuer_discovery_binding(plane: kube.ControlPlane) -> None:
+    """What the chart's identity-rbac.yaml creates (idempotent across tests)."""
+    found = plane.kubectl("get", "clusterrolebinding", "dockyard-issuer-discovery", check=False)
+    if found.returncode != 0:
+        plane.kubectl(
+            "create",
+            "clusterrolebinding",
+            "dockyard-issuer-discovery",
+            "--clusterrole=system:service-account-issuer-discovery",
+            "--group=system:serviceaccounts",
+        )

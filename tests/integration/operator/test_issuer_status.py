@@ -34,15 +34,7 @@ def test_status_lists_token_issuers_and_degraded_names_an_unreachable_one(
     tmp_path: Path,
 ) -> None:
     plane = control_plane
-    found = plane.kubectl("get", "clusterrolebinding", "dockyard-issuer-discovery", check=False)
-    if found.returncode != 0:
-        plane.kubectl(
-            "create",
-            "clusterrolebinding",
-            "dockyard-issuer-discovery",
-            "--clusterrole=system:service-account-issuer-discovery",
-            "--group=system:serviceaccounts",
-        )
+    cluster.issuer_discovery_binding(plane)
     plane.kubectl("create", "serviceaccount", "registry", "-n", namespace)
     own = tmp_path / "token"
     own.write_text(plane.kubectl("create", "token", "registry", "-n", namespace).stdout.strip())

@@ -40,19 +40,6 @@ apps = lightkube.resources.apps_v1
 N = names.Names.of("demo")
 
 
-def _discovery_binding(plane: kube.ControlPlane) -> None:
-    """What the chart's identity-rbac.yaml creates (idempotent across tests)."""
-    found = plane.kubectl("get", "clusterrolebinding", "dockyard-issuer-discovery", check=False)
-    if found.returncode != 0:
-        plane.kubectl(
-            "create",
-            "clusterrolebinding",
-            "dockyard-issuer-discovery",
-            "--clusterrole=system:service-account-issuer-discovery",
-            "--group=system:serviceaccounts",
-        )
-
-
 def test_rendered_identities_let_a_service_account_token_push_and_pull_through_a_real_registry(
     kube_client: lightkube.Client,
     control_plane: kube.ControlPlane,
@@ -82,7 +69,7 @@ def test_rendered_identities_let_a_service_account_token_push_and_pull_through_a
     assert k8s["audience"] == f"dockyard.dev/{namespace}/demo"
 
     # Where the Pod would find them in-cluster, the test's control plane has them here.
-    _discovery_binding(control_plane)
+    cluster.issuer_discovery_binding(control_plane)
     control_plane.kubectl("create", "serviceaccount", "builder", "-n", namespace)
     own = tmp_path / "token"
     own.write_text(
