@@ -1,4 +1,5 @@
-"""Several registry processes on one gofakes3 bucket: gc on one while another accepts pushes.
+"""Several registry processes on one gofakes3 bucket: gc on one while another accepts pushes, and two
+replicas behind one nginx upstream (round robin) with one SIGKILLed mid-push.
 
 Covers (issue 14, "GC with several replicas"): `dockyard-registry gc --grace 0` runs as its own process
 against the bucket two live registries serve. Once its run marker is in the bucket, the second replica
@@ -7,13 +8,21 @@ takes another such manifest once the sweep has deleted its first orphan, and kee
 (through both replicas) until gc exits. Every push is either accepted or refused with
 MANIFEST_BLOB_UNKNOWN (then pushed again); afterwards every orphan is gone, `fsck` is clean and every
 accepted image pulls back whole, digests matching, from both replicas.
+
+Also (issue 14, "two processes behind one nginx upstream"): a chunked push through nginx whose PATCHes
+alternate between the two replicas (nginx's access log says which one served each); the replica the
+next PATCH goes to is SIGKILLed while that PATCH's body is half sent. The client asks nginx where the
+upload stands (the last whole chunk), sends the rest (the survivor takes it), finishes it, and pushes
+the manifest. The image pulls back whole from both replicas (the killed one restarted) and fsck is clean.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,10 +66,12 @@ def s3_flags(server: s3server.S3Server, prefix: str) -> list[str]:
     ]  # fmt: skip
 
 
-def start_replica(tmp: Path, flags: list[str]) -> harness.Registry:
+def start_replica(tmp: Path, flags: list[str], *, metrics: procs.Port | None = None) -> harness.Registry:
     """`serve --no-tls --no-auth` on the bucket, no local directory at all."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = procs.reserve_port()
+    if metrics is not None:
+        flags = [*flags, "--metrics-listen", f"127.0.0.1:{metrics.number}"]
     reg = harness.Registry(
         data_dir=tmp,
         host="127.0.0.1",
@@ -184,3 +195,185 @@ def test_gc_on_one_process_while_another_replica_accepts_pushes_loses_nothing(
         one.stop()
         two.stop()
         bucket.close()
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").is_file() else None)
+    if found is None:
+        pytest.skip("nginx is not installed: run `make setup` (hack/setup.sh installs it)")
+    return found
+
+
+def round_robin_conf(tmp: Path, *, listen: int, upstreams: list[int]) -> Path:
+    """nginx in front of the replicas: one worker, equal weights (strict alternation), bodies streamed."""
+    servers = "\n".join(f"    server 127.0.0.1:{p} max_fails=0;" for p in upstreams)
+    temp = "\n".join(
+        f"  {kind}_temp_path {tmp / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        f"""worker_processes 1;
+pid {tmp / "nginx.pid"};
+events {{}}
+http {{
+{temp}
+  log_format upstream '$request_method $uri $status $upstream_addr';
+  access_log {tmp / "access.log"} upstream;
+  upstream replicas {{
+{servers}
+  }}
+  server {{
+    listen 127.0.0.1:{listen};
+    client_max_body_size 0;
+    proxy_request_buffering off;
+    proxy_buffering off;
+    proxy_http_version 1.1;
+    location / {{
+      proxy_pass http://replicas;
+      proxy_set_header Host $http_host;
+      proxy_next_upstream error timeout;
+    }}
+  }}
+}}
+"""
+    )
+    return conf
+
+
+def served(access_log: Path) -> list[tuple[str, str, str, str]]:
+    """(method, path, status, upstream address) of every request nginx finished, in order."""
+    rows = []
+    for line in access_log.read_text().splitlines():
+        method, path, status, upstream = line.split(" ", 3)
+        rows.append((method, path, status, upstream))
+    return rows
+
+
+def patch_rows(access_log: Path) -> list[tuple[str, str, str, str]]:
+    return [row for row in served(access_log) if row[0] == "PATCH"]
+
+
+def test_a_chunked_push_through_nginx_survives_the_replica_it_alternates_to_being_killed(
+    s3_server: s3server.S3Server, s3_env: None, tmp_path: Path
+) -> None:
+    flags = s3_flags(s3_server, f"nginx-{uuid.uuid4().hex[:8]}")
+    metrics = [procs.reserve_port(), procs.reserve_port()]
+    replicas = [
+        start_replica(tmp_path / name, flags, metrics=m)
+        for name, m in zip(("one", "two"), metrics, strict=True)
+    ]
+    by_address = {f"127.0.0.1:{r.port}": (r, m) for r, m in zip(replicas, metrics, strict=True)}
+    front_port = procs.reserve_port()
+    front_dir = tmp_path / "nginx"
+    front_dir.mkdir()
+    conf = round_robin_conf(front_dir, listen=front_port.number, upstreams=[r.port for r in replicas])
+    access_log = front_dir / "access.log"
+    nginx = procs.Process(
+        name="nginx",
+        argv=[nginx_binary(), "-e", "stderr", "-c", str(conf), "-p", str(front_dir), "-g", "daemon off;"],
+        log=front_dir / "nginx.log",
+        ports=[front_port],
+    )
+    try:
+        procs.wait_http(f"http://127.0.0.1:{front_port.number}/healthz", watch=[nginx], timeout=30)
+        front = harness.Client(host="127.0.0.1", port=front_port.number, ca_file=None, credentials=None)
+        img = images.random_image(label="through-nginx", layer_count=1, layer_size=7 * 1024 * 1024)
+        layer = img.layers[0].blob
+        front.push_blob("s3/nginx", img.config.data)
+        chunk = 2 * 1024 * 1024
+        started = front.request("POST", "/v2/s3/nginx/blobs/uploads/")
+        assert started.status == 202, started.describe()
+        location = harness.upload_path(started)
+
+        def patch(offset: int) -> harness.Response:
+            piece = layer.data[offset : offset + chunk]
+            return front.request(
+                "PATCH",
+                location,
+                body=piece,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"{offset}-{offset + len(piece) - 1}",
+                    "Content-Length": str(len(piece)),
+                },
+            )
+
+        for offset in (0, chunk):
+            resp = patch(offset)
+            assert resp.status == 202, resp.describe()
+            location = harness.upload_path(resp)
+        # nginx logs a request just after answering it.
+        harness.wait_for("nginx to log both PATCHes", lambda: len(patch_rows(access_log)) == 2)
+        patches = patch_rows(access_log)
+        assert [row[2] for row in patches] == ["202", "202"]
+        assert patches[0][3] != patches[1][3], f"both PATCHes went to {patches[0][3]}"
+
+        # The next request goes to the replica that did not serve the last one: kill it mid-body.
+        last = served(access_log)[-1][3]
+        doomed, doomed_metrics = next(pair for address, pair in by_address.items() if address != last)
+        with front.partial_request(
+            "PATCH",
+            location,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"{2 * chunk}-{3 * chunk - 1}",
+                "Content-Length": str(chunk),
+            },
+            body_prefix=layer.data[2 * chunk : 2 * chunk + chunk // 4],
+        ):
+            harness.wait_for(
+                "the half-sent PATCH to be receiving bytes on the replica nginx sent it to",
+                lambda: receiving(doomed_metrics.number),
+                timeout=30,
+            )
+            doomed.kill()
+
+        # The client retries: where does the upload stand? Only whole chunks count.
+        status = front.request("GET", location)
+        assert status.status == 204, status.describe()
+        assert status.header("Range") == f"0-{2 * chunk - 1}", status.describe()
+        rest = layer.data[2 * chunk :]
+        resp = front.request(
+            "PATCH",
+            location,
+            body=rest,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"{2 * chunk}-{len(layer.data) - 1}",
+                "Content-Length": str(len(rest)),
+            },
+        )
+        assert resp.status == 202, resp.describe()
+        location = harness.upload_path(resp)
+        sep = "&" if "?" in location else "?"
+        done = front.request("PUT", f"{location}{sep}digest={layer.digest}", headers={"Content-Length": "0"})
+        assert done.status == 201, done.describe()
+        front.push_manifest("s3/nginx", "v1", img.manifest.data)
+
+        harness.wait_for("nginx to log the cut PATCH", lambda: len(patch_rows(access_log)) >= 4)
+        cut = patch_rows(access_log)[2]  # the half-sent PATCH: the killed replica had it, nginx said 502
+        assert cut[3] == f"127.0.0.1:{doomed.port}" and cut[2] == "502", cut
+        doomed.start()
+        for client in (front, *(r.client(None) for r in replicas)):
+            assert_pulls_whole(client, "s3/nginx", img, "v1")
+        checked = harness.run_cli("fsck", *flags)
+        assert checked.returncode == 0 and "ok: no problems found" in checked.stdout, (
+            checked.stdout + checked.stderr
+        )
+    finally:
+        nginx.stop(grace=15)
+        for reg in replicas:
+            reg.stop()
+        for port in metrics:
+            port.release()
+
+
+def receiving(metrics_port: int) -> bool:
+    """Whether a replica has an upload request receiving bytes right now (its /metrics says so)."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    return any(
+        line.startswith("dockyard_registry_uploads_in_flight") and float(line.split()[-1]) >= 1
+        for line in text.splitlines()
+    )
