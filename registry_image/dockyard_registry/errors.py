@@ -103,6 +103,11 @@ def translate(exc: Exception) -> OciError | None:
     """The OCI form of a domain error, or None when the exception is not one we know (a bug: 500)."""
     if isinstance(exc, OciError):
         return exc
+    if isinstance(exc, store.StorageUnavailableError):
+        # The bucket's endpoint is down or restarting: retryable, and nothing of the request was kept.
+        return OciError(
+            Code.UNKNOWN, "registry storage is unavailable; retry", status=503, headers={"Retry-After": "5"}
+        )
     if isinstance(exc, OSError) and exc.errno in _FULL:
         # Not the client's fault and not a bug: say so, so operators look at the volume, not the code.
         return OciError(Code.UNKNOWN, "registry storage is full", status=507)

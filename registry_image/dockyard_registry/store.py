@@ -66,6 +66,10 @@ class BlobUnknownError(StoreError):
     pass
 
 
+# The storage backend is unreachable (S3 down or restarting): nothing of the request counts; retry.
+StorageUnavailableError = base.StorageUnavailableError
+
+
 class UploadUnknownError(StoreError):
     pass
 
@@ -514,7 +518,12 @@ class Store:
                 # Purged while this request waited for the lock: touching it would bring back its info.
                 self._forget(upload_id)
                 raise UploadUnknownError(f"upload {upload_id} unknown")
-            size = await self._append(upload_id, body=body, start=start, length=length, algorithm=algorithm)
+            try:
+                size = await self._append(
+                    upload_id, body=body, start=start, length=length, algorithm=algorithm
+                )
+            except FileNotFoundError:
+                raise await self._lost(upload_id) from None
             # After the bytes, so a failed chunk changes nothing stored; meanwhile the lock marks it in use.
             await asyncio.to_thread(self._touch_upload, upload_id, info)
             return size
@@ -590,27 +599,54 @@ class Store:
         """Append the last chunk (if any), verify the digest, and commit the blob into `name`."""
         await asyncio.to_thread(self._check_upload, name, upload_id)
         async with self._lock(upload_id):
-            if body is not None:
-                await self._append(upload_id, body=body, start=start, length=length, algorithm=dgst.algorithm)
-            data_path = paths.upload_data(upload_id)
-            size = await asyncio.to_thread(self.driver.size, data_path)
-            if size is None:
-                raise UploadUnknownError(f"upload {upload_id} unknown")
-            state = await self._hash_state(upload_id, size=size, algorithm=dgst.algorithm)
-            if state.hasher is not None:
-                actual = state.hasher.copy().hexdigest()
-            else:
-                actual = await asyncio.to_thread(self._hash_committed, upload_id, algorithm=dgst.algorithm)
-                if actual != dgst.encoded:
-                    await asyncio.to_thread(self._purge, upload_id)
-            if actual != dgst.encoded:
-                raise DigestMismatchError(
-                    f"digest {dgst} does not match uploaded content",
-                    detail={"digest": str(dgst)},
+            try:
+                return await self._finish_locked(
+                    name, upload_id, dgst=dgst, body=body, start=start, length=length
                 )
-            await asyncio.to_thread(self._commit_upload, name, upload_id, dgst)
-            self._forget(upload_id)
-            return size
+            except FileNotFoundError:
+                raise await self._lost(upload_id) from None
+
+    async def _lost(self, upload_id: str) -> UploadUnknownError:
+        """A session whose bytes storage no longer has (an S3 multipart upload aborted by a lifecycle
+        rule, or lost by a server that restarted): it cannot be resumed, so it goes, and the client starts
+        the upload again (BLOB_UPLOAD_UNKNOWN, not a 5xx it would retry forever)."""
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self._purge, upload_id)
+        return UploadUnknownError(
+            f"upload {upload_id} was lost by the storage backend; start the upload again"
+        )
+
+    async def _finish_locked(
+        self,
+        name: str,
+        upload_id: str,
+        *,
+        dgst: digest.Digest,
+        body: AsyncIterable[bytes] | None,
+        start: int | None,
+        length: int | None,
+    ) -> int:
+        if body is not None:
+            await self._append(upload_id, body=body, start=start, length=length, algorithm=dgst.algorithm)
+        data_path = paths.upload_data(upload_id)
+        size = await asyncio.to_thread(self.driver.size, data_path)
+        if size is None:
+            raise UploadUnknownError(f"upload {upload_id} unknown")
+        state = await self._hash_state(upload_id, size=size, algorithm=dgst.algorithm)
+        if state.hasher is not None:
+            actual = state.hasher.copy().hexdigest()
+        else:
+            actual = await asyncio.to_thread(self._hash_committed, upload_id, algorithm=dgst.algorithm)
+            if actual != dgst.encoded:
+                await asyncio.to_thread(self._purge, upload_id)
+        if actual != dgst.encoded:
+            raise DigestMismatchError(
+                f"digest {dgst} does not match uploaded content",
+                detail={"digest": str(dgst)},
+            )
+        await asyncio.to_thread(self._commit_upload, name, upload_id, dgst)
+        self._forget(upload_id)
+        return size
 
     def _hash_committed(self, upload_id: str, *, algorithm: str) -> str:
         """Commit an upload whose bytes could not be read while open, then hash them: the only re-read.
