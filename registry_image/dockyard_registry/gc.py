@@ -17,7 +17,8 @@ A run has three phases, each one reading what the previous one left:
    (manifests whose `subject` is kept), recursively. The rest goes: untagged manifests, and referrers
    whose subject is gone. A revision's age is its link's mtime, which every push that refers to the
    manifest refreshes (re-pushing it, tagging it, pushing an index listing it).
-3. Blobs: every blob a remaining manifest revision references is kept; the rest goes once old.
+3. Blobs: every blob a remaining manifest revision references is kept; the rest goes once old
+   (sweep.py, with stale upload sessions and interrupted writes).
 
 Races with a running registry: each deletion re-checks what made it deletable (the tag still names the
 same manifest and is old; the revision is still old; the blob is still old) just before it deletes.
@@ -36,65 +37,15 @@ the second.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
-from dockyard_registry import digest, fence, manifests, paths, retention, store
+from dockyard_registry import digest, fence, manifests, paths, retention, store, sweep
+from dockyard_registry.sweep import Report as Report
+from dockyard_registry.sweep import layer_links as layer_links
+from dockyard_registry.sweep import stored_blobs as stored_blobs
 
 DEFAULT_GRACE = 3600.0
-
-
-@dataclasses.dataclass
-class Report:
-    """What one run deleted (or, dry, would delete). `errors` are deletions that failed; the run goes on."""
-
-    blobs: list[str] = dataclasses.field(default_factory=list)
-    uploads: list[str] = dataclasses.field(default_factory=list)
-    leftovers: list[str] = dataclasses.field(default_factory=list)
-    tags: list[str] = dataclasses.field(default_factory=list)  # `repo:tag`
-    manifests: list[str] = dataclasses.field(default_factory=list)  # `repo@digest`
-    errors: list[str] = dataclasses.field(default_factory=list)
-    bytes: int = 0
-    kept: int = 0  # blobs kept
-    dry_run: bool = False
-    started: float = 0.0  # wall clock (the run's clock)
-    duration: float = 0.0  # seconds
-    stopped: bool = False  # ended early (shutdown); the next run finishes the job
-    deferred_to: str | None = None  # another replica's run was live and does the work (defer=True)
-
-    def summary(self) -> dict[str, Any]:
-        """Counts only: what a status file, a log line or an operator's status shows."""
-        return {
-            "started": self.started,
-            "duration": round(self.duration, 3),
-            "dryRun": self.dry_run,
-            "tagsDeleted": len(self.tags),
-            "manifestsDeleted": len(self.manifests),
-            "blobsDeleted": len(self.blobs),
-            "uploadsDeleted": len(self.uploads),
-            "leftoversDeleted": len(self.leftovers),
-            "bytesFreed": self.bytes,
-            "blobsKept": self.kept,
-            "errors": len(self.errors),
-            "stopped": self.stopped,
-            "deferredTo": self.deferred_to,
-        }
-
-    def as_json(self) -> dict[str, Any]:
-        """The summary and every item, for `gc --json`."""
-        return {
-            **self.summary(),
-            "items": {
-                "tags": self.tags,
-                "manifests": self.manifests,
-                "blobs": self.blobs,
-                "uploads": self.uploads,
-                "leftovers": self.leftovers,
-            },
-            "errorMessages": self.errors,
-        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,11 +57,6 @@ class _Revision:
     children: tuple[digest.Digest, ...]  # index entries
     subject: digest.Digest | None
     readable: bool  # False: missing or unparsable bytes (fsck's to report); such a revision is kept
-
-
-def stored_blobs(st: store.Store) -> Iterator[digest.Digest]:
-    """Every blob in the content store, whatever links to it."""
-    return st.maintenance.blobs()
 
 
 def _scan(st: store.Store, repo: str) -> dict[digest.Digest, _Revision]:
@@ -180,15 +126,6 @@ def mark(st: store.Store) -> set[digest.Digest]:
             marked.add(revision)
             marked.update(rev.blobs)
     return marked
-
-
-def layer_links(st: store.Store) -> dict[digest.Digest, list[str]]:
-    """For every linked blob, the repositories that link it."""
-    links: dict[digest.Digest, list[str]] = {}
-    for repo in st.catalog():
-        for blob in st.maintenance.layer_links(repo):
-            links.setdefault(blob, []).append(repo)
-    return links
 
 
 def collect(
@@ -276,11 +213,11 @@ def _collect(
     if report.stopped:  # the marks are incomplete: sweeping now would delete what a manifest references
         report.duration = time.monotonic() - began
         return
-    _sweep_blobs(st, report, run, marked=marked, cutoff=cutoff, should_stop=should_stop)
+    sweep.blobs(st, report, run, marked=marked, cutoff=cutoff, should_stop=should_stop)
     if report.stopped:
         report.duration = time.monotonic() - began
         return
-    _sweep_uploads_and_leftovers(
+    sweep.uploads_and_leftovers(
         st,
         report,
         cutoff=cutoff,
@@ -378,117 +315,5 @@ def _delete_revision(
             st.maintenance.remove_revision(repo, revision, subject=subject)
     except OSError as exc:
         report.errors.append(f"manifest {repo}@{revision}: {exc}")
-        return False
-    return True
-
-
-def _sweep_blobs(
-    st: store.Store,
-    report: Report,
-    run: fence.Run | None,
-    *,
-    marked: set[digest.Digest],
-    cutoff: float,
-    should_stop: Callable[[], bool],
-) -> None:
-    links = layer_links(st)
-    kept = st.maintenance
-    for blob in stored_blobs(st):
-        if should_stop():
-            report.stopped = True
-            return
-        if blob in marked:
-            report.kept += 1
-            continue
-        mtime = kept.blob_time(blob)
-        if mtime is None:
-            # Left by a write interrupted before its rename (crash): remove once it is old enough.
-            leftover = kept.blob_dir_time(blob)
-            if leftover is not None and leftover <= cutoff and run is not None:
-                _delete_leftover_blob(st, report, run, blob=blob, cutoff=cutoff)
-            continue
-        if mtime > cutoff:
-            report.kept += 1
-            continue
-        size = kept.blob_size(blob) or 0
-        if run is None:
-            report.blobs.append(str(blob))
-            report.bytes += size
-            continue
-        run.heartbeat()
-        try:
-            with st.gc_lock.exclusive(), run.deleting(paths.blob_dir(blob)) as in_time:
-                # Re-check just before deleting: a push or mount during this run refreshes the mtime.
-                again = kept.blob_time(blob)
-                if again is None or again > cutoff or not in_time():
-                    report.kept += again is not None
-                    continue
-                for repo in links.pop(blob, []):
-                    kept.remove_layer_link(repo, blob)
-                kept.remove_blob(blob)
-        except OSError as exc:
-            report.errors.append(f"blob {blob}: {exc}")
-            continue
-        report.blobs.append(str(blob))
-        report.bytes += size
-    if run is None:
-        return
-    for blob, repos in links.items():
-        if blob in marked:
-            continue
-        with st.gc_lock.exclusive(), run.deleting(paths.blob_dir(blob)) as in_time:
-            if kept.blob_size(blob) is not None or not in_time():
-                continue  # committed meanwhile: its link is the new push's
-            for repo in repos:
-                _delete(
-                    report,
-                    f"layer link {repo}@{blob}",
-                    functools.partial(kept.remove_layer_link, repo, blob),
-                )
-
-
-def _delete_leftover_blob(
-    st: store.Store, report: Report, run: fence.Run, *, blob: digest.Digest, cutoff: float
-) -> None:
-    """A blob directory without data (an interrupted write; on S3 a claim whose data went): remove it
-    unless data arrived or it changed meanwhile."""
-    kept = st.maintenance
-    try:
-        with st.gc_lock.exclusive(), run.deleting(paths.blob_dir(blob)) as in_time:
-            again = kept.blob_dir_time(blob)
-            if kept.blob_size(blob) is not None or again is None or again > cutoff or not in_time():
-                return
-            _delete(report, f"blob {blob}", functools.partial(kept.remove_blob, blob))
-    except OSError as exc:
-        report.errors.append(f"blob {blob}: {exc}")
-
-
-def _sweep_uploads_and_leftovers(
-    st: store.Store, report: Report, *, cutoff: float, upload_cutoff: float, dry_run: bool
-) -> None:
-    kept = st.maintenance
-    for upload_id in kept.upload_ids():
-        last = st.upload_last_active(upload_id)
-        if last is None or last > upload_cutoff:
-            continue
-        if dry_run or _delete(
-            report, paths.upload_dir(upload_id), functools.partial(kept.remove_upload, upload_id)
-        ):
-            report.uploads.append(upload_id)
-    # After the blobs: a removed temp file refreshes its directory's mtime, which the blob pass reads.
-    for temp, written, size in kept.leftovers():
-        if written is None or written > cutoff:
-            continue  # gone meanwhile, or a write still in flight
-        if dry_run or _delete(report, temp, functools.partial(kept.remove_leftover, temp)):
-            report.leftovers.append(temp)
-            report.bytes += size
-
-
-def _delete(report: Report, what: str, remove: Callable[[], None]) -> bool:
-    """Remove one thing; a failure (permissions, I/O) is reported and the run goes on."""
-    try:
-        remove()
-    except OSError as exc:
-        report.errors.append(f"{what}: {exc}")
         return False
     return True
