@@ -6,8 +6,11 @@ items are the storage paths of what gc deletes (a blob's directory, a revision l
 
 Why: inside one process `store.GcLock` makes gc's "still old and unreferenced?" re-check and its deletion
 one step against every push. Replicas on one bucket share no lock, and the protocol must not need
-conditional writes (S3-compatible servers differ; gofakes3 v1.2.0 has none). What storage does give is
-read-after-write consistency: a read that starts after a write completed sees it.
+conditional writes: S3-compatible servers differ there (AWS has If-None-Match/If-Match on PutObject
+since 2024, gofakes3 v1.2.0 accepts them, many others do not), and the filesystem driver has none. Nor
+would they close the race: a push cannot make its claim conditional on gc not deleting meanwhile. What
+every backend does give is read-after-write consistency: a read that starts after a write completed
+sees it.
 
 The protocol. A push *writes* before it *reads*, and so does gc:
 - A push first writes what makes content recent for gc (a blob's `pushed` claim, a rewritten revision
