@@ -169,11 +169,20 @@ _SCOPE_ACTIONS = {auth.Action.PULL: "pull", auth.Action.PUSH: "pull,push", auth.
 
 
 def challenge(request: web.Request) -> str:
-    """The WWW-Authenticate of a 401: Basic, or with --token-realm the token flow's Bearer challenge."""
+    """The WWW-Authenticate of a 401: Basic, or with --token-realm the token flow's Bearer challenge (a
+    realm path is resolved on the Host and scheme the client used; from a trusted proxy, its
+    X-Forwarded-Proto)."""
     settings = request.app[state.SETTINGS]
-    if settings.token_realm is None:
+    realm = None
+    if settings.token_realm is not None:
+        scheme = request.scheme
+        peer = _ip(request.remote)
+        if peer is not None and any(peer in network for network in settings.trusted_proxies):
+            scheme = request.headers.get("X-Forwarded-Proto", scheme).strip().lower()
+        realm = tokens.realm_for(settings.token_realm, host=request.headers.get("Host"), scheme=scheme)
+    if realm is None:
         return f'Basic realm="{settings.realm}"'
-    value = f'Bearer realm="{settings.token_realm}",service="{settings.realm}"'
+    value = f'Bearer realm="{realm}",service="{settings.realm}"'
     scope = request.get(state.SCOPE)
     return value + (f',scope="{scope}"' if scope else "")
 

@@ -9,11 +9,17 @@ Tokens are HS256 JWTs under a key only this registry knows (`serve --token-key F
 else a random key per process, so they fail over to a fresh login). They carry their grants, so a rule
 removed later still holds for at most `ttl_seconds` (300 by default). External issuers' HMAC tokens stay
 refused (identity.py): this key is never published.
+
+The realm a Bearer challenge names is either a fixed URL (`--token-realm https://host/token`) or a path
+(`--token-realm /token`): then it is that path on the host and scheme the client used (`realm_for`), which
+is what a registry reached by several names (Service DNS names, an Ingress host, a node port) needs, and
+what the operator passes behind its nginx sidecar.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +31,12 @@ from dockyard_common import regtoken
 
 ALGORITHM = regtoken.ALGORITHM
 ACTIONS = ("pull", "push", "delete")
+
+
+# A Host header we may put into a challenge: a DNS name or IPv4 address, or a bracketed IPv6 address, with an
+# optional port. Anything else (quotes, spaces, a path) would let a client shape the header.
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
+_REALM_PATH = re.compile(r"/[A-Za-z0-9._~/-]{0,200}")
 
 
 class ScopeError(ValueError):
@@ -64,6 +76,23 @@ def parse_scopes(values: Iterable[str]) -> list[Grant]:
             wanted = set(ACTIONS) if actions == "*" else {a for a in actions.split(",") if a}
             out.append(Grant(repository=name, actions=frozenset(wanted & set(ACTIONS))))
     return out
+
+
+def valid_realm(realm: str) -> bool:
+    """Whether `--token-realm` is an http(s) URL or a path (`/token`) that may go into a challenge."""
+    if realm.startswith("/"):
+        return _REALM_PATH.fullmatch(realm) is not None
+    return realm.startswith(("https://", "http://")) and not any(c in realm for c in '"\\ \t\r\n')
+
+
+def realm_for(realm: str, *, host: str | None, scheme: str) -> str | None:
+    """The challenge's realm URL: `realm` itself, or for a path that path on `scheme://host` (the address
+    the client reached us by). None when the client sent no usable Host: the caller falls back to Basic."""
+    if not realm.startswith("/"):
+        return realm
+    if host is None or _HOST.fullmatch(host) is None or scheme not in ("http", "https"):
+        return None
+    return f"{scheme}://{host}{realm}"
 
 
 class RegistryTokens:

@@ -151,3 +151,61 @@ async def test_a_minted_token_with_repository_globs_is_a_basic_password_for_pull
     assert (await reg.client.get("/v2/other/x/tags/list", headers=basic("pull", pull))).status == 403
     pushed = await reg.client.post("/v2/team/a/b/blobs/uploads/", headers=basic("pull", pull))
     assert pushed.status == 403
+
+
+@pytest.mark.parametrize(
+    ("realm", "valid"),
+    [
+        ("https://registry.example/token", True),
+        ("/token", True),
+        ("token", False),
+        ('https://x/"token', False),
+        ("/to ken", False),
+        ('/token"', False),
+        ("ftp://x/token", False),
+    ],
+)
+def test_a_token_realm_is_an_http_url_or_a_plain_path(realm: str, valid: bool) -> None:
+    assert tokens.valid_realm(realm) is valid
+
+
+def test_a_realm_path_is_resolved_on_the_clients_host_and_a_bad_host_gives_none() -> None:
+    assert tokens.realm_for("https://fixed/token", host="other:1", scheme="http") == "https://fixed/token"
+    assert tokens.realm_for("/token", host="demo.team-a.svc:5443", scheme="https") == (
+        "https://demo.team-a.svc:5443/token"
+    )
+    assert tokens.realm_for("/token", host="[::1]:5443", scheme="https") == "https://[::1]:5443/token"
+    for bad in (None, "", 'evil",x="', "a b", "host/path", "-lead"):
+        assert tokens.realm_for("/token", host=bad, scheme="https") is None
+    assert tokens.realm_for("/token", host="ok", scheme="javascript") is None
+
+
+async def _challenge(reg: conftest.Registry, headers: dict[str, str]) -> str:
+    resp = await reg.client.get("/v2/team/app/tags/list", headers=headers)
+    assert resp.status == 401
+    return resp.headers["WWW-Authenticate"]
+
+
+async def test_a_realm_path_challenges_with_the_host_the_client_used_and_a_trusted_proxys_scheme(
+    make_client: conftest.ClientFactory, tmp_path: Path
+) -> None:
+    authn = auth.Authenticator(
+        htpasswd=tmp_path / "none", access=None, registry_tokens=tokens.RegistryTokens(service="dockyard")
+    )
+    reg = await make_client(authenticator=authn, token_realm="/token")
+    name = await _challenge(reg, {"Host": "demo.team-a.svc:5443"})
+    assert (
+        name
+        == 'Bearer realm="http://demo.team-a.svc:5443/token",service="dockyard",scope="repository:team/app:pull"'
+    )
+    # The test client connects from loopback, a trusted proxy by default: its X-Forwarded-Proto counts.
+    proxied = await _challenge(reg, {"Host": "registry.example", "X-Forwarded-Proto": "https"})
+    assert proxied.startswith('Bearer realm="https://registry.example/token",')
+    # A Host that could shape the header gets the Basic challenge (Basic credentials still work).
+    assert (await _challenge(reg, {"Host": 'x",realm="https://evil'})) == 'Basic realm="dockyard"'
+
+    untrusting = await make_client(authenticator=authn, token_realm="/token", trusted_proxies=())
+    direct = await _challenge(untrusting, {"Host": "registry.example", "X-Forwarded-Proto": "https"})
+    assert direct.startswith('Bearer realm="http://registry.example/token",'), (
+        "an untrusted peer set the scheme"
+    )

@@ -14,7 +14,7 @@ import hmac
 import secrets
 
 from dockyard_common import htpasswd
-from dockyard_operator import crypto, settings
+from dockyard_operator import crypto, model, settings
 from dockyard_operator.builders import htpasswd_secret
 from dockyard_operator.conditions import Reason
 from dockyard_operator.reconcile import context
@@ -100,15 +100,17 @@ class Credentials:
         return context.Users(
             htpasswd=htpasswd.render(hashes),
             access_yaml=htpasswd_secret.access_yaml(run.spec.auth, namespaces=namespaces),
-            token_key=_token_key(run, current),
+            token_key=token_key(run.spec, current),
         )
 
 
-def _token_key(run: context.Pass, current: dict[str, bytes] | None) -> str:
-    """The pull-secret token key: kept once made (tokens already handed out stay valid), made only when
-    spec.pullSecrets.tokenLifetime asks for short-lived pull secrets."""
-    chosen = run.spec.pull_secrets
-    if chosen is None or chosen.token_lifetime is None:
+def token_key(spec: model.PrivateRegistrySpec, current: dict[str, bytes] | None) -> str:
+    """The registry token key: kept once made (tokens already handed out stay valid), made only when
+    spec.pullSecrets.tokenLifetime asks for short-lived pull secrets or the registry offers the token flow
+    (its replicas must accept each other's tokens)."""
+    chosen = spec.pull_secrets
+    short_lived = chosen is not None and chosen.token_lifetime is not None
+    if not short_lived and not spec.auth.token_flow:
         return ""
     existing = (current or {}).get(htpasswd_secret.TOKEN_KEY_FILE, b"").decode("ascii", "replace").strip()
     return existing if len(existing) >= 64 else secrets.token_hex(32)
