@@ -146,8 +146,9 @@ async def _storage_checks(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _issuer_keys(app: web.Application) -> AsyncIterator[None]:
-    """For the app's lifetime: read every token issuer's keys at startup and every 10 minutes (retrying an
-    unreachable one at its refresh interval), so /status shows reachability and requests rarely wait."""
+    """For the app's lifetime: read every token issuer's keys at startup and again whenever due (each
+    issuer's keyRefreshSeconds; an unreachable one at its retry interval), so /status shows reachability,
+    requests rarely wait, and a key the issuer dropped stops verifying within that bound."""
     authenticator = app[state.SETTINGS].authenticator
     assert authenticator is not None and authenticator.tokens is not None
     keysets = list(authenticator.tokens.keysets.values())
@@ -155,8 +156,8 @@ async def _issuer_keys(app: web.Application) -> AsyncIterator[None]:
     async def loop() -> None:
         while True:
             await asyncio.gather(*(keyset.warm() for keyset in keysets))
-            unreachable = [k for k in keysets if k.reachable is False]
-            await asyncio.sleep(min((k.min_refresh_seconds for k in unreachable), default=600.0))
+            # At least a second: a keyset whose read just failed within its retry interval is not busy-looped.
+            await asyncio.sleep(max(1.0, min((k.seconds_until_due() for k in keysets), default=600.0)))
 
     task = asyncio.create_task(loop())
     yield

@@ -14,7 +14,12 @@ so a flood of forged `kid`s costs the issuer one request per interval); signatur
 configured audience, i.e. this registry); `exp` and `nbf` against the wall clock with `LEEWAY_SECONDS`.
 
 No API call per request: keys come from the cache, and a verified token is remembered (by HMAC under a
-process-random key) until it expires. With `tokenReview` on a Kubernetes issuer, the first use of a token
+process-random key) until it expires, as long as the key it was signed with is still published.
+
+Key rotation at the issuer: a token signed by a new key names an unknown `kid`, which refreshes the keys (at
+most once per `min_refresh_seconds`); a key the issuer stopped publishing stops verifying, tokens remembered
+as verified included, at the next refresh: each issuer's keys are re-read every `keyRefreshSeconds`
+(default 600), so that is the bound. With `tokenReview` on a Kubernetes issuer, the first use of a token
 is also checked by a TokenReview (the API server refuses a token whose Pod or ServiceAccount was deleted),
 and that answer is reused for at most `cacheSeconds`: a bound token is refused within that bound after
 its object is gone. Without it, a token stays valid until its own `exp`.
@@ -45,6 +50,7 @@ LEEWAY_SECONDS = 30.0
 """Clock skew allowed on `exp` and `nbf` (Kubernetes' own authenticator allows more)."""
 SA_PREFIX = "system:serviceaccount:"
 CACHE_LIMIT = 10000
+DEFAULT_KEY_REFRESH_SECONDS = 600.0
 
 
 class IdentitiesFileError(ValueError):
@@ -86,6 +92,8 @@ class Issuer:
     claims: Claims = Claims()
     token_review: bool = False
     review_cache_seconds: float = 60.0
+    key_refresh_seconds: float = DEFAULT_KEY_REFRESH_SECONDS
+    """How often the keys are re-read: the bound on a dropped key still verifying."""
 
     @property
     def discovery_url(self) -> str:
@@ -146,6 +154,7 @@ _ISSUER_KEYS = {
     "tokenFile",
     "claims",
     "tokenReview",
+    "keyRefreshSeconds",
 }
 
 
@@ -184,6 +193,9 @@ def _parse_issuer(index: int, entry: Any) -> Issuer:
     cache_seconds = review.get("cacheSeconds", 60)
     if not isinstance(cache_seconds, int | float) or cache_seconds < 0:
         raise IdentitiesFileError(f"{where}.tokenReview.cacheSeconds must be a number >= 0")
+    refresh = entry.get("keyRefreshSeconds", DEFAULT_KEY_REFRESH_SECONDS)
+    if not isinstance(refresh, int | float) or isinstance(refresh, bool) or not 1 <= refresh <= 86400:
+        raise IdentitiesFileError(f"{where}.keyRefreshSeconds must be a number of seconds in [1, 86400]")
     return Issuer(
         name=entry["name"],
         kind=kind,
@@ -195,6 +207,7 @@ def _parse_issuer(index: int, entry: Any) -> Issuer:
         claims=Claims(user=str(claims_doc.get("user", "sub")), groups=claims_doc.get("groups")),
         token_review=bool(review.get("enabled", False)),
         review_cache_seconds=float(cache_seconds),
+        key_refresh_seconds=float(refresh),
     )
 
 
@@ -227,8 +240,9 @@ class FetchError(Exception):
 class KeySet:
     """One issuer's signing keys, read from its discovery document and JWKS and kept.
 
-    Refreshed when a token names an unknown `kid` or the keys are older than `max_age_seconds`, never
-    more often than `min_refresh_seconds` (monotonic clock injected); concurrent refreshes share one.
+    Refreshed when a token names an unknown `kid` or the keys are older than `max_age_seconds` (the
+    issuer's keyRefreshSeconds; the app's loop refreshes them when due, `seconds_until_due`), never more
+    often than `min_refresh_seconds` (monotonic clock injected); concurrent refreshes share one.
     A failed refresh keeps the keys already known.
     """
 
@@ -239,10 +253,11 @@ class KeySet:
         *,
         clock: Callable[[], float] = time.monotonic,
         min_refresh_seconds: float = 30.0,
-        max_age_seconds: float = 3600.0,
+        max_age_seconds: float | None = None,
     ) -> None:
         self.issuer, self._fetcher, self._clock = issuer, fetcher, clock
-        self.min_refresh_seconds, self.max_age_seconds = min_refresh_seconds, max_age_seconds
+        self.max_age_seconds = issuer.key_refresh_seconds if max_age_seconds is None else max_age_seconds
+        self.min_refresh_seconds = min(min_refresh_seconds, self.max_age_seconds)
         self._keys: dict[str | None, jwt.PyJWK] = {}
         self._loaded_at: float | None = None
         self._attempted_at: float | None = None
@@ -264,9 +279,23 @@ class KeySet:
         }
 
     async def warm(self) -> None:
-        """Read the keys now (at startup), so /status shows reachability before the first token."""
-        if self._may_refresh(self._clock()):
+        """Read the keys when due (at startup: now, so /status shows reachability before the first token)."""
+        if self.seconds_until_due() <= 0:
             await self._refresh()
+
+    def seconds_until_due(self) -> float:
+        """Until the next scheduled read: the keys' age reaching `max_age_seconds`, or for an issuer not
+        read yet or whose last read failed, `min_refresh_seconds` after that attempt."""
+        now = self._clock()
+        if self._attempted_at is None:
+            return 0.0
+        if self._loaded_at is None or self.last_error is not None:
+            return max(0.0, self._attempted_at + self.min_refresh_seconds - now)
+        return max(0.0, self._loaded_at + self.max_age_seconds - now)
+
+    def publishes(self, kid: str | None) -> bool:
+        """Whether the keys read last still hold `kid` (a remembered token's key), without fetching."""
+        return kid in self._keys or (kid is None and len(self._keys) == 1)
 
     @property
     def reachable(self) -> bool | None:
@@ -361,14 +390,15 @@ class TokenVerifier:
         }
         self._fetcher, self._wall = fetcher, wall
         self._key = secrets.token_bytes(32)
-        self._verified: dict[bytes, tuple[Principal, float]] = {}
+        # HMAC of a token -> (its principal, until when, its issuer's name, its key id).
+        self._verified: dict[bytes, tuple[Principal, float, str, str | None]] = {}
         self.reviews = 0
 
     async def verify(self, token: str) -> Principal:
         mac = hmac.new(self._key, token.encode(), "sha256").digest()
         now = self._wall()
         cached = self._verified.get(mac)
-        if cached is not None and now < cached[1]:
+        if cached is not None and now < cached[1] and self.keysets[cached[2]].publishes(cached[3]):
             return cached[0]
         try:
             header = jwt.get_unverified_header(token)
@@ -402,7 +432,7 @@ class TokenVerifier:
             if not ok:
                 raise TokenError("revoked", "the API server no longer accepts this token (token review)")
             until = min(until, now + issuer.review_cache_seconds)
-        self._remember(mac, principal, until)
+        self._remember(mac, (principal, until, keyset.issuer.name, header.get("kid")))
         return principal
 
     async def _keyset_of(self, iss: str) -> KeySet | None:
@@ -416,13 +446,13 @@ class TokenVerifier:
                     return keyset
         return None
 
-    def _remember(self, mac: bytes, principal: Principal, until: float) -> None:
+    def _remember(self, mac: bytes, entry: tuple[Principal, float, str, str | None]) -> None:
         if len(self._verified) >= CACHE_LIMIT:
             now = self._wall()
             self._verified = {k: v for k, v in self._verified.items() if v[1] > now}
             if len(self._verified) >= CACHE_LIMIT:
                 self._verified.clear()
-        self._verified[mac] = (principal, until)
+        self._verified[mac] = entry
 
 
 def _decode(token: str, *, key: jwt.PyJWK, alg: str, issuer: Issuer) -> dict[str, Any]:
