@@ -1,6 +1,6 @@
 """Token identities: Kubernetes ServiceAccount tokens and external OIDC ID tokens as registry credentials.
 
-Owns: the identities file (`serve --identities`), verifying a JWT offline against its issuer's published
+Owns: verifying a JWT offline against its issuer's published
 keys (OIDC discovery + JWKS, cached per issuer), and mapping verified claims to a `Principal`. Must not:
 know HTTP serving (auth and app do), do I/O except through the injected `Fetcher` (issuers.py fetches
 over HTTP), or put a token, or anything derived from one without a secret key, into a log, an exception
@@ -35,26 +35,24 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit
+from typing import Any, Protocol
 
 import jwt
-import yaml
+
+# The identities file (`serve --identities`) and its issuers, parsed in identities_file; named here too.
+from dockyard_registry.identities_file import Claims as Claims
+from dockyard_registry.identities_file import IdentitiesFileError as IdentitiesFileError
+from dockyard_registry.identities_file import Issuer as Issuer
+from dockyard_registry.identities_file import Kind as Kind
+from dockyard_registry.identities_file import parse_identities as parse_identities
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["kubernetes", "oidc"]
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 LEEWAY_SECONDS = 30.0
 """Clock skew allowed on `exp` and `nbf` (Kubernetes' own authenticator allows more)."""
 SA_PREFIX = "system:serviceaccount:"
 CACHE_LIMIT = 10000
-DEFAULT_KEY_REFRESH_SECONDS = 600.0
-
-
-class IdentitiesFileError(ValueError):
-    pass
 
 
 class TokenError(Exception):
@@ -63,49 +61,6 @@ class TokenError(Exception):
     def __init__(self, check: str, message: str) -> None:
         super().__init__(message)
         self.check = check
-
-
-@dataclasses.dataclass(frozen=True)
-class Claims:
-    """Which claims name an OIDC user and its groups (`groups` None: no groups)."""
-
-    user: str = "sub"
-    groups: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Issuer:
-    """One trusted issuer from the identities file."""
-
-    name: str
-    kind: Kind
-    url: str
-    """The `iss` its tokens carry (and the base of its discovery document unless `api_server` is set);
-    empty for a Kubernetes issuer read through `api_server`: learned from its discovery document then."""
-    audience: str
-    """The `aud` a token must carry to be accepted here: this registry's audience."""
-    api_server: str | None = None
-    """Kubernetes only: read discovery and JWKS through this API server URL (in-cluster) instead of `url`."""
-    ca_file: Path | None = None
-    token_file: Path | None = None
-    """Bearer token for discovery, JWKS and reviews (re-read on every fetch: projected tokens rotate)."""
-    claims: Claims = Claims()
-    token_review: bool = False
-    review_cache_seconds: float = 60.0
-    key_refresh_seconds: float = DEFAULT_KEY_REFRESH_SECONDS
-    """How often the keys are re-read: the bound on a dropped key still verifying."""
-
-    @property
-    def discovery_url(self) -> str:
-        return f"{(self.api_server or self.url).rstrip('/')}/.well-known/openid-configuration"
-
-    def jwks_url(self, published: str) -> str:
-        """Where to read the JWKS the discovery document names: through the API server when one is given
-        (the issuer's own host, e.g. kubernetes.default.svc.cluster.local, is often not reachable)."""
-        if self.api_server is None:
-            return published
-        path = urlsplit(published).path or "/openid/v1/jwks"
-        return self.api_server.rstrip("/") + path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,94 +76,6 @@ class Principal:
     namespace: str | None = None
     service_account: str | None = None
     expires: float = 0.0
-
-
-# ------------------------------------------------------------------------------------------- the file
-def parse_identities(text: str) -> tuple[Issuer, ...]:
-    """Parse the identities YAML; IdentitiesFileError names the bad entry."""
-    try:
-        doc = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
-        raise IdentitiesFileError(f"identities file is not valid YAML: {exc}") from None
-    doc = doc or {}
-    if not isinstance(doc, dict) or set(doc) - {"issuers"}:
-        raise IdentitiesFileError("identities file must be a mapping with one key, issuers")
-    entries = doc.get("issuers") or []
-    if not isinstance(entries, list):
-        raise IdentitiesFileError("issuers must be a list")
-    issuers = tuple(_parse_issuer(i, entry) for i, entry in enumerate(entries))
-    for attr in ("name", "url"):
-        values = [getattr(i, attr) for i in issuers if getattr(i, attr)]
-        if len(set(values)) != len(values):
-            raise IdentitiesFileError(f"two issuers have the same {attr}")
-    return issuers
-
-
-_ISSUER_KEYS = {
-    "name",
-    "kind",
-    "url",
-    "audience",
-    "apiServer",
-    "caFile",
-    "tokenFile",
-    "claims",
-    "tokenReview",
-    "keyRefreshSeconds",
-}
-
-
-def _parse_issuer(index: int, entry: Any) -> Issuer:
-    where = f"issuers[{index}]"
-    if not isinstance(entry, dict):
-        raise IdentitiesFileError(f"{where} must be a mapping")
-    unknown = set(entry) - _ISSUER_KEYS
-    if unknown:
-        raise IdentitiesFileError(f"{where} has unknown keys: {sorted(unknown)}")
-    kind = entry.get("kind", "oidc")
-    learned = kind == "kubernetes" and entry.get("apiServer") is not None and entry.get("url") is None
-    for key in ("name", "audience") if learned else ("name", "url", "audience"):
-        if not isinstance(entry.get(key), str) or not entry[key]:
-            raise IdentitiesFileError(f"{where}.{key} must be a non-empty string")
-    if kind not in ("kubernetes", "oidc"):
-        raise IdentitiesFileError(f"{where}.kind must be kubernetes or oidc")
-    for key in ("url", "apiServer"):
-        value = entry.get(key)
-        if value is not None and (
-            not isinstance(value, str) or urlsplit(value).scheme not in ("https", "http")
-        ):
-            raise IdentitiesFileError(f"{where}.{key} must be an http(s) URL")
-    if entry.get("apiServer") is not None and kind != "kubernetes":
-        raise IdentitiesFileError(f"{where}.apiServer is for kind kubernetes only")
-    claims_doc = entry.get("claims") or {}
-    if not isinstance(claims_doc, dict) or set(claims_doc) - {"user", "groups"}:
-        raise IdentitiesFileError(f"{where}.claims may have user and groups only")
-    if kind == "kubernetes" and claims_doc:
-        raise IdentitiesFileError(f"{where}.claims: a kubernetes issuer maps its own claims")
-    review = entry.get("tokenReview") or {}
-    if not isinstance(review, dict) or set(review) - {"enabled", "cacheSeconds"}:
-        raise IdentitiesFileError(f"{where}.tokenReview may have enabled and cacheSeconds only")
-    if review.get("enabled") and (kind != "kubernetes" or not entry.get("apiServer")):
-        raise IdentitiesFileError(f"{where}.tokenReview needs kind kubernetes and apiServer")
-    cache_seconds = review.get("cacheSeconds", 60)
-    if not isinstance(cache_seconds, int | float) or cache_seconds < 0:
-        raise IdentitiesFileError(f"{where}.tokenReview.cacheSeconds must be a number >= 0")
-    refresh = entry.get("keyRefreshSeconds", DEFAULT_KEY_REFRESH_SECONDS)
-    if not isinstance(refresh, int | float) or isinstance(refresh, bool) or not 1 <= refresh <= 86400:
-        raise IdentitiesFileError(f"{where}.keyRefreshSeconds must be a number of seconds in [1, 86400]")
-    return Issuer(
-        name=entry["name"],
-        kind=kind,
-        url=entry.get("url") or "",
-        audience=entry["audience"],
-        api_server=entry.get("apiServer"),
-        ca_file=Path(entry["caFile"]) if entry.get("caFile") else None,
-        token_file=Path(entry["tokenFile"]) if entry.get("tokenFile") else None,
-        claims=Claims(user=str(claims_doc.get("user", "sub")), groups=claims_doc.get("groups")),
-        token_review=bool(review.get("enabled", False)),
-        review_cache_seconds=float(cache_seconds),
-        key_refresh_seconds=float(refresh),
-    )
 
 
 def looks_like_jwt(value: str) -> bool:
