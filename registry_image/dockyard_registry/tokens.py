@@ -8,7 +8,9 @@ know HTTP, or log a token.
 Tokens are HS256 JWTs under a key only this registry knows (`serve --token-key FILE`, shared by replicas;
 else a random key per process, so they fail over to a fresh login). They carry their grants, so a rule
 removed later still holds for at most `ttl_seconds` (300 by default). External issuers' HMAC tokens stay
-refused (identity.py): this key is never published.
+refused (identity.py): this key is never published. A verified token is remembered (under an HMAC with a
+process-random key, never the token itself) until its `exp`, so a client using one for many requests pays
+the JWT parsing once, not per request.
 
 The realm a Bearer challenge names is either a fixed URL (`--token-realm https://host/token`) or a path
 (`--token-realm /token`): then it is that path on the host and scheme the client used (`realm_for`), which
@@ -19,6 +21,7 @@ what the operator passes behind its nginx sidecar.
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import re
 import secrets
 import time
@@ -31,6 +34,7 @@ from dockyard_common import regtoken
 
 ALGORITHM = regtoken.ALGORITHM
 ACTIONS = ("pull", "push", "delete")
+CACHE_LIMIT = 10000
 
 
 # A Host header we may put into a challenge: a DNS name or IPv4 address, or a bracketed IPv6 address, with an
@@ -107,6 +111,11 @@ class RegistryTokens:
         self.service, self.ttl_seconds, self._wall = service, ttl_seconds, wall
         self._key = key or secrets.token_bytes(32)
         self.issuer = regtoken.issuer(service)
+        self._mac_key = secrets.token_bytes(32)
+        self._verified: dict[bytes, tuple[Verified, float]] = {}  # HMAC of a token -> (what it grants, exp)
+
+    def _mac(self, token: str) -> bytes:
+        return hmac.new(self._mac_key, token.encode(), "sha256").digest()
 
     def issue(self, *, subject: str | None, grants: Iterable[Grant]) -> dict[str, Any]:
         """The `/token` answer: `token` and `access_token` (the same), `expires_in`, `issued_at`."""
@@ -125,12 +134,21 @@ class RegistryTokens:
 
     def owns(self, token: str) -> bool:
         """Whether a Bearer token claims to be ours (then only `verify` may accept it)."""
+        if self._mac(token) in self._verified:
+            return True
         try:
             return bool(jwt.decode(token, options={"verify_signature": False}).get("iss") == self.issuer)
         except jwt.PyJWTError:
             return False
 
     def verify(self, token: str) -> Verified:
+        mac = self._mac(token)
+        remembered = self._verified.get(mac)
+        if remembered is not None:
+            if self._wall() <= remembered[1]:
+                return remembered[0]
+            del self._verified[mac]
+            raise RegistryTokenError("registry token has expired; ask /token for a new one")
         try:
             claims = jwt.decode(
                 token,
@@ -151,4 +169,11 @@ class RegistryTokens:
             for a in claims["access"]
             if isinstance(a, dict) and a.get("type") == "repository"
         )
-        return Verified(subject=claims.get("sub") or None, grants=grants)
+        verified = Verified(subject=claims.get("sub") or None, grants=grants)
+        if len(self._verified) >= CACHE_LIMIT:
+            now = self._wall()
+            self._verified = {k: v for k, v in self._verified.items() if v[1] >= now}
+            if len(self._verified) >= CACHE_LIMIT:
+                self._verified.clear()
+        self._verified[mac] = (verified, float(claims["exp"]))
+        return verified

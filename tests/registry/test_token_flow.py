@@ -47,9 +47,15 @@ def test_a_token_verifies_only_with_its_key_service_and_lifetime() -> None:
         other_key.verify(token)
     other_service = tokens.RegistryTokens(service="other", key=b"k" * 32, wall=clock)
     assert not other_service.owns(token)
+    assert issuer.verify(token) == tokens.Verified("alice", (tokens.Grant("a", frozenset({"pull"})),))
     clock.advance(61)
     with pytest.raises(tokens.RegistryTokenError, match="expired"):
+        issuer.verify(token)  # remembered as verified, but not beyond its exp
+    with pytest.raises(tokens.RegistryTokenError, match="expired"):
         issuer.verify(token)
+    tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    with pytest.raises(tokens.RegistryTokenError):
+        issuer.verify(tampered)
 
 
 @pytest.fixture
