@@ -1,7 +1,7 @@
 """Token identities: Kubernetes ServiceAccount tokens and external OIDC ID tokens as registry credentials.
 
-Owns: verifying a JWT offline against its issuer's published
-keys (OIDC discovery + JWKS, cached per issuer), and mapping verified claims to a `Principal`. Must not:
+Owns: verifying a JWT offline against its issuer's published keys (OIDC discovery + JWKS, cached per
+issuer; the issuers come from identities_file.py), and mapping verified claims to a `Principal`. Must not:
 know HTTP serving (auth and app do), do I/O except through the injected `Fetcher` (issuers.py fetches
 over HTTP), or put a token, or anything derived from one without a secret key, into a log, an exception
 message or a cache key.
