@@ -194,10 +194,14 @@ async def _token(request: web.Request) -> web.StreamResponse:
     authenticator = request.app[state.SETTINGS].authenticator
     if authenticator is None or authenticator.registry_tokens is None:
         raise OciError(Code.NAME_UNKNOWN, "no token service here", status=404)
-    identity = await _authenticate(request, authorization=request.headers.get("Authorization"))
+    authorization = request.headers.get("Authorization")
+    identity = await _authenticate(request, authorization=authorization)
     if identity.grants is not None:
-        # A registry token never buys another: a leaked one (or a pull secret's) would otherwise live forever.
-        raise OciError(Code.UNAUTHORIZED, "a registry token cannot be exchanged for another; log in again")
+        # A registry token (one from here, or a short-lived pull secret's that containerd sends here as its
+        # password) never buys another, or a leaked one would live forever: it gets itself back, with what is
+        # left of its lifetime and nothing added to its grants.
+        answer = authenticator.registry_tokens.reissue(auth.presented_secret(authorization))
+        return web.json_response(answer, headers={"Cache-Control": "no-store"})
     try:
         wanted = tokens.parse_scopes(request.query.getall("scope", []))
     except tokens.ScopeError as exc:

@@ -132,6 +132,21 @@ class RegistryTokens:
         issued = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
         return {"token": token, "access_token": token, "expires_in": self.ttl_seconds, "issued_at": issued}
 
+    def reissue(self, token: str) -> dict[str, Any]:
+        """The `/token` answer for a caller whose credential is one of our tokens: that same token, expiring
+        when it does (`expires_in` what is left), never a new one. Raises RegistryTokenError when it is not
+        valid."""
+        self.verify(token)
+        now = self._wall()
+        expires = self._verified[self._mac(token)][1]
+        issued = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        return {
+            "token": token,
+            "access_token": token,
+            "expires_in": max(0, int(expires - now)),
+            "issued_at": issued,
+        }
+
     def owns(self, token: str) -> bool:
         """Whether a Bearer token claims to be ours (then only `verify` may accept it)."""
         if self._mac(token) in self._verified:

@@ -2,10 +2,11 @@
 
 Covers: scope parsing (several scopes, `*`, other resource types ignored, malformed refused); with
 `token_realm` a 401 challenges `Bearer realm=...,service=...,scope="repository:<name>:<actions>"`; a client
-following the challenge (Basic credentials or a ServiceAccount-style JWT at /token) gets a token granting
-only what its rules allow and cannot exchange it for a fresh one, pushes and pulls with it, and is refused
-(403) outside its grants; an anonymous caller gets a token with no grants (anonymous pull off); a forged,
-expired or foreign-service token is 401 naming why; without the flow configured `/token` is 404 and
+following the challenge (Basic credentials or a ServiceAccount-style JWT at /token) gets a token granting only
+what its rules allow and cannot exchange it for a fresh or wider one (it gets the same token back, as a
+short-lived pull secret's token does when containerd follows the challenge with it), pushes and pulls with it,
+and is refused (403) outside its grants; an anonymous caller gets a token with no grants (anonymous pull off);
+a forged, expired or foreign-service token is 401 naming why; without the flow configured `/token` is 404 and
 challenges stay Basic; a minted token whose grants are repository globs (what a short-lived pull secret
 carries) works as a Basic password.
 """
@@ -98,7 +99,14 @@ async def test_a_client_following_the_bearer_challenge_pushes_and_pulls_within_i
     assert (await flow.client.get("/v2/team/app/manifests/latest", headers=bearer)).status == 200
     assert (await flow.client.get("/v2/", headers=bearer)).status == 200
     renewed = await flow.client.get("/token", params={"scope": "repository:team/app:pull"}, headers=bearer)
-    assert renewed.status == 401, "a registry token must not be exchanged for a fresh one"
+    assert renewed.status == 200, "a client following the challenge with a registry token must get one"
+    again = await renewed.json()
+    assert again["token"] == answer["token"], "a registry token must not be exchanged for a fresh one"
+    assert again["expires_in"] <= answer["expires_in"]
+    wider = await flow.client.get(
+        "/token", params={"scope": "repository:team/app:delete"}, headers=basic("x", answer["token"])
+    )
+    assert (await wider.json())["token"] == answer["token"], "asking for more must not widen a token"
     denied = await flow.client.delete("/v2/team/app/manifests/latest", headers=bearer)
     assert denied.status == 403
     other = await flow.client.get("/v2/team/other/tags/list", headers=bearer)

@@ -13,8 +13,9 @@ Basic password and pushes and pulls with the registry token it gets. `dockyard-c
 given a TokenRequest token as the kubelet would pass it, answers credentials the registry accepts.
 Behind the operator's nginx (config rendered with the token flow, registry run with the pod's
 `--token-realm /token` and `--token-key`): the challenge's realm is /token on whichever host the client
-used, skopeo and crane follow it through nginx with a ServiceAccount token and push and pull, a token for
-another audience is refused at /token with the audience named, and no token reaches either log.
+used, skopeo and crane follow it through nginx with a ServiceAccount token and push and pull, skopeo pulls
+with a short-lived pull secret's registry token as its password (containerd's way), a token for another
+audience is refused at /token with the audience named, and no token reaches either log.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from dockyard_common import regtoken
 from dockyard_operator.builders import nginx_configmap
 from tests import support
 from tests.integration.registry import fronts, harness, images
@@ -283,6 +286,16 @@ def test_behind_the_operators_nginx_clients_follow_the_bearer_challenge_to_token
             assert copied.returncode == 0, copied.stderr
             assert crane("digest", f"{front.address}/apps/crane:v1").stdout.strip() == img.digest
 
+            # A short-lived pull secret's token (what the operator mints) as the password of a client that
+            # follows the Bearer challenge, as containerd does on a node: /token hands the same token back.
+            pull_secret = regtoken.mint(
+                key=key.read_bytes(), service=realm, subject="puller", grants=[("apps/**", ("pull",))],
+                now=int(time.time()), ttl_seconds=3600,
+            )  # fmt: skip
+            puller = harness.Credentials("puller", pull_secret)
+            again = skopeo_pull(ref=ref, into=tmp_path / "pulled-again", cert_dir=cert_dir, creds=puller)
+            assert again.manifest_digest == img.digest
+
             wrong = front.client(api_audience).request(
                 "GET", "/token?service=pod-registry&scope=repository:apps/web:pull"
             )
@@ -293,5 +306,5 @@ def test_behind_the_operators_nginx_clients_follow_the_bearer_challenge_to_token
         reg.stop()
     log = reg.log()
     assert "GET /token?" in log, "the clients did not follow the Bearer challenge through nginx"
-    for secret in (builder.password, api_audience.password):
+    for secret in (builder.password, api_audience.password, pull_secret):
         assert secret.split(".")[2] not in log + logs
