@@ -24,6 +24,7 @@ Covers:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import logging
@@ -709,6 +710,51 @@ async def test_verified_passwords_are_not_bcrypt_checked_again_on_every_pass(
         b"changed-again",
         htpasswd.parse(secret_data(api, N.htpasswd_secret)["htpasswd"].decode())["bob"],
     )
+
+
+async def test_a_password_secret_many_registries_reference_is_bcrypt_hashed_once_per_namespace(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registries created together that share one password Secret wait for one hash instead of each making
+    one; a registry in another namespace (whose Secret happens to hold the same password) gets its own."""
+    calls: list[str] = []
+    original = crypto.reuse_or_hash
+
+    def counting(**kwargs: Any) -> str:
+        calls.append(kwargs["user"])
+        return original(**kwargs)
+
+    monkeypatch.setattr(crypto, "reuse_or_hash", counting)
+    spec = {"auth": {"users": [USERS[0]]}}
+    registries = [("ns", f"reg-{i}") for i in range(5)] + [("other", "reg-0")]
+    api.put(fakes.password_secret("alice-pw", PASSWORDS["alice"], namespace="other"))
+    for namespace, name in registries:
+        api.put(fakes.registry(name=name, namespace=namespace, spec=spec))
+    await asyncio.gather(*(reconciler.reconcile(namespace=ns, name=name) for ns, name in registries))
+    assert calls == ["alice", "alice"]
+    lines = {
+        (ns, name): htpasswd.parse(
+            base64.b64decode(
+                api.obj("Secret", names.Names.of(name).htpasswd_secret, namespace=ns)["data"]["htpasswd"]
+            ).decode()
+        )["alice"]
+        for ns, name in registries
+    }
+    assert len({lines[("ns", f"reg-{i}")] for i in range(5)}) == 1
+    assert lines[("other", "reg-0")] != lines[("ns", "reg-0")]
+    assert all(crypto.verify_password(PASSWORDS["alice"], line) for line in lines.values())
+    api.put(fakes.password_secret("alice-pw", b"alice-changed-pw"))
+    await asyncio.gather(*(reconciler.reconcile(namespace="ns", name=f"reg-{i}") for i in range(5)))
+    assert calls == ["alice", "alice", "alice"]  # the new password is hashed once for all five
+    changed = {
+        htpasswd.parse(
+            base64.b64decode(
+                api.obj("Secret", names.Names.of(f"reg-{i}").htpasswd_secret)["data"]["htpasswd"]
+            ).decode()
+        )["alice"]
+        for i in range(5)
+    }
+    assert len(changed) == 1 and crypto.verify_password(b"alice-changed-pw", changed.pop())
 
 
 @pytest.mark.parametrize("deleted", [N.tls_secret, N.ca_secret])
