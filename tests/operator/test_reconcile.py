@@ -712,6 +712,38 @@ async def test_verified_passwords_are_not_bcrypt_checked_again_on_every_pass(
     )
 
 
+async def test_no_more_passes_run_at_once_than_the_setting_allows_and_every_one_runs(
+    api: fakes.FakeKube, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reconciler = reconcile.Reconciler(
+        client=api,  # type: ignore[arg-type]  # duck-typed stand-in
+        config=settings.Settings(bcrypt_rounds=4, registry_image="registry:test", concurrent_passes=2),
+        clock=clock,
+    )
+    running: list[str] = []
+    most = 0
+    done: list[str] = []
+    original = reconciler._pass
+
+    async def observed(body: Any) -> reconcile.Result:
+        nonlocal most
+        running.append(body["metadata"]["name"])
+        most = max(most, len(running))
+        try:
+            return await original(body)
+        finally:
+            running.remove(body["metadata"]["name"])
+            done.append(body["metadata"]["name"])
+
+    monkeypatch.setattr(reconciler, "_pass", observed)
+    names_ = [f"reg-{i}" for i in range(6)]
+    for name in names_:
+        api.put(fakes.registry(name=name, spec={"auth": {"users": [USERS[0]]}}))
+    await asyncio.gather(*(reconciler.reconcile(namespace="ns", name=name) for name in names_))
+    assert most == 2
+    assert sorted(done) == names_
+
+
 async def test_a_password_secret_many_registries_reference_is_bcrypt_hashed_once_per_namespace(
     api: fakes.FakeKube, reconciler: reconcile.Reconciler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
