@@ -10,8 +10,9 @@ incl. bcrypt cost 12, so hashing each registry's user is part of what is measure
   operator makes over `WINDOW_PERIODS` resync periods (`DOCKYARD_RESYNC_SECONDS`), counted from the API
   server's audit log, per object and period.
 
-"Current status" is `status.observedGeneration == metadata.generation`: the operator writes status only after
-its pass applied every child; the Deployment (what runs the pods) is checked too.
+"Current status" is `status.observedGeneration == metadata.generation` without Degraded=True: a pass records
+its generation even when a child was refused (the API server's Service IP range full, say) and reports that
+in Degraded; the Deployment (what runs the pods) is checked too.
 
 Requests are told apart by user: the operator authenticates with a client certificate of its own
 (`dockyard-operator`, in `system:masters`), the bench's polling as the admin. Writes are create, update,
@@ -100,8 +101,15 @@ def _converged(plane: kube.ControlPlane, *, namespace: str, count: int) -> bool:
         for r in registries
         if (r.get("status") or {}).get("observedGeneration") == r["metadata"]["generation"]
         and names.Names.of(r["metadata"]["name"]).deployment in deployments
+        and not _degraded(r)
     ]
     return len(done) == count
+
+
+def _degraded(registry: Mapping[str, Any]) -> bool:
+    """A pass that could not write a child still records its generation, but says so in Degraded."""
+    conditions = (registry.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Degraded" and c.get("status") == "True" for c in conditions)
 
 
 def _time_batch(plane: kube.ControlPlane, operator: procs.Proc, *, namespace: str, count: int) -> float:
