@@ -49,7 +49,8 @@ from tests.support import procs
 T = TypeVar("T")
 
 START_TIMEOUT = 90.0
-SERVICE_CIDR = "10.0.0.0/24"
+# Room for the operator bench: 1,000 registries have two Services each (a /24 ran out after ~127).
+SERVICE_CIDR = "10.0.0.0/16"
 # Controllers the tests rely on: ownerReference GC, Deployment -> ReplicaSet -> Pod, namespace
 # deletion, the `default` ServiceAccount (Pod admission needs it), `kube-root-ca.crt`, DaemonSets,
 # binding PersistentVolumeClaims to PersistentVolumes a test creates (there is no provisioner), and
