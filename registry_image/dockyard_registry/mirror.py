@@ -4,7 +4,7 @@ Owns: deciding when the upstream is asked (a manifest or blob not here; a tag no
 mirror's TTL), verifying what it sends (the digest asked for, or the one it announced for a tag),
 storing it through `Store` as ordinary content, one upstream fetch per blob however many clients ask
 at once, and serving cached content when the upstream cannot be reached (reported as stale). Counts
-stale serves for the metrics (upstream.Client counts requests and errors).
+stale serves and coalesced blob requests for the metrics (upstream.Client counts requests and errors).
 Must not: render HTTP responses (handlers/ do, and the middleware turns the errors below into OCI
 errors) or keep a blob in memory: bytes flow from the upstream to the store and, for the first client
 asking, to that client, a few chunks at a time.
@@ -111,6 +111,8 @@ class PullThrough:
         self._blobs: dict[tuple[str, digest.Digest], BlobFetch] = {}
         self._manifests: dict[tuple[str, str], asyncio.Task[ServedManifest]] = {}
         self.stale: collections.Counter[str] = collections.Counter()  # stale serves by mirror prefix
+        # Blob requests that joined a running upstream fetch instead of starting one, by mirror prefix.
+        self.coalesced: collections.Counter[str] = collections.Counter()
 
     async def close(self) -> None:
         for fetch in list(self._blobs.values()):
@@ -217,10 +219,11 @@ class PullThrough:
         started it and may read its chunks (it must `detach()` when done), False: it joined one."""
         key = (name, dgst)
         running = self._blobs.get(key)
+        mirror = self._mirror(name)
         if running is not None:
             running.waiters += 1
+            self.coalesced[mirror.prefix] += 1
             return running, False
-        mirror = self._mirror(name)
         fetch = BlobFetch()
         fetch.task = asyncio.create_task(self._fetch_blob(mirror, name, dgst, fetch=fetch))
         self._blobs[key] = fetch

@@ -415,6 +415,7 @@ async def test_twenty_concurrent_gets_of_one_uncached_blob_make_one_upstream_fet
     assert [status for status, _, _ in results] == [200] * 20
     assert all(body == layer for _, body, _ in results)
     assert up.count("GET", dgst) == 1
+    assert s.pull.coalesced[PREFIX] == 19  # what `mirror_coalesced_blob_requests_total` shows
 
 
 async def test_pushes_and_deletes_under_a_mirror_prefix_are_denied(mirrored: Factory) -> None:
