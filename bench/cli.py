@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
         help="blob GET seconds per target and run, in 4 s slices (default 12)",
     )
     p.add_argument("--no-v3", action="store_true", help="skip distribution v3 even when it is built")
+    p.add_argument(
+        "--streamed-dockyard",
+        action="store_true",
+        help="also run Dockyard with upload bodies streamed through its socket (the path before issue 15, "
+        "and the S3 variant's) as a target of its own",
+    )
     p.add_argument("--no-operator", action="store_true", help="skip workload 7 (operator)")
     p.add_argument(
         "--operator-objects",
@@ -264,6 +270,11 @@ def _start_all(
     targets = [
         servers.start_dockyard(tools=tools, workdir=workdir / "dockyard", tls=tls, password=password())
     ]
+    if args.streamed_dockyard:
+        targets.append(servers.start_dockyard(
+            tools=tools, workdir=workdir / "dockstream", tls=tls, password=password(), body_files=False,
+            key="dockstream", label="Dockyard, streamed",
+        ))  # fmt: skip
     targets.append(servers.start_distribution(
         key="dist2", label="Distribution 2.8.2", binary=tools.registry_v2, tools=tools,
         workdir=workdir / "dist2", tls=tls, password=password(),

@@ -257,7 +257,8 @@ def push_table(
     """Issue 15: MB/s and server CPU-seconds per GiB of every push workload per target, the sha256
     floor beside them, and the issue's targets with their verdicts, all from this run's medians."""
     floor = median(samples.get("dockyard", {}).get("sha256_floor", []))
-    targets = ["dockyard", *references]
+    others = [t for t in samples if t not in ("dockyard", "static", *references)]
+    targets = ["dockyard", *others, *references]
     lines = [["push workload", "unit", *(labels[t] for t in targets)]]
     for metric, title in PUSH_WORKLOADS:
         for suffix, unit in (("", "MB/s"), ("_cpu_gib", "CPU-s/GiB")):
@@ -266,7 +267,7 @@ def push_table(
                 name = title if not suffix else "  server (registry + nginx)"
                 lines.append([name, unit, *(_fmt(v) for v in values)])
     lines.append(["sha256 floor (one pass, this process)", "CPU-s/GiB", _fmt(floor),
-                  *("" for _ in references)])  # fmt: skip
+                  *("" for _ in targets[1:])])  # fmt: skip
     out = [_render(lines), f"sha256: {implementation}", ""]
     ref = "dist3" if "dist3" in references else (references[0] if references else None)
     verdicts = [["issue 15 target", f"Dockyard / {labels[ref] if ref else '-'}", "verdict"]]

@@ -28,6 +28,7 @@ from tests.support import procs as support_procs
 from bench import prereqs, procs, tlsfiles
 from dockyard_operator import model
 from dockyard_operator.builders import nginx_configmap
+from dockyard_registry import bodyfile
 
 START_TIMEOUT = 60.0
 USER = "bench"
@@ -163,8 +164,15 @@ def start_dockyard(
     password: str,
     limits: nginx_configmap.ClientLimits = THROUGHPUT_LIMITS,
     extra_args: Sequence[str] = (),
+    body_files: bool = True,
+    key: str = "dockyard",
+    label: str = "Dockyard",
 ) -> Target:
-    """Dockyard's registry behind the operator's nginx.conf; `extra_args` go to `serve` (e.g. --mirrors)."""
+    """Dockyard's registry behind the operator's nginx.conf; `extra_args` go to `serve` (e.g. --mirrors).
+
+    `body_files` as the operator renders it for a data volume: nginx writes upload bodies to files that
+    the registry adopts (`--body-file-dir`); False: bodies streamed through the registry's socket (the
+    operator's S3 variant, and every Dockyard before issue 15)."""
     workdir.mkdir(parents=True)
     data = workdir / "data"
     data.mkdir()
@@ -177,6 +185,7 @@ def start_dockyard(
             "--data-dir", str(data), "--htpasswd", str(data / "auth" / "htpasswd"),
             "--access", str(data / "auth" / "access.yaml"), "--accel-redirect", nginx_configmap.BLOB_PREFIX,
             "--realm", REALM, *extra_args,
+            *(["--body-file-dir", str(data / bodyfile.DIR_NAME)] if body_files else []),
         ],
         log=workdir / "registry.log",
         ports=[upstream_port],
@@ -184,20 +193,18 @@ def start_dockyard(
     port = support_procs.reserve_port()
     (workdir / "cache").mkdir()
     conf = workdir / "nginx.conf"
+    paths = nginx_configmap.NginxPaths(
+        cert=str(tls.cert_file), key=str(tls.key_file), pid=str(workdir / "nginx.pid"),
+        temp_dir=str(workdir / "cache"), data_dir=str(data),
+    )  # fmt: skip
     conf.write_text(
         nginx_configmap.render(
-            nginx=model.Nginx(),
-            paths=nginx_configmap.NginxPaths(
-                cert=str(tls.cert_file), key=str(tls.key_file), pid=str(workdir / "nginx.pid"),
-                temp_dir=str(workdir / "cache"), data_dir=str(data),
-            ),
-            upstream=f"127.0.0.1:{upstream_port.number}",
-            listen_port=port.number,
-            limits=limits,
+            nginx=model.Nginx(), paths=paths, upstream=f"127.0.0.1:{upstream_port.number}",
+            listen_port=port.number, limits=limits, body_files=body_files,
         )
     )  # fmt: skip
-    nginx = _start_nginx(tools=tools, conf=conf, workdir=workdir, name="nginx (dockyard)", port=port)
-    target = Target(key="dockyard", label="Dockyard", port=port.number, nginx=nginx, registry=registry,
+    nginx = _start_nginx(tools=tools, conf=conf, workdir=workdir, name=f"nginx ({key})", port=port)
+    target = Target(key=key, label=label, port=port.number, nginx=nginx, registry=registry,
                     data_dir=data, password=password)  # fmt: skip
     try:
         _wait_ready(url=f"https://{target.address}/v2/", tls=tls, authorization=target.authorization,

@@ -28,7 +28,7 @@ from typing import Any
 
 from dockyard_operator import model
 from dockyard_operator.builders import inputs as inputs_mod
-from dockyard_registry import tlsauto
+from dockyard_registry import bodyfile, tlsauto
 
 CONFIG_KEY = "nginx.conf"
 CONFIG_DIR = "/etc/dockyard/nginx"
@@ -69,6 +69,12 @@ class NginxPaths:
     temp_dir: str = CACHE_DIR
     data_dir: str = DATA_DIR
 
+    @property
+    def body_dir(self) -> str:
+        """Where nginx writes blob upload bodies: on the data volume, so the registry adopts them by rename
+        (`dockyard-registry serve --body-file-dir`)."""
+        return f"{self.data_dir.rstrip('/')}/{bodyfile.DIR_NAME}"
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ClientLimits:
@@ -96,9 +102,11 @@ def render(
     listen_port: int = LISTEN_PORT,
     limits: ClientLimits = ClientLimits(),  # frozen dataclass: a safe default
     blobs_from_volume: bool = True,
+    body_files: bool = False,
 ) -> str:
     """The complete nginx.conf for the sidecar; `blobs_from_volume=False` for a registry whose blobs are
-    not on a volume nginx can read (object storage)."""
+    not on a volume nginx can read (object storage). `body_files=True` (with a volume only; the registry
+    must then run with `--body-file-dir paths.body_dir`): blob upload bodies go to files on the volume."""
     data_dir = paths.data_dir.rstrip("/") + "/"
     blob_location = (
         f"""
@@ -117,6 +125,28 @@ def render(
     )
     temp = paths.temp_dir.rstrip("/")
     api_version_header = "add_header Docker-Distribution-API-Version $dockyard_api_version always;"
+    upload_location = (
+        f"""
+            # Blob upload bodies (POST ?digest=, PATCH, PUT): nginx writes each whole body to a file on the
+            # data volume and passes the registry only the file's path, which it hashes and renames into
+            # the upload (no copy through a socket). A client's own {bodyfile.HEADER} never passes: it
+            # is overwritten here and cleared everywhere else. `clean`: nginx removes the file when the
+            # request ends unless the registry adopted it.
+            location ~ ^/v2/.+/blobs/uploads/ {{
+                client_body_temp_path {paths.body_dir};
+                client_body_in_file_only clean;
+                proxy_request_buffering on;
+                proxy_pass_request_body off;
+                {_indented(_PROXY_HEADERS, 16)}
+                proxy_set_header Content-Length "";
+                proxy_set_header {bodyfile.HEADER} $request_body_file;
+                proxy_pass http://dockyard_registry;
+                {api_version_header}
+            }}
+"""
+        if blobs_from_volume and body_files
+        else ""
+    )
     return f"""\
 # Rendered by the Dockyard operator; edits are overwritten.
 worker_processes auto;
@@ -173,11 +203,9 @@ http {{
         chunked_transfer_encoding on;
 
         proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        proxy_set_header Host $http_host;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Real-IP $remote_addr;
+        {_indented(_PROXY_HEADERS, 8)}
+        # Only nginx itself names a body file (the upload location below); never a client.
+        proxy_set_header {bodyfile.HEADER} "";
         proxy_connect_timeout {nginx.proxy_connect_timeout};
         proxy_read_timeout {nginx.proxy_read_timeout};
         proxy_send_timeout {nginx.proxy_send_timeout};
@@ -212,7 +240,7 @@ http {{
             proxy_buffering off;
             proxy_pass http://dockyard_registry;
             {api_version_header}
-        }}
+{upload_location}        }}
 
         location = /_dockyard_auth {{
             internal;
@@ -225,6 +253,7 @@ http {{
             proxy_set_header X-Original-URI $request_uri;
             proxy_set_header X-Original-Method $request_method;
             proxy_set_header Authorization $http_authorization;
+            proxy_set_header {bodyfile.HEADER} "";
         }}
 
         location @dockyard_unauthorized {{
@@ -266,9 +295,26 @@ http {{
 """
 
 
+# The server's proxy headers; repeated in the upload location, which sets headers of its own (nginx
+# inherits proxy_set_header only into a level that sets none).
+_PROXY_HEADERS = """\
+proxy_set_header Connection "";
+proxy_set_header Host $http_host;
+proxy_set_header X-Forwarded-Proto $scheme;
+proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+proxy_set_header X-Real-IP $remote_addr;"""
+
+
+def _indented(lines: str, spaces: int) -> str:
+    """`lines` for a place in the config indented by `spaces` (its first line is placed already)."""
+    return lines.replace("\n", "\n" + " " * spaces)
+
+
 def render_for(inputs: inputs_mod.Inputs) -> str:
-    """The sidecar's config for this registry: blobs from the volume unless they live in a bucket."""
-    return render(nginx=inputs.spec.nginx, blobs_from_volume=inputs.spec.storage.kind != "s3")
+    """The sidecar's config for this registry: blobs from the volume unless they live in a bucket, and
+    then upload bodies written to files on that volume too."""
+    on_volume = inputs.spec.storage.kind != "s3"
+    return render(nginx=inputs.spec.nginx, blobs_from_volume=on_volume, body_files=on_volume)
 
 
 def build(inputs: inputs_mod.Inputs) -> dict[str, Any]:
