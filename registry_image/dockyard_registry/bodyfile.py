@@ -74,11 +74,12 @@ def _hash_into(hasher: digest.Hasher, fd: int, size: int) -> None:
             hasher.update(view)
 
 
-def _append_kernel(src: int, dst: int, size: int) -> None:
-    """Append `size` bytes of `src` (from its start) to `dst` without passing them through user space."""
+def _append_kernel(src: int, dst: int, size: int, *, at: int) -> None:
+    """Copy `size` bytes of `src` (from its start) to `dst` at offset `at`, never through user space
+    (copy_file_range refuses an O_APPEND target, hence the explicit offset)."""
     offset = 0
     while offset < size:
-        copied = os.copy_file_range(src, dst, size - offset, offset_src=offset)
+        copied = os.copy_file_range(src, dst, size - offset, offset, at + offset)
         if copied == 0:
             raise BodyFileError(f"request body file shrank to {offset} of {size} bytes")
         offset += copied
@@ -116,10 +117,12 @@ def _place(fd: int, body: BodyFile, target: pathlib.Path, *, upload_size: int) -
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
-    out = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    out = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
     try:
         try:
-            _append_kernel(fd, out, body.size)
+            if os.fstat(out).st_size != upload_size:
+                raise BodyFileError("upload changed size while a chunk was being added")
+            _append_kernel(fd, out, body.size, at=upload_size)
         except BaseException:
             os.ftruncate(out, upload_size)
             raise

@@ -541,6 +541,8 @@ class Store:
                     state.hasher = await bodyfile.adopt_hashed(
                         body, local, upload_size=size, hasher=state.hasher
                     )
+                except bodyfile.BodyFileError as exc:
+                    raise UploadInvalidError(str(exc)) from None
                 except OSError as exc:
                     if exc.errno not in _NO_KERNEL_COPY:
                         raise
