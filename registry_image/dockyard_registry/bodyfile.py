@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator
 from dockyard_registry import digest
 
 READ_CHUNK = 1 << 20
+MAP_WINDOW = 4 << 20  # a multiple of mmap.ALLOCATIONGRANULARITY; resident per upload being hashed
 # The request header naming the body file: set by the operator's nginx on blob upload requests and
 # cleared by it on every other request (nginx_configmap), trusted by handlers.common.body_source only.
 HEADER = "X-Dockyard-Body-File"
@@ -65,12 +66,14 @@ def open_checked(path: pathlib.Path) -> BodyFile:
 
 
 def _hash_into(hasher: digest.Hasher, fd: int, size: int) -> None:
-    """Hash `size` bytes of `fd` over a read-only map: the page cache's bytes, no copy into Python."""
-    if size == 0:
-        return
-    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapped:
-        mapped.madvise(mmap.MADV_SEQUENTIAL)
-        with memoryview(mapped) as view:
+    """Hash `size` bytes of `fd` over read-only maps: the page cache's bytes, no copy into Python. One
+    window at a time, so the process never maps (and counts as resident) more than MAP_WINDOW of it."""
+    for offset in range(0, size, MAP_WINDOW):
+        length = min(MAP_WINDOW, size - offset)
+        with (
+            mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=offset) as mapped,
+            memoryview(mapped) as view,
+        ):
             hasher.update(view)
 
 

@@ -4,7 +4,8 @@ Pod shape: the registry listens on 127.0.0.1:5000 without TLS, so the only way i
 which terminates TLS, asks the registry's /auth, and serves blobs from the storage volume (mounted read-only
 into nginx). nginx writes blob upload bodies to files in one directory of that volume (its only writable
 mount of it, a subPath) and hands the registry their paths (`--body-file-dir`), which the registry renames
-into place; for that nginx runs as the registry's uid (its body files are mode 0600). With spec.storage.s3 there is no data volume at all: the registry gets the bucket as
+into place; for that nginx runs as the registry's uid (its body files are mode 0600).
+With spec.storage.s3 there is no data volume at all: the registry gets the bucket as
 `--storage-driver s3 --s3-*` arguments, its access key as environment variables that reference the
 credentials Secret (`valueFrom.secretKeyRef`: the values never pass through the operator), a custom CA
 mounted from its Secret or ConfigMap, no `--accel-redirect` (nginx cannot read a bucket), and nginx the
