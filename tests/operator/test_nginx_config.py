@@ -113,6 +113,32 @@ def test_nginx_accepts_the_rendered_config_with_a_generated_certificate(
     assert "test is successful" in result.stderr
 
 
+def test_nginx_accepts_the_body_file_variant_which_writes_bodies_to_the_data_volume(
+    tmp_path: pathlib.Path,
+) -> None:
+    conf = tmp_path / "nginx.conf"
+    paths = _material(tmp_path)
+    port = procs.reserve_port()
+    try:
+        conf.write_text(
+            nginx_configmap.render(nginx=model.Nginx(), paths=paths, listen_port=port.number, body_files=True)
+        )
+        result = _nginx_t(conf, tmp_path)
+    finally:
+        port.release()
+    text = conf.read_text()
+    upload = text[text.index("location ~ ^/v2/.+/blobs/uploads/") :]
+    upload = upload[: upload.index("}")]
+    assert result.returncode == 0, result.stderr
+    assert f"client_body_temp_path {tmp_path}/data/.nginx-bodies;" in upload
+    assert paths.body_dir == f"{tmp_path}/data/.nginx-bodies"
+    assert "client_body_in_file_only clean;" in upload and "proxy_pass_request_body off;" in upload
+    assert "client_body_buffer_size 1m;" in upload  # not nginx's 16k: one write per MiB
+    # The upload location sets headers of its own, so it must repeat every header the server level sets.
+    for header in ("Host", "X-Forwarded-Proto", "X-Forwarded-For", "X-Real-IP", "Connection"):
+        assert f"proxy_set_header {header} " in upload, header
+
+
 def test_nginx_accepts_the_object_storage_variant_without_a_data_directory(tmp_path: pathlib.Path) -> None:
     conf = tmp_path / "nginx.conf"
     paths = dataclasses.replace(_material(tmp_path), data_dir=str(tmp_path / "absent"))
