@@ -209,6 +209,8 @@ class FakeRegistry:
             return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="demo"'})
         if "/forbidden/" in request.headers.get("X-Original-URI", ""):
             return web.Response(status=403)
+        if "/full/" in request.headers.get("X-Original-URI", ""):  # storage cannot take pushes
+            return web.Response(status=507)
         return web.Response(status=200)
 
     async def base(self, request: web.Request) -> web.Response:
@@ -468,6 +470,19 @@ async def test_a_client_can_never_name_a_body_file_on_any_path(
     assert body_front.registry.body_files, "the request never reached the registry"
     assert all(named is None for _, _, named, _, _ in body_front.registry.body_files)
     assert all(BODY_FILE not in seen for seen in body_front.registry.auth_requests)
+
+
+async def test_a_push_the_registrys_storage_refuses_at_auth_is_507_and_no_body_file_is_written(
+    body_front: Front, tmp_path: pathlib.Path
+) -> None:
+    response, body = await body_front.request(
+        "PATCH", "/v2/full/app/blobs/uploads/u1", headers={"Authorization": GOOD}, data=os.urandom(100_000)
+    )
+    assert response.status == 507
+    assert json.loads(body)["errors"][0]["message"] == "registry storage is full"
+    assert not [seen for seen in body_front.registry.body_files if seen[1].startswith("/v2/")]
+    body_dir = tmp_path / "data" / ".nginx-bodies"
+    assert not body_dir.exists() or list(body_dir.iterdir()) == []
 
 
 async def test_without_body_files_uploads_stream_and_a_forged_body_file_header_is_dropped(

@@ -55,6 +55,8 @@ _TOO_MANY = (
     '"detail":null}]}'
 )
 
+_STORAGE_FULL = '{"errors":[{"code":"UNKNOWN","message":"registry storage is full","detail":null}]}'
+
 _UNAVAILABLE = (
     '{"errors":[{"code":"UNAVAILABLE","message":"registry temporarily unavailable, retry","detail":null}]}'
 )
@@ -278,6 +280,11 @@ http {{
             add_header Retry-After 5 always;
             if ($dockyard_auth_status = 429) {{
                 return 429 '{_TOO_MANY}';
+            }}
+            # The registry's storage cannot take a push (full or above spec.storage.maxFillPercent): said
+            # by /auth, before nginx reads (and, with body files, stores) a byte of the body.
+            if ($dockyard_auth_status = 507) {{
+                return 507 '{_STORAGE_FULL}';
             }}
             return 503 '{_UNAVAILABLE}';
         }}
