@@ -16,11 +16,12 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import http_exceptions, web
 
-from dockyard_registry import auth, errors, health, reference, routes, state, tokens
+from dockyard_registry import auth, bodyfile, errors, health, reference, routes, state, tokens
 from dockyard_registry import metrics as metrics_
 from dockyard_registry.errors import Code, OciError
 
@@ -108,6 +109,13 @@ async def _sweep_uploads(app: web.Application) -> AsyncIterator[None]:
                 continue
             if purged:
                 log.info("purged %d expired upload sessions", len(purged))
+            if settings.body_file_dir is not None:
+                older_than = time.time() - settings.store.upload_expiry
+                with contextlib.suppress(OSError):
+                    if gone := await asyncio.to_thread(
+                        bodyfile.sweep, settings.body_file_dir, older_than=older_than
+                    ):
+                        log.info("removed %d upload body files a stopped nginx left behind", gone)
 
     task = asyncio.create_task(loop())
     yield

@@ -27,6 +27,7 @@ import errno
 import mmap
 import os
 import pathlib
+import re
 import stat
 from collections.abc import AsyncIterator
 
@@ -40,6 +41,7 @@ HEADER = "X-Dockyard-Body-File"
 # Where that nginx writes bodies: this directory under the data volume's root (same file system, so a
 # rename adopts a body). The registry's storage paths never start with a dot.
 DIR_NAME = ".nginx-bodies"
+NAME_RE = re.compile(r"^[0-9]{1,20}$")  # nginx's temp files: a zero-padded counter
 
 
 class BodyFileError(Exception):
@@ -158,3 +160,23 @@ async def chunks(body: BodyFile) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         f.close()
+
+
+def sweep(directory: pathlib.Path, *, older_than: float) -> int:
+    """Remove nginx temp files in `directory` last written before `older_than` (epoch seconds): what a
+    killed nginx left behind (a live nginx removes its own, `clean`). Returns how many were removed."""
+    removed = 0
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if not NAME_RE.match(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < older_than:
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed

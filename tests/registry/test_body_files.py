@@ -11,11 +11,14 @@ operator's nginx does. Covers:
 - a header naming anything but an nginx temp file directly inside the body directory (another path, a
   `..` escape, a symlink, a directory, a missing file) is refused with BLOB_UPLOAD_INVALID, and no file
   is touched; without `body_file_dir` the header is ignored and the socket's body is the body;
-- the same body file header next to a socket body is refused.
+- the same body file header next to a socket body is refused;
+- body files a killed nginx left behind (nginx temp names only, older than the upload expiry) are removed
+  by the registry's upload sweep; fresh ones, symlinks and other files stay.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import itertools
@@ -246,3 +249,37 @@ async def test_without_body_file_dir_the_header_is_ignored(
     assert blob_file(tmp_path, sha256(data)).read_bytes() == data
     assert body.read_bytes() == b"a file the client names"
     assert hashlib.sha256(data).hexdigest() in str(blob_file(tmp_path, sha256(data)))
+
+
+def test_the_sweep_removes_only_old_nginx_body_files(tmp_path: Path) -> None:
+    directory = body_dir(tmp_path)
+    old, fresh = nginx_wrote(directory, b"left by a killed nginx"), nginx_wrote(directory, b"in flight")
+    other = directory / "keep-me"
+    other.write_bytes(b"not nginx's")
+    linked = directory / "0000000555"
+    linked.symlink_to(other)
+    week_ago = 1_000_000.0
+    for path in (old, other):
+        os.utime(path, (week_ago, week_ago))
+
+    removed = bodyfile.sweep(directory, older_than=week_ago + 1)
+
+    assert removed == 1 and not old.exists()
+    assert fresh.exists() and other.exists() and linked.is_symlink()
+    assert bodyfile.sweep(tmp_path / "absent", older_than=week_ago) == 0
+
+
+async def test_the_registry_sweeps_body_files_left_behind(make_client: ClientFactory, tmp_path: Path) -> None:
+    directory = body_dir(tmp_path)
+    left = nginx_wrote(directory, b"left behind")
+    os.utime(left, (1_000_000.0, 1_000_000.0))
+    fresh = nginx_wrote(directory, b"in flight")
+    reg = await make_client(body_file_dir=directory, upload_sweep_seconds=0.01)
+
+    for _ in range(1000):  # until the first sweeps ran, whatever this machine's speed
+        if not left.exists():
+            break
+        await asyncio.sleep(0.01)
+
+    assert not left.exists() and fresh.exists()
+    assert (await reg.client.get("/v2/")).status == 200

@@ -9,7 +9,6 @@ import asyncio
 import dataclasses
 import ipaddress
 import pathlib
-import re
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -22,7 +21,6 @@ CHUNK = 1 << 20
 # Names the file the sidecar's nginx wrote a blob upload's body to (nginx_configmap renders it; nginx
 # overwrites or removes it on every request, so no client can name a file).
 BODY_FILE_HEADER = bodyfile.HEADER
-_NGINX_TEMP_NAME = re.compile(r"^[0-9]{1,20}$")  # nginx's temp files: a zero-padded counter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +88,7 @@ def body_source(request: web.Request) -> store.Body:
     if request.content_length or request.headers.get("Transfer-Encoding"):
         raise OciError(Code.BLOB_UPLOAD_INVALID, f"{BODY_FILE_HEADER} with a request body")
     named = pathlib.PurePosixPath(value)
-    if named.parent != pathlib.PurePosixPath(directory) or not _NGINX_TEMP_NAME.match(named.name):
+    if named.parent != pathlib.PurePosixPath(directory) or not bodyfile.NAME_RE.match(named.name):
         raise OciError(Code.BLOB_UPLOAD_INVALID, f"{BODY_FILE_HEADER} names no file of the body directory")
     try:
         return bodyfile.open_checked(directory / named.name)
