@@ -7,6 +7,7 @@ operator's nginx does. Covers:
   written once, by nginx); later PATCHes are appended; the final PUT may carry an empty body file;
 - digests are verified: a wrong digest stores nothing; Content-Range must match the file's size;
 - a full disk while appending rolls the upload back to its previous size (507) and the next chunk works;
+  a chunk cancelled while its worker adopts the file is rolled back once the worker is done;
 - the memory driver (no local files) gets the file's bytes streamed;
 - a header naming anything but an nginx temp file directly inside the body directory (another path, a
   `..` escape, a symlink, a directory, a missing file) is refused with BLOB_UPLOAD_INVALID, and no file
@@ -24,13 +25,14 @@ import hashlib
 import itertools
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dockyard_registry import bodyfile, digest, paths
-from dockyard_registry.storage import memory
+from dockyard_registry import bodyfile, digest, paths, store
+from dockyard_registry.storage import filesystem, memory
 from tests.registry.conftest import ClientFactory, Registry, sha256
 
 HEADER = bodyfile.HEADER
@@ -283,3 +285,36 @@ async def test_the_registry_sweeps_body_files_left_behind(make_client: ClientFac
 
     assert not left.exists() and fresh.exists()
     assert (await reg.client.get("/v2/")).status == 200
+
+
+async def test_a_cancelled_chunk_is_rolled_back_once_its_worker_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client (or nginx) goes away while the worker adopts the file: the bytes may be in place already,
+    so the request waits for the worker, then truncates the upload back, and a retry of the chunk works."""
+    st = store.Store(filesystem.FilesystemDriver(tmp_path / "data"))
+    upload = st.start_upload("r")
+    placed, release = threading.Event(), threading.Event()
+    real = bodyfile.adopt
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)  # the bytes are in the upload now
+        placed.set()
+        release.wait(30)
+        return result
+
+    monkeypatch.setattr(bodyfile, "adopt", slow)
+    data = os.urandom(200_000)
+    chunk = bodyfile.open_checked(nginx_wrote(body_dir(tmp_path), data))
+    task = asyncio.create_task(st.write_chunk("r", upload, body=chunk))
+    assert await asyncio.to_thread(placed.wait, 30)
+    task.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.setattr(bodyfile, "adopt", real)
+
+    assert st.upload_size("r", upload) == 0
+    again = bodyfile.open_checked(nginx_wrote(body_dir(tmp_path), data))
+    assert await st.write_chunk("r", upload, body=again) == len(data)
+    assert await st.finish_upload("r", upload, dgst=digest.parse(sha256(data))) == len(data)
