@@ -9,6 +9,7 @@ operator's nginx does. Covers:
 - a full disk while appending rolls the upload back to its previous size (507) and the next chunk works;
   a chunk cancelled while its worker adopts the file is rolled back once the worker is done;
 - the memory driver (no local files) gets the file's bytes streamed;
+- nginx may name the body directory by another path to the same directory (its own mount of it);
 - a header naming anything but an nginx temp file directly inside the body directory (another path, a
   `..` escape, a symlink, a directory, a missing file) is refused with BLOB_UPLOAD_INVALID, and no file
   is touched; without `body_file_dir` the header is ignored and the socket's body is the body;
@@ -109,6 +110,21 @@ async def test_chunked_patches_rename_then_append_and_an_empty_put_finishes(
     assert blob_file(tmp_path, sha256(whole)).read_bytes() == whole
     # The first chunk was renamed away; the appended ones stay for nginx to remove when their request ends.
     assert [p.exists() for p in kept] == [False, True, True]
+
+
+async def test_nginx_may_name_the_body_directory_by_another_path_to_it(reg: Registry, tmp_path: Path) -> None:
+    """nginx's mount of the directory may have another path than the registry's (a local pod runner)."""
+    alias = tmp_path / "nginx-view"
+    alias.symlink_to(body_dir(tmp_path))
+    data = os.urandom(10_000)
+    body = nginx_wrote(body_dir(tmp_path), data)
+
+    resp = await reg.client.post(
+        f"/v2/r/blobs/uploads/?digest={sha256(data)}", headers={HEADER: str(alias / body.name)}
+    )
+
+    assert resp.status == 201, await resp.text()
+    assert blob_file(tmp_path, sha256(data)).read_bytes() == data
 
 
 async def test_a_wrong_digest_stores_nothing(reg: Registry, tmp_path: Path) -> None:

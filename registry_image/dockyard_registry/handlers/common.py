@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+import os
 import pathlib
 from collections.abc import AsyncIterator
 
@@ -88,7 +89,9 @@ def body_source(request: web.Request) -> store.Body:
     if request.content_length or request.headers.get("Transfer-Encoding"):
         raise OciError(Code.BLOB_UPLOAD_INVALID, f"{BODY_FILE_HEADER} with a request body")
     named = pathlib.PurePosixPath(value)
-    if named.parent != pathlib.PurePosixPath(directory) or not bodyfile.NAME_RE.match(named.name):
+    if not (
+        named.is_absolute() and bodyfile.NAME_RE.match(named.name) and _same_dir(named.parent, directory)
+    ):
         raise OciError(Code.BLOB_UPLOAD_INVALID, f"{BODY_FILE_HEADER} names no file of the body directory")
     try:
         return bodyfile.open_checked(directory / named.name)
@@ -99,6 +102,17 @@ def body_source(request: web.Request) -> store.Body:
 def body_length(request: web.Request, body: store.Body) -> int | None:
     """The body's length when known up front: the body file's size, else Content-Length."""
     return body.size if isinstance(body, bodyfile.BodyFile) else request.content_length
+
+
+def _same_dir(named: pathlib.PurePosixPath, directory: pathlib.Path) -> bool:
+    """Whether nginx's directory is ours: the same path, or the same directory seen through another path
+    (nginx's mount of it, where its path differs from ours)."""
+    if named == pathlib.PurePosixPath(directory):
+        return True
+    try:
+        return os.path.samefile(named, directory)
+    except OSError:
+        return False
 
 
 def _loopback(remote: str | None) -> bool:
