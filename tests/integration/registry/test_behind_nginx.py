@@ -19,7 +19,8 @@ Covers:
   directory on the data volume and the registry (`--body-file-dir`) renames it into the upload, so a pushed
   blob is the very file nginx wrote (one link, nothing left in the body directory); a client's own
   `X-Dockyard-Body-File` naming a file of the registry's never reaches the registry (the push stores the
-  client's bytes, that file is untouched);
+  client's bytes, that file is untouched); a client gone mid-body leaves no body file and the upload
+  unchanged;
 - podman pulls through nginx (unpacking every layer nginx served from disk), pushes a copy and
   pulls that back with the same image ID;
 - `docker login` through nginx (on this machine's non-loopback address, CA in certs.d) succeeds with
@@ -43,6 +44,7 @@ import json
 import os
 import shutil
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -302,6 +304,37 @@ def test_a_client_cannot_name_a_body_file_through_nginx(front: Front) -> None:
     assert client.request("HEAD", f"/v2/pod/forged/blobs/{pretend}").status == 404
     assert target.read_bytes() == before
     assert list((front.data / bodyfile.DIR_NAME).iterdir()) == []
+
+
+def test_a_client_gone_mid_body_leaves_no_body_file_and_the_upload_unchanged(front: Front) -> None:
+    """nginx proxies only complete bodies: a half-sent PATCH never reaches the registry and nginx removes
+    its file; the upload is where it was and takes the chunk again."""
+    client = front.client(ADMIN)
+    started = client.request("POST", "/v2/pod/gone/blobs/uploads/")
+    location = harness.upload_path(started)
+    data = os.urandom(2 * MIB)
+    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(data)),
+               "Content-Range": f"0-{len(data) - 1}"}  # fmt: skip
+
+    with client.partial_request("PATCH", location, headers=headers, body_prefix=data[: MIB // 2]):
+        pass  # the client goes away with three quarters of the body unsent
+
+    def cleaned() -> bool:
+        return list((front.data / bodyfile.DIR_NAME).iterdir()) == []
+
+    for _ in range(600):  # nginx notices the closed connection and removes its file
+        if cleaned():
+            break
+        time.sleep(0.05)
+    status = client.request("GET", location)
+    again = client.request("PATCH", location, body=data, headers=headers)
+    sep = "&" if "?" in location else "?"
+    done = client.request("PUT", f"{harness.upload_path(again)}{sep}digest={harness_digest(data)}")
+
+    assert cleaned()
+    assert status.status == 204 and status.headers.get("Range") == "0-0", status.describe()
+    assert again.status == 202, again.describe()
+    assert done.status == 201, done.describe()
 
 
 def harness_digest(data: bytes) -> str:
