@@ -33,6 +33,8 @@ BLOB_SLICE_SECONDS = 4
 REGISTRY_WORKLOADS = ("push", "pull", "small", "manifest", "blob")
 MAINTENANCE_WORKLOADS = ("metrics", "gc")  # issue 12: standalone registries, no nginx or references
 MIRROR_WORKLOADS = ("mirror",)  # issue 13: a pull-through mirror in front of Distribution v3
+S3_WORKLOADS = ("s3",)  # issue 14: Dockyard and Distribution v3 on one S3 server (gofakes3)
+TOKEN_WORKLOADS = ("tokens",)  # issue 16: manifest GETs with a Bearer registry token next to Basic
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--only",
         default="",
-        help="comma-separated workloads (push,pull,small,manifest,blob,auth,metrics,gc; none)",
+        help="comma-separated workloads "
+        "(push,pull,small,manifest,blob,auth,metrics,gc,mirror,s3,tokens; none)",
     )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs) after the run")
     return p
@@ -143,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: --runs, --small-images must be >= 1 and --big-mib >= 4", file=sys.stderr)
         return 2
     only = {w.strip() for w in args.only.split(",") if w.strip()}
-    unknown = only - {*REGISTRY_WORKLOADS, *MAINTENANCE_WORKLOADS, *MIRROR_WORKLOADS, "auth", "none"}
+    unknown = only - {
+        *REGISTRY_WORKLOADS, *MAINTENANCE_WORKLOADS, *MIRROR_WORKLOADS, *S3_WORKLOADS, *TOKEN_WORKLOADS,
+        "auth", "none",
+    }  # fmt: skip
     if unknown:
         print(f"bench: unknown workloads in --only: {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
@@ -152,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         return not only or workload in only
 
     started = time.monotonic()
-    tools = prereqs.ensure(python=sys.executable, registry_workloads=any(want(w) for w in REGISTRY_WORKLOADS))
+    clients = (*REGISTRY_WORKLOADS, *MIRROR_WORKLOADS, *S3_WORKLOADS)  # skopeo and the references
+    tools = prereqs.ensure(python=sys.executable, registry_workloads=any(want(w) for w in clients))
     workdir = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
     rec = Recorder()
     targets: list[servers.Target] = []
@@ -198,6 +205,21 @@ def main(argv: list[str] | None = None) -> int:
             print("== workload 11: pulls through a pull-through mirror and from its upstream", flush=True)
             for metric, value in mirror_pull.run(runs=args.runs, layers=4, layer_mib=64).items():
                 rec.add("dockyard", metric, value)
+        if want("s3") and tools.registry_v3 is not None:
+            from bench import s3_push_pull
+
+            print("== workload 12: push and pull on S3 (gofakes3), Dockyard and Distribution v3", flush=True)
+            layer_mib = max(args.big_mib // 4, 1)
+            for metric, value in s3_push_pull.run(runs=args.runs, layers=4, layer_mib=layer_mib).items():
+                rec.add("dockyard", metric, value)
+        if want("tokens"):
+            from bench import token_cost
+
+            print("== workload 13: manifest GETs with a Bearer registry token and with Basic", flush=True)
+            found = token_cost.manifest_gets(rounds=args.runs, seconds=args.metrics_seconds, connections=64)
+            for metric, values in found.items():
+                for value in values:
+                    rec.add("dockyard", metric, value)
         if not args.no_operator:
             from bench import operator_load
 

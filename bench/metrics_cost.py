@@ -56,7 +56,7 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, workdir: Path, name: str, *, metrics: bool) -> None:
+    def __init__(self, workdir: Path, name: str, *, metrics: bool, extra_args: tuple[str, ...] = ()) -> None:
         self.name = name
         self.data = workdir / name
         exe = str(Path(sys.executable).parent / "dockyard-registry")
@@ -72,6 +72,7 @@ class Server:
         argv = [exe, "serve", "--data-dir", str(self.data), "--listen", f"127.0.0.1:{self.port}", "--no-tls"]
         if self.metrics_port is not None:
             argv += ["--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
+        argv += extra_args
         self.log = (workdir / f"{name}.log").open("wb")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{self.port}"
@@ -89,7 +90,7 @@ class Server:
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
 
 
-async def _prepare(server: Server, *, blob: bytes) -> tuple[str, str]:
+async def prepare(server: Server, *, blob: bytes) -> tuple[str, str]:
     """Wait for the server, push the image; returns (manifest URL, blob URL)."""
     config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
     async with aiohttp.ClientSession(headers=AUTH) as http:
@@ -124,10 +125,10 @@ async def _prepare(server: Server, *, blob: bytes) -> tuple[str, str]:
     return f"{server.base}/v2/bench/manifests/v1", f"{server.base}/v2/bench/blobs/{descriptors[1]['digest']}"
 
 
-def _wrk(wrk: str, url: str, *, seconds: float, connections: int) -> tuple[float, float]:
+def _wrk(wrk: str, url: str, *, seconds: float, connections: int, authorization: str) -> tuple[float, float]:
     """(requests/s, MB/s) from wrk's summary."""
     argv = [wrk, "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s"]
-    argv += ["-H", f"Authorization: {AUTH['Authorization']}", "-H", f"Accept: {OCI_MANIFEST}", url]
+    argv += ["-H", f"Authorization: {authorization}", "-H", f"Accept: {OCI_MANIFEST}", url]
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"wrk saw errors:\n{out}")
@@ -137,13 +138,16 @@ def _wrk(wrk: str, url: str, *, seconds: float, connections: int) -> tuple[float
     return rps, float(m.group(1)) * scale[m.group(2)] if m else 0.0
 
 
-async def _python_load(url: str, *, seconds: float, connections: int) -> tuple[float, float]:
+async def _python_load(
+    url: str, *, seconds: float, connections: int, authorization: str
+) -> tuple[float, float]:
     """A closed-loop aiohttp client (smoke only: client-bound on a small machine)."""
     done = 0
     received = 0
     until = time.monotonic() + seconds
     connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(headers={**AUTH, "Accept": OCI_MANIFEST}, connector=connector) as http:
+    headers = {"Authorization": authorization, "Accept": OCI_MANIFEST}
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as http:
 
         async def worker() -> None:
             nonlocal done, received
@@ -161,11 +165,16 @@ async def _python_load(url: str, *, seconds: float, connections: int) -> tuple[f
     return done / elapsed, received / MiB / elapsed
 
 
-def _load(url: str, *, seconds: float, connections: int) -> tuple[float, float]:
+def load(
+    url: str, *, seconds: float, connections: int, authorization: str = AUTH["Authorization"]
+) -> tuple[float, float]:
+    """(requests/s, MB/s) of authenticated GETs of `url`: wrk when installed, else a Python client."""
     wrk = shutil.which("wrk")
     if wrk is not None:
-        return _wrk(wrk, url, seconds=seconds, connections=connections)
-    return asyncio.run(_python_load(url, seconds=seconds, connections=connections))
+        return _wrk(wrk, url, seconds=seconds, connections=connections, authorization=authorization)
+    return asyncio.run(
+        _python_load(url, seconds=seconds, connections=connections, authorization=authorization)
+    )
 
 
 WORKLOADS = (("manifest GET", "req/s", "manifest"), ("blob GET", "MB/s", "blob"))
@@ -182,7 +191,7 @@ def run(*, rounds: int, seconds: float, blob_mib: int, connections: int) -> dict
     out: dict[str, list[float]] = {}
     try:
         blob = os.urandom(blob_mib * MiB)
-        urls = {s.name: asyncio.run(_prepare(s, blob=blob)) for s in servers}
+        urls = {s.name: asyncio.run(prepare(s, blob=blob)) for s in servers}
         for r in range(rounds):
             order = servers if r % 2 == 0 else servers[::-1]
             for (workload, _, key), index, conns, column in zip(
@@ -190,7 +199,7 @@ def run(*, rounds: int, seconds: float, blob_mib: int, connections: int) -> dict
             ):
                 got: dict[str, float] = {}
                 for s in order:
-                    value = _load(urls[s.name][index], seconds=seconds, connections=conns)[column]
+                    value = load(urls[s.name][index], seconds=seconds, connections=conns)[column]
                     got[s.name] = value
                     out.setdefault(f"metrics_{s.name.split('-')[1]}_{key}", []).append(value)
                     print(f"  round {r + 1} {workload:12} {s.name:11} {value:10.1f}", flush=True)

@@ -10,8 +10,10 @@ incl. bcrypt cost 12, so hashing each registry's user is part of what is measure
   operator makes over `WINDOW_PERIODS` resync periods (`DOCKYARD_RESYNC_SECONDS`), counted from the API
   server's audit log, per object and period.
 
-"Current status" is `status.observedGeneration == metadata.generation`: the operator writes status only after
-its pass applied every child; the Deployment (what runs the pods) is checked too.
+"Current status" is `status.observedGeneration == metadata.generation`, without Degraded=True (a pass records
+its generation even when a child was refused, the API server's Service IP range full, say) and without a
+condition still waiting for node trust to publish the registry's CA (the publisher's round brings one more
+pass and status write per registry); the Deployment (what runs the pods) is checked too.
 
 Requests are told apart by user: the operator authenticates with a client certificate of its own
 (`dockyard-operator`, in `system:masters`), the bench's polling as the admin. Writes are create, update,
@@ -43,6 +45,7 @@ from tests.support import procs as support_procs
 
 from bench import procs
 from dockyard_operator import names
+from dockyard_operator.conditions import Reason
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT / "crds" / "privateregistries.dockyard.dev.yaml"
@@ -100,8 +103,19 @@ def _converged(plane: kube.ControlPlane, *, namespace: str, count: int) -> bool:
         for r in registries
         if (r.get("status") or {}).get("observedGeneration") == r["metadata"]["generation"]
         and names.Names.of(r["metadata"]["name"]).deployment in deployments
+        and not _unsettled(r)
     ]
     return len(done) == count
+
+
+def _unsettled(registry: Mapping[str, Any]) -> bool:
+    """A pass that could not write a child still records its generation, but says so in Degraded; one that
+    handed its CA to node trust says it waits for the publisher, whose round brings one more pass."""
+    conditions = (registry.get("status") or {}).get("conditions") or []
+    return any(
+        (c.get("type") == "Degraded" and c.get("status") == "True") or c.get("reason") == Reason.PUBLISHING
+        for c in conditions
+    )
 
 
 def _time_batch(plane: kube.ControlPlane, operator: procs.Proc, *, namespace: str, count: int) -> float:

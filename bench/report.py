@@ -85,6 +85,28 @@ MIRROR_ROWS = [
 ]
 
 
+def s3_rows(image_mib: int) -> list[Row]:
+    """Workload 12 (issue 14): Dockyard and Distribution v3 on one gofakes3 server; RSS judged at 1 GiB."""
+    return [
+        Row("s3_push_ratio", "S3: push, Dockyard / Distribution v3", "x", True, absolute_target=1.3),
+        Row("s3_pull_ratio", "S3: pull (redirects), Dockyard / Dist. v3", "x", True, absolute_target=1.5),
+        Row("s3_dockyard_push", f"  Dockyard push ({image_mib} MiB)", "MB/s", True),
+        Row("s3_dockyard_pull", "  Dockyard pull", "MB/s", True),
+        Row("s3_dist3_push", "  Distribution v3 push", "MB/s", True),
+        Row("s3_dist3_pull", "  Distribution v3 pull", "MB/s", True),
+        Row("s3_dockyard_rss", "  Dockyard peak RSS during the push", "MB", False,
+            absolute_target=150.0 if image_mib == 1024 else None),
+    ]  # fmt: skip
+
+
+# Issue 16's target: authenticated manifest GETs with a Bearer registry token within 10% of Basic (warm).
+TOKEN_ROWS = [
+    Row("token_gets_share", "Bearer token / Basic: auth manifest GETs", "%", True, absolute_target=90.0),
+    Row("token_gets_bearer", "  manifest GETs with a Bearer token", "req/s", True),
+    Row("token_gets_basic", "  manifest GETs with Basic (warm cache)", "req/s", True),
+]
+
+
 # The operator's targets by batch size: issue 6 asked for 100 objects, issue 11 for 1,000.
 OPERATOR_TARGETS = {100: (30.0, 150.0), 1000: (120.0, 200.0)}
 
@@ -150,6 +172,8 @@ def table(*, samples: Mapping[str, Mapping[str, Sequence[float]]], labels: Mappi
         *ROWS,
         *maintenance_rows(int(gc_manifests[0]) if gc_manifests else None),
         *(MIRROR_ROWS if "mirror_cold_ratio" in samples.get("dockyard", {}) else []),
+        *(s3_rows(int(s3_mib[0])) if (s3_mib := samples.get("dockyard", {}).get("s3_image_mib")) else []),
+        *TOKEN_ROWS,
         *(operator_rows(int(objects[0])) if objects else []),
     ]
     header = ["workload", "unit", labels["dockyard"]]

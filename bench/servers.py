@@ -8,6 +8,9 @@
   same TLS settings, upstream keep-alive and unbuffered proxying as Dockyard's nginx so that only the
   registry and the auth path differ.
 - `static`: nginx with the same TLS settings serving one file, the ceiling for blob GETs.
+- With a `Bucket`, Dockyard and Distribution keep their content in an S3 bucket instead (the S3 section,
+  `bench/s3_push_pull.py`): Dockyard with the pod's S3 arguments and the operator's nginx.conf without the
+  blob location; Distribution with its `s3` storage driver. Both redirect blob GETs to presigned URLs.
 
 Owns: config files, users, starting and stopping these processes, waiting until they answer.
 Must not: listen anywhere but 127.0.0.1, or leave a process running (`Target.stop`).
@@ -69,6 +72,20 @@ class Target:
         self.nginx.stop()
         if self.registry is not None:
             self.registry.stop()
+
+
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+    """An S3 bucket (and a key prefix of its own) a registry keeps its content in."""
+
+    endpoint: str
+    name: str
+    prefix: str
+    access_key: str
+    secret_key: str
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
 
 
 def _nginx_directives() -> str:
@@ -164,30 +181,40 @@ def start_dockyard(
     password: str,
     limits: nginx_configmap.ClientLimits = THROUGHPUT_LIMITS,
     extra_args: Sequence[str] = (),
+    bucket: Bucket | None = None,
     body_files: bool = True,
     key: str = "dockyard",
     label: str = "Dockyard",
 ) -> Target:
     """Dockyard's registry behind the operator's nginx.conf; `extra_args` go to `serve` (e.g. --mirrors).
+    With `bucket`, content lives there (the pod's S3 arguments; `data` holds only the auth files).
 
     `body_files` as the operator renders it for a data volume: nginx writes upload bodies to files that
-    the registry adopts (`--body-file-dir`); False: bodies streamed through the registry's socket (the
-    operator's S3 variant, and every Dockyard before issue 15)."""
+    the registry adopts (`--body-file-dir`); False, or with a bucket: bodies streamed through the
+    registry's socket (the operator's S3 variant, and every Dockyard before issue 15)."""
+    body_files = body_files and bucket is None
     workdir.mkdir(parents=True)
     data = workdir / "data"
     data.mkdir()
     add_user(tools=tools, data=data, user=USER, password=password)
     upstream_port = support_procs.reserve_port()
+    if bucket is None:
+        storage = ["--data-dir", str(data), "--accel-redirect", nginx_configmap.BLOB_PREFIX]
+    else:
+        storage = [
+            "--state-dir", str(data), "--storage-driver", "s3", "--s3-endpoint", bucket.endpoint,
+            "--s3-bucket", bucket.name, "--s3-prefix", bucket.prefix, "--s3-redirect",
+        ]  # fmt: skip
     registry = procs.Proc(
         name="dockyard-registry",
         argv=[
             tools.dockyard_registry, "serve", "--listen", f"127.0.0.1:{upstream_port.number}", "--no-tls",
-            "--data-dir", str(data), "--htpasswd", str(data / "auth" / "htpasswd"),
-            "--access", str(data / "auth" / "access.yaml"), "--accel-redirect", nginx_configmap.BLOB_PREFIX,
-            "--realm", REALM, *extra_args,
+            *storage, "--htpasswd", str(data / "auth" / "htpasswd"),
+            "--access", str(data / "auth" / "access.yaml"), "--realm", REALM, *extra_args,
             *(["--body-file-dir", str(data / bodyfile.DIR_NAME)] if body_files else []),
         ],
         log=workdir / "registry.log",
+        env=None if bucket is None else bucket.env(),
         ports=[upstream_port],
     )  # fmt: skip
     port = support_procs.reserve_port()
@@ -200,7 +227,7 @@ def start_dockyard(
     conf.write_text(
         nginx_configmap.render(
             nginx=model.Nginx(), paths=paths, upstream=f"127.0.0.1:{upstream_port.number}",
-            listen_port=port.number, limits=limits, body_files=body_files,
+            listen_port=port.number, limits=limits, blobs_from_volume=bucket is None, body_files=body_files,
         )
     )  # fmt: skip
     nginx = _start_nginx(tools=tools, conf=conf, workdir=workdir, name=f"nginx ({key})", port=port)
@@ -224,7 +251,9 @@ def start_distribution(
     workdir: Path,
     tls: tlsfiles.ServerTLS,
     password: str,
+    bucket: Bucket | None = None,
 ) -> Target:
+    """Distribution behind nginx with Basic auth; with `bucket`, on its `s3` storage driver."""
     workdir.mkdir(parents=True)
     data = workdir / "data"
     data.mkdir()
@@ -235,6 +264,25 @@ def start_distribution(
                    check=True, capture_output=True)  # fmt: skip
     upstream_port = support_procs.reserve_port()
     config = workdir / "config.yml"
+    if bucket is None:
+        storage = f"""\
+  filesystem:
+    rootdirectory: {data}
+"""
+    else:
+        storage = f"""\
+  s3:
+    accesskey: {bucket.access_key}
+    secretkey: {bucket.secret_key}
+    region: us-east-1
+    regionendpoint: {bucket.endpoint}
+    forcepathstyle: true
+    bucket: {bucket.name}
+    rootdirectory: /{bucket.prefix}
+    secure: false
+  redirect:
+    disable: false
+"""
     config.write_text(
         f"""\
 version: 0.1
@@ -243,9 +291,7 @@ log:
   accesslog:
     disabled: true
 storage:
-  filesystem:
-    rootdirectory: {data}
-  delete:
+{storage}  delete:
     enabled: true
 http:
   addr: 127.0.0.1:{upstream_port.number}

@@ -5,6 +5,7 @@
 #   hack/tools.sh [TOOL ...]     default: every tool
 #   TOOL: conformance oras crane helm distribution etcd coredns promtool
 #         gofakes3 (a real S3-compatible server for the S3 storage driver's tests)
+#         dex (a real external OIDC issuer for the token identity tests)
 #         kube (kube-apiserver, kube-controller-manager: the test control plane)
 #         node (kube also, plus kube-scheduler, kubelet, kube-proxy: tests/support/cluster.py)
 #
@@ -12,6 +13,8 @@
 # `<name>.version` stamp beside it, so changing a version below rebuilds only that tool.
 # kube-apiserver, kube-controller-manager and etcd are taken from $KUBEBUILDER_ASSETS when
 # that directory has them (the envtest convention), and built otherwise.
+# Each build holds a lock ($BIN/.<tool>.lock, flock), so two runs on one machine (two `make test`s) never
+# build the same tool at once: the second waits, then finds it fresh.
 set -euo pipefail
 
 K8S_VERSION=1.35.4
@@ -24,6 +27,9 @@ COREDNS_VERSION=v1.12.4
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 PROMTOOL_VERSION=v0.316.0  # the prometheus module's version for Prometheus 3.16.0
 GOFAKES3_VERSION=v1.2.0    # the S3-compatible server the S3 driver's tests run against (tests/registry/s3server.py)
+# Dex v2.45.1 (commit 11d2eeb). Its v2 tags are not valid versions of the module github.com/dexidp/dex (no /v2
+# in its path), so the proxy knows the tag's commit only by this pseudo-version.
+DEX_VERSION=v0.0.0-20260303133905-11d2eeb52b42
 
 CACHE=${DOCKYARD_TOOLS:-$HOME/.cache/dockyard/tools}
 BIN=$CACHE/bin
@@ -35,6 +41,10 @@ fresh() { # fresh NAME VERSION: the cached binary exists and was built from VERS
   [ -x "$BIN/$1" ] && [ "$(cat "$BIN/$1.version" 2>/dev/null)" = "$2" ]
 }
 stamp() { printf '%s\n' "$2" >"$BIN/$1.version"; }
+locked() { # locked LOCK COMMAND...: COMMAND under $BIN/.LOCK.lock (another run building it: wait for it)
+  local lock=$1; shift
+  ( flock 9; "$@" ) 9>"$BIN/.$lock.lock"
+}
 in_assets() { [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/$1" ]; }
 
 go_install() { # go_install NAME PACKAGE VERSION: modules without replace directives
@@ -112,25 +122,40 @@ build_etcd() {
   stamp etcd "$ETCD_VERSION"
 }
 
+build_dex() { # Dex's go.mod replaces its api module with a directory: `go install pkg@version` refuses it
+  fresh dex "$DEX_VERSION" && return 0
+  log "building dex $DEX_VERSION (once; CGO off: memory storage, no SQLite)"
+  local W; W=$(mktemp -d)
+  (
+    cd "$W"
+    printf 'module local/dexbins\n\ngo 1.25.0\n' >go.mod
+    go get -tool "github.com/dexidp/dex/cmd/dex@$DEX_VERSION"
+    go build -trimpath -ldflags '-s -w' -o "$BIN/dex" github.com/dexidp/dex/cmd/dex
+  )
+  rm -rf "$W"
+  stamp dex "$DEX_VERSION"
+}
+
 build_one() {
   case $1 in
-    conformance) go_install conformance github.com/opencontainers/distribution-spec/conformance "$CONFORMANCE_VERSION" ;;
-    oras) go_install oras oras.land/oras/cmd/oras "$ORAS_VERSION" ;;
-    crane) go_install crane github.com/google/go-containerregistry/cmd/crane "$CRANE_VERSION" ;;
-    helm) go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" ;;
-    distribution) go_install distribution github.com/distribution/distribution/v3/cmd/registry "$DISTRIBUTION_VERSION" ;;
-    etcd) build_etcd ;;
-    kube) build_kube ;;
-    node) build_node ;;
-    coredns) go_install coredns github.com/coredns/coredns "$COREDNS_VERSION" ;;
-    promtool) go_install promtool github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_VERSION" ;;
-    gofakes3) go_install gofakes3 github.com/johannesboyne/gofakes3/cmd/gofakes3 "$GOFAKES3_VERSION" ;;
+    conformance) locked conformance go_install conformance github.com/opencontainers/distribution-spec/conformance "$CONFORMANCE_VERSION" ;;
+    oras) locked oras go_install oras oras.land/oras/cmd/oras "$ORAS_VERSION" ;;
+    crane) locked crane go_install crane github.com/google/go-containerregistry/cmd/crane "$CRANE_VERSION" ;;
+    helm) locked helm go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" ;;
+    distribution) locked distribution go_install distribution github.com/distribution/distribution/v3/cmd/registry "$DISTRIBUTION_VERSION" ;;
+    etcd) locked etcd build_etcd ;;
+    kube) locked k8s build_kube ;;  # kube and node build k8s.io/kubernetes binaries: one lock for both
+    node) locked k8s build_node ;;
+    coredns) locked coredns go_install coredns github.com/coredns/coredns "$COREDNS_VERSION" ;;
+    promtool) locked promtool go_install promtool github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_VERSION" ;;
+    gofakes3) locked gofakes3 go_install gofakes3 github.com/johannesboyne/gofakes3/cmd/gofakes3 "$GOFAKES3_VERSION" ;;
+    dex) locked dex build_dex ;;
     *) log "unknown tool: $1"; exit 2 ;;
   esac
 }
 
 if [ $# -eq 0 ]; then
-  set -- conformance oras crane distribution etcd node coredns helm promtool gofakes3
+  set -- conformance oras crane distribution etcd node coredns helm promtool gofakes3 dex
 fi
 for tool in "$@"; do build_one "$tool"; done
 echo "$BIN"

@@ -34,6 +34,11 @@ class Settings:
     resync_seconds: float = 60.0
     """DOCKYARD_RESYNC_SECONDS: period of the drift-correcting timer per registry; tests set it low."""
 
+    concurrent_passes: int = 16
+    """DOCKYARD_CONCURRENT_PASSES: reconcile passes that run at once (1 to 1024). A thousand registries
+    created together then queue instead of all holding a pass's reads, keys and manifests in memory at once;
+    passes mostly wait on the API server, so a few dozen keep it as busy as a thousand would."""
+
     bcrypt_rounds: int = 12
     """DOCKYARD_BCRYPT_ROUNDS: bcrypt cost for new htpasswd hashes (4 to 16); existing hashes are kept."""
 
@@ -87,12 +92,15 @@ class Settings:
         try:
             resync = float(env.get("DOCKYARD_RESYNC_SECONDS", defaults.resync_seconds))
             rounds = int(env.get("DOCKYARD_BCRYPT_ROUNDS", defaults.bcrypt_rounds))
+            passes = int(env.get("DOCKYARD_CONCURRENT_PASSES", defaults.concurrent_passes))
         except ValueError as exc:
             raise SettingsError(f"invalid number in the environment: {exc}") from None
         if resync <= 0:
             raise SettingsError("DOCKYARD_RESYNC_SECONDS must be > 0")
         if not 4 <= rounds <= 16:
             raise SettingsError("DOCKYARD_BCRYPT_ROUNDS must be between 4 and 16")
+        if not 1 <= passes <= 1024:
+            raise SettingsError("DOCKYARD_CONCURRENT_PASSES must be between 1 and 1024")
         allowed = tuple(
             p.strip().lower()
             for p in env.get("DOCKYARD_NODE_TRUST_ALLOWED_HOSTS", "").split(",")
@@ -126,6 +134,7 @@ class Settings:
             nginx_image=env.get("DOCKYARD_NGINX_IMAGE", defaults.nginx_image),
             resync_seconds=resync,
             bcrypt_rounds=rounds,
+            concurrent_passes=passes,
             cluster_domain=env.get("DOCKYARD_CLUSTER_DOMAIN", defaults.cluster_domain),
             field_manager=env.get("DOCKYARD_FIELD_MANAGER", defaults.field_manager),
             namespace=env.get("DOCKYARD_NAMESPACE") or env.get("POD_NAMESPACE") or defaults.namespace,

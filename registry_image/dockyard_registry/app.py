@@ -154,8 +154,9 @@ async def _storage_checks(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _issuer_keys(app: web.Application) -> AsyncIterator[None]:
-    """For the app's lifetime: read every token issuer's keys at startup and every 10 minutes (retrying an
-    unreachable one at its refresh interval), so /status shows reachability and requests rarely wait."""
+    """For the app's lifetime: read every token issuer's keys at startup and again whenever due (each
+    issuer's keyRefreshSeconds; an unreachable one at its retry interval), so /status shows reachability,
+    requests rarely wait, and a key the issuer dropped stops verifying within that bound."""
     authenticator = app[state.SETTINGS].authenticator
     assert authenticator is not None and authenticator.tokens is not None
     keysets = list(authenticator.tokens.keysets.values())
@@ -163,8 +164,8 @@ async def _issuer_keys(app: web.Application) -> AsyncIterator[None]:
     async def loop() -> None:
         while True:
             await asyncio.gather(*(keyset.warm() for keyset in keysets))
-            unreachable = [k for k in keysets if k.reachable is False]
-            await asyncio.sleep(min((k.min_refresh_seconds for k in unreachable), default=600.0))
+            # At least a second: a keyset whose read just failed within its retry interval is not busy-looped.
+            await asyncio.sleep(max(1.0, min((k.seconds_until_due() for k in keysets), default=600.0)))
 
     task = asyncio.create_task(loop())
     yield
@@ -177,11 +178,20 @@ _SCOPE_ACTIONS = {auth.Action.PULL: "pull", auth.Action.PUSH: "pull,push", auth.
 
 
 def challenge(request: web.Request) -> str:
-    """The WWW-Authenticate of a 401: Basic, or with --token-realm the token flow's Bearer challenge."""
+    """The WWW-Authenticate of a 401: Basic, or with --token-realm the token flow's Bearer challenge (a
+    realm path is resolved on the Host and scheme the client used; from a trusted proxy, its
+    X-Forwarded-Proto)."""
     settings = request.app[state.SETTINGS]
-    if settings.token_realm is None:
+    realm = None
+    if settings.token_realm is not None:
+        scheme = request.scheme
+        peer = _ip(request.remote)
+        if peer is not None and any(peer in network for network in settings.trusted_proxies):
+            scheme = request.headers.get("X-Forwarded-Proto", scheme).strip().lower()
+        realm = tokens.realm_for(settings.token_realm, host=request.headers.get("Host"), scheme=scheme)
+    if realm is None:
         return f'Basic realm="{settings.realm}"'
-    value = f'Bearer realm="{settings.token_realm}",service="{settings.realm}"'
+    value = f'Bearer realm="{realm}",service="{settings.realm}"'
     scope = request.get(state.SCOPE)
     return value + (f',scope="{scope}"' if scope else "")
 
@@ -192,10 +202,14 @@ async def _token(request: web.Request) -> web.StreamResponse:
     authenticator = request.app[state.SETTINGS].authenticator
     if authenticator is None or authenticator.registry_tokens is None:
         raise OciError(Code.NAME_UNKNOWN, "no token service here", status=404)
-    identity = await _authenticate(request, authorization=request.headers.get("Authorization"))
+    authorization = request.headers.get("Authorization")
+    identity = await _authenticate(request, authorization=authorization)
     if identity.grants is not None:
-        # A registry token never buys another: a leaked one (or a pull secret's) would otherwise live forever.
-        raise OciError(Code.UNAUTHORIZED, "a registry token cannot be exchanged for another; log in again")
+        # A registry token (one from here, or a short-lived pull secret's that containerd sends here as its
+        # password) never buys another, or a leaked one would live forever: it gets itself back, with what is
+        # left of its lifetime and nothing added to its grants.
+        answer = authenticator.registry_tokens.reissue(auth.presented_secret(authorization))
+        return web.json_response(answer, headers={"Cache-Control": "no-store"})
     try:
         wanted = tokens.parse_scopes(request.query.getall("scope", []))
     except tokens.ScopeError as exc:

@@ -157,6 +157,21 @@ ANONYMOUS = Identity(user=None)
 
 
 @functools.lru_cache(maxsize=1024)
+def presented_secret(authorization: str | None) -> str:
+    """The token or password an Authorization header carries: a Bearer token, or the password of Basic
+    credentials; "" when there is none or the header is malformed."""
+    scheme, _, value = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[2]
+
+
 def _glob_regex(pattern: str) -> re.Pattern[str]:
     out = []
     i = 0

@@ -98,7 +98,11 @@ def adopt(
 
     The caller's `hasher` is never touched. On any failure the target is truncated back to `upload_size`.
     """
-    fd = os.open(body.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fd = os.open(body.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        # Never a bare FileNotFoundError: to the store that would mean the upload itself is lost.
+        raise BodyFileError(f"request body file unreadable: {exc.strerror}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size != body.size:
@@ -154,7 +158,10 @@ async def adopt_hashed(
 
 async def chunks(body: BodyFile) -> AsyncIterator[bytes]:
     """The file's bytes in chunks read in a worker thread: the fallback where they cannot be adopted."""
-    f = await asyncio.to_thread(open, body.path, "rb", buffering=0)
+    try:
+        f = await asyncio.to_thread(open, body.path, "rb", buffering=0)
+    except OSError as exc:
+        raise BodyFileError(f"request body file unreadable: {exc.strerror}") from None
     try:
         while chunk := await asyncio.to_thread(f.read, READ_CHUNK):
             yield chunk

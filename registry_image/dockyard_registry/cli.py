@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--token-realm",
         metavar="URL",
-        help="Docker token flow: 401s challenge Bearer realm=URL (our /token as clients reach it)",
+        help="Docker token flow: 401s challenge Bearer realm=URL (our /token as clients reach it; a path "
+        "such as /token: on the host and scheme each client used)",
     )
     serve.add_argument(
         "--token-key",
@@ -639,8 +640,8 @@ def _registry_tokens(args: argparse.Namespace) -> tokens.RegistryTokens | None:
     if not getattr(args, "token_realm", None) and not getattr(args, "token_key", None):
         return None
     realm = args.token_realm
-    if realm and (not realm.startswith(("https://", "http://")) or '"' in realm):
-        raise UsageError("--token-realm must be an http(s) URL")
+    if realm and not tokens.valid_realm(realm):
+        raise UsageError("--token-realm must be an http(s) URL or a path such as /token")
     if not 0 < args.token_ttl <= 86400:
         raise UsageError("--token-ttl must be in (0, 86400]")
     key = None

@@ -12,7 +12,7 @@ import errno
 import json
 from typing import Any
 
-from dockyard_registry import digest, manifests, reference, store, upstream
+from dockyard_registry import bodyfile, digest, manifests, reference, store, upstream
 
 
 class Code(enum.Enum):
@@ -79,6 +79,8 @@ _TABLE: tuple[tuple[type[Exception], Code, int | None], ...] = (
     (store.BlobUnknownError, Code.BLOB_UNKNOWN, None),
     (store.UploadUnknownError, Code.BLOB_UPLOAD_UNKNOWN, None),
     (store.UploadInvalidError, Code.BLOB_UPLOAD_INVALID, None),
+    # The body file nginx handed over is unreadable (gone, not a regular file): the upload is unchanged.
+    (bodyfile.BodyFileError, Code.BLOB_UPLOAD_INVALID, None),
     # The spec's TOOMANYREQUESTS, not DENIED: the user may push, just not open another session now, and
     # Distribution-compatible clients show a 429's message instead of reporting a permission problem.
     (store.TooManyUploadsError, Code.TOO_MANY_REQUESTS, None),
@@ -103,6 +105,11 @@ def translate(exc: Exception) -> OciError | None:
     """The OCI form of a domain error, or None when the exception is not one we know (a bug: 500)."""
     if isinstance(exc, OciError):
         return exc
+    if isinstance(exc, store.StorageUnavailableError):
+        # The bucket's endpoint is down or restarting: retryable, and nothing of the request was kept.
+        return OciError(
+            Code.UNKNOWN, "registry storage is unavailable; retry", status=503, headers={"Retry-After": "5"}
+        )
     if isinstance(exc, OSError) and exc.errno in _FULL:
         # Not the client's fault and not a bug: say so, so operators look at the volume, not the code.
         return OciError(Code.UNKNOWN, "registry storage is full", status=507)

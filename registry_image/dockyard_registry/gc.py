@@ -17,79 +17,35 @@ A run has three phases, each one reading what the previous one left:
    (manifests whose `subject` is kept), recursively. The rest goes: untagged manifests, and referrers
    whose subject is gone. A revision's age is its link's mtime, which every push that refers to the
    manifest refreshes (re-pushing it, tagging it, pushing an index listing it).
-3. Blobs: every blob a remaining manifest revision references is kept; the rest goes once old.
+3. Blobs: every blob a remaining manifest revision references is kept; the rest goes once old
+   (sweep.py, with stale upload sessions and interrupted writes).
 
 Races with a running registry: each deletion re-checks what made it deletable (the tag still names the
-same manifest and is old; the revision is still old; the blob is still old) just before it deletes, and
-inside the registry's process (the online gc of `serve --gc-schedule`) the re-check and the deletion
-hold the store's `GcLock` exclusively, so no push interleaves with them: a push either refreshed the
-mtime before the re-check, or finds the content gone after and is refused (a manifest naming a blob or
-manifest that was just collected is MANIFEST_BLOB_UNKNOWN, never a half-stored image). Deciding from a
-snapshot is only ever too conservative: a tag moved during the run keeps its old manifest until the next
-run. `gc` run as a separate process (the CLI against a live data directory) relies on the grace period
-alone, as before.
+same manifest and is old; the revision is still old; the blob is still old) just before it deletes.
+Inside the registry's process (the online gc of `serve --gc-schedule`) the re-check and the deletion
+hold the store's `GcLock` exclusively, so no push interleaves with them. Across processes (replicas on
+one bucket, or the CLI against a live data directory) the run announces itself and holds a tombstone on
+each item around its re-check and deletion (fence.py), and pushes check for those after their own
+writes. Either way a push either refreshed the time before the re-check, or finds the content gone after
+and is refused (a manifest naming a blob or manifest that was just collected is MANIFEST_BLOB_UNKNOWN,
+never a half-stored image), or, for its own tag or revision, writes it again. Deciding from a snapshot
+is only ever too conservative: a tag moved during the run keeps its old manifest until the next run.
+Times are compared one second more conservatively than the grace period: object stores keep them to
+the second.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
-from dockyard_registry import digest, manifests, paths, retention, store
+from dockyard_registry import digest, fence, manifests, paths, retention, store, sweep
+from dockyard_registry.sweep import Report as Report
+from dockyard_registry.sweep import layer_links as layer_links
+from dockyard_registry.sweep import stored_blobs as stored_blobs
 
 DEFAULT_GRACE = 3600.0
-
-
-@dataclasses.dataclass
-class Report:
-    """What one run deleted (or, dry, would delete). `errors` are deletions that failed; the run goes on."""
-
-    blobs: list[str] = dataclasses.field(default_factory=list)
-    uploads: list[str] = dataclasses.field(default_factory=list)
-    leftovers: list[str] = dataclasses.field(default_factory=list)
-    tags: list[str] = dataclasses.field(default_factory=list)  # `repo:tag`
-    manifests: list[str] = dataclasses.field(default_factory=list)  # `repo@digest`
-    errors: list[str] = dataclasses.field(default_factory=list)
-    bytes: int = 0
-    kept: int = 0  # blobs kept
-    dry_run: bool = False
-    started: float = 0.0  # wall clock (the run's clock)
-    duration: float = 0.0  # seconds
-    stopped: bool = False  # ended early (shutdown); the next run finishes the job
-
-    def summary(self) -> dict[str, Any]:
-        """Counts only: what a status file, a log line or an operator's status shows."""
-        return {
-            "started": self.started,
-            "duration": round(self.duration, 3),
-            "dryRun": self.dry_run,
-            "tagsDeleted": len(self.tags),
-            "manifestsDeleted": len(self.manifests),
-            "blobsDeleted": len(self.blobs),
-            "uploadsDeleted": len(self.uploads),
-            "leftoversDeleted": len(self.leftovers),
-            "bytesFreed": self.bytes,
-            "blobsKept": self.kept,
-            "errors": len(self.errors),
-            "stopped": self.stopped,
-        }
-
-    def as_json(self) -> dict[str, Any]:
-        """The summary and every item, for `gc --json`."""
-        return {
-            **self.summary(),
-            "items": {
-                "tags": self.tags,
-                "manifests": self.manifests,
-                "blobs": self.blobs,
-                "uploads": self.uploads,
-                "leftovers": self.leftovers,
-            },
-            "errorMessages": self.errors,
-        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,11 +57,6 @@ class _Revision:
     children: tuple[digest.Digest, ...]  # index entries
     subject: digest.Digest | None
     readable: bool  # False: missing or unparsable bytes (fsck's to report); such a revision is kept
-
-
-def stored_blobs(st: store.Store) -> Iterator[digest.Digest]:
-    """Every blob in the content store, whatever links to it."""
-    return st.maintenance.blobs()
 
 
 def _scan(st: store.Store, repo: str) -> dict[digest.Digest, _Revision]:
@@ -177,15 +128,6 @@ def mark(st: store.Store) -> set[digest.Digest]:
     return marked
 
 
-def layer_links(st: store.Store) -> dict[digest.Digest, list[str]]:
-    """For every linked blob, the repositories that link it."""
-    links: dict[digest.Digest, list[str]] = {}
-    for repo in st.catalog():
-        for blob in st.maintenance.layer_links(repo):
-            links.setdefault(blob, []).append(repo)
-    return links
-
-
 def collect(
     st: store.Store,
     *,
@@ -196,11 +138,14 @@ def collect(
     delete_untagged: bool = False,
     policy: retention.Policy | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    defer: bool = False,
 ) -> Report:
     """One run (see the module docstring). Safe to kill at any point: the next run finishes the job.
 
     `should_stop` is asked between repositories and between blobs; when it says so the run ends there
-    (`stopped` in the report): how a shutting-down registry ends an online run quickly.
+    (`stopped` in the report): how a shutting-down registry ends an online run quickly. With `defer`, a
+    run that finds another process's run live and started first does nothing (`deferred_to`): replicas
+    on one schedule collect once.
 
     A blob's links go before its bytes, so a run killed midway leaves at worst an unlinked blob (swept
     next time), never a link to nothing; a manifest's tags go before its revision, its revision before
@@ -209,21 +154,55 @@ def collect(
     """
     began = time.monotonic()
     report = Report(dry_run=dry_run, started=clock())
-    cutoff = clock() - grace
+    # One second more: object stores keep modification times to the second, so a claim written in the
+    # same second as the cutoff must not read as older than it.
+    cutoff = clock() - grace - 1.0
+    run = None if dry_run else st.fence.begin()
+    try:
+        if run is not None and defer and (other := run.defer_to()) is not None:
+            report.deferred_to = other
+            report.duration = time.monotonic() - began
+            return report
+        _collect(st, report, run, began=began, cutoff=cutoff, clock=clock, grace=grace,
+                 upload_expiry=upload_expiry, delete_untagged=delete_untagged, policy=policy,
+                 should_stop=should_stop)  # fmt: skip
+    finally:
+        if run is not None:
+            run.end()
+    return report
+
+
+def _collect(
+    st: store.Store,
+    report: Report,
+    run: fence.Run | None,
+    *,
+    began: float,
+    cutoff: float,
+    clock: Callable[[], float],
+    grace: float,
+    upload_expiry: float | None,
+    delete_untagged: bool,
+    policy: retention.Policy | None,
+    should_stop: Callable[[], bool],
+) -> None:
+    dry_run = run is None
     marked: set[digest.Digest] = set()
     for repo in st.catalog():
         if should_stop():
             report.stopped = True
             break
+        if run is not None:
+            run.heartbeat()
         revisions = _scan(st, repo)
         gone = _collect_repository(
             st,
             report,
+            run,
             repo=repo,
             revisions=revisions,
             cutoff=cutoff,
             now=clock(),
-            dry_run=dry_run,
             delete_untagged=delete_untagged,
             policy=policy,
         )
@@ -233,12 +212,12 @@ def collect(
                 marked.update(rev.blobs)
     if report.stopped:  # the marks are incomplete: sweeping now would delete what a manifest references
         report.duration = time.monotonic() - began
-        return report
-    _sweep_blobs(st, report, marked=marked, cutoff=cutoff, dry_run=dry_run, should_stop=should_stop)
+        return
+    sweep.blobs(st, report, run, marked=marked, cutoff=cutoff, should_stop=should_stop)
     if report.stopped:
         report.duration = time.monotonic() - began
-        return report
-    _sweep_uploads_and_leftovers(
+        return
+    sweep.uploads_and_leftovers(
         st,
         report,
         cutoff=cutoff,
@@ -246,22 +225,22 @@ def collect(
         dry_run=dry_run,
     )
     report.duration = time.monotonic() - began
-    return report
 
 
 def _collect_repository(
     st: store.Store,
     report: Report,
+    run: fence.Run | None,
     *,
     repo: str,
     revisions: dict[digest.Digest, _Revision],
     cutoff: float,
     now: float,
-    dry_run: bool,
     delete_untagged: bool,
     policy: retention.Policy | None,
 ) -> set[digest.Digest]:
     """Phases 1 and 2 for one repository; returns the revisions deleted (dry: that would be)."""
+    dry_run = run is None
     if policy is None and not delete_untagged:
         return set()
     tags = _tags(st, repo)
@@ -271,7 +250,7 @@ def _collect_repository(
         retired = {tag for tag, (_, mtime) in tags.items() if tag not in kept and mtime <= cutoff}
     for tag in sorted(retired):
         target, mtime = tags[tag]
-        if dry_run or _delete_tag(st, report, repo=repo, tag=tag, target=target, mtime=mtime):
+        if run is None or _delete_tag(st, report, run, repo=repo, tag=tag, target=target, mtime=mtime):
             report.tags.append(f"{repo}:{tag}")
     if not delete_untagged:
         return set()
@@ -290,23 +269,25 @@ def _collect_repository(
     gone: set[digest.Digest] = set()
     for revision in sorted(set(revisions) - reachable, key=str):
         rev = revisions[revision]
-        if dry_run or _delete_revision(
-            st, report, repo=repo, revision=revision, subject=rev.subject, cutoff=cutoff
+        if run is None or _delete_revision(
+            st, report, run, repo=repo, revision=revision, subject=rev.subject, cutoff=cutoff
         ):
             report.manifests.append(f"{repo}@{revision}")
             gone.add(revision)
     return gone
 
 
-def _delete_tag(st: store.Store, report: Report, *, repo: str, tag: str, target: str, mtime: float) -> bool:
+def _delete_tag(
+    st: store.Store, report: Report, run: fence.Run, *, repo: str, tag: str, target: str, mtime: float
+) -> bool:
     """Delete a retired tag unless it changed since it was read; False when it stays."""
     try:
-        with st.gc_lock.exclusive():
+        with st.gc_lock.exclusive(), run.deleting(paths.tag_link(repo, tag)) as in_time:
             try:
                 now_target, now_mtime = st.maintenance.tag(repo, tag)
             except (FileNotFoundError, UnicodeDecodeError):
                 return False
-            if now_target != target or now_mtime != mtime:
+            if now_target != target or now_mtime != mtime or not in_time():
                 return False  # pushed or moved during the run: recent now
             st.maintenance.remove_tag(repo, tag)
     except OSError as exc:
@@ -318,6 +299,7 @@ def _delete_tag(st: store.Store, report: Report, *, repo: str, tag: str, target:
 def _delete_revision(
     st: store.Store,
     report: Report,
+    run: fence.Run,
     *,
     repo: str,
     revision: digest.Digest,
@@ -326,107 +308,12 @@ def _delete_revision(
 ) -> bool:
     """Delete an unreachable manifest revision unless a push refreshed it; False when it stays."""
     try:
-        with st.gc_lock.exclusive():
+        with st.gc_lock.exclusive(), run.deleting(paths.revision_link(repo, revision)) as in_time:
             mtime = st.maintenance.revision_time(repo, revision)
-            if mtime is None or mtime > cutoff:
+            if mtime is None or mtime > cutoff or not in_time():
                 return False  # deleted meanwhile, or pushed, tagged or listed by an index during the run
             st.maintenance.remove_revision(repo, revision, subject=subject)
     except OSError as exc:
         report.errors.append(f"manifest {repo}@{revision}: {exc}")
-        return False
-    return True
-
-
-def _sweep_blobs(
-    st: store.Store,
-    report: Report,
-    *,
-    marked: set[digest.Digest],
-    cutoff: float,
-    dry_run: bool,
-    should_stop: Callable[[], bool],
-) -> None:
-    links = layer_links(st)
-    kept = st.maintenance
-    for blob in stored_blobs(st):
-        if should_stop():
-            report.stopped = True
-            return
-        if blob in marked:
-            report.kept += 1
-            continue
-        mtime = kept.blob_time(blob)
-        if mtime is None:
-            # Left by a write interrupted before its rename (crash): remove once it is old enough.
-            leftover = kept.blob_dir_time(blob)
-            if leftover is not None and leftover <= cutoff and not dry_run:
-                _delete(report, f"blob {blob}", functools.partial(kept.remove_blob, blob))
-            continue
-        if mtime > cutoff:
-            report.kept += 1
-            continue
-        size = kept.blob_size(blob) or 0
-        if dry_run:
-            report.blobs.append(str(blob))
-            report.bytes += size
-            continue
-        try:
-            with st.gc_lock.exclusive():
-                # Re-check just before deleting: a push or mount during this run refreshes the mtime.
-                again = kept.blob_time(blob)
-                if again is None or again > cutoff:
-                    report.kept += again is not None
-                    continue
-                for repo in links.pop(blob, []):
-                    kept.remove_layer_link(repo, blob)
-                kept.remove_blob(blob)
-        except OSError as exc:
-            report.errors.append(f"blob {blob}: {exc}")
-            continue
-        report.blobs.append(str(blob))
-        report.bytes += size
-    if dry_run:
-        return
-    for blob, repos in links.items():
-        if blob in marked:
-            continue
-        with st.gc_lock.exclusive():
-            if kept.blob_size(blob) is not None:
-                continue  # committed meanwhile: its link is the new push's
-            for repo in repos:
-                _delete(
-                    report,
-                    f"layer link {repo}@{blob}",
-                    functools.partial(kept.remove_layer_link, repo, blob),
-                )
-
-
-def _sweep_uploads_and_leftovers(
-    st: store.Store, report: Report, *, cutoff: float, upload_cutoff: float, dry_run: bool
-) -> None:
-    kept = st.maintenance
-    for upload_id in kept.upload_ids():
-        last = st.upload_last_active(upload_id)
-        if last is None or last > upload_cutoff:
-            continue
-        if dry_run or _delete(
-            report, paths.upload_dir(upload_id), functools.partial(kept.remove_upload, upload_id)
-        ):
-            report.uploads.append(upload_id)
-    # After the blobs: a removed temp file refreshes its directory's mtime, which the blob pass reads.
-    for temp, written, size in kept.leftovers():
-        if written is None or written > cutoff:
-            continue  # gone meanwhile, or a write still in flight
-        if dry_run or _delete(report, temp, functools.partial(kept.remove_leftover, temp)):
-            report.leftovers.append(temp)
-            report.bytes += size
-
-
-def _delete(report: Report, what: str, remove: Callable[[], None]) -> bool:
-    """Remove one thing; a failure (permissions, I/O) is reported and the run goes on."""
-    try:
-        remove()
-    except OSError as exc:
-        report.errors.append(f"{what}: {exc}")
         return False
     return True

@@ -1,7 +1,7 @@
 """Token identities: Kubernetes ServiceAccount tokens and external OIDC ID tokens as registry credentials.
 
-Owns: the identities file (`serve --identities`), verifying a JWT offline against its issuer's published
-keys (OIDC discovery + JWKS, cached per issuer), and mapping verified claims to a `Principal`. Must not:
+Owns: verifying a JWT offline against its issuer's published keys (OIDC discovery + JWKS, cached per
+issuer; the issuers come from identities_file.py), and mapping verified claims to a `Principal`. Must not:
 know HTTP serving (auth and app do), do I/O except through the injected `Fetcher` (issuers.py fetches
 over HTTP), or put a token, or anything derived from one without a secret key, into a log, an exception
 message or a cache key.
@@ -14,7 +14,12 @@ so a flood of forged `kid`s costs the issuer one request per interval); signatur
 configured audience, i.e. this registry); `exp` and `nbf` against the wall clock with `LEEWAY_SECONDS`.
 
 No API call per request: keys come from the cache, and a verified token is remembered (by HMAC under a
-process-random key) until it expires. With `tokenReview` on a Kubernetes issuer, the first use of a token
+process-random key) until it expires, as long as the key it was signed with is still published.
+
+Key rotation at the issuer: a token signed by a new key names an unknown `kid`, which refreshes the keys (at
+most once per `min_refresh_seconds`); a key the issuer stopped publishing stops verifying, tokens remembered
+as verified included, at the next refresh: each issuer's keys are re-read every `keyRefreshSeconds`
+(default 600), so that is the bound. With `tokenReview` on a Kubernetes issuer, the first use of a token
 is also checked by a TokenReview (the API server refuses a token whose Pod or ServiceAccount was deleted),
 and that answer is reused for at most `cacheSeconds`: a bound token is refused within that bound after
 its object is gone. Without it, a token stays valid until its own `exp`.
@@ -30,25 +35,24 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit
+from typing import Any, Protocol
 
 import jwt
-import yaml
+
+# The identities file (`serve --identities`) and its issuers, parsed in identities_file; named here too.
+from dockyard_registry.identities_file import Claims as Claims
+from dockyard_registry.identities_file import IdentitiesFileError as IdentitiesFileError
+from dockyard_registry.identities_file import Issuer as Issuer
+from dockyard_registry.identities_file import Kind as Kind
+from dockyard_registry.identities_file import parse_identities as parse_identities
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["kubernetes", "oidc"]
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 LEEWAY_SECONDS = 30.0
 """Clock skew allowed on `exp` and `nbf` (Kubernetes' own authenticator allows more)."""
 SA_PREFIX = "system:serviceaccount:"
 CACHE_LIMIT = 10000
-
-
-class IdentitiesFileError(ValueError):
-    pass
 
 
 class TokenError(Exception):
@@ -57,47 +61,6 @@ class TokenError(Exception):
     def __init__(self, check: str, message: str) -> None:
         super().__init__(message)
         self.check = check
-
-
-@dataclasses.dataclass(frozen=True)
-class Claims:
-    """Which claims name an OIDC user and its groups (`groups` None: no groups)."""
-
-    user: str = "sub"
-    groups: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Issuer:
-    """One trusted issuer from the identities file."""
-
-    name: str
-    kind: Kind
-    url: str
-    """The `iss` its tokens carry (and the base of its discovery document unless `api_server` is set);
-    empty for a Kubernetes issuer read through `api_server`: learned from its discovery document then."""
-    audience: str
-    """The `aud` a token must carry to be accepted here: this registry's audience."""
-    api_server: str | None = None
-    """Kubernetes only: read discovery and JWKS through this API server URL (in-cluster) instead of `url`."""
-    ca_file: Path | None = None
-    token_file: Path | None = None
-    """Bearer token for discovery, JWKS and reviews (re-read on every fetch: projected tokens rotate)."""
-    claims: Claims = Claims()
-    token_review: bool = False
-    review_cache_seconds: float = 60.0
-
-    @property
-    def discovery_url(self) -> str:
-        return f"{(self.api_server or self.url).rstrip('/')}/.well-known/openid-configuration"
-
-    def jwks_url(self, published: str) -> str:
-        """Where to read the JWKS the discovery document names: through the API server when one is given
-        (the issuer's own host, e.g. kubernetes.default.svc.cluster.local, is often not reachable)."""
-        if self.api_server is None:
-            return published
-        path = urlsplit(published).path or "/openid/v1/jwks"
-        return self.api_server.rstrip("/") + path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,89 +76,6 @@ class Principal:
     namespace: str | None = None
     service_account: str | None = None
     expires: float = 0.0
-
-
-# ------------------------------------------------------------------------------------------- the file
-def parse_identities(text: str) -> tuple[Issuer, ...]:
-    """Parse the identities YAML; IdentitiesFileError names the bad entry."""
-    try:
-        doc = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
-        raise IdentitiesFileError(f"identities file is not valid YAML: {exc}") from None
-    doc = doc or {}
-    if not isinstance(doc, dict) or set(doc) - {"issuers"}:
-        raise IdentitiesFileError("identities file must be a mapping with one key, issuers")
-    entries = doc.get("issuers") or []
-    if not isinstance(entries, list):
-        raise IdentitiesFileError("issuers must be a list")
-    issuers = tuple(_parse_issuer(i, entry) for i, entry in enumerate(entries))
-    for attr in ("name", "url"):
-        values = [getattr(i, attr) for i in issuers if getattr(i, attr)]
-        if len(set(values)) != len(values):
-            raise IdentitiesFileError(f"two issuers have the same {attr}")
-    return issuers
-
-
-_ISSUER_KEYS = {
-    "name",
-    "kind",
-    "url",
-    "audience",
-    "apiServer",
-    "caFile",
-    "tokenFile",
-    "claims",
-    "tokenReview",
-}
-
-
-def _parse_issuer(index: int, entry: Any) -> Issuer:
-    where = f"issuers[{index}]"
-    if not isinstance(entry, dict):
-        raise IdentitiesFileError(f"{where} must be a mapping")
-    unknown = set(entry) - _ISSUER_KEYS
-    if unknown:
-        raise IdentitiesFileError(f"{where} has unknown keys: {sorted(unknown)}")
-    kind = entry.get("kind", "oidc")
-    learned = kind == "kubernetes" and entry.get("apiServer") is not None and entry.get("url") is None
-    for key in ("name", "audience") if learned else ("name", "url", "audience"):
-        if not isinstance(entry.get(key), str) or not entry[key]:
-            raise IdentitiesFileError(f"{where}.{key} must be a non-empty string")
-    if kind not in ("kubernetes", "oidc"):
-        raise IdentitiesFileError(f"{where}.kind must be kubernetes or oidc")
-    for key in ("url", "apiServer"):
-        value = entry.get(key)
-        if value is not None and (
-            not isinstance(value, str) or urlsplit(value).scheme not in ("https", "http")
-        ):
-            raise IdentitiesFileError(f"{where}.{key} must be an http(s) URL")
-    if entry.get("apiServer") is not None and kind != "kubernetes":
-        raise IdentitiesFileError(f"{where}.apiServer is for kind kubernetes only")
-    claims_doc = entry.get("claims") or {}
-    if not isinstance(claims_doc, dict) or set(claims_doc) - {"user", "groups"}:
-        raise IdentitiesFileError(f"{where}.claims may have user and groups only")
-    if kind == "kubernetes" and claims_doc:
-        raise IdentitiesFileError(f"{where}.claims: a kubernetes issuer maps its own claims")
-    review = entry.get("tokenReview") or {}
-    if not isinstance(review, dict) or set(review) - {"enabled", "cacheSeconds"}:
-        raise IdentitiesFileError(f"{where}.tokenReview may have enabled and cacheSeconds only")
-    if review.get("enabled") and (kind != "kubernetes" or not entry.get("apiServer")):
-        raise IdentitiesFileError(f"{where}.tokenReview needs kind kubernetes and apiServer")
-    cache_seconds = review.get("cacheSeconds", 60)
-    if not isinstance(cache_seconds, int | float) or cache_seconds < 0:
-        raise IdentitiesFileError(f"{where}.tokenReview.cacheSeconds must be a number >= 0")
-    return Issuer(
-        name=entry["name"],
-        kind=kind,
-        url=entry.get("url") or "",
-        audience=entry["audience"],
-        api_server=entry.get("apiServer"),
-        ca_file=Path(entry["caFile"]) if entry.get("caFile") else None,
-        token_file=Path(entry["tokenFile"]) if entry.get("tokenFile") else None,
-        claims=Claims(user=str(claims_doc.get("user", "sub")), groups=claims_doc.get("groups")),
-        token_review=bool(review.get("enabled", False)),
-        review_cache_seconds=float(cache_seconds),
-    )
 
 
 def looks_like_jwt(value: str) -> bool:
@@ -227,8 +107,9 @@ class FetchError(Exception):
 class KeySet:
     """One issuer's signing keys, read from its discovery document and JWKS and kept.
 
-    Refreshed when a token names an unknown `kid` or the keys are older than `max_age_seconds`, never
-    more often than `min_refresh_seconds` (monotonic clock injected); concurrent refreshes share one.
+    Refreshed when a token names an unknown `kid` or the keys are older than `max_age_seconds` (the
+    issuer's keyRefreshSeconds; the app's loop refreshes them when due, `seconds_until_due`), never more
+    often than `min_refresh_seconds` (monotonic clock injected); concurrent refreshes share one.
     A failed refresh keeps the keys already known.
     """
 
@@ -239,10 +120,11 @@ class KeySet:
         *,
         clock: Callable[[], float] = time.monotonic,
         min_refresh_seconds: float = 30.0,
-        max_age_seconds: float = 3600.0,
+        max_age_seconds: float | None = None,
     ) -> None:
         self.issuer, self._fetcher, self._clock = issuer, fetcher, clock
-        self.min_refresh_seconds, self.max_age_seconds = min_refresh_seconds, max_age_seconds
+        self.max_age_seconds = issuer.key_refresh_seconds if max_age_seconds is None else max_age_seconds
+        self.min_refresh_seconds = min(min_refresh_seconds, self.max_age_seconds)
         self._keys: dict[str | None, jwt.PyJWK] = {}
         self._loaded_at: float | None = None
         self._attempted_at: float | None = None
@@ -264,9 +146,23 @@ class KeySet:
         }
 
     async def warm(self) -> None:
-        """Read the keys now (at startup), so /status shows reachability before the first token."""
-        if self._may_refresh(self._clock()):
+        """Read the keys when due (at startup: now, so /status shows reachability before the first token)."""
+        if self.seconds_until_due() <= 0:
             await self._refresh()
+
+    def seconds_until_due(self) -> float:
+        """Until the next scheduled read: the keys' age reaching `max_age_seconds`, or for an issuer not
+        read yet or whose last read failed, `min_refresh_seconds` after that attempt."""
+        now = self._clock()
+        if self._attempted_at is None:
+            return 0.0
+        if self._loaded_at is None or self.last_error is not None:
+            return max(0.0, self._attempted_at + self.min_refresh_seconds - now)
+        return max(0.0, self._loaded_at + self.max_age_seconds - now)
+
+    def publishes(self, kid: str | None) -> bool:
+        """Whether the keys read last still hold `kid` (a remembered token's key), without fetching."""
+        return kid in self._keys or (kid is None and len(self._keys) == 1)
 
     @property
     def reachable(self) -> bool | None:
@@ -361,14 +257,15 @@ class TokenVerifier:
         }
         self._fetcher, self._wall = fetcher, wall
         self._key = secrets.token_bytes(32)
-        self._verified: dict[bytes, tuple[Principal, float]] = {}
+        # HMAC of a token -> (its principal, until when, its issuer's name, its key id).
+        self._verified: dict[bytes, tuple[Principal, float, str, str | None]] = {}
         self.reviews = 0
 
     async def verify(self, token: str) -> Principal:
         mac = hmac.new(self._key, token.encode(), "sha256").digest()
         now = self._wall()
         cached = self._verified.get(mac)
-        if cached is not None and now < cached[1]:
+        if cached is not None and now < cached[1] and self.keysets[cached[2]].publishes(cached[3]):
             return cached[0]
         try:
             header = jwt.get_unverified_header(token)
@@ -402,7 +299,7 @@ class TokenVerifier:
             if not ok:
                 raise TokenError("revoked", "the API server no longer accepts this token (token review)")
             until = min(until, now + issuer.review_cache_seconds)
-        self._remember(mac, principal, until)
+        self._remember(mac, (principal, until, keyset.issuer.name, header.get("kid")))
         return principal
 
     async def _keyset_of(self, iss: str) -> KeySet | None:
@@ -416,13 +313,13 @@ class TokenVerifier:
                     return keyset
         return None
 
-    def _remember(self, mac: bytes, principal: Principal, until: float) -> None:
+    def _remember(self, mac: bytes, entry: tuple[Principal, float, str, str | None]) -> None:
         if len(self._verified) >= CACHE_LIMIT:
             now = self._wall()
             self._verified = {k: v for k, v in self._verified.items() if v[1] > now}
             if len(self._verified) >= CACHE_LIMIT:
                 self._verified.clear()
-        self._verified[mac] = (principal, until)
+        self._verified[mac] = entry
 
 
 def _decode(token: str, *, key: jwt.PyJWK, alg: str, issuer: Issuer) -> dict[str, Any]:

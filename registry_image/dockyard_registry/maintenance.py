@@ -4,7 +4,9 @@ Owns: running `gc.collect` on a schedule in a worker thread while the registry s
 retention file before each run, and publishing what the last run did: a JSON status file
 (`DATA/status/gc.json`, written atomically), a log line, and the in-memory `last`/`totals` that the
 metrics listener exposes. Must not: stop or slow the registry: there is no read-only window and no
-downtime; what makes that safe is gc's re-check of every deletion under the store's `GcLock` (gc.py).
+downtime; what makes that safe is gc's re-check of every deletion under the store's `GcLock` (gc.py)
+and, against other processes on the same storage, the gc fence (fence.py). Replicas on one schedule
+collect once: a run defers to another replica's live run that started first, and records nothing.
 
 A run never overlaps the next: the next start is computed from the schedule after a run ends. A
 retention file that became unreadable or invalid keeps the last good policy for that run (the status
@@ -103,6 +105,7 @@ class GcRunner:
                 delete_untagged=self.settings.delete_untagged,
                 policy=self._policy,
                 should_stop=self._stop.is_set,
+                defer=True,
             )
         except Exception as exc:
             # Logged here and kept in the status: nothing awaits the schedule's task, so raising would
@@ -111,6 +114,12 @@ class GcRunner:
             status = {"started": began, "failure": f"{type(exc).__name__}: {exc}", "errors": 1}
             self.totals["failures"] += 1
         else:
+            if report.deferred_to is not None:
+                # Another replica on the same storage is collecting: its status reports the run.
+                log.info(
+                    "gc: run %s of another replica is live and collects; this one skipped", report.deferred_to
+                )
+                return self.last or {}
             status = {**report.summary(), "errorMessages": report.errors[:_ERRORS_KEPT]}
             if not report.dry_run:
                 self.totals["bytesFreed"] += report.bytes

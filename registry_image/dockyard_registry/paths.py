@@ -11,10 +11,13 @@ uses `/`; drivers map it onto their medium.
     │   ├── _manifests/tags/<tag>                                 tag -> manifest digest
     │   ├── _referrers/<subject alg>/<subject encoded>/<alg>/<encoded>   referrer descriptor (JSON)
     │   └── _mirror                                               empty: holds content a mirror fetched
-    └── uploads/<upload id>/
-        ├── data                                                  bytes received so far
-        └── info                                                  JSON: repository, start time, owner,
-                                                                  last write (older versions: no owner)
+    ├── uploads/<upload id>/
+    │   ├── data                                                  bytes received so far
+    │   └── info                                                  JSON: repository, start time, owner,
+    │                                                             last write (older versions: no owner)
+    └── gc/runs/<run id>/                                         a gc run in progress (fence.py)
+        ├── lease                                                 JSON: run, host, pid; rewritten each minute
+        └── doomed/<path of an item>                              empty: the run is deleting that item
 
 Repository names never have a component starting with `_` (see reference.py), so the `_layers`,
 `_manifests`, `_referrers` and `_mirror` children can never collide with a nested repository.
@@ -27,6 +30,7 @@ from dockyard_registry import digest
 BLOBS = "blobs"
 REPOSITORIES = "repositories"
 UPLOADS = "uploads"
+GC_RUNS = "gc/runs"
 RESERVED = ("_layers", "_manifests", "_referrers", "_mirror")
 
 
@@ -94,3 +98,16 @@ def upload_data(upload_id: str) -> str:
 
 def upload_info(upload_id: str) -> str:
     return f"{UPLOADS}/{upload_id}/info"
+
+
+def gc_run(run: str) -> str:
+    return f"{GC_RUNS}/{run}"
+
+
+def gc_lease(run: str) -> str:
+    return f"{GC_RUNS}/{run}/lease"
+
+
+def gc_tombstone(run: str, item: str) -> str:
+    """`item` is the storage path of what the run deletes (blob_dir, revision_link, tag_link)."""
+    return f"{GC_RUNS}/{run}/doomed/{item}"

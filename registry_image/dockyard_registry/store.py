@@ -41,7 +41,7 @@ import weakref
 from collections.abc import AsyncIterable, Callable, Iterator
 from typing import Any, BinaryIO
 
-from dockyard_registry import bodyfile, digest, manifests, paths, reference
+from dockyard_registry import bodyfile, digest, fence, manifests, paths, reference
 from dockyard_registry.storage import base
 
 _UPLOAD_ID_RE = re.compile(r"^[a-f0-9]{32}$")
@@ -69,6 +69,10 @@ class StoreError(Exception):
 
 class BlobUnknownError(StoreError):
     pass
+
+
+# The storage backend is unreachable (S3 down or restarting): nothing of the request counts; retry.
+StorageUnavailableError = base.StorageUnavailableError
 
 
 class UploadUnknownError(StoreError):
@@ -145,7 +149,8 @@ class GcLock:
     blob committed or mounted): either the push runs first and refreshes the time gc re-checks, or gc
     runs first and the push finds the content gone and says so. Pushes never wait for each other, and
     gc waits for no push longer than one push takes; a waiting gc keeps new pushes out only for the
-    one deletion it is about to make. A gc in another process relies on the grace period alone.
+    one deletion it is about to make. A gc in another process (a replica on the same bucket, the CLI)
+    shares no lock with us: `fence.GcFence` (`Store.fence`) gives the same guarantee through storage.
     """
 
     def __init__(self) -> None:
@@ -198,6 +203,7 @@ class Store:
         foreign_layer_urls: bool = False,
         upload_expiry: float = DEFAULT_UPLOAD_EXPIRY,
         max_uploads_per_owner: int | None = DEFAULT_MAX_UPLOADS_PER_OWNER,
+        gc_fence: fence.GcFence | None = None,
     ) -> None:
         self.driver = driver
         self._clock = clock
@@ -215,6 +221,8 @@ class Store:
         self._sweep_cursor = ""  # the last session id a sweep examined
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.gc_lock = GcLock()  # see GcLock: what an online gc and concurrent pushes agree on
+        # What gc in another process (a replica on the same bucket, the CLI) and pushes here agree on.
+        self.fence = gc_fence if gc_fence is not None else fence.GcFence(driver)
         self.maintenance = Maintenance(driver)  # what gc and fsck see of storage
 
     # ----------------------------------------------------------------------------------- repositories
@@ -291,11 +299,16 @@ class Store:
     def mount_blob(self, name: str, *, source: str, dgst: digest.Digest) -> bool:
         """Link a blob from `source` into `name`; False when `source` does not have it."""
         with self.gc_lock.shared():
+            view = self.fence.view()
             try:
                 self.blob_size(source, dgst)
             except BlobUnknownError:
                 return False
             self._link_blob(name, dgst)
+            if self.fence.settle(view, [paths.blob_dir(dgst)]) and self.maintenance.blob_size(dgst) is None:
+                # Collected by a gc in another process while we linked it: the client uploads it instead.
+                self.driver.delete(paths.layer_link(name, dgst))
+                return False
             return True
 
     def repositories_with_blob(self, dgst: digest.Digest) -> list[str]:
@@ -510,7 +523,12 @@ class Store:
                 # Purged while this request waited for the lock: touching it would bring back its info.
                 self._forget(upload_id)
                 raise UploadUnknownError(f"upload {upload_id} unknown")
-            size = await self._append(upload_id, body=body, start=start, length=length, algorithm=algorithm)
+            try:
+                size = await self._append(
+                    upload_id, body=body, start=start, length=length, algorithm=algorithm
+                )
+            except FileNotFoundError:
+                raise await self._lost(upload_id) from None
             # After the bytes, so a failed chunk changes nothing stored; meanwhile the lock marks it in use.
             await asyncio.to_thread(self._touch_upload, upload_id, info)
             return size
@@ -606,27 +624,54 @@ class Store:
         """Append the last chunk (if any), verify the digest, and commit the blob into `name`."""
         await asyncio.to_thread(self._check_upload, name, upload_id)
         async with self._lock(upload_id):
-            if body is not None:
-                await self._append(upload_id, body=body, start=start, length=length, algorithm=dgst.algorithm)
-            data_path = paths.upload_data(upload_id)
-            size = await asyncio.to_thread(self.driver.size, data_path)
-            if size is None:
-                raise UploadUnknownError(f"upload {upload_id} unknown")
-            state = await self._hash_state(upload_id, size=size, algorithm=dgst.algorithm)
-            if state.hasher is not None:
-                actual = state.hasher.copy().hexdigest()
-            else:
-                actual = await asyncio.to_thread(self._hash_committed, upload_id, algorithm=dgst.algorithm)
-                if actual != dgst.encoded:
-                    await asyncio.to_thread(self._purge, upload_id)
-            if actual != dgst.encoded:
-                raise DigestMismatchError(
-                    f"digest {dgst} does not match uploaded content",
-                    detail={"digest": str(dgst)},
+            try:
+                return await self._finish_locked(
+                    name, upload_id, dgst=dgst, body=body, start=start, length=length
                 )
-            await asyncio.to_thread(self._commit_upload, name, upload_id, dgst)
-            self._forget(upload_id)
-            return size
+            except FileNotFoundError:
+                raise await self._lost(upload_id) from None
+
+    async def _lost(self, upload_id: str) -> UploadUnknownError:
+        """A session whose bytes storage no longer has (an S3 multipart upload aborted by a lifecycle
+        rule, or lost by a server that restarted): it cannot be resumed, so it goes, and the client starts
+        the upload again (BLOB_UPLOAD_UNKNOWN, not a 5xx it would retry forever)."""
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self._purge, upload_id)
+        return UploadUnknownError(
+            f"upload {upload_id} was lost by the storage backend; start the upload again"
+        )
+
+    async def _finish_locked(
+        self,
+        name: str,
+        upload_id: str,
+        *,
+        dgst: digest.Digest,
+        body: Body | None,
+        start: int | None,
+        length: int | None,
+    ) -> int:
+        if body is not None:
+            await self._append(upload_id, body=body, start=start, length=length, algorithm=dgst.algorithm)
+        data_path = paths.upload_data(upload_id)
+        size = await asyncio.to_thread(self.driver.size, data_path)
+        if size is None:
+            raise UploadUnknownError(f"upload {upload_id} unknown")
+        state = await self._hash_state(upload_id, size=size, algorithm=dgst.algorithm)
+        if state.hasher is not None:
+            actual = state.hasher.copy().hexdigest()
+        else:
+            actual = await asyncio.to_thread(self._hash_committed, upload_id, algorithm=dgst.algorithm)
+            if actual != dgst.encoded:
+                await asyncio.to_thread(self._purge, upload_id)
+        if actual != dgst.encoded:
+            raise DigestMismatchError(
+                f"digest {dgst} does not match uploaded content",
+                detail={"digest": str(dgst)},
+            )
+        await asyncio.to_thread(self._commit_upload, name, upload_id, dgst)
+        self._forget(upload_id)
+        return size
 
     def _hash_committed(self, upload_id: str, *, algorithm: str) -> str:
         """Commit an upload whose bytes could not be read while open, then hash them: the only re-read.
@@ -644,13 +689,26 @@ class Store:
 
     def _commit_upload_locked(self, name: str, upload_id: str, dgst: digest.Digest) -> None:
         target = paths.blob_data(dgst)
+        item = [paths.blob_dir(dgst)]
+        view = self.fence.view()
         # Deduplicated: when the content exists, claim it for gc's grace period before relying on it;
         # if gc removed it meanwhile, the check after the claim commits our bytes (fresh by themselves).
         if self.driver.size(target) is not None:
             self._claim(dgst)
+            self.fence.settle(view, item)
         if self.driver.size(target) is None:
             self.driver.commit(paths.upload_data(upload_id), target)
         self._link_blob(name, dgst, claim=False)
+        if self.fence.settle(view, item):
+            # A gc in another process may have been removing this blob's directory (its data, or what an
+            # interrupted write left) and its links while we wrote them.
+            if self.driver.size(target) is None:
+                self._purge(upload_id)
+                raise UploadUnknownError(
+                    f"upload {upload_id} was removed by a concurrent garbage collection; upload it again"
+                )
+            if self.driver.size(paths.layer_link(name, dgst)) is None:
+                self._link_blob(name, dgst, claim=False)
         self.driver.delete(paths.upload_dir(upload_id), durable=False)
 
     # ---------------------------------------------------------------------------------- mirrored content
@@ -748,6 +806,7 @@ class Store:
         tags: tuple[str, ...],
         complete: bool = True,
     ) -> PutManifestResult:
+        view = self.fence.view()  # before the first read of what this push relies on (fence.py)
         algorithm = ref.algorithm if isinstance(ref, digest.Digest) else "sha256"
         dgst = digest.of_bytes(data, algorithm=algorithm)
         if isinstance(ref, digest.Digest) and dgst != ref:
@@ -756,18 +815,8 @@ class Store:
             )
         manifest = manifests.parse(data, content_type=content_type)
         self._check_urls(manifest)
-        for blob in manifest.required_blobs() if complete else ():
-            if self.driver.size(paths.layer_link(name, blob)) is None:
-                raise ManifestBlobUnknownError(
-                    f"manifest references blob {blob} unknown to repository {name}",
-                    detail={"digest": str(blob)},
-                )
-        for child in manifest.manifests if complete else ():
-            if self.driver.size(paths.revision_link(name, child.digest)) is None:
-                raise ManifestBlobUnknownError(
-                    f"index references manifest {child.digest} unknown to repository {name}",
-                    detail={"digest": str(child.digest)},
-                )
+        if complete:
+            self._check_references(name, manifest)
         # A manifest pushed while gc runs must keep its blobs: claim them into the grace window.
         for blob in manifest.required_blobs():
             self._claim(blob)
@@ -782,20 +831,69 @@ class Store:
             self.driver.put(paths.blob_data(dgst), data)
         else:
             self._claim(dgst)
+        relied = [paths.blob_dir(b) for b in manifest.required_blobs()]
+        relied += [paths.revision_link(name, c.digest) for c in manifest.manifests]
+        if self.fence.settle(view, [*relied, paths.blob_dir(dgst)]):
+            # A gc in another process was live: what it deleted meanwhile is refused (the client pushes
+            # it again), or, for our own bytes, written again.
+            if complete:
+                self._check_references(name, manifest, data_too=True)
+            if self.driver.size(paths.blob_data(dgst)) is None:
+                self.driver.put(paths.blob_data(dgst), data)
+        all_tags = (*tags, ref) if isinstance(ref, str) else tags
+        self._write_manifest_links(name, dgst, manifest=manifest, size=len(data), tags=all_tags)
+        own = [paths.revision_link(name, dgst), *(paths.tag_link(name, t) for t in all_tags)]
+        if self.fence.settle(view, own):
+            # A retired tag or an untagged revision being collected as we wrote it: write what is gone.
+            self._write_manifest_links(
+                name, dgst, manifest=manifest, size=len(data), tags=all_tags, missing_only=True
+            )
+        return PutManifestResult(digest=dgst, subject=manifest.subject.digest if manifest.subject else None)
+
+    def _check_references(self, name: str, manifest: manifests.Manifest, *, data_too: bool = False) -> None:
+        """ManifestBlobUnknownError unless every blob and child the manifest needs is in `name`."""
+        for blob in manifest.required_blobs():
+            if self.driver.size(paths.layer_link(name, blob)) is None or (
+                data_too and self.driver.size(paths.blob_data(blob)) is None
+            ):
+                raise ManifestBlobUnknownError(
+                    f"manifest references blob {blob} unknown to repository {name}",
+                    detail={"digest": str(blob)},
+                )
+        for child in manifest.manifests:
+            if self.driver.size(paths.revision_link(name, child.digest)) is None:
+                raise ManifestBlobUnknownError(
+                    f"index references manifest {child.digest} unknown to repository {name}",
+                    detail={"digest": str(child.digest)},
+                )
+
+    def _write_manifest_links(
+        self,
+        name: str,
+        dgst: digest.Digest,
+        *,
+        manifest: manifests.Manifest,
+        size: int,
+        tags: tuple[str, ...],
+        missing_only: bool = False,
+    ) -> None:
+        """The revision, the referrer entry and the tags of a stored manifest (`missing_only`: those gone)."""
+
+        def wanted(path: str) -> bool:
+            return not missing_only or self.driver.size(path) is None
+
         # The media type is a cache of what the bytes say (get_manifest re-derives it if a power loss
         # emptied the file); the revision's existence is what must survive.
-        self.driver.put(
-            paths.revision_link(name, dgst), manifest.media_type.encode(), durability=base.Durability.ENTRY
-        )
-        if manifest.subject is not None:
-            descriptor = manifests.referrer_descriptor(manifest=manifest, dgst=dgst, size=len(data))
-            self.driver.put(
-                paths.referrer_link(name, manifest.subject.digest, dgst), json.dumps(descriptor).encode()
-            )
-        all_tags = (*tags, ref) if isinstance(ref, str) else tags
-        for tag in all_tags:
-            self.driver.put(paths.tag_link(name, tag), str(dgst).encode())
-        return PutManifestResult(digest=dgst, subject=manifest.subject.digest if manifest.subject else None)
+        if wanted(revision := paths.revision_link(name, dgst)):
+            self.driver.put(revision, manifest.media_type.encode(), durability=base.Durability.ENTRY)
+        if manifest.subject is not None and wanted(
+            referrer := paths.referrer_link(name, manifest.subject.digest, dgst)
+        ):
+            descriptor = manifests.referrer_descriptor(manifest=manifest, dgst=dgst, size=size)
+            self.driver.put(referrer, json.dumps(descriptor).encode())
+        for tag in tags:
+            if wanted(link := paths.tag_link(name, tag)):
+                self.driver.put(link, str(dgst).encode())
 
     def _check_urls(self, manifest: manifests.Manifest) -> None:
         """Refuse `urls` unless foreign layers are allowed; even then only plain http(s) URLs.

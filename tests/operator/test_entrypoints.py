@@ -21,6 +21,7 @@ def test_settings_have_documented_defaults() -> None:
     assert s.nginx_image == "nginx:1.27-alpine"
     assert s.resync_seconds == 60.0
     assert s.bcrypt_rounds == 12
+    assert s.concurrent_passes == 16
 
 
 def test_settings_come_from_the_environment() -> None:
@@ -31,8 +32,10 @@ def test_settings_come_from_the_environment() -> None:
             "DOCKYARD_RESYNC_SECONDS": "2.5",
             "DOCKYARD_BCRYPT_ROUNDS": "4",
             "DOCKYARD_CLUSTER_DOMAIN": "corp.local",
+            "DOCKYARD_CONCURRENT_PASSES": "3",
         }
     )
+    assert s.concurrent_passes == 3
     assert (s.registry_image, s.nginx_image, s.resync_seconds, s.bcrypt_rounds, s.cluster_domain) == (
         "r:1",
         "n:1",
@@ -54,6 +57,8 @@ def test_node_trust_allowed_hosts_are_a_comma_separated_list_of_patterns() -> No
         {"DOCKYARD_RESYNC_SECONDS": "soon"},
         {"DOCKYARD_RESYNC_SECONDS": "0"},
         {"DOCKYARD_BCRYPT_ROUNDS": "40"},
+        {"DOCKYARD_CONCURRENT_PASSES": "0"},
+        {"DOCKYARD_CONCURRENT_PASSES": "many"},
         {"DOCKYARD_NODE_TRUST_ALLOWED_HOSTS": "corp.example:5000"},
         {"DOCKYARD_NODE_TRUST_ALLOWED_HOSTS": "registry.*.example"},
     ],

@@ -19,6 +19,10 @@ Covers:
   registry's 307 to a presigned bucket URL reaches the client untouched, streamed blob bytes pass through,
   and an X-Accel-Redirect finds no internal location to serve files from;
 - /healthz needs no credentials;
+- the token flow variant: `nginx -t` accepts it; `/token` (query and Authorization intact, no auth
+  subrequest) reaches the registry, its answer passes through, and the auth subrequest carries the Host and
+  scheme the client used (the registry's realm); without the flow there is no /token route and the auth
+  subrequest carries neither;
 - an oversized Authorization header is refused by nginx itself (400) without echoing it and never reaches
   the registry.
 The fake registry is an aiohttp app in the test's event loop; nginx is a subprocess stopped by its PID.
@@ -156,6 +160,22 @@ def test_nginx_accepts_the_object_storage_variant_without_a_data_directory(tmp_p
     assert "absent" not in conf.read_text()
 
 
+def test_nginx_accepts_the_token_flow_variant(tmp_path: pathlib.Path) -> None:
+    conf = tmp_path / "nginx.conf"
+    port = procs.reserve_port()
+    try:
+        text = nginx_configmap.render(
+            nginx=model.Nginx(), paths=_material(tmp_path), listen_port=port.number, token_flow=True
+        )
+        conf.write_text(text)
+        result = _nginx_t(conf, tmp_path)
+    finally:
+        port.release()
+    assert result.returncode == 0, result.stderr
+    assert "location = /token {" in text
+    assert "location = /token" not in nginx_configmap.render(nginx=model.Nginx())
+
+
 def test_the_rendered_tls_settings_allow_only_tls12_ecdhe_aead_suites_and_tls13() -> None:
     text = nginx_configmap.render(nginx=model.Nginx())
     assert "        ssl_protocols TLSv1.2 TLSv1.3;\n" in text
@@ -184,6 +204,7 @@ class FakeRegistry:
 
     def __init__(self) -> None:
         self.auth_requests: list[dict[str, str]] = []
+        self.token_requests: list[tuple[str, dict[str, str]]] = []
         self.uploaded = 0
         # Per proxied request: (method, path, the body-file header it carried or None, that file's bytes
         # or None, its Content-Length header or None)
@@ -242,10 +263,17 @@ class FakeRegistry:
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def token(self, request: web.Request) -> web.Response:
+        self.token_requests.append((request.query_string, dict(request.headers)))
+        if request.headers.get("Authorization") != GOOD:
+            return web.json_response({"errors": [{"code": "UNAUTHORIZED"}]}, status=401)
+        return web.json_response({"token": "t", "access_token": "t"}, headers={"Cache-Control": "no-store"})
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=0, middlewares=[self.record])
         app.router.add_get("/auth", self.auth)
         app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/token", self.token)
         app.router.add_get("/v2/", self.base)
         app.router.add_get("/v2/{repo:.+}/blobs/{digest}", self.blob)
         app.router.add_patch("/v2/{repo:.+}/blobs/uploads/{id}", self.upload)
@@ -291,6 +319,12 @@ async def bucket_front(tmp_path: pathlib.Path) -> AsyncIterator[Front]:
         yield started
 
 
+@pytest.fixture
+async def token_front(tmp_path: pathlib.Path) -> AsyncIterator[Front]:
+    async with _front(tmp_path, limits=nginx_configmap.ClientLimits(), token_flow=True) as started:
+        yield started
+
+
 @contextlib.asynccontextmanager
 async def _front(
     tmp_path: pathlib.Path,
@@ -298,6 +332,7 @@ async def _front(
     limits: nginx_configmap.ClientLimits,
     blobs_from_volume: bool = True,
     body_files: bool = False,
+    token_flow: bool = False,
 ) -> AsyncIterator[Front]:
     registry = FakeRegistry()
     runner = web.AppRunner(registry.app())
@@ -316,6 +351,7 @@ async def _front(
             limits=limits,
             blobs_from_volume=blobs_from_volume,
             body_files=body_files,
+            token_flow=token_flow,
         )
     )
     # As root, nginx would drop its workers to `nobody`, who cannot enter pytest's private temp dir.
@@ -582,3 +618,42 @@ async def test_an_oversized_authorization_header_is_refused_by_nginx_without_ech
     assert response.status == 400
     assert credential[:16].encode() not in body and b"secret" not in body
     assert front.registry.auth_requests == []
+
+
+async def test_token_reaches_the_registry_as_sent_and_its_answer_passes_through(token_front: Front) -> None:
+    response, body = await token_front.request(
+        "GET", "/token?service=demo&scope=repository:team/app:pull,push", headers={"Authorization": GOOD}
+    )
+    assert response.status == 200, body
+    assert json.loads(body)["token"] == "t"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers.getall("Docker-Distribution-API-Version") == ["registry/2.0"]
+    query, headers = token_front.registry.token_requests[-1]
+    assert query == "service=demo&scope=repository:team/app:pull,push"
+    assert headers["Authorization"] == GOOD
+    assert headers["X-Real-IP"] == "127.0.0.1"
+    assert token_front.registry.auth_requests == [], "/token must not go through auth_request"
+    refused, refused_body = await token_front.request("GET", "/token?scope=repository:a:pull")
+    assert refused.status == 401, "the registry's own refusal must reach the client"
+    assert json.loads(refused_body)["errors"][0]["code"] == "UNAUTHORIZED"
+
+
+async def test_with_the_token_flow_the_auth_subrequest_carries_the_clients_host_and_scheme(
+    token_front: Front,
+) -> None:
+    await token_front.request("GET", "/v2/", headers={"Authorization": GOOD})
+    seen = token_front.registry.auth_requests[-1]
+    assert seen["Host"] == token_front.url.removeprefix("https://")
+    assert seen["X-Forwarded-Proto"] == "https"
+
+
+async def test_without_the_token_flow_there_is_no_token_route_and_no_scheme_in_the_subrequest(
+    front: Front,
+) -> None:
+    response, _ = await front.request(
+        "GET", "/token?scope=repository:a:pull", headers={"Authorization": GOOD}
+    )
+    assert response.status == 404
+    assert front.registry.token_requests == []
+    await front.request("GET", "/v2/", headers={"Authorization": GOOD})
+    assert "X-Forwarded-Proto" not in front.registry.auth_requests[-1]

@@ -24,6 +24,7 @@ Covers:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import logging
@@ -709,6 +710,83 @@ async def test_verified_passwords_are_not_bcrypt_checked_again_on_every_pass(
         b"changed-again",
         htpasswd.parse(secret_data(api, N.htpasswd_secret)["htpasswd"].decode())["bob"],
     )
+
+
+async def test_no_more_passes_run_at_once_than_the_setting_allows_and_every_one_runs(
+    api: fakes.FakeKube, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reconciler = reconcile.Reconciler(
+        client=api,  # type: ignore[arg-type]  # duck-typed stand-in
+        config=settings.Settings(bcrypt_rounds=4, registry_image="registry:test", concurrent_passes=2),
+        clock=clock,
+    )
+    running: list[str] = []
+    most = 0
+    done: list[str] = []
+    original = reconciler._pass
+
+    async def observed(body: Any) -> reconcile.Result:
+        nonlocal most
+        running.append(body["metadata"]["name"])
+        most = max(most, len(running))
+        try:
+            return await original(body)
+        finally:
+            running.remove(body["metadata"]["name"])
+            done.append(body["metadata"]["name"])
+
+    monkeypatch.setattr(reconciler, "_pass", observed)
+    names_ = [f"reg-{i}" for i in range(6)]
+    for name in names_:
+        api.put(fakes.registry(name=name, spec={"auth": {"users": [USERS[0]]}}))
+    await asyncio.gather(*(reconciler.reconcile(namespace="ns", name=name) for name in names_))
+    assert most == 2
+    assert sorted(done) == names_
+
+
+async def test_a_password_secret_many_registries_reference_is_bcrypt_hashed_once_per_namespace(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registries created together that share one password Secret wait for one hash instead of each making
+    one; a registry in another namespace (whose Secret happens to hold the same password) gets its own."""
+    calls: list[str] = []
+    original = crypto.reuse_or_hash
+
+    def counting(**kwargs: Any) -> str:
+        calls.append(kwargs["user"])
+        return original(**kwargs)
+
+    monkeypatch.setattr(crypto, "reuse_or_hash", counting)
+    spec = {"auth": {"users": [USERS[0]]}}
+    registries = [("ns", f"reg-{i}") for i in range(5)] + [("other", "reg-0")]
+    api.put(fakes.password_secret("alice-pw", PASSWORDS["alice"], namespace="other"))
+    for namespace, name in registries:
+        api.put(fakes.registry(name=name, namespace=namespace, spec=spec))
+    await asyncio.gather(*(reconciler.reconcile(namespace=ns, name=name) for ns, name in registries))
+    assert calls == ["alice", "alice"]
+    lines = {
+        (ns, name): htpasswd.parse(
+            base64.b64decode(
+                api.obj("Secret", names.Names.of(name).htpasswd_secret, namespace=ns)["data"]["htpasswd"]
+            ).decode()
+        )["alice"]
+        for ns, name in registries
+    }
+    assert len({lines[("ns", f"reg-{i}")] for i in range(5)}) == 1
+    assert lines[("other", "reg-0")] != lines[("ns", "reg-0")]
+    assert all(crypto.verify_password(PASSWORDS["alice"], line) for line in lines.values())
+    api.put(fakes.password_secret("alice-pw", b"alice-changed-pw"))
+    await asyncio.gather(*(reconciler.reconcile(namespace="ns", name=f"reg-{i}") for i in range(5)))
+    assert calls == ["alice", "alice", "alice"]  # the new password is hashed once for all five
+    changed = {
+        htpasswd.parse(
+            base64.b64decode(
+                api.obj("Secret", names.Names.of(f"reg-{i}").htpasswd_secret)["data"]["htpasswd"]
+            ).decode()
+        )["alice"]
+        for i in range(5)
+    }
+    assert len(changed) == 1 and crypto.verify_password(b"alice-changed-pw", changed.pop())
 
 
 @pytest.mark.parametrize("deleted", [N.tls_secret, N.ca_secret])

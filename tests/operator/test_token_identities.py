@@ -9,9 +9,11 @@ accepted by the registry's own parsers (the operator/registry contract); the Sec
 without them renders exactly as before (same config hash: no roll on upgrade); no token in any of it.
 Short-lived pull secrets: a token is the same within a half-lifetime window (no churn) and new after it;
 the operator's minted token verifies in the registry as pull on the user's globs; `token.key` and
-`--token-key` appear only with a key; tokenLifetime is bounded (10m to 744h). Issuer status from the
-pods' /status: per issuer the report of a pod that reached it, the unreachable ones named (Degraded
-IssuerUnreachable), none from a registry that reports none.
+`--token-key` appear only with a key; with ServiceAccount or OIDC identities the registry offers the token
+flow behind nginx (`--token-realm /token`, nginx's `/token` route, a token key made and kept so replicas
+accept each other's tokens), and without them none of it; tokenLifetime is bounded (10m to 744h). Issuer
+status from the pods' /status: per issuer the report of a pod that reached it, the unreachable ones named
+(Degraded IssuerUnreachable), none from a registry that reports none.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import yaml
 
 from dockyard_common import regtoken
 from dockyard_operator import model, observations
-from dockyard_operator.builders import deployment, htpasswd_secret
+from dockyard_operator.builders import deployment, htpasswd_secret, nginx_configmap
+from dockyard_operator.reconcile import credentials
 from dockyard_registry import auth, identity, tokens
 from tests.operator.test_builders import container, decoded, make_inputs, mounts, volumes
 
@@ -100,8 +103,32 @@ def test_a_spec_without_tokens_renders_as_before() -> None:
     assert set(decoded(htpasswd_secret.build(i))) == {"htpasswd", "access.yaml"}
     dep = deployment.build(i)
     assert "--identities" not in container(dep, "registry")["args"]
+    assert "--token-realm" not in container(dep, "registry")["args"]
+    assert "location = /token" not in nginx_configmap.render_for(i)
     assert "kube-identity" not in volumes(dep)
     assert "serviceAccounts" not in yaml.safe_load(i.access_yaml)
+
+
+@pytest.mark.parametrize("spec", [SPEC, {"auth": {"oidc": SPEC["auth"]["oidc"]}}])
+def test_identities_turn_on_the_token_flow_with_a_realm_path_nginx_routes(spec: dict[str, Any]) -> None:
+    i = make_inputs(spec, token_key="cd" * 32)
+    args = container(deployment.build(i), "registry")["args"]
+    assert args[args.index("--token-realm") + 1] == "/token"
+    assert args[args.index("--token-key") + 1] == f"{deployment.AUTH_DIR}/token.key"
+    conf = nginx_configmap.render_for(i)
+    assert "location = /token {" in conf
+    assert "proxy_set_header X-Forwarded-Proto $scheme;" in conf
+    # The registry's own parser takes the realm the operator passes.
+    assert tokens.valid_realm(nginx_configmap.TOKEN_PATH)
+
+
+def test_the_token_key_is_made_for_the_token_flow_and_kept_once_made() -> None:
+    assert credentials.token_key(model.parse_spec({}), None) == ""
+    flow = model.parse_spec({"auth": {"oidc": SPEC["auth"]["oidc"]}})
+    made = credentials.token_key(flow, None)
+    assert len(made) == 64
+    assert credentials.token_key(flow, {htpasswd_secret.TOKEN_KEY_FILE: made.encode()}) == made
+    assert credentials.token_key(flow, None) != made, "a key is random, never derived"
 
 
 def test_a_custom_audience_is_used() -> None:

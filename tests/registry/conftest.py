@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from aiohttp import test_utils
 
-from dockyard_registry import app, auth, state, store
+from dockyard_registry import app, auth, fence, state, store
 from dockyard_registry.storage import base, filesystem, memory
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -42,6 +42,13 @@ class Clock:
 
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def _no_fence_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stores in these tests trust no cached "no gc run" view, so gc needs no wait before deleting (the
+    fence's own tests, tests/registry/test_gc_fence.py, give their stores a cache to exercise it)."""
+    monkeypatch.setattr(fence, "DEFAULT_CACHE", 0.0)
 
 
 @pytest.fixture(params=["memory", "filesystem"])

@@ -78,6 +78,8 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str], *, stdin: str = "")
         (["serve", "--data-dir", "D", "--tls-cert", "none.crt", "--tls-key", "none.key"], "cannot load TLS"),
         (["serve", "--data-dir", "D/file"], "not a directory"),
         (["serve", "--data-dir", "D", "--trusted-proxy", "nginx"], "invalid address or CIDR block"),
+        (["serve", "--data-dir", "D", "--token-realm", "token"], "an http(s) URL or a path"),
+        (["serve", "--data-dir", "D", "--token-realm", '/t"oken'], "an http(s) URL or a path"),
         (
             ["serve", "--data-dir", "D", "--trusted-proxy", "none", "--trusted-proxy", "::1"],
             "cannot be combined",

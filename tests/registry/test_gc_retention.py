@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard_registry import cli, digest, fsck, gc, paths, retention, store
+from dockyard_registry import cli, digest, fsck, gc, paths, retention, store, sweep
 from dockyard_registry.storage import base, filesystem
 from tests.registry.conftest import OCI_INDEX, OCI_MANIFEST, Image, make_image, make_manifest, sha256
 from tests.registry.test_gc_fsck import age, push
@@ -364,14 +364,14 @@ async def test_a_manifest_pushed_between_mark_and_sweep_keeps_its_old_blobs(
     await push(st, "r", image.config)
     await push(st, "r", image.layer)
     age_everything(driver, st, 2 * HOUR)  # uploaded long ago, referenced by nothing yet
-    links = gc.layer_links
+    links = sweep.layer_links
 
     def push_then_list(s: store.Store) -> dict[digest.Digest, list[str]]:
         # The client pushes the manifest after gc marked (nothing) and before it sweeps.
         s.put_manifest("r", "v1", data=image.manifest, content_type=OCI_MANIFEST)
         return links(s)
 
-    monkeypatch.setattr(gc, "layer_links", push_then_list)
+    monkeypatch.setattr(sweep, "layer_links", push_then_list)  # read at the start of the sweep
     report = gc.collect(st, grace=HOUR, dry_run=False, delete_untagged=True)
     assert report.blobs == []
     assert st.get_manifest("r", "v1").data == image.manifest

@@ -4,7 +4,9 @@ Covers: an in-test OIDC issuer (own RSA/EC keys, discovery and JWKS over real HT
 map to `system:serviceaccount:<ns>:<name>` (Kubernetes kind) or a claim-mapped user and groups (OIDC kind);
 each refusal names its check: expired, not yet valid, wrong audience, unknown issuer, tampered payload (bad
 signature), `alg: none` and HMAC with the public key, unknown `kid`; an unknown `kid` refreshes the JWKS
-(key rotation) at most once per interval; keys and verified tokens are cached (no fetch per request); keys
+(key rotation) at most once per interval; a key the issuer dropped stops verifying, remembered tokens
+included, at the next scheduled refresh (keyRefreshSeconds) and not before; keys and verified tokens are
+cached (no fetch per request); keys
 can be read ahead of any token, and each issuer's status says whether it was reachable, how many keys it has
 and the last error; the identities file and the access file's `serviceAccounts`/`oidc` rules parse, with
 clear errors, and render back; over HTTP: a token as Basic password or Bearer pushes and pulls within its
@@ -232,6 +234,40 @@ async def test_a_rotated_key_verifies_after_one_refresh_and_ec_keys_work(issuer:
     assert issuer.jwks_requests == 2
 
 
+async def test_a_dropped_key_stops_verifying_remembered_tokens_at_the_next_scheduled_refresh(
+    issuer: Issuer,
+) -> None:
+    clock = conftest.Clock()
+    config = identity.Issuer(
+        name="test", kind="kubernetes", url=issuer.url, audience=AUDIENCE, key_refresh_seconds=60
+    )
+    check = identity.TokenVerifier([config], issuers.HttpFetcher(), clock=clock)
+    keys = check.keysets["test"]
+    old = sa_token(issuer)
+    await check.verify(old)
+    assert keys.seconds_until_due() == 60
+    issuer.add_key("k2")
+    issuer.published.remove("k1")  # the issuer's last rotation step: the old key is no longer published
+    clock.advance(30)
+    await keys.warm()  # not due yet: nothing is read, the old key still verifies (the stated bound)
+    assert issuer.jwks_requests == 1
+    assert (await check.verify(old)).service_account == "builder"
+    clock.advance(30)
+    assert keys.seconds_until_due() == 0
+    await keys.warm()
+    assert issuer.jwks_requests == 2
+    with pytest.raises(identity.TokenError) as err:
+        await check.verify(old)  # remembered as verified, but its key is gone
+    assert err.value.check == "unknown key"
+    assert (await check.verify(sa_token(issuer, kid="k2"))).service_account == "builder"
+
+
+async def test_a_short_key_refresh_also_shortens_the_unknown_kid_interval(issuer: Issuer) -> None:
+    config = identity.Issuer(name="t", kind="oidc", url=issuer.url, audience=AUDIENCE, key_refresh_seconds=5)
+    keys = identity.TokenVerifier([config], issuers.HttpFetcher(), min_refresh_seconds=30).keysets["t"]
+    assert (keys.max_age_seconds, keys.min_refresh_seconds) == (5, 5)
+
+
 async def test_verified_tokens_and_keys_are_cached_no_fetch_per_request(issuer: Issuer) -> None:
     check = verifier(issuer, kind="kubernetes")
     tokens = [sa_token(issuer, name=f"sa{i}") for i in range(5)]
@@ -287,9 +323,11 @@ issuers:
   url: https://dex.example
   audience: dockyard
   claims: {user: email, groups: groups}
+  keyRefreshSeconds: 120
 """
     )
     k8s, dex = issuers_
+    assert (k8s.key_refresh_seconds, dex.key_refresh_seconds) == (600.0, 120.0)
     assert k8s.discovery_url == "https://kubernetes.default.svc/.well-known/openid-configuration"
     assert k8s.jwks_url(f"{K8S}/openid/v1/jwks") == "https://kubernetes.default.svc/openid/v1/jwks"
     assert (k8s.token_review, k8s.review_cache_seconds) == (True, 30.0)
@@ -310,6 +348,8 @@ issuers:
             "same name",
         ),
         ("nope: 1", "issuers"),
+        ("issuers: [{name: a, url: https://x, audience: r, keyRefreshSeconds: 0}]", "keyRefreshSeconds"),
+        ("issuers: [{name: a, url: https://x, audience: r, keyRefreshSeconds: soon}]", "keyRefreshSeconds"),
     ],
 )
 def test_identities_file_errors_name_the_entry(text: str, message: str) -> None:

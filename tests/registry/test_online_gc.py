@@ -120,6 +120,28 @@ async def test_a_run_writes_its_status_file_and_keeps_totals(tmp_path: Path) -> 
     assert again.last == status
 
 
+async def test_a_replica_whose_peer_is_collecting_skips_its_run_and_keeps_its_last_status(
+    tmp_path: Path,
+) -> None:
+    """Replicas on one bucket share a schedule: the one whose run started later leaves the work (and the
+    report the operator shows) to the other (gc fence, fence.py)."""
+    driver = filesystem.FilesystemDriver(tmp_path / "data")
+    st, peer = store.Store(driver), store.Store(driver)  # two replicas on the same storage
+    await push_image(st, "r", make_image("old"), tag=None)
+    age_everything(driver, st, 2 * HOUR)
+    status_file = tmp_path / "status" / "gc.json"
+    settings = maintenance.GcSettings(schedule=schedule.parse("@daily"), grace=HOUR, delete_untagged=True)
+    runner = maintenance.GcRunner(st, settings, status_file=status_file)
+    collecting = peer.fence.begin()
+
+    assert runner.run_once() == {}  # nothing to report: the peer's status has the run
+    assert runner.last is None and not status_file.exists()
+    assert st.get_manifest("r", digest.parse(make_image("old").digest)).data == make_image("old").manifest
+    collecting.end()
+    status = runner.run_once()
+    assert status["manifestsDeleted"] == 1 and status["deferredTo"] is None
+
+
 async def test_a_retention_file_broken_after_start_keeps_the_last_good_rules(tmp_path: Path) -> None:
     driver = filesystem.FilesystemDriver(tmp_path / "data")
     st = store.Store(driver)

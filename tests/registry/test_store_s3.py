@@ -5,7 +5,9 @@ redirect URLs are presigned and fetch the blob, and none when redirects are off;
 to two stores (two replicas) on the same bucket completes, its bytes hashed once committed; with a wrong
 digest such an upload is refused and gone; a chunk that fails midway is rolled back; a manifest push,
 fsck clean afterwards; gc removes an unreferenced blob and keeps the referenced ones; the facade refuses
-to shorten an upload to anything but where its writer opened it.
+to shorten an upload to anything but where its writer opened it; an upload whose multipart upload the
+bucket aborted (a lifecycle rule, a server that restarted) is unknown and gone, and what was stored
+stays; an endpoint that refuses connections is StorageUnavailableError (the HTTP edge's retryable 503).
 """
 
 from __future__ import annotations
@@ -190,3 +192,50 @@ def test_the_facade_refuses_to_shorten_an_upload_elsewhere(
     writer.truncate(0)
     writer.close()
     assert driver.size(paths.upload_data("0" * 32)) == 0
+
+
+async def test_an_upload_whose_multipart_upload_the_bucket_aborted_is_unknown_and_gone(
+    s3_server: s3server.S3Server, config: s3.S3Config, open_driver: list[blocking.BlockingS3Driver]
+) -> None:
+    from botocore.session import get_session
+
+    st = _store(config, open_driver)
+    kept = await _push(st, "r", b"stored before")
+    upload = st.start_upload("r")
+    await st.write_chunk("r", upload, body=_body(b"a" * 100_000), start=0)  # one 64 KiB part and a tail
+    client = get_session().create_client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=s3server.ACCESS_KEY,
+        aws_secret_access_key=s3server.SECRET_KEY,
+    )
+    prefix = f"{config.prefix}/"
+    for found in client.list_multipart_uploads(Bucket=s3_server.bucket).get("Uploads", []):
+        if found["Key"].startswith(prefix):  # what a lifecycle rule or a restarted server does
+            client.abort_multipart_upload(
+                Bucket=s3_server.bucket, Key=found["Key"], UploadId=found["UploadId"]
+            )
+    client.close()
+
+    with pytest.raises(store.UploadUnknownError, match="lost by the storage backend"):
+        await st.write_chunk("r", upload, body=_body(b"b" * 100_000), start=100_000)
+    with pytest.raises(store.UploadUnknownError):
+        st.upload_size("r", upload)
+    assert st.read_blob(kept) == b"stored before"
+
+
+def test_an_unreachable_endpoint_is_storage_unavailable(config: s3.S3Config) -> None:
+    from tests.support import procs
+
+    closed = procs.reserve_port()  # reserved, never listening: connections are refused
+    try:
+        dead = dataclasses.replace(config, endpoint=f"http://127.0.0.1:{closed.number}")
+        driver = blocking.BlockingS3Driver.start(dead)
+        try:
+            with pytest.raises(store.StorageUnavailableError, match="unreachable"):
+                driver.get("anything")
+        finally:
+            driver.close()
+    finally:
+        closed.release()

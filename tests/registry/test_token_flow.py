@@ -2,10 +2,11 @@
 
 Covers: scope parsing (several scopes, `*`, other resource types ignored, malformed refused); with
 `token_realm` a 401 challenges `Bearer realm=...,service=...,scope="repository:<name>:<actions>"`; a client
-following the challenge (Basic credentials or a ServiceAccount-style JWT at /token) gets a token granting
-only what its rules allow and cannot exchange it for a fresh one, pushes and pulls with it, and is refused
-(403) outside its grants; an anonymous caller gets a token with no grants (anonymous pull off); a forged,
-expired or foreign-service token is 401 naming why; without the flow configured `/token` is 404 and
+following the challenge (Basic credentials or a ServiceAccount-style JWT at /token) gets a token granting only
+what its rules allow and cannot exchange it for a fresh or wider one (it gets the same token back, as a
+short-lived pull secret's token does when containerd follows the challenge with it), pushes and pulls with it,
+and is refused (403) outside its grants; an anonymous caller gets a token with no grants (anonymous pull off);
+a forged, expired or foreign-service token is 401 naming why; without the flow configured `/token` is 404 and
 challenges stay Basic; a minted token whose grants are repository globs (what a short-lived pull secret
 carries) works as a Basic password.
 """
@@ -47,9 +48,15 @@ def test_a_token_verifies_only_with_its_key_service_and_lifetime() -> None:
         other_key.verify(token)
     other_service = tokens.RegistryTokens(service="other", key=b"k" * 32, wall=clock)
     assert not other_service.owns(token)
+    assert issuer.verify(token) == tokens.Verified("alice", (tokens.Grant("a", frozenset({"pull"})),))
     clock.advance(61)
     with pytest.raises(tokens.RegistryTokenError, match="expired"):
+        issuer.verify(token)  # remembered as verified, but not beyond its exp
+    with pytest.raises(tokens.RegistryTokenError, match="expired"):
         issuer.verify(token)
+    tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    with pytest.raises(tokens.RegistryTokenError):
+        issuer.verify(tampered)
 
 
 @pytest.fixture
@@ -92,7 +99,14 @@ async def test_a_client_following_the_bearer_challenge_pushes_and_pulls_within_i
     assert (await flow.client.get("/v2/team/app/manifests/latest", headers=bearer)).status == 200
     assert (await flow.client.get("/v2/", headers=bearer)).status == 200
     renewed = await flow.client.get("/token", params={"scope": "repository:team/app:pull"}, headers=bearer)
-    assert renewed.status == 401, "a registry token must not be exchanged for a fresh one"
+    assert renewed.status == 200, "a client following the challenge with a registry token must get one"
+    again = await renewed.json()
+    assert again["token"] == answer["token"], "a registry token must not be exchanged for a fresh one"
+    assert again["expires_in"] <= answer["expires_in"]
+    wider = await flow.client.get(
+        "/token", params={"scope": "repository:team/app:delete"}, headers=basic("x", answer["token"])
+    )
+    assert (await wider.json())["token"] == answer["token"], "asking for more must not widen a token"
     denied = await flow.client.delete("/v2/team/app/manifests/latest", headers=bearer)
     assert denied.status == 403
     other = await flow.client.get("/v2/team/other/tags/list", headers=bearer)
@@ -151,3 +165,61 @@ async def test_a_minted_token_with_repository_globs_is_a_basic_password_for_pull
     assert (await reg.client.get("/v2/other/x/tags/list", headers=basic("pull", pull))).status == 403
     pushed = await reg.client.post("/v2/team/a/b/blobs/uploads/", headers=basic("pull", pull))
     assert pushed.status == 403
+
+
+@pytest.mark.parametrize(
+    ("realm", "valid"),
+    [
+        ("https://registry.example/token", True),
+        ("/token", True),
+        ("token", False),
+        ('https://x/"token', False),
+        ("/to ken", False),
+        ('/token"', False),
+        ("ftp://x/token", False),
+    ],
+)
+def test_a_token_realm_is_an_http_url_or_a_plain_path(realm: str, valid: bool) -> None:
+    assert tokens.valid_realm(realm) is valid
+
+
+def test_a_realm_path_is_resolved_on_the_clients_host_and_a_bad_host_gives_none() -> None:
+    assert tokens.realm_for("https://fixed/token", host="other:1", scheme="http") == "https://fixed/token"
+    assert tokens.realm_for("/token", host="demo.team-a.svc:5443", scheme="https") == (
+        "https://demo.team-a.svc:5443/token"
+    )
+    assert tokens.realm_for("/token", host="[::1]:5443", scheme="https") == "https://[::1]:5443/token"
+    for bad in (None, "", 'evil",x="', "a b", "host/path", "-lead"):
+        assert tokens.realm_for("/token", host=bad, scheme="https") is None
+    assert tokens.realm_for("/token", host="ok", scheme="javascript") is None
+
+
+async def _challenge(reg: conftest.Registry, headers: dict[str, str]) -> str:
+    resp = await reg.client.get("/v2/team/app/tags/list", headers=headers)
+    assert resp.status == 401
+    return resp.headers["WWW-Authenticate"]
+
+
+async def test_a_realm_path_challenges_with_the_host_the_client_used_and_a_trusted_proxys_scheme(
+    make_client: conftest.ClientFactory, tmp_path: Path
+) -> None:
+    authn = auth.Authenticator(
+        htpasswd=tmp_path / "none", access=None, registry_tokens=tokens.RegistryTokens(service="dockyard")
+    )
+    reg = await make_client(authenticator=authn, token_realm="/token")
+    name = await _challenge(reg, {"Host": "demo.team-a.svc:5443"})
+    assert (
+        name
+        == 'Bearer realm="http://demo.team-a.svc:5443/token",service="dockyard",scope="repository:team/app:pull"'
+    )
+    # The test client connects from loopback, a trusted proxy by default: its X-Forwarded-Proto counts.
+    proxied = await _challenge(reg, {"Host": "registry.example", "X-Forwarded-Proto": "https"})
+    assert proxied.startswith('Bearer realm="https://registry.example/token",')
+    # A Host that could shape the header gets the Basic challenge (Basic credentials still work).
+    assert (await _challenge(reg, {"Host": 'x",realm="https://evil'})) == 'Basic realm="dockyard"'
+
+    untrusting = await make_client(authenticator=authn, token_realm="/token", trusted_proxies=())
+    direct = await _challenge(untrusting, {"Host": "registry.example", "X-Forwarded-Proto": "https"})
+    assert direct.startswith('Bearer realm="http://registry.example/token",'), (
+        "an untrusted peer set the scheme"
+    )

@@ -5,8 +5,9 @@ key), the three processes (on loopback ports reserved for the plane's lifetime w
 `procs.reserve_port`, stopped by their own PIDs in reverse order), the admin kubeconfig, client
 certificate and ServiceAccount token kubeconfigs, a `kubectl` runner, an API GET helper, the audit
 log reader, the two jobs of the missing node components that tests play (`mark_pods_ready`,
-`provide_volume`), and `eventually()`, the one bounded polling helper tests
-use instead of sleeps.
+`provide_volume`), the two steps of a ServiceAccount signing key rotation (`rotate_service_account_key`,
+`publish_only_the_signing_key`: restarts of kube-apiserver), and `eventually()`, the one bounded polling
+helper tests use instead of sleeps.
 
 Must not: know anything about Dockyard (the operator fixture lives in the tests that need it),
 leave a process or a temp dir behind (also when startup fails halfway), download anything, or
@@ -48,7 +49,8 @@ from tests.support import procs
 T = TypeVar("T")
 
 START_TIMEOUT = 90.0
-SERVICE_CIDR = "10.0.0.0/24"
+# Room for the operator bench: 1,000 registries have two Services each (a /24 ran out after ~127).
+SERVICE_CIDR = "10.0.0.0/16"
 # Controllers the tests rely on: ownerReference GC, Deployment -> ReplicaSet -> Pod, namespace
 # deletion, the `default` ServiceAccount (Pod admission needs it), `kube-root-ca.crt`, DaemonSets,
 # binding PersistentVolumeClaims to PersistentVolumes a test creates (there is no provisioner), and
@@ -411,6 +413,35 @@ class ControlPlane:
         new = procs.Process(name="kube-apiserver", argv=self._apiserver_argv, log=old.log)
         self.processes[self.processes.index(old)] = new
         self._wait_http(new, f"{self.server}/readyz", tls=True)
+
+    def rotate_service_account_key(self) -> None:
+        """The first step of a ServiceAccount key rotation: kube-apiserver restarted signing with a fresh key
+        (`sa-<n>.key`) and publishing it (`--service-account-key-file`, hence in its JWKS) beside every key
+        published so far, so tokens signed before stay valid."""
+        n = len(list(self.pki.glob("sa-*.key"))) + 1
+        key = _key()
+        _write_key(self.pki / f"sa-{n}.key", key)
+        (self.pki / f"sa-{n}.pub").write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        signing = "--service-account-signing-key-file="
+        self._apiserver_argv = [
+            *(a for a in self._apiserver_argv if not a.startswith(signing)),
+            f"--service-account-key-file={self.pki / f'sa-{n}.pub'}",
+            f"{signing}{self.pki / f'sa-{n}.key'}",
+        ]
+        self.restart_apiserver()
+
+    def publish_only_the_signing_key(self) -> None:
+        """The last step of a rotation: kube-apiserver restarted publishing only its current signing key."""
+        signing = next(a for a in self._apiserver_argv if a.startswith("--service-account-signing-key-file="))
+        current = signing.split("=", 1)[1].removesuffix(".key") + ".pub"
+        self._apiserver_argv = [
+            a for a in self._apiserver_argv if not a.startswith("--service-account-key-file=")
+        ] + [f"--service-account-key-file={current}"]
+        self.restart_apiserver()
 
     def _start_controller_manager(self) -> None:
         kcm = self._spawn(

@@ -6,7 +6,9 @@ ListObjectsV2, path-style and virtual-hosted buckets) that builds in about a min
 proxy with `go install`. It runs on its memory backend, so objects do not survive a server restart: its
 bolt (file) backend dies copying a completed multipart upload (what every chunked push's commit does) and
 its `fs` backend answers NoSuchBucket when listing a missing prefix. It checks no signatures, so presigned
-URLs are tested for shape and by fetching them, not for their authorization.
+URLs are tested for shape and by fetching them, not for their authorization. `S3Server.restart()` stops
+it and starts it again on the same port (empty: the memory backend keeps nothing), for the tests of a
+server restarted mid-push.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ class S3Server:
     endpoint: str
     bucket: str
     process: procs.Process
+
+    def restart(self) -> None:
+        """Stop the server (SIGTERM) and start it again on the same port. On the memory backend the
+        bucket comes back empty: every object and every multipart upload is gone."""
+        self.process.stop()
+        self.process = procs.Process(name=self.process.name, argv=self.process.argv, log=self.process.log)
+        procs.wait_http(self.endpoint + "/", watch=[self.process], timeout=30)
 
 
 def available() -> str | None:
@@ -57,11 +66,11 @@ def running(tmp: Path, *, bucket: str = "dockyard") -> Iterator[S3Server]:
             "-quiet",
         ],
         log=tmp / "gofakes3.log",
-        ports=[port],
     )
+    server = S3Server(endpoint=f"http://127.0.0.1:{port.number}", bucket=bucket, process=proc)
     try:
-        endpoint = f"http://127.0.0.1:{port.number}"
-        procs.wait_http(endpoint + "/", watch=[proc], timeout=30)
-        yield S3Server(endpoint=endpoint, bucket=bucket, process=proc)
+        procs.wait_http(server.endpoint + "/", watch=[proc], timeout=30)
+        yield server
     finally:
-        proc.stop()
+        server.process.stop()
+        port.release()  # held across restarts

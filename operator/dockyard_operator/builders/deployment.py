@@ -77,6 +77,9 @@ def registry_args(inputs: inputs_mod.Inputs) -> list[str]:
         args += ["--identities", f"{AUTH_DIR}/{htpasswd_secret.IDENTITIES_FILE}"]
     if inputs.token_key:
         args += ["--token-key", f"{AUTH_DIR}/{htpasswd_secret.TOKEN_KEY_FILE}"]
+    if inputs.spec.auth.token_flow:
+        # A path: the registry names /token on whichever host the client reached nginx by.
+        args += ["--token-realm", nginx_configmap.TOKEN_PATH]
     args += ["--realm", inputs.registry]
     args += ["--metrics-listen", f"0.0.0.0:{names.METRICS_PORT}"]
     args += ["--storage-max-fill", str(inputs.spec.storage.max_fill_percent)]

@@ -72,9 +72,10 @@ class Inputs:
     object_storage: ObjectStorage | None = None
     """Set with spec.storage.s3, once its credentials Secret (and CA, if any) were found usable."""
     operator_namespace: str = "dockyard-system"
-    token_key: str = ""
-    """The registry token key (short-lived pull secrets); "" when none is used."""
     """The operator's namespace: its NetworkPolicy rule lets it read the registry's /status."""
+    token_key: str = ""
+    """The registry token key (short-lived pull secrets, the token flow's tokens shared by replicas); ""
+    when none is used."""
 
 
 def digest(*parts: str | bytes) -> str:

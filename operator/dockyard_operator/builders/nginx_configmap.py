@@ -7,6 +7,11 @@ from the storage volume when the registry answers with `X-Accel-Redirect` (sendf
 never copies blob bytes). With object storage there is no volume to serve from: that variant
 (`blobs_from_volume=False`) has no internal blob location, and blob GETs are the registry's answer as is
 (a 307 to a presigned bucket URL, which passes through untouched, or the streamed bytes).
+With the Docker token flow on (`token_flow=True`: the spec accepts ServiceAccount or OIDC tokens), `/token`
+is proxied to the registry as is (it checks credentials itself; same per-client limits as `/v2/`), and the
+auth subrequest carries the client's Host and scheme, from which the registry builds the challenge's realm
+(`Bearer realm="https://<the host the client used>/token"`): one config serves every name the registry is
+reached by (Service DNS names, an Ingress host, a node port).
 Its own 401/403 answers carry `Docker-Distribution-API-Version` and an OCI error body, which
 `docker login` needs (distribution #397).
 
@@ -37,6 +42,7 @@ DATA_DIR = "/var/lib/registry"
 CACHE_DIR = "/var/cache/nginx"
 TMP_DIR = "/tmp"  # noqa: S108  # an emptyDir mount inside the pod
 BLOB_PREFIX = "/_dockyard_blobs/"
+TOKEN_PATH = "/token"  # noqa: S105  # a URL path: the registry's Docker token endpoint (`--token-realm`)
 UPSTREAM = "127.0.0.1:5000"
 LISTEN_PORT = 5443
 BODY_BUFFER = "1m"  # nginx's write size for upload bodies it writes to files (see render's body_files)
@@ -106,10 +112,12 @@ def render(
     limits: ClientLimits = ClientLimits(),  # frozen dataclass: a safe default
     blobs_from_volume: bool = True,
     body_files: bool = False,
+    token_flow: bool = False,
 ) -> str:
     """The complete nginx.conf for the sidecar; `blobs_from_volume=False` for a registry whose blobs are
     not on a volume nginx can read (object storage). `body_files=True` (with a volume only; the registry
-    must then run with `--body-file-dir paths.body_dir`): blob upload bodies go to files on the volume."""
+    must then run with `--body-file-dir paths.body_dir`): blob upload bodies go to files on the volume.
+    `token_flow` routes the Docker token endpoint."""
     data_dir = paths.data_dir.rstrip("/") + "/"
     blob_location = (
         f"""
@@ -151,6 +159,31 @@ def render(
             }}
 """
         if blobs_from_volume and body_files
+        else ""
+    )
+    token_location = (
+        f"""
+        # The Docker token flow: the registry checks the credentials itself (no auth_request) and answers
+        # a short registry token; the same per-client limits as /v2/.
+        location = {TOKEN_PATH} {{
+            limit_req zone=dockyard_requests burst={limits.burst} nodelay;
+            limit_conn dockyard_connections {limits.connections};
+            error_page 429 = @dockyard_too_many;
+            error_page 500 502 503 504 = @dockyard_unavailable;
+            proxy_pass http://dockyard_registry;
+            {api_version_header}
+        }}
+"""
+        if token_flow
+        else ""
+    )
+    # The challenge's realm is /token on the host and scheme the client used (only with the token flow:
+    # other registries' config, and so their pods, stay as they were).
+    realm_headers = (
+        """
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-Proto $scheme;"""
+        if token_flow
         else ""
     )
     return f"""\
@@ -258,10 +291,10 @@ http {{
             proxy_set_header X-Real-IP $remote_addr;
             proxy_set_header X-Original-URI $request_uri;
             proxy_set_header X-Original-Method $request_method;
-            proxy_set_header Authorization $http_authorization;
+            proxy_set_header Authorization $http_authorization;{realm_headers}
             proxy_set_header {bodyfile.HEADER} "";
         }}
-
+{token_location}
         location @dockyard_unauthorized {{
             default_type application/json;
             add_header Docker-Distribution-API-Version registry/2.0 always;
@@ -323,9 +356,15 @@ def _indented(lines: str, spaces: int) -> str:
 
 def render_for(inputs: inputs_mod.Inputs) -> str:
     """The sidecar's config for this registry: blobs from the volume unless they live in a bucket, and
-    then upload bodies written to files on that volume too."""
+    then upload bodies written to files on that volume too; /token when the registry offers the token
+    flow."""
     on_volume = inputs.spec.storage.kind != "s3"
-    return render(nginx=inputs.spec.nginx, blobs_from_volume=on_volume, body_files=on_volume)
+    return render(
+        nginx=inputs.spec.nginx,
+        blobs_from_volume=on_volume,
+        body_files=on_volume,
+        token_flow=inputs.spec.auth.token_flow,
+    )
 
 
 def build(inputs: inputs_mod.Inputs) -> dict[str, Any]:

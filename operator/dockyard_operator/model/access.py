@@ -153,6 +153,12 @@ class Auth(ApiModel):
     oidc: Annotated[list[OidcIssuer], pydantic.Field(max_length=8)] = []
     """External OIDC issuers whose ID tokens are passwords, per their rules."""
 
+    @property
+    def token_flow(self) -> bool:
+        """Whether the registry offers the Docker token (Bearer) flow: whenever it accepts ServiceAccount or
+        OIDC tokens, so clients that follow a Bearer challenge get a registry token for them at /token."""
+        return self.service_accounts is not None or bool(self.oidc)
+
     @pydantic.model_validator(mode="after")
     def _unique_names(self) -> Auth:
         seen: set[str] = set()

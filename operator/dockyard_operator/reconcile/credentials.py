@@ -3,7 +3,10 @@
 Owns: reading each user's password Secret (a missing Secret or key, or an unusable password, blocks the pass
 with a problem naming it), reusing the bcrypt hash already in `<registry>-htpasswd` when the password still
 verifies, and the cache of passwords already proven to match their hash: bcrypt costs as much to verify as to
-hash, and the periodic resync would otherwise pay it for every user of every registry on every pass.
+hash, and the periodic resync would otherwise pay it for every user of every registry on every pass. A
+password Secret that many registries (or users) of one namespace reference is hashed once: the hash made for
+that very Secret key and password is reused, so their htpasswd lines are equal, which tells a reader nothing
+their specs do not already say.
 Must not: put a password anywhere but into bcrypt, or write anything (the children step writes the Secret).
 """
 
@@ -14,7 +17,7 @@ import hmac
 import secrets
 
 from dockyard_common import htpasswd
-from dockyard_operator import crypto, settings
+from dockyard_operator import crypto, model, settings
 from dockyard_operator.builders import htpasswd_secret
 from dockyard_operator.conditions import Reason
 from dockyard_operator.reconcile import context
@@ -30,12 +33,16 @@ class Credentials:
         # process, so the tags are useless to anyone reading memory dumps without it).
         self._cache_key = cache_key if cache_key is not None else secrets.token_bytes(32)
         self._verified: dict[tuple[str, str, str], tuple[bytes, str]] = {}
+        # (namespace, Secret, key) -> (tag of its password, a hash proven to match it): one bcrypt per
+        # password Secret, not per registry referencing it. One entry per Secret key, replaced on change.
+        self._shared: dict[tuple[str, str, str], tuple[bytes, str]] = {}
+        self._hashing: dict[tuple[str, str, str], asyncio.Lock] = {}
 
     async def users(self, run: context.Pass) -> context.Users:
         """(htpasswd, access.yaml); raises `context.Blocked` naming every unusable password."""
         problems: list[context.Problem] = []
         read: dict[str, dict[str, bytes] | None] = {}
-        passwords: dict[str, bytes] = {}
+        passwords: dict[str, tuple[tuple[str, str, str], bytes]] = {}
         for user in run.spec.auth.users:
             ref = user.password_secret_ref
             if ref.name not in read:
@@ -66,7 +73,7 @@ class Credentials:
                     )
                 )
                 continue
-            passwords[user.name] = data[ref.key]
+            passwords[user.name] = ((run.namespace, ref.name, ref.key), data[ref.key])
         if problems:
             raise context.Blocked(problems)
         current = context.decode(
@@ -74,20 +81,15 @@ class Credentials:
         )
         existing = htpasswd.parse((current or {}).get("htpasswd", b"").decode("utf-8", "replace"))
         hashes: dict[str, str] = {}
-        for user_name, password in passwords.items():
+        for user_name, (source, password) in passwords.items():
             key = (run.namespace, run.names.registry, user_name)
             tag = hmac.digest(self._cache_key, password, "sha256")
             current_hash = existing.get(user_name)
             if current_hash is not None and self._verified.get(key) == (tag, current_hash):
                 hashes[user_name] = current_hash  # verified on an earlier pass
                 continue
-            # bcrypt is deliberately slow: keep it off the event loop that serves every other registry.
-            hashes[user_name] = await asyncio.to_thread(
-                crypto.reuse_or_hash,
-                user=user_name,
-                password=password,
-                existing=existing,
-                rounds=self._rounds,
+            hashes[user_name] = await self._hash(
+                source, tag=tag, user=user_name, password=password, existing=existing
             )
             self._verified[key] = (tag, hashes[user_name])
         namespaces: dict[str, dict[str, str]] | None = None
@@ -100,15 +102,45 @@ class Credentials:
         return context.Users(
             htpasswd=htpasswd.render(hashes),
             access_yaml=htpasswd_secret.access_yaml(run.spec.auth, namespaces=namespaces),
-            token_key=_token_key(run, current),
+            token_key=token_key(run.spec, current),
         )
 
+    async def _hash(
+        self,
+        source: tuple[str, str, str],
+        *,
+        tag: bytes,
+        user: str,
+        password: bytes,
+        existing: dict[str, str],
+    ) -> str:
+        """The user's hash: the one in place when it still verifies, else the one already made for this
+        Secret key's password, else a new one (made once however many passes want it at the same time)."""
+        current = existing.get(user)
+        async with self._hashing.setdefault(source, asyncio.Lock()):
+            shared = self._shared.get(source)
+            known = shared[1] if shared is not None and shared[0] == tag else None
+            if known is None:
+                # bcrypt is deliberately slow: keep it off the event loop that serves every other registry.
+                made = await asyncio.to_thread(
+                    crypto.reuse_or_hash, user=user, password=password, existing=existing, rounds=self._rounds
+                )
+                self._shared[source] = (tag, made)
+                return made
+        if current is None or current == known:
+            return known  # proven to match this very password when it was made or verified
+        # A hash of its own from before (an older operator's): kept while it verifies, so no Secret changes.
+        keep = await asyncio.to_thread(crypto.verify_password, password, current)
+        return current if keep else known
 
-def _token_key(run: context.Pass, current: dict[str, bytes] | None) -> str:
-    """The pull-secret token key: kept once made (tokens already handed out stay valid), made only when
-    spec.pullSecrets.tokenLifetime asks for short-lived pull secrets."""
-    chosen = run.spec.pull_secrets
-    if chosen is None or chosen.token_lifetime is None:
+
+def token_key(spec: model.PrivateRegistrySpec, current: dict[str, bytes] | None) -> str:
+    """The registry token key: kept once made (tokens already handed out stay valid), made only when
+    spec.pullSecrets.tokenLifetime asks for short-lived pull secrets or the registry offers the token flow
+    (its replicas must accept each other's tokens)."""
+    chosen = spec.pull_secrets
+    short_lived = chosen is not None and chosen.token_lifetime is not None
+    if not short_lived and not spec.auth.token_flow:
         return ""
     existing = (current or {}).get(htpasswd_secret.TOKEN_KEY_FILE, b"").decode("ascii", "replace").strip()
     return existing if len(existing) >= 64 else secrets.token_hex(32)

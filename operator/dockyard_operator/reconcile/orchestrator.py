@@ -10,7 +10,8 @@ missing Secret or key, an unusable password or certificate) blocks the pass befo
 reported as Ready=False/Degraded=True; the watch on Secrets or the timer brings the next attempt, so nothing
 crash-loops.
 
-Also here: passes of one registry never overlap and bursts coalesce; shutdown drains running passes; a
+Also here: passes of one registry never overlap and bursts coalesce; at most `concurrent_passes` run at once
+(the rest wait their turn holding nothing but their registry's name); shutdown drains running passes; a
 deleted registry's outside traces are removed (`forget`).
 Must not: import kopf (handlers translate `Result.retry_after` into kopf's retry), talk to the API except
 through the steps, or hold per-pass state in fields (everything a pass knows is in local, immutable values).
@@ -87,6 +88,7 @@ class Reconciler:
         self.metrics = measures if measures is not None else metrics.OperatorMetrics()
         """Reconcile durations and errors, and each registry's reported status, for /metrics."""
         self._fanout = asyncio.Semaphore(8)  # passes started by node trust at once (kopf runs as many)
+        self._turns = asyncio.Semaphore(config.concurrent_passes)  # passes running at once, all origins
         self._writer = writer.Writer(client)
         self._credentials = credentials.Credentials(reader=client, config=config, cache_key=cache_key)
         self._object_storage = object_storage.ObjectStorage(reader=client)
@@ -229,7 +231,7 @@ class Reconciler:
             return Result()
         self._waiting[key] = self._waiting.get(key, 0) + 1
         try:
-            async with lock:
+            async with lock, self._turns:
                 self._waiting[key] -= 1
                 body = await self._kube.get(
                     api_version=names.API_VERSION, kind=names.KIND, namespace=namespace, name=name

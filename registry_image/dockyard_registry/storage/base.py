@@ -24,6 +24,11 @@ from collections.abc import AsyncIterator
 from typing import BinaryIO, Protocol
 
 
+class StorageUnavailableError(ConnectionError):
+    """The storage backend could not be reached (an S3 endpoint down or restarting). Nothing of the
+    operation counts; the client may retry it."""
+
+
 class Durability(enum.Enum):
     """How much of a write must survive a power loss (every write survives a process crash).
 

@@ -31,7 +31,12 @@ import threading
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, BinaryIO, TypeVar
 
+from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
 from dockyard_registry.storage import base, s3
+
+# What botocore raises, after its own retries, when the endpoint cannot be reached or drops the request.
+_UNREACHABLE = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError)
 
 _T = TypeVar("_T")
 
@@ -75,7 +80,10 @@ class BlockingS3Driver:
         if threading.current_thread() is self._thread:
             raise RuntimeError("BlockingS3Driver called from its own loop")
         future: concurrent.futures.Future[_T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return future.result()
+        try:
+            return future.result()
+        except _UNREACHABLE as exc:
+            raise base.StorageUnavailableError(f"object storage unreachable: {exc}") from None
 
     # ------------------------------------------------------------------------------------ base.Driver
     def get(self, path: str, /) -> bytes:

@@ -299,7 +299,10 @@ class S3Driver:
             await self._client.put_object(Bucket=self._bucket, Key=state_key, Body=json.dumps(state).encode())
         tail = b""
         if state.get("tail"):
-            resp = await self._client.get_object(Bucket=self._bucket, Key=state["tail"])
+            try:
+                resp = await self._client.get_object(Bucket=self._bucket, Key=state["tail"])
+            except ClientError as e:
+                raise _not_found(e, path) from None
             async with resp["Body"] as body:
                 tail = await body.read()
         return S3Writer(self, path=path, state_key=state_key, state=state, tail=tail)
@@ -332,13 +335,18 @@ class S3Writer:
 
     async def _upload_part(self, data: bytes) -> None:
         number = len(self._parts) + 1
-        resp = await self._d._client.upload_part(
-            Bucket=self._d._bucket,
-            Key=self._key,
-            UploadId=self._state["upload_id"],
-            PartNumber=number,
-            Body=data,
-        )
+        try:
+            resp = await self._d._client.upload_part(
+                Bucket=self._d._bucket,
+                Key=self._key,
+                UploadId=self._state["upload_id"],
+                PartNumber=number,
+                Body=data,
+            )
+        except ClientError as e:
+            # NoSuchUpload: the multipart upload is gone (aborted by a lifecycle rule, or lost by a
+            # server that keeps uploads in memory and restarted): its parts cannot come back.
+            raise _not_found(e, self._path) from None
         self._parts.append([number, resp["ETag"], len(data)])
 
     async def close(self) -> None:
@@ -373,12 +381,15 @@ class S3Writer:
         else:
             if self._buffer:
                 await self._upload_part(bytes(self._buffer))
-            await client.complete_multipart_upload(
-                Bucket=bucket,
-                Key=self._key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": int(n), "ETag": e} for n, e, _ in self._parts]},
-            )
+            try:
+                await client.complete_multipart_upload(
+                    Bucket=bucket,
+                    Key=self._key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": [{"PartNumber": int(n), "ETag": e} for n, e, _ in self._parts]},
+                )
+            except ClientError as e:
+                raise _not_found(e, self._path) from None
         self._buffer.clear()
         await self._forget()
 

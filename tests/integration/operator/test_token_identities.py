@@ -5,7 +5,9 @@ Secret, and a Deployment the API server accepts with `--identities` and the regi
 volume; the rendered files, given to a real `dockyard-registry` (with only the in-cluster addresses a Pod
 would see replaced by the test's: the API server URL, its CA, a token of the namespace's `default`
 ServiceAccount under the chart's issuer-discovery binding), let a TokenRequest token for the default
-audience `dockyard.dev/<ns>/<registry>` push and pull, and refuse one for the API server's audience.
+audience `dockyard.dev/<ns>/<registry>` push and pull, and refuse one for the API server's audience; the
+token flow is on (`--token-realm /token`, a `token.key` in the Secret, nginx's `/token` route in the
+rendered ConfigMap) and skopeo follows its Bearer challenge with the ServiceAccount token.
 Short-lived pull secrets (`tokenLifetime`): the copy carries a pull-only registry token for the user's
 repositories with at least half its lifetime left, never the password; the registry, given the rendered
 auth Secret (`token.key`), lets skopeo pull with it and refuses a push. A ServiceAccount rule with a
@@ -61,9 +63,15 @@ def test_rendered_identities_let_a_service_account_token_push_and_pull_through_a
     pod = deployment.spec.template.spec
     registry_container = next(c for c in pod.containers if c.name == "registry")
     assert "--identities" in registry_container.args
+    realm = registry_container.args[registry_container.args.index("--token-realm") + 1]
+    assert realm == "/token"
     assert any(v.name == "kube-identity" and v.projected is not None for v in pod.volumes)
+    nginx_conf = kube_client.get(core.ConfigMap, N.nginx_configmap, namespace=namespace).data["nginx.conf"]
+    assert "location = /token {" in nginx_conf
 
     data = cluster.secret_data(kube_client.get(core.Secret, N.htpasswd_secret, namespace=namespace))
+    token_key = tmp_path / "token.key"
+    token_key.write_bytes(data["token.key"])
     identities = yaml.safe_load(data["identities.yaml"])
     (k8s,) = identities["issuers"]
     assert k8s["audience"] == f"dockyard.dev/{namespace}/demo"
@@ -94,8 +102,9 @@ def test_rendered_identities_let_a_service_account_token_push_and_pull_through_a
             "create", "token", "builder", "-n", namespace, f"--audience={k8s['audience']}"
         ).stdout.strip(),
     )
+    flow = ["--token-realm", realm, "--token-key", str(token_key), "--access-log"]
     with harness.running_registry(
-        tmp=tmp_path, access_yaml=access, extra_args=["--identities", str(identities_file)]
+        tmp=tmp_path, access_yaml=access, extra_args=["--identities", str(identities_file), *flow]
     ) as reg:
         cert_dir = harness.ca_dir(ca_file=reg.ca, into=tmp_path / "certs")
         ref = f"{reg.address}/apps/tool:v1"
@@ -105,6 +114,7 @@ def test_rendered_identities_let_a_service_account_token_push_and_pull_through_a
             skopeo_pull(ref=ref, into=tmp_path / "pulled", cert_dir=cert_dir, creds=builder).manifest_digest
             == img.digest
         )
+        assert "GET /token?" in reg.log(), "skopeo did not follow the Bearer challenge"
         api_token = control_plane.kubectl("create", "token", "builder", "-n", namespace).stdout.strip()
         refused = reg.client(harness.Credentials("builder", api_token)).request(
             "GET", "/v2/apps/tool/tags/list"

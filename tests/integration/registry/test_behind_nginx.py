@@ -38,11 +38,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
-import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import ssl
 import time
 from collections.abc import Iterator
@@ -51,14 +49,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from dockyard_operator import model
-from dockyard_operator.builders import nginx_configmap
 from dockyard_registry import bodyfile, paths
 from dockyard_registry import digest as digests
-from tests.integration.registry import certs, harness, images
+from tests.integration.registry import certs, fronts, harness, images
 from tests.integration.registry.clients import docker_login, docker_trusts, skopeo, skopeo_pull, skopeo_push
 from tests.integration.registry.conformance import assert_conformance_passes
-from tests.support import procs
+from tests.integration.registry.fronts import Front
 
 pytestmark = pytest.mark.integration
 
@@ -66,37 +62,6 @@ MIB = 1024 * 1024
 ADMIN = harness.Credentials("pod-admin", harness.new_password())
 PULLER = harness.Credentials("pod-reader", harness.new_password())
 REALM = "pod-registry"
-
-
-@dataclasses.dataclass
-class Front:
-    """nginx in front of a registry: what clients see."""
-
-    host: str
-    port: int
-    ca: Path
-    registry: harness.Registry
-    nginx_log: Path
-    data: Path
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def client(self, credentials: harness.Credentials | None) -> harness.Client:
-        return harness.Client(host=self.host, port=self.port, ca_file=self.ca, credentials=credentials)
-
-    def logs(self) -> str:
-        return f"{self.registry.log_tail()}\n--- nginx:\n" + "\n".join(
-            self.nginx_log.read_text(errors="replace").splitlines()[-30:]
-        )
-
-
-def _nginx() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").is_file() else None)
-    if found is None:
-        raise FileNotFoundError("nginx is not installed: run `make setup` (hack/setup.sh installs it)")
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -120,48 +85,13 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     )  # fmt: skip
     # Also certified for this machine's non-loopback address: the Docker CLI verifies TLS only there.
     lan = certs.non_loopback_ipv4()
-    tls = certs.write_server_tls(directory=tmp / "tls", ips=["127.0.0.1", *([lan] if lan else [])])
-    (tmp / "cache").mkdir()
-    port = procs.reserve_port()
-    conf = tmp / "nginx.conf"
-    conf.write_text(
-        nginx_configmap.render(
-            nginx=model.Nginx(),
-            paths=nginx_configmap.NginxPaths(
-                cert=str(tls.cert_file), key=str(tls.key_file), pid=str(tmp / "nginx.pid"),
-                temp_dir=str(tmp / "cache"), data_dir=str(data),
-            ),
-            upstream=f"127.0.0.1:{reg.port}",
-            listen_port=port.number,
-            body_files=True,
-        )
-    )  # fmt: skip
-    # As root, nginx would drop its workers to `nobody`, who cannot enter pytest's private temp dir.
-    directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
-    nginx_log = tmp / "nginx.log"
     reg.start()
-    nginx = None
     try:
-        nginx = procs.Process(
-            name="nginx",
-            argv=[_nginx(), "-e", "stderr", "-c", str(conf), "-p", str(tmp), "-g", directives],
-            log=nginx_log,
-            ports=[port],
-        )
-        result = Front(
-            host="127.0.0.1", port=port.number, ca=tls.ca_file, registry=reg, nginx_log=nginx_log, data=data
-        )
-        procs.wait_http(
-            f"https://127.0.0.1:{port.number}/healthz",
-            watch=[nginx],
-            timeout=30,
-            context=ssl.create_default_context(cafile=str(tls.ca_file)),
-        )
-        yield result
+        with fronts.nginx_in_front(
+            tmp=tmp, registry=reg, data_dir=data, ips=["127.0.0.1", *([lan] if lan else [])], body_files=True
+        ) as result:
+            yield result
     finally:
-        if nginx is not None:
-            nginx.stop(grace=15)
-        port.release()
         reg.stop()
 
 

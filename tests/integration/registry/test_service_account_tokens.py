@@ -11,19 +11,29 @@ still-unexpired token is refused (TokenReview, `cacheSeconds: 0`); no token reac
 With `--token-realm`, skopeo follows the Bearer challenge to `/token` with the ServiceAccount token as its
 Basic password and pushes and pulls with the registry token it gets. `dockyard-credential-provider`,
 given a TokenRequest token as the kubelet would pass it, answers credentials the registry accepts.
+Behind the operator's nginx (config rendered with the token flow, registry run with the pod's
+`--token-realm /token` and `--token-key`): the challenge's realm is /token on whichever host the client
+used, skopeo and crane follow it through nginx with a ServiceAccount token and push and pull, skopeo pulls
+with a short-lived pull secret's registry token as its password (containerd's way), a token for another
+audience is refused at /token with the audience named, and no token reaches either log.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.integration.registry import harness, images
+from dockyard_common import regtoken
+from dockyard_operator.builders import nginx_configmap
+from tests import support
+from tests.integration.registry import fronts, harness, images
 from tests.integration.registry.clients import skopeo, skopeo_pull, skopeo_push
 from tests.support import kube, procs
 
@@ -202,3 +212,99 @@ def test_skopeo_follows_the_bearer_token_flow_with_a_service_account_token_at_to
     log = reg.log()
     assert "GET /token?" in log, "skopeo did not follow the Bearer challenge"
     assert builder.password not in log
+
+
+def test_behind_the_operators_nginx_clients_follow_the_bearer_challenge_to_token_on_the_host_they_used(
+    control_plane: kube.ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    identities, access, audience, _own = _issuer_setup(control_plane, namespace, tmp_path)
+    data = tmp_path / "data"
+    (data / "auth").mkdir(parents=True)
+    harness.write_atomically(data / "auth" / "access.yaml", access)
+    key = tmp_path / "token.key"
+    key.write_text("ab" * 32)
+    realm = "pod-registry"
+    # The pod's arguments (deployment.registry_args with identities): no TLS behind nginx, blobs by nginx.
+    reg = harness.make_registry(
+        data_dir=data,
+        log_file=tmp_path / "registry.log",
+        tls_args=["--no-tls"],
+        extra_args=[
+            "--htpasswd", str(data / "auth" / "htpasswd"),
+            "--access", str(data / "auth" / "access.yaml"),
+            "--accel-redirect", nginx_configmap.BLOB_PREFIX,
+            "--identities", str(identities),
+            "--token-key", str(key),
+            "--token-realm", nginx_configmap.TOKEN_PATH,
+            "--realm", realm,
+            "--access-log",
+        ],
+    )  # fmt: skip
+    builder = harness.Credentials("builder", token(control_plane, namespace, "builder", audience=audience))
+    api_audience = harness.Credentials("builder", token(control_plane, namespace, "builder"))
+    reg.start()
+    try:
+        with fronts.nginx_in_front(
+            tmp=tmp_path / "nginx", registry=reg, data_dir=data, token_flow=True
+        ) as front:
+            challenge = front.client(None).request("GET", "/v2/apps/web/tags/list")
+            assert challenge.status == 401, challenge.describe()
+            assert challenge.headers.get_all("WWW-Authenticate") == [
+                f'Bearer realm="https://{front.address}/token",service="{realm}",scope="repository:apps/web:pull"'
+            ]
+            other_name = front.client(None).request(
+                "GET", "/v2/", headers={"Host": f"localhost:{front.port}"}
+            )
+            assert other_name.headers.get_all("WWW-Authenticate") == [
+                f'Bearer realm="https://localhost:{front.port}/token",service="{realm}"'
+            ]
+
+            cert_dir = harness.ca_dir(ca_file=front.ca, into=tmp_path / "certs")
+            ref = f"{front.address}/apps/web:v1"
+            img = images.random_image(label="sa-token-nginx", layer_count=2, layer_size=64 * 1024)
+            skopeo_push(img=img, ref=ref, tmp=tmp_path, cert_dir=cert_dir, creds=builder)
+            pulled = skopeo_pull(ref=ref, into=tmp_path / "pulled", cert_dir=cert_dir, creds=builder)
+            assert pulled.manifest_digest == img.digest
+
+            crane_env = {
+                **os.environ,
+                "DOCKER_CONFIG": str(tmp_path / "docker"),
+                "SSL_CERT_FILE": str(front.ca),
+            }
+
+            def crane(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+                return subprocess.run(
+                    [str(support.tool("crane")), *args],
+                    input=stdin, env=crane_env, capture_output=True, text=True, timeout=180, check=False,
+                )  # fmt: skip
+
+            login = crane(
+                "auth", "login", front.address, "-u", "builder", "--password-stdin", stdin=builder.password
+            )
+            assert login.returncode == 0, login.stderr
+            copied = crane("copy", ref, f"{front.address}/apps/crane:v1")
+            assert copied.returncode == 0, copied.stderr
+            assert crane("digest", f"{front.address}/apps/crane:v1").stdout.strip() == img.digest
+
+            # A short-lived pull secret's token (what the operator mints) as the password of a client that
+            # follows the Bearer challenge, as containerd does on a node: /token hands the same token back.
+            pull_secret = regtoken.mint(
+                key=key.read_bytes(), service=realm, subject="puller", grants=[("apps/**", ("pull",))],
+                now=int(time.time()), ttl_seconds=3600,
+            )  # fmt: skip
+            puller = harness.Credentials("puller", pull_secret)
+            again = skopeo_pull(ref=ref, into=tmp_path / "pulled-again", cert_dir=cert_dir, creds=puller)
+            assert again.manifest_digest == img.digest
+
+            wrong = front.client(api_audience).request(
+                "GET", "/token?service=pod-registry&scope=repository:apps/web:pull"
+            )
+            assert wrong.status == 401, wrong.describe()
+            assert b"audience" in wrong.body
+            logs = front.logs() + front.nginx_log.read_text()
+    finally:
+        reg.stop()
+    log = reg.log()
+    assert "GET /token?" in log, "the clients did not follow the Bearer challenge through nginx"
+    for secret in (builder.password, api_audience.password, pull_secret):
+        assert secret.split(".")[2] not in log + logs
