@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench import auth_flood, images, loads, prereqs, procs, report, servers, tlsfiles
+from bench import auth_flood, images, loads, prereqs, push, report, servers, tlsfiles
 from dockyard_operator.builders import nginx_configmap
 
 MiB = 1024 * 1024
@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         help="blob GET seconds per target and run, in 4 s slices (default 12)",
     )
     p.add_argument("--no-v3", action="store_true", help="skip distribution v3 even when it is built")
+    p.add_argument(
+        "--streamed-dockyard",
+        action="store_true",
+        help="also run Dockyard with upload bodies streamed through its socket (the path before issue 15, "
+        "and the S3 variant's) as a target of its own",
+    )
     p.add_argument("--no-operator", action="store_true", help="skip workload 7 (operator)")
     p.add_argument(
         "--operator-objects",
@@ -236,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         print(report.table(samples=rec.samples, labels=labels, references=references))
         print()
         print(report.cpu_table(cpu=rec.cpu, labels=labels))
+        if "sha256_floor" in rec.samples.get("dockyard", {}):
+            print()
+            print(report.push_table(samples=rec.samples, labels=labels, references=references,
+                                    implementation=push.sha256_implementation()))  # fmt: skip
         path = report.write_json({"meta": meta, "samples": rec.samples, "cpu": rec.cpu})
         print(f"\nbench: {meta['seconds']:.0f} s in total; results in {path}", flush=True)
         return 0
@@ -286,6 +296,11 @@ def _start_all(
     targets = [
         servers.start_dockyard(tools=tools, workdir=workdir / "dockyard", tls=tls, password=password())
     ]
+    if args.streamed_dockyard:
+        targets.append(servers.start_dockyard(
+            tools=tools, workdir=workdir / "dockstream", tls=tls, password=password(), body_files=False,
+            key="dockstream", label="Dockyard, streamed",
+        ))  # fmt: skip
     targets.append(servers.start_distribution(
         key="dist2", label="Distribution 2.8.2", binary=tools.registry_v2, tools=tools,
         workdir=workdir / "dist2", tls=tls, password=password(),
@@ -322,7 +337,7 @@ def _run_registry_workloads(
     targets: list[servers.Target], static: servers.Target, want: Callable[[str], bool],
 ) -> None:  # fmt: skip
     blob = _fixture_blob(images.Layout(workdir / "fixture"))
-    layer = args.big_mib * MiB // 4
+    print(f"bench: sha256 floor measured with {push.sha256_implementation()}", flush=True)
     for run in range(args.runs):
         order = _rotate(targets, run)
         load = os.getloadavg()[0]
@@ -331,32 +346,23 @@ def _run_registry_workloads(
             f"== run {run + 1}/{args.runs}: order {', '.join(t.key for t in order)}; load {load:.1f}",
             flush=True,
         )
-        big_ref = f"bench/big:r{run}"
+        floor = push.sha256_floor()
+        rec.add("dockyard", "sha256_floor", floor)
         if want("push") or want("pull"):
-            shutil.rmtree(workdir / "big", ignore_errors=True)
-            big = images.Layout(workdir / "big")
-            big.add_image(tag="big", layer_sizes=[layer] * 4)
-            big_bytes = sum(p.stat().st_size for p in big.blobs.iterdir())
-            _settle()
-            for t in order:
-                sampler = procs.RssSampler(t.registry) if t.registry else None
-                with rec.cpu_of(t, "push_1g"), sampler.running() if sampler else contextlib.nullcontext():
-                    seconds = loads.skopeo_push(
-                        tools=tools, tls=tls, target=t, source=big.reference("big"), dest=big_ref
-                    )
-                _settle()
-                rec.add(t.key, "push_1g", big_bytes / seconds / 1e6)
-                if sampler:
-                    rec.add(t.key, "push_peak_rss", sampler.peak / 1e6)
-            shutil.rmtree(workdir / "big", ignore_errors=True)
-            if want("pull"):
+
+            def pull(ref: str, size: int, order: list[servers.Target] = order) -> None:
+                if not want("pull"):
+                    return
                 for t in order:
                     with rec.cpu_of(t, "pull_1g"):
                         seconds = loads.skopeo_pull(
-                            tools=tools, tls=tls, target=t, ref=big_ref, into=workdir / "pulled"
+                            tools=tools, tls=tls, target=t, ref=ref, into=workdir / "pulled"
                         )
                     _settle()
-                    rec.add(t.key, "pull_1g", big_bytes / seconds / 1e6)
+                    rec.add(t.key, "pull_1g", size / seconds / 1e6)
+
+            push.run_big(tools=tools, tls=tls, workdir=workdir, big_mib=args.big_mib, rec=rec, order=order,
+                         run=run, settle=_settle, pull=pull)  # fmt: skip
         if want("small"):
             shutil.rmtree(workdir / "small", ignore_errors=True)
             small = images.Layout(workdir / "small")
@@ -371,6 +377,9 @@ def _run_registry_workloads(
                                           dest=f"bench/small-r{run}:s{i}")  # fmt: skip
                     seconds = time.perf_counter() - start
                 rec.add(t.key, "small_push", args.small_images / seconds)
+            _settle()
+            push.run_small_lean(tools=tools, tls=tls, small=small, count=args.small_images, rec=rec,
+                                order=order, run=run, scratch=workdir / "skopeo-dir")  # fmt: skip
         if want("manifest"):
             accept = f"{images.MANIFEST_TYPE}, application/vnd.oci.image.index.v1+json"
             for t in order:

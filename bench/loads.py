@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import resource
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -77,6 +79,33 @@ def skopeo_pull(
              "--src-creds", target.creds, f"docker://{target.address}/{ref}", f"dir:{into}"],
             timeout=SKOPEO_TIMEOUT,
         )  # fmt: skip
+    finally:
+        shutil.rmtree(into, ignore_errors=True)
+
+
+def lean_push(
+    *, tls: tlsfiles.ServerTLS, target: servers.Target, layout: Path, tags: list[str], repo: str,
+    style: str, chunk_mib: int = 64,
+) -> float:  # fmt: skip
+    """Seconds for `python -m bench.uploader` (issue 15's lean client) pushing `tags` of `layout` to `repo`,
+    process start included; the credentials go through its environment, not its command line."""
+    argv = [sys.executable, "-m", "bench.uploader", "--address", target.address, "--ca", str(tls.ca_file),
+            "--layout", str(layout), "--repo", repo, "--tags", ",".join(tags), "--style", style,
+            "--chunk-mib", str(chunk_mib)]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=SKOPEO_TIMEOUT, check=False,
+                          cwd=prereqs.ROOT, env={**os.environ, "BENCH_CREDS": target.creds})  # fmt: skip
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise LoadError(f"bench.uploader to {target.key} exited {done.returncode}: {done.stderr[-2000:]}")
+    return elapsed
+
+
+def skopeo_to_dir(*, tools: prereqs.Tools, source: str, into: Path) -> float:
+    """Seconds for `skopeo copy <source> dir:<into>` with no registry involved (removed after)."""
+    shutil.rmtree(into, ignore_errors=True)
+    try:
+        return _run([tools.skopeo, "copy", "--quiet", source, f"dir:{into}"], timeout=SKOPEO_TIMEOUT)
     finally:
         shutil.rmtree(into, ignore_errors=True)
 

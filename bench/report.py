@@ -31,8 +31,15 @@ class Row:
 
 ROWS = [
     Row("push_1g", "1 GiB push, skopeo (4 x 256 MiB)", "MB/s", True, ratio_target=1.5),
+    Row("push_1g_cpu_gib", "  server CPU-s per GiB (registry+nginx)", "CPU-s", False),
+    Row("push_lean", "1 GiB push, lean client, monolithic PUT", "MB/s", True),
+    Row("push_lean_cpu_gib", "  server CPU-s per GiB (registry+nginx)", "CPU-s", False),
+    Row("push_chunked", "1 GiB push, lean client, 64 MiB PATCHes", "MB/s", True),
+    Row("push_chunked_cpu_gib", "  server CPU-s per GiB (registry+nginx)", "CPU-s", False),
     Row("pull_1g", "1 GiB pull, skopeo into a fresh dir", "MB/s", True, ratio_target=1.2),
     Row("small_push", "50 small images (3 x 64 KiB), skopeo", "images/s", True, ratio_target=2.0),
+    Row("small_lean", "  the same, lean client (one connection)", "images/s", True),
+    Row("skopeo_dir_ms", "  skopeo alone per image, into dir:", "ms", False),
     Row("manifest_rps", "manifest GETs, 64 clients, auth", "req/s", True, ratio_target=2.0),
     Row("manifest_p50", "  p50 latency", "ms", False),
     Row("manifest_p99", "  p99 latency", "ms", False, ratio_target=0.5),
@@ -236,7 +243,17 @@ def cpu_table(
 
 
 _PROCS = ("registry", "nginx", "client")
-_ORDER = ["push_1g", "pull_1g", "small_push", "manifest_get", "blob_get", "auth_flood"]
+_ORDER = [
+    "push_1g",
+    "push_lean",
+    "push_chunked",
+    "pull_1g",
+    "small_push",
+    "small_lean",
+    "manifest_get",
+    "blob_get",
+    "auth_flood",
+]
 
 
 def _workload_order(name: str) -> int:
@@ -252,6 +269,57 @@ def _render(lines: list[list[str]], *, left: int = 2) -> str:
                              enumerate(zip(line, widths, strict=True))))  # fmt: skip
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+# Issue 15's targets, judged against Distribution v3 (2.8.2 when v3 did not run): (title, metric, ratio,
+# higher is better, a multiple of the sha256 floor the value must stay under).
+PUSH_TARGETS = [
+    ("server CPU per GiB, lean push <= 0.6x ref", "push_lean_cpu_gib", 0.6, False, 2.0),
+    ("1 GiB push, lean client >= 1.5x ref", "push_lean", 1.5, True, None),
+    ("1 GiB push, skopeo >= 1.2x ref", "push_1g", 1.2, True, None),
+    ("small pushes, lean client >= 2x ref", "small_lean", 2.0, True, None),
+]
+PUSH_WORKLOADS = [("push_1g", "skopeo"), ("push_lean", "lean, monolithic PUT"),
+                  ("push_chunked", "lean, 64 MiB PATCHes")]  # fmt: skip
+
+
+def push_table(
+    *, samples: Mapping[str, Mapping[str, Sequence[float]]], labels: Mapping[str, str],
+    references: Sequence[str], implementation: str,
+) -> str:  # fmt: skip
+    """Issue 15: MB/s and server CPU-seconds per GiB of every push workload per target, the sha256
+    floor beside them, and the issue's targets with their verdicts, all from this run's medians."""
+    floor = median(samples.get("dockyard", {}).get("sha256_floor", []))
+    others = [t for t in samples if t not in ("dockyard", "static", *references)]
+    targets = ["dockyard", *others, *references]
+    lines = [["push workload", "unit", *(labels[t] for t in targets)]]
+    for metric, title in PUSH_WORKLOADS:
+        for suffix, unit in (("", "MB/s"), ("_cpu_gib", "CPU-s/GiB")):
+            values = [median(samples.get(t, {}).get(metric + suffix, [])) for t in targets]
+            if any(v is not None for v in values):
+                name = title if not suffix else "  server (registry + nginx)"
+                lines.append([name, unit, *(_fmt(v) for v in values)])
+    lines.append(["sha256 floor (one pass, this process)", "CPU-s/GiB", _fmt(floor),
+                  *("" for _ in targets[1:])])  # fmt: skip
+    out = [_render(lines), f"sha256: {implementation}", ""]
+    ref = "dist3" if "dist3" in references else (references[0] if references else None)
+    verdicts = [["issue 15 target", f"Dockyard / {labels[ref] if ref else '-'}", "verdict"]]
+    for title, metric, ratio_target, higher, floor_multiple in PUSH_TARGETS:
+        mine = median(samples.get("dockyard", {}).get(metric, []))
+        theirs = median(samples.get(ref, {}).get(metric, [])) if ref else None
+        if mine is None or not theirs:
+            verdicts.append([title, "-", "not measured"])
+            continue
+        ratio = mine / theirs
+        ok = ratio >= ratio_target if higher else ratio <= ratio_target
+        text = f"{ratio:.2f}x"
+        if floor_multiple is not None and floor:
+            text += f", {mine / floor:.2f}x floor (<= {floor_multiple:g}x)"
+            ok = ok and mine <= floor_multiple * floor
+        verdicts.append([title, text, "met" if ok else "MISSED"])
+    verdicts.append(["no regression elsewhere", "compare the table above with the last recorded run", ""])
+    out.append(_render(verdicts, left=2))
     return "\n".join(out)
 
 

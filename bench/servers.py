@@ -32,6 +32,7 @@ from tests.support import procs as support_procs
 from bench import prereqs, procs, tlsfiles
 from dockyard_operator import model
 from dockyard_operator.builders import nginx_configmap
+from dockyard_registry import bodyfile
 
 START_TIMEOUT = 60.0
 USER = "bench"
@@ -183,11 +184,17 @@ def start_dockyard(
     limits: nginx_configmap.ClientLimits = THROUGHPUT_LIMITS,
     extra_args: Sequence[str] = (),
     bucket: Bucket | None = None,
+    body_files: bool = True,
     key: str = "dockyard",
     label: str = "Dockyard",
 ) -> Target:
     """Dockyard's registry behind the operator's nginx.conf; `extra_args` go to `serve` (e.g. --mirrors).
-    With `bucket`, content lives there (the pod's S3 arguments; `data` holds only the auth files)."""
+    With `bucket`, content lives there (the pod's S3 arguments; `data` holds only the auth files).
+
+    `body_files` as the operator renders it for a data volume: nginx writes upload bodies to files that
+    the registry adopts (`--body-file-dir`); False, or with a bucket: bodies streamed through the
+    registry's socket (the operator's S3 variant, and every Dockyard before issue 15)."""
+    body_files = body_files and bucket is None
     workdir.mkdir(parents=True)
     data = workdir / "data"
     data.mkdir()
@@ -207,6 +214,7 @@ def start_dockyard(
             tools.dockyard_registry, "serve", "--listen", f"127.0.0.1:{upstream_port.number}", "--no-tls",
             *storage, "--htpasswd", str(data / "auth" / "htpasswd"),
             "--access", str(data / "auth" / "access.yaml"), "--realm", REALM, *extra_args,
+            *(["--body-file-dir", str(data / bodyfile.DIR_NAME)] if body_files else []),
         ],
         log=workdir / "registry.log",
         env=None if bucket is None else bucket.env(),
@@ -215,17 +223,14 @@ def start_dockyard(
     port = support_procs.reserve_port()
     (workdir / "cache").mkdir()
     conf = workdir / "nginx.conf"
+    paths = nginx_configmap.NginxPaths(
+        cert=str(tls.cert_file), key=str(tls.key_file), pid=str(workdir / "nginx.pid"),
+        temp_dir=str(workdir / "cache"), data_dir=str(data),
+    )  # fmt: skip
     conf.write_text(
         nginx_configmap.render(
-            nginx=model.Nginx(),
-            paths=nginx_configmap.NginxPaths(
-                cert=str(tls.cert_file), key=str(tls.key_file), pid=str(workdir / "nginx.pid"),
-                temp_dir=str(workdir / "cache"), data_dir=str(data),
-            ),
-            upstream=f"127.0.0.1:{upstream_port.number}",
-            listen_port=port.number,
-            limits=limits,
-            blobs_from_volume=bucket is None,
+            nginx=model.Nginx(), paths=paths, upstream=f"127.0.0.1:{upstream_port.number}",
+            listen_port=port.number, limits=limits, blobs_from_volume=bucket is None, body_files=body_files,
         )
     )  # fmt: skip
     nginx = _start_nginx(tools=tools, conf=conf, workdir=workdir, name=f"nginx ({key})", port=port)

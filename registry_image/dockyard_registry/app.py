@@ -16,11 +16,12 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import http_exceptions, web
 
-from dockyard_registry import auth, errors, health, reference, routes, state, tokens
+from dockyard_registry import auth, bodyfile, errors, health, reference, routes, state, tokens
 from dockyard_registry import metrics as metrics_
 from dockyard_registry.errors import Code, OciError
 
@@ -108,6 +109,13 @@ async def _sweep_uploads(app: web.Application) -> AsyncIterator[None]:
                 continue
             if purged:
                 log.info("purged %d expired upload sessions", len(purged))
+            if settings.body_file_dir is not None:
+                older_than = time.time() - settings.store.upload_expiry
+                with contextlib.suppress(OSError):
+                    if gone := await asyncio.to_thread(
+                        bodyfile.sweep, settings.body_file_dir, older_than=older_than
+                    ):
+                        log.info("removed %d upload body files a stopped nginx left behind", gone)
 
     task = asyncio.create_task(loop())
     yield
@@ -290,10 +298,13 @@ async def _readyz(request: web.Request) -> web.StreamResponse:
 _WRITES = frozenset({"POST", "PATCH", "PUT"})
 
 
-def _refuse_push_without_storage(request: web.Request, *, match: routes.Match) -> None:
-    """A push while storage cannot take it is refused before a byte is stored (health.py)."""
+def _refuse_push_without_storage(
+    request: web.Request, *, match: routes.Match, method: str | None = None
+) -> None:
+    """A push while storage cannot take it is refused before a byte is stored (health.py); `method` is the
+    original request's when judging it for nginx's `auth_request`."""
     monitor = request.app[state.SETTINGS].storage
-    if monitor is None or match.scope is not routes.Scope.PUSH or request.method not in _WRITES:
+    if monitor is None or match.scope is not routes.Scope.PUSH or (method or request.method) not in _WRITES:
         return
     verdict = monitor.state
     if not verdict.refuses_pushes:
@@ -428,6 +439,9 @@ async def _auth_request(request: web.Request) -> web.StreamResponse:
         if match is not None and (match.scope is routes.Scope.LOGIN or reference.is_valid_name(match.name)):
             await _authorize(request, match=match, authorization=authorization)
             _refuse_mirror_writes(request, match=match)
+            # Before nginx reads a body (the body-file variant writes it to the volume first): a push the
+            # storage cannot take gets its 507/503 here, and nginx answers it without a byte stored.
+            _refuse_push_without_storage(request, match=match, method=method)
         else:
             await _refuse_unmapped(request, authorization=authorization)
     except OciError as err:
@@ -435,6 +449,8 @@ async def _auth_request(request: web.Request) -> web.StreamResponse:
             return web.Response(status=401, headers={"WWW-Authenticate": challenge(request)})
         if err.code is Code.TOO_MANY_REQUESTS:
             return web.Response(status=429, headers=err.headers)
+        if err.status in (503, 507):  # storage refuses pushes (nginx_configmap maps these statuses)
+            return web.Response(status=err.status, headers=err.headers)
         return web.Response(status=403)
     return web.Response(status=200)
 

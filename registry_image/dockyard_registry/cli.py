@@ -180,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--accel-redirect", metavar="PREFIX", help="serve blob GETs via nginx X-Accel-Redirect"
     )
+    serve.add_argument(
+        "--body-file-dir",
+        metavar="DIR",
+        type=Path,
+        help="behind the operator's nginx only: the directory (on the data volume) nginx writes blob upload "
+        "bodies to; the registry then adopts those files instead of reading bodies from the socket "
+        "(default: off; never set it without that nginx in front)",
+    )
     serve.add_argument("--realm", default="dockyard", help="Basic auth realm (default dockyard)")
     serve.add_argument(
         "--trusted-proxy",
@@ -480,7 +488,9 @@ def _serve(args: argparse.Namespace) -> int:
                 "with --storage-driver s3 and no --state-dir or --data-dir, give --htpasswd and --access "
                 "(or --no-auth)"
             )
-    for directory in {d for d in (local, choice.data_dir) if d is not None}:
+    if args.body_file_dir is not None and not args.body_file_dir.is_absolute():
+        raise UsageError("--body-file-dir must be an absolute path (nginx's client_body_temp_path)")
+    for directory in {d for d in (local, choice.data_dir, args.body_file_dir) if d is not None}:
         _make_private_dirs(directory)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host_port = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -502,6 +512,7 @@ def _serve(args: argparse.Namespace) -> int:
         upload_sweep_seconds=args.upload_sweep_interval or None,
         trusted_proxies=_trusted_proxies(args.trusted_proxy),
         token_realm=None if args.no_auth else args.token_realm,
+        body_file_dir=args.body_file_dir,
     )
     if not 0 < args.storage_max_fill <= 100:
         raise UsageError("--storage-max-fill must be a percentage in (0, 100]")

@@ -12,7 +12,7 @@ import errno
 import json
 from typing import Any
 
-from dockyard_registry import digest, manifests, reference, store, upstream
+from dockyard_registry import bodyfile, digest, manifests, reference, store, upstream
 
 
 class Code(enum.Enum):
@@ -79,6 +79,8 @@ _TABLE: tuple[tuple[type[Exception], Code, int | None], ...] = (
     (store.BlobUnknownError, Code.BLOB_UNKNOWN, None),
     (store.UploadUnknownError, Code.BLOB_UPLOAD_UNKNOWN, None),
     (store.UploadInvalidError, Code.BLOB_UPLOAD_INVALID, None),
+    # The body file nginx handed over is unreadable (gone, not a regular file): the upload is unchanged.
+    (bodyfile.BodyFileError, Code.BLOB_UPLOAD_INVALID, None),
     # The spec's TOOMANYREQUESTS, not DENIED: the user may push, just not open another session now, and
     # Distribution-compatible clients show a 429's message instead of reporting a permission problem.
     (store.TooManyUploadsError, Code.TOO_MANY_REQUESTS, None),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import pathlib
 
 from aiohttp import web
 
@@ -40,6 +41,9 @@ class Settings:
     # The Docker token flow: 401s challenge `Bearer realm="<token_realm>"` (the URL of our /token as clients
     # reach it); None: Basic challenges (the flow's /token still works when the authenticator issues tokens).
     token_realm: str | None = None
+    # Behind the operator's nginx (`serve --body-file-dir`): the directory on the data volume nginx writes
+    # blob upload bodies to; only then is handlers.common.BODY_FILE_HEADER trusted. None: never.
+    body_file_dir: pathlib.Path | None = None
 
 
 SETTINGS = web.AppKey("settings", Settings)

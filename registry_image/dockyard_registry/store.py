@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import json
 import pathlib
 import re
@@ -40,7 +41,7 @@ import weakref
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from typing import Any, BinaryIO
 
-from dockyard_registry import digest, fence, manifests, paths, reference
+from dockyard_registry import bodyfile, digest, fence, manifests, paths, reference
 from dockyard_registry.storage import base
 
 _UPLOAD_ID_RE = re.compile(r"^[a-f0-9]{32}$")
@@ -50,6 +51,10 @@ _BATCH = 1 << 20  # bytes handed to a worker thread at a time while an upload st
 DEFAULT_UPLOAD_EXPIRY = 168 * 3600.0
 DEFAULT_MAX_UPLOADS_PER_OWNER = 100
 SWEEP_LIMIT = 1000  # sessions one sweep examines: the rest wait for the next one
+# A request body: streamed from the socket, or a file nginx already wrote to the data volume (bodyfile.py).
+Body = AsyncIterable[bytes] | bodyfile.BodyFile
+# copy_file_range's answers where the kernel cannot copy between these files: stream the bytes instead.
+_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL})
 
 
 class StoreError(Exception):
@@ -502,12 +507,12 @@ class Store:
         name: str,
         upload_id: str,
         *,
-        body: AsyncIterable[bytes],
+        body: Body,
         start: int | None = None,
         length: int | None = None,
         algorithm: str = "sha256",
     ) -> int:
-        """Append a request body to an upload; returns the new size.
+        """Append a request body (streamed, or a file nginx wrote) to an upload; returns the new size.
 
         `start` (from Content-Range) must equal the current size. If the body fails midway (client gone,
         truncated) or does not have `length` bytes, the upload is rolled back to where it was.
@@ -532,7 +537,7 @@ class Store:
         self,
         upload_id: str,
         *,
-        body: AsyncIterable[bytes],
+        body: Body,
         start: int | None,
         length: int | None,
         algorithm: str,
@@ -544,6 +549,26 @@ class Store:
         if start is not None and start != size:
             raise RangeInvalidError(f"chunk starts at {start} but upload has {size} bytes", size=size)
         state = await self._hash_state(upload_id, size=size, algorithm=algorithm)
+        if isinstance(body, bodyfile.BodyFile):
+            if length is not None and body.size != length:
+                raise SizeMismatchError(f"expected {length} bytes, received {body.size}")
+            local = self.driver.local_path(data_path)
+            if local is not None:
+                try:
+                    # Hashed once over the file nginx wrote, then renamed (or appended in the kernel).
+                    state.hasher = await bodyfile.adopt_hashed(
+                        body, local, upload_size=size, hasher=state.hasher
+                    )
+                except bodyfile.BodyFileError as exc:
+                    raise UploadInvalidError(str(exc)) from None
+                except OSError as exc:
+                    if exc.errno not in _NO_KERNEL_COPY:
+                        raise
+                else:
+                    state.offset = size + body.size
+                    return state.offset
+            # No local file to adopt into (S3) or no in-kernel copy across file systems: stream it.
+            body = bodyfile.chunks(body)
         before = state.hasher.copy() if state.hasher is not None else None
         # Driver calls run in worker threads: none may block the serving loop (on S3 each is a request).
         writer = await asyncio.to_thread(self.driver.open_writer, data_path)
@@ -592,7 +617,7 @@ class Store:
         upload_id: str,
         *,
         dgst: digest.Digest,
-        body: AsyncIterable[bytes] | None = None,
+        body: Body | None = None,
         start: int | None = None,
         length: int | None = None,
         verified: Callable[[], Awaitable[None]] | None = None,
@@ -625,7 +650,7 @@ class Store:
         upload_id: str,
         *,
         dgst: digest.Digest,
-        body: AsyncIterable[bytes] | None,
+        body: Body | None,
         start: int | None,
         length: int | None,
         verified: Callable[[], Awaitable[None]] | None,

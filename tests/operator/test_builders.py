@@ -118,7 +118,8 @@ def test_registry_container_listens_on_localhost_with_the_contract_arguments() -
     assert reg["args"] == [
         "serve", "--listen", "127.0.0.1:5000", "--no-tls", "--data-dir", "/var/lib/registry",
         "--htpasswd", "/etc/dockyard/auth/htpasswd", "--access", "/etc/dockyard/auth/access.yaml",
-        "--accel-redirect", "/_dockyard_blobs/", "--no-delete", "--anonymous-pull", "--realm", "demo",
+        "--accel-redirect", "/_dockyard_blobs/", "--body-file-dir", "/var/lib/registry/.nginx-bodies",
+        "--no-delete", "--anonymous-pull", "--realm", "demo",
         "--metrics-listen", "0.0.0.0:9102", "--storage-max-fill", "95",
         "--gc-schedule", "17 3 * * *", "--gc-grace", "1h",
         "--gc-retention", "/etc/dockyard/maintenance/retention.json",
@@ -142,15 +143,21 @@ def test_deployment_mounts_tls_secret_into_sidecar() -> None:
     assert "tls" not in mounts(container(dep, "registry"))
 
 
-def test_sidecar_reads_config_and_blobs_and_writes_only_to_empty_dirs() -> None:
+def test_sidecar_reads_config_and_blobs_and_writes_only_to_empty_dirs_and_the_body_dir() -> None:
     dep = deployment.build(make_inputs())
     nginx = container(dep, "nginx")
-    m = mounts(nginx)
-    assert m["nginx-config"]["mountPath"] == nginx_configmap.CONFIG_DIR and m["nginx-config"]["readOnly"]
-    assert m["data"] == {"name": "data", "mountPath": "/var/lib/registry", "readOnly": True}
+    m = {mount["mountPath"]: mount for mount in nginx["volumeMounts"]}
+    assert (
+        m[nginx_configmap.CONFIG_DIR]["name"] == "nginx-config" and m[nginx_configmap.CONFIG_DIR]["readOnly"]
+    )
+    assert m["/var/lib/registry"] == {"name": "data", "mountPath": "/var/lib/registry", "readOnly": True}
+    # Upload bodies: the one writable directory of the data volume, at the path the registry sees it.
+    assert m["/var/lib/registry/.nginx-bodies"] == {
+        "name": "data", "mountPath": "/var/lib/registry/.nginx-bodies", "subPath": ".nginx-bodies",
+    }  # fmt: skip
     assert nginx["command"][-1] == f"{nginx_configmap.CONFIG_DIR}/nginx.conf"
-    writable = {name for name, mount in m.items() if not mount.get("readOnly")}
-    assert writable == {"nginx-cache", "nginx-tmp"}
+    writable = {path for path, mount in m.items() if not mount.get("readOnly")}
+    assert writable == {nginx_configmap.CACHE_DIR, nginx_configmap.TMP_DIR, "/var/lib/registry/.nginx-bodies"}
     assert volumes(dep)["nginx-cache"] == {"name": "nginx-cache", "emptyDir": {}}
     assert volumes(dep)["nginx-config"] == {"name": "nginx-config", "configMap": {"name": "demo-nginx"}}
 
@@ -176,7 +183,9 @@ def test_both_containers_are_hardened() -> None:
         assert ctx["capabilities"] == {"drop": ["ALL"]}
         assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
         assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] > 0
-    assert container(dep, "nginx")["securityContext"]["runAsUser"] == 101
+    # nginx runs as the registry's user: the registry reads and renames the body files nginx writes (0600).
+    assert container(dep, "nginx")["securityContext"]["runAsUser"] == deployment.REGISTRY_UID
+    assert container(dep, "registry")["securityContext"]["runAsUser"] == deployment.REGISTRY_UID
 
 
 @pytest.mark.parametrize(

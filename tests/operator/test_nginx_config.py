@@ -54,11 +54,13 @@ from dockyard_operator.builders import nginx_configmap
 from tests.support import procs
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+BODY_FILE = "X-Dockyard-Body-File"
 pytestmark = pytest.mark.skipif(
     not os.path.exists(NGINX), reason="nginx is not installed (make setup installs it)"
 )
 
 GOOD = "Basic " + base64.b64encode(b"alice:pw").decode()
+FORGED = {"Authorization": GOOD, BODY_FILE: "/etc/passwd"}  # a client trying to name a file
 FLOODED = "Basic " + base64.b64encode(b"admin:guess").decode()  # the fake registry sheds it with 429
 BLOB = b"layer-bytes-0123456789"
 PRESIGNED = "https://bucket.example:9000/team-images/blobs/ab?X-Amz-Signature=abc&X-Amz-Expires=1200"
@@ -115,6 +117,32 @@ def test_nginx_accepts_the_rendered_config_with_a_generated_certificate(
     assert "test is successful" in result.stderr
 
 
+def test_nginx_accepts_the_body_file_variant_which_writes_bodies_to_the_data_volume(
+    tmp_path: pathlib.Path,
+) -> None:
+    conf = tmp_path / "nginx.conf"
+    paths = _material(tmp_path)
+    port = procs.reserve_port()
+    try:
+        conf.write_text(
+            nginx_configmap.render(nginx=model.Nginx(), paths=paths, listen_port=port.number, body_files=True)
+        )
+        result = _nginx_t(conf, tmp_path)
+    finally:
+        port.release()
+    text = conf.read_text()
+    upload = text[text.index("location ~ ^/v2/.+/blobs/uploads/") :]
+    upload = upload[: upload.index("}")]
+    assert result.returncode == 0, result.stderr
+    assert f"client_body_temp_path {tmp_path}/data/.nginx-bodies;" in upload
+    assert paths.body_dir == f"{tmp_path}/data/.nginx-bodies"
+    assert "client_body_in_file_only clean;" in upload and "proxy_pass_request_body off;" in upload
+    assert "client_body_buffer_size 1m;" in upload  # not nginx's 16k: one write per MiB
+    # The upload location sets headers of its own, so it must repeat every header the server level sets.
+    for header in ("Host", "X-Forwarded-Proto", "X-Forwarded-For", "X-Real-IP", "Connection"):
+        assert f"proxy_set_header {header} " in upload, header
+
+
 def test_nginx_accepts_the_object_storage_variant_without_a_data_directory(tmp_path: pathlib.Path) -> None:
     conf = tmp_path / "nginx.conf"
     paths = dataclasses.replace(_material(tmp_path), data_dir=str(tmp_path / "absent"))
@@ -167,6 +195,10 @@ def test_the_rendered_tls_settings_allow_only_tls12_ecdhe_aead_suites_and_tls13(
         assert enc.startswith(("Enc=AESGCM", "Enc=CHACHA20/POLY1305")), name
 
 
+def _read_if_file(path: str) -> bytes | None:
+    return pathlib.Path(path).read_bytes() if os.path.isfile(path) else None
+
+
 class FakeRegistry:
     """Answers /auth like the registry's auth endpoint and /v2/ like the registry, recording what it saw."""
 
@@ -174,6 +206,21 @@ class FakeRegistry:
         self.auth_requests: list[dict[str, str]] = []
         self.token_requests: list[tuple[str, dict[str, str]]] = []
         self.uploaded = 0
+        # Per proxied request: (method, path, the body-file header it carried or None, that file's bytes
+        # or None, its Content-Length header or None)
+        self.body_files: list[tuple[str, str, str | None, bytes | None, str | None]] = []
+
+    @web.middleware
+    async def record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        named = request.headers.get(BODY_FILE)
+        content = None
+        if named is not None:
+            content = await asyncio.to_thread(_read_if_file, named)
+        self.body_files.append(
+            (request.method, request.path, named, content, request.headers.get("Content-Length"))
+        )
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def auth(self, request: web.Request) -> web.Response:
         self.auth_requests.append(dict(request.headers))
@@ -183,6 +230,8 @@ class FakeRegistry:
             return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="demo"'})
         if "/forbidden/" in request.headers.get("X-Original-URI", ""):
             return web.Response(status=403)
+        if "/full/" in request.headers.get("X-Original-URI", ""):  # storage cannot take pushes
+            return web.Response(status=507)
         return web.Response(status=200)
 
     async def base(self, request: web.Request) -> web.Response:
@@ -221,13 +270,15 @@ class FakeRegistry:
         return web.json_response({"token": "t", "access_token": "t"}, headers={"Cache-Control": "no-store"})
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=0)
+        app = web.Application(client_max_size=0, middlewares=[self.record])
         app.router.add_get("/auth", self.auth)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/token", self.token)
         app.router.add_get("/v2/", self.base)
         app.router.add_get("/v2/{repo:.+}/blobs/{digest}", self.blob)
         app.router.add_patch("/v2/{repo:.+}/blobs/uploads/{id}", self.upload)
+        app.router.add_put("/v2/{repo:.+}/blobs/uploads/{id}", self.upload)
+        app.router.add_put("/v2/{repo:.+}/manifests/{ref}", self.upload)
         return app
 
 
@@ -256,6 +307,13 @@ async def front(tmp_path: pathlib.Path) -> AsyncIterator[Front]:
 
 
 @pytest.fixture
+async def body_front(tmp_path: pathlib.Path) -> AsyncIterator[Front]:
+    """The operator's variant for a data volume: upload bodies written to files by nginx."""
+    async with _front(tmp_path, limits=nginx_configmap.ClientLimits(), body_files=True) as started:
+        yield started
+
+
+@pytest.fixture
 async def bucket_front(tmp_path: pathlib.Path) -> AsyncIterator[Front]:
     async with _front(tmp_path, limits=nginx_configmap.ClientLimits(), blobs_from_volume=False) as started:
         yield started
@@ -273,6 +331,7 @@ async def _front(
     *,
     limits: nginx_configmap.ClientLimits,
     blobs_from_volume: bool = True,
+    body_files: bool = False,
     token_flow: bool = False,
 ) -> AsyncIterator[Front]:
     registry = FakeRegistry()
@@ -291,6 +350,7 @@ async def _front(
             listen_port=port,
             limits=limits,
             blobs_from_volume=blobs_from_volume,
+            body_files=body_files,
             token_flow=token_flow,
         )
     )
@@ -404,6 +464,70 @@ async def test_a_large_upload_streams_through_without_a_body_limit(front: Front)
     )
     assert response.status == 202
     assert front.registry.uploaded == size
+
+
+async def test_with_body_files_nginx_writes_an_upload_body_to_the_body_dir_and_passes_only_its_path(
+    body_front: Front, tmp_path: pathlib.Path
+) -> None:
+    body = os.urandom(300_000)
+    response, _ = await body_front.request(
+        "PATCH", "/v2/team/app/blobs/uploads/u1", data=body,
+        headers={**FORGED, "Content-Type": "application/octet-stream"},
+    )  # fmt: skip
+    empty, _ = await body_front.request(
+        "PUT", "/v2/team/app/blobs/uploads/u1?digest=sha256:ab", headers=FORGED
+    )
+    proxied = [seen for seen in body_front.registry.body_files if seen[1].startswith("/v2/")]
+    [(method, _, named, seen, length), (put, _, put_named, put_seen, _)] = proxied
+    body_dir = tmp_path / "data" / ".nginx-bodies"
+    assert response.status == 202 and empty.status == 202
+    # The client's forged header never arrives: nginx names its own file in the body directory.
+    assert method == "PATCH" and named is not None and pathlib.Path(named).parent == body_dir
+    assert seen == body and length is None  # the bytes are in the file only; no body on the socket
+    assert put == "PUT" and put_named is not None and pathlib.Path(put_named).parent == body_dir
+    assert put_seen == b""
+    assert body_front.registry.uploaded == 0
+    assert list(body_dir.iterdir()) == []  # nginx removed every body file once its request ended
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/v2/"),
+        ("GET", "/v2/team/app/blobs/sha256:ab"),
+        ("PUT", "/v2/team/app/manifests/v1"),
+        ("GET", "/healthz"),
+    ],
+)
+async def test_a_client_can_never_name_a_body_file_on_any_path(
+    body_front: Front, method: str, path: str
+) -> None:
+    await body_front.request(method, path, headers=FORGED, data=b"{}" if method == "PUT" else None)
+    assert body_front.registry.body_files, "the request never reached the registry"
+    assert all(named is None for _, _, named, _, _ in body_front.registry.body_files)
+    assert all(BODY_FILE not in seen for seen in body_front.registry.auth_requests)
+
+
+async def test_a_push_the_registrys_storage_refuses_at_auth_is_507_and_no_body_file_is_written(
+    body_front: Front, tmp_path: pathlib.Path
+) -> None:
+    response, body = await body_front.request(
+        "PATCH", "/v2/full/app/blobs/uploads/u1", headers={"Authorization": GOOD}, data=os.urandom(100_000)
+    )
+    assert response.status == 507
+    assert json.loads(body)["errors"][0]["message"] == "registry storage is full"
+    assert not [seen for seen in body_front.registry.body_files if seen[1].startswith("/v2/")]
+    body_dir = tmp_path / "data" / ".nginx-bodies"
+    assert not body_dir.exists() or list(body_dir.iterdir()) == []
+
+
+async def test_without_body_files_uploads_stream_and_a_forged_body_file_header_is_dropped(
+    front: Front,
+) -> None:
+    response, _ = await front.request("PATCH", "/v2/team/app/blobs/uploads/u1", headers=FORGED, data=b"abc")
+    assert response.status == 202 and front.registry.uploaded == 3
+    proxied = [seen for seen in front.registry.body_files if seen[1].startswith("/v2/")]
+    assert [(method, named) for method, _, named, _, _ in proxied] == [("PATCH", None)]
 
 
 async def test_blobs_are_served_by_nginx_with_the_registrys_headers(front: Front) -> None:

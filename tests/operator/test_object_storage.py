@@ -108,7 +108,7 @@ def test_the_registry_gets_the_bucket_per_the_cli_contract_and_no_accel_redirect
     assert args[args.index("--s3-prefix") + 1] == "reg/demo"
     assert args[args.index("--s3-addressing") + 1] == "path"
     assert "--s3-redirect" in args and "--no-s3-redirect" not in args
-    assert "--accel-redirect" not in args and "--data-dir" not in args
+    assert "--accel-redirect" not in args and "--data-dir" not in args and "--body-file-dir" not in args
     assert "--s3-ca" not in args
     assert not any(ACCESS_KEY.decode() in a or "bucket-creds" in a for a in args)
 
@@ -181,11 +181,14 @@ def test_a_custom_ca_is_mounted_read_only_as_ca_crt(source: dict[str, Any], volu
 
 
 def test_nginx_has_no_blob_location_with_s3_and_the_configmap_and_hash_use_that_variant() -> None:
-    on_volume = nginx_configmap.render(nginx=model.Nginx())
+    on_volume = nginx_configmap.render(nginx=model.Nginx(), body_files=True)
     bucket = nginx_configmap.render(nginx=model.Nginx(), blobs_from_volume=False)
     assert nginx_configmap.BLOB_PREFIX in on_volume and "alias /var/lib/registry/;" in on_volume
     assert nginx_configmap.BLOB_PREFIX not in bucket and "alias" not in bucket
     assert "location /v2/" in bucket and "auth_request /_dockyard_auth;" in bucket
+    # No volume, no body files: upload bodies stream through the registry to the bucket.
+    assert "client_body_in_file_only" in on_volume and "client_body_in_file_only" not in bucket
+    assert 'proxy_set_header X-Dockyard-Body-File "";' in bucket
     built = with_bucket(s3_spec())
     assert nginx_configmap.build(built)["data"][nginx_configmap.CONFIG_KEY] == bucket
     assert nginx_configmap.build(make_inputs())["data"][nginx_configmap.CONFIG_KEY] == on_volume

@@ -151,6 +151,7 @@ async def make_client(tmp_path: Path) -> AsyncIterator[ClientFactory]:
         upload_sweep_seconds: float | None = 3600.0,
         trusted_proxies: tuple[state.Network, ...] = state.LOOPBACK,
         token_realm: str | None = None,
+        body_file_dir: Path | None = None,
     ) -> Registry:
         settings = state.Settings(
             store=store.Store(
@@ -166,6 +167,7 @@ async def make_client(tmp_path: Path) -> AsyncIterator[ClientFactory]:
             upload_sweep_seconds=upload_sweep_seconds,
             trusted_proxies=trusted_proxies,
             token_realm=token_realm,
+            body_file_dir=body_file_dir,
         )
         client = test_utils.TestClient(test_utils.TestServer(app.create_app(settings)))
         await client.start_server()

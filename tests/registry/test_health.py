@@ -106,6 +106,26 @@ async def test_above_the_fill_threshold_readyz_fails_and_pushes_get_507(tmp_path
     assert h.registry.store.tags("r") == ["v1"]
 
 
+async def test_auth_refuses_pushes_the_storage_cannot_take_before_nginx_reads_a_body(
+    tmp_path: Path, start: Any
+) -> None:
+    """nginx asks /auth before it reads a body (and the body-file variant writes it to the volume)."""
+    h = await start(tmp_path / "data")
+
+    async def auth(method: str, uri: str) -> int:
+        resp = await h.client.get("/auth", headers={"X-Original-Method": method, "X-Original-URI": uri})
+        return resp.status
+
+    assert await auth("PATCH", "/v2/r/blobs/uploads/0123456789abcdef0123456789abcdef") == 200
+    h.monitor.max_fill = 0.0001
+    h.monitor.refresh()
+    assert await auth("PATCH", "/v2/r/blobs/uploads/0123456789abcdef0123456789abcdef") == 507
+    assert await auth("POST", "/v2/r/blobs/uploads/?digest=sha256:" + "a" * 64) == 507
+    assert await auth("PUT", "/v2/r/manifests/v1") == 507
+    assert await auth("GET", "/v2/r/manifests/v1") == 200  # pulls go on
+    assert await auth("HEAD", "/v2/r/blobs/sha256:" + "a" * 64) == 200
+
+
 async def test_a_ready_registry_says_so(tmp_path: Path, start: Any) -> None:
     unchecked = health.StorageMonitor(tmp_path)
     assert not unchecked.state.ready and not unchecked.state.refuses_pushes

@@ -6,7 +6,8 @@ read from the real API server and, for each container:
   the interpreter running the tests (so `python -m dockyard_operator…` is this checkout), `nginx` → Debian's
   `/usr/sbin/nginx`; anything else is refused with its name;
 - gives it a private root directory `<root>/rootfs/<container>/` in which every volumeMount is a symlink to
-  the volume's local directory, and rewrites every absolute path in its argv (and in the text of the
+  the volume's local directory (or to its `subPath` directory, created when missing; parents first), and
+  rewrites every absolute path in its argv (and in the text of the
   ConfigMaps it mounts) that is a mount path, lies under one or is a parent of one into that root, so two
   containers mounting different volumes at the same path (both nginx and the registry mount `/tmp`) stay
   apart, exactly like mount namespaces;
@@ -322,13 +323,20 @@ class PodRunner:
         mounts = spec.get("volumeMounts") or []
         rootfs = self._rootfs(name)
         rootfs.mkdir(parents=True, exist_ok=True)
-        for mount in mounts:
-            if mount.get("subPath"):
-                raise PodRunnerError(f"container {name}: subPath mounts are not supported")
+        # Parents first, as container runtimes mount them: a mount inside another lands in its volume.
+        for mount in sorted(mounts, key=lambda m: len(m["mountPath"].rstrip("/"))):
+            source = self.volumes[mount["name"]].path
+            sub = mount.get("subPath")
+            if sub:
+                if sub.startswith("/") or ".." in Path(sub).parts:
+                    raise PodRunnerError(f"container {name}: subPath {sub!r} leaves its volume")
+                source = source / sub
+                source.mkdir(parents=True, exist_ok=True)  # kubelet creates a missing subPath directory
             link = rootfs / mount["mountPath"].lstrip("/")
             link.parent.mkdir(parents=True, exist_ok=True)
-            if not link.is_symlink():
-                link.symlink_to(self.volumes[mount["name"]].path)
+            if link.is_symlink() or (link.exists() and link.resolve() == source.resolve()):
+                continue  # already there (a subPath of the volume its parent mount shows at that place)
+            link.symlink_to(source)
         command = [*(spec.get("command") or []), *(spec.get("args") or [])]
         if not spec.get("command"):
             raise PodRunnerError(f"container {name}: no command (image entrypoints are unknown locally)")

@@ -2,7 +2,10 @@
 
 Pod shape: the registry listens on 127.0.0.1:5000 without TLS, so the only way in is the sidecar on 5443,
 which terminates TLS, asks the registry's /auth, and serves blobs from the storage volume (mounted read-only
-into nginx). With spec.storage.s3 there is no data volume at all: the registry gets the bucket as
+into nginx). nginx writes blob upload bodies to files in one directory of that volume (its only writable
+mount of it, a subPath) and hands the registry their paths (`--body-file-dir`), which the registry renames
+into place; for that nginx runs as the registry's uid (its body files are mode 0600).
+With spec.storage.s3 there is no data volume at all: the registry gets the bucket as
 `--storage-driver s3 --s3-*` arguments, its access key as environment variables that reference the
 credentials Secret (`valueFrom.secretKeyRef`: the values never pass through the operator), a custom CA
 mounted from its Secret or ConfigMap, no `--accel-redirect` (nginx cannot read a bucket), and nginx the
@@ -29,9 +32,13 @@ from typing import Any
 from dockyard_operator import model, names
 from dockyard_operator.builders import htpasswd_secret, maintenance_configmap, mirrors_config, nginx_configmap
 from dockyard_operator.builders import inputs as inputs_mod
+from dockyard_registry import bodyfile
 
 REGISTRY_UID = 65532
-NGINX_UID = 101  # the `nginx` user of the official nginx images
+# The sidecar runs as the registry's user: the upload bodies it writes (mode 0600, nginx's choice) must be
+# readable and renameable by the registry. Its data mount stays read-only; only the body directory is
+# writable for it (a subPath mount of the same volume, see _nginx_mounts).
+NGINX_UID = REGISTRY_UID
 AUTH_DIR = "/etc/dockyard/auth"
 S3_CA_DIR = "/etc/dockyard/s3-ca"
 S3_CA_FILE = "ca.crt"
@@ -60,6 +67,8 @@ def registry_args(inputs: inputs_mod.Inputs) -> list[str]:
     if inputs.spec.storage.kind != "s3":
         # nginx serves blob bytes from the volume; a bucket it cannot read, so S3 has no accel-redirect.
         args += ["--accel-redirect", nginx_configmap.BLOB_PREFIX]
+        # nginx writes upload bodies to files on the volume; the registry adopts them (issue 15).
+        args += ["--body-file-dir", nginx_configmap.NginxPaths().body_dir]
     if not inputs.spec.storage.delete_enabled:
         args.append("--no-delete")
     if inputs.spec.auth.anonymous_pull:
@@ -221,6 +230,21 @@ def _data_mounts(inputs: inputs_mod.Inputs, *, read_only: bool) -> list[dict[str
     return [mount]
 
 
+def _body_mounts(inputs: inputs_mod.Inputs) -> list[dict[str, Any]]:
+    """nginx's only writable place on the data volume: the directory it writes upload bodies to, mounted
+    over its read-only data mount at the same path, so the path it hands the registry is the registry's
+    too (and a rename from it into an upload stays on one file system). None with object storage."""
+    if inputs.spec.storage.kind == "s3":
+        return []
+    return [
+        {
+            "name": "data",
+            "mountPath": nginx_configmap.NginxPaths().body_dir,
+            "subPath": bodyfile.DIR_NAME,
+        }
+    ]
+
+
 def _s3_ca_volume(storage: model.Storage) -> dict[str, Any] | None:
     """The custom CA of the bucket's endpoint, as one file `ca.crt` whatever its key is called."""
     s3 = storage.s3
@@ -288,6 +312,7 @@ def _nginx_container(inputs: inputs_mod.Inputs) -> dict[str, Any]:
             {"name": "nginx-config", "mountPath": nginx_configmap.CONFIG_DIR, "readOnly": True},
             {"name": "tls", "mountPath": nginx_configmap.TLS_DIR, "readOnly": True},
             *_data_mounts(inputs, read_only=True),
+            *_body_mounts(inputs),
             {"name": "nginx-cache", "mountPath": nginx_configmap.CACHE_DIR},
             {"name": "nginx-tmp", "mountPath": nginx_configmap.TMP_DIR},
         ],

@@ -33,7 +33,7 @@ from typing import Any
 
 from dockyard_operator import model
 from dockyard_operator.builders import inputs as inputs_mod
-from dockyard_registry import tlsauto
+from dockyard_registry import bodyfile, tlsauto
 
 CONFIG_KEY = "nginx.conf"
 CONFIG_DIR = "/etc/dockyard/nginx"
@@ -45,6 +45,7 @@ BLOB_PREFIX = "/_dockyard_blobs/"
 TOKEN_PATH = "/token"  # noqa: S105  # a URL path: the registry's Docker token endpoint (`--token-realm`)
 UPSTREAM = "127.0.0.1:5000"
 LISTEN_PORT = 5443
+BODY_BUFFER = "1m"  # nginx's write size for upload bodies it writes to files (see render's body_files)
 
 # TLS 1.2 suites: ECDHE + AEAD only, exactly the registry's own `--tls` server's list (one list for both
 # TLS endpoints). `ssl_ciphers` does not touch TLS 1.3, whose suites are all AEAD.
@@ -60,6 +61,8 @@ _TOO_MANY = (
     '"detail":null}]}'
 )
 
+_STORAGE_FULL = '{"errors":[{"code":"UNKNOWN","message":"registry storage is full","detail":null}]}'
+
 _UNAVAILABLE = (
     '{"errors":[{"code":"UNAVAILABLE","message":"registry temporarily unavailable, retry","detail":null}]}'
 )
@@ -74,6 +77,12 @@ class NginxPaths:
     pid: str = f"{TMP_DIR}/nginx.pid"
     temp_dir: str = CACHE_DIR
     data_dir: str = DATA_DIR
+
+    @property
+    def body_dir(self) -> str:
+        """Where nginx writes blob upload bodies: on the data volume, so the registry adopts them by rename
+        (`dockyard-registry serve --body-file-dir`)."""
+        return f"{self.data_dir.rstrip('/')}/{bodyfile.DIR_NAME}"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -102,10 +111,13 @@ def render(
     listen_port: int = LISTEN_PORT,
     limits: ClientLimits = ClientLimits(),  # frozen dataclass: a safe default
     blobs_from_volume: bool = True,
+    body_files: bool = False,
     token_flow: bool = False,
 ) -> str:
     """The complete nginx.conf for the sidecar; `blobs_from_volume=False` for a registry whose blobs are
-    not on a volume nginx can read (object storage); `token_flow` routes the Docker token endpoint."""
+    not on a volume nginx can read (object storage). `body_files=True` (with a volume only; the registry
+    must then run with `--body-file-dir paths.body_dir`): blob upload bodies go to files on the volume.
+    `token_flow` routes the Docker token endpoint."""
     data_dir = paths.data_dir.rstrip("/") + "/"
     blob_location = (
         f"""
@@ -124,6 +136,31 @@ def render(
     )
     temp = paths.temp_dir.rstrip("/")
     api_version_header = "add_header Docker-Distribution-API-Version $dockyard_api_version always;"
+    upload_location = (
+        f"""
+            # Blob upload bodies (POST ?digest=, PATCH, PUT): nginx writes each whole body to a file on the
+            # data volume and passes the registry only the file's path, which it hashes and renames into
+            # the upload (no copy through a socket). A client's own {bodyfile.HEADER} never passes: it
+            # is overwritten here and cleared everywhere else. `clean`: nginx removes the file when the
+            # request ends unless the registry adopted it.
+            location ~ ^/v2/.+/blobs/uploads/ {{
+                client_body_temp_path {paths.body_dir};
+                client_body_in_file_only clean;
+                # Bodies reach the file in writes of this size (the default 16k costs nginx a syscall
+                # per 16 KiB); allocated per upload in flight, at most the body's length.
+                client_body_buffer_size {BODY_BUFFER};
+                proxy_request_buffering on;
+                proxy_pass_request_body off;
+                {_indented(_PROXY_HEADERS, 16)}
+                proxy_set_header Content-Length "";
+                proxy_set_header {bodyfile.HEADER} $request_body_file;
+                proxy_pass http://dockyard_registry;
+                {api_version_header}
+            }}
+"""
+        if blobs_from_volume and body_files
+        else ""
+    )
     token_location = (
         f"""
         # The Docker token flow: the registry checks the credentials itself (no auth_request) and answers
@@ -205,11 +242,9 @@ http {{
         chunked_transfer_encoding on;
 
         proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        proxy_set_header Host $http_host;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Real-IP $remote_addr;
+        {_indented(_PROXY_HEADERS, 8)}
+        # Only nginx itself names a body file (the upload location below); never a client.
+        proxy_set_header {bodyfile.HEADER} "";
         proxy_connect_timeout {nginx.proxy_connect_timeout};
         proxy_read_timeout {nginx.proxy_read_timeout};
         proxy_send_timeout {nginx.proxy_send_timeout};
@@ -244,7 +279,7 @@ http {{
             proxy_buffering off;
             proxy_pass http://dockyard_registry;
             {api_version_header}
-        }}
+{upload_location}        }}
 
         location = /_dockyard_auth {{
             internal;
@@ -257,6 +292,7 @@ http {{
             proxy_set_header X-Original-URI $request_uri;
             proxy_set_header X-Original-Method $request_method;
             proxy_set_header Authorization $http_authorization;{realm_headers}
+            proxy_set_header {bodyfile.HEADER} "";
         }}
 {token_location}
         location @dockyard_unauthorized {{
@@ -278,6 +314,11 @@ http {{
             if ($dockyard_auth_status = 429) {{
                 return 429 '{_TOO_MANY}';
             }}
+            # The registry's storage cannot take a push (full or above spec.storage.maxFillPercent): said
+            # by /auth, before nginx reads (and, with body files, stores) a byte of the body.
+            if ($dockyard_auth_status = 507) {{
+                return 507 '{_STORAGE_FULL}';
+            }}
             return 503 '{_UNAVAILABLE}';
         }}
 
@@ -298,12 +339,30 @@ http {{
 """
 
 
+# The server's proxy headers; repeated in the upload location, which sets headers of its own (nginx
+# inherits proxy_set_header only into a level that sets none).
+_PROXY_HEADERS = """\
+proxy_set_header Connection "";
+proxy_set_header Host $http_host;
+proxy_set_header X-Forwarded-Proto $scheme;
+proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+proxy_set_header X-Real-IP $remote_addr;"""
+
+
+def _indented(lines: str, spaces: int) -> str:
+    """`lines` for a place in the config indented by `spaces` (its first line is placed already)."""
+    return lines.replace("\n", "\n" + " " * spaces)
+
+
 def render_for(inputs: inputs_mod.Inputs) -> str:
-    """The sidecar's config for this registry: blobs from the volume unless they live in a bucket; /token
-    when the registry offers the token flow."""
+    """The sidecar's config for this registry: blobs from the volume unless they live in a bucket, and
+    then upload bodies written to files on that volume too; /token when the registry offers the token
+    flow."""
+    on_volume = inputs.spec.storage.kind != "s3"
     return render(
         nginx=inputs.spec.nginx,
-        blobs_from_volume=inputs.spec.storage.kind != "s3",
+        blobs_from_volume=on_volume,
+        body_files=on_volume,
         token_flow=inputs.spec.auth.token_flow,
     )
 

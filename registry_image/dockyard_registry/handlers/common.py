@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
+import os
+import pathlib
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from dockyard_registry import auth, digest, reference, state
+from dockyard_registry import auth, bodyfile, digest, reference, state, store
 from dockyard_registry.errors import Code, OciError
 
 CHUNK = 1 << 20
+# Names the file the sidecar's nginx wrote a blob upload's body to (nginx_configmap renders it; nginx
+# overwrites or removes it on every request, so no client can name a file).
+BODY_FILE_HEADER = bodyfile.HEADER
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +70,56 @@ async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
         asyncio.IncompleteReadError,
     ) as exc:
         raise OciError(Code.BLOB_UPLOAD_INVALID, f"request body incomplete: {type(exc).__name__}") from None
+
+
+def body_source(request: web.Request) -> store.Body:
+    """A blob upload request's body: the file nginx wrote it to (see bodyfile.py), else the socket.
+
+    The body-file header is trusted only when the registry runs with `--body-file-dir` (the operator's
+    nginx variant sets it; without it the header is ignored and the body read from the socket), only from
+    a loopback peer (the sidecar) and only for an nginx temp file directly inside that directory; anything
+    else is refused with BLOB_UPLOAD_INVALID and touches no file.
+    """
+    directory = settings(request).body_file_dir
+    value = request.headers.get(BODY_FILE_HEADER)
+    if directory is None or value is None:
+        return body_chunks(request)
+    if not _loopback(request.remote):
+        raise OciError(Code.BLOB_UPLOAD_INVALID, f"{BODY_FILE_HEADER} is accepted from the local nginx only")
+    if request.content_length or request.headers.get("Transfer-Encoding"):
+        raise OciError(Code.BLOB_UPLOAD_INVALID, f"{BODY_FILE_HEADER} with a request body")
+    named = pathlib.PurePosixPath(value)
+    if not (
+        named.is_absolute() and bodyfile.NAME_RE.match(named.name) and _same_dir(named.parent, directory)
+    ):
+        raise OciError(Code.BLOB_UPLOAD_INVALID, f"{BODY_FILE_HEADER} names no file of the body directory")
+    try:
+        return bodyfile.open_checked(directory / named.name)
+    except bodyfile.BodyFileError as exc:
+        raise OciError(Code.BLOB_UPLOAD_INVALID, str(exc)) from None
+
+
+def body_length(request: web.Request, body: store.Body) -> int | None:
+    """The body's length when known up front: the body file's size, else Content-Length."""
+    return body.size if isinstance(body, bodyfile.BodyFile) else request.content_length
+
+
+def _same_dir(named: pathlib.PurePosixPath, directory: pathlib.Path) -> bool:
+    """Whether nginx's directory is ours: the same path, or the same directory seen through another path
+    (nginx's mount of it, where its path differs from ours)."""
+    if named == pathlib.PurePosixPath(directory):
+        return True
+    try:
+        return os.path.samefile(named, directory)
+    except OSError:
+        return False
+
+
+def _loopback(remote: str | None) -> bool:
+    try:
+        return ipaddress.ip_address((remote or "").strip()).is_loopback
+    except ValueError:
+        return False
 
 
 async def read_limited(request: web.Request, *, limit: int) -> bytes:

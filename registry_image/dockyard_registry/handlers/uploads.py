@@ -70,14 +70,15 @@ async def start(request: web.Request, match: common.PathParams) -> web.StreamRes
     monolithic = request.query.get("digest")
     if monolithic is not None:
         dgst = common.parse_digest(monolithic)
+        body = common.body_source(request)
         upload_id = await asyncio.to_thread(cfg.store.start_upload, repo, owner=_owner(request))
         try:
             await cfg.store.finish_upload(
                 repo,
                 upload_id,
                 dgst=dgst,
-                body=common.body_chunks(request),
-                length=request.content_length,
+                body=body,
+                length=common.body_length(request, body),
             )
         except BaseException:
             # A failed monolithic push leaves nothing behind: the session was never visible to the client.
@@ -100,13 +101,15 @@ async def patch(request: web.Request, match: common.PathParams) -> web.StreamRes
     cfg = common.settings(request)
     rng = _content_range(request)
     length = None if rng is None else rng[1] - rng[0] + 1
-    if length is not None and request.content_length is not None and request.content_length != length:
+    body = common.body_source(request)
+    received = common.body_length(request, body)
+    if length is not None and received is not None and received != length:
         raise OciError(Code.RANGE_INVALID, "Content-Range does not match Content-Length")
     try:
         size = await cfg.store.write_chunk(
             repo,
             match.arg,
-            body=common.body_chunks(request),
+            body=body,
             start=None if rng is None else rng[0],
             length=length,
         )
@@ -125,13 +128,16 @@ async def finish(request: web.Request, match: common.PathParams) -> web.StreamRe
         raise OciError(Code.DIGEST_INVALID, "digest query parameter is required to finish an upload")
     dgst = common.parse_digest(raw)
     rng = _content_range(request)
-    has_body = bool(request.content_length) or request.headers.get("Transfer-Encoding", "") == "chunked"
+    body = common.body_source(request)
+    has_body = bool(common.body_length(request, body)) or (
+        request.headers.get("Transfer-Encoding", "") == "chunked"
+    )
     try:
         await cfg.store.finish_upload(
             repo,
             match.arg,
             dgst=dgst,
-            body=common.body_chunks(request) if has_body or rng is not None else None,
+            body=body if has_body or rng is not None else None,
             start=None if rng is None else rng[0],
             length=None if rng is None else rng[1] - rng[0] + 1,
         )

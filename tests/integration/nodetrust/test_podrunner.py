@@ -6,8 +6,9 @@ Covers, with a stand-in API client:
 - per-container roots: two containers mounting different volumes at the same path stay apart, argv paths
   under, equal to or above a mount are rewritten, other paths (`/dev/stdout`, URL paths) are not;
 - ports: declared and extra ports are remapped in argv and in mounted ConfigMap text (nginx `listen`);
-- env from values, the downward API and Secret/ConfigMap keys; commands without a local stand-in, subPath
-  mounts and unknown volume kinds are refused by name;
+- env from values, the downward API and Secret/ConfigMap keys; commands without a local stand-in, a subPath
+  leaving its volume and unknown volume kinds are refused by name; a subPath mount shows that directory of
+  its volume, also nested in a mount of the same volume (the sidecar's upload body directory);
 Against the real API server, with the real operator:
 - the Deployment of a PrivateRegistry runs locally (registry + nginx), answers over TLS verified by the
   registry's CA with the Basic challenge and the user from the user Secret, and stops by PID.
@@ -174,7 +175,7 @@ def test_env_comes_from_values_the_downward_api_and_referenced_keys(tmp_path: Pa
         ({"name": "c", "command": ["/bin/busybox", "sh"]}, [], "no local stand-in"),
         ({"name": "c", "args": ["x"]}, [], "no command"),
         ({"name": "c", "command": ["python"],
-          "volumeMounts": [{"name": "v", "mountPath": "/x", "subPath": "y"}]},
+          "volumeMounts": [{"name": "v", "mountPath": "/x", "subPath": "../y"}]},
          [{"name": "v", "emptyDir": {}}], "subPath"),
         ({"name": "c", "command": ["python"]}, [{"name": "v", "nfs": {"server": "s"}}], "unsupported source"),
     ],
@@ -184,6 +185,22 @@ def test_what_cannot_run_locally_is_refused_by_name(
 ) -> None:
     with pytest.raises(podrunner.PodRunnerError, match=message):
         runner(tmp_path, FakeClient(), template([container], volumes))
+
+
+def test_a_subpath_mount_shows_that_directory_of_its_volume_even_inside_a_mount_of_it(tmp_path: Path) -> None:
+    tpl = template(
+        [{"name": "c", "command": ["python", "/data", "/bodies"],
+          "volumeMounts": [{"name": "v", "mountPath": "/data/.inner", "subPath": ".inner"},
+                           {"name": "v", "mountPath": "/data", "readOnly": True},
+                           {"name": "v", "mountPath": "/bodies", "subPath": ".inner"}]}],
+        [{"name": "v", "emptyDir": {}}],
+    )  # fmt: skip
+    c = runner(tmp_path, FakeClient(), tpl).container("c")
+
+    (Path(c.argv[2]) / "file").write_text("x")
+
+    assert (Path(c.argv[1]) / ".inner" / "file").read_text() == "x"
+    assert (Path(c.argv[1]) / ".inner").resolve() == (Path(c.argv[2])).resolve()
 
 
 def test_a_nodes_host_path_lives_under_the_runner_root(tmp_path: Path) -> None:

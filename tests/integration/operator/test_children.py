@@ -174,6 +174,8 @@ def test_deployment_runs_the_registry_behind_an_nginx_sidecar_as_the_contract_sa
     assert argv[argv.index("--listen") + 1] == "127.0.0.1:5000"
     assert argv[argv.index("--realm") + 1] == "demo"
     assert argv[argv.index("--accel-redirect") + 1] == "/_dockyard_blobs/"
+    body_dir = nginx_configmap.NginxPaths().body_dir  # nginx writes upload bodies there (issue 15)
+    assert argv[argv.index("--body-file-dir") + 1] == body_dir
     assert "--no-delete" in argv  # storage.deleteEnabled defaults to false
     assert "--anonymous-pull" not in argv
 
@@ -183,8 +185,13 @@ def test_deployment_runs_the_registry_behind_an_nginx_sidecar_as_the_contract_sa
     mounts = {m.mountPath: m for m in sidecar.volumeMounts}
     for directory in (nginx_configmap.CONFIG_DIR, nginx_configmap.TLS_DIR, nginx_configmap.DATA_DIR):
         assert directory in mounts, f"{directory} is not mounted into nginx"
-    for directory in (nginx_configmap.CACHE_DIR, nginx_configmap.TMP_DIR):
+    for directory in (nginx_configmap.CACHE_DIR, nginx_configmap.TMP_DIR, body_dir):
         assert directory in mounts and not mounts[directory].readOnly, f"{directory} is not writable"
+    assert mounts[nginx_configmap.DATA_DIR].readOnly  # blobs: read-only; only the body directory is writable
+    assert (mounts[body_dir].name, mounts[body_dir].subPath) == (
+        mounts[nginx_configmap.DATA_DIR].name,
+        ".nginx-bodies",
+    )
     config_path = f"{nginx_configmap.CONFIG_DIR}/{nginx_configmap.CONFIG_KEY}"
     assert config_path in (sidecar.command or []) + (sidecar.args or [])
     volumes = {v.name: v for v in pod.volumes}
@@ -215,7 +222,8 @@ def test_rendered_nginx_config_passes_nginx_t_with_the_generated_certificate(
     # The ConfigMap is exactly the renderer's output for this spec with the pod's paths, so
     # re-rendering with temp paths (the renderer's own parameters) tests the same text.
     served = configmap.data[nginx_configmap.CONFIG_KEY]
-    assert served == nginx_configmap.render(nginx=spec.nginx)
+    # A registry with a data volume: upload bodies go to files on it (issue 15).
+    assert served == nginx_configmap.render(nginx=spec.nginx, body_files=True)
     (tmp_path / "tls.crt").write_bytes(tls["tls.crt"])
     (tmp_path / "tls.key").write_bytes(tls["tls.key"])
     (tmp_path / "data").mkdir()
@@ -228,7 +236,7 @@ def test_rendered_nginx_config_passes_nginx_t_with_the_generated_certificate(
         data_dir=str(tmp_path / "data"),
     )
     config = tmp_path / "nginx.conf"
-    config.write_text(nginx_configmap.render(nginx=spec.nginx, paths=paths))
+    config.write_text(nginx_configmap.render(nginx=spec.nginx, paths=paths, body_files=True))
 
     done = subprocess.run(
         [str(NGINX), "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(config)],

@@ -137,7 +137,10 @@ def pod(
     tls = cluster.secret_data(cluster.wait_child(kube_client, core.Secret, N.tls_secret, namespace))
     auth = cluster.secret_data(cluster.wait_child(kube_client, core.Secret, N.htpasswd_secret, namespace))
     parsed = model.parse_spec(kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace)["spec"])
-    assert configmap.data[nginx_configmap.CONFIG_KEY] == nginx_configmap.render(nginx=parsed.nginx)
+    # A registry with a data volume: nginx writes upload bodies to files on it (issue 15).
+    assert configmap.data[nginx_configmap.CONFIG_KEY] == nginx_configmap.render(
+        nginx=parsed.nginx, body_files=True
+    )
 
     # nginx's workers must read the blob files: a world-traversable directory, unlike tmp_path.
     root = Path(tempfile.mkdtemp(prefix="dockyard-pod-"))
@@ -173,6 +176,7 @@ def pod(
             ),
             upstream=upstream,
             listen_port=https_port.number,
+            body_files=True,
         )
     )
 

@@ -31,6 +31,7 @@ class Front:
     ca: Path
     registry: harness.Registry
     nginx_log: Path
+    data: Path  # the registry's data directory (nginx serves blobs from it, and writes bodies into it)
 
     @property
     def address(self) -> str:
@@ -60,9 +61,11 @@ def nginx_in_front(
     data_dir: Path,
     ips: Sequence[str] = ("127.0.0.1",),
     token_flow: bool = False,
+    body_files: bool = False,
 ) -> Iterator[Front]:
     """nginx, config rendered by the operator's builder, on a loopback port in front of `registry` (which
-    must listen without TLS); its certificate names `ips` and localhost."""
+    must listen without TLS); its certificate names `ips` and localhost. `body_files`: the operator's
+    variant for a data volume (the registry must run with `--body-file-dir`, see bodyfile.DIR_NAME)."""
     tls = certs.write_server_tls(directory=tmp / "tls", ips=list(ips))
     (tmp / "cache").mkdir(exist_ok=True)
     port = procs.reserve_port()
@@ -77,6 +80,7 @@ def nginx_in_front(
             upstream=f"127.0.0.1:{registry.port}",
             listen_port=port.number,
             token_flow=token_flow,
+            body_files=body_files,
         )
     )  # fmt: skip
     # As root, nginx would drop its workers to `nobody`, who cannot enter pytest's private temp dir.
@@ -97,8 +101,9 @@ def nginx_in_front(
             context=ssl.create_default_context(cafile=str(tls.ca_file)),
         )
         yield Front(
-            host="127.0.0.1", port=port.number, ca=tls.ca_file, registry=registry, nginx_log=nginx_log
-        )
+            host="127.0.0.1", port=port.number, ca=tls.ca_file, registry=registry, nginx_log=nginx_log,
+            data=data_dir,
+        )  # fmt: skip
     finally:
         if nginx is not None:
             nginx.stop(grace=15)

@@ -14,8 +14,13 @@ Covers:
   whose bytes (served by nginx, not the registry) and Docker-Content-Digest are right;
 - an unauthenticated request gets one Basic challenge naming the registry's realm; a pull-only user
   can pull but skopeo's push is denied;
-- a 96 MiB blob PUT through nginx in one streamed request (no 413, no buffering limit) and read back
-  byte-exact;
+- a 96 MiB blob PUT through nginx in one request (no 413, no size limit) and read back byte-exact;
+- upload bodies take the operator's volume path (issue 15): nginx writes each body to a file in the body
+  directory on the data volume and the registry (`--body-file-dir`) renames it into the upload, so a pushed
+  blob is the very file nginx wrote (one link, nothing left in the body directory); a client's own
+  `X-Dockyard-Body-File` naming a file of the registry's never reaches the registry (the push stores the
+  client's bytes, that file is untouched); a client gone mid-body leaves no body file and the upload
+  unchanged;
 - podman pulls through nginx (unpacking every layer nginx served from disk), pushes a copy and
   pulls that back with the same image ID;
 - `docker login` through nginx (on this machine's non-loopback address, CA in certs.d) succeeds with
@@ -37,12 +42,15 @@ import hashlib
 import json
 import os
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from dockyard_registry import bodyfile, paths
+from dockyard_registry import digest as digests
 from tests.integration.registry import certs, fronts, harness, images
 from tests.integration.registry.clients import docker_login, docker_trusts, skopeo, skopeo_pull, skopeo_push
 from tests.integration.registry.conformance import assert_conformance_passes
@@ -71,6 +79,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
             "--htpasswd", str(data / "auth" / "htpasswd"),
             "--access", str(data / "auth" / "access.yaml"),
             "--accel-redirect", "/_dockyard_blobs/",
+            "--body-file-dir", str(data / bodyfile.DIR_NAME),
             "--realm", REALM,
         ],
     )  # fmt: skip
@@ -79,7 +88,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     reg.start()
     try:
         with fronts.nginx_in_front(
-            tmp=tmp, registry=reg, data_dir=data, ips=["127.0.0.1", *([lan] if lan else [])]
+            tmp=tmp, registry=reg, data_dir=data, ips=["127.0.0.1", *([lan] if lan else [])], body_files=True
         ) as result:
             yield result
     finally:
@@ -199,6 +208,67 @@ def test_a_big_blob_streams_through_nginx_both_ways(front: Front) -> None:
     resp, got_digest, got_size = client.download_digest(f"/v2/pod/big/blobs/{digest}")
 
     assert resp.status == 200 and got_size == size and got_digest == digest, resp.describe()
+    # The blob is the file nginx wrote, renamed into place (one link), and no body file was left behind.
+    assert (front.data / paths.blob_data(digests.parse(digest))).stat().st_nlink == 1
+    assert list((front.data / bodyfile.DIR_NAME).iterdir()) == []
+
+
+def test_a_client_cannot_name_a_body_file_through_nginx(front: Front) -> None:
+    """The forged header names a file of the registry's own (its htpasswd): nginx replaces the header with
+    its own body file, so the push stores exactly what the client sent and the file is untouched."""
+    client = front.client(ADMIN)
+    target = front.data / "auth" / "htpasswd"
+    before = target.read_bytes()
+    sent = os.urandom(100_000)
+    forged = {bodyfile.HEADER: str(target), "Content-Type": "application/octet-stream"}
+    pretend = f"sha256:{hashlib.sha256(before).hexdigest()}"
+
+    as_htpasswd = client.request("POST", f"/v2/pod/forged/blobs/uploads/?digest={pretend}", body=sent,
+                                 headers=forged)  # fmt: skip
+    honest = client.request("POST", f"/v2/pod/forged/blobs/uploads/?digest={harness_digest(sent)}", body=sent,
+                            headers=forged)  # fmt: skip
+
+    assert as_htpasswd.status == 400 and b"DIGEST_INVALID" in as_htpasswd.body, as_htpasswd.describe()
+    assert honest.status == 201, honest.describe()
+    assert client.request("GET", f"/v2/pod/forged/blobs/{harness_digest(sent)}").body == sent
+    assert client.request("HEAD", f"/v2/pod/forged/blobs/{pretend}").status == 404
+    assert target.read_bytes() == before
+    assert list((front.data / bodyfile.DIR_NAME).iterdir()) == []
+
+
+def test_a_client_gone_mid_body_leaves_no_body_file_and_the_upload_unchanged(front: Front) -> None:
+    """nginx proxies only complete bodies: a half-sent PATCH never reaches the registry and nginx removes
+    its file; the upload is where it was and takes the chunk again."""
+    client = front.client(ADMIN)
+    started = client.request("POST", "/v2/pod/gone/blobs/uploads/")
+    location = harness.upload_path(started)
+    data = os.urandom(2 * MIB)
+    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(data)),
+               "Content-Range": f"0-{len(data) - 1}"}  # fmt: skip
+
+    with client.partial_request("PATCH", location, headers=headers, body_prefix=data[: MIB // 2]):
+        pass  # the client goes away with three quarters of the body unsent
+
+    def cleaned() -> bool:
+        return list((front.data / bodyfile.DIR_NAME).iterdir()) == []
+
+    for _ in range(600):  # nginx notices the closed connection and removes its file
+        if cleaned():
+            break
+        time.sleep(0.05)
+    status = client.request("GET", location)
+    again = client.request("PATCH", location, body=data, headers=headers)
+    sep = "&" if "?" in location else "?"
+    done = client.request("PUT", f"{harness.upload_path(again)}{sep}digest={harness_digest(data)}")
+
+    assert cleaned()
+    assert status.status == 204 and status.headers.get("Range") == "0-0", status.describe()
+    assert again.status == 202, again.describe()
+    assert done.status == 201, done.describe()
+
+
+def harness_digest(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
 
 
 FLOOD_CONNECTIONS = 200

@@ -1,0 +1,189 @@
+"""Upload bodies that nginx already wrote to a file on the data volume (issue 15): hash, then adopt.
+
+Behind the operator's nginx, a blob upload's PATCH/PUT/POST body is written by nginx to a file in a
+directory on the registry's own data volume (`client_body_in_file_only`), and only that file's path
+reaches the registry (`--body-file-dir` names the directory; see handlers/common.body_source for who may
+name a file). The registry then never copies the bytes through a socket:
+
+- it hashes the file once, in a worker thread, over a read-only memory map (no copy into Python);
+- the first bytes of an upload (a monolithic push, the first PATCH) are *renamed* into the upload's data
+  file: nginx wrote them once, nothing writes them again;
+- later chunks are appended in the kernel (`os.copy_file_range`: a reflink or an in-kernel copy, never
+  through user space).
+
+Rollback is as for a streamed chunk: if anything fails (a full disk, a cancelled request), the upload's
+data is truncated back to where it was and its running hash is left as it was; the body file itself is
+nginx's and nginx removes it when the request ends (`clean`). A driver without local files (S3) or a body
+file on another file system gets the bytes streamed from the file like any request body.
+
+Must not: trust a path it was not handed by the HTTP edge, follow a symlink, or know HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import mmap
+import os
+import pathlib
+import re
+import stat
+from collections.abc import AsyncIterator
+
+from dockyard_registry import digest
+
+READ_CHUNK = 1 << 20
+MAP_WINDOW = 4 << 20  # a multiple of mmap.ALLOCATIONGRANULARITY; resident per upload being hashed
+# The request header naming the body file: set by the operator's nginx on blob upload requests and
+# cleared by it on every other request (nginx_configmap), trusted by handlers.common.body_source only.
+HEADER = "X-Dockyard-Body-File"
+# Where that nginx writes bodies: this directory under the data volume's root (same file system, so a
+# rename adopts a body). The registry's storage paths never start with a dot.
+DIR_NAME = ".nginx-bodies"
+NAME_RE = re.compile(r"^[0-9]{1,20}$")  # nginx's temp files: a zero-padded counter
+
+
+class BodyFileError(Exception):
+    """The named body file is not a regular file we may read (gone, a symlink, a directory)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BodyFile:
+    """A complete request body in a file; `size` as nginx left it (the request's content length)."""
+
+    path: pathlib.Path
+    size: int
+
+
+def open_checked(path: pathlib.Path) -> BodyFile:
+    """Stat `path` without following a symlink; BodyFileError unless it is a regular file."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise BodyFileError(f"request body file missing: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BodyFileError("request body file is not a regular file")
+    return BodyFile(path=path, size=st.st_size)
+
+
+def _hash_into(hasher: digest.Hasher, fd: int, size: int) -> None:
+    """Hash `size` bytes of `fd` over read-only maps: the page cache's bytes, no copy into Python. One
+    window at a time, so the process never maps (and counts as resident) more than MAP_WINDOW of it."""
+    for offset in range(0, size, MAP_WINDOW):
+        length = min(MAP_WINDOW, size - offset)
+        with (
+            mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=offset) as mapped,
+            memoryview(mapped) as view,
+        ):
+            hasher.update(view)
+
+
+def _append_kernel(src: int, dst: int, size: int, *, at: int) -> None:
+    """Copy `size` bytes of `src` (from its start) to `dst` at offset `at`, never through user space
+    (copy_file_range refuses an O_APPEND target, hence the explicit offset)."""
+    offset = 0
+    while offset < size:
+        copied = os.copy_file_range(src, dst, size - offset, offset, at + offset)
+        if copied == 0:
+            raise BodyFileError(f"request body file shrank to {offset} of {size} bytes")
+        offset += copied
+
+
+def adopt(
+    body: BodyFile, target: pathlib.Path, *, upload_size: int, hasher: digest.Hasher | None
+) -> digest.Hasher | None:
+    """Make `body`'s bytes the continuation of the upload file `target`; returns a copy of `hasher`
+    updated with them (None when there is no running hash). Blocking: runs in a worker thread.
+
+    The caller's `hasher` is never touched. On any failure the target is truncated back to `upload_size`.
+    """
+    try:
+        fd = os.open(body.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        # Never a bare FileNotFoundError: to the store that would mean the upload itself is lost.
+        raise BodyFileError(f"request body file unreadable: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != body.size:
+            raise BodyFileError("request body file changed after it was handed over")
+        hashed = hasher.copy() if hasher is not None else None
+        if hashed is not None:
+            _hash_into(hashed, fd, body.size)
+        if body.size:
+            _place(fd, body, target, upload_size=upload_size)
+        return hashed
+    finally:
+        os.close(fd)
+
+
+def _place(fd: int, body: BodyFile, target: pathlib.Path, *, upload_size: int) -> None:
+    if upload_size == 0:
+        try:
+            # The first bytes of the upload: nginx's file becomes the upload's data, written once.
+            os.replace(body.path, target)
+            return
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+    out = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        try:
+            if os.fstat(out).st_size != upload_size:
+                raise BodyFileError("upload changed size while a chunk was being added")
+            _append_kernel(fd, out, body.size, at=upload_size)
+        except BaseException:
+            os.ftruncate(out, upload_size)
+            raise
+    finally:
+        os.close(out)
+
+
+async def adopt_hashed(
+    body: BodyFile, target: pathlib.Path, *, upload_size: int, hasher: digest.Hasher | None
+) -> digest.Hasher | None:
+    """`adopt` in a worker thread. Not cancellable midway: a cancelled request waits for the worker, then
+    rolls the upload back to `upload_size` (the bytes may be in place already) and stays cancelled."""
+    work = asyncio.ensure_future(
+        asyncio.to_thread(adopt, body, target, upload_size=upload_size, hasher=hasher)
+    )
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait({work})
+        if not work.cancelled() and work.exception() is None:
+            os.truncate(target, upload_size)
+        raise
+
+
+async def chunks(body: BodyFile) -> AsyncIterator[bytes]:
+    """The file's bytes in chunks read in a worker thread: the fallback where they cannot be adopted."""
+    try:
+        f = await asyncio.to_thread(open, body.path, "rb", buffering=0)
+    except OSError as exc:
+        raise BodyFileError(f"request body file unreadable: {exc.strerror}") from None
+    try:
+        while chunk := await asyncio.to_thread(f.read, READ_CHUNK):
+            yield chunk
+    finally:
+        f.close()
+
+
+def sweep(directory: pathlib.Path, *, older_than: float) -> int:
+    """Remove nginx temp files in `directory` last written before `older_than` (epoch seconds): what a
+    killed nginx left behind (a live nginx removes its own, `clean`). Returns how many were removed."""
+    removed = 0
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if not NAME_RE.match(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < older_than:
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
