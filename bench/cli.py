@@ -204,8 +204,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print("== workload 12: push and pull on S3 (gofakes3), Dockyard and Distribution v3", flush=True)
             layer_mib = max(args.big_mib // 4, 1)
-            for metric, value in s3_push_pull.run(runs=args.runs, layers=4, layer_mib=layer_mib).items():
-                rec.add("dockyard", metric, value)
+            found = s3_push_pull.run(
+                runs=args.runs, layers=4, layer_mib=layer_mib, small_images=args.small_images
+            )
+            for metric, values in found.items():
+                for value in values:
+                    rec.add("dockyard", metric, value)
         if want("tokens"):
             from bench import token_cost
 

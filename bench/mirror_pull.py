@@ -1,4 +1,4 @@
-"""`python -m bench.mirror_pull`: pulls through a Dockyard pull-through mirror against pulls from upstream.
+"""`python -m bench.mirror_pull`: pulls through a Dockyard pull-through mirror against the upstream itself.
 
 Issue 13's targets: a cold pull through the mirror (every blob fetched from the upstream while it is
 streamed to the client and stored) takes at most 1.2 times the same pull from the upstream directly; a

@@ -79,16 +79,26 @@ MIRROR_ROWS = [
 
 
 def s3_rows(image_mib: int) -> list[Row]:
-    """Workload 12 (issue 14): Dockyard and Distribution v3 on one gofakes3 server; RSS judged at 1 GiB."""
+    """Workload 12 (issue 14): Dockyard and Distribution v3 on one gofakes3 server. Ratios are paired
+    within a run; RSS is judged at 1 GiB only; pull without redirects and small pushes have no target."""
+    rss_target = 150.0 if image_mib == 1024 else None
     return [
-        Row("s3_push_ratio", "S3: push, Dockyard / Distribution v3", "x", True, absolute_target=1.3),
-        Row("s3_pull_ratio", "S3: pull (redirects), Dockyard / Dist. v3", "x", True, absolute_target=1.5),
-        Row("s3_dockyard_push", f"  Dockyard push ({image_mib} MiB)", "MB/s", True),
-        Row("s3_dockyard_pull", "  Dockyard pull", "MB/s", True),
+        Row("s3_push_ratio", f"S3: {image_mib} MiB push, Dockyard / Dist. v3", "x", True,
+            absolute_target=1.3),
+        Row("s3_pull_ratio", "S3: pull, redirects, Dockyard / Dist. v3", "x", True, absolute_target=1.5),
+        Row("s3_pull_stream_ratio", "S3: pull, no redirects, Dockyard / Dist. v3", "x", True),
+        Row("s3_small_ratio", "S3: small pushes, Dockyard / Dist. v3", "x", True),
+        Row("s3_dockyard_rss", "S3: Dockyard peak RSS during the push", "MB", False,
+            absolute_target=rss_target),
+        Row("s3_dist3_rss", "  Distribution v3 peak RSS during the push", "MB", False),
+        Row("s3_dockyard_push", "  Dockyard push", "MB/s", True),
         Row("s3_dist3_push", "  Distribution v3 push", "MB/s", True),
-        Row("s3_dist3_pull", "  Distribution v3 pull", "MB/s", True),
-        Row("s3_dockyard_rss", "  Dockyard peak RSS during the push", "MB", False,
-            absolute_target=150.0 if image_mib == 1024 else None),
+        Row("s3_dockyard_pull", "  Dockyard pull, redirects", "MB/s", True),
+        Row("s3_dist3_pull", "  Distribution v3 pull, redirects", "MB/s", True),
+        Row("s3_dockyard_pull_stream", "  Dockyard pull, no redirects", "MB/s", True),
+        Row("s3_dist3_pull_stream", "  Distribution v3 pull, no redirects", "MB/s", True),
+        Row("s3_dockyard_small", "  Dockyard small pushes (3 x 64 KiB)", "images/s", True),
+        Row("s3_dist3_small", "  Distribution v3 small pushes", "images/s", True),
     ]  # fmt: skip
 
 

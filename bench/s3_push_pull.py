@@ -1,19 +1,26 @@
-"""`python -m bench.s3_push_pull`: Dockyard and Distribution v3 on the same S3 server, push and pull MB/s.
+"""`python -m bench.s3_push_pull`: Dockyard and Distribution v3 on the same S3 server, issue 14's S3 section.
 
-Issue 14's S3 section: Dockyard on S3 (the pod's `--storage-driver s3` arguments, behind the operator's
-nginx.conf without the blob location) against Distribution v3 with its `s3` storage driver (behind nginx
-with Basic auth, as `make bench` runs it), both on one gofakes3 server (the S3 server the tests use,
-built by `hack/tools.sh gofakes3`; its memory backend), each under a key prefix of its own. Both answer
-blob GETs with a presigned redirect, which skopeo follows to the bucket.
+Dockyard on S3 (the pod's `--storage-driver s3` arguments, behind the operator's nginx.conf without the
+blob location) against Distribution v3 with its `s3` storage driver (behind nginx with Basic auth, as
+`make bench` runs it), both on one gofakes3 server (the S3 server the tests use, built by
+`hack/tools.sh gofakes3`; its memory backend), each under a key prefix of its own. Each registry runs
+twice on its prefix: once answering blob GETs with a presigned redirect (Dockyard's default
+`--s3-redirect`, Distribution's `redirect: disable: false`), which skopeo follows to the bucket, and once
+with redirects off (`--no-s3-redirect`, `redirect: disable: true`), streaming blobs itself.
 
-Each run pushes a fresh image (new random, incompressible layers) with skopeo to each target in turn,
-the order alternating between runs, then pulls it back into a fresh `dir:` (skopeo verifies every digest);
-the registry's peak RSS is sampled during the push. The table shows per-run medians. Targets (issue 14):
-push ≥ 1.3x Distribution's, pull (with redirects) ≥ 1.5x, Dockyard's RSS ≤ 150 MB during a 1 GiB push.
-gofakes3 keeps every object in memory: a 1 GiB image needs several GiB of RAM for two registries' copies.
+Each run, for each registry in turn (the order alternating between runs): a push of a fresh image (new
+random, incompressible layers; 1 GiB by default) with skopeo to the redirecting instance, the registry's
+peak RSS sampled during it; a pull of it into a fresh `dir:` (skopeo verifies every digest) through the
+redirecting instance and one through the streaming one; then `--small-images` small images (3 x 64 KiB
+layers, as `make bench`'s filesystem section), one `skopeo copy` after another. The table shows medians
+over runs (ratios paired within a run) and the issue's targets with verdicts: push >= 1.3x
+Distribution's, pull with redirects >= 1.5x, Dockyard's RSS <= 150 MB during the 1 GiB push (judged at
+1 GiB only); pull without redirects and small pushes have no target and are printed as ratios.
+gofakes3 keeps every object in memory: a 1 GiB image needs several GiB of RAM for two registries'
+copies, so the server is restarted (emptied) after each run.
 
-Owns: the S3 server, the two registries, the images and the table. Must not: leave a process or the temp
-dir behind.
+Owns: the S3 server, the four registries, the images and the table. Must not: leave a process or the
+temp dir behind.
 """
 
 from __future__ import annotations
@@ -21,14 +28,19 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from tests.support import s3server
 
-from bench import images, loads, prereqs, procs, servers, tlsfiles
+from bench import images, loads, prereqs, procs, report, servers, tlsfiles
+
+KiB = 1024
+MiB = 1024 * KiB
+SMALL_LAYERS = [64 * KiB] * 3  # as the filesystem section's small pushes (bench/cli.py)
+REGISTRIES = (("dockyard", "Dockyard"), ("dist3", "Distribution v3"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,21 +48,44 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=3, help="images pushed and pulled per target (default 3)")
     p.add_argument("--layers", type=int, default=4, help="layers per image (default 4)")
     p.add_argument("--layer-mib", type=int, default=256, help="MiB per layer (default 256: a 1 GiB image)")
+    p.add_argument("--small-images", type=int, default=50, help="small images pushed per run (default 50)")
     return p
 
 
-def _bucket(server: s3server.S3Server, prefix: str) -> servers.Bucket:
+def _bucket(server: s3server.S3Server, prefix: str, *, redirect: bool) -> servers.Bucket:
     return servers.Bucket(
         endpoint=server.endpoint,
         name=server.bucket,
         prefix=prefix,
         access_key=s3server.ACCESS_KEY,
         secret_key=s3server.SECRET_KEY,
+        redirect=redirect,
     )
 
 
-def run(*, runs: int, layers: int, layer_mib: int) -> dict[str, float]:
-    """Median push and pull MB/s and peak push RSS (MB) of each target (keys `s3_<target>_<what>`)."""
+def _start(
+    tools: prereqs.Tools, work: Path, tls: tlsfiles.ServerTLS, server: s3server.S3Server, key: str, *,
+    redirect: bool,
+) -> servers.Target:  # fmt: skip
+    """One registry on its prefix; the streaming instance (`<key>_stream`) shares the prefix."""
+    name = key if redirect else f"{key}_stream"
+    bucket = _bucket(server, key, redirect=redirect)
+    if key == "dockyard":
+        return servers.start_dockyard(
+            tools=tools, workdir=work / name, tls=tls, password=secrets.token_urlsafe(12), bucket=bucket,
+            key=name, label="Dockyard" if redirect else "Dockyard, no redirect",
+        )  # fmt: skip
+    assert tools.registry_v3 is not None
+    return servers.start_distribution(
+        key=name, label="Distribution v3" if redirect else "Distribution v3, no redirect",
+        binary=tools.registry_v3, tools=tools, workdir=work / name, tls=tls,
+        password=secrets.token_urlsafe(12), bucket=bucket,
+    )  # fmt: skip
+
+
+def run(*, runs: int, layers: int, layer_mib: int, small_images: int = 50) -> dict[str, list[float]]:
+    """Per-run values (keys `s3_<registry>_<what>`: push, pull, pull_stream MB/s, small images/s, rss MB)
+    and the ratios Dockyard / Distribution v3 of each run (`s3_<what>_ratio`)."""
     tools = prereqs.ensure(python=sys.executable)
     if tools.registry_v3 is None:
         raise SystemExit(
@@ -59,78 +94,90 @@ def run(*, runs: int, layers: int, layer_mib: int) -> dict[str, float]:
     reason = s3server.available()
     if reason is not None:
         raise SystemExit(f"bench: {reason} (run `bash hack/tools.sh gofakes3`)")
-    size_mb = layers * layer_mib * 1024 * 1024 / 1e6
+    size_mb = layers * layer_mib * MiB / 1e6
     found: dict[str, list[float]] = {}
+    started: list[servers.Target] = []
     with tempfile.TemporaryDirectory(prefix="dockyard-s3-bench-") as tmp:
         work = Path(tmp)
         tls = tlsfiles.write(directory=work / "tls")
         (work / "s3").mkdir()
         with s3server.running(work / "s3") as server:
-            dockyard = servers.start_dockyard(
-                tools=tools, workdir=work / "dockyard", tls=tls, password=secrets.token_urlsafe(12),
-                bucket=_bucket(server, "dockyard"),
-            )  # fmt: skip
             try:
-                dist3 = servers.start_distribution(
-                    key="dist3", label="Distribution v3", binary=tools.registry_v3, tools=tools,
-                    workdir=work / "dist3", tls=tls, password=secrets.token_urlsafe(12),
-                    bucket=_bucket(server, "dist3"),
-                )  # fmt: skip
-                try:
-                    targets = [dockyard, dist3]
-                    layout = images.Layout(work / "layout")
-                    for r in range(runs):
-                        tag = f"r{r}"
-                        layout.add_image(tag=tag, layer_sizes=[layer_mib * 1024 * 1024] * layers)
-                        for target in targets if r % 2 == 0 else targets[::-1]:
-                            _one(tools, tls, target, layout, tag, size_mb, work / "pulled", found)
-                        server.restart()  # gofakes3 holds objects in RAM: each run starts empty
-                finally:
-                    dist3.stop()
+                pairs: list[tuple[servers.Target, servers.Target]] = []
+                for key, _label in REGISTRIES:
+                    redirecting = _start(tools, work, tls, server, key, redirect=True)
+                    started.append(redirecting)
+                    streaming = _start(tools, work, tls, server, key, redirect=False)
+                    started.append(streaming)
+                    pairs.append((redirecting, streaming))
+                for r in range(runs):
+                    print(f"== S3 run {r + 1}/{runs}; load {os.getloadavg()[0]:.1f}", flush=True)
+                    layout = images.Layout(work / f"layout-{r}")
+                    layout.add_image(tag="big", layer_sizes=[layer_mib * MiB] * layers)
+                    for i in range(small_images):
+                        layout.add_image(tag=f"s{i}", layer_sizes=SMALL_LAYERS)
+                    for pair in pairs if r % 2 == 0 else pairs[::-1]:
+                        _one(tools, tls, pair, layout, r, size_mb, small_images, work / "pulled", found)
+                    server.restart()  # gofakes3 holds objects in RAM: each run starts empty
             finally:
-                dockyard.stop()
-    medians = {key: statistics.median(values) for key, values in found.items()}
-    medians["s3_push_ratio"] = medians["s3_dockyard_push"] / medians["s3_dist3_push"]
-    medians["s3_pull_ratio"] = medians["s3_dockyard_pull"] / medians["s3_dist3_pull"]
-    medians["s3_image_mib"] = float(layers * layer_mib)
-    return medians
+                for target in started:
+                    target.stop()
+    # Ratios paired within a run (the machine's load drifts between runs), then their medians in the table.
+    for what in ("push", "pull", "pull_stream", "small"):
+        found[f"s3_{what}_ratio"] = [
+            mine / theirs
+            for mine, theirs in zip(found[f"s3_dockyard_{what}"], found[f"s3_dist3_{what}"], strict=True)
+        ]
+    found["s3_image_mib"] = [float(layers * layer_mib)]
+    return found
 
 
 def _one(
     tools: prereqs.Tools,
     tls: tlsfiles.ServerTLS,
-    target: servers.Target,
+    pair: tuple[servers.Target, servers.Target],
     layout: images.Layout,
-    tag: str,
+    run: int,
     size_mb: float,
+    small_images: int,
     into: Path,
     found: dict[str, list[float]],
 ) -> None:
+    """One run's workloads against one registry: its redirecting and its streaming instance."""
+    target, streaming = pair
     assert target.registry is not None
+    ref = f"bench/s3:r{run}"
     with procs.RssSampler(target.registry).running() as rss:
         pushed = loads.skopeo_push(
-            tools=tools, tls=tls, target=target, source=layout.reference(tag), dest=f"bench/s3:{tag}"
+            tools=tools, tls=tls, target=target, source=layout.reference("big"), dest=ref
         )
-    pulled = loads.skopeo_pull(tools=tools, tls=tls, target=target, ref=f"bench/s3:{tag}", into=into)
-    for what, value in (("push", size_mb / pushed), ("pull", size_mb / pulled), ("rss", rss.peak / 1e6)):
+    pulled = loads.skopeo_pull(tools=tools, tls=tls, target=target, ref=ref, into=into)
+    streamed = loads.skopeo_pull(tools=tools, tls=tls, target=streaming, ref=ref, into=into)
+    start = time.perf_counter()
+    for i in range(small_images):
+        loads.skopeo_push(tools=tools, tls=tls, target=target, source=layout.reference(f"s{i}"),
+                          dest=f"bench/s3-small-r{run}:s{i}")  # fmt: skip
+    small = small_images / (time.perf_counter() - start)
+    values = {
+        "push": size_mb / pushed, "pull": size_mb / pulled, "pull_stream": size_mb / streamed,
+        "small": small, "rss": rss.peak / 1e6,
+    }  # fmt: skip
+    for what, value in values.items():
         found.setdefault(f"s3_{target.key}_{what}", []).append(value)
-    print(f"  {target.label}: push {size_mb / pushed:.1f} MB/s, pull {size_mb / pulled:.1f} MB/s, "
-          f"peak RSS {rss.peak / 1e6:.0f} MB", flush=True)  # fmt: skip
+    print(f"  {target.label}: push {values['push']:.1f} MB/s, pull {values['pull']:.1f} MB/s (redirect), "
+          f"{values['pull_stream']:.1f} MB/s (no redirect), {small:.2f} small images/s, "
+          f"peak push RSS {values['rss']:.0f} MB", flush=True)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if min(args.runs, args.layers, args.layer_mib, args.small_images) < 1:
+        print("bench.s3_push_pull: every count must be >= 1", file=sys.stderr)
+        return 2
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    found = run(runs=args.runs, layers=args.layers, layer_mib=args.layer_mib)
-    size = args.layers * args.layer_mib
-    print(f"\n{'on gofakes3, a ' + str(size) + ' MiB image':30} {'push MB/s':>10} {'pull MB/s':>10} "
-          f"{'push RSS MB':>12}")  # fmt: skip
-    for key, label in (("dockyard", "Dockyard"), ("dist3", "Distribution v3")):
-        print(f"{label:30} {found[f's3_{key}_push']:10.1f} {found[f's3_{key}_pull']:10.1f} "
-              f"{found[f's3_{key}_rss']:12.0f}")  # fmt: skip
-    push, pull = found["s3_push_ratio"], found["s3_pull_ratio"]
-    print(f"{'Dockyard / Distribution v3':30} {push:9.2f}x {pull:9.2f}x   targets: push ≥ 1.3x, pull ≥ 1.5x, "
-          "RSS ≤ 150 MB at 1 GiB")  # fmt: skip
+    found = run(runs=args.runs, layers=args.layers, layer_mib=args.layer_mib, small_images=args.small_images)
+    print()
+    print(report.table(samples={"dockyard": found}, labels={"dockyard": "Dockyard"}, references=[]))
     return 0
 
 

@@ -10,7 +10,8 @@
 - `static`: nginx with the same TLS settings serving one file, the ceiling for blob GETs.
 - With a `Bucket`, Dockyard and Distribution keep their content in an S3 bucket instead (the S3 section,
   `bench/s3_push_pull.py`): Dockyard with the pod's S3 arguments and the operator's nginx.conf without the
-  blob location; Distribution with its `s3` storage driver. Both redirect blob GETs to presigned URLs.
+  blob location; Distribution with its `s3` storage driver. Both redirect blob GETs to presigned URLs,
+  or, with `Bucket.redirect` off (`--no-s3-redirect`, `redirect: disable: true`), stream them themselves.
 
 Owns: config files, users, starting and stopping these processes, waiting until they answer.
 Must not: listen anywhere but 127.0.0.1, or leave a process running (`Target.stop`).
@@ -82,6 +83,7 @@ class Bucket:
     prefix: str
     access_key: str
     secret_key: str
+    redirect: bool = True  # blob GETs answered with a presigned URL (else the registry streams them)
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
@@ -181,6 +183,8 @@ def start_dockyard(
     limits: nginx_configmap.ClientLimits = THROUGHPUT_LIMITS,
     extra_args: Sequence[str] = (),
     bucket: Bucket | None = None,
+    key: str = "dockyard",
+    label: str = "Dockyard",
 ) -> Target:
     """Dockyard's registry behind the operator's nginx.conf; `extra_args` go to `serve` (e.g. --mirrors).
     With `bucket`, content lives there (the pod's S3 arguments; `data` holds only the auth files)."""
@@ -194,10 +198,11 @@ def start_dockyard(
     else:
         storage = [
             "--state-dir", str(data), "--storage-driver", "s3", "--s3-endpoint", bucket.endpoint,
-            "--s3-bucket", bucket.name, "--s3-prefix", bucket.prefix, "--s3-redirect",
+            "--s3-bucket", bucket.name, "--s3-prefix", bucket.prefix,
+            "--s3-redirect" if bucket.redirect else "--no-s3-redirect",
         ]  # fmt: skip
     registry = procs.Proc(
-        name="dockyard-registry",
+        name=f"dockyard-registry ({key})",
         argv=[
             tools.dockyard_registry, "serve", "--listen", f"127.0.0.1:{upstream_port.number}", "--no-tls",
             *storage, "--htpasswd", str(data / "auth" / "htpasswd"),
@@ -223,8 +228,8 @@ def start_dockyard(
             blobs_from_volume=bucket is None,
         )
     )  # fmt: skip
-    nginx = _start_nginx(tools=tools, conf=conf, workdir=workdir, name="nginx (dockyard)", port=port)
-    target = Target(key="dockyard", label="Dockyard", port=port.number, nginx=nginx, registry=registry,
+    nginx = _start_nginx(tools=tools, conf=conf, workdir=workdir, name=f"nginx ({key})", port=port)
+    target = Target(key=key, label=label, port=port.number, nginx=nginx, registry=registry,
                     data_dir=data, password=password)  # fmt: skip
     try:
         _wait_ready(url=f"https://{target.address}/v2/", tls=tls, authorization=target.authorization,
@@ -274,7 +279,7 @@ def start_distribution(
     rootdirectory: /{bucket.prefix}
     secure: false
   redirect:
-    disable: false
+    disable: {"false" if bucket.redirect else "true"}
 """
     config.write_text(
         f"""\

@@ -396,9 +396,12 @@ def mirrors_verdict(
     *,
     observed: bool,
     wiring_desired: int | None = None,
+    anonymous_pull: bool = False,
 ) -> policies.Verdict:
     """MirrorsReady: False naming every mirror whose upstream's last word was a failure; True otherwise.
-    The message counts the nodes wired to each mirror with wireNodes (`wiring_desired`: of how many)."""
+    The message counts the nodes wired to each mirror with wireNodes (`wiring_desired`: of how many) and
+    names wired mirrors nodes cannot pull through (they send no credentials: the mirror's anonymousPull,
+    or the registry's `anonymous_pull`, must let them)."""
     by_prefix = {s.prefix: s for s in statuses}
     failures = [
         found
@@ -417,7 +420,13 @@ def mirrors_verdict(
         for s in statuses
         if s.node_host is not None
     ]
-    tail = f"; {', '.join(wired)}" if wired else ""
+    closed = [
+        f"mirror {m.prefix!r}: nodes send no credentials and its anonymousPull is off, so they pull "
+        f"{m.effective_node_host} from the upstream itself (set anonymousPull: true on the mirror)"
+        for m in mirrors
+        if m.wire_nodes and not m.effective_anonymous_pull and not anonymous_pull
+    ]
+    tail = "".join(f"; {part}" for part in (", ".join(wired), *closed) if part)
     if failures:
         return policies.Verdict(False, failures[0][0], "; ".join(m for _, m in failures) + tail)
     if not observed:

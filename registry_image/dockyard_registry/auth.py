@@ -370,7 +370,12 @@ class Authenticator:
         bcrypt_threads: int | None = None,
         tokens: identity_.TokenVerifier | None = None,
         registry_tokens: tokens_.RegistryTokens | None = None,
+        anonymous_pull_repositories: tuple[str, ...] = (),
     ) -> None:
+        # Globs anyone may pull without credentials whatever the access rules say: the repositories of
+        # pull-through mirrors that allow it (mirrors.Mirror.anonymous_pull), so nodes wired to a mirror
+        # pull through it without opening the rest of the registry.
+        self.anonymous_pull_repositories = anonymous_pull_repositories
         # Issues and verifies the Docker token flow's Bearer tokens; None: that flow is off.
         self.registry_tokens = registry_tokens
         # Verifies JWT passwords (ServiceAccount / OIDC tokens); None: every password is an htpasswd one.
@@ -536,7 +541,11 @@ class Authenticator:
             )
         rules = self._access.get()
         if identity.user is None:
-            return action is Action.PULL and (self._force_anonymous_pull or rules.anonymous_pull)
+            return action is Action.PULL and (
+                self._force_anonymous_pull
+                or rules.anonymous_pull
+                or any(glob_match(g, repository) for g in self.anonymous_pull_repositories)
+            )
         principal = identity.principal
         if principal is None:
             rule = rules.users.get(identity.user, UserRule())

@@ -485,7 +485,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host_port = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     ssl_context, reloader = _tls(args, data=local, host=host, host_port=host_port)
-    authenticator = None if args.no_auth else _authenticator(args, data=local)
+    mirror_config = _mirrors(args.mirrors)
+    authenticator = None if args.no_auth else _authenticator(args, data=local, mirror_config=mirror_config)
     driver, release = _driver(choice)
     settings = state.Settings(
         store=store.Store(
@@ -508,7 +509,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("--storage-check-interval must be > 0")
     settings = dataclasses.replace(
         settings,
-        mirror=_pull_through(args.mirrors, st=settings.store),
+        mirror=_pull_through(mirror_config, st=settings.store, auth_enabled=authenticator is not None),
         gc=_gc_runner(args, st=settings.store, data=local),
         storage=_storage_monitor(args, data=data),
     )
@@ -564,17 +565,25 @@ def _storage_monitor(args: argparse.Namespace, *, data: Path | None) -> health.S
     return health.StorageMonitor(data, max_fill=args.storage_max_fill, interval=args.storage_check_interval)
 
 
-def _pull_through(path: str | None, *, st: store.Store) -> mirror.PullThrough | None:
+def _mirrors(path: str | None) -> mirrors.Mirrors | None:
     """The mirrors `--mirrors FILE` configures (None without it); an invalid file is a usage error."""
     if path is None:
         return None
     try:
-        config = mirrors.load(Path(path))
+        return mirrors.load(Path(path))
     except mirrors.MirrorConfigError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _pull_through(
+    config: mirrors.Mirrors | None, *, st: store.Store, auth_enabled: bool
+) -> mirror.PullThrough | None:
+    if config is None:
+        return None
     for entry in config.entries:
         ttl = f"tags re-checked after {entry.tag_ttl:g}s"
-        print(f"mirror: {entry.prefix}/ pulls through {entry.upstream} ({ttl})", flush=True)
+        anonymous = ", anonymous pulls allowed" if entry.anonymous_pull and auth_enabled else ""
+        print(f"mirror: {entry.prefix}/ pulls through {entry.upstream} ({ttl}{anonymous})", flush=True)
     return mirror.PullThrough(config, store=st)
 
 
@@ -603,7 +612,9 @@ def _gc_runner(
     return maintenance.GcRunner(st, settings, status_file=status_file, policy=policy)
 
 
-def _authenticator(args: argparse.Namespace, *, data: Path | None) -> auth.Authenticator:
+def _authenticator(
+    args: argparse.Namespace, *, data: Path | None, mirror_config: mirrors.Mirrors | None
+) -> auth.Authenticator:
     htpasswd, access = _auth_paths(args, data=data)
     try:
         authenticator = auth.Authenticator(
@@ -612,6 +623,9 @@ def _authenticator(args: argparse.Namespace, *, data: Path | None) -> auth.Authe
             anonymous_pull=args.anonymous_pull,
             tokens=_tokens(args),
             registry_tokens=_registry_tokens(args),
+            anonymous_pull_repositories=(
+                mirror_config.anonymous_pull_repositories if mirror_config is not None else ()
+            ),
         )
     except (ValueError, OSError) as exc:
         raise UsageError(f"cannot load auth files: {exc}") from None

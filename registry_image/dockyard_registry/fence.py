@@ -194,7 +194,9 @@ class Run:
         """Another live run this one should leave the work to (replicas on one schedule), or None.
 
         Of the runs that see each other, the one started first (ties: the smaller id) goes on and the
-        others defer; a run that saw no other goes on. Two runs may still overlap, which is safe.
+        others defer; a run that saw no other goes on. Two runs may still overlap, which is safe; online
+        runs look a second time once `ready_at` passed (gc.collect), so of runs started together exactly
+        one goes on.
         """
         now = self.driver.mtime(paths.gc_lease(self.id))
         if now is None:

@@ -159,7 +159,7 @@ def collect(
     cutoff = clock() - grace - 1.0
     run = None if dry_run else st.fence.begin()
     try:
-        if run is not None and defer and (other := run.defer_to()) is not None:
+        if run is not None and defer and (other := _peer_collecting(run)) is not None:
             report.deferred_to = other
             report.duration = time.monotonic() - began
             return report
@@ -170,6 +170,21 @@ def collect(
         if run is not None:
             run.end()
     return report
+
+
+def _peer_collecting(run: fence.Run) -> str | None:
+    """The live run of another replica that this one defers to, or None.
+
+    Looked for twice: a replica on the same schedule may start its run a moment before this one and
+    write its marker just after this one's first look. Once the ready delay passed (which the run's
+    first deletion waits for anyway), every marker written before this run's own is visible, so of
+    runs that overlap, exactly one (the one started first) goes on.
+    """
+    other = run.defer_to()
+    if other is None:
+        run.wait_ready()
+        other = run.defer_to()
+    return other
 
 
 def _collect(

@@ -67,10 +67,12 @@ class GcRunner:
         self._clock = clock
         self._stop = threading.Event()
         self.last: dict[str, Any] | None = _read_status(status_file)
+        self.last_deferred_to: str | None = None  # the other replica's run the last skipped run left it to
         self.next_run: float | None = None
         # Since start-up, for the metrics listener's counters.
         self.totals: dict[str, int] = {
             "runs": 0,
+            "deferred": 0,  # runs skipped because another replica's run was collecting
             "failures": 0,
             "errors": 0,
             "bytesFreed": 0,
@@ -119,6 +121,8 @@ class GcRunner:
                 log.info(
                     "gc: run %s of another replica is live and collects; this one skipped", report.deferred_to
                 )
+                self.totals["deferred"] += 1
+                self.last_deferred_to = report.deferred_to
                 return self.last or {}
             status = {**report.summary(), "errorMessages": report.errors[:_ERRORS_KEPT]}
             if not report.dry_run:

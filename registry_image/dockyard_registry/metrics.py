@@ -18,12 +18,14 @@ Families (all prefixed `dockyard_registry_`):
 - `storage_total_bytes`, `storage_free_bytes`, `storage_used_bytes`, `storage_ready` (1/0), from the
   last storage check (health.py).
 - `mirror_upstream_requests_total{mirror,kind}`, `mirror_upstream_errors_total{mirror,reason}`,
-  `mirror_stale_serves_total{mirror}`: what pull-through mirrors asked their upstreams, what failed, and
-  how often a cached manifest stood in for an unreachable upstream.
-- `gc_runs_total`, `gc_failures_total`, `gc_errors_total`, `gc_freed_bytes_total`,
-  `gc_deleted_total{kind}` (tags, manifests, blobs), since start-up; `gc_last_run_timestamp_seconds`,
-  `gc_last_run_duration_seconds`, `gc_last_run_errors`, `gc_last_run_freed_bytes`,
-  `gc_next_run_timestamp_seconds` (from the runner, or the status file a previous process left).
+  `mirror_stale_serves_total{mirror}`, `mirror_coalesced_blob_requests_total{mirror}`: what pull-through
+  mirrors asked their upstreams, what failed, how often a cached manifest stood in for an unreachable
+  upstream, and how many blob requests shared a running upstream fetch instead of starting their own.
+- `gc_runs_total`, `gc_deferred_runs_total` (runs left to another replica), `gc_failures_total`,
+  `gc_errors_total`, `gc_freed_bytes_total`, `gc_deleted_total{kind}` (tags, manifests, blobs), since
+  start-up; `gc_last_run_timestamp_seconds`, `gc_last_run_duration_seconds`, `gc_last_run_errors`,
+  `gc_last_run_freed_bytes`, `gc_next_run_timestamp_seconds` (from the runner, or the status file a
+  previous process left).
 """
 
 from __future__ import annotations
@@ -217,15 +219,23 @@ def _mirrors(pull: mirror_.PullThrough) -> Iterator[core.Metric]:
         "Manifests served from the cache because the upstream could not be asked, by mirror prefix.",
         labels=["mirror"],
     )
+    coalesced = core.CounterMetricFamily(
+        "dockyard_registry_mirror_coalesced_blob_requests",
+        "Blob requests that joined a running upstream fetch of the same blob instead of starting one, "
+        "by mirror prefix.",
+        labels=["mirror"],
+    )
     for prefix, client in sorted(pull.clients.items()):
         for kind in ("manifest", "blob", "token", "referrers", "tags"):
             requests.add_metric([prefix, kind], client.requests[kind])
         for reason in ("unavailable", "auth", "not_found", "digest", "other"):
             errors.add_metric([prefix, reason], client.errors[reason])
         stale.add_metric([prefix], pull.stale[prefix])
+        coalesced.add_metric([prefix], pull.coalesced[prefix])
     yield requests
     yield errors
     yield stale
+    yield coalesced
 
 
 def _gauge(name: str, doc: str, value: float) -> core.GaugeMetricFamily:
@@ -247,6 +257,9 @@ def _storage(state: health.State) -> Iterator[core.Metric]:
 def _gc(runner: maintenance.GcRunner) -> Iterator[core.Metric]:
     totals = runner.totals
     yield _counter("gc_runs", "Online gc runs since start-up.", totals["runs"])
+    yield _counter(
+        "gc_deferred_runs", "Online gc runs skipped: another replica's run collected.", totals["deferred"]
+    )
     yield _counter("gc_failures", "Online gc runs that failed as a whole.", totals["failures"])
     yield _counter("gc_errors", "Deletions online gc runs could not make.", totals["errors"])
     yield _counter("gc_freed_bytes", "Bytes online gc runs freed (dry runs excluded).", totals["bytesFreed"])
@@ -278,6 +291,8 @@ def _gc_status(runner: maintenance.GcRunner | None) -> dict[str, Any]:
         "schedule": runner.settings.schedule.text,
         "nextRun": runner.next_run,
         "lastRun": runner.last,
+        "deferredRuns": runner.totals["deferred"],
+        "lastDeferredTo": runner.last_deferred_to,
     }
 
 

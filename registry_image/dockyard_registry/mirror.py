@@ -4,16 +4,18 @@ Owns: deciding when the upstream is asked (a manifest or blob not here; a tag no
 mirror's TTL), verifying what it sends (the digest asked for, or the one it announced for a tag),
 storing it through `Store` as ordinary content, one upstream fetch per blob however many clients ask
 at once, and serving cached content when the upstream cannot be reached (reported as stale). Counts
-stale serves for the metrics (upstream.Client counts requests and errors).
+stale serves and coalesced blob requests for the metrics (upstream.Client counts requests and errors).
 Must not: render HTTP responses (handlers/ do, and the middleware turns the errors below into OCI
 errors) or keep a blob in memory: bytes flow from the upstream to the store and, for the first client
 asking, to that client, a few chunks at a time.
 
 A blob fetch runs in a task of its own, so the client that started it may go away without cancelling
-it; that client (the "leader") reads the chunks from a small queue as the store writes them. Others
-asking for the same blob meanwhile wait for the fetch to finish and are served from the store. When
-the digest does not match, the store keeps nothing, the leader's response is cut short before its last
-chunk (its client sees a truncated body) and everyone else gets the error.
+it; that client (the "leader") reads the chunks from a small queue as the store writes them
+(blobfetch.py), its last chunk once the whole blob matched its digest, while the blob is being
+committed (the fsyncs are nobody's wait). Others asking for the same blob until the commit is done wait
+for the fetch to finish and are served from the store. When the digest does not match, the store keeps
+nothing, the leader's response is cut short before its last chunk (its client sees a truncated body) and
+everyone else gets the error.
 
 Tag checks are remembered in memory: after a restart every tag is re-checked once (one HEAD).
 """
@@ -32,11 +34,10 @@ from typing import Any
 
 import aiohttp
 
-from dockyard_registry import digest, manifests, mirrors, store, upstream
+from dockyard_registry import blobfetch, digest, manifests, mirrors, store, upstream
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
-_QUEUE_CHUNKS = 4  # chunks buffered for the leader: a slow client slows the fetch, never fills memory
 _ACCEPT = ", ".join(sorted(manifests.MEDIA_TYPES))
 
 
@@ -61,37 +62,6 @@ class UpstreamBlob:
     size: int | None
 
 
-class BlobFetch:
-    """One running upstream fetch of a blob into the store (see the module docstring)."""
-
-    def __init__(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.started: asyncio.Future[int | None] = loop.create_future()  # the upstream's Content-Length
-        self.queue: asyncio.Queue[bytes | None] | None = asyncio.Queue(maxsize=_QUEUE_CHUNKS)
-        self.task: asyncio.Task[int] | None = None
-        self.waiters = 0  # requests that joined this fetch after it started (coalesced)
-
-    def detach(self) -> None:
-        """The leader stops reading (done, or its client left): the fetch goes on without it."""
-        queue, self.queue = self.queue, None
-        while queue is not None and not queue.empty():
-            queue.get_nowait()  # unblocks a put waiting for room
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The leader's copy of the bytes as they are stored; ends when the upstream body ends."""
-        queue = self.queue
-        while queue is not None:
-            chunk = await queue.get()
-            if chunk is None:
-                return
-            yield chunk
-
-    async def _offer(self, chunk: bytes | None) -> None:
-        queue = self.queue
-        if queue is not None:
-            await queue.put(chunk)
-
-
 class PullThrough:
     """Every configured mirror of one registry: their upstream clients, tag checks and running fetches."""
 
@@ -108,9 +78,11 @@ class PullThrough:
         self._clock = clock
         self.clients = clients or {m.prefix: upstream.Client(m, clock=clock) for m in config.entries}
         self._checked: dict[tuple[str, str], float] = {}  # (repository, tag) -> when the upstream agreed
-        self._blobs: dict[tuple[str, digest.Digest], BlobFetch] = {}
+        self._blobs: dict[tuple[str, digest.Digest], blobfetch.BlobFetch] = {}
         self._manifests: dict[tuple[str, str], asyncio.Task[ServedManifest]] = {}
         self.stale: collections.Counter[str] = collections.Counter()  # stale serves by mirror prefix
+        # Blob requests that joined a running upstream fetch instead of starting one, by mirror prefix.
+        self.coalesced: collections.Counter[str] = collections.Counter()
 
     async def close(self) -> None:
         for fetch in list(self._blobs.values()):
@@ -212,16 +184,17 @@ class PullThrough:
         except upstream.NotFoundError:
             raise _blob_unknown(dgst, remote=remote, mirror=mirror) from None
 
-    def fetch_blob(self, name: str, dgst: digest.Digest) -> tuple[BlobFetch, bool]:
+    def fetch_blob(self, name: str, dgst: digest.Digest) -> tuple[blobfetch.BlobFetch, bool]:
         """The running fetch of a blob into `name`, started now if there is none; True: the caller
         started it and may read its chunks (it must `detach()` when done), False: it joined one."""
         key = (name, dgst)
         running = self._blobs.get(key)
+        mirror = self._mirror(name)
         if running is not None:
             running.waiters += 1
+            self.coalesced[mirror.prefix] += 1
             return running, False
-        mirror = self._mirror(name)
-        fetch = BlobFetch()
+        fetch = blobfetch.BlobFetch()
         fetch.task = asyncio.create_task(self._fetch_blob(mirror, name, dgst, fetch=fetch))
         self._blobs[key] = fetch
 
@@ -235,7 +208,7 @@ class PullThrough:
         return fetch, True
 
     async def _fetch_blob(
-        self, mirror: mirrors.Mirror, name: str, dgst: digest.Digest, *, fetch: BlobFetch
+        self, mirror: mirrors.Mirror, name: str, dgst: digest.Digest, *, fetch: blobfetch.BlobFetch
     ) -> int:
         remote = mirror.upstream_name(name)
         try:
@@ -246,8 +219,9 @@ class PullThrough:
                 fetch.started.set_result(length)
 
                 # The leader gets each chunk once the next one arrived, and the last only once the
-                # blob is verified and stored: a client never holds a complete body of wrong bytes,
-                # and once it has all of them, the next request finds the blob here.
+                # whole blob matched its digest: a client never holds a complete body of wrong bytes.
+                # The last chunk does not wait for the commit (its fsyncs): a request arriving before
+                # the commit joins this fetch and is served from storage once it is there.
                 held: list[bytes] = []
 
                 async def body() -> AsyncIterator[bytes]:
@@ -256,27 +230,35 @@ class PullThrough:
                             await fetch._offer(held.pop())
                         held.append(chunk)
                         yield chunk
+                    await fetch._offer(None)  # the body ended: the leader now waits for `verified`
+
+                async def verified() -> None:
+                    fetch._settle(held.pop() if held else b"")
 
                 try:
-                    size = await self.store.cache_blob(name, dgst, body=body(), length=length)
+                    size = await self.store.cache_blob(
+                        name, dgst, body=body(), length=length, verified=verified
+                    )
                 except (store.DigestMismatchError, store.SizeMismatchError):
                     raise upstream.DigestMismatchError(
                         f"upstream {mirror.upstream} sent blob {dgst} of {remote} with other content; "
                         "nothing was stored"
                     ) from None
-            if held:
-                await fetch._offer(held.pop())
-            await fetch._offer(None)
+                fetch._settle(held.pop() if held else b"")  # settled already, unless verified never ran
             return size
         except upstream.NotFoundError:
-            exc: Exception = _blob_unknown(dgst, remote=remote, mirror=mirror)
-        except Exception as other:
+            exc: BaseException = _blob_unknown(dgst, remote=remote, mirror=mirror)
+        except BaseException as other:  # also a cancelled fetch: the leader must not wait for ever
             exc = other
         if not fetch.started.done():
-            fetch.started.set_exception(exc)
-            fetch.started.exception()  # the leader may be gone: retrieved, so no warning
+            if isinstance(exc, Exception):
+                fetch.started.set_exception(exc)
+                fetch.started.exception()  # the leader may be gone: retrieved, so no warning
+            else:
+                fetch.started.cancel()
         else:
-            await fetch._offer(None)  # the leader stops reading and learns the outcome from the task
+            fetch._settle(exc if isinstance(exc, Exception) else upstream.UnavailableError("fetch cancelled"))
+            fetch._abort()
         raise exc
 
     def _mirror(self, name: str) -> mirrors.Mirror:

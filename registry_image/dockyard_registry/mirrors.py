@@ -15,8 +15,12 @@ The file (YAML):
         passwordFile: /run/secrets/hub/password
         caFile: /etc/dockyard/hub-ca.pem       # optional: trust this CA bundle too (and the system CAs)
         tagTTL: 5m                             # optional (default 5m): trust a cached tag this long
+        anonymousPull: false                   # optional: pulls under the prefix need no credentials;
+                                               # default true only without credentials (public content)
 
 A prefix is one or more repository-name components; prefixes may not nest (one name, one mirror).
+A mirror's `anonymousPull` opens its prefix only (auth.Authenticator enforces it): nodes wired to the
+mirror send the registry no credentials, and the rest of the registry stays closed to them.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import yaml
 from dockyard_registry import reference, retention
 
 DEFAULT_TAG_TTL = 300.0
-_KEYS = frozenset({"prefix", "upstream", "usernameFile", "passwordFile", "caFile", "tagTTL"})
+_KEYS = frozenset({"prefix", "upstream", "usernameFile", "passwordFile", "caFile", "tagTTL", "anonymousPull"})
 
 
 class MirrorConfigError(ValueError):
@@ -63,6 +67,12 @@ class Mirror:
     credentials: Credentials | None = None
     ca_file: Path | None = None
     tag_ttl: float = DEFAULT_TAG_TTL
+    anonymous_pull: bool = False  # pulls under the prefix without credentials (parse() picks the default)
+
+    @property
+    def repositories(self) -> str:
+        """The repositories of this mirror as an access glob (`hub/**`)."""
+        return f"{self.prefix}/**"
 
     @property
     def host(self) -> str:
@@ -83,6 +93,11 @@ class Mirrors:
             if name.startswith(entry.prefix + "/"):
                 return entry
         return None
+
+    @property
+    def anonymous_pull_repositories(self) -> tuple[str, ...]:
+        """Globs of the repositories anyone may pull without credentials (the mirrors that allow it)."""
+        return tuple(entry.repositories for entry in self.entries if entry.anonymous_pull)
 
     def covers(self, name: str) -> Mirror | None:
         """The mirror `name` lies under or is the prefix of: where pushes are refused."""
@@ -154,12 +169,17 @@ def _entry(item: Any, *, index: int, base: Path) -> Mirror:
         tag_ttl = None
     if tag_ttl is None or tag_ttl < 0:
         raise MirrorConfigError(f"{where}.tagTTL must be a duration such as 300, 90s or 5m, got {ttl!r}")
+    # Default: open only what is public anyway (an upstream asked without credentials).
+    anonymous = item.get("anonymousPull", credentials is None)
+    if not isinstance(anonymous, bool):
+        raise MirrorConfigError(f"{where}.anonymousPull must be true or false, got {anonymous!r}")
     return Mirror(
         prefix=prefix,
         upstream=upstream,
         credentials=credentials,
         ca_file=None if ca is None else _path(ca, field=f"{where}.caFile", base=base),
         tag_ttl=tag_ttl,
+        anonymous_pull=anonymous,
     )
 
 

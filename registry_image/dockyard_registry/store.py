@@ -37,7 +37,7 @@ import time
 import urllib.parse
 import uuid
 import weakref
-from collections.abc import AsyncIterable, Callable, Iterator
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from typing import Any, BinaryIO
 
 from dockyard_registry import digest, fence, manifests, paths, reference
@@ -595,13 +595,16 @@ class Store:
         body: AsyncIterable[bytes] | None = None,
         start: int | None = None,
         length: int | None = None,
+        verified: Callable[[], Awaitable[None]] | None = None,
     ) -> int:
-        """Append the last chunk (if any), verify the digest, and commit the blob into `name`."""
+        """Append the last chunk (if any), verify the digest, and commit the blob into `name`.
+
+        `verified` is awaited once the digest matched, before the commit (and its fsyncs)."""
         await asyncio.to_thread(self._check_upload, name, upload_id)
         async with self._lock(upload_id):
             try:
                 return await self._finish_locked(
-                    name, upload_id, dgst=dgst, body=body, start=start, length=length
+                    name, upload_id, dgst=dgst, body=body, start=start, length=length, verified=verified
                 )
             except FileNotFoundError:
                 raise await self._lost(upload_id) from None
@@ -625,6 +628,7 @@ class Store:
         body: AsyncIterable[bytes] | None,
         start: int | None,
         length: int | None,
+        verified: Callable[[], Awaitable[None]] | None,
     ) -> int:
         if body is not None:
             await self._append(upload_id, body=body, start=start, length=length, algorithm=dgst.algorithm)
@@ -644,6 +648,8 @@ class Store:
                 f"digest {dgst} does not match uploaded content",
                 detail={"digest": str(dgst)},
             )
+        if verified is not None:
+            await verified()
         await asyncio.to_thread(self._commit_upload, name, upload_id, dgst)
         self._forget(upload_id)
         return size
@@ -688,16 +694,25 @@ class Store:
 
     # ---------------------------------------------------------------------------------- mirrored content
     async def cache_blob(
-        self, name: str, dgst: digest.Digest, *, body: AsyncIterable[bytes], length: int | None = None
+        self,
+        name: str,
+        dgst: digest.Digest,
+        *,
+        body: AsyncIterable[bytes],
+        length: int | None = None,
+        verified: Callable[[], Awaitable[None]] | None = None,
     ) -> int:
         """Store a blob a mirror fetched from its upstream into `name`, as if pushed; returns its size.
 
         The bytes go through an upload session (hashed once while written); DigestMismatchError or a
-        failing `body` leave nothing behind. The repository is marked as a mirror's (see is_mirrored).
+        failing `body` leave nothing behind. `verified` is awaited once the digest matched, before the
+        commit. The repository is marked as a mirror's (see is_mirrored).
         """
         upload_id = await asyncio.to_thread(self.start_upload, name, capped=False)
         try:
-            size = await self.finish_upload(name, upload_id, dgst=dgst, body=body, length=length)
+            size = await self.finish_upload(
+                name, upload_id, dgst=dgst, body=body, length=length, verified=verified
+            )
         except BaseException:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(self._purge, upload_id)

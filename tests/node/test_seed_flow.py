@@ -19,10 +19,12 @@ Steps (each failure names its step; the report carries every component's and Pod
    operator's pull-secret copy; nothing anywhere says insecure or skip_verify;
 4b. pull-through mirror: a real Distribution on the node's network (plain HTTP, `UPSTREAM`) holds the app
    image; the registry mirrors it (`spec.mirrors` with wireNodes, the host in the chart's
-   `nodeTrust.allowedHosts`, anonymous pulls), the image is pulled once through Dockyard, the upstream is
-   stopped, and a Pod whose image is the upstream's own name (`<upstream>/lib/app:1`) runs: kubelet →
-   containerd → the agent's `hosts.toml` for the upstream host → the registry's mirror; status.mirrors
-   counts the node as wired and MirrorsReady reports it;
+   `nodeTrust.allowedHosts`; the mirror takes anonymous pulls of its prefix by default, its upstream
+   needing no credentials, while `spec.auth.anonymousPull` stays off: an anonymous pull of the pushed
+   `team/app` is refused), the image is pulled once through Dockyard, the upstream is stopped, and a Pod
+   whose image is the upstream's own name (`<upstream>/lib/app:1`) runs: kubelet → containerd → the
+   agent's `hosts.toml` for the upstream host → the registry's mirror, with no credentials;
+   status.mirrors counts the node as wired and MirrorsReady reports it;
 5. negative control: with node trust disabled, `docker login` fails on the certificate, the pull by node IP
    fails with an x509 error in the Pod's events, and the pull by `localhost` fails too (containerd 1.6 speaks
    plain HTTP to localhost without a `hosts.toml`; the agent's file is what makes it use verified TLS);
@@ -73,6 +75,14 @@ APP_BY_IP = f"{BY_IP}/team/app:1"
 FOREIGN = "foreign.example.test:5000"
 UPSTREAM = f"{cluster.NODE_IP}:5001"  # a real Distribution in the node's network namespace
 MIRRORED_APP = f"{UPSTREAM}/lib/app:1"
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
 N = names.Names.of(REGISTRY)
 
 
@@ -552,11 +562,10 @@ def _mirror_flow(node: cluster.Cluster, tmp: Path, *, certs: Path, auth: Path) -
             "skopeo", "copy", "--quiet", "--dest-tls-verify=false",
             "containers-storage:localhost/dockyard-e2e/app:1", f"docker://{MIRRORED_APP}", timeout=300,
         )  # fmt: skip
+        # No spec.auth.anonymousPull: containerd sends the mirror no credentials, and the mirror's own
+        # anonymousPull (the default for an upstream without credentials) lets it pull upstream/** only.
         patch = {
-            "spec": {
-                "auth": {"anonymousPull": True},  # containerd sends the mirror no credentials of its own
-                "mirrors": [{"upstream": f"http://{UPSTREAM}", "prefix": "upstream", "wireNodes": True}],
-            }
+            "spec": {"mirrors": [{"upstream": f"http://{UPSTREAM}", "prefix": "upstream", "wireNodes": True}]}
         }
         node.kubectl("patch", "preg", REGISTRY, "-n", TEAM, "--type=merge", "-p", json.dumps(patch))
         hosts_toml = cluster.CERTS_DIRS[0] / UPSTREAM / "hosts.toml"
@@ -577,6 +586,15 @@ def _mirror_flow(node: cluster.Cluster, tmp: Path, *, certs: Path, auth: Path) -
             return done.returncode == 0
 
         kube.eventually(pulled_once, timeout=120, what="a pull through the mirror")
+
+        def anonymous(path: str) -> str:  # the HTTP status of an anonymous GET, TLS verified
+            return node.inside(
+                "curl", "-s", "-m", "10", "--cacert", str(certs / "ca.crt"), "-o", "/dev/null",
+                "-w", "%{http_code}", "-H", f"Accept: {MANIFEST_TYPES}", f"https://{HOST}{path}", check=False,
+            ).stdout  # fmt: skip
+
+        assert anonymous("/v2/upstream/lib/app/manifests/1") == "200"
+        assert anonymous("/v2/team/app/manifests/1") == "401"  # the rest of the registry stays closed
         upstream.stop()
     assert node.inside("curl", "-s", "-m", "3", f"http://{UPSTREAM}/v2/", check=False).returncode != 0
 

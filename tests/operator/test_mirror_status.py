@@ -7,6 +7,7 @@ Covers:
 - MirrorsReady: True while no upstream's last word was a failure; False naming the upstream, the Secret to
   check and the registry's message for refused credentials; False for an unreachable upstream; an error
   older than the last success does not count; the wired-node count per image host is in the message;
+  a wired mirror nodes cannot pull through (its anonymous pull off) is named, with what to set;
 - the reconciler: status.mirrors and MirrorsReady from the override URL; Unknown before any pod answered;
   without an answer the previous status.mirrors stays; no mirrors in the spec removes both.
 """
@@ -107,6 +108,19 @@ def test_the_message_counts_nodes_wired_to_each_image_host() -> None:
         [mirror(wireNodes=False)], observed=statuses(entry()), previous=None, wiring=wiring
     )
     assert (unwired[0].node_host, unwired[0].nodes_wired) == (None, None)
+
+
+def test_the_message_names_a_wired_mirror_that_nodes_cannot_pull_through() -> None:
+    closed = mirror(credentialsSecretRef={"name": "hub-login"})  # with credentials: closed by default
+    verdict = observations.mirrors_verdict([closed], statuses(entry()), observed=True)
+    assert verdict.ok and "mirror 'hub': nodes send no credentials" in verdict.message
+    assert "set anonymousPull: true on the mirror" in verdict.message
+    for opened, registry_wide in ((closed, True), (mirror(credentialsSecretRef={"name": "hub-login"},
+                                  anonymousPull=True), False), (mirror(), False)):  # fmt: skip
+        verdict = observations.mirrors_verdict(
+            [opened], statuses(entry()), observed=True, anonymous_pull=registry_wide
+        )
+        assert "nodes send no credentials" not in verdict.message, verdict.message
 
 
 class Fetch:

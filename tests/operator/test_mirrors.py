@@ -8,6 +8,8 @@ Aspects covered:
   mounted read-only; no change at all for a registry without mirrors (same config hash, no volume)
 - desired children: the ConfigMap only with mirrors, before the Deployment
 - the registry reads the rendered file (dockyard_registry.mirrors), so both halves agree on the format
+- anonymousPull in the file: explicit always, default on without credentials and off with them, as the
+  registry reads it
 - containerd's hosts.toml for a mirrored host: upstream as `server`, the registry's mirror path first
   with pull+resolve, its CA, override_path; bad input refused
 - the node trust ConfigMap's `_mirrors.json`: round trip, unusable entries reported and never written
@@ -90,10 +92,25 @@ def test_the_mirrors_file_names_paths_and_never_a_password() -> None:
                 "usernameFile": "/etc/dockyard/mirrors/mirror-0/username",
                 "passwordFile": "/etc/dockyard/mirrors/mirror-0/password",
                 "caFile": "/etc/dockyard/mirrors/mirror-0/ca.crt",
+                "anonymousPull": False,  # the upstream wants credentials: what they unlock stays closed
             },
-            {"prefix": "quay", "upstream": "https://quay.io", "tagTTL": 300.0},
+            {"prefix": "quay", "upstream": "https://quay.io", "tagTTL": 300.0, "anonymousPull": True},
         ]
     }
+
+
+@pytest.mark.parametrize(("extra", "expected"), [({}, False), ({"anonymousPull": True}, True)])
+def test_anonymous_pull_of_a_mirror_follows_its_credentials_unless_set(
+    tmp_path: Path, extra: dict[str, Any], expected: bool
+) -> None:
+    quay = {"upstream": "https://quay.io", "prefix": "q"}  # no credentials: public content, open
+    for mirror, wanted in (({**HUB, **extra}, expected), (quay, True)):
+        text = mirrors_config.render(model.parse_spec({"mirrors": [mirror]}).mirrors)
+        (tmp_path / "mirrors.yaml").write_text(text)
+        config = registry_mirrors.load(tmp_path / "mirrors.yaml")
+        assert config.entries[0].anonymous_pull is wanted
+        prefix = config.entries[0].prefix
+        assert config.anonymous_pull_repositories == ((f"{prefix}/**",) if wanted else ())
 
 
 def test_the_registry_reads_the_file_the_operator_renders(tmp_path: Path) -> None:

@@ -274,3 +274,29 @@ async def test_a_replica_on_the_same_schedule_defers_to_the_run_started_first(dr
     live.end()
     done = gc.collect(second, grace=HOUR, dry_run=False, defer=True)
     assert done.deferred_to is None and done.blobs == [str(orphan)]
+
+
+async def test_of_two_replicas_starting_runs_together_only_the_one_started_first_collects(
+    driver: base.Driver,
+) -> None:
+    """The race of one schedule on two replicas: the run started first writes its marker only after the
+    other run's first look found nothing. The other run looks again once the ready delay passed, and
+    defers; without that second look both would collect."""
+    first = replica(driver, cache=1.0)
+    orphan = await push(first, "r", b"nobody references me")
+    age(driver, paths.blob_data(orphan), 2 * HOUR)
+    earlier = fence.Run(first.fence, "0" * 32)  # started now: before the run below
+
+    class MarkerLate(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            if earlier.id not in driver.list(paths.GC_RUNS):
+                earlier.write_lease()  # lands after the second replica's first look
+            super().sleep(seconds)
+
+    second = replica(driver, cache=1.0, clock=MarkerLate())
+    report = gc.collect(second, grace=HOUR, dry_run=False, defer=True)
+
+    assert report.deferred_to is not None and report.deferred_to.startswith(earlier.id), report
+    assert report.blobs == [] and second.maintenance.blob_size(orphan) is not None
+    assert driver.list(paths.GC_RUNS) == [earlier.id]
+    earlier.end()

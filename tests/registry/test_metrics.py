@@ -145,6 +145,7 @@ async def test_storage_and_gc_figures_are_scraped(
     assert total > 0 and 0 <= free <= total
     assert value(found, "dockyard_registry_storage_used_bytes") == total - free
     assert value(found, "dockyard_registry_gc_runs_total") == 1
+    assert value(found, "dockyard_registry_gc_deferred_runs_total") == 0
     assert value(found, "dockyard_registry_gc_deleted_total", kind="manifests") == 1
     assert value(found, "dockyard_registry_gc_deleted_total", kind="blobs") == 3
     freed = len(old.manifest) + len(old.config) + len(old.layer)

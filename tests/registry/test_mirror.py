@@ -15,6 +15,8 @@ Aspects covered:
 - upstream unreachable: cached content served with `Dockyard-Mirror: stale` and counted; uncached -> 502
 - upstream 404 -> 404 with the OCI code
 - twenty concurrent GETs of one uncached blob make exactly one upstream fetch
+- the first client's download completes once the blob is verified, without waiting for the commit to
+  storage; a request arriving meanwhile joins the fetch and is served from storage once it is there
 - pushes and deletes under a mirror prefix are DENIED; the rest of the registry still takes pushes
 - a multi-arch index whose children are fetched on demand; referrers listed from the upstream
 - tag lists: the upstream's (paging links rewritten to the mirror's name), the cached ones when it is down
@@ -33,6 +35,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -219,7 +222,18 @@ async def _pull_image(s: Setup, repo: str, tag: str) -> tuple[bytes, list[bytes]
         assert status == 200, data
         assert sha256(data) == d["digest"]
         blobs.append(data)
+    await _committed(s)
     return manifest, blobs
+
+
+async def _committed(s: Setup) -> None:
+    """Wait until the fetches finished committing to storage (the first client's download completes
+    once the blob is verified, a moment before the commit)."""
+    for _ in range(2000):
+        if s.pull.fetches_running == 0:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{s.pull.fetches_running} fetches still running")
 
 
 async def test_first_pull_fetches_and_stores_then_serves_from_cache(mirrored: Factory) -> None:
@@ -414,6 +428,45 @@ async def test_twenty_concurrent_gets_of_one_uncached_blob_make_one_upstream_fet
 
     assert [status for status, _, _ in results] == [200] * 20
     assert all(body == layer for _, body, _ in results)
+    assert up.count("GET", dgst) == 1
+    assert s.pull.coalesced[PREFIX] == 19  # what `mirror_coalesced_blob_requests_total` shows
+
+
+async def test_the_first_client_does_not_wait_for_the_commit_and_a_later_one_waits_for_it(
+    mirrored: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    up = Upstream()
+    layer = hashlib.sha256(b"commit").digest() * 50000  # 1.6 MB: several chunks
+    dgst = sha256(layer)
+    up.blobs[dgst] = layer
+    s = await mirrored(up, credentials=False)
+    path = f"/v2/{PREFIX}/library/app/blobs/{dgst}"
+    committing, release = threading.Event(), threading.Event()
+    real_commit = store.Store._commit_upload
+
+    def slow_commit(self: store.Store, name: str, upload_id: str, d: digest.Digest) -> None:
+        committing.set()
+        assert release.wait(30)
+        real_commit(self, name, upload_id, d)
+
+    monkeypatch.setattr(store.Store, "_commit_upload", slow_commit)
+
+    try:
+        status, body, _ = await s.get(path)  # complete while the commit is held (or not begun yet)
+        assert (status, body) == (200, layer)
+        assert await asyncio.to_thread(committing.wait, 30)
+        assert s.pull.fetches_running == 1
+        later = asyncio.create_task(s.get(path))
+        for _ in range(2000):
+            if s.pull.coalesced[PREFIX] == 1:
+                break
+            await asyncio.sleep(0.005)
+        assert s.pull.coalesced[PREFIX] == 1 and not later.done()  # joined the fetch, waits for the commit
+    finally:
+        release.set()
+    status, body, _ = await later
+    assert (status, body) == (200, layer)
+    assert s.store.blob_size(f"{PREFIX}/library/app", digest.parse(dgst)) == len(layer)
     assert up.count("GET", dgst) == 1
 
 

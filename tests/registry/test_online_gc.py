@@ -136,6 +136,8 @@ async def test_a_replica_whose_peer_is_collecting_skips_its_run_and_keeps_its_la
 
     assert runner.run_once() == {}  # nothing to report: the peer's status has the run
     assert runner.last is None and not status_file.exists()
+    assert runner.totals["deferred"] == 1 and runner.totals["runs"] == 0
+    assert runner.last_deferred_to is not None and runner.last_deferred_to.startswith(collecting.id)
     assert st.get_manifest("r", digest.parse(make_image("old").digest)).data == make_image("old").manifest
     collecting.end()
     status = runner.run_once()

@@ -38,6 +38,8 @@ def render(mirrors: list[model.Mirror]) -> str:
             "prefix": mirror.prefix,
             "upstream": mirror.upstream.rstrip("/"),
             "tagTTL": model.parse_duration(mirror.ttl).total_seconds(),
+            # Always explicit: the registry's own default follows its file's credentials the same way.
+            "anonymousPull": mirror.effective_anonymous_pull,
         }
         if mirror.credentials_secret_ref is not None:
             entry["usernameFile"] = f"{MIRRORS_DIR}/{_dir(i)}/username"

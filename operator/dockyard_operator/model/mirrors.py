@@ -69,10 +69,21 @@ class Mirror(ApiModel):
     wire_nodes: bool = True
     """Have the node trust agent point containerd at this registry for node_host (falling back to the
     upstream when the registry is down); needs spec.nodeTrust."""
+    anonymous_pull: bool | None = None
+    """Let anyone pull <prefix>/** without credentials (only this mirror's repositories; the rest of the
+    registry keeps its auth). Nodes wired to the mirror send no credentials, so they need it. Default: on
+    when the upstream is asked anonymously (no credentialsSecretRef: its content is public anyway), off
+    with credentials (set it to share what they unlock with anyone who reaches the registry)."""
 
     @property
     def effective_node_host(self) -> str:
         return self.node_host or urllib.parse.urlsplit(self.upstream).netloc
+
+    @property
+    def effective_anonymous_pull(self) -> bool:
+        if self.anonymous_pull is not None:
+            return self.anonymous_pull
+        return self.credentials_secret_ref is None
 
 
 def check_unique(mirrors: list[Mirror]) -> None:

@@ -116,6 +116,7 @@ class Status:
                 mirrors,
                 observed=observed.mirrors_observed or observed.mirrors is not None,
                 wiring_desired=wiring_desired,
+                anonymous_pull=spec.auth.anonymous_pull,
             )
             conds = conditions.set_condition(
                 conds,

@@ -4,7 +4,8 @@ Thin like every handler: mirror.py decides what is fetched, verified and stored;
 its results into responses. The one subtle part is the first client of an uncached blob, which gets
 the bytes as they arrive from the upstream (see mirror.py); a fetch that fails after its first byte was
 sent can no longer become an error body, so that client's connection is closed before the declared
-length, which every client treats as a failed download.
+length, which every client treats as a failed download. That client's last chunk comes once the blob
+matched its digest, without waiting for it to be committed to storage.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 
 from aiohttp import web
 
-from dockyard_registry import digest, mirror
+from dockyard_registry import blobfetch, digest, mirror
 from dockyard_registry.handlers import common
 
 log = logging.getLogger(__name__)
@@ -62,16 +63,22 @@ async def blob(
     response = web.StreamResponse(status=200, headers=headers)
     try:
         await response.prepare(request)
-        async for chunk in fetch.chunks():
+        async for chunk in fetch.chunks():  # the last one only once the blob matched its digest
             await response.write(chunk)
-    finally:
-        fetch.detach()
-    try:
-        await asyncio.shield(fetch.task)
     except Exception as exc:
+        if not _failed(fetch, exc):
+            raise  # the client went away, say: nothing to report about the fetch
         log.warning("mirror fetch of %s@%s failed after streaming began: %s", name, dgst, exc)
         if request.transport is not None:
             request.transport.close()
         return response
+    finally:
+        fetch.detach()
     await response.write_eof()
     return response
+
+
+def _failed(fetch: blobfetch.BlobFetch, exc: Exception) -> bool:
+    """Whether `exc` is the fetch's own failure (a client's broken connection is not)."""
+    done = fetch.verified
+    return done.done() and not done.cancelled() and done.exception() is exc

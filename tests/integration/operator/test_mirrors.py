@@ -70,6 +70,7 @@ def test_a_registry_with_a_mirror_gets_the_file_and_the_secret_keys_mounted(
                 "tagTTL": 600.0,
                 "usernameFile": "/etc/dockyard/mirrors/mirror-0/username",
                 "passwordFile": "/etc/dockyard/mirrors/mirror-0/password",
+                "anonymousPull": False,  # with credentials: closed unless the spec opens it
             }
         ]
     }

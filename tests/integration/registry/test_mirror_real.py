@@ -2,7 +2,12 @@
 and htpasswd (Basic) auth, pulled through `dockyard-registry serve --mirrors` by crane.
 
 The upstream is started by this module with its own CA (the mirror trusts it through `caFile`) and its
-access log on, which is the independent witness of how many requests reached it.
+Prometheus metrics on (`http.debug.prometheus`), which are the independent witness of how many requests
+reached it. Metrics rather than its access log: a request is counted in `registry_http_requests_total`
+only once its handler returned, and `registry_http_in_flight_requests` says whether one is still running,
+so a test can wait until the upstream has nothing in flight and then read an exact count; an access log
+line is written at some point after the response, with no way to know one is still to come (and its
+format is not an interface).
 
 Covers:
 - first pull through the mirror fills the cache: `crane pull` through Dockyard gives the upstream's
@@ -13,7 +18,8 @@ Covers:
 - upstream 404 is a 404 `MANIFEST_UNKNOWN`;
 - a wrong upstream password is a 502 naming the upstream, without the password;
 - a blob corrupted on the upstream's disk is refused (digest mismatch) and nothing is stored;
-- 20 concurrent pulls of one uncached blob make exactly one upstream GET of it (access log);
+- 20 concurrent pulls of one uncached blob (20 HTTP clients, the first one stalled until the other 19
+  joined its fetch) all get the right bytes, and Distribution served the blob exactly once (its metrics);
 - `crane push` into the mirror's prefix is DENIED; outside it pushes work.
 
 - the Docker Bearer token flow against a Distribution with `auth: token`: a real Distribution issues the
@@ -33,12 +39,15 @@ import http.client
 import http.server
 import json
 import os
+import re
+import socket
 import ssl
 import subprocess
 import textwrap
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -56,6 +65,24 @@ pytestmark = pytest.mark.integration
 
 UPSTREAM_USER = "mirror"
 Crane = Callable[..., subprocess.CompletedProcess[str]]
+_SAMPLE_RE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL_RE = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels`, scraped from `url` (Prometheus text
+    format); 0 when there is none (a counter not incremented yet)."""
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310  # a loopback URL of ours
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        found = _SAMPLE_RE.match(line)
+        if found is None or found.group(1) != name:
+            continue
+        have = dict(_LABEL_RE.findall(found.group(2) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(found.group(3))
+    return total
 
 
 @dataclasses.dataclass
@@ -66,15 +93,16 @@ class Upstream:
     data: Path
     log: Path
     password: str
+    metrics_url: str
 
-    def blob_gets(self, repo: str, digest: str) -> int:
-        """Successful GETs of one blob the upstream answered, from its access log."""
-        needle = f"GET /v2/{repo}/blobs/{digest} "
-        return sum(
-            1
-            for line in self.log.read_text(errors="replace").splitlines()
-            if needle in line and '" 200 ' in line
-        )
+    def blob_gets(self) -> float:
+        """Blob GETs the upstream answered 200, by its own metrics (every repository, every digest)."""
+        name = "registry_http_requests_total"
+        return metric(self.metrics_url, name, handler="blob", method="get", code="200")
+
+    def blobs_in_flight(self) -> float:
+        """Blob requests the upstream is serving right now (counted in blob_gets once they end)."""
+        return metric(self.metrics_url, "registry_http_in_flight_requests", handler="blob")
 
 
 def _crane(*, env: dict[str, str]) -> Crane:
@@ -97,6 +125,7 @@ def _distribution(
     """Distribution with TLS (its own CA unless given) and the `auth:` section given; stopped by PID."""
     tls = tls or certs.write_server_tls(directory=tmp / "tls", ips=["127.0.0.1"])
     port = procs.reserve_port()
+    debug = procs.reserve_port()
     config = tmp / "config.yml"
     config.write_text(
         f"""\
@@ -114,6 +143,11 @@ http:
   tls:
     certificate: {tls.cert_file}
     key: {tls.key_file}
+  debug:
+    addr: 127.0.0.1:{debug.number}
+    prometheus:
+      enabled: true
+      path: /metrics
 auth:
 {textwrap.indent(auth, "  ")}
 """
@@ -121,7 +155,7 @@ auth:
     log = tmp / "distribution.log"
     process = procs.Process(
         name="distribution", argv=[str(support.tool("distribution")), "serve", str(config)], log=log,
-        env={**os.environ, "OTEL_TRACES_EXPORTER": "none"}, ports=[port],
+        env={**os.environ, "OTEL_TRACES_EXPORTER": "none"}, ports=[port, debug],
     )  # fmt: skip
     try:
         procs.wait_http(
@@ -131,8 +165,10 @@ auth:
             context=ssl.create_default_context(cafile=str(tls.ca_file)),
             headers=ready,
         )
+        metrics_url = f"http://127.0.0.1:{debug.number}/metrics"
+        procs.wait_http(metrics_url, watch=[process], timeout=60)
         yield Upstream(process=process, address=f"127.0.0.1:{port.number}", tls=tls, data=tmp / "data",
-                       log=log, password=password)  # fmt: skip
+                       log=log, password=password, metrics_url=metrics_url)  # fmt: skip
     finally:
         process.stop()
 
@@ -165,7 +201,13 @@ def upstream_crane(upstream: Upstream, tmp_path: Path) -> Crane:
 
 
 @pytest.fixture
-def mirror(upstream: Upstream, tmp_path: Path) -> Iterator[harness.Registry]:
+def mirror_metrics_port() -> procs.Port:
+    """The port of the mirror's `--metrics-listen` (reserved until the mirror binds it)."""
+    return procs.reserve_port()
+
+
+@pytest.fixture
+def mirror(upstream: Upstream, tmp_path: Path, mirror_metrics_port: procs.Port) -> Iterator[harness.Registry]:
     """Dockyard (plain HTTP, no auth: the mirror is what is under test) with two mirrors of the upstream:
     `hub` with the right password and TTL 0 (every tag re-checked), `bad` with a wrong one."""
     (tmp_path / "user").write_text(UPSTREAM_USER + "\n")
@@ -180,11 +222,13 @@ def mirror(upstream: Upstream, tmp_path: Path) -> Iterator[harness.Registry]:
         ]
     }
     (tmp_path / "mirrors.yaml").write_text(json.dumps(doc))  # JSON is YAML
+    mirror_metrics_port.release()  # the registry binds it now
     with harness.running_registry(
         tmp=tmp_path / "dockyard",
         tls_args=("--no-tls",),
-        extra_args=["--no-auth", "--mirrors", str(tmp_path / "mirrors.yaml")],
-    ) as reg:
+        extra_args=["--no-auth", "--mirrors", str(tmp_path / "mirrors.yaml"),
+                    "--metrics-listen", f"127.0.0.1:{mirror_metrics_port.number}"],
+    ) as reg:  # fmt: skip
         yield reg
     assert upstream.password not in reg.log()
 
@@ -284,24 +328,69 @@ def test_a_blob_corrupted_upstream_is_refused_and_not_stored(
 
 
 def test_twenty_concurrent_pulls_of_one_uncached_blob_make_one_upstream_fetch(
-    upstream: Upstream, upstream_crane: Crane, mirror: harness.Registry, tmp_path: Path
+    upstream: Upstream,
+    upstream_crane: Crane,
+    mirror: harness.Registry,
+    mirror_metrics_port: procs.Port,
+    tmp_path: Path,
 ) -> None:
-    img = images.random_image(label="mirror-coalesce", layer_count=1, layer_size=8 * 1024 * 1024)
+    # Big enough that the upstream fetch cannot finish into socket buffers and the mirror's few queued
+    # chunks while the first client reads nothing (that client's receive buffer is kept small below).
+    img = images.random_image(label="mirror-coalesce", layer_count=1, layer_size=64 * 1024 * 1024)
     _push(upstream_crane, img=img, ref=f"{upstream.address}/team/big:v1", tmp=tmp_path)
     layer = img.layers[0].blob
-    client = mirror.client(None)
-    assert client.get_manifest("hub/team/big", "v1").status == 200
+    assert mirror.client(None).get_manifest("hub/team/big", "v1").status == 200
+    path = f"/v2/hub/team/big/blobs/{layer.digest}"
+    joined_url = f"http://127.0.0.1:{mirror_metrics_port.number}/metrics"
+    before = upstream.blob_gets()
 
-    def pull(_: int) -> bytes:
-        response = client.get_blob("hub/team/big", layer.digest)
-        assert response.status == 200, response.describe()
-        return response.body
+    def connect() -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection(mirror.host, mirror.port, timeout=180)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # no autotuned megabytes
+        sock.settimeout(180)
+        sock.connect((mirror.host, mirror.port))
+        conn.sock = sock
+        return conn
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
-        bodies = list(pool.map(pull, range(20)))
+    def drain(response: http.client.HTTPResponse, *, first: bytes = b"") -> tuple[int, str, int]:
+        hasher, size = hashlib.sha256(first), len(first)
+        while chunk := response.read(1 << 20):
+            hasher.update(chunk)
+            size += len(chunk)
+        return response.status, "sha256:" + hasher.hexdigest(), size
 
-    assert all(body == layer.data for body in bodies)
-    assert upstream.blob_gets("team/big", layer.digest) == 1, upstream.log.read_text()[-3000:]
+    def pull(_: int) -> tuple[int, str, int]:
+        conn = connect()
+        try:
+            conn.request("GET", path)
+            return drain(conn.getresponse())
+        finally:
+            conn.close()
+
+    # The first client starts the upstream fetch, reads a few bytes and stalls: the fetch goes at its pace,
+    # so it stays running (the upstream serving the blob) while the other 19 arrive.
+    first = connect()
+    first.request("GET", path)
+    leader = first.getresponse()
+    assert leader.status == 200, leader.read(2000)
+    head = leader.read(64 * 1024)
+    assert upstream.blobs_in_flight() == 1
+    with concurrent.futures.ThreadPoolExecutor(max_workers=19) as pool:
+        others = [pool.submit(pull, i) for i in range(19)]
+        deadline = time.monotonic() + 120
+        while metric(joined_url, "dockyard_registry_mirror_coalesced_blob_requests_total", mirror="hub") < 19:
+            serving = upstream.blobs_in_flight()  # 0: the fetch ended early; more: requests not coalesced
+            assert serving == 1, f"the upstream serves {serving:g} blob requests, expected the first one only"
+            assert time.monotonic() < deadline, "the other 19 requests did not join the running fetch"
+            time.sleep(0.05)
+        results = [drain(leader, first=head), *(f.result(timeout=180) for f in others)]
+    first.close()
+
+    assert results == [(200, layer.digest, len(layer.data))] * 20
+    # Counted by Distribution once its handler returned: wait until nothing is in flight, then read.
+    harness.wait_for("the upstream to finish its blob requests", lambda: upstream.blobs_in_flight() == 0)
+    assert upstream.blob_gets() - before == 1
 
 
 class TokenIssuer:

@@ -18,7 +18,13 @@ import pytest
 from dockyard_operator.nodetrust import layout
 from tests.integration.registry import harness, images
 from tests.integration.registry import test_mirror_real as real
-from tests.integration.registry.test_mirror_real import crane, mirror, upstream, upstream_crane  # noqa: F401
+from tests.integration.registry.test_mirror_real import (  # noqa: F401
+    crane,
+    mirror,
+    mirror_metrics_port,
+    upstream,
+    upstream_crane,
+)
 
 pytestmark = pytest.mark.integration
 
