@@ -97,11 +97,11 @@ async def close(memo: Any, **_: Any) -> None:
         await asyncio.to_thread(server.stop)
 
 
-async def _run(memo: Any, *, namespace: str | None, name: str) -> None:
+async def _run(memo: Any, *, namespace: str | None, name: str, periodic: bool = False) -> None:
     if namespace is None:
         return  # PrivateRegistry is namespaced; a cluster-scoped event cannot concern us
     try:
-        result = await memo.reconciler.reconcile(namespace=namespace, name=name)
+        result = await memo.reconciler.reconcile(namespace=namespace, name=name, periodic=periodic)
     except kube.Forbidden as exc:
         raise kopf.TemporaryError(f"{exc} (check the operator's RBAC)", delay=60) from None
     except kube.KubeError as exc:
@@ -134,7 +134,7 @@ async def registry_deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
     initial_delay=SETTINGS.resync_seconds,
 )
 async def resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    await _run(memo, namespace=namespace, name=name)
+    await _run(memo, namespace=namespace, name=name, periodic=True)
 
 
 def referenced_secrets(spec: Mapping[str, Any]) -> set[str]:

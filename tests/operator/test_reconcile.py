@@ -34,6 +34,7 @@ import pytest
 
 from dockyard_common import htpasswd, pki
 from dockyard_operator import crypto, names, reconcile, settings
+from dockyard_operator.reconcile import orchestrator
 from tests.operator import fakes
 
 START = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
@@ -742,6 +743,40 @@ async def test_no_more_passes_run_at_once_than_the_setting_allows_and_every_one_
     await asyncio.gather(*(reconciler.reconcile(namespace="ns", name=name) for name in names_))
     assert most == 2
     assert sorted(done) == names_
+
+
+async def test_the_periodic_pass_skips_a_registry_that_had_a_pass_within_half_a_resync_period(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create(api)
+    now = [1000.0]
+    monkeypatch.setattr(orchestrator.time, "monotonic", lambda: now[0])
+    passes: list[bool] = []
+    original = reconciler._pass
+    retry = [False]
+
+    async def counted(body: Any) -> reconcile.Result:
+        passes.append(True)
+        result = await original(body)
+        return reconcile.Result(retry_after=5.0, message="try again") if retry[0] else result
+
+    monkeypatch.setattr(reconciler, "_pass", counted)
+    await run(reconciler)
+    assert len(passes) == 1
+    now[0] += 29.0  # resync_seconds is 60
+    assert await reconciler.reconcile(namespace="ns", name="demo", periodic=True) == reconcile.Result()
+    assert len(passes) == 1
+    await run(reconciler)  # an event's pass always runs
+    assert len(passes) == 2
+    now[0] += 31.0
+    await reconciler.reconcile(namespace="ns", name="demo", periodic=True)
+    assert len(passes) == 3
+    now[0] += 60.0
+    retry[0] = True  # a pass that asks for a retry is not done: the timer's retry 5 s later runs
+    assert (await reconciler.reconcile(namespace="ns", name="demo", periodic=True)).retry_after == 5.0
+    now[0] += 5.0
+    await reconciler.reconcile(namespace="ns", name="demo", periodic=True)
+    assert len(passes) == 5
 
 
 async def test_a_password_secret_many_registries_reference_is_bcrypt_hashed_once_per_namespace(

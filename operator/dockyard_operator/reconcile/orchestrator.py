@@ -10,9 +10,10 @@ missing Secret or key, an unusable password or certificate) blocks the pass befo
 reported as Ready=False/Degraded=True; the watch on Secrets or the timer brings the next attempt, so nothing
 crash-loops.
 
-Also here: passes of one registry never overlap and bursts coalesce; at most `concurrent_passes` run at once
-(the rest wait their turn holding nothing but their registry's name); shutdown drains running passes; a
-deleted registry's outside traces are removed (`forget`).
+Also here: passes of one registry never overlap and bursts coalesce; the periodic resync skips a registry
+that had a pass within the last half period (drift is still corrected within 1.5 periods); at most
+`concurrent_passes` run at once (the rest wait their turn holding nothing but their registry's name);
+shutdown drains running passes; a deleted registry's outside traces are removed (`forget`).
 Must not: import kopf (handlers translate `Result.retry_after` into kopf's retry), talk to the API except
 through the steps, or hold per-pass state in fields (everything a pass knows is in local, immutable values).
 """
@@ -23,6 +24,8 @@ import asyncio
 import dataclasses
 import datetime
 import logging
+import math
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -82,6 +85,7 @@ class Reconciler:
         self._clock = clock
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._waiting: dict[tuple[str, str], int] = {}
+        self._finished: dict[tuple[str, str], float] = {}  # monotonic end of each registry's last pass
         self._closed = False
         self.node_trust = node_trust
         """Node trust's publisher, whose task the handlers run (None: an operator without a namespace)."""
@@ -217,15 +221,21 @@ class Reconciler:
 
     # -------------------------------------------------------------------- scheduling and lifecycle
 
-    async def reconcile(self, *, namespace: str, name: str) -> Result:
+    async def reconcile(self, *, namespace: str, name: str, periodic: bool = False) -> Result:
         """Bring one registry's children and status in line with its spec (serialized per registry).
 
         Passes for one registry never overlap. Bursts coalesce: a pass that would only queue behind another
-        queued pass returns at once, because that queued pass reads the registry fresh and covers it.
+        queued pass returns at once, because that queued pass reads the registry fresh and covers it. A
+        `periodic` pass (the resync timer's) is skipped when the registry's last pass ended less than half a
+        resync period ago: it would read what that pass just read, and a thousand registries created together
+        would otherwise queue their timers' passes in front of the passes they still need.
         """
         if self._closed:
             return Result()  # shutting down: the next operator process resumes every registry
         key = (namespace, name)
+        recent = time.monotonic() - self._finished.get(key, -math.inf) < self._settings.resync_seconds / 2
+        if periodic and recent:
+            return Result()
         lock = self._locks.setdefault(key, asyncio.Lock())
         if lock.locked() and self._waiting.get(key, 0) > 0:
             return Result()
@@ -238,10 +248,14 @@ class Reconciler:
                 )
                 if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                     self.metrics.forget(namespace=namespace, name=name)
+                    self._finished.pop(key, None)
                     return Result()  # deleted: garbage collection removes the children
                 try:
                     with self.metrics.step("pass"):
-                        return await self._pass(body)
+                        result = await self._pass(body)
+                    if result.retry_after is None:  # a pass that asks for a retry does not count as done
+                        self._finished[key] = time.monotonic()
+                    return result
                 except kube.NamespaceTerminating:
                     # The namespace is being deleted, children first: recreating them is neither possible
                     # nor wanted, and the registry itself goes next.
@@ -278,6 +292,7 @@ class Reconciler:
         # passes read the registry fresh, see the deletion and stop.
         async with self._locks.setdefault((namespace, name), asyncio.Lock()):
             self.metrics.forget(namespace=namespace, name=name)
+            self._finished.pop((namespace, name), None)
             spec = body.get("spec") or {}
             await self._exposure.forget(namespace=namespace, name=name, spec=spec)
             used = (spec.get("nodeTrust") or {}).get("enabled") or (body.get("status") or {}).get("nodeTrust")

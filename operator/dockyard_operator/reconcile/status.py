@@ -228,13 +228,33 @@ class Status:
             "name": meta["name"],
             "uid": meta["uid"],
         }
-        for item in events:
+        for item in merged_events(events):
             try:
                 await self._client.emit_event(
                     involved=involved, type_=item.type, reason=item.reason, message=item.message, now=now
                 )
             except kube.KubeError as exc:
                 log.warning("could not post event %s: %s", item.reason, exc)
+
+
+_EVENT_MESSAGE_LIMIT = 1024  # what `kubectl describe` shows in full; Kubernetes caps messages at 4 KiB
+
+
+def merged_events(events: Sequence[context.Event]) -> list[context.Event]:
+    """One Event per type and reason of a pass (messages joined in order): a new registry's nine created
+    children make one `Created` Event, not nine API writes."""
+    merged: dict[tuple[str, Reason], list[str]] = {}
+    for item in events:
+        messages = merged.setdefault((item.type, item.reason), [])
+        if item.message not in messages:
+            messages.append(item.message)
+    out = []
+    for (type_, reason), messages in merged.items():
+        text = "; ".join(messages)
+        if len(text) > _EVENT_MESSAGE_LIMIT:
+            text = text[: _EVENT_MESSAGE_LIMIT - 3] + "..."
+        out.append(context.Event(type_, reason, text))
+    return out
 
 
 def _degraded_events(
