@@ -155,9 +155,11 @@ class _Memo:
         self.reconciler = self
         self.outcome = outcome
         self.calls: list[tuple[str, str]] = []
+        self.periodic: list[bool] = []
 
-    async def reconcile(self, *, namespace: str, name: str) -> reconcile.Result:
+    async def reconcile(self, *, namespace: str, name: str, periodic: bool = False) -> reconcile.Result:
         self.calls.append((namespace, name))
+        self.periodic.append(periodic)
         if isinstance(self.outcome, Exception):
             raise self.outcome
         return self.outcome
@@ -188,6 +190,13 @@ async def test_a_clean_pass_or_a_cluster_scoped_event_raises_nothing() -> None:
     await operator_handlers._run(memo, namespace="ns", name="demo")
     await operator_handlers._run(memo, namespace=None, name="demo")
     assert memo.calls == [("ns", "demo")]
+
+
+async def test_only_the_resync_timer_asks_for_a_periodic_pass() -> None:
+    memo = _Memo(reconcile.Result())
+    await operator_handlers.resync(namespace="ns", name="demo", memo=memo)
+    await operator_handlers.reconcile_registry(namespace="ns", name="demo", memo=memo)
+    assert memo.periodic == [True, False]
 
 
 def test_help_describes_the_operator_and_its_environment(capsys: pytest.CaptureFixture[str]) -> None:
