@@ -85,7 +85,9 @@ async def registry(tmp_path: Path) -> AsyncIterator[test_utils.TestClient[Any, A
     )
     st = store.Store(filesystem.FilesystemDriver(tmp_path / "data"))
     pull = mirror.PullThrough(config, store=st)
-    settings = state.Settings(store=st, authenticator=authenticator, mirror=pull, token_realm="http://x/token")
+    settings = state.Settings(
+        store=st, authenticator=authenticator, mirror=pull, token_realm="http://x/token"
+    )
     client = test_utils.TestClient(test_utils.TestServer(app.create_app(settings)))
     await client.start_server()
     yield client

@@ -24,7 +24,7 @@ import asyncio
 import os
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -224,15 +224,6 @@ def test_filesystem_commit_syncs_the_file_and_its_new_directory_and_scratch_dele
 
 
 # ------------------------------------------------------------------------------- async object contract
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s3server.S3Server]:
-    reason = s3server.available()
-    if reason is not None:
-        pytest.skip(reason)
-    with s3server.running(tmp_path_factory.mktemp("s3")) as server:
-        yield server
-
-
 def _s3_config(server: s3server.S3Server, **overrides: object) -> s3.S3Config:
     settings: dict[str, Any] = {
         "bucket": server.bucket,

@@ -28,15 +28,6 @@ from tests.registry.conftest import OCI_MANIFEST, make_image
 from tests.support import s3server
 
 
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s3server.S3Server]:
-    reason = s3server.available()
-    if reason is not None:
-        pytest.skip(reason)
-    with s3server.running(tmp_path_factory.mktemp("s3")) as server:
-        yield server
-
-
 @pytest.fixture
 def config(s3_server: s3server.S3Server) -> s3.S3Config:
     return s3.S3Config(

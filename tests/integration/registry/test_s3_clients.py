@@ -35,15 +35,6 @@ ARTIFACT = "application/vnd.dockyard.test.bundle"
 
 
 @pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s3server.S3Server]:
-    reason = s3server.available()
-    if reason is not None:
-        pytest.skip(reason)
-    with s3server.running(tmp_path_factory.mktemp("s3")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def admin() -> harness.Credentials:
     return harness.Credentials(username="admin", password=harness.new_password())
 

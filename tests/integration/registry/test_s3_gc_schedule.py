@@ -17,7 +17,6 @@ import os
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import pytest
 
 from dockyard_registry.storage import blocking, s3
 from tests.integration.registry import harness, images
-from tests.integration.registry.test_s3_replicas import (
+from tests.integration.registry.replicas import (
     assert_pulls_whole,
     push_image,
     s3_flags,
@@ -34,15 +33,6 @@ from tests.integration.registry.test_s3_replicas import (
 from tests.support import procs, s3server
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s3server.S3Server]:
-    reason = s3server.available()
-    if reason is not None:
-        pytest.skip(reason)
-    with s3server.running(tmp_path_factory.mktemp("s3")) as server:
-        yield server
 
 
 @pytest.fixture

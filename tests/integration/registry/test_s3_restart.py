@@ -26,7 +26,7 @@ from botocore.config import Config
 from botocore.session import get_session
 
 from tests.integration.registry import harness, images
-from tests.integration.registry.test_s3_replicas import (
+from tests.integration.registry.replicas import (
     assert_pulls_whole,
     push_image,
     s3_flags,
@@ -53,15 +53,6 @@ def own_s3_server(tmp_path: Path) -> Iterator[s3server.S3Server]:
         pytest.skip(reason)
     (tmp_path / "s3").mkdir()
     with s3server.running(tmp_path / "s3") as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s3server.S3Server]:
-    reason = s3server.available()
-    if reason is not None:
-        pytest.skip(reason)
-    with s3server.running(tmp_path_factory.mktemp("s3")) as server:
         yield server
 
 
