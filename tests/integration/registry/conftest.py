@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.registry import harness
+from tests.support import s3server
 
 
 @pytest.fixture(scope="session")
@@ -90,3 +91,12 @@ def podman() -> Iterator[harness.Podman]:
         # vfs layers are plain directories owned by us; podman's own `system reset` would also work
         # but needs the same flags and asks for confirmation.
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def s3_env(s3_server: s3server.S3Server) -> Iterator[None]:
+    """The S3 credentials every registry process and CLI run of a module inherits."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", s3server.ACCESS_KEY)
+        env.setenv("AWS_SECRET_ACCESS_KEY", s3server.SECRET_KEY)
+        yield

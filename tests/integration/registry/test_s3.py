@@ -34,20 +34,6 @@ pytestmark = pytest.mark.integration
 PREFIX = "registry"
 
 
-@pytest.fixture(scope="module")
-def s3_env(s3_server: s3server.S3Server) -> Iterator[None]:
-    """The credentials every registry process and CLI run below inherits."""
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ["AWS_ACCESS_KEY_ID"] = s3server.ACCESS_KEY
-    os.environ["AWS_SECRET_ACCESS_KEY"] = s3server.SECRET_KEY
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
 def _s3_flags(server: s3server.S3Server, *extra: str, prefix: str = PREFIX) -> list[str]:
     return [
         "--storage-driver", "s3", "--s3-endpoint", server.endpoint, "--s3-bucket", server.bucket,

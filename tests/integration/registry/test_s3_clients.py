@@ -41,29 +41,22 @@ def admin() -> harness.Credentials:
 
 @pytest.fixture(scope="module")
 def s3_registry(
-    s3_server: s3server.S3Server, admin: harness.Credentials, tmp_path_factory: pytest.TempPathFactory
+    s3_server: s3server.S3Server,
+    s3_env: None,
+    admin: harness.Credentials,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[harness.Registry]:
     """TLS auto and the auth files under a local --data-dir; every blob and manifest in the bucket."""
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ["AWS_ACCESS_KEY_ID"] = s3server.ACCESS_KEY
-    os.environ["AWS_SECRET_ACCESS_KEY"] = s3server.SECRET_KEY
     flags = [
         "--storage-driver", "s3", "--s3-endpoint", s3_server.endpoint, "--s3-bucket", s3_server.bucket,
         "--s3-prefix", "clients",
     ]  # fmt: skip
-    try:
-        with harness.running_registry(
-            tmp=tmp_path_factory.mktemp("s3-clients"),
-            users=[harness.User(admin, access="admin")],
-            extra_args=flags,
-        ) as reg:
-            yield reg
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with harness.running_registry(
+        tmp=tmp_path_factory.mktemp("s3-clients"),
+        users=[harness.User(admin, access="admin")],
+        extra_args=flags,
+    ) as reg:
+        yield reg
 
 
 def oras(*args: str, registry: harness.Registry, creds: harness.Credentials, cwd: Path) -> str:

@@ -35,13 +35,6 @@ from tests.support import procs, s3server
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def s3_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The credentials every registry process and CLI run below inherits."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3server.ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3server.SECRET_KEY)
-
-
 def gc_status(metrics: procs.Port) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics.number}/gc", timeout=10) as resp:
         doc = json.loads(resp.read())

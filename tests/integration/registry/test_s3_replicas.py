@@ -24,7 +24,6 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,20 +40,6 @@ from tests.integration.registry.replicas import (
 from tests.support import procs, s3server
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def s3_env(s3_server: s3server.S3Server) -> Iterator[None]:
-    """The credentials every registry process and CLI run below inherits."""
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ["AWS_ACCESS_KEY_ID"] = s3server.ACCESS_KEY
-    os.environ["AWS_SECRET_ACCESS_KEY"] = s3server.SECRET_KEY
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 def test_gc_on_one_process_while_another_replica_accepts_pushes_loses_nothing(

@@ -39,13 +39,6 @@ MIB = 1024 * 1024
 
 
 @pytest.fixture
-def s3_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The credentials every registry process and CLI run below inherits."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3server.ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3server.SECRET_KEY)
-
-
-@pytest.fixture
 def own_s3_server(tmp_path: Path) -> Iterator[s3server.S3Server]:
     """A server of this test's own: it gets stopped and restarted."""
     reason = s3server.available()
