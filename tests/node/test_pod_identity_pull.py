@@ -16,9 +16,13 @@ Steps (each failure names its step; the report carries every component's and Pod
    without credentials the registry refuses it (401);
 4. in a namespace with no Secret at all and ServiceAccounts without imagePullSecrets, a Pod of
    `puller` (no imagePullSecrets, `imagePullPolicy: Always`) runs the image;
-5. a Pod of `stranger` (same namespace, not granted) cannot pull it: its events show the failed pull
-   with the registry's refusal;
-6. `helm uninstall`, the RBAC removed.
+   containerd's token request carries the provider's user name (`serviceaccount`, in nginx's log);
+5. a Pod of `stranger` (same namespace, not granted) cannot pull it: its token is valid but grants
+   nothing, the registry answers 403, and the Pod's events show the failed pull (`403 Forbidden`);
+6. negative control: with the node's audience binding removed, the kubelet's token request for a Pod of
+   `puller` is refused by NodeRestriction (the kubelet logs it), the kubelet pulls with no credentials
+   and the registry refuses that (401);
+7. `helm uninstall`, the RBAC removed.
 """
 
 from __future__ import annotations
@@ -233,6 +237,15 @@ def test_a_pod_pulls_with_its_service_account_identity_and_a_stranger_is_refused
             what="the image's greeting in the Pod's log",
         )
         assert not _json(node, "get", "pod", "granted", "-n", APPS)["spec"].get("imagePullSecrets")
+        # What containerd sent came from the provider: its user name `serviceaccount` (nginx logs it, and
+        # never a password) on the token request of that pull.
+        nginx_log = node.kubectl(
+            "logs", "-n", TEAM, f"deployment/{N.deployment}", "-c", "nginx", "--tail=-1"
+        ).stdout
+        assert any(
+            " - serviceaccount [" in line and "GET /token" in line and "containerd" in line
+            for line in nginx_log.splitlines()
+        ), nginx_log
 
     with step("a Pod of a ServiceAccount without access cannot pull"):
         _apply(node, _pod("stranger", "stranger"))
@@ -241,10 +254,33 @@ def test_a_pod_pulls_with_its_service_account_identity_and_a_stranger_is_refused
             timeout=180,
             what="a failed pull in the events of Pod stranger",
         )
-        lowered = failure.lower()
-        assert any(word in lowered for word in ("401", "403", "unauthorized", "denied", "forbidden")), failure
-        assert {"ErrImagePull", "ImagePullBackOff"} & set(_waiting_reasons(node, "stranger"))
+        # The token is valid, its ServiceAccount has no grant: the registry answers 403 to the manifest.
+        assert "403 forbidden" in failure.lower(), failure
+        kube.eventually(
+            lambda: {"ErrImagePull", "ImagePullBackOff"} & set(_waiting_reasons(node, "stranger")),
+            timeout=60,
+            what="Pod stranger waiting with ErrImagePull or ImagePullBackOff",
+        )
         assert _json(node, "get", "pod", "stranger", "-n", APPS)["status"].get("phase") == "Pending"
+
+    with step("without the node's audience binding the kubelet gets no token: anonymous, refused"):
+        binding = next(obj for obj in rbac if obj["kind"] == "ClusterRoleBinding")
+        node.kubectl("delete", "clusterrolebinding", binding["metadata"]["name"])
+        _apply(node, _pod("unbound", "puller"))
+        failure = kube.eventually(
+            lambda: next((m for m in _pull_failures(node, "unbound") if HOST in m), None),
+            timeout=180,
+            what="a failed pull in the events of Pod unbound",
+        )
+        assert "401 unauthorized" in failure.lower(), failure
+        kubelet_log = node.component_log("kubelet").read_text(errors="replace")
+        refusals = [
+            line
+            for line in kubelet_log.splitlines()
+            if "Failed to provide credentials" in line and 'pod="idapps/unbound"' in line
+        ]
+        assert refusals, "no credential provider failure for Pod unbound in the kubelet's log"
+        assert "not authorized to request tokens for this audience" in refusals[0], refusals[0]
 
     with step("helm uninstall"):
         node.kubectl("delete", "namespace", APPS, "--wait=false")
@@ -255,4 +291,4 @@ def test_a_pod_pulls_with_its_service_account_identity_and_a_stranger_is_refused
             helm, "uninstall", RELEASE, "--namespace", SYSTEM, "--wait", "--timeout=3m", env=env, timeout=240
         )
         for obj in rbac:
-            node.kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"])
+            node.kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"], "--ignore-not-found")
