@@ -5,7 +5,8 @@ Debian's runc and CNI bridge, etcd, kube-apiserver, kube-controller-manager, kub
 kube-proxy (iptables) and CoreDNS, all started with `nsenter --net` into that namespace (not `ip netns
 exec`, which also remounts /sys and hides the cgroup tree from the kubelet and runc); their PKI and
 kubeconfigs; importing locally built images into containerd's `k8s.io` namespace; hostPath volumes for
-claims; and undoing everything the node did to the machine.
+claims; optionally the kubelet's image credential providers (`CredentialProviders`: their config and
+executables, written into the run's directory); and undoing everything the node did to the machine.
 
 Why a network namespace: the kubelet refuses a loopback node IP, and this machine may only send traffic
 to loopback or to namespaces it made itself. Inside, NodePorts answer on 127.0.0.1 (kube-proxy sets
