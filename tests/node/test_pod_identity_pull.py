@@ -22,7 +22,8 @@ Steps (each failure names its step; the report carries every component's and Pod
 6. negative control: with the node's audience binding removed, the kubelet's token request for a Pod of
    `puller` is refused by NodeRestriction (the kubelet logs it), the kubelet pulls with no credentials
    and the registry refuses that (401);
-7. `helm uninstall`, the RBAC removed.
+7. `kubectl delete preg` (the node's certs.d entries for it are withdrawn before the agent goes), `helm
+   uninstall`, the RBAC removed.
 """
 
 from __future__ import annotations
@@ -108,6 +109,10 @@ def _pull_failures(node: cluster.Cluster, name: str) -> list[str]:
     ]
 
 
+def _certs_entries() -> dict[str, set[str]]:
+    return {str(d): {p.name for p in d.iterdir()} if d.is_dir() else set() for d in cluster.CERTS_DIRS}
+
+
 def _build_image(tmp: Path) -> None:
     context = tmp / "app"
     context.mkdir()
@@ -129,6 +134,7 @@ def test_a_pod_pulls_with_its_service_account_identity_and_a_stranger_is_refused
     env = {**os.environ, "KUBECONFIG": str(node.kubeconfig)}
     helm = str(tests.support.tool("helm"))
     rbac = pod_identity.node_audience_rbac()
+    before = _certs_entries()
 
     with step("nodes may request the registry's audience; helm install"):
         _apply(node, *rbac)
@@ -285,6 +291,13 @@ def test_a_pod_pulls_with_its_service_account_identity_and_a_stranger_is_refused
     with step("helm uninstall"):
         node.kubectl("delete", "namespace", APPS, "--wait=false")
         node.kubectl("delete", "preg", REGISTRY, "-n", TEAM, "--timeout=180s", timeout=200)
+        # The node-trust agent withdraws the registry's hosts before it is uninstalled: the node is left as
+        # this test found it (the next test's agent must not find entries of a registry it never knew).
+        kube.eventually(
+            lambda: _certs_entries() == before,
+            timeout=120,
+            what="the registry's certs.d entries to be removed",
+        )
         node.kubectl("delete", "pvc", N.pvc, "-n", TEAM, "--timeout=120s", timeout=140)
         node.kubectl("delete", "namespace", TEAM, "--wait=false")
         _run(
