@@ -4,7 +4,8 @@ Covers: the registry host of an image reference (host:port, localhost, Docker Hu
 carries the request's ServiceAccount token as the password for that host with a cache duration ending a
 minute before the token expires (0 for a token without `exp`); a request without a token (tokenAttributes
 not configured) or not a CredentialProviderRequest exits 1 with a message on stderr and no token on stdout;
-the installed console script speaks the protocol over stdin/stdout.
+the installed console script speaks the protocol over stdin/stdout; the kubelet configuration and node
+RBAC in docs/security.md are exactly those tests/node/test_pod_identity_pull.py proves on a real kubelet.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dockyard_common import credential_provider
+from tests.node import pod_identity
+from tests.support import ROOT
 
 API = "credentialprovider.kubelet.k8s.io/v1"
 
@@ -97,3 +101,18 @@ def test_the_console_script_speaks_the_protocol() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["auth"]["localhost:30500"]["password"] == token
+
+
+def test_the_kubelet_configuration_in_the_docs_is_the_one_the_node_test_proves() -> None:
+    """docs/security.md shows exactly what tests/node/test_pod_identity_pull.py runs the kubelet with."""
+    text = (ROOT / "docs" / "security.md").read_text()
+    documents = [
+        doc
+        for block in text.split("```yaml\n")[1:]
+        for doc in yaml.safe_load_all(block.split("```", 1)[0])
+        if isinstance(doc, dict)
+    ]
+    configs = [d for d in documents if d.get("kind") == "CredentialProviderConfig"]
+    assert configs == [pod_identity.provider_config()]
+    rbac = [d for d in documents if d.get("kind") in ("ClusterRole", "ClusterRoleBinding")]
+    assert rbac == pod_identity.node_audience_rbac()

@@ -2,7 +2,9 @@
 
 The images the cluster runs are built here, without Docker or any outside registry, by `hack/images.sh`
 (cached; seconds when warm) and imported into containerd before the kubelet starts. A machine that lacks
-a kernel feature or a binary fails here with the missing piece named; nothing is skipped.
+a kernel feature or a binary fails here with the missing piece named; nothing is skipped. The kubelet runs
+with Dockyard's image credential provider for one registry host (`pod_identity.py`, used by
+test_pod_identity_pull.py; no other test pulls from that host).
 
 When a test that uses the node fails, its report carries what a person would look at first: every
 component's log tail (kubelet, containerd, kube-proxy, …), the cluster's events, the Pods, and the logs
@@ -16,6 +18,7 @@ import subprocess
 
 import pytest
 
+from tests.node import pod_identity
 from tests.support import cluster
 
 
@@ -29,7 +32,9 @@ def node() -> collections.abc.Iterator[cluster.Cluster]:
         images = cluster.image_list()
     except cluster.ClusterError as exc:  # names hack/images.sh's exit code and its stderr
         pytest.fail(str(exc), pytrace=False)
-    with cluster.Cluster(images=images, wait=1800) as running:  # another run's node: wait for it
+    with cluster.Cluster(  # another run's node: wait for it
+        images=images, wait=1800, credential_providers=pod_identity.credential_providers()
+    ) as running:
         yield running
 
 

@@ -5,7 +5,8 @@ Debian's runc and CNI bridge, etcd, kube-apiserver, kube-controller-manager, kub
 kube-proxy (iptables) and CoreDNS, all started with `nsenter --net` into that namespace (not `ip netns
 exec`, which also remounts /sys and hides the cgroup tree from the kubelet and runc); their PKI and
 kubeconfigs; importing locally built images into containerd's `k8s.io` namespace; hostPath volumes for
-claims; and undoing everything the node did to the machine.
+claims; optionally the kubelet's image credential providers (`CredentialProviders`: their config and
+executables, written into the run's directory); and undoing everything the node did to the machine.
 
 Why a network namespace: the kubelet refuses a loopback node IP, and this machine may only send traffic
 to loopback or to namespaces it made itself. Inside, NodePorts answer on 127.0.0.1 (kube-proxy sets
@@ -354,6 +355,19 @@ class Component:
             )
 
 
+@dataclasses.dataclass(frozen=True)
+class CredentialProviders:
+    """Kubelet image credential providers: `--image-credential-provider-config` and `-bin-dir`.
+
+    `config` is the CredentialProviderConfig (kubelet.config.k8s.io/v1) as written to the kubelet's
+    directory; `executables` maps each provider's name (the file the kubelet runs from its bin dir) to
+    the text of an executable written there (e.g. a shell wrapper that execs a Python module).
+    """
+
+    config: dict[str, Any]
+    executables: dict[str, str]
+
+
 class Cluster:
     """One real node. Use as a context manager (tests) or `start(detach=True)` / `stop_recorded()` (CLI).
 
@@ -367,8 +381,10 @@ class Cluster:
         images: collections.abc.Sequence[tuple[str, Path]] = (),
         detach: bool = False,
         wait: float = 0.0,
+        credential_providers: CredentialProviders | None = None,
     ):
         self.images = list(images)
+        self.credential_providers = credential_providers
         self.detach = detach
         self.wait = wait  # seconds to wait for another live node on this machine to stop
         self._lock: int | None = None
@@ -848,18 +864,34 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             "registerNode": True,
         }
         (root / "config.yaml").write_text(yaml.safe_dump(config))
-        self._spawn(
-            "kubelet",
-            [
-                str(tests.support.tool("kubelet")),
-                f"--config={root / 'config.yaml'}",
-                f"--kubeconfig={self._inner_kubeconfig('kubelet')}",
-                f"--root-dir={root}",
-                f"--cert-dir={root / 'pki'}",
-                f"--hostname-override={NODE_NAME}",
-                f"--node-ip={NODE_IP}",
-            ],
-        )
+        argv = [
+            str(tests.support.tool("kubelet")),
+            f"--config={root / 'config.yaml'}",
+            f"--kubeconfig={self._inner_kubeconfig('kubelet')}",
+            f"--root-dir={root}",
+            f"--cert-dir={root / 'pki'}",
+            f"--hostname-override={NODE_NAME}",
+            f"--node-ip={NODE_IP}",
+        ]
+        if self.credential_providers is not None:
+            argv += self._credential_provider_flags(self.workdir / "credential-providers")
+        self._spawn("kubelet", argv)
+
+    def _credential_provider_flags(self, directory: Path) -> list[str]:
+        """Write the providers' config and executables under `directory`; the kubelet flags naming them."""
+        assert self.credential_providers is not None
+        bin_dir = directory / "bin"
+        bin_dir.mkdir(parents=True)
+        for name, text in self.credential_providers.executables.items():
+            executable = bin_dir / name
+            executable.write_text(text)
+            executable.chmod(0o755)
+        config = directory / "config.yaml"
+        config.write_text(yaml.safe_dump(self.credential_providers.config, sort_keys=False))
+        return [
+            f"--image-credential-provider-config={config}",
+            f"--image-credential-provider-bin-dir={bin_dir}",
+        ]
 
     def _start_proxy(self) -> None:
         config = {
