@@ -395,6 +395,9 @@ class ControlPlane:
             f"--cert-dir={self.workdir / 'apiserver'}",
             f"--audit-policy-file={policy}",
             f"--audit-log-path={self.audit_log}",
+            # Never rotated: readers take byte offsets into this one file, and the default (0) still
+            # rotates at 100 MB, which the operator bench's 1,000 registries pass.
+            "--audit-log-maxsize=100000",
         ]
         if not self.with_controller_manager:
             # Without KCM no `default` ServiceAccount is ever created and Pods would be refused.
