@@ -4,7 +4,8 @@ Covers, against the session control plane (its own ServiceAccount issuer, whose 
 the discovery document it reads through the API server; TokenRequest issues the tokens,
 the registry reads discovery and JWKS through the API server with a token of its own ServiceAccount, which
 holds `system:service-account-issuer-discovery` and `system:auth-delegator`):
-skopeo pushes and pulls with a TokenRequest token for the registry's audience as the Basic password;
+skopeo pushes and pulls with a TokenRequest token for the registry's audience as the Basic password, and
+podman pulls, pushes and pulls back with it (a wrong password is unauthorized);
 plain HTTP with the same token as Bearer; a token for another audience (the API server's own) is 401
 naming the audience; a ServiceAccount no rule names is 403 DENIED; after the ServiceAccount is deleted its
 still-unexpired token is refused (TokenReview, `cacheSeconds: 0`); no token reaches the registry's log.
@@ -172,6 +173,31 @@ def test_service_account_tokens_push_pull_and_are_refused_for_other_audiences_ac
     for secret in (builder.password, other.password, api_audience.password, own_token.read_text()):
         assert secret not in log
         assert secret.split(".")[2] not in log
+
+
+def test_podman_pulls_and_pushes_with_a_service_account_token_as_its_password(
+    control_plane: kube.ControlPlane, namespace: str, tmp_path: Path, podman: harness.Podman
+) -> None:
+    identities, access, audience, _own = _issuer_setup(control_plane, namespace, tmp_path)
+    builder = harness.Credentials("builder", token(control_plane, namespace, "builder", audience=audience))
+    with harness.running_registry(
+        tmp=tmp_path, access_yaml=access, extra_args=["--identities", str(identities)]
+    ) as reg:
+        cert_dir = harness.ca_dir(ca_file=reg.ca, into=tmp_path / "certs")
+        img = images.random_image(label="sa-token-podman", layer_count=2, layer_size=256 * 1024)
+        source, target = f"{reg.address}/apps/podman-source:v1", f"{reg.address}/apps/podman-target:v1"
+        skopeo_push(img=img, ref=source, tmp=tmp_path, cert_dir=cert_dir, creds=builder)
+        tls = ["--cert-dir", str(cert_dir), "--creds", builder.colon()]
+        podman("pull", "--quiet", *tls, source)
+        podman("push", "--quiet", *tls, source, f"docker://{target}")
+        podman("rmi", "--all", "--force")
+        podman("pull", "--quiet", *tls, target)
+        back = podman("image", "inspect", "--format", "{{.Id}}", target).stdout.strip()
+        assert f"sha256:{back}" == img.config.digest
+        wrong = ["--cert-dir", str(cert_dir), "--creds", "builder:not-a-token"]
+        refused = podman("pull", "--quiet", *wrong, source, check=False)
+        assert refused.returncode != 0 and "unauthorized" in refused.stderr
+    assert builder.password not in reg.log()
 
 
 def test_skopeo_follows_the_bearer_token_flow_with_a_service_account_token_at_token(
