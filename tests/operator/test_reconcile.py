@@ -745,6 +745,18 @@ async def test_no_more_passes_run_at_once_than_the_setting_allows_and_every_one_
     assert sorted(done) == names_
 
 
+async def test_a_pass_posts_one_event_per_reason_naming_everything_it_did(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    create(api)
+    await run(reconciler)
+    created = [e for e in api.events if e["reason"] == "Created"]
+    assert len(created) == 1
+    for kind, name in (("Secret", N.htpasswd_secret), ("Service", N.service), ("Deployment", N.deployment)):
+        assert f"created {kind} {name}" in created[0]["message"]
+    assert len(created[0]["message"]) <= 1024
+
+
 async def test_the_periodic_pass_skips_a_registry_that_had_a_pass_within_half_a_resync_period(
     api: fakes.FakeKube, reconciler: reconcile.Reconciler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
