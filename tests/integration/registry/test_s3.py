@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests import support
-from tests.integration.registry import harness, images
+from tests.integration.registry import harness, images, replicas
 from tests.integration.registry.clients import skopeo_pull, skopeo_push
 from tests.integration.registry.conformance import assert_conformance_passes
 from tests.support import procs, s3server
@@ -67,22 +67,9 @@ def plain_replica(
     s3_server: s3server.S3Server, s3_env: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[harness.Registry]:
     """A second process on the same bucket and prefix, with no local directory at all."""
-    tmp = tmp_path_factory.mktemp("s3-replica")
-    port = procs.reserve_port()
-    reg = harness.Registry(
-        data_dir=tmp,
-        host="127.0.0.1",
-        port=port.number,
-        ca_file=None,
-        log_file=tmp / "registry.log",
-        argv=[
-            str(harness.registry_bin()),
-            *("serve", "--listen", f"127.0.0.1:{port.number}", "--no-tls", "--no-auth"),
-            *_s3_flags(s3_server, "--no-s3-redirect"),
-        ],
-        reserved=port,
+    reg = replicas.start_replica(
+        tmp_path_factory.mktemp("s3-replica"), _s3_flags(s3_server, "--no-s3-redirect")
     )
-    reg.start()
     try:
         yield reg
     finally:
