@@ -1,7 +1,8 @@
-"""The real client command lines the tests share: skopeo and the Docker CLI.
+"""The real client command lines the tests share: skopeo, oras and the Docker CLI.
 
-Owns: running skopeo (push an in-Python image layout, pull into a fresh layout) and the Docker CLI
-(login without an engine, with the CA placed where Docker looks for it). Must not: turn off TLS
+Owns: running skopeo (push an in-Python image layout, pull into a fresh layout), oras (with its own
+auth file, never ~/.docker) and the Docker CLI (login without an engine, with the CA placed where Docker
+looks for it). Must not: turn off TLS
 verification or touch any Docker/containers configuration outside what a test creates and removes.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import support
 from tests.integration.registry import harness, images
 
 DOCKER = Path("/usr/local/bin/docker")
@@ -66,6 +68,20 @@ def skopeo_pull(*, ref: str, into: Path, cert_dir: Path, creds: harness.Credenti
         creds.colon(),
     )
     return images.read_layout(directory=into, tag="pulled")
+
+
+def oras(*args: str, registry: harness.Registry, creds: harness.Credentials, cwd: Path) -> str:
+    """Run oras against `registry` as `creds` (password on stdin, auth file in `cwd`); its stdout."""
+    argv = [
+        str(support.tool("oras")), *args, "--ca-file", str(registry.ca), "--username", creds.username,
+        "--password-stdin", "--registry-config", str(cwd / "oras-auth.json"),
+        *([] if args[0] == "login" else ["--no-tty"]),  # login has no progress output to disable
+    ]  # fmt: skip
+    done = subprocess.run(
+        argv, input=creds.password, capture_output=True, text=True, timeout=180, cwd=cwd, check=False
+    )
+    assert done.returncode == 0, f"oras {args[0]} exited {done.returncode}: {done.stderr}"
+    return done.stdout
 
 
 @contextlib.contextmanager

@@ -24,37 +24,12 @@ import pytest
 
 from tests import support
 from tests.integration.registry import harness, images
-from tests.integration.registry.clients import skopeo_push
+from tests.integration.registry.clients import oras, skopeo_push
 
 pytestmark = pytest.mark.integration
 
 SBOM = "application/vnd.dockyard.test.sbom+json"
 SIGNATURE = "application/vnd.dockyard.test.signature"
-
-
-def oras(*args: str, registry: harness.Registry, creds: harness.Credentials, cwd: Path) -> str:
-    done = subprocess.run(
-        [
-            str(support.tool("oras")),
-            *args,
-            "--ca-file",
-            str(registry.ca),
-            "--username",
-            creds.username,
-            "--password-stdin",
-            "--registry-config",
-            str(cwd / "oras-auth.json"),  # never touch ~/.docker
-            *([] if args[0] == "login" else ["--no-tty"]),  # login has no progress output to disable
-        ],
-        input=creds.password,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=cwd,
-        check=False,
-    )
-    assert done.returncode == 0, f"oras {args[0]} exited {done.returncode}: {done.stderr}"
-    return done.stdout
 
 
 def attach(

@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests import support
 from tests.integration.registry import harness, images
-from tests.integration.registry.clients import skopeo_push
+from tests.integration.registry.clients import oras, skopeo_push
 from tests.support import s3server
 
 pytestmark = pytest.mark.integration
@@ -57,24 +55,6 @@ def s3_registry(
         extra_args=flags,
     ) as reg:
         yield reg
-
-
-def oras(*args: str, registry: harness.Registry, creds: harness.Credentials, cwd: Path) -> str:
-    argv = [
-        str(support.tool("oras")), *args, "--ca-file", str(registry.ca), "--username", creds.username,
-        "--password-stdin", "--registry-config", str(cwd / "oras-auth.json"), "--no-tty",
-    ]  # fmt: skip
-    done = subprocess.run(
-        argv,
-        input=creds.password,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=cwd,
-        check=False,
-    )
-    assert done.returncode == 0, f"oras {args[0]} exited {done.returncode}: {done.stderr}"
-    return done.stdout
 
 
 def test_oras_pushes_and_pulls_an_artifact_on_s3_with_every_digest_intact(
