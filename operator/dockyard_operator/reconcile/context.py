@@ -132,12 +132,18 @@ class Pass:
         return str(self.body["metadata"].get("creationTimestamp") or "")
 
 
+Read = Mapping[str, Mapping[str, Any]]
+"""Our Secrets as a step read them this pass, by name (absent ones left out): the children step hands each
+to the child writer, which decides on it instead of reading it a second time."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Users:
     htpasswd: str
     access_yaml: str
     token_key: str = ""
     """The key signing short-lived pull-secret tokens (in `<registry>-htpasswd`); "" when none is used."""
+    read: Read = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -153,6 +159,7 @@ class CaChoice:
     tls_data: Mapping[str, bytes] | None
     reused: frozenset[str]
     findings: Findings
+    read: Read = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -189,6 +196,7 @@ class Tls:
     reused: frozenset[str] = frozenset()
     """Secrets whose key material this pass read instead of generating: never recreated from memory."""
     findings: Findings = Findings()
+    read: Read = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -259,6 +267,11 @@ async def own_secret_object(reader: Reader, *, owner: inputs.Owner, name: str) -
     if not verdict.ok:
         raise Blocked([Problem(verdict.reason, verdict.message)])
     return live
+
+
+def read_objects(*objects: Mapping[str, Any] | None) -> Read:
+    """`Read` of the objects a step read (None: absent, left out)."""
+    return {str(obj["metadata"]["name"]): obj for obj in objects if obj is not None}
 
 
 def owned_by(owner: inputs.Owner) -> writer.Ownership:
