@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from dockyard_common import pki
-from dockyard_operator import conditions, model, names, observations, policies, writer
+from dockyard_operator import conditions, mirror_status, model, names, policies, writer
 from dockyard_operator.builders import inputs
 
 ROTATE_CA = f"{names.GROUP}/rotate-ca"
@@ -236,7 +236,7 @@ class Trust:
 
     verdict: policies.Verdict | None = None
     status: model.NodeTrustStatus | None = None
-    mirror_wiring: Mapping[str, observations.Wiring] | None = None
+    mirror_wiring: Mapping[str, mirror_status.Wiring] | None = None
     """Per image host wired to one of this registry's mirrors, what the nodes report."""
 
 
