@@ -182,8 +182,8 @@ async def test_submit_wakes_the_publisher_only_for_a_changed_source() -> None:
     published = asyncio.Event()
     real_publish = trust.publish
 
-    async def counting_publish() -> Any:
-        result = await real_publish()
+    async def counting_publish(**kwargs: Any) -> Any:
+        result = await real_publish(**kwargs)
         published.set()
         return result
 
