@@ -130,6 +130,8 @@ class Writer:
         `read`: the live object as the caller read it earlier in its pass; the first decision is made on it
         instead of a second GET. A stale one costs nothing but a retry: a write carries its
         `resourceVersion` as a precondition, the API refuses it, and the object is read and decided again.
+        (A stale read that already matches means no write, as a GET just before someone's edit would: the
+        edit reaches the operator as a watch event, which brings a pass of its own.)
         None (not read, or read as absent) makes the writer read it: apply cannot create only-if-absent, so
         an object someone created since the caller's read must be seen before anything is applied.
 

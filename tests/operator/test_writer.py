@@ -2,8 +2,8 @@
 
 Covers:
 - an object handed in as read costs no GET: unchanged, nothing is written; changed, one apply;
-- a stale read (someone wrote the object since) is not trusted: the write's resourceVersion precondition
-  fails, the writer reads the object again and decides on that, and the object ends as desired;
+- a stale read (someone wrote the object since) is not trusted for a write: the write's resourceVersion
+  precondition fails, the writer reads the object again and decides on that, and the object ends as desired;
 - a read of an absent object is not handed in: the writer reads it, so an object someone created meanwhile
   is seen (and refused when it is not ours) instead of being applied over;
 - a reconcile pass reads each of its own Secrets once (the steps read them, the children step hands those
@@ -62,9 +62,9 @@ async def test_a_stale_read_is_read_again_and_the_object_still_ends_as_desired()
     edited = api.obj("ConfigMap", "child")
     api.put({**edited, "data": {"a": "hand-edited"}})  # someone else's write: a newer resourceVersion
     api.gets.clear()
-    written = await writes.apply(configmap(a="1"), read=stale)
+    written = await writes.apply(configmap(a="2"), read=stale)
     assert api.gets == [("ConfigMap", "child")]  # the precondition failed: read afresh, decided again
-    assert written.changed and api.obj("ConfigMap", "child")["data"] == {"a": "1"}
+    assert written.changed and api.obj("ConfigMap", "child")["data"] == {"a": "2"}
 
 
 async def test_an_object_created_by_someone_else_after_the_callers_read_is_seen() -> None:

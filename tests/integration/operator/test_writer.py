@@ -180,10 +180,10 @@ async def test_a_read_handed_in_saves_the_get_and_a_stale_one_is_read_again(
     kube_client.patch(
         core.ConfigMap, "child", {"data": {"a": "hand-edited"}}, namespace=namespace, patch_type=PatchType.MERGE
     )
-    written = await writes.apply(configmap(namespace, a="1"), read=first)  # `first` is stale now
+    written = await writes.apply(configmap(namespace, a="2"), read=first)  # `first` is stale now
     assert len(gets) == 1  # the API refused the write on the stale version: read again, decided again
     assert written.changed
-    assert kube_client.get(core.ConfigMap, "child", namespace=namespace).data == {"a": "1"}
+    assert kube_client.get(core.ConfigMap, "child", namespace=namespace).data == {"a": "2"}
 
 
 async def test_objects_that_are_not_ours_or_may_not_be_created_are_left_alone(
