@@ -17,7 +17,6 @@ CRI-O on reload, which the agent reports instead of doing); with the docker targ
 not wired (its `registry-mirrors` needs daemon.json and a restart). The report lists which runtimes were
 wired for which image host.
 
-
 Must not: talk to the API, or write outside `<host-root>/<certs.d dirs of its targets>` and its own drop-in
 in `<host-root>/etc/containers/registries.conf.d`.
 """
