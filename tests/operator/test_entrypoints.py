@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard_operator import builders, cli, names, rbac, reconcile, settings
+from dockyard_operator import builders, cli, kube, names, rbac, reconcile, settings
 from dockyard_operator import handlers as operator_handlers
 from tests.operator import test_builders
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard_operator.nodetrust import hostfiles, layout, sources
 from dockyard_operator.nodetrust import builders as nt_builders
+from dockyard_operator.nodetrust import hostfiles, layout, sources
 from tests.operator import test_nodetrust_controller as nodetrust_tests
 from tests.operator.test_nodetrust_agent import ca_pem
 

@@ -99,7 +99,9 @@ def test_an_error_older_than_the_last_success_does_not_count() -> None:
 
 def test_the_message_counts_nodes_wired_to_each_image_host() -> None:
     wiring = {"docker.io": mirror_status.Wiring(nodes=2, desired=3, not_wired=("n1: docker: not wired",))}
-    shown = mirror_status.mirror_statuses([mirror()], observed=statuses(entry()), previous=None, wiring=wiring)
+    shown = mirror_status.mirror_statuses(
+        [mirror()], observed=statuses(entry()), previous=None, wiring=wiring
+    )
     assert (shown[0].node_host, shown[0].nodes_wired) == ("docker.io", 2)
     assert shown[0].runtimes_not_wired == ["n1: docker: not wired"]
     verdict = mirror_status.mirrors_verdict([mirror()], shown, observed=True, wiring_desired=3)

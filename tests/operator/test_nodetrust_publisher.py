@@ -53,7 +53,7 @@ class CountingKube(fakes.FakeKube):
 
 
 def setup(
-    count: int, *, resync: float = 60.0
+    count: int, *, resync: float = 60.0, gather: float = controller.GATHER_SECONDS, gather_max: float = 2.0
 ) -> tuple[CountingKube, controller.NodeTrust, reconcile.Reconciler]:
     api = CountingKube()
     api.put(builders.service_account(namespace=TRUST_NS))
@@ -64,6 +64,8 @@ def setup(
         namespace=TRUST_NS,
         image="agent:test",
         resync_seconds=resync,
+        gather_seconds=gather,
+        gather_max_seconds=gather_max,
     )
     reconciler = reconcile.Reconciler(
         client=api,  # type: ignore[arg-type]
@@ -211,7 +213,7 @@ def registry_lists(api: CountingKube) -> int:
 
 
 def source_of(trust: controller.NodeTrust, name: str) -> sources.Source:
-    latest = trust._sources[("ns", name)]  # noqa: SLF001  # the source its last pass handed in
+    latest = trust._sources[("ns", name)]  # the source its last pass handed in
     assert latest is not None
     return latest
 
@@ -297,9 +299,8 @@ async def test_the_first_round_after_a_restart_lists_and_reads_registries_no_pas
 
 
 async def test_a_burst_of_hand_ins_is_one_round() -> None:
-    api, trust, reconciler = setup(5, resync=3600.0)
+    api, trust, reconciler = setup(5, resync=3600.0, gather=0.5)  # far longer than the burst's loop turns
     await converge(trust, reconciler, 5)
-    trust._gather = 0.5  # noqa: SLF001  # far longer than the burst's event-loop turns
     rounds = Rounds(trust)
     try:
         for index in range(5):
@@ -314,9 +315,8 @@ async def test_a_burst_of_hand_ins_is_one_round() -> None:
 
 
 async def test_a_steady_stream_of_hand_ins_cannot_hold_publication_back() -> None:
-    api, trust, reconciler = setup(1, resync=3600.0)
+    _, trust, reconciler = setup(1, resync=3600.0, gather=0.2, gather_max=0.5)
     await converge(trust, reconciler, 1)
-    trust._gather, trust._gather_max = 0.2, 0.5  # noqa: SLF001
     streaming = True
     original = source_of(trust, "r0")
 

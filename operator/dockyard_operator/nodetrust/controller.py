@@ -116,8 +116,8 @@ class NodeTrust:
         self._gather = gather_seconds
         self._gather_max = gather_max_seconds
         self._sources: dict[Key, sources.Source | None] = {}
+        # When the registries were last listed (monotonic); None: not since start, so the next round lists.
         self._listed_at: float | None = None
-        """When the registries were last listed (monotonic); None: not since start, so the next round lists."""
         self._last: sources.Observation | None = None
         self._wanted = asyncio.Event()
         # Only the publisher task and a deletion publish; the lock keeps the two from interleaving.

@@ -31,7 +31,9 @@ class Certificates:
         child_names = run.names
         ca_object = await context.own_secret_object(self._reader, owner=run.owner, name=child_names.ca_secret)
         ca_data = context.decode(ca_object)
-        tls_object = await context.own_secret_object(self._reader, owner=run.owner, name=child_names.tls_secret)
+        tls_object = await context.own_secret_object(
+            self._reader, owner=run.owner, name=child_names.tls_secret
+        )
         tls_data = context.decode(tls_object)
         action, verdict = policies.ca_action(ca_secret=ca_data, tls_secret=tls_data)
         if action is policies.CaAction.REFUSE:

@@ -178,7 +178,11 @@ async def test_a_read_handed_in_saves_the_get_and_a_stale_one_is_read_again(
     unchanged = await writes.apply(configmap(namespace, a="1"), read=first)
     assert gets == [] and unchanged.changed == ()
     kube_client.patch(
-        core.ConfigMap, "child", {"data": {"a": "hand-edited"}}, namespace=namespace, patch_type=PatchType.MERGE
+        core.ConfigMap,
+        "child",
+        {"data": {"a": "hand-edited"}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
     )
     written = await writes.apply(configmap(namespace, a="2"), read=first)  # `first` is stale now
     assert len(gets) == 1  # the API refused the write on the stale version: read again, decided again
