@@ -132,7 +132,7 @@ class Reason(enum.StrEnum):
     STORAGE_ALMOST_FULL = "StorageAlmostFull"
     STORAGE_FULL = "StorageFull"
     STORAGE_NOT_WRITABLE = "StorageNotWritable"
-    # pull-through mirrors (observations.mirrors_verdict)
+    # pull-through mirrors (mirror_status.mirrors_verdict)
     MIRRORS_OK = "MirrorsOK"
     MIRRORS_UNOBSERVED = "MirrorsUnobserved"
     MIRROR_UPSTREAM_UNREACHABLE = "MirrorUpstreamUnreachable"

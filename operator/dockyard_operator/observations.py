@@ -7,9 +7,9 @@ last run as recorded in its status file). This module reads such documents (one 
 tells a gc run not yet reported (one Event per run) from one already in status. The time of the registry's
 last storage check is left out on purpose: it changes every few seconds and would make every pass write
 status. With pull-through mirrors the document also has `mirrors` (per prefix: upstream, reachable, last
-error with its reason and time, last answered request); these become `status.mirrors` and `MirrorsReady`
-(an upstream that is unreachable or refuses the credentials is named with what to fix). The last answered
-request's time is kept in whole seconds: it moves with use, at most one status write per pass.
+error with its reason and time, last answered request), read here and merged across pods; `mirror_status`
+turns them into `status.mirrors` and `MirrorsReady`. The last answered request's time is kept in whole
+seconds: it moves with use, at most one status write per pass.
 
 Owns: the document's field names (the registry/operator contract), the thresholds' meaning, the messages.
 Must not: fetch anything, read the clock, or know about Kubernetes objects; a document that is not what the
@@ -189,7 +189,7 @@ def _mirrors(doc: Any) -> tuple[model.MirrorStatus, ...] | None:
 _EPOCH = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 
-def _failing(status: model.MirrorStatus) -> bool:
+def failing(status: model.MirrorStatus) -> bool:
     """Whether the upstream's last word was a failure (an error newer than the last answered request)."""
     if status.last_error_time is None:
         return status.reachable is False
@@ -204,7 +204,7 @@ def _merge_mirror(a: model.MirrorStatus, b: model.MirrorStatus) -> model.MirrorS
         update={"last_success_time": success if success != _EPOCH else None, "upstream": a.upstream}
     )
     if merged.last_error_time is not None:
-        return merged.model_copy(update={"reachable": not _failing(merged)})
+        return merged.model_copy(update={"reachable": not failing(merged)})
     known = [m.reachable for m in (a, b) if m.reachable is not None]
     return merged.model_copy(update={"reachable": all(known) if known else None})
 
@@ -326,111 +326,3 @@ def describe_run(run: model.GcRunStatus) -> str:
     text = f"gc{' (dry run)' if run.dry_run else ''} {verb} {counts}; {freed} {run.bytes_freed or 0} bytes"
     text += f"; {run.errors or 0} errors"
     return f"{text}: {run.message}" if run.message else text
-
-
-@dataclasses.dataclass(frozen=True)
-class Wiring:
-    """What the nodes report about one wired image host: nodes whose containerd pulls it through the
-    mirror, of how many, and runtimes found on nodes that are not wired (one line each)."""
-
-    nodes: int
-    desired: int
-    not_wired: tuple[str, ...] = ()
-
-
-def mirror_statuses(
-    mirrors: Sequence[model.Mirror],
-    *,
-    observed: Sequence[model.MirrorStatus] | None,
-    previous: Sequence[model.MirrorStatus] | None,
-    wiring: Mapping[str, Wiring] | None,
-) -> list[model.MirrorStatus]:
-    """status.mirrors in spec order: what the registry reports per prefix (without a reading: what status
-    showed), and for mirrors with wireNodes, their image host and the nodes wired to it."""
-    source = {m.prefix: m for m in (observed if observed is not None else previous or ())}
-    result: list[model.MirrorStatus] = []
-    for mirror in mirrors:
-        status = source.get(mirror.prefix) or model.MirrorStatus(prefix=mirror.prefix)
-        update: dict[str, Any] = {
-            "upstream": mirror.upstream,
-            "node_host": None,
-            "nodes_wired": None,
-            "runtimes_not_wired": None,
-        }
-        if mirror.wire_nodes:
-            wired = (wiring or {}).get(mirror.effective_node_host)
-            update["node_host"] = mirror.effective_node_host
-            update["nodes_wired"] = wired.nodes if wired is not None else 0
-            update["runtimes_not_wired"] = list(wired.not_wired) or None if wired is not None else None
-        result.append(status.model_copy(update=update))
-    return result
-
-
-def _failure(status: model.MirrorStatus, mirror: model.Mirror) -> tuple[Reason, str] | None:
-    if not _failing(status):
-        return None
-    error = status.last_error or "no answer"
-    where = f"mirror {mirror.prefix!r}: upstream {mirror.upstream}"
-    if status.last_error_reason == "auth":
-        ref = mirror.credentials_secret_ref
-        fix = (
-            f"check the username and password in Secret {ref.name!r}"
-            if ref is not None
-            else "it wants credentials: set credentialsSecretRef"
-        )
-        return (
-            Reason.MIRROR_UPSTREAM_AUTH_FAILED,
-            f"{where} refuses the mirror's credentials ({fix}): {error}",
-        )
-    if status.last_error_reason == "unavailable" or status.last_error_reason is None:
-        return (
-            Reason.MIRROR_UPSTREAM_UNREACHABLE,
-            f"{where} is unreachable (cached content is served): {error}",
-        )
-    return Reason.MIRROR_UPSTREAM_FAILED, f"{where} failed: {error}"
-
-
-def mirrors_verdict(
-    mirrors: Sequence[model.Mirror],
-    statuses: Sequence[model.MirrorStatus],
-    *,
-    observed: bool,
-    wiring_desired: int | None = None,
-    anonymous_pull: bool = False,
-) -> policies.Verdict:
-    """MirrorsReady: False naming every mirror whose upstream's last word was a failure; True otherwise.
-    The message counts the nodes wired to each mirror with wireNodes (`wiring_desired`: of how many) and
-    names wired mirrors nodes cannot pull through (they send no credentials: the mirror's anonymousPull,
-    or the registry's `anonymous_pull`, must let them)."""
-    by_prefix = {s.prefix: s for s in statuses}
-    failures = [
-        found
-        for mirror in mirrors
-        if (
-            found := _failure(
-                by_prefix.get(mirror.prefix) or model.MirrorStatus(prefix=mirror.prefix), mirror
-            )
-        )
-    ]
-    wired = [
-        f"{s.node_host} wired on {s.nodes_wired or 0}"
-        + (f"/{wiring_desired}" if wiring_desired is not None else "")
-        + " nodes"
-        + (f" ({'; '.join(s.runtimes_not_wired)})" if s.runtimes_not_wired else "")
-        for s in statuses
-        if s.node_host is not None
-    ]
-    closed = [
-        f"mirror {m.prefix!r}: nodes send no credentials and its anonymousPull is off, so they pull "
-        f"{m.effective_node_host} from the upstream itself (set anonymousPull: true on the mirror)"
-        for m in mirrors
-        if m.wire_nodes and not m.effective_anonymous_pull and not anonymous_pull
-    ]
-    tail = "".join(f"; {part}" for part in (", ".join(wired), *closed) if part)
-    if failures:
-        return policies.Verdict(False, failures[0][0], "; ".join(m for _, m in failures) + tail)
-    if not observed:
-        return policies.Verdict(
-            False, Reason.MIRRORS_UNOBSERVED, "no registry pod has reported its mirrors yet" + tail
-        )
-    return policies.Verdict(True, Reason.MIRRORS_OK, f"{len(mirrors)} mirror(s), no upstream failing" + tail)

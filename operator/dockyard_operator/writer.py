@@ -1,12 +1,13 @@
 """The one way the operator writes an object it owns or touches: server-side apply as one field manager.
 
 Callers say *what* they want: the desired manifest, how to tell whether a live object of that name is theirs,
-and whether it may be created. The writer reads the live object and skips the write when the spec-hash
-annotation and every field the manifest sets already match (a resync of an unchanged registry costs one read
-per child and no write). Otherwise it applies the manifest server-side as the operator's field manager, with
-the live `resourceVersion` as a precondition (the decision was made on that version; a newer one is read and
-decided again). Fields others own (an allocated nodePort, a bound claim's volume, `kubectl rollout restart`'s
-annotation, foreign labels) stay theirs without being copied by hand.
+and whether it may be created. The writer reads the live object (or takes the one the caller read earlier in
+its pass) and skips the write when the spec-hash annotation and every field the manifest sets already match
+(a resync of an unchanged registry costs at most one read per child and no write). Otherwise it applies the
+manifest server-side as the operator's field manager, with the live `resourceVersion` as a precondition (the
+decision was made on that version; a newer one is read and decided again). Fields others own (an allocated
+nodePort, a bound claim's volume, `kubectl rollout restart`'s annotation, foreign labels) stay theirs without
+being copied by hand.
 
 Conflicts are handled, not forced blindly: the first apply is unforced; a `FieldConflict` means another
 manager (a `kubectl edit`, an older operator's update) set a field the operator sets, which on an object the
@@ -117,9 +118,22 @@ class Writer:
             self._written[meta["uid"]] = meta["resourceVersion"]
 
     async def apply(
-        self, desired: Mapping[str, Any], *, ours: Ownership | None = None, may_create: bool = True
+        self,
+        desired: Mapping[str, Any],
+        *,
+        ours: Ownership | None = None,
+        may_create: bool = True,
+        read: Mapping[str, Any] | None = None,
     ) -> Written:
         """Make the object carry `desired`; no write when it already does.
+
+        `read`: the live object as the caller read it earlier in its pass; the first decision is made on it
+        instead of a second GET. A stale one costs nothing but a retry: a write carries its
+        `resourceVersion` as a precondition, the API refuses it, and the object is read and decided again.
+        (A stale read that already matches means no write, as a GET just before someone's edit would: the
+        edit reaches the operator as a watch event, which brings a pass of its own.)
+        None (not read, or read as absent) makes the writer read it: apply cannot create only-if-absent, so
+        an object someone created since the caller's read must be seen before anything is applied.
 
         Raises `NotOurs` when a live object of that name fails `ours`, `Vanished` when it is absent and
         `may_create` is False, and `kube` errors for everything else (after one retry of a lost race).
@@ -128,7 +142,8 @@ class Writer:
         ref = _ref(want)
         repaired = False
         for attempt in range(3):
-            live = await self._client.get(**ref)
+            live = dict(read) if read is not None else await self._client.get(**ref)
+            read = None  # a retry reads afresh
             if live is None and not may_create:
                 raise Vanished(kube.describe(want))
             changed: list[str] = []

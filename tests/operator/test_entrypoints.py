@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard_operator import builders, cli, kube, names, reconcile, settings
+from dockyard_operator import builders, cli, kube, names, rbac, reconcile, settings
 from dockyard_operator import handlers as operator_handlers
 from tests.operator import test_builders
 
@@ -124,7 +124,7 @@ def test_rbac_rules_have_no_wildcards_and_cover_every_child_kind() -> None:
     }
     granted = {
         (group, resource, verb)
-        for rule in kube.RBAC_RULES
+        for rule in rbac.RBAC_RULES
         for group in rule["apiGroups"]
         for resource in rule["resources"]
         for verb in rule["verbs"]
@@ -210,6 +210,6 @@ def test_help_describes_the_operator_and_its_environment(capsys: pytest.CaptureF
 def test_the_only_configmap_the_operator_may_delete_is_kube_public_local_registry_hosting() -> None:
     from dockyard_operator import hosting
 
-    deletes = [r for r in kube.RBAC_RULES if "configmaps" in r["resources"] and "delete" in r["verbs"]]
+    deletes = [r for r in rbac.RBAC_RULES if "configmaps" in r["resources"] and "delete" in r["verbs"]]
     assert [r.get("resourceNames") for r in deletes] == [[hosting.NAME]]
-    assert kube.HOSTING_NAME == hosting.NAME
+    assert rbac.HOSTING_NAME == hosting.NAME

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard_operator.nodetrust import agent, layout, sources
 from dockyard_operator.nodetrust import builders as nt_builders
+from dockyard_operator.nodetrust import hostfiles, layout, sources
 from tests.operator import test_nodetrust_controller as nodetrust_tests
 from tests.operator.test_nodetrust_agent import ca_pem
 
@@ -58,8 +58,8 @@ def sync(
     *,
     mirrors: dict[str, layout.MirrorWiring],
     targets: tuple[layout.Target, ...] = layout.TARGETS,
-) -> agent.SyncResult:
-    installer = agent.Installer(host_root=root, targets=targets)
+) -> hostfiles.SyncResult:
+    installer = hostfiles.Installer(host_root=root, targets=targets)
     return installer.sync(layout.decode(layout.encode(REGISTRY, mirrors=mirrors)))
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dockyard_operator import model, names, observations, reconcile, settings
+from dockyard_operator import mirror_status, model, names, observations, reconcile, settings
 from tests.operator import fakes
 
 T0 = 1_780_000_000.0
@@ -76,7 +76,7 @@ def test_refused_credentials_make_mirrors_ready_false_naming_the_secret() -> Non
             lastSuccessAt=None,
         )
     )
-    verdict = observations.mirrors_verdict(spec, shown, observed=True)
+    verdict = mirror_status.mirrors_verdict(spec, shown, observed=True)
     assert (verdict.ok, verdict.reason) == (False, "MirrorUpstreamAuthFailed")
     assert "hub-login" in verdict.message and "HTTP 401" in verdict.message
     assert "https://registry-1.docker.io" in verdict.message
@@ -86,25 +86,27 @@ def test_an_unreachable_upstream_makes_mirrors_ready_false() -> None:
     shown = statuses(
         entry(reachable=False, lastError="connect refused", lastErrorAt=T0 + 1, lastErrorReason="unavailable")
     )
-    verdict = observations.mirrors_verdict([mirror()], shown, observed=True)
+    verdict = mirror_status.mirrors_verdict([mirror()], shown, observed=True)
     assert (verdict.ok, verdict.reason) == (False, "MirrorUpstreamUnreachable")
     assert "connect refused" in verdict.message
 
 
 def test_an_error_older_than_the_last_success_does_not_count() -> None:
     shown = statuses(entry(lastError="old", lastErrorAt=T0 - 60, lastErrorReason="auth"))
-    verdict = observations.mirrors_verdict([mirror()], shown, observed=True)
+    verdict = mirror_status.mirrors_verdict([mirror()], shown, observed=True)
     assert (verdict.ok, verdict.reason) == (True, "MirrorsOK")
 
 
 def test_the_message_counts_nodes_wired_to_each_image_host() -> None:
-    wiring = {"docker.io": observations.Wiring(nodes=2, desired=3, not_wired=("n1: docker: not wired",))}
-    shown = observations.mirror_statuses([mirror()], observed=statuses(entry()), previous=None, wiring=wiring)
+    wiring = {"docker.io": mirror_status.Wiring(nodes=2, desired=3, not_wired=("n1: docker: not wired",))}
+    shown = mirror_status.mirror_statuses(
+        [mirror()], observed=statuses(entry()), previous=None, wiring=wiring
+    )
     assert (shown[0].node_host, shown[0].nodes_wired) == ("docker.io", 2)
     assert shown[0].runtimes_not_wired == ["n1: docker: not wired"]
-    verdict = observations.mirrors_verdict([mirror()], shown, observed=True, wiring_desired=3)
+    verdict = mirror_status.mirrors_verdict([mirror()], shown, observed=True, wiring_desired=3)
     assert verdict.ok and "docker.io wired on 2/3 nodes (n1: docker: not wired)" in verdict.message
-    unwired = observations.mirror_statuses(
+    unwired = mirror_status.mirror_statuses(
         [mirror(wireNodes=False)], observed=statuses(entry()), previous=None, wiring=wiring
     )
     assert (unwired[0].node_host, unwired[0].nodes_wired) == (None, None)
@@ -112,12 +114,12 @@ def test_the_message_counts_nodes_wired_to_each_image_host() -> None:
 
 def test_the_message_names_a_wired_mirror_that_nodes_cannot_pull_through() -> None:
     closed = mirror(credentialsSecretRef={"name": "hub-login"})  # with credentials: closed by default
-    verdict = observations.mirrors_verdict([closed], statuses(entry()), observed=True)
+    verdict = mirror_status.mirrors_verdict([closed], statuses(entry()), observed=True)
     assert verdict.ok and "mirror 'hub': nodes send no credentials" in verdict.message
     assert "set anonymousPull: true on the mirror" in verdict.message
     for opened, registry_wide in ((closed, True), (mirror(credentialsSecretRef={"name": "hub-login"},
                                   anonymousPull=True), False), (mirror(), False)):  # fmt: skip
-        verdict = observations.mirrors_verdict(
+        verdict = mirror_status.mirrors_verdict(
             [opened], statuses(entry()), observed=True, anonymous_pull=registry_wide
         )
         assert "nodes send no credentials" not in verdict.message, verdict.message

@@ -31,7 +31,7 @@ import pytest
 
 from dockyard_operator import builders, model
 from dockyard_operator.builders import deployment, mirrors_config
-from dockyard_operator.nodetrust import agent, layout
+from dockyard_operator.nodetrust import hostfiles, layout
 from dockyard_registry import mirrors as registry_mirrors
 from tests.operator import test_nodetrust_controller as nodetrust_tests
 from tests.operator.test_builders import container, make_inputs, mounts, volumes
@@ -243,7 +243,7 @@ def test_unusable_mirror_wiring_is_reported_and_never_written(mirrors: dict[str,
 def test_the_agent_writes_a_mirror_hosts_toml_for_containerd_only_and_removes_it_again(
     tmp_path: Path,
 ) -> None:
-    installer = agent.Installer(host_root=tmp_path)
+    installer = hostfiles.Installer(host_root=tmp_path)
     data = layout.encode({"reg.team.svc:443": (CA, layout.TARGETS)}, mirrors={"docker.io": HUB_WIRING})
     result = installer.sync(layout.decode(data))
     assert result.errors == []
@@ -264,7 +264,7 @@ def test_the_agent_never_takes_over_a_hosts_directory_an_administrator_made(tmp_
     mine.mkdir(parents=True)
     (mine / "hosts.toml").write_text('server = "https://registry-1.docker.io"\n')
     data = layout.encode({"reg.team.svc:443": (CA, layout.TARGETS)}, mirrors={"docker.io": HUB_WIRING})
-    result = agent.Installer(host_root=tmp_path).sync(layout.decode(data))
+    result = hostfiles.Installer(host_root=tmp_path).sync(layout.decode(data))
     assert any("was not created by us" in e for e in result.errors)
     assert (mine / "hosts.toml").read_text() == 'server = "https://registry-1.docker.io"\n'
 

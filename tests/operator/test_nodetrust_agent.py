@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from dockyard_common import pki
-from dockyard_operator.nodetrust import agent, layout
+from dockyard_operator.nodetrust import agent, hostfiles, layout
 from tests.support import podrunner
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
@@ -67,7 +67,7 @@ def make_agent(
     recorder, clock = Recorder(), Clock()
     instance = agent.Agent(
         options=agent.Options(config_dir=tmp_path / "config", node="node-1", resync_interval=60.0),
-        installer=agent.Installer(host_root=tmp_path / "host", targets=targets),
+        installer=hostfiles.Installer(host_root=tmp_path / "host", targets=targets),
         reporter=recorder,
         clock=clock,
     )
@@ -279,9 +279,9 @@ async def test_a_plain_directory_works_as_the_config_too(tmp_path: Path) -> None
 def test_write_atomically_reports_whether_it_wrote(tmp_path: Path) -> None:
     target = tmp_path / "f"
 
-    assert agent.write_atomically(target, b"one") is True
-    assert agent.write_atomically(target, b"one") is False
-    assert agent.write_atomically(target, b"two") is True
+    assert hostfiles.write_atomically(target, b"one") is True
+    assert hostfiles.write_atomically(target, b"one") is False
+    assert hostfiles.write_atomically(target, b"two") is True
     assert target.read_bytes() == b"two" and oct(target.stat().st_mode & 0o777) == "0o644"
 
 

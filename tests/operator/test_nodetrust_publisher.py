@@ -8,17 +8,26 @@ Covers:
 - a steady-state round costs the same number of API calls for 3 registries as for 12 (O(N) work per
   resync, not O(N²)), writes nothing and starts no pass;
 - a round starts passes only for registries whose view changed (an agent reporting one registry's CA);
-- `submit` wakes the publisher task only when a registry's source changed.
+- `submit` wakes the publisher task only when a registry's source changed;
+- a round woken by a hand-in publishes from the sources in memory without listing the registries; only the
+  first round after a restart (which reads registries no pass handed in yet, so the ConfigMap is never
+  partial) and the periodic round (which drops a registry whose deletion was missed) list them;
+- a burst of hand-ins is gathered into one round, and a steady stream of them cannot hold publication back;
+- a round reads the ConfigMap, the DaemonSet, the agent's ServiceAccount and the agent Pods once each (the
+  writer decides on those reads), whatever the number of registries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import datetime
+import json
 from typing import Any
 
 from dockyard_operator import names, reconcile, settings
-from dockyard_operator.nodetrust import builders, controller, layout
+from dockyard_operator.nodetrust import builders, controller, layout, sources
 from tests.operator import fakes
 
 TRUST_NS = "dockyard-system"
@@ -44,7 +53,7 @@ class CountingKube(fakes.FakeKube):
 
 
 def setup(
-    count: int, *, resync: float = 60.0
+    count: int, *, resync: float = 60.0, gather: float = controller.GATHER_SECONDS, gather_max: float = 2.0
 ) -> tuple[CountingKube, controller.NodeTrust, reconcile.Reconciler]:
     api = CountingKube()
     api.put(builders.service_account(namespace=TRUST_NS))
@@ -55,6 +64,8 @@ def setup(
         namespace=TRUST_NS,
         image="agent:test",
         resync_seconds=resync,
+        gather_seconds=gather,
+        gather_max_seconds=gather_max,
     )
     reconciler = reconcile.Reconciler(
         client=api,  # type: ignore[arg-type]
@@ -173,8 +184,8 @@ async def test_submit_wakes_the_publisher_only_for_a_changed_source() -> None:
     published = asyncio.Event()
     real_publish = trust.publish
 
-    async def counting_publish() -> Any:
-        result = await real_publish()
+    async def counting_publish(**kwargs: Any) -> Any:
+        result = await real_publish(**kwargs)
         published.set()
         return result
 
@@ -195,3 +206,171 @@ async def test_submit_wakes_the_publisher_only_for_a_changed_source() -> None:
         task.cancel()
     view = trust.latest()
     assert view is not None and view.view("ns", "r0") is not None
+
+
+def registry_lists(api: CountingKube) -> int:
+    return sum(1 for verb, kind, _ in api.reads if (verb, kind) == ("list", names.KIND))
+
+
+def source_of(trust: controller.NodeTrust, name: str) -> sources.Source:
+    latest = trust._sources[("ns", name)]  # the source its last pass handed in
+    assert latest is not None
+    return latest
+
+
+def without_hosts(trust: controller.NodeTrust, name: str) -> None:
+    """Hand in a changed source for registry `name` (as its pass would after a spec change): no hosts."""
+    trust.submit(("ns", name), dataclasses.replace(source_of(trust, name), hosts=()))
+
+
+def published(api: CountingKube) -> str:
+    return json.dumps(api.obj("ConfigMap", builders.NAME, TRUST_NS)["data"])
+
+
+class Rounds:
+    """Runs the publisher task and counts its rounds."""
+
+    def __init__(self, trust: controller.NodeTrust) -> None:
+        self.count = 0
+        self.done = asyncio.Event()
+        real_publish = trust.publish
+
+        async def counting_publish(**kwargs: Any) -> Any:
+            result = await real_publish(**kwargs)
+            self.count += 1
+            self.done.set()
+            return result
+
+        trust.publish = counting_publish  # type: ignore[method-assign]
+
+        async def on_change(keys: set[tuple[str, str]]) -> None:
+            return None
+
+        self.task = asyncio.create_task(trust.run(on_change=on_change))
+
+    async def next(self) -> None:
+        self.done.clear()
+        await asyncio.wait_for(self.done.wait(), timeout=10)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+async def test_a_woken_round_publishes_the_handed_in_sources_without_listing_the_registries() -> None:
+    api, trust, reconciler = setup(3, resync=3600.0)
+    await converge(trust, reconciler, 3)
+    lists = registry_lists(api)
+    assert "r1.ns.svc" in published(api)
+    rounds = Rounds(trust)
+    try:
+        without_hosts(trust, "r1")
+        await rounds.next()
+    finally:
+        await rounds.stop()
+    assert registry_lists(api) == lists
+    assert "r1.ns.svc" not in published(api) and "r0.ns.svc" in published(api)
+    view = trust.latest()
+    assert view is not None
+    assert set(view.registries) == {("ns", "r0"), ("ns", "r1"), ("ns", "r2")}
+
+
+async def test_the_first_round_after_a_restart_lists_and_reads_registries_no_pass_handed_in() -> None:
+    api, trust, reconciler = setup(3, resync=3600.0)
+    await converge(trust, reconciler, 3)
+    restarted = controller.NodeTrust(
+        client=api,  # type: ignore[arg-type]
+        namespace=TRUST_NS,
+        image="agent:test",
+        resync_seconds=3600.0,
+        gather_seconds=0.05,
+    )
+    before = published(api)
+    lists = registry_lists(api)
+    rounds = Rounds(restarted)
+    try:
+        restarted.submit(("ns", "r0"), source_of(trust, "r0"))  # only r0's pass ran since the restart
+        await rounds.next()
+    finally:
+        await rounds.stop()
+    assert registry_lists(api) == lists + 1
+    assert published(api) == before  # r1 and r2 were read, not dropped
+
+
+async def test_a_burst_of_hand_ins_is_one_round() -> None:
+    api, trust, reconciler = setup(5, resync=3600.0, gather=0.5)  # far longer than the burst's loop turns
+    await converge(trust, reconciler, 5)
+    rounds = Rounds(trust)
+    try:
+        for index in range(5):
+            without_hosts(trust, f"r{index}")
+            await asyncio.sleep(0)  # the publisher task may run between two hand-ins
+        await rounds.next()
+        await asyncio.sleep(0.1)
+    finally:
+        await rounds.stop()
+    assert rounds.count == 1
+    assert not any(f"r{index}.ns.svc" in published(api) for index in range(5))
+
+
+async def test_a_steady_stream_of_hand_ins_cannot_hold_publication_back() -> None:
+    _, trust, reconciler = setup(1, resync=3600.0, gather=0.2, gather_max=0.5)
+    await converge(trust, reconciler, 1)
+    streaming = True
+    original = source_of(trust, "r0")
+
+    async def stream() -> None:
+        index = 0
+        while streaming:  # a changed source every time: with and without its hosts
+            trust.submit(("ns", "r0"), original if index % 2 else dataclasses.replace(original, hosts=()))
+            index += 1
+            await asyncio.sleep(0.02)  # always within the quiet period: never quiet
+
+    rounds = Rounds(trust)
+    feeder = asyncio.create_task(stream())
+    try:
+        await rounds.next()  # published while the stream still runs
+        assert not feeder.done()
+    finally:
+        streaming = False
+        await feeder
+        await rounds.stop()
+
+
+async def test_the_periodic_round_lists_the_registries_and_drops_a_deleted_one() -> None:
+    api, trust, reconciler = setup(2, resync=0.3)
+    await converge(trust, reconciler, 2)
+    lists = registry_lists(api)
+    api.remove(names.KIND, "r1")  # its deletion was never handed in (the operator missed the event)
+    rounds = Rounds(trust)
+    try:
+        await rounds.next()
+    finally:
+        await rounds.stop()
+    assert registry_lists(api) == lists + 1
+    view = trust.latest()
+    assert view is not None and view.view("ns", "r1") is None and view.view("ns", "r0") is not None
+
+
+async def test_a_round_reads_each_of_its_objects_once() -> None:
+    api, trust, reconciler = setup(2)
+    await converge(trust, reconciler, 2)
+    without_hosts(trust, "r0")  # the round writes the ConfigMap: no second read for the write
+    reads = len(api.reads)
+    await trust.publish(full=False)
+    assert sorted(api.reads[reads:]) == [
+        ("get", "ConfigMap", TRUST_NS),
+        ("get", "DaemonSet", TRUST_NS),
+        ("get", "ServiceAccount", TRUST_NS),
+        ("list", "Pod", TRUST_NS),
+    ]
+    reads = len(api.reads)
+    await trust.publish()  # the periodic round adds one LIST of the registries
+    assert sorted(api.reads[reads:]) == [
+        ("get", "ConfigMap", TRUST_NS),
+        ("get", "DaemonSet", TRUST_NS),
+        ("get", "ServiceAccount", TRUST_NS),
+        ("list", "Pod", TRUST_NS),
+        ("list", names.KIND, None),
+    ]

@@ -1,5 +1,5 @@
 {{/*
-The operator's own rules: operator/dockyard_operator/kube.py RBAC_RULES, written out so the chart reads
+The operator's own rules: operator/dockyard_operator/rbac.py RBAC_RULES, written out so the chart reads
 on its own (tests/integration/install checks the two agree), in three parts:
   * dockyard.operatorRules: what it does in the namespaces of the registries; the ClusterRole (every
     namespace) or each watched namespace's Role. Children are deleted through owner references; "delete"

@@ -13,11 +13,15 @@ The pieces, from the operator to the node:
   registry's staged next-CA Secret as manifest dicts;
 - `sources` (pure): a registry's `Source` (what a reconcile pass hands in) and the `Observation` of a
   publication (what a pass reads back: hosts, fingerprints on nodes, rotation plan, NodeTrustReady);
+- `publication` (pure): what one publication contains: the ConfigMap's data, each host's owner, and every
+  registry's view, from all sources, the nodes and the hosts' owners as last published;
 - `controller` (I/O through `kube.Kube`): the one publisher task: keeps every registry's source, observes the
   agents' reports, publishes the ConfigMap and DaemonSet, and starts a pass of registries whose view changed;
-- `agent` (I/O, runs on every node): the DaemonSet's process: mounted ConfigMap → files under the host
-  root, and a report of the installed CA fingerprints on its own Pod.
+- `hostfiles` (I/O on the node's files): the `Installer`, which keeps each runtime's certs.d entries (and
+  mirror wiring) under the host root equal to the ConfigMap;
+- `agent` (I/O, runs on every node): the DaemonSet's process: mounted ConfigMap → `hostfiles`, and a report
+  of the installed CA fingerprints on its own Pod.
 
 Must not: import kopf anywhere, or lightkube (the API is reached through `kube.Kube` only); only
-`controller` and `agent` do I/O.
+`controller`, `hostfiles` and `agent` do I/O.
 """

@@ -3,21 +3,25 @@
 Registry passes never publish: they hand in their `Source` (`submit`, no I/O) and read the latest
 publication (`latest`, `plan_for`). One task (`run`, started by the handlers) publishes when a source changed,
 and every resync period to observe the agents; each publication
-1. lists the registries, forgetting deleted ones and reading once any it has no `Source` for;
+1. on the periodic round and the first one after start only: lists the registries, forgetting deleted ones
+   and reading once any it has no `Source` for (so a restarted operator never publishes a partial
+   ConfigMap); a round woken by hand-ins publishes from the sources in memory, after gathering the rest of
+   their burst (`GATHER_SECONDS`, at most `GATHER_MAX_SECONDS`): 1,000 registries created together cost a
+   few rounds, not 1,000 rounds that each list 1,000 registries;
 2. observes the nodes: the DaemonSet's desired/ready/updated counts and every agent's report (the
    `dockyard.dev/node-trust` annotation on its Pod);
-3. keeps only the hosts each registry may claim (`claims`: names it serves or the installer allows, never a
-   public registry's), settles hosts two registries claim (`aggregate`: the owner recorded on the published
-   ConfigMap keeps it, else the oldest registry), asks `rotation.plan` which CAs each registry publishes for
-   the hosts it holds, aggregates and applies the ConfigMap and the DaemonSet in the operator's namespace
-   through the child writer (spec-hash: no write when nothing changed);
+3. composes what to publish (`publication`: the hosts each registry may claim, who holds a host two
+   registries claim, which CAs each publishes during a rotation) and applies the ConfigMap and the DaemonSet
+   in the operator's namespace through the child writer, which decides on the DaemonSet and ConfigMap this
+   round already read (spec-hash: no write when nothing changed);
 4. records, per registry, its hosts, the published fingerprints, its rotation plan and any problem
    (`sources.Observation`), and tells the reconciler which registries read differently, so their status
    (`status.nodeTrust`, `NodeTrustReady`) follows without waiting for the resync timer.
-So a resync costs one publication (a handful of reads, O(N) work) instead of one per registry, and no
-registry pass waits on a lock. A deletion publishes at once (`forget`). The agent's ServiceAccount, Role and
-RoleBinding are static and ship with the chart (`builders.desired` renders them), so the operator needs no
-RBAC-granting rights.
+So a round costs the same handful of reads whatever the number of registries (the DaemonSet, the agent
+Pods, the ConfigMap, the agent's ServiceAccount; the periodic round adds one LIST of the registries) and
+O(N) work, and no registry pass waits on a lock. A deletion publishes at once (`forget`), without a LIST.
+The agent's ServiceAccount, Role and RoleBinding are static and ship with the chart (`builders.desired`
+renders them), so the operator needs no RBAC-granting rights.
 
 Must not: decide per-registry status wording (that is `rotation`), or call the API except through its client.
 """
@@ -27,20 +31,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import pydantic
 
 from dockyard_operator import kube, model, names, writer
-from dockyard_operator.conditions import Reason
-from dockyard_operator.nodetrust import aggregate, builders, claims, layout, rotation, sources
+from dockyard_operator.nodetrust import builders, layout, publication, rotation, sources
 
 log = logging.getLogger(__name__)
 
 Key = sources.Key
+
+GATHER_SECONDS = 0.3
+"""A woken publisher waits until no registry handed in a change for this long (a burst is one round) ..."""
+GATHER_MAX_SECONDS = 2.0
+"""... but publishes at most this long after it woke up, however steady the stream of hand-ins."""
 
 
 class Client(Protocol):
@@ -95,6 +103,8 @@ class NodeTrust:
         cluster_domain: str = "cluster.local",
         resync_seconds: float = 60.0,
         allowed_hosts: Sequence[str] = (),
+        gather_seconds: float = GATHER_SECONDS,
+        gather_max_seconds: float = GATHER_MAX_SECONDS,
     ) -> None:
         self._client = client
         self._writer = writer.Writer(client)
@@ -103,7 +113,11 @@ class NodeTrust:
         self._image = image
         self._cluster_domain = cluster_domain
         self._resync = resync_seconds
+        self._gather = gather_seconds
+        self._gather_max = gather_max_seconds
         self._sources: dict[Key, sources.Source | None] = {}
+        # When the registries were last listed (monotonic); None: not since start, so the next round lists.
+        self._listed_at: float | None = None
         self._last: sources.Observation | None = None
         self._wanted = asyncio.Event()
         # Only the publisher task and a deletion publish; the lock keeps the two from interleaving.
@@ -132,35 +146,69 @@ class NodeTrust:
 
     async def run(self, *, on_change: Callable[[set[Key]], Awaitable[None]]) -> None:
         """The publisher task: publish when a source changed or every `resync_seconds` (agents' reports,
-        the DaemonSet's counts), and tell `on_change` which registries now read differently."""
+        the DaemonSet's counts), and tell `on_change` which registries now read differently.
+
+        A round woken by hand-ins first gathers the rest of their burst, then publishes from the sources in
+        memory; only the periodic round (and the first one after start) lists the registries."""
+        due = time.monotonic() + self._resync
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wanted.wait(), timeout=self._resync)
+            if (remaining := due - time.monotonic()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wanted.wait(), timeout=remaining)
+            periodic, listed = time.monotonic() >= due, self._listed_at
+            if not periodic:
+                await self._gathered()
             try:
-                await self.publish_round(on_change=on_change)
+                await self.publish_round(on_change=on_change, full=periodic)
             except kube.KubeError as exc:  # listing registries failed (API down, RBAC): the next round
                 log.warning("node trust: cannot publish: %s", exc)
+            if periodic:  # also after a failed one: no busy loop against an API that is down
+                due = time.monotonic() + self._resync
+            elif self._listed_at is not None and self._listed_at != listed:  # the first round listed
+                due = self._listed_at + self._resync
 
-    async def publish_round(self, *, on_change: Callable[[set[Key]], Awaitable[None]]) -> None:
+    async def _gathered(self) -> None:
+        """Let a burst of hand-ins arrive (1,000 registries created together wake the publisher 1,000 times):
+        wait until none came for `gather_seconds`, at most `gather_max_seconds` in all, so a steady stream
+        of hand-ins cannot hold publication back."""
+        deadline = time.monotonic() + self._gather_max
+        while (remaining := deadline - time.monotonic()) > 0:
+            self._wanted.clear()
+            try:
+                await asyncio.wait_for(self._wanted.wait(), timeout=min(self._gather, remaining))
+            except TimeoutError:
+                return
+
+    async def publish_round(
+        self, *, on_change: Callable[[set[Key]], Awaitable[None]], full: bool = True
+    ) -> None:
         """One round of the publisher: publish, then tell `on_change` which registries read differently."""
         before = self._last
-        changed = sources.changed(before, await self.publish())
+        changed = sources.changed(before, await self.publish(full=full))
         if changed:
             await on_change(changed)
 
-    async def publish(self) -> sources.Observation:
-        """One publication of every registry's CAs, and what the nodes report."""
+    async def publish(self, *, full: bool = True) -> sources.Observation:
+        """One publication of every registry's CAs, and what the nodes report.
+
+        `full`: list the registries first (forget deleted ones, read those no pass handed in); otherwise
+        publish from the sources in memory, which the first publication after start never does."""
         async with self._lock:
             self._wanted.clear()  # this publication covers every source handed in so far
-            return await self._sync(skip=set())
+            return await self._sync(skip=set(), full=full)
 
     async def forget(self, namespace: str, name: str) -> sources.Observation:
         """A registry is being deleted: publish without it, now (the deletion waits for the withdrawal)."""
         async with self._lock:
             self._sources.pop((namespace, name), None)
-            return await self._sync(skip={(namespace, name)})
+            return await self._sync(skip={(namespace, name)}, full=False)
 
     async def observe(self) -> rotation.Nodes:
+        """The DaemonSet's counts and every agent's report."""
+        nodes, _ = await self._observe()
+        return nodes
+
+    async def _observe(self) -> tuple[rotation.Nodes, dict[str, Any] | None]:
         ds = await self._client.get(
             api_version="apps/v1", kind="DaemonSet", namespace=self._namespace, name=builders.NAME
         )
@@ -177,96 +225,20 @@ class NodeTrust:
                 reports.append(layout.Report.from_json(text))
             except layout.LayoutError as exc:
                 log.warning("ignoring the report on Pod %s: %s", pod["metadata"].get("name"), exc)
-        return rotation.Nodes(
+        nodes = rotation.Nodes(
             desired=int(status.get("desiredNumberScheduled") or 0),
             ready=int(status.get("numberReady") or 0),
             updated=int(status.get("updatedNumberScheduled") or 0),
             reports=reports,
         )
+        return nodes, ds
 
-    async def _sync(self, *, skip: set[Key]) -> sources.Observation:
-        present: set[Key] = set()
-        for body in await self._client.list(api_version=names.API_VERSION, kind=names.KIND):
-            meta = body.get("metadata") or {}
-            if meta.get("deletionTimestamp"):
-                continue  # a deleted registry's hosts leave the nodes
-            item = (str(meta.get("namespace")), str(meta.get("name")))
-            if item in skip:
-                continue
-            present.add(item)
-            if item not in self._sources:
-                self._sources[item] = await self._load(body)
-        for gone in set(self._sources) - present:
-            del self._sources[gone]
-        nodes = await self.observe()
-        published, previous = await self._published()
-        views: dict[Key, sources.RegistryView] = {}
-        wanted: dict[Key, tuple[sources.Source, tuple[str, ...]]] = {}
-        refusals: dict[Key, tuple[aggregate.Problem, ...]] = {}
-        for item, src in sorted(self._sources.items()):
-            if src is None:
-                continue
-            if src.current_pem is None:
-                no_ca = aggregate.Problem(Reason.NO_CA, "no CA to publish yet")
-                views[item] = sources.RegistryView((), (), None, (no_ca,))
-                continue
-            accepted, refused = claims.screen(src.hosts, served=src.served, allowed=self._allowed)
-            wanted[item] = (src, accepted)
-            refusals[item] = tuple(aggregate.Problem(Reason.HOST_REFUSED, r.message) for r in refused)
-
-        def contributions(pems: Mapping[Key, Sequence[str]]) -> list[aggregate.RegistryTrust]:
-            return [
-                aggregate.RegistryTrust(
-                    namespace=item[0],
-                    name=item[1],
-                    hosts=accepted,
-                    ca_pems=pems[item],
-                    targets=src.targets,
-                    created=src.created,
-                )
-                for item, (src, accepted) in wanted.items()
-            ]
-
-        # Who owns which host does not depend on the CAs, and a rotation must wait for the hosts a
-        # registry holds only: the nodes never report a refused host, or one another registry holds.
-        current = {item: [src.current_pem or ""] for item, (src, _) in wanted.items()}
-        held = aggregate.aggregate(contributions(current), previous=previous).owners
-        plans: dict[Key, rotation.Plan] = {}
-        for item, (src, accepted) in wanted.items():
-            hosts = tuple(h for h in accepted if held.get(h) == item)
-            plans[item] = rotation.plan(
-                current_pem=src.current_pem or "",
-                next_pem=src.next_pem,
-                server_issuer=src.server_issuer,
-                hosts=hosts,
-                nodes=nodes,
-                rolled_out=src.rolled_out,
-            )
-            fingerprints = tuple(layout.fingerprint(p) for p in plans[item].publish)
-            views[item] = sources.RegistryView(hosts, fingerprints, plans[item], refusals[item])
-        merged = aggregate.aggregate(
-            contributions({item: plan.publish for item, plan in plans.items()}), previous=previous
-        )
-        wired, mirror_problems = aggregate.wire_mirrors(
-            [
-                aggregate.MirrorClaim(
-                    namespace=item[0], name=item[1], mirrors=src.mirrors, created=src.created
-                )
-                for item, (src, _) in wanted.items()
-                if src.mirrors
-            ],
-            owners=merged.owners,
-            allowed=self._mirror_refusal,
-        )
-        data = {**merged.data, **layout.encode({}, mirrors=wired)}
-        for item, problems in [*merged.problems.items(), *mirror_problems.items()]:
-            old = views[item]
-            views[item] = dataclasses.replace(old, problems=(*old.problems, *problems))
-        for host, wiring in wired.items():  # which registry each wired image host belongs to
-            holder = merged.owners.get(wiring.registry)
-            if holder is not None and holder in views:
-                old = views[holder]
-                views[holder] = dataclasses.replace(old, mirror_hosts=(*old.mirror_hosts, host))
+    async def _sync(self, *, skip: set[Key], full: bool) -> sources.Observation:
+        if full or self._listed_at is None:
+            await self._list(skip=skip)
+        nodes, daemonset = await self._observe()
+        published, previous, configmap = await self._published()
+        composed = publication.compose(self._sources, nodes=nodes, previous=previous, allowed=self._allowed)
         error = None
         try:
             owner = await self._agent_account_uid()
@@ -280,28 +252,45 @@ class NodeTrust:
                     "(the chart installs it with nodeTrust.enabled=true)"
                 )
             else:
-                for manifest in self._children(data, owners=merged.owners, owner_uid=owner):
-                    await self._writer.apply(manifest)
+                # Both were read moments ago (`_published`, `_observe`): the writer decides on those reads.
+                configmap_manifest, daemonset_manifest = self._children(
+                    composed.data, owners=composed.owners, owner_uid=owner
+                )
+                await self._writer.apply(configmap_manifest, read=configmap)
+                await self._writer.apply(daemonset_manifest, read=daemonset)
         except kube.KubeError as exc:  # a missing or terminating namespace, RBAC, a conflict: next pass
             error = f"cannot publish node trust in namespace {self._namespace}: {exc}"
-        self._last = sources.Observation(nodes=nodes, registries=views, error=error)
+        self._last = sources.Observation(nodes=nodes, registries=composed.views, error=error)
         return self._last
 
-    def _mirror_refusal(self, host: str, namespace: str) -> str | None:
-        """Why an image host may not be wired to a mirror (None: it may): the installer must allow it."""
-        _, refused = claims.screen([host], served=claims.Served(namespace=namespace), allowed=self._allowed)
-        return refused[0].message if refused else None
+    async def _list(self, *, skip: set[Key]) -> None:
+        """List the registries: forget deleted ones, read once any no pass has handed in (after a restart)."""
+        known = set(self._sources)  # one handed in while this round reads others is not dropped below
+        present: set[Key] = set()
+        for body in await self._client.list(api_version=names.API_VERSION, kind=names.KIND):
+            meta = body.get("metadata") or {}
+            if meta.get("deletionTimestamp"):
+                continue  # a deleted registry's hosts leave the nodes
+            item = (str(meta.get("namespace")), str(meta.get("name")))
+            if item in skip:
+                continue
+            present.add(item)
+            if item not in self._sources:
+                self._sources[item] = await self._load(body)
+        for gone in known - present:
+            self._sources.pop(gone, None)
+        self._listed_at = time.monotonic()
 
-    async def _published(self) -> tuple[bool, dict[str, Key]]:
-        """Whether the ConfigMap exists, and who owns each host as last published (nothing when it cannot be
-        read: publishing then fails and says why)."""
+    async def _published(self) -> tuple[bool, dict[str, Key], dict[str, Any] | None]:
+        """Whether the ConfigMap exists, who owns each host as last published (nothing when it cannot be
+        read: publishing then fails and says why), and the ConfigMap as read."""
         try:
             live = await self._client.get(
                 api_version="v1", kind="ConfigMap", namespace=self._namespace, name=builders.NAME
             )
         except kube.KubeError:
-            return True, {}
-        return live is not None, builders.owners_of(live)
+            return True, {}, None
+        return live is not None, builders.owners_of(live), live
 
     async def _agent_account_uid(self) -> str | None:
         """The uid of the agent's ServiceAccount (the owner of what is published), None while it is absent."""
@@ -315,13 +304,13 @@ class NodeTrust:
 
     def _children(
         self, data: Mapping[str, str], *, owners: Mapping[str, Key], owner_uid: str
-    ) -> list[dict[str, Any]]:
-        return [
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        return (
             builders.configmap(namespace=self._namespace, data=data, owner_uid=owner_uid, owners=owners),
             builders.daemonset(
                 namespace=self._namespace, image=self._image, resync_seconds=self._resync, owner_uid=owner_uid
             ),
-        ]
+        )
 
     async def _load(self, body: Mapping[str, Any]) -> sources.Source | None:
         """Read a registry's Source from the API (a registry no reconcile pass has handed in yet)."""

@@ -40,9 +40,18 @@ class Children:
         self._writer = writes
 
     async def apply(
-        self, run: context.Pass, desired: inputs.Inputs, *, reused: frozenset[str]
+        self,
+        run: context.Pass,
+        desired: inputs.Inputs,
+        *,
+        reused: frozenset[str],
+        read: context.Read | None = None,
     ) -> context.Applied:
-        """Ensure every child in apply order; the live objects by kind (for status and what follows)."""
+        """Ensure every child in apply order; the live objects by kind (for status and what follows).
+
+        `read`: our Secrets as earlier steps read them this pass; the writer decides on those reads instead
+        of reading them again (a stale one fails the write's precondition and is read afresh)."""
+        read = read or {}
         live: dict[str, Mapping[str, Any]] = {}
         findings = context.Findings()
         storage_problem = None
@@ -63,7 +72,10 @@ class Children:
             may_create = not (kind == "Secret" and name in reused)
             try:
                 written = await self._writer.apply(
-                    adopted, ours=context.owned_by(run.owner), may_create=may_create
+                    adopted,
+                    ours=context.owned_by(run.owner),
+                    may_create=may_create,
+                    read=read.get(name) if kind == "Secret" else None,
                 )
             except writer.NotOurs as exc:
                 findings += context.problem(Reason.NAME_CONFLICT, str(exc))

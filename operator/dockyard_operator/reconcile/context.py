@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from dockyard_common import pki
-from dockyard_operator import conditions, model, names, observations, policies, writer
+from dockyard_operator import conditions, mirror_status, model, names, policies, writer
 from dockyard_operator.builders import inputs
 
 ROTATE_CA = f"{names.GROUP}/rotate-ca"
@@ -132,12 +132,18 @@ class Pass:
         return str(self.body["metadata"].get("creationTimestamp") or "")
 
 
+Read = Mapping[str, Mapping[str, Any]]
+"""Our Secrets as a step read them this pass, by name (absent ones left out): the children step hands each
+to the child writer, which decides on it instead of reading it a second time."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Users:
     htpasswd: str
     access_yaml: str
     token_key: str = ""
     """The key signing short-lived pull-secret tokens (in `<registry>-htpasswd`); "" when none is used."""
+    read: Read = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -153,6 +159,7 @@ class CaChoice:
     tls_data: Mapping[str, bytes] | None
     reused: frozenset[str]
     findings: Findings
+    read: Read = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -189,6 +196,7 @@ class Tls:
     reused: frozenset[str] = frozenset()
     """Secrets whose key material this pass read instead of generating: never recreated from memory."""
     findings: Findings = Findings()
+    read: Read = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -228,7 +236,7 @@ class Trust:
 
     verdict: policies.Verdict | None = None
     status: model.NodeTrustStatus | None = None
-    mirror_wiring: Mapping[str, observations.Wiring] | None = None
+    mirror_wiring: Mapping[str, mirror_status.Wiring] | None = None
     """Per image host wired to one of this registry's mirrors, what the nodes report."""
 
 
@@ -259,6 +267,11 @@ async def own_secret_object(reader: Reader, *, owner: inputs.Owner, name: str) -
     if not verdict.ok:
         raise Blocked([Problem(verdict.reason, verdict.message)])
     return live
+
+
+def read_objects(*objects: Mapping[str, Any] | None) -> Read:
+    """`Read` of the objects a step read (None: absent, left out)."""
+    return {str(obj["metadata"]["name"]): obj for obj in objects if obj is not None}
 
 
 def owned_by(owner: inputs.Owner) -> writer.Ownership:

@@ -76,9 +76,10 @@ class Credentials:
             passwords[user.name] = ((run.namespace, ref.name, ref.key), data[ref.key])
         if problems:
             raise context.Blocked(problems)
-        current = context.decode(
-            await context.own_secret_object(self._reader, owner=run.owner, name=run.names.htpasswd_secret)
+        current_object = await context.own_secret_object(
+            self._reader, owner=run.owner, name=run.names.htpasswd_secret
         )
+        current = context.decode(current_object)
         existing = htpasswd.parse((current or {}).get("htpasswd", b"").decode("utf-8", "replace"))
         hashes: dict[str, str] = {}
         for user_name, (source, password) in passwords.items():
@@ -103,6 +104,7 @@ class Credentials:
             htpasswd=htpasswd.render(hashes),
             access_yaml=htpasswd_secret.access_yaml(run.spec.auth, namespaces=namespaces),
             token_key=token_key(run.spec, current),
+            read=context.read_objects(current_object),
         )
 
     async def _hash(

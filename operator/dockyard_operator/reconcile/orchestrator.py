@@ -139,7 +139,10 @@ class Reconciler:
             return await self._blocked(body, previous, blocked.problems, now=now, told=told)
         with step("children"):
             applied = await self._children.apply(
-                run, self._inputs(run, users, material, bucket), reused=material.reused
+                run,
+                self._inputs(run, users, material, bucket),
+                reused=material.reused,
+                read={**users.read, **material.read},
             )
         with step("trust"):
             nodes = await self._trust.hand_off(run, tls=material, applied=applied)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import pydantic
 
-from dockyard_operator import conditions, kube, model, names, observations, policies
+from dockyard_operator import conditions, kube, mirror_status, model, names, policies
 from dockyard_operator.conditions import Reason
 from dockyard_operator.reconcile import context
 
@@ -104,14 +104,14 @@ class Status:
             conds = [c for c in conds if c.type != conditions.NODE_TRUST_READY]
         mirrors: list[model.MirrorStatus] | None = None
         if spec.mirrors:
-            mirrors = observations.mirror_statuses(
+            mirrors = mirror_status.mirror_statuses(
                 spec.mirrors,
                 observed=observed.mirrors if observed.mirrors_observed else None,
                 previous=observed.mirrors,
                 wiring=trust.mirror_wiring,
             )
             wiring_desired = trust.status.desired if trust.status is not None else None
-            mirrors_verdict = observations.mirrors_verdict(
+            mirrors_verdict = mirror_status.mirrors_verdict(
                 spec.mirrors,
                 mirrors,
                 observed=observed.mirrors_observed or observed.mirrors is not None,

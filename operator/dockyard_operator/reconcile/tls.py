@@ -31,9 +31,10 @@ class Certificates:
         child_names = run.names
         ca_object = await context.own_secret_object(self._reader, owner=run.owner, name=child_names.ca_secret)
         ca_data = context.decode(ca_object)
-        tls_data = context.decode(
-            await context.own_secret_object(self._reader, owner=run.owner, name=child_names.tls_secret)
+        tls_object = await context.own_secret_object(
+            self._reader, owner=run.owner, name=child_names.tls_secret
         )
+        tls_data = context.decode(tls_object)
         action, verdict = policies.ca_action(ca_secret=ca_data, tls_secret=tls_data)
         if action is policies.CaAction.REFUSE:
             return _refused(run, verdict, tls_data or {})
@@ -72,6 +73,7 @@ class Certificates:
             tls_data=tls_data,
             reused=reused,
             findings=findings,
+            read=context.read_objects(ca_object, tls_object),
         )
 
     async def serve(
@@ -151,6 +153,7 @@ class Certificates:
             server_cert_pem=server.cert_pem,
             reused=reused,
             findings=findings,
+            read=choice.read,
         )
 
     async def _bring_your_own(self, run: context.Pass) -> context.Tls:

@@ -12,7 +12,7 @@ Must not: publish anything itself (that is `nodetrust.controller`), or decide th
 
 from __future__ import annotations
 
-from dockyard_operator import model, observations, policies, settings
+from dockyard_operator import mirror_status, model, policies, settings
 from dockyard_operator.conditions import Reason
 from dockyard_operator.nodetrust import controller, sources
 from dockyard_operator.reconcile import context
@@ -78,7 +78,7 @@ class NodeTrustHandOff:
                 ca_fingerprint_on_nodes=list(observed.on_nodes(view)),
             ),
             mirror_wiring={
-                host: observations.Wiring(nodes=n.wired, desired=observed.nodes.desired, not_wired=n.notes)
+                host: mirror_status.Wiring(nodes=n.wired, desired=observed.nodes.desired, not_wired=n.notes)
                 for host, n in observed.mirror_nodes(*key).items()
             },
         )

@@ -6,7 +6,7 @@ bad values into clear errors; every top-level value is documented; nodeTrust.all
 operator as one comma-separated variable; the operator Deployment is
 non-root, read-only, probed through kopf's health endpoint, single-replica with Recreate and joins
 the peering object the chart creates (cluster-wide or per watched namespace); log levels and image
-digests reach the container; RBAC grants every rule of kube.py's RBAC_RULES and nothing beyond
+digests reach the container; RBAC grants every rule of rbac.py's RBAC_RULES and nothing beyond
 RBAC_RULES plus KOPF_RBAC_RULES, with no wildcard, peering access only to the chart's own peering
 object, and the operator's rules cluster-wide only when every namespace is watched; an existing
 ServiceAccount must be named, and then no RBAC objects are needed.
@@ -51,10 +51,10 @@ def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def operator_rules() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The operator's RBAC_RULES and kopf's KOPF_RBAC_RULES, from the operator's kube module."""
-    from dockyard_operator import kube  # imported here so a broken operator fails tests, not collection
+    """The operator's RBAC_RULES and kopf's KOPF_RBAC_RULES, from the operator's rbac module."""
+    from dockyard_operator import rbac  # imported here so a broken operator fails tests, not collection
 
-    return [dict(r) for r in kube.RBAC_RULES], [dict(r) for r in kube.KOPF_RBAC_RULES]
+    return [dict(r) for r in rbac.RBAC_RULES], [dict(r) for r in rbac.KOPF_RBAC_RULES]
 
 
 def test_helm_lint_is_clean_in_strict_mode() -> None:

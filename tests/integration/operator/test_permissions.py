@@ -1,8 +1,8 @@
 """The operator's reaction to a permission it lacks, under a real RBAC authorizer.
 
 Covers:
-- run under a ServiceAccount token with the operator's declared rules (`kube.RBAC_RULES` and
-  `kube.KOPF_RBAC_RULES`) minus `create` on Ingresses, a registry that asks for an Ingress is
+- run under a ServiceAccount token with the operator's declared rules (`rbac.RBAC_RULES` and
+  `rbac.KOPF_RBAC_RULES`) minus `create` on Ingresses, a registry that asks for an Ingress is
   reported Degraded with reason Forbidden and a message naming the resource, while every other
   child is still created; the operator keeps running.
 
@@ -22,8 +22,7 @@ import lightkube.resources.apps_v1
 import lightkube.resources.core_v1
 import pytest
 
-from dockyard_operator import kube as operator_kube
-from dockyard_operator import names
+from dockyard_operator import names, rbac
 from tests.integration.operator import cluster
 from tests.integration.operator.conftest import Operator
 from tests.support import kube
@@ -36,7 +35,7 @@ N = names.Names.of("demo")
 
 
 def _rules_without_ingress_create() -> list[dict[str, Any]]:
-    rules = copy.deepcopy([*operator_kube.RBAC_RULES, *operator_kube.KOPF_RBAC_RULES])
+    rules = copy.deepcopy([*rbac.RBAC_RULES, *rbac.KOPF_RBAC_RULES])
     for rule in rules:
         if "ingresses" in rule["resources"]:
             rule["verbs"] = [verb for verb in rule["verbs"] if verb != "create"]

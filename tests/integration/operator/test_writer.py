@@ -8,6 +8,8 @@ Covers:
 - a Service port someone added is dropped, and a port renumbered under the operator's port name (which apply
   alone cannot fix: it keys ports by number) is set back, keeping the allocated nodePort;
 - a write that lost a race (the object changed between read and apply) is decided again on the newer version;
+- an object the caller already read costs no GET; a stale one (changed since) fails the write's precondition
+  and is read and decided again;
 - an object that fails the caller's ownership check is never written; an absent object that may not be
   created raises `Vanished` and stays absent; create-only leaves an existing object untouched;
 - an owner reference another manager set is dropped (others stay); dropping from a stale read whose list has
@@ -158,6 +160,34 @@ async def test_a_write_that_lost_a_race_is_decided_again(
     written = await writes.apply(configmap(namespace, a="changed"))
     assert not raced
     assert written.live["data"] == {"a": "changed", "b": "2"}
+
+
+async def test_a_read_handed_in_saves_the_get_and_a_stale_one_is_read_again(
+    client: operator_kube.Kube, kube_client: lightkube.Client, namespace: str
+) -> None:
+    writes = writer.Writer(client)
+    first = (await writes.apply(configmap(namespace, a="1"))).live
+    real_get = client.get
+    gets: list[dict[str, Any]] = []
+
+    async def counting_get(**ref: Any) -> dict[str, Any] | None:
+        gets.append(ref)
+        return await real_get(**ref)
+
+    client.get = counting_get  # type: ignore[method-assign]
+    unchanged = await writes.apply(configmap(namespace, a="1"), read=first)
+    assert gets == [] and unchanged.changed == ()
+    kube_client.patch(
+        core.ConfigMap,
+        "child",
+        {"data": {"a": "hand-edited"}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )
+    written = await writes.apply(configmap(namespace, a="2"), read=first)  # `first` is stale now
+    assert len(gets) == 1  # the API refused the write on the stale version: read again, decided again
+    assert written.changed
+    assert kube_client.get(core.ConfigMap, "child", namespace=namespace).data == {"a": "2"}
 
 
 async def test_objects_that_are_not_ours_or_may_not_be_created_are_left_alone(
