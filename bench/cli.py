@@ -203,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import mirror_pull
 
             print("== workload 11: pulls through a pull-through mirror and from its upstream", flush=True)
-            for metric, value in mirror_pull.run(runs=args.runs, layers=4, layer_mib=64).items():
+            found_mirror = mirror_pull.run(runs=args.runs, layers=4, layer_mib=64)
+            for metric, value in found_mirror.items():
                 rec.add("dockyard", metric, value)
+            print(mirror_pull.cpu_table(found_mirror), flush=True)
         if want("s3") and tools.registry_v3 is not None:
             from bench import s3_push_pull
 
