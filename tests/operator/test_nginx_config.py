@@ -18,6 +18,8 @@ Covers:
 - the object storage variant (no blob volume): `nginx -t` accepts it without a data directory; the
   registry's 307 to a presigned bucket URL reaches the client untouched, streamed blob bytes pass through,
   and an X-Accel-Redirect finds no internal location to serve files from;
+- a large answer the registry streams (a mirror's first fetch, object storage without redirects) reaches the
+  client in full-size TLS records, not one per 4 KiB page nginx read;
 - /healthz needs no credentials;
 - the token flow variant: `nginx -t` accepts it; `/token` (query and Authorization intact, no auth
   subrequest) reaches the registry, its answer passes through, and the auth subrequest carries the Host and
@@ -39,6 +41,7 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -63,6 +66,7 @@ GOOD = "Basic " + base64.b64encode(b"alice:pw").decode()
 FORGED = {"Authorization": GOOD, BODY_FILE: "/etc/passwd"}  # a client trying to name a file
 FLOODED = "Basic " + base64.b64encode(b"admin:guess").decode()  # the fake registry sheds it with 429
 BLOB = b"layer-bytes-0123456789"
+BIG_BLOB = os.urandom(4 << 20)  # streamed by the fake registry in one write
 PRESIGNED = "https://bucket.example:9000/team-images/blobs/ab?X-Amz-Signature=abc&X-Amz-Expires=1200"
 
 
@@ -244,6 +248,8 @@ class FakeRegistry:
                     status=307,
                     headers={"Location": PRESIGNED, "Docker-Content-Digest": "sha256:ab"},
                 )
+            if request.match_info["digest"] == "sha256:big":
+                return web.Response(body=BIG_BLOB, headers={"Docker-Content-Digest": "sha256:big"})
             return web.Response(body=BLOB, headers={"Docker-Content-Digest": "sha256:cd"})
         return web.Response(
             status=200,
@@ -576,6 +582,58 @@ async def test_with_object_storage_streamed_blobs_pass_through_and_nothing_is_se
         "GET", "/v2/team/app/blobs/sha256:ab", headers={"Authorization": GOOD}
     )
     assert accel.status == 404 and data != BLOB
+
+
+async def test_a_large_streamed_answer_reaches_the_client_in_full_size_tls_records(
+    bucket_front: Front,
+) -> None:
+    port = int(bucket_front.url.rsplit(":", 1)[1])
+    body, records = await asyncio.to_thread(
+        _get_with_record_sizes, port, bucket_front.tls_ca, "/v2/bucket/app/blobs/sha256:big"
+    )
+    assert body == BIG_BLOB
+    # nginx hands TLS what one read from the registry got: with a page-sized read buffer every record
+    # carried at most 4 KiB of the blob (about 1,000 records here); now most bytes come in records of
+    # more than 8 KiB (TLS's maximum is 16 KiB).
+    assert max(records) > 8192
+    assert sum(r for r in records if r > 8192) > len(BIG_BLOB) // 2
+
+
+def _get_with_record_sizes(port: int, ca: str, path: str) -> tuple[bytes, list[int]]:
+    """The body of an authenticated GET of `path` over a TLS connection to nginx, and the length of every
+    TLS record the answer came in (read off the wire below the TLS layer)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context(cafile=ca).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    raw = bytearray()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+                received = sock.recv(65536)
+                assert received, "nginx closed the connection during the handshake"
+                incoming.write(received)
+        sock.sendall(outgoing.read())
+        headers = f"Host: localhost\r\nAuthorization: {GOOD}\r\nConnection: close\r\n"
+        tls.write(f"GET {path} HTTP/1.1\r\n{headers}\r\n".encode())
+        sock.sendall(outgoing.read())
+        while data := sock.recv(1 << 20):
+            raw += data
+    incoming.write(bytes(raw))
+    plain = bytearray()
+    with contextlib.suppress(ssl.SSLZeroReturnError, ssl.SSLWantReadError):
+        while chunk := tls.read(1 << 20):
+            plain += chunk
+    records, at = [], 0
+    while at + 5 <= len(raw):
+        length = int.from_bytes(raw[at + 3 : at + 5], "big")
+        records.append(length)
+        at += 5 + length
+    head, _, body = bytes(plain).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    return body, records
 
 
 async def _tls_handshake(front: Front, client: ssl.SSLContext) -> tuple[str, str]:

@@ -46,6 +46,11 @@ TOKEN_PATH = "/token"  # noqa: S105  # a URL path: the registry's Docker token e
 UPSTREAM = "127.0.0.1:5000"
 LISTEN_PORT = 5443
 BODY_BUFFER = "1m"  # nginx's write size for upload bodies it writes to files (see render's body_files)
+# nginx's read size for answers it streams from the registry (proxy_buffering off), and so the size of
+# what it hands TLS at a time: the default, one memory page, costs a read and a TLS record per 4 KiB of a
+# blob streamed through the registry (a mirror's first fetch, object storage without redirects).
+# Allocated per /v2/ request while it runs.
+STREAM_BUFFER = "128k"
 
 # TLS 1.2 suites: ECDHE + AEAD only, exactly the registry's own `--tls` server's list (one list for both
 # TLS endpoints). `ssl_ciphers` does not touch TLS 1.3, whose suites are all AEAD.
@@ -277,6 +282,11 @@ http {{
             # Stream uploads and downloads: no temp files, no size-dependent latency.
             proxy_request_buffering off;
             proxy_buffering off;
+            proxy_buffer_size {STREAM_BUFFER};
+            # Unused with buffering off (unless the registry asked for it with X-Accel-Buffering); nginx
+            # only insists they be consistent with the size above.
+            proxy_buffers 3 {STREAM_BUFFER};
+            proxy_busy_buffers_size {STREAM_BUFFER};
             proxy_pass http://dockyard_registry;
             {api_version_header}
 {upload_location}        }}
