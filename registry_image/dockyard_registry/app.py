@@ -78,6 +78,7 @@ def create_app(settings: state.Settings, *, metrics: metrics_.Metrics | None = N
     if settings.storage is not None:
         app.cleanup_ctx.append(_storage_checks)
     if settings.mirror is not None:
+        app.on_startup.append(_prepare_mirrors)
         app.on_cleanup.append(_close_mirrors)
     if settings.authenticator is not None and settings.authenticator.tokens is not None:
         app.cleanup_ctx.append(_issuer_keys)
@@ -133,6 +134,13 @@ async def _scheduled_gc(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _prepare_mirrors(app: web.Application) -> None:
+    """Load the upstreams' TLS settings before serving, so that no pull waits for them."""
+    mirrors = app[state.SETTINGS].mirror
+    assert mirrors is not None
+    await mirrors.prepare()
 
 
 async def _close_mirrors(app: web.Application) -> None:

@@ -84,6 +84,11 @@ class PullThrough:
         # Blob requests that joined a running upstream fetch instead of starting one, by mirror prefix.
         self.coalesced: collections.Counter[str] = collections.Counter()
 
+    async def prepare(self) -> None:
+        """Ready every upstream client before the first request (see upstream.Client.prepare)."""
+        for client in self.clients.values():
+            await client.prepare()
+
     async def close(self) -> None:
         for fetch in list(self._blobs.values()):
             if fetch.task is not None:

@@ -11,6 +11,7 @@ message, a log line or a metric label.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
 import contextlib
@@ -83,6 +84,7 @@ class Client:
             total=None, sock_connect=connect_timeout, sock_read=read_timeout
         )
         self._session: aiohttp.ClientSession | None = None
+        self._context: ssl.SSLContext | bool | None = None  # loaded by prepare(), else on first use
         self._basic = False  # the upstream challenged with Basic: send the credentials up front from now on
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, expires at, our clock)
         self.requests: collections.Counter[str] = collections.Counter()  # by kind: manifest, blob, token, …
@@ -110,10 +112,21 @@ class Client:
                 f"cannot load the CA bundle of upstream {self.mirror.upstream}: {exc}"
             ) from None
 
+    async def prepare(self) -> None:
+        """Load the TLS settings now, in a worker thread: with a CA file that is the system's CA bundle
+        too (tens of milliseconds of parsing), which would otherwise hold up the event loop, and the
+        first fetch, when the first request is sent. A CA file that cannot be loaded is left to that
+        request to report."""
+        if self._context is None:
+            with contextlib.suppress(UnavailableError):
+                self._context = await asyncio.to_thread(self._ssl)
+
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            if self._context is None:
+                self._context = self._ssl()
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl()),
+                connector=aiohttp.TCPConnector(ssl=self._context),
                 timeout=self._timeout,
                 headers={"User-Agent": "dockyard-registry-mirror"},
             )
