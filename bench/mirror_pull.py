@@ -11,10 +11,10 @@ incompressible layers, so nothing is cached anywhere) to the upstream with skope
 pulls into a fresh `dir:`: through the mirror (cold), through the mirror again (warm), and from the
 upstream directly. skopeo verifies every digest on all three. The table shows per-run medians.
 
-Before each timed pull the machine's dirty pages are flushed (`sync`, untimed): the push just before the
-cold pull leaves 256 MiB of the upstream's unsynced writes (Distribution does not fsync), whose writeback
-would otherwise land on the cold pull alone. What a pull writes itself (Dockyard's fsyncs of what it
-caches) stays in its time.
+Before each timed pull the machine's dirty pages are flushed (`sync`, untimed, as `make bench` does
+between targets): the layout and the push before the cold pull leave about 512 MiB unwritten
+(Distribution does not fsync), and no pull should pay for that writeback. What a pull writes itself
+(Dockyard's fsyncs of what it caches) stays in its time.
 
 Each pull's CPU seconds are read from /proc before and after it: Dockyard's registry and its nginx
 (master + workers), the upstream's nginx and Distribution, skopeo (getrusage of reaped children), and the
