@@ -340,6 +340,10 @@ http:
             proxy_read_timeout 900;
             proxy_request_buffering off;
             proxy_buffering off;
+            # the operator's read size for streamed answers, so the references stream as Dockyard does
+            proxy_buffer_size {nginx_configmap.STREAM_BUFFER};
+            proxy_buffers 3 {nginx_configmap.STREAM_BUFFER};
+            proxy_busy_buffers_size {nginx_configmap.STREAM_BUFFER};
         }}
     }}
 }}
