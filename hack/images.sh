@@ -292,25 +292,38 @@ print("GET /v2/ ->", status)
     log "$REGISTRY_IMAGE: serve --tls auto as 65532, read-only root: GET /v2/ -> 401"
 }
 
-# The sidecar as builders/deployment.py runs it: uid 101, read-only root, writable (empty) directories only at
-# /tmp and /var/cache/nginx, the operator's rendered config, TLS and data mounted read-only.
+# The sidecar as builders/deployment.py runs it: as NGINX_UID (the registry's uid since the body-file change),
+# read-only root, writable (empty) directories only at /tmp and /var/cache/nginx, the config the operator
+# renders for a registry on a volume (upload bodies written to files), TLS and data mounted read-only, and
+# the data volume's body directory mounted writable over the read-only data mount (deployment._body_mounts).
 check_nginx() {
-    local t=$WORK/nginx-check out
+    local t=$WORK/nginx-check out uid bodies
     mkdir -p "$t/conf" "$t/tls" "$t/data"
     [ -x .venv/bin/python ] || bash hack/setup.sh
+    # Line 1: the uid; line 2: the body directory's path in the container; then the config.
     .venv/bin/python -c '
 import sys
 from dockyard_operator import model
-from dockyard_operator.builders import nginx_configmap
-sys.stdout.write(nginx_configmap.render(nginx=model.Nginx()))
-' >"$t/conf/nginx.conf"
+from dockyard_operator.builders import deployment, nginx_configmap
+print(deployment.NGINX_UID)
+print(nginx_configmap.NginxPaths().body_dir)
+sys.stdout.write(nginx_configmap.render(nginx=model.Nginx(), body_files=True))  # render_for, on a volume
+' >"$t/rendered"
+    uid=$(sed -n 1p "$t/rendered")
+    bodies=$(sed -n 2p "$t/rendered")
+    sed 1,2d "$t/rendered" >"$t/conf/nginx.conf"
+    grep -q "client_body_temp_path $bodies;" "$t/conf/nginx.conf" || die "rendered nginx.conf writes no bodies to $bodies"
+    # The volume as the Pod has it: owned by the pod's fsGroup (the registry's uid), the body directory in it.
+    mkdir -p "$t/data/${bodies##*/}"
+    chown -R "$uid:$uid" "$t/data"
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=dockyard-nginx-check \
         -keyout "$t/tls/tls.key" -out "$t/tls/tls.crt" 2>/dev/null
     chmod 0644 "$t/tls/tls.key" "$t/tls/tls.crt" "$t/conf/nginx.conf"  # a Secret volume's default mode
     # shellcheck disable=SC2016  # expanded by the container's bash
-    out=$(pm "${RUN[@]}" "${LOCKED[@]}" --user 101:101 \
+    out=$(pm "${RUN[@]}" "${LOCKED[@]}" --user "$uid:$uid" \
         --tmpfs /tmp --tmpfs /var/cache/nginx \
         -v "$t/conf:/etc/dockyard/nginx:ro" -v "$t/tls:/etc/dockyard/tls:ro" -v "$t/data:/var/lib/registry:ro" \
+        -v "$t/data/${bodies##*/}:$bodies" -e "BODIES=$bodies" \
         "$NGINX_IMAGE" bash -c '
 set -eu
 conf=/etc/dockyard/nginx/nginx.conf
@@ -323,13 +336,18 @@ exec 4<>/dev/tcp/127.0.0.1/5443
 printf "GET /v2/ HTTP/1.0\r\n\r\n" >&4
 read -r status <&4
 exec 4<&-
+# What this uid (the workers) may write on the volume: the body directory, nothing else.
+touch "$BODIES/0000000001" && rm "$BODIES/0000000001" && echo "body directory writable"
+touch /var/lib/registry/blob 2>/dev/null || echo "data read-only"
 kill -QUIT "$pid"
 wait "$pid"
 echo "plain HTTP to the TLS port -> $status"
 ')
     expect '^--with-http_auth_request_module$' "$out"
+    expect '^body directory writable$' "$out"
+    expect '^data read-only$' "$out"
     expect '^plain HTTP to the TLS port -> HTTP/1\.1 400 ' "$out"
-    log "$NGINX_IMAGE: the operator's nginx.conf as 101, read-only root: nginx -t ok, serving on 5443"
+    log "$NGINX_IMAGE: the operator's nginx.conf (body files) as $uid, read-only root: nginx -t ok, serving on 5443"
 }
 
 check_pause() {
