@@ -11,6 +11,12 @@ name a file). The registry then never copies the bytes through a socket:
 - later chunks are appended in the kernel (`os.copy_file_range`: a reflink or an in-kernel copy, never
   through user space).
 
+The commit fsyncs the blob before the client hears 201. So that this fsync does not start writing the
+whole body only then, the writeback of the bytes the upload keeps starts as soon as they are in their file
+(`writeback.start`, which does not wait for the disk): for a renamed body, in a second thread while the
+first hashes it (both release the GIL: the disk writes while the CPU hashes); for an appended chunk, once
+it is copied (the disk writes while the client sends the next chunk).
+
 Rollback is as for a streamed chunk: if anything fails (a full disk, a cancelled request), the upload's
 data is truncated back to where it was and its running hash is left as it was; the body file itself is
 nginx's and nginx removes it when the request ends (`clean`). A driver without local files (S3) or a body
@@ -22,6 +28,7 @@ Must not: trust a path it was not handed by the HTTP edge, follow a symlink, or 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import mmap
@@ -29,9 +36,10 @@ import os
 import pathlib
 import re
 import stat
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 
-from dockyard_registry import digest
+from dockyard_registry import digest, writeback
 
 READ_CHUNK = 1 << 20
 MAP_WINDOW = 4 << 20  # a multiple of mmap.ALLOCATIONGRANULARITY; resident per upload being hashed
@@ -108,13 +116,38 @@ def adopt(
         if not stat.S_ISREG(st.st_mode) or st.st_size != body.size:
             raise BodyFileError("request body file changed after it was handed over")
         hashed = hasher.copy() if hasher is not None else None
-        if hashed is not None:
-            _hash_into(hashed, fd, body.size)
+        # This very file becomes the upload (renamed below): its writeback may start at once.
+        kept = upload_size == 0 and writeback.size_worth_it(body.size) and _same_file_system(st, target)
+        with _written_back(fd, enabled=kept):
+            if hashed is not None:
+                _hash_into(hashed, fd, body.size)
         if body.size:
             _place(fd, body, target, upload_size=upload_size)
         return hashed
     finally:
         os.close(fd)
+
+
+def _same_file_system(st: os.stat_result, target: pathlib.Path) -> bool:
+    try:
+        return os.stat(target.parent).st_dev == st.st_dev
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _written_back(fd: int, *, enabled: bool) -> Iterator[None]:
+    """Run `writeback.start(fd)` in a thread of its own while the block runs (hashing the file), then wait
+    for it: the descriptor stays open until the kernel took the request. Disabled: nothing runs."""
+    if not enabled:
+        yield
+        return
+    kick = threading.Thread(target=writeback.start, args=(fd,), name="dockyard-writeback", daemon=True)
+    kick.start()
+    try:
+        yield
+    finally:
+        kick.join()
 
 
 def _place(fd: int, body: BodyFile, target: pathlib.Path, *, upload_size: int) -> None:
@@ -135,6 +168,9 @@ def _place(fd: int, body: BodyFile, target: pathlib.Path, *, upload_size: int) -
         except BaseException:
             os.ftruncate(out, upload_size)
             raise
+        if writeback.size_worth_it(body.size):
+            # The chunk goes to disk while the client sends the next one; the commit's fsync waits for it.
+            writeback.start(out, upload_size, body.size)
     finally:
         os.close(out)
 
