@@ -45,7 +45,10 @@ BLOB_PREFIX = "/_dockyard_blobs/"
 TOKEN_PATH = "/token"  # noqa: S105  # a URL path: the registry's Docker token endpoint (`--token-realm`)
 UPSTREAM = "127.0.0.1:5000"
 LISTEN_PORT = 5443
-BODY_BUFFER = "1m"  # nginx's write size for upload bodies it writes to files (see render's body_files)
+# nginx's write size for upload bodies it writes to files (see render's body_files). Not above 1m: with
+# writes of 2 MiB and more the copy into the page cache cost 3-7x more on the bench machine, and nginx's CPU
+# per GiB doubled at 8m (bench/README.md, issue 15); 128k to 1m measured the same.
+BODY_BUFFER = "1m"
 # nginx's read size for answers it streams from the registry (proxy_buffering off), and so the size of
 # what it hands TLS at a time: the default, one memory page, costs a read and a TLS record per 4 KiB of a
 # blob streamed through the registry (a mirror's first fetch, object storage without redirects).
