@@ -15,6 +15,8 @@ Covers:
   that mirror reports it, as before;
 - the upstream's certificate re-issued by a new CA and the CA file swapped the way kubelet updates a
   mounted Secret (the `..data` symlink flipped): the next request trusts the new CA, no restart;
+- a download in flight when the CA file changes finishes on its old connection (the old pool is closed
+  by its last user, not at the change);
 - a new CA file that cannot be loaded keeps the old one in use (requests still served) and is reported
   (caError and lastError in /status, one warning in the log); a good file after it is loaded again.
 
@@ -23,6 +25,7 @@ The upstream closes every connection after its answer, so each request makes a n
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import json
@@ -50,6 +53,20 @@ async def _tags(request: web.Request) -> web.Response:
     return response
 
 
+async def _slow_blob(request: web.Request) -> web.StreamResponse:
+    """Half a body, then the rest once the test releases it: a download in flight meanwhile."""
+    response = web.StreamResponse()
+    await response.prepare(request)
+    await response.write(b"a" * 1000)
+    await request.app[RELEASE].wait()
+    await response.write(b"b" * 1000)
+    await response.write_eof()
+    return response
+
+
+RELEASE = web.AppKey("release", asyncio.Event)
+
+
 @dataclasses.dataclass
 class TlsUpstream:
     """An upstream serving /v2/<repo>/tags/list over TLS, and the CA file that trusts it, mounted the way
@@ -60,6 +77,7 @@ class TlsUpstream:
     context: ssl.SSLContext
     directory: Path
     versions: int = 0
+    release: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     def reissue(self) -> bytes:
         """The server's certificate re-issued by a new CA (new handshakes present it); that CA's PEM."""
@@ -95,6 +113,8 @@ async def tls_upstream(tmp_path: Path) -> AsyncIterator[TlsUpstream]:
     up.ca_file.symlink_to("..data/ca.crt")
     server = web.Application()
     server.router.add_get("/v2/{repo:.+}/tags/list", _tags)
+    server.router.add_get("/v2/{repo:.+}/blobs/slow", _slow_blob)
+    server[RELEASE] = up.release
     runner = web.AppRunner(server)
     await runner.setup()
     port = procs.reserve_port()
@@ -176,6 +196,24 @@ async def test_a_rotated_ca_file_is_trusted_without_a_restart(tls_upstream: TlsU
         # The upstream's certificate re-issued by a new CA, and the mounted CA Secret updated to it.
         tls_upstream.swap_ca(tls_upstream.reissue())
         assert await _tags_of(client) == TAGS
+        assert client.reachable is True and client.ca_error is None
+    finally:
+        await client.close()
+
+
+async def test_a_download_in_flight_is_not_cut_off_when_the_ca_file_changes(
+    tls_upstream: TlsUpstream,
+) -> None:
+    client = upstream.Client(_config(tls_upstream.url, tls_upstream.ca_file).entries[0], ca_check_seconds=0)
+    await client.prepare()
+    try:
+        async with client.open("GET", "/v2/lib/app/blobs/slow", repository="lib/app", kind="blob") as slow:
+            first = await slow.content.readexactly(1000)
+            tls_upstream.swap_ca(tls_upstream.reissue())
+            assert await _tags_of(client) == TAGS  # a new connection under the new CA: the old pool retired
+            tls_upstream.release.set()
+            rest = await slow.content.read()
+        assert first + rest == b"a" * 1000 + b"b" * 1000
         assert client.reachable is True and client.ca_error is None
     finally:
         await client.close()
