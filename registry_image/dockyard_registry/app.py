@@ -6,22 +6,20 @@ authorization of every `/v2/` request, and the nginx `auth_request` endpoint `/a
 address a request's password checks are charged to (auth's per-client budget; X-Real-IP only from a
 trusted proxy).
 Refuses pushes and deletes under a pull-through mirror's prefix (DENIED, before any handler runs).
-It also runs the one background task a registry needs: the periodic sweep of expired upload sessions.
+Its background tasks and startup/cleanup steps (upload sweeps, scheduled gc, storage checks, issuer keys,
+mirrors) are lifecycle.py's.
 Must not: contain endpoint logic (handlers/) or storage rules (store.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import http_exceptions, web
 
-from dockyard_registry import auth, bodyfile, errors, health, reference, routes, state, tokens
+from dockyard_registry import auth, errors, health, lifecycle, reference, routes, state, tokens
 from dockyard_registry import metrics as metrics_
 from dockyard_registry.errors import Code, OciError
 
@@ -71,17 +69,7 @@ def create_app(settings: state.Settings, *, metrics: metrics_.Metrics | None = N
     )
     app[state.SETTINGS] = settings
     app.on_response_prepare.append(_api_version_header)
-    if settings.upload_sweep_seconds is not None:
-        app.cleanup_ctx.append(_sweep_uploads)
-    if settings.gc is not None:
-        app.cleanup_ctx.append(_scheduled_gc)
-    if settings.storage is not None:
-        app.cleanup_ctx.append(_storage_checks)
-    if settings.mirror is not None:
-        app.on_startup.append(_prepare_mirrors)
-        app.on_cleanup.append(_close_mirrors)
-    if settings.authenticator is not None and settings.authenticator.tokens is not None:
-        app.cleanup_ctx.append(_issuer_keys)
+    lifecycle.install(app, settings)
     app.router.add_get("/healthz", _healthz, allow_head=True)
     app.router.add_get("/readyz", _readyz, allow_head=True)
     app.router.add_get("/auth", _auth_request, allow_head=False)
@@ -90,96 +78,6 @@ def create_app(settings: state.Settings, *, metrics: metrics_.Metrics | None = N
     # [\s\S], not `.`: a path with a percent-encoded newline is still ours to answer (routes.match).
     app.router.add_route("*", r"/v2/{tail:[\s\S]*}", _dispatch)
     return app
-
-
-async def _sweep_uploads(app: web.Application) -> AsyncIterator[None]:
-    """For the app's lifetime: purge expired upload sessions every `upload_sweep_seconds`."""
-    settings = app[state.SETTINGS]
-    interval = settings.upload_sweep_seconds
-    assert interval is not None
-
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                purged = await settings.store.purge_expired_uploads()
-            except Exception:
-                # The one place an error is logged and not raised: nothing awaits this task until
-                # shutdown, so raising would end the sweeps silently for the process's lifetime.
-                log.exception("sweeping expired upload sessions failed; retrying in %ss", interval)
-                continue
-            if purged:
-                log.info("purged %d expired upload sessions", len(purged))
-            if settings.body_file_dir is not None:
-                older_than = time.time() - settings.store.upload_expiry
-                with contextlib.suppress(OSError):
-                    if gone := await asyncio.to_thread(
-                        bodyfile.sweep, settings.body_file_dir, older_than=older_than
-                    ):
-                        log.info("removed %d upload body files a stopped nginx left behind", gone)
-
-    task = asyncio.create_task(loop())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-async def _scheduled_gc(app: web.Application) -> AsyncIterator[None]:
-    """For the app's lifetime: the online gc (maintenance.GcRunner) on its schedule."""
-    runner = app[state.SETTINGS].gc
-    assert runner is not None
-    task = asyncio.create_task(runner.run_forever())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-async def _prepare_mirrors(app: web.Application) -> None:
-    """Load the upstreams' TLS settings before serving, so that no pull waits for them."""
-    mirrors = app[state.SETTINGS].mirror
-    assert mirrors is not None
-    await mirrors.prepare()
-
-
-async def _close_mirrors(app: web.Application) -> None:
-    """Stop running upstream fetches (nothing half-fetched is stored) and close their connections."""
-    mirrors = app[state.SETTINGS].mirror
-    assert mirrors is not None
-    await mirrors.close()
-
-
-async def _storage_checks(app: web.Application) -> AsyncIterator[None]:
-    """For the app's lifetime: the storage check (health.StorageMonitor) behind /readyz."""
-    monitor = app[state.SETTINGS].storage
-    assert monitor is not None
-    task = asyncio.create_task(monitor.run_forever())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-async def _issuer_keys(app: web.Application) -> AsyncIterator[None]:
-    """For the app's lifetime: read every token issuer's keys at startup and again whenever due (each
-    issuer's keyRefreshSeconds; an unreachable one at its retry interval), so /status shows reachability,
-    requests rarely wait, and a key the issuer dropped stops verifying within that bound."""
-    authenticator = app[state.SETTINGS].authenticator
-    assert authenticator is not None and authenticator.tokens is not None
-    keysets = list(authenticator.tokens.keysets.values())
-
-    async def loop() -> None:
-        while True:
-            await asyncio.gather(*(keyset.warm() for keyset in keysets))
-            # At least a second: a keyset whose read just failed within its retry interval is not busy-looped.
-            await asyncio.sleep(max(1.0, min((k.seconds_until_due() for k in keysets), default=600.0)))
-
-    task = asyncio.create_task(loop())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 _SCOPE_ACTIONS = {auth.Action.PULL: "pull", auth.Action.PUSH: "pull,push", auth.Action.DELETE: "delete"}

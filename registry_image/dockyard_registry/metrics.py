@@ -321,7 +321,8 @@ def _identities_status(authenticator: auth.Authenticator | None) -> list[dict[st
 
 def _mirror_status(pull: mirror_.PullThrough) -> list[dict[str, Any]]:
     """Per mirror: its upstream, whether the last request reached it (null: none yet), the last error (with
-    its reason: unavailable, auth, digest, other) and the last answered request (Unix times)."""
+    its reason: unavailable, auth, digest, other), the last answered request (Unix times) and why a changed
+    CA file is not in use (caError: null when the file on disk is the one trusted)."""
     return [
         {
             "prefix": prefix,
@@ -331,6 +332,7 @@ def _mirror_status(pull: mirror_.PullThrough) -> list[dict[str, Any]]:
             "lastErrorAt": client.last_error_at,
             "lastErrorReason": client.last_error_reason,
             "lastSuccessAt": client.last_success_at,
+            "caError": client.ca_error,
             "staleServes": pull.stale[prefix],
         }
         for prefix, client in sorted(pull.clients.items())

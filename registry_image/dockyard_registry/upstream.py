@@ -4,7 +4,9 @@ Owns: sending a request to the upstream and authenticating it the way the upstre
 none, HTTP Basic with the mirror's credentials, or the Docker token flow (`WWW-Authenticate: Bearer
 realm=…,service=…,scope=…`: fetch a token from the realm, with the credentials when there are any, and
 reuse it for that scope until it expires). It turns every answer that is not a success into one of the
-errors below, so callers never read status codes. Counts requests and errors for the metrics.
+errors below, so callers never read status codes. Counts requests and errors for the metrics. Keeps
+the upstream's TLS trust current: a changed `caFile` (cabundle.py) replaces the SSL context and the
+connection pool, a broken new one is reported and the previous one kept.
 Must not: store anything (mirror.py decides what is kept) or put a credential into an exception
 message, a log line or a metric label.
 """
@@ -17,6 +19,7 @@ import collections
 import contextlib
 import ipaddress
 import json
+import logging
 import re
 import ssl
 import time
@@ -25,10 +28,14 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 import aiohttp
 
-from dockyard_registry import mirrors
+from dockyard_registry import cabundle, mirrors
+
+log = logging.getLogger(__name__)
 
 # Docker's token spec: a token without `expires_in` is valid for 60 seconds.
 _DEFAULT_TOKEN_SECONDS = 60.0
+# How often, at most, a mirror's CA file is looked at (one stat) for a rotated bundle.
+CA_CHECK_SECONDS = 5.0
 _TOKEN_MARGIN = 10.0  # renew this long before the upstream's expiry: clocks and transit differ
 _MAX_TOKEN_BYTES = 1 << 20
 _CHALLENGE_PARAM_RE = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
@@ -77,6 +84,7 @@ class Client:
         clock: Callable[[], float] = time.monotonic,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
+        ca_check_seconds: float = CA_CHECK_SECONDS,
     ) -> None:
         self.mirror = mirror
         self._clock = clock
@@ -85,6 +93,10 @@ class Client:
         )
         self._session: aiohttp.ClientSession | None = None
         self._context: ssl.SSLContext | bool | None = None  # loaded by prepare(), else on first use
+        self._ca_check_seconds = ca_check_seconds
+        self._ca_checked_at = 0.0  # our clock: when the CA file's stamp was last looked at
+        self._ca_seen: cabundle.Stamp | None = None  # the CA file's version last tried (loaded or not)
+        self._users: dict[aiohttp.ClientSession, int] = {}  # sessions with requests in flight, how many
         self._basic = False  # the upstream challenged with Basic: send the credentials up front from now on
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, expires at, our clock)
         self.requests: collections.Counter[str] = collections.Counter()  # by kind: manifest, blob, token, …
@@ -98,33 +110,58 @@ class Client:
         self.last_error_at: float | None = None
         self.last_error_reason: str | None = None
         self.last_success_at: float | None = None
-
-    def _ssl(self) -> ssl.SSLContext | bool:
-        if self.mirror.ca_file is None:
-            return True
-        # The system CAs too: an upstream may redirect blob downloads to a CDN with a public certificate.
-        context = ssl.create_default_context()
-        try:
-            context.load_verify_locations(cafile=str(self.mirror.ca_file))
-            return context
-        except (OSError, ssl.SSLError) as exc:
-            raise UnavailableError(
-                f"cannot load the CA bundle of upstream {self.mirror.upstream}: {exc}"
-            ) from None
+        # Why the CA file on disk is not the one in use (a changed file that cannot be loaded), else None.
+        self.ca_error: str | None = None
 
     async def prepare(self) -> None:
         """Load the TLS settings now, in a worker thread: with a CA file that is the system's CA bundle
         too (tens of milliseconds of parsing), which would otherwise hold up the event loop, and the
         first fetch, when the first request is sent. A CA file that cannot be loaded is left to that
         request to report."""
-        if self._context is None:
+        if self._context is None and self.mirror.ca_file is not None:
             with contextlib.suppress(UnavailableError):
-                self._context = await asyncio.to_thread(self._ssl)
+                await self._check_trust()
+
+    async def _check_trust(self) -> None:
+        """Before a request: (re)load the CA file when it is not loaded yet, or when it changed on disk
+        (looked at once per `ca_check_seconds`), in a worker thread. A changed file replaces the context
+        and the connection pool (connections in use finish on the old one); a changed file that cannot
+        be loaded keeps the previous context and is reported (ca_error, last_error, the log). Without
+        any context loaded, that raises UnavailableError."""
+        path = self.mirror.ca_file
+        if path is None:
+            self._context = True
+            return
+        if self._context is not None and self._clock() - self._ca_checked_at < self._ca_check_seconds:
+            return
+        self._ca_checked_at = self._clock()
+        try:
+            # Without a context yet, the file is loaded whatever its stamp: the request needs one.
+            known = self._ca_seen if self._context is not None else None
+            loaded = await asyncio.to_thread(cabundle.reload_if_changed, path, known)
+        except cabundle.CaBundleError as exc:
+            message = f"cannot load the CA bundle of upstream {self.mirror.upstream}: {exc}"
+            first = self.ca_error is None or exc.stamp != self._ca_seen
+            self._ca_seen = exc.stamp
+            if self._context is None:
+                raise UnavailableError(message) from None
+            self.ca_error = message + "; the previously loaded CA bundle is still used"
+            if first:  # once per broken version of the file, not at every check
+                log.warning("mirror %s: %s", self.mirror.prefix, self.ca_error)
+                self.last_error, self.last_error_at = self.ca_error, time.time()
+                self.last_error_reason = "other"
+            return
+        if loaded is None:
+            return
+        renewed = self._context is not None
+        self._context, self._ca_seen, self.ca_error = loaded.context, loaded.stamp, None
+        if renewed:
+            log.info("mirror %s: the CA bundle %s changed; loaded it", self.mirror.prefix, path)
+            await self._retire_session()
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            if self._context is None:
-                self._context = self._ssl()
+            assert self._context is not None, "_check_trust() runs before the first request"
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._context),
                 timeout=self._timeout,
@@ -132,9 +169,30 @@ class Client:
             )
         return self._session
 
+    @contextlib.asynccontextmanager
+    async def _using_session(self) -> AsyncIterator[aiohttp.ClientSession]:
+        """The current session, counted as in use until the block ends: a session replaced meanwhile (the
+        CA changed) is closed by its last user, so a download in progress is not cut off."""
+        session = self._get_session()
+        self._users[session] = self._users.get(session, 0) + 1
+        try:
+            yield session
+        finally:
+            self._users[session] -= 1
+            if not self._users[session]:
+                del self._users[session]
+                if session is not self._session:
+                    await session.close()
+
+    async def _retire_session(self) -> None:
+        """New connections use the current context from now on; idle ones of the old pool are closed."""
+        old, self._session = self._session, None
+        if old is not None and old not in self._users:
+            await old.close()
+
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in {*self._users, *([self._session] if self._session is not None else [])}:
+            await session.close()
 
     @contextlib.asynccontextmanager
     async def open(
@@ -168,13 +226,17 @@ class Client:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         scope = f"repository:{repository}:pull"
         url = self.mirror.upstream + path
+        await self._check_trust()
         for attempt in (1, 2):
             sent = dict(headers or {})
             authorization = self._authorization(scope)
             if authorization is not None:
                 sent["Authorization"] = authorization
             try:
-                async with self._get_session().request(method, url, headers=sent) as response:
+                async with (
+                    self._using_session() as session,
+                    session.request(method, url, headers=sent) as response,
+                ):
                     if response.status == 401 and attempt == 1:
                         await self._answer_challenge(
                             response.headers.get("WWW-Authenticate", ""), scope=scope
@@ -245,7 +307,10 @@ class Client:
         self.requests["token"] += 1
         started = self._clock()
         try:
-            async with self._get_session().get(realm, params=query, headers=headers) as response:
+            async with (
+                self._using_session() as session,
+                session.get(realm, params=query, headers=headers) as response,
+            ):
                 if response.status in (401, 403):
                     raise AuthError(
                         f"the token service of upstream {self.mirror.upstream} refused the mirror's "

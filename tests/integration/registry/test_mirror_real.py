@@ -120,11 +120,19 @@ def _crane(*, env: dict[str, str]) -> Crane:
 
 @contextlib.contextmanager
 def _distribution(
-    tmp: Path, *, auth: str, password: str, ready: Mapping[str, str], tls: certs.ServerTLS | None = None
+    tmp: Path,
+    *,
+    auth: str,
+    password: str,
+    ready: Mapping[str, str],
+    tls: certs.ServerTLS | None = None,
+    port: procs.Port | None = None,
 ) -> Iterator[Upstream]:
-    """Distribution with TLS (its own CA unless given) and the `auth:` section given; stopped by PID."""
+    """Distribution with TLS (its own CA unless given) and the `auth:` section given; stopped by PID.
+    On `port` when given (the caller's reservation, kept when it stops: to start another on it)."""
     tls = tls or certs.write_server_tls(directory=tmp / "tls", ips=["127.0.0.1"])
-    port = procs.reserve_port()
+    owned = [] if port is not None else [procs.reserve_port()]
+    port = port or owned[0]
     debug = procs.reserve_port()
     config = tmp / "config.yml"
     config.write_text(
@@ -155,7 +163,7 @@ auth:
     log = tmp / "distribution.log"
     process = procs.Process(
         name="distribution", argv=[str(support.tool("distribution")), "serve", str(config)], log=log,
-        env={**os.environ, "OTEL_TRACES_EXPORTER": "none"}, ports=[port, debug],
+        env={**os.environ, "OTEL_TRACES_EXPORTER": "none"}, ports=[*owned, debug],
     )  # fmt: skip
     try:
         procs.wait_http(
