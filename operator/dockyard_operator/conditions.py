@@ -138,6 +138,7 @@ class Reason(enum.StrEnum):
     MIRROR_UPSTREAM_UNREACHABLE = "MirrorUpstreamUnreachable"
     MIRROR_UPSTREAM_AUTH_FAILED = "MirrorUpstreamAuthFailed"
     MIRROR_UPSTREAM_FAILED = "MirrorUpstreamFailed"
+    MIRROR_CA_BUNDLE_INVALID = "MirrorCABundleInvalid"
     # Events only
     CREATED = "Created"
     UPDATED = "Updated"

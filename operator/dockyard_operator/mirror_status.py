@@ -4,7 +4,10 @@ From what the registry pods report per mirror (`observations`: reachable, last e
 time, last answered request) and what node trust reports about the image hosts wired to the mirrors
 (`Wiring`), `mirror_statuses` builds `status.mirrors` in spec order and `mirrors_verdict` decides
 `MirrorsReady`: an upstream that is unreachable or refuses the credentials is named with what to fix, and a
-wired mirror nodes cannot pull through is named with what to set.
+wired mirror nodes cannot pull through is named with what to set. A mirror whose rotated CA bundle cannot be
+loaded (the registry's `caError`) is named with the Secret to fix; it does not make MirrorsReady False, since
+the registry still trusts the previous bundle and the mirror works (reason MirrorCABundleInvalid, or the
+failure's reason when an upstream fails too).
 
 Owns: MirrorsReady's reasons and messages.
 Must not: fetch anything, read the clock, or know about Kubernetes objects.
@@ -82,6 +85,17 @@ def _failure(status: model.MirrorStatus, mirror: model.Mirror) -> tuple[Reason, 
     return Reason.MIRROR_UPSTREAM_FAILED, f"{where} failed: {error}"
 
 
+def _ca_problem(status: model.MirrorStatus | None, mirror: model.Mirror) -> str | None:
+    if status is None or status.ca_error is None:
+        return None
+    ref = mirror.ca_secret_ref
+    bundle = f"the CA bundle in Secret {ref.name!r} (key {ref.key!r})" if ref is not None else "its CA bundle"
+    return (
+        f"mirror {mirror.prefix!r}: {bundle} cannot be loaded, the registry still trusts the previous one "
+        f"(fix the Secret): {status.ca_error}"
+    )
+
+
 def mirrors_verdict(
     mirrors: Sequence[model.Mirror],
     statuses: Sequence[model.MirrorStatus],
@@ -91,8 +105,10 @@ def mirrors_verdict(
     anonymous_pull: bool = False,
 ) -> policies.Verdict:
     """MirrorsReady: False naming every mirror whose upstream's last word was a failure; True otherwise.
-    The message counts the nodes wired to each mirror with wireNodes (`wiring_desired`: of how many) and
-    names wired mirrors nodes cannot pull through (they send no credentials: the mirror's anonymousPull,
+    A CA bundle the registry cannot load is named in the message (reason MirrorCABundleInvalid when no
+    upstream fails) but keeps MirrorsReady True: the previous bundle is still in use. The message counts
+    the nodes wired to each mirror with wireNodes (`wiring_desired`: of how many) and names wired mirrors
+    nodes cannot pull through (they send no credentials: the mirror's anonymousPull,
     or the registry's `anonymous_pull`, must let them)."""
     by_prefix = {s.prefix: s for s in statuses}
     failures = [
@@ -118,11 +134,16 @@ def mirrors_verdict(
         for m in mirrors
         if m.wire_nodes and not m.effective_anonymous_pull and not anonymous_pull
     ]
+    ca_problems = [note for m in mirrors if (note := _ca_problem(by_prefix.get(m.prefix), m))]
     tail = "".join(f"; {part}" for part in (", ".join(wired), *closed) if part)
     if failures:
-        return policies.Verdict(False, failures[0][0], "; ".join(m for _, m in failures) + tail)
+        return policies.Verdict(
+            False, failures[0][0], "; ".join([*(m for _, m in failures), *ca_problems]) + tail
+        )
     if not observed:
         return policies.Verdict(
             False, Reason.MIRRORS_UNOBSERVED, "no registry pod has reported its mirrors yet" + tail
         )
+    if ca_problems:
+        return policies.Verdict(True, Reason.MIRROR_CA_BUNDLE_INVALID, "; ".join(ca_problems) + tail)
     return policies.Verdict(True, Reason.MIRRORS_OK, f"{len(mirrors)} mirror(s), no upstream failing" + tail)

@@ -7,9 +7,10 @@ last run as recorded in its status file). This module reads such documents (one 
 tells a gc run not yet reported (one Event per run) from one already in status. The time of the registry's
 last storage check is left out on purpose: it changes every few seconds and would make every pass write
 status. With pull-through mirrors the document also has `mirrors` (per prefix: upstream, reachable, last
-error with its reason and time, last answered request), read here and merged across pods; `mirror_status`
-turns them into `status.mirrors` and `MirrorsReady`. The last answered request's time is kept in whole
-seconds: it moves with use, at most one status write per pass.
+error with its reason and time, last answered request, and `caError`: why a changed CA bundle is not in
+use), read here and merged across pods; `mirror_status` turns them into `status.mirrors` and
+`MirrorsReady`. The last answered request's time is kept in whole seconds: it moves with use, at most one
+status write per pass.
 
 Owns: the document's field names (the registry/operator contract), the thresholds' meaning, the messages.
 Must not: fetch anything, read the clock, or know about Kubernetes objects; a document that is not what the
@@ -171,7 +172,7 @@ def _mirrors(doc: Any) -> tuple[model.MirrorStatus, ...] | None:
         if not isinstance(entry, Mapping) or not prefix:
             continue
         reachable = entry.get("reachable")
-        error = _text(entry.get("lastError"))
+        error, ca_error = _text(entry.get("lastError")), _text(entry.get("caError"))
         found.append(
             model.MirrorStatus(
                 prefix=prefix,
@@ -181,6 +182,7 @@ def _mirrors(doc: Any) -> tuple[model.MirrorStatus, ...] | None:
                 last_error_reason=_text(entry.get("lastErrorReason")),
                 last_error_time=_time(entry.get("lastErrorAt")),
                 last_success_time=_time(entry.get("lastSuccessAt")),
+                ca_error=ca_error[:1024] if ca_error else None,
             )
         )
     return tuple(found)
@@ -189,19 +191,32 @@ def _mirrors(doc: Any) -> tuple[model.MirrorStatus, ...] | None:
 _EPOCH = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 
+def ca_error_only(status: model.MirrorStatus) -> bool:
+    """Whether the last error is the registry's note that the changed CA bundle cannot be loaded (it
+    keeps the previous one and goes on to ask the upstream): not an answer from the upstream."""
+    return status.ca_error is not None and status.last_error == status.ca_error
+
+
 def failing(status: model.MirrorStatus) -> bool:
-    """Whether the upstream's last word was a failure (an error newer than the last answered request)."""
-    if status.last_error_time is None:
+    """Whether the upstream's last word was a failure (an error newer than the last answered request;
+    the CA bundle note is not the upstream's word)."""
+    if status.last_error_time is None or ca_error_only(status):
         return status.reachable is False
     return status.last_error_time >= (status.last_success_time or _EPOCH)
 
 
 def _merge_mirror(a: model.MirrorStatus, b: model.MirrorStatus) -> model.MirrorStatus:
-    """Two pods' view of one mirror: the latest success and the latest error; reachable from the newer."""
+    """Two pods' view of one mirror: the latest success and the latest error; reachable from the newer;
+    a CA bundle error if either pod reports one (they mount the same Secret: one may not have noticed
+    the change yet, and the fix is the same)."""
     error = max((a, b), key=lambda m: m.last_error_time or _EPOCH)
     success = max(a.last_success_time or _EPOCH, b.last_success_time or _EPOCH)
     merged = error.model_copy(
-        update={"last_success_time": success if success != _EPOCH else None, "upstream": a.upstream}
+        update={
+            "last_success_time": success if success != _EPOCH else None,
+            "upstream": a.upstream,
+            "ca_error": error.ca_error or a.ca_error or b.ca_error,
+        }
     )
     if merged.last_error_time is not None:
         return merged.model_copy(update={"reachable": not failing(merged)})

@@ -8,8 +8,12 @@ Covers:
   check and the registry's message for refused credentials; False for an unreachable upstream; an error
   older than the last success does not count; the wired-node count per image host is in the message;
   a wired mirror nodes cannot pull through (its anonymous pull off) is named, with what to set;
+- a CA bundle the registry cannot load (`caError`): kept per mirror (from any pod), named in MirrorsReady
+  with the Secret and key to fix while MirrorsReady stays True (MirrorCABundleInvalid: the previous bundle
+  is in use), its note in lastError is no upstream failure, a real failure keeps its reason and False;
 - the reconciler: status.mirrors and MirrorsReady from the override URL; Unknown before any pod answered;
-  without an answer the previous status.mirrors stays; no mirrors in the spec removes both.
+  without an answer the previous status.mirrors stays; no mirrors in the spec removes both; a caError
+  reaches status.mirrors and MirrorsReady, and leaves both once the registry loads a bundle again.
 """
 
 from __future__ import annotations
@@ -125,6 +129,52 @@ def test_the_message_names_a_wired_mirror_that_nodes_cannot_pull_through() -> No
         assert "nodes send no credentials" not in verdict.message, verdict.message
 
 
+CA_ERROR = (
+    "cannot load the CA bundle of upstream https://registry-1.docker.io: no certificate in "
+    "/etc/dockyard/mirrors/hub/ca.crt; the previously loaded CA bundle is still used"
+)
+
+
+def ca_broken(**fields: Any) -> dict[str, Any]:
+    """What the registry reports after the CA file changed to one it cannot load: the note in caError and
+    (once) as lastError, and the request that followed answered with the previous bundle, the same second."""
+    noted = {"caError": CA_ERROR, "lastError": CA_ERROR, "lastErrorAt": T0 + 0.2, "lastErrorReason": "other"}
+    return entry(**{**noted, "lastSuccessAt": T0 + 0.7, **fields})
+
+
+def test_a_ca_error_is_kept_per_mirror_and_from_any_pod() -> None:
+    (found,) = statuses(ca_broken())
+    assert found.ca_error == CA_ERROR and found.reachable is True
+    (clean,) = statuses(entry(caError=None))
+    assert clean.ca_error is None
+    assert statuses(entry(caError=["not", "text"]))[0].ca_error is None
+    for pods in ((entry(lastSuccessAt=T0 + 9), ca_broken()), (ca_broken(), entry(lastSuccessAt=T0 + 9))):
+        (combined,) = statuses(*pods)
+        assert combined.ca_error == CA_ERROR and combined.reachable is True
+
+
+def test_a_ca_error_is_named_but_the_mirror_stays_ready() -> None:
+    spec = [mirror(caSecretRef={"name": "hub-ca"})]
+    for shown in (statuses(ca_broken()), statuses(ca_broken(), entry(caError=None, lastSuccessAt=T0))):
+        verdict = mirror_status.mirrors_verdict(spec, shown, observed=True)
+        assert (verdict.ok, verdict.reason) == (True, "MirrorCABundleInvalid"), verdict
+        assert (
+            "mirror 'hub': the CA bundle in Secret 'hub-ca' (key 'ca.crt') cannot be loaded"
+            in verdict.message
+        )
+        assert "still trusts the previous one" in verdict.message and CA_ERROR in verdict.message
+    fixed = mirror_status.mirrors_verdict(spec, statuses(entry(caError=None)), observed=True)
+    assert (fixed.ok, fixed.reason) == (True, "MirrorsOK")
+
+
+def test_a_failing_upstream_keeps_its_reason_next_to_a_ca_error() -> None:
+    spec = [mirror(caSecretRef={"name": "hub-ca"}, credentialsSecretRef={"name": "hub-login"})]
+    refused = ca_broken(lastError="refused (HTTP 401)", lastErrorAt=T0 + 5, lastErrorReason="auth")
+    verdict = mirror_status.mirrors_verdict(spec, statuses(refused), observed=True)
+    assert (verdict.ok, verdict.reason) == (False, "MirrorUpstreamAuthFailed")
+    assert "hub-login" in verdict.message and "'hub-ca'" in verdict.message and CA_ERROR in verdict.message
+
+
 class Fetch:
     def __init__(self) -> None:
         self.documents: list[Any] = []
@@ -183,3 +233,25 @@ async def test_without_mirrors_there_is_no_status_mirrors_nor_condition() -> Non
     api.put(body)
     await reconciler.reconcile(namespace="ns", name="demo")
     assert condition(api) is None and not api.obj(names.KIND, "demo")["status"].get("mirrors")
+
+
+async def test_a_ca_error_reaches_status_mirrors_and_mirrors_ready() -> None:
+    api, fetch, reconciler = make()
+    api.put(
+        fakes.registry(
+            spec={**SPEC, "mirrors": [{**HUB, "wireNodes": False, "caSecretRef": {"name": "hub-ca"}}]}
+        )
+    )
+    fetch.documents = [{"mirrors": [ca_broken()]}]
+    await reconciler.reconcile(namespace="ns", name="demo")
+    (shown,) = api.obj(names.KIND, "demo")["status"]["mirrors"]
+    assert shown["caError"] == CA_ERROR
+    found = condition(api)
+    assert found is not None and (found["status"], found["reason"]) == ("True", "MirrorCABundleInvalid")
+    assert "'hub-ca'" in found["message"]
+    fetch.documents = [{"mirrors": [entry(caError=None, lastSuccessAt=T0 + 30)]}]
+    await reconciler.reconcile(namespace="ns", name="demo")
+    (shown,) = api.obj(names.KIND, "demo")["status"]["mirrors"]
+    assert "caError" not in shown
+    found = condition(api)
+    assert found is not None and (found["status"], found["reason"]) == ("True", "MirrorsOK")

@@ -153,6 +153,9 @@ class MirrorStatus(ApiModel):
     """When it happened."""
     last_success_time: datetime.datetime | None = None
     """When the upstream last answered a request."""
+    ca_error: str | None = None
+    """Why the mirror's CA bundle (caSecretRef) as mounted now is not in use: it changed and cannot be
+    loaded, so the registry still trusts the previous one (unset when the mounted bundle is in use)."""
     node_host: str | None = None
     """The image host nodes pull through this mirror (wireNodes only)."""
     nodes_wired: int | None = None
