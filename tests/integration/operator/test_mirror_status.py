@@ -11,13 +11,17 @@ Covers:
 - a pull through the mirror that the upstream refuses (wrong password) turns MirrorsReady False with reason
   MirrorUpstreamAuthFailed and a message naming the upstream and the Secret to check; status.mirrors shows
   the error (reason `auth`, its time); the upstream password is in no status field;
-- with the upstream stopped, the next pull makes it MirrorUpstreamUnreachable.
+- with the upstream stopped, the next pull makes it MirrorUpstreamUnreachable;
+- the mirror's CA file (mounted like kubelet mounts the `caSecretRef` key) swapped for one that cannot be
+  loaded: pulls still work, status.mirrors shows the registry's `caError` and MirrorsReady stays True with
+  reason MirrorCABundleInvalid naming the Secret; the good CA back clears both.
 """
 
 from __future__ import annotations
 
 import collections.abc
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -29,7 +33,8 @@ import pytest
 
 from tests.integration.operator import cluster
 from tests.integration.operator import conftest as operator_conftest
-from tests.integration.registry import harness
+from tests.integration.registry import certs, harness, images
+from tests.integration.registry import test_mirror_ca_rotation as rotation
 from tests.integration.registry import test_mirror_real as real
 from tests.support import procs
 
@@ -143,3 +148,120 @@ def test_a_wrong_upstream_password_and_a_stopped_upstream_are_clear_in_status(
         )
         (shown,) = _mirrors(kube_client, namespace)
         assert (shown["lastErrorReason"], shown["reachable"]) == ("unavailable", False)
+
+
+def test_a_ca_bundle_that_cannot_be_loaded_is_named_while_the_mirror_stays_ready(
+    kube_client: lightkube.Client,
+    namespace: str,
+    observing_operator: operator_conftest.Operator,
+    metrics_port: procs.Port,
+    tmp_path: Path,
+) -> None:
+    up_dir = tmp_path / "distribution"
+    up_dir.mkdir()
+    password = harness.new_password()
+    htpasswd = up_dir / "htpasswd"
+    subprocess.run(
+        [harness.require_binary("htpasswd"), "-B", "-i", "-c", str(htpasswd), real.UPSTREAM_USER],
+        input=password, text=True, check=True, capture_output=True,
+    )  # fmt: skip
+    auth = f"htpasswd:\n  realm: upstream\n  path: {htpasswd}"
+    basic = harness.Credentials(username=real.UPSTREAM_USER, password=password).basic()
+    tls = certs.write_server_tls(directory=tmp_path / "tls", ips=["127.0.0.1"])
+    good_ca = tls.ca_file.read_bytes()
+    mount = rotation.CaMount(tmp_path / "ca-secret", good_ca)
+    (tmp_path / "user").write_text(real.UPSTREAM_USER + "\n")
+    (tmp_path / "pass").write_text(password + "\n")
+    with real._distribution(
+        up_dir, auth=auth, password=password, ready={"Authorization": basic}, tls=tls
+    ) as up:
+        crane = real._crane(env={**os.environ, "DOCKER_CONFIG": str(tmp_path / "upcfg"),
+                                 "SSL_CERT_FILE": str(tls.ca_file)})  # fmt: skip
+        crane(
+            "auth", "login", up.address, "--username", real.UPSTREAM_USER, "--password-stdin", stdin=password
+        )
+        img = images.random_image(label="ca-status", layer_count=1, layer_size=1024)
+        real._push(crane, img=img, ref=f"{up.address}/team/app:v1", tmp=tmp_path)
+        doc = {"mirrors": [{"prefix": "hub", "upstream": f"https://{up.address}", "tagTTL": 0,
+                            "caFile": str(mount.ca_file), "usernameFile": str(tmp_path / "user"),
+                            "passwordFile": str(tmp_path / "pass")}]}  # fmt: skip
+        (tmp_path / "mirrors.yaml").write_text(json.dumps(doc))
+        kube_client.create(
+            core.Secret(
+                metadata=lightkube.models.meta_v1.ObjectMeta(name="hub-ca", namespace=namespace),
+                stringData={"ca.crt": good_ca.decode()},
+            )
+        )
+        spec = {
+            "storage": {"emptyDir": {}},
+            "mirrors": [
+                {
+                    "upstream": f"https://{up.address}",
+                    "prefix": "hub",
+                    "caSecretRef": {"name": "hub-ca"},
+                    "wireNodes": False,
+                }
+            ],
+        }
+        metrics_port.release()  # the registry binds it now (the module's earlier registry has let it go)
+        status_url = f"http://127.0.0.1:{metrics_port.number}/status"
+        with harness.running_registry(
+            tmp=tmp_path / "dockyard",
+            tls_args=("--no-tls",),
+            extra_args=["--no-auth", "--mirrors", str(tmp_path / "mirrors.yaml"),
+                        "--metrics-listen", f"127.0.0.1:{metrics_port.number}"],
+        ) as reg:  # fmt: skip
+            client = reg.client(None)
+            cluster.create_registry(kube_client, namespace=namespace, spec=spec)
+            assert client.get_manifest("hub/team/app", "v1").status == 200
+            cluster.wait_condition(
+                kube_client,
+                "demo",
+                namespace,
+                "MirrorsReady",
+                "True",
+                match=lambda c: c["reason"] == "MirrorsOK",
+            )
+
+            mount.swap(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+            harness.wait_for(
+                "the registry to report the broken CA file (it looks at most every 5 s, before a request)",
+                lambda: (
+                    client.get_manifest("hub/team/app", "v1").status == 200
+                    and rotation._status(status_url)["caError"] is not None
+                ),
+                timeout=60,
+            )
+            assert client.get_manifest("hub/team/app", "v1").status == 200  # answered: lastError is older
+            named = cluster.wait_condition(
+                kube_client,
+                "demo",
+                namespace,
+                "MirrorsReady",
+                "True",
+                match=lambda c: c["reason"] == "MirrorCABundleInvalid",
+            )
+            assert "Secret 'hub-ca' (key 'ca.crt') cannot be loaded" in named["message"], named
+            assert str(mount.ca_file) in named["message"], named
+            (shown,) = _mirrors(kube_client, namespace)
+            assert "cannot load the CA bundle" in shown["caError"] and shown["reachable"] is True, shown
+
+            mount.swap(good_ca)
+            harness.wait_for(
+                "the registry to load the good CA file again",
+                lambda: (
+                    client.get_manifest("hub/team/app", "v1").status == 200
+                    and rotation._status(status_url)["caError"] is None
+                ),
+                timeout=60,
+            )
+            cluster.wait_condition(
+                kube_client,
+                "demo",
+                namespace,
+                "MirrorsReady",
+                "True",
+                match=lambda c: c["reason"] == "MirrorsOK",
+            )
+            (shown,) = _mirrors(kube_client, namespace)
+            assert "caError" not in shown, shown
