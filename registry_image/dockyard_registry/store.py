@@ -407,11 +407,7 @@ class Store:
         and the data's mtime say it."""
         if info is None:
             info = self._read_info(upload_id)
-        stamps = [
-            float(info[key])
-            for key in ("started", "touched")
-            if info is not None and isinstance(info.get(key), int | float)
-        ]
+        stamps = _recorded_stamps(info)
         written = self.driver.mtime(paths.upload_data(upload_id))
         if written is not None:
             stamps.append(written)
@@ -421,8 +417,13 @@ class Store:
         return max(stamps)
 
     def _expired(self, upload_id: str, *, info: dict[str, Any] | None = None) -> bool:
+        cutoff = self._clock() - self.upload_expiry
+        if info is not None and any(stamp > cutoff for stamp in _recorded_stamps(info)):
+            # The session's own record says it is alive: the data's mtime could only say it later (and
+            # on S3 reading it is a request).
+            return False
         last = self.upload_last_active(upload_id, info=info)
-        return last is not None and last <= self._clock() - self.upload_expiry
+        return last is not None and last <= cutoff
 
     def _in_use(self, upload_id: str) -> bool:
         lock = self._locks.get(upload_id)
@@ -519,13 +520,14 @@ class Store:
         """
         info = await asyncio.to_thread(self._check_upload, name, upload_id)
         async with self._lock(upload_id):
-            if await asyncio.to_thread(self.driver.size, paths.upload_data(upload_id)) is None:
+            size = await asyncio.to_thread(self.driver.size, paths.upload_data(upload_id))
+            if size is None:
                 # Purged while this request waited for the lock: touching it would bring back its info.
                 self._forget(upload_id)
                 raise UploadUnknownError(f"upload {upload_id} unknown")
             try:
                 size = await self._append(
-                    upload_id, body=body, start=start, length=length, algorithm=algorithm
+                    upload_id, body=body, start=start, length=length, algorithm=algorithm, size=size
                 )
             except FileNotFoundError:
                 raise await self._lost(upload_id) from None
@@ -541,9 +543,12 @@ class Store:
         start: int | None,
         length: int | None,
         algorithm: str,
+        size: int | None = None,
     ) -> int:
+        """`size`: the upload's size as the caller just read it under the session's lock, or None."""
         data_path = paths.upload_data(upload_id)
-        size = await asyncio.to_thread(self.driver.size, data_path)
+        if size is None:
+            size = await asyncio.to_thread(self.driver.size, data_path)
         if size is None:
             raise UploadUnknownError(f"upload {upload_id} unknown")
         if start is not None and start != size:
@@ -655,10 +660,13 @@ class Store:
         length: int | None,
         verified: Callable[[], Awaitable[None]] | None,
     ) -> int:
+        size: int | None = None
         if body is not None:
-            await self._append(upload_id, body=body, start=start, length=length, algorithm=dgst.algorithm)
-        data_path = paths.upload_data(upload_id)
-        size = await asyncio.to_thread(self.driver.size, data_path)
+            size = await self._append(
+                upload_id, body=body, start=start, length=length, algorithm=dgst.algorithm
+            )
+        else:
+            size = await asyncio.to_thread(self.driver.size, paths.upload_data(upload_id))
         if size is None:
             raise UploadUnknownError(f"upload {upload_id} unknown")
         state = await self._hash_state(upload_id, size=size, algorithm=dgst.algorithm)
@@ -1089,6 +1097,13 @@ class Maintenance:
     def remove_leftover(self, what: str) -> None:
         """One path `leftovers` returned."""
         self._driver.delete(what)
+
+
+def _recorded_stamps(info: dict[str, Any] | None) -> list[float]:
+    """When a session's info says it started and was last written to (store clock)."""
+    if info is None:
+        return []
+    return [float(info[key]) for key in ("started", "touched") if isinstance(info.get(key), int | float)]
 
 
 def _digest_or_nothing(algorithm: str, encoded: str) -> Iterator[digest.Digest]:
