@@ -216,7 +216,9 @@ class S3Driver:
             return
         target = self.key(state_key[len(self.key(WRITERS)) + 1 : -len("/state")])
         with contextlib.suppress(ClientError):
-            await self._client.abort_multipart_upload(Bucket=self._bucket, Key=target, UploadId=state.upload_id)
+            await self._client.abort_multipart_upload(
+                Bucket=self._bucket, Key=target, UploadId=state.upload_id
+            )
 
     async def move(self, src: str, dst: str, /) -> None:
         info = await self.stat(src)
@@ -282,7 +284,8 @@ class S3Driver:
     # --------------------------------------------------------------------------------------- writers
     async def writer_stat(self, path: str, /) -> base.FileInfo | None:
         """Size and last `close` of the resumable upload open at `path` (one HEAD of its state object,
-        without resuming it), or None when none is open. What the store needs of an upload between requests."""
+        without resuming it), or None when none is open: what the store needs of an upload between
+        requests."""
         state_key = self._state_key(path)
         try:
             head = await self._client.head_object(Bucket=self._bucket, Key=state_key)
