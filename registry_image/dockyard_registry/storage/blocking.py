@@ -44,6 +44,7 @@ from dockyard_registry.storage import base, s3
 _UNREACHABLE = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError)
 
 _T = TypeVar("_T")
+HAND_OVER = 1 << 20  # bytes a writer holds before handing them to the driver's loop
 
 
 class BlockingS3Driver:
@@ -168,22 +169,36 @@ class BlockingS3Driver:
 
 
 class _Writer:
+    """Chunks are handed to the driver's loop in batches of at least HAND_OVER bytes (one hop between
+    threads per batch, not per socket read); `close` hands over the rest first, `truncate` drops it."""
+
     def __init__(self, owner: BlockingS3Driver, writer: base.ObjectWriter) -> None:
         self._owner = owner
         self._writer = writer
         self._opened_at = writer.size
         self._ended = False
+        self._held: list[bytes] = []
+        self._held_size = 0
 
     @property
     def size(self) -> int:
-        return self._writer.size
+        return self._writer.size + self._held_size
 
     def write(self, data: bytes, /) -> None:
-        self._owner.run(self._writer.write(data))
+        self._held.append(data)
+        self._held_size += len(data)
+        if self._held_size >= HAND_OVER:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        chunks, self._held, self._held_size = self._held, [], 0
+        if chunks:
+            self._owner.run(_write_all(self._writer, chunks))
 
     def truncate(self, size: int, /) -> None:
         if size != self._opened_at:
             raise OSError(f"an S3 upload rolls back only to where this writer opened it ({self._opened_at})")
+        self._held, self._held_size = [], 0
         self._owner.run(self._writer.abandon())
         self._ended = True
 
@@ -193,7 +208,13 @@ class _Writer:
     def close(self) -> None:
         if not self._ended:
             self._ended = True
+            self._hand_over()
             self._owner.run(self._writer.close())
+
+
+async def _write_all(writer: base.ObjectWriter, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        await writer.write(chunk)
 
 
 class _Reader(io.RawIOBase):
