@@ -285,8 +285,8 @@ def start_distribution(
     rootdirectory: /{bucket.prefix}
     secure: false
     # Move an upload into place with CopyObject up to its 5 GiB limit, as Dockyard's driver does: above
-    # the 32 MiB default Distribution copies with UploadPartCopy, which gofakes3 does not implement (a
-    # 256 MiB layer's final PUT was answered 500).
+    # the 32 MiB default Distribution copies with UploadPartCopy, which gofakes3 does not implement (it
+    # answers 411 MissingContentLength, and Distribution the layer's final PUT with 500).
     multipartcopythresholdsize: {MAX_COPY_OBJECT}
   redirect:
     disable: {"false" if bucket.redirect else "true"}
