@@ -707,10 +707,12 @@ class Store:
         view = self.fence.view()
         # Deduplicated: when the content exists, claim it for gc's grace period before relying on it;
         # if gc removed it meanwhile, the check after the claim commits our bytes (fresh by themselves).
-        if self.driver.size(target) is not None:
+        stored = self.driver.size(target) is not None
+        if stored:
             self._claim(dgst)
             self.fence.settle(view, item)
-        if self.driver.size(target) is None:
+            stored = self.driver.size(target) is not None
+        if not stored:
             self.driver.commit(paths.upload_data(upload_id), target)
         self._link_blob(name, dgst, claim=False)
         if self.fence.settle(view, item):
