@@ -51,6 +51,7 @@ _BATCH = 1 << 20  # bytes handed to a worker thread at a time while an upload st
 DEFAULT_UPLOAD_EXPIRY = 168 * 3600.0
 DEFAULT_MAX_UPLOADS_PER_OWNER = 100
 SWEEP_LIMIT = 1000  # sessions one sweep examines: the rest wait for the next one
+TOUCH_EVERY = 0.001  # of upload_expiry: how stale a session's recorded activity may get (see _touch_upload)
 # A request body: streamed from the socket, or a file nginx already wrote to the data volume (bodyfile.py).
 Body = AsyncIterable[bytes] | bodyfile.BodyFile
 # copy_file_range's answers where the kernel cannot copy between these files: stream the bytes instead.
@@ -434,8 +435,16 @@ class Store:
 
         Best effort: the chunk is already stored, so failing the request now (a full disk) would make the
         client resend bytes we kept; the data file's mtime still says the session is alive.
+
+        Skipped while the recorded activity is younger than TOUCH_EVERY of the expiry (a PATCH right after
+        its POST, as every client sends them): the session then lives at least 99.9 % of `upload_expiry`
+        past its last chunk on the store's clock, and the data's own mtime (every driver updates it with
+        each chunk) still says when that chunk came. One write (an S3 request) less per chunk.
         """
-        info = {**info, "touched": self._clock()}
+        now = self._clock()
+        if any(now - stamp < self.upload_expiry * TOUCH_EVERY for stamp in _recorded_stamps(info)):
+            return
+        info = {**info, "touched": now}
         with contextlib.suppress(OSError):
             self.driver.put(
                 paths.upload_info(upload_id), json.dumps(info).encode(), durability=base.Durability.NONE

@@ -27,8 +27,8 @@ from tests.support import s3server
 
 # Requests one small blob may cost through the store: HEAD (missing) + POST + PATCH + PUT, and one read of
 # the gc fence. Before issue 14's request diet it took 50 (a missing path was three requests, every upload a
-# multipart upload, every commit a copy and a delete); now it is 21.
-SMALL_PUSH_BUDGET = 24
+# multipart upload, every commit a copy and a delete); now it is 20.
+SMALL_PUSH_BUDGET = 22
 
 
 @pytest.fixture
