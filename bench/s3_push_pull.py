@@ -20,7 +20,7 @@ gofakes3 keeps every object in memory: a 1 GiB image needs several GiB of RAM fo
 copies, so the server is restarted (emptied) after each run.
 
 Owns: the S3 server, the four registries, the images and the table. Must not: leave a process or the
-temp dir behind.
+temp dir behind (unless `--keep`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=4, help="layers per image (default 4)")
     p.add_argument("--layer-mib", type=int, default=256, help="MiB per layer (default 256: a 1 GiB image)")
     p.add_argument("--small-images", type=int, default=50, help="small images pushed per run (default 50)")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (every server's log) after the run")
     return p
 
 
@@ -83,9 +85,12 @@ def _start(
     )  # fmt: skip
 
 
-def run(*, runs: int, layers: int, layer_mib: int, small_images: int = 50) -> dict[str, list[float]]:
+def run(
+    *, runs: int, layers: int, layer_mib: int, small_images: int = 50, keep: bool = False
+) -> dict[str, list[float]]:
     """Per-run values (keys `s3_<registry>_<what>`: push, pull, pull_stream MB/s, small images/s, rss MB)
-    and the ratios Dockyard / Distribution v3 of each run (`s3_<what>_ratio`)."""
+    and the ratios Dockyard / Distribution v3 of each run (`s3_<what>_ratio`). `keep`: leave the temp dir
+    (each registry's, nginx's and gofakes3's log) behind and say where."""
     tools = prereqs.ensure(python=sys.executable)
     if tools.registry_v3 is None:
         raise SystemExit(
@@ -97,8 +102,8 @@ def run(*, runs: int, layers: int, layer_mib: int, small_images: int = 50) -> di
     size_mb = layers * layer_mib * MiB / 1e6
     found: dict[str, list[float]] = {}
     started: list[servers.Target] = []
-    with tempfile.TemporaryDirectory(prefix="dockyard-s3-bench-") as tmp:
-        work = Path(tmp)
+    work = Path(tempfile.mkdtemp(prefix="dockyard-s3-bench-"))
+    try:
         tls = tlsfiles.write(directory=work / "tls")
         (work / "s3").mkdir()
         with s3server.running(work / "s3") as server:
@@ -122,6 +127,11 @@ def run(*, runs: int, layers: int, layer_mib: int, small_images: int = 50) -> di
             finally:
                 for target in started:
                     target.stop()
+    finally:
+        if keep:
+            print(f"kept {work}", flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     # Ratios paired within a run (the machine's load drifts between runs), then their medians in the table.
     for what in ("push", "pull", "pull_stream", "small"):
         found[f"s3_{what}_ratio"] = [
@@ -175,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.s3_push_pull: every count must be >= 1", file=sys.stderr)
         return 2
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    found = run(runs=args.runs, layers=args.layers, layer_mib=args.layer_mib, small_images=args.small_images)
+    found = run(
+        runs=args.runs, layers=args.layers, layer_mib=args.layer_mib, small_images=args.small_images,
+        keep=args.keep,
+    )  # fmt: skip
     print()
     print(report.table(samples={"dockyard": found}, labels={"dockyard": "Dockyard"}, references=[]))
     return 0

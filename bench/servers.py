@@ -35,6 +35,7 @@ from dockyard_operator.builders import nginx_configmap
 from dockyard_registry import bodyfile
 
 START_TIMEOUT = 60.0
+MAX_COPY_OBJECT = 5 << 30  # CopyObject's limit, Distribution's largest multipartcopythresholdsize
 USER = "bench"
 REALM = "bench"
 
@@ -283,6 +284,10 @@ def start_distribution(
     bucket: {bucket.name}
     rootdirectory: /{bucket.prefix}
     secure: false
+    # Move an upload into place with CopyObject up to its 5 GiB limit, as Dockyard's driver does: above
+    # the 32 MiB default Distribution copies with UploadPartCopy, which gofakes3 does not implement (it
+    # answers 411 MissingContentLength, and Distribution the layer's final PUT with 500).
+    multipartcopythresholdsize: {MAX_COPY_OBJECT}
   redirect:
     disable: {"false" if bucket.redirect else "true"}
 """

@@ -96,6 +96,12 @@ def upload_data(upload_id: str) -> str:
     return f"{UPLOADS}/{upload_id}/data"
 
 
+def is_upload_data(path: str) -> bool:
+    """Whether `path` is an upload session's data: the only paths the store opens writers on."""
+    parts = path.split("/")
+    return len(parts) == 3 and parts[0] == UPLOADS and parts[2] == "data" and bool(parts[1])
+
+
 def upload_info(upload_id: str) -> str:
     return f"{UPLOADS}/{upload_id}/info"
 

@@ -51,6 +51,7 @@ _BATCH = 1 << 20  # bytes handed to a worker thread at a time while an upload st
 DEFAULT_UPLOAD_EXPIRY = 168 * 3600.0
 DEFAULT_MAX_UPLOADS_PER_OWNER = 100
 SWEEP_LIMIT = 1000  # sessions one sweep examines: the rest wait for the next one
+TOUCH_EVERY = 0.001  # of upload_expiry: how stale a session's recorded activity may get (see _touch_upload)
 # A request body: streamed from the socket, or a file nginx already wrote to the data volume (bodyfile.py).
 Body = AsyncIterable[bytes] | bodyfile.BodyFile
 # copy_file_range's answers where the kernel cannot copy between these files: stream the bytes instead.
@@ -407,11 +408,7 @@ class Store:
         and the data's mtime say it."""
         if info is None:
             info = self._read_info(upload_id)
-        stamps = [
-            float(info[key])
-            for key in ("started", "touched")
-            if info is not None and isinstance(info.get(key), int | float)
-        ]
+        stamps = _recorded_stamps(info)
         written = self.driver.mtime(paths.upload_data(upload_id))
         if written is not None:
             stamps.append(written)
@@ -421,8 +418,13 @@ class Store:
         return max(stamps)
 
     def _expired(self, upload_id: str, *, info: dict[str, Any] | None = None) -> bool:
+        cutoff = self._clock() - self.upload_expiry
+        if info is not None and any(stamp > cutoff for stamp in _recorded_stamps(info)):
+            # The session's own record says it is alive: the data's mtime could only say it later (and
+            # on S3 reading it is a request).
+            return False
         last = self.upload_last_active(upload_id, info=info)
-        return last is not None and last <= self._clock() - self.upload_expiry
+        return last is not None and last <= cutoff
 
     def _in_use(self, upload_id: str) -> bool:
         lock = self._locks.get(upload_id)
@@ -433,8 +435,16 @@ class Store:
 
         Best effort: the chunk is already stored, so failing the request now (a full disk) would make the
         client resend bytes we kept; the data file's mtime still says the session is alive.
+
+        Skipped while the recorded activity is younger than TOUCH_EVERY of the expiry (a PATCH right after
+        its POST, as every client sends them): the session then lives at least 99.9 % of `upload_expiry`
+        past its last chunk on the store's clock, and the data's own mtime (every driver updates it with
+        each chunk) still says when that chunk came. One write (an S3 request) less per chunk.
         """
-        info = {**info, "touched": self._clock()}
+        now = self._clock()
+        if any(now - stamp < self.upload_expiry * TOUCH_EVERY for stamp in _recorded_stamps(info)):
+            return
+        info = {**info, "touched": now}
         with contextlib.suppress(OSError):
             self.driver.put(
                 paths.upload_info(upload_id), json.dumps(info).encode(), durability=base.Durability.NONE
@@ -519,13 +529,14 @@ class Store:
         """
         info = await asyncio.to_thread(self._check_upload, name, upload_id)
         async with self._lock(upload_id):
-            if await asyncio.to_thread(self.driver.size, paths.upload_data(upload_id)) is None:
+            size = await asyncio.to_thread(self.driver.size, paths.upload_data(upload_id))
+            if size is None:
                 # Purged while this request waited for the lock: touching it would bring back its info.
                 self._forget(upload_id)
                 raise UploadUnknownError(f"upload {upload_id} unknown")
             try:
                 size = await self._append(
-                    upload_id, body=body, start=start, length=length, algorithm=algorithm
+                    upload_id, body=body, start=start, length=length, algorithm=algorithm, size=size
                 )
             except FileNotFoundError:
                 raise await self._lost(upload_id) from None
@@ -541,9 +552,12 @@ class Store:
         start: int | None,
         length: int | None,
         algorithm: str,
+        size: int | None = None,
     ) -> int:
+        """`size`: the upload's size as the caller just read it under the session's lock, or None."""
         data_path = paths.upload_data(upload_id)
-        size = await asyncio.to_thread(self.driver.size, data_path)
+        if size is None:
+            size = await asyncio.to_thread(self.driver.size, data_path)
         if size is None:
             raise UploadUnknownError(f"upload {upload_id} unknown")
         if start is not None and start != size:
@@ -655,10 +669,13 @@ class Store:
         length: int | None,
         verified: Callable[[], Awaitable[None]] | None,
     ) -> int:
+        size: int | None = None
         if body is not None:
-            await self._append(upload_id, body=body, start=start, length=length, algorithm=dgst.algorithm)
-        data_path = paths.upload_data(upload_id)
-        size = await asyncio.to_thread(self.driver.size, data_path)
+            size = await self._append(
+                upload_id, body=body, start=start, length=length, algorithm=dgst.algorithm
+            )
+        else:
+            size = await asyncio.to_thread(self.driver.size, paths.upload_data(upload_id))
         if size is None:
             raise UploadUnknownError(f"upload {upload_id} unknown")
         state = await self._hash_state(upload_id, size=size, algorithm=dgst.algorithm)
@@ -699,10 +716,12 @@ class Store:
         view = self.fence.view()
         # Deduplicated: when the content exists, claim it for gc's grace period before relying on it;
         # if gc removed it meanwhile, the check after the claim commits our bytes (fresh by themselves).
-        if self.driver.size(target) is not None:
+        stored = self.driver.size(target) is not None
+        if stored:
             self._claim(dgst)
             self.fence.settle(view, item)
-        if self.driver.size(target) is None:
+            stored = self.driver.size(target) is not None
+        if not stored:
             self.driver.commit(paths.upload_data(upload_id), target)
         self._link_blob(name, dgst, claim=False)
         if self.fence.settle(view, item):
@@ -1089,6 +1108,13 @@ class Maintenance:
     def remove_leftover(self, what: str) -> None:
         """One path `leftovers` returned."""
         self._driver.delete(what)
+
+
+def _recorded_stamps(info: dict[str, Any] | None) -> list[float]:
+    """When a session's info says it started and was last written to (store clock)."""
+    if info is None:
+        return []
+    return [float(info[key]) for key in ("started", "touched") if isinstance(info.get(key), int | float)]
 
 
 def _digest_or_nothing(algorithm: str, encoded: str) -> Iterator[digest.Digest]:

@@ -1,7 +1,8 @@
 """Upload sessions are bounded state, over HTTP against the real app on both storage drivers.
 
 Covers: a session untouched for longer than the expiry answers 404 BLOB_UPLOAD_UNKNOWN to status, PATCH, PUT
-and DELETE and is gone from storage; a PATCH keeps a session alive past its start time; the sweep purges
+and DELETE and is gone from storage; a PATCH keeps a session alive past its start time (one right after the
+start rewrites no session record, a later one does); the sweep purges
 abandoned sessions with their running hashes (which therefore do not grow with abandoned uploads), is
 bounded per run (examining a share of the sessions each time, so fresh ones cannot starve it), never purges
 a session receiving bytes, and runs by itself on the app's interval; finishing or cancelling drops the
@@ -93,6 +94,27 @@ async def test_writing_to_a_session_keeps_it_alive_past_its_start_time(reg: Regi
     assert (await reg.client.get(location)).status == 204
     put = await reg.client.put(f"{location}?digest={sha256(b'late but whole')}", data=b"but whole")
     assert put.status == 201
+
+
+async def test_a_chunk_right_after_the_start_rewrites_no_session_record_and_a_later_one_does(
+    reg: Registry, clock: Clock
+) -> None:
+    location = await open_session(reg, data=b"")
+    upload_id = location.rsplit("/", 1)[1]
+
+    def recorded() -> dict[str, Any]:
+        info: dict[str, Any] = json.loads(reg.store.driver.get(paths.upload_info(upload_id)))
+        return info
+
+    started = recorded()
+    clock.advance(EXPIRY * store.TOUCH_EVERY / 2)  # as every client sends its PATCH: right after the POST
+    assert (await reg.client.patch(location, data=b"soon ")).status == 202
+    assert recorded() == started, "a record younger than TOUCH_EVERY of the expiry is not rewritten"
+    clock.advance(EXPIRY * store.TOUCH_EVERY)
+    assert (await reg.client.patch(location, data=b"later ")).status == 202
+    assert recorded()["touched"] == clock()
+    clock.advance(EXPIRY - 1)  # the expiry since the start has long passed, not since the last chunk
+    assert (await reg.client.get(location)).status == 204
 
 
 async def test_the_sweep_purges_abandoned_sessions_and_their_running_hashes(

@@ -11,10 +11,14 @@ calling worker thread waits for it.
 
 The mapping, where the contracts differ:
 - `size`/`mtime` of a path with an open resumable upload (an upload session's data) are the upload's
-  (S3Driver.writer_stat): its bytes are invisible until `commit`.
+  (S3Driver.writer_stat): its bytes are invisible until `commit`. Only paths that may hold one (`resumable`:
+  by default the store's upload data, paths.is_upload_data) are asked about an upload: a HEAD of its state
+  first, then of the object; any other path is one HEAD (`size`), plus a listing for a directory's
+  `mtime`.
 - A writer rolls a failed chunk back with `truncate(size at open)`, which is `abandon()`; any other
   truncation is refused (S3 cannot shorten an upload).
-- `commit(src, dst)` completes the upload open at `src` (if any), then moves it to `dst`.
+- `commit(src, dst)` completes the upload open at `src` (if any), then moves it to `dst`; an upload that
+  never filled a part is PUT straight to `dst` instead (no copy, no delete).
 - `open_reader` of an open upload raises FileNotFoundError: such bytes are readable only once committed
   (the store then hashes the committed object; see Store._hash_state).
 - Durability levels are moot (an S3 PUT is durable when acknowledged); there are no leftovers of
@@ -28,31 +32,41 @@ import concurrent.futures
 import io
 import pathlib
 import threading
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, BinaryIO, TypeVar
 
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 
+from dockyard_registry import paths
 from dockyard_registry.storage import base, s3
 
 # What botocore raises, after its own retries, when the endpoint cannot be reached or drops the request.
 _UNREACHABLE = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError)
 
 _T = TypeVar("_T")
+HAND_OVER = 1 << 20  # bytes a writer holds before handing them to the driver's loop
 
 
 class BlockingS3Driver:
     """Start with `BlockingS3Driver.start(config)`; `close()` releases the client and stops the thread."""
 
     def __init__(
-        self, driver: s3.S3Driver, loop: asyncio.AbstractEventLoop, thread: threading.Thread
+        self,
+        driver: s3.S3Driver,
+        loop: asyncio.AbstractEventLoop,
+        thread: threading.Thread,
+        resumable: Callable[[str], bool] = paths.is_upload_data,
     ) -> None:
         self._driver = driver
         self._loop = loop
         self._thread = thread
+        self._resumable = resumable
 
     @classmethod
-    def start(cls, config: s3.S3Config) -> BlockingS3Driver:
+    def start(
+        cls, config: s3.S3Config, *, resumable: Callable[[str], bool] = paths.is_upload_data
+    ) -> BlockingS3Driver:
+        """`resumable`: the paths writers are opened on (any other path never holds an open upload)."""
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="dockyard-s3", daemon=True)
         thread.start()
@@ -64,7 +78,7 @@ class BlockingS3Driver:
             thread.join()
             loop.close()
             raise
-        return cls(driver, loop, thread)
+        return cls(driver, loop, thread, resumable)
 
     def close(self) -> None:
         if self._loop.is_closed():
@@ -92,18 +106,20 @@ class BlockingS3Driver:
     def put(self, path: str, data: bytes, /, *, durability: base.Durability = base.Durability.FULL) -> None:
         self._run(self._driver.put(path, data))
 
-    def _info(self, path: str) -> base.FileInfo | None:
-        info = self._run(self._driver.stat(path))
-        if info is None:
-            info = self._run(self._driver.writer_stat(path))
-        return info
+    async def _info(self, path: str, *, dirs: bool) -> base.FileInfo | None:
+        if self._resumable(path):
+            # An upload's data is an open upload until committed: its state first (one request then).
+            info = await self._driver.writer_stat(path)
+            if info is not None:
+                return info
+        return await (self._driver.stat(path) if dirs else self._driver.head(path))
 
     def size(self, path: str, /) -> int | None:
-        info = self._info(path)
+        info = self._run(self._info(path, dirs=False))
         return None if info is None or info.is_dir else info.size
 
     def mtime(self, path: str, /) -> float | None:
-        info = self._info(path)
+        info = self._run(self._info(path, dirs=True))
         return None if info is None else info.modified
 
     def touch(self, path: str, /) -> None:
@@ -126,10 +142,17 @@ class BlockingS3Driver:
         return io.BufferedReader(reader)
 
     def commit(self, src: str, dst: str, /) -> None:
-        if self._run(self._driver.writer_stat(src)) is not None:
-            self._run(_commit_writer(self._driver, src))
+        self._run(self._commit(src, dst))
+
+    async def _commit(self, src: str, dst: str) -> None:
+        writer = await self._driver.resume(src) if self._resumable(src) else None
+        if writer is not None:
+            if src != dst and not writer.multipart:
+                await writer.commit_to(self._driver.key(dst))
+                return
+            await writer.commit()
         if src != dst:
-            self._run(self._driver.move(src, dst))
+            await self._driver.move(src, dst)
 
     def leftovers(self, path: str, /) -> tuple[str, ...]:
         return ()
@@ -145,28 +168,37 @@ class BlockingS3Driver:
         return self._run(coro)
 
 
-async def _commit_writer(driver: s3.S3Driver, path: str) -> None:
-    writer = await driver.writer(path)
-    await writer.commit()
-
-
 class _Writer:
+    """Chunks are handed to the driver's loop in batches of at least HAND_OVER bytes (one hop between
+    threads per batch, not per socket read); `close` hands over the rest first, `truncate` drops it."""
+
     def __init__(self, owner: BlockingS3Driver, writer: base.ObjectWriter) -> None:
         self._owner = owner
         self._writer = writer
         self._opened_at = writer.size
         self._ended = False
+        self._held: list[bytes] = []
+        self._held_size = 0
 
     @property
     def size(self) -> int:
-        return self._writer.size
+        return self._writer.size + self._held_size
 
     def write(self, data: bytes, /) -> None:
-        self._owner.run(self._writer.write(data))
+        self._held.append(data)
+        self._held_size += len(data)
+        if self._held_size >= HAND_OVER:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        chunks, self._held, self._held_size = self._held, [], 0
+        if chunks:
+            self._owner.run(_write_all(self._writer, chunks))
 
     def truncate(self, size: int, /) -> None:
         if size != self._opened_at:
             raise OSError(f"an S3 upload rolls back only to where this writer opened it ({self._opened_at})")
+        self._held, self._held_size = [], 0
         self._owner.run(self._writer.abandon())
         self._ended = True
 
@@ -176,7 +208,13 @@ class _Writer:
     def close(self) -> None:
         if not self._ended:
             self._ended = True
+            self._hand_over()
             self._owner.run(self._writer.close())
+
+
+async def _write_all(writer: base.ObjectWriter, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        await writer.write(chunk)
 
 
 class _Reader(io.RawIOBase):

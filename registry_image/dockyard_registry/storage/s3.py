@@ -11,14 +11,10 @@ on aiohttp, which the registry already runs on: one event loop, no thread per re
 alongside botocore's releases and used by s3fs/fsspec. obstore (Rust) was the alternative: fast, but its
 multipart API hides the upload id and parts, which a session resumed on another replica needs to see.
 
-Resumable writers. A writer on `path` is one multipart upload to `path`'s key plus a small state object,
-`_s3writers/<path>/state`: the upload id, the parts that belong to it (number, ETag, size) and the key of
-a "tail" object. S3 parts must be at least 5 MiB (but the last), and a part cannot be read back, so bytes
-that do not fill a part yet are kept in the tail object (a plain object, rewritten under a new key on
-each `close`, so state and tail always agree) and re-read by the next writer on the same path. `close`
-writes the state last: until then nothing the handle wrote counts, which is what `abandon` relies on
-(parts uploaded by an abandoned handle are overwritten or left out of the completed object). `commit`
-completes the upload (or, when it never filled a part, PUTs the tail) and removes the state.
+Resumable writers (s3writer.py). A writer on `path` is a small state object, `_s3writers/<path>/state`:
+the multipart upload it fills (created once a first part fills), its parts, and the bytes that do not
+fill a part yet, in one object rewritten by each `close`; `commit` completes the multipart upload, or
+PUTs the bytes when no part ever filled, and removes the state.
 `move` of an object above CopyObject's 5 GiB limit copies it part by part with UploadPartCopy; the test
 server (gofakes3) does not implement UploadPartCopy, so that branch is exercised only against real S3.
 
@@ -30,12 +26,11 @@ client misusing its own session can cause that.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import dataclasses
-import json
 import pathlib
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -43,7 +38,11 @@ from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from dockyard_registry.storage import base
+from dockyard_registry.storage import base, s3writer
+from dockyard_registry.storage.s3writer import S3Writer
+
+_code = s3writer.code
+_not_found = s3writer.not_found
 
 WRITERS = "_s3writers"  # per-upload writer state, beside the content and never listed
 MIN_PART = 5 << 20  # S3's smallest part but the last
@@ -51,7 +50,6 @@ DEFAULT_PART_SIZE = 8 << 20
 MAX_COPY = 5 << 30  # CopyObject's limit; larger objects are copied part by part (UploadPartCopy)
 COPY_PART = 1 << 30
 _CHUNK = 1 << 20
-_MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +95,11 @@ class S3Driver:
             verify=str(c.ca_file) if c.ca_file is not None else None,
             config=Config(
                 signature_version="s3v4",
-                s3={"addressing_style": c.addressing},
+                # SigV4 signs a payload by its sha256: a second pass over every byte we already hashed
+                # for its digest. Over https (AWS's default) TLS protects the body and botocore sends
+                # UNSIGNED-PAYLOAD, as AWS's SDKs do for streamed uploads; over plain http the signature
+                # is the body's only protection, so it stays.
+                s3={"addressing_style": c.addressing, "payload_signing_enabled": _plain_http(c.endpoint)},
                 retries={"max_attempts": 5, "mode": "standard"},
                 # botocore >= 1.36 adds CRC checksums to every request and checks them on every response;
                 # many S3-compatible servers send a whole-object checksum on ranged GETs or reject the
@@ -143,13 +145,19 @@ class S3Driver:
         # A PUT is atomic on S3: readers see the old object or the new one.
         await self._client.put_object(Bucket=self._bucket, Key=self.key(path), Body=data)
 
-    async def stat(self, path: str, /) -> base.FileInfo | None:
+    async def head(self, path: str, /) -> base.FileInfo | None:
+        """`stat` of an object only (one HEAD): None for a missing path and for a directory."""
         try:
             head = await self._client.head_object(Bucket=self._bucket, Key=self.key(path))
         except ClientError as e:
             _not_found(e, path)
-        else:
-            return base.FileInfo(size=int(head["ContentLength"]), modified=head["LastModified"].timestamp())
+            return None
+        return base.FileInfo(size=int(head["ContentLength"]), modified=head["LastModified"].timestamp())
+
+    async def stat(self, path: str, /) -> base.FileInfo | None:
+        info = await self.head(path)
+        if info is not None:
+            return info
         listed = await self._client.list_objects_v2(
             Bucket=self._bucket, Prefix=self.key(path) + "/", MaxKeys=1
         )
@@ -189,25 +197,27 @@ class S3Driver:
         # Uploads in progress below `path` first (their parts are invisible to listing), then the objects.
         # With the slash: the writer of `u/ab` is not under `u/a`.
         writers = self.key(f"{WRITERS}/{path}") + "/"
-        states = await self._keys_under(writers)
-        for key in states:
-            if key.endswith("/state"):
-                await self._abort_from_state(key)
-        await self._delete_keys(states)
         key = self.key(path)
-        await self._delete_keys([key, *await self._keys_under(key + "/")])
+        states, below = await asyncio.gather(self._keys_under(writers), self._keys_under(key + "/"))
+        for state_key in states:
+            if state_key.endswith("/state"):
+                await self._abort_from_state(state_key)
+        await self._delete_keys(states)
+        await self._delete_keys([key, *below])
 
     async def _abort_from_state(self, state_key: str) -> None:
         try:
             resp = await self._client.get_object(Bucket=self._bucket, Key=state_key)
             async with resp["Body"] as body:
-                state = json.loads(await body.read())
-        except (ClientError, ValueError):
+                state, _ = s3writer.State.parse(await body.read())
+        except (ClientError, ValueError, KeyError, TypeError):
+            return
+        if state.upload_id is None:
             return
         target = self.key(state_key[len(self.key(WRITERS)) + 1 : -len("/state")])
         with contextlib.suppress(ClientError):
             await self._client.abort_multipart_upload(
-                Bucket=self._bucket, Key=target, UploadId=state["upload_id"]
+                Bucket=self._bucket, Key=target, UploadId=state.upload_id
             )
 
     async def move(self, src: str, dst: str, /) -> None:
@@ -273,149 +283,69 @@ class S3Driver:
 
     # --------------------------------------------------------------------------------------- writers
     async def writer_stat(self, path: str, /) -> base.FileInfo | None:
-        """Size and last `close` of the resumable upload open at `path` (from its state object, without
-        resuming it), or None when none is open. What the store needs of an upload between requests."""
+        """Size and last `close` of the resumable upload open at `path` (one HEAD of its state object,
+        without resuming it), or None when none is open: what the store needs of an upload between
+        requests."""
+        state_key = self._state_key(path)
         try:
-            resp = await self._client.get_object(Bucket=self._bucket, Key=self.key(f"{WRITERS}/{path}/state"))
+            head = await self._client.head_object(Bucket=self._bucket, Key=state_key)
+        except ClientError as e:
+            _not_found(e, path)
+            return None
+        modified = head["LastModified"].timestamp()
+        size = (head.get("Metadata") or {}).get(s3writer.SIZE_META)
+        if size is None:  # a state in the older layout: its size is in the JSON
+            try:
+                resp = await self._client.get_object(Bucket=self._bucket, Key=state_key)
+            except ClientError as e:
+                _not_found(e, path)
+                return None
+            async with resp["Body"] as body:
+                size = s3writer.State.size_of(await body.read())
+        return base.FileInfo(size=int(size), modified=modified)
+
+    def _state_key(self, path: str) -> str:
+        return self.key(f"{WRITERS}/{path}/state")
+
+    async def writer(self, path: str, /) -> S3Writer:
+        found = await self.resume(path)
+        if found is not None:
+            return found
+        # Recorded at once: the upload exists (size 0) for `writer_stat`, and a writer on another replica
+        # resumes it instead of starting its own.
+        await self._client.put_object(
+            Bucket=self._bucket, Key=self._state_key(path), Body=b'{"upload_id": null, "parts": []}\n',
+            Metadata={s3writer.SIZE_META: "0"},
+        )  # fmt: skip
+        return self._writer(path, s3writer.State(upload_id=None, parts=[], tail=b""))
+
+    async def resume(self, path: str, /) -> S3Writer | None:
+        """A writer on the upload open at `path`, or None when none is (nothing is created)."""
+        try:
+            resp = await self._client.get_object(Bucket=self._bucket, Key=self._state_key(path))
         except ClientError as e:
             _not_found(e, path)
             return None
         async with resp["Body"] as body:
-            state = json.loads(await body.read())
-        size = sum(int(part[2]) for part in state["parts"]) + int(state.get("tail_size") or 0)
-        return base.FileInfo(size=size, modified=resp["LastModified"].timestamp())
-
-    async def writer(self, path: str, /) -> S3Writer:
-        state_key = self.key(f"{WRITERS}/{path}/state")
-        try:
-            resp = await self._client.get_object(Bucket=self._bucket, Key=state_key)
-            async with resp["Body"] as body:
-                state: dict[str, Any] = json.loads(await body.read())
-        except ClientError as e:
-            _not_found(e, path)
-            created = await self._client.create_multipart_upload(Bucket=self._bucket, Key=self.key(path))
-            state = {"upload_id": created["UploadId"], "parts": [], "tail": None, "tail_size": 0}
-            # Recorded at once, so a writer on another replica resumes this upload instead of a new one.
-            await self._client.put_object(Bucket=self._bucket, Key=state_key, Body=json.dumps(state).encode())
-        tail = b""
-        if state.get("tail"):
+            state, old_tail = s3writer.State.parse(await body.read())
+        if old_tail is not None:
             try:
-                resp = await self._client.get_object(Bucket=self._bucket, Key=state["tail"])
+                resp = await self._client.get_object(Bucket=self._bucket, Key=old_tail)
             except ClientError as e:
                 raise _not_found(e, path) from None
             async with resp["Body"] as body:
-                tail = await body.read()
-        return S3Writer(self, path=path, state_key=state_key, state=state, tail=tail)
+                state.tail = await body.read()
+        return self._writer(path, state)
+
+    def _writer(self, path: str, state: s3writer.State) -> S3Writer:
+        return S3Writer(
+            self._client, bucket=self._bucket, path=path, key=self.key(path), state_key=self._state_key(path),
+            part_size=self.config.part_size, state=state,
+        )  # fmt: skip
 
 
-class S3Writer:
-    def __init__(
-        self, driver: S3Driver, *, path: str, state_key: str, state: dict[str, Any], tail: bytes
-    ) -> None:
-        self._d = driver
-        self._path = path
-        self._key = driver.key(path)
-        self._state_key = state_key
-        self._state = state
-        self._parts: list[list[Any]] = [list(p) for p in state["parts"]]
-        self._buffer = bytearray(tail)
-        self._dirty = False  # written to since opened: `close` has something to record
-
-    @property
-    def size(self) -> int:
-        return sum(int(p[2]) for p in self._parts) + len(self._buffer)
-
-    async def write(self, data: bytes, /) -> None:
-        self._dirty = self._dirty or bool(data)
-        self._buffer.extend(data)
-        part_size = max(self._d.config.part_size, 1)
-        while len(self._buffer) >= part_size:
-            await self._upload_part(bytes(self._buffer[:part_size]))
-            del self._buffer[:part_size]
-
-    async def _upload_part(self, data: bytes) -> None:
-        number = len(self._parts) + 1
-        try:
-            resp = await self._d._client.upload_part(
-                Bucket=self._d._bucket,
-                Key=self._key,
-                UploadId=self._state["upload_id"],
-                PartNumber=number,
-                Body=data,
-            )
-        except ClientError as e:
-            # NoSuchUpload: the multipart upload is gone (aborted by a lifecycle rule, or lost by a
-            # server that keeps uploads in memory and restarted): its parts cannot come back.
-            raise _not_found(e, self._path) from None
-        self._parts.append([number, resp["ETag"], len(data)])
-
-    async def close(self) -> None:
-        if not self._dirty:
-            return
-        client, bucket = self._d._client, self._d._bucket
-        old_tail = self._state.get("tail")
-        tail_key = None
-        if self._buffer:
-            tail_key = self._d.key(f"{WRITERS}/{self._path}/tail-{uuid.uuid4().hex}")
-            await client.put_object(Bucket=bucket, Key=tail_key, Body=bytes(self._buffer))
-        state = {**self._state, "parts": self._parts, "tail": tail_key, "tail_size": len(self._buffer)}
-        await client.put_object(Bucket=bucket, Key=self._state_key, Body=json.dumps(state).encode())
-        self._state = state
-        if old_tail and old_tail != tail_key:
-            with contextlib.suppress(ClientError):
-                await client.delete_object(Bucket=bucket, Key=old_tail)
-        self._dirty = False
-
-    async def abandon(self) -> None:
-        # Nothing recorded: the next writer starts from the stored state; parts this handle uploaded are
-        # overwritten by the next ones (same numbers) or left out when the upload completes.
-        self._dirty = False
-
-    async def commit(self) -> None:
-        client, bucket = self._d._client, self._d._bucket
-        upload_id = self._state["upload_id"]
-        if not self._parts:
-            await client.put_object(Bucket=bucket, Key=self._key, Body=bytes(self._buffer))
-            with contextlib.suppress(ClientError):
-                await client.abort_multipart_upload(Bucket=bucket, Key=self._key, UploadId=upload_id)
-        else:
-            if self._buffer:
-                await self._upload_part(bytes(self._buffer))
-            try:
-                await client.complete_multipart_upload(
-                    Bucket=bucket,
-                    Key=self._key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": [{"PartNumber": int(n), "ETag": e} for n, e, _ in self._parts]},
-                )
-            except ClientError as e:
-                raise _not_found(e, self._path) from None
-        self._buffer.clear()
-        await self._forget()
-
-    async def cancel(self) -> None:
-        with contextlib.suppress(ClientError):
-            await self._d._client.abort_multipart_upload(
-                Bucket=self._d._bucket, Key=self._key, UploadId=self._state["upload_id"]
-            )
-        await self._forget()
-
-    async def _forget(self) -> None:
-        writers = self._d.key(f"{WRITERS}/{self._path}")
-        keys = [k for k in await self._d._keys_under(writers + "/") if k.count("/") == writers.count("/") + 1]
-        await self._d._delete_keys(keys)
-        self._dirty = False
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
-def _not_found(error: ClientError, path: str) -> FileNotFoundError:
-    """The FileNotFoundError for a missing object; any other S3 error propagates unchanged."""
-    if _code(error) in _MISSING:
-        return FileNotFoundError(path)
-    raise error
+def _plain_http(endpoint: str | None) -> bool:
+    return endpoint is not None and endpoint.lower().startswith("http:")
 
 
 def _conforms(driver: S3Driver) -> base.ObjectDriver:
