@@ -21,7 +21,6 @@ from dockyard_operator.reconcile import turns
 from tests.operator import test_nodetrust_publisher as publisher
 from tests.operator.test_nodetrust_publisher import TRUST_NS, CountingKube, condition, setup
 
-
 Requests = tuple[list[tuple[str, str, str | None]], list[tuple[str, str, str]]]
 
 
