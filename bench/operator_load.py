@@ -16,7 +16,7 @@ incl. bcrypt cost 12, so hashing each registry's user is part of what is measure
 "Current status" is `status.observedGeneration == metadata.generation`, without Degraded=True (a pass records
 its generation even when a child was refused, the API server's Service IP range full, say) and without a
 condition still waiting for node trust to publish the registry's CA (the publisher's round brings one more
-pass and status write per registry); the Deployment (what runs the pods) is checked too.
+status write per registry); the Deployment (what runs the pods) is checked too.
 
 Requests are told apart by user: the operator authenticates with a client certificate of its own
 (`dockyard-operator`, in `system:masters`), the bench's polling as the admin. Writes are create, update,
@@ -115,7 +115,7 @@ def _converged(plane: kube.ControlPlane, *, namespace: str, count: int) -> bool:
 
 def _unsettled(registry: Mapping[str, Any]) -> bool:
     """A pass that could not write a child still records its generation, but says so in Degraded; one that
-    handed its CA to node trust says it waits for the publisher, whose round brings one more pass."""
+    handed its CA to node trust says it waits for the publisher, whose round brings one more status write."""
     conditions = (registry.get("status") or {}).get("conditions") or []
     return any(
         (c.get("type") == "Degraded" and c.get("status") == "True") or c.get("reason") == Reason.PUBLISHING
