@@ -7,7 +7,9 @@ Covers:
 - a registry with nothing settled in this process (a restarted operator) gets a pass instead;
 - passes and refreshes of one registry take turns: a refresh queued behind a running pass gives way to a
   pass queued after it, a second refresh is covered by the queued one, and a pass is never covered by a
-  queued refresh.
+  queued refresh;
+- a pass somebody asked for gets a free slot before the resync timer's passes, and a pass waiting for its
+  slot covers later passes of its registry.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ async def test_a_registry_with_nothing_settled_in_this_process_gets_a_pass() -> 
 
 
 async def test_passes_and_refreshes_of_one_registry_take_turns() -> None:
-    queue = turns.Turns()
+    queue = turns.Turns(slots=4)
     key = ("ns", "r0")
     release = asyncio.Event()
     got: list[tuple[str, bool]] = []
@@ -108,6 +110,29 @@ async def test_passes_and_refreshes_of_one_registry_take_turns() -> None:
         ("refresh-queued", False),  # a pass queued behind it covers it
         ("pass-queued", True),
     ]
-    assert queue.busy() == []
+    assert queue.held() == [] and not queue.busy(key)
     async with queue.refresh_turn(key) as mine:  # nothing queued: a refresh runs
         assert mine
+
+
+async def test_a_pass_somebody_asked_for_gets_a_slot_before_the_timers_and_covers_later_ones() -> None:
+    queue = turns.Turns(slots=1)
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def take(name: str, *, urgent: bool) -> None:
+        async with queue.pass_turn(("ns", name), urgent=urgent) as mine:
+            order.append(f"{name}:{mine}")
+            if name == "running":
+                await release.wait()
+
+    running = asyncio.create_task(take("running", urgent=True))
+    await asyncio.sleep(0)
+    timer = asyncio.create_task(take("timer", urgent=False))
+    created = asyncio.create_task(take("created", urgent=True))
+    await asyncio.sleep(0)
+    assert queue.busy(("ns", "created"))  # waiting for a slot: the resync timer skips it
+    await take("created", urgent=True)  # a pass that has not begun covers a later one
+    release.set()
+    await asyncio.gather(running, timer, created)
+    assert order == ["running:True", "created:False", "created:True", "timer:True"]

@@ -16,9 +16,10 @@ own `report` (one status patch at most, no reads, no second pass over the childr
 settled (a restart, a blocked pass, a staged CA rotation, which moves on with passes) gets a pass instead.
 
 Also here: passes (and refreshes) of one registry never overlap and bursts coalesce (`turns`); the periodic
-resync skips a registry that had a pass within the last half period (drift is still corrected within 1.5
-periods); at most `concurrent_passes` run at once (the rest wait their turn holding nothing but their
-registry's name); shutdown drains running passes; a deleted registry's outside traces are removed (`forget`).
+resync skips a registry that had a pass within the last half period or has one running or waiting (drift is
+still corrected within two periods); at most `concurrent_passes` run at once, passes somebody asked for before
+the timer's (the rest wait their turn holding nothing but their registry's name); shutdown drains running
+passes; a deleted registry's outside traces are removed (`forget`).
 Must not: import kopf (handlers translate `Result.retry_after` into kopf's retry), talk to the API except
 through the steps, or hold per-pass state in fields (everything a pass knows is in local, immutable values;
 the one per-registry memory is the small `status.Settled` of its last pass, for refreshes).
@@ -90,7 +91,8 @@ class Reconciler:
         self._kube = client
         self._settings = config
         self._clock = clock
-        self._turns = turns.Turns()  # per registry: passes and status refreshes never overlap
+        # At most `concurrent_passes` passes at once; passes and status refreshes of a registry never overlap.
+        self._turns = turns.Turns(slots=config.concurrent_passes)
         self._finished: dict[tuple[str, str], float] = {}  # monotonic end of each registry's last pass
         # What each registry's last finished pass settled: a node trust change refreshes status from it.
         self._settled: dict[tuple[str, str], _Settled] = {}
@@ -100,7 +102,6 @@ class Reconciler:
         self.metrics = measures if measures is not None else metrics.OperatorMetrics()
         """Reconcile durations and errors, and each registry's reported status, for /metrics."""
         self._fanout = asyncio.Semaphore(8)  # passes started by node trust at once (kopf runs as many)
-        self._slots = asyncio.Semaphore(config.concurrent_passes)  # passes running at once, all origins
         self._writer = writer.Writer(client)
         self._credentials = credentials.Credentials(reader=client, config=config, cache_key=cache_key)
         self._object_storage = object_storage.ObjectStorage(reader=client)
@@ -238,41 +239,41 @@ class Reconciler:
     async def reconcile(self, *, namespace: str, name: str, periodic: bool = False) -> Result:
         """Bring one registry's children and status in line with its spec (serialized per registry).
 
-        Passes for one registry never overlap. Bursts coalesce: a pass that would only queue behind another
-        queued pass returns at once, because that queued pass reads the registry fresh and covers it. A
+        Passes for one registry never overlap. Bursts coalesce: a pass admitted but not begun yet (waiting for
+        a slot or for its registry) covers later ones, because it reads the registry fresh when it begins. A
         `periodic` pass (the resync timer's) is skipped when the registry's last pass ended less than half a
-        resync period ago: it would read what that pass just read, and a thousand registries created together
-        would otherwise queue their timers' passes in front of the passes they still need.
+        resync period ago (it would read what that pass just read) or while the registry has a pass running
+        or waiting, and it gets a slot only after the passes somebody asked for: a thousand registries created
+        together would otherwise queue their timers' passes in front of the passes they still need.
         """
         if self._closed:
             return Result()  # shutting down: the next operator process resumes every registry
         key = (namespace, name)
         recent = time.monotonic() - self._finished.get(key, -math.inf) < self._settings.resync_seconds / 2
-        if periodic and recent:
+        if periodic and (recent or self._turns.busy(key)):
             return Result()
-        async with self._turns.pass_turn(key) as mine:
+        async with self._turns.pass_turn(key, urgent=not periodic) as mine:
             if not mine:
                 return Result()
-            async with self._slots:
-                self._settled.pop(key, None)  # until this pass settles: a refresh waits for it or passes
-                body = await self._kube.get(
-                    api_version=names.API_VERSION, kind=names.KIND, namespace=namespace, name=name
-                )
-                if body is None or body.get("metadata", {}).get("deletionTimestamp"):
-                    self.metrics.forget(namespace=namespace, name=name)
-                    self._finished.pop(key, None)
-                    return Result()  # deleted: garbage collection removes the children
-                try:
-                    with self.metrics.step("pass"):
-                        result = await self._pass(body)
-                    if result.retry_after is None:  # a pass that asks for a retry does not count as done
-                        self._finished[key] = time.monotonic()
-                    return result
-                except kube.NamespaceTerminating:
-                    # The namespace is being deleted, children first: recreating them is neither possible
-                    # nor wanted, and the registry itself goes next.
-                    log.debug("namespace %s is terminating; not reconciling %s", namespace, name)
-                    return Result()
+            self._settled.pop(key, None)  # until this pass settles: a refresh waits for it or passes
+            body = await self._kube.get(
+                api_version=names.API_VERSION, kind=names.KIND, namespace=namespace, name=name
+            )
+            if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                self.metrics.forget(namespace=namespace, name=name)
+                self._finished.pop(key, None)
+                return Result()  # deleted: garbage collection removes the children
+            try:
+                with self.metrics.step("pass"):
+                    result = await self._pass(body)
+                if result.retry_after is None:  # a pass that asks for a retry does not count as done
+                    self._finished[key] = time.monotonic()
+                return result
+            except kube.NamespaceTerminating:
+                # The namespace is being deleted, children first: recreating them is neither possible
+                # nor wanted, and the registry itself goes next.
+                log.debug("namespace %s is terminating; not reconciling %s", namespace, name)
+                return Result()
 
     async def node_trust_changed(self, keys: set[tuple[str, str]]) -> None:
         """Node trust published something these registries read: each one's status follows (`refresh`)."""
@@ -342,7 +343,7 @@ class Reconciler:
     async def close(self) -> None:
         """Stop taking passes, let running ones finish (bounded), then close the client."""
         self._closed = True
-        running = self._turns.busy()
+        running = self._turns.held()
 
         async def drain() -> None:
             for lock in running:
