@@ -6,14 +6,17 @@ incl. bcrypt cost 12, so hashing each registry's user is part of what is measure
 - the time from applying 1, then N `PrivateRegistry` objects (each with one push user whose password comes
   from a Secret) until every one of them has all its children and a current status;
 - the operator's peak resident memory (VmHWM) over the whole workload;
+- the batch's cost: the API requests the operator makes from the create of the N objects until they all
+  converged, per (verb, resource) and per object (a GET of the registry is one pass: every pass reads it
+  once), counted from the API server's audit log;
 - the steady-state resync cost: once the N objects converged and nothing changes, the API requests the
-  operator makes over `WINDOW_PERIODS` resync periods (`DOCKYARD_RESYNC_SECONDS`), counted from the API
-  server's audit log, per object and period.
+  operator makes over `WINDOW_PERIODS` resync periods (`DOCKYARD_RESYNC_SECONDS`), counted from the audit
+  log too, per object and period.
 
 "Current status" is `status.observedGeneration == metadata.generation`, without Degraded=True (a pass records
 its generation even when a child was refused, the API server's Service IP range full, say) and without a
 condition still waiting for node trust to publish the registry's CA (the publisher's round brings one more
-pass and status write per registry); the Deployment (what runs the pods) is checked too.
+status write per registry); the Deployment (what runs the pods) is checked too.
 
 Requests are told apart by user: the operator authenticates with a client certificate of its own
 (`dockyard-operator`, in `system:masters`), the bench's polling as the admin. Writes are create, update,
@@ -59,6 +62,8 @@ SETTLE_SECONDS = 5.0
 WINDOW_PERIODS = 2
 # Metadata only: the names of the Deployments without their specs, cheap to poll at 1,000 objects.
 PARTIAL_METADATA = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+# The audit log's name for the registries: every reconcile pass GETs its registry once.
+_REGISTRIES = f"{names.PLURAL}.{names.GROUP}"
 
 
 def _converge_timeout(count: int) -> float:
@@ -110,7 +115,7 @@ def _converged(plane: kube.ControlPlane, *, namespace: str, count: int) -> bool:
 
 def _unsettled(registry: Mapping[str, Any]) -> bool:
     """A pass that could not write a child still records its generation, but says so in Degraded; one that
-    handed its CA to node trust says it waits for the publisher, whose round brings one more pass."""
+    handed its CA to node trust says it waits for the publisher, whose round brings one more status write."""
     conditions = (registry.get("status") or {}).get("conditions") or []
     return any(
         (c.get("type") == "Degraded" and c.get("status") == "True") or c.get("reason") == Reason.PUBLISHING
@@ -119,7 +124,8 @@ def _unsettled(registry: Mapping[str, Any]) -> bool:
 
 
 def _time_batch(plane: kube.ControlPlane, operator: procs.Proc, *, namespace: str, count: int) -> float:
-    """Seconds from `kubectl create` of `count` registries until all have children and a current status.
+    """Seconds from `kubectl create` of `count` registries until all have children and a current status
+    (the batch's requests: `measure_batch`).
 
     Polled every 0.1 s for a few objects, every second for many: listing 1,000 registries costs the API
     server and this process CPU the operator would otherwise get, and a second is <1% of the measure.
@@ -181,11 +187,11 @@ class ResyncCost:
         """`count` per object and resync period."""
         return count / (self.objects * self.periods)
 
-    def lines(self) -> list[str]:
+    def lines(self, unit: str = "per object and period") -> list[str]:
         """One line per (verb, resource), most frequent first, with the count per object and period."""
         width = max((len(resource) for _, resource in self.requests), default=0)
         return [
-            f"    {verb:8} {resource:{width}} {n:7d}  ({self.per_object(n):.2f} per object and period)"
+            f"    {verb:8} {resource:{width}} {n:7d}  ({self.per_object(n):.2f} {unit})"
             for (verb, resource), n in sorted(self.requests.items(), key=lambda item: (-item[1], item[0]))
         ]
 
@@ -224,6 +230,44 @@ def _audit_events(path: Path, *, offset: int, user: str) -> Iterator[dict[str, A
                     yield event
 
 
+def _count_requests(
+    plane: kube.ControlPlane, *, offset: int, start: float, end: float
+) -> tuple[dict[tuple[str, str], int], int]:
+    """The operator's requests received in [start, end) (wall clock), logged after byte `offset`, by (verb,
+    resource), and the objects its LISTs returned (upper bound, see the module docstring)."""
+    requests: collections.Counter[tuple[str, str]] = collections.Counter()
+    lists: collections.Counter[tuple[str, str, str | None]] = collections.Counter()
+    for event in _audit_events(plane.audit_log, offset=offset, user=OPERATOR_USER):
+        if not start <= _timestamp(event["requestReceivedTimestamp"]) < end:
+            continue
+        ref = event.get("objectRef") or {}
+        verb = str(event.get("verb"))
+        requests[(verb, _resource(ref))] += 1
+        if verb == "list":
+            lists[(ref.get("apiGroup") or "", str(ref.get("resource")), ref.get("namespace"))] += 1
+    listed = sum(
+        n * _in_scope(plane, group=group, resource=resource, namespace=namespace)
+        for (group, resource, namespace), n in lists.items()
+    )
+    return dict(requests), listed
+
+
+def measure_batch(
+    plane: kube.ControlPlane, operator: procs.Proc, *, namespace: str, count: int
+) -> ResyncCost:
+    """Time a batch of `count` new registries (`_time_batch`) and count the operator's requests meanwhile.
+
+    Returned as a `ResyncCost` of one period: its counts per object and period are per object of the batch.
+    The two registries created before the batch may get their timer's pass in it: at most two passes."""
+    offset = plane.audit_log.stat().st_size
+    start = time.time()
+    seconds = _time_batch(plane, operator, namespace=namespace, count=count)
+    end = time.time()
+    time.sleep(1.0)  # the audit log backend writes an event when its request completes
+    requests, listed = _count_requests(plane, offset=offset, start=start, end=end)
+    return ResyncCost(objects=count, periods=1, seconds=seconds, requests=requests, listed=listed)
+
+
 def measure_resync(
     plane: kube.ControlPlane, operator: procs.Proc, *, objects: int, period: float, periods: int
 ) -> ResyncCost:
@@ -243,28 +287,14 @@ def measure_resync(
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
     end = time.time()
     time.sleep(1.0)  # the audit log backend writes an event when its request completes
-    requests: collections.Counter[tuple[str, str]] = collections.Counter()
-    lists: collections.Counter[tuple[str, str, str | None]] = collections.Counter()
-    for event in _audit_events(plane.audit_log, offset=offset, user=OPERATOR_USER):
-        if not start <= _timestamp(event["requestReceivedTimestamp"]) < end:
-            continue
-        ref = event.get("objectRef") or {}
-        verb = str(event.get("verb"))
-        requests[(verb, _resource(ref))] += 1
-        if verb == "list":
-            lists[(ref.get("apiGroup") or "", str(ref.get("resource")), ref.get("namespace"))] += 1
-    listed = sum(
-        n * _in_scope(plane, group=group, resource=resource, namespace=namespace)
-        for (group, resource, namespace), n in lists.items()
-    )
-    return ResyncCost(
-        objects=objects, periods=periods, seconds=end - start, requests=dict(requests), listed=listed
-    )
+    requests, listed = _count_requests(plane, offset=offset, start=start, end=end)
+    return ResyncCost(objects=objects, periods=periods, seconds=end - start, requests=requests, listed=listed)
 
 
 def run(*, workdir: Path, objects: int, resync_seconds: float) -> dict[str, float]:
     """Run workload 7. Returns operator_1 and operator_many (s), operator_objects (N), operator_rss (MB),
-    and per object and resync period: operator_resync_writes, _reads, _listed."""
+    per object of the batch: operator_batch_writes, _reads, and per object and resync period:
+    operator_resync_writes, _reads, _listed."""
     workdir.mkdir(parents=True, exist_ok=True)
     results: dict[str, float] = {}
     with kube.ControlPlane(crds=[CRD], with_controller_manager=False, workdir=workdir / "plane") as plane:
@@ -295,8 +325,18 @@ def run(*, workdir: Path, objects: int, resync_seconds: float) -> dict[str, floa
             results["operator_1"] = _time_batch(plane, operator, namespace="bench-one", count=1)
             print(f"  operator: 1 object in {results['operator_1']:.2f} s", flush=True)
             results["operator_objects"] = objects
-            results["operator_many"] = _time_batch(plane, operator, namespace="bench-many", count=objects)
-            print(f"  operator: {objects} objects in {results['operator_many']:.2f} s", flush=True)
+            batch = measure_batch(plane, operator, namespace="bench-many", count=objects)
+            results["operator_many"] = batch.seconds
+            passes = batch.per_object(batch.requests.get(("get", _REGISTRIES), 0))
+            print(
+                f"  operator: {objects} objects in {batch.seconds:.2f} s: {batch.writes} writes, "
+                f"{batch.reads} reads ({batch.per_object(batch.writes + batch.reads):.1f} per object; "
+                f"{passes:.2f} passes per object)",
+                flush=True,
+            )
+            print("\n".join(batch.lines("per object")), flush=True)
+            results["operator_batch_writes"] = batch.per_object(batch.writes)
+            results["operator_batch_reads"] = batch.per_object(batch.reads)
             total = objects + 2  # the warm-up's and the single batch's registries resync too
             print(
                 f"  operator: API requests over {WINDOW_PERIODS} resync periods of {resync_seconds:g} s",

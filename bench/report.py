@@ -127,6 +127,8 @@ def operator_rows(objects: int) -> list[Row]:
     return [
         Row("operator_1", "operator: 1 object converged", "s", False, absolute_target=2.0),
         Row("operator_many", f"operator: {objects} objects converged", "s", False, absolute_target=converge),
+        Row("operator_batch_writes", "  batch: API writes/object", "", False),
+        Row("operator_batch_reads", "  batch: API reads (GET, LIST)/object", "", False),
         Row("operator_rss", "operator peak RSS", "MB", False, absolute_target=rss),
         Row("operator_resync_writes", "operator resync: API writes/object", "", False, absolute_target=1.0),
         Row("operator_resync_reads", "  API reads (GET, LIST)/object", "", False, note="O(1)"),

@@ -6,9 +6,9 @@ object storage Secrets (found through an in-memory index of which registry refer
 events of owned children (a deleted or edited child, or a Deployment becoming available) mapped to their owner
 through the controller owner reference. Deleting a registry only withdraws its CA from node trust (an optional
 delete handler: no finalizer of its own). Node trust runs as one publisher task started here; when a
-publication changes what a registry reads (agents reporting, a staged CA rotation moving on), it starts that
-registry's pass. With `DOCKYARD_METRICS_LISTEN` set, startup also serves the operator's Prometheus metrics
-(`metrics`).
+publication changes what a registry reads (agents reporting, a staged CA rotation moving on), that
+registry's status follows (a refresh from its last pass, or a pass during a rotation). With
+`DOCKYARD_METRICS_LISTEN` set, startup also serves the operator's Prometheus metrics (`metrics`).
 
 kopf bookkeeping goes into `dockyard.dev/*` annotations, not into status: the CRD's structural schema would
 prune `status.kopf`, and status belongs to the reconciler. kopf adds a finalizer only because timers need one
@@ -69,7 +69,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     address = SETTINGS.metrics_address
     if address is not None:
         memo.metrics_server = metrics.serve(measures, host=address[0], port=address[1])
-    # Node trust's one publisher; it starts a pass of every registry whose node trust view it changed.
+    # Node trust's one publisher; it refreshes the status of every registry whose node trust view it changed.
     memo.publisher = asyncio.create_task(trust.run(on_change=memo.reconciler.node_trust_changed))
     memo.publisher.add_done_callback(_publisher_ended)
 

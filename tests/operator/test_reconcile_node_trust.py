@@ -17,6 +17,8 @@ Covers:
   `ca.crt` carries both, the serving certificate switches only once every node trusts the next CA, the CA is
   promoted only once the Deployment serves the new certificate, the same request never rotates twice and a
   new one stages a fresh CA; without node trust, or when the request predates the CA, nothing rotates;
+  the publisher's change alone (the agents reporting the next CA) moves a staged rotation on (a pass, not a
+  status refresh);
 - a staged next CA Secret that a pass did not see (an earlier create still in flight) is used, never replaced
   by a second next CA for the same request;
 - a hostname the registry may not claim (a public registry, a name it does not serve) is left out of the
@@ -245,6 +247,26 @@ async def test_a_ca_rotation_is_staged_through_the_nodes_and_never_serves_an_unt
     staged = base64.b64decode(api.obj("Secret", next_name)["data"]["ca.crt"]).decode()
     assert staged not in (old_pem, new_pem)
     assert layout.fingerprints(_tls(api)["ca.crt"].decode())[0] == new_fp
+
+
+async def test_a_staged_rotation_moves_on_when_the_nodes_report_it_without_any_other_trigger(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    """The agents' reports reach the operator only through node trust's publisher: during a rotation its
+    change brings a pass (a status refresh would leave the serving certificate as it is)."""
+    api.put(fakes.registry(spec={"nodeTrust": {"enabled": True}}))
+    await run(reconciler)
+    old_pem = _ca_pem(api)
+    _serve_nodes(api, [layout.fingerprint(old_pem)])
+    await run(reconciler)
+    api.obj(names.KIND, "demo")["metadata"]["annotations"] = {"dockyard.dev/rotate-ca": "r1"}
+    await run(reconciler)  # stages the next CA; the publisher's round publishes both
+    new_pem = base64.b64decode(api.obj("Secret", builders.next_ca_name("demo"))["data"]["ca.crt"]).decode()
+    assert pki.signed_by(cert_pem=_tls(api)["tls.crt"], ca_pem=old_pem.encode())
+    _serve_nodes(api, [layout.fingerprint(old_pem), layout.fingerprint(new_pem)])
+    assert reconciler.node_trust is not None
+    await reconciler.node_trust.publish_round(on_change=reconciler.node_trust_changed)  # no pass of ours
+    assert pki.signed_by(cert_pem=_tls(api)["tls.crt"], ca_pem=new_pem.encode())  # switched
 
 
 async def test_a_staged_ca_that_an_earlier_attempt_created_unseen_is_used_and_never_replaced(

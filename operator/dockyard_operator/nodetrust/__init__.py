@@ -16,7 +16,8 @@ The pieces, from the operator to the node:
 - `publication` (pure): what one publication contains: the ConfigMap's data, each host's owner, and every
   registry's view, from all sources, the nodes and the hosts' owners as last published;
 - `controller` (I/O through `kube.Kube`): the one publisher task: keeps every registry's source, observes the
-  agents' reports, publishes the ConfigMap and DaemonSet, and starts a pass of registries whose view changed;
+  agents' reports, publishes the ConfigMap and DaemonSet, and tells the reconciler which registries' view
+  changed (their status follows);
 - `hostfiles` (I/O on the node's files): the `Installer`, which keeps each runtime's certs.d entries (and
   mirror wiring) under the host root equal to the ConfigMap;
 - `agent` (I/O, runs on every node): the DaemonSet's process: mounted ConfigMap → `hostfiles`, and a report

@@ -5,12 +5,15 @@ every problem, CertificateReady, StorageReady from the claim and then from what 
 volume, NodeTrustReady), status.storage (where the data lives, and the volume as observed) and
 status.maintenance as observed, the blocked status (Ready=False,
 Degraded=True, children left as they are), writing status only when it changed, and posting the pass's Events
-plus a Warning when Degraded changes and a Recovered when it clears.
+plus a Warning when Degraded changes and a Recovered when it clears. In two halves: `settle` keeps what the
+pass found (`Settled`: verdicts and status parts, no API objects), `report` adds node trust's view; a status
+refresh after a node trust change calls `report` again with the registry's last `Settled` and the new view.
 Must not: touch children; Events are best effort (the condition already says it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from collections.abc import Mapping, Sequence
@@ -46,6 +49,32 @@ def previous_conditions(body: Mapping[str, Any]) -> tuple[model.Condition, ...]:
     return tuple(parsed)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settled:
+    """What a finished pass found that status reports, apart from node trust's view.
+
+    `report` turns it and a node trust view into status: the pass does, and so does a refresh when only node
+    trust's view of a registry changed (the reconciler keeps each registry's last `Settled` for that). Small
+    on purpose, one per registry: verdicts and status parts, never API objects."""
+
+    spec: model.PrivateRegistrySpec
+    names: names.Names
+    namespace: str
+    generation: int | None
+    ready: policies.Verdict
+    """The Deployment's verdict (Ready, Progressing)."""
+    ready_replicas: int
+    storage: policies.Verdict
+    problems: tuple[context.Problem, ...]
+    """Degraded's problems."""
+    certificate: policies.Verdict | None
+    ca: model.CaStatus | None
+    cert: model.CertificateStatus | None
+    node_endpoint: str | None
+    observed: context.Observed
+    """What the registry reported about itself (without the pass's findings)."""
+
+
 class Status:
     def __init__(self, *, client: Client) -> None:
         self._client = client
@@ -61,6 +90,20 @@ class Status:
         findings: context.Findings,
     ) -> tuple[model.PrivateRegistryStatus, context.Findings]:
         """The status a finished pass reports, and its findings plus the storage problem if any."""
+        settled, findings = self.settle(run, tls=tls, applied=applied, observed=observed, findings=findings)
+        return self.report(settled, trust=trust, previous=run.previous, now=run.now), findings
+
+    def settle(
+        self,
+        run: context.Pass,
+        *,
+        tls: context.Tls,
+        applied: context.Applied,
+        observed: context.Observed,
+        findings: context.Findings,
+    ) -> tuple[Settled, context.Findings]:
+        """What a finished pass found that status reports, apart from node trust, and its findings plus the
+        storage problem if any."""
         spec = run.spec
         deployment = applied.get("Deployment")
         ready = policies.deployment_verdict(deployment, replicas=spec.replicas)
@@ -72,11 +115,39 @@ class Status:
             storage = observed.verdict  # the claim is fine: what the registry measured on it decides
         if storage.reason in conditions.STORAGE_DEGRADING:
             findings += context.problem(storage.reason, storage.message)
-        conds = list(run.previous)
+        settled = Settled(
+            spec=spec,
+            names=run.names,
+            namespace=run.namespace,
+            generation=run.generation,
+            ready=ready,
+            ready_replicas=(((deployment or {}).get("status") or {}).get("readyReplicas") or 0),
+            storage=storage,
+            problems=findings.problems,
+            certificate=tls.certificate,
+            ca=tls.ca_status,
+            cert=tls.cert_status,
+            node_endpoint=context.node_endpoint(spec, applied.get("Service")),
+            observed=dataclasses.replace(observed, findings=context.Findings()),
+        )
+        return settled, findings
+
+    def report(
+        self,
+        settled: Settled,
+        *,
+        trust: context.Trust,
+        previous: Sequence[model.Condition],
+        now: datetime.datetime,
+    ) -> model.PrivateRegistryStatus:
+        """The status to report from what a pass settled and node trust's view (a pass, or a refresh when
+        only node trust's view changed: the same function, so both report alike)."""
+        spec, observed, ready, storage = settled.spec, settled.observed, settled.ready, settled.storage
+        conds = list(previous)
 
         def put(type_: str, ok: bool, reason: Reason, message: str) -> None:
             nonlocal conds
-            conds = conditions.put(conds, type_, ok, reason, message, now=run.now, generation=run.generation)
+            conds = conditions.put(conds, type_, ok, reason, message, now=now, generation=settled.generation)
 
         put(conditions.READY, ready.ok, ready.reason, ready.message)
         progressing = not ready.ok or ready.reason == Reason.ROLLING_OUT
@@ -86,17 +157,13 @@ class Status:
             ready.reason if progressing else Reason.RECONCILE_COMPLETE,
             ready.message if progressing else "all children are up to date",
         )
-        if findings.problems:
-            put(conditions.DEGRADED, True, findings.problems[0].reason, _joined(findings.problems))
+        if settled.problems:
+            put(conditions.DEGRADED, True, settled.problems[0].reason, _joined(settled.problems))
         else:
             put(conditions.DEGRADED, False, Reason.AS_EXPECTED, "no problems found")
-        if tls.certificate is not None:
-            put(
-                conditions.CERTIFICATE_READY,
-                tls.certificate.ok,
-                tls.certificate.reason,
-                tls.certificate.message,
-            )
+        if settled.certificate is not None:
+            certificate = settled.certificate
+            put(conditions.CERTIFICATE_READY, certificate.ok, certificate.reason, certificate.message)
         put(conditions.STORAGE_READY, storage.ok, storage.reason, storage.message)
         if trust.verdict is not None:
             put(conditions.NODE_TRUST_READY, trust.verdict.ok, trust.verdict.reason, trust.verdict.message)
@@ -130,31 +197,29 @@ class Status:
                 ),
                 reason=mirrors_verdict.reason,
                 message=mirrors_verdict.message,
-                now=run.now,
-                generation=run.generation,
+                now=now,
+                generation=settled.generation,
             )
         else:
             conds = [c for c in conds if c.type != conditions.MIRRORS_READY]
-        dep_status = (deployment or {}).get("status") or {}
-        status = model.PrivateRegistryStatus(
-            observed_generation=run.generation,
+        return model.PrivateRegistryStatus(
+            observed_generation=settled.generation,
             conditions=conds,
-            endpoint=context.endpoint(spec, run.names, run.namespace),
-            ca=tls.ca_status,
-            certificate=tls.cert_status,
+            endpoint=context.endpoint(spec, settled.names, settled.namespace),
+            ca=settled.ca,
+            certificate=settled.cert,
             replicas=spec.replicas,
-            ready_replicas=dep_status.get("readyReplicas") or 0,
-            node_endpoint=context.node_endpoint(spec, applied.get("Service")),
+            ready_replicas=settled.ready_replicas,
+            node_endpoint=settled.node_endpoint,
             node_trust=trust.status,
             storage=(observed.storage or model.StorageStatus()).model_copy(
-                update={"location": policies.storage_location(spec, claim=run.names.pvc)}
+                update={"location": policies.storage_location(spec, claim=settled.names.pvc)}
             ),
             maintenance=observed.maintenance,
             # Only while the spec names token issuers: dropping them clears what the registry reported.
             identities=list(observed.identities) if observed.identities and _token_issuers(spec) else None,
             mirrors=mirrors,
         )
-        return status, findings
 
     def blocked(
         self,

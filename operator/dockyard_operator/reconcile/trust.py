@@ -1,7 +1,8 @@
 """Step: hand this registry's CA and hosts to node trust, and read back what the nodes report.
 
 The pass hands in its `Source` (no I/O, no lock: node trust's one publisher picks it up) and reads the latest
-publication, which the publisher follows with a pass of every registry it changed. Registries without node
+publication (`view`), which the publisher follows with a status refresh of every registry it changed (the
+reconciler's `refresh`, which reads `view` only). Registries without node
 trust cost nothing here, except handing in "off" once after it was switched off, which withdraws their CA
 from the nodes. During a staged rotation the next CA is handed in beside the current one; the plan node trust
 publishes drives the CA rotation step. An operator run without a namespace has no node
@@ -28,15 +29,7 @@ class NodeTrustHandOff:
     ) -> context.Trust:
         spec = run.spec
         if self._node_trust is None:
-            if not spec.node_trust.enabled:
-                return context.Trust()
-            return context.Trust(
-                verdict=policies.Verdict(
-                    False,
-                    Reason.NOT_CONFIGURED,
-                    "node trust is not configured for this operator (no operator namespace)",
-                )
-            )
+            return self.view(spec, namespace=run.namespace, name=run.name)
         enabled = spec.node_trust.enabled
         if not enabled and not (run.body.get("status") or {}).get("nodeTrust"):
             return context.Trust()
@@ -54,15 +47,22 @@ class NodeTrustHandOff:
                 deployment=applied.get("Deployment"),
                 created=run.created,
             )
-        key = (run.namespace, run.name)
-        self._node_trust.submit(key, update)
-        observed = self._node_trust.latest()
-        if not enabled:
+        self._node_trust.submit((run.namespace, run.name), update)
+        return self.view(run.spec, namespace=run.namespace, name=run.name)
+
+    def view(self, spec: model.PrivateRegistrySpec, *, namespace: str, name: str) -> context.Trust:
+        """What the latest publication says about a registry (no I/O): what its pass reads after handing in,
+        and all a status refresh reads when only node trust's view changed."""
+        if self._node_trust is None:
+            return _not_configured() if spec.node_trust.enabled else context.Trust()
+        if not spec.node_trust.enabled:
             return context.Trust()
+        key = (namespace, name)
+        observed = self._node_trust.latest()
         view = observed.view(*key) if observed is not None else None
         verdict = observed.verdict(*key) if observed is not None else None
         if observed is None or view is None or verdict is None:
-            # Handed in, not yet published: the publisher's pass over this registry follows.
+            # Handed in, not yet published: the publisher's refresh of this registry follows.
             return context.Trust(
                 verdict=policies.Verdict(
                     False, Reason.PUBLISHING, "waiting for node trust to publish this registry's CA"
@@ -87,3 +87,13 @@ class NodeTrustHandOff:
         """The registry is being deleted: the nodes stop trusting its CA."""
         if self._node_trust is not None:
             await self._node_trust.forget(namespace, name)
+
+
+def _not_configured() -> context.Trust:
+    return context.Trust(
+        verdict=policies.Verdict(
+            False,
+            Reason.NOT_CONFIGURED,
+            "node trust is not configured for this operator (no operator namespace)",
+        )
+    )
