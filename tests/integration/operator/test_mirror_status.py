@@ -48,17 +48,23 @@ WRONG_PASSWORD = "not-the-Upstream-password-7"
 def upstream(tmp_path: Path) -> collections.abc.Iterator[real.Upstream]:
     """A real Distribution with htpasswd (Basic) auth; its right password is never given to Dockyard."""
     tmp = tmp_path / "distribution"
-    tmp.mkdir()
+    auth, password, basic = _htpasswd_auth(tmp)
+    with real._distribution(tmp, auth=auth, password=password, ready={"Authorization": basic}) as up:
+        yield up
+
+
+def _htpasswd_auth(directory: Path) -> tuple[str, str, str]:
+    """A new upstream password in an htpasswd file in `directory` (created): Distribution's `auth` block
+    for it, the password, and its Basic Authorization header value."""
+    directory.mkdir()
     password = harness.new_password()
-    htpasswd = tmp / "htpasswd"
+    htpasswd = directory / "htpasswd"
     subprocess.run(
         [harness.require_binary("htpasswd"), "-B", "-i", "-c", str(htpasswd), real.UPSTREAM_USER],
         input=password, text=True, check=True, capture_output=True,
     )  # fmt: skip
     auth = f"htpasswd:\n  realm: upstream\n  path: {htpasswd}"
-    basic = harness.Credentials(username=real.UPSTREAM_USER, password=password).basic()
-    with real._distribution(tmp, auth=auth, password=password, ready={"Authorization": basic}) as up:
-        yield up
+    return auth, password, harness.Credentials(username=real.UPSTREAM_USER, password=password).basic()
 
 
 def _mirrors(client: lightkube.Client, namespace: str) -> list[dict[str, Any]]:
@@ -158,15 +164,7 @@ def test_a_ca_bundle_that_cannot_be_loaded_is_named_while_the_mirror_stays_ready
     tmp_path: Path,
 ) -> None:
     up_dir = tmp_path / "distribution"
-    up_dir.mkdir()
-    password = harness.new_password()
-    htpasswd = up_dir / "htpasswd"
-    subprocess.run(
-        [harness.require_binary("htpasswd"), "-B", "-i", "-c", str(htpasswd), real.UPSTREAM_USER],
-        input=password, text=True, check=True, capture_output=True,
-    )  # fmt: skip
-    auth = f"htpasswd:\n  realm: upstream\n  path: {htpasswd}"
-    basic = harness.Credentials(username=real.UPSTREAM_USER, password=password).basic()
+    auth, password, basic = _htpasswd_auth(up_dir)
     tls = certs.write_server_tls(directory=tmp_path / "tls", ips=["127.0.0.1"])
     good_ca = tls.ca_file.read_bytes()
     mount = rotation.CaMount(tmp_path / "ca-secret", good_ca)
