@@ -114,6 +114,21 @@ def wait_condition(
     return kube.eventually(probe, timeout=timeout, what=f"{kind}={status} on {namespace}/{name}")
 
 
+def wait_published(client: lightkube.Client, name: str, namespace: str, *, timeout: float = 60.0) -> None:
+    """Wait until node trust's publisher has published the registry: no condition still reads `Publishing`.
+    Its round then refreshes the registry's status without a pass (no GET of the registry), so a test that
+    compares the registry's resourceVersion across passes must wait for it first."""
+
+    def probe() -> bool:
+        obj = client.get(PrivateRegistry, name, namespace=namespace)
+        waiting = [c for c in status_of(obj).get("conditions") or [] if c.get("reason") == "Publishing"]
+        if not status_of(obj).get("conditions") or waiting:
+            raise AssertionError(f"still publishing: {waiting or status_of(obj)}")
+        return True
+
+    kube.eventually(probe, timeout=timeout, what=f"node trust published {namespace}/{name}")
+
+
 def owned_by(obj: Any, owner: Any) -> bool:
     """True when `obj` has a controller ownerReference to `owner` (by UID)."""
     references = obj.metadata.ownerReferences or []

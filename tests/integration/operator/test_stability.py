@@ -79,8 +79,9 @@ def test_timer_passes_over_a_converged_registry_write_nothing(
         passwords={"alice": "alice-Steady-pw-17"},
     )
     cluster.wait_condition(kube_client, "demo", namespace, "CertificateReady", "True")
-    # Converged: one full pass after creation.
+    # Converged: one full pass after creation, and node trust's status refresh that follows it.
     cluster.await_passes(control_plane, user=operator.username, namespace=namespace, count=1)
+    cluster.wait_published(kube_client, "demo", namespace)
     before = _versions(kube_client, namespace)
     conditions = cluster.status_of(kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace))
 
