@@ -65,6 +65,11 @@ def default_account_has(client: lightkube.Client, namespace: str, secret: str) -
     return any(ref.name == secret for ref in account.imagePullSecrets or [])
 
 
+def _with_endpoints(status: dict[str, Any]) -> dict[str, Any] | None:
+    """`status` once it names both endpoints (None before: "not yet")."""
+    return status if status.get("nodeEndpoint") and status.get("endpoint") else None
+
+
 def test_pull_secrets_follow_namespaces_passwords_and_the_spec(
     kube_client: lightkube.Client, namespace: str, operator: Operator, other_namespaces: list[str]
 ) -> None:
@@ -100,7 +105,13 @@ def test_pull_secrets_follow_namespaces_passwords_and_the_spec(
     )
     kube.eventually(lambda: default_account_has(kube_client, listed, "demo-pull"), what="the SA to use it")
     account: Any = kube_client.get(core.ServiceAccount, "default", namespace=listed)
-    status = cluster.status_of(kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace))
+    # The pass writes status after the pull secrets and the ServiceAccount: wait for it too.
+    status = kube.eventually(
+        lambda: _with_endpoints(
+            cluster.status_of(kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace))
+        ),
+        what="the registry's endpoints in its status",
+    )
 
     kube_client.replace(cluster.password_secret("puller-password", namespace, "second-Pass-word2"))
     kube.eventually(
