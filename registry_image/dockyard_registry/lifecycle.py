@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -35,6 +36,18 @@ def install(app: web.Application, settings: state.Settings) -> None:
         app.on_cleanup.append(_close_mirrors)
     if settings.authenticator is not None and settings.authenticator.tokens is not None:
         app.cleanup_ctx.append(_issuer_keys)
+
+
+@contextlib.asynccontextmanager
+async def _while_serving(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run `work` as a task for the app's lifetime; cancel and await it at cleanup."""
+    task = asyncio.create_task(work)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _sweep_uploads(app: web.Application) -> AsyncIterator[None]:
@@ -63,22 +76,16 @@ async def _sweep_uploads(app: web.Application) -> AsyncIterator[None]:
                     ):
                         log.info("removed %d upload body files a stopped nginx left behind", gone)
 
-    task = asyncio.create_task(loop())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with _while_serving(loop()):
+        yield
 
 
 async def _scheduled_gc(app: web.Application) -> AsyncIterator[None]:
     """For the app's lifetime: the online gc (maintenance.GcRunner) on its schedule."""
     runner = app[state.SETTINGS].gc
     assert runner is not None
-    task = asyncio.create_task(runner.run_forever())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with _while_serving(runner.run_forever()):
+        yield
 
 
 async def _prepare_mirrors(app: web.Application) -> None:
@@ -99,11 +106,8 @@ async def _storage_checks(app: web.Application) -> AsyncIterator[None]:
     """For the app's lifetime: the storage check (health.StorageMonitor) behind /readyz."""
     monitor = app[state.SETTINGS].storage
     assert monitor is not None
-    task = asyncio.create_task(monitor.run_forever())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with _while_serving(monitor.run_forever()):
+        yield
 
 
 async def _issuer_keys(app: web.Application) -> AsyncIterator[None]:
@@ -120,8 +124,5 @@ async def _issuer_keys(app: web.Application) -> AsyncIterator[None]:
             # At least a second: a keyset whose read just failed within its retry interval is not busy-looped.
             await asyncio.sleep(max(1.0, min((k.seconds_until_due() for k in keysets), default=600.0)))
 
-    task = asyncio.create_task(loop())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with _while_serving(loop()):
+        yield
