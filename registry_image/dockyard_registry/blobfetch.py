@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-QUEUE_CHUNKS = 4  # chunks buffered for the leader: a slow client slows the fetch, never fills memory
+QUEUE_CHUNKS = 16  # chunks buffered for the leader: a slow client slows the fetch, never fills memory.
+# Each chunk is one read of the upstream connection (at most ~272 KiB: asyncio reads 256 KiB of TLS at a
+# time), so at most ~4 MiB per fetch wait here.
 
 
 class BlobFetch:
