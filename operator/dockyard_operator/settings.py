@@ -32,7 +32,8 @@ class Settings:
     """DOCKYARD_NGINX_IMAGE: the TLS/auth sidecar image (its nginx must have auth_request)."""
 
     resync_seconds: float = 60.0
-    """DOCKYARD_RESYNC_SECONDS: period of the drift-correcting timer per registry; tests set it low."""
+    """DOCKYARD_RESYNC_SECONDS: period of the one drift-correcting resync loop, which asks for a pass of
+    every registry once per period, spread evenly over it; tests set it low."""
 
     concurrent_passes: int = 16
     """DOCKYARD_CONCURRENT_PASSES: reconcile passes that run at once (1 to 1024). A thousand registries

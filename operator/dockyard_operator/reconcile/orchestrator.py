@@ -73,6 +73,8 @@ class Result:
 
     retry_after: float | None = None
     message: str = ""
+    gone: bool = False
+    """The registry no longer exists (or is being deleted): nothing more to ask for it."""
 
 
 class Reconciler:
@@ -254,8 +256,8 @@ class Reconciler:
         if periodic and (recent or self._turns.busy(key)):
             return Result()
         async with self._turns.pass_turn(key, urgent=not periodic) as mine:
-            if not mine:
-                return Result()
+            if not mine or self._closed:
+                return Result()  # covered by a pass that has not begun, or shutting down while waiting
             self._settled.pop(key, None)  # until this pass settles: a refresh waits for it or passes
             body = await self._kube.get(
                 api_version=names.API_VERSION, kind=names.KIND, namespace=namespace, name=name
@@ -263,7 +265,7 @@ class Reconciler:
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                 self.metrics.forget(namespace=namespace, name=name)
                 self._finished.pop(key, None)
-                return Result()  # deleted: garbage collection removes the children
+                return Result(gone=True)  # deleted: garbage collection removes the children
             try:
                 with self.metrics.step("pass"):
                     result = await self._pass(body)
