@@ -7,7 +7,11 @@ Covers:
   a missing Secret;
 - a CA shorter-lived than the certificate's renewal window does not make the operator reissue
   the certificate (and roll the pods) on every pass;
-- a hand-corrupted serving certificate or htpasswd Secret is repaired.
+- a hand-corrupted serving certificate or htpasswd Secret is repaired;
+- drift no watch event reports (a child edited so that it no longer carries the managed-by label the child
+  watches select on) is corrected by the operator-wide resync loop;
+- the operator writes nothing of kopf's to a registry: no finalizer, no last-handled-configuration or
+  progress annotations.
 """
 
 from __future__ import annotations
@@ -165,3 +169,42 @@ def test_a_corrupted_certificate_and_htpasswd_are_repaired(
         return file.users() == ["alice"] and bool(file.check_password("alice", "alice-Repair-pw-18"))
 
     kube.eventually(htpasswd_repaired, what="the htpasswd Secret to be repaired")
+
+
+def test_the_resync_loop_corrects_drift_no_watch_event_reports(
+    kube_client: lightkube.Client, namespace: str, operator: Operator
+) -> None:
+    cluster.create_registry(kube_client, namespace=namespace)
+    cluster.wait_condition(kube_client, "demo", namespace, "CertificateReady", "True")
+    configmap = cluster.wait_child(kube_client, core.ConfigMap, N.nginx_configmap, namespace)
+    data = dict(configmap.data or {})
+    key = sorted(data)[0]
+
+    # Without the managed-by label the child watch's selector no longer matches: no event handler runs,
+    # only the periodic pass (every 3 s in this suite) can see the drift.
+    kube_client.patch(
+        core.ConfigMap,
+        N.nginx_configmap,
+        {"metadata": {"labels": {names.LABEL_MANAGED_BY: None}}, "data": {key: "# edited by hand"}},
+        namespace=namespace,
+        patch_type=MERGE,
+    )
+
+    def repaired() -> bool:
+        live = kube_client.get(core.ConfigMap, N.nginx_configmap, namespace=namespace)
+        labels = (live.metadata.labels if live.metadata else None) or {}
+        return labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY and dict(live.data or {}) == data
+
+    kube.eventually(repaired, what="the nginx ConfigMap's label and data restored by the resync loop")
+
+
+def test_kopf_writes_nothing_to_a_registry(
+    control_plane: kube.ControlPlane, kube_client: lightkube.Client, namespace: str, operator: Operator
+) -> None:
+    cluster.create_registry(kube_client, namespace=namespace)
+    cluster.wait_condition(kube_client, "demo", namespace, "CertificateReady", "True")
+    cluster.await_passes(control_plane, user=operator.username, namespace=namespace, count=1)
+
+    meta = kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace)["metadata"]
+    assert not meta.get("finalizers")
+    assert not [key for key in meta.get("annotations") or {} if key.startswith(f"{names.GROUP}/")]
