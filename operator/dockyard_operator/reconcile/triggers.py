@@ -10,9 +10,9 @@ ask for passes on behalf of watched Secrets and children (`run`). Owns:
 - deletion: the first event showing a `deletionTimestamp`, or the DELETED event, hands the last body to
   `forget` once (the CA leaves the nodes, pull secret copies and the hosting ConfigMap go);
 - one resync loop: every resync period it asks for a periodic pass of every known registry, spread evenly
-  over the period (1,000 registries at 60 s: one every 60 ms), not all at once; the reconciler's turns still
-  give those passes a slot after every asked-for pass, and skip a registry that is busy or had a pass within
-  half a period;
+  over the period (1,000 registries at 60 s: one every 60 ms), not all at once (a late loop shifts the rest
+  of its round instead of catching up in a burst); the reconciler's turns still give those passes a slot
+  after every asked-for pass, and skip a registry that is busy or had a pass within half a period;
 - retries: a pass that asks for one (`Result.retry_after`) or fails (10 s after an API error, 60 s after a
   refusal or an unexpected error) is asked for again after that delay; a later asked-for pass replaces the
   retry with its own outcome.
@@ -196,6 +196,9 @@ class Triggers:
             start += self._period
             await asyncio.sleep(max(0.0, start - loop.time()))
             for offset, key in spread(list(self._known), self._period):
+                late = loop.time() - (start + offset)
+                if late > 0:
+                    start += late  # a busy event loop shifts the rest of the round: no burst to catch up
                 await asyncio.sleep(max(0.0, start + offset - loop.time()))
                 if key in self._known and not self._closed:
                     self._spawn(self.run(namespace=key[0], name=key[1], periodic=True), key)
