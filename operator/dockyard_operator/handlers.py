@@ -36,7 +36,7 @@ from dockyard_operator.nodetrust import controller
 
 SETTINGS = settings.Settings.from_env()
 LEGACY_FINALIZER = f"{names.GROUP}/timers"
-"""The finalizer kopf added for the per-registry timer before 0.2; kopf now removes it (nothing needs it)."""
+"""The finalizer kopf added for the per-registry timer of earlier versions; kopf now removes it."""
 _CHILD_LABELS = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
 
 

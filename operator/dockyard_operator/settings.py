@@ -39,7 +39,7 @@ class Settings:
     """DOCKYARD_CONCURRENT_PASSES: reconcile passes that run at once (1 to 1024). A thousand registries
     created together then queue instead of all holding a pass's reads, keys and manifests in memory at once;
     passes mostly wait on the API server, so a few dozen keep it as busy as a thousand would. Passes somebody
-    asked for (create, update, a watch event) get a freed slot before the resync timer's."""
+    asked for (create, update, a watch event) get a freed slot before the resync loop's."""
 
     bcrypt_rounds: int = 12
     """DOCKYARD_BCRYPT_ROUNDS: bcrypt cost for new htpasswd hashes (4 to 16); existing hashes are kept."""

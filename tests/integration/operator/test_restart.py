@@ -161,7 +161,7 @@ def test_a_registry_held_by_the_legacy_timer_finalizer_and_deleted_while_down_go
     cluster.wait_child(kube_client, apps.Deployment, N.deployment, namespace)
 
     assert restarted.stop() == 0
-    # What an operator before 0.2 left on every registry: kopf's finalizer for the per-registry timer.
+    # What earlier operator versions left on every registry: kopf's finalizer for the per-registry timer.
     kube_client.patch(
         cluster.PrivateRegistry,
         "demo",
