@@ -11,7 +11,7 @@ Covers:
 - drift no watch event reports (a child edited so that it no longer carries the managed-by label the child
   watches select on) is corrected by the operator-wide resync loop;
 - the operator writes nothing of kopf's to a registry: no finalizer, no last-handled-configuration or
-  progress annotations.
+  progress annotations; the finalizer earlier versions added (`dockyard.dev/timers`) is removed.
 """
 
 from __future__ import annotations
@@ -208,3 +208,20 @@ def test_kopf_writes_nothing_to_a_registry(
     meta = kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace)["metadata"]
     assert not meta.get("finalizers")
     assert not [key for key in meta.get("annotations") or {} if key.startswith(f"{names.GROUP}/")]
+
+    # The finalizer earlier versions had kopf add for their per-registry timer is taken off a live registry.
+    kube_client.patch(
+        cluster.PrivateRegistry,
+        "demo",
+        {"metadata": {"finalizers": [f"{names.GROUP}/timers"]}},
+        namespace=namespace,
+        patch_type=MERGE,
+    )
+    kube.eventually(
+        lambda: (
+            not kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace)["metadata"].get(
+                "finalizers"
+            )
+        ),
+        what="the legacy dockyard.dev/timers finalizer to be removed",
+    )
