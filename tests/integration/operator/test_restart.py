@@ -130,7 +130,7 @@ def test_a_restart_with_nothing_changed_rewrites_nothing(
     since = control_plane.audit_offset()
     restarted.start()
 
-    # The restarted operator's resume pass and the timer's first pass after it have both finished.
+    # The restarted operator's first pass (the start's listing) and the resync loop's after it have finished.
     cluster.await_passes(control_plane, user=restarted.username, namespace=namespace, count=2, since=since)
     assert _children(kube_client, namespace) == before
 

@@ -1,7 +1,7 @@
 """Steady state: once converged, the operator's periodic passes write nothing.
 
 Covers:
-- across several passes with nothing changed (the resync timer's, counted in the API server's audit log,
+- across several passes with nothing changed (the resync loop's, counted in the API server's audit log,
   not in the operator's), no child and not the registry's status is rewritten (resourceVersions stay),
   conditions keep their lastTransitionTime, and no Event is posted; the same holds for a registry stuck on
   a missing Secret;
@@ -73,7 +73,7 @@ def _serial(client: lightkube.Client, namespace: str) -> int:
     return int(x509.load_pem_x509_certificate(data["tls.crt"]).serial_number)
 
 
-def test_timer_passes_over_a_converged_registry_write_nothing(
+def test_periodic_passes_over_a_converged_registry_write_nothing(
     control_plane: kube.ControlPlane, kube_client: lightkube.Client, namespace: str, operator: Operator
 ) -> None:
     cluster.create_registry(
