@@ -33,7 +33,10 @@ from botocore.exceptions import ClientError
 
 from dockyard_registry.storage.s3direct import DirectS3
 
-MAX_IN_FLIGHT = 1  # parts sent while the next one fills: one more part's bytes in memory
+# Parts sent while the next one fills: that many more parts' bytes in memory (16 MiB at the default part
+# size). Two keep the S3 server busy while one part's response is on its way (bench.s3_store_cpu: a 256 MiB
+# push took about a fifth less wall time than with one).
+MAX_IN_FLIGHT = 2
 SIZE_META = "size"  # the state object's metadata: the upload's size (x-amz-meta-size)
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 
