@@ -2,17 +2,21 @@
 
 Covers: every direct operation (PutObject with metadata, GetObject, HeadObject, DeleteObject(s),
 UploadPart, ListObjectsV2) reaches a server that checks its SigV4 signature from the request as received
-(raw path and query, the signed headers, the payload hash against the body), with a key that needs
-quoting; gofakes3 checks no signatures, so a small aiohttp server stands in for that check. Throttling and
-5xx answers are retried and a refusal is not; an error keeps botocore's shape (ClientError with the XML
-Code, "404" for a bodiless HEAD) and a missing object is FileNotFoundError or None above it. Against
-gofakes3: keys with spaces, plus signs, tildes and non-ASCII round-trip through put, head, list, get and
-delete. The base URL comes from botocore's own addressing (path and virtual-hosted styles).
+(raw path and query, the signed headers, the payload hash against the body; over https, verified
+against the configured CA, UNSIGNED-PAYLOAD), with a key that needs quoting; gofakes3 checks no
+signatures, so a small aiohttp server stands in for that check. Throttling and 5xx answers are retried
+and a refusal is not; an error keeps botocore's shape (ClientError with the XML Code, "404" for a
+bodiless HEAD) and a missing object is FileNotFoundError or None above it. Against gofakes3: keys with
+spaces, plus signs, tildes and non-ASCII round-trip through put, head, list, get and delete. The base
+URL comes from botocore's own addressing (path and virtual-hosted styles).
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import pathlib
+import ssl
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +28,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+from dockyard_common import pki
 from dockyard_registry.storage import s3, s3direct
 from tests.support import s3server
 
@@ -46,14 +51,16 @@ def _verify(request: web.Request, body: bytes) -> None:
     assert {"host", "x-amz-date", "x-amz-content-sha256"} <= set(signed)
     received = AWSRequest(
         method=request.method,
-        url=f"http://{request.host}{request.raw_path}",
+        url=f"{request.scheme}://{request.host}{request.raw_path}",
         headers={name: request.headers[name] for name in signed if name != "host"},
     )
     received.context["timestamp"] = request.headers["X-Amz-Date"]
     signer = S3SigV4Auth(Credentials(ACCESS, SECRET), "s3", "us-east-1")
     expected = signer.signature(signer.string_to_sign(received, signer.canonical_request(received)), received)
     assert parts["Signature"] == expected, "signature does not match the request as received"
-    assert request.headers["X-Amz-Content-SHA256"] == hashlib.sha256(body).hexdigest()  # plain http
+    # As s3.py configures the client: the payload's hash over plain http only.
+    payload = "UNSIGNED-PAYLOAD" if request.secure else hashlib.sha256(body).hexdigest()
+    assert request.headers["X-Amz-Content-SHA256"] == payload
 
 
 class _Server:
@@ -83,19 +90,36 @@ class _Server:
         )
 
 
-@pytest.fixture
-async def signed() -> AsyncIterator[tuple[_Server, s3.S3Driver]]:
+@pytest.fixture(params=["http", "https"])
+async def signed(
+    request: pytest.FixtureRequest, tmp_path: pathlib.Path
+) -> AsyncIterator[tuple[_Server, s3.S3Driver]]:
+    """The checking server and a driver on it: over plain http, or https with the driver given its CA."""
+    tls, ca_file = None, None
+    if request.param == "https":
+        now, year = datetime.datetime.now(datetime.UTC), datetime.timedelta(days=365)
+        ca = pki.new_ca(common_name="test S3 CA", now=now, duration=year)
+        cert = pki.issue_server_cert(
+            ca=ca, common_name="s3", dns_names=[], ip_addresses=["127.0.0.1"], now=now, duration=year
+        )
+        (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+        (tmp_path / "tls.crt").write_bytes(cert.cert_pem)
+        (tmp_path / "tls.key").write_bytes(cert.key_pem)
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+        ca_file = tmp_path / "ca.crt"
     server = _Server()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", server.handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     config = s3.S3Config(
-        bucket="b", endpoint=f"http://127.0.0.1:{port}", access_key=ACCESS, secret_key=SECRET
-    )
+        bucket="b", endpoint=f"{request.param}://127.0.0.1:{port}", access_key=ACCESS, secret_key=SECRET,
+        ca_file=ca_file,
+    )  # fmt: skip
     driver = await s3.S3Driver(config).start()
     try:
         yield server, driver

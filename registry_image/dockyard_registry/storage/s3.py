@@ -108,7 +108,8 @@ class S3Driver:
             response_checksum_validation="when_required",
             max_pool_connections=MAX_CONNECTIONS,
         )
-        ca_file = str(c.ca_file) if c.ca_file is not None else None
+        # --s3-ca, else what the environment or the AWS config file names (AWS_CA_BUNDLE), as botocore reads.
+        ca_file = str(c.ca_file) if c.ca_file is not None else session.get_config_variable("ca_bundle")
         creator = session.create_client(
             "s3", endpoint_url=c.endpoint, region_name=c.region, verify=ca_file, config=config
         )

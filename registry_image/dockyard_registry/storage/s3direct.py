@@ -52,6 +52,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from botocore.exceptions import SSLError as BotoSSLError
+from botocore.httpsession import get_cert_path
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -118,7 +119,9 @@ class DirectS3:
         if not split.path.endswith("/k"):
             raise ValueError(f"cannot derive the bucket's URL from {probe!r}")
         base = urllib.parse.urlunsplit((split.scheme, split.netloc, split.path[:-1], "", ""))
-        context = ssl.create_default_context(cafile=ca_file) if split.scheme == "https" else None
+        # The CA bundle botocore would use: the configured one, else certifi's (get_cert_path).
+        https = split.scheme == "https"
+        context = ssl.create_default_context(cafile=ca_file or get_cert_path(True)) if https else None
         # Proxies from the environment as botocore reads them, looked up once (aiohttp's trust_env would
         # look them up, and the netrc file, in a worker thread for every request).
         proxy = (
