@@ -5,11 +5,13 @@ creates no multipart upload and copies nothing (it is one PUT, straight to its c
 leaves no session or writer state behind; a blob that fills parts is completed and moved into place with
 no multipart upload left open; an upload opened by the previous version (state JSON plus a separate tail
 object) is resumed, completed and cleaned up; abandoning a writer aborts a multipart upload it created and
-never recorded; payloads are signed over plain http only (https sends UNSIGNED-PAYLOAD).
+never recorded; parts go out in parallel, never more than MAX_IN_FLIGHT at once; payloads are signed over
+plain http only (https sends UNSIGNED-PAYLOAD).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import hashlib
 import json
@@ -22,7 +24,7 @@ import pytest
 from botocore.session import get_session
 
 from dockyard_registry import digest, fence, paths, store
-from dockyard_registry.storage import blocking, s3
+from dockyard_registry.storage import blocking, s3, s3writer
 from tests.support import s3server
 
 # Requests one small blob may cost through the store: HEAD (missing) + POST + PATCH + PUT, and one read of
@@ -74,15 +76,21 @@ def _open_multipart(raw: Any, bucket: str, prefix: str) -> list[str]:
     return [u["Key"] for u in found if u["Key"].startswith(prefix)]
 
 
-def _counting(driver: blocking.BlockingS3Driver) -> collections.Counter[str]:
-    """Every S3 operation the driver's client calls from now on, by name."""
-    calls: collections.Counter[str] = collections.Counter()
+class _Calls:
+    """Every S3 operation the driver asks for from now on, by name: through its aiobotocore client and
+    through its direct requests (s3direct.py)."""
 
-    def count(model: Any, **_: Any) -> None:
-        calls[model.name] += 1
+    def __init__(self, driver: blocking.BlockingS3Driver) -> None:
+        self._client: collections.Counter[str] = collections.Counter()
+        self._direct = driver._driver.direct.calls
+        self._direct_before = collections.Counter(self._direct)
+        driver._driver._client.meta.events.register("before-call.s3", self._count)
 
-    driver._driver._client.meta.events.register("before-call.s3", count)
-    return calls
+    def _count(self, model: Any, **_: Any) -> None:
+        self._client[model.name] += 1
+
+    def spent(self) -> dict[str, int]:
+        return dict(self._client + (self._direct - self._direct_before))
 
 
 async def _body(data: bytes) -> AsyncIterator[bytes]:
@@ -101,13 +109,13 @@ async def test_a_small_blob_push_is_a_few_requests_and_one_put_of_its_bytes(
     st = store.Store(facade, gc_fence=fence.GcFence(facade, clock=lambda: 0.0))
     data = os.urandom(48 * 1024)  # less than a part
     dgst = _digest(data)
-    calls = _counting(facade)
+    calls = _Calls(facade)
     with pytest.raises(store.BlobUnknownError):
         st.blob_size("r", dgst)  # the client's HEAD before it uploads
     upload = st.start_upload("r")
     await st.write_chunk("r", upload, body=_body(data))
     await st.finish_upload("r", upload, dgst=dgst)
-    spent = dict(calls)
+    spent = calls.spent()
     assert sum(spent.values()) <= SMALL_PUSH_BUDGET, spent
     assert "CreateMultipartUpload" not in spent and "CopyObject" not in spent, spent
     assert st.read_blob(dgst) == data
@@ -182,6 +190,33 @@ async def test_abandon_aborts_a_multipart_upload_the_handle_created_and_never_re
         await writer.write(b" and more")
         await writer.commit()
         assert await driver.get("u/data") == b"kept and more"
+
+
+async def test_parts_are_sent_in_parallel_up_to_the_bound(
+    config: s3.S3Config, raw: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with s3.S3Driver(config) as driver:
+        sending, most = 0, 0
+        upload_part = driver.direct.upload_part
+
+        async def slow_part(*args: Any) -> str:
+            nonlocal sending, most
+            sending += 1
+            most = max(most, sending)
+            try:
+                await asyncio.sleep(0.01)  # a slow server: the writer fills the next parts meanwhile
+                return await upload_part(*args)
+            finally:
+                sending -= 1
+
+        monkeypatch.setattr(driver.direct, "upload_part", slow_part)
+        data = os.urandom(10 * 64 * 1024 + 5)  # ten parts and a tail, in one write
+        writer = await driver.writer("u/data")
+        await writer.write(data)
+        await writer.commit()
+        assert most == s3writer.MAX_IN_FLIGHT == 2
+        assert await driver.get("u/data") == data
+    assert _open_multipart(raw, config.bucket, config.prefix + "/") == []
 
 
 @pytest.mark.parametrize(

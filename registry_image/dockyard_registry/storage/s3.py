@@ -10,6 +10,9 @@ virtual-hosted addressing, custom CA bundles, presigning, every S3-compatible qu
 on aiohttp, which the registry already runs on: one event loop, no thread per request. It is maintained
 alongside botocore's releases and used by s3fs/fsspec. obstore (Rust) was the alternative: fast, but its
 multipart API hides the upload id and parts, which a session resumed on another replica needs to see.
+The requests every push makes many of (PutObject, GetObject, HeadObject, DeleteObject(s), UploadPart,
+ListObjectsV2) are signed by botocore's SigV4 signer and sent on aiohttp around botocore's per-request
+pipeline (s3direct.py, which says why); the client keeps the rest, resolves the endpoint and credentials.
 
 Resumable writers (s3writer.py). A writer on `path` is a small state object, `_s3writers/<path>/state`:
 the multipart upload it fills (created once a first part fills), its parts, and the bytes that do not
@@ -38,7 +41,7 @@ from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from dockyard_registry.storage import base, s3writer
+from dockyard_registry.storage import base, s3direct, s3writer
 from dockyard_registry.storage.s3writer import S3Writer
 
 _code = s3writer.code
@@ -50,6 +53,7 @@ DEFAULT_PART_SIZE = 8 << 20
 MAX_COPY = 5 << 30  # CopyObject's limit; larger objects are copied part by part (UploadPartCopy)
 COPY_PART = 1 << 30
 _CHUNK = 1 << 20
+MAX_CONNECTIONS = 10  # per client (botocore's default), and as many for the direct requests
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,33 +86,40 @@ class S3Driver:
         self._prefix = config.prefix.strip("/")
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
+        self._direct: s3direct.DirectS3 | None = None
 
     async def start(self) -> S3Driver:
         c = self.config
-        creator = get_session().create_client(
-            "s3",
-            endpoint_url=c.endpoint,
-            region_name=c.region,
-            aws_access_key_id=c.access_key,
-            aws_secret_access_key=c.secret_key,
-            aws_session_token=c.session_token,
-            verify=str(c.ca_file) if c.ca_file is not None else None,
-            config=Config(
-                signature_version="s3v4",
-                # SigV4 signs a payload by its sha256: a second pass over every byte we already hashed
-                # for its digest. Over https (AWS's default) TLS protects the body and botocore sends
-                # UNSIGNED-PAYLOAD, as AWS's SDKs do for streamed uploads; over plain http the signature
-                # is the body's only protection, so it stays.
-                s3={"addressing_style": c.addressing, "payload_signing_enabled": _plain_http(c.endpoint)},
-                retries={"max_attempts": 5, "mode": "standard"},
-                # botocore >= 1.36 adds CRC checksums to every request and checks them on every response;
-                # many S3-compatible servers send a whole-object checksum on ranged GETs or reject the
-                # headers. Content is verified by digest above us, so only ask where S3 requires them.
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
+        session = get_session()
+        if c.access_key is not None and c.secret_key is not None:
+            session.set_credentials(c.access_key, c.secret_key, c.session_token)
+        config = Config(
+            signature_version="s3v4",
+            # SigV4 signs a payload by its sha256: a second pass over every byte we already hashed
+            # for its digest. Over https (AWS's default) TLS protects the body and botocore sends
+            # UNSIGNED-PAYLOAD, as AWS's SDKs do for streamed uploads; over plain http the signature
+            # is the body's only protection, so it stays.
+            s3={"addressing_style": c.addressing, "payload_signing_enabled": _plain_http(c.endpoint)},
+            retries={"max_attempts": 5, "mode": "standard"},
+            # botocore >= 1.36 adds CRC checksums to every request and checks them on every response;
+            # many S3-compatible servers send a whole-object checksum on ranged GETs or reject the
+            # headers. Content is verified by digest above us, so only ask where S3 requires them.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            max_pool_connections=MAX_CONNECTIONS,
+        )
+        # --s3-ca, else what the environment or the AWS config file names (AWS_CA_BUNDLE), as botocore reads.
+        ca_file = str(c.ca_file) if c.ca_file is not None else session.get_config_variable("ca_bundle")
+        creator = session.create_client(
+            "s3", endpoint_url=c.endpoint, region_name=c.region, verify=ca_file, config=config
         )
         self._client = await self._stack.enter_async_context(creator)
+        # The hot simple requests go around botocore's pipeline (s3direct.py), on the same credentials.
+        self._direct = await s3direct.DirectS3.open(
+            self._client, bucket=c.bucket, credentials=await session.get_credentials(), config=config,
+            ca_file=ca_file, max_connections=MAX_CONNECTIONS,
+        )  # fmt: skip
+        self._stack.push_async_callback(self._direct.aclose)
         return self
 
     async def __aenter__(self) -> S3Driver:
@@ -132,66 +143,67 @@ class S3Driver:
         return self.config.bucket
 
     # --------------------------------------------------------------------------------------- objects
+    @property
+    def direct(self) -> s3direct.DirectS3:
+        if self._direct is None:
+            raise RuntimeError("S3Driver used before start()")
+        return self._direct
+
     async def get(self, path: str, /) -> bytes:
         try:
-            resp = await self._client.get_object(Bucket=self._bucket, Key=self.key(path))
+            return await self.direct.get(self.key(path))
         except ClientError as e:
             raise _not_found(e, path) from None
-        async with resp["Body"] as body:
-            data: bytes = await body.read()
-        return data
 
     async def put(self, path: str, data: bytes, /) -> None:
         # A PUT is atomic on S3: readers see the old object or the new one.
-        await self._client.put_object(Bucket=self._bucket, Key=self.key(path), Body=data)
+        await self.direct.put(self.key(path), data)
 
-    async def head(self, path: str, /) -> base.FileInfo | None:
-        """`stat` of an object only (one HEAD): None for a missing path and for a directory."""
+    async def _head(self, key: str, path: str) -> s3direct.Head | None:
         try:
-            head = await self._client.head_object(Bucket=self._bucket, Key=self.key(path))
+            return await self.direct.head(key)
         except ClientError as e:
             _not_found(e, path)
             return None
-        return base.FileInfo(size=int(head["ContentLength"]), modified=head["LastModified"].timestamp())
+
+    async def head(self, path: str, /) -> base.FileInfo | None:
+        """`stat` of an object only (one HEAD): None for a missing path and for a directory."""
+        head = await self._head(self.key(path), path)
+        return None if head is None else base.FileInfo(size=head.size, modified=head.modified)
 
     async def stat(self, path: str, /) -> base.FileInfo | None:
         info = await self.head(path)
         if info is not None:
             return info
-        listed = await self._client.list_objects_v2(
-            Bucket=self._bucket, Prefix=self.key(path) + "/", MaxKeys=1
-        )
-        contents = listed.get("Contents") or []
-        if not contents:
+        listed = await self.direct.list_page(self.key(path) + "/", max_keys=1)
+        if not listed.keys:
             return None
-        return base.FileInfo(size=0, modified=contents[0]["LastModified"].timestamp(), is_dir=True)
+        return base.FileInfo(size=0, modified=listed.keys[0][1], is_dir=True)
 
     async def list(self, path: str, /) -> list[str]:
         prefix = self.key(path) + "/"
         names: set[str] = set()
-        async for page in self._pages(Prefix=prefix, Delimiter="/"):
-            for common in page.get("CommonPrefixes") or []:
-                names.add(common["Prefix"][len(prefix) :].rstrip("/"))
-            for item in page.get("Contents") or []:
-                names.add(item["Key"][len(prefix) :])
+        async for page in self._pages(prefix, delimiter="/"):
+            names.update(common[len(prefix) :].rstrip("/") for common in page.prefixes)
+            names.update(key[len(prefix) :] for key, _ in page.keys)
         names.discard("")
         return sorted(names)
 
-    async def _pages(self, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
-        paginator = self._client.get_paginator("list_objects_v2")
-        async for page in paginator.paginate(Bucket=self._bucket, **kwargs):
+    async def _pages(self, prefix: str, *, delimiter: str | None = None) -> AsyncIterator[s3direct.Listing]:
+        token: str | None = None
+        while True:
+            page = await self.direct.list_page(prefix, delimiter=delimiter, token=token)
             yield page
+            if page.next_token is None:
+                return
+            token = page.next_token
 
     async def _keys_under(self, prefix: str) -> builtins.list[str]:
-        keys: builtins.list[str] = []
-        async for page in self._pages(Prefix=prefix):
-            keys.extend(item["Key"] for item in page.get("Contents") or [])
-        return keys
+        return [key async for page in self._pages(prefix) for key, _ in page.keys]
 
     async def _delete_keys(self, keys: builtins.list[str]) -> None:
         for i in range(0, len(keys), 1000):
-            batch = [{"Key": k} for k in keys[i : i + 1000]]
-            await self._client.delete_objects(Bucket=self._bucket, Delete={"Objects": batch, "Quiet": True})
+            await self.direct.delete_many(keys[i : i + 1000])
 
     async def delete(self, path: str, /) -> None:
         # Uploads in progress below `path` first (their parts are invisible to listing), then the objects.
@@ -207,9 +219,7 @@ class S3Driver:
 
     async def _abort_from_state(self, state_key: str) -> None:
         try:
-            resp = await self._client.get_object(Bucket=self._bucket, Key=state_key)
-            async with resp["Body"] as body:
-                state, _ = s3writer.State.parse(await body.read())
+            state, _ = s3writer.State.parse(await self.direct.get(state_key))
         except (ClientError, ValueError, KeyError, TypeError):
             return
         if state.upload_id is None:
@@ -229,7 +239,7 @@ class S3Driver:
             await self._client.copy_object(Bucket=self._bucket, Key=self.key(dst), CopySource=source)
         else:
             await self._copy_in_parts(source, dst, info.size)
-        await self._client.delete_object(Bucket=self._bucket, Key=self.key(src))
+        await self.direct.delete(self.key(src))
 
     async def _copy_in_parts(self, source: dict[str, str], dst: str, size: int) -> None:
         created = await self._client.create_multipart_upload(Bucket=self._bucket, Key=self.key(dst))
@@ -287,22 +297,18 @@ class S3Driver:
         without resuming it), or None when none is open: what the store needs of an upload between
         requests."""
         state_key = self._state_key(path)
-        try:
-            head = await self._client.head_object(Bucket=self._bucket, Key=state_key)
+        head = await self._head(state_key, path)
+        if head is None:
+            return None
+        recorded = head.metadata.get(s3writer.SIZE_META)
+        if recorded is not None:
+            return base.FileInfo(size=int(recorded), modified=head.modified)
+        try:  # a state in the older layout: its size is in the JSON
+            size = s3writer.State.size_of(await self.direct.get(state_key))
         except ClientError as e:
             _not_found(e, path)
             return None
-        modified = head["LastModified"].timestamp()
-        size = (head.get("Metadata") or {}).get(s3writer.SIZE_META)
-        if size is None:  # a state in the older layout: its size is in the JSON
-            try:
-                resp = await self._client.get_object(Bucket=self._bucket, Key=state_key)
-            except ClientError as e:
-                _not_found(e, path)
-                return None
-            async with resp["Body"] as body:
-                size = s3writer.State.size_of(await body.read())
-        return base.FileInfo(size=int(size), modified=modified)
+        return base.FileInfo(size=size, modified=head.modified)
 
     def _state_key(self, path: str) -> str:
         return self.key(f"{WRITERS}/{path}/state")
@@ -313,34 +319,30 @@ class S3Driver:
             return found
         # Recorded at once: the upload exists (size 0) for `writer_stat`, and a writer on another replica
         # resumes it instead of starting its own.
-        await self._client.put_object(
-            Bucket=self._bucket, Key=self._state_key(path), Body=b'{"upload_id": null, "parts": []}\n',
-            Metadata={s3writer.SIZE_META: "0"},
-        )  # fmt: skip
+        await self.direct.put(
+            self._state_key(path), b'{"upload_id": null, "parts": []}\n', metadata={s3writer.SIZE_META: "0"}
+        )
         return self._writer(path, s3writer.State(upload_id=None, parts=[], tail=b""))
 
     async def resume(self, path: str, /) -> S3Writer | None:
         """A writer on the upload open at `path`, or None when none is (nothing is created)."""
         try:
-            resp = await self._client.get_object(Bucket=self._bucket, Key=self._state_key(path))
+            raw = await self.direct.get(self._state_key(path))
         except ClientError as e:
             _not_found(e, path)
             return None
-        async with resp["Body"] as body:
-            state, old_tail = s3writer.State.parse(await body.read())
+        state, old_tail = s3writer.State.parse(raw)
         if old_tail is not None:
             try:
-                resp = await self._client.get_object(Bucket=self._bucket, Key=old_tail)
+                state.tail = await self.direct.get(old_tail)
             except ClientError as e:
                 raise _not_found(e, path) from None
-            async with resp["Body"] as body:
-                state.tail = await body.read()
         return self._writer(path, state)
 
     def _writer(self, path: str, state: s3writer.State) -> S3Writer:
         return S3Writer(
-            self._client, bucket=self._bucket, path=path, key=self.key(path), state_key=self._state_key(path),
-            part_size=self.config.part_size, state=state,
+            self._client, self.direct, bucket=self._bucket, path=path, key=self.key(path),
+            state_key=self._state_key(path), part_size=self.config.part_size, state=state,
         )  # fmt: skip
 
 

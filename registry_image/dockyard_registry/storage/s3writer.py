@@ -31,7 +31,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-MAX_IN_FLIGHT = 1  # parts sent while the next one fills: one more part's bytes in memory
+from dockyard_registry.storage.s3direct import DirectS3
+
+# Parts sent while the next one fills: that many more parts' bytes in memory (16 MiB at the default part
+# size). Two keep the S3 server busy while one part's response is on its way (bench.s3_store_cpu: a 256 MiB
+# push took about a fifth less wall time than with one).
+MAX_IN_FLIGHT = 2
 SIZE_META = "size"  # the state object's metadata: the upload's size (x-amz-meta-size)
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 
@@ -89,6 +94,7 @@ class S3Writer:
     def __init__(
         self,
         client: Any,
+        direct: DirectS3,
         *,
         bucket: str,
         path: str,
@@ -97,7 +103,8 @@ class S3Writer:
         part_size: int,
         state: State,
     ) -> None:
-        self._client = client
+        self._client = client  # aiobotocore: create and complete multipart uploads, abort them
+        self._direct = direct  # the requests made for every write: parts, state, the final PUT
         self._bucket = bucket
         self._path = path
         self._key = key
@@ -145,14 +152,12 @@ class S3Writer:
 
     async def _upload_part(self, upload_id: str, number: int, data: bytearray) -> Part:
         try:
-            resp = await self._client.upload_part(
-                Bucket=self._bucket, Key=self._key, UploadId=upload_id, PartNumber=number, Body=data
-            )
+            etag = await self._direct.upload_part(self._key, upload_id, number, data)
         except ClientError as e:
             # NoSuchUpload: the multipart upload is gone (aborted by a lifecycle rule, or lost by a
             # server that keeps uploads in memory and restarted): its parts cannot come back.
             raise not_found(e, self._path) from None
-        return (number, str(resp["ETag"]), len(data))
+        return (number, etag, len(data))
 
     async def _settle(self, task: asyncio.Task[Part]) -> None:
         try:
@@ -184,13 +189,11 @@ class S3Writer:
         await self._drain()
         header = {"upload_id": self._upload_id, "parts": [list(p) for p in self._parts]}
         body = json.dumps(header).encode() + b"\n" + bytes(self._buffer)
-        await self._client.put_object(
-            Bucket=self._bucket, Key=self._state_key, Body=body, Metadata={SIZE_META: str(self.size)}
-        )
+        await self._direct.put(self._state_key, body, metadata={SIZE_META: str(self.size)})
         self._created = False
         if self._old_tail is not None:
             with contextlib.suppress(ClientError):
-                await self._client.delete_object(Bucket=self._bucket, Key=self._old_tail)
+                await self._direct.delete(self._old_tail)
             self._old_tail = None
         self._dirty = False
 
@@ -215,7 +218,7 @@ class S3Writer:
     async def _finish(self, key: str) -> None:
         await self._drain()
         if self._upload_id is None:
-            await self._client.put_object(Bucket=self._bucket, Key=key, Body=self._buffer)
+            await self._direct.put(key, self._buffer)
         else:
             if self._buffer:
                 await self._send(self._buffer)
@@ -243,7 +246,6 @@ class S3Writer:
             await self._client.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=upload_id)
 
     async def _forget(self) -> None:
-        keys = [{"Key": self._state_key}] + ([{"Key": self._old_tail}] if self._old_tail else [])
-        await self._client.delete_objects(Bucket=self._bucket, Delete={"Objects": keys, "Quiet": True})
+        await self._direct.delete_many([self._state_key] + ([self._old_tail] if self._old_tail else []))
         self._old_tail = None
         self._dirty = False
