@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard_operator import builders, cli, kube, names, rbac, reconcile, settings
+from dockyard_operator import builders, cache, cli, kube, names, rbac, reconcile, settings
 from dockyard_operator import handlers as operator_handlers
 from tests.operator import test_builders
 
@@ -153,6 +153,7 @@ def test_rbac_rules_have_no_wildcards_and_cover_every_child_kind() -> None:
 class _Memo:
     def __init__(self, outcome: reconcile.Result | Exception) -> None:
         self.reconciler = self
+        self.cache = cache.Cache()
         self.outcome = outcome
         self.calls: list[tuple[str, str]] = []
         self.periodic: list[bool] = []
@@ -187,7 +188,10 @@ async def test_the_kopf_wiring_turns_failures_into_retries_with_a_delay(
 
 async def test_a_clean_pass_or_a_cluster_scoped_event_raises_nothing() -> None:
     memo = _Memo(reconcile.Result())
+    assert not memo.cache.primed
     await operator_handlers._run(memo, namespace="ns", name="demo")
+    # kopf ran a handler, so it had listed every kind the cache is fed (index handlers run first)
+    assert memo.cache.primed
     await operator_handlers._run(memo, namespace=None, name="demo")
     assert memo.calls == [("ns", "demo")]
 
