@@ -42,7 +42,7 @@ import dataclasses
 import json
 import zlib
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from dockyard_operator import kube, names
@@ -280,9 +280,13 @@ class CachedClient:
     """`get` answers from the cache where it knows; every write's response feeds it. Everything else passes
     through to the wrapped client unchanged."""
 
-    def __init__(self, client: Client, cache: Cache) -> None:
+    def __init__(
+        self, client: Client, cache: Cache, *, answered: Callable[[str], None] | None = None
+    ) -> None:
+        """`answered`: told `memory` or `api` for every read of a cached kind (the operator's metrics)."""
         self._client = client
         self.cache = cache
+        self._answered = answered or (lambda answer: None)
 
     async def get(self, *, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(api_version, kind, namespace, name, ours_only=False)
@@ -301,10 +305,12 @@ class CachedClient:
         if cached and not _fresh.get():
             known, obj = self.cache.lookup(key, ours_only=ours_only)
             if known:
+                self._answered("memory")
                 return obj
         request = self._client.get(api_version=api_version, kind=kind, namespace=namespace, name=name)
         if not cached:
             return await request
+        self._answered("api")
         with self.cache.reading(key) as reading:
             found = await request
             touched = reading.touched

@@ -4,13 +4,15 @@ Triggers: create/update/resume of a `PrivateRegistry` (one handler stacked on al
 (`DOCKYARD_RESYNC_SECONDS`) that corrects drift nobody told us about, events of referenced password, TLS and
 object storage Secrets (found through an in-memory index of which registry references which Secret), and
 events of owned children (a deleted or edited child, or a Deployment becoming available) mapped to their owner
-through the controller owner reference. Every object of the kinds a pass reads also feeds the reconciler's
-watch-fed cache (`cache`): additions and changes through index handlers (kopf runs them, on its initial listing
-too, before any other handler), deletions through the event handlers. Deleting a registry only withdraws its CA from node trust (an optional
+through the controller owner reference. Deleting a registry only withdraws its CA from node trust (an optional
 delete handler: no finalizer of its own). Node trust runs as one publisher task started here; when a
 publication changes what a registry reads (agents reporting, a staged CA rotation moving on), that
 registry's status follows (a refresh from its last pass, or a pass during a rotation). With
 `DOCKYARD_METRICS_LISTEN` set, startup also serves the operator's Prometheus metrics (`metrics`).
+
+The watch-fed cache the passes read from (`cache`) gets every added or changed object of the kinds a pass
+reads through index handlers (kopf runs them before any other handler, on its initial listing too) and
+every deletion through the event handlers.
 
 kopf bookkeeping goes into `dockyard.dev/*` annotations, not into status: the CRD's structural schema would
 prune `status.kopf`, and status belongs to the reconciler. kopf adds a finalizer only because timers need one

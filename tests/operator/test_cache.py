@@ -11,9 +11,11 @@ import dataclasses
 import datetime
 from typing import Any
 
+import kopf
 import pytest
 
 from dockyard_operator import cache, names, reconcile, settings
+from dockyard_operator import handlers as operator_handlers
 from tests.operator import fakes
 
 OURS = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
@@ -333,3 +335,36 @@ async def test_a_deleted_registry_stops_referencing_its_password_secret(
     api.remove(names.KIND, "demo")
     await reconciler.reconcile(namespace="ns", name="demo")
     assert store.lookup(("Secret", "ns", "alice-pw")) == (False, None)
+
+
+# ---------------------------------------------------------------------------------- kopf's side
+
+
+class _Memo:
+    """What handlers.py finds in kopf's memo: the cache, and a reconciler that sees only its own writes."""
+
+    def __init__(self) -> None:
+        self.cache = cache.Cache()
+        self.reconciler = self
+
+    def is_own_write(self, body: Any, *, deleted: bool) -> bool:
+        return True  # no pass: only the feeding is under test
+
+
+async def test_kopfs_handlers_feed_the_cache_with_its_bodies_and_deletions() -> None:
+    memo = _Memo()
+    body = kopf.Body(configmap("demo-nginx"))
+    operator_handlers.cached(body=body, memo=memo)
+    assert memo.cache.lookup(KEY)[1] is not None
+    await operator_handlers.child_changed(body=body, namespace="ns", memo=memo, type="MODIFIED")
+    assert memo.cache.lookup(KEY)[1] is not None
+    await operator_handlers.child_changed(body=body, namespace="ns", memo=memo, type="DELETED")
+    assert memo.cache.lookup(KEY) == (False, None)
+    memo.cache.refer(namespace="ns", registry="demo", secrets={"pw"})
+    password = kopf.Body(secret("pw"))
+    operator_handlers.cached(body=password, memo=memo)
+    assert memo.cache.lookup(("Secret", "ns", "pw"))[1] is not None
+    await operator_handlers.secret_changed(
+        body=password, namespace="ns", name="pw", memo=memo, type="DELETED", registries_by_secret={}
+    )
+    assert memo.cache.lookup(("Secret", "ns", "pw")) == (True, None)

@@ -92,9 +92,14 @@ class Reconciler:
         watched: cache.Cache | None = None,
     ) -> None:
         self._kube = client
+        self.metrics = measures if measures is not None else metrics.OperatorMetrics()
+        """Reconcile durations and errors, and each registry's reported status, for /metrics."""
         # `watched`: the watch-fed cache the steps and the writer read children and referenced Secrets from.
         self._watched = watched
-        reads = client if watched is None else cache.CachedClient(client, watched)
+        reads: kube.Kube | cache.CachedClient = client
+        if watched is not None:
+            reads = cache.CachedClient(client, watched, answered=self.metrics.cache_answered)
+            self.metrics.cache_objects.set_function(watched.size)
         self._settings = config
         self._clock = clock
         # At most `concurrent_passes` passes at once; passes and status refreshes of a registry never overlap.
@@ -105,8 +110,6 @@ class Reconciler:
         self._closed = False
         self.node_trust = node_trust
         """Node trust's publisher, whose task the handlers run (None: an operator without a namespace)."""
-        self.metrics = measures if measures is not None else metrics.OperatorMetrics()
-        """Reconcile durations and errors, and each registry's reported status, for /metrics."""
         self._fanout = asyncio.Semaphore(8)  # passes started by node trust at once (kopf runs as many)
         self._writer = writer.Writer(reads)
         self._credentials = credentials.Credentials(reader=reads, config=config, cache_key=cache_key)
