@@ -66,15 +66,26 @@ Key = tuple[str, str, str]  # kind, namespace, name
 _fresh: contextvars.ContextVar[bool] = contextvars.ContextVar("dockyard_cache_fresh", default=False)
 
 
+_DICTIONARIES = 64  # at most this many shapes get a preset dictionary (each at most 32 KiB)
+_WINDOW = 32 * 1024
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Entry:
     uid: str
     own: bool
     """Labelled or owned by a registry: kept whether or not a registry references it by name."""
     blob: bytes
+    zdict: bytes = b""
+    """The preset dictionary `blob` was compressed with (shared by every entry of its shape)."""
 
     def load(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(zlib.decompress(self.blob))
+        if self.zdict:
+            inflate = zlib.decompressobj(zdict=self.zdict)
+            data = inflate.decompress(self.blob) + inflate.flush()
+        else:
+            data = zlib.decompress(self.blob)
+        loaded: dict[str, Any] = json.loads(data)
         return loaded
 
 
@@ -106,10 +117,27 @@ def is_ours(obj: Mapping[str, Any]) -> bool:
     )
 
 
-def compact(obj: Mapping[str, Any]) -> bytes:
-    """The object without `managedFields`, as compressed JSON."""
+def compact(obj: Mapping[str, Any], *, zdict: bytes = b"") -> bytes:
+    """The object without `managedFields`, as JSON compressed (with `zdict` as preset dictionary)."""
+    data = _json(obj)
+    deflate = zlib.compressobj(1, zdict=zdict) if zdict else zlib.compressobj(1)
+    return deflate.compress(data) + deflate.flush()
+
+
+def _json(obj: Mapping[str, Any]) -> bytes:
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
-    return zlib.compress(json.dumps({**obj, "metadata": meta}, separators=(",", ":")).encode(), 1)
+    return json.dumps({**obj, "metadata": meta}, separators=(",", ":")).encode()
+
+
+def _shape(key: Key, obj: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Which children look alike: the kind and the name after the owning registry's (`-nginx`). None for
+    Secrets: a dictionary made of one would keep its data after the Secret is gone."""
+    if key[0] == "Secret":
+        return None
+    meta = obj.get("metadata") or {}
+    owners = [r.get("name") for r in meta.get("ownerReferences") or [] if r.get("kind") == names.KIND]
+    owner = str(owners[0] if owners else (meta.get("labels") or {}).get(names.LABEL_INSTANCE) or "")
+    return key[0], key[2][len(owner) :] if owner and key[2].startswith(owner) else ""
 
 
 class Cache:
@@ -123,6 +151,9 @@ class Cache:
         self._referenced: Counter[tuple[str, str]] = Counter()
         self._reading: dict[Key, _Reading] = {}
         self._primed = False
+        # The first object of each shape, as JSON: a preset dictionary for the others (a thousand registries'
+        # nginx ConfigMaps differ in a few names, so each one compresses to a few hundred bytes).
+        self._dictionaries: dict[tuple[str, str], bytes] = {}
 
     # ------------------------------------------------------------------ feeding
 
@@ -153,7 +184,11 @@ class Cache:
             self._entries.pop(key, None)  # lost our label (or never had it): not ours to keep
             return
         uid = str((obj.get("metadata") or {}).get("uid") or "")
-        self._entries[key] = _Entry(uid=uid, own=own, blob=compact(obj))
+        shape = _shape(key, obj)
+        zdict = self._dictionaries.get(shape, b"") if shape is not None else b""
+        if shape is not None and not zdict and len(self._dictionaries) < _DICTIONARIES:
+            zdict = self._dictionaries[shape] = _json(obj)[-_WINDOW:]
+        self._entries[key] = _Entry(uid=uid, own=own, blob=compact(obj, zdict=zdict), zdict=zdict)
         self._absent.discard(key)
 
     def forget(self, obj: Mapping[str, Any]) -> None:
@@ -230,6 +265,10 @@ class Cache:
         self._touch(key)
         self._entries.pop(key, None)
         self._absent.discard(key)
+
+    def footprint(self) -> int:
+        """Bytes of compressed entries and preset dictionaries kept (for tests)."""
+        return sum(len(e.blob) for e in self._entries.values()) + sum(map(len, self._dictionaries.values()))
 
     def size(self) -> int:
         """Entries kept (for tests and metrics)."""

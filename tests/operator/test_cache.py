@@ -62,6 +62,36 @@ def test_keeps_our_objects_without_managed_fields_and_hands_out_copies() -> None
     assert store.lookup(KEY)[1] == {**found, "data": {"k": "x"}}
 
 
+def nginx_configmap(registry: str) -> dict[str, Any]:
+    body = configmap(f"{registry}-nginx", uid=registry, data="server { listen 5443 ssl; } " * 40 + registry)
+    body["metadata"]["ownerReferences"] = [
+        {"apiVersion": names.API_VERSION, "kind": names.KIND, "name": registry}
+    ]
+    return body
+
+
+def test_children_of_one_shape_share_a_dictionary_and_read_back_whole() -> None:
+    store = cache.Cache()
+    store.observe(nginx_configmap("alpha"))
+    first = store.footprint()
+    store.observe(nginx_configmap("beta"))
+    assert store.footprint() - first < len(cache.compact(nginx_configmap("beta"))) / 2
+    for registry in ("alpha", "beta"):
+        found = store.lookup(("ConfigMap", "ns", f"{registry}-nginx"))[1]
+        expected = nginx_configmap(registry)
+        del expected["metadata"]["managedFields"]
+        assert found == expected
+
+
+def test_a_secret_never_becomes_a_dictionary_so_its_data_leaves_with_it() -> None:
+    store = cache.Cache()
+    own = secret("alpha-tls", labels=OURS)
+    store.observe(own)
+    assert store.footprint() == len(cache.compact(own))
+    store.forget(own)
+    assert store.footprint() == 0
+
+
 def test_an_object_owned_by_a_registry_is_kept_without_the_label() -> None:
     store = cache.Cache()
     owned = configmap("demo-nginx", labels={})
