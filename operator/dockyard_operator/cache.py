@@ -26,8 +26,10 @@ What an answer means:
 - `get_ours`: the caller only acts on the operator's own object (deleting an optional child it owns); once
   `mark_primed` says kopf has delivered its initial listing of every kind, no entry means none of ours.
 
-A `fresh` block (the periodic resync) reads everything from the API and refreshes the cache with it: drift a
-lost event would hide (a watch that had to re-list misses deletions) is still corrected every period.
+A `fresh` block (the periodic resync) reads from the API every entry the cache has not had confirmed for
+`RECHECK_PERIODS` resync periods and refreshes the cache with the answers: the one thing a lost event can
+hide is a deletion (a watch that re-lists delivers every object that exists again, but not the ones deleted
+meanwhile), and that is still corrected within that many periods.
 
 Must not: import kopf or the API client (kopf calls in through `handlers.py`; `CachedClient` wraps
 `kube.Kube`), decide anything about the objects, or keep a Secret nobody references or owns.
@@ -40,6 +42,7 @@ import contextlib
 import contextvars
 import dataclasses
 import json
+import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -63,7 +66,13 @@ CACHED_KINDS: frozenset[tuple[str, str]] = frozenset(
 
 Key = tuple[str, str, str]  # kind, namespace, name
 
-_fresh: contextvars.ContextVar[bool] = contextvars.ContextVar("dockyard_cache_fresh", default=False)
+RECHECK_PERIODS = 5
+"""The periodic pass re-reads from the API what the cache has not had confirmed (by an event, a write or a
+read) for this many resync periods."""
+
+_older_than: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "dockyard_cache_fresh", default=None
+)
 
 
 _DICTIONARIES = 64  # at most this many shapes get a preset dictionary (each at most 32 KiB)
@@ -76,6 +85,8 @@ class _Entry:
     own: bool
     """Labelled or owned by a registry: kept whether or not a registry references it by name."""
     blob: bytes
+    seen: float
+    """When an event, a write or a read last showed it (the cache's clock)."""
     zdict: bytes = b""
     """The preset dictionary `blob` was compressed with (shared by every entry of its shape)."""
 
@@ -143,7 +154,8 @@ def _shape(key: Key, obj: Mapping[str, Any]) -> tuple[str, str] | None:
 class Cache:
     """The store (see the module docstring). Not thread-safe: one event loop feeds and reads it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._entries: dict[Key, _Entry] = {}
         self._absent: set[Key] = set()
         """Referenced Secrets read or watched as absent (no entry, yet known)."""
@@ -188,7 +200,8 @@ class Cache:
         zdict = self._dictionaries.get(shape, b"") if shape is not None else b""
         if shape is not None and not zdict and len(self._dictionaries) < _DICTIONARIES:
             zdict = self._dictionaries[shape] = _json(obj)[-_WINDOW:]
-        self._entries[key] = _Entry(uid=uid, own=own, blob=compact(obj, zdict=zdict), zdict=zdict)
+        blob = compact(obj, zdict=zdict)
+        self._entries[key] = _Entry(uid=uid, own=own, blob=blob, seen=self._clock(), zdict=zdict)
         self._absent.discard(key)
 
     def forget(self, obj: Mapping[str, Any]) -> None:
@@ -226,10 +239,16 @@ class Cache:
 
     # ------------------------------------------------------------------ reading
 
-    def lookup(self, key: Key, *, ours_only: bool = False) -> tuple[bool, dict[str, Any] | None]:
-        """(known, object): known False means ask the API."""
+    def lookup(
+        self, key: Key, *, ours_only: bool = False, older_than: float | None = None
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """(known, object): known False means ask the API. `older_than`: an entry last confirmed longer ago
+        than this many seconds is not known. Absences need no confirming: a watch that re-lists delivers
+        every object that exists again, but says nothing of one deleted meanwhile."""
         entry = self._entries.get(key)
         if entry is not None:
+            if older_than is not None and entry.seen <= self._clock() - older_than:
+                return False, None
             return True, entry.load()
         if key in self._absent:
             return True, None
@@ -276,13 +295,14 @@ class Cache:
 
 
 @contextlib.contextmanager
-def fresh() -> Iterator[None]:
-    """Reads in this block (this task and what it awaits) go to the API; their answers refresh the cache."""
-    token = _fresh.set(True)
+def fresh(*, older_than: float = 0.0) -> Iterator[None]:
+    """Reads in this block (this task and what it awaits) of what the cache has not had confirmed for
+    `older_than` seconds (default: all of them) go to the API; their answers refresh the cache."""
+    token = _older_than.set(older_than)
     try:
         yield
     finally:
-        _fresh.reset(token)
+        _older_than.reset(token)
 
 
 class Client(Protocol):
@@ -341,8 +361,8 @@ class CachedClient:
     ) -> dict[str, Any] | None:
         key = (kind, namespace, name)
         cached = (api_version, kind) in CACHED_KINDS
-        if cached and not _fresh.get():
-            known, obj = self.cache.lookup(key, ours_only=ours_only)
+        if cached:
+            known, obj = self.cache.lookup(key, ours_only=ours_only, older_than=_older_than.get())
             if known:
                 self._answered("memory")
                 return obj

@@ -249,6 +249,28 @@ async def test_fresh_reads_go_to_the_api_and_refresh_the_cache() -> None:
     assert len(api.gets) == 1
 
 
+async def test_a_fresh_block_rereads_only_entries_not_confirmed_for_a_while() -> None:
+    now = [1000.0]
+    api = CountingKube()
+    api.put(configmap("demo-nginx"))
+    store = cache.Cache(clock=lambda: now[0])
+    store.mark_primed()
+    client = cache.CachedClient(api, store)
+    store.observe(configmap("demo-nginx"))
+    pdb = {"api_version": "policy/v1", "kind": "PodDisruptionBudget", "namespace": "ns", "name": "demo"}
+    now[0] += 100
+    with cache.fresh(older_than=300):
+        assert await client.get(**REF) is not None
+        assert await client.get_ours(**pdb) is None  # a re-list would have brought one: no need to ask
+    assert api.gets == []
+    now[0] += 300
+    api.remove("ConfigMap", "demo-nginx")  # its deletion event was lost
+    with cache.fresh(older_than=300):
+        assert await client.get(**REF) is None
+    assert api.gets == [("ConfigMap", "demo-nginx")]
+    assert store.lookup(KEY) == (False, None)
+
+
 async def test_get_ours_asks_only_until_kopf_listed_everything() -> None:
     api = CountingKube()
     store = cache.Cache()

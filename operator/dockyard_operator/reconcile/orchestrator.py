@@ -275,8 +275,13 @@ class Reconciler:
                 self._refer(namespace, name, ())
                 return Result()  # deleted: garbage collection removes the children
             try:
-                # The timer's pass reads from the API: drift no event told the cache about is corrected.
-                with self.metrics.step("pass"), cache.fresh() if periodic else contextlib.nullcontext():
+                # The timer's pass re-reads what the cache has not had confirmed for a while: drift no event
+                # told the cache about is corrected.
+                older = cache.RECHECK_PERIODS * self._settings.resync_seconds
+                with (
+                    self.metrics.step("pass"),
+                    cache.fresh(older_than=older) if periodic else contextlib.nullcontext(),
+                ):
                     result = await self._pass(body)
                 if result.retry_after is None:  # a pass that asks for a retry does not count as done
                     self._finished[key] = time.monotonic()
