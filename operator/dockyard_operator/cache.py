@@ -31,8 +31,8 @@ A `fresh` block (the periodic resync) reads from the API every entry the cache h
 hide is a deletion (a watch that re-lists delivers every object that exists again, but not the ones deleted
 meanwhile), and that is still corrected within that many periods.
 
-Must not: import kopf or the API client (kopf calls in through `handlers.py`; `CachedClient` wraps
-`kube.Kube`), decide anything about the objects, or keep a Secret nobody references or owns.
+Must not: import kopf or lightkube (kopf calls in through `handlers.py`; `CachedClient` wraps `kube.Kube`
+and knows its error types), decide anything about the objects, or keep a Secret nobody references or owns.
 """
 
 from __future__ import annotations
