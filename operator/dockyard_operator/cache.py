@@ -23,8 +23,11 @@ What an answer means:
   arrived meanwhile: that event is then at least as new, or the one for what the GET saw is still to come).
   A name someone else's object holds (no label, no owner reference) is never cached, so creating a child
   always reads first: apply cannot create only if absent.
-- `get_ours`: the caller only acts on the operator's own object (deleting an optional child it owns); once
-  `mark_primed` says kopf has delivered its initial listing of every kind, no entry means none of ours.
+- `get_ours`: the caller only acts on the operator's own object (deleting an optional child it owns, reading
+  one of its Secrets before deciding to create it); once `mark_primed` says kopf has delivered its initial
+  listing of every kind, no entry means none of ours. For Secrets it means none at all: the cache remembers
+  (as hashes) the names other Secrets hold and asks the API for those, so a caller that blocks on someone
+  else's Secret sees it. The writer still reads a child before creating it (`get`).
 
 A `fresh` block (the periodic resync) reads from the API every entry the cache has not had confirmed for
 `RECHECK_PERIODS` resync periods and refreshes the cache with the answers: the one thing a lost event can
@@ -158,6 +161,9 @@ class Cache:
         self._clock = clock
         self._entries: dict[Key, _Entry] = {}
         self._absent: set[Key] = set()
+        # Hashes of the keys of the Secrets that are not ours (every Secret event is observed): "none of
+        # ours" for a Secret then means no Secret of that name at all. A collision only costs a GET.
+        self._foreign: set[int] = set()
         """Referenced Secrets read or watched as absent (no entry, yet known)."""
         self._refs: dict[tuple[str, str], frozenset[str]] = {}
         self._referenced: Counter[tuple[str, str]] = Counter()
@@ -194,7 +200,10 @@ class Cache:
         own = is_ours(obj)
         if not own and not self._referenced_key(key):
             self._entries.pop(key, None)  # lost our label (or never had it): not ours to keep
+            if key[0] == "Secret":
+                self._foreign.add(hash(key))
             return
+        self._foreign.discard(hash(key))
         uid = str((obj.get("metadata") or {}).get("uid") or "")
         shape = _shape(key, obj)
         zdict = self._dictionaries.get(shape, b"") if shape is not None else b""
@@ -215,6 +224,7 @@ class Cache:
         if entry is not None and uid and entry.uid and entry.uid != uid:
             return  # the deletion of an older object of that name, processed after its successor's event
         self._entries.pop(key, None)
+        self._foreign.discard(hash(key))
         if self._referenced_key(key):
             self._absent.add(key)
 
@@ -236,6 +246,7 @@ class Cache:
                 entry = self._entries.get(key)
                 if entry is not None and not entry.own:
                     del self._entries[key]
+                    self._foreign.add(hash(key))
 
     # ------------------------------------------------------------------ reading
 
@@ -252,7 +263,8 @@ class Cache:
             return True, entry.load()
         if key in self._absent:
             return True, None
-        return (ours_only and self._primed), None
+        # A Secret someone else holds the name of: the caller must see it (it blocks on it).
+        return (ours_only and self._primed and hash(key) not in self._foreign), None
 
     @contextlib.contextmanager
     def reading(self, key: Key) -> Iterator[_Reading]:

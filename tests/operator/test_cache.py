@@ -282,6 +282,23 @@ async def test_get_ours_asks_only_until_kopf_listed_everything() -> None:
     assert len(api.gets) == 1
 
 
+async def test_get_ours_shows_a_secret_someone_else_holds_the_name_of() -> None:
+    api = CountingKube()
+    store = cache.Cache()
+    client = cache.CachedClient(api, store)
+    foreign = api.put(secret("demo-ca", labels={"app": "theirs"}))
+    store.observe(foreign)  # kopf delivers every Secret: the cache remembers the name is taken
+    store.mark_primed()
+    ref = {"api_version": "v1", "kind": "Secret", "namespace": "ns"}
+    assert await client.get_ours(**ref, name="demo-tls") is None
+    assert api.gets == []
+    found = await client.get_ours(**ref, name="demo-ca")
+    assert found is not None and found["metadata"]["labels"] == {"app": "theirs"}
+    store.forget(foreign)
+    assert await client.get_ours(**ref, name="demo-ca") is None
+    assert api.gets == [("Secret", "demo-ca")]
+
+
 async def test_kinds_outside_the_cache_always_go_to_the_api() -> None:
     api = CountingKube()
     client = cache.CachedClient(api, cache.Cache())
@@ -377,6 +394,17 @@ async def test_a_stale_entry_costs_a_retry_not_a_lost_edit(
     store.observe(stale)
     await reconciler.reconcile(namespace="ns", name="demo")
     assert api.obj("ConfigMap", "demo-nginx")["data"]["nginx.conf"] != "edited by hand"
+
+
+async def test_someone_elses_secret_of_a_childs_name_blocks_the_pass_and_stays(
+    api: CountingKube, reconciler: reconcile.Reconciler, store: cache.Cache
+) -> None:
+    store.observe(api.put(secret("demo-htpasswd", labels={"app": "theirs"})))
+    await reconciler.reconcile(namespace="ns", name="demo")
+    degraded = {c["type"]: c for c in api.obj(names.KIND, "demo")["status"]["conditions"]}["Degraded"]
+    assert degraded["status"] == "True" and degraded["reason"] == "NameConflict"
+    assert api.obj("Secret", "demo-htpasswd")["metadata"]["labels"] == {"app": "theirs"}
+    assert not api.has("Deployment", "demo")
 
 
 async def test_a_deleted_registry_stops_referencing_its_password_secret(

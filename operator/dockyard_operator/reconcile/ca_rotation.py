@@ -48,11 +48,7 @@ class CaRotation:
         if self._plans is None or not run.spec.node_trust.enabled:
             return stable
         next_name = nt_builders.next_ca_name(run.name)
-        # Read on every pass and nearly always absent; a Secret of that name someone else holds blocks only
-        # a rotation (`_create` creates only if absent and finds it).
-        staged_object = await context.own_secret_object(
-            self._reader, owner=run.owner, name=next_name, ours_only=True
-        )
+        staged_object = await context.own_secret_object(self._reader, owner=run.owner, name=next_name)
         staged, staged_for = _keypair(staged_object)
         if staged is not None and _same(staged, ca):
             staged = None  # already promoted: the staged Secret stays as an identical copy of the CA

@@ -260,18 +260,14 @@ async def secret(reader: Reader, *, namespace: str, name: str) -> dict[str, byte
     return decode(await reader.get(api_version="v1", kind="Secret", namespace=namespace, name=name))
 
 
-async def own_secret_object(
-    reader: Reader, *, owner: inputs.Owner, name: str, ours_only: bool = False
-) -> dict[str, Any] | None:
+async def own_secret_object(reader: Reader, *, owner: inputs.Owner, name: str) -> dict[str, Any] | None:
     """One of our Secrets; None when absent.
 
     Someone else's Secret of that name blocks the pass: its key material must neither be used (a foreign CA
-    signing our certificate) nor overwritten. `ours_only`: the caller never writes over an object it read as
-    absent (it creates only if absent), so someone else's Secret may go unseen (`Reader.get_ours`, no request
-    once the cache knows there is none of ours).
+    signing our certificate) nor overwritten. Read with `Reader.get_ours`: the cache answers "none" without
+    a request, and shows a Secret someone else holds (the writer reads again before creating one).
     """
-    read = reader.get_ours if ours_only else reader.get
-    live = await read(api_version="v1", kind="Secret", namespace=owner.namespace, name=name)
+    live = await reader.get_ours(api_version="v1", kind="Secret", namespace=owner.namespace, name=name)
     if live is None:
         return None
     verdict = policies.ownership_verdict(live, owner_uid=owner.uid, registry=owner.name)
