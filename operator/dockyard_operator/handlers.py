@@ -12,11 +12,15 @@ reporting, a staged CA rotation moving on), that registry's status follows (a re
 or a pass during a rotation). With `DOCKYARD_METRICS_LISTEN` set, startup also serves the operator's
 Prometheus metrics (`metrics`).
 
-kopf writes nothing to a registry: only `@kopf.on.event` handlers and an index are registered, so it keeps no
-handler progress or last-handled configuration and needs no finalizer (children are removed by garbage
-collection; what a registry keeps outside its namespace goes in `forget`). The storages named at startup stay
-annotations under `dockyard.dev/` should a changing handler ever come back (the CRD's structural schema would
-prune `status.kopf`, and status belongs to the reconciler).
+The watch-fed cache the passes read from (`cache`) gets every added or changed object of the kinds a pass
+reads through index handlers (kopf runs them before any other handler, on its initial listing too) and
+every deletion through the event handlers.
+
+kopf writes nothing to a registry: only `@kopf.on.event` and `@kopf.index` handlers are registered, so it
+keeps no handler progress or last-handled configuration and needs no finalizer (children are removed by
+garbage collection; what a registry keeps outside its namespace goes in `forget`). The storages named at
+startup stay annotations under `dockyard.dev/` should a changing handler ever come back (the CRD's structural
+schema would prune `status.kopf`, and status belongs to the reconciler).
 
 Must not: build manifests, decide anything, or call the API other than through `kube.py` (via the reconciler).
 """
@@ -31,7 +35,7 @@ from typing import Any
 
 import kopf
 
-from dockyard_operator import kube, metrics, names, reconcile, settings
+from dockyard_operator import cache, kube, metrics, names, reconcile, settings
 from dockyard_operator.nodetrust import controller
 
 SETTINGS = settings.Settings.from_env()
@@ -72,8 +76,9 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         allowed_hosts=SETTINGS.node_trust_allowed_hosts,
     )
     measures = metrics.OperatorMetrics()
+    memo.cache = cache.Cache()
     memo.reconciler = reconcile.Reconciler(
-        client=client, config=SETTINGS, node_trust=trust, measures=measures
+        client=client, config=SETTINGS, node_trust=trust, measures=measures, watched=memo.cache
     )
     # Every registry's passes: its events (`registry_event`), retries, and the one resync loop.
     memo.triggers = reconcile.Triggers(memo.reconciler, resync_seconds=SETTINGS.resync_seconds)
@@ -118,6 +123,8 @@ async def _run(memo: Any, *, namespace: str | None, name: str) -> None:
     """A pass somebody asked for (a watched Secret or child changed); failures become retries (`triggers`)."""
     if namespace is None:
         return  # PrivateRegistry is namespaced; a cluster-scoped event cannot concern us
+    # kopf runs no handler but index handlers before every indexed kind's initial listing went through them.
+    memo.cache.mark_primed()
     await memo.triggers.run(namespace=namespace, name=name)
 
 
@@ -175,6 +182,8 @@ async def secret_changed(
     memo: Any,
     **kwargs: Any,
 ) -> None:
+    if kwargs.get("type") == "DELETED":
+        memo.cache.forget(body)  # additions and changes reached it through `cached` already
     if memo.reconciler.is_own_write(body, deleted=kwargs.get("type") == "DELETED"):
         return
     index: kopf.Index[tuple[str | None, str], str] = kwargs["registries_by_secret"]
@@ -193,11 +202,31 @@ async def secret_changed(
 async def child_changed(
     body: kopf.Body, namespace: str | None, memo: Any, type: str | None, **_: Any
 ) -> None:
+    if type == "DELETED":
+        memo.cache.forget(body)  # additions and changes reached it through `cached` already
     if memo.reconciler.is_own_write(body, deleted=type == "DELETED"):
         return  # the echo of our own create/update: the pass that wrote it already saw the result
     owner = owner_registry(body)
     if owner is not None:
         await _run(memo, namespace=namespace, name=owner)
+
+
+@kopf.index("", "v1", "secrets", id="cache_secrets")
+@kopf.index("", "v1", "configmaps", id="cache_configmaps")
+@kopf.index("", "v1", "services", id="cache_services")
+@kopf.index("", "v1", "persistentvolumeclaims", id="cache_persistentvolumeclaims")
+@kopf.index("apps", "v1", "deployments", id="cache_deployments")
+@kopf.index("networking.k8s.io", "v1", "ingresses", id="cache_ingresses")
+@kopf.index("networking.k8s.io", "v1", "networkpolicies", id="cache_networkpolicies")
+@kopf.index("policy", "v1", "poddisruptionbudgets", id="cache_poddisruptionbudgets")
+def cached(body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Every added or changed object of the kinds a pass reads goes to the reconciler's cache (`cache`
+    keeps what is ours or referenced, and drops an object that stopped being ours); deletions go there from
+    the event handlers above. An index handler, though it indexes nothing (kopf keeps no value for None):
+    kopf runs index handlers first, on its initial listing too, and any other handler only once every
+    indexed kind's listing went through them, so the cache is complete when the first pass runs. Unfiltered,
+    so that a child losing the operator's label leaves the cache."""
+    memo.cache.observe(body)
 
 
 def run(*, namespaces: Collection[str] = (), liveness_endpoint: str | None = None) -> None:

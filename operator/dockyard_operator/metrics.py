@@ -18,6 +18,8 @@ Metrics (labels in braces):
   `server` notAfter as Unix time (only what the registry reports: no `ca` with a bring-your-own Secret).
 - `dockyard_operator_node_trust_nodes{namespace, registry, state}`: node trust's observed agents for the
   registry's CA: `desired` nodes, `ready` agents, nodes `trusting` it.
+- `dockyard_operator_cache_reads_total{answer}`: reads of children and referenced Secrets the watch-fed cache
+  answered (`memory`) or passed to the API (`api`); `dockyard_operator_cache_objects`: the objects it keeps.
 
 Must not: decide anything or talk to the API; label values come only from names and fixed sets (never a
 message, a host or a password), so the number of series stays bounded by the number of registries.
@@ -85,6 +87,18 @@ class OperatorMetrics:
             ["namespace", "registry", "state"],
             registry=self.registry,
         )
+        self.cache_reads = prometheus_client.Counter(
+            "dockyard_operator_cache_reads_total",
+            "Reads of children and referenced Secrets: answered by the watch-fed cache (answer=memory) or "
+            "by the API server (answer=api).",
+            ["answer"],
+            registry=self.registry,
+        )
+        self.cache_objects = prometheus_client.Gauge(
+            "dockyard_operator_cache_objects",
+            "Objects the watch-fed cache keeps (children and referenced Secrets).",
+            registry=self.registry,
+        )
         self._lock = threading.Lock()
         self._series: dict[tuple[str, str], set[tuple[prometheus_client.Gauge, tuple[str, ...]]]] = {}
 
@@ -100,6 +114,10 @@ class OperatorMetrics:
             raise
         finally:
             self.reconcile_seconds.labels(step=name).observe(time.perf_counter() - started)
+
+    def cache_answered(self, answer: str) -> None:
+        """A read of the watch-fed cache was answered from `memory` or by the `api`."""
+        self.cache_reads.labels(answer=answer).inc()
 
     def problem(self, reason: str) -> None:
         """A pass ended with a problem (the Degraded reason)."""

@@ -73,6 +73,11 @@ class FakeKube:
         found = self.objects.get((kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
+    async def get_ours(
+        self, *, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        return await self.get(api_version=api_version, kind=kind, namespace=namespace, name=name)
+
     async def list(
         self,
         *,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard_operator import builders, cli, names, rbac, settings
+from dockyard_operator import builders, cache, cli, names, rbac, settings
 from dockyard_operator import handlers as operator_handlers
 from tests.operator import test_builders
 
@@ -154,6 +154,7 @@ def test_rbac_rules_have_no_wildcards_and_cover_every_child_kind() -> None:
 class _Triggers:
     def __init__(self) -> None:
         self.triggers = self
+        self.cache = cache.Cache()
         self.calls: list[tuple[str, str]] = []
 
     async def run(self, *, namespace: str, name: str, periodic: bool = False) -> None:
@@ -162,7 +163,10 @@ class _Triggers:
 
 async def test_a_watched_object_asks_the_triggers_for_its_registrys_pass_not_a_cluster_scoped_one() -> None:
     memo = _Triggers()
+    assert not memo.cache.primed
     await operator_handlers._run(memo, namespace="ns", name="demo")
+    # kopf ran a handler, so it had listed every kind the cache is fed (index handlers run first)
+    assert memo.cache.primed
     await operator_handlers._run(memo, namespace=None, name="demo")
     assert memo.calls == [("ns", "demo")]
 

@@ -130,7 +130,7 @@ class Children:
             "name": child.name,
         }
         try:
-            live = await self._reader.get(**ref)
+            live = await self._reader.get_ours(**ref)  # only our own object is deleted
             if live is None:
                 return context.Findings()
             owners = live.get("metadata", {}).get("ownerReferences") or []

@@ -26,9 +26,15 @@ ROTATE_CA = f"{names.GROUP}/rotate-ca"
 
 
 class Reader(Protocol):
-    """The reads a step may make (writes go through `writer.Writer`)."""
+    """The reads a step may make (writes go through `writer.Writer`). In the operator: `cache.CachedClient`,
+    whose `get` answers from the watch-fed cache where it knows the object and asks the API otherwise;
+    `get_ours` is for a caller that acts only on an object carrying the operator's label or a registry's
+    owner reference, for which "none of ours" (known without a request) is a sufficient answer."""
 
     async def get(
+        self, *, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None: ...
+    async def get_ours(
         self, *, api_version: str, kind: str, namespace: str, name: str
     ) -> dict[str, Any] | None: ...
     async def list(
@@ -258,15 +264,30 @@ async def own_secret_object(reader: Reader, *, owner: inputs.Owner, name: str) -
     """One of our Secrets; None when absent.
 
     Someone else's Secret of that name blocks the pass: its key material must neither be used (a foreign CA
-    signing our certificate) nor overwritten.
+    signing our certificate) nor overwritten. Read with `Reader.get_ours`: the cache answers "none" without
+    a request, and shows a Secret someone else holds (the writer reads again before creating one).
     """
-    live = await reader.get(api_version="v1", kind="Secret", namespace=owner.namespace, name=name)
+    live = await reader.get_ours(api_version="v1", kind="Secret", namespace=owner.namespace, name=name)
     if live is None:
         return None
     verdict = policies.ownership_verdict(live, owner_uid=owner.uid, registry=owner.name)
     if not verdict.ok:
         raise Blocked([Problem(verdict.reason, verdict.message)])
     return live
+
+
+def referenced_secrets(spec: model.PrivateRegistrySpec) -> frozenset[str]:
+    """The Secrets (in the registry's namespace) a pass reads by the names the spec gives: the users'
+    passwords, a bring-your-own TLS Secret, object storage's credentials and CA."""
+    found = {user.password_secret_ref.name for user in spec.auth.users}
+    if spec.tls.mode == "Secret" and spec.tls.secret_name:
+        found.add(spec.tls.secret_name)
+    s3 = spec.storage.s3
+    if s3 is not None:
+        found.add(s3.credentials_secret.name)
+        if s3.ca_secret is not None:
+            found.add(s3.ca_secret.name)
+    return frozenset(found)
 
 
 def read_objects(*objects: Mapping[str, Any] | None) -> Read:

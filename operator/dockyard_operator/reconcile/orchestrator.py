@@ -28,6 +28,7 @@ the one per-registry memory is the small `status.Settled` of its last pass, for 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -39,7 +40,7 @@ from typing import Any
 
 import pydantic
 
-from dockyard_operator import kube, metrics, model, names, registry_status, settings, tenancy, writer
+from dockyard_operator import cache, kube, metrics, model, names, registry_status, settings, tenancy, writer
 from dockyard_operator.builders import inputs
 from dockyard_operator.conditions import Reason
 from dockyard_operator.nodetrust import controller
@@ -90,8 +91,17 @@ class Reconciler:
         node_trust: controller.NodeTrust | None = None,
         measures: metrics.OperatorMetrics | None = None,
         status_reader: observe.Fetch | None = None,
+        watched: cache.Cache | None = None,
     ) -> None:
         self._kube = client
+        self.metrics = measures if measures is not None else metrics.OperatorMetrics()
+        """Reconcile durations and errors, and each registry's reported status, for /metrics."""
+        # `watched`: the watch-fed cache the steps and the writer read children and referenced Secrets from.
+        self._watched = watched
+        reads: kube.Kube | cache.CachedClient = client
+        if watched is not None:
+            reads = cache.CachedClient(client, watched, answered=self.metrics.cache_answered)
+            self.metrics.cache_objects.set_function(watched.size)
         self._settings = config
         self._clock = clock
         # At most `concurrent_passes` passes at once; passes and status refreshes of a registry never overlap.
@@ -102,19 +112,17 @@ class Reconciler:
         self._closed = False
         self.node_trust = node_trust
         """Node trust's publisher, whose task the handlers run (None: an operator without a namespace)."""
-        self.metrics = measures if measures is not None else metrics.OperatorMetrics()
-        """Reconcile durations and errors, and each registry's reported status, for /metrics."""
         self._fanout = asyncio.Semaphore(8)  # passes started by node trust at once (kopf runs as many)
-        self._writer = writer.Writer(client)
-        self._credentials = credentials.Credentials(reader=client, config=config, cache_key=cache_key)
-        self._object_storage = object_storage.ObjectStorage(reader=client)
-        self._certificates = tls.Certificates(reader=client, config=config)
-        self._rotation = ca_rotation.CaRotation(reader=client, writes=self._writer, plans=node_trust)
-        self._children = children.Children(reader=client, writes=self._writer)
+        self._writer = writer.Writer(reads)
+        self._credentials = credentials.Credentials(reader=reads, config=config, cache_key=cache_key)
+        self._object_storage = object_storage.ObjectStorage(reader=reads)
+        self._certificates = tls.Certificates(reader=reads, config=config)
+        self._rotation = ca_rotation.CaRotation(reader=reads, writes=self._writer, plans=node_trust)
+        self._children = children.Children(reader=reads, writes=self._writer)
         self._trust = trust.NodeTrustHandOff(node_trust=node_trust, config=config)
-        self._exposure = exposure.Exposure(reader=client, writes=self._writer, config=config)
+        self._exposure = exposure.Exposure(reader=reads, writes=self._writer, config=config)
         self._observe = observe.Observe(
-            reader=client, fetch=status_reader or registry_status.StatusReader(), config=config
+            reader=reads, fetch=status_reader or registry_status.StatusReader(), config=config
         )
         self._status = status.Status(client=client)
 
@@ -131,6 +139,7 @@ class Reconciler:
         run = context.Pass(
             body=body, spec=spec, owner=owner, names=names.Names.of(owner.name), now=now, previous=previous
         )
+        self._refer(owner.namespace, owner.name, context.referenced_secrets(spec))
         told = context.Findings()  # what steps before a blocking one found (a CA created) is still told
         step = self.metrics.step
         try:
@@ -265,9 +274,16 @@ class Reconciler:
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                 self.metrics.forget(namespace=namespace, name=name)
                 self._finished.pop(key, None)
+                self._refer(namespace, name, ())
                 return Result(gone=True)  # deleted: garbage collection removes the children
             try:
-                with self.metrics.step("pass"):
+                # The timer's pass re-reads what the cache has not had confirmed for a while: drift no event
+                # told the cache about is corrected.
+                older = cache.RECHECK_PERIODS * self._settings.resync_seconds
+                with (
+                    self.metrics.step("pass"),
+                    cache.fresh(older_than=older) if periodic else contextlib.nullcontext(),
+                ):
                     result = await self._pass(body)
                 if result.retry_after is None:  # a pass that asks for a retry does not count as done
                     self._finished[key] = time.monotonic()
@@ -338,11 +354,16 @@ class Reconciler:
             self.metrics.forget(namespace=namespace, name=name)
             self._finished.pop((namespace, name), None)
             self._settled.pop((namespace, name), None)
+            self._refer(namespace, name, ())
             spec = body.get("spec") or {}
             await self._exposure.forget(namespace=namespace, name=name, spec=spec)
             used = (spec.get("nodeTrust") or {}).get("enabled") or (body.get("status") or {}).get("nodeTrust")
             if not self._closed and used:
                 await self._trust.forget(namespace=namespace, name=name)
+
+    def _refer(self, namespace: str, name: str, secrets: frozenset[str] | tuple[()]) -> None:
+        if self._watched is not None:
+            self._watched.refer(namespace=namespace, registry=name, secrets=secrets)
 
     async def close(self) -> None:
         """Stop taking passes, let running ones finish (bounded), then close the client."""

@@ -53,7 +53,6 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import SSLError as BotoSSLError
 from botocore.httpsession import get_cert_path
-from multidict import CIMultiDictProxy
 from yarl import URL
 
 MAX_ATTEMPTS = 5
@@ -90,7 +89,7 @@ class Listing:
 @dataclasses.dataclass(frozen=True)
 class _Response:
     status: int
-    headers: CIMultiDictProxy[str]
+    headers: Mapping[str, str]  # aiohttp's case-insensitive headers
     body: bytes
 
 
