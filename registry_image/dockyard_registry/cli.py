@@ -26,6 +26,7 @@ from typing import NoReturn
 from dockyard_common import htpasswd as htpasswd_file
 from dockyard_registry import (
     auth,
+    bodyahead,
     fsck,
     gc,
     health,
@@ -513,6 +514,7 @@ def _serve(args: argparse.Namespace) -> int:
         trusted_proxies=_trusted_proxies(args.trusted_proxy),
         token_realm=None if args.no_auth else args.token_realm,
         body_file_dir=args.body_file_dir,
+        body_ahead=None if args.body_file_dir is None else bodyahead.Follower(args.body_file_dir),
     )
     if not 0 < args.storage_max_fill <= 100:
         raise UsageError("--storage-max-fill must be a percentage in (0, 100]")

@@ -482,6 +482,12 @@ class Store:
         """How many uploads are receiving bytes right now (tests wait on this instead of sleeping)."""
         return sum(1 for lock in list(self._locks.values()) if lock.locked())
 
+    def known_upload_size(self, upload_id: str) -> int | None:
+        """The size of an upload as its running hash in memory has it (no storage access); None when this
+        process holds no running hash for it (new, or not written since a restart)."""
+        state = self._hash_states.get(upload_id)
+        return None if state is None else state.offset
+
     def _lock(self, upload_id: str) -> asyncio.Lock:
         lock = self._locks.get(upload_id)
         if lock is None:
