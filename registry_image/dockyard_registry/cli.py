@@ -186,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         type=Path,
         help="behind the operator's nginx only: the directory (on the data volume) nginx writes blob upload "
-        "bodies to; the registry then adopts those files instead of reading bodies from the socket "
-        "(default: off; never set it without that nginx in front)",
+        "bodies to; the registry then adopts those files instead of reading bodies from the socket, and "
+        "hashes each while nginx writes it (Linux inotify) (default: off; never set it without that nginx "
+        "in front)",
     )
     serve.add_argument("--realm", default="dockyard", help="Basic auth realm (default dockyard)")
     serve.add_argument(
