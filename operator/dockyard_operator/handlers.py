@@ -1,18 +1,22 @@
 """kopf wiring: the only module with kopf decorators. Every trigger ends in `Reconciler.reconcile`.
 
-Triggers: create/update/resume of a `PrivateRegistry` (one handler stacked on all three), a periodic timer
-(`DOCKYARD_RESYNC_SECONDS`) that corrects drift nobody told us about, events of referenced password, TLS and
-object storage Secrets (found through an in-memory index of which registry references which Secret), and
-events of owned children (a deleted or edited child, or a Deployment becoming available) mapped to their owner
-through the controller owner reference. Deleting a registry only withdraws its CA from node trust (an optional
-delete handler: no finalizer of its own). Node trust runs as one publisher task started here; when a
-publication changes what a registry reads (agents reporting, a staged CA rotation moving on), that
-registry's status follows (a refresh from its last pass, or a pass during a rotation). With
-`DOCKYARD_METRICS_LISTEN` set, startup also serves the operator's Prometheus metrics (`metrics`).
+Triggers: every watch event of a `PrivateRegistry` (the listing at start included), handed to
+`reconcile.Triggers`, which asks for a pass when a registry is new to this process or its generation,
+labels or annotations changed, withdraws a deleted one (`Reconciler.forget`), retries failed passes, and
+runs the one operator-wide resync loop (`DOCKYARD_RESYNC_SECONDS`) that corrects drift nobody told us
+about; events of referenced password, TLS and object storage Secrets (found through an in-memory index of
+which registry references which Secret), and events of owned children (a deleted or edited child, or a
+Deployment becoming available) mapped to their owner through the controller owner reference. Node trust
+runs as one publisher task started here; when a publication changes what a registry reads (agents
+reporting, a staged CA rotation moving on), that registry's status follows (a refresh from its last pass,
+or a pass during a rotation). With `DOCKYARD_METRICS_LISTEN` set, startup also serves the operator's
+Prometheus metrics (`metrics`).
 
-kopf bookkeeping goes into `dockyard.dev/*` annotations, not into status: the CRD's structural schema would
-prune `status.kopf`, and status belongs to the reconciler. kopf adds a finalizer only because timers need one
-to stop cleanly; children are removed by garbage collection, never by a finalizer.
+kopf writes nothing to a registry: only `@kopf.on.event` handlers and an index are registered, so it keeps no
+handler progress or last-handled configuration and needs no finalizer (children are removed by garbage
+collection; what a registry keeps outside its namespace goes in `forget`). The storages named at startup stay
+annotations under `dockyard.dev/` should a changing handler ever come back (the CRD's structural schema would
+prune `status.kopf`, and status belongs to the reconciler).
 
 Must not: build manifests, decide anything, or call the API other than through `kube.py` (via the reconciler).
 """
@@ -31,16 +35,21 @@ from dockyard_operator import kube, metrics, names, reconcile, settings
 from dockyard_operator.nodetrust import controller
 
 SETTINGS = settings.Settings.from_env()
+LEGACY_FINALIZER = f"{names.GROUP}/timers"
+"""The finalizer kopf added for the per-registry timer of earlier versions; kopf now removes it."""
 _CHILD_LABELS = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
 
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    # Only event handlers and an index: kopf keeps no handler progress and no last-handled configuration
+    # (these storages are never written), and adds no finalizer. It removes the one earlier versions had it
+    # add (`dockyard.dev/timers`, for the per-registry timer), once per registry, since nothing needs it.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=names.GROUP, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{names.GROUP}/timers"
+    settings.persistence.finalizer = LEGACY_FINALIZER
     # Our own Events already say what happened; kopf's per-handler success Events would only add noise.
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
@@ -66,6 +75,9 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     memo.reconciler = reconcile.Reconciler(
         client=client, config=SETTINGS, node_trust=trust, measures=measures
     )
+    # Every registry's passes: its events (`registry_event`), retries, and the one resync loop.
+    memo.triggers = reconcile.Triggers(memo.reconciler, resync_seconds=SETTINGS.resync_seconds)
+    memo.triggers.start()
     address = SETTINGS.metrics_address
     if address is not None:
         memo.metrics_server = metrics.serve(measures, host=address[0], port=address[1])
@@ -84,6 +96,9 @@ def _publisher_ended(task: asyncio.Task[None]) -> None:
 
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
+    triggers = getattr(memo, "triggers", None)
+    if triggers is not None:
+        triggers.stop()  # no new passes, no retries; running passes drain in `reconciler.close`
     publisher = getattr(memo, "publisher", None)
     if publisher is not None:
         publisher.cancel()
@@ -92,49 +107,26 @@ async def close(memo: Any, **_: Any) -> None:
     reconciler = getattr(memo, "reconciler", None)
     if reconciler is not None:
         await reconciler.close()
+    if triggers is not None:
+        await triggers.close()  # passes still waiting for a slot are cancelled
     server = getattr(memo, "metrics_server", None)
     if server is not None:
         await asyncio.to_thread(server.stop)
 
 
-async def _run(memo: Any, *, namespace: str | None, name: str, periodic: bool = False) -> None:
+async def _run(memo: Any, *, namespace: str | None, name: str) -> None:
+    """A pass somebody asked for (a watched Secret or child changed); failures become retries (`triggers`)."""
     if namespace is None:
         return  # PrivateRegistry is namespaced; a cluster-scoped event cannot concern us
-    try:
-        result = await memo.reconciler.reconcile(namespace=namespace, name=name, periodic=periodic)
-    except kube.Forbidden as exc:
-        raise kopf.TemporaryError(f"{exc} (check the operator's RBAC)", delay=60) from None
-    except kube.KubeError as exc:
-        raise kopf.TemporaryError(str(exc), delay=10) from None
-    if result.retry_after is not None:
-        raise kopf.TemporaryError(result.message or "retrying", delay=result.retry_after)
+    await memo.triggers.run(namespace=namespace, name=name)
 
 
-@kopf.on.resume(names.GROUP, names.VERSION, names.PLURAL)
-@kopf.on.create(names.GROUP, names.VERSION, names.PLURAL)
-@kopf.on.update(names.GROUP, names.VERSION, names.PLURAL)
-async def reconcile_registry(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    await _run(memo, namespace=namespace, name=name)
-
-
-@kopf.on.delete(names.GROUP, names.VERSION, names.PLURAL, optional=True)
-async def registry_deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
-    """Withdraw the registry's CA from the nodes; its children go by garbage collection."""
-    try:
-        await memo.reconciler.forget(body=body)
-    except kube.KubeError as exc:
-        raise kopf.TemporaryError(str(exc), delay=10) from None
-
-
-@kopf.timer(
-    names.GROUP,
-    names.VERSION,
-    names.PLURAL,
-    interval=SETTINGS.resync_seconds,
-    initial_delay=SETTINGS.resync_seconds,
-)
-async def resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    await _run(memo, namespace=namespace, name=name, periodic=True)
+@kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
+async def registry_event(body: kopf.Body, memo: Any, type: str | None, **_: Any) -> None:
+    """Every event of a registry, the listing at start included (what resume was): a new registry, a spec
+    change (its generation), a label or annotation change, or a deletion (`forget`) gets its pass or its
+    withdrawal in a task of its own (`triggers.Triggers.seen`); status writes ask for nothing."""
+    memo.triggers.seen(event=type, body=body)
 
 
 def referenced_secrets(spec: Mapping[str, Any]) -> set[str]:

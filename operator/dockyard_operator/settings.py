@@ -32,13 +32,14 @@ class Settings:
     """DOCKYARD_NGINX_IMAGE: the TLS/auth sidecar image (its nginx must have auth_request)."""
 
     resync_seconds: float = 60.0
-    """DOCKYARD_RESYNC_SECONDS: period of the drift-correcting timer per registry; tests set it low."""
+    """DOCKYARD_RESYNC_SECONDS: period of the one drift-correcting resync loop, which asks for a pass of
+    every registry once per period, spread evenly over it; tests set it low."""
 
     concurrent_passes: int = 16
     """DOCKYARD_CONCURRENT_PASSES: reconcile passes that run at once (1 to 1024). A thousand registries
     created together then queue instead of all holding a pass's reads, keys and manifests in memory at once;
     passes mostly wait on the API server, so a few dozen keep it as busy as a thousand would. Passes somebody
-    asked for (create, update, a watch event) get a freed slot before the resync timer's."""
+    asked for (create, update, a watch event) get a freed slot before the resync loop's."""
 
     bcrypt_rounds: int = 12
     """DOCKYARD_BCRYPT_ROUNDS: bcrypt cost for new htpasswd hashes (4 to 16); existing hashes are kept."""

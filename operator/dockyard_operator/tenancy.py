@@ -121,7 +121,8 @@ def pull_secret_targets(
     Chosen: listed by name or matching `match_labels`, not terminating, and accepting pull Secrets from
     `source_namespace`. The selector only ever chooses among namespaces that opted in, so a namespace it
     matches without opting in is left out silently: naming it would tell the tenant which namespaces exist.
-    A listed namespace that does not exist is not reported either (it may come later; the timer retries).
+    A listed namespace that does not exist is not reported either (it may come later; the resync loop
+    retries).
     """
     chosen: list[str] = []
     refused: list[str] = []

@@ -7,7 +7,8 @@ at once, and serving cached content when the upstream cannot be reached (reporte
 stale serves and coalesced blob requests for the metrics (upstream.Client counts requests and errors).
 Must not: render HTTP responses (handlers/ do, and the middleware turns the errors below into OCI
 errors) or keep a blob in memory: bytes flow from the upstream to the store and, for the first client
-asking, to that client, a few chunks at a time.
+asking, to that client, a few chunks at a time, each chunk as the upstream connection received it (never
+copied into other pieces on the way).
 
 A blob fetch runs in a task of its own, so the client that started it may go away without cancelling
 it; that client (the "leader") reads the chunks from a small queue as the store writes them
@@ -37,7 +38,6 @@ import aiohttp
 from dockyard_registry import blobfetch, digest, manifests, mirrors, store, upstream
 
 log = logging.getLogger(__name__)
-CHUNK = 1 << 20
 _ACCEPT = ", ".join(sorted(manifests.MEDIA_TYPES))
 
 
@@ -230,7 +230,13 @@ class PullThrough:
                 held: list[bytes] = []
 
                 async def body() -> AsyncIterator[bytes]:
-                    async for chunk in response.content.iter_chunked(CHUNK):
+                    # The chunks as the connection received them (each one TLS read's worth, at most a
+                    # few hundred KiB): the store, the hash and the leader's socket all take them as they
+                    # are. Regrouping them into fixed-size pieces (`iter_chunked`) copied every byte once
+                    # more and allocated a fresh MiB per piece, for no gain downstream.
+                    async for chunk, _ in response.content.iter_chunks():
+                        if not chunk:
+                            continue  # the end of a chunk of a `Transfer-Encoding: chunked` body
                         if held:
                             await fetch._offer(held.pop())
                         held.append(chunk)

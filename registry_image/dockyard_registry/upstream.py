@@ -239,7 +239,9 @@ class Client:
                 ):
                     if response.status == 401 and attempt == 1:
                         await self._answer_challenge(
-                            response.headers.get("WWW-Authenticate", ""), scope=scope
+                            response.headers.get("WWW-Authenticate", ""),
+                            scope=scope,
+                            sent_basic=authorization is not None and authorization.startswith("Basic "),
                         )
                         continue
                     _raise_for(response, what=f"{method} {path}", upstream=self.mirror.upstream)
@@ -267,13 +269,17 @@ class Client:
         except mirrors.MirrorConfigError as exc:
             raise AuthError(f"mirror {self.mirror.prefix}: {exc}") from None
 
-    async def _answer_challenge(self, header: str, *, scope: str) -> None:
-        """Prepare the authorization a 401's challenge asks for (the request is then sent again)."""
+    async def _answer_challenge(self, header: str, *, scope: str, sent_basic: bool) -> None:
+        """Prepare the authorization a 401's challenge asks for (the request is then sent again).
+
+        `sent_basic`: the challenged request carried the credentials already, so they were refused.
+        Requests sent at once before the first challenge was answered carry none and are each challenged:
+        each is sent again with the credentials, none counts as refused."""
         scheme, params = challenge(header)
         if scheme == "basic":
             if self.mirror.credentials is None:
                 raise AuthError(f"upstream {self.mirror.upstream} requires credentials; the mirror has none")
-            if self._basic:
+            if sent_basic:
                 raise AuthError(f"upstream {self.mirror.upstream} refused the mirror's credentials")
             self._basic = True
             return

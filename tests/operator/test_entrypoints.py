@@ -4,14 +4,15 @@ Covers: defaults and overrides of the DOCKYARD_* variables (DOCKYARD_NODE_TRUST_
 host patterns, lower-cased); bad values are a SettingsError and the CLI exits 2
 with a message; `--help` works; which Secrets a spec references (passwords, a BYO TLS Secret); the owning
 registry of a child is found through its controller owner reference only; RBAC_RULES name no wildcard and
-cover every kind the reconciler writes; the kopf wiring turns failures into delayed retries.
+cover every kind the reconciler writes; a watched object's pass goes through the triggers; kopf has only
+event handlers for registries (no finalizer, no diffbase or progress annotations to write).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from dockyard_operator import builders, cli, kube, names, rbac, reconcile, settings
+from dockyard_operator import builders, cli, names, rbac, settings
 from dockyard_operator import handlers as operator_handlers
 from tests.operator import test_builders
 
@@ -150,53 +151,30 @@ def test_rbac_rules_have_no_wildcards_and_cover_every_child_kind() -> None:
     assert ("", "events", "create") in granted
 
 
-class _Memo:
-    def __init__(self, outcome: reconcile.Result | Exception) -> None:
-        self.reconciler = self
-        self.outcome = outcome
+class _Triggers:
+    def __init__(self) -> None:
+        self.triggers = self
         self.calls: list[tuple[str, str]] = []
-        self.periodic: list[bool] = []
 
-    async def reconcile(self, *, namespace: str, name: str, periodic: bool = False) -> reconcile.Result:
+    async def run(self, *, namespace: str, name: str, periodic: bool = False) -> None:
         self.calls.append((namespace, name))
-        self.periodic.append(periodic)
-        if isinstance(self.outcome, Exception):
-            raise self.outcome
-        return self.outcome
 
 
-@pytest.mark.parametrize(
-    ("outcome", "delay", "needle"),
-    [
-        (kube.Forbidden("forbidden: create Secret ns/x", status=403), 60, "RBAC"),
-        (kube.Unavailable("get Secret ns/x: etcd", status=503), 10, "etcd"),
-        (reconcile.Result(retry_after=5.0, message="ApplyFailed"), 5, "ApplyFailed"),
-    ],
-)
-async def test_the_kopf_wiring_turns_failures_into_retries_with_a_delay(
-    outcome: reconcile.Result | Exception, delay: float, needle: str
-) -> None:
-    import kopf
-
-    memo = _Memo(outcome)
-    with pytest.raises(kopf.TemporaryError) as info:
-        await operator_handlers._run(memo, namespace="ns", name="demo")
-    assert info.value.delay == delay
-    assert needle in str(info.value)
-
-
-async def test_a_clean_pass_or_a_cluster_scoped_event_raises_nothing() -> None:
-    memo = _Memo(reconcile.Result())
+async def test_a_watched_object_asks_the_triggers_for_its_registrys_pass_not_a_cluster_scoped_one() -> None:
+    memo = _Triggers()
     await operator_handlers._run(memo, namespace="ns", name="demo")
     await operator_handlers._run(memo, namespace=None, name="demo")
     assert memo.calls == [("ns", "demo")]
 
 
-async def test_only_the_resync_timer_asks_for_a_periodic_pass() -> None:
-    memo = _Memo(reconcile.Result())
-    await operator_handlers.resync(namespace="ns", name="demo", memo=memo)
-    await operator_handlers.reconcile_registry(namespace="ns", name="demo", memo=memo)
-    assert memo.periodic == [True, False]
+def test_kopf_has_no_changing_handler_or_timer_for_registries_so_it_writes_nothing_to_them() -> None:
+    import kopf
+
+    registry = kopf.get_default_registry()
+    resource = kopf.Resource(names.GROUP, names.VERSION, names.PLURAL)
+    assert not registry._changing.has_handlers(resource=resource)
+    assert not registry._spawning.has_handlers(resource=resource)
+    assert registry._watching.has_handlers(resource=resource)
 
 
 def test_help_describes_the_operator_and_its_environment(capsys: pytest.CaptureFixture[str]) -> None:

@@ -658,7 +658,7 @@ async def test_a_forbidden_write_is_reported_and_asks_for_a_retry(
 async def test_a_deleted_registry_is_left_to_garbage_collection(
     api: fakes.FakeKube, reconciler: reconcile.Reconciler
 ) -> None:
-    assert await reconciler.reconcile(namespace="ns", name="absent") == reconcile.Result()
+    assert await reconciler.reconcile(namespace="ns", name="absent") == reconcile.Result(gone=True)
     assert api.writes == []
 
 

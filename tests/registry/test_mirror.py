@@ -269,6 +269,25 @@ async def test_basic_auth_credentials_come_from_the_files(mirrored: Factory) -> 
     assert blobs == [image.config, image.layer]
 
 
+async def test_basic_auth_first_requests_at_once_all_succeed(mirrored: Factory) -> None:
+    # Requests sent before the first Basic challenge was answered all carry no credentials and are all
+    # challenged: each retries with the credentials (a 401 is "refused" only for a request that sent them).
+    up = Upstream(auth="basic")
+    image = make_image("at-once")
+    up.put_image("team/app", image, tag="v1")
+    s = await mirrored(up)
+
+    paths = [f"/v2/{PREFIX}/team/app/blobs/{sha256(b)}" for b in (image.config, image.layer)]
+    results = await asyncio.gather(*(s.get(p) for p in [f"/v2/{PREFIX}/team/app/manifests/v1", *paths]))
+    assert [(status, data) for status, data, _ in results] == [
+        (200, image.manifest),
+        (200, image.config),
+        (200, image.layer),
+    ]
+    assert up.count("GET", "/blobs/") == 4  # each blob: challenged once, then fetched with credentials
+    assert s.pull.clients[PREFIX].errors == {}
+
+
 async def test_wrong_password_is_a_502_that_names_the_upstream_not_the_password(mirrored: Factory) -> None:
     up = Upstream(auth="basic")
     up.put_image("team/app", make_image("x"), tag="v1")

@@ -16,7 +16,7 @@ and every resync period to observe the agents; each publication
    round already read (spec-hash: no write when nothing changed);
 4. records, per registry, its hosts, the published fingerprints, its rotation plan and any problem
    (`sources.Observation`), and tells the reconciler which registries read differently, so their status
-   (`status.nodeTrust`, `NodeTrustReady`) follows without waiting for the resync timer.
+   (`status.nodeTrust`, `NodeTrustReady`) follows without waiting for the resync loop.
 So a round costs the same handful of reads whatever the number of registries (the DaemonSet, the agent
 Pods, the ConfigMap, the agent's ServiceAccount; the periodic round adds one LIST of the registries) and
 O(N) work, and no registry pass waits on a lock. A deletion publishes at once (`forget`), without a LIST.

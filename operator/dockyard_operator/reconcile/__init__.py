@@ -5,11 +5,13 @@
 - the steps, one module each: `credentials` (htpasswd, with the bcrypt cache), `tls` (CA choice and the
   serving certificate), `ca_rotation` (the staged rotation), `children` (everything the registry owns, through
   the child writer), `trust` (the hand-off to node trust), `exposure` (pull secrets, KEP-1755 hosting),
-  `observe` (the registry's own report on storage and gc) and `status` (conditions and Events).
+  `observe` (the registry's own report on storage and gc) and `status` (conditions and Events);
+- `triggers`: when a registry gets a pass (its watch events, the one resync loop, retries after errors).
 Must not: import kopf; write to the API except through `writer.Writer` (and status/Events in `status`).
 """
 
 from dockyard_operator.reconcile.context import ROTATE_CA
 from dockyard_operator.reconcile.orchestrator import Reconciler, Result
+from dockyard_operator.reconcile.triggers import Triggers
 
-__all__ = ["ROTATE_CA", "Reconciler", "Result"]
+__all__ = ["ROTATE_CA", "Reconciler", "Result", "Triggers"]

@@ -163,7 +163,7 @@ class Exposure:
                             change=functools.partial(_with_pull_secret, secret=desired["metadata"]["name"]),
                         )
                 except (kube.NotFound, kube.NamespaceTerminating):
-                    continue  # no such namespace (yet): a later pass (the timer) brings the Secret
+                    continue  # no such namespace (yet): a later pass (the resync loop) brings the Secret
                 except writer.NotOurs as exc:
                     raise kube.Conflict(str(exc), status=409) from None
             for copy in await self._copies(namespace=run.namespace, name=run.name):

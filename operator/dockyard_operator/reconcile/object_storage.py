@@ -4,7 +4,7 @@ A pod whose `secretKeyRef` names a missing Secret or key never starts (CreateCon
 whose CA volume is missing never leaves ContainerCreating; both are only visible on the pod. So, like a
 missing password Secret, a missing credentials Secret or key, or a missing or unusable CA bundle, blocks the
 pass with a problem naming it (Ready=False, Degraded=True, and StorageReady=False), and the watch on Secrets
-(or the resync timer, for a ConfigMap) brings the next attempt.
+(or the resync loop, for a ConfigMap) brings the next attempt.
 
 Owns: those checks, and the digest that rolls the pods when the credentials or the CA change (the registry
 reads both only when it starts).

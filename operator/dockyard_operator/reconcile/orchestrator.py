@@ -1,13 +1,13 @@
 """The one reconcile path of a `PrivateRegistry`, as the ordered list of what a pass does.
 
-Create, update, resume, the periodic timer and the watches on referenced Secrets and owned children all end
-here, so there is exactly one way state converges. A pass reads the registry fresh (a watch event may be
-stale), parses its spec once into an immutable `context.Pass`, and runs the steps in order, each returning
-what it adds: credentials (and object storage's references) → CA → CA rotation → serving certificate →
-children → node trust → what the registry
-reports (storage, gc) → hosting → pull secrets → status and Events. A problem the schema cannot catch (a
-missing Secret or key, an unusable password or certificate) blocks the pass before any child is touched and is
-reported as Ready=False/Degraded=True; the watch on Secrets or the timer brings the next attempt, so nothing
+A registry's own events (`triggers`: new, changed, retried, the one resync loop) and the watches on referenced
+Secrets and owned children all end here, so there is exactly one way state converges. A pass reads the
+registry fresh (a watch event may be stale), parses its spec once into an immutable `context.Pass`, and runs
+the steps in order, each returning what it adds: credentials (and object storage's references) → CA → CA
+rotation → serving certificate → children → node trust → what the registry reports (storage, gc) → hosting →
+pull secrets → status and Events. A problem the schema cannot catch (a missing Secret or key, an unusable
+password or certificate) blocks the pass before any child is touched and is reported as
+Ready=False/Degraded=True; the watch on Secrets or the resync loop brings the next attempt, so nothing
 crash-loops.
 
 When node trust's publisher changes only what a registry reads from it (status.nodeTrust, NodeTrustReady,
@@ -18,9 +18,9 @@ settled (a restart, a blocked pass, a staged CA rotation, which moves on with pa
 Also here: passes (and refreshes) of one registry never overlap and bursts coalesce (`turns`); the periodic
 resync skips a registry that had a pass within the last half period or has one running or waiting (drift is
 still corrected within two periods); at most `concurrent_passes` run at once, passes somebody asked for before
-the timer's (the rest wait their turn holding nothing but their registry's name); shutdown drains running
-passes; a deleted registry's outside traces are removed (`forget`).
-Must not: import kopf (handlers translate `Result.retry_after` into kopf's retry), talk to the API except
+the resync loop's (the rest wait their turn holding nothing but their registry's name); shutdown drains
+running passes; a deleted registry's outside traces are removed (`forget`).
+Must not: import kopf (`triggers` turns `Result.retry_after` into a retry), talk to the API except
 through the steps, or hold per-pass state in fields (everything a pass knows is in local, immutable values;
 the one per-registry memory is the small `status.Settled` of its last pass, for refreshes).
 """
@@ -73,6 +73,8 @@ class Result:
 
     retry_after: float | None = None
     message: str = ""
+    gone: bool = False
+    """The registry no longer exists (or is being deleted): nothing more to ask for it."""
 
 
 class Reconciler:
@@ -242,10 +244,10 @@ class Reconciler:
 
         Passes for one registry never overlap. Bursts coalesce: a pass admitted but not begun yet (waiting for
         a slot or for its registry) covers later ones, because it reads the registry fresh when it begins. A
-        `periodic` pass (the resync timer's) is skipped when the registry's last pass ended less than half a
+        `periodic` pass (the resync loop's) is skipped when the registry's last pass ended less than half a
         resync period ago (it would read what that pass just read) or while the registry has a pass running
         or waiting, and it gets a slot only after the passes somebody asked for: a thousand registries created
-        together would otherwise queue their timers' passes in front of the passes they still need.
+        together would otherwise queue their periodic passes in front of the passes they still need.
         """
         if self._closed:
             return Result()  # shutting down: the next operator process resumes every registry
@@ -254,8 +256,8 @@ class Reconciler:
         if periodic and (recent or self._turns.busy(key)):
             return Result()
         async with self._turns.pass_turn(key, urgent=not periodic) as mine:
-            if not mine:
-                return Result()
+            if not mine or self._closed:
+                return Result()  # covered by a pass that has not begun, or shutting down while waiting
             self._settled.pop(key, None)  # until this pass settles: a refresh waits for it or passes
             body = await self._kube.get(
                 api_version=names.API_VERSION, kind=names.KIND, namespace=namespace, name=name
@@ -263,7 +265,7 @@ class Reconciler:
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                 self.metrics.forget(namespace=namespace, name=name)
                 self._finished.pop(key, None)
-                return Result()  # deleted: garbage collection removes the children
+                return Result(gone=True)  # deleted: garbage collection removes the children
             try:
                 with self.metrics.step("pass"):
                     result = await self._pass(body)
@@ -283,7 +285,7 @@ class Reconciler:
             async with self._fanout:
                 try:
                     await self.refresh(namespace=namespace, name=name)
-                except kube.KubeError as exc:  # the resync timer brings the next attempt
+                except kube.KubeError as exc:  # the resync loop brings the next attempt
                     log.warning("status of %s/%s after a node trust change: %s", namespace, name, exc)
 
         await asyncio.gather(*(one(namespace, name) for namespace, name in sorted(keys)))

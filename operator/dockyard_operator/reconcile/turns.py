@@ -1,12 +1,12 @@
 """Whose turn it is: passes and status refreshes of one registry never overlap, and few passes run at once.
 
 Owns: the slots (at most `concurrent_passes` passes run at once; a pass somebody asked for, a create, an
-update, a watch event, gets a free slot before the resync timer's passes, so a burst of new registries is not
-queued behind the timers of those already done), one lock per registry (dropped again when nobody holds or
-waits for it), and the coalescing rules:
+update, a watch event, gets a free slot before the resync loop's passes, so a burst of new registries is not
+queued behind the periodic passes of those already done), one lock per registry (dropped again when nobody
+holds or waits for it), and the coalescing rules:
 - a pass admitted but not begun (waiting for a slot, or for its registry) covers any later pass: it reads
   the registry fresh when it begins;
-- the resync timer's pass is not needed while the registry has a pass running or waiting (`busy`);
+- the resync loop's pass is not needed while the registry has a pass running or waiting (`busy`);
 - a status refresh takes no slot; it is not needed behind another waiting refresh, nor when a pass that holds
   its slot waits for the registry (both read node trust's latest view), and one whose turn comes while such a
   pass waits behind it gives way.
@@ -95,7 +95,7 @@ class Turns:
     @contextlib.asynccontextmanager
     async def pass_turn(self, key: Key, *, urgent: bool = True) -> AsyncIterator[bool]:
         """Wait for a slot, then for the registry; yields False (at once) when a pass that has not begun
-        covers this one. `urgent`: somebody asked for it (not the resync timer)."""
+        covers this one. `urgent`: somebody asked for it (not the resync loop)."""
         queue = self._queues.setdefault(key, _Queue())
         if queue.pending > 0:
             yield False

@@ -10,7 +10,7 @@ and its exit code is checked), can be restarted (downtime tests), and writes a l
 tests assert on (no password in it) and that is attached to the report of a failing test.
 
 The operator starts once per session (`--standalone --all-namespaces`, a system:masters user of its own, a
-3 s drift timer, the cheapest bcrypt cost, its metrics on a reserved loopback port); every test works in its
+3 s resync period, the cheapest bcrypt cost, its metrics on a reserved loopback port); every test works in its
 own namespace. Tests wait for what the operator did through the API (conditions, children, and
 `cluster.await_passes` for passes that change nothing), never for a line in its log.
 """

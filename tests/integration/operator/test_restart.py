@@ -3,11 +3,13 @@
 Covers:
 - the operator stops cleanly on SIGTERM (exit code 0);
 - what changed while it was down (a rotated password, a deleted child, a new replica count) is
-  reconciled when it comes back (kopf's resume plus the first pass), by the packaged
+  reconciled when it comes back (every registry gets a pass on the start's listing), by the packaged
   `python -m dockyard_operator` entry point the image runs, which serves its metrics on `--metrics-listen`;
 - nothing is rewritten on a restart when nothing changed: children keep their resourceVersion;
-- a registry deleted while the operator was down (held by kopf's finalizer) is released and its
-  children collected when it returns;
+- a registry created while the operator was down converges when it returns;
+- a registry an earlier version left holding kopf's timer finalizer (`dockyard.dev/timers`), deleted while the
+  operator was down, is released when it returns (kopf drops the finalizer nothing needs any more) and its
+  children collected;
 - the operator survives a kube-apiserver restart and keeps reacting to new registries and to
   deleted children (its watches reconnect).
 
@@ -39,6 +41,7 @@ core = lightkube.resources.core_v1
 apps = lightkube.resources.apps_v1
 MERGE = lightkube.types.PatchType.MERGE
 N = names.Names.of("demo")
+LEGACY_FINALIZER = f"{names.GROUP}/timers"
 
 
 @pytest.fixture
@@ -127,24 +130,53 @@ def test_a_restart_with_nothing_changed_rewrites_nothing(
     since = control_plane.audit_offset()
     restarted.start()
 
-    # The restarted operator's resume pass and the timer's first pass after it have both finished.
+    # The restarted operator's first pass (the start's listing) and the resync loop's after it have finished.
     cluster.await_passes(control_plane, user=restarted.username, namespace=namespace, count=2, since=since)
     assert _children(kube_client, namespace) == before
 
 
-def test_a_registry_deleted_while_the_operator_was_down_goes_away_when_it_returns(
+def test_a_registry_created_while_the_operator_was_down_converges_when_it_returns(
+    kube_client: lightkube.Client, namespace: str, restarted: Operator
+) -> None:
+    assert restarted.stop() == 0
+    cluster.create_registry(
+        kube_client,
+        namespace=namespace,
+        spec={"auth": {"users": [cluster.user("alice", "alice-password")]}},
+        passwords={"alice": "alice-Late-pw-19"},
+    )
+    restarted.start()
+
+    cluster.wait_child(kube_client, apps.Deployment, N.deployment, namespace)
+    cluster.wait_condition(kube_client, "demo", namespace, "CertificateReady", "True")
+    registry = kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace)
+    assert cluster.status_of(registry)["observedGeneration"] == registry["metadata"]["generation"]
+    assert not registry["metadata"].get("finalizers"), "the operator added a finalizer"
+
+
+def test_a_registry_held_by_the_legacy_timer_finalizer_and_deleted_while_down_goes_away(
     kube_client: lightkube.Client, namespace: str, restarted: Operator
 ) -> None:
     cluster.create_registry(kube_client, namespace=namespace)
     cluster.wait_child(kube_client, apps.Deployment, N.deployment, namespace)
 
     assert restarted.stop() == 0
+    # What earlier operator versions left on every registry: kopf's finalizer for the per-registry timer.
+    kube_client.patch(
+        cluster.PrivateRegistry,
+        "demo",
+        {"metadata": {"finalizers": [LEGACY_FINALIZER]}},
+        namespace=namespace,
+        patch_type=MERGE,
+    )
     kube_client.delete(cluster.PrivateRegistry, "demo", namespace=namespace)
+    held = kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace)
+    assert held["metadata"].get("deletionTimestamp"), "the legacy finalizer did not hold the registry"
     restarted.start()
 
     kube.eventually(
         functools.partial(cluster.absent, kube_client, cluster.PrivateRegistry, "demo", namespace),
-        what="the registry to be deleted (its finalizer released)",
+        what="the registry to be deleted (the legacy finalizer released)",
     )
     kube.eventually(
         functools.partial(cluster.absent, kube_client, apps.Deployment, N.deployment, namespace),

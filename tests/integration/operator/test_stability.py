@@ -1,13 +1,17 @@
 """Steady state: once converged, the operator's periodic passes write nothing.
 
 Covers:
-- across several passes with nothing changed (the resync timer's, counted in the API server's audit log,
+- across several passes with nothing changed (the resync loop's, counted in the API server's audit log,
   not in the operator's), no child and not the registry's status is rewritten (resourceVersions stay),
   conditions keep their lastTransitionTime, and no Event is posted; the same holds for a registry stuck on
   a missing Secret;
 - a CA shorter-lived than the certificate's renewal window does not make the operator reissue
   the certificate (and roll the pods) on every pass;
-- a hand-corrupted serving certificate or htpasswd Secret is repaired.
+- a hand-corrupted serving certificate or htpasswd Secret is repaired;
+- drift no watch event reports (a child edited so that it no longer carries the managed-by label the child
+  watches select on) is corrected by the operator-wide resync loop;
+- the operator writes nothing of kopf's to a registry: no finalizer, no last-handled-configuration or
+  progress annotations; the finalizer earlier versions added (`dockyard.dev/timers`) is removed.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def _serial(client: lightkube.Client, namespace: str) -> int:
     return int(x509.load_pem_x509_certificate(data["tls.crt"]).serial_number)
 
 
-def test_timer_passes_over_a_converged_registry_write_nothing(
+def test_periodic_passes_over_a_converged_registry_write_nothing(
     control_plane: kube.ControlPlane, kube_client: lightkube.Client, namespace: str, operator: Operator
 ) -> None:
     cluster.create_registry(
@@ -165,3 +169,59 @@ def test_a_corrupted_certificate_and_htpasswd_are_repaired(
         return file.users() == ["alice"] and bool(file.check_password("alice", "alice-Repair-pw-18"))
 
     kube.eventually(htpasswd_repaired, what="the htpasswd Secret to be repaired")
+
+
+def test_the_resync_loop_corrects_drift_no_watch_event_reports(
+    kube_client: lightkube.Client, namespace: str, operator: Operator
+) -> None:
+    cluster.create_registry(kube_client, namespace=namespace)
+    cluster.wait_condition(kube_client, "demo", namespace, "CertificateReady", "True")
+    configmap = cluster.wait_child(kube_client, core.ConfigMap, N.nginx_configmap, namespace)
+    data = dict(configmap.data or {})
+    key = sorted(data)[0]
+
+    # Without the managed-by label the child watch's selector no longer matches: no event handler runs,
+    # only the periodic pass (every 3 s in this suite) can see the drift.
+    kube_client.patch(
+        core.ConfigMap,
+        N.nginx_configmap,
+        {"metadata": {"labels": {names.LABEL_MANAGED_BY: None}}, "data": {key: "# edited by hand"}},
+        namespace=namespace,
+        patch_type=MERGE,
+    )
+
+    def repaired() -> bool:
+        live = kube_client.get(core.ConfigMap, N.nginx_configmap, namespace=namespace)
+        labels = (live.metadata.labels if live.metadata else None) or {}
+        return labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY and dict(live.data or {}) == data
+
+    kube.eventually(repaired, what="the nginx ConfigMap's label and data restored by the resync loop")
+
+
+def test_kopf_writes_nothing_to_a_registry(
+    control_plane: kube.ControlPlane, kube_client: lightkube.Client, namespace: str, operator: Operator
+) -> None:
+    cluster.create_registry(kube_client, namespace=namespace)
+    cluster.wait_condition(kube_client, "demo", namespace, "CertificateReady", "True")
+    cluster.await_passes(control_plane, user=operator.username, namespace=namespace, count=1)
+
+    meta = kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace)["metadata"]
+    assert not meta.get("finalizers")
+    assert not [key for key in meta.get("annotations") or {} if key.startswith(f"{names.GROUP}/")]
+
+    # The finalizer earlier versions had kopf add for their per-registry timer is taken off a live registry.
+    kube_client.patch(
+        cluster.PrivateRegistry,
+        "demo",
+        {"metadata": {"finalizers": [f"{names.GROUP}/timers"]}},
+        namespace=namespace,
+        patch_type=MERGE,
+    )
+    kube.eventually(
+        lambda: (
+            not kube_client.get(cluster.PrivateRegistry, "demo", namespace=namespace)["metadata"].get(
+                "finalizers"
+            )
+        ),
+        what="the legacy dockyard.dev/timers finalizer to be removed",
+    )
