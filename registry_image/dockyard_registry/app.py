@@ -22,6 +22,7 @@ from aiohttp import http_exceptions, web
 from dockyard_registry import auth, errors, health, lifecycle, reference, routes, state, tokens
 from dockyard_registry import metrics as metrics_
 from dockyard_registry.errors import Code, OciError
+from dockyard_registry.handlers import uploads
 
 log = logging.getLogger(__name__)
 # aiohttp's server log (parse errors, connection trouble), under our name so the filter below is ours.
@@ -348,6 +349,7 @@ async def _auth_request(request: web.Request) -> web.StreamResponse:
             # Before nginx reads a body (the body-file variant writes it to the volume first): a push the
             # storage cannot take gets its 507/503 here, and nginx answers it without a byte stored.
             _refuse_push_without_storage(request, match=match, method=method)
+            uploads.expect_body(request, method=method, handler=match.handler, upload_id=match.params.arg)
         else:
             await _refuse_unmapped(request, authorization=authorization)
     except OciError as err:

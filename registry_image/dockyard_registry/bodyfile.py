@@ -39,7 +39,7 @@ import stat
 import threading
 from collections.abc import AsyncIterator, Iterator
 
-from dockyard_registry import digest, writeback
+from dockyard_registry import bodyahead, digest, writeback
 
 READ_CHUNK = 1 << 20
 MAP_WINDOW = 4 << 20  # a multiple of mmap.ALLOCATIONGRANULARITY; resident per upload being hashed
@@ -58,13 +58,15 @@ class BodyFileError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class BodyFile:
-    """A complete request body in a file; `size` as nginx left it (the request's content length)."""
+    """A complete request body in a file; `size` as nginx left it (the request's content length).
+    `ahead`: what may have hashed its first bytes while nginx wrote them (bodyahead.py)."""
 
     path: pathlib.Path
     size: int
+    ahead: bodyahead.Follower | None = None
 
 
-def open_checked(path: pathlib.Path) -> BodyFile:
+def open_checked(path: pathlib.Path, *, ahead: bodyahead.Follower | None = None) -> BodyFile:
     """Stat `path` without following a symlink; BodyFileError unless it is a regular file."""
     try:
         st = os.lstat(path)
@@ -72,13 +74,14 @@ def open_checked(path: pathlib.Path) -> BodyFile:
         raise BodyFileError(f"request body file missing: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise BodyFileError("request body file is not a regular file")
-    return BodyFile(path=path, size=st.st_size)
+    return BodyFile(path=path, size=st.st_size, ahead=ahead)
 
 
-def _hash_into(hasher: digest.Hasher, fd: int, size: int) -> None:
-    """Hash `size` bytes of `fd` over read-only maps: the page cache's bytes, no copy into Python. One
-    window at a time, so the process never maps (and counts as resident) more than MAP_WINDOW of it."""
-    for offset in range(0, size, MAP_WINDOW):
+def _hash_into(hasher: digest.Hasher, fd: int, size: int, *, start: int = 0) -> None:
+    """Hash bytes [start, size) of `fd` over read-only maps: the page cache's bytes, no copy into Python.
+    One window at a time, so the process never maps (and counts as resident) more than MAP_WINDOW of it.
+    `start`: a multiple of mmap.ALLOCATIONGRANULARITY."""
+    for offset in range(start, size, MAP_WINDOW):
         length = min(MAP_WINDOW, size - offset)
         with (
             mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=offset) as mapped,
@@ -116,11 +119,17 @@ def adopt(
         if not stat.S_ISREG(st.st_mode) or st.st_size != body.size:
             raise BodyFileError("request body file changed after it was handed over")
         hashed = hasher.copy() if hasher is not None else None
+        start = 0
+        ahead = body.ahead.take(fd) if body.ahead is not None else None
+        if ahead is not None and hashed is not None and upload_size == 0 and hashed.name == ahead.hasher.name:
+            # The upload's first bytes, hashed while nginx wrote them: its running hash is the empty one,
+            # so what was hashed ahead continues it exactly.
+            hashed, start = ahead.hasher, ahead.offset
         # This very file becomes the upload (renamed below): its writeback may start at once.
         kept = upload_size == 0 and writeback.size_worth_it(body.size) and _same_file_system(st, target)
         with _written_back(fd, enabled=kept):
             if hashed is not None:
-                _hash_into(hashed, fd, body.size)
+                _hash_into(hashed, fd, body.size, start=start)
         if body.size:
             _place(fd, body, target, upload_size=upload_size)
         return hashed

@@ -26,6 +26,7 @@ from typing import NoReturn
 from dockyard_common import htpasswd as htpasswd_file
 from dockyard_registry import (
     auth,
+    bodyahead,
     fsck,
     gc,
     health,
@@ -185,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         type=Path,
         help="behind the operator's nginx only: the directory (on the data volume) nginx writes blob upload "
-        "bodies to; the registry then adopts those files instead of reading bodies from the socket "
-        "(default: off; never set it without that nginx in front)",
+        "bodies to; the registry then adopts those files instead of reading bodies from the socket, and "
+        "hashes each while nginx writes it (Linux inotify) (default: off; never set it without that nginx "
+        "in front)",
     )
     serve.add_argument("--realm", default="dockyard", help="Basic auth realm (default dockyard)")
     serve.add_argument(
@@ -513,6 +515,7 @@ def _serve(args: argparse.Namespace) -> int:
         trusted_proxies=_trusted_proxies(args.trusted_proxy),
         token_realm=None if args.no_auth else args.token_realm,
         body_file_dir=args.body_file_dir,
+        body_ahead=None if args.body_file_dir is None else bodyahead.Follower(args.body_file_dir),
     )
     if not 0 < args.storage_max_fill <= 100:
         raise UsageError("--storage-max-fill must be a percentage in (0, 100]")

@@ -1,9 +1,10 @@
 """What runs for an app's lifetime besides requests: background tasks and the startup and cleanup steps.
 
 Owns: registering, on an aiohttp application, the tasks and steps its settings ask for: the periodic sweep
-of expired upload sessions (and of upload body files a stopped nginx left behind), the scheduled online gc,
-the storage check behind /readyz, the token issuers' key refreshes, and readying and closing the
-pull-through mirrors' upstream clients. Each task is cancelled and awaited at cleanup.
+of expired upload sessions (and of upload body files a stopped nginx left behind), the thread hashing
+upload bodies while nginx writes them, the scheduled online gc, the storage check behind /readyz, the token
+issuers' key refreshes, and readying and closing the pull-through mirrors' upstream clients. Each task is
+cancelled and awaited at cleanup.
 Must not: answer requests (app.py and handlers/ do) or hold storage rules (store.py, maintenance.py).
 """
 
@@ -27,6 +28,8 @@ def install(app: web.Application, settings: state.Settings) -> None:
     """Register on `app` what `settings` ask to run beside the requests."""
     if settings.upload_sweep_seconds is not None:
         app.cleanup_ctx.append(_sweep_uploads)
+    if settings.body_ahead is not None:
+        app.cleanup_ctx.append(_body_ahead)
     if settings.gc is not None:
         app.cleanup_ctx.append(_scheduled_gc)
     if settings.storage is not None:
@@ -78,6 +81,17 @@ async def _sweep_uploads(app: web.Application) -> AsyncIterator[None]:
 
     async with _while_serving(loop()):
         yield
+
+
+async def _body_ahead(app: web.Application) -> AsyncIterator[None]:
+    """For the app's lifetime: hash upload body files while nginx writes them (bodyahead.Follower)."""
+    follower = app[state.SETTINGS].body_ahead
+    assert follower is not None
+    await asyncio.to_thread(follower.start)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(follower.stop)
 
 
 async def _scheduled_gc(app: web.Application) -> AsyncIterator[None]:

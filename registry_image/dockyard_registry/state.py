@@ -11,7 +11,7 @@ import pathlib
 
 from aiohttp import web
 
-from dockyard_registry import auth, health, maintenance, mirror, store
+from dockyard_registry import auth, bodyahead, health, maintenance, mirror, store
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The operator's nginx sidecar reaches the registry over the pod's loopback.
@@ -44,6 +44,9 @@ class Settings:
     # Behind the operator's nginx (`serve --body-file-dir`): the directory on the data volume nginx writes
     # blob upload bodies to; only then is handlers.common.BODY_FILE_HEADER trusted. None: never.
     body_file_dir: pathlib.Path | None = None
+    # With body_file_dir: hashes body files while nginx writes them (bodyahead.py; started and stopped by
+    # lifecycle). None: each body is hashed once complete.
+    body_ahead: bodyahead.Follower | None = None
 
 
 SETTINGS = web.AppKey("settings", Settings)

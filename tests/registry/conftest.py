@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from aiohttp import test_utils
 
-from dockyard_registry import app, auth, fence, state, store
+from dockyard_registry import app, auth, bodyahead, fence, state, store
 from dockyard_registry.storage import base, filesystem, memory
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -152,6 +152,7 @@ async def make_client(tmp_path: Path) -> AsyncIterator[ClientFactory]:
         trusted_proxies: tuple[state.Network, ...] = state.LOOPBACK,
         token_realm: str | None = None,
         body_file_dir: Path | None = None,
+        body_ahead: bool = False,
     ) -> Registry:
         settings = state.Settings(
             store=store.Store(
@@ -168,6 +169,7 @@ async def make_client(tmp_path: Path) -> AsyncIterator[ClientFactory]:
             trusted_proxies=trusted_proxies,
             token_realm=token_realm,
             body_file_dir=body_file_dir,
+            body_ahead=bodyahead.Follower(body_file_dir) if body_ahead and body_file_dir else None,
         )
         client = test_utils.TestClient(test_utils.TestServer(app.create_app(settings)))
         await client.start_server()

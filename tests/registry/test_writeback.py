@@ -92,10 +92,10 @@ async def test_a_renamed_body_is_written_back_while_it_is_hashed(
     real_hash, real_start = bodyfile._hash_into, writeback.start
     kicked_inodes: list[int] = []
 
-    def hash_into(hasher: digest.Hasher, fd: int, size: int) -> None:
+    def hash_into(hasher: digest.Hasher, fd: int, size: int, *, start: int = 0) -> None:
         hashing.set()
         overlapped["kick seen by the hash"] = kicked.wait(10)
-        real_hash(hasher, fd, size)
+        real_hash(hasher, fd, size, start=start)
 
     def start(fd: int, offset: int = 0, length: int = 0) -> bool:
         kicked_inodes.append(inode(fd))

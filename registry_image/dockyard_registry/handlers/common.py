@@ -80,7 +80,11 @@ def body_source(request: web.Request) -> store.Body:
     a loopback peer (the sidecar) and only for an nginx temp file directly inside that directory; anything
     else is refused with BLOB_UPLOAD_INVALID and touches no file.
     """
-    directory = settings(request).body_file_dir
+    cfg = settings(request)
+    directory = cfg.body_file_dir
+    if cfg.body_ahead is not None:
+        # This request's body is complete (nginx proxies only complete ones): its mark, if any, goes.
+        cfg.body_ahead.arrived(request.path.rsplit("/", 1)[-1])
     value = request.headers.get(BODY_FILE_HEADER)
     if directory is None or value is None:
         return body_chunks(request)
@@ -94,7 +98,7 @@ def body_source(request: web.Request) -> store.Body:
     ):
         raise OciError(Code.BLOB_UPLOAD_INVALID, f"{BODY_FILE_HEADER} names no file of the body directory")
     try:
-        return bodyfile.open_checked(directory / named.name)
+        return bodyfile.open_checked(directory / named.name, ahead=cfg.body_ahead)
     except bodyfile.BodyFileError as exc:
         raise OciError(Code.BLOB_UPLOAD_INVALID, str(exc)) from None
 

@@ -49,6 +49,21 @@ def _owner(request: web.Request) -> str:
     return common.identity(request).user or ""
 
 
+def expect_body(request: web.Request, *, method: str, handler: object, upload_id: str) -> None:
+    """From nginx's auth subrequest of a passed upload request, before nginx reads its body: tell the body
+    follower (bodyahead.py) when that body may continue an upload rather than start one (a Content-Range
+    not at 0, or an upload this process knows holds bytes), so that no file is hashed ahead for nothing
+    while it is pending. `method`/`handler`: the original request's."""
+    follower = common.settings(request).body_ahead
+    if follower is None or method not in ("PATCH", "PUT") or handler not in (patch, finish):
+        return
+    known = common.settings(request).store.known_upload_size(upload_id)
+    rng = request.headers.get("Content-Range", "")
+    m = _CONTENT_RANGE_RE.match(rng.strip())
+    if (m is not None and int(m.group(1)) > 0) or (known is not None and known > 0) or (not m and rng):
+        follower.expect_continuation(upload_id)
+
+
 async def start(request: web.Request, match: common.PathParams) -> web.StreamResponse:
     repo = common.name(match)
     cfg = common.settings(request)

@@ -17,6 +17,7 @@ Semantics every driver guarantees (the contract suite checks them):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import pathlib
@@ -78,6 +79,12 @@ class Driver(Protocol):
 
     def redirect_url(self, path: str, /) -> str | None:
         """A URL a client may fetch the bytes from directly (a presigned S3 URL), or None."""
+        ...
+
+    def synced_together(self) -> contextlib.AbstractContextManager[None]:
+        """A block of calls (this thread's) whose directory syncs happen once per directory as the block
+        ends, before it returns or raises: what the calls make durable is durable when the block is left,
+        as without it, in fewer journal commits. File data is still synced where each call syncs it."""
         ...
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import io
 import pathlib
 import threading
@@ -156,6 +157,9 @@ class BlockingS3Driver:
 
     def leftovers(self, path: str, /) -> tuple[str, ...]:
         return ()
+
+    def synced_together(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # nothing to sync
 
     def local_path(self, path: str, /) -> pathlib.Path | None:
         return None

@@ -6,6 +6,7 @@ are implied by path prefixes). Must not: be used in production (nothing survives
 
 from __future__ import annotations
 
+import contextlib
 import io
 import pathlib
 import threading
@@ -85,6 +86,9 @@ class MemoryDriver:
 
     def leftovers(self, path: str, /) -> tuple[str, ...]:
         return ()  # every write here is a dict assignment: nothing is left half-done
+
+    def synced_together(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # nothing to sync
 
     def local_path(self, path: str, /) -> pathlib.Path | None:
         return None
