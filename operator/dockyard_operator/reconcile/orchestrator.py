@@ -19,7 +19,8 @@ Also here: passes (and refreshes) of one registry never overlap and bursts coale
 resync skips a registry that had a pass within the last half period or has one running or waiting (drift is
 still corrected within two periods); at most `concurrent_passes` run at once, passes somebody asked for before
 the resync loop's (the rest wait their turn holding nothing but their registry's name); shutdown drains
-running passes; a deleted registry's outside traces are removed (`forget`).
+running passes; a deleted registry's outside traces are removed (`forget`), and those of a registry deleted
+while no operator watched by the resync loop's orphan sweep (`sweep_orphans`).
 Must not: import kopf (`triggers` turns `Result.retry_after` into a retry), talk to the API except
 through the steps, or hold per-pass state in fields (everything a pass knows is in local, immutable values;
 the one per-registry memory is the small `status.Settled` of its last pass, for refreshes).
@@ -51,6 +52,7 @@ from dockyard_operator.reconcile import (
     exposure,
     object_storage,
     observe,
+    orphans,
     status,
     tls,
     trust,
@@ -113,6 +115,9 @@ class Reconciler:
         self._children = children.Children(reader=client, writes=self._writer)
         self._trust = trust.NodeTrustHandOff(node_trust=node_trust, config=config)
         self._exposure = exposure.Exposure(reader=client, writes=self._writer, config=config)
+        self._orphans = orphans.Orphans(
+            client=client, writes=self._writer, exposed=self._exposure, config=config
+        )
         self._observe = observe.Observe(
             reader=client, fetch=status_reader or registry_status.StatusReader(), config=config
         )
@@ -343,6 +348,11 @@ class Reconciler:
             used = (spec.get("nodeTrust") or {}).get("enabled") or (body.get("status") or {}).get("nodeTrust")
             if not self._closed and used:
                 await self._trust.forget(namespace=namespace, name=name)
+
+    async def sweep_orphans(self, known: set[tuple[str, str]]) -> None:
+        """What registries deleted while no operator watched left outside their namespace goes (`orphans`)."""
+        if not self._closed:
+            await self._orphans.sweep(known)
 
     async def close(self) -> None:
         """Stop taking passes, let running ones finish (bounded), then close the client."""
