@@ -81,7 +81,9 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         client=client, config=SETTINGS, node_trust=trust, measures=measures, watched=memo.cache
     )
     # Every registry's passes: its events (`registry_event`), retries, and the one resync loop.
-    memo.triggers = reconcile.Triggers(memo.reconciler, resync_seconds=SETTINGS.resync_seconds)
+    memo.triggers = reconcile.Triggers(
+        memo.reconciler, resync_seconds=SETTINGS.resync_seconds, sweep=memo.reconciler.sweep_orphans
+    )
     memo.triggers.start()
     address = SETTINGS.metrics_address
     if address is not None:

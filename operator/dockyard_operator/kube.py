@@ -194,9 +194,10 @@ class Kube:
         api_version: str,
         kind: str,
         namespace: str | None = None,
-        labels: Mapping[str, str] | None = None,
+        labels: Mapping[str, str | None] | None = None,
     ) -> list[dict[str, Any]]:
-        """Every object of a kind in `namespace` (all namespaces when None), optionally selected by labels."""
+        """Every object of a kind in `namespace` (all namespaces when None), optionally selected by labels
+        (a value: that value; None: any value, the label exists)."""
         if namespace is None and self._namespaces is not None:
             found: list[dict[str, Any]] = []
             for each in self._namespaces:

@@ -9,7 +9,8 @@ Covers:
 - a pass that asks for a retry, or fails on an API error, a refusal or a bug, is asked for again after its
   delay (10 s, 60 s, 60 s, or the pass's own); a later clean pass cancels the retry, a periodic one does not;
 - the resync loop asks for one periodic pass of every known registry per period, spread evenly over it;
-  a registry a pass found gone leaves it;
+  a registry a pass found gone leaves it; every round, the first included, hands the known registries to the
+  orphan sweep, and a failing sweep does not stop the loop;
 - closing cancels passes still waiting and the loop.
 """
 
@@ -180,6 +181,26 @@ async def test_the_resync_loop_asks_for_a_periodic_pass_of_every_known_registry(
     await t.run(namespace="ns", name="r1", periodic=True)
     assert t.known() == {("ns", "r0"), ("ns", "r2")}
     await t.close()
+
+
+async def test_every_resync_round_hands_the_known_registries_to_the_orphan_sweep() -> None:
+    passes = Passes()
+    swept: list[set[triggers.Key]] = []
+    rounds = asyncio.Event()
+
+    async def sweep(known: set[triggers.Key]) -> None:
+        swept.append(known)
+        if len(swept) >= 2:
+            rounds.set()
+        raise kube.Unavailable("down", status=503)  # a failing sweep: the next round sweeps again
+
+    t = triggers.Triggers(passes, resync_seconds=0.05, sweep=sweep)
+    t.seen(event=None, body=body("r0"))
+    t.start()
+    await asyncio.wait_for(rounds.wait(), timeout=10)
+    await t.close()
+
+    assert swept[:2] == [{("ns", "r0")}, {("ns", "r0")}]
 
 
 async def test_close_cancels_the_passes_still_waiting() -> None:

@@ -6,7 +6,8 @@
   serving certificate), `ca_rotation` (the staged rotation), `children` (everything the registry owns, through
   the child writer), `trust` (the hand-off to node trust), `exposure` (pull secrets, KEP-1755 hosting),
   `observe` (the registry's own report on storage and gc) and `status` (conditions and Events);
-- `triggers`: when a registry gets a pass (its watch events, the one resync loop, retries after errors).
+- `triggers`: when a registry gets a pass (its watch events, the one resync loop, retries after errors);
+- `orphans`: the sweep, every resync round, of what registries deleted while no operator watched left behind.
 Must not: import kopf; write to the API except through `writer.Writer` (and status/Events in `status`).
 """
 

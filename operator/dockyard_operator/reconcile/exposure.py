@@ -6,7 +6,8 @@ label since owner references cannot cross namespaces; and `kube-public/local-reg
 cluster, which the first registry asking keeps and another asking is told about (Degraded), never overwritten.
 Both are withdrawn when the spec stops asking and by `forget` on deletion. A registry that never used either
 costs no API call here (and no cluster-wide list a namespaced install may not hold). Known gap: a feature
-switched off while the operator was down is withdrawn only when the registry is deleted.
+switched off while the operator was down is withdrawn only when the registry is deleted. What a registry
+deleted while no operator watched left behind goes in the orphan sweep (`orphans`), through `remove_copy`.
 Must not: build the objects (that is `pullsecrets` and `hosting`), write except through `writer.Writer`, or
 let a password reach anything but the Secret's data.
 """
@@ -150,9 +151,9 @@ class Exposure:
                     )
                     if chosen.service_account:
                         # Remembered on the copy, so removing it later also removes the entry it added.
-                        wanted[target]["metadata"]["annotations"] = {
-                            pullsecrets.ACCOUNT_ANNOTATION: chosen.service_account
-                        }
+                        wanted[target]["metadata"]["annotations"][pullsecrets.ACCOUNT_ANNOTATION] = (
+                            chosen.service_account
+                        )
             label = pullsecrets.owner_label(run.namespace, run.name)
             for target, desired in wanted.items():
                 try:
@@ -170,7 +171,7 @@ class Exposure:
                 where = copy["metadata"]
                 keep = wanted.get(where["namespace"])
                 if keep is None or keep["metadata"]["name"] != where["name"]:
-                    await self._remove_copy(copy)
+                    await self.remove_copy(copy)
             self._had_pull_secrets[me] = chosen is not None
         except kube.KubeError as exc:
             return findings + context.problem(
@@ -203,7 +204,7 @@ class Exposure:
             labels={pullsecrets.FOR_LABEL: pullsecrets.owner_label(namespace, name)},
         )
 
-    async def _remove_copy(self, copy: Mapping[str, Any]) -> None:
+    async def remove_copy(self, copy: Mapping[str, Any]) -> None:
         """Delete one pull secret copy and the ServiceAccount entry it was added to (if any)."""
         where = copy["metadata"]
         account = (where.get("annotations") or {}).get(pullsecrets.ACCOUNT_ANNOTATION)
@@ -222,7 +223,7 @@ class Exposure:
         """The registry is being deleted: remove what it keeps outside its namespace."""
         if spec.get("pullSecrets"):
             for copy in await self._copies(namespace=namespace, name=name):
-                await self._remove_copy(copy)
+                await self.remove_copy(copy)
         if spec.get("publishLocalRegistryHosting"):
             live = await self._reader.get(**_HOSTING)
             if hosting.owned_by(live, hosting.owner_of(namespace, name)):

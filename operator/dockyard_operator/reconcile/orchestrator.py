@@ -19,7 +19,8 @@ Also here: passes (and refreshes) of one registry never overlap and bursts coale
 resync skips a registry that had a pass within the last half period or has one running or waiting (drift is
 still corrected within two periods); at most `concurrent_passes` run at once, passes somebody asked for before
 the resync loop's (the rest wait their turn holding nothing but their registry's name); shutdown drains
-running passes; a deleted registry's outside traces are removed (`forget`).
+running passes; a deleted registry's outside traces are removed (`forget`), and those of a registry deleted
+while no operator watched by the resync loop's orphan sweep (`sweep_orphans`).
 Must not: import kopf (`triggers` turns `Result.retry_after` into a retry), talk to the API except
 through the steps, or hold per-pass state in fields (everything a pass knows is in local, immutable values;
 the one per-registry memory is the small `status.Settled` of its last pass, for refreshes).
@@ -52,6 +53,7 @@ from dockyard_operator.reconcile import (
     exposure,
     object_storage,
     observe,
+    orphans,
     status,
     tls,
     trust,
@@ -121,6 +123,10 @@ class Reconciler:
         self._children = children.Children(reader=reads, writes=self._writer)
         self._trust = trust.NodeTrustHandOff(node_trust=node_trust, config=config)
         self._exposure = exposure.Exposure(reader=reads, writes=self._writer, config=config)
+        # The sweep reads the API itself, not the cache: it removes only what a fresh GET says is gone.
+        self._orphans = orphans.Orphans(
+            client=client, writes=self._writer, exposed=self._exposure, config=config
+        )
         self._observe = observe.Observe(
             reader=reads, fetch=status_reader or registry_status.StatusReader(), config=config
         )
@@ -364,6 +370,11 @@ class Reconciler:
     def _refer(self, namespace: str, name: str, secrets: frozenset[str] | tuple[()]) -> None:
         if self._watched is not None:
             self._watched.refer(namespace=namespace, registry=name, secrets=secrets)
+
+    async def sweep_orphans(self, known: set[tuple[str, str]]) -> None:
+        """What registries deleted while no operator watched left outside their namespace goes (`orphans`)."""
+        if not self._closed:
+            await self._orphans.sweep(known)
 
     async def close(self) -> None:
         """Stop taking passes, let running ones finish (bounded), then close the client."""

@@ -13,6 +13,9 @@ ask for passes on behalf of watched Secrets and children (`run`). Owns:
   over the period (1,000 registries at 60 s: one every 60 ms), not all at once (a late loop shifts the rest
   of its round instead of catching up in a burst); the reconciler's turns still give those passes a slot
   after every asked-for pass, and skip a registry that is busy or had a pass within half a period;
+- the orphan sweep (`orphans`): at the start of every round of the resync loop, the first one included, it
+  hands the registries it knows to the sweep, which removes what registries deleted unseen left outside their
+  namespace (one sweep at a time: a round whose previous sweep still runs skips its own);
 - retries: a pass that asks for one (`Result.retry_after`) or fails (10 s after an API error, 60 s after a
   refusal or an unexpected error) is asked for again after that delay; a later asked-for pass replaces the
   retry with its own outcome.
@@ -28,7 +31,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from dockyard_operator import kube
@@ -78,9 +81,18 @@ def spread(keys: list[Key], period: float) -> list[tuple[float, Key]]:
 class Triggers:
     """One per operator process, started by the handlers at startup and closed at cleanup."""
 
-    def __init__(self, passes: Passes, *, resync_seconds: float) -> None:
+    def __init__(
+        self,
+        passes: Passes,
+        *,
+        resync_seconds: float,
+        sweep: Callable[[set[Key]], Awaitable[None]] | None = None,
+    ) -> None:
+        """`sweep`: run with the known registries at the start of every resync round (`orphans`)."""
         self._passes = passes
         self._period = resync_seconds
+        self._sweep = sweep
+        self._sweeping: asyncio.Task[None] | None = None
         self._known: dict[Key, Fingerprint] = {}
         self._forgotten: set[str] = set()  # uids whose deletion was handed to `forget` already
         self._retries: dict[Key, asyncio.TimerHandle] = {}
@@ -195,6 +207,7 @@ class Triggers:
         while not self._closed:
             start += self._period
             await asyncio.sleep(max(0.0, start - loop.time()))
+            self._start_sweep()
             for offset, key in spread(list(self._known), self._period):
                 late = loop.time() - (start + offset)
                 if late > 0:
@@ -202,6 +215,19 @@ class Triggers:
                 await asyncio.sleep(max(0.0, start + offset - loop.time()))
                 if key in self._known and not self._closed:
                     self._spawn(self.run(namespace=key[0], name=key[1], periodic=True), key)
+
+    def _start_sweep(self) -> None:
+        if self._sweep is None or self._closed or (self._sweeping is not None and not self._sweeping.done()):
+            return
+        self._sweeping = asyncio.create_task(self._run_sweep(self._sweep), name="dockyard-orphan-sweep")
+        self._tasks.add(self._sweeping)
+        self._sweeping.add_done_callback(self._tasks.discard)
+
+    async def _run_sweep(self, sweep: Callable[[set[Key]], Awaitable[None]]) -> None:
+        try:
+            await sweep(set(self._known))
+        except Exception:  # the next round sweeps again
+            log.exception("the orphan sweep failed")
 
     # ----------------------------------------------------------------------------------- shutdown
 

@@ -66,8 +66,9 @@ class Operator:
         self.home = "dockyard-system"
         """The operator's own namespace (DOCKYARD_NAMESPACE; unset here, so the settings' default)."""
 
-    def start(self, *, entrypoint: bool = False) -> None:
-        """Start the operator and wait until its startup handlers have finished."""
+    def start(self, *, entrypoint: bool = False, namespaces: collections.abc.Sequence[str] = ()) -> None:
+        """Start the operator and wait until its startup handlers have finished; with `namespaces`, a
+        namespace-scoped one (`--namespace` each, DOCKYARD_WATCH_NAMESPACES, as chart's watchNamespaces)."""
         assert self.process is None or not self.process.alive(), "the operator is already running"
         port = procs.reserve_port()
         self.liveness = f"http://127.0.0.1:{port.number}/healthz"
@@ -75,13 +76,16 @@ class Operator:
         self.metrics = f"http://127.0.0.1:{metrics_port.number}/metrics"
         metrics_address = f"127.0.0.1:{metrics_port.number}"
         env = dict(self.env)
+        scope = [f"--namespace={n}" for n in namespaces] or ["--all-namespaces"]
+        if namespaces:
+            env["DOCKYARD_WATCH_NAMESPACES"] = ",".join(namespaces)
         if entrypoint:  # the CLI's flag; kopf run has only the environment variable
             argv = [sys.executable, "-m", "dockyard_operator", "--liveness", self.liveness]
-            argv += ["--metrics-listen", metrics_address]
+            argv += ["--metrics-listen", metrics_address, *(scope if namespaces else [])]
         else:
             env["DOCKYARD_METRICS_LISTEN"] = metrics_address
             argv = [
-                *(sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces", "--verbose"),
+                *(sys.executable, "-m", "kopf", "run", "--standalone", *scope, "--verbose"),
                 f"--liveness={self.liveness}",
                 *("-m", "dockyard_operator.handlers"),
             ]
