@@ -26,6 +26,8 @@ QUEUE_CHUNKS = 8  # chunks buffered for the leader: a slow client slows the fetc
 # ~0.5 MiB, its TLS buffer drained after a pause), so at most ~4 MiB per fetch wait here, as 4 x 1 MiB did.
 FEED_BYTES = 4 << 20  # bytes buffered for the store (one chunk more at most): a slow store slows the
 # fetch, never fills memory; a few MiB ride out a hashing thread's wait for a core (~10-40 ms of relay).
+FEED_WAKE = 1 << 20  # bytes waiting before the store's task is woken: it hashes and writes in batches of
+# 1 MiB anyway, so it takes a batch's chunks in one go instead of waking once per chunk.
 
 # What the relay hands the store: the chunks to take, and the hook to await once the blob matched.
 Verified = Callable[[], Awaitable[None]]
@@ -40,8 +42,9 @@ class Feed:
     """The chunks the store has yet to take, in order, about `limit` bytes at most; one writer (the
     relay) and one reader (the store)."""
 
-    def __init__(self, limit: int = FEED_BYTES) -> None:
+    def __init__(self, limit: int = FEED_BYTES, *, wake_at: int = FEED_WAKE) -> None:
         self.limit = limit
+        self.wake_at = min(wake_at, limit)  # the reader waits until this many bytes (or the end) are here
         self.buffered = 0  # bytes put and not taken yet
         self._chunks: collections.deque[bytes] = collections.deque()
         self._closed = False  # no more chunks will be put
@@ -65,7 +68,8 @@ class Feed:
             return False
         self._chunks.append(chunk)
         self.buffered += len(chunk)
-        _wake(self._readable)
+        if self.buffered >= self.wake_at:
+            _wake(self._readable)
         return True
 
     def close(self, error: BaseException | None = None) -> None:
@@ -84,7 +88,8 @@ class Feed:
         _wake(self._writable)
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The reader's chunks as they are put, until the writer closes the feed."""
+        """The reader's chunks in the order put, until the writer closes the feed; once it took every
+        chunk here, it waits until `wake_at` bytes (or the end) are here again."""
         while True:
             if self._error is not None:
                 raise FeedAbortedError(f"the upstream fetch failed: {type(self._error).__name__}")

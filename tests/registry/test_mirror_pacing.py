@@ -12,6 +12,9 @@ Aspects covered:
   502 naming the upstream, no upload session or blob is left behind
 - a store failing mid-blob (a full disk): the upstream is read no further, the leader gets the store's
   error, nothing is left behind, and a later request fetches the blob again
+- the feed itself: chunks in order, its reader woken once `wake_at` bytes wait, its writer held at the
+  bound until the reader takes one; a failed fetch drops what is buffered and the reader gets
+  FeedAbortedError; a reader that stopped releases the writer (its puts answer False)
 """
 
 from __future__ import annotations
@@ -193,3 +196,60 @@ async def test_a_store_failing_mid_blob_stops_the_upstream_read_and_leaves_nothi
     assert (status, data == layer) == (200, True)
     await _committed(s)
     assert up.count("GET", dgst) == 2
+
+
+# ------------------------------------------------------------------------------------ the feed itself
+async def _settle() -> None:
+    for _ in range(5):  # a woken task runs within one turn of the loop
+        await asyncio.sleep(0)
+
+
+async def test_the_feed_holds_its_bound_and_hands_over_in_order() -> None:
+    feed = blobfetch.Feed(limit=10, wake_at=4)
+    taken: list[bytes] = []
+
+    async def take() -> None:
+        async for chunk in feed.chunks():
+            taken.append(chunk)
+
+    reader = asyncio.create_task(take())
+    await _settle()
+    assert await feed.put(b"ab")
+    await _settle()
+    assert taken == []  # below `wake_at`: the reader is left waiting for more
+    assert await feed.put(b"cdef")
+    await _settle()
+    assert taken == [b"ab", b"cdef"]  # woken once for both
+
+    # A reader that takes nothing: puts go on until the bound, then the writer waits for room.
+    reader.cancel()
+    feed = blobfetch.Feed(limit=10, wake_at=4)
+    for chunk in (b"0123", b"4567", b"89ab"):  # the last one is accepted below the bound, passing it
+        assert await feed.put(chunk)
+    writer = asyncio.create_task(feed.put(b"cd"))
+    await _settle()
+    assert feed.waiting and not writer.done() and feed.buffered == 12
+    chunks = feed.chunks()
+    assert await anext(chunks) == b"0123"  # room again: the writer goes on
+    await _settle()
+    assert writer.done() and writer.result() is True and not feed.waiting
+    feed.close()
+    assert [c async for c in chunks] == [b"4567", b"89ab", b"cd"]
+
+
+async def test_a_failed_fetch_ends_the_feed_at_once_and_a_stopped_reader_releases_the_writer() -> None:
+    feed = blobfetch.Feed(limit=10, wake_at=4)
+    assert await feed.put(b"0123")
+    feed.close(ConnectionResetError())
+    with pytest.raises(blobfetch.FeedAbortedError, match="ConnectionResetError"):
+        await anext(feed.chunks())  # what was buffered is dropped, not half stored
+    assert feed.buffered == 0
+
+    feed = blobfetch.Feed(limit=4, wake_at=4)
+    assert await feed.put(b"0123")
+    writer = asyncio.create_task(feed.put(b"4567"))
+    await _settle()
+    assert feed.waiting
+    feed.stop()  # the store failed
+    assert await writer is False
+    assert await feed.put(b"89") is False
