@@ -11,8 +11,9 @@ asking, to that client, a few chunks at a time, each chunk as the upstream conne
 copied into other pieces on the way).
 
 A blob fetch runs in a task of its own, so the client that started it may go away without cancelling
-it; that client (the "leader") reads the chunks from a small queue as the store writes them
-(blobfetch.py), its last chunk once the whole blob matched its digest, while the blob is being
+it; that client (the "leader") reads the chunks from a small queue as the upstream sends them, while
+the store takes them from a bounded buffer on a task of its own (blobfetch.py: neither waits for the
+other within its bound), its last chunk once the whole blob matched its digest, while the blob is being
 committed (the fsyncs are nobody's wait). Others asking for the same blob until the commit is done wait
 for the fetch to finish and are served from the store. When the digest does not match, the store keeps
 nothing, the leader's response is cut short before its last chunk (its client sees a truncated body) and
@@ -30,7 +31,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -223,39 +224,24 @@ class PullThrough:
                 length = response.content_length
                 fetch.started.set_result(length)
 
-                # The leader gets each chunk once the next one arrived, and the last only once the
-                # whole blob matched its digest: a client never holds a complete body of wrong bytes.
-                # The last chunk does not wait for the commit (its fsyncs): a request arriving before
-                # the commit joins this fetch and is served from storage once it is there.
-                held: list[bytes] = []
-
-                async def body() -> AsyncIterator[bytes]:
-                    # The chunks as the connection received them (each one TLS read's worth, at most a
-                    # few hundred KiB): the store, the hash and the leader's socket all take them as they
-                    # are. Regrouping them into fixed-size pieces (`iter_chunked`) copied every byte once
-                    # more and allocated a fresh MiB per piece, for no gain downstream.
-                    async for chunk, _ in response.content.iter_chunks():
-                        if not chunk:
-                            continue  # the end of a chunk of a `Transfer-Encoding: chunked` body
-                        if held:
-                            await fetch._offer(held.pop())
-                        held.append(chunk)
-                        yield chunk
-                    await fetch._offer(None)  # the body ended: the leader now waits for `verified`
-
-                async def verified() -> None:
-                    fetch._settle(held.pop() if held else b"")
+                # The chunks as the connection received them (each one TLS read's worth, at most a few
+                # hundred KiB): the store, the hash and the leader's socket all take them as they are.
+                # Regrouping them into fixed-size pieces (`iter_chunked`) copied every byte once more
+                # and allocated a fresh MiB per piece, for no gain downstream. The leader's last chunk
+                # does not wait for the commit (its fsyncs): a request arriving before the commit
+                # joins this fetch and is served from storage once it is there.
+                def storer(
+                    body: AsyncIterable[bytes], verified: blobfetch.Verified
+                ) -> Coroutine[Any, Any, int]:
+                    return self.store.cache_blob(name, dgst, body=body, length=length, verified=verified)
 
                 try:
-                    size = await self.store.cache_blob(
-                        name, dgst, body=body(), length=length, verified=verified
-                    )
+                    size = await fetch.relay(_chunks(response), store=storer)
                 except (store.DigestMismatchError, store.SizeMismatchError):
                     raise upstream.DigestMismatchError(
                         f"upstream {mirror.upstream} sent blob {dgst} of {remote} with other content; "
                         "nothing was stored"
                     ) from None
-                fetch._settle(held.pop() if held else b"")  # settled already, unless verified never ran
             return size
         except upstream.NotFoundError:
             exc: BaseException = _blob_unknown(dgst, remote=remote, mirror=mirror)
@@ -347,6 +333,12 @@ def _blob_unknown(dgst: digest.Digest, *, remote: str, mirror: mirrors.Mirror) -
     return store.BlobUnknownError(
         f"blob {dgst} of {remote} not found on upstream {mirror.upstream}", detail={"digest": str(dgst)}
     )
+
+
+async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async for chunk, _ in response.content.iter_chunks():
+        if chunk:  # empty: the end of a chunk of a `Transfer-Encoding: chunked` body
+            yield chunk
 
 
 async def _read_limited(response: aiohttp.ClientResponse, *, limit: int, origin: str) -> bytes:

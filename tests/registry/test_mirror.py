@@ -63,6 +63,7 @@ class Upstream:
     referrers: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
     corrupt: bool = False  # send other bytes than the digest names
     gate: asyncio.Event | None = None  # hold blob bodies after their first chunk until set
+    cut: int | None = None  # send this many bytes of a blob's body, then drop the connection
     log: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     tokens_issued: int = 0
     token_seconds: int = 300
@@ -138,6 +139,11 @@ def _app(up: Upstream) -> web.Application:
             return web.Response(headers={"Content-Length": str(len(blob)), "Docker-Content-Digest": ref})
         response = web.StreamResponse(headers={"Content-Length": str(len(blob))})
         await response.prepare(request)
+        if up.cut is not None:
+            await response.write(blob[: up.cut])
+            assert request.transport is not None
+            request.transport.close()  # the Content-Length promised more
+            return response
         await response.write(blob[:10])
         if up.gate is not None:
             await up.gate.wait()
