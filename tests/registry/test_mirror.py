@@ -290,7 +290,9 @@ async def test_basic_auth_first_requests_at_once_all_succeed(mirrored: Factory) 
         (200, image.config),
         (200, image.layer),
     ]
-    assert up.count("GET", "/blobs/") == 4  # each blob: challenged once, then fetched with credentials
+    # Each blob fetched once with credentials, after at most one challenge: a blob GET sent after the
+    # manifest's challenge was answered already carries them (how many did depends on the scheduling).
+    assert up.count("GET", "/blobs/") <= 4
     assert s.pull.clients[PREFIX].errors == {}
 
 
