@@ -184,23 +184,6 @@ def _place(fd: int, body: BodyFile, target: pathlib.Path, *, upload_size: int) -
         os.close(out)
 
 
-async def adopt_hashed(
-    body: BodyFile, target: pathlib.Path, *, upload_size: int, hasher: digest.Hasher | None
-) -> digest.Hasher | None:
-    """`adopt` in a worker thread. Not cancellable midway: a cancelled request waits for the worker, then
-    rolls the upload back to `upload_size` (the bytes may be in place already) and stays cancelled."""
-    work = asyncio.ensure_future(
-        asyncio.to_thread(adopt, body, target, upload_size=upload_size, hasher=hasher)
-    )
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        await asyncio.wait({work})
-        if not work.cancelled() and work.exception() is None:
-            os.truncate(target, upload_size)
-        raise
-
-
 async def chunks(body: BodyFile) -> AsyncIterator[bytes]:
     """The file's bytes in chunks read in a worker thread: the fallback where they cannot be adopted."""
     try:
