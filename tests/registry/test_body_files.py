@@ -436,3 +436,28 @@ async def test_a_body_file_put_to_an_expired_session_answers_unknown_and_purges_
         )  # fmt: skip
 
     assert not (tmp_path / "data" / paths.upload_dir(upload)).exists()
+
+
+async def test_without_an_in_kernel_copy_a_later_chunk_is_streamed_from_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """copy_file_range refused (EXDEV: the body directory on another file system): the chunk is streamed
+    from the body file instead, hashed once, and the blob is the same."""
+    st = store.Store(filesystem.FilesystemDriver(tmp_path / "data"))
+    first, second, last = os.urandom(100_000), os.urandom(80_000), os.urandom(5_000)
+    upload = st.start_upload("r")
+    await st.write_chunk("r", upload, body=bodyfile.open_checked(nginx_wrote(body_dir(tmp_path), first)))
+
+    def refused(*args: Any) -> int:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr(os, "copy_file_range", refused)
+    chunk = nginx_wrote(body_dir(tmp_path), second)
+    size = await st.write_chunk("r", upload, body=bodyfile.open_checked(chunk), start=len(first))
+    final = nginx_wrote(body_dir(tmp_path), last)
+    dgst = digest.parse(sha256(first + second + last))
+    done = await st.finish_upload("r", upload, dgst=dgst, body=bodyfile.open_checked(final), start=size)
+
+    assert (size, done) == (len(first + second), len(first + second + last))
+    assert chunk.exists() and final.exists()  # read, not adopted: nginx removes them
+    assert blob_file(tmp_path, str(dgst)).read_bytes() == first + second + last
