@@ -17,8 +17,9 @@ whole body only then, the writeback of the bytes the upload keeps starts as soon
 first hashes it (both release the GIL: the disk writes while the CPU hashes); for an appended chunk, once
 it is copied (the disk writes while the client sends the next chunk).
 
-Rollback is as for a streamed chunk: if anything fails (a full disk, a cancelled request), the upload's
-data is truncated back to where it was and its running hash is left as it was; the body file itself is
+Rollback is as for a streamed chunk: if anything fails (a full disk; a cancelled request, which the store
+(`Store._take`, which runs `adopt` in the request's one worker-thread call) rolls back once `adopt` returns),
+the upload's data is truncated back to where it was and its running hash is left as it was; the body file is
 nginx's and nginx removes it when the request ends (`clean`). A driver without local files (S3) or a body
 file on another file system gets the bytes streamed from the file like any request body.
 
