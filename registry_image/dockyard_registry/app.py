@@ -13,6 +13,7 @@ Must not: contain endpoint logic (handlers/) or storage rules (store.py).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
@@ -241,14 +242,34 @@ def client_address(request: web.Request) -> str:
 
     The TCP peer, unless the peer is a trusted proxy: then nginx's `X-Real-IP` (its `$remote_addr`).
     IPv6 clients count per /64, the block one host or one customer line usually holds, so rotating
-    through one's own addresses buys no extra budget.
+    through one's own addresses buys no extra budget. Asked on every request: the answer is cached per
+    (peer, X-Real-IP), and a header only counts (and is only cached) from a trusted peer.
     """
-    peer = _ip(request.remote)
+    trusted = request.app[state.SETTINGS].trusted_proxies
+    remote = request.remote
+    real_ip = request.headers.get("X-Real-IP") if _trusted_peer(remote, trusted) else None
+    if real_ip is not None and len(real_ip) > _MAX_ADDRESS:
+        real_ip = ""  # no address: the peer's own, as for any header that does not parse
+    return _client_address(remote, real_ip, trusted)
+
+
+_MAX_ADDRESS = 64  # longer than any textual IP address (an IPv6 with a zone): not cached, not one
+
+
+@functools.lru_cache(maxsize=1024)
+def _trusted_peer(remote: str | None, trusted: tuple[state.Network, ...]) -> bool:
+    peer = _ip(remote)
+    return peer is not None and any(peer in network for network in trusted)
+
+
+@functools.lru_cache(maxsize=4096)
+def _client_address(remote: str | None, real_ip: str | None, trusted: tuple[state.Network, ...]) -> str:
+    peer = _ip(remote)
     if peer is None:
-        return request.remote or ""
+        return remote or ""
     client = peer
-    if any(peer in network for network in request.app[state.SETTINGS].trusted_proxies):
-        client = _ip(request.headers.get("X-Real-IP")) or peer
+    if real_ip is not None:
+        client = _ip(real_ip) or peer
     if isinstance(client, ipaddress.IPv6Address):
         if client.ipv4_mapped is not None:
             return str(client.ipv4_mapped)

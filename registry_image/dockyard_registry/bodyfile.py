@@ -17,8 +17,9 @@ whole body only then, the writeback of the bytes the upload keeps starts as soon
 first hashes it (both release the GIL: the disk writes while the CPU hashes); for an appended chunk, once
 it is copied (the disk writes while the client sends the next chunk).
 
-Rollback is as for a streamed chunk: if anything fails (a full disk, a cancelled request), the upload's
-data is truncated back to where it was and its running hash is left as it was; the body file itself is
+Rollback is as for a streamed chunk: if anything fails (a full disk; a cancelled request, which the store
+(`Store._take`, which runs `adopt` in the request's one worker-thread call) rolls back once `adopt` returns),
+the upload's data is truncated back to where it was and its running hash is left as it was; the body file is
 nginx's and nginx removes it when the request ends (`clean`). A driver without local files (S3) or a body
 file on another file system gets the bytes streamed from the file like any request body.
 
@@ -182,23 +183,6 @@ def _place(fd: int, body: BodyFile, target: pathlib.Path, *, upload_size: int) -
             writeback.start(out, upload_size, body.size)
     finally:
         os.close(out)
-
-
-async def adopt_hashed(
-    body: BodyFile, target: pathlib.Path, *, upload_size: int, hasher: digest.Hasher | None
-) -> digest.Hasher | None:
-    """`adopt` in a worker thread. Not cancellable midway: a cancelled request waits for the worker, then
-    rolls the upload back to `upload_size` (the bytes may be in place already) and stays cancelled."""
-    work = asyncio.ensure_future(
-        asyncio.to_thread(adopt, body, target, upload_size=upload_size, hasher=hasher)
-    )
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        await asyncio.wait({work})
-        if not work.cancelled() and work.exception() is None:
-            os.truncate(target, upload_size)
-        raise
 
 
 async def chunks(body: BodyFile) -> AsyncIterator[bytes]:

@@ -30,7 +30,9 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import functools
 import json
+import os
 import pathlib
 import re
 import threading
@@ -39,7 +41,7 @@ import urllib.parse
 import uuid
 import weakref
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from dockyard_registry import bodyfile, digest, fence, manifests, paths, reference
 from dockyard_registry.storage import base
@@ -56,6 +58,7 @@ TOUCH_EVERY = 0.001  # of upload_expiry: how stale a session's recorded activity
 Body = AsyncIterable[bytes] | bodyfile.BodyFile
 # copy_file_range's answers where the kernel cannot copy between these files: stream the bytes instead.
 _NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL})
+_T = TypeVar("_T")
 
 
 class StoreError(Exception):
@@ -225,6 +228,8 @@ class Store:
         # What gc in another process (a replica on the same bucket, the CLI) and pushes here agree on.
         self.fence = gc_fence if gc_fence is not None else fence.GcFence(driver)
         self.maintenance = Maintenance(driver)  # what gc and fsck see of storage
+        # Body files nginx wrote can be adopted (renamed or appended in the kernel) into upload files.
+        self._local_files = driver.local_path(paths.UPLOADS) is not None
 
     # ----------------------------------------------------------------------------------- repositories
     def repository_exists(self, name: str) -> bool:
@@ -385,7 +390,9 @@ class Store:
             return None
         return info if isinstance(info, dict) else None
 
-    def _check_upload(self, name: str, upload_id: str) -> dict[str, Any]:
+    def _check_upload(self, name: str, upload_id: str, *, locked: bool = False) -> dict[str, Any]:
+        """The session's info; UploadUnknownError when it is gone, another repository's or expired.
+        `locked`: the caller holds the session's lock (then an expired session is purged all the same)."""
         if _UPLOAD_ID_RE.match(upload_id) is None:
             raise UploadUnknownError(f"upload {upload_id[:64]!r} unknown")
         info = self._read_info(upload_id)
@@ -396,7 +403,7 @@ class Store:
         # Upload ids are bearer-like: one must not continue another repository's upload.
         if info.get("repository") != name:
             raise UploadUnknownError(f"upload {upload_id} unknown to repository {name}")
-        if self._expired(upload_id, info=info) and not self._in_use(upload_id):
+        if self._expired(upload_id, info=info) and (locked or not self._in_use(upload_id)):
             # Expired but not swept yet: the client sees what it would see after the sweep.
             self._purge(upload_id)
             raise UploadUnknownError(f"upload {upload_id} expired")
@@ -499,12 +506,21 @@ class Store:
         state = self._hash_states.get(upload_id)
         if state is not None and state.offset == size and state.algorithm == algorithm:
             return state
+        if not size:
+            return self._hash_state_now(upload_id, size=size, algorithm=algorithm)  # no bytes to read
+        return await asyncio.to_thread(self._hash_state_now, upload_id, size=size, algorithm=algorithm)
+
+    def _hash_state_now(self, upload_id: str, *, size: int, algorithm: str) -> _HashState:
+        """The running hash of an upload's first `size` bytes. Blocking: may re-read them."""
+        state = self._hash_states.get(upload_id)
+        if state is not None and state.offset == size and state.algorithm == algorithm:
+            return state
         # No running hash for these bytes (restart, or another algorithm): re-hash what is on disk once;
         # a driver that cannot read an open upload has it hashed once committed.
         hasher: digest.Hasher | None = digest.new_hasher(algorithm)
         if size:
             try:
-                hasher = await asyncio.to_thread(self._hash_file, paths.upload_data(upload_id), algorithm)
+                hasher = self._hash_file(paths.upload_data(upload_id), algorithm)
             except FileNotFoundError:
                 hasher = None
         state = _HashState(offset=size, hasher=hasher, algorithm=algorithm)
@@ -533,6 +549,13 @@ class Store:
         `start` (from Content-Range) must equal the current size. If the body fails midway (client gone,
         truncated) or does not have `length` bytes, the upload is rolled back to where it was.
         """
+        if isinstance(body, bodyfile.BodyFile) and self._local_files:
+            adopted = await self._take_in_one_call(
+                name, upload_id, body=body, start=start, length=length, algorithm=algorithm, dgst=None
+            )
+            if adopted is not None:
+                return adopted
+            body = bodyfile.chunks(body)  # no in-kernel copy into the upload's file system: stream it
         info = await asyncio.to_thread(self._check_upload, name, upload_id)
         async with self._lock(upload_id):
             size = await asyncio.to_thread(self.driver.size, paths.upload_data(upload_id))
@@ -570,24 +593,9 @@ class Store:
             raise RangeInvalidError(f"chunk starts at {start} but upload has {size} bytes", size=size)
         state = await self._hash_state(upload_id, size=size, algorithm=algorithm)
         if isinstance(body, bodyfile.BodyFile):
+            # Adopted in one call where the driver has local files (`_take`); streamed from it here.
             if length is not None and body.size != length:
                 raise SizeMismatchError(f"expected {length} bytes, received {body.size}")
-            local = self.driver.local_path(data_path)
-            if local is not None:
-                try:
-                    # Hashed once over the file nginx wrote, then renamed (or appended in the kernel).
-                    state.hasher = await bodyfile.adopt_hashed(
-                        body, local, upload_size=size, hasher=state.hasher
-                    )
-                except bodyfile.BodyFileError as exc:
-                    raise UploadInvalidError(str(exc)) from None
-                except OSError as exc:
-                    if exc.errno not in _NO_KERNEL_COPY:
-                        raise
-                else:
-                    state.offset = size + body.size
-                    return state.offset
-            # No local file to adopt into (S3) or no in-kernel copy across file systems: stream it.
             body = bodyfile.chunks(body)
         before = state.hasher.copy() if state.hasher is not None else None
         # Driver calls run in worker threads: none may block the serving loop (on S3 each is a request).
@@ -645,6 +653,13 @@ class Store:
         """Append the last chunk (if any), verify the digest, and commit the blob into `name`.
 
         `verified` is awaited once the digest matched, before the commit (and its fsyncs)."""
+        if verified is None and (body is None or (isinstance(body, bodyfile.BodyFile) and self._local_files)):
+            done = await self._take_in_one_call(
+                name, upload_id, body=body, start=start, length=length, algorithm=dgst.algorithm, dgst=dgst
+            )
+            if done is not None:
+                return done
+            body = bodyfile.chunks(body) if body is not None else None  # no in-kernel copy: stream it
         await asyncio.to_thread(self._check_upload, name, upload_id)
         async with self._lock(upload_id):
             try:
@@ -653,6 +668,104 @@ class Store:
                 )
             except FileNotFoundError:
                 raise await self._lost(upload_id) from None
+
+    async def _take_in_one_call(
+        self,
+        name: str,
+        upload_id: str,
+        *,
+        body: bodyfile.BodyFile | None,
+        start: int | None,
+        length: int | None,
+        algorithm: str,
+        dgst: digest.Digest | None,
+    ) -> int | None:
+        """`_take` under the session's lock, in one worker-thread call (see there)."""
+        if _UPLOAD_ID_RE.match(upload_id) is None:
+            raise UploadUnknownError(f"upload {upload_id[:64]!r} unknown")
+        async with self._lock(upload_id):
+            try:
+                return await _in_one_call(
+                    functools.partial(
+                        self._take,
+                        name,
+                        upload_id,
+                        body=body,
+                        start=start,
+                        length=length,
+                        algorithm=algorithm,
+                        dgst=dgst,
+                    )
+                )
+            except FileNotFoundError:
+                raise await self._lost(upload_id) from None
+
+    def _take(
+        self,
+        name: str,
+        upload_id: str,
+        abandoned: threading.Event,
+        *,
+        body: bodyfile.BodyFile | None,
+        start: int | None,
+        length: int | None,
+        algorithm: str,
+        dgst: digest.Digest | None,
+    ) -> int | None:
+        """A whole PATCH (`dgst` None) or finishing PUT whose body nginx wrote to a file (or that has none):
+        check the session, its size and the Content-Range, hash and adopt the file, then record the
+        activity (PATCH) or verify the digest and commit (PUT); returns the upload's size. Blocking, and
+        the caller holds the session's lock: one worker-thread call instead of one per step (issue 15).
+
+        None: the file cannot be adopted here (no in-kernel copy between these file systems); nothing
+        changed and the caller streams it. A failed adopt leaves the upload as it was, and so does an
+        `abandoned` request (its client gone) once the file is adopted, before anything is committed.
+        """
+        info = self._check_upload(name, upload_id, locked=True)
+        data_path = paths.upload_data(upload_id)
+        size = self.driver.size(data_path)
+        if size is None:
+            self._forget(upload_id)
+            raise UploadUnknownError(f"upload {upload_id} unknown")
+        if body is not None:
+            if start is not None and start != size:
+                raise RangeInvalidError(f"chunk starts at {start} but upload has {size} bytes", size=size)
+            if length is not None and body.size != length:
+                raise SizeMismatchError(f"expected {length} bytes, received {body.size}")
+            state = self._hash_state_now(upload_id, size=size, algorithm=algorithm)
+            local = self.driver.local_path(data_path)
+            if local is None:
+                return None
+            try:
+                hashed = bodyfile.adopt(body, local, upload_size=size, hasher=state.hasher)
+            except bodyfile.BodyFileError as exc:
+                raise UploadInvalidError(str(exc)) from None
+            except OSError as exc:
+                if exc.errno in _NO_KERNEL_COPY:
+                    return None
+                raise
+            if abandoned.is_set():
+                os.truncate(local, size)  # the bytes may be in place: the upload goes back to `size`
+                raise _AbandonedError(upload_id)
+            state.hasher, state.offset = hashed, size + body.size
+            size = state.offset
+        if dgst is None:
+            self._touch_upload(upload_id, info)
+            return size
+        state = self._hash_state_now(upload_id, size=size, algorithm=dgst.algorithm)
+        if state.hasher is not None:
+            actual = state.hasher.copy().hexdigest()
+        else:
+            actual = self._hash_committed(upload_id, algorithm=dgst.algorithm)
+            if actual != dgst.encoded:
+                self._purge(upload_id)
+        if actual != dgst.encoded:
+            raise DigestMismatchError(
+                f"digest {dgst} does not match uploaded content", detail={"digest": str(dgst)}
+            )
+        self._commit_upload(name, upload_id, dgst)
+        self._forget(upload_id)
+        return size
 
     async def _lost(self, upload_id: str) -> UploadUnknownError:
         """A session whose bytes storage no longer has (an S3 multipart upload aborted by a lifecycle
@@ -1145,6 +1258,25 @@ def _media_type_of(data: bytes) -> str:
     if isinstance(doc, dict) and "manifests" in doc:
         return manifests.OCI_INDEX
     return manifests.OCI_MANIFEST
+
+
+class _AbandonedError(Exception):
+    """A request cancelled while its worker adopted a body file: the upload is back where it was."""
+
+
+async def _in_one_call(work: Callable[[threading.Event], _T]) -> _T:
+    """`work(abandoned)` in a worker thread. Not cancellable midway: a cancelled request sets `abandoned`
+    (which `work` checks before it commits anything), waits for the worker, and stays cancelled."""
+    abandoned = threading.Event()
+    running = asyncio.ensure_future(asyncio.to_thread(work, abandoned))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        abandoned.set()
+        await asyncio.wait({running})
+        if not running.cancelled():
+            running.exception()  # retrieved: the request's answer is its cancellation
+        raise
 
 
 def _consume(hasher: digest.Hasher | None, writer: base.Writer, chunks: list[bytes]) -> None:

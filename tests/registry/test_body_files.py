@@ -7,7 +7,10 @@ operator's nginx does. Covers:
   written once, by nginx); later PATCHes are appended; the final PUT may carry an empty body file;
 - digests are verified: a wrong digest stores nothing; Content-Range must match the file's size;
 - a full disk while appending rolls the upload back to its previous size (507) and the next chunk works;
-  a chunk cancelled while its worker adopts the file is rolled back once the worker is done;
+  a chunk cancelled while its worker adopts the file is rolled back once the worker is done, and a PUT
+  cancelled so commits nothing (its retry commits the blob);
+- a PATCH or PUT with a body file is one worker-thread call (check, size, hash, adopt, verify, commit);
+  one to an expired session answers unknown and purges it (the check runs under the session's lock);
 - the memory driver (no local files) gets the file's bytes streamed;
 - nginx may name the body directory by another path to the same directory (its own mount of it);
 - a header naming anything but an nginx temp file directly inside the body directory (another path, a
@@ -21,6 +24,7 @@ operator's nginx does. Covers:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import hashlib
 import itertools
@@ -34,7 +38,7 @@ import pytest
 
 from dockyard_registry import bodyfile, digest, paths, store
 from dockyard_registry.storage import filesystem, memory
-from tests.registry.conftest import ClientFactory, Registry, sha256
+from tests.registry.conftest import ClientFactory, Clock, Registry, sha256
 
 HEADER = bodyfile.HEADER
 _names = itertools.count(1)
@@ -334,3 +338,126 @@ async def test_a_cancelled_chunk_is_rolled_back_once_its_worker_is_done(
     again = bodyfile.open_checked(nginx_wrote(body_dir(tmp_path), data))
     assert await st.write_chunk("r", upload, body=again) == len(data)
     assert await st.finish_upload("r", upload, dgst=digest.parse(sha256(data))) == len(data)
+
+
+class _CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The event loop's default executor (`asyncio.to_thread`), counting the calls handed to it."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=4)
+        self.calls = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_a_body_file_patch_or_put_is_one_worker_thread_call(tmp_path: Path) -> None:
+    """Issue 15: checking the session, its size, hashing and adopting the file and (PUT) verifying and
+    committing are one hand-off to a worker thread per request, not one per step."""
+    st = store.Store(filesystem.FilesystemDriver(tmp_path / "data"))
+    executor = _CountingExecutor()
+    asyncio.get_running_loop().set_default_executor(executor)
+    first, second = os.urandom(100_000), os.urandom(70_000)
+
+    upload = st.start_upload("r")
+    patched = await st.write_chunk(
+        "r", upload, body=bodyfile.open_checked(nginx_wrote(body_dir(tmp_path), first))
+    )
+    assert (patched, executor.calls) == (len(first), 1)
+    finished = await st.finish_upload(
+        "r",
+        upload,
+        dgst=digest.parse(sha256(first + second)),
+        body=bodyfile.open_checked(nginx_wrote(body_dir(tmp_path), second)),
+        start=len(first),
+        length=len(second),
+    )
+    assert (finished, executor.calls) == (len(first + second), 2)
+    monolithic = st.start_upload("r")
+    await st.finish_upload(
+        "r", monolithic, dgst=digest.parse(sha256(second)), body=bodyfile.open_checked(
+            nginx_wrote(body_dir(tmp_path), second)
+        )
+    )  # fmt: skip
+    assert executor.calls == 3
+    assert st.blob_size("r", digest.parse(sha256(first + second))) == len(first + second)
+    assert st.blob_size("r", digest.parse(sha256(second))) == len(second)
+
+
+async def test_a_put_cancelled_while_its_worker_adopts_the_file_commits_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client goes away while the worker adopts the last chunk: the worker rolls the upload back
+    before the commit (no blob, the earlier chunk kept), and the retried PUT commits the blob."""
+    st = store.Store(filesystem.FilesystemDriver(tmp_path / "data"))
+    first, last = os.urandom(150_000), os.urandom(60_000)
+    dgst = digest.parse(sha256(first + last))
+    upload = st.start_upload("r")
+    await st.write_chunk("r", upload, body=bodyfile.open_checked(nginx_wrote(body_dir(tmp_path), first)))
+    placed, release = threading.Event(), threading.Event()
+    real = bodyfile.adopt
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)  # the bytes are in the upload now
+        placed.set()
+        release.wait(30)
+        return result
+
+    monkeypatch.setattr(bodyfile, "adopt", slow)
+    put = bodyfile.open_checked(nginx_wrote(body_dir(tmp_path), last))
+    task = asyncio.create_task(st.finish_upload("r", upload, dgst=dgst, body=put))
+    assert await asyncio.to_thread(placed.wait, 30)
+    task.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.setattr(bodyfile, "adopt", real)
+
+    with pytest.raises(store.BlobUnknownError):
+        st.blob_size("r", dgst)
+    assert st.upload_size("r", upload) == len(first)
+    again = bodyfile.open_checked(nginx_wrote(body_dir(tmp_path), last))
+    assert await st.finish_upload("r", upload, dgst=dgst, body=again) == len(first + last)
+    assert blob_file(tmp_path, str(dgst)).read_bytes() == first + last
+
+
+async def test_a_body_file_put_to_an_expired_session_answers_unknown_and_purges_it(tmp_path: Path) -> None:
+    clock = Clock()
+    st = store.Store(filesystem.FilesystemDriver(tmp_path / "data"), clock=clock, upload_expiry=3600)
+    data = os.urandom(10_000)
+    upload = st.start_upload("r")
+    clock.advance(3601)
+
+    with pytest.raises(store.UploadUnknownError):
+        await st.finish_upload(
+            "r", upload, dgst=digest.parse(sha256(data)),
+            body=bodyfile.open_checked(nginx_wrote(body_dir(tmp_path), data)),
+        )  # fmt: skip
+
+    assert not (tmp_path / "data" / paths.upload_dir(upload)).exists()
+
+
+async def test_without_an_in_kernel_copy_a_later_chunk_is_streamed_from_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """copy_file_range refused (EXDEV: the body directory on another file system): the chunk is streamed
+    from the body file instead, hashed once, and the blob is the same."""
+    st = store.Store(filesystem.FilesystemDriver(tmp_path / "data"))
+    first, second, last = os.urandom(100_000), os.urandom(80_000), os.urandom(5_000)
+    upload = st.start_upload("r")
+    await st.write_chunk("r", upload, body=bodyfile.open_checked(nginx_wrote(body_dir(tmp_path), first)))
+
+    def refused(*args: Any) -> int:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr(os, "copy_file_range", refused)
+    chunk = nginx_wrote(body_dir(tmp_path), second)
+    size = await st.write_chunk("r", upload, body=bodyfile.open_checked(chunk), start=len(first))
+    final = nginx_wrote(body_dir(tmp_path), last)
+    dgst = digest.parse(sha256(first + second + last))
+    done = await st.finish_upload("r", upload, dgst=dgst, body=bodyfile.open_checked(final), start=size)
+
+    assert (size, done) == (len(first + second), len(first + second + last))
+    assert chunk.exists() and final.exists()  # read, not adopted: nginx removes them
+    assert blob_file(tmp_path, str(dgst)).read_bytes() == first + second + last
