@@ -207,6 +207,29 @@ def test_filesystem_pays_only_the_fsyncs_a_durability_level_needs(
     assert len(calls) == fsyncs
 
 
+def test_filesystem_renews_an_existing_empty_record_in_place_and_writes_anything_else_anew(
+    tmp_path: Path,
+) -> None:
+    driver = filesystem.FilesystemDriver(tmp_path)
+    driver.put("r/pushed", b"", durability=base.Durability.NONE)
+    record = tmp_path / "r" / "pushed"
+    os.utime(record, (1_000_000, 1_000_000))
+    inode = record.stat().st_ino
+    driver.put("r/pushed", b"", durability=base.Durability.NONE)
+    assert record.stat().st_ino == inode  # renewed, not replaced: no temp file, no new inode
+    assert record.stat().st_mtime > 1_000_000
+    # Anything with bytes, or asked to be durable, still goes through a temp file and a rename.
+    driver.put("r/pushed", b"x", durability=base.Durability.NONE)
+    assert record.stat().st_ino != inode and driver.get("r/pushed") == b"x"
+    inode = record.stat().st_ino
+    driver.put("r/pushed", b"", durability=base.Durability.NONE)  # not empty before: replaced
+    assert record.stat().st_ino != inode and driver.get("r/pushed") == b""
+    inode = record.stat().st_ino
+    driver.put("r/pushed", b"", durability=base.Durability.ENTRY)
+    assert record.stat().st_ino != inode
+    assert driver.leftovers("r") == ()
+
+
 def test_filesystem_commit_syncs_the_file_and_its_new_directory_and_scratch_deletes_sync_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import os
 import pathlib
 import shutil
+import stat
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -39,6 +40,8 @@ class FilesystemDriver:
 
     def put(self, path: str, data: bytes, /, *, durability: base.Durability = base.Durability.FULL) -> None:
         target = self._path(path)
+        if not data and durability is base.Durability.NONE and _touched(target):
+            return  # an empty record already there (a blob's `pushed`): its new mtime is all that changes
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
@@ -173,8 +176,6 @@ class FileWriter:
 
 
 def _is_dir(mode: int) -> bool:
-    import stat
-
     return stat.S_ISDIR(mode)
 
 
@@ -205,6 +206,19 @@ def _synced_together() -> Iterator[None]:
     pending, _deferred.dirs = _deferred.dirs, None
     for directory in pending:
         _fsync_dir(directory)
+
+
+def _touched(target: pathlib.Path) -> bool:
+    """Set an existing empty regular file's mtime to now, without a new inode (a temp file and a rename
+    cost the file system an inode allocation each time); False when there is no such file."""
+    try:
+        st = target.stat()
+        if st.st_size != 0 or not stat.S_ISREG(st.st_mode):
+            return False
+        os.utime(target)
+    except (FileNotFoundError, NotADirectoryError):
+        return False  # gone in between (gc removed the record): the caller writes it anew
+    return True
 
 
 def _fsync_dir(path: pathlib.Path) -> None:
