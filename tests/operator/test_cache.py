@@ -1,4 +1,5 @@
-"""The watch-fed cache (`cache.py`): what it keeps, what its answers mean, and a pass reading from it.
+"""The watch-fed cache (`cache.py`, read through `cached_client.py`): what it keeps, what its answers mean,
+and a pass reading from it.
 
 Pure: the store is fed here as `handlers.py` feeds it from kopf (`observe`, `forget`, `mark_primed`), and the
 client it wraps is `fakes.FakeKube`, counting the GETs that reach it.
@@ -14,7 +15,7 @@ from typing import Any
 import kopf
 import pytest
 
-from dockyard_operator import cache, names, reconcile, settings
+from dockyard_operator import cache, cached_client, names, reconcile, settings
 from dockyard_operator import handlers as operator_handlers
 from tests.operator import fakes
 
@@ -211,7 +212,7 @@ REF = {"api_version": "v1", "kind": "ConfigMap", "namespace": "ns", "name": "dem
 
 async def test_the_client_reads_a_known_child_from_memory_and_its_own_writes_feed_it() -> None:
     api = CountingKube()
-    client = cache.CachedClient(api, cache.Cache())
+    client = cached_client.CachedClient(api, cache.Cache())
     assert await client.get(**REF) is None
     assert await client.get(**REF) is None
     assert len(api.gets) == 2  # absent: a child someone else holds the name of is not cached, so ask
@@ -230,7 +231,7 @@ async def test_the_client_reads_a_known_child_from_memory_and_its_own_writes_fee
 async def test_the_client_asks_once_for_a_child_it_has_not_seen() -> None:
     api = CountingKube()
     api.put(configmap("demo-nginx"))
-    client = cache.CachedClient(api, cache.Cache())
+    client = cached_client.CachedClient(api, cache.Cache())
     assert (await client.get(**REF) or {})["data"] == {"k": "x"}
     assert (await client.get(**REF) or {})["data"] == {"k": "x"}
     assert api.gets == [("ConfigMap", "demo-nginx")]
@@ -239,11 +240,11 @@ async def test_the_client_asks_once_for_a_child_it_has_not_seen() -> None:
 async def test_fresh_reads_go_to_the_api_and_refresh_the_cache() -> None:
     api = CountingKube()
     store = cache.Cache()
-    client = cache.CachedClient(api, store)
+    client = cached_client.CachedClient(api, store)
     store.observe(configmap("demo-nginx"))
     api.put(configmap("demo-nginx", data="edited"))  # nobody told the cache
     assert (await client.get(**REF) or {})["data"] == {"k": "x"}
-    with cache.fresh():
+    with cached_client.fresh():
         assert (await client.get(**REF) or {})["data"] == {"k": "edited"}
     assert (await client.get(**REF) or {})["data"] == {"k": "edited"}
     assert len(api.gets) == 1
@@ -255,17 +256,17 @@ async def test_a_fresh_block_rereads_only_entries_not_confirmed_for_a_while() ->
     api.put(configmap("demo-nginx"))
     store = cache.Cache(clock=lambda: now[0])
     store.mark_primed()
-    client = cache.CachedClient(api, store)
+    client = cached_client.CachedClient(api, store)
     store.observe(configmap("demo-nginx"))
     pdb = {"api_version": "policy/v1", "kind": "PodDisruptionBudget", "namespace": "ns", "name": "demo"}
     now[0] += 100
-    with cache.fresh(older_than=300):
+    with cached_client.fresh(older_than=300):
         assert await client.get(**REF) is not None
         assert await client.get_ours(**pdb) is None  # a re-list would have brought one: no need to ask
     assert api.gets == []
     now[0] += 300
     api.remove("ConfigMap", "demo-nginx")  # its deletion event was lost
-    with cache.fresh(older_than=300):
+    with cached_client.fresh(older_than=300):
         assert await client.get(**REF) is None
     assert api.gets == [("ConfigMap", "demo-nginx")]
     assert store.lookup(KEY) == (False, None)
@@ -274,7 +275,7 @@ async def test_a_fresh_block_rereads_only_entries_not_confirmed_for_a_while() ->
 async def test_get_ours_asks_only_until_kopf_listed_everything() -> None:
     api = CountingKube()
     store = cache.Cache()
-    client = cache.CachedClient(api, store)
+    client = cached_client.CachedClient(api, store)
     ref = {"api_version": "policy/v1", "kind": "PodDisruptionBudget", "namespace": "ns", "name": "demo"}
     assert await client.get_ours(**ref) is None
     store.mark_primed()
@@ -285,7 +286,7 @@ async def test_get_ours_asks_only_until_kopf_listed_everything() -> None:
 async def test_get_ours_shows_a_secret_someone_else_holds_the_name_of() -> None:
     api = CountingKube()
     store = cache.Cache()
-    client = cache.CachedClient(api, store)
+    client = cached_client.CachedClient(api, store)
     foreign = api.put(secret("demo-ca", labels={"app": "theirs"}))
     store.observe(foreign)  # kopf delivers every Secret: the cache remembers the name is taken
     store.mark_primed()
@@ -301,7 +302,7 @@ async def test_get_ours_shows_a_secret_someone_else_holds_the_name_of() -> None:
 
 async def test_kinds_outside_the_cache_always_go_to_the_api() -> None:
     api = CountingKube()
-    client = cache.CachedClient(api, cache.Cache())
+    client = cached_client.CachedClient(api, cache.Cache())
     ref = {"api_version": "v1", "kind": "ServiceAccount", "namespace": "ns", "name": "default"}
     await client.get(**ref)
     await client.get(**ref)
