@@ -29,7 +29,6 @@ Must not: decide what is desired or whose an object is (callers pass the check),
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -149,7 +148,7 @@ class Writer:
             if live is None and not may_create:
                 raise Vanished(kube.describe(want))
             changed: list[str] = []
-            body = copy.deepcopy(want)
+            body = {**want, "metadata": dict(want["metadata"])}  # the precondition is this attempt's
             if live is not None:
                 why = ours(live) if ours is not None else None
                 if why is not None:
