@@ -167,6 +167,8 @@ class CaChoice:
     reused: frozenset[str]
     findings: Findings
     read: Read = dataclasses.field(default_factory=dict)
+    created: bool = False
+    """The CA was created by this pass (its CACreated Event also stands for its first certificate)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
