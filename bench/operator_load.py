@@ -8,7 +8,8 @@ incl. bcrypt cost 12, so hashing each registry's user is part of what is measure
 - the operator's peak resident memory (VmHWM) over the whole workload;
 - the batch's cost: the API requests the operator makes from the create of the N objects until they all
   converged, per (verb, resource) and per object (a GET of the registry is one pass: every pass reads it
-  once), counted from the API server's audit log;
+  once), counted from the API server's audit log; and the CPU seconds the operator, kube-apiserver and etcd
+  used meanwhile, per object (from /proc: less sensitive to a busy machine than the wall time);
 - the steady-state resync cost: once the N objects converged and nothing changes, the API requests the
   operator makes over `WINDOW_PERIODS` resync periods (`DOCKYARD_RESYNC_SECONDS`), counted from the audit
   log too, per object and period.
@@ -254,18 +255,30 @@ def _count_requests(
 
 def measure_batch(
     plane: kube.ControlPlane, operator: procs.Proc, *, namespace: str, count: int
-) -> ResyncCost:
-    """Time a batch of `count` new registries (`_time_batch`) and count the operator's requests meanwhile.
+) -> tuple[ResyncCost, dict[str, float]]:
+    """Time a batch of `count` new registries (`_time_batch`) and count the operator's requests meanwhile,
+    and the CPU seconds each process used (the operator, kube-apiserver, etcd).
 
     Returned as a `ResyncCost` of one period: its counts per object and period are per object of the batch.
     The two registries created before the batch may get their timer's pass in it: at most two passes."""
     offset = plane.audit_log.stat().st_size
+    before = _cpu(plane, operator)
     start = time.time()
     seconds = _time_batch(plane, operator, namespace=namespace, count=count)
     end = time.time()
+    after = _cpu(plane, operator)
     time.sleep(1.0)  # the audit log backend writes an event when its request completes
     requests, listed = _count_requests(plane, offset=offset, start=start, end=end)
-    return ResyncCost(objects=count, periods=1, seconds=seconds, requests=requests, listed=listed)
+    cost = ResyncCost(objects=count, periods=1, seconds=seconds, requests=requests, listed=listed)
+    return cost, {name: after[name] - before.get(name, 0.0) for name in after}
+
+
+def _cpu(plane: kube.ControlPlane, operator: procs.Proc) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the operator and of the control plane's processes."""
+    used = {"operator": operator.cpu_seconds()}
+    for process in plane.processes:
+        used[process.name] = procs.cpu_seconds_of(process.pid)
+    return used
 
 
 def measure_resync(
@@ -293,7 +306,8 @@ def measure_resync(
 
 def run(*, workdir: Path, objects: int, resync_seconds: float) -> dict[str, float]:
     """Run workload 7. Returns operator_1 and operator_many (s), operator_objects (N), operator_rss (MB),
-    per object of the batch: operator_batch_writes, _reads, and per object and resync period:
+    per object of the batch: operator_batch_writes, _reads, _cpu and _apiserver_cpu (CPU-s), and per object
+    and resync period:
     operator_resync_writes, _reads, _listed."""
     workdir.mkdir(parents=True, exist_ok=True)
     results: dict[str, float] = {}
@@ -325,7 +339,7 @@ def run(*, workdir: Path, objects: int, resync_seconds: float) -> dict[str, floa
             results["operator_1"] = _time_batch(plane, operator, namespace="bench-one", count=1)
             print(f"  operator: 1 object in {results['operator_1']:.2f} s", flush=True)
             results["operator_objects"] = objects
-            batch = measure_batch(plane, operator, namespace="bench-many", count=objects)
+            batch, cpu = measure_batch(plane, operator, namespace="bench-many", count=objects)
             results["operator_many"] = batch.seconds
             passes = batch.per_object(batch.requests.get(("get", _REGISTRIES), 0))
             print(
@@ -335,6 +349,13 @@ def run(*, workdir: Path, objects: int, resync_seconds: float) -> dict[str, floa
                 flush=True,
             )
             print("\n".join(batch.lines("per object")), flush=True)
+            print(
+                "  operator: CPU seconds per object of the batch: "
+                + ", ".join(f"{name} {used / objects:.3f}" for name, used in cpu.items()),
+                flush=True,
+            )
+            results["operator_batch_cpu"] = cpu["operator"] / objects
+            results["operator_batch_apiserver_cpu"] = cpu.get("kube-apiserver", 0.0) / objects
             results["operator_batch_writes"] = batch.per_object(batch.writes)
             results["operator_batch_reads"] = batch.per_object(batch.reads)
             total = objects + 2  # the warm-up's and the single batch's registries resync too

@@ -49,6 +49,11 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU of one process (0 once it is gone), e.g. one the test support started."""
+    return _cpu_of(pid)
+
+
 def _cpu_of(pid: int) -> float:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

@@ -129,6 +129,8 @@ def operator_rows(objects: int) -> list[Row]:
         Row("operator_many", f"operator: {objects} objects converged", "s", False, absolute_target=converge),
         Row("operator_batch_writes", "  batch: API writes/object", "", False),
         Row("operator_batch_reads", "  batch: API reads (GET, LIST)/object", "", False),
+        Row("operator_batch_cpu", "  batch: operator CPU-s/object", "CPU-s", False),
+        Row("operator_batch_apiserver_cpu", "  batch: kube-apiserver CPU-s/object", "CPU-s", False),
         Row("operator_rss", "operator peak RSS", "MB", False, absolute_target=rss),
         Row("operator_resync_writes", "operator resync: API writes/object", "", False, absolute_target=1.0),
         Row("operator_resync_reads", "  API reads (GET, LIST)/object", "", False, note="O(1)"),

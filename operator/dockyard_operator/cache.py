@@ -1,11 +1,13 @@
 """What the operator knows of its children and of the Secrets its registries read, kept by the watches kopf
 already runs, so a pass reads them from memory instead of GETting each one.
 
-Owns: `Cache`, the store, and `CachedClient`, the client the reconciler's steps and the child writer use.
+Owns: `Cache`, the store, and its compact entries (each object as JSON compressed, with a preset dictionary
+shared by the children of one shape). `cached_client.CachedClient`, the client the reconciler's steps and the
+child writer use, answers reads from it (what its answers mean is below).
 
 The store is fed by kopf's watch events (`observe` for an added or changed object, `forget` for a deleted
-one; `handlers.py`) and by the writer's own write responses (`CachedClient`). It keeps, per (kind,
-namespace, name), only objects of the kinds the operator watches that are the operator's (its
+one; `handlers.py`) and by the writer's own write responses (`cached_client.CachedClient`). It keeps, per
+(kind, namespace, name), only objects of the kinds the operator watches that are the operator's (its
 `app.kubernetes.io/managed-by` label, or an owner reference to a PrivateRegistry), and the Secrets a registry
 references by name (`refer`: user passwords, a bring-your-own TLS Secret, object storage's credentials), as
 compact entries: `managedFields` dropped, the rest as compressed JSON (a thousand registries' dozen children
@@ -29,29 +31,27 @@ What an answer means:
   (as hashes) the names other Secrets hold and asks the API for those, so a caller that blocks on someone
   else's Secret sees it. The writer still reads a child before creating it (`get`).
 
-A `fresh` block (the periodic resync) reads from the API every entry the cache has not had confirmed for
-`RECHECK_PERIODS` resync periods and refreshes the cache with the answers: the one thing a lost event can
-hide is a deletion (a watch that re-lists delivers every object that exists again, but not the ones deleted
-meanwhile), and that is still corrected within that many periods.
+A `cached_client.fresh` block (the periodic resync) reads from the API every entry the cache has not had
+confirmed for `RECHECK_PERIODS` resync periods and refreshes the cache with the answers: the one thing a
+lost event can hide is a deletion (a watch that re-lists delivers every object that exists again, but not
+the ones deleted meanwhile), and that is still corrected within that many periods.
 
-Must not: import kopf or lightkube (kopf calls in through `handlers.py`; `CachedClient` wraps `kube.Kube`
-and knows its error types), decide anything about the objects, or keep a Secret nobody references or owns.
+Must not: import kopf, lightkube or `kube.py` (kopf calls in through `handlers.py`, reads through
+`cached_client`), decide anything about the objects, or keep a Secret nobody references or owns.
 """
 
 from __future__ import annotations
 
-import builtins
 import contextlib
-import contextvars
 import dataclasses
 import json
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import Any
 
-from dockyard_operator import kube, names
+from dockyard_operator import names
 
 CACHED_KINDS: frozenset[tuple[str, str]] = frozenset(
     {
@@ -72,11 +72,6 @@ Key = tuple[str, str, str]  # kind, namespace, name
 RECHECK_PERIODS = 5
 """The periodic pass re-reads from the API what the cache has not had confirmed (by an event, a write or a
 read) for this many resync periods."""
-
-_older_than: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "dockyard_cache_fresh", default=None
-)
-
 
 _DICTIONARIES = 64  # at most this many shapes get a preset dictionary (each at most 32 KiB)
 _WINDOW = 32 * 1024
@@ -304,147 +299,3 @@ class Cache:
     def size(self) -> int:
         """Entries kept (for tests and metrics)."""
         return len(self._entries)
-
-
-@contextlib.contextmanager
-def fresh(*, older_than: float = 0.0) -> Iterator[None]:
-    """Reads in this block (this task and what it awaits) of what the cache has not had confirmed for
-    `older_than` seconds (default: all of them) go to the API; their answers refresh the cache."""
-    token = _older_than.set(older_than)
-    try:
-        yield
-    finally:
-        _older_than.reset(token)
-
-
-class Client(Protocol):
-    """The part of `kube.Kube` the steps and the writer use."""
-
-    async def get(
-        self, *, api_version: str, kind: str, namespace: str, name: str
-    ) -> dict[str, Any] | None: ...
-    async def list(
-        self,
-        *,
-        api_version: str,
-        kind: str,
-        namespace: str | None = None,
-        labels: Mapping[str, str] | None = None,
-    ) -> list[dict[str, Any]]: ...
-    async def list_namespaces(self) -> builtins.list[dict[str, Any]]: ...
-    async def apply(self, *, manifest: Mapping[str, Any], force: bool = False) -> dict[str, Any]: ...
-    async def patch_json(
-        self,
-        *,
-        api_version: str,
-        kind: str,
-        namespace: str,
-        name: str,
-        operations: Sequence[Mapping[str, Any]],
-    ) -> dict[str, Any]: ...
-    async def create(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
-    async def replace(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
-    async def delete(self, *, api_version: str, kind: str, namespace: str, name: str) -> None: ...
-
-
-class CachedClient:
-    """`get` answers from the cache where it knows; every write's response feeds it. Everything else passes
-    through to the wrapped client unchanged."""
-
-    def __init__(
-        self, client: Client, cache: Cache, *, answered: Callable[[str], None] | None = None
-    ) -> None:
-        """`answered`: told `memory` or `api` for every read of a cached kind (the operator's metrics)."""
-        self._client = client
-        self.cache = cache
-        self._answered = answered or (lambda answer: None)
-
-    async def get(self, *, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get(api_version, kind, namespace, name, ours_only=False)
-
-    async def get_ours(
-        self, *, api_version: str, kind: str, namespace: str, name: str
-    ) -> dict[str, Any] | None:
-        """`get` for a caller that acts only on our own object: once primed, no entry means none of ours."""
-        return await self._get(api_version, kind, namespace, name, ours_only=True)
-
-    async def _get(
-        self, api_version: str, kind: str, namespace: str, name: str, *, ours_only: bool
-    ) -> dict[str, Any] | None:
-        key = (kind, namespace, name)
-        cached = (api_version, kind) in CACHED_KINDS
-        if cached:
-            known, obj = self.cache.lookup(key, ours_only=ours_only, older_than=_older_than.get())
-            if known:
-                self._answered("memory")
-                return obj
-        request = self._client.get(api_version=api_version, kind=kind, namespace=namespace, name=name)
-        if not cached:
-            return await request
-        self._answered("api")
-        with self.cache.reading(key) as reading:
-            found = await request
-            touched = reading.touched
-        self.cache.read(key, found, touched=touched)
-        return found
-
-    async def list(
-        self,
-        *,
-        api_version: str,
-        kind: str,
-        namespace: str | None = None,
-        labels: Mapping[str, str] | None = None,
-    ) -> list[dict[str, Any]]:
-        return await self._client.list(api_version=api_version, kind=kind, namespace=namespace, labels=labels)
-
-    async def list_namespaces(self) -> builtins.list[dict[str, Any]]:
-        return await self._client.list_namespaces()
-
-    def _wrote(self, result: dict[str, Any]) -> dict[str, Any]:
-        self.cache.observe(result)
-        return result
-
-    @contextlib.contextmanager
-    def _refused(self, kind: str, namespace: str, name: str) -> Iterator[None]:
-        """A write refused because the object moved on or went (its resourceVersion precondition, a JSON
-        patch's test) proves the entry stale: it goes, so the writer's retry reads the API."""
-        try:
-            yield
-        except (kube.NotFound, kube.Conflict, kube.Invalid) as exc:
-            if not isinstance(exc, kube.FieldConflict):
-                self.cache.drop((kind, namespace, name))
-            raise
-
-    async def apply(self, *, manifest: Mapping[str, Any], force: bool = False) -> dict[str, Any]:
-        meta = manifest["metadata"]
-        with self._refused(str(manifest["kind"]), str(meta["namespace"]), str(meta["name"])):
-            return self._wrote(await self._client.apply(manifest=manifest, force=force))
-
-    async def patch_json(
-        self,
-        *,
-        api_version: str,
-        kind: str,
-        namespace: str,
-        name: str,
-        operations: Sequence[Mapping[str, Any]],
-    ) -> dict[str, Any]:
-        with self._refused(kind, namespace, name):
-            return self._wrote(
-                await self._client.patch_json(
-                    api_version=api_version, kind=kind, namespace=namespace, name=name, operations=operations
-                )
-            )
-
-    async def create(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        return self._wrote(await self._client.create(manifest=manifest))
-
-    async def replace(self, *, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        meta = manifest["metadata"]
-        with self._refused(str(manifest["kind"]), str(meta["namespace"]), str(meta["name"])):
-            return self._wrote(await self._client.replace(manifest=manifest))
-
-    async def delete(self, *, api_version: str, kind: str, namespace: str, name: str) -> None:
-        # The deletion's event removes the entry (an object with finalizers outlives this call).
-        await self._client.delete(api_version=api_version, kind=kind, namespace=namespace, name=name)

@@ -95,22 +95,30 @@ def drift(desired: Any, live: Any, path: tuple[str, ...] = ()) -> list[str]:
 
 
 def spec_hash(desired: Mapping[str, Any]) -> str:
-    """Digest of the desired object (without the hash annotation itself), stable across dict orderings."""
-    clean = copy.deepcopy(dict(desired))
-    meta = clean.get("metadata", {})
-    meta.get("annotations", {}).pop(names.SPEC_HASH, None)
-    if meta.get("annotations") == {}:
-        del meta["annotations"]
+    """Digest of the desired object (without the hash annotation itself), stable across dict orderings.
+
+    The canonical JSON of a view that leaves the annotation out (an object whose only annotation it is
+    hashes as one without annotations); nothing is copied but the metadata and annotations mappings."""
+    clean = dict(desired)
+    if "metadata" in desired:
+        meta = dict(desired["metadata"])
+        if "annotations" in meta:
+            annotations = {k: v for k, v in meta["annotations"].items() if k != names.SPEC_HASH}
+            if annotations:
+                meta["annotations"] = annotations
+            else:
+                del meta["annotations"]
+        clean["metadata"] = meta
     text = json.dumps(clean, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def with_spec_hash(desired: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of `desired` carrying its spec-hash annotation."""
-    result = copy.deepcopy(dict(desired))
-    annotations = result.setdefault("metadata", {}).setdefault("annotations", {})
-    annotations[names.SPEC_HASH] = spec_hash(desired)
-    return result
+    """`desired` carrying its spec-hash annotation: a new object with new metadata and annotations mappings;
+    everything else is shared with `desired`, which is left as it is (neither may be changed in place)."""
+    meta = dict(desired.get("metadata") or {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), names.SPEC_HASH: spec_hash(desired)}
+    return {**desired, "metadata": meta}
 
 
 def _owned_body(manifest: Mapping[str, Any]) -> dict[str, Any]:

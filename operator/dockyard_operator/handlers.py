@@ -125,9 +125,14 @@ async def _run(memo: Any, *, namespace: str | None, name: str) -> None:
     """A pass somebody asked for (a watched Secret or child changed); failures become retries (`triggers`)."""
     if namespace is None:
         return  # PrivateRegistry is namespaced; a cluster-scoped event cannot concern us
-    # kopf runs no handler but index handlers before every indexed kind's initial listing went through them.
-    memo.cache.mark_primed()
     await memo.triggers.run(namespace=namespace, name=name)
+
+
+def _primed(memo: Any) -> None:
+    """Called by every event handler: kopf runs no handler but index handlers before every indexed kind's
+    initial listing went through them, so the cache is complete from the first event handler on (and a new
+    registry's first pass knows from memory that none of its Secrets exists yet)."""
+    memo.cache.mark_primed()
 
 
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
@@ -135,6 +140,7 @@ async def registry_event(body: kopf.Body, memo: Any, type: str | None, **_: Any)
     """Every event of a registry, the listing at start included (what resume was): a new registry, a spec
     change (its generation), a label or annotation change, or a deletion (`forget`) gets its pass or its
     withdrawal in a task of its own (`triggers.Triggers.seen`); status writes ask for nothing."""
+    _primed(memo)
     memo.triggers.seen(event=type, body=body)
 
 
@@ -184,6 +190,7 @@ async def secret_changed(
     memo: Any,
     **kwargs: Any,
 ) -> None:
+    _primed(memo)
     if kwargs.get("type") == "DELETED":
         memo.cache.forget(body)  # additions and changes reached it through `cached` already
     if memo.reconciler.is_own_write(body, deleted=kwargs.get("type") == "DELETED"):
@@ -204,6 +211,7 @@ async def secret_changed(
 async def child_changed(
     body: kopf.Body, namespace: str | None, memo: Any, type: str | None, **_: Any
 ) -> None:
+    _primed(memo)
     if type == "DELETED":
         memo.cache.forget(body)  # additions and changes reached it through `cached` already
     if memo.reconciler.is_own_write(body, deleted=type == "DELETED"):

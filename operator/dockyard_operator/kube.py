@@ -184,8 +184,8 @@ class Kube:
     async def get_ours(
         self, *, api_version: str, kind: str, namespace: str, name: str
     ) -> dict[str, Any] | None:
-        """`get` for a caller that acts only on the operator's own object (`cache.CachedClient` may answer
-        "none of ours" from memory); the API's answer is exact."""
+        """`get` for a caller that acts only on the operator's own object (`cached_client.CachedClient` may
+        answer "none of ours" from memory); the API's answer is exact."""
         return await self.get(api_version=api_version, kind=kind, namespace=namespace, name=name)
 
     async def list(

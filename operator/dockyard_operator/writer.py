@@ -1,11 +1,11 @@
 """The one way the operator writes an object it owns or touches: server-side apply as one field manager.
 
 Callers say *what* they want: the desired manifest, how to tell whether a live object of that name is theirs,
-and whether it may be created. The writer reads the live object through its client (in the operator the
-watch-fed `cache.CachedClient`, which answers from memory for an object it has seen; a refused write drops
-that entry, so the retry reads the API), or takes the one the caller read earlier in its pass, and skips the
-write when the spec-hash annotation and every field the manifest sets already match (a resync of an
-unchanged registry costs at most one read per child and no write). Otherwise it applies the
+and whether it may be created. The writer reads the live object through its client (in the operator
+`cached_client.CachedClient`, which answers from the watch-fed cache for an object it has seen; a refused
+write drops that entry, so the retry reads the API), or takes the one the caller read earlier in its pass,
+and skips the write when the spec-hash annotation and every field the manifest sets already match (a
+resync of an unchanged registry costs at most one read per child and no write). Otherwise it applies the
 manifest server-side as the operator's field manager, with the live `resourceVersion` as a precondition (the
 decision was made on that version; a newer one is read and decided again). Fields others own (an allocated
 nodePort, a bound claim's volume, `kubectl rollout restart`'s annotation, foreign labels) stay theirs without
@@ -29,7 +29,6 @@ Must not: decide what is desired or whose an object is (callers pass the check),
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -149,7 +148,7 @@ class Writer:
             if live is None and not may_create:
                 raise Vanished(kube.describe(want))
             changed: list[str] = []
-            body = copy.deepcopy(want)
+            body = {**want, "metadata": dict(want["metadata"])}  # the precondition is this attempt's
             if live is not None:
                 why = ours(live) if ours is not None else None
                 if why is not None:

@@ -109,6 +109,28 @@ def test_adopt_sets_one_controller_owner_and_the_namespace() -> None:
     assert refs[0] == {"uid": "other"}
     assert refs[1]["uid"] == "u-1" and refs[1]["controller"] is True and refs[1]["kind"] == names.KIND
     assert child["metadata"]["ownerReferences"][0]["kind"] == "Old"  # the input is not mutated
+    assert (
+        child["metadata"].keys() == {"name", "ownerReferences"}
+        and len(child["metadata"]["ownerReferences"]) == 2
+    )
+
+
+def test_adopting_a_retained_child_drops_only_the_registry_owner_reference_and_leaves_the_input_alone() -> (
+    None
+):
+    owner = inputs.Owner(name="demo", namespace="ns", uid="u-1")
+    labels = {names.RETAINED_FROM: "demo"}
+    child = {
+        "metadata": {"name": "d", "labels": labels, "ownerReferences": [{"uid": "u-1"}]},
+        "spec": {"a": 1},
+    }
+    adopted = builders.adopt(child, owner=owner)
+    assert "ownerReferences" not in adopted["metadata"] and adopted["metadata"]["namespace"] == "ns"
+    assert adopted["spec"] == {"a": 1}
+    assert child == {
+        "metadata": {"name": "d", "labels": labels, "ownerReferences": [{"uid": "u-1"}]},
+        "spec": {"a": 1},
+    }
 
 
 def test_registry_container_listens_on_localhost_with_the_contract_arguments() -> None:

@@ -60,6 +60,47 @@ def test_the_spec_hash_ignores_key_order_and_its_own_annotation() -> None:
     assert diff.spec_hash(a) != diff.spec_hash({**a, "data": {"a": "1"}})
 
 
+def test_the_spec_hash_of_an_object_is_the_one_earlier_versions_wrote() -> None:
+    # A different digest for the same desired object would rewrite every child of every registry once after
+    # an upgrade (and roll nothing, but cost a write each): these values were written by the previous version.
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "r",
+            "namespace": "ns",
+            "labels": {"a": "b"},
+            "annotations": {names.SPEC_HASH: "old", "x": "y"},
+            "ownerReferences": [{"uid": "u", "name": "r"}],
+        },
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "c", "args": ["--a", "b"]}]}}},
+    }
+    assert diff.spec_hash(deployment) == "59e481b4224bd86667a4fa3f61d48ac1"
+    only_hash = {
+        "kind": "ConfigMap",
+        "metadata": {"name": "x", "annotations": {names.SPEC_HASH: "o"}},
+        "data": {"k": "v"},
+    }
+    no_annotations = {"kind": "ConfigMap", "metadata": {"name": "x", "annotations": {}}, "data": {"k": "v"}}
+    assert diff.spec_hash(only_hash) == diff.spec_hash(no_annotations) == "dfa8b4fb6e62d49ffadb671fdb084430"
+
+
+def test_with_spec_hash_annotates_a_new_object_and_leaves_the_desired_one_as_it_was() -> None:
+    desired = {
+        "kind": "ConfigMap",
+        "metadata": {"name": "x", "annotations": {"keep": "1"}},
+        "data": {"k": "v"},
+    }
+    hashed = diff.with_spec_hash(desired)
+    assert hashed["metadata"]["annotations"] == {"keep": "1", names.SPEC_HASH: diff.spec_hash(desired)}
+    assert desired == {
+        "kind": "ConfigMap",
+        "metadata": {"name": "x", "annotations": {"keep": "1"}},
+        "data": {"k": "v"},
+    }
+    assert diff.spec_hash(hashed) == diff.spec_hash(desired)
+
+
 def test_a_matching_hash_does_not_hide_drift() -> None:
     desired = diff.with_spec_hash({"kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"k": "v"}})
     live = {

@@ -757,6 +757,19 @@ async def test_a_pass_posts_one_event_per_reason_naming_everything_it_did(
     assert len(created[0]["message"]) <= 1024
 
 
+async def test_a_new_registry_gets_two_events_the_new_ca_and_what_was_created(
+    api: fakes.FakeKube, reconciler: reconcile.Reconciler
+) -> None:
+    # Its first serving certificate is the new CA's consequence, named by `Created` (the TLS Secret): no
+    # third Event saying the same. A reissue later is a transition of its own (the renewal test).
+    create(api)
+    await run(reconciler)
+    assert sorted(e["reason"] for e in api.events) == ["CACreated", "Created"]
+    (created,) = [e for e in api.events if e["reason"] == "Created"]
+    assert f"created Secret {N.tls_secret}" in created["message"]
+    assert f"created Secret {N.ca_secret}" in created["message"]
+
+
 async def test_the_periodic_pass_skips_a_registry_that_had_a_pass_within_half_a_resync_period(
     api: fakes.FakeKube, reconciler: reconcile.Reconciler, monkeypatch: pytest.MonkeyPatch
 ) -> None:

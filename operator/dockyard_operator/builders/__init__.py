@@ -13,7 +13,6 @@ always give the same dicts, which is what makes the spec-hash comparison in `wri
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
@@ -102,28 +101,24 @@ def retained(manifest: Mapping[str, Any]) -> bool:
     return names.RETAINED_FROM in ((manifest.get("metadata") or {}).get("labels") or {})
 
 
-def adopt(manifest: dict[str, Any], *, owner: Owner) -> dict[str, Any]:
-    """A copy of `manifest` in the owner's namespace with a controller owner reference to it (none when the
-    child is `retained`)."""
-    adopted = copy.deepcopy(manifest)
-    meta = adopted.setdefault("metadata", {})
-    meta["namespace"] = owner.namespace
+def adopt(manifest: Mapping[str, Any], *, owner: Owner) -> dict[str, Any]:
+    """`manifest` in the owner's namespace with a controller owner reference to it (none when the child is
+    `retained`): a new object with new metadata; the rest is shared with `manifest`, left as it is."""
+    meta = {**(manifest.get("metadata") or {}), "namespace": owner.namespace}
     refs = [r for r in meta.get("ownerReferences", []) if r.get("uid") != owner.uid]
-    if retained(adopted):
-        if refs:
-            meta["ownerReferences"] = refs
-        else:
-            meta.pop("ownerReferences", None)
-        return adopted
-    refs.append(
-        {
-            "apiVersion": owner.api_version,
-            "kind": owner.kind,
-            "name": owner.name,
-            "uid": owner.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-    )
-    meta["ownerReferences"] = refs
-    return adopted
+    if not retained(manifest):
+        refs.append(
+            {
+                "apiVersion": owner.api_version,
+                "kind": owner.kind,
+                "name": owner.name,
+                "uid": owner.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        )
+    if refs:
+        meta["ownerReferences"] = refs
+    else:
+        meta.pop("ownerReferences", None)
+    return {**manifest, "metadata": meta}

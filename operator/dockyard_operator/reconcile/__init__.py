@@ -1,6 +1,8 @@
 """The reconcile loop of a `PrivateRegistry`: an orchestrator over an ordered list of steps.
 
 - `orchestrator`: `Reconciler`, the pass as the list of what it does, plus scheduling, draining and deletion;
+- `refresh`: what each registry's last pass settled, and the status refresh from it after node trust
+  publishes;
 - `context`: the immutable pass context and the typed results steps hand on (no step imports another);
 - the steps, one module each: `credentials` (htpasswd, with the bcrypt cache), `tls` (CA choice and the
   serving certificate), `ca_rotation` (the staged rotation), `children` (everything the registry owns, through

@@ -26,10 +26,11 @@ ROTATE_CA = f"{names.GROUP}/rotate-ca"
 
 
 class Reader(Protocol):
-    """The reads a step may make (writes go through `writer.Writer`). In the operator: `cache.CachedClient`,
-    whose `get` answers from the watch-fed cache where it knows the object and asks the API otherwise;
-    `get_ours` is for a caller that acts only on an object carrying the operator's label or a registry's
-    owner reference, for which "none of ours" (known without a request) is a sufficient answer."""
+    """The reads a step may make (writes go through `writer.Writer`). In the operator:
+    `cached_client.CachedClient`, whose `get` answers from the watch-fed cache where it knows the object
+    and asks the API otherwise; `get_ours` is for a caller that acts only on an object carrying the
+    operator's label or a registry's owner reference, for which "none of ours" (known without a request)
+    is a sufficient answer."""
 
     async def get(
         self, *, api_version: str, kind: str, namespace: str, name: str
@@ -166,6 +167,8 @@ class CaChoice:
     reused: frozenset[str]
     findings: Findings
     read: Read = dataclasses.field(default_factory=dict)
+    created: bool = False
+    """The CA was created by this pass (its CACreated Event also stands for its first certificate)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -11,9 +11,9 @@ Ready=False/Degraded=True; the watch on Secrets or the resync loop brings the ne
 crash-loops.
 
 When node trust's publisher changes only what a registry reads from it (status.nodeTrust, NodeTrustReady,
-mirror wiring), `refresh` reports that from what the registry's last pass settled, through the status step's
-own `report` (one status patch at most, no reads, no second pass over the children); a registry with nothing
-settled (a restart, a blocked pass, a staged CA rotation, which moves on with passes) gets a pass instead.
+mirror wiring), `refresh` reports that from what the registry's last pass settled (`refresh.Refreshes`: one
+status patch at most, no reads, no second pass over the children); a registry with nothing settled (a
+restart, a blocked pass, a staged CA rotation, which moves on with passes) gets a pass instead.
 
 Also here: passes (and refreshes) of one registry never overlap and bursts coalesce (`turns`); the periodic
 resync skips a registry that had a pass within the last half period or has one running or waiting (drift is
@@ -23,7 +23,7 @@ running passes; a deleted registry's outside traces are removed (`forget`), and 
 while no operator watched by the resync loop's orphan sweep (`sweep_orphans`).
 Must not: import kopf (`triggers` turns `Result.retry_after` into a retry), talk to the API except
 through the steps, or hold per-pass state in fields (everything a pass knows is in local, immutable values;
-the one per-registry memory is the small `status.Settled` of its last pass, for refreshes).
+the one per-registry memory is the small record of its last settled pass, in `refresh`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import dataclasses
 import datetime
 import logging
 import math
-import pickle
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -43,6 +42,7 @@ import pydantic
 
 from dockyard_operator import cache, kube, metrics, model, names, registry_status, settings, tenancy, writer
 from dockyard_operator.builders import inputs
+from dockyard_operator.cached_client import CachedClient, fresh
 from dockyard_operator.conditions import Reason
 from dockyard_operator.nodetrust import controller
 from dockyard_operator.reconcile import (
@@ -54,6 +54,7 @@ from dockyard_operator.reconcile import (
     object_storage,
     observe,
     orphans,
+    refresh,
     status,
     tls,
     trust,
@@ -100,17 +101,15 @@ class Reconciler:
         """Reconcile durations and errors, and each registry's reported status, for /metrics."""
         # `watched`: the watch-fed cache the steps and the writer read children and referenced Secrets from.
         self._watched = watched
-        reads: kube.Kube | cache.CachedClient = client
+        reads: kube.Kube | CachedClient = client
         if watched is not None:
-            reads = cache.CachedClient(client, watched, answered=self.metrics.cache_answered)
+            reads = CachedClient(client, watched, answered=self.metrics.cache_answered)
             self.metrics.cache_objects.set_function(watched.size)
         self._settings = config
         self._clock = clock
         # At most `concurrent_passes` passes at once; passes and status refreshes of a registry never overlap.
         self._turns = turns.Turns(slots=config.concurrent_passes)
         self._finished: dict[tuple[str, str], float] = {}  # monotonic end of each registry's last pass
-        # What each registry's last finished pass settled: a node trust change refreshes status from it.
-        self._settled: dict[tuple[str, str], _Settled] = {}
         self._closed = False
         self.node_trust = node_trust
         """Node trust's publisher, whose task the handlers run (None: an operator without a namespace)."""
@@ -131,6 +130,10 @@ class Reconciler:
             reader=reads, fetch=status_reader or registry_status.StatusReader(), config=config
         )
         self._status = status.Status(client=client)
+        # What each registry's last finished pass settled: a node trust change refreshes status from it.
+        self._refreshes = refresh.Refreshes(
+            reports=self._status, views=self._trust, measures=self.metrics, clock=clock
+        )
 
     async def _pass(self, body: Mapping[str, Any]) -> Result:
         """One pass over a registry that exists: the ordered list of what reconciling means."""
@@ -198,7 +201,7 @@ class Reconciler:
             reported = self._status.report(settled, trust=nodes, previous=previous, now=now)
             await self._status.write(body, reported, previous=previous, now=now, events=findings.events)
         if material.next_ca_pem is None:  # a staged rotation moves on with passes, not with refreshes
-            self._settled[run.owner.namespace, run.name] = _Settled.of(settled, reported, uid=run.owner.uid)
+            self._refreshes.remember((run.namespace, run.name), settled, reported, uid=run.owner.uid)
         self.metrics.observe(namespace=run.namespace, name=run.name, status=reported)
         if findings.problems:
             self.metrics.problem(findings.problems[0].reason)
@@ -273,7 +276,7 @@ class Reconciler:
         async with self._turns.pass_turn(key, urgent=not periodic) as mine:
             if not mine or self._closed:
                 return Result()  # covered by a pass that has not begun, or shutting down while waiting
-            self._settled.pop(key, None)  # until this pass settles: a refresh waits for it or passes
+            self._refreshes.forget(key)  # until this pass settles: a refresh waits for it or passes
             body = await self._kube.get(
                 api_version=names.API_VERSION, kind=names.KIND, namespace=namespace, name=name
             )
@@ -288,7 +291,7 @@ class Reconciler:
                 older = cache.RECHECK_PERIODS * self._settings.resync_seconds
                 with (
                     self.metrics.step("pass"),
-                    cache.fresh(older_than=older) if periodic else contextlib.nullcontext(),
+                    fresh(older_than=older) if periodic else contextlib.nullcontext(),
                 ):
                     result = await self._pass(body)
                 if result.retry_after is None:  # a pass that asks for a retry does not count as done
@@ -320,29 +323,11 @@ class Reconciler:
         rotation, which moves on with passes) gets a pass instead; a queued pass covers a refresh."""
         key = (namespace, name)
         async with self._turns.refresh_turn(key) as mine:
-            last = self._settled.get(key)
             if not mine or self._closed:
                 return  # a queued pass reads the new view
-            if last is not None:
-                await self._refresh(key, last)
+            if await self._refreshes.report(key):
                 return
         await self.reconcile(namespace=namespace, name=name)
-
-    async def _refresh(self, key: tuple[str, str], last: _Settled) -> None:
-        namespace, name = key
-        settled, before, uid = last.load()
-        now = self._clock()
-        nodes = self._trust.view(settled.spec, namespace=namespace, name=name)
-        previous = tuple(before.conditions or ())
-        reported = self._status.report(settled, trust=nodes, previous=previous, now=now)
-        body = {
-            "metadata": {"namespace": namespace, "name": name, "uid": uid},
-            "status": before.model_dump(by_alias=True, exclude_none=True, mode="json"),
-        }
-        with self.metrics.step("status"):
-            await self._status.write(body, reported, previous=previous, now=now, events=())
-        self._settled[key] = _Settled.of(settled, reported, uid=uid)
-        self.metrics.observe(namespace=namespace, name=name, status=reported)
 
     def is_own_write(self, body: Mapping[str, Any], *, deleted: bool) -> bool:
         """Whether a watch event only echoes this process's last write of that object (no pass needed)."""
@@ -359,7 +344,7 @@ class Reconciler:
         async with self._turns.exclusive((namespace, name)):
             self.metrics.forget(namespace=namespace, name=name)
             self._finished.pop((namespace, name), None)
-            self._settled.pop((namespace, name), None)
+            self._refreshes.forget((namespace, name))
             self._refer(namespace, name, ())
             spec = body.get("spec") or {}
             await self._exposure.forget(namespace=namespace, name=name, spec=spec)
@@ -391,25 +376,6 @@ class Reconciler:
         except TimeoutError:
             log.warning("closing the API client with reconcile passes still running")
         await self._kube.close()
-
-
-@dataclasses.dataclass(frozen=True)
-class _Settled:
-    """A registry's last settled pass, the status it reported (or a refresh since), and its uid (Events).
-
-    Pickled: one ~5 KB bytes object per registry instead of a ~26 KB tree of pydantic models and dataclasses
-    (1,000 registries: ~21 MB less resident memory). Only this process writes and reads it."""
-
-    blob: bytes
-
-    @classmethod
-    def of(cls, settled: status.Settled, reported: model.PrivateRegistryStatus, *, uid: str) -> _Settled:
-        return cls(pickle.dumps((settled, reported, uid), protocol=pickle.HIGHEST_PROTOCOL))
-
-    def load(self) -> tuple[status.Settled, model.PrivateRegistryStatus, str]:
-        # Bytes this process pickled itself (`of`), never anything read from outside.
-        loaded: tuple[status.Settled, model.PrivateRegistryStatus, str] = pickle.loads(self.blob)  # noqa: S301
-        return loaded
 
 
 def _refused_annotations(run: context.Pass, *, allowed: tuple[str, ...]) -> context.Findings:

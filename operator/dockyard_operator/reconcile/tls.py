@@ -73,6 +73,7 @@ class Certificates:
             tls_data=tls_data,
             reused=reused,
             findings=findings,
+            created=action is policies.CaAction.CREATE,
             read=context.read_objects(ca_object, tls_object),
         )
 
@@ -121,9 +122,10 @@ class Certificates:
                 now=run.now,
                 duration=model.parse_duration(run.spec.tls.cert_duration),
             )
-            findings += context.event(
-                Reason.CERTIFICATE_ISSUED, f"issued the serving certificate ({verdict.reason})"
-            )
+            if not choice.created:  # a new CA's first certificate: CACreated and Created already say so
+                findings += context.event(
+                    Reason.CERTIFICATE_ISSUED, f"issued the serving certificate ({verdict.reason})"
+                )
         info = pki.inspect(server.cert_pem)
         ca_info = pki.inspect(ca.cert_pem)
         if ca_info.not_after <= run.now:
