@@ -4,7 +4,8 @@ Owns: the metric names and labels (the chart's rules and dashboard use exactly t
 exist), recording a step's duration and failure, mirroring a registry's reported status (readiness, its
 conditions, certificate expiry, nodes trusting its CA) into gauges and dropping them when it is deleted, and
 serving the exposition on `--metrics-listen` (prometheus-client's own HTTP server, in a thread: a scrape
-never waits for the event loop).
+never waits for the event loop). The per-registry gauges are one collector (`RegistrySeries`) holding a small
+tuple of samples per registry, not a labelled `Gauge` object per series.
 
 Metrics (labels in braces):
 - `dockyard_operator_reconcile_duration_seconds{step}` histogram: each step of a pass (`credentials`, `tls`,
@@ -36,6 +37,7 @@ from wsgiref import simple_server
 
 import prometheus_client
 from prometheus_client import registry as prom_registry
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from dockyard_operator import model
 
@@ -62,31 +64,8 @@ class OperatorMetrics:
             ["step", "reason"],
             registry=self.registry,
         )
-        self.registry_ready = prometheus_client.Gauge(
-            "dockyard_operator_registry_ready",
-            "1 when the PrivateRegistry's Ready condition is True, else 0.",
-            ["namespace", "registry"],
-            registry=self.registry,
-        )
-        self.registry_condition = prometheus_client.Gauge(
-            "dockyard_operator_registry_condition",
-            "A PrivateRegistry status condition: 1 when True, 0 when False or Unknown.",
-            ["namespace", "registry", "condition"],
-            registry=self.registry,
-        )
-        self.certificate_expiry = prometheus_client.Gauge(
-            "dockyard_operator_certificate_expiry_timestamp_seconds",
-            "When a registry's CA (certificate=ca) or serving certificate (certificate=server) expires, "
-            "as Unix time.",
-            ["namespace", "registry", "certificate"],
-            registry=self.registry,
-        )
-        self.node_trust_nodes = prometheus_client.Gauge(
-            "dockyard_operator_node_trust_nodes",
-            "Node trust of a registry's CA: desired nodes, ready agents, nodes trusting it.",
-            ["namespace", "registry", "state"],
-            registry=self.registry,
-        )
+        self.registries = RegistrySeries()
+        self.registry.register(self.registries)
         self.cache_reads = prometheus_client.Counter(
             "dockyard_operator_cache_reads_total",
             "Reads of children and referenced Secrets: answered by the watch-fed cache (answer=memory) or "
@@ -99,8 +78,6 @@ class OperatorMetrics:
             "Objects the watch-fed cache keeps (children and referenced Secrets).",
             registry=self.registry,
         )
-        self._lock = threading.Lock()
-        self._series: dict[tuple[str, str], set[tuple[prometheus_client.Gauge, tuple[str, ...]]]] = {}
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -125,49 +102,99 @@ class OperatorMetrics:
 
     def observe(self, *, namespace: str, name: str, status: model.PrivateRegistryStatus) -> None:
         """Mirror what a pass reported for one registry; series it no longer has are dropped."""
-        values: list[tuple[prometheus_client.Gauge, tuple[str, ...], float]] = []
+        values: list[Sample] = []
         ready = 0.0
         for cond in status.conditions or []:
             on = 1.0 if cond.status == "True" else 0.0
-            values.append((self.registry_condition, (namespace, name, cond.type), on))
+            values.append((CONDITION, cond.type, on))
             if cond.type == READY:
                 ready = on
-        values.append((self.registry_ready, (namespace, name), ready))
+        values.append((READY_GAUGE, "", ready))
         if status.ca is not None and status.ca.not_after is not None:
-            values.append((self.certificate_expiry, (namespace, name, "ca"), status.ca.not_after.timestamp()))
+            values.append((EXPIRY, "ca", status.ca.not_after.timestamp()))
         if status.certificate is not None and status.certificate.not_after is not None:
-            values.append(
-                (
-                    self.certificate_expiry,
-                    (namespace, name, "server"),
-                    status.certificate.not_after.timestamp(),
-                )
-            )
+            values.append((EXPIRY, "server", status.certificate.not_after.timestamp()))
         trust = status.node_trust
         if trust is not None:
             counts = {"desired": trust.desired, "ready": trust.ready, "trusting": trust.trusting}
             for state, count in counts.items():
                 if count is not None:
-                    values.append((self.node_trust_nodes, (namespace, name, state), float(count)))
-        with self._lock:
-            now = {(gauge, labels) for gauge, labels, _ in values}
-            for gauge, labels in self._series.get((namespace, name), set()) - now:
-                with contextlib.suppress(KeyError):
-                    gauge.remove(*labels)
-            for gauge, labels, value in values:
-                gauge.labels(*labels).set(value)
-            self._series[(namespace, name)] = now
+                    values.append((NODES, state, float(count)))
+        self.registries.set(namespace, name, tuple(values))
 
     def forget(self, *, namespace: str, name: str) -> None:
         """A registry was deleted: its series go."""
-        with self._lock:
-            for gauge, labels in self._series.pop((namespace, name), set()):
-                with contextlib.suppress(KeyError):
-                    gauge.remove(*labels)
+        self.registries.drop(namespace, name)
 
     def exposition(self) -> bytes:
         """The text exposition format, as a scrape gets it."""
         return prometheus_client.generate_latest(self.registry)
+
+
+# The per-registry gauges: (name, help, the label after namespace and registry, or "" for none).
+READY_GAUGE = 0
+CONDITION = 1
+EXPIRY = 2
+NODES = 3
+_GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("dockyard_operator_registry_ready", "1 when the PrivateRegistry's Ready condition is True, else 0.", ""),
+    (
+        "dockyard_operator_registry_condition",
+        "A PrivateRegistry status condition: 1 when True, 0 when False or Unknown.",
+        "condition",
+    ),
+    (
+        "dockyard_operator_certificate_expiry_timestamp_seconds",
+        "When a registry's CA (certificate=ca) or serving certificate (certificate=server) expires, "
+        "as Unix time.",
+        "certificate",
+    ),
+    (
+        "dockyard_operator_node_trust_nodes",
+        "Node trust of a registry's CA: desired nodes, ready agents, nodes trusting it.",
+        "state",
+    ),
+)
+Sample = tuple[int, str, float]
+"""One series of a registry: which gauge (an index into `_GAUGES`), its last label's value, its value."""
+
+
+class RegistrySeries(prom_registry.Collector):
+    """Every registry's gauges as one small tuple of samples per registry, turned into metric families only
+    when scraped. prometheus-client's labelled `Gauge` keeps an object with its own lock per series (about a
+    dozen per registry, ~1 KB each): at a thousand registries that was ~10 MB of the operator's memory for
+    values a scrape reads a few times a minute."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # a scrape runs in the listener's thread
+        self._samples: dict[tuple[str, str], tuple[Sample, ...]] = {}
+
+    def set(self, namespace: str, name: str, samples: tuple[Sample, ...]) -> None:
+        with self._lock:
+            self._samples[(namespace, name)] = samples
+
+    def drop(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._samples.pop((namespace, name), None)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        families = self._families()
+        with self._lock:
+            registries = list(self._samples.items())
+        for (namespace, name), samples in registries:
+            for gauge, label, value in samples:
+                families[gauge].add_metric([namespace, name, label] if label else [namespace, name], value)
+        return iter(families)
+
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily(name, doc, labels=["namespace", "registry", *([label] if label else [])])
+            for name, doc, label in _GAUGES
+        ]
 
 
 @dataclasses.dataclass(frozen=True)
