@@ -32,6 +32,7 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
+from tests.support import procs as support_procs
 
 MiB = 1024 * 1024
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -47,14 +48,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     def __init__(self, workdir: Path, name: str, *, metrics: bool, extra_args: tuple[str, ...] = ()) -> None:
         self.name = name
@@ -67,24 +60,25 @@ class Server:
             check=True,
             capture_output=True,
         )
-        self.port = _free_port()
-        self.metrics_port = _free_port() if metrics else None
+        # Reserved, not picked free: the ports stay ours until the server binds them (`tests.support.procs`).
+        port = support_procs.reserve_port()
+        metrics_port = support_procs.reserve_port() if metrics else None
+        self.port = port.number
+        self.metrics_port = metrics_port.number if metrics_port is not None else None
         argv = [exe, "serve", "--data-dir", str(self.data), "--listen", f"127.0.0.1:{self.port}", "--no-tls"]
         if self.metrics_port is not None:
             argv += ["--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
         argv += extra_args
-        self.log = (workdir / f"{name}.log").open("wb")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = support_procs.Process(
+            name=name,
+            argv=argv,
+            log=workdir / f"{name}.log",
+            ports=[port, *([metrics_port] if metrics_port is not None else [])],
+        )
         self.base = f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        self.proc.stop(grace=30)
 
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
