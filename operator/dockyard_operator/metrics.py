@@ -33,6 +33,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Iterator
+from typing import NamedTuple
 from wsgiref import simple_server
 
 import prometheus_client
@@ -131,32 +132,35 @@ class OperatorMetrics:
         return prometheus_client.generate_latest(self.registry)
 
 
-# The per-registry gauges: (name, help, the label after namespace and registry, or "" for none).
-READY_GAUGE = 0
-CONDITION = 1
-EXPIRY = 2
-NODES = 3
-_GAUGES: tuple[tuple[str, str, str], ...] = (
-    ("dockyard_operator_registry_ready", "1 when the PrivateRegistry's Ready condition is True, else 0.", ""),
-    (
-        "dockyard_operator_registry_condition",
-        "A PrivateRegistry status condition: 1 when True, 0 when False or Unknown.",
-        "condition",
-    ),
-    (
-        "dockyard_operator_certificate_expiry_timestamp_seconds",
-        "When a registry's CA (certificate=ca) or serving certificate (certificate=server) expires, "
-        "as Unix time.",
-        "certificate",
-    ),
-    (
-        "dockyard_operator_node_trust_nodes",
-        "Node trust of a registry's CA: desired nodes, ready agents, nodes trusting it.",
-        "state",
-    ),
+class RegistryGauge(NamedTuple):
+    """One per-registry gauge: its name, its help, and the label after namespace and registry ("": none)."""
+
+    name: str
+    help: str
+    label: str
+
+
+READY_GAUGE = RegistryGauge(
+    "dockyard_operator_registry_ready", "1 when the PrivateRegistry's Ready condition is True, else 0.", ""
 )
-Sample = tuple[int, str, float]
-"""One series of a registry: which gauge (an index into `_GAUGES`), its last label's value, its value."""
+CONDITION = RegistryGauge(
+    "dockyard_operator_registry_condition",
+    "A PrivateRegistry status condition: 1 when True, 0 when False or Unknown.",
+    "condition",
+)
+EXPIRY = RegistryGauge(
+    "dockyard_operator_certificate_expiry_timestamp_seconds",
+    "When a registry's CA (certificate=ca) or serving certificate (certificate=server) expires, "
+    "as Unix time.",
+    "certificate",
+)
+NODES = RegistryGauge(
+    "dockyard_operator_node_trust_nodes",
+    "Node trust of a registry's CA: desired nodes, ready agents, nodes trusting it.",
+    "state",
+)
+Sample = tuple[RegistryGauge, str, float]
+"""One series of a registry: its gauge, its last label's value (unused when the gauge has none), its value."""
 
 
 class RegistrySeries(prom_registry.Collector):
@@ -178,7 +182,7 @@ class RegistrySeries(prom_registry.Collector):
             self._samples.pop((namespace, name), None)
 
     def describe(self) -> Iterator[Metric]:
-        return iter(self._families())
+        return iter(self._families().values())
 
     def collect(self) -> Iterator[Metric]:
         families = self._families()
@@ -186,15 +190,21 @@ class RegistrySeries(prom_registry.Collector):
             registries = list(self._samples.items())
         for (namespace, name), samples in registries:
             for gauge, label, value in samples:
-                families[gauge].add_metric([namespace, name, label] if label else [namespace, name], value)
-        return iter(families)
+                families[gauge].add_metric(
+                    [namespace, name, label] if gauge.label else [namespace, name], value
+                )
+        return iter(families.values())
 
     @staticmethod
-    def _families() -> list[GaugeMetricFamily]:
-        return [
-            GaugeMetricFamily(name, doc, labels=["namespace", "registry", *([label] if label else [])])
-            for name, doc, label in _GAUGES
-        ]
+    def _families() -> dict[RegistryGauge, GaugeMetricFamily]:
+        return {
+            gauge: GaugeMetricFamily(
+                gauge.name,
+                gauge.help,
+                labels=["namespace", "registry", *([gauge.label] if gauge.label else [])],
+            )
+            for gauge in (READY_GAUGE, CONDITION, EXPIRY, NODES)
+        }
 
 
 @dataclasses.dataclass(frozen=True)
