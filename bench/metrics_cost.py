@@ -61,20 +61,14 @@ class Server:
             capture_output=True,
         )
         # Reserved, not picked free: the ports stay ours until the server binds them (`tests.support.procs`).
-        port = support_procs.reserve_port()
-        metrics_port = support_procs.reserve_port() if metrics else None
-        self.port = port.number
-        self.metrics_port = metrics_port.number if metrics_port is not None else None
+        ports = [support_procs.reserve_port() for _ in range(2 if metrics else 1)]
+        self.port = ports[0].number
+        self.metrics_port = ports[1].number if metrics else None
         argv = [exe, "serve", "--data-dir", str(self.data), "--listen", f"127.0.0.1:{self.port}", "--no-tls"]
         if self.metrics_port is not None:
             argv += ["--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
         argv += extra_args
-        self.proc = support_procs.Process(
-            name=name,
-            argv=argv,
-            log=workdir / f"{name}.log",
-            ports=[port, *([metrics_port] if metrics_port is not None else [])],
-        )
+        self.proc = support_procs.Process(name=name, argv=argv, log=workdir / f"{name}.log", ports=ports)
         self.base = f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
