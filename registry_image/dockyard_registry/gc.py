@@ -46,6 +46,9 @@ from dockyard_registry.sweep import layer_links as layer_links
 from dockyard_registry.sweep import stored_blobs as stored_blobs
 
 DEFAULT_GRACE = 3600.0
+CUTOFF_MARGIN = 1.0
+"""Seconds a run keeps beyond the grace: object stores keep modification times to the second, so a claim
+written in the same second as the cutoff must not read as older than it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,9 +157,7 @@ def collect(
     """
     began = time.monotonic()
     report = Report(dry_run=dry_run, started=clock())
-    # One second more: object stores keep modification times to the second, so a claim written in the
-    # same second as the cutoff must not read as older than it.
-    cutoff = clock() - grace - 1.0
+    cutoff = clock() - grace - CUTOFF_MARGIN
     run = None if dry_run else st.fence.begin()
     try:
         if run is not None and defer and (other := _peer_collecting(run)) is not None:

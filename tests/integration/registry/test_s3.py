@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_registry import gc as gc_module
 from tests import support
 from tests.integration.registry import harness, images, replicas
 from tests.integration.registry.clients import skopeo_pull, skopeo_push
@@ -169,9 +170,9 @@ def test_gc_on_s3_removes_an_unreferenced_blob_and_fsck_is_clean(
         client.push_blob("s3/gc", blob.data)
     client.push_manifest("s3/gc", "kept", img.manifest.data)
     orphan = client.push_blob("s3/gc", os.urandom(4096))
-    # `--grace 0` collects what is older than the run's start less a second (S3 keeps modification times to
-    # the second): a gc process that starts within that second of the push rightly keeps the orphan.
-    time.sleep(1.5)
+    # `--grace 0` collects only what is older than the run's start less `CUTOFF_MARGIN`: a gc process that
+    # starts within that margin of the push rightly keeps the orphan.
+    time.sleep(gc_module.CUTOFF_MARGIN + 0.5)
 
     gc = harness.run_cli("gc", *_s3_flags(s3_server), "--grace", "0")
     assert gc.returncode == 0, gc.stderr

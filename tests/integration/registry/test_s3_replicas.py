@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_registry import gc as gc_module
 from dockyard_registry.storage import blocking, s3
 from tests.integration.registry import harness, images
 from tests.integration.registry.replicas import (
@@ -71,7 +72,7 @@ def test_gc_on_one_process_while_another_replica_accepts_pushes_loses_nothing(
         for blob in [*early.blobs(), *late.blobs()]:
             a.push_blob("s3/reused", blob.data)
         orphans = [a.push_blob("s3/orphans", os.urandom(2048)) for _ in range(60)]
-        time.sleep(1.5)  # `--grace 0` collects what is older than the run's start (to the second)
+        time.sleep(gc_module.CUTOFF_MARGIN + 0.5)  # `--grace 0` collects only what is older than that
 
         gc = subprocess.Popen(
             [str(harness.registry_bin()), "gc", *flags, "--grace", "0", "--upload-expiry", "1h"],
