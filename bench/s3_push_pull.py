@@ -12,7 +12,9 @@ Each run, for each registry in turn (the order alternating between runs): a push
 random, incompressible layers; 1 GiB by default) with skopeo to the redirecting instance, the registry's
 peak RSS sampled during it; a pull of it into a fresh `dir:` (skopeo verifies every digest) through the
 redirecting instance and one through the streaming one; then `--small-images` small images (3 x 64 KiB
-layers, as `make bench`'s filesystem section), one `skopeo copy` after another. The table shows medians
+layers, as `make bench`'s filesystem section), one `skopeo copy` after another. Around each push the CPU
+seconds per GiB of the registry, its nginx, the S3 server and skopeo are read from /proc (printed per run;
+the table has the server side, registry + nginx, and the S3 server's). The table shows medians
 over runs (ratios paired within a run) and the issue's targets with verdicts: push >= 1.3x
 Distribution's, pull with redirects >= 1.5x, Dockyard's RSS <= 150 MB during the 1 GiB push (judged at
 1 GiB only); pull without redirects and small pushes have no target and are printed as ratios.
@@ -40,6 +42,7 @@ from bench import images, loads, prereqs, procs, report, servers, tlsfiles
 
 KiB = 1024
 MiB = 1024 * KiB
+GiB = 1024 * MiB
 SMALL_LAYERS = [64 * KiB] * 3  # as the filesystem section's small pushes (bench/cli.py)
 REGISTRIES = (("dockyard", "Dockyard"), ("dist3", "Distribution v3"))
 
@@ -122,7 +125,8 @@ def run(
                     for i in range(small_images):
                         layout.add_image(tag=f"s{i}", layer_sizes=SMALL_LAYERS)
                     for pair in pairs if r % 2 == 0 else pairs[::-1]:
-                        _one(tools, tls, pair, layout, r, size_mb, small_images, work / "pulled", found)
+                        _one(tools, tls, pair, layout, r, size_mb, small_images, work / "pulled", found,
+                             s3_pid=server.process.pid)  # fmt: skip
                     server.restart()  # gofakes3 holds objects in RAM: each run starts empty
             finally:
                 for target in started:
@@ -152,15 +156,21 @@ def _one(
     small_images: int,
     into: Path,
     found: dict[str, list[float]],
+    *,
+    s3_pid: int,
 ) -> None:
     """One run's workloads against one registry: its redirecting and its streaming instance."""
     target, streaming = pair
     assert target.registry is not None
     ref = f"bench/s3:r{run}"
+    before = _push_cpu(target, s3_pid)
     with procs.RssSampler(target.registry).running() as rss:
         pushed = loads.skopeo_push(
             tools=tools, tls=tls, target=target, source=layout.reference("big"), dest=ref
         )
+    after = _push_cpu(target, s3_pid)
+    gib = size_mb * 1e6 / GiB
+    cpu = {part: (after[part] - before[part]) / gib for part in before}
     pulled = loads.skopeo_pull(tools=tools, tls=tls, target=target, ref=ref, into=into)
     streamed = loads.skopeo_pull(tools=tools, tls=tls, target=streaming, ref=ref, into=into)
     start = time.perf_counter()
@@ -171,12 +181,27 @@ def _one(
     values = {
         "push": size_mb / pushed, "pull": size_mb / pulled, "pull_stream": size_mb / streamed,
         "small": small, "rss": rss.peak / 1e6,
+        "push_cpu": cpu["registry"] + cpu["nginx"], "push_s3_cpu": cpu["S3 server"],
     }  # fmt: skip
     for what, value in values.items():
         found.setdefault(f"s3_{target.key}_{what}", []).append(value)
     print(f"  {target.label}: push {values['push']:.1f} MB/s, pull {values['pull']:.1f} MB/s (redirect), "
           f"{values['pull_stream']:.1f} MB/s (no redirect), {small:.2f} small images/s, "
           f"peak push RSS {values['rss']:.0f} MB", flush=True)  # fmt: skip
+    shown = ", ".join(f"{part} {value:.2f}" for part, value in cpu.items())
+    print(f"    push, CPU-s per GiB: {shown}", flush=True)
+
+
+def _push_cpu(target: servers.Target, s3_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the processes a push passes through: the registry, its nginx, the S3 server
+    (shared by both registries, so read only around one registry's push) and skopeo (reaped children)."""
+    assert target.registry is not None
+    return {
+        "registry": target.registry.cpu_seconds(),
+        "nginx": target.nginx.cpu_seconds(),
+        "S3 server": procs.cpu_seconds_of(s3_pid),
+        "skopeo": loads.client_cpu_seconds(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
