@@ -5,8 +5,9 @@ creates no multipart upload and copies nothing (it is one PUT, straight to its c
 leaves no session or writer state behind; a blob that fills parts is completed and moved into place with
 no multipart upload left open; an upload opened by the previous version (state JSON plus a separate tail
 object) is resumed, completed and cleaned up; abandoning a writer aborts a multipart upload it created and
-never recorded; parts go out in parallel, never more than MAX_IN_FLIGHT at once; payloads are signed over
-plain http only (https sends UNSIGNED-PAYLOAD).
+never recorded; parts go out in parallel, never more than MAX_IN_FLIGHT at once, from buffers filled
+again once their part is stored (never while it is being sent); payloads are signed over plain http only
+(https sends UNSIGNED-PAYLOAD).
 """
 
 from __future__ import annotations
@@ -217,6 +218,30 @@ async def test_parts_are_sent_in_parallel_up_to_the_bound(
         assert most == s3writer.MAX_IN_FLIGHT == 2
         assert await driver.get("u/data") == data
     assert _open_multipart(raw, config.bucket, config.prefix + "/") == []
+
+
+async def test_part_buffers_are_filled_again_and_every_part_keeps_its_bytes(
+    config: s3.S3Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with s3.S3Driver(config) as driver:
+        sent: list[Any] = []  # every part's buffer, kept alive so that identities stay distinct
+        upload_part = driver.direct.upload_part
+
+        async def slow_part(key: str, upload_id: str, number: int, body: memoryview) -> str:
+            sent.append(body.obj)
+            await asyncio.sleep(0.005)  # parts still in flight while the next ones fill
+            return await upload_part(key, upload_id, number, body)
+
+        monkeypatch.setattr(driver.direct, "upload_part", slow_part)
+        data = os.urandom(12 * 64 * 1024 + 77)  # twelve parts and a tail
+        writer = await driver.writer("u/data")
+        for start in range(0, len(data), 10_000):  # writes that straddle the parts' edges
+            await writer.write(data[start : start + 10_000])
+        await writer.commit()
+        # A buffer reused while its part was still being sent would have changed that part's bytes.
+        assert await driver.get("u/data") == data
+        assert len(sent) == 13
+        assert len({id(b) for b in sent}) <= s3writer.MAX_IN_FLIGHT + 1
 
 
 @pytest.mark.parametrize(

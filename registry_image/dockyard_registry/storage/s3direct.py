@@ -37,7 +37,7 @@ import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
 import aiohttp
@@ -55,9 +55,14 @@ from botocore.exceptions import SSLError as BotoSSLError
 from botocore.httpsession import get_cert_path
 from yarl import URL
 
+if TYPE_CHECKING:
+    from aiohttp.abc import AbstractStreamWriter
+
 MAX_ATTEMPTS = 5
 MAX_BACKOFF = 20.0
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=60)
+# A request body goes to the socket this much at a time (see _Slices).
+SEND_SLICE = 256 << 10
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _RETRY_CODES = {
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
@@ -66,6 +71,8 @@ _RETRY_CODES = {
 }  # fmt: skip
 _META = "x-amz-meta-"
 _BODIES = ("PUT", "POST")
+# A request body: a part being sent is a view of the writer's buffer (s3writer.py), not a copy of it.
+Body = bytes | bytearray | memoryview
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,9 +148,7 @@ class DirectS3:
         await self._session.close()
 
     # ------------------------------------------------------------------------------------ operations
-    async def put(
-        self, key: str, body: bytes | bytearray, *, metadata: Mapping[str, str] | None = None
-    ) -> str:
+    async def put(self, key: str, body: Body, *, metadata: Mapping[str, str] | None = None) -> str:
         """PutObject; the new object's ETag."""
         headers = {f"{_META}{k}": v for k, v in (metadata or {}).items()}
         resp = await self._request("PutObject", "PUT", key, headers=headers, body=body)
@@ -170,7 +175,7 @@ class DirectS3:
         await self._request("DeleteObjects", "POST", "", query={"delete": ""}, body=body,
                             headers={"Content-MD5": md5, "Content-Type": "application/xml"})  # fmt: skip
 
-    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes | bytearray) -> str:
+    async def upload_part(self, key: str, upload_id: str, number: int, body: Body) -> str:
         """UploadPart; the part's ETag."""
         query = {"partNumber": str(number), "uploadId": upload_id}
         resp = await self._request("UploadPart", "PUT", key, query=query, body=body)
@@ -219,7 +224,7 @@ class DirectS3:
 
     async def _request(
         self, operation: str, method: str, key: str, *, query: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None, body: bytes | bytearray = b"",
+        headers: Mapping[str, str] | None = None, body: Body = b"",
     ) -> _Response:  # fmt: skip
         url = self._url(key, query or {})
         self.calls[operation] += 1
@@ -230,7 +235,7 @@ class DirectS3:
                     method,
                     URL(url, encoded=True),
                     headers=signed,
-                    data=body if method in _BODIES else None,
+                    data=_Slices(body) if method in _BODIES else None,
                     proxy=self._proxy,
                 ) as resp:
                     found = _Response(resp.status, resp.headers, await resp.read())
@@ -249,9 +254,7 @@ class DirectS3:
             await asyncio.sleep(random.random() * min(MAX_BACKOFF, 2.0 ** (attempt - 1)))
         raise AssertionError("unreachable")
 
-    async def _sign(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | bytearray
-    ) -> dict[str, str]:
+    async def _sign(self, method: str, url: str, headers: Mapping[str, str], body: Body) -> dict[str, str]:
         if self._credentials is None:
             raise NoCredentialsError()
         frozen = await self._credentials.get_frozen_credentials()
@@ -259,6 +262,25 @@ class DirectS3:
         request.context["client_config"] = self._config
         S3SigV4Auth(frozen, "s3", self._region).add_auth(request)
         return dict(request.headers.items())
+
+
+class _Slices(aiohttp.BytesPayload):
+    """A request body written to the connection a slice at a time, never copied on the way.
+
+    Given a whole part (8 MiB) in one write, asyncio (3.11) copied what the first send() left over into its
+    transport buffer (and slicing a bytes or bytearray copies it once more): about one copy of every part
+    byte. Slices of SEND_SLICE, each awaited (aiohttp drains between writes), leave at most a slice's rest to
+    copy, and memoryview slices copy nothing. A retried request writes the same bytes again."""
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
+        view = memoryview(self._value).cast("B")
+        if content_length is not None:
+            view = view[:content_length]
+        for start in range(0, len(view), SEND_SLICE):
+            await writer.write(view[start : start + SEND_SLICE])
 
 
 def _xml(body: bytes) -> ET.Element:

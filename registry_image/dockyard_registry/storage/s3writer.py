@@ -1,8 +1,8 @@
 """Resumable writers of the S3 driver (s3.py): one upload's bytes between requests, replicas and restarts.
 
 Owns: the state object of an open upload and its multipart upload. Must not: keep anything a writer on
-another replica needs in memory between `close` and the next `writer(path)`; hold more than one part
-being filled plus MAX_IN_FLIGHT parts being sent.
+another replica needs in memory between `close` and the next `writer(path)`; hold more than MAX_IN_FLIGHT
++ 1 part buffers (the one being filled, the parts being sent, and those kept to fill again).
 
 The state object, `_s3writers/<path>/state`, is one JSON line (the multipart upload's id, or null while
 none was needed, and the parts uploaded: number, ETag, size) followed by the tail: the bytes that do not
@@ -117,12 +117,17 @@ class S3Writer:
         self._pending: list[asyncio.Task[Part]] = []
         self._sending = 0  # bytes in the pending parts
         self._next = len(self._parts) + 1
+        # The part being filled: its first `_filled` bytes. A buffer whose part was sent is kept for a later
+        # part (`_spare`) and filled in place: a fresh one per part cost a fresh 8 MiB of pages to fault in
+        # and release, and growing one by `+=` a copy now and then (bench.s3_store_cpu).
         self._buffer = bytearray(state.tail)
+        self._filled = len(state.tail)
+        self._spare: list[bytearray] = []
         self._dirty = False  # written to since opened: `close` has something to record
 
     @property
     def size(self) -> int:
-        return sum(p[2] for p in self._parts) + self._sending + len(self._buffer)
+        return sum(p[2] for p in self._parts) + self._sending + self._filled
 
     @property
     def multipart(self) -> bool:
@@ -133,31 +138,47 @@ class S3Writer:
         view = memoryview(data)
         self._dirty = self._dirty or bool(view)
         while view:
-            room = max(self._part_size - len(self._buffer), 0)
-            self._buffer += view[:room]  # the only copy of these bytes this side of the socket
-            view = view[room:]
-            if len(self._buffer) >= self._part_size:
-                full, self._buffer = self._buffer, bytearray()
-                await self._send(full)
+            piece = view[: max(self._part_size - self._filled, 0)]
+            view = view[len(piece) :]
+            end = self._filled + len(piece)
+            # The only copy of these bytes this side of the socket: into a spare buffer's place, or onto
+            # the end of a buffer still growing (the first part, which may be the only one, small).
+            if end <= len(self._buffer):
+                self._buffer[self._filled : end] = piece
+            else:
+                del self._buffer[self._filled :]
+                self._buffer += piece
+            self._filled = end
+            if self._filled >= self._part_size:
+                await self._send(self._buffer, self._filled)
+                # Taken after the send waited for room: a part stored meanwhile left its buffer here.
+                self._buffer, self._filled = (self._spare.pop() if self._spare else bytearray()), 0
 
-    async def _send(self, data: bytearray) -> None:
+    async def _send(self, data: bytearray, length: int) -> None:
+        """Send the first `length` bytes of `data` as the next part, once fewer than MAX_IN_FLIGHT are."""
         while len(self._pending) >= MAX_IN_FLIGHT:
             await self._settle(self._pending[0])
         if self._upload_id is None:
             created = await self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key)
             self._upload_id, self._created = created["UploadId"], True
         number, self._next = self._next, self._next + 1
-        self._sending += len(data)
-        self._pending.append(asyncio.ensure_future(self._upload_part(self._upload_id, number, data)))
+        self._sending += length
+        self._pending.append(asyncio.ensure_future(self._upload_part(self._upload_id, number, data, length)))
 
-    async def _upload_part(self, upload_id: str, number: int, data: bytearray) -> Part:
+    async def _upload_part(self, upload_id: str, number: int, data: bytearray, length: int) -> Part:
+        """Upload the first `length` bytes of `data` as part `number`; `data` becomes a spare buffer once
+        the part is stored (a part that failed or was cancelled leaves its buffer to the collector: the
+        request may not be done with it)."""
         try:
-            etag = await self._direct.upload_part(self._key, upload_id, number, data)
+            with memoryview(data) as view:
+                etag = await self._direct.upload_part(self._key, upload_id, number, view[:length])
         except ClientError as e:
             # NoSuchUpload: the multipart upload is gone (aborted by a lifecycle rule, or lost by a
             # server that keeps uploads in memory and restarted): its parts cannot come back.
             raise not_found(e, self._path) from None
-        return (number, etag, len(data))
+        if len(data) == self._part_size and len(self._spare) < MAX_IN_FLIGHT:
+            self._spare.append(data)
+        return (number, etag, length)
 
     async def _settle(self, task: asyncio.Task[Part]) -> None:
         try:
@@ -188,7 +209,7 @@ class S3Writer:
             return
         await self._drain()
         header = {"upload_id": self._upload_id, "parts": [list(p) for p in self._parts]}
-        body = json.dumps(header).encode() + b"\n" + bytes(self._buffer)
+        body = json.dumps(header).encode() + b"\n" + self._buffer[: self._filled]
         await self._direct.put(self._state_key, body, metadata={SIZE_META: str(self.size)})
         self._created = False
         if self._old_tail is not None:
@@ -218,11 +239,12 @@ class S3Writer:
     async def _finish(self, key: str) -> None:
         await self._drain()
         if self._upload_id is None:
-            await self._direct.put(key, self._buffer)
+            with memoryview(self._buffer) as view:
+                await self._direct.put(key, view[: self._filled])
         else:
-            if self._buffer:
-                await self._send(self._buffer)
-                self._buffer = bytearray()
+            if self._filled:
+                await self._send(self._buffer, self._filled)
+                self._buffer, self._filled = bytearray(), 0
                 await self._drain()
             parts = [{"PartNumber": n, "ETag": e} for n, e, _ in self._parts]
             try:
@@ -232,7 +254,7 @@ class S3Writer:
                 )  # fmt: skip
             except ClientError as e:
                 raise not_found(e, self._path) from None
-        self._buffer = bytearray()
+        self._buffer, self._filled, self._spare = bytearray(), 0, []
         await self._forget()
 
     async def cancel(self) -> None:
