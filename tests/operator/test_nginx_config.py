@@ -210,6 +210,7 @@ class FakeRegistry:
         self.auth_requests: list[dict[str, str]] = []
         self.token_requests: list[tuple[str, dict[str, str]]] = []
         self.uploaded = 0
+        self.upload_pieces: list[int] = []  # the sizes of the HTTP chunks an upload body came in
         # Per proxied request: (method, path, the body-file header it carried or None, that file's bytes
         # or None, its Content-Length header or None)
         self.body_files: list[tuple[str, str, str | None, bytes | None, str | None]] = []
@@ -262,8 +263,15 @@ class FakeRegistry:
         )
 
     async def upload(self, request: web.Request) -> web.Response:
-        async for chunk in request.content.iter_chunked(65536):
-            self.uploaded += len(chunk)
+        piece = 0  # bytes of the HTTP chunk being received (nginx streams a body of unknown length chunked)
+        async for data, end_of_chunk in request.content.iter_chunks():
+            self.uploaded += len(data)
+            piece += len(data)
+            if end_of_chunk and piece:
+                self.upload_pieces.append(piece)
+                piece = 0
+            if not data and request.content.at_eof():
+                break  # an empty body, once read, answers (b"", True) for ever instead of ending
         return web.Response(status=202, headers={"Docker-Distribution-API-Version": "registry/2.0"})
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -588,6 +596,24 @@ async def test_with_object_storage_streamed_blobs_pass_through_and_nothing_is_se
         "GET", "/v2/team/app/blobs/sha256:ab", headers={"Authorization": GOOD}
     )
     assert accel.status == 404 and data != BLOB
+
+
+async def test_with_object_storage_an_upload_streams_to_the_registry_in_large_pieces(
+    bucket_front: Front,
+) -> None:
+    size = 4 * 1024 * 1024
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for offset in range(0, size, 65536):
+            yield b"y" * min(65536, size - offset)
+
+    response, _ = await bucket_front.request(
+        "PATCH", "/v2/bucket/app/blobs/uploads/u1", headers={"Authorization": GOOD}, data=chunks()
+    )
+    assert response.status == 202 and bucket_front.registry.uploaded == size
+    # nginx passes each read of the client's body on as one chunk, at most its body buffer: with nginx's
+    # default (16 KiB) a blob reached the registry 16 KiB at a time, a read, a chunk and a write for each.
+    assert max(bucket_front.registry.upload_pieces) > 16 * 1024
 
 
 async def test_a_large_streamed_answer_reaches_the_client_in_full_size_tls_records(

@@ -48,6 +48,10 @@ LISTEN_PORT = 5443
 # nginx's write size for upload bodies it writes to files (see render's body_files). Not above 1m: with
 # writes of 2 MiB and more the copy into the page cache cost 3-7x more on the bench machine, and nginx's CPU
 # per GiB doubled at 8m (bench/README.md, issue 15); 128k to 1m measured the same.
+# Also its read size for request bodies it streams to the registry (object storage: no body files): with the
+# default, one or two memory pages, every few KiB of a pushed blob was a read, a chunk and a write to the
+# registry's socket; at 1m nginx took about a quarter less CPU per GiB pushed (S3, bench/README.md, issue 14).
+# Allocated per request body in flight, at most the body's length when the client says it.
 BODY_BUFFER = "1m"
 # nginx's read size for answers it streams from the registry (proxy_buffering off), and so the size of
 # what it hands TLS at a time: the default, one memory page, costs a read and a TLS record per 4 KiB of a
@@ -285,6 +289,7 @@ http {{
 
             # Stream uploads and downloads: no temp files, no size-dependent latency.
             proxy_request_buffering off;
+            client_body_buffer_size {BODY_BUFFER};
             proxy_buffering off;
             proxy_buffer_size {STREAM_BUFFER};
             # Unused with buffering off (unless the registry asked for it with X-Accel-Buffering); nginx
