@@ -141,12 +141,12 @@ class S3Writer:
             piece = view[: max(self._part_size - self._filled, 0)]
             view = view[len(piece) :]
             end = self._filled + len(piece)
-            # The only copy of these bytes this side of the socket: into a spare buffer's place, or onto
-            # the end of a buffer still growing (the first part, which may be the only one, small).
+            # The only copy of these bytes this side of the socket: into a spare buffer's place (it is a
+            # part long), or onto the end of a buffer still growing (the first part, which may be the only
+            # one, small; its length is what it holds).
             if end <= len(self._buffer):
                 self._buffer[self._filled : end] = piece
             else:
-                del self._buffer[self._filled :]
                 self._buffer += piece
             self._filled = end
             if self._filled >= self._part_size:
