@@ -13,8 +13,9 @@ read from the real API server and, for each container:
   apart, exactly like mount namespaces;
 - materializes volumes: Secret and ConfigMap volumes are fetched with the client and written the way kubelet
   does (a timestamped directory, the `..data` symlink flipped atomically, one symlink per key; `items` and
-  `defaultMode` honoured), emptyDir and PVC volumes are directories under `<root>/volumes/`, hostPath volumes
-  live under `<root>/host/` (`host_path("/etc/containers/certs.d")` finds them);
+  `defaultMode` honoured; a missing `optional` one is an empty volume), emptyDir and PVC volumes are
+  directories under `<root>/volumes/`, hostPath volumes live under `<root>/host/`
+  (`host_path("/etc/containers/certs.d")` finds them);
 - remaps ports: every containerPort, and every port in `extra_ports` (ports a pod uses on loopback without
   declaring them, like the registry's 5000), gets a reserved loopback port unless `ports` pins it (a Service's
   node port, so `localhost:<nodePort>` reaches the pod as kube-proxy would make it); `127.0.0.1:P`,
@@ -280,22 +281,30 @@ class PodRunner:
 
     def _publish(self, volume: _Volume, *, kind: str) -> None:
         source = volume.source[kind]
-        if kind == "secret":
-            obj = self.client.get(
-                lightkube.resources.core_v1.Secret, source["secretName"], namespace=self.namespace
-            )
-            data = {k: base64.b64decode(v) for k, v in (obj.data or {}).items()}
-        else:
-            cm = self.client.get(
-                lightkube.resources.core_v1.ConfigMap, source["name"], namespace=self.namespace
-            )
-            data = {k: v.encode() for k, v in (cm.data or {}).items()}
-            data.update({k: base64.b64decode(v) for k, v in (cm.binaryData or {}).items()})
+        try:
+            data = self._volume_data(source, kind=kind)
+        except lightkube.ApiError as exc:
+            if exc.status.code != 404 or not source.get("optional"):
+                raise
+            # kubelet mounts a missing optional Secret or ConfigMap as an empty volume
+            write_projected(volume.path, {}, mode=source.get("defaultMode", 0o644))
+            return
         if source.get("items"):
             data = {item["path"]: data[item["key"]] for item in source["items"]}
         if kind == "configMap":
             data = {key: self._rewrite_text(value, volume=volume) for key, value in data.items()}
         write_projected(volume.path, data, mode=source.get("defaultMode", 0o644))
+
+    def _volume_data(self, source: dict[str, Any], *, kind: str) -> dict[str, bytes]:
+        if kind == "secret":
+            obj = self.client.get(
+                lightkube.resources.core_v1.Secret, source["secretName"], namespace=self.namespace
+            )
+            return {k: base64.b64decode(v) for k, v in (obj.data or {}).items()}
+        cm = self.client.get(lightkube.resources.core_v1.ConfigMap, source["name"], namespace=self.namespace)
+        data = {k: v.encode() for k, v in (cm.data or {}).items()}
+        data.update({k: base64.b64decode(v) for k, v in (cm.binaryData or {}).items()})
+        return data
 
     def _rewrite_text(self, data: bytes, *, volume: _Volume) -> bytes:
         # A ConfigMap's text is read by the containers mounting it: rewrite paths for the first of them (a
