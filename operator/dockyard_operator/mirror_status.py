@@ -108,8 +108,9 @@ def mirrors_verdict(
     A CA bundle the registry cannot load is named in the message (reason MirrorCABundleInvalid when no
     upstream fails) but keeps MirrorsReady True: the previous bundle is still in use. The message counts
     the nodes wired to each mirror with wireNodes (`wiring_desired`: of how many) and names wired mirrors
-    nodes cannot pull through (they send no credentials: the mirror's anonymousPull,
-    or the registry's `anonymous_pull`, must let them)."""
+    closed to anonymous pulls (neither the mirror's anonymousPull nor the registry's `anonymous_pull`):
+    containerd pulls through those with the node credential the agent writes into its hosts.toml, but
+    CRI-O and podman send no credentials (registries.conf has no header), so they use the upstream."""
     by_prefix = {s.prefix: s for s in statuses}
     failures = [
         found
@@ -129,8 +130,8 @@ def mirrors_verdict(
         if s.node_host is not None
     ]
     closed = [
-        f"mirror {m.prefix!r}: nodes send no credentials and its anonymousPull is off, so they pull "
-        f"{m.effective_node_host} from the upstream itself (set anonymousPull: true on the mirror)"
+        f"mirror {m.prefix!r}: anonymousPull is off, so containerd nodes pull {m.effective_node_host} "
+        "through it with a node credential, CRI-O and podman (no credentials) from the upstream itself"
         for m in mirrors
         if m.wire_nodes and not m.effective_anonymous_pull and not anonymous_pull
     ]

@@ -19,12 +19,12 @@ Steps (each failure names its step; the report carries every component's and Pod
    operator's pull-secret copy; nothing anywhere says insecure or skip_verify;
 4b. pull-through mirror: a real Distribution on the node's network (plain HTTP, `UPSTREAM`) holds the app
    image; the registry mirrors it (`spec.mirrors` with wireNodes, the host in the chart's
-   `nodeTrust.allowedHosts`; the mirror takes anonymous pulls of its prefix by default, its upstream
-   needing no credentials, while `spec.auth.anonymousPull` stays off: an anonymous pull of the pushed
-   `team/app` is refused), the image is pulled once through Dockyard, the upstream is stopped, and a Pod
-   whose image is the upstream's own name (`<upstream>/lib/app:1`) runs: kubelet → containerd → the
-   agent's `hosts.toml` for the upstream host → the registry's mirror, with no credentials;
-   status.mirrors counts the node as wired and MirrorsReady reports it;
+   `nodeTrust.allowedHosts`), closed to anonymous pulls (`anonymousPull: false`, as for an upstream with
+   credentials: an anonymous pull of the mirror's prefix and of the pushed `team/app` is refused), so the
+   agent's `hosts.toml` for the upstream host carries the node credential (root-only); the image is
+   pulled once through Dockyard, the upstream is stopped, and a Pod whose image is the upstream's own
+   name (`<upstream>/lib/app:1`) runs: kubelet → containerd → that `hosts.toml` → the registry's mirror,
+   which only that credential opens; status.mirrors counts the node as wired and MirrorsReady reports it;
 5. negative control: with node trust disabled, `docker login` fails on the certificate, the pull by node IP
    fails with an x509 error in the Pod's events, and the pull by `localhost` fails too (containerd 1.6 speaks
    plain HTTP to localhost without a `hosts.toml`; the agent's file is what makes it use verified TLS);
@@ -564,16 +564,27 @@ def _mirror_flow(node: cluster.Cluster, tmp: Path, *, certs: Path, auth: Path) -
             "skopeo", "copy", "--quiet", "--dest-tls-verify=false",
             "containers-storage:localhost/dockyard-e2e/app:1", f"docker://{MIRRORED_APP}", timeout=300,
         )  # fmt: skip
-        # No spec.auth.anonymousPull: containerd sends the mirror no credentials, and the mirror's own
-        # anonymousPull (the default for an upstream without credentials) lets it pull upstream/** only.
-        patch = {
-            "spec": {"mirrors": [{"upstream": f"http://{UPSTREAM}", "prefix": "upstream", "wireNodes": True}]}
+        # Neither spec.auth.anonymousPull nor the mirror's: containerd gets in with the node credential
+        # alone (a pull-only token for upstream/**), which the agent writes into the mirror's hosts.toml.
+        mirror = {
+            "upstream": f"http://{UPSTREAM}",
+            "prefix": "upstream",
+            "wireNodes": True,
+            "anonymousPull": False,
         }
-        node.kubectl("patch", "preg", REGISTRY, "-n", TEAM, "--type=merge", "-p", json.dumps(patch))
+        patch = json.dumps({"spec": {"mirrors": [mirror]}})
+        node.kubectl("patch", "preg", REGISTRY, "-n", TEAM, "--type=merge", "-p", patch)
         hosts_toml = cluster.CERTS_DIRS[0] / UPSTREAM / "hosts.toml"
-        kube.eventually(hosts_toml.is_file, timeout=120, what=f"the agent's hosts.toml for {UPSTREAM}")
+
+        def credentialed() -> bool:  # the Secret reaches the agent through kubelet's volume sync
+            return hosts_toml.is_file() and 'Authorization = "Bearer ' in hosts_toml.read_text()
+
+        kube.eventually(
+            credentialed, timeout=180, what=f"the agent's hosts.toml for {UPSTREAM}, credentialed"
+        )
         text = hosts_toml.read_text()
-        assert f'server = "http://{UPSTREAM}"' in text and f"https://{HOST}/v2/upstream" in text, text
+        assert f'server = "http://{UPSTREAM}"' in text and f"https://{HOST}/v2/upstream" in text
+        assert hosts_toml.stat().st_mode & 0o777 == 0o600  # it holds a credential: root only
         node.kubectl(
             "rollout", "status", f"deployment/{N.deployment}", "-n", TEAM, "--timeout=180s", timeout=200
         )
@@ -595,8 +606,8 @@ def _mirror_flow(node: cluster.Cluster, tmp: Path, *, certs: Path, auth: Path) -
                 "-w", "%{http_code}", "-H", f"Accept: {MANIFEST_TYPES}", f"https://{HOST}{path}", check=False,
             ).stdout  # fmt: skip
 
-        assert anonymous("/v2/upstream/lib/app/manifests/1") == "200"
-        assert anonymous("/v2/team/app/manifests/1") == "401"  # the rest of the registry stays closed
+        assert anonymous("/v2/upstream/lib/app/manifests/1") == "401"  # only the node credential opens it
+        assert anonymous("/v2/team/app/manifests/1") == "401"  # and the rest of the registry stays closed
         upstream.stop()
     assert node.inside("curl", "-s", "-m", "3", f"http://{UPSTREAM}/v2/", check=False).returncode != 0
 

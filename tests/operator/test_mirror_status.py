@@ -116,17 +116,18 @@ def test_the_message_counts_nodes_wired_to_each_image_host() -> None:
     assert (unwired[0].node_host, unwired[0].nodes_wired) == (None, None)
 
 
-def test_the_message_names_a_wired_mirror_that_nodes_cannot_pull_through() -> None:
+def test_the_message_names_a_wired_mirror_closed_to_anonymous_pulls() -> None:
     closed = mirror(credentialsSecretRef={"name": "hub-login"})  # with credentials: closed by default
     verdict = mirror_status.mirrors_verdict([closed], statuses(entry()), observed=True)
-    assert verdict.ok and "mirror 'hub': nodes send no credentials" in verdict.message
-    assert "set anonymousPull: true on the mirror" in verdict.message
+    assert verdict.ok and "mirror 'hub': anonymousPull is off" in verdict.message
+    assert "containerd nodes pull docker.io through it with a node credential" in verdict.message
+    assert "CRI-O and podman (no credentials) from the upstream itself" in verdict.message
     for opened, registry_wide in ((closed, True), (mirror(credentialsSecretRef={"name": "hub-login"},
                                   anonymousPull=True), False), (mirror(), False)):  # fmt: skip
         verdict = mirror_status.mirrors_verdict(
             [opened], statuses(entry()), observed=True, anonymous_pull=registry_wide
         )
-        assert "nodes send no credentials" not in verdict.message, verdict.message
+        assert "anonymousPull is off" not in verdict.message, verdict.message
 
 
 CA_ERROR = (

@@ -72,6 +72,7 @@ def test_only_the_selected_runtimes_certs_dirs_are_mounted() -> None:
     }
     assert mounts == {
         builders.CONFIG_DIR,
+        builders.CREDENTIALS_DIR,
         "/host/etc/containerd/certs.d",
         "/host/etc/containers/certs.d",
         "/host/etc/containers/registries.conf.d",

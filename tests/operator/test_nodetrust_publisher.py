@@ -366,10 +366,13 @@ async def test_a_round_reads_each_of_its_objects_once() -> None:
         ("list", "Pod", TRUST_NS),
     ]
     reads = len(api.reads)
-    await trust.publish()  # the periodic round adds one LIST of the registries
+    # The periodic round adds one LIST of the registries, and one read of the node credentials Secret,
+    # which it writes back should someone have changed or deleted it.
+    await trust.publish()
     assert sorted(api.reads[reads:]) == [
         ("get", "ConfigMap", TRUST_NS),
         ("get", "DaemonSet", TRUST_NS),
+        ("get", "Secret", TRUST_NS),
         ("get", "ServiceAccount", TRUST_NS),
         ("list", "Pod", TRUST_NS),
         ("list", names.KIND, None),

@@ -6,7 +6,7 @@ on its own (tests/integration/install checks the two agree), in three parts:
     is only for what no owner reference can remove: optional children the spec no longer wants (an
     Ingress, a PodDisruptionBudget, a NetworkPolicy), pull-secret copies in other namespaces, and
     kube-public/local-registry-hosting.
-  * dockyard.homeRules: node trust, only in the release namespace: the DaemonSet and ConfigMap it creates
+  * dockyard.homeRules: node trust, only in the release namespace: the DaemonSet, ConfigMap and Secret it creates
     there and the agents' Pods it reads reports from. Never cluster-wide: creating DaemonSets anywhere
     would let the operator run a Pod on every node of any namespace.
 */}}
@@ -90,6 +90,10 @@ watched Namespaces one by one (kube.Kube with namespaces).
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# The node credentials Secret next to the ConfigMap (tokens for wired mirrors closed to anonymous pulls).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list"]

@@ -71,9 +71,10 @@ class Mirror(ApiModel):
     upstream when the registry is down); needs spec.nodeTrust."""
     anonymous_pull: bool | None = None
     """Let anyone pull <prefix>/** without credentials (only this mirror's repositories; the rest of the
-    registry keeps its auth). Nodes wired to the mirror send no credentials, so they need it. Default: on
-    when the upstream is asked anonymously (no credentialsSecretRef: its content is public anyway), off
-    with credentials (set it to share what they unlock with anyone who reaches the registry)."""
+    registry keeps its auth). Default: on when the upstream is asked anonymously (no credentialsSecretRef:
+    its content is public anyway), off with credentials (set it to share what they unlock with anyone who
+    reaches the registry). Nodes wired to a mirror without it send a pull-only token for its prefix that
+    the operator hands the node trust agent."""
 
     @property
     def effective_node_host(self) -> str:
@@ -84,6 +85,11 @@ class Mirror(ApiModel):
         if self.anonymous_pull is not None:
             return self.anonymous_pull
         return self.credentials_secret_ref is None
+
+    @property
+    def needs_node_credential(self) -> bool:
+        """Wired to nodes but closed to anonymous pulls: nodes get a pull-only token for the prefix."""
+        return self.wire_nodes and not self.effective_anonymous_pull
 
 
 def check_unique(mirrors: list[Mirror]) -> None:

@@ -112,6 +112,8 @@ class Options:
     node: str
     poll_interval: float = 1.0
     resync_interval: float = 60.0
+    credentials_dir: Path | None = None
+    """The mounted node credentials Secret (`layout.NODE_CREDENTIALS`); None or missing: no credentials."""
 
 
 class Agent:
@@ -130,6 +132,7 @@ class Agent:
         self.reporter = reporter
         self._clock = clock
         self._applied: Mapping[str, str] | None = None
+        self._applied_credentials: Mapping[str, str] = {}
         self._synced_at = float("-inf")
         self._reported: str | None = None
         self._pending: layout.Report | None = None
@@ -142,15 +145,25 @@ class Agent:
     async def step(self) -> SyncResult | None:
         """One poll: sync when needed, then (re)try a pending report. The sync's result, None without one."""
         data = read_config(self.options.config_dir)
+        credentials = self._credentials()
         result: SyncResult | None = None
-        if data is not None and (
-            data != self._applied or self._clock() - self._synced_at >= self.options.resync_interval
+        if (
+            data is not None
+            and credentials is not None
+            and (
+                data != self._applied
+                or credentials != self._applied_credentials
+                or self._clock() - self._synced_at >= self.options.resync_interval
+            )
         ):
             desired = layout.decode(data)
+            tokens, problems = layout.decode_credentials(credentials)
+            desired = dataclasses.replace(desired, tokens=tokens, errors=(*desired.errors, *problems))
             result = self.installer.sync(desired)
             for error in result.errors:
                 log.warning("%s", error)
-            self._applied, self._synced_at = data, self._clock()
+            self._applied, self._applied_credentials = data, credentials
+            self._synced_at = self._clock()
             report = layout.Report(
                 node=self.options.node,
                 applied=layout.content_hash(data),
@@ -169,6 +182,13 @@ class Agent:
             else:
                 self._reported, self._pending = self._pending.to_json(), None
         return result
+
+    def _credentials(self) -> dict[str, str] | None:
+        """The node credentials as mounted ({} without the mount), None while kubelet swaps them."""
+        directory = self.options.credentials_dir
+        if directory is None or not directory.is_dir():
+            return {}
+        return read_config(directory)
 
     async def run(self, *, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -204,6 +224,9 @@ def parser() -> argparse.ArgumentParser:
         description="Install registry CAs for the node's container runtimes from a mounted ConfigMap.",
     )
     p.add_argument("--config-dir", type=Path, required=True, help="the mounted node trust ConfigMap")
+    p.add_argument(
+        "--credentials-dir", type=Path, default=None, help="the mounted node credentials Secret (optional)"
+    )
     p.add_argument("--host-root", type=Path, default=Path("/host"), help="where the node's / is mounted")
     p.add_argument("--targets", type=_targets, default=layout.TARGETS, help="docker,containerd,crio (all)")
     p.add_argument("--poll-interval", type=_positive, default=1.0, help="seconds between ConfigMap reads")
@@ -237,6 +260,7 @@ async def _serve(args: argparse.Namespace) -> int:
     agent = Agent(
         options=Options(
             config_dir=args.config_dir,
+            credentials_dir=args.credentials_dir,
             node=args.node_name or os.uname().nodename,
             poll_interval=args.poll_interval,
             resync_interval=args.resync_interval,

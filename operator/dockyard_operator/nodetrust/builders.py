@@ -1,11 +1,12 @@
-"""The node trust children of one operator installation, as manifest dicts: ConfigMap, DaemonSet and the
-agent's ServiceAccount, Role and RoleBinding, all in the operator's namespace.
+"""The node trust children of one operator installation, as manifest dicts: ConfigMap, node credentials
+Secret, DaemonSet and the agent's ServiceAccount, Role and RoleBinding, all in the operator's namespace.
 
 The DaemonSet runs the operator image's `python -m dockyard_operator.nodetrust.agent` on every Linux node:
 - it tolerates every taint (control-plane and tainted nodes pull images too) and requests next to nothing;
 - it mounts only the certs.d directory of each selected runtime (hostPath `DirectoryOrCreate`, under
   `/host`), with the crio target also `/etc/containers/registries.conf.d` (its mirrors drop-in, never
-  registries.conf or policy.json), plus the ConfigMap, read-only root file system, no service links;
+  registries.conf or policy.json), plus the ConfigMap and the node credentials Secret (mirror tokens,
+  `layout.NODE_CREDENTIALS`), read-only root file system, no service links;
 - it runs as root because those directories are root-owned `0755` on every distribution; as their owner,
   root can write there with every capability dropped (no DAC override, no chown), no privilege escalation,
   the RuntimeDefault seccomp profile, no host network or PID namespace;
@@ -14,9 +15,9 @@ The DaemonSet runs the operator image's `python -m dockyard_operator.nodetrust.a
 - no `system-node-critical` priority: the default admission allows it only in kube-system, and a CA
   installer that waits for room is harmless (a node without it simply does not trust the registry yet).
 
-The ConfigMap and the DaemonSet are owned by the agent's ServiceAccount, which the chart installs: the
-operator creates them at run time, so `helm uninstall` knows nothing of them, but deleting the chart's
-ServiceAccount lets the garbage collector take them (and every agent Pod) along.
+The ConfigMap, the Secret and the DaemonSet are owned by the agent's ServiceAccount, which the chart
+installs: the operator creates them at run time, so `helm uninstall` knows nothing of them, but deleting
+the chart's ServiceAccount lets the garbage collector take them (and every agent Pod) along.
 
 Must not: perform I/O, read the clock or depend on kopf/lightkube.
 """
@@ -33,6 +34,9 @@ from dockyard_operator.nodetrust import layout
 
 NAME = "dockyard-node-trust"
 CONFIG_DIR = "/etc/dockyard/node-trust"
+CREDENTIALS_NAME = f"{NAME}-credentials"
+"""The node credentials Secret (`layout.NODE_CREDENTIALS`), next to the ConfigMap."""
+CREDENTIALS_DIR = "/etc/dockyard/node-credentials"
 HOST_ROOT = "/host"
 COMPONENT = "node-trust"
 LABELS = {
@@ -49,8 +53,8 @@ def _metadata(namespace: str, name: str = NAME) -> dict[str, Any]:
     return {"name": name, "namespace": namespace, "labels": dict(LABELS)}
 
 
-def _owned_metadata(namespace: str, owner_uid: str | None) -> dict[str, Any]:
-    meta = _metadata(namespace)
+def _owned_metadata(namespace: str, owner_uid: str | None, name: str = NAME) -> dict[str, Any]:
+    meta = _metadata(namespace, name)
     if owner_uid is not None:
         meta["ownerReferences"] = [owner_reference(service_account_uid=owner_uid)]
     return meta
@@ -89,6 +93,21 @@ def configmap(
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": dict(data)}
 
 
+def credentials_secret(
+    *, namespace: str, tokens: Mapping[str, str], owner_uid: str | None = None
+) -> dict[str, Any]:
+    """The Secret the agents mount next to the ConfigMap: encoded image host (`layout.host_key`) → the
+    node credential containerd sends that host's mirror (see `layout.NODE_CREDENTIALS`); empty when no
+    wired mirror needs one."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _owned_metadata(namespace, owner_uid, CREDENTIALS_NAME),
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(tokens.items())},
+    }
+
+
 def owners_of(live: Mapping[str, Any] | None) -> dict[str, tuple[str, str]]:
     """The host → (namespace, name) map a published ConfigMap records; empty when absent or unreadable."""
     text = (((live or {}).get("metadata") or {}).get("annotations") or {}).get(OWNERS_ANNOTATION)
@@ -110,6 +129,8 @@ def agent_args(*, targets: Sequence[layout.Target], resync_seconds: float) -> li
     return [
         "--config-dir",
         CONFIG_DIR,
+        "--credentials-dir",
+        CREDENTIALS_DIR,
         "--host-root",
         HOST_ROOT,
         "--targets",
@@ -171,7 +192,11 @@ def daemonset(
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}, *host_mounts],
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True},
+            *host_mounts,
+        ],
     }
     return {
         "apiVersion": "apps/v1",
@@ -190,7 +215,19 @@ def daemonset(
                     "tolerations": [{"operator": "Exists"}],
                     "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [container],
-                    "volumes": [{"name": "config", "configMap": {"name": NAME}}, *host_volumes],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": NAME}},
+                        # Optional: agents start (and install CAs) before the operator first writes it.
+                        {
+                            "name": "credentials",
+                            "secret": {
+                                "secretName": CREDENTIALS_NAME,
+                                "optional": True,
+                                "defaultMode": 0o400,
+                            },
+                        },
+                        *host_volumes,
+                    ],
                 },
             },
         },

@@ -11,15 +11,18 @@ and every resync period to observe the agents; each publication
 2. observes the nodes: the DaemonSet's desired/ready/updated counts and every agent's report (the
    `dockyard.dev/node-trust` annotation on its Pod);
 3. composes what to publish (`publication`: the hosts each registry may claim, who holds a host two
-   registries claim, which CAs each publishes during a rotation) and applies the ConfigMap and the DaemonSet
-   in the operator's namespace through the child writer, which decides on the DaemonSet and ConfigMap this
-   round already read (spec-hash: no write when nothing changed);
+   registries claim, which CAs each publishes during a rotation, the node credentials of wired mirrors that
+   take no anonymous pulls) and applies the ConfigMap and the DaemonSet in the operator's namespace through
+   the child writer, which decides on the DaemonSet and ConfigMap this round already read (spec-hash: no
+   write when nothing changed), and the node credentials Secret when its data changed or on the periodic
+   round (one more read then);
 4. records, per registry, its hosts, the published fingerprints, its rotation plan and any problem
    (`sources.Observation`), and tells the reconciler which registries read differently, so their status
    (`status.nodeTrust`, `NodeTrustReady`) follows without waiting for the resync loop.
 So a round costs the same handful of reads whatever the number of registries (the DaemonSet, the agent
-Pods, the ConfigMap, the agent's ServiceAccount; the periodic round adds one LIST of the registries) and
-O(N) work, and no registry pass waits on a lock. A deletion publishes at once (`forget`), without a LIST.
+Pods, the ConfigMap, the agent's ServiceAccount; the periodic round adds one LIST of the registries and a
+read of the node credentials Secret) and O(N) work, and no registry pass waits on a lock. A deletion
+publishes at once (`forget`), without a LIST.
 The agent's ServiceAccount, Role and RoleBinding are static and ship with the chart (`builders.desired`
 renders them), so the operator needs no RBAC-granting rights.
 
@@ -39,6 +42,7 @@ from typing import Any, Protocol
 import pydantic
 
 from dockyard_operator import kube, model, names, writer
+from dockyard_operator.builders import htpasswd_secret
 from dockyard_operator.nodetrust import builders, layout, publication, rotation, sources
 
 log = logging.getLogger(__name__)
@@ -119,6 +123,10 @@ class NodeTrust:
         # When the registries were last listed (monotonic); None: not since start, so the next round lists.
         self._listed_at: float | None = None
         self._last: sources.Observation | None = None
+        # The node credentials last written (None: not since start): a round writes them when they changed
+        # (a new token window, a mirror wired or unwired) and on the periodic round, which also puts back
+        # a Secret someone deleted; other rounds spend no read on them.
+        self._tokens_written: Mapping[str, str] | None = None
         self._wanted = asyncio.Event()
         # Only the publisher task and a deletion publish; the lock keeps the two from interleaving.
         self._lock = asyncio.Lock()
@@ -258,6 +266,15 @@ class NodeTrust:
                 )
                 await self._writer.apply(configmap_manifest, read=configmap)
                 await self._writer.apply(daemonset_manifest, read=daemonset)
+                # Last: a Secret the operator may not write (a hand-made Role without it) fails the round
+                # and says why, but after the CAs and the wiring were published.
+                if full or composed.tokens != self._tokens_written:
+                    await self._writer.apply(
+                        builders.credentials_secret(
+                            namespace=self._namespace, tokens=composed.tokens, owner_uid=owner
+                        )
+                    )
+                    self._tokens_written = dict(composed.tokens)
         except kube.KubeError as exc:  # a missing or terminating namespace, RBAC, a conflict: next pass
             error = f"cannot publish node trust in namespace {self._namespace}: {exc}"
         self._last = sources.Observation(nodes=nodes, registries=composed.views, error=error)
@@ -338,6 +355,10 @@ class NodeTrust:
         deployment = await self._client.get(
             api_version="apps/v1", kind="Deployment", namespace=namespace, name=child_names.deployment
         )
+        token_key = ""
+        if any(m.needs_node_credential for m in spec.mirrors):
+            auth = await self._secret(namespace, child_names.htpasswd_secret)
+            token_key = (_decoded(auth, htpasswd_secret.TOKEN_KEY_FILE) or "").strip()
         return sources.source(
             spec=spec,
             name=name,
@@ -349,6 +370,8 @@ class NodeTrust:
             cluster_domain=self._cluster_domain,
             deployment=deployment,
             created=str(meta.get("creationTimestamp") or ""),
+            token_key=token_key,
+            now=time.time(),
         )
 
     async def _secret(self, namespace: str, name: str) -> dict[str, Any] | None:

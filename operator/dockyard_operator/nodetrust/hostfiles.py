@@ -50,19 +50,24 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes) -> bool:
-    """Write `data` to `path` by temp file + fsync + rename; False (no write) when it already holds it."""
+def write_atomically(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
+    """Write `data` to `path` by temp file + fsync + rename; False (no write) when it already holds it with
+    `mode`. 0o644 by default: CAs are public and runtimes may read them as any user; a file holding a
+    credential is written 0o600 (the temp file has that mode from its creation on)."""
     try:
-        if path.read_bytes() == data:
+        if path.read_bytes() == data and path.stat().st_mode & 0o777 == mode:
             return False
     except FileNotFoundError:
         pass
     tmp = path.with_name(f".{path.name}{_TMP_SUFFIX}")
-    with tmp.open("wb") as handle:
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a crash's leftover: O_EXCL below creates the file with `mode` or fails
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o600)
+    with os.fdopen(fd, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-    tmp.chmod(0o644)  # CAs are public; runtimes may read them as any user
+    tmp.chmod(mode)
     tmp.replace(path)
     _fsync_dir(path.parent)
     return True
@@ -107,8 +112,10 @@ class Installer:
             wired = dict(desired.mirrors) if target == "containerd" else {}
             for host, wiring in sorted(wired.items()):
                 # Only hosts.toml: containerd verifies the mirror with the registry host's own ca.crt.
-                files = {layout.HOSTS_TOML: wiring.hosts_toml(host).encode()}
-                if self._install(target=target, host=host, files=files, result=result):
+                token = desired.tokens.get(host, "")
+                files = {layout.HOSTS_TOML: wiring.hosts_toml(host, token=token).encode()}
+                private = {layout.HOSTS_TOML} if token else set()
+                if self._install(target=target, host=host, files=files, result=result, private=private):
                     result.mirrors[host] = (*result.mirrors.get(host, ()), "containerd")
             self._prune(base=base, keep=set(wanted) | set(wired), result=result)
         if "crio" in self.targets:
@@ -158,8 +165,16 @@ class Installer:
         return files
 
     def _install(
-        self, *, target: layout.Target, host: str, files: dict[str, bytes], result: SyncResult
+        self,
+        *,
+        target: layout.Target,
+        host: str,
+        files: dict[str, bytes],
+        result: SyncResult,
+        private: set[str] | frozenset[str] = frozenset(),
     ) -> bool:
+        """Write `files` into the host's directory (made with our marker when missing); the ones named in
+        `private` hold a credential and are readable by root only. False: the directory is not ours."""
         directory = self.base(target) / host
         if directory.exists() and not (directory / layout.MARKER).is_file():
             result.errors.append(f"{directory.relative_to(self.host_root)}: exists and was not created by us")
@@ -168,7 +183,7 @@ class Installer:
             self._create_dir(directory)
             log.info("created %s", directory)
         for name, content in files.items():
-            if write_atomically(directory / name, content):
+            if write_atomically(directory / name, content, mode=0o600 if name in private else 0o644):
                 result.written += 1
                 log.info("wrote %s", directory / name)
         return True

@@ -40,6 +40,14 @@ MIRRORS_KEY = "_mirrors.json"
 """Reserved ConfigMap key: {image host: {"upstream", "registry", "prefix"}}: image hosts containerd pulls
 through a Dockyard pull-through mirror (its `hosts.toml` only; the registry host's CA is its own entry)."""
 
+NODE_CREDENTIALS = "node-credentials"
+"""The Secret next to the ConfigMap (the agent mounts both) holding, per image host key (`host_key`), the
+node credential containerd sends a mirror that takes no anonymous pulls: a registry token granting pull on
+that mirror's prefix only, minted by the operator and replaced each half of its lifetime. A Secret, so the
+ConfigMap stays free of credentials; `hosts.toml` files holding one are written readable by root only."""
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+"""A compact JWS: nothing a TOML string would need escaped."""
+
 MARKER = ".dockyard-node-trust"
 """File the agent writes into every directory it created; its content says who and why."""
 MARKER_TEXT = "created by the Dockyard node trust agent; removed when the host leaves its ConfigMap\n"
@@ -109,13 +117,15 @@ def hosts_toml(host: str) -> str:
     )
 
 
-def mirror_hosts_toml(*, host: str, upstream: str, registry_host: str, prefix: str) -> str:
+def mirror_hosts_toml(*, host: str, upstream: str, registry_host: str, prefix: str, token: str = "") -> str:
     """containerd's config for an image host a Dockyard pull-through mirror stands in for.
 
     Pods keep image names of `host` (say `docker.io/library/nginx`); containerd asks the first `[host]`,
     the registry's mirror prefix (`override_path`: the path, `/v2/<prefix>`, replaces containerd's own
     `/v2`), for pull and resolve only, verified against the registry's CA as installed for
-    `registry_host`; when that fails it falls back to `server`, the upstream itself.
+    `registry_host`; when that fails it falls back to `server`, the upstream itself. With `token` (the
+    node credential of a mirror that takes no anonymous pulls) containerd sends it to that host, and only
+    to it, as a Bearer `Authorization` header; the file then holds a credential (see `NODE_CREDENTIALS`).
     """
     check_host(host)
     check_host(registry_host)
@@ -123,7 +133,9 @@ def mirror_hosts_toml(*, host: str, upstream: str, registry_host: str, prefix: s
         raise LayoutError(f"{upstream!r} is not an upstream URL (expected http(s)://host[:port])")
     if not re.fullmatch(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*", prefix):
         raise LayoutError(f"{prefix!r} is not a repository prefix")
-    return (
+    if token and not _TOKEN.fullmatch(token):
+        raise LayoutError("the node credential is not a token (expected a JWT)")
+    text = (
         "# Written by the Dockyard node trust agent; edits are overwritten.\n"
         f'server = "{upstream}"\n'
         "\n"
@@ -132,6 +144,11 @@ def mirror_hosts_toml(*, host: str, upstream: str, registry_host: str, prefix: s
         f'  ca = "/{ca_path("containerd", registry_host)}"\n'
         "  override_path = true\n"
     )
+    if token:
+        text += (
+            f'  [host."https://{registry_host}/v2/{prefix}".header]\n    Authorization = "Bearer {token}"\n'
+        )
+    return text
 
 
 REGISTRIES_CONF_DIR = "etc/containers/registries.conf.d"
@@ -210,9 +227,9 @@ class MirrorWiring:
     """The Dockyard registry's host[:port] as nodes reach it (its CA is published under that host)."""
     prefix: str
 
-    def hosts_toml(self, host: str) -> str:
+    def hosts_toml(self, host: str, *, token: str = "") -> str:
         return mirror_hosts_toml(
-            host=host, upstream=self.upstream, registry_host=self.registry, prefix=self.prefix
+            host=host, upstream=self.upstream, registry_host=self.registry, prefix=self.prefix, token=token
         )
 
     def to_json(self) -> dict[str, str]:
@@ -228,6 +245,27 @@ class Desired:
     errors: tuple[str, ...] = ()
     """Keys that could not be used (bad key, bad PEM, bad target); reported, never written."""
     mirrors: Mapping[str, MirrorWiring] = dataclasses.field(default_factory=dict)
+    tokens: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Image host → node credential for its mirror (from the `NODE_CREDENTIALS` Secret)."""
+
+
+def decode_credentials(data: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The node credentials Secret's data → (image host → token, problems); a problem names the key only,
+    never the value."""
+    tokens: dict[str, str] = {}
+    errors: list[str] = []
+    for key in sorted(data):
+        try:
+            host = key_host(key)
+        except LayoutError as exc:
+            errors.append(f"{NODE_CREDENTIALS}: {exc}")
+            continue
+        token = data[key].strip()
+        if not _TOKEN.fullmatch(token):
+            errors.append(f"{NODE_CREDENTIALS}: {key}: not a token")
+            continue
+        tokens[host] = token
+    return tokens, errors
 
 
 def decode(data: Mapping[str, str]) -> Desired:

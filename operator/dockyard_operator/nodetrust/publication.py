@@ -3,7 +3,8 @@
 Owns: `compose`, which keeps only the hosts each registry may claim (`claims`), settles hosts two registries
 claim (`aggregate`: the owner recorded on the published ConfigMap keeps it, else the oldest registry), asks
 `rotation.plan` which CAs each registry publishes for the hosts it holds, wires mirrors to image hosts, and
-returns the ConfigMap's data, who owns each host and every registry's `RegistryView`.
+returns the ConfigMap's data, who owns each host, every registry's `RegistryView` and the node credentials
+of the wired mirrors that take no anonymous pulls (the Secret's data).
 Must not: perform I/O (that is `controller`: it reads the sources, the nodes and the published owners, and
 writes what this returns).
 """
@@ -26,6 +27,8 @@ class Composed:
     data: Mapping[str, str]
     owners: Mapping[str, Key]
     views: Mapping[Key, sources.RegistryView]
+    tokens: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    """The node credentials Secret's data: encoded image host → token, for wired hosts only."""
 
 
 def compose(
@@ -102,9 +105,13 @@ def compose(
     for item, problems in [*merged.problems.items(), *mirror_problems.items()]:
         old = views[item]
         views[item] = dataclasses.replace(old, problems=(*old.problems, *problems))
+    tokens: dict[str, str] = {}
     for host, wiring in wired.items():  # which registry each wired image host belongs to
         holder = merged.owners.get(wiring.registry)
         if holder is not None and holder in views:
             old = views[holder]
             views[holder] = dataclasses.replace(old, mirror_hosts=(*old.mirror_hosts, host))
-    return Composed(data=data, owners=merged.owners, views=views)
+            token = dict(wanted[holder][0].node_tokens).get(host) if holder in wanted else None
+            if token:
+                tokens[layout.host_key(host)] = token
+    return Composed(data=data, owners=merged.owners, views=views, tokens=tokens)

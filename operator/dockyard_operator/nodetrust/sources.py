@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dockyard_common import pki
+from dockyard_common import pki, regtoken
 from dockyard_operator import model, names, policies
 from dockyard_operator.conditions import Reason
 from dockyard_operator.nodetrust import aggregate, claims, layout, rotation
@@ -43,6 +43,8 @@ class Source:
     """`metadata.creationTimestamp`: older registries claim a host first (see `aggregate`)."""
     mirrors: tuple[tuple[str, str, str], ...] = ()
     """spec.mirrors with wireNodes: (image host, upstream URL, prefix), see `aggregate.wire_mirrors`."""
+    node_tokens: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
+    """(image host, node credential) for the wired mirrors that take no anonymous pulls (`node_token`)."""
 
 
 def source(
@@ -57,8 +59,12 @@ def source(
     cluster_domain: str,
     deployment: Mapping[str, Any] | None = None,
     created: str = "",
+    token_key: str = "",
+    now: float = 0.0,
 ) -> Source:
-    """Build a registry's `Source` from what its reconcile pass already holds (pure)."""
+    """Build a registry's `Source` from what its reconcile pass already holds (pure); with the registry's
+    `token_key`, the node credentials of its wired mirrors that take no anonymous pulls, minted for the
+    window `now` falls in (`node_token`)."""
     child_names = names.Names.of(name)
     exposure = _exposure(
         spec, service, service_name=child_names.service, namespace=namespace, cluster_domain=cluster_domain
@@ -91,6 +97,32 @@ def source(
         mirrors=tuple(
             (m.effective_node_host, m.upstream.rstrip("/"), m.prefix) for m in spec.mirrors if m.wire_nodes
         ),
+        node_tokens=tuple(
+            (m.effective_node_host, node_token(key=token_key, registry=name, prefix=m.prefix, now=now))
+            for m in spec.mirrors
+            if m.needs_node_credential and token_key
+        ),
+    )
+
+
+NODE_TOKEN_LIFETIME = 24 * 3600
+"""Seconds a node credential is valid. A new one is minted each half lifetime (`regtoken.pull_window`),
+so what nodes hold always has at least 12 h left while the operator runs; when it stops for longer, the
+mirror answers nodes 401 and containerd pulls from the upstream itself."""
+NODE_TOKEN_SUBJECT = "dockyard-node-trust"  # noqa: S105  # a subject name, not a secret
+"""Who a node credential says it is, in the registry's logs and metrics."""
+
+
+def node_token(*, key: str, registry: str, prefix: str, now: float) -> str:
+    """The node credential for one mirror: a registry token granting pull on `<prefix>/**` and nothing
+    else, minted for the current half-lifetime window (the same token all window long)."""
+    return regtoken.mint(
+        key=key.encode(),
+        service=registry,
+        subject=NODE_TOKEN_SUBJECT,
+        grants=[(f"{prefix}/**", ("pull",))],
+        now=regtoken.pull_window(now=now, lifetime_seconds=NODE_TOKEN_LIFETIME),
+        ttl_seconds=NODE_TOKEN_LIFETIME,
     )
 
 

@@ -138,11 +138,13 @@ class Credentials:
 
 def token_key(spec: model.PrivateRegistrySpec, current: dict[str, bytes] | None) -> str:
     """The registry token key: kept once made (tokens already handed out stay valid), made only when
-    spec.pullSecrets.tokenLifetime asks for short-lived pull secrets or the registry offers the token flow
-    (its replicas must accept each other's tokens)."""
+    spec.pullSecrets.tokenLifetime asks for short-lived pull secrets, the registry offers the token flow
+    (its replicas must accept each other's tokens), or nodes need a credential for a wired mirror that
+    takes no anonymous pulls."""
     chosen = spec.pull_secrets
     short_lived = chosen is not None and chosen.token_lifetime is not None
-    if not short_lived and not spec.auth.token_flow:
+    node_credentials = spec.node_trust.enabled and any(m.needs_node_credential for m in spec.mirrors)
+    if not short_lived and not spec.auth.token_flow and not node_credentials:
         return ""
     existing = (current or {}).get(htpasswd_secret.TOKEN_KEY_FILE, b"").decode("ascii", "replace").strip()
     return existing if len(existing) >= 64 else secrets.token_hex(32)

@@ -175,7 +175,7 @@ class Reconciler:
                 read={**users.read, **material.read},
             )
         with step("trust"):
-            nodes = await self._trust.hand_off(run, tls=material, applied=applied)
+            nodes = await self._trust.hand_off(run, tls=material, applied=applied, token_key=users.token_key)
         with step("observe"):
             observed = await self._observe.registry(run, applied=applied)
         with step("exposure"):

@@ -25,7 +25,7 @@ class NodeTrustHandOff:
         self._cluster_domain = config.cluster_domain
 
     async def hand_off(
-        self, run: context.Pass, *, tls: context.Tls, applied: context.Applied
+        self, run: context.Pass, *, tls: context.Tls, applied: context.Applied, token_key: str = ""
     ) -> context.Trust:
         spec = run.spec
         if self._node_trust is None:
@@ -46,6 +46,8 @@ class NodeTrustHandOff:
                 cluster_domain=self._cluster_domain,
                 deployment=applied.get("Deployment"),
                 created=run.created,
+                token_key=token_key,
+                now=run.now.timestamp(),
             )
         self._node_trust.submit((run.namespace, run.name), update)
         return self.view(run.spec, namespace=run.namespace, name=run.name)
