@@ -10,6 +10,7 @@ cluster; tests/node/test_seed_flow.py (step 4b) runs the whole chain on a real k
 from __future__ import annotations
 
 import base64
+import dataclasses
 import stat
 import time
 import tomllib
@@ -99,7 +100,7 @@ def test_the_agent_writes_the_credential_into_a_root_only_hosts_toml_and_drops_i
     ca = tmp_path / f"etc/containerd/certs.d/{REGISTRY_HOST}/ca.crt"
     token = node_token()
 
-    result = installer.sync(layout.Desired(**{**vars(layout.decode(data)), "tokens": {"docker.io": token}}))
+    result = installer.sync(dataclasses.replace(layout.decode(data), tokens={"docker.io": token}))
     assert result.errors == [] and result.mirrors == {"docker.io": ("containerd",)}
     assert f'Authorization = "Bearer {token}"' in toml.read_text()
     assert stat.S_IMODE(toml.stat().st_mode) == 0o600
