@@ -60,11 +60,11 @@ def source(
     deployment: Mapping[str, Any] | None = None,
     created: str = "",
     token_key: str = "",
-    now: float = 0.0,
+    now: float | None = None,
 ) -> Source:
     """Build a registry's `Source` from what its reconcile pass already holds (pure); with the registry's
     `token_key`, the node credentials of its wired mirrors that take no anonymous pulls, minted for the
-    window `now` falls in (`node_token`)."""
+    window `now` (the pass's clock, seconds since the epoch) falls in (`node_token`)."""
     child_names = names.Names.of(name)
     exposure = _exposure(
         spec, service, service_name=child_names.service, namespace=namespace, cluster_domain=cluster_domain
@@ -100,7 +100,7 @@ def source(
         node_tokens=tuple(
             (m.effective_node_host, node_token(key=token_key, registry=name, prefix=m.prefix, now=now))
             for m in spec.mirrors
-            if m.needs_node_credential and token_key
+            if m.needs_node_credential and token_key and now is not None
         ),
     )
 
