@@ -133,7 +133,7 @@ def mirrors_verdict(
         f"mirror {m.prefix!r}: anonymousPull is off, so containerd nodes pull {m.effective_node_host} "
         "through it with a node credential, CRI-O and podman (no credentials) from the upstream itself"
         for m in mirrors
-        if m.wire_nodes and not m.effective_anonymous_pull and not anonymous_pull
+        if m.needs_node_credential and not anonymous_pull
     ]
     ca_problems = [note for m in mirrors if (note := _ca_problem(by_prefix.get(m.prefix), m))]
     tail = "".join(f"; {part}" for part in (", ".join(wired), *closed) if part)

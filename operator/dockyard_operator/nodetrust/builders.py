@@ -34,8 +34,8 @@ from dockyard_operator.nodetrust import layout
 
 NAME = "dockyard-node-trust"
 CONFIG_DIR = "/etc/dockyard/node-trust"
-CREDENTIALS_NAME = f"{NAME}-credentials"
-"""The node credentials Secret (`layout.NODE_CREDENTIALS`), next to the ConfigMap."""
+CREDENTIALS_NAME = layout.NODE_CREDENTIALS
+"""The node credentials Secret, next to the ConfigMap: `<NAME>-credentials`."""
 CREDENTIALS_DIR = "/etc/dockyard/node-credentials"
 HOST_ROOT = "/host"
 COMPONENT = "node-trust"

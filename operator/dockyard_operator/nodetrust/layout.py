@@ -40,7 +40,7 @@ MIRRORS_KEY = "_mirrors.json"
 """Reserved ConfigMap key: {image host: {"upstream", "registry", "prefix"}}: image hosts containerd pulls
 through a Dockyard pull-through mirror (its `hosts.toml` only; the registry host's CA is its own entry)."""
 
-NODE_CREDENTIALS = "node-credentials"
+NODE_CREDENTIALS = "dockyard-node-trust-credentials"
 """The Secret next to the ConfigMap (the agent mounts both) holding, per image host key (`host_key`), the
 node credential containerd sends a mirror that takes no anonymous pulls: a registry token granting pull on
 that mirror's prefix only, minted by the operator and replaced each half of its lifetime. A Secret, so the
