@@ -112,7 +112,9 @@ def test_a_crashed_node_is_cleaned_up_by_the_next_start(tmp_path: Path) -> None:
         "no shim survived"
     )
 
-    assert not cluster.node_is_live()  # etcd held the lock; a crash frees it: the record is a leftover now
+    # etcd held the lock; a crash frees it: the record is a leftover now. Freed once the killed holder's
+    # exit closed its files, a moment after its command line went empty (the wait above), so waited for.
+    kube.eventually(lambda: not cluster.node_is_live(), timeout=30, what="the crashed node's lock to be free")
     with cluster.Cluster(images=[]) as fresh:
         assert fresh.workdir != Path(workdir)
         assert not Path(workdir).exists()
