@@ -61,6 +61,15 @@ def blob_file(tmp_path: Path, dgst: str) -> Path:
     return tmp_path / "data" / paths.blob_data(digest.parse(dgst))
 
 
+def cancel_then_release(task: asyncio.Task[Any], release: threading.Event) -> None:
+    """Cancel a request whose worker thread waits on `release`, and release the worker only once the
+    cancellation reached the request (its wakeup is already queued, so it runs first). Released at once,
+    the worker could pass its `abandoned` check before the request set it and commit what it adopted: a
+    legitimate outcome of a client leaving at that moment, but not the one the tests below are about."""
+    task.cancel()
+    asyncio.get_running_loop().call_soon(release.set)
+
+
 async def error_code(resp: Any) -> str:
     code: str = json.loads(await resp.text())["errors"][0]["code"]
     return code
@@ -328,11 +337,7 @@ async def test_a_cancelled_chunk_is_rolled_back_once_its_worker_is_done(
     chunk = bodyfile.open_checked(nginx_wrote(body_dir(tmp_path), data))
     task = asyncio.create_task(st.write_chunk("r", upload, body=chunk))
     assert await asyncio.to_thread(placed.wait, 30)
-    task.cancel()
-    # Released only once the cancellation reached the request (its wakeup is already queued, so it runs
-    # first): released at once, the worker could pass its `abandoned` check before the request set it,
-    # and commit the chunk (a legitimate outcome, but not the one this test is about).
-    asyncio.get_running_loop().call_soon(release.set)
+    cancel_then_release(task, release)
     with pytest.raises(asyncio.CancelledError):
         await task
     monkeypatch.setattr(bodyfile, "adopt", real)
@@ -411,11 +416,7 @@ async def test_a_put_cancelled_while_its_worker_adopts_the_file_commits_nothing(
     put = bodyfile.open_checked(nginx_wrote(body_dir(tmp_path), last))
     task = asyncio.create_task(st.finish_upload("r", upload, dgst=dgst, body=put))
     assert await asyncio.to_thread(placed.wait, 30)
-    task.cancel()
-    # Released only once the cancellation reached the request (its wakeup is already queued, so it runs
-    # first): released at once, the worker could pass its `abandoned` check before the request set it,
-    # and commit the chunk (a legitimate outcome, but not the one this test is about).
-    asyncio.get_running_loop().call_soon(release.set)
+    cancel_then_release(task, release)
     with pytest.raises(asyncio.CancelledError):
         await task
     monkeypatch.setattr(bodyfile, "adopt", real)
